@@ -1,0 +1,26 @@
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@$(PY) -m wattgate.demo
+
+test: setup
+	$(BIN)/ruff check wattgate tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: setup
+	$(BIN)/ruff check wattgate tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(PY) -m wattgate.cli bench all
+
+clean:
+	rm -rf run build dist *.egg-info .pytest_cache .mypy_cache

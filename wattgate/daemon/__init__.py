@@ -1,0 +1,1 @@
+"""Orchestration: threads, the event loop, signals, the socket server, persistence."""

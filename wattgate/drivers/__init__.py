@@ -1,0 +1,1 @@
+"""Mechanism: thin I/O with hardware (sysfs, cameras, the TFLite interpreter). No decisions."""
