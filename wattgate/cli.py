@@ -1,0 +1,203 @@
+"""The `wattgate` command: run the daemon, talk to it, check configs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from wattgate import __version__
+from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
+from wattgate.config import EXIT_CONFIG, ConfigError, json_schema, load_config
+
+EXIT_UNAVAILABLE = 69
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"wattgate: {message}", file=sys.stderr)
+    return code
+
+
+def _config_error(exc: ConfigError) -> int:
+    print(f"wattgate: bad config {exc.source}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return str(args.socket)
+    if args.config:
+        return load_config(Path(args.config)).daemon.socket
+    return os.environ.get("WATTGATE_SOCKET", DEFAULT_SOCKET)
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = Path(args.config) if args.config else None
+    try:
+        cfg = load_config(path)
+    except ConfigError as exc:
+        return _config_error(exc)
+    # Imported only now: a bad config is reported without loading OpenCV and TFLite.
+    from wattgate.daemon.app import Daemon, StartupError
+    logging.basicConfig(
+        level=cfg.daemon.log_level.upper(),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(Daemon(cfg, path).run())
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except OSError as exc:
+        return _fail(f"cannot start: {exc}", 1)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        load_config(Path(args.path))
+    except ConfigError as exc:
+        return _config_error(exc)
+    print(f"{args.path}: ok")
+    return 0
+
+
+def cmd_config_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def format_status(status: Message) -> str:
+    lines = [f"wattgate {status.get('version')}  up {status.get('uptime_s', 0):.0f} s"]
+    source = status.get("source")
+    if source:
+        lines.append(f"source    {source['description']} ({source['state']})")
+    model = status.get("model") or {}
+    if model:
+        lines.append(f"model     {model.get('name')} ({model.get('kind')}, {model.get('runtime')})")
+    pipe = status.get("pipeline")
+    if pipe:
+        lines.append(
+            f"frames    {pipe['frames']}  skipped {pipe['skipped']} "
+            f"({pipe['skip_ratio']:.1%})  inferred {pipe['inferred']}  "
+            f"stale {pipe['stale_dropped']}"
+        )
+        lines.append(
+            f"results   {pipe['detections']} detections, mean inference "
+            f"{pipe['mean_infer_ms']:.2f} ms, {status.get('fps', 0):.1f} fps"
+        )
+    lines.append(f"clients   {status.get('clients')}")
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with Client(_socket_path(args)) as client:
+        status = client.request("status")
+    print(json.dumps(status) if args.json else format_status(status))
+    return 0
+
+
+def format_result(message: Message) -> str:
+    if message.get("class") != "result":
+        return json.dumps(message)
+    dets = " ".join(
+        f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+        for d in message["detections"]
+    )
+    return (
+        f"#{message['seq']:<5} frame {message['frame']:<6} {message['reason']:<9} "
+        f"motion {message['motion']['score']:.3f}  {message['latency_ms']:6.1f} ms  "
+        f"{dets or '-'}"
+    )
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.duration if args.duration else None
+    with Client(_socket_path(args)) as client:
+        client.request("subscribe", topics=args.topics)
+        client.settimeout(0.5)
+        count = 0
+        while args.count is None or count < args.count:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            try:
+                message = next(client.messages())
+            except ClientError as exc:
+                if exc.code == "timeout":
+                    continue
+                raise
+            print(json.dumps(message) if args.json else format_result(message), flush=True)
+            count += 1
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------
+
+
+def _add_socket_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", help=f"daemon socket (default {DEFAULT_SOCKET})")
+    parser.add_argument("--config", help="take daemon.socket from this config file")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wattgate", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"wattgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", help="config.toml (default: built-in defaults)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and its drop-ins")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_check_config)
+
+    config = sub.add_parser("config", help="config helpers")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    config_sub.add_parser("schema", help="print the JSON schema").set_defaults(
+        func=cmd_config_schema
+    )
+
+    status = sub.add_parser("status", help="show the daemon's status")
+    _add_socket_args(status)
+    status.set_defaults(func=cmd_status)
+
+    watch = sub.add_parser("watch", help="print live results")
+    _add_socket_args(watch)
+    watch.add_argument("--count", type=int, help="stop after this many messages")
+    watch.add_argument("--duration", type=float, help="stop after this many seconds")
+    watch.add_argument(
+        "--topics", nargs="+", default=["results"], help="topics to subscribe to"
+    )
+    watch.set_defaults(func=cmd_watch)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        return _config_error(exc)
+    except ClientError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE if exc.code == "unavailable" else 1)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

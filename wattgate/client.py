@@ -1,0 +1,88 @@
+"""The Python client of the wattgate socket protocol (docs/protocol.md); the CLI uses it.
+
+One JSON object per line in each direction. The server speaks first (`hello`);
+requests carry `cmd` and an `id` that the answer echoes, so results that arrive while
+a request is in flight are kept, in order, for `messages()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import socket
+from collections import deque
+from collections.abc import Iterator
+from typing import Any, Optional
+
+Message = dict[str, Any]
+DEFAULT_SOCKET = "/run/wattgate/wattgate.sock"
+
+
+class ClientError(Exception):
+    """The daemon answered with an `error` message, or the connection failed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class Client:
+    def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = 10.0) -> None:
+        self.path = path
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._sock.settimeout(timeout)
+        try:
+            self._sock.connect(path)
+        except OSError as exc:
+            self._sock.close()
+            raise ClientError("unavailable", f"cannot connect to {path}: {exc.strerror}") from None
+        self._file = self._sock.makefile("rb")
+        self._ids = itertools.count(1)
+        self._pending: deque[Message] = deque()
+        self.hello = self._read()
+        if self.hello.get("class") == "error":
+            raise ClientError(str(self.hello.get("code")), str(self.hello.get("message")))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+        self._sock.close()
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        self._sock.settimeout(timeout)
+
+    def send(self, message: Message) -> None:
+        self._sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def request(self, cmd: str, **fields: Any) -> Message:
+        """Send one command and return its answer; an `error` answer raises ClientError."""
+        request_id = next(self._ids)
+        self.send({"cmd": cmd, "id": request_id, **fields})
+        while True:
+            message = self._read()
+            if message.get("id") == request_id and message.get("class") != "result":
+                if message.get("class") == "error":
+                    raise ClientError(str(message.get("code")), str(message.get("message")))
+                return message
+            self._pending.append(message)
+
+    def messages(self) -> Iterator[Message]:
+        """Every unsolicited message (results, events, overflow), in arrival order."""
+        while True:
+            yield self._pending.popleft() if self._pending else self._read()
+
+    def _read(self) -> Message:
+        try:
+            line = self._file.readline()
+        except TimeoutError:
+            raise ClientError("timeout", f"no message from {self.path} in time") from None
+        if not line:
+            raise ClientError("closed", f"{self.path} closed the connection")
+        message: Message = json.loads(line)
+        return message

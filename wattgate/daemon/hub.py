@@ -1,0 +1,124 @@
+"""Fan-out of results and events to connected clients, on the event loop only.
+
+A message is serialised once, then queued on every subscriber. Each client has a
+bounded queue of droppable messages (results, power readings): when it is full the
+oldest is dropped and counted, and the client later gets one `overflow` message
+saying how many it lost. Replies are never dropped. A client that stops reading
+therefore costs a bounded amount of memory and never slows the pipeline or the
+other clients: nothing here ever waits on a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from typing import Any, Callable, Optional
+
+Message = dict[str, Any]
+
+
+def encode(message: Message) -> bytes:
+    """One message as one line of compact UTF-8 JSON."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+class ClientSession:
+    """One connection's outgoing side: a reply queue, a bounded data queue, one writer task."""
+
+    def __init__(
+        self, writer: asyncio.StreamWriter, queue_size: int, peer: str, creds: Any = None
+    ) -> None:
+        self.writer = writer
+        self.peer = peer
+        self.creds = creds
+        self.topics: set[str] = set()
+        self.filters: dict[str, Any] = {}
+        self._replies: deque[bytes] = deque()
+        self._data: deque[bytes] = deque()
+        self._queue_size = queue_size
+        self._dropped = 0
+        self.dropped_total = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.task: Optional[asyncio.Task[None]] = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def reply(self, message: Message) -> None:
+        self._replies.append(encode(message))
+        self._wake.set()
+
+    def push(self, line: bytes) -> None:
+        """Queue an already-encoded droppable message, dropping the oldest when full."""
+        if len(self._data) >= self._queue_size:
+            self._data.popleft()
+            self._dropped += 1
+            self.dropped_total += 1
+        self._data.append(line)
+        self._wake.set()
+
+    def close(self) -> None:
+        """Flush what is queued, then close (the writer task does it)."""
+        self._closing = True
+        self._wake.set()
+
+    def _next_batch(self) -> bytes:
+        parts = list(self._replies)
+        self._replies.clear()
+        if self._dropped:
+            parts.append(encode({"class": "overflow", "dropped": self._dropped}))
+            self._dropped = 0
+        parts.extend(self._data)
+        self._data.clear()
+        return b"".join(parts)
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                batch = self._next_batch()
+                if batch:
+                    self.writer.write(batch)
+                    await self.writer.drain()
+                if self._closing and not (self._replies or self._data):
+                    break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.writer.close()
+
+
+class Hub:
+    """Who is connected and who wants which topic."""
+
+    def __init__(self) -> None:
+        self.sessions: set[ClientSession] = set()
+
+    def add(self, session: ClientSession) -> None:
+        self.sessions.add(session)
+
+    def remove(self, session: ClientSession) -> None:
+        self.sessions.discard(session)
+
+    def publish(
+        self,
+        topic: str,
+        message: Message,
+        accept: Optional[Callable[[ClientSession, Message], bool]] = None,
+    ) -> int:
+        """Queue message for every subscriber of topic; returns how many got it."""
+        line: Optional[bytes] = None
+        count = 0
+        for session in self.sessions:
+            if topic not in session.topics:
+                continue
+            if accept is not None and not accept(session, message):
+                continue
+            if line is None:
+                line = encode(message)
+            session.push(line)
+            count += 1
+        return count

@@ -1,0 +1,201 @@
+"""The capture and inference threads and the counters they keep.
+
+capture thread: read -> gate -> (idle: count and drop) / (infer: newest-frame slot)
+inference thread: slot -> model -> result message -> `on_result` (thread-safe callback)
+
+Skipped frames never leave the capture thread. OpenCV and TFLite release the GIL, so
+the two threads overlap on a multi-core board.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from wattgate.daemon.slot import LatestSlot
+from wattgate.drivers.camera import Frame, Source
+from wattgate.drivers.inference import Model
+from wattgate.policies.gating import GateVerdict, MotionGate
+
+log = logging.getLogger("wattgate.pipeline")
+
+Message = dict[str, Any]
+
+
+@dataclass
+class Counters:
+    """Written by one thread each, read by the event loop (ints are atomic under the GIL)."""
+
+    frames: int = 0
+    skipped: int = 0
+    inferred: int = 0
+    detections: int = 0
+    infer_ms_total: float = 0.0
+    last_capture: float = 0.0  # monotonic time of the newest frame
+    last_inference: float = 0.0  # monotonic time the newest inference finished
+    source_ended: bool = False
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def snapshot(self, stale: int) -> dict[str, Any]:
+        mean = self.infer_ms_total / self.inferred if self.inferred else 0.0
+        return {
+            "frames": self.frames,
+            "skipped": self.skipped,
+            "inferred": self.inferred,
+            "stale_dropped": stale,
+            "detections": self.detections,
+            "skip_ratio": round(self.skipped / self.frames, 4) if self.frames else 0.0,
+            "mean_infer_ms": round(mean, 3),
+            "source_ended": self.source_ended,
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    frame: Frame
+    verdict: GateVerdict
+
+
+def motion_dict(verdict: GateVerdict) -> dict[str, Any]:
+    return {"score": round(verdict.score, 5), "boxes": [list(b) for b in verdict.boxes]}
+
+
+class Pipeline:
+    """Owns one source, one gate and one model for as long as it runs."""
+
+    def __init__(
+        self,
+        source: Source,
+        gate: MotionGate,
+        model: Model,
+        on_result: Callable[[Message], None],
+        on_motion: Callable[[bool, float], None],
+    ) -> None:
+        self.source = source
+        self.gate = gate
+        self.model = model
+        self.on_result = on_result
+        self.on_motion = on_motion
+        self.counters = Counters()
+        self.slot: LatestSlot[Job] = LatestSlot()
+        self._stop = threading.Event()
+        self._seq = 0
+        self._threads = [
+            threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
+            threading.Thread(target=self._infer_loop, name="wattgate-infer", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 1.5) -> None:
+        """Stop both threads; a thread stuck in a driver call is abandoned (it is a daemon)."""
+        self._stop.set()
+        self.slot.close()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self.source.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.counters.snapshot(self.slot.stale)
+
+    # -- capture thread ---------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        pacer = Pacer(self.source.fps) if self.source.paced else None
+        motion = False
+        try:
+            while not self._stop.is_set():
+                if pacer is not None and self._stop.wait(pacer.delay(time.monotonic())):
+                    break
+                frame = self.source.read()
+                if frame is None:
+                    self.counters.source_ended = True
+                    log.info("source %s ended; still serving clients", self.source.description)
+                    break
+                verdict = self._gate_one(frame)
+                if verdict.motion != motion:
+                    motion = verdict.motion
+                    self.on_motion(motion, frame.ts)
+        except Exception:
+            log.exception("capture thread failed")
+            self.counters.source_ended = True
+
+    def _gate_one(self, frame: Frame) -> GateVerdict:
+        counters = self.counters
+        verdict = self.gate.update_bgr(frame.bgr, frame.mono)
+        counters.frames += 1
+        counters.last_capture = frame.mono
+        counters.reasons[verdict.reason] = counters.reasons.get(verdict.reason, 0) + 1
+        if verdict.infer:
+            self.slot.put(Job(frame, verdict))
+        else:
+            counters.skipped += 1
+        return verdict
+
+    # -- inference thread -------------------------------------------------------------
+
+    def _infer_loop(self) -> None:
+        while not self._stop.is_set():
+            job = self.slot.take(timeout=0.5)
+            if job is None:
+                continue
+            try:
+                self.on_result(self._infer_one(job))
+            except Exception:
+                log.exception("inference failed on frame %d", job.frame.index)
+
+    def _infer_one(self, job: Job) -> Message:
+        result = self.model.infer(job.frame.bgr)
+        done = time.monotonic()
+        counters = self.counters
+        counters.inferred += 1
+        counters.detections += len(result.detections)
+        counters.infer_ms_total += result.invoke_ms
+        counters.last_inference = done
+        self._seq += 1
+        return {
+            "class": "result",
+            "seq": self._seq,
+            "ts": round(job.frame.ts, 6),
+            "frame": job.frame.index,
+            "latency_ms": round((done - job.frame.mono) * 1000.0, 3),
+            "infer_ms": round(result.invoke_ms, 3),
+            "reason": job.verdict.reason,
+            "detections": [
+                {
+                    "label": det.label,
+                    "score": round(det.score, 4),
+                    "box": [round(v, 1) for v in det.box],
+                }
+                for det in result.detections
+            ],
+            "motion": motion_dict(job.verdict),
+        }
+
+
+class Pacer:
+    """Plays a file or scene at its own frame rate without drift: frame n is due at t0 + n/fps.
+
+    Falling more than a second behind (a stalled disk, a suspended process) restarts the
+    schedule instead of bursting frames to catch up.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self._t0: Optional[float] = None
+        self._n = 0
+
+    def delay(self, now: float) -> float:
+        if self._t0 is None or now - (self._t0 + self._n * self.period) > 1.0:
+            self._t0, self._n = now, 0
+        due = self._t0 + self._n * self.period
+        self._n += 1
+        return max(0.0, due - now)
+
