@@ -1,0 +1,484 @@
+"""Pure decoders that turn a model's output tensors into detections.
+
+No interpreter, no I/O except ``load_labels``: a decoder is built once from the tensor specs
+(shapes, names, quantization) and then maps already-dequantized output arrays to
+``Detection`` lists. Output layouts follow REFERENCE.md, "TFLite runtimes" -> "Output layouts".
+Outputs are always matched by shape and name, never by position, because exporters disagree on
+the order.
+
+Boxes leave a decoder as (x0, y0, x1, y1) normalised to the model input, clipped to 0..1 and
+sorted by score, highest first.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "KINDS",
+    "DecoderError",
+    "Detection",
+    "LabelsError",
+    "TensorSpec",
+    "dequantize",
+    "load_labels",
+    "make_decoder",
+]
+
+FloatArray = npt.NDArray[np.float32]
+Array = npt.NDArray[Any]
+
+KINDS = ("auto", "blazeface", "ssd", "yolov8", "classifier")
+
+#: Candidates kept after the score threshold, before NMS: bounds NMS cost on noisy frames.
+MAX_CANDIDATES = 1000
+#: MediaPipe's face detection graphs suppress at IoU 0.3 (weighted NMS).
+BLAZEFACE_IOU = 0.3
+#: Ultralytics' default NMS IoU for YOLOv8.
+YOLO_IOU = 0.45
+CLASSIFIER_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One result. ``box`` is (x0, y0, x1, y1): normalised in decoder output, pixels after
+    ``Model.infer`` maps it back to the source frame."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What the decoders need to know about one tensor, from ``get_*_details()``."""
+
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    scale: float
+    zero_point: int
+
+    @classmethod
+    def from_details(cls, details: Mapping[str, Any]) -> TensorSpec:
+        scale, zero_point = details.get("quantization", (0.0, 0))
+        return cls(
+            name=str(details["name"]),
+            index=int(details["index"]),
+            shape=tuple(int(d) for d in details["shape"]),
+            dtype=np.dtype(details["dtype"]),
+            scale=float(scale),
+            zero_point=int(zero_point),
+        )
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale != 0.0 and self.dtype.kind in "iu"
+
+    def describe(self) -> str:
+        return f"{self.name or '?'} {list(self.shape)} {self.dtype.name}"
+
+
+class DecoderError(ValueError):
+    """The outputs do not fit the requested decoder; the message lists them."""
+
+
+class LabelsError(ValueError):
+    """A labels file cannot be read or is empty; the message names the file."""
+
+
+class Decoder(Protocol):
+    kind: str
+
+    def decode(self, outputs: Sequence[Array]) -> list[Detection]: ...
+
+
+def dequantize(raw: Array, spec: TensorSpec) -> FloatArray:
+    """real = scale x (q - zero_point) (REFERENCE.md, "Quantised tensors"); floats pass as is."""
+    if spec.quantized:
+        out = raw.astype(np.float32)
+        out -= np.float32(spec.zero_point)
+        out *= np.float32(spec.scale)
+        return out
+    return raw.astype(np.float32, copy=False)
+
+
+def load_labels(path: str | PathLike[str]) -> list[str]:
+    """One label a line; line N is class id N. Trailing blank lines are ignored."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise LabelsError(f"labels file {p}: cannot read it ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"labels file {p}: not UTF-8 text ({exc.reason})") from exc
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise LabelsError(f"labels file {p}: no labels in it (expected one label a line)")
+    return labels
+
+
+# --------------------------------------------------------------------------- box helpers
+
+
+def _cxcywh_to_xyxy(c: FloatArray) -> FloatArray:
+    half = c[:, 2:4] * 0.5
+    return np.concatenate([c[:, 0:2] - half, c[:, 0:2] + half], axis=1)
+
+
+def _iou(box: FloatArray, boxes: FloatArray) -> FloatArray:
+    """IoU of one xyxy box against many."""
+    ix0 = np.maximum(box[0], boxes[:, 0])
+    iy0 = np.maximum(box[1], boxes[:, 1])
+    ix1 = np.minimum(box[2], boxes[:, 2])
+    iy1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+def _top_candidates(scores: FloatArray, threshold: float) -> npt.NDArray[np.intp]:
+    """Indices above threshold, best first, at most MAX_CANDIDATES."""
+    idx = np.flatnonzero(scores >= threshold)
+    order = np.argsort(-scores[idx], kind="stable")[:MAX_CANDIDATES]
+    result: npt.NDArray[np.intp] = idx[order]
+    return result
+
+
+def _nms(boxes: FloatArray, scores: FloatArray, iou: float) -> npt.NDArray[np.intp]:
+    """Greedy hard NMS over candidates (already few); returns kept indices, best first."""
+    order = np.argsort(-scores, kind="stable")
+    keep: list[int] = []
+    while order.size:
+        top = int(order[0])
+        keep.append(top)
+        rest = order[1:]
+        order = rest[_iou(boxes[top], boxes[rest]) <= iou]
+    return np.asarray(keep, dtype=np.intp)
+
+
+def _weighted_nms(
+    boxes: FloatArray, scores: FloatArray, iou: float
+) -> tuple[FloatArray, FloatArray]:
+    """MediaPipe-style weighted NMS: each cluster of boxes overlapping the best one above
+    ``iou`` is replaced by their score-weighted mean box, keeping the best score."""
+    order = np.argsort(-scores, kind="stable")
+    out_boxes: list[FloatArray] = []
+    out_scores: list[float] = []
+    while order.size:
+        overlap = _iou(boxes[order[0]], boxes[order]) > iou
+        overlap[0] = True
+        cluster = order[overlap]
+        weights = scores[cluster]
+        out_boxes.append((boxes[cluster] * weights[:, None]).sum(axis=0) / weights.sum())
+        out_scores.append(float(scores[order[0]]))
+        order = order[~overlap]
+    if not out_boxes:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
+    return np.stack(out_boxes).astype(np.float32), np.asarray(out_scores, np.float32)
+
+
+def _detections(
+    boxes: FloatArray, scores: FloatArray, labels: Sequence[str]
+) -> list[Detection]:
+    """Clip to 0..1, drop boxes left with no area, sort by score descending."""
+    boxes = np.clip(boxes, 0.0, 1.0)
+    order = np.argsort(-scores, kind="stable")
+    result = []
+    for i in order:
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        if x1 > x0 and y1 > y0:
+            result.append(Detection(labels[i], float(scores[i]), (x0, y0, x1, y1)))
+    return result
+
+
+def _label_for(labels: Sequence[str] | None, class_id: int) -> str:
+    if labels is not None and 0 <= class_id < len(labels):
+        return labels[class_id]
+    return str(class_id)
+
+
+def _input_hw(spec: TensorSpec) -> tuple[int, int]:
+    """(height, width) of an NHWC image input."""
+    if len(spec.shape) != 4:
+        raise DecoderError(f"input {spec.describe()}: expected an image [1, H, W, C]")
+    return spec.shape[1], spec.shape[2]
+
+
+def _listing(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(s.describe() for s in specs) or "none"
+
+
+# --------------------------------------------------------------------------- BlazeFace
+
+#: MediaPipe anchor layouts: (strides, anchors a cell per stride layer). Short range: strides
+#: 8,16,16,16 with 2 anchors a layer (aspect 1 + interpolated scale) -> 896 at 128 px; full
+#: range: stride 4, 1 anchor -> 2304 at 192 px; the "back" camera model: 16,32,32,32 at 256 px.
+#: (REFERENCE.md, "Output layouts" -> BlazeFace.) The layout is picked by which one yields the
+#: model's anchor count at its input size.
+_BLAZE_LAYOUTS: tuple[tuple[tuple[int, ...], int], ...] = (
+    ((8, 16, 16, 16), 2),
+    ((4,), 1),
+    ((16, 32, 32, 32), 2),
+)
+
+
+def blazeface_anchors(
+    width: int, height: int, strides: Sequence[int], per_layer: int
+) -> FloatArray:
+    """Anchor centres [N, 2] (x, y normalised). Consecutive equal strides share one grid whose
+    cells hold ``per_layer`` anchors for each merged layer; anchor size is fixed at 1."""
+    groups: list[tuple[int, int]] = []
+    for s in strides:
+        if groups and groups[-1][0] == s:
+            groups[-1] = (s, groups[-1][1] + per_layer)
+        else:
+            groups.append((s, per_layer))
+    parts = []
+    for stride, per_cell in groups:
+        fh, fw = math.ceil(height / stride), math.ceil(width / stride)
+        ys, xs = np.meshgrid(
+            (np.arange(fh, dtype=np.float32) + 0.5) / fh,
+            (np.arange(fw, dtype=np.float32) + 0.5) / fw,
+            indexing="ij",
+        )
+        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        parts.append(np.repeat(centres, per_cell, axis=0))
+    anchors: FloatArray = np.concatenate(parts).astype(np.float32)
+    return anchors
+
+
+class BlazeFaceDecoder:
+    """regressors [1,N,4+2K] (cx,cy,w,h,keypoints in input pixels around the anchor centre)
+    and classificators [1,N,1] (logits)."""
+
+    kind = "blazeface"
+
+    def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
+                 labels: Sequence[str] | None, score_threshold: float) -> None:
+        height, width = _input_hw(input_spec)
+        shapes = {i: s.shape for i, s in enumerate(outputs)}
+        reg = [i for i, sh in shapes.items() if len(sh) == 3 and sh[-1] >= 4 and sh[-1] % 2 == 0]
+        cls = [i for i, sh in shapes.items() if len(sh) == 3 and sh[-1] == 1]
+        if len(outputs) != 2 or len(reg) != 1 or len(cls) != 1 or \
+                shapes[reg[0]][1] != shapes[cls[0]][1]:
+            raise DecoderError("expected regressors [1, N, 16] and classificators [1, N, 1]")
+        n = shapes[reg[0]][1]
+        for strides, per_layer in _BLAZE_LAYOUTS:
+            anchors = blazeface_anchors(width, height, strides, per_layer)
+            if len(anchors) == n:
+                break
+        else:
+            raise DecoderError(
+                f"no BlazeFace anchor layout gives {n} anchors at {width}x{height} "
+                "(expected 896 at 128x128 or 2304 at 192x192)"
+            )
+        self._reg, self._cls = reg[0], cls[0]
+        self.anchors = anchors
+        self._scale = np.array([width, height, width, height], np.float32)
+        self._threshold = score_threshold
+        self._label = labels[0] if labels else "face"
+
+    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+        logits = np.asarray(outputs[self._cls], np.float32).reshape(-1)
+        # MediaPipe clips logits to +-100 before the sigmoid (score_clipping_thresh).
+        clipped = np.clip(logits, -100.0, 100.0).astype(np.float64)  # exp(100) overflows f32
+        scores = (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)
+        idx = _top_candidates(scores.astype(np.float32), self._threshold)
+        if idx.size == 0:
+            return []
+        raw = np.asarray(outputs[self._reg], np.float32).reshape(len(logits), -1)[idx, :4]
+        centre_wh = raw / self._scale
+        centre_wh[:, 0:2] += self.anchors[idx]
+        boxes, kept = _weighted_nms(_cxcywh_to_xyxy(centre_wh), scores[idx], BLAZEFACE_IOU)
+        return _detections(boxes, kept, [self._label] * len(kept))
+
+
+# --------------------------------------------------------------------------- SSD
+
+
+def _ssd_role(name: str) -> str | None:
+    """'scores' / 'classes' from a tensor name, or None when the name does not tell."""
+    low = name.lower()
+    if "score" in low:
+        return "scores"
+    if "class" in low:
+        return "classes"
+    # The TFLite_Detection_PostProcess op's own outputs: :1 classes, :2 scores.
+    m = re.fullmatch(r".*postprocess:(\d)", low)
+    if m:
+        return {"1": "classes", "2": "scores"}.get(m.group(1))
+    return None
+
+
+class SsdDecoder:
+    """TFLite_Detection_PostProcess: boxes [1,N,4] (ymin,xmin,ymax,xmax), classes [1,N],
+    scores [1,N], count [1], in any order."""
+
+    kind = "ssd"
+
+    def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
+                 labels: Sequence[str] | None, score_threshold: float) -> None:
+        boxes = [i for i, s in enumerate(outputs) if len(s.shape) == 3 and s.shape[-1] == 4]
+        count = [i for i, s in enumerate(outputs) if len(s.shape) <= 1 and math.prod(s.shape) == 1]
+        if len(outputs) != 4 or len(boxes) != 1 or len(count) != 1:
+            raise DecoderError(
+                "expected 4 outputs: boxes [1, N, 4], classes [1, N], scores [1, N], count [1]"
+            )
+        n = outputs[boxes[0]].shape[1]
+        pair = [i for i, s in enumerate(outputs) if s.shape in ((1, n), (n,))]
+        if len(pair) != 2:
+            raise DecoderError(f"expected classes [1, {n}] and scores [1, {n}] beside boxes")
+        roles = {i: _ssd_role(outputs[i].name) for i in pair}
+        self._pair = pair
+        self._scores: int | None = None
+        self._classes: int | None = None
+        if sorted(r or "" for r in roles.values()) == ["classes", "scores"]:
+            self._scores = next(i for i in pair if roles[i] == "scores")
+            self._classes = next(i for i in pair if roles[i] == "classes")
+        elif list(roles.values()).count(None) == 1:
+            known = next(i for i in pair if roles[i])
+            other = next(i for i in pair if i != known)
+            self._scores, self._classes = (known, other) if roles[known] == "scores" \
+                else (other, known)
+        self._boxes, self._count = boxes[0], count[0]
+        self._labels = labels
+        self._threshold = score_threshold
+
+    def _split(self, outputs: Sequence[Array]) -> tuple[Array, Array]:
+        """(scores, classes). Names decide when they can; otherwise the values: class ids are
+        whole numbers and scores are not (ties: the larger maximum is the class id)."""
+        if self._scores is not None and self._classes is not None:
+            return outputs[self._scores], outputs[self._classes]
+        a, b = (np.asarray(outputs[i], np.float32).reshape(-1) for i in self._pair)
+        a_whole, b_whole = bool(np.all(a == np.round(a))), bool(np.all(b == np.round(b)))
+        if a_whole != b_whole:
+            return (b, a) if a_whole else (a, b)
+        return (b, a) if a.max(initial=0) >= b.max(initial=0) else (a, b)
+
+    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+        scores_raw, classes_raw = self._split(outputs)
+        boxes = np.asarray(outputs[self._boxes], np.float32).reshape(-1, 4)
+        count = round(float(np.asarray(outputs[self._count]).reshape(-1)[0]))
+        count = max(0, min(count, len(boxes)))
+        scores = np.asarray(scores_raw, np.float32).reshape(-1)[:count]
+        classes = np.rint(np.asarray(classes_raw, np.float32).reshape(-1)[:count]).astype(int)
+        keep = scores >= self._threshold
+        xyxy = boxes[:count][keep][:, [1, 0, 3, 2]]
+        names = [_label_for(self._labels, int(c)) for c in classes[keep]]
+        return _detections(xyxy, scores[keep], names)
+
+
+# --------------------------------------------------------------------------- YOLOv8
+
+
+class YoloV8Decoder:
+    """One output [1, 4+C, N]: cx, cy, w, h then C class scores, no objectness."""
+
+    kind = "yolov8"
+
+    def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
+                 labels: Sequence[str] | None, score_threshold: float) -> None:
+        height, width = _input_hw(input_spec)
+        shape = outputs[0].shape if len(outputs) == 1 else ()
+        if len(shape) != 3 or shape[0] != 1 or shape[1] < 5 or shape[2] <= shape[1]:
+            raise DecoderError("expected one output [1, 4+C, N] with N > 4+C")
+        self._pixels = np.array([width, height, width, height], np.float32)
+        self._labels = labels
+        self._threshold = score_threshold
+
+    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+        pred = np.asarray(outputs[0], np.float32)[0].T  # [N, 4+C]
+        cls_scores = pred[:, 4:]
+        classes = cls_scores.argmax(axis=1)
+        scores = cls_scores[np.arange(len(pred)), classes]
+        idx = _top_candidates(scores, self._threshold)
+        if idx.size == 0:
+            return []
+        centre_wh = pred[idx, :4]
+        if centre_wh.max() > 2.0:  # pixel coordinates: normalise by the input size
+            centre_wh = centre_wh / self._pixels
+        boxes = _cxcywh_to_xyxy(centre_wh)
+        cls = classes[idx]
+        # Per-class NMS in one pass: shift each class to its own region so classes never overlap.
+        keep = _nms(boxes + (cls[:, None] * 4.0).astype(np.float32), scores[idx], YOLO_IOU)
+        names = [_label_for(self._labels, int(c)) for c in cls[keep]]
+        return _detections(boxes[keep], scores[idx][keep], names)
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+class ClassifierDecoder:
+    """One output [1, C] of class scores; logits (values outside 0..1) get a softmax."""
+
+    kind = "classifier"
+
+    def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
+                 labels: Sequence[str] | None, score_threshold: float) -> None:
+        shape = outputs[0].shape if len(outputs) == 1 else ()
+        if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
+            raise DecoderError("expected one output [1, C] of class scores")
+        self._labels = labels
+        self._threshold = score_threshold
+
+    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+        scores = np.asarray(outputs[0], np.float32).reshape(-1)
+        if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
+            e = np.exp(scores - scores.max())
+            scores = (e / e.sum()).astype(np.float32)
+        top = np.argsort(-scores, kind="stable")[:CLASSIFIER_TOP_K]
+        top = top[scores[top] >= self._threshold]
+        boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (len(top), 1))
+        return _detections(boxes, scores[top], [_label_for(self._labels, int(i)) for i in top])
+
+
+# --------------------------------------------------------------------------- factory
+
+_Factory = Callable[
+    [TensorSpec, Sequence[TensorSpec], "Sequence[str] | None", float], Decoder
+]
+_DECODERS: dict[str, _Factory] = {
+    "ssd": SsdDecoder,
+    "blazeface": BlazeFaceDecoder,
+    "yolov8": YoloV8Decoder,
+    "classifier": ClassifierDecoder,
+}
+
+
+def make_decoder(
+    kind: str,
+    input_spec: TensorSpec,
+    output_specs: Sequence[TensorSpec],
+    labels: Sequence[str] | None,
+    score_threshold: float,
+) -> Decoder:
+    """Build the decoder for ``kind``; "auto" takes the first kind whose layout fits."""
+    if kind not in KINDS:
+        raise DecoderError(f"unknown decoder kind {kind!r}; expected one of {', '.join(KINDS)}")
+    tried = list(_DECODERS) if kind == "auto" else [kind]
+    reasons = []
+    for name in tried:
+        try:
+            return _DECODERS[name](input_spec, output_specs, labels, score_threshold)
+        except DecoderError as exc:
+            reasons.append(f"{name}: {exc}")
+    what = "no decoder recognises" if kind == "auto" else f"decoder {kind!r} does not fit"
+    raise DecoderError(
+        f"{what} the model outputs ({_listing(output_specs)}) for input "
+        f"{input_spec.describe()}; " + "; ".join(reasons)
+    )

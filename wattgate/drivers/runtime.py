@@ -1,0 +1,53 @@
+"""The one place that imports a TFLite runtime.
+
+Two wheels provide the same ``Interpreter``/``load_delegate`` API (REFERENCE.md, "TFLite
+runtimes"): ``ai-edge-litert`` (LiteRT, Python 3.10-3.14, numpy 2 fine) and ``tflite-runtime``
+2.14 (the last release, Python <= 3.11, numpy < 2). LiteRT is preferred because it is the one
+still maintained; tflite-runtime keeps armv7l boards and older images working. Everything else
+in wattgate imports the interpreter from here, so swapping runtimes touches one file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from types import ModuleType
+from typing import Any
+
+__all__ = ["RUNTIME_NAME", "Interpreter", "RuntimeMissing", "load_delegate"]
+
+log = logging.getLogger("wattgate.runtime")
+
+#: (importable module, PyPI package that provides it), in order of preference.
+CANDIDATES: tuple[tuple[str, str], ...] = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+)
+
+
+class RuntimeMissing(ImportError):
+    """No TFLite runtime is importable; the message names the packages that provide one."""
+
+
+def _import_runtime() -> tuple[ModuleType, str]:
+    errors: list[str] = []
+    for module_name, package in CANDIDATES:
+        try:
+            module = importlib.import_module(module_name)
+        except (ImportError, AttributeError) as exc:
+            # tflite-runtime under numpy 2 fails inside its C extension with
+            # "_ARRAY_API not found" (REFERENCE.md, "TFLite runtimes"): treat it as absent.
+            errors.append(f"{package}: {exc}")
+            continue
+        log.info("TFLite runtime: %s (%s)", package, module_name)
+        return module, package
+    raise RuntimeMissing(
+        "no TFLite runtime installed: install 'ai-edge-litert' (Python >= 3.10) or "
+        "'tflite-runtime' (Python <= 3.11, numpy < 2); import errors: " + "; ".join(errors)
+    )
+
+
+_module, RUNTIME_NAME = _import_runtime()
+
+Interpreter: Any = _module.Interpreter
+load_delegate: Any = _module.load_delegate
