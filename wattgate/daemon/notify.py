@@ -173,6 +173,11 @@ def inherited_listener(unset_environment: bool = True) -> Optional[socket.socket
     if _sd_daemon is None:
         return None
     fds: list[int] = _sd_daemon.listen_fds(unset_environment=unset_environment)
+    if unset_environment:
+        # libsystemd unsets the C environment only; os.environ is Python's own copy, and
+        # subprocesses are spawned from it.
+        for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            os.environ.pop(name, None)
     for fd in fds:
         if _sd_daemon.is_socket_unix(fd, socket.SOCK_STREAM, listening=1):
             return socket.socket(fileno=fd)
