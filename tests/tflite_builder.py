@@ -149,7 +149,7 @@ class GraphBuilder:
             b.StartVector(1, len(data), 16)
             b.head = b.head - len(data)
             b.Bytes[b.head:b.head + len(data)] = data
-            vec = b.EndVector(len(data))
+            vec = b.EndVector()
         tflite.BufferStart(b)
         if vec is not None:
             tflite.BufferAddData(b, vec)

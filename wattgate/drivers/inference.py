@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import mmap
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -95,6 +96,93 @@ def _check_file(path: Path) -> None:
         )
 
 
+# Reference fields of the TFLite schema (schema.fbs field ids) that the interpreter follows:
+# "s" string, "v" vector of scalars of the given size, "t" table, "tv" vector of tables.
+# A table named None (unions, sparsity) is checked for its own extent only.
+_SCHEMA: dict[str, dict[int, tuple[str, Any]]] = {
+    "Model": {1: ("tv", "OperatorCode"), 2: ("tv", "SubGraph"), 3: ("s", None),
+              4: ("tv", "Buffer"), 5: ("v", 4), 6: ("tv", "Metadata"),
+              7: ("tv", "SignatureDef")},
+    "OperatorCode": {1: ("s", None)},
+    "SubGraph": {0: ("tv", "Tensor"), 1: ("v", 4), 2: ("v", 4), 3: ("tv", "Operator"),
+                 4: ("s", None)},
+    "Tensor": {0: ("v", 4), 3: ("s", None), 4: ("t", "Quantization"), 6: ("t", None),
+               7: ("v", 4), 9: ("tv", None)},
+    "Quantization": {0: ("v", 4), 1: ("v", 4), 2: ("v", 4), 3: ("v", 8), 5: ("t", None)},
+    "Operator": {1: ("v", 4), 2: ("v", 4), 4: ("t", None), 5: ("v", 1), 7: ("v", 1),
+                 8: ("v", 4), 12: ("t", None)},
+    "Buffer": {0: ("v", 1)},
+    "Metadata": {0: ("s", None)},
+    "SignatureDef": {0: ("tv", "TensorMap"), 1: ("tv", "TensorMap"), 2: ("s", None)},
+    "TensorMap": {0: ("s", None)},
+}
+
+
+class _Bounds:
+    """Walks the flatbuffer's tables and vectors and checks each lies inside the file.
+
+    The runtime's Python interpreter does not verify the flatbuffer: a truncated or partly
+    written model (an interrupted update) crashes the process with SIGSEGV. This walk costs
+    a few milliseconds at load and turns that into an error message."""
+
+    def __init__(self, data: bytes | mmap.mmap) -> None:
+        self.data = data
+        self.size = len(data)
+
+    def need(self, pos: int, length: int) -> None:
+        if pos < 0 or length < 0 or pos + length > self.size:
+            raise ValueError(f"bytes {pos}..{pos + length} lie outside the {self.size}-byte file")
+
+    def uint(self, pos: int, width: int) -> int:
+        self.need(pos, width)
+        return int.from_bytes(self.data[pos : pos + width], "little")
+
+    def table(self, pos: int, name: str | None) -> None:
+        soffset = self.uint(pos, 4)
+        vtable = pos - (soffset - (1 << 32) if soffset >= 1 << 31 else soffset)
+        vt_size, tbl_size = self.uint(vtable, 2), self.uint(vtable + 2, 2)
+        self.need(vtable, vt_size)
+        self.need(pos, tbl_size)
+        if name == "Buffer":  # data stored after the flatbuffer (models over 2 GB)
+            fields = [self._field(vtable, vt_size, pos, i) for i in (1, 2)]
+            if fields[0] is not None and fields[1] is not None and self.uint(fields[0], 8) > 1:
+                self.need(self.uint(fields[0], 8), self.uint(fields[1], 8))
+        for field, (kind, arg) in _SCHEMA.get(name or "", {}).items():
+            ref = self._field(vtable, vt_size, pos, field)
+            if ref is None:
+                continue
+            target = ref + self.uint(ref, 4)
+            count = self.uint(target, 4) if kind != "t" else 0
+            if kind == "s":
+                self.need(target + 4, count + 1)
+            elif kind == "v":
+                self.need(target + 4, count * int(arg))
+            elif kind == "t":
+                self.table(target, arg)
+            else:
+                self.need(target + 4, count * 4)
+                for element in range(target + 4, target + 4 + count * 4, 4):
+                    self.table(element + self.uint(element, 4), arg)
+
+    def _field(self, vtable: int, vt_size: int, pos: int, field: int) -> int | None:
+        slot = 4 + 2 * field
+        if slot + 2 > vt_size:
+            return None
+        offset = self.uint(vtable + slot, 2)
+        return pos + offset if offset else None
+
+
+def _check_bounds(path: Path) -> None:
+    try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            walker = _Bounds(mm)
+            walker.table(walker.uint(0, 4), "Model")
+    except ValueError as exc:
+        raise ModelError(f"model file {path}: damaged or truncated flatbuffer ({exc})") from exc
+    except OSError as exc:
+        raise ModelError(f"model file {path}: cannot read it ({exc.strerror or exc})") from exc
+
+
 def _load_delegate(library: str, options: Mapping[str, object] | None) -> Any | None:
     try:
         return runtime.load_delegate(library, dict(options) if options else None)
@@ -102,7 +190,22 @@ def _load_delegate(library: str, options: Mapping[str, object] | None) -> Any | 
         # LiteRT raises OSError for a missing library though its docs say ValueError
         # (REFERENCE.md, "TFLite runtimes"): catch both.
         log.warning("delegate %s failed to load (%s); running on CPU", library, exc)
+        _defuse_half_built_delegate(exc)
         return None
+
+
+def _defuse_half_built_delegate(exc: BaseException) -> None:
+    """The runtime's Delegate.__init__ raises before it sets ``_library``, so its __del__ later
+    raises AttributeError from inside whatever code the garbage collector interrupts. Give the
+    half-built object that attribute and drop the traceback that keeps it alive, so it goes
+    quietly, now."""
+    tb = exc.__traceback__
+    while tb is not None:
+        obj: object = tb.tb_frame.f_locals.get("self")
+        if type(obj).__name__ == "Delegate" and not hasattr(obj, "_library"):
+            setattr(obj, "_library", None)  # noqa: B010
+        tb = tb.tb_next
+    exc.__traceback__ = None
 
 
 class _Letterbox:
@@ -170,7 +273,9 @@ class _InputWriter:
         # q = pixel * gain + offset, then rounded and clipped to the integer range.
         self._gain = (hi - lo) / 255.0 / scale
         self._offset = lo / scale + zero
-        if abs(self._gain - 1.0) <= 1 / 128 and abs(self._offset - info.min) < 0.5:
+        # Within half a step of the plain pixel (a [-1, 1] calibration with zero point 128
+        # lands exactly half-way): take the pixel as is, it is as right as any rounding.
+        if abs(self._gain - 1.0) <= 1 / 128 and abs(self._offset - info.min) <= 0.5 + 1e-3:
             self._mode = "raw" if spec.dtype == np.uint8 else "flip"
 
     def write(self, canvas: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
@@ -226,6 +331,7 @@ class Model:
         """Open, validate and prepare a model; every failure is a ModelError naming the file."""
         model_path = default_model_path() if path is None else Path(path)
         _check_file(model_path)
+        _check_bounds(model_path)
         label_list = None
         if labels is not None:
             try:

@@ -1,0 +1,297 @@
+"""Model.load / Model.infer with real TFLite files: the shipped BlazeFace models on real photos,
+and models from tests/tflite_builder.py whose outputs reveal exactly what preprocessing fed in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.tflite_builder import ConstOutput, constant_model, mean_rgb_model
+from wattgate.drivers import runtime
+from wattgate.drivers.inference import Model, ModelError, default_model_path
+
+REPO = Path(__file__).resolve().parent.parent
+SKIMAGE_DATA = Path(str(__import__("skimage").__file__)).parent / "data"
+
+# Reference face boxes (x0, y0, x1, y1) in the 512x512 skimage photos, from OpenCV's bundled
+# Haar cascades: haarcascade_frontalface_default on astronaut.png; haarcascade_profileface on
+# the mirrored camera.png (the cameraman is in profile), mapped back. Checked by eye.
+FACES = {
+    "astronaut.png": (177, 66, 272, 161),
+    "camera.png": (179, 99, 278, 198),
+}
+BLAZEFACE_FILES = [
+    "face_detection_short_range.tflite",
+    "face_detection_full_range.tflite",
+    "face_detection_full_range_sparse.tflite",
+    "face_detection_back.tflite",
+]
+
+
+def photo(name: str) -> np.ndarray[Any, Any]:
+    image = cv2.imread(str(SKIMAGE_DATA / name), cv2.IMREAD_COLOR)
+    assert image is not None, name
+    return image
+
+
+def on_face(box: Sequence[float], ref: Sequence[float], min_iou: float = 0.5) -> bool:
+    """Centre inside the reference box and enough overlap with it."""
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return ref[0] < cx < ref[2] and ref[1] < cy < ref[3] and iou(box, ref) > min_iou
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture(scope="module")
+def blazeface() -> Model:
+    return Model.load(None)
+
+
+# --------------------------------------------------------------------------- real BlazeFace
+
+
+def test_default_model_is_blazeface_short_range(blazeface: Model) -> None:
+    path = default_model_path()
+    assert path.name == "face_detection_short_range.tflite" and path.is_file()
+    assert blazeface.input_size == (128, 128)
+    info = blazeface.info
+    assert json.loads(json.dumps(info)) == info
+    assert info["kind"] == "blazeface" and info["input"] == [128, 128, 3]
+    assert info["input_dtype"] == "float32" and info["delegate"] is None
+    assert info["runtime"] == runtime.RUNTIME_NAME
+    assert info["name"] == "face_detection_short_range" and info["labels"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(FACES))
+def test_blazeface_finds_the_one_face(blazeface: Model, name: str) -> None:
+    result = blazeface.infer(photo(name))
+    assert len(result.detections) == 1
+    face = result.detections[0]
+    assert face.label == "face" and face.score > 0.6
+    assert on_face(face.box, FACES[name])
+    assert 0 < result.invoke_ms <= result.total_ms
+
+
+def test_blazeface_finds_no_face_in_coffee(blazeface: Model) -> None:
+    assert blazeface.infer(photo("coffee.png")).detections == []
+
+
+@pytest.mark.parametrize("file", BLAZEFACE_FILES[1:])
+def test_other_blazeface_variants_use_their_own_anchors(file: str) -> None:
+    """Full range (192 px, 2304 anchors) and back camera (256 px) load by auto-detection."""
+    model = Model.load(str(default_model_path().with_name(file)))
+    assert model.info["kind"] == "blazeface"
+    for name, ref in FACES.items():
+        dets = model.infer(photo(name)).detections
+        # The Haar reference box is looser than BlazeFace's on the profile: IoU 0.4 here.
+        assert len(dets) == 1 and on_face(dets[0].box, ref, 0.4), (name, dets)
+
+
+def test_letterbox_of_a_non_square_frame(blazeface: Model) -> None:
+    """The astronaut cropped to 512x300 and 300x512: boxes still land on the face."""
+    image = photo("astronaut.png")
+    wide = np.ascontiguousarray(image[0:300])
+    tall = np.ascontiguousarray(image[:, 50:350])
+    (face,) = blazeface.infer(wide).detections
+    assert iou(face.box, FACES["astronaut.png"]) > 0.5
+    (face,) = blazeface.infer(tall).detections
+    x0, y0, x1, y1 = FACES["astronaut.png"]
+    assert iou(face.box, (x0 - 50, y0, x1 - 50, y1)) > 0.5
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def solid(width: int, height: int, bgr: tuple[int, int, int]) -> np.ndarray[Any, Any]:
+    return np.full((height, width, 3), bgr, np.uint8)
+
+
+def scores(model: Model, frame: np.ndarray[Any, Any]) -> dict[str, float]:
+    return {d.label: d.score for d in model.infer(frame).detections}
+
+
+@pytest.fixture
+def rgb_labels(tmp_path: Path) -> str:
+    path = tmp_path / "rgb.txt"
+    path.write_text("red\ngreen\nblue\n")
+    return str(path)
+
+
+def test_float_input_is_rgb_in_minus_one_to_one(tmp_path: Path, rgb_labels: str) -> None:
+    # output = mean(channel) x 0.5 + 0.5: maps [-1, 1] back to [0, 1].
+    path = mean_rgb_model(tmp_path / "f.tflite", input_dtype=np.float32, gain=0.5, bias=0.5)
+    model = Model.load(str(path), kind="classifier", labels=rgb_labels, score_threshold=0.0)
+    assert model.info["labels"] == 3
+    got = scores(model, solid(32, 32, (0, 128, 255)))  # BGR: pure red, half green
+    assert got["red"] == pytest.approx(1.0, abs=1e-6)
+    assert got["green"] == pytest.approx((128 / 127.5 - 1) * 0.5 + 0.5, abs=1e-6)
+    assert got["blue"] == pytest.approx(0.0, abs=1e-6)
+    # A 64x32 frame fills half of the 32x32 input; the black padding reads as -1.
+    got = scores(model, solid(64, 32, (0, 0, 255)))
+    assert got["red"] == pytest.approx(0.5, abs=1e-6)
+    assert got["green"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype, quant", [
+    (np.uint8, (1 / 255, 0)),      # [0, 1] calibration: the raw pixel
+    (np.int8, (1 / 255, -128)),    # [0, 1] calibration: pixel - 128
+    (np.uint8, (1 / 127.5, 128)),  # [-1, 1] calibration: still the raw pixel
+    (np.int8, (1 / 127.5, 0)),     # [-1, 1] calibration: pixel - 128
+], ids=["uint8", "int8", "uint8-symmetric", "int8-symmetric"])
+def test_quantized_input_takes_pixels(tmp_path: Path, rgb_labels: str, dtype: Any,
+                                      quant: tuple[float, int]) -> None:
+    # output = real x 0.49 + 0.5 stays inside 0..1 for real inputs in [-1, 1].
+    path = mean_rgb_model(tmp_path / "q.tflite", input_dtype=dtype, input_quant=quant,
+                          gain=0.49, bias=0.5)
+    model = Model.load(str(path), labels=rgb_labels, score_threshold=0.0)
+    assert model.info["input_dtype"] == np.dtype(dtype).name
+    scale, zero = quant
+    q = np.array([255, 128, 0]) - (128 if dtype == np.int8 else 0)
+    expected = scale * (q - zero) * 0.49 + 0.5
+    got = scores(model, solid(32, 32, (0, 128, 255)))  # BGR: pure red, half green
+    assert [got["red"], got["green"], got["blue"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_quantized_input_with_an_unusual_scale(tmp_path: Path, rgb_labels: str) -> None:
+    """int8, scale 0.01, zero point 0 covers [-1.28, 1.27]: nearest to [-1, 1], so
+    q = round(pixel x 2 / 255 / 0.01 - 100)."""
+    path = mean_rgb_model(tmp_path / "q.tflite", input_dtype=np.int8, input_quant=(0.01, 0),
+                          gain=0.49, bias=0.5)
+    model = Model.load(str(path), labels=rgb_labels, score_threshold=0.0)
+    q = np.clip(np.rint(np.array([255, 128, 0]) * 2 / 255 / 0.01 - 100), -128, 127)
+    expected = 0.01 * q * 0.49 + 0.5
+    got = scores(model, solid(32, 32, (0, 128, 255)))
+    assert [got["red"], got["green"], got["blue"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+# --------------------------------------------------------------------------- box mapping
+
+
+def test_boxes_map_back_through_the_letterbox(tmp_path: Path) -> None:
+    boxes = np.array([[[0.25, 0.5, 0.75, 1.0], [0.3, 0.125, 0.5, 0.375]]], np.float32)
+    path = constant_model(tmp_path / "ssd.tflite", [
+        ConstOutput("detection_boxes", boxes),
+        ConstOutput("detection_classes", np.array([[0.0, 1.0]])),
+        ConstOutput("detection_scores", np.array([[0.9, 0.8]])),
+        ConstOutput("num_detections", np.array([2.0])),
+    ], size=(32, 32))
+    model = Model.load(str(path))
+    assert model.info["kind"] == "ssd"
+    # 64x32 frame: scale 0.5, 8 px of padding above and below.
+    a, b = model.infer(solid(64, 32, (9, 9, 9))).detections
+    assert a.label == "0" and np.allclose(a.box, (32, 0, 64, 32))
+    assert b.label == "1" and np.allclose(b.box, (8, 3.2, 24, 16), atol=1e-4)
+    # A 32x64 frame next: the geometry follows the frame (8 px of padding left and right).
+    a, _ = model.infer(solid(32, 64, (9, 9, 9))).detections
+    assert np.allclose(a.box, (16, 16, 32, 48))
+
+
+def test_infer_rejects_a_frame_that_is_not_bgr(blazeface: Model) -> None:
+    with pytest.raises(ValueError, match=r"BGR uint8 frame"):
+        blazeface.infer(np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match=r"BGR uint8 frame"):
+        blazeface.infer(np.zeros((64, 64, 3), np.float32))
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.tflite"
+    with pytest.raises(ModelError, match=r"nope\.tflite: not found"):
+        Model.load(str(missing))
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", b"\x00" * 64])
+def test_file_that_is_not_tflite(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.tflite"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=r"model\.tflite: not a TFLite flatbuffer"):
+        Model.load(str(path))
+
+
+@pytest.mark.parametrize("keep", [64, 4096, 100_000, -16])
+def test_truncated_tflite_is_an_error_not_a_crash(tmp_path: Path, keep: int) -> None:
+    """The runtime segfaults on a cut-off flatbuffer; loading must report it instead. Run in a
+    child process so a regression fails this test rather than killing the test session."""
+    path = tmp_path / "cut.tflite"
+    path.write_bytes(default_model_path().read_bytes()[:keep])
+    code = textwrap.dedent(f"""
+        from wattgate.drivers.inference import Model, ModelError
+        try:
+            Model.load({str(path)!r})
+        except ModelError as exc:
+            print(exc)
+    """)
+    child = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert "cut.tflite: damaged or truncated flatbuffer" in child.stdout
+
+
+def test_outputs_no_decoder_recognises(tmp_path: Path) -> None:
+    path = constant_model(tmp_path / "embed.tflite",
+                          [ConstOutput("embedding", np.zeros((1, 4, 4, 8)))])
+    with pytest.raises(ModelError, match=r"embed\.tflite: no decoder recognises .*embedding"):
+        Model.load(str(path))
+
+
+def test_missing_labels_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"labels file .*nolabels\.txt"):
+        Model.load(None, labels=str(tmp_path / "nolabels.txt"))
+
+
+def test_missing_delegate_falls_back_to_cpu(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="wattgate.inference"):
+        model = Model.load(None, delegate="/nonexistent/libfoo.so",
+                           delegate_options={"device": "usb"})
+    assert model.info["delegate"] is None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("/nonexistent/libfoo.so" in r.getMessage() and "CPU" in r.getMessage()
+               for r in warnings)
+    (face,) = model.infer(photo("astronaut.png")).detections
+    assert iou(face.box, FACES["astronaut.png"]) > 0.5
+
+
+def test_runtime_missing_names_both_packages() -> None:
+    """With neither runtime importable, the import fails with a message naming both."""
+    code = textwrap.dedent("""
+        import importlib.abc, sys
+
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name.split(".")[0] in ("ai_edge_litert", "tflite_runtime"):
+                    raise ImportError("hidden: " + name)
+                return None
+
+        sys.meta_path.insert(0, Hide())
+        try:
+            import wattgate.drivers.runtime
+        except Exception as exc:
+            print(type(exc).__name__, exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    assert out.startswith("RuntimeMissing")
+    assert "ai-edge-litert" in out and "tflite-runtime" in out
+
+
+def test_runtime_in_use_is_named() -> None:
+    assert runtime.RUNTIME_NAME in ("ai-edge-litert", "tflite-runtime")
+    assert callable(runtime.Interpreter) and callable(runtime.load_delegate)
