@@ -1,0 +1,176 @@
+"""CPU frequency policies: discover, read and set governor, limits and EPP.
+
+Kernel ABI: Documentation/admin-guide/pm/cpufreq.rst (summarised in REFERENCE.md).
+Each ``devices/system/cpu/cpufreq/policyN`` covers the CPUs in ``related_cpus``;
+frequencies are in kHz. Mechanism only: callers say what they want, this module
+checks it against what the policy offers and writes it.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+
+CPUFREQ = "devices/system/cpu/cpufreq"
+
+
+@dataclass(frozen=True)
+class CpuPolicy:
+    """One cpufreq policy as read at one moment."""
+
+    name: str
+    path: str
+    cpus: tuple[int, ...]
+    driver: Optional[str]
+    governor: Optional[str]
+    governors: tuple[str, ...]
+    cpuinfo_min_khz: Optional[int]
+    cpuinfo_max_khz: Optional[int]
+    min_khz: Optional[int]
+    max_khz: Optional[int]
+    cur_khz: Optional[int]
+    frequencies_khz: tuple[int, ...]
+    epp: Optional[str]
+    epp_choices: tuple[str, ...]
+
+    def attr(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+
+def _cpu_list(text: Optional[str]) -> tuple[int, ...]:
+    """related_cpus is space separated ("0 1 2 3"); accept ranges ("0-3") as well."""
+    cpus: list[int] = []
+    for part in (text or "").replace(",", " ").split():
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            cpus.extend(range(int(lo), int(hi) + 1))
+        elif part.isdigit():
+            cpus.append(int(part))
+    return tuple(cpus)
+
+
+def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
+    path = f"{CPUFREQ}/{name}"
+    if not fs.is_dir(path):
+        raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
+    freqs = sorted({int(f) for f in fs.read_words(f"{path}/scaling_available_frequencies")})
+    return CpuPolicy(
+        name=name,
+        path=path,
+        cpus=_cpu_list(fs.read_opt(f"{path}/related_cpus")),
+        driver=fs.read_opt(f"{path}/scaling_driver"),
+        governor=fs.read_opt(f"{path}/scaling_governor"),
+        governors=fs.read_words(f"{path}/scaling_available_governors"),
+        cpuinfo_min_khz=fs.read_int_opt(f"{path}/cpuinfo_min_freq"),
+        cpuinfo_max_khz=fs.read_int_opt(f"{path}/cpuinfo_max_freq"),
+        min_khz=fs.read_int_opt(f"{path}/scaling_min_freq"),
+        max_khz=fs.read_int_opt(f"{path}/scaling_max_freq"),
+        cur_khz=fs.read_int_opt(f"{path}/scaling_cur_freq"),
+        frequencies_khz=tuple(freqs),
+        epp=fs.read_opt(f"{path}/energy_performance_preference"),
+        epp_choices=fs.read_words(f"{path}/energy_performance_available_preferences"),
+    )
+
+
+def discover_policies(fs: Sysfs) -> list[CpuPolicy]:
+    """Every policyN directory, in CPU order (policy0, policy4, policy6 ...)."""
+    names = [n for n in fs.listdir(CPUFREQ) if n.startswith("policy") and n[6:].isdigit()]
+    names.sort(key=lambda n: int(n[6:]))
+    return [read_policy(fs, n) for n in names]
+
+
+def pick_governor(policy: CpuPolicy, wanted: Sequence[str]) -> Optional[str]:
+    """The first of ``wanted`` the policy offers (tuned's ``a|b|c`` rule), else None."""
+    for governor in wanted:
+        if governor in policy.governors:
+            return governor
+    return None
+
+
+def set_governor(w: Writer, policy: CpuPolicy, wanted: Sequence[str]) -> str:
+    """Write the first available governor of ``wanted``; returns the one chosen.
+
+    Raises AttributeMissing when the policy has no scaling_governor (tuned skips
+    such CPUs too) and AttributeInvalid when none of ``wanted`` is offered.
+    """
+    attribute = policy.attr("scaling_governor")
+    if policy.governor is None:
+        raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
+    chosen = pick_governor(policy, wanted)
+    if chosen is None:
+        raise AttributeInvalid(
+            attribute,
+            w.fs.path(attribute),
+            errno.EINVAL,
+            "write",
+            f"none of {list(wanted)} in {list(policy.governors)}",
+        )
+    w.write(attribute, chosen)
+    return chosen
+
+
+def snap_khz(policy: CpuPolicy, khz: int, *, upward: bool) -> int:
+    """Clamp to cpuinfo_min/max and snap to a listed frequency when the driver lists them.
+
+    A ceiling snaps down (never above what was asked), a floor snaps up.
+    """
+    lo = policy.cpuinfo_min_khz if policy.cpuinfo_min_khz is not None else khz
+    hi = policy.cpuinfo_max_khz if policy.cpuinfo_max_khz is not None else khz
+    khz = max(lo, min(hi, khz))
+    table = policy.frequencies_khz
+    if not table:
+        return khz
+    if upward:
+        above = [f for f in table if f >= khz]
+        return above[0] if above else table[-1]
+    below = [f for f in table if f <= khz]
+    return below[-1] if below else table[0]
+
+
+def set_limits(
+    w: Writer, policy: CpuPolicy, min_khz: Optional[int] = None, max_khz: Optional[int] = None
+) -> tuple[Optional[int], Optional[int]]:
+    """Write scaling_min_freq / scaling_max_freq (snapped); returns the values written.
+
+    When both move, the order avoids a transient min > max, which older kernels
+    reject with EINVAL.
+    """
+    new_min = snap_khz(policy, min_khz, upward=True) if min_khz is not None else None
+    new_max = snap_khz(policy, max_khz, upward=False) if max_khz is not None else None
+    if new_min is not None and new_max is not None and new_min > new_max:
+        new_min = new_max
+    writes: list[tuple[str, int]] = []
+    if new_min is not None:
+        writes.append(("scaling_min_freq", new_min))
+    if new_max is not None:
+        writes.append(("scaling_max_freq", new_max))
+    current_max = policy.max_khz
+    if new_min is not None and current_max is not None and new_min > current_max:
+        writes.reverse()  # raise the ceiling before the floor
+    for name, value in writes:
+        w.write(policy.attr(name), str(value))
+    return new_min, new_max
+
+
+def set_epp(w: Writer, policy: CpuPolicy, preference: str) -> None:
+    """Write energy_performance_preference (intel_pstate / amd-pstate active mode).
+
+    intel_pstate answers EBUSY to anything but "performance" while the
+    performance governor is active; that surfaces as AttributeBusy.
+    """
+    attribute = policy.attr("energy_performance_preference")
+    if policy.epp is None:
+        raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
+    if policy.epp_choices and preference not in policy.epp_choices:
+        raise AttributeInvalid(
+            attribute,
+            w.fs.path(attribute),
+            errno.EINVAL,
+            "write",
+            f"{preference!r} not in {list(policy.epp_choices)}",
+        )
+    w.write(attribute, preference)

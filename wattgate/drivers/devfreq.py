@@ -1,0 +1,125 @@
+"""devfreq devices (NPU, GPU, memory controller): discover, read, set governor and limits.
+
+Kernel ABI: Documentation/ABI/testing/sysfs-class-devfreq (REFERENCE.md). All
+frequencies are in Hz. ``class/devfreq/<name>`` is a symlink into the device
+tree; its parent device is where runtime PM and vendor knobs live.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Optional
+
+from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+
+DEVFREQ = "class/devfreq"
+
+# Rockchip BSP: "load" reads "<percent>@<freq>Hz" (e.g. "100@600000000Hz").
+_LOAD_AT = re.compile(r"^\s*(\d+)\s*@\s*(\d+)\s*Hz\s*$")
+
+
+@dataclass(frozen=True)
+class DevfreqDevice:
+    """One devfreq device as read at one moment."""
+
+    name: str
+    path: str
+    device: str
+    governor: Optional[str]
+    governors: tuple[str, ...]
+    cur_hz: Optional[int]
+    min_hz: Optional[int]
+    max_hz: Optional[int]
+    frequencies_hz: tuple[int, ...]
+    load_percent: Optional[int]
+
+    def attr(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+
+def parse_load(text: Optional[str]) -> Optional[int]:
+    """Percent busy from a devfreq ``load`` attribute, None when absent or unknown."""
+    if not text:
+        return None
+    match = _LOAD_AT.match(text)
+    if match:
+        return int(match.group(1))
+    return None
+
+
+def read_devfreq(fs: Sysfs, name: str) -> DevfreqDevice:
+    path = f"{DEVFREQ}/{name}"
+    if not fs.exists(path):
+        raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
+    real = fs.resolve(path)
+    device = real.rsplit("/devfreq/", 1)[0] if "/devfreq/" in real else real
+    freqs = sorted({int(f) for f in fs.read_words(f"{path}/available_frequencies")})
+    return DevfreqDevice(
+        name=name,
+        path=path,
+        device=device,
+        governor=fs.read_opt(f"{path}/governor"),
+        governors=fs.read_words(f"{path}/available_governors"),
+        cur_hz=fs.read_int_opt(f"{path}/cur_freq"),
+        min_hz=fs.read_int_opt(f"{path}/min_freq"),
+        max_hz=fs.read_int_opt(f"{path}/max_freq"),
+        frequencies_hz=tuple(freqs),
+        load_percent=parse_load(fs.read_opt(f"{path}/load")),
+    )
+
+
+def discover_devfreq(fs: Sysfs) -> list[DevfreqDevice]:
+    return [read_devfreq(fs, name) for name in fs.listdir(DEVFREQ)]
+
+
+def set_governor(w: Writer, dev: DevfreqDevice, wanted: Sequence[str]) -> str:
+    """Write the first of ``wanted`` that the device offers; returns it."""
+    attribute = dev.attr("governor")
+    if dev.governor is None:
+        raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
+    for governor in wanted:
+        if governor in dev.governors:
+            w.write(attribute, governor)
+            return governor
+    raise AttributeInvalid(
+        attribute,
+        w.fs.path(attribute),
+        errno.EINVAL,
+        "write",
+        f"none of {list(wanted)} in {list(dev.governors)}",
+    )
+
+
+def snap_hz(dev: DevfreqDevice, hz: int, *, upward: bool) -> int:
+    """Snap to an OPP of available_frequencies: a ceiling rounds down, a floor up."""
+    table = dev.frequencies_hz
+    if not table:
+        return hz
+    if upward:
+        above = [f for f in table if f >= hz]
+        return above[0] if above else table[-1]
+    below = [f for f in table if f <= hz]
+    return below[-1] if below else table[0]
+
+
+def set_limits(
+    w: Writer, dev: DevfreqDevice, min_hz: Optional[int] = None, max_hz: Optional[int] = None
+) -> tuple[Optional[int], Optional[int]]:
+    """Write min_freq / max_freq snapped to OPPs; ceiling first when the floor rises above it."""
+    new_min = snap_hz(dev, min_hz, upward=True) if min_hz is not None else None
+    new_max = snap_hz(dev, max_hz, upward=False) if max_hz is not None else None
+    if new_min is not None and new_max is not None and new_min > new_max:
+        new_min = new_max
+    writes: list[tuple[str, int]] = []
+    if new_min is not None:
+        writes.append(("min_freq", new_min))
+    if new_max is not None:
+        writes.append(("max_freq", new_max))
+    if new_min is not None and dev.max_hz is not None and new_min > dev.max_hz:
+        writes.reverse()
+    for name, value in writes:
+        w.write(dev.attr(name), str(value))
+    return new_min, new_max

@@ -1,0 +1,165 @@
+"""Power meters: hwmon rails (ina2xx, ina3221), powercap RAPL energy, Jetson IIO rails.
+
+Units (REFERENCE.md): hwmon ``power*_input`` µW, ``in*_input`` mV,
+``curr*_input`` mA; RAPL ``energy_uj`` µJ wrapping at ``max_energy_range_uj``;
+JetPack 4 IIO ``in_power*_input`` mW. This module reads no clock: RAPL power
+comes from two samples whose timestamps the caller supplies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from wattgate.drivers.sysfs import Sysfs
+
+HWMON = "class/hwmon"
+POWERCAP = "class/powercap"
+
+
+@dataclass(frozen=True)
+class Rail:
+    label: str
+    volts: Optional[float]
+    amps: Optional[float]
+    watts: Optional[float]
+
+
+@dataclass(frozen=True)
+class Meter:
+    name: str  # hwmon or iio directory name
+    chip: str  # driver name: ina3221, ina226, ...
+    path: str
+    rails: tuple[Rail, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _channels(entries: list[str], prefix: str, suffix: str) -> set[int]:
+    found = set()
+    for entry in entries:
+        if entry.startswith(prefix) and entry.endswith(suffix):
+            middle = entry[len(prefix) : -len(suffix)]
+            if middle.isdigit():
+                found.add(int(middle))
+    return found
+
+
+def read_hwmon(fs: Sysfs, name: str) -> Optional[Meter]:
+    """A hwmon device's rails, None when it measures no current or power."""
+    base = f"{HWMON}/{name}"
+    entries = fs.listdir(base)
+    chip = fs.read_opt(f"{base}/name") or name
+    channels = _channels(entries, "curr", "_input") | _channels(entries, "power", "_input")
+    if chip == "ina3221":
+        # curr4/in7 are the summation channel and in4..in6 the shunt voltages
+        # (Documentation/hwmon/ina3221.rst): only 1..3 are rails.
+        channels = {c for c in channels if c <= 3}
+    rails = []
+    for ch in sorted(channels):
+        label = (
+            fs.read_opt(f"{base}/in{ch}_label")
+            or fs.read_opt(f"{base}/power{ch}_label")
+            or fs.read_opt(f"{base}/curr{ch}_label")
+            or f"{chip}:{ch}"
+        )
+        mv = fs.read_int_opt(f"{base}/in{ch}_input")
+        ma = fs.read_int_opt(f"{base}/curr{ch}_input")
+        uw = fs.read_int_opt(f"{base}/power{ch}_input")
+        volts = None if mv is None else mv / 1000.0
+        amps = None if ma is None else ma / 1000.0
+        if uw is not None:
+            watts: Optional[float] = uw / 1e6
+        elif volts is not None and amps is not None:
+            watts = volts * amps
+        else:
+            watts = None
+        rails.append(Rail(label, volts, amps, watts))
+    if not rails:
+        return None
+    return Meter(name, chip, fs.resolve(base), tuple(rails))
+
+
+def read_iio_rails(fs: Sysfs, name: str) -> Optional[Meter]:
+    """JetPack 4 INA3221 under IIO: ``rail_name_N`` and ``in_power N _input`` (mW)."""
+    base = f"bus/iio/devices/{name}"
+    entries = fs.listdir(base)
+    rails = []
+    for ch in sorted(_channels(entries, "rail_name_", "")):
+        label = fs.read_opt(f"{base}/rail_name_{ch}") or f"rail{ch}"
+        mw = fs.read_int_opt(f"{base}/in_power{ch}_input")
+        mv = fs.read_int_opt(f"{base}/in_voltage{ch}_input")
+        ma = fs.read_int_opt(f"{base}/in_current{ch}_input")
+        rails.append(
+            Rail(
+                label,
+                None if mv is None else mv / 1000.0,
+                None if ma is None else ma / 1000.0,
+                None if mw is None else mw / 1000.0,
+            )
+        )
+    if not rails:
+        return None
+    return Meter(name, fs.read_opt(f"{base}/name") or "iio", fs.resolve(base), tuple(rails))
+
+
+def discover_meters(fs: Sysfs) -> list[Meter]:
+    meters = [m for m in (read_hwmon(fs, n) for n in fs.listdir(HWMON)) if m is not None]
+    for name in fs.listdir("bus/iio/devices"):
+        meter = read_iio_rails(fs, name)
+        if meter is not None:
+            meters.append(meter)
+    return meters
+
+
+def rail_watts(meters: list[Meter]) -> dict[str, float]:
+    """Watts per rail label over every meter that can tell."""
+    return {r.label: r.watts for m in meters for r in m.rails if r.watts is not None}
+
+
+@dataclass(frozen=True)
+class EnergyZone:
+    """A powercap zone (RAPL package, core, uncore, psys)."""
+
+    zone: str  # intel-rapl:0, intel-rapl:0:0 ...
+    name: str  # package-0, core, uncore, psys
+    energy_uj: Optional[int]
+    max_energy_range_uj: Optional[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def discover_energy(fs: Sysfs) -> list[EnergyZone]:
+    zones = []
+    for zone in fs.listdir(POWERCAP):
+        base = f"{POWERCAP}/{zone}"
+        if not fs.exists(f"{base}/energy_uj"):
+            continue  # the control-type directory (intel-rapl) has no counter
+        zones.append(
+            EnergyZone(
+                zone=zone,
+                name=fs.read_opt(f"{base}/name") or zone,
+                energy_uj=fs.read_int_opt(f"{base}/energy_uj"),
+                max_energy_range_uj=fs.read_int_opt(f"{base}/max_energy_range_uj"),
+            )
+        )
+    return zones
+
+
+def energy_delta_uj(before: int, after: int, max_range_uj: Optional[int]) -> int:
+    """Energy used between two counter readings, across one wraparound."""
+    if after >= before or not max_range_uj:
+        return after - before
+    return after + (max_range_uj - before)
+
+
+def average_watts(
+    before_uj: int, before_s: float, after_uj: int, after_s: float, max_range_uj: Optional[int]
+) -> Optional[float]:
+    """Mean power between two samples taken at the caller's timestamps (seconds)."""
+    elapsed = after_s - before_s
+    if elapsed <= 0:
+        return None
+    return energy_delta_uj(before_uj, after_uj, max_range_uj) / 1e6 / elapsed

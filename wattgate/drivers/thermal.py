@@ -1,0 +1,64 @@
+"""Thermal zones: temperature and trip points, read only.
+
+``class/thermal/thermal_zoneN/{type,temp}`` in millidegrees Celsius, with
+``trip_point_K_{temp,type}`` (REFERENCE.md, "Thermal and power readings").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from wattgate.drivers.sysfs import Sysfs
+
+THERMAL = "class/thermal"
+
+
+@dataclass(frozen=True)
+class Trip:
+    temp_mc: int
+    type: str
+
+
+@dataclass(frozen=True)
+class ThermalZone:
+    name: str
+    type: Optional[str]
+    temp_mc: Optional[int]
+    trips: tuple[Trip, ...]
+
+    @property
+    def celsius(self) -> Optional[float]:
+        return None if self.temp_mc is None else self.temp_mc / 1000.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_zone(fs: Sysfs, name: str) -> ThermalZone:
+    base = f"{THERMAL}/{name}"
+    trips = []
+    k = 0
+    while fs.exists(f"{base}/trip_point_{k}_temp"):
+        temp = fs.read_int_opt(f"{base}/trip_point_{k}_temp")
+        kind = fs.read_opt(f"{base}/trip_point_{k}_type") or "unknown"
+        if temp is not None:
+            trips.append(Trip(temp, kind))
+        k += 1
+    # temp reads EAGAIN/ENODATA while a sensor is not ready; that is "no reading".
+    return ThermalZone(
+        name, fs.read_opt(f"{base}/type"), fs.read_int_opt(f"{base}/temp"), tuple(trips)
+    )
+
+
+def discover_zones(fs: Sysfs) -> list[ThermalZone]:
+    names = [n for n in fs.listdir(THERMAL) if n.startswith("thermal_zone") and n[12:].isdigit()]
+    names.sort(key=lambda n: int(n[12:]))
+    return [read_zone(fs, n) for n in names]
+
+
+def zone_by_type(zones: list[ThermalZone], zone_type: str) -> Optional[ThermalZone]:
+    for zone in zones:
+        if zone.type == zone_type:
+            return zone
+    return None
