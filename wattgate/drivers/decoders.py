@@ -402,20 +402,19 @@ class YoloV8Decoder:
         self._threshold = score_threshold
 
     def decode(self, outputs: Sequence[Array]) -> list[Detection]:
-        pred = np.asarray(outputs[0], np.float32)[0].T  # [N, 4+C]
-        cls_scores = pred[:, 4:]
-        classes = cls_scores.argmax(axis=1)
-        scores = cls_scores[np.arange(len(pred)), classes]
+        pred = np.asarray(outputs[0], np.float32)[0]  # [4+C, N]: reduce along rows, no copy
+        scores = pred[4:].max(axis=0)
         idx = _top_candidates(scores, self._threshold)
         if idx.size == 0:
             return []
-        centre_wh = pred[idx, :4]
+        cls = pred[4:, idx].argmax(axis=0)
+        centre_wh = np.ascontiguousarray(pred[:4, idx].T)
         if centre_wh.max() > 2.0:  # pixel coordinates: normalise by the input size
             centre_wh = centre_wh / self._pixels
         boxes = _cxcywh_to_xyxy(centre_wh)
-        cls = classes[idx]
         # Per-class NMS in one pass: shift each class to its own region so classes never overlap.
-        keep = _nms(boxes + (cls[:, None] * 4.0).astype(np.float32), scores[idx], YOLO_IOU)
+        span = np.float32(boxes.max() - boxes.min() + 1.0)
+        keep = _nms(boxes + cls[:, None].astype(np.float32) * span, scores[idx], YOLO_IOU)
         names = [_label_for(self._labels, int(c)) for c in cls[keep]]
         return _detections(boxes[keep], scores[idx][keep], names)
 

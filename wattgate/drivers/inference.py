@@ -184,8 +184,10 @@ def _check_bounds(path: Path) -> None:
 
 
 def _load_delegate(library: str, options: Mapping[str, object] | None) -> Any | None:
+    # Delegates parse option values from strings; spell booleans the way their C parsers do.
+    values = {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in (options or {}).items()}
     try:
-        return runtime.load_delegate(library, dict(options) if options else None)
+        return runtime.load_delegate(library, values or None)
     except (OSError, ValueError) as exc:
         # LiteRT raises OSError for a missing library though its docs say ValueError
         # (REFERENCE.md, "TFLite runtimes"): catch both.
