@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from wattgate.config import DaemonConfig
+from wattgate.daemon.notify import DEFAULT_STALL_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd"
@@ -110,6 +111,14 @@ def test_service_contract() -> None:
     rw = unit["ReadWritePaths"]
     assert rw and all(p.startswith(("-/sys/devices/", "-/sys/bus/")) for p in rw), rw
     assert "-/sys/devices/system/cpu/cpufreq" in rw
+
+
+def test_stall_limit_fits_inside_the_watchdog() -> None:
+    """A stalled stage must stop the pings before WatchdogSec= runs out on its own, or the
+    progress rule would never be what triggers the restart."""
+    m = re.fullmatch(r"(\d+)s", the(directives(SERVICE), "WatchdogSec"))
+    assert m, "WatchdogSec= is expected in whole seconds"
+    assert DEFAULT_STALL_LIMIT < int(m.group(1))
 
 
 def test_paths_agree_with_config_defaults() -> None:
