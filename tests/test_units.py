@@ -118,7 +118,7 @@ def test_stall_limit_fits_inside_the_watchdog() -> None:
     progress rule would never be what triggers the restart."""
     m = re.fullmatch(r"(\d+)s", the(directives(SERVICE), "WatchdogSec"))
     assert m, "WatchdogSec= is expected in whole seconds"
-    assert DEFAULT_STALL_LIMIT < int(m.group(1))
+    assert int(m.group(1)) > DEFAULT_STALL_LIMIT
 
 
 def test_paths_agree_with_config_defaults() -> None:
