@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 UDEV_RULE = "systemd/60-wattgate.rules"
+MAX_ATTRIBUTE = 65536
 
 
 class SysfsError(OSError):
@@ -96,8 +97,10 @@ class OsIO:
     """Plain open/read/write: one write() per store, as the kernel expects of sysfs."""
 
     def read_text(self, path: Path) -> str:
+        # Bounded: a text attribute is at most one page; a wrong path to a device
+        # node such as /dev/zero must not read forever.
         with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
+            return handle.read(MAX_ATTRIBUTE)
 
     def write_text(self, path: Path, data: str) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
