@@ -21,8 +21,10 @@ DEVFREQ = {
 }
 # kind -> (name, vendor, devfreq) per board; None where the board has none
 ACCEL: dict[str, dict[str, Optional[tuple[str, str, Optional[str]]]]] = {
-    "rk3588": {"npu": ("fdab0000.npu", "rknpu", "fdab0000.npu"),
-               "gpu": ("fb000000.gpu", "mali", "fb000000.gpu")},
+    "rk3588": {
+        "npu": ("fdab0000.npu", "rknpu", "fdab0000.npu"),
+        "gpu": ("fb000000.gpu", "mali", "fb000000.gpu"),
+    },
     "jetson-orin-nano": {"npu": None, "gpu": ("17000000.ga10b", "nvgpu", "17000000.ga10b")},
     "rpi5": {"npu": ("0000:01:00.0", "hailo", None), "gpu": None},
     "imx8mp": {"npu": ("40000000.mix_gpu_ml", "galcore", None), "gpu": None},

@@ -159,7 +159,7 @@ def test_real_eacces_as_unprivileged_user() -> None:
     base = Path(tempfile.mkdtemp(prefix="wattgate-eacces-"))
     try:
         root = materialize("rk3588", base / "sys")
-        for dirpath, dirnames, _ in os.walk(base):
+        for dirpath, _dirnames, _ in os.walk(base):
             os.chmod(dirpath, 0o755)
         os.chmod(root / GOV, 0o644 if os.geteuid() == 0 else 0o444)
         uid = 65534 if os.geteuid() == 0 else os.geteuid()

@@ -40,7 +40,7 @@ def _channels(entries: list[str], prefix: str, suffix: str) -> set[int]:
     found = set()
     for entry in entries:
         if entry.startswith(prefix) and entry.endswith(suffix):
-            middle = entry[len(prefix) : -len(suffix)]
+            middle = entry[len(prefix) : len(entry) - len(suffix)]
             if middle.isdigit():
                 found.add(int(middle))
     return found
