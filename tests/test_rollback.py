@@ -1,0 +1,201 @@
+"""The sysfs journal: originals saved before the first write, restored in reverse order,
+and a tree left by SIGKILL given back byte-identical by ``restore_pending``."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.boards import FaultyIO, materialize
+from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
+from wattgate.drivers.sysfs import Sysfs
+
+CPUFREQ = "devices/system/cpu/cpufreq"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
+    """Every entry under root: files by content, links by target, dirs, with modes."""
+    seen: dict[str, tuple[str, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            mode = oct(os.lstat(path).st_mode)
+            if path.is_symlink():
+                seen[rel] = ("link " + mode, os.readlink(path).encode())
+            elif path.is_dir():
+                seen[rel] = ("dir " + mode, b"")
+            else:
+                seen[rel] = ("file " + mode, path.read_bytes())
+    return seen
+
+
+def test_original_saved_before_first_write_only(tmp_path: Path) -> None:
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"))
+    journal = SysfsJournal(tmp_path / "state", fs)
+    writer = JournaledWriter(journal)
+    gov = f"{CPUFREQ}/policy0/scaling_governor"
+    assert writer.write(gov, "schedutil") is False  # no change, nothing journaled
+    assert not journal.path.exists()
+    assert writer.write(gov, "performance") is True
+    assert writer.write(gov, "powersave") is True
+    data = json.loads(journal.path.read_text())
+    assert data["entries"] == [{"attribute": gov, "original": "schedutil\n"}]
+    assert data["root"] == str(tmp_path / "sys")
+
+
+def test_restore_in_reverse_order_and_remove_journal(tmp_path: Path) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    before = snapshot(root)
+    order: list[str] = []
+
+    class Recording(FaultyIO):
+        def write_text(self, path: Path, data: str) -> None:
+            order.append(str(path.relative_to(root)))
+            super().write_text(path, data)
+
+    fs = Sysfs(root, Recording(root, {}))
+    journal = SysfsJournal(tmp_path / "state", fs)
+    writer = JournaledWriter(journal)
+    attrs = [
+        f"{CPUFREQ}/policy4/scaling_max_freq",
+        "class/devfreq/fdab0000.npu/governor",
+        "devices/platform/fdab0000.npu/power/control",
+    ]
+    for attr, value in zip(attrs, ["1200000", "performance", "on"]):
+        writer.write(attr, value)
+    writer.write(attrs[0], "816000")
+    order.clear()
+    report = journal.restore()
+    assert report.ok and report.restored == list(reversed(attrs))
+    assert order == list(reversed(attrs))
+    assert not journal.path.exists()
+    assert snapshot(root) == before
+
+
+def test_failed_restore_is_logged_and_does_not_stop_the_others(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    fs = Sysfs(root)
+    journal = SysfsJournal(tmp_path / "state", fs)
+    writer = JournaledWriter(journal)
+    busy = "class/devfreq/fdab0000.npu/governor"
+    writer.write(f"{CPUFREQ}/policy0/scaling_governor", "performance")
+    writer.write(busy, "performance")
+    writer.write(f"{CPUFREQ}/policy6/scaling_governor", "powersave")
+    import errno
+
+    fs.io = FaultyIO(root, {busy: errno.EBUSY})
+    report = journal.restore()
+    assert set(report.restored) == {
+        f"{CPUFREQ}/policy0/scaling_governor",
+        f"{CPUFREQ}/policy6/scaling_governor",
+    }
+    assert list(report.failed) == [busy]
+    assert "cannot restore" in caplog.text and busy in caplog.text
+    # a transient failure stays journaled for the next start
+    assert json.loads(journal.path.read_text())["entries"][0]["attribute"] == busy
+    fs.io = FaultyIO(root, {})
+    later = SysfsJournal(tmp_path / "state", fs)
+    assert later.restore_pending().restored == [busy]
+    assert not later.path.exists()
+    assert fs.read(busy) == "rknpu_ondemand"
+
+
+def test_restore_pending_after_a_crash_in_process(tmp_path: Path) -> None:
+    root = materialize("intel-mtl", tmp_path / "sys")
+    before = snapshot(root)
+    fs = Sysfs(root)
+    writer = JournaledWriter(SysfsJournal(tmp_path / "state", fs))
+    for cpu in range(22):
+        writer.write(f"{CPUFREQ}/policy{cpu}/energy_performance_preference", "power")
+    writer.write("class/accel/accel0/device/power/control", "on")
+    del writer  # no restore: as if the process died
+    (tmp_path / "state" / f".{JOURNAL_NAME}.999.tmp").write_text("{half")  # torn temp file
+    assert snapshot(root) != before
+    report = SysfsJournal(tmp_path / "state", Sysfs(root)).restore_pending()
+    assert len(report.restored) == 23
+    assert snapshot(root) == before
+    assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_nothing_pending_is_a_no_op(tmp_path: Path) -> None:
+    fs = Sysfs(materialize("rpi5", tmp_path / "sys"))
+    report = SysfsJournal(tmp_path / "state", fs).restore_pending()
+    assert report.ok and report.restored == []
+
+
+CHILD = """
+import random, sys
+from wattgate.daemon.rollback import JournaledWriter, SysfsJournal
+from wattgate.drivers import cpufreq, devfreq, runtime_pm
+from wattgate.drivers.sysfs import Sysfs
+
+root, state, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+fs = Sysfs(root)
+journal = SysfsJournal(state, fs)
+journal.restore_pending()          # what the daemon does at start
+w = JournaledWriter(journal)
+rng = random.Random(seed)
+print("ready", flush=True)
+policies = cpufreq.discover_policies(fs)
+npus = [d for d in devfreq.discover_devfreq(fs) if d.name.endswith(".npu")]
+n = 0
+while True:
+    p = rng.choice(policies)
+    cpufreq.set_governor(w, p, [rng.choice(p.governors)])
+    table = p.frequencies_khz or (p.cpuinfo_min_khz, p.cpuinfo_max_khz)
+    cpufreq.set_limits(w, cpufreq.read_policy(fs, p.name), max_khz=rng.choice(table))
+    for npu in npus:
+        devfreq.set_governor(w, npu, [rng.choice(npu.governors)])
+        cap = rng.choice(npu.frequencies_hz)
+        devfreq.set_limits(w, devfreq.read_devfreq(fs, npu.name), max_hz=cap)
+        runtime_pm.set_control(w, npu.device, rng.choice(["auto", "on"]))
+    n += 1
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.parametrize("board", ["rk3588", "jetson-orin-nano", "intel-mtl"])
+def test_sigkill_at_random_points_then_restore_pending(board: str, tmp_path: Path) -> None:
+    """Real processes write through the journal and are SIGKILLed mid-run, repeatedly;
+    each new one restores first, as the daemon does; the tree comes back byte-identical."""
+    root = materialize(board, tmp_path / "sys")
+    state = tmp_path / "state"
+    before = snapshot(root)
+    rng = random.Random(f"wattgate-{board}")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for round_no in range(8):
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(root), str(state), str(rng.randrange(1 << 30))],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        # kill after a random number of completed rounds, and at a random point
+        # inside the next one (the child keeps writing while we read)
+        for _ in range(rng.randrange(0, 6)):
+            if not child.stdout.readline():
+                break
+        for _ in range(rng.randrange(0, 200)):
+            pass
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        assert child.returncode == -signal.SIGKILL, f"round {round_no} ended on its own"
+    assert snapshot(root) != before or not (state / JOURNAL_NAME).exists()
+    report = SysfsJournal(state, Sysfs(root)).restore_pending()
+    assert report.ok, report.failed
+    assert snapshot(root) == before
+    assert not (state / JOURNAL_NAME).exists()
