@@ -1,0 +1,416 @@
+"""Frame-difference gate: which camera frames are worth a model inference.
+
+Pure policy: frames and caller-supplied monotonic timestamps in, verdicts out; no clock, no
+threads, no I/O. It runs on every captured frame, so it must cost less than copying the frame:
+the frame is sampled down to `frame_height` rows with nearest-neighbour first (that reads only
+the sampled pixels; skipped frames are never colour-converted at full size), and everything
+after works on that small luma image with in-place OpenCV calls on reused buffers.
+
+Pipeline, after Frigate's improved motion detector (REFERENCE.md, "Motion gating"): small luma,
+Gaussian blur, difference with a running background (accumulateWeighted), threshold, dilate,
+external contours larger than `min_area` become boxes. What it adds, aimed at the complaints
+REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
+
+* Exposure: every frame is fitted to the background with a robust gain and offset (medians of
+  the difference in the dark and the bright half of the background, so a person does not drag
+  the fit) and compared after the fit. A uniform gain/offset change - auto-exposure, dimming,
+  sunrise - leaves no difference at all.
+* Lighting: what the fit cannot explain but covers most of the frame (a lamp's fall-off, the
+  IR-cut filter flipping to grey) is lighting, not motion: the gate recalibrates on it.
+* Contrast: the threshold is relative to the background's 4th..96th percentile range, the
+  same effect as Frigate's contrast stretch without touching every pixel; the range has a
+  floor so a dark, noisy frame is not stretched into motion.
+* Nuisance: a per-pixel, slowly forgotten peak of the residual that stayed under the
+  threshold raises the threshold where the scene keeps moving a little (swaying foliage,
+  flicker, faint rain). What crosses the threshold (a passer-by) does not raise it, and what
+  moves during the first CALIBRATION_S seconds is taken for scenery.
+* Stopped objects and ghosts: a region that differs from the background but has stayed still
+  for STILL_S seconds is copied into the background, so a parked car stops costing inferences
+  (the heartbeat still looks at it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from cv2.typing import MatLike
+
+from wattgate.config import GateConfig
+
+Box = tuple[int, int, int, int]
+Floats = npt.NDArray[np.float32]
+Bytes = npt.NDArray[np.uint8]
+
+# OpenCV takes a scalar for the second operand of max/min/compare; its stubs do not say so,
+# hence the call-overload ignores below.
+REASONS = ("motion", "cooldown", "heartbeat", "idle", "lighting", "calibrating", "disabled")
+
+# nearest neighbour reads only the sampled pixels (INTER_AREA would read them all); the EXACT
+# variant samples pixel centres, so the right and bottom edges are not a blind strip
+SAMPLING = cv2.INTER_NEAREST_EXACT
+CALIBRATION_S = 2.0  # after start or reset: learn the scene (and its foliage) before judging
+CALIBRATION_ALPHA = 0.2  # Frigate's background alpha while calibrating (REFERENCE.md)
+CONTRAST_STRETCH = True  # threshold relative to the background's contrast, as Frigate's stretch
+CONTRAST_PERCENTILES = (4.0, 96.0)  # Frigate's contrast percentiles (REFERENCE.md)
+MIN_RANGE = 64.0  # luma range below which a dark frame is not stretched further
+SATURATED = 240.0  # (blurred) background this bright may be clipped: the truth is brighter
+MAX_GAIN = 3.0  # an exposure fit beyond x3 or /3 is a lighting change, not a drift
+LIGHTING_RESIDUAL = 0.1  # changed fraction above which a near-global raw change is lighting
+NUISANCE_K = 2.5  # a pixel must change by this many times the residual it usually shows
+NUISANCE_HALF_LIFE_S = 10.0  # that usual residual halves in this long unless seen again
+PERSIST_AREA = 5  # blobs smaller than this many min_areas must be strong or persist
+STRONG = 4.0  # a small blob this many thresholds above the background is strong
+STILL_S = 3.0  # a changed region that stays this still is absorbed into the background
+REFRESH_FRAMES = 16  # background statistics are refreshed this often
+EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """What the gate decided about one frame."""
+
+    infer: bool  # send this frame to the model
+    reason: str  # one of REASONS: why it is (or is not) inferred
+    score: float  # changed fraction of the frame, 0..1
+    motion: bool  # real motion seen in this frame (drives motion_start/motion_end events)
+    boxes: tuple[Box, ...]  # motion boxes x0, y0, x1, y1 (x1, y1 exclusive) in source pixels
+
+
+DISABLED = GateVerdict(True, "disabled", 0.0, False, ())
+
+
+class _Buffers:
+    """Work images for one small-frame shape, allocated once and reused every frame."""
+
+    def __init__(self, height: int, width: int) -> None:
+        shape = (height, width)
+        half = ((height + 1) // 2, width)
+        self.cur: Floats = np.zeros(shape, np.float32)
+        self.prev: Floats = np.zeros(shape, np.float32)
+        self.bg: Floats = np.zeros(shape, np.float32)
+        self.pred: Floats = np.zeros(shape, np.float32)
+        self.high: Floats = np.zeros(shape, np.float32)
+        self.low: Floats = np.zeros(shape, np.float32)
+        self.diff: Floats = np.zeros(shape, np.float32)
+        self.work: Floats = np.zeros(shape, np.float32)
+        self.dev: Floats = np.zeros(shape, np.float32)
+        self.still_since = np.zeros(shape, np.float64)
+        self.mask: Bytes = np.zeros(shape, np.uint8)
+        self.grown: Bytes = np.zeros(shape, np.uint8)
+        self.last_grown: Bytes = np.zeros(shape, np.uint8)
+        self.spare: Bytes = np.zeros(shape, np.uint8)
+        self.saturated: Bytes = np.zeros(shape, np.uint8)
+        self.d8: Bytes = np.zeros(half, np.uint8)
+        self.side: Bytes = np.zeros(half, np.uint8)  # 0: dark half of the background, 1: bright
+        self.label: Bytes = np.zeros(half, np.uint8)  # side, +2 where the last frame moved
+        self.pixels = height * width
+
+
+class MotionGate:
+    """Decides per frame whether to infer; see the module docstring for how."""
+
+    def __init__(self, cfg: GateConfig) -> None:
+        self.cfg = cfg
+        sigma = cfg.blur_sigma
+        self._kernel: Optional[Floats] = None
+        if sigma > 0:
+            ksize = 2 * math.ceil(2 * sigma) + 1
+            self._kernel = np.asarray(cv2.getGaussianKernel(ksize, sigma, cv2.CV_32F))
+        self._square = np.ones((3, 3), np.uint8)
+        self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self.reset()
+
+    # -- public API -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget the scene (new source, reopened camera): the next frames calibrate."""
+        self._buf: Optional[_Buffers] = None
+        self._source: tuple[int, int] = (0, 0)
+        self._age = 0  # frames since the scene was (re)learnt from scratch
+        self._learnt_from = 0.0  # time of that first frame
+        self._last_now = 0.0  # time of the last frame learnt from
+        self._thr = 0.0  # this frame's threshold
+        self._fast_frames = 0  # frames left with the fast calibration alpha
+        self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
+        self._darker = False  # this frame is darker than the background (exposure)
+        self._moved = False  # the last frame had changed pixels (last_grown is valid)
+        self._last_motion: Optional[float] = None
+        self._last_infer: Optional[float] = None
+
+    def note_inferred(self, now: float) -> None:
+        """The frame at `now` was inferred for another reason (a client's snap)."""
+        self._last_infer = now
+
+    def update_bgr(self, frame: Bytes, now: float) -> GateVerdict:
+        """Gate a full-resolution BGR uint8 frame captured at monotonic time `now`."""
+        if not self.cfg.enabled:
+            return DISABLED
+        h, w = frame.shape[:2]
+        size = self._small_size(w, h)
+        small = cv2.resize(frame, size, interpolation=SAMPLING)
+        return self._update(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), now, (w, h))
+
+    def update_luma(
+        self, luma: Bytes, now: float, source_size: Optional[tuple[int, int]] = None
+    ) -> GateVerdict:
+        """Gate a Y plane (any resolution); boxes are scaled to source_size=(w, h),
+        by default the plane's own size."""
+        if not self.cfg.enabled:
+            return DISABLED
+        h, w = luma.shape[:2]
+        src = source_size or (w, h)
+        size = self._small_size(*src)
+        if luma.strides[1] != luma.itemsize:  # e.g. YUYV[..., 0]: OpenCV would copy it all
+            ys = np.minimum((2 * np.arange(size[1]) + 1) * h // (2 * size[1]), h - 1)
+            xs = np.minimum((2 * np.arange(size[0]) + 1) * w // (2 * size[0]), w - 1)
+            small = luma[ys[:, None], xs[None, :]]
+        else:
+            small = cv2.resize(luma, size, interpolation=SAMPLING)
+        return self._update(small, now, src)
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def _small_size(self, width: int, height: int) -> tuple[int, int]:
+        size = self._sizes.get((width, height))
+        if size is None:
+            rows = max(1, min(self.cfg.frame_height, height))
+            size = (max(1, round(width * rows / height)), rows)
+            self._sizes[(width, height)] = size
+        return size
+
+    def _update(self, small: MatLike, now: float, source: tuple[int, int]) -> GateVerdict:
+        buf = self._buf
+        self._age += 1
+        if buf is None or buf.cur.shape != small.shape or source != self._source:
+            buf = self._buf = _Buffers(*small.shape)
+            self._source = source
+            self._age, self._learnt_from = 1, now
+            self._blur(small, buf.cur)
+            self._calibrate(buf, now)
+            return self._decide(now, False, "calibrating", 0.0, ())
+        self._blur(small, buf.cur)
+        gain, offset = self._fit(buf)
+        threshold = self._thr = self._threshold(gain)
+        self._difference(buf, gain, offset)
+        np.multiply(buf.dev, NUISANCE_K, out=buf.work)
+        cv2.max(buf.work, threshold, dst=buf.work)  # type: ignore[call-overload]
+        cv2.compare(buf.diff, buf.work, cv2.CMP_GT, dst=buf.mask)
+        changed = cv2.countNonZero(buf.mask)
+        score = changed / buf.pixels
+        calibrating = now - self._learnt_from < CALIBRATION_S - EPS
+        if not calibrating and self._is_lighting(buf, gain, score, threshold):
+            self._calibrate(buf, now)
+            return self._decide(now, False, "lighting", score, ())
+        boxes: tuple[Box, ...] = ()
+        if changed:
+            cv2.dilate(buf.mask, self._square, dst=buf.grown)
+            if not calibrating:
+                boxes = self._boxes(buf)
+        self._learn(buf, changed, gain, offset, threshold, now, calibrating)
+        quiet = "calibrating" if calibrating else "idle"
+        return self._decide(now, bool(boxes), quiet, score, boxes)
+
+    def _blur(self, small: MatLike, out: Floats) -> None:
+        if self._kernel is None:
+            np.copyto(out, small, casting="unsafe")
+        else:
+            cv2.sepFilter2D(small, cv2.CV_32F, self._kernel, self._kernel, dst=out)
+
+    def _fit(self, buf: _Buffers) -> tuple[float, float]:
+        """Gain and offset with cur ~= gain * bg + offset, robust to moving objects.
+
+        The median difference in the dark half of the background is the fit at the dark
+        half's median (p25), the bright half's at p75; two points give the line. Every
+        other row is enough, and pixels that moved in the last frame are left out."""
+        cv2.addWeighted(buf.cur[::2], 1.0, buf.bg[::2], -1.0, 128.0, dst=buf.d8,
+                        dtype=cv2.CV_8U)
+        label = buf.side
+        if self._moved:
+            np.bitwise_and(buf.last_grown[::2], 2, out=buf.label)
+            cv2.add(buf.label, buf.side, dst=buf.label)
+            label = buf.label
+        hist = cv2.calcHist([label, buf.d8], [0, 1], None, [2, 256], [0, 2, 0, 256])
+        counts = hist.sum(axis=1)
+        enough = counts >= 0.05 * buf.d8.size
+        if not enough.any():
+            return 1.0, 0.0
+        cum = np.cumsum(hist, axis=1)
+        half = counts / 2.0
+        idx = np.minimum((cum < half[:, None]).sum(axis=1), 255)
+        rows = np.arange(2)
+        below = np.where(idx > 0, cum[rows, idx - 1], 0.0)
+        med = idx + (half - below) / np.maximum(hist[rows, idx], 1.0) - 128.5
+        q25, q75 = self._q[1], self._q[3]
+        if enough.all() and q75 - q25 >= 8.0:
+            gain = 1.0 + float(med[1] - med[0]) / (q75 - q25)
+            return gain, float(med[0]) - (gain - 1.0) * q25
+        return 1.0, float(med[int(np.argmax(enough))])
+
+    def _difference(self, buf: _Buffers, gain: float, offset: float) -> None:
+        """diff = how far each pixel is outside the range the background predicts for it
+        within one pixel (so edges that sway a pixel are not motion); negative inside."""
+        cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.pred)
+        cv2.min(buf.pred, 255.0, dst=buf.pred)  # type: ignore[call-overload]
+        cv2.dilate(buf.pred, self._square, dst=buf.high)
+        cv2.erode(buf.pred, self._square, dst=buf.low)
+        self._darker = gain < 0.995
+        if self._darker:  # where the background was clipped, the truth may be brighter
+            cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.saturated)  # type: ignore[call-overload]
+            buf.high[buf.saturated > 0] = 1e6
+        cv2.subtract(buf.cur, buf.high, dst=buf.work)
+        cv2.subtract(buf.low, buf.cur, dst=buf.diff)
+        cv2.max(buf.diff, buf.work, dst=buf.diff)
+
+    def _threshold(self, gain: float) -> float:
+        if not CONTRAST_STRETCH:
+            return float(self.cfg.threshold)
+        span = max((self._q[4] - self._q[0]) * gain, MIN_RANGE)
+        return self.cfg.threshold * min(span, 255.0) / 255.0
+
+    def _is_lighting(self, buf: _Buffers, gain: float, score: float, threshold: float) -> bool:
+        """A whole-frame change: exposure out of range, most pixels changed after the fit,
+        or nearly every pixel changed before it and a good part still after it."""
+        if not 1.0 / MAX_GAIN <= gain <= MAX_GAIN or score > self.cfg.lighting_threshold:
+            return True
+        if score <= LIGHTING_RESIDUAL:
+            return False
+        cv2.absdiff(buf.cur, buf.bg, dst=buf.work)
+        cv2.compare(buf.work, threshold, cv2.CMP_GT, dst=buf.spare)  # type: ignore[call-overload]
+        return cv2.countNonZero(buf.spare) > self.cfg.lighting_threshold * buf.pixels
+
+    def _boxes(self, buf: _Buffers) -> tuple[Box, ...]:
+        """Boxes of the changed regions larger than min_area, in source pixels. A small one
+        must overlap the last frame's changes too: rain and snow streaks do not, objects do."""
+        contours, _ = cv2.findContours(buf.grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        h, w = buf.grown.shape
+        sw, sh = self._source
+        fx, fy = sw / w, sh / h
+        min_area = self.cfg.min_area
+        boxes = []
+        for contour in contours:
+            area = cv2.contourArea(contour)
+            if area <= min_area:
+                continue
+            x, y, bw, bh = cv2.boundingRect(contour)
+            if area < PERSIST_AREA * min_area and not self._confirmed(buf, x, y, bw, bh):
+                continue
+            boxes.append((
+                int(x * fx), int(y * fy),
+                min(sw, math.ceil((x + bw) * fx)), min(sh, math.ceil((y + bh) * fy)),
+            ))
+        return tuple(sorted(boxes))
+
+    def _confirmed(self, buf: _Buffers, x: int, y: int, w: int, h: int) -> bool:
+        """A small blob counts if it is strong (a small object has contrast) or was there in
+        the last frame too (a rain streak is faint and somewhere else every frame)."""
+        ys, xs = slice(y, y + h), slice(x, x + w)
+        now = buf.grown[ys, xs]
+        _, peak, _, _ = cv2.minMaxLoc(buf.diff[ys, xs], now)
+        if peak >= STRONG * self._thr:
+            return True
+        if not self._moved:
+            return False
+        both = cv2.bitwise_and(now, buf.last_grown[ys, xs])
+        return 2 * cv2.countNonZero(both) >= cv2.countNonZero(now)
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def _calibrate(self, buf: _Buffers, now: float) -> None:
+        """Take the current frame as the background (start, new source, lighting change)."""
+        np.copyto(buf.bg, buf.cur)
+        np.copyto(buf.prev, buf.cur)
+        buf.still_since.fill(now)
+        self._last_now = now
+        self._fast_frames = round(CALIBRATION_S * 5)
+        self._moved = False
+        self._refresh(buf)
+
+    def _refresh(self, buf: _Buffers) -> None:
+        """Background percentiles (contrast range, the fit's anchors), its dark/bright split."""
+        hist = cv2.calcHist([buf.bg], [0], None, [256], [0, 256]).ravel()
+        cum = np.cumsum(hist)
+        low, high = CONTRAST_PERCENTILES
+        qs = np.searchsorted(cum, np.array([low, 25.0, 50.0, 75.0, high]) / 100.0 * cum[-1])
+        self._q = [float(q) for q in qs]
+        np.copyto(buf.side, buf.bg[::2] > self._q[2], casting="unsafe")
+
+    def _learn(
+        self, buf: _Buffers, changed: int, gain: float, offset: float, threshold: float,
+        now: float, calibrating: bool,
+    ) -> None:
+        """Update the usual residual, the background and the still-region clocks."""
+        if calibrating:  # whatever moves while the scene is learnt is scenery (foliage)
+            cv2.max(buf.dev, buf.diff, dst=buf.dev)
+        else:  # peaks of what stayed under the threshold; a passer-by is above it
+            elapsed = max(0.0, now - self._last_now)
+            np.multiply(buf.dev, 0.5 ** (elapsed / NUISANCE_HALF_LIFE_S), out=buf.dev)
+            if changed:
+                cv2.max(buf.dev, buf.diff, dst=buf.work)
+                cv2.bitwise_not(buf.grown, dst=buf.spare)  # not even the fringe of a change
+                cv2.copyTo(buf.work, buf.spare, buf.dev)
+            else:
+                cv2.max(buf.dev, buf.diff, dst=buf.dev)
+        # the background follows the exposure at once (its anchors too), the scene slowly
+        np.copyto(buf.bg, buf.pred)
+        self._q = [q * gain + offset for q in self._q]
+        if self._darker:  # clipped: at least as bright as it looks now
+            np.copyto(buf.bg, buf.cur, where=(buf.saturated > 0) & (buf.cur > buf.bg))
+        alpha = self.cfg.alpha
+        if self._fast_frames > 0:
+            self._fast_frames -= 1
+            alpha = CALIBRATION_ALPHA
+        if not changed or calibrating:
+            cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
+        else:
+            if not self._moved:  # every pixel was unchanged until now
+                buf.still_since.fill(now)
+            cv2.bitwise_not(buf.grown, dst=buf.spare)
+            cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
+            self._absorb_still(buf, gain, offset, threshold, now)
+        self._moved = changed > 0
+        self._last_now = now
+        if self._moved:
+            buf.grown, buf.last_grown = buf.last_grown, buf.grown
+        if self._age % REFRESH_FRAMES == 0:
+            self._refresh(buf)
+        buf.cur, buf.prev = buf.prev, buf.cur
+
+    def _absorb_still(
+        self, buf: _Buffers, gain: float, offset: float, threshold: float, now: float
+    ) -> None:
+        """Copy changed pixels that have not moved for STILL_S into the background. The last
+        frame was in the background's exposure, so it is brought to this one's first."""
+        cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, dst=buf.work)
+        cv2.absdiff(buf.cur, buf.work, dst=buf.work)
+        cv2.compare(buf.work, threshold / 2.0, cv2.CMP_GT, dst=buf.spare)  # type: ignore[call-overload]
+        cv2.bitwise_or(buf.spare, cv2.bitwise_not(buf.mask), dst=buf.spare)
+        np.copyto(buf.still_since, now, where=buf.spare > 0)
+        still = (buf.still_since <= now - STILL_S + EPS) & (buf.mask > 0)
+        if still.any():
+            buf.bg[still] = buf.cur[still]
+
+    # -- the verdict ------------------------------------------------------------------------
+
+    def _decide(
+        self, now: float, motion: bool, quiet: str, score: float, boxes: tuple[Box, ...]
+    ) -> GateVerdict:
+        """Motion infers; so does the cooldown after it and the heartbeat when idle."""
+        cfg = self.cfg
+        if self._last_infer is None:
+            self._last_infer = now  # the heartbeat clock starts with the first frame
+        if motion:
+            self._last_motion = now
+            reason = "motion"
+        elif self._last_motion is not None and now - self._last_motion <= cfg.cooldown_s + EPS:
+            reason = "cooldown"
+        elif now - self._last_infer >= cfg.heartbeat_s - EPS:
+            reason = "heartbeat"
+        else:
+            return GateVerdict(False, quiet, score, False, ())
+        self._last_infer = now
+        return GateVerdict(True, reason, score, motion, boxes)
