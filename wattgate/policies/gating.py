@@ -67,6 +67,8 @@ PERSIST_AREA = 5  # blobs smaller than this many min_areas must be strong or per
 STRONG = 4.0  # a small blob this many thresholds above the background is strong
 STILL_S = 3.0  # a changed region that stays this still is absorbed into the background
 REFRESH_FRAMES = 16  # background statistics are refreshed this often
+RANGE_FRAMES = 4  # and its per-pixel sway range this often
+FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
 EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
 
 
@@ -84,16 +86,29 @@ class GateVerdict:
 DISABLED = GateVerdict(True, "disabled", 0.0, False, ())
 
 
+def _median(cum: Floats, hist: Floats, least: float) -> Optional[float]:
+    """Median of a 256-bin histogram of values v + 128 (interpolated within the bin), or
+    None when it holds fewer than `least` samples."""
+    total = float(cum[-1])
+    if total < least:
+        return None
+    half = total / 2.0
+    i = min(int(cum.searchsorted(half)), 255)
+    below = float(cum[i - 1]) if i else 0.0
+    return i + (half - below) / max(float(hist[i]), 1.0) - 128.5
+
+
 class _Buffers:
     """Work images for one small-frame shape, allocated once and reused every frame."""
 
     def __init__(self, height: int, width: int) -> None:
         shape = (height, width)
-        half = ((height + 1) // 2, width)
+        quarter = ((height + FIT_STEP - 1) // FIT_STEP, width)
         self.cur: Floats = np.zeros(shape, np.float32)
         self.prev: Floats = np.zeros(shape, np.float32)
         self.bg: Floats = np.zeros(shape, np.float32)
-        self.pred: Floats = np.zeros(shape, np.float32)
+        self.bg_high: Floats = np.zeros(shape, np.float32)  # background dilated by a pixel
+        self.bg_low: Floats = np.zeros(shape, np.float32)  # and eroded, at the last refresh
         self.high: Floats = np.zeros(shape, np.float32)
         self.low: Floats = np.zeros(shape, np.float32)
         self.diff: Floats = np.zeros(shape, np.float32)
@@ -105,9 +120,9 @@ class _Buffers:
         self.last_grown: Bytes = np.zeros(shape, np.uint8)
         self.spare: Bytes = np.zeros(shape, np.uint8)
         self.saturated: Bytes = np.zeros(shape, np.uint8)
-        self.d8: Bytes = np.zeros(half, np.uint8)
-        self.side: Bytes = np.zeros(half, np.uint8)  # 0: dark half of the background, 1: bright
-        self.label: Bytes = np.zeros(half, np.uint8)  # side, +2 where the last frame moved
+        self.d8: Bytes = np.zeros(quarter, np.uint8)
+        self.side: Bytes = np.zeros(quarter, np.uint8)  # 0: dark half of the background, 1: bright
+        self.label: Bytes = np.zeros(quarter, np.uint8)  # side, +2 where the last frame moved
         self.pixels = height * width
 
 
@@ -138,6 +153,8 @@ class MotionGate:
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
         self._darker = False  # this frame is darker than the background (exposure)
+        self._hl_gain, self._hl_offset = 1.0, 0.0  # exposure change since _refresh_range
+        self._absorbed = False  # still pixels were copied into the background
         self._moved = False  # the last frame had changed pixels (last_grown is valid)
         self._last_motion: Optional[float] = None
         self._last_infer: Optional[float] = None
@@ -226,38 +243,37 @@ class MotionGate:
 
         The median difference in the dark half of the background is the fit at the dark
         half's median (p25), the bright half's at p75; two points give the line. Every
-        other row is enough, and pixels that moved in the last frame are left out."""
-        cv2.addWeighted(buf.cur[::2], 1.0, buf.bg[::2], -1.0, 128.0, dst=buf.d8,
+        FIT_STEP-th row is enough, and pixels that moved in the last frame are left out."""
+        step = FIT_STEP
+        cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, dst=buf.d8,
                         dtype=cv2.CV_8U)
         label = buf.side
         if self._moved:
-            np.bitwise_and(buf.last_grown[::2], 2, out=buf.label)
+            np.bitwise_and(buf.last_grown[::step], 2, out=buf.label)
             cv2.add(buf.label, buf.side, dst=buf.label)
             label = buf.label
         hist = cv2.calcHist([label, buf.d8], [0, 1], None, [2, 256], [0, 2, 0, 256])
-        counts = hist.sum(axis=1)
-        enough = counts >= 0.05 * buf.d8.size
-        if not enough.any():
-            return 1.0, 0.0
-        cum = np.cumsum(hist, axis=1)
-        half = counts / 2.0
-        idx = np.minimum((cum < half[:, None]).sum(axis=1), 255)
-        rows = np.arange(2)
-        below = np.where(idx > 0, cum[rows, idx - 1], 0.0)
-        med = idx + (half - below) / np.maximum(hist[rows, idx], 1.0) - 128.5
+        cum = hist.cumsum(axis=1)
+        least = 0.05 * buf.d8.size
+        dark, bright = _median(cum[0], hist[0], least), _median(cum[1], hist[1], least)
         q25, q75 = self._q[1], self._q[3]
-        if enough.all() and q75 - q25 >= 8.0:
-            gain = 1.0 + float(med[1] - med[0]) / (q75 - q25)
-            return gain, float(med[0]) - (gain - 1.0) * q25
-        return 1.0, float(med[int(np.argmax(enough))])
+        if dark is not None and bright is not None and q75 - q25 >= 8.0:
+            gain = 1.0 + (bright - dark) / (q75 - q25)
+            return gain, dark - (gain - 1.0) * q25
+        only = dark if dark is not None else bright  # one side: an offset is all we know
+        return 1.0, 0.0 if only is None else only
 
     def _difference(self, buf: _Buffers, gain: float, offset: float) -> None:
         """diff = how far each pixel is outside the range the background predicts for it
-        within one pixel (so edges that sway a pixel are not motion); negative inside."""
-        cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.pred)
-        cv2.min(buf.pred, 255.0, dst=buf.pred)  # type: ignore[call-overload]
-        cv2.dilate(buf.pred, self._square, dst=buf.high)
-        cv2.erode(buf.pred, self._square, dst=buf.low)
+        within one pixel (so edges that sway a pixel are not motion); negative inside.
+
+        The background's 3x3 max and min are refreshed every few frames and brought to the
+        current exposure in between (both commute with a positive gain and an offset)."""
+        g, o = gain * self._hl_gain, gain * self._hl_offset + offset
+        cv2.addWeighted(buf.bg_high, g, buf.bg_high, 0.0, o, dst=buf.high)
+        cv2.addWeighted(buf.bg_low, g, buf.bg_low, 0.0, o, dst=buf.low)
+        if g * 255.0 + o > 255.0:  # the frame clips where the prediction goes past white
+            cv2.min(buf.low, 255.0, dst=buf.low)  # type: ignore[call-overload]
         self._darker = gain < 0.995
         if self._darker:  # where the background was clipped, the truth may be brighter
             cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.saturated)  # type: ignore[call-overload]
@@ -316,7 +332,7 @@ class MotionGate:
         if not self._moved:
             return False
         both = cv2.bitwise_and(now, buf.last_grown[ys, xs])
-        return 2 * cv2.countNonZero(both) >= cv2.countNonZero(now)
+        return 3 * cv2.countNonZero(both) >= 2 * cv2.countNonZero(now)
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -337,7 +353,15 @@ class MotionGate:
         low, high = CONTRAST_PERCENTILES
         qs = np.searchsorted(cum, np.array([low, 25.0, 50.0, 75.0, high]) / 100.0 * cum[-1])
         self._q = [float(q) for q in qs]
-        np.copyto(buf.side, buf.bg[::2] > self._q[2], casting="unsafe")
+        np.copyto(buf.side, buf.bg[::FIT_STEP] > self._q[2], casting="unsafe")
+        self._refresh_range(buf)
+
+    def _refresh_range(self, buf: _Buffers) -> None:
+        """The background's 3x3 max and min, the range each pixel may sway into."""
+        cv2.dilate(buf.bg, self._square, dst=buf.bg_high)
+        cv2.erode(buf.bg, self._square, dst=buf.bg_low)
+        self._hl_gain, self._hl_offset = 1.0, 0.0
+        self._absorbed = False
 
     def _learn(
         self, buf: _Buffers, changed: int, gain: float, offset: float, threshold: float,
@@ -356,10 +380,14 @@ class MotionGate:
             else:
                 cv2.max(buf.dev, buf.diff, dst=buf.dev)
         # the background follows the exposure at once (its anchors too), the scene slowly
-        np.copyto(buf.bg, buf.pred)
+        cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
+        if gain * 255.0 + offset > 255.0:
+            cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
         self._q = [q * gain + offset for q in self._q]
+        self._hl_gain, self._hl_offset = gain * self._hl_gain, gain * self._hl_offset + offset
         if self._darker:  # clipped: at least as bright as it looks now
             np.copyto(buf.bg, buf.cur, where=(buf.saturated > 0) & (buf.cur > buf.bg))
+            self._absorbed = True
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
@@ -378,6 +406,8 @@ class MotionGate:
             buf.grown, buf.last_grown = buf.last_grown, buf.grown
         if self._age % REFRESH_FRAMES == 0:
             self._refresh(buf)
+        elif self._age % RANGE_FRAMES == 0 or self._fast_frames or self._absorbed:
+            self._refresh_range(buf)
         buf.cur, buf.prev = buf.prev, buf.cur
 
     def _absorb_still(
@@ -393,6 +423,7 @@ class MotionGate:
         still = (buf.still_since <= now - STILL_S + EPS) & (buf.mask > 0)
         if still.any():
             buf.bg[still] = buf.cur[still]
+            self._absorbed = True
 
     # -- the verdict ------------------------------------------------------------------------
 
