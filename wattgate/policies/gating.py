@@ -63,11 +63,12 @@ MAX_GAIN = 3.0  # an exposure fit beyond x3 or /3 is a lighting change, not a dr
 LIGHTING_RESIDUAL = 0.1  # changed fraction above which a near-global raw change is lighting
 NUISANCE_K = 2.5  # a pixel must change by this many times the residual it usually shows
 NUISANCE_HALF_LIFE_S = 10.0  # that usual residual halves in this long unless seen again
+DECAY_STEP_S = 0.25  # and is faded in steps this long (a multiply per frame is wasted work)
 PERSIST_AREA = 5  # blobs smaller than this many min_areas must be strong or persist
 STRONG = 4.0  # a small blob this many thresholds above the background is strong
 STILL_S = 3.0  # a changed region that stays this still is absorbed into the background
 REFRESH_FRAMES = 16  # background statistics are refreshed this often
-RANGE_FRAMES = 4  # and its per-pixel sway range this often
+RANGE_FRAMES = 8  # and its per-pixel sway range this often
 FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
 EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
 
@@ -109,6 +110,8 @@ class _Buffers:
         self.bg: Floats = np.zeros(shape, np.float32)
         self.bg_high: Floats = np.zeros(shape, np.float32)  # background dilated by a pixel
         self.bg_low: Floats = np.zeros(shape, np.float32)  # and eroded, at the last refresh
+        self.bg_mid: Floats = np.zeros(shape, np.float32)  # their middle
+        self.bg_half: Floats = np.zeros(shape, np.float32)  # and half their distance
         self.high: Floats = np.zeros(shape, np.float32)
         self.low: Floats = np.zeros(shape, np.float32)
         self.diff: Floats = np.zeros(shape, np.float32)
@@ -148,7 +151,7 @@ class MotionGate:
         self._source: tuple[int, int] = (0, 0)
         self._age = 0  # frames since the scene was (re)learnt from scratch
         self._learnt_from = 0.0  # time of that first frame
-        self._last_now = 0.0  # time of the last frame learnt from
+        self._decayed_at = 0.0  # when the usual residual was last faded
         self._thr = 0.0  # this frame's threshold
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
@@ -268,13 +271,18 @@ class MotionGate:
         within one pixel (so edges that sway a pixel are not motion); negative inside.
 
         The background's 3x3 max and min are refreshed every few frames and brought to the
-        current exposure in between (both commute with a positive gain and an offset)."""
+        current exposure in between (both commute with a positive gain and an offset). The
+        usual case is |cur - middle| - half width; near clipping the ends are needed."""
         g, o = gain * self._hl_gain, gain * self._hl_offset + offset
+        self._darker = gain < 0.995
+        if not self._darker and g * 255.0 + o <= 255.0:
+            cv2.addWeighted(buf.bg_mid, g, buf.bg_mid, 0.0, o, dst=buf.work)
+            cv2.absdiff(buf.cur, buf.work, dst=buf.diff)
+            cv2.scaleAdd(buf.bg_half, -g, buf.diff, dst=buf.diff)
+            return
         cv2.addWeighted(buf.bg_high, g, buf.bg_high, 0.0, o, dst=buf.high)
         cv2.addWeighted(buf.bg_low, g, buf.bg_low, 0.0, o, dst=buf.low)
-        if g * 255.0 + o > 255.0:  # the frame clips where the prediction goes past white
-            cv2.min(buf.low, 255.0, dst=buf.low)  # type: ignore[call-overload]
-        self._darker = gain < 0.995
+        cv2.min(buf.low, 255.0, dst=buf.low)  # type: ignore[call-overload]
         if self._darker:  # where the background was clipped, the truth may be brighter
             cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.saturated)  # type: ignore[call-overload]
             buf.high[buf.saturated > 0] = 1e6
@@ -341,14 +349,15 @@ class MotionGate:
         np.copyto(buf.bg, buf.cur)
         np.copyto(buf.prev, buf.cur)
         buf.still_since.fill(now)
-        self._last_now = now
+        self._decayed_at = now
         self._fast_frames = round(CALIBRATION_S * 5)
         self._moved = False
         self._refresh(buf)
 
     def _refresh(self, buf: _Buffers) -> None:
         """Background percentiles (contrast range, the fit's anchors), its dark/bright split."""
-        hist = cv2.calcHist([buf.bg], [0], None, [256], [0, 256]).ravel()
+        cv2.convertScaleAbs(buf.bg, dst=buf.spare)  # a histogram of bytes is far cheaper
+        hist = cv2.calcHist([buf.spare], [0], None, [256], [0, 256]).ravel()
         cum = np.cumsum(hist)
         low, high = CONTRAST_PERCENTILES
         qs = np.searchsorted(cum, np.array([low, 25.0, 50.0, 75.0, high]) / 100.0 * cum[-1])
@@ -360,6 +369,8 @@ class MotionGate:
         """The background's 3x3 max and min, the range each pixel may sway into."""
         cv2.dilate(buf.bg, self._square, dst=buf.bg_high)
         cv2.erode(buf.bg, self._square, dst=buf.bg_low)
+        cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, 0.5, 0.0, dst=buf.bg_mid)
+        cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, -0.5, 0.0, dst=buf.bg_half)
         self._hl_gain, self._hl_offset = 1.0, 0.0
         self._absorbed = False
 
@@ -371,8 +382,11 @@ class MotionGate:
         if calibrating:  # whatever moves while the scene is learnt is scenery (foliage)
             cv2.max(buf.dev, buf.diff, dst=buf.dev)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
-            elapsed = max(0.0, now - self._last_now)
-            np.multiply(buf.dev, 0.5 ** (elapsed / NUISANCE_HALF_LIFE_S), out=buf.dev)
+            elapsed = now - self._decayed_at
+            if elapsed >= DECAY_STEP_S or elapsed < 0:
+                fade = 0.5 ** (max(0.0, elapsed) / NUISANCE_HALF_LIFE_S)
+                np.multiply(buf.dev, fade, out=buf.dev)
+                self._decayed_at = now
             if changed:
                 cv2.max(buf.dev, buf.diff, dst=buf.work)
                 cv2.bitwise_not(buf.grown, dst=buf.spare)  # not even the fringe of a change
@@ -401,7 +415,6 @@ class MotionGate:
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
             self._absorb_still(buf, gain, offset, threshold, now)
         self._moved = changed > 0
-        self._last_now = now
         if self._moved:
             buf.grown, buf.last_grown = buf.last_grown, buf.grown
         if self._age % REFRESH_FRAMES == 0:
