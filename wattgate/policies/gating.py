@@ -117,7 +117,7 @@ class _Buffers:
         self.diff: Floats = np.zeros(shape, np.float32)
         self.work: Floats = np.zeros(shape, np.float32)
         self.dev: Floats = np.zeros(shape, np.float32)
-        self.still_since = np.zeros(shape, np.float64)
+        self.still: Bytes = np.zeros(shape, np.uint8)  # frames changed but not moving
         self.mask: Bytes = np.zeros(shape, np.uint8)
         self.grown: Bytes = np.zeros(shape, np.uint8)
         self.last_grown: Bytes = np.zeros(shape, np.uint8)
@@ -152,6 +152,8 @@ class MotionGate:
         self._age = 0  # frames since the scene was (re)learnt from scratch
         self._learnt_from = 0.0  # time of that first frame
         self._decayed_at = 0.0  # when the usual residual was last faded
+        self._prev_now = 0.0  # time of the last frame
+        self._interval = 1.0 / 15.0  # running mean of the frame interval
         self._thr = 0.0  # this frame's threshold
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
@@ -212,8 +214,12 @@ class MotionGate:
             self._age, self._learnt_from = 1, now
             self._blur(small, buf.cur)
             self._calibrate(buf, now)
+            self._prev_now = now
             return self._decide(now, False, "calibrating", 0.0, ())
         self._blur(small, buf.cur)
+        if 0.0 < now - self._prev_now < 5.0:  # the frame interval, for counts of frames
+            self._interval += 0.1 * (now - self._prev_now - self._interval)
+        self._prev_now = now
         gain, offset = self._fit(buf)
         threshold = self._thr = self._threshold(gain)
         self._difference(buf, gain, offset)
@@ -348,7 +354,7 @@ class MotionGate:
         """Take the current frame as the background (start, new source, lighting change)."""
         np.copyto(buf.bg, buf.cur)
         np.copyto(buf.prev, buf.cur)
-        buf.still_since.fill(now)
+        buf.still.fill(0)
         self._decayed_at = now
         self._fast_frames = round(CALIBRATION_S * 5)
         self._moved = False
@@ -410,10 +416,10 @@ class MotionGate:
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
         else:
             if not self._moved:  # every pixel was unchanged until now
-                buf.still_since.fill(now)
+                buf.still.fill(0)
             cv2.bitwise_not(buf.grown, dst=buf.spare)
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
-            self._absorb_still(buf, gain, offset, threshold, now)
+            self._absorb_still(buf, gain, offset, threshold)
         self._moved = changed > 0
         if self._moved:
             buf.grown, buf.last_grown = buf.last_grown, buf.grown
@@ -423,19 +429,19 @@ class MotionGate:
             self._refresh_range(buf)
         buf.cur, buf.prev = buf.prev, buf.cur
 
-    def _absorb_still(
-        self, buf: _Buffers, gain: float, offset: float, threshold: float, now: float
-    ) -> None:
+    def _absorb_still(self, buf: _Buffers, gain: float, offset: float, threshold: float) -> None:
         """Copy changed pixels that have not moved for STILL_S into the background. The last
         frame was in the background's exposure, so it is brought to this one's first."""
         cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, dst=buf.work)
         cv2.absdiff(buf.cur, buf.work, dst=buf.work)
         cv2.compare(buf.work, threshold / 2.0, cv2.CMP_GT, dst=buf.spare)  # type: ignore[call-overload]
         cv2.bitwise_or(buf.spare, cv2.bitwise_not(buf.mask), dst=buf.spare)
-        np.copyto(buf.still_since, now, where=buf.spare > 0)
-        still = (buf.still_since <= now - STILL_S + EPS) & (buf.mask > 0)
-        if still.any():
-            buf.bg[still] = buf.cur[still]
+        cv2.add(buf.still, 1, dst=buf.still)  # type: ignore[call-overload]
+        cv2.bitwise_and(buf.still, cv2.bitwise_not(buf.spare), dst=buf.still)
+        frames = min(250, math.ceil(STILL_S / self._interval))
+        cv2.compare(buf.still, frames, cv2.CMP_GE, dst=buf.spare)  # type: ignore[call-overload]
+        if cv2.countNonZero(buf.spare):
+            np.copyto(buf.bg, buf.cur, where=buf.spare > 0)
             self._absorbed = True
 
     # -- the verdict ------------------------------------------------------------------------
