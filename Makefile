@@ -2,7 +2,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench deb clean
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,9 @@ lint: setup
 
 bench: setup
 	$(PY) -m wattgate.cli bench all
+
+deb: setup
+	bash scripts/build-deb.sh dist
 
 clean:
 	rm -rf run build dist *.egg-info .pytest_cache .mypy_cache

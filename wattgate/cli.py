@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
-import logging
 import os
 import sys
 import time
@@ -50,11 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _config_error(exc)
     # Imported only now: a bad config is reported without loading OpenCV and TFLite.
     from wattgate.daemon.app import Daemon, StartupError
-    logging.basicConfig(
-        level=cfg.daemon.log_level.upper(),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from wattgate.daemon.logs import setup_logging
+    setup_logging(cfg.daemon.log_level)
+    faulthandler.enable()  # the watchdog's SIGABRT then leaves every thread's stack in the log
     try:
         return asyncio.run(Daemon(cfg, path).run())
     except StartupError as exc:

@@ -114,7 +114,16 @@ class ModelConfig(Section):
     )
     kind: ModelKind = Field("auto", description="Output decoder; auto picks by output shapes.")
     labels: Optional[str] = Field(None, description="Labels file, one label a line.")
-    threads: int = Field(2, ge=1, le=64, description="Interpreter CPU threads.")
+    threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Interpreter CPU threads. More help a large model only on cores nothing else "
+            "uses: XNNPACK's workers spin-wait for each other, so sharing a core with the "
+            "capture thread or another process can make each invoke many times slower."
+        ),
+    )
     delegate: Optional[str] = Field(
         None, description="External delegate library (e.g. libedgetpu.so.1); CPU if it fails."
     )

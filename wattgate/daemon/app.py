@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -21,6 +20,8 @@ from typing import Any, Optional
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.hub import ClientSession, Hub, Message
+from wattgate.daemon.logs import MessageId, event, set_level
+from wattgate.daemon.notify import Notifier, ProgressWatch, inherited_listener, watchdog_interval
 from wattgate.daemon.pipeline import Pipeline
 from wattgate.daemon.server import Handler, ProtocolError, Server, check_fields
 from wattgate.drivers.camera import Source, SourceError, open_source
@@ -34,6 +35,7 @@ EXIT_SOFTWARE = 1
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no camera or model to work with
 PROTO = 1
 TOPICS = ("results", "events")
+STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
 
 
 class StartupError(Exception):
@@ -63,18 +65,6 @@ def open_camera(cfg: Config) -> Source:
         raise StartupError(str(exc)) from None
 
 
-def inherited_socket() -> Optional[socket.socket]:
-    """The listening socket systemd passed through socket activation, if any."""
-    try:
-        from systemd import daemon as sd_daemon
-    except ImportError:  # pragma: no cover - systemd-python is a hard dependency
-        return None
-    fds = sd_daemon.listen_fds()
-    if not fds:
-        return None
-    return socket.socket(fileno=fds[0])
-
-
 class RateMeter:
     """Frames per second over the last few one-second samples."""
 
@@ -100,6 +90,8 @@ class Daemon:
         self.model: Optional[Model] = None
         self.started = time.monotonic()
         self.fps = RateMeter()
+        self.notifier = Notifier()
+        self.progress = ProgressWatch(time.monotonic())
         self._stop = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._event_seq = 0
@@ -117,7 +109,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
-        await self.server.start(inherited_socket())
+        await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
         try:
             model, source = await loop.run_in_executor(None, self._open_parts, self.cfg)
@@ -126,10 +118,15 @@ class Daemon:
             raise
         self._start_pipeline(model, source)
         self.server.set_ready()
-        log.info("ready: model %s, source %s", model.info.get("name"), source.description)
+        self.notifier.ready(self.status_line())
+        log.info(
+            "ready: model %s, source %s", model.info.get("name"), source.description,
+            extra=event(MessageId.STARTED),
+        )
         ticker = loop.create_task(self._tick())
         await self._stop.wait()
-        log.info("stopping")
+        self.notifier.stopping()
+        log.info("stopping", extra=event(MessageId.STOPPING))
         ticker.cancel()
         if self.pipeline is not None:
             await loop.run_in_executor(None, self.pipeline.stop)
@@ -168,10 +165,20 @@ class Daemon:
         if self.config_path is None:
             log.info("reload: running on built-in defaults, nothing to reload")
             return
+        self.notifier.reloading()
         try:
-            new = load_config(self.config_path)
+            await self._apply_reload(self.config_path)
+        finally:
+            self.notifier.ready(self.status_line())
+
+    async def _apply_reload(self, path: Path) -> None:
+        try:
+            new = load_config(path)
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config: %s", exc)
+            log.error(
+                "reload rejected, keeping the running config: %s", exc,
+                extra=event(MessageId.CONFIG_ERROR),
+            )
             return
         if new.daemon.socket != self.cfg.daemon.socket:
             log.warning("daemon.socket changed; it takes effect after a restart")
@@ -189,14 +196,55 @@ class Daemon:
             self._start_pipeline(model, source)
         self.cfg = new
         self.server.cfg = new.daemon
-        logging.getLogger("wattgate").setLevel(new.daemon.log_level.upper())
-        log.info("reloaded %s", self.config_path)
+        set_level(new.daemon.log_level)
+        log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
 
     async def _tick(self) -> None:
+        """Once a second: fps, the watchdog's progress rule, and systemd's STATUS= line."""
+        ping_every = watchdog_interval()
+        last_ping = last_status = 0.0
+        stalled_logged = False
         while True:
+            now = time.monotonic()
             if self.pipeline is not None:
-                self.fps.sample(time.monotonic(), self.pipeline.counters.frames)
-            await asyncio.sleep(1.0)
+                self.fps.sample(now, self.pipeline.counters.frames)
+                self._observe_progress(self.pipeline)
+            healthy = self.progress.healthy(now)
+            if ping_every is not None and healthy and now - last_ping >= ping_every:
+                self.notifier.watchdog()
+                last_ping = now
+            if not healthy and not stalled_logged:
+                log.error(
+                    "pipeline stalled (%s); withholding watchdog pings",
+                    ", ".join(self.progress.stalled(now)), extra=event(MessageId.STALLED),
+                )
+            stalled_logged = not healthy
+            if now - last_status >= STATUS_EVERY_S:
+                self.notifier.status(self.status_line())
+                last_status = now
+            await asyncio.sleep(min(1.0, ping_every or 1.0))
+
+    def _observe_progress(self, pipeline: Pipeline) -> None:
+        counters = pipeline.counters
+        if counters.source_ended:
+            self.progress.pause_capture()
+        elif counters.last_capture:
+            self.progress.capture_progress(counters.last_capture)
+        busy_since = counters.busy_since
+        if counters.last_inference:
+            self.progress.inference_progress(counters.last_inference)
+        if busy_since is not None:
+            self.progress.work_pending(busy_since)
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: what an admin sees in `systemctl status`."""
+        if self.pipeline is None:
+            return "starting"
+        pipe = self.pipeline.status()
+        return (
+            f"{self.fps.rate():.1f} fps, skip {pipe['skip_ratio']:.0%}, "
+            f"{pipe['inferred']} inferred, {len(self.hub.sessions)} clients"
+        )
 
     # -- pipeline callbacks (on the loop) ----------------------------------------------
 

@@ -36,6 +36,7 @@ class Counters:
     infer_ms_total: float = 0.0
     last_capture: float = 0.0  # monotonic time of the newest frame
     last_inference: float = 0.0  # monotonic time the newest inference finished
+    busy_since: Optional[float] = None  # monotonic time the running invoke started
     source_ended: bool = False
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -152,9 +153,13 @@ class Pipeline:
                 log.exception("inference failed on frame %d", job.frame.index)
 
     def _infer_one(self, job: Job) -> Message:
-        result = self.model.infer(job.frame.bgr)
-        done = time.monotonic()
         counters = self.counters
+        counters.busy_since = time.monotonic()
+        try:
+            result = self.model.infer(job.frame.bgr)
+        finally:
+            counters.busy_since = None
+        done = time.monotonic()
         counters.inferred += 1
         counters.detections += len(result.detections)
         counters.infer_ms_total += result.invoke_ms

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import cv2
 import numpy as np
@@ -33,7 +33,7 @@ class Frame:
     index: int  # the source's frame index: 0 is the first frame of a file
     ts: float  # wall-clock capture time (Unix seconds), what clients see
     mono: float  # monotonic capture time, for latency and the gate's timers
-    bgr: np.ndarray
+    bgr: np.ndarray[Any, Any]  # uint8, height x width x 3
 
 
 class Source(Protocol):

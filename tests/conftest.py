@@ -1,0 +1,174 @@
+"""Shared fixtures: real video files, a real daemon process, real socket clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import cv2
+import numpy as np
+import pytest
+
+from wattgate.client import Client, ClientError
+
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+
+def skimage_image(name: str) -> np.ndarray:
+    """A BGR image from scikit-image's bundled data (astronaut.png, camera.png, coffee.png)."""
+    image = cv2.imread(str(SKIMAGE_DATA / name), cv2.IMREAD_COLOR)
+    assert image is not None, name
+    return image
+
+
+# The astronaut's face in skimage's 512x512 astronaut.png, pixels (x0, y0, x1, y1), as
+# OpenCV's Haar face cascade finds it.
+ASTRONAUT_FACE = (177, 66, 272, 161)
+
+
+@dataclass(frozen=True)
+class FaceVideo:
+    path: Path
+    fps: float
+    frames: int
+    face_frames: range  # frames in which the face is in view
+    face_box: tuple[int, int, int, int]  # where the face is in those frames (pixels)
+
+
+def write_face_video(path: Path, fps: float = 30.0, frames: int = 60) -> FaceVideo:
+    """A 640x480 video: an empty noisy room, then the astronaut's face appears and stays.
+
+    Written with cv2.VideoWriter (MJPG in AVI decodes everywhere OpenCV does).
+    """
+    rng = np.random.default_rng(7)
+    room = np.full((480, 640, 3), 90, np.uint8)
+    cv2.rectangle(room, (40, 300), (600, 470), (60, 70, 80), -1)
+    face = cv2.resize(skimage_image("astronaut.png")[0:200, 110:310], (200, 200))
+    x, y = 380, 80
+    appear = frames // 3
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    assert writer.isOpened()
+    for i in range(frames):
+        frame = room.copy()
+        if i >= appear:
+            frame[y : y + 200, x : x + 200] = face
+        noise = rng.integers(-3, 4, frame.shape, dtype=np.int16)
+        writer.write(np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+    writer.release()
+    # The face inside the pasted 200x200 crop of astronaut.png[0:200, 110:310].
+    fx0, fy0, fx1, fy1 = ASTRONAUT_FACE
+    box = (x + fx0 - 110, y + fy0, x + fx1 - 110, y + fy1)
+    return FaceVideo(path, fps, frames, range(appear, frames), box)
+
+
+@pytest.fixture(scope="session")
+def face_video(tmp_path_factory: pytest.TempPathFactory) -> FaceVideo:
+    return write_face_video(tmp_path_factory.mktemp("video") / "face.avi")
+
+
+def write_config(path: Path, run_dir: Path, **sections: dict[str, Any]) -> Path:
+    """A config file with the socket and state under run_dir, plus the given tables."""
+    tables: dict[str, dict[str, Any]] = {
+        "daemon": {"socket": str(run_dir / "wattgate.sock"), "state_dir": str(run_dir / "state")}
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {toml_value(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+class DaemonProcess:
+    """The real daemon as a child process, with its socket path and captured stderr."""
+
+    def __init__(self, config: Path, socket_path: Path, log_path: Path) -> None:
+        self.config = config
+        self.socket = socket_path
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+
+    def connect(self, timeout: float = 30.0) -> Client:
+        """A client once the daemon has said hello; fails if the daemon dies first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                return Client(str(self.socket))
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"no daemon socket:\n{self.log()}") from None
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """The exit code of a daemon expected to exit by itself."""
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Any]:
+    """start_daemon(**sections) -> a running DaemonProcess; killed at teardown if still up."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Optional[Path] = None, **sections: dict[str, Any]) -> DaemonProcess:
+        run_dir = tmp_path / f"run{len(started)}"
+        run_dir.mkdir()
+        config = config or write_config(run_dir / "config.toml", run_dir, **sections)
+        daemon = DaemonProcess(config, run_dir / "wattgate.sock", run_dir / "daemon.log")
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.kill()

@@ -1,0 +1,183 @@
+"""The real daemon, end to end: a video file in, results out to a real AF_UNIX client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.conftest import DaemonProcess, FaceVideo, write_config, write_face_video
+from wattgate.client import Client, ClientError
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def iou(a: list[float], b: tuple[int, int, int, int]) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def results(client: Client, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    client.settimeout(timeout)
+    got: list[dict[str, Any]] = []
+    for message in client.messages():
+        if message["class"] == "result":
+            got.append(message)
+        if len(got) >= count:
+            return got
+    raise AssertionError("unreachable")
+
+
+def wait_status(client: Client, done: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+                ) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.request("status")
+        if done(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.1)
+
+
+def settled(status: dict[str, Any]) -> bool:
+    pipe = status["pipeline"]
+    return bool(pipe["skipped"] + pipe["inferred"] + pipe["stale_dropped"] == pipe["frames"])
+
+
+def test_face_in_a_video_file_reaches_a_socket_client(
+    start_daemon: StartDaemon, face_video: FaceVideo
+) -> None:
+    daemon = start_daemon(camera={"source": str(face_video.path), "loop": True})
+    with daemon.connect() as client:
+        assert client.hello["class"] == "hello"
+        assert client.hello["proto"] == 1
+        assert client.hello["model"]["kind"] == "blazeface"
+        client.request("subscribe", topics=["results"])
+        faces = 0
+        for result in results(client, 40):
+            assert 0 <= result["frame"] < face_video.frames
+            assert result["latency_ms"] >= 0
+            assert set(result["motion"]) == {"score", "boxes"}
+            if result["frame"] in face_video.face_frames:
+                assert len(result["detections"]) == 1, result
+                det = result["detections"][0]
+                assert det["label"] == "face"
+                assert iou(det["box"], face_video.face_box) > 0.4, (det, face_video.face_box)
+                faces += 1
+            else:
+                assert result["detections"] == [], result
+        assert faces > 0
+    assert daemon.stop() == 0
+
+
+def test_file_without_loop_ends_and_daemon_keeps_serving(
+    start_daemon: StartDaemon, face_video: FaceVideo
+) -> None:
+    daemon = start_daemon(camera={"source": str(face_video.path), "realtime": False})
+    with daemon.connect() as client:
+        status = wait_status(client, lambda s: s["source"]["state"] == "ended" and settled(s))
+        assert status["source"]["state"] == "ended"
+        pipe = status["pipeline"]
+        assert pipe["frames"] == face_video.frames
+        # Every frame was skipped by the gate, inferred, or replaced while the model was busy.
+        assert settled(status), pipe
+        assert pipe["skipped"] > 0  # the idle stretch before the face never reached the model
+        assert client.request("status")["class"] == "status"
+    assert daemon.stop() == 0
+
+
+def test_gate_off_infers_every_frame_in_order(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    video = write_face_video(tmp_path / "short.avi", fps=15.0, frames=45)
+    daemon = start_daemon(camera={"source": str(video.path)}, gate={"enabled": False})
+    with daemon.connect() as client:
+        client.request("subscribe", topics=["results"])
+        got = results(client, 10)
+        frames = [m["frame"] for m in got]
+        seqs = [m["seq"] for m in got]
+        assert frames == sorted(set(frames)), frames  # newest first is never reordered
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no result lost on the way
+        assert all(m["reason"] == "disabled" for m in got)
+        status = wait_status(client, lambda s: s["source"]["state"] == "ended" and settled(s))
+        pipe = status["pipeline"]
+        assert pipe["skipped"] == 0
+        assert pipe["inferred"] + pipe["stale_dropped"] == pipe["frames"] == video.frames
+    assert daemon.stop() == 0
+
+
+def test_signals_stop_cleanly_and_remove_the_socket(start_daemon: StartDaemon) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        daemon = start_daemon()
+        daemon.connect().close()
+        mode = stat.S_IMODE(os.stat(daemon.socket).st_mode)
+        assert mode == 0o660
+        assert daemon.stop(sig, timeout=5.0) == 0, daemon.log()
+        assert not daemon.socket.exists()
+
+
+def test_sighup_keeps_old_config_when_new_one_is_bad(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(gate={"heartbeat_s": 5.0})
+    with daemon.connect() as client:
+        text = daemon.config.read_text()
+        daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = -1"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_log(daemon, "reload rejected")
+        assert "gate.heartbeat_s" in daemon.log()
+        assert client.request("status")["class"] == "status"
+        daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = 3.0"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_log(daemon, "reloaded")
+        assert client.request("status")["pipeline"]["frames"] >= 0
+    assert daemon.stop() == 0
+
+
+def wait_log(daemon: DaemonProcess, text: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in daemon.log():
+        assert time.monotonic() < deadline, f"{text!r} not logged:\n{daemon.log()}"
+        time.sleep(0.05)
+
+
+def test_missing_model_or_camera_exits_69_with_one_clear_line(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    cases = [
+        ({"model": {"path": str(tmp_path / "nope.tflite")}}, "nope.tflite"),
+        ({"camera": {"source": str(tmp_path / "nope.mp4")}}, "nope.mp4"),
+    ]
+    for sections, needle in cases:
+        daemon = start_daemon(**sections)
+        assert daemon.wait() == 69
+        errors = [line for line in daemon.log().splitlines() if line.startswith("wattgate:")]
+        assert len(errors) == 1 and needle in errors[0], daemon.log()
+        assert not daemon.socket.exists()
+
+
+def test_second_daemon_does_not_steal_a_live_socket(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    first = start_daemon()
+    first.connect().close()
+    config = write_config(tmp_path / "second.toml", first.socket.parent)
+    second = start_daemon(config=config)
+    assert second.wait() == 1
+    assert "another daemon is listening" in second.log()
+    with first.connect() as client:
+        assert client.request("status")["class"] == "status"
+    assert first.stop() == 0
+
+
+def test_client_reports_a_missing_socket(tmp_path: Path) -> None:
+    try:
+        Client(str(tmp_path / "none.sock"))
+    except ClientError as exc:
+        assert exc.code == "unavailable"
+        assert "none.sock" in exc.message
+    else:
+        raise AssertionError("connected to a socket that does not exist")
