@@ -130,7 +130,11 @@ class Pipeline:
 
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
-        verdict = self.gate.update_bgr(frame.bgr, frame.mono)
+        if frame.luma is not None:
+            size = frame.size if frame.size[0] else None
+            verdict = self.gate.update_luma(frame.luma, frame.mono, source_size=size)
+        else:
+            verdict = self.gate.update_bgr(frame.color(), frame.mono)
         counters.frames += 1
         counters.last_capture = frame.mono
         counters.reasons[verdict.reason] = counters.reasons.get(verdict.reason, 0) + 1
@@ -156,7 +160,7 @@ class Pipeline:
         counters = self.counters
         counters.busy_since = time.monotonic()
         try:
-            result = self.model.infer(job.frame.bgr)
+            result = self.model.infer(job.frame.color())
         finally:
             counters.busy_since = None
         done = time.monotonic()

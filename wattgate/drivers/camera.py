@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import cv2
 import numpy as np
@@ -28,12 +28,34 @@ class SourceError(Exception):
     """A source that cannot be opened; the message names the source."""
 
 
+Image = np.ndarray[Any, Any]
+
+
 @dataclass(frozen=True)
 class Frame:
+    """One captured frame.
+
+    A source that decodes colour anyway (OpenCV's default) fills `bgr`. A source that can
+    give a luma plane cheaply (YUYV/NV12's Y plane, a reduced grayscale MJPEG decode) fills
+    `luma` and `decode`, so the gate never pays for colour and only frames that reach the
+    model are decoded in colour (`color()`).
+    """
+
     index: int  # the source's frame index: 0 is the first frame of a file
     ts: float  # wall-clock capture time (Unix seconds), what clients see
     mono: float  # monotonic capture time, for latency and the gate's timers
-    bgr: np.ndarray[Any, Any]  # uint8, height x width x 3
+    bgr: Optional[Image]  # uint8, height x width x 3
+    luma: Optional[Image] = None  # uint8 Y plane, any resolution
+    decode: Optional[Callable[[], Image]] = None  # colour on demand when bgr is None
+    size: tuple[int, int] = (0, 0)  # source width, height (needed when only luma is given)
+
+    def color(self) -> Image:
+        """The BGR frame, decoding it now if the source deferred that."""
+        if self.bgr is not None:
+            return self.bgr
+        if self.decode is None:
+            raise ValueError(f"frame {self.index} has neither colour nor a decoder")
+        return self.decode()
 
 
 class Source(Protocol):
