@@ -55,6 +55,22 @@ class DaemonConfig(Section):
     client_queue: int = Field(
         256, ge=1, le=65536, description="Messages a slow subscriber may lag before overflow."
     )
+    admin_group: Optional[str] = Field(
+        "wattgate",
+        description="Members (and root) may pin profiles and reload; others only read.",
+    )
+    max_image_bytes: int = Field(
+        48 * 1024,
+        ge=1024,
+        le=48 * 1024,
+        description="Largest decoded size of an image sent with `infer` (base64 fits a line).",
+    )
+    events_max: int = Field(
+        100_000, ge=100, description="Events kept in the event log before the oldest go."
+    )
+    events_max_age_days: float = Field(
+        30.0, gt=0, description="Events older than this are pruned from the event log."
+    )
 
 
 class CameraConfig(Section):
@@ -72,6 +88,16 @@ class CameraConfig(Section):
         True, description="Play files at their own frame rate; false reads as fast as possible."
     )
     loop: bool = Field(False, description="Start a file again at its end.")
+    format: Literal["auto", "mjpeg", "yuyv"] = Field(
+        "auto",
+        description=(
+            "Pixel format asked of a V4L2 camera. mjpeg and yuyv let the gate work on "
+            "luma without decoding colour; auto takes what OpenCV negotiates."
+        ),
+    )
+    stall_s: float = Field(
+        5.0, gt=0, description="A camera that gives no frame this long is reopened."
+    )
 
 
 class GateConfig(Section):
