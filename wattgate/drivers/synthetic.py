@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, cast
+from typing import Callable, Optional, Protocol, cast
 
 import cv2
 import numpy as np
@@ -225,6 +225,65 @@ class Renderer:
         dy, dx = np.random.default_rng([*self.key, 2, index]).integers(0, 2 * NOISE_MARGIN, 2)
         cv2.add(frame, self.noise_up[dy : dy + h, dx : dx + w], dst=frame)
         cv2.subtract(frame, self.noise_down[dy : dy + h, dx : dx + w], dst=frame)
+
+
+# -- judging a gate against the ground truth ------------------------------------------------
+
+CATCH_FRAMES = 2  # an event is caught when the gate reports motion in its first frames
+
+
+class Verdict(Protocol):
+    """What score_gate needs from a gate's verdict (wattgate.policies.gating.GateVerdict)."""
+
+    @property
+    def infer(self) -> bool: ...
+
+    @property
+    def motion(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class GateScore:
+    """How a gate did on one scene: events caught, idle frames skipped."""
+
+    caught: tuple[bool, ...]  # per event: motion within its first CATCH_FRAMES frames
+    idle: int  # frames with nothing in view, outside the cooldown after presence, no heartbeat
+    skipped: int  # of those, frames the gate did not send to the model
+
+    @property
+    def recall(self) -> float:
+        return sum(self.caught) / len(self.caught) if self.caught else 1.0
+
+    @property
+    def skip_ratio(self) -> float:
+        return self.skipped / self.idle if self.idle else 1.0
+
+
+def score_gate(scene: Scene, verdicts: Sequence[Verdict], cooldown_s: float) -> GateScore:
+    """Score one pass of verdicts (verdicts[i] for scene.frame(i)).
+
+    Idle frames exclude the presence intervals (an object partly in view is neither idle nor
+    an event yet), the cooldown_s after each, heartbeats, which the gate owes by design, and
+    calibration, which would flatter it."""
+    if len(verdicts) < scene.length:
+        raise ValueError(f"need {scene.length} verdicts for scene {scene.name!r}")
+    busy = np.zeros(scene.length, bool)
+    cooldown = math.ceil(cooldown_s * scene.fps)
+    for first, last in scene.presence or scene.events:
+        busy[first : last + cooldown + 2] = True
+    caught = tuple(
+        any(v.motion for v in verdicts[first : first + CATCH_FRAMES])
+        for first, _ in scene.events
+    )
+    idle = [
+        i for i in range(scene.length)
+        if not busy[i] and verdicts[i].reason not in ("heartbeat", "calibrating")
+    ]
+    skipped = sum(not verdicts[i].infer for i in idle)
+    return GateScore(caught, len(idle), skipped)
 
 
 # -- drawing helpers ------------------------------------------------------------------------
@@ -574,8 +633,8 @@ def _person(s: Story) -> Scene:
 def _small_object(s: Story) -> Scene:
     base = outdoor(s.width, s.height, s.rng)
     vehicle = car(round(s.width * 0.06), s.rng)
-    s.cross(vehicle, 3.0, 9.0, 0.455, True)
-    s.cross(vehicle, 11.0, 15.0, 0.465, False)
+    s.cross(vehicle, 3.0, 7.0, 0.455, True)
+    s.cross(vehicle, 12.0, 15.0, 0.465, False)
     return s.scene(s.renderer(base), "a small distant car drives along the far road, twice")
 
 

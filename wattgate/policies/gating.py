@@ -168,7 +168,7 @@ class MotionGate:
         """The frame at `now` was inferred for another reason (a client's snap)."""
         self._last_infer = now
 
-    def update_bgr(self, frame: Bytes, now: float) -> GateVerdict:
+    def update_bgr(self, frame: MatLike, now: float) -> GateVerdict:
         """Gate a full-resolution BGR uint8 frame captured at monotonic time `now`."""
         if not self.cfg.enabled:
             return DISABLED
@@ -178,7 +178,7 @@ class MotionGate:
         return self._update(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), now, (w, h))
 
     def update_luma(
-        self, luma: Bytes, now: float, source_size: Optional[tuple[int, int]] = None
+        self, luma: MatLike, now: float, source_size: Optional[tuple[int, int]] = None
     ) -> GateVerdict:
         """Gate a Y plane (any resolution); boxes are scaled to source_size=(w, h),
         by default the plane's own size."""
