@@ -139,6 +139,50 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_event(message: Message) -> str:
+    extra = {k: v for k, v in message.items() if k not in ("class", "seq", "ts", "kind")}
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(message["ts"]))
+    details = " ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())
+    return f"#{message['seq']:<6} {when} {message['kind']:<14} {details}".rstrip()
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    """Every event after --since, paging through the log until the newest."""
+    since = args.since
+    with Client(_socket_path(args)) as client:
+        while True:
+            reply = client.request("events", since=since, limit=args.limit)
+            for item in reply["events"]:
+                print(json.dumps(item) if args.json else format_event(item))
+                since = item["seq"]
+            if not reply["more"]:
+                return 0
+
+
+def cmd_snap(args: argparse.Namespace) -> int:
+    with Client(_socket_path(args), timeout=args.timeout_ms / 1000.0 + 5.0) as client:
+        result = client.request("snap", timeout_ms=args.timeout_ms)["result"]
+    print(json.dumps(result) if args.json else format_result(result))
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    with Client(_socket_path(args)) as client:
+        if args.release:
+            reply = client.request("profile", set=None)
+        elif args.name:
+            reply = client.request("profile", set=args.name)
+        else:
+            reply = client.request("profile")
+    profile = reply["profile"]
+    if args.json:
+        print(json.dumps(profile))
+    else:
+        pinned = f" (pinned by {profile['pinned_by']})" if profile.get("pinned_by") else ""
+        print(f"{profile['name']}: {profile.get('reason', '')}{pinned}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------
 
 
@@ -179,6 +223,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--topics", nargs="+", default=["results"], help="topics to subscribe to"
     )
     watch.set_defaults(func=cmd_watch)
+
+    events = sub.add_parser("events", help="print events from the daemon's event log")
+    _add_socket_args(events)
+    events.add_argument("--since", type=int, default=0, help="events after this seq")
+    events.add_argument("--limit", type=int, default=500, help="events asked for per request")
+    events.set_defaults(func=cmd_events)
+
+    snap = sub.add_parser("snap", help="infer the next frame now, whatever the gate says")
+    _add_socket_args(snap)
+    snap.add_argument("--timeout-ms", type=int, default=5000)
+    snap.set_defaults(func=cmd_snap)
+
+    profile = sub.add_parser("profile", help="show, pin or release the power profile")
+    _add_socket_args(profile)
+    profile.add_argument("name", nargs="?", help="pin this profile (needs admin rights)")
+    profile.add_argument("--release", action="store_true", help="release a pinned profile")
+    profile.set_defaults(func=cmd_profile)
     return parser
 
 

@@ -7,6 +7,8 @@ a request is in flight are kept, in order, for `messages()`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -16,6 +18,7 @@ from typing import Any, Optional
 
 Message = dict[str, Any]
 DEFAULT_SOCKET = "/run/wattgate/wattgate.sock"
+MAX_LINE = 64 * 1024  # the protocol's line limit, both ways
 
 
 class ClientError(Exception):
@@ -67,9 +70,7 @@ class Client:
         while True:
             message = self._read()
             if message.get("id") == request_id and message.get("class") != "result":
-                if message.get("class") == "error":
-                    raise ClientError(str(message.get("code")), str(message.get("message")))
-                return message
+                return _answer(message)
             self._pending.append(message)
 
     def messages(self) -> Iterator[Message]:
@@ -86,3 +87,64 @@ class Client:
             raise ClientError("closed", f"{self.path} closed the connection")
         message: Message = json.loads(line)
         return message
+
+
+class AsyncClient:
+    """The same protocol for asyncio programs: `await AsyncClient.connect(path)`."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: deque[Message] = deque()
+        self.hello: Message = {}
+
+    @classmethod
+    async def connect(cls, path: str = DEFAULT_SOCKET) -> AsyncClient:
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE)
+        except OSError as exc:
+            raise ClientError("unavailable", f"cannot connect to {path}: {exc.strerror}") from None
+        client = cls(reader, writer)
+        client.hello = await client._read()
+        return client
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, cmd: str, **fields: Any) -> Message:
+        """Send one command and return its answer; an `error` answer raises ClientError."""
+        request_id = next(self._ids)
+        line = json.dumps({"cmd": cmd, "id": request_id, **fields}, separators=(",", ":"))
+        self._writer.write(line.encode() + b"\n")
+        await self._writer.drain()
+        while True:
+            message = await self._read()
+            if message.get("id") == request_id and message.get("class") != "result":
+                return _answer(message)
+            self._pending.append(message)
+
+    async def next_message(self) -> Message:
+        """The next unsolicited message (result, event, power, overflow)."""
+        return self._pending.popleft() if self._pending else await self._read()
+
+    async def _read(self) -> Message:
+        line = await self._reader.readline()
+        if not line:
+            raise ClientError("closed", "the daemon closed the connection")
+        message: Message = json.loads(line)
+        return message
+
+
+def _answer(message: Message) -> Message:
+    if message.get("class") == "error":
+        raise ClientError(str(message.get("code")), str(message.get("message")))
+    return message

@@ -1,4 +1,4 @@
-"""The daemon: wires source, gate, model and server together and owns the event loop.
+"""The daemon: wires source, gate, model, event log and server together on one event loop.
 
 Start order: socket first (so early clients wait for their hello instead of being
 refused), then the model and the camera, then the pipeline threads, then hello/READY.
@@ -11,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
+from wattgate.daemon.commands import TOPICS, Commands
+from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.hub import ClientSession, Hub, Message
 from wattgate.daemon.logs import MessageId, event, set_level
 from wattgate.daemon.notify import Notifier, ProgressWatch, inherited_listener, watchdog_interval
 from wattgate.daemon.pipeline import Pipeline
-from wattgate.daemon.server import Handler, ProtocolError, Server, check_fields
+from wattgate.daemon.server import Server
 from wattgate.drivers.camera import Source, SourceError, open_source
 from wattgate.drivers.inference import Model, ModelError
 from wattgate.policies.gating import MotionGate
@@ -31,10 +34,8 @@ from wattgate.policies.gating import MotionGate
 log = logging.getLogger("wattgate.daemon")
 
 EXIT_OK = 0
-EXIT_SOFTWARE = 1
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no camera or model to work with
 PROTO = 1
-TOPICS = ("results", "events")
 STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
 
 
@@ -65,6 +66,10 @@ def open_camera(cfg: Config) -> Source:
         raise StartupError(str(exc)) from None
 
 
+def open_parts(cfg: Config) -> tuple[Model, Source]:
+    return load_model(cfg), open_camera(cfg)
+
+
 class RateMeter:
     """Frames per second over the last few one-second samples."""
 
@@ -81,6 +86,20 @@ class RateMeter:
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+def filter_result(session: ClientSession, message: Message) -> Optional[Message]:
+    """The result as this subscriber asked for it (min_score, labels), or None to skip it."""
+    filters = session.filters
+    if not filters:
+        return message
+    min_score = filters.get("min_score", 0.0)
+    labels = filters.get("labels")
+    kept = [
+        d for d in message["detections"]
+        if d["score"] >= min_score and (labels is None or d["label"] in labels)
+    ]
+    return {**message, "detections": kept} if kept else None
+
+
 class Daemon:
     def __init__(self, cfg: Config, config_path: Optional[Path] = None) -> None:
         self.cfg = cfg
@@ -88,19 +107,21 @@ class Daemon:
         self.hub = Hub()
         self.pipeline: Optional[Pipeline] = None
         self.model: Optional[Model] = None
+        self.power: Any = None  # the power controller, where the board has knobs to drive
         self.started = time.monotonic()
         self.fps = RateMeter()
         self.notifier = Notifier()
         self.progress = ProgressWatch(time.monotonic())
+        self.eventlog = EventLog(
+            os.path.join(cfg.daemon.state_dir, "events.db"),
+            max_events=cfg.daemon.events_max,
+            max_age_s=cfg.daemon.events_max_age_days * 86400.0,
+        )
         self._stop = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._event_seq = 0
-        handlers: dict[str, Handler] = {
-            "status": self._cmd_status,
-            "subscribe": self._cmd_subscribe,
-            "unsubscribe": self._cmd_unsubscribe,
-        }
-        self.server = Server(cfg.daemon, self.hub, handlers, self._hello)
+        self._snaps: list[tuple[float, asyncio.Future[Message]]] = []
+        self._labels_seen: frozenset[str] = frozenset()
+        self.server = Server(cfg.daemon, self.hub, Commands(self).table(), self._hello)
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -112,9 +133,10 @@ class Daemon:
         await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
         try:
-            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg)
+            model, source = await loop.run_in_executor(None, open_parts, self.cfg)
         except StartupError:
             await self.server.close()
+            self.eventlog.close(time.time())
             raise
         self._start_pipeline(model, source)
         self.server.set_ready()
@@ -131,25 +153,21 @@ class Daemon:
         if self.pipeline is not None:
             await loop.run_in_executor(None, self.pipeline.stop)
         await self.server.close()
+        self.eventlog.close(time.time())
         return EXIT_OK
 
     def stop(self) -> None:
         self._stop.set()
 
-    @staticmethod
-    def _open_parts(cfg: Config) -> tuple[Model, Source]:
-        model = load_model(cfg)
-        return model, open_camera(cfg)
-
     def _start_pipeline(self, model: Model, source: Source) -> None:
         self.model = model
         self.pipeline = Pipeline(
-            source, MotionGate(self.cfg.gate), model, self._from_thread(self._on_result),
-            self._from_thread(self._on_motion),
+            source, MotionGate(self.cfg.gate), model,
+            self._from_thread(self._on_result), self._from_thread(self._on_motion),
         )
         self.pipeline.start()
 
-    def _from_thread(self, func: Any) -> Any:
+    def _from_thread(self, func: Callable[..., None]) -> Callable[..., None]:
         """Wrap a loop-side callback so the pipeline threads can call it safely."""
         loop = self._loop
         assert loop is not None
@@ -160,18 +178,19 @@ class Daemon:
 
         return call
 
-    async def reload(self) -> None:
-        """SIGHUP: apply a new config, or keep the old one if the new one is bad."""
+    async def reload(self) -> tuple[bool, str]:
+        """SIGHUP or the `reload` command: apply the config file again, or keep the old one."""
         if self.config_path is None:
-            log.info("reload: running on built-in defaults, nothing to reload")
-            return
+            message = "running on built-in defaults; there is no file to reload"
+            log.info("reload: %s", message)
+            return False, message
         self.notifier.reloading()
         try:
-            await self._apply_reload(self.config_path)
+            return await self._apply_reload(self.config_path)
         finally:
             self.notifier.ready(self.status_line())
 
-    async def _apply_reload(self, path: Path) -> None:
+    async def _apply_reload(self, path: Path) -> tuple[bool, str]:
         try:
             new = load_config(path)
         except ConfigError as exc:
@@ -179,17 +198,17 @@ class Daemon:
                 "reload rejected, keeping the running config: %s", exc,
                 extra=event(MessageId.CONFIG_ERROR),
             )
-            return
+            return False, f"reload rejected: {exc}"
         if new.daemon.socket != self.cfg.daemon.socket:
             log.warning("daemon.socket changed; it takes effect after a restart")
         pipeline_keys = ("camera", "gate", "model")
         if any(getattr(new, k) != getattr(self.cfg, k) for k in pipeline_keys):
             loop = asyncio.get_running_loop()
             try:
-                model, source = await loop.run_in_executor(None, self._open_parts, new)
+                model, source = await loop.run_in_executor(None, open_parts, new)
             except StartupError as exc:
                 log.error("reload rejected, keeping the running pipeline: %s", exc)
-                return
+                return False, f"reload rejected: {exc}"
             if self.pipeline is not None:
                 await loop.run_in_executor(None, self.pipeline.stop)
             self.cfg = new
@@ -198,9 +217,12 @@ class Daemon:
         self.server.cfg = new.daemon
         set_level(new.daemon.log_level)
         log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
+        return True, "reloaded"
+
+    # -- periodic work -----------------------------------------------------------------
 
     async def _tick(self) -> None:
-        """Once a second: fps, the watchdog's progress rule, and systemd's STATUS= line."""
+        """Once a second: fps, event-log flush, the watchdog's progress rule, STATUS=."""
         ping_every = watchdog_interval()
         last_ping = last_status = 0.0
         stalled_logged = False
@@ -209,6 +231,7 @@ class Daemon:
             if self.pipeline is not None:
                 self.fps.sample(now, self.pipeline.counters.frames)
                 self._observe_progress(self.pipeline)
+            self.eventlog.flush(time.time())
             healthy = self.progress.healthy(now)
             if ping_every is not None and healthy and now - last_ping >= ping_every:
                 self.notifier.watchdog()
@@ -236,6 +259,100 @@ class Daemon:
         if busy_since is not None:
             self.progress.work_pending(busy_since)
 
+    # -- pipeline callbacks (on the loop) ----------------------------------------------
+
+    def emit_event(self, kind: str, ts: float, **fields: Any) -> Message:
+        """Give an event its seq, keep it in the event log, and send it to subscribers."""
+        message = self.eventlog.append(kind, round(ts, 6), **fields)
+        self.hub.publish("events", message)
+        return message
+
+    def _on_result(self, message: Message, captured: float) -> None:
+        self.hub.publish("results", message, filter_result)
+        self._note_detections(message)
+        if self._snaps:
+            waiting = []
+            for requested, future in self._snaps:
+                if captured >= requested and not future.done():
+                    future.set_result(message)
+                elif not future.done():
+                    waiting.append((requested, future))
+            self._snaps = waiting
+
+    def _note_detections(self, message: Message) -> None:
+        """A `detection` event when a label appears that the previous result did not have."""
+        labels = frozenset(d["label"] for d in message["detections"])
+        new = labels - self._labels_seen
+        self._labels_seen = labels
+        if new:
+            best = max(message["detections"], key=lambda d: d["score"])
+            self.emit_event(
+                "detection", message["ts"], labels=sorted(new), frame=message["frame"],
+                result_seq=message["seq"], score=best["score"],
+            )
+
+    def _on_motion(self, moving: bool, ts: float) -> None:
+        self.emit_event("motion_start" if moving else "motion_end", ts)
+
+    async def snap(self, timeout: float) -> Optional[Message]:
+        """The result of the next frame captured from now on, inferred whatever the gate says."""
+        if self.pipeline is None:
+            return None
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._snaps.append((time.monotonic(), future))
+        self.pipeline.request_snap()
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    def pin_profile(self, name: Optional[str], peer: str) -> None:
+        """Pin a profile for a client (None releases it); KeyError for an unknown name."""
+        assert self.power is not None
+        self.power.pin(name, peer)
+        log.info("profile %s by %s", f"pinned to {name}" if name else "pin released", peer)
+
+    # -- what clients see ----------------------------------------------------------------
+
+    def _hello(self) -> Message:
+        return {
+            "class": "hello",
+            "proto": PROTO,
+            "version": __version__,
+            "model": self.model.info if self.model else None,
+            "profile": self.power.profile_status() if self.power else None,
+            "capabilities": {
+                "topics": list(TOPICS),
+                "commands": sorted(self.server.handlers),
+                "max_line": 65536,
+                "power": self.power is not None,
+            },
+        }
+
+    def status(self) -> Message:
+        pipeline = self.pipeline
+        status: Message = {
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "fps": round(self.fps.rate(), 2),
+            "clients": len(self.hub.sessions),
+            "model": self.model.info if self.model else None,
+            "events": {"last_seq": self.eventlog.last_seq},
+        }
+        if pipeline is not None:
+            source = pipeline.source
+            status["source"] = {
+                "description": source.description,
+                "width": source.width,
+                "height": source.height,
+                "fps": source.fps,
+                "state": "ended" if pipeline.counters.source_ended else "running",
+            }
+            status["pipeline"] = pipeline.status()
+        if self.power is not None:
+            status["power"] = self.power.status()
+        return status
+
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what an admin sees in `systemctl status`."""
         if self.pipeline is None:
@@ -245,70 +362,3 @@ class Daemon:
             f"{self.fps.rate():.1f} fps, skip {pipe['skip_ratio']:.0%}, "
             f"{pipe['inferred']} inferred, {len(self.hub.sessions)} clients"
         )
-
-    # -- pipeline callbacks (on the loop) ----------------------------------------------
-
-    def _on_result(self, message: Message) -> None:
-        self.hub.publish("results", message)
-
-    def _on_motion(self, moving: bool, ts: float) -> None:
-        self._event_seq += 1
-        kind = "motion_start" if moving else "motion_end"
-        event = {"class": "event", "seq": self._event_seq, "ts": round(ts, 6), "kind": kind}
-        self.hub.publish("events", event)
-
-    # -- protocol ----------------------------------------------------------------------
-
-    def _hello(self) -> Message:
-        return {
-            "class": "hello",
-            "proto": PROTO,
-            "version": __version__,
-            "model": self.model.info if self.model else None,
-            "topics": list(TOPICS),
-        }
-
-    async def _cmd_status(self, session: ClientSession, request: Message) -> Message:
-        check_fields(request, set())
-        pipeline = self.pipeline
-        source = pipeline.source if pipeline else None
-        status: Message = {
-            "class": "status",
-            "version": __version__,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "fps": round(self.fps.rate(), 2),
-            "clients": len(self.hub.sessions),
-            "model": self.model.info if self.model else None,
-        }
-        if source is not None and pipeline is not None:
-            status["source"] = {
-                "description": source.description,
-                "width": source.width,
-                "height": source.height,
-                "fps": source.fps,
-                "state": "ended" if pipeline.counters.source_ended else "running",
-            }
-            status["pipeline"] = pipeline.status()
-        return status
-
-    async def _cmd_subscribe(self, session: ClientSession, request: Message) -> Message:
-        check_fields(request, {"topics"})
-        topics = request.get("topics", ["results"])
-        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            raise ProtocolError("bad_request", "field 'topics' must be a list of strings")
-        unknown = sorted(set(topics) - set(TOPICS))
-        if unknown:
-            raise ProtocolError("bad_request", f"unknown topic(s) {unknown}; known: {TOPICS}")
-        session.topics.update(topics)
-        return {"topics": sorted(session.topics)}
-
-    async def _cmd_unsubscribe(self, session: ClientSession, request: Message) -> Message:
-        check_fields(request, {"topics"})
-        topics = request.get("topics")
-        if topics is None:
-            session.topics.clear()
-        elif isinstance(topics, list):
-            session.topics.difference_update(str(t) for t in topics)
-        else:
-            raise ProtocolError("bad_request", "field 'topics' must be a list of strings")
-        return {"topics": sorted(session.topics)}

@@ -107,18 +107,26 @@ class Hub:
         self,
         topic: str,
         message: Message,
-        accept: Optional[Callable[[ClientSession, Message], bool]] = None,
+        shape: Optional[Callable[[ClientSession, Message], Optional[Message]]] = None,
     ) -> int:
-        """Queue message for every subscriber of topic; returns how many got it."""
-        line: Optional[bytes] = None
+        """Queue message for every subscriber of topic; returns how many got it.
+
+        `shape` may return the message unchanged (sent as the shared encoding), a
+        filtered copy for that subscriber, or None to skip the subscriber.
+        """
+        shared: Optional[bytes] = None
         count = 0
         for session in self.sessions:
             if topic not in session.topics:
                 continue
-            if accept is not None and not accept(session, message):
+            shaped = message if shape is None else shape(session, message)
+            if shaped is None:
                 continue
-            if line is None:
-                line = encode(message)
-            session.push(line)
+            if shaped is message:
+                if shared is None:
+                    shared = encode(message)
+                session.push(shared)
+            else:
+                session.push(encode(shaped))
             count += 1
         return count

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 from wattgate.daemon.slot import LatestSlot
-from wattgate.drivers.camera import Frame, Source
-from wattgate.drivers.inference import Model
+from wattgate.drivers.camera import Frame, Image, Source
+from wattgate.drivers.inference import InferenceResult, Model
 from wattgate.policies.gating import GateVerdict, MotionGate
 
 log = logging.getLogger("wattgate.pipeline")
@@ -72,7 +72,7 @@ class Pipeline:
         source: Source,
         gate: MotionGate,
         model: Model,
-        on_result: Callable[[Message], None],
+        on_result: Callable[[Message, float], None],
         on_motion: Callable[[bool, float], None],
     ) -> None:
         self.source = source
@@ -84,6 +84,8 @@ class Pipeline:
         self.slot: LatestSlot[Job] = LatestSlot()
         self._stop = threading.Event()
         self._seq = 0
+        self._snap_wanted = threading.Event()
+        self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
         self._threads = [
             threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
             threading.Thread(target=self._infer_loop, name="wattgate-infer", daemon=True),
@@ -105,6 +107,20 @@ class Pipeline:
 
     def status(self) -> dict[str, Any]:
         return self.counters.snapshot(self.slot.stale)
+
+    def request_snap(self) -> None:
+        """Send the next captured frame to the model whatever the gate says.
+
+        The caller matches the answer by capture time: any result from a frame captured
+        after the request answers it, so a newer frame replacing this one in the slot
+        still does.
+        """
+        self._snap_wanted.set()
+
+    def infer_image(self, bgr: Image) -> InferenceResult:
+        """Run the model on a client's image, between two pipeline frames."""
+        with self._model_lock:
+            return self.model.infer(bgr)
 
     # -- capture thread ---------------------------------------------------------------
 
@@ -138,6 +154,10 @@ class Pipeline:
         counters.frames += 1
         counters.last_capture = frame.mono
         counters.reasons[verdict.reason] = counters.reasons.get(verdict.reason, 0) + 1
+        if self._snap_wanted.is_set():
+            self._snap_wanted.clear()
+            verdict = replace(verdict, infer=True, reason="snap")
+            self.gate.note_inferred(frame.mono)
         if verdict.infer:
             self.slot.put(Job(frame, verdict))
         else:
@@ -152,7 +172,7 @@ class Pipeline:
             if job is None:
                 continue
             try:
-                self.on_result(self._infer_one(job))
+                self.on_result(self._infer_one(job), job.frame.mono)
             except Exception:
                 log.exception("inference failed on frame %d", job.frame.index)
 
@@ -160,7 +180,8 @@ class Pipeline:
         counters = self.counters
         counters.busy_since = time.monotonic()
         try:
-            result = self.model.infer(job.frame.color())
+            with self._model_lock:
+                result = self.model.infer(job.frame.color())
         finally:
             counters.busy_since = None
         done = time.monotonic()

@@ -1,0 +1,234 @@
+"""What each protocol command does (docs/protocol.md). Framing and errors are server.py's.
+
+Each handler checks its fields strictly (unknown fields and wrong types are
+`bad_request`, so a client's typo is caught) and returns the fields of its reply.
+Control commands (`profile` with `set`, `reload`) need uid 0 or membership of
+`daemon.admin_group`, checked against the peer's SO_PEERCRED credentials, and every
+control action is logged with the peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import grp
+import json
+import logging
+import os
+import pwd
+from typing import TYPE_CHECKING, Any, Optional
+
+import cv2
+import numpy as np
+
+from wattgate.daemon.hub import ClientSession, Message
+from wattgate.daemon.server import Handler, PeerCreds, ProtocolError, check_fields
+
+if TYPE_CHECKING:
+    from wattgate.daemon.app import Daemon
+
+log = logging.getLogger("wattgate.commands")
+
+TOPICS = ("results", "events", "power")
+MAX_EVENTS_PER_REPLY = 1000
+MAX_REPLY_BYTES = 60 * 1024  # an events reply stays under the 64 KiB line limit
+DEFAULT_SNAP_TIMEOUT_MS = 5000
+MAX_SNAP_TIMEOUT_MS = 60_000
+
+
+def is_admin(creds: Optional[PeerCreds], group: Optional[str]) -> bool:
+    """Root, or a member of `group` (primary or supplementary), may control the daemon."""
+    if creds is None:
+        return False
+    if creds.uid == 0:
+        return True
+    if not group:
+        return False
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return False
+    if creds.gid == gid:
+        return True
+    try:
+        user = pwd.getpwuid(creds.uid).pw_name
+    except KeyError:
+        return False
+    return gid in os.getgrouplist(user, creds.gid)
+
+
+def get_int(request: Message, name: str, default: int, low: int, high: int) -> int:
+    value = request.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError("bad_request", f"field '{name}' must be an integer")
+    if not low <= value <= high:
+        raise ProtocolError("bad_request", f"field '{name}' must be within {low}..{high}")
+    return value
+
+
+def get_str_list(request: Message, name: str) -> Optional[list[str]]:
+    value = request.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError("bad_request", f"field '{name}' must be a list of strings")
+    return value
+
+
+def decode_image(data: Any, limit: int) -> np.ndarray[Any, Any]:
+    """A client's base64 JPEG or PNG as a BGR frame; errors name what is wrong."""
+    if not isinstance(data, str):
+        raise ProtocolError("bad_request", "field 'image' must be a base64 string")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("bad_request", "field 'image' is not valid base64") from None
+    if len(raw) > limit:
+        raise ProtocolError("too_large", f"image is {len(raw)} bytes; the limit is {limit}")
+    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ProtocolError("bad_request", "field 'image' is not a JPEG or PNG image")
+    return image
+
+
+def fit_line(events: list[Message], budget: int) -> list[Message]:
+    """The longest prefix of events whose JSON fits in budget bytes (at least one)."""
+    used = 0
+    for count, item in enumerate(events):
+        used += len(json.dumps(item, separators=(",", ":"))) + 1
+        if used > budget and count:
+            return events[:count]
+    return events
+
+
+class Commands:
+    """The command table the server dispatches to; state lives in the daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def table(self) -> dict[str, Handler]:
+        return {
+            "status": self.status,
+            "subscribe": self.subscribe,
+            "unsubscribe": self.unsubscribe,
+            "events": self.events,
+            "snap": self.snap,
+            "infer": self.infer,
+            "profile": self.profile,
+            "reload": self.reload,
+        }
+
+    def _require_admin(self, session: ClientSession, action: str) -> None:
+        group = self.daemon.cfg.daemon.admin_group
+        if not is_admin(session.creds, group):
+            log.warning("refused %s from %s: not root or in group %s", action, session.peer, group)
+            raise ProtocolError(
+                "forbidden", f"{action} needs root or membership of group {group!r}"
+            )
+
+    async def status(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, set())
+        return {"class": "status", **self.daemon.status()}
+
+    async def subscribe(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, {"topics", "min_score", "labels"})
+        topics = get_str_list(request, "topics") or ["results"]
+        unknown = sorted(set(topics) - set(TOPICS))
+        if unknown:
+            raise ProtocolError("bad_request", f"unknown topic(s) {unknown}; known: {TOPICS}")
+        filters: dict[str, Any] = {}
+        if "min_score" in request:
+            score = request["min_score"]
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise ProtocolError("bad_request", "field 'min_score' must be a number")
+            if not 0 <= score <= 1:
+                raise ProtocolError("bad_request", "field 'min_score' must be within 0..1")
+            filters["min_score"] = float(score)
+        labels = get_str_list(request, "labels")
+        if labels is not None:
+            filters["labels"] = set(labels)
+        session.topics.update(topics)
+        session.filters = filters
+        reply: Message = {"topics": sorted(session.topics)}
+        if filters:
+            reply["filters"] = {
+                k: sorted(v) if isinstance(v, set) else v for k, v in filters.items()
+            }
+        return reply
+
+    async def unsubscribe(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, {"topics"})
+        topics = get_str_list(request, "topics")
+        if topics is None:
+            session.topics.clear()
+        else:
+            session.topics.difference_update(topics)
+        return {"topics": sorted(session.topics)}
+
+    async def events(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, {"since", "limit"})
+        since = get_int(request, "since", 0, 0, 2**62)
+        limit = get_int(request, "limit", 100, 1, MAX_EVENTS_PER_REPLY)
+        log_ = self.daemon.eventlog
+        events = fit_line(log_.since(since, limit), MAX_REPLY_BYTES)
+        return {
+            "events": events,
+            "last_seq": log_.last_seq,
+            "oldest_seq": log_.oldest_seq(),
+            "more": bool(events) and events[-1]["seq"] < log_.last_seq,
+        }
+
+    async def snap(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, {"timeout_ms"})
+        timeout_ms = get_int(request, "timeout_ms", DEFAULT_SNAP_TIMEOUT_MS, 1, MAX_SNAP_TIMEOUT_MS)
+        result = await self.daemon.snap(timeout_ms / 1000.0)
+        if result is None:
+            raise ProtocolError("unavailable", f"no frame was inferred within {timeout_ms} ms")
+        return {"result": result}
+
+    async def infer(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, {"image"})
+        if "image" not in request:
+            raise ProtocolError("bad_request", "field 'image' is required")
+        image = decode_image(request["image"], self.daemon.cfg.daemon.max_image_bytes)
+        pipeline = self.daemon.pipeline
+        if pipeline is None:
+            raise ProtocolError("unavailable", "the model is not loaded yet")
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(None, pipeline.infer_image, image)
+        return {
+            "width": int(image.shape[1]),
+            "height": int(image.shape[0]),
+            "infer_ms": round(result.invoke_ms, 3),
+            "detections": [
+                {"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box]}
+                for d in result.detections
+            ],
+        }
+
+    async def profile(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, {"set"})
+        power = self.daemon.power
+        if power is None:
+            raise ProtocolError("unavailable", "power control is not running")
+        if "set" in request:
+            name = request["set"]
+            if name is not None and not isinstance(name, str):
+                raise ProtocolError("bad_request", "field 'set' must be a profile name or null")
+            self._require_admin(session, "profile set")
+            try:
+                self.daemon.pin_profile(name, session.peer)
+            except KeyError as exc:
+                raise ProtocolError("bad_request", str(exc.args[0])) from None
+        return {"profile": power.profile_status()}
+
+    async def reload(self, session: ClientSession, request: Message) -> Message:
+        check_fields(request, set())
+        self._require_admin(session, "reload")
+        log.info("reload requested by %s", session.peer)
+        ok, message = await self.daemon.reload()
+        if not ok:
+            raise ProtocolError("bad_request", message)
+        return {"reloaded": True}
