@@ -157,6 +157,22 @@ def test_lighting_changes_recalibrate_and_motion_is_seen_after(change: str) -> N
     assert any(v.motion for v in moving[:2])
 
 
+def test_lights_switched_while_calibrating_restart_it() -> None:
+    base = room()
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    lamp = np.exp(-(((xx - 200) / 260) ** 2 + ((yy - 60) / 220) ** 2))[..., None]
+    dark = (base * (0.15 + 0.3 * lamp)).astype(np.uint8)
+    gate = MotionGate(GateConfig())
+    frames = [noisy(base if i < 12 else dark, i) for i in range(round(4.0 / DT))]
+    verdicts, t = run(gate, iter(frames), 0.0)
+    assert not any(v.motion for v in verdicts)
+    first_idle = next(i for i, v in enumerate(verdicts) if v.reason == "idle") * DT
+    assert first_idle >= 12 * DT + gating.CALIBRATION_S, "the switch restarts calibration"
+    moving, _ = run(gate, (with_square(noisy(dark, 900 + k), 300 + 12 * k, 300, level=120)
+                           for k in range(4)), t)
+    assert any(v.motion for v in moving[:2])
+
+
 def test_lighting_inside_the_cooldown_still_infers_as_cooldown() -> None:
     gate, base, t = calibrated()
     verdicts, t = run(gate, (with_square(noisy(base, k), 100 + 12 * k, 300) for k in range(4)), t)
@@ -237,6 +253,26 @@ def test_a_stopped_object_stops_costing_inferences() -> None:
     verdicts, t = run(gate, (noisy(parked, 50 + k) for k in range(round(8.0 / DT))), t)
     tail = verdicts[-round(2.0 / DT):]
     assert all(v.reason == "idle" and not v.infer for v in tail)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"blur_sigma": 0.0}, {"blur_sigma": 2.5}, {"frame_height": 16}, {"frame_height": 50},
+     {"frame_height": 240}, {"threshold": 60}, {"min_area": 40}, {"alpha": 0.2},
+     {"cooldown_s": 0.0}],
+    ids=lambda settings: ",".join(f"{k}={v}" for k, v in settings.items()),
+)
+def test_other_settings_still_gate(settings: dict[str, Any]) -> None:
+    scene = make_scene("person")
+    cfg = GateConfig(**settings)
+    gate = MotionGate(cfg)
+    verdicts = [gate.update_bgr(scene.frame(i), i / scene.fps) for i in range(scene.length)]
+    for first, last in scene.events:
+        assert sum(v.motion for v in verdicts[first : last + 1]) > (last - first) // 2
+    calm = verdicts[round(2.5 * scene.fps) : scene.presence[0][0]]
+    assert calm and not any(v.motion for v in calm)
+    result = score_gate(scene, verdicts, cfg.cooldown_s)
+    assert result.skip_ratio >= 0.95
 
 
 def test_disabled_gate_infers_every_frame() -> None:

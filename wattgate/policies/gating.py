@@ -42,12 +42,13 @@ from cv2.typing import MatLike
 
 from wattgate.config import GateConfig
 
+# OpenCV takes a scalar for the second operand of max/min/compare/add; its stubs do not say
+# so, hence the call-overload ignores below.
+
 Box = tuple[int, int, int, int]
 Floats = npt.NDArray[np.float32]
 Bytes = npt.NDArray[np.uint8]
 
-# OpenCV takes a scalar for the second operand of max/min/compare; its stubs do not say so,
-# hence the call-overload ignores below.
 REASONS = ("motion", "cooldown", "heartbeat", "idle", "lighting", "calibrating", "disabled")
 
 # nearest neighbour reads only the sampled pixels (INTER_AREA would read them all); the EXACT
@@ -55,6 +56,7 @@ REASONS = ("motion", "cooldown", "heartbeat", "idle", "lighting", "calibrating",
 SAMPLING = cv2.INTER_NEAREST_EXACT
 CALIBRATION_S = 2.0  # after start or reset: learn the scene (and its foliage) before judging
 CALIBRATION_ALPHA = 0.2  # Frigate's background alpha while calibrating (REFERENCE.md)
+CALIBRATION_FRAMES = 10  # frames after a (re)calibration that learn with that alpha
 CONTRAST_STRETCH = True  # threshold relative to the background's contrast, as Frigate's stretch
 CONTRAST_PERCENTILES = (4.0, 96.0)  # Frigate's contrast percentiles (REFERENCE.md)
 MIN_RANGE = 64.0  # luma range below which a dark frame is not stretched further
@@ -180,10 +182,13 @@ class MotionGate:
     def update_luma(
         self, luma: MatLike, now: float, source_size: Optional[tuple[int, int]] = None
     ) -> GateVerdict:
-        """Gate a Y plane (any resolution); boxes are scaled to source_size=(w, h),
-        by default the plane's own size."""
+        """Gate a uint8 Y plane of any resolution (a YUYV or NV12 capture's, a reduced
+        decode's) at monotonic time `now`; boxes are scaled to source_size=(w, h), by
+        default the plane's own size. Strided planes (YUYV[..., 0]) are sampled in place."""
         if not self.cfg.enabled:
             return DISABLED
+        if luma.ndim == 3:  # (h, w, 1)
+            luma = luma[:, :, 0]
         h, w = luma.shape[:2]
         src = source_size or (w, h)
         size = self._small_size(*src)
@@ -229,9 +234,13 @@ class MotionGate:
         changed = cv2.countNonZero(buf.mask)
         score = changed / buf.pixels
         calibrating = now - self._learnt_from < CALIBRATION_S - EPS
-        if not calibrating and self._is_lighting(buf, gain, score, threshold):
+        if self._is_lighting(buf, gain, score, threshold):
             self._calibrate(buf, now)
-            return self._decide(now, False, "lighting", score, ())
+            if not calibrating:
+                return self._decide(now, False, "lighting", score, ())
+            buf.dev.fill(0.0)  # what was learnt was learnt under other light: start again
+            self._learnt_from = now
+            return self._decide(now, False, "calibrating", score, ())
         boxes: tuple[Box, ...] = ()
         if changed:
             cv2.dilate(buf.mask, self._square, dst=buf.grown)
@@ -356,7 +365,7 @@ class MotionGate:
         np.copyto(buf.prev, buf.cur)
         buf.still.fill(0)
         self._decayed_at = now
-        self._fast_frames = round(CALIBRATION_S * 5)
+        self._fast_frames = CALIBRATION_FRAMES
         self._moved = False
         self._refresh(buf)
 
@@ -406,8 +415,10 @@ class MotionGate:
         self._q = [q * gain + offset for q in self._q]
         self._hl_gain, self._hl_offset = gain * self._hl_gain, gain * self._hl_offset + offset
         if self._darker:  # clipped: at least as bright as it looks now
-            np.copyto(buf.bg, buf.cur, where=(buf.saturated > 0) & (buf.cur > buf.bg))
-            self._absorbed = True
+            brighter = (buf.saturated > 0) & (buf.cur > buf.bg)
+            if brighter.any():
+                np.copyto(buf.bg, buf.cur, where=brighter)
+                self._absorbed = True
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
