@@ -610,8 +610,16 @@ class Story:
                      self.intervals(VISIBLE_FRACTION - 1e-9), renderer, description,
                      self.intervals(0.0))
 
-    def renderer(self, base: Image, **kwargs: object) -> Renderer:
-        return Renderer(base, self.key, tracks=self.tracks, **kwargs)  # type: ignore[arg-type]
+    def renderer(
+        self,
+        base: Image,
+        lights: Sequence[Light] = (_identity,),
+        mix: Optional[npt.NDArray[np.float64]] = None,
+        gain: Optional[npt.NDArray[np.float64]] = None,
+        overlays: Sequence[Overlay] = (),
+        noise: float = 3.0,
+    ) -> Renderer:
+        return Renderer(base, self.key, lights, mix, gain, self.tracks, overlays, noise)
 
 
 def _walker(story: Story, scale: float = 0.62) -> Sprite:
