@@ -2,26 +2,41 @@
 
 Mechanism only. A source hands out frames with their index and capture time; pacing a
 file to its own frame rate is the capture thread's job (it owns the clock), so a source
-only says whether it wants pacing (`paced`) and at what rate (`fps`).
+only says whether it wants pacing (`paced`) and at what rate (`fps`). Keeping a camera
+alive (reopening, hotplug, stalls) is the supervisor's job (wattgate/daemon/camera_watch.py);
+a source here just says why it stopped (`end_reason`).
+
+Raw formats, so the gate never pays for colour on the frames it skips:
+
+* MJPEG (`camera.format = "mjpeg"`, V4L2 with CAP_PROP_CONVERT_RGB off, or an MJPEG file or
+  HTTP stream read as packets through FFmpeg with CAP_PROP_FORMAT = -1): the gate gets a
+  reduced grayscale decode (libjpeg's DCT scaling, IMREAD_REDUCED_GRAYSCALE_2/4/8 — a
+  fraction of a full decode), and the colour decode happens in `Frame.color()`, for the
+  frames that reach the model only.
+* YUYV and NV12 (`camera.format = "yuyv"`; NV12 is what many CSI/ISP pipelines give): the Y
+  plane as is, no conversion; colour on demand.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Literal, Optional, Protocol
 
 import cv2
 import numpy as np
 
 from wattgate.config import CameraConfig
-from wattgate.drivers import synthetic
+from wattgate.drivers import synthetic, v4l2
 
 log = logging.getLogger("wattgate.camera")
 
 SYNTHETIC_PREFIX = "synthetic:"
+DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_height)
+MAX_CORRUPT = 10  # consecutive undecodable MJPEG buffers before a read counts as failed
 
 
 class SourceError(Exception):
@@ -29,6 +44,8 @@ class SourceError(Exception):
 
 
 Image = np.ndarray[Any, Any]
+SourceKind = Literal["synthetic", "v4l2", "file", "stream", "pipeline"]
+EndReason = Literal["ended", "cut short", "read failed"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +92,125 @@ def _now() -> tuple[float, float]:
     return time.time(), time.monotonic()
 
 
+# -- raw buffers to frames (pure; the tests and the gate benchmark use them directly) -----------
+
+_REDUCED = {
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    1: cv2.IMREAD_GRAYSCALE,
+}
+
+
+def reduction_for(height: int, rows: int = DEFAULT_LUMA_ROWS) -> int:
+    """The largest JPEG scale-down (8, 4, 2 or 1) that still leaves the gate `rows` rows."""
+    return next((f for f in (8, 4, 2) if height // f >= rows), 1)
+
+
+class _Once:
+    """A colour decode that runs at most once, however often the frame's colour is asked."""
+
+    def __init__(self, func: Callable[[], Optional[Image]], what: str) -> None:
+        self._func: Optional[Callable[[], Optional[Image]]] = func
+        self._what = what
+        self._image: Optional[Image] = None
+
+    def __call__(self) -> Image:
+        if self._func is not None:
+            self._image, self._func = self._func(), None
+        if self._image is None:
+            raise ValueError(f"{self._what}: cannot decode colour")
+        return self._image
+
+
+def mjpeg_luma(buf: Image, reduce: int) -> Optional[Image]:
+    """The reduced grayscale decode of a JPEG buffer; None for a corrupt buffer."""
+    luma = cv2.imdecode(buf, _REDUCED[reduce])
+    return None if luma is None or luma.size == 0 else luma
+
+
+def frame_from_mjpeg(
+    buf: Image, index: int, ts: float, mono: float, size: tuple[int, int], reduce: int
+) -> Optional[Frame]:
+    """A frame whose luma is a 1/reduce grayscale decode and whose colour waits for color().
+
+    `size` is the full (width, height); (0, 0) takes it from the reduced decode. None when
+    the buffer does not decode (a torn USB transfer): the caller drops that frame.
+    """
+    luma = mjpeg_luma(buf, reduce)
+    if luma is None:
+        return None
+    if not size[0]:
+        size = (luma.shape[1] * reduce, luma.shape[0] * reduce)
+    data = np.asarray(buf).reshape(-1)
+    decode = _Once(lambda: cv2.imdecode(data, cv2.IMREAD_COLOR), f"MJPEG frame {index}")
+    return Frame(index, ts, mono, None, luma=luma, decode=decode, size=size)
+
+
+def frame_from_yuyv(raw: Image, index: int, ts: float, mono: float) -> Frame:
+    """A frame from a height x width x 2 YUYV buffer: its Y plane as is (a strided view)."""
+    height, width = raw.shape[:2]
+    decode = _Once(lambda: cv2.cvtColor(raw, cv2.COLOR_YUV2BGR_YUYV), f"YUYV frame {index}")
+    return Frame(index, ts, mono, None, luma=raw[:, :, 0], decode=decode, size=(width, height))
+
+
+def frame_from_nv12(raw: Image, index: int, ts: float, mono: float) -> Frame:
+    """A frame from an NV12 buffer (height*3/2 rows): the Y plane is its top two thirds."""
+    plane = raw.reshape(raw.shape[0], raw.shape[1])
+    height, width = plane.shape[0] * 2 // 3, plane.shape[1]
+    decode = _Once(lambda: cv2.cvtColor(plane, cv2.COLOR_YUV2BGR_NV12), f"NV12 frame {index}")
+    return Frame(index, ts, mono, None, luma=plane[:height], decode=decode, size=(width, height))
+
+
+def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:
+    """What a camera delivering `fourcc` (MJPG, YUYV, NV12) hands over for this picture.
+
+    For benchmarks and tests of the raw paths; a running daemon never encodes.
+    """
+    if fourcc == "MJPG":
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise ValueError("JPEG encoding failed")
+        packet: Image = np.asarray(buf).reshape(1, -1)
+        return packet
+    if fourcc == "YUYV":
+        return np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_YUY2))
+    if fourcc == "NV12":
+        height, width = bgr.shape[:2]
+        i420 = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+        quarter = (height // 2) * (width // 2)
+        chroma = i420[height:].reshape(-1)
+        uv = np.empty(2 * quarter, np.uint8)
+        uv[0::2], uv[1::2] = chroma[:quarter], chroma[quarter:]
+        nv12: Image = np.concatenate([i420[:height].reshape(-1), uv])
+        return nv12.reshape(height * 3 // 2, width)
+    raise ValueError(f"unknown raw format {fourcc!r}")
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+def source_kind(spec: str) -> SourceKind:
+    """What `camera.source` names. A path that is not there (yet) is a file."""
+    spec = spec.strip()
+    if spec.startswith(SYNTHETIC_PREFIX):
+        return "synthetic"
+    try:
+        if v4l2.parse_identity(spec) is not None:
+            return "v4l2"
+    except ValueError as exc:
+        raise SourceError(f"camera.source {exc}") from None
+    if "!" in spec:
+        return "pipeline"
+    if "://" in spec:
+        return "stream"
+    try:
+        mode = os.stat(spec).st_mode
+    except OSError:
+        return "file"
+    return "file" if stat.S_ISREG(mode) else "stream"  # a FIFO is a live stream
+
+
 class SyntheticSource:
     """A generated scene; endless, since the scene wraps around."""
 
@@ -83,6 +219,7 @@ class SyntheticSource:
         self.description = f"synthetic:{name} {cfg.width}x{cfg.height}@{cfg.fps:g}"
         self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
         self.paced = cfg.realtime
+        self.end_reason: Optional[EndReason] = None
         self._index = 0
 
     def read(self) -> Optional[Frame]:
@@ -95,72 +232,195 @@ class SyntheticSource:
         pass
 
 
-class CaptureSource:
-    """OpenCV VideoCapture over a device, a file, a URL or a GStreamer pipeline."""
+def fourcc_name(value: float) -> str:
+    code = int(value)
+    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return text if text.isprintable() else ""
 
-    def __init__(self, spec: str, cfg: CameraConfig) -> None:
-        self.spec = spec
-        self.is_file = os.path.isfile(spec)
+
+_V4L2_FOURCC = {"mjpeg": "MJPG", "yuyv": "YUYV"}
+_RAW_V4L2 = {"MJPG": "MJPG", "YUYV": "YUYV", "YUY2": "YUYV", "NV12": "NV12"}
+
+
+class CaptureSource:
+    """OpenCV VideoCapture over a device, a file, a URL, a FIFO or a GStreamer pipeline.
+
+    `target` is what to open now (for V4L2, the node the supervisor resolved). A file can be
+    opened at `start_frame` (resuming one that was cut short). `read_timeout_s` bounds a
+    blocking read where the backend supports it (V4L2, FFmpeg), so a stalled camera returns
+    instead of holding its thread forever.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        cfg: CameraConfig,
+        *,
+        kind: Optional[SourceKind] = None,
+        luma_rows: int = DEFAULT_LUMA_ROWS,
+        start_frame: int = 0,
+        read_timeout_s: Optional[float] = None,
+    ) -> None:
+        self.spec = target
+        self.kind: SourceKind = kind or source_kind(target)
+        self.is_file = self.kind == "file"
         self.loop = cfg.loop and self.is_file
-        self._cap = self._open(spec, cfg)
+        self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         reported_fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps = reported_fps if reported_fps > 0 else cfg.fps
+        self.fps = reported_fps if 0 < reported_fps <= 1000 else cfg.fps
         self.paced = self.is_file and cfg.realtime
-        self.description = f"{spec} {self.width}x{self.height}@{self.fps:g}"
-        self._index = 0
-        if not self.is_file and (self.width, self.height) != (cfg.width, cfg.height):
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if self.is_file and 0 < count < 1e12 else 0
+        self.position = 0  # index of the next frame
+        if self.is_file and start_frame > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
+            self.position = start_frame
+        self.raw = self._choose_raw(cfg)
+        self.reduce = reduction_for(self.height, luma_rows) if self.height else 4
+        self.end_reason: Optional[EndReason] = None
+        self.corrupt = 0  # undecodable buffers dropped
+        fmt = f" {self.raw}" if self.raw else ""
+        self.description = f"{target} {self.width}x{self.height}@{self.fps:g}{fmt}"
+        if self.kind == "v4l2" and (self.width, self.height) != (cfg.width, cfg.height):
             log.warning(
                 "camera %s gives %dx%d, not the requested %dx%d",
-                spec, self.width, self.height, cfg.width, cfg.height,
+                target, self.width, self.height, cfg.width, cfg.height,
             )
 
-    @staticmethod
-    def _open(spec: str, cfg: CameraConfig) -> cv2.VideoCapture:
-        if os.path.isfile(spec):
+    def _open(
+        self, spec: str, cfg: CameraConfig, read_timeout_s: Optional[float]
+    ) -> cv2.VideoCapture:
+        kind = self.kind
+        timeout_ms = int(read_timeout_s * 1000) if read_timeout_s else 0
+        if kind == "file":
+            if not os.path.isfile(spec):
+                raise SourceError(f"camera.source {spec!r}: no such file")
             cap = cv2.VideoCapture(spec)
-        elif spec.isdigit() or spec.startswith("/dev/video"):
-            device: int | str = int(spec) if spec.isdigit() else spec
-            cap = cv2.VideoCapture(device, cv2.CAP_V4L2)
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
-            cap.set(cv2.CAP_PROP_FPS, cfg.fps)
-        elif "!" in spec:
+        elif kind == "v4l2":
+            identity = v4l2.parse_identity(spec)
+            if identity is None or identity.kind != "path":
+                raise SourceError(f"camera.source {spec!r}: resolve it to a device node first")
+            if not os.path.exists(identity.path):
+                raise SourceError(f"camera.source {spec!r}: no such device")
+            cap = cv2.VideoCapture(identity.path, cv2.CAP_V4L2)
+            if cap.isOpened():
+                if cfg.format in _V4L2_FOURCC:  # the format before the size (V4L2 backend)
+                    code = cv2.VideoWriter.fourcc(*_V4L2_FOURCC[cfg.format])
+                    cap.set(cv2.CAP_PROP_FOURCC, code)
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, cfg.height)
+                cap.set(cv2.CAP_PROP_FPS, cfg.fps)
+                if timeout_ms:
+                    cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms)
+        elif kind == "pipeline":
             cap = cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)
-        elif "://" in spec:
-            cap = cv2.VideoCapture(spec)
-        else:
-            raise SourceError(f"camera.source {spec!r}: no such file or device")
+        else:  # a URL or a FIFO: FFmpeg, with bounded open and read where asked
+            params = [] if not timeout_ms else [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                timeout_ms,
+            ]
+            cap = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
             raise SourceError(f"camera.source {spec!r}: cannot be opened")
         return cap
 
-    def read(self) -> Optional[Frame]:
-        ok, bgr = self._cap.read()
-        if not ok and self.loop:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            self._index = 0
-            ok, bgr = self._cap.read()
-        if not ok:
+    def _choose_raw(self, cfg: CameraConfig) -> Optional[str]:
+        """The raw format this capture gives, after asking for `camera.format`."""
+        if cfg.format == "auto":
             return None
-        ts, mono = _now()
-        index = self._index
-        self._index += 1
-        return Frame(index, ts, mono, bgr)
+        cap = self._cap
+        fourcc = fourcc_name(cap.get(cv2.CAP_PROP_FOURCC))
+        if self.kind == "v4l2":
+            raw = _RAW_V4L2.get(fourcc)
+            if raw is not None and cap.set(cv2.CAP_PROP_CONVERT_RGB, 0):
+                return raw
+            cap.set(cv2.CAP_PROP_CONVERT_RGB, 1)
+        elif cfg.format == "mjpeg" and fourcc == "MJPG" and cap.set(cv2.CAP_PROP_FORMAT, -1):
+            return "MJPG"  # FFmpeg hands over the JPEG packets undecoded
+        log.warning(
+            "camera %s: asked for %s, got %s; decoding in colour",
+            self.spec, cfg.format, fourcc or "an unknown format",
+        )
+        return None
+
+    def read(self) -> Optional[Frame]:
+        corrupt = 0
+        while True:
+            ok, data = self._cap.read()
+            if not ok and self._ended() == "ended" and self.loop:
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                self.position = 0
+                ok, data = self._cap.read()
+            if not ok:
+                self.end_reason = self._ended()
+                return None
+            ts, mono = _now()
+            index = self.position
+            self.position += 1
+            frame = self._frame(data, index, ts, mono)
+            if frame is not None:
+                return frame
+            self.corrupt += 1
+            corrupt += 1
+            if corrupt >= MAX_CORRUPT:
+                log.warning("camera %s: %d undecodable frames in a row", self.spec, corrupt)
+                self.end_reason = "read failed"
+                return None
+
+    def _ended(self) -> EndReason:
+        """Why a read failed: the end of a whole file, a file cut short, or a failure."""
+        if not self.is_file:
+            return "read failed"
+        if self.frame_count and self.position + 1 < self.frame_count:
+            return "cut short"
+        return "ended"
+
+    def _frame(self, data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:
+        raw = self.raw
+        if raw is None:
+            return Frame(index, ts, mono, data)
+        if raw == "MJPG":
+            size = (self.width, self.height)
+            return frame_from_mjpeg(data, index, ts, mono, size, self.reduce)
+        if raw == "YUYV":
+            if data.ndim == 2 and data.size == self.width * self.height * 2:
+                data = data.reshape(self.height, self.width, 2)
+            return frame_from_yuyv(data, index, ts, mono)
+        return frame_from_nv12(data, index, ts, mono)
 
     def close(self) -> None:
         self._cap.release()
 
 
-def open_source(cfg: CameraConfig) -> Source:
-    """Open the source `camera.source` names; SourceError says why it cannot be used."""
+def resolve_device(spec: str, context: Any = None) -> str:
+    """The device node `spec` means now (``auto``, ``udev:...``, a path); SourceError if none."""
+    identity = v4l2.parse_identity(spec)
+    if identity is None:
+        raise SourceError(f"camera.source {spec!r}: not a V4L2 device")
+    if identity.kind == "path":
+        return identity.path
+    device = v4l2.resolve(identity, v4l2.list_devices(context))
+    if device is None:
+        raise SourceError(f"camera.source {spec!r}: no camera matches {identity.describe()}")
+    return device.devnode
+
+
+def open_source(cfg: CameraConfig, *, luma_rows: int = DEFAULT_LUMA_ROWS) -> Source:
+    """Open the source `camera.source` names once; SourceError says why it cannot be used.
+
+    The daemon wraps this in a SupervisedSource, which also waits for a source that is not
+    there yet and reopens one that fails.
+    """
     spec = cfg.source.strip()
-    if spec.startswith(SYNTHETIC_PREFIX):
+    kind = source_kind(spec)
+    if kind == "synthetic":
         name = spec[len(SYNTHETIC_PREFIX):]
         try:
             return SyntheticSource(name, cfg)
         except KeyError as exc:
             raise SourceError(f"camera.source {spec!r}: {exc.args[0]}") from None
-    return CaptureSource(spec, cfg)
+    target = resolve_device(spec) if kind == "v4l2" else spec
+    return CaptureSource(target, cfg, kind=kind, luma_rows=luma_rows)
