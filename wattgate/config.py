@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -134,6 +135,18 @@ class GateConfig(Section):
 ModelKind = Literal["auto", "blazeface", "ssd", "yolov8", "classifier"]
 
 
+class ModelVariant(Section):
+    """A lighter model on the ladder (smaller input, int8) that a profile or rule can pick."""
+
+    path: str = Field(description="The variant's .tflite file.")
+    kind: ModelKind = Field("auto", description="Output decoder of the variant.")
+    labels: Optional[str] = Field(None, description="Labels file; unset keeps model.labels.")
+    score_threshold: Optional[float] = Field(
+        None, ge=0, le=1, description="Detections below this score are dropped; unset keeps "
+        "model.score_threshold."
+    )
+
+
 class ModelConfig(Section):
     path: Optional[str] = Field(
         None, description="A .tflite file; unset uses the bundled BlazeFace short-range model."
@@ -159,10 +172,288 @@ class ModelConfig(Section):
     score_threshold: float = Field(
         0.5, ge=0, le=1, description="Detections below this score are dropped."
     )
+    variants: dict[str, ModelVariant] = Field(
+        default_factory=dict,
+        description="Lighter models by name, for profiles and rules (key model_variant).",
+    )
 
 
 class PowerConfig(Section):
+    enabled: bool = Field(
+        True, description="False never writes sysfs: readings and estimates only."
+    )
     sysfs_root: str = Field("/sys", description="Root of sysfs; tests point it at a fake tree.")
+    journal_dir: str = Field(
+        "/run/wattgate",
+        description="Where the original sysfs values are journaled before the first write. "
+        "Under /run so a reboot, which resets sysfs, also drops the journal.",
+    )
+    profile: str = Field("balanced", description="Profile used when no rule or pin applies.")
+    cooldown_s: float = Field(
+        3.0, ge=0, description="Seconds without motion before active settings drop to idle."
+    )
+    npu: Optional[str] = Field(
+        None, description="The NPU: a devfreq name or a sysfs path; unset finds it by name "
+        "or driver."
+    )
+    gpu: Optional[str] = Field(
+        None, description="The GPU: a devfreq name or a sysfs path; unset finds it by name."
+    )
+    runtime_pm_devices: list[str] = Field(
+        default_factory=list,
+        description="More device directories (relative to sysfs_root) whose runtime PM "
+        "follows the npu_runtime_pm settings.",
+    )
+    board: Optional[str] = Field(
+        None, description="Energy-model board (e.g. rk3588); unset detects it from the "
+        "device tree."
+    )
+
+
+# -- profiles and rules -----------------------------------------------------------------------
+
+FreqSetting = Union[int, str]  # absolute (kHz for CPUs, Hz for devfreq) or "N%" of the range
+GovernorSetting = Union[str, list[str]]  # one governor or a fallback list, first available wins
+_FREQ_KEYS = ("cpu_min_khz", "cpu_max_khz", "npu_min_hz", "npu_max_hz", "gpu_max_hz")
+
+
+class ActivitySettings(Section):
+    """Knobs for one activity state. Unset inherits; unset everywhere leaves the knob as found."""
+
+    cpu_governor: Optional[GovernorSetting] = Field(
+        None, description="CPU governor, or a fallback list tried in order."
+    )
+    cpu_min_khz: Optional[FreqSetting] = Field(
+        None, description="CPU frequency floor: kHz, or \"N%\" of cpuinfo_min..max."
+    )
+    cpu_max_khz: Optional[FreqSetting] = Field(
+        None, description="CPU frequency ceiling: kHz, or \"N%\" of cpuinfo_min..max."
+    )
+    cpu_epp: Optional[str] = Field(
+        None, description="energy_performance_preference where the driver has it."
+    )
+    npu_governor: Optional[GovernorSetting] = Field(
+        None, description="NPU devfreq governor, or a fallback list."
+    )
+    npu_min_hz: Optional[FreqSetting] = Field(
+        None, description="NPU frequency floor: Hz, or \"N%\" of its OPP range."
+    )
+    npu_max_hz: Optional[FreqSetting] = Field(
+        None, description="NPU frequency ceiling: Hz, or \"N%\" of its OPP range."
+    )
+    npu_runtime_pm: Optional[Literal["auto", "on"]] = Field(
+        None, description="auto lets the NPU suspend when idle; on holds it powered."
+    )
+    npu_autosuspend_ms: Optional[int] = Field(
+        None, ge=0, description="Idle time before an auto NPU suspends."
+    )
+    gpu_governor: Optional[GovernorSetting] = Field(
+        None, description="GPU devfreq governor, or a fallback list."
+    )
+    gpu_max_hz: Optional[FreqSetting] = Field(
+        None, description="GPU frequency ceiling: Hz, or \"N%\" of its OPP range."
+    )
+    gpu_govern: Optional[Literal["overdrive", "nominal", "underdrive"]] = Field(
+        None, description="i.MX8M galcore mode for GPU and NPU cores."
+    )
+    gpu_railgate: Optional[bool] = Field(
+        None, description="Jetson: let the GPU rail be gated when idle."
+    )
+    capture_fps: Optional[float] = Field(
+        None, gt=0, description="Frames per second looked at (the rest dropped before the gate)."
+    )
+    max_infer_fps: Optional[float] = Field(
+        None, ge=0, description="Cap on inferences per second; 0 infers only on a snap."
+    )
+    model_variant: Optional[str] = Field(
+        None, description="A name from [model.variants]; \"\" is the main model."
+    )
+
+    @model_validator(mode="after")
+    def _check_frequencies(self) -> ActivitySettings:
+        for key in _FREQ_KEYS:
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if isinstance(value, int):
+                if value <= 0:
+                    raise _key_error(key, value, "must be a positive frequency or \"N%\"")
+            elif parse_percent(value) is None:
+                raise _key_error(key, value, "must be a number with a % sign, 0% to 100%")
+        for key in ("cpu_governor", "npu_governor", "gpu_governor"):
+            value = getattr(self, key)
+            if value is not None and not governor_list(value):
+                raise _key_error(key, value, "names no governor")
+        return self
+
+
+class ProfileConfig(ActivitySettings):
+    """A named profile: shared keys here, per-state overrides in [idle] and [active]."""
+
+    include: Optional[str] = Field(
+        None, description="Profile whose settings this one starts from (tuned-style)."
+    )
+    description: str = Field("", description="One line shown in status.")
+    cooldown_s: Optional[float] = Field(
+        None, ge=0, description="Overrides power.cooldown_s while this profile is in use."
+    )
+    wake_on: Optional[list[Literal["motion", "snap"]]] = Field(
+        None, description="What turns idle into active: motion (the gate) and/or snap."
+    )
+    idle: ActivitySettings = Field(
+        default_factory=ActivitySettings, description="Settings while nothing happens."
+    )
+    active: ActivitySettings = Field(
+        default_factory=ActivitySettings, description="Settings from a trigger to cooldown end."
+    )
+
+
+class RuleConfig(Section):
+    """Switch profile (and/or model variant) while all of the rule's conditions hold."""
+
+    name: str = Field("", description="Shown as the reason; defaults to the conditions.")
+    profile: Optional[str] = Field(None, description="Profile to use while the rule holds.")
+    model_variant: Optional[str] = Field(
+        None, description="Model variant to use while the rule holds (overrides the profile's)."
+    )
+    on_battery: Optional[bool] = Field(
+        None, description="true: no mains/USB supply online; false: on mains."
+    )
+    battery_below: Optional[float] = Field(
+        None, gt=0, le=100, description="Battery capacity under this percent."
+    )
+    temp_above_c: Optional[float] = Field(
+        None, description="A thermal zone above this many °C (hysteresis below)."
+    )
+    zone: Optional[str] = Field(
+        None, description="Thermal zone type for temp_above_c (e.g. soc-thermal); unset: any."
+    )
+    hysteresis_c: float = Field(
+        5.0, ge=0, description="The thermal rule releases this many °C below temp_above_c."
+    )
+    lux_below: Optional[float] = Field(None, ge=0, description="Ambient light under this lux.")
+    lux_above: Optional[float] = Field(None, ge=0, description="Ambient light over this lux.")
+    hysteresis_lux: float = Field(
+        5.0, ge=0, description="Light rules release this many lux past their threshold."
+    )
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> RuleConfig:
+        conditions = (
+            self.on_battery, self.battery_below, self.temp_above_c, self.lux_below, self.lux_above
+        )
+        if all(c is None for c in conditions):
+            raise ValueError(
+                "a rule needs a condition: on_battery, battery_below, temp_above_c, "
+                "lux_below or lux_above"
+            )
+        if self.profile is None and self.model_variant is None:
+            raise ValueError("a rule needs a profile or a model_variant to switch to")
+        return self
+
+
+def parse_percent(text: str) -> Optional[float]:
+    """50 from "50%", None when the text is not a percentage from 0 to 100."""
+    body = text.strip()
+    if not body.endswith("%"):
+        return None
+    try:
+        value = float(body[:-1])
+    except ValueError:
+        return None
+    return value if 0.0 <= value <= 100.0 else None
+
+
+def governor_list(value: GovernorSetting) -> tuple[str, ...]:
+    """A governor setting as a fallback tuple; "a|b" is accepted as tuned writes it."""
+    items = [value] if isinstance(value, str) else list(value)
+    return tuple(g.strip() for item in items for g in item.split("|") if g.strip())
+
+
+def _key_error(key: str, value: object, message: str) -> ValidationError:
+    """A validation error located at `key`, so ConfigError names the full key path."""
+    return _errors([((key,), value, message)])
+
+
+def _errors(problems: list[tuple[tuple[Union[str, int], ...], object, str]]) -> ValidationError:
+    details: list[InitErrorDetails] = [
+        {
+            "type": PydanticCustomError("value_error", message),
+            "loc": loc,
+            "input": value,
+        }
+        for loc, value, message in problems
+    ]
+    return ValidationError.from_exception_data("Config", details)
+
+
+def include_chain(profiles: dict[str, ProfileConfig], name: str) -> list[str]:
+    """`name` and the profiles it includes, nearest first; ValueError on a cycle or unknown."""
+    chain = [name]
+    while True:
+        parent = profiles[chain[-1]].include
+        if parent is None:
+            return chain
+        if parent not in profiles:
+            raise ValueError(f"unknown profile {parent!r}; known: {', '.join(sorted(profiles))}")
+        if parent in chain:
+            raise ValueError("include cycle: " + " -> ".join([*chain, parent]))
+        chain.append(parent)
+
+
+BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
+    "performance": {
+        "description": "full clocks, NPU held on: for benches and mains-powered boxes",
+        "cpu_governor": ["performance"],
+        "cpu_epp": "performance",
+        "npu_governor": ["performance", "userspace"],
+        "npu_max_hz": "100%",
+        "npu_runtime_pm": "on",
+        "gpu_govern": "overdrive",
+    },
+    "balanced": {
+        "description": "NPU asleep and clocks low while idle, raised the moment motion starts",
+        "cpu_governor": ["schedutil", "ondemand", "powersave"],
+        "idle": {
+            "cpu_max_khz": "40%",
+            "cpu_epp": "balance_power",
+            "npu_max_hz": "0%",
+            "npu_runtime_pm": "auto",
+            "npu_autosuspend_ms": 100,
+            "gpu_govern": "nominal",
+        },
+        "active": {
+            "cpu_max_khz": "100%",
+            "cpu_epp": "balance_performance",
+            "npu_governor": ["performance", "userspace"],
+            "npu_max_hz": "100%",
+            "npu_runtime_pm": "on",
+            "gpu_govern": "overdrive",
+        },
+    },
+    "powersave": {
+        "description": "fewer frames and lower clocks; may miss the first frames of an event",
+        "include": "balanced",
+        "cpu_governor": ["schedutil", "ondemand", "powersave"],
+        "idle": {"cpu_max_khz": "0%", "cpu_epp": "power", "capture_fps": 5.0},
+        "active": {
+            "cpu_max_khz": "60%",
+            "cpu_epp": "balance_power",
+            "npu_max_hz": "50%",
+            "gpu_govern": "nominal",
+            "max_infer_fps": 5.0,
+        },
+    },
+    "inspection": {
+        "description": "trigger-only terminal: the NPU stays suspended until a snap",
+        "include": "balanced",
+        "wake_on": ["snap"],
+        "cooldown_s": 2.0,
+        "max_infer_fps": 0.0,
+        "idle": {"cpu_max_khz": "0%", "npu_autosuspend_ms": 0},
+    },
+}
+"""The shipped profiles; a [profiles.NAME] table in config.toml replaces the one of that name."""
 
 
 class Config(Section):
@@ -171,11 +462,64 @@ class Config(Section):
     gate: GateConfig = Field(default_factory=GateConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     power: PowerConfig = Field(default_factory=PowerConfig)
+    profiles: dict[str, ProfileConfig] = Field(
+        default_factory=lambda: {
+            name: ProfileConfig.model_validate(raw) for name, raw in BUILTIN_PROFILES.items()
+        },
+        description="Power profiles by name; the built-in ones stay available.",
+    )
+    rules: list[RuleConfig] = Field(
+        default_factory=list, description="Automatic profile switches, first match wins."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _builtin_profiles(cls, data: Any) -> Any:
+        """Built-in profiles stay available; a table of the same name replaces one whole."""
+        if isinstance(data, dict) and isinstance(data.get("profiles"), dict):
+            data = {**data, "profiles": {**BUILTIN_PROFILES, **data["profiles"]}}
+        return data
 
     @model_validator(mode="after")
     def _check_paths(self) -> Config:
         if not self.daemon.socket:
             raise ValueError("daemon.socket must not be empty")
+        return self
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        """Names that point at other tables must exist; each error names its key."""
+        problems: list[tuple[tuple[Union[str, int], ...], object, str]] = []
+        profiles, variants = self.profiles, self.model.variants
+        known = ", ".join(sorted(profiles))
+        if self.power.profile not in profiles:
+            problems.append(
+                (("power", "profile"), self.power.profile, f"unknown profile; known: {known}")
+            )
+        for name, profile in profiles.items():
+            if profile.include is not None:
+                try:
+                    include_chain(profiles, name)
+                except ValueError as exc:
+                    problems.append((("profiles", name, "include"), profile.include, str(exc)))
+            for part, settings in (("", profile), ("idle", profile.idle),
+                                   ("active", profile.active)):
+                variant = settings.model_variant
+                if variant and variant not in variants:
+                    loc = ("profiles", name, *((part,) if part else ()), "model_variant")
+                    problems.append((loc, variant, "not a name in [model.variants]"))
+        for index, rule in enumerate(self.rules):
+            if rule.profile is not None and rule.profile not in profiles:
+                problems.append(
+                    (("rules", index, "profile"), rule.profile, f"unknown profile; known: {known}")
+                )
+            if rule.model_variant and rule.model_variant not in variants:
+                problems.append(
+                    (("rules", index, "model_variant"), rule.model_variant,
+                     "not a name in [model.variants]")
+                )
+        if problems:
+            raise _errors(problems)
         return self
 
 
