@@ -1,0 +1,235 @@
+"""Raw camera formats: MJPEG through the reduced grayscale decode, YUYV and NV12 through the Y
+plane, colour only on demand, and the gate judging them as it judges full BGR frames.
+
+The buffers are what a camera would hand over, made with OpenCV's own encoders
+(cv2.imencode for MJPEG, cvtColor for YUYV/NV12); the files are real MJPG AVIs read through
+FFmpeg as undecoded packets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import FaceVideo, skimage_image
+from wattgate.config import CameraConfig, GateConfig
+from wattgate.drivers.camera import (
+    CaptureSource,
+    Frame,
+    frame_from_mjpeg,
+    frame_from_nv12,
+    frame_from_yuyv,
+    open_source,
+    raw_from_bgr,
+    reduction_for,
+)
+from wattgate.drivers.synthetic import make_scene, score_gate
+from wattgate.policies.gating import GateVerdict, MotionGate
+
+
+def picture() -> np.ndarray:
+    return cv2.resize(skimage_image("astronaut.png"), (640, 480))
+
+
+def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
+
+
+@pytest.mark.parametrize(
+    ("height", "rows", "factor"),
+    [(480, 100, 4), (720, 100, 4), (1080, 100, 8), (2160, 100, 8), (240, 100, 2), (120, 100, 1),
+     (480, 60, 8)],
+)
+def test_reduction_leaves_the_gate_its_rows(height: int, rows: int, factor: int) -> None:
+    assert reduction_for(height, rows) == factor
+    assert height // factor >= rows or factor == 1
+
+
+@pytest.mark.parametrize("reduce", [2, 4, 8])
+def test_mjpeg_reduced_decode_is_the_small_grey_picture(reduce: int) -> None:
+    bgr = picture()
+    buf = raw_from_bgr(bgr, "MJPG")
+    assert buf.shape[0] == 1 and buf.dtype == np.uint8  # a V4L2 MJPEG buffer is 1 x bytesused
+    frame = frame_from_mjpeg(buf, 7, 1.0, 2.0, (640, 480), reduce)
+    assert frame is not None
+    assert frame.bgr is None and frame.luma is not None
+    assert frame.luma.shape == (480 // reduce, 640 // reduce)
+    assert frame.size == (640, 480)
+    grey = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (640 // reduce, 480 // reduce),
+                      interpolation=cv2.INTER_AREA)
+    assert mean_abs(frame.luma, grey) < 4.0
+
+
+def test_mjpeg_colour_is_decoded_once_and_only_when_asked() -> None:
+    bgr = picture()
+    buf = raw_from_bgr(bgr, "MJPG")
+    frame = frame_from_mjpeg(buf, 0, 0.0, 0.0, (0, 0), 4)
+    assert frame is not None
+    assert frame.size == (640, 480)  # taken from the reduced decode when not given
+    colour = frame.color()
+    assert colour.shape == (480, 640, 3)
+    assert np.array_equal(colour, cv2.imdecode(buf.reshape(-1), cv2.IMREAD_COLOR))
+    assert frame.color() is colour  # cached: a second consumer does not decode again
+    assert mean_abs(colour, bgr) < 4.0
+
+
+def test_a_torn_mjpeg_buffer_is_dropped_not_passed_on() -> None:
+    buf = raw_from_bgr(picture(), "MJPG")
+    assert frame_from_mjpeg(buf[:, :40], 0, 0.0, 0.0, (640, 480), 4) is None
+    assert frame_from_mjpeg(np.zeros((1, 5000), np.uint8), 0, 0.0, 0.0, (640, 480), 4) is None
+
+
+def test_yuyv_luma_is_the_y_plane_in_place() -> None:
+    bgr = picture()
+    raw = raw_from_bgr(bgr, "YUYV")
+    assert raw.shape == (480, 640, 2)  # what OpenCV's V4L2 backend gives with CONVERT_RGB off
+    frame = frame_from_yuyv(raw, 3, 0.0, 0.0)
+    assert frame.luma is not None and frame.bgr is None
+    assert np.shares_memory(frame.luma, raw)  # no copy, no conversion
+    assert np.array_equal(frame.luma, raw[:, :, 0])
+    assert frame.size == (640, 480)
+    assert mean_abs(frame.luma, cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)) < 12.0
+    assert mean_abs(frame.color(), bgr) < 8.0  # 4:2:2 chroma
+
+
+def test_nv12_luma_is_the_top_of_the_buffer() -> None:
+    bgr = picture()
+    raw = raw_from_bgr(bgr, "NV12")
+    assert raw.shape == (720, 640)
+    frame = frame_from_nv12(raw, 0, 0.0, 0.0)
+    assert frame.luma is not None and frame.luma.shape == (480, 640)
+    assert np.shares_memory(frame.luma, raw)
+    assert frame.size == (640, 480)
+    assert mean_abs(frame.color(), bgr) < 8.0  # 4:2:0 chroma
+    three_d = frame_from_nv12(raw.reshape(720, 640, 1), 0, 0.0, 0.0)  # as some backends give it
+    assert three_d.luma is not None and np.array_equal(three_d.luma, frame.luma)
+
+
+# -- the gate on each path --------------------------------------------------------------------
+
+
+def gate_frame(gate: MotionGate, frame: Frame) -> GateVerdict:
+    """What the pipeline's capture loop does with a frame."""
+    if frame.luma is not None:
+        return gate.update_luma(frame.luma, frame.mono, source_size=frame.size)
+    return gate.update_bgr(frame.color(), frame.mono)
+
+
+def as_format(bgr: np.ndarray, fmt: str, index: int, now: float) -> Frame:
+    if fmt == "bgr":
+        return Frame(index, now, now, bgr)
+    if fmt == "mjpeg":
+        frame = frame_from_mjpeg(raw_from_bgr(bgr, "MJPG"), index, now, now, (0, 0),
+                                 reduction_for(bgr.shape[0]))
+        assert frame is not None
+        return frame
+    if fmt == "yuyv":
+        return frame_from_yuyv(raw_from_bgr(bgr, "YUYV"), index, now, now)
+    return frame_from_nv12(raw_from_bgr(bgr, "NV12"), index, now, now)
+
+
+@pytest.mark.parametrize("scene_name", ["person", "small-object", "lights"])
+@pytest.mark.parametrize("fmt", ["mjpeg", "yuyv", "nv12"])
+def test_gate_verdicts_on_raw_paths_match_the_bgr_path(scene_name: str, fmt: str) -> None:
+    scene = make_scene(scene_name)
+    cfg = GateConfig()
+    by_bgr, by_raw = MotionGate(cfg), MotionGate(cfg)
+    ref: list[GateVerdict] = []
+    got: list[GateVerdict] = []
+    for i in range(scene.length):
+        bgr = scene.frame(i)
+        now = i / scene.fps
+        ref.append(gate_frame(by_bgr, as_format(bgr, "bgr", i, now)))
+        got.append(gate_frame(by_raw, as_format(bgr, fmt, i, now)))
+    agree = sum(a.motion == b.motion for a, b in zip(ref, got)) / len(ref)
+    assert agree >= 0.95, agree
+    want, have = score_gate(scene, ref, cfg.cooldown_s), score_gate(scene, got, cfg.cooldown_s)
+    assert have.recall == want.recall
+    assert abs(have.skip_ratio - want.skip_ratio) <= 0.05
+    both = [(a, b) for a, b in zip(ref, got) if a.boxes and b.boxes]
+    for _, b in both:
+        for box in b.boxes:  # boxes come back in source pixels on every path
+            assert 0 <= box[0] < box[2] <= 640 and 0 <= box[1] < box[3] <= 480
+    overlapping = sum(iou(union(a.boxes), union(b.boxes)) >= 0.3 for a, b in both)
+    assert overlapping >= 0.9 * len(both), (overlapping, len(both))
+
+
+def union(boxes: tuple[tuple[int, int, int, int], ...]) -> tuple[int, int, int, int]:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes),
+            max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0, w) * max(0, h)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area if area else 0.0
+
+
+# -- real files through FFmpeg as packets -----------------------------------------------------
+
+
+def config(path: Path, **values: Any) -> CameraConfig:
+    return CameraConfig(source=str(path), realtime=False, **values)
+
+
+def test_an_mjpeg_file_read_as_packets_gates_on_luma_and_decodes_colour_on_demand(
+    face_video: FaceVideo,
+) -> None:
+    plain = open_source(config(face_video.path))
+    packets = open_source(config(face_video.path, format="mjpeg"))
+    try:
+        assert isinstance(packets, CaptureSource) and packets.raw == "MJPG"
+        assert "MJPG" in packets.description
+        by_bgr, by_luma = MotionGate(GateConfig()), MotionGate(GateConfig())
+        agree = 0
+        for i in range(face_video.frames):
+            a, b = plain.read(), packets.read()
+            assert a is not None and b is not None
+            assert b.index == a.index == i
+            assert b.bgr is None and b.luma is not None and b.size == (640, 480)
+            assert b.luma.shape == (120, 160)
+            now = i / face_video.fps
+            va = by_bgr.update_bgr(a.color(), now)
+            vb = by_luma.update_luma(b.luma, now, source_size=b.size)
+            agree += va.motion == vb.motion
+            if i % 15 == 0:  # libjpeg's and FFmpeg's decoders agree to rounding
+                assert mean_abs(b.color(), a.color()) < 2.0
+        assert agree >= face_video.frames - 2
+        assert plain.read() is None and packets.read() is None
+        assert getattr(packets, "end_reason", None) == "ended"
+    finally:
+        plain.close()
+        packets.close()
+
+
+def test_yuyv_asked_of_a_file_falls_back_to_colour(face_video: FaceVideo) -> None:
+    source = open_source(config(face_video.path, format="yuyv"))
+    try:
+        assert isinstance(source, CaptureSource) and source.raw is None
+        frame = source.read()
+        assert frame is not None and frame.bgr is not None and frame.luma is None
+    finally:
+        source.close()
+
+
+def test_a_file_opened_at_a_frame_starts_there(tmp_path: Path) -> None:
+    path = tmp_path / "count.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (320, 240))
+    for i in range(30):
+        image = np.full((240, 320, 3), 80, np.uint8)
+        cv2.rectangle(image, (i * 10, 100), (i * 10 + 9, 140), (255, 255, 255), -1)
+        writer.write(image)
+    writer.release()
+    for fmt in ("auto", "mjpeg"):
+        source = CaptureSource(str(path), config(path, format=fmt), start_frame=12)
+        frame = source.read()
+        assert frame is not None and frame.index == 12
+        bright = np.nonzero(cv2.cvtColor(frame.color(), cv2.COLOR_BGR2GRAY).max(axis=0) > 200)[0]
+        assert 118 <= bright.mean() <= 128  # the bar drawn in frame 12
+        source.close()

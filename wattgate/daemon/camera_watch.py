@@ -1,0 +1,538 @@
+"""The camera supervisor: a Source that survives pulled cables, stalls and late cameras.
+
+A daemon on a board lives for months; the camera does not stay put. `SupervisedSource`
+implements the Source protocol, so the pipeline reads from it as from any source, while it:
+
+* opens the camera when it is there (a file that appears after start, a camera plugged in
+  later) and reports it unavailable until then;
+* reopens on read errors, on a stall (no frame for `camera.stall_s`) and on a file cut short
+  (resuming at the frame it reached), after a capped exponential backoff: a broken camera
+  costs one open attempt every `reopen_max_s` at worst, never a crash loop;
+* follows udev (a pyudev monitor thread on video4linux): a removed camera is lost at once;
+  when a device with the same identity comes back it is reopened without waiting for the
+  backoff (within 2 s), possibly under another node name;
+* calls `on_lost(reason)` when frames stop coming and `on_back()` when they come again,
+  from the reading thread, once per transition.
+
+Every driver call (open, read, close) runs on a worker thread of its own, one per opened
+camera, so the reader can give up on a call that hangs (a stalled stream, a FIFO whose writer
+went quiet): the worker is left to finish its call, closes the capture it owns and exits;
+a new worker opens the camera again. Frigate's ffmpeg watchdog does the same with processes.
+
+`read()` blocks while the camera is lost and returns None only when the source has ended (a
+file played to its end) or was stopped: `stop()` wakes a blocked reader at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Generic, Literal, Optional, TypeVar
+
+from wattgate.config import CameraConfig
+from wattgate.drivers import v4l2
+from wattgate.drivers.camera import (
+    DEFAULT_LUMA_ROWS,
+    CaptureSource,
+    Frame,
+    Source,
+    SourceError,
+    SourceKind,
+    SyntheticSource,
+    source_kind,
+)
+
+log = logging.getLogger("wattgate.camera")
+
+State = Literal["running", "lost", "waiting", "ended"]
+Opener = Callable[[str, int], Source]  # (target, start frame) -> an open source
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Timings of the supervisor. `reopen_max_s` is proposed as the config key
+    camera.reopen_max_s; the others are fixed engineering choices."""
+
+    reopen_min_s: float = 0.5  # first retry after a failure
+    reopen_max_s: float = 30.0  # the backoff cap
+    healthy_s: float = 10.0  # running this long forgives earlier failures
+    poll_s: float = 0.5  # how often to look for a file or a camera that is not there
+    poll_udev_s: float = 5.0  # the same for a camera while udev events are coming
+    open_timeout_s: float = 10.0  # an open that hangs longer is given up on
+
+    @classmethod
+    def from_config(cls, cfg: CameraConfig) -> WatchSettings:
+        reopen_max = getattr(cfg, "reopen_max_s", cls.reopen_max_s)
+        return cls(reopen_max_s=float(reopen_max))
+
+
+class Backoff:
+    """Capped exponential delays between reopen attempts. Pure: the caller supplies `now`.
+
+    Delays double from `first` up to `cap`. Frames flowing for `healthy_s` forgive the past,
+    so a camera that fails once a day retries fast, and one that fails right after every
+    open is retried ever more slowly.
+    """
+
+    def __init__(self, first: float, cap: float, healthy_s: float, factor: float = 2.0) -> None:
+        if not 0 < first <= cap:
+            raise ValueError("need 0 < first <= cap")
+        self.first, self.cap, self.healthy_s, self.factor = first, cap, healthy_s, factor
+        self.failures = 0  # since the last healthy period
+        self._next = first
+        self._ok_since: Optional[float] = None
+
+    def failure(self, now: float) -> float:
+        """A failed open or read at `now`: how long to wait before the next attempt."""
+        if self._ok_since is not None and now - self._ok_since >= self.healthy_s:
+            self.reset()
+        self._ok_since = None
+        delay = self._next
+        self._next = min(self.cap, delay * self.factor)
+        self.failures += 1
+        return delay
+
+    def success(self, now: float) -> None:
+        """A frame arrived at `now`."""
+        if self._ok_since is None:
+            self._ok_since = now
+
+    def reset(self) -> None:
+        """Start again from `first` (the camera was plugged in again)."""
+        self._next = self.first
+        self.failures = 0
+
+    @property
+    def next_delay(self) -> float:
+        return self._next
+
+
+class _Call(Generic[T]):
+    def __init__(self, func: Callable[[], T]) -> None:
+        self.func = func
+        self.done = False
+        self.result: Optional[T] = None
+        self.error: Optional[BaseException] = None
+
+
+class _Worker:
+    """A daemon thread that runs blocking driver calls one at a time for the supervisor.
+
+    Retiring it hands it the source it opened: it closes that source after its current call
+    returns (OpenCV captures must not be released while another thread reads them).
+    """
+
+    def __init__(self, cond: threading.Condition, name: str) -> None:
+        self._cond = cond
+        self._calls: list[_Call[Any]] = []
+        self._retired = False
+        self._owned: Optional[Source] = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, func: Callable[[], T]) -> _Call[T]:
+        call: _Call[T] = _Call(func)
+        with self._cond:
+            self._calls.append(call)
+            self._cond.notify_all()
+        return call
+
+    def retire(self, owned: Optional[Source]) -> None:
+        """Stop after the current call; close `owned` (and any source a late open returns)."""
+        with self._cond:
+            self._retired = True
+            self._owned = owned
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._calls and not self._retired:
+                    self._cond.wait()
+                if not self._calls:
+                    break
+                call = self._calls.pop(0)
+            error: Optional[BaseException] = None
+            try:
+                result = call.func()
+            except BaseException as exc:  # handed to the reader, which decides
+                result, error = None, exc
+            with self._cond:
+                call.result, call.error, call.done = result, error, True
+                if self._retired and self._owned is None and hasattr(result, "close"):
+                    self._owned = result  # an open that finished after it was given up on
+                self._cond.notify_all()
+        owned = self._owned
+        if owned is not None:
+            try:
+                owned.close()
+            except Exception:
+                log.debug("closing a camera given up on failed", exc_info=True)
+
+
+class UdevWatch:
+    """A pyudev MonitorObserver thread on video4linux; `on_event(action, device)` per event."""
+
+    def __init__(self, context: Any, on_event: Callable[[str, v4l2.V4l2Device], None]) -> None:
+        import pyudev
+
+        self._on_event = on_event
+        self._observer = pyudev.MonitorObserver(
+            v4l2.monitor(context), callback=self._event, name="wattgate-udev", daemon=True
+        )
+        self._observer.start()
+
+    def _event(self, device: Any) -> None:
+        try:
+            self._on_event(str(device.action), v4l2.from_udev(device))
+        except Exception:
+            log.exception("udev event handling failed")
+
+    def stop(self) -> None:
+        if self._observer.is_alive() and threading.current_thread() is not self._observer:
+            self._observer.stop()
+
+
+class SupervisedSource:
+    """A Source that keeps `camera.source` open across losses; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: CameraConfig,
+        on_lost: Optional[Callable[[str], None]] = None,
+        on_back: Optional[Callable[[], None]] = None,
+        *,
+        luma_rows: int = DEFAULT_LUMA_ROWS,
+        settings: Optional[WatchSettings] = None,
+        opener: Optional[Opener] = None,
+        udev: Any = True,
+    ) -> None:
+        """`udev`: True for the system's (when usable), False for none, or a pyudev.Context.
+        `opener` replaces the default CaptureSource/SyntheticSource (tests, other drivers)."""
+        self.cfg = cfg
+        self.spec = cfg.source.strip()
+        self.kind: SourceKind = source_kind(self.spec)
+        self.identity = v4l2.parse_identity(self.spec) if self.kind == "v4l2" else None
+        self.settings = settings or WatchSettings.from_config(cfg)
+        self.on_lost = on_lost
+        self.on_back = on_back
+        self.luma_rows = luma_rows
+        self._opener = opener or self._default_opener
+        self.description = f"{self.spec} (not open)"
+        self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
+        self.paced = self.kind in ("file", "synthetic") and cfg.realtime
+
+        s = self.settings
+        self._backoff = Backoff(s.reopen_min_s, s.reopen_max_s, s.healthy_s)
+        self._cond = threading.Condition()
+        self._state: State = "waiting"
+        self._reason = "not opened yet"
+        self._since = time.time()
+        self._announced_lost = False
+        self._stopped = False
+        self._wake = False  # udev says the camera is there: try now
+        self._removed = False  # udev says the open camera is gone
+        self._retry_at = 0.0  # monotonic time of the next open attempt
+        self._inner: Optional[Source] = None
+        self._worker: Optional[_Worker] = None
+        self._device: Optional[v4l2.V4l2Device] = None
+        self._target = ""
+        self._resume_at = 0  # frame of a cut-short file to reopen at
+        self._delivered = 0
+        self._opens = 0
+        self._workers = 0
+        self._last_frame = 0.0
+        self._context: Any = None
+        self._udev: Optional[UdevWatch] = None
+        if self.kind == "v4l2" and udev is not False:
+            self._start_udev(udev)
+
+    # -- the Source protocol --------------------------------------------------------------
+
+    def read(self) -> Optional[Frame]:
+        """The next frame; blocks while the camera is lost; None once ended or stopped."""
+        while True:
+            with self._cond:
+                if self._stopped or self._state == "ended":
+                    return None
+            if self._inner is None:
+                self._open_when_due()
+                continue
+            frame = self._read_inner()
+            if frame is not None:
+                return frame
+
+    def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop promptly: wake a blocked reader (read() returns None), stop the udev thread,
+        and leave the capture to be closed by its worker once its current call returns."""
+        with self._cond:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._cond.notify_all()
+        if self._udev is not None:
+            self._udev.stop()
+        self._drop_inner()
+
+    # -- what the daemon shows ------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def status(self) -> dict[str, Any]:
+        """For the `status` reply: what is open, its state and, when not running, why."""
+        with self._cond:
+            out: dict[str, Any] = {
+                "source": self.spec,
+                "state": self._state,
+                "since": round(self._since, 3),
+                "description": self.description,
+                "width": self.width,
+                "height": self.height,
+                "fps": self.fps,
+                "frames": self._delivered,
+                "reopens": max(0, self._opens - 1),
+            }
+            if self.identity is not None:
+                out["identity"] = self.identity.describe()
+            if self._target:
+                out["device" if self.kind == "v4l2" else "target"] = self._target
+            if self._state != "running":
+                out["reason"] = self._reason
+            if self._state in ("lost", "waiting") and not self._stopped:
+                out["failures"] = self._backoff.failures
+                out["retry_in_s"] = round(max(0.0, self._retry_at - time.monotonic()), 3)
+            if self._udev is None and self.kind == "v4l2":
+                out["hotplug"] = False
+        return out
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _default_opener(self, target: str, start_frame: int) -> Source:
+        if self.kind == "synthetic":
+            name = self.spec.split(":", 1)[1]
+            try:
+                return SyntheticSource(name, self.cfg)
+            except KeyError as exc:
+                raise SourceError(f"camera.source {self.spec!r}: {exc.args[0]}") from None
+        return CaptureSource(
+            target,
+            self.cfg,
+            kind=self.kind,
+            luma_rows=self.luma_rows,
+            start_frame=start_frame,
+            read_timeout_s=2 * self._stall_s() + 1.0,  # cleans up after a worker given up on
+        )
+
+    def _locate(self) -> tuple[Optional[str], str]:
+        """What to open now, or (None, why not): a missing file or camera is no failure."""
+        if self.kind == "file":
+            if os.path.isfile(self.spec):
+                return self.spec, ""
+            return None, f"no such file: {self.spec}"
+        if self.identity is None:
+            return self.spec, ""  # a URL, FIFO, pipeline or scene: opening will tell
+        if self.identity.kind == "path":
+            path = self.identity.path
+            if not os.path.exists(path):
+                return None, f"no such device: {path}"
+            self._device = v4l2.resolve(self.identity, v4l2.list_devices(self._context))
+            return path, ""
+        devices = v4l2.list_devices(self._context)
+        device = v4l2.resolve(self.identity, devices)
+        if device is None:
+            return None, f"no camera matches {self.identity.describe()}"
+        self._device = device
+        return device.devnode, ""
+
+    def _open_when_due(self) -> None:
+        with self._cond:
+            while not self._stopped and not self._wake:
+                left = self._retry_at - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            self._wake = False
+            self._removed = False
+            if self._stopped:
+                return
+        target, why = self._locate()
+        if target is None:
+            poll = self.settings.poll_udev_s if self._udev else self.settings.poll_s
+            self._unavailable(why, poll, failure=False)
+            return
+        self._workers += 1
+        worker = _Worker(self._cond, f"wattgate-camera-{self._workers}")
+        call = worker.submit(lambda: self._opener(target, self._resume_at))
+        if not self._wait(call, self.settings.open_timeout_s):
+            worker.retire(None)
+            if not self._stopped:
+                self._unavailable(f"opening {target} took over {self.settings.open_timeout_s:g} s")
+            return
+        if call.error is not None or call.result is None:
+            worker.retire(None)
+            self._unavailable(str(call.error) if call.error else f"cannot open {target}")
+            return
+        inner: Source = call.result
+        with self._cond:
+            self._inner, self._worker, self._target = inner, worker, target
+            self._opens += 1
+            self.description = inner.description
+            self.width, self.height, self.fps = inner.width, inner.height, inner.fps
+            self._last_frame = time.monotonic()
+        log.info("camera open: %s", inner.description)
+
+    def _wait(self, call: _Call[Any], timeout: float) -> bool:
+        """Wait for a worker's call; False on timeout, stop, or the open camera unplugged."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not call.done and not self._stopped and not self._removed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return call.done
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _stall_s(self) -> float:
+        """`camera.stall_s`, but never shorter than two frame periods of a slow camera."""
+        return max(self.cfg.stall_s, 2.0 / self.fps if self.fps > 0 else 0.0)
+
+    def _read_inner(self) -> Optional[Frame]:
+        inner, worker = self._inner, self._worker
+        assert inner is not None and worker is not None
+        call = worker.submit(inner.read)
+        stall = self._stall_s()
+        if not self._wait(call, stall):
+            if self._stopped:
+                return None
+            if self._removed:
+                self._lost("camera removed")
+            else:
+                self._lost(f"stalled: no frame for {stall:g} s")
+            return None
+        if call.error is not None:
+            self._lost(f"read error: {call.error}")
+            return None
+        frame: Optional[Frame] = call.result
+        if frame is None:
+            self._ended_or_lost(inner)
+            return None
+        return self._deliver(frame)
+
+    def _deliver(self, frame: Frame) -> Frame:
+        now = time.monotonic()
+        with self._cond:
+            back = self._announced_lost
+            self._announced_lost = False
+            if self._state != "running":
+                self._set_state("running", "")
+            self._backoff.success(now)
+            self._last_frame = now
+            self._resume_at = 0
+            if self.kind != "file":  # a device's index goes on across reopens
+                frame = replace(frame, index=self._delivered)
+            self._delivered += 1
+        if back:
+            log.info("camera back: %s", self.description)
+            if self.on_back is not None:
+                self.on_back()
+        return frame
+
+    def _ended_or_lost(self, inner: Source) -> None:
+        reason = getattr(inner, "end_reason", None) or "read failed"
+        if reason == "ended":
+            self._drop_inner()
+            with self._cond:
+                self._set_state("ended", "end of file")
+            log.info("source %s ended", self.spec)
+            return
+        if reason == "cut short":
+            position = int(getattr(inner, "position", 0))
+            self._resume_at = position
+            self._lost(f"file cut short at frame {position}")
+            return
+        if self.kind == "v4l2" and self._target and not os.path.exists(self._target):
+            self._lost("camera removed")
+            return
+        self._lost(reason)
+
+    # -- losing and waiting -------------------------------------------------------------------
+
+    def _drop_inner(self) -> None:
+        with self._cond:
+            inner, worker = self._inner, self._worker
+            self._inner = self._worker = None
+        if worker is not None:
+            worker.retire(inner)
+        elif inner is not None:
+            inner.close()
+
+    def _lost(self, reason: str) -> None:
+        """The open camera stopped giving frames: close it and schedule a reopen."""
+        self._drop_inner()
+        self._unavailable(reason)
+
+    def _unavailable(self, reason: str, wait: Optional[float] = None, failure: bool = True) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if self._stopped:
+                return
+            delay = self._backoff.failure(now) if failure else (wait or self.settings.poll_s)
+            self._retry_at = now + delay
+            state: State = "lost" if self._opens else "waiting"
+            changed = reason != self._reason or state != self._state
+            self._set_state(state, reason)
+            announce = not self._announced_lost
+            self._announced_lost = True
+        if announce:
+            log.warning("camera %s unavailable: %s", self.spec, reason)
+            if self.on_lost is not None:
+                self.on_lost(reason)
+        elif changed:
+            log.info("camera %s: %s (retry in %.1f s)", self.spec, reason, delay)
+
+    def _set_state(self, state: State, reason: str) -> None:
+        if state != self._state:
+            self._since = time.time()
+        self._state, self._reason = state, reason
+
+    # -- udev -------------------------------------------------------------------------------
+
+    def _start_udev(self, udev: Any) -> None:
+        context = udev if udev is not True else v4l2.udev_context()
+        if context is None:
+            return
+        self._context = context
+        try:
+            self._udev = UdevWatch(context, self._on_udev)
+        except Exception as exc:  # no netlink (containers): fall back to polling
+            log.warning("no udev monitor (%s); looking for the camera every %.1f s",
+                        exc, self.settings.poll_s)
+
+    def _on_udev(self, action: str, device: v4l2.V4l2Device) -> None:
+        """On the udev thread: note the event and wake the reader; it does the work."""
+        with self._cond:
+            current = self._device
+            is_open = self._inner is not None
+            if action == "remove" and is_open and (
+                self._target in (device.devnode, *device.links)
+                or (current is not None and device.sys_path == current.sys_path)
+            ):
+                self._removed = True
+                self._cond.notify_all()
+            elif action in ("add", "change") and not is_open and self.identity is not None and (
+                v4l2.matches(self.identity, device)
+            ):
+                self._backoff.reset()
+                self._wake = True
+                self._cond.notify_all()
