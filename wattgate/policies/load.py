@@ -1,0 +1,120 @@
+"""Load feedback: move the active ceilings up when work queues up, down when it fits easily.
+
+While active, the profile gives a floor and a ceiling for the CPU and NPU frequencies
+(e.g. 0 % .. 100 %). Where inside that range the ceiling sits is the *level*, 0..1. The
+controller raises the level fast and lowers it slowly, like the kernel's conservative
+governor (Documentation/admin-guide/pm/cpufreq.rst: ``up_threshold`` 80,
+``down_threshold`` 20, ``freq_step`` 5 %, ``sampling_down_factor``), but on signals the
+kernel cannot see:
+
+* backlog: frames the inference thread never got to (stale drops in the newest-frame
+  slot) mean the model is too slow for the frame rate - go to the top at once;
+* duty: inference time over wall time, i.e. how much of each frame interval the model
+  takes (30 ms inferences at 15 fps is a duty of 0.45);
+* CPU: utilisation of the busiest CPU (psutil, passed in as a number), because capture,
+  gating and pre/post-processing run on the CPU.
+
+pressure = max(duty, cpu). Above UP (0.8): level += STEP_UP. Below DOWN (0.5) for HOLD
+ticks in a row: level -= STEP_DOWN. In between: hold. DOWN is well above conservative's
+20 % because lowering the clock raises the duty itself (the same inference takes longer
+at a lower clock): the gap between DOWN and UP keeps one step down from crossing UP.
+
+Entering the active state starts at level 1: the clocks are raised when the gate fires
+and come down only once a few quiet seconds show they are not needed. Pure: samples in,
+level out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+UP = 0.8
+DOWN = 0.5
+STEP_UP = 0.5
+STEP_DOWN = 0.125
+HOLD = 2  # quiet ticks (seconds) before each step down
+
+
+@dataclass(frozen=True)
+class LoadSample:
+    """Cumulative pipeline counters at one moment (the daemon's Counters), plus CPU use."""
+
+    at: float  # monotonic seconds
+    inferred: int = 0
+    stale: int = 0  # frames replaced in the slot before the model took them
+    infer_ms_total: float = 0.0
+    cpu_percent: Optional[float] = None  # busiest CPU over the last interval, 0..100
+
+    @classmethod
+    def from_pipeline(
+        cls, at: float, status: dict[str, object], cpu_percent: Optional[float] = None
+    ) -> LoadSample:
+        """From ``Pipeline.status()``: frames, inferred, stale_dropped, mean_infer_ms."""
+        inferred = _int(status.get("inferred"))
+        mean = status.get("mean_infer_ms")
+        mean_ms = float(mean) if isinstance(mean, (int, float)) else 0.0
+        return cls(at, inferred, _int(status.get("stale_dropped")), mean_ms * inferred,
+                   cpu_percent)
+
+
+def _int(value: object) -> int:
+    return int(value) if isinstance(value, (int, float)) else 0
+
+
+@dataclass(frozen=True)
+class Pressure:
+    duty: float
+    cpu: float
+    backlog: int
+
+    @property
+    def value(self) -> float:
+        return max(self.duty, self.cpu)
+
+
+def pressure(prev: LoadSample, cur: LoadSample) -> Optional[Pressure]:
+    """Load between two samples; None when no time passed or counters went backwards
+    (a new pipeline after a reload restarts them)."""
+    dt = cur.at - prev.at
+    if dt <= 0 or cur.inferred < prev.inferred or cur.stale < prev.stale:
+        return None
+    busy_s = max(0.0, cur.infer_ms_total - prev.infer_ms_total) / 1000.0
+    cpu = (cur.cpu_percent or 0.0) / 100.0
+    return Pressure(min(1.0, busy_s / dt), min(1.0, cpu), cur.stale - prev.stale)
+
+
+class LoadController:
+    """The level (0..1) of the active ceilings inside the profile's range."""
+
+    def __init__(self) -> None:
+        self.level = 1.0
+        self.last: Optional[Pressure] = None
+        self._quiet = 0
+        self._prev: Optional[LoadSample] = None
+
+    def reset(self, level: float = 1.0) -> None:
+        """Entering the active state: start high, forget the quiet streak."""
+        self.level = level
+        self._quiet = 0
+
+    def update(self, sample: LoadSample) -> float:
+        """Feed the sample taken at this tick; returns the new level."""
+        prev, self._prev = self._prev, sample
+        if prev is None:
+            return self.level
+        p = pressure(prev, sample)
+        self.last = p
+        if p is None:
+            return self.level
+        if p.backlog > 0 or p.value > UP:
+            self.level = min(1.0, self.level + STEP_UP) if p.backlog == 0 else 1.0
+            self._quiet = 0
+        elif p.value < DOWN:
+            self._quiet += 1
+            if self._quiet >= HOLD:
+                self.level = max(0.0, self.level - STEP_DOWN)
+                self._quiet = 0
+        else:
+            self._quiet = 0
+        return self.level

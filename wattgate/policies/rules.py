@@ -1,0 +1,206 @@
+"""Rules: which profile applies now, and why.
+
+In order of precedence:
+
+1. a client's pin (``wattgate profile NAME``) until it is released;
+2. the first [[rules]] entry whose conditions all hold;
+3. ``power.profile``.
+
+Conditions: running on battery or on mains, battery capacity below N %, a thermal zone
+above a temperature, ambient light below or above a level. Temperature and light latch
+with hysteresis, so a zone hovering at its trip does not flip the profile every second
+(the kernel's trip points carry a hysteresis for the same reason:
+``trip_point_K_hyst``, Documentation/driver-api/thermal/sysfs-api.rst). Every rule's
+latches are updated on every evaluation, also those of rules below the one that wins, so a
+rule's state never depends on which rules come before it.
+
+Pure: readings in, a decision out; the caller reads sysfs and owns the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from wattgate.config import RuleConfig
+
+BATTERY_HYSTERESIS = 2.0  # percent: capacity readings step by 1 % and jitter back and forth
+Source = Literal["default", "rule", "pin"]
+
+
+@dataclass(frozen=True)
+class Readings:
+    """What the rules look at; None where the machine cannot tell."""
+
+    on_battery: Optional[bool] = None
+    battery_percent: Optional[float] = None
+    temps_c: Mapping[str, float] = field(default_factory=dict)  # zone type -> °C
+    lux: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    profile: str
+    reason: str
+    source: Source
+    rule: Optional[int] = None  # index into [[rules]] when source == "rule"
+    model_variant: Optional[str] = None  # a rule's variant, overriding the profile's
+    pinned_by: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Latch:
+    """A latched condition that changed state (a thermal or light event)."""
+
+    rule: int
+    kind: Literal["thermal", "light", "battery"]
+    held: bool
+    detail: str
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+class RuleEngine:
+    def __init__(
+        self, rules: Sequence[RuleConfig], default: str, known: Collection[str]
+    ) -> None:
+        self.rules = list(rules)
+        self.default = default
+        self.known = frozenset(known)
+        self.pinned: Optional[str] = None
+        self.pinned_by: Optional[str] = None
+        # per rule: latched thermal / light / battery conditions
+        self._hot = [False] * len(self.rules)
+        self._light = [False] * len(self.rules)
+        self._low = [False] * len(self.rules)
+
+    # -- pin -----------------------------------------------------------------------------
+
+    def pin(self, name: Optional[str], who: str) -> None:
+        """Pin ``name`` for client ``who``; None releases. KeyError for an unknown name."""
+        if name is not None and name not in self.known:
+            raise KeyError(f"unknown profile {name!r}; known: {', '.join(sorted(self.known))}")
+        self.pinned = name
+        self.pinned_by = who if name is not None else None
+
+    # -- conditions ----------------------------------------------------------------------
+
+    def _thermal(self, i: int, rule: RuleConfig, temps: Mapping[str, float]) -> Optional[str]:
+        """The zone and temperature that hold the rule, or None (updates the latch)."""
+        assert rule.temp_above_c is not None
+        if rule.zone is not None:
+            candidates = {rule.zone: temps[rule.zone]} if rule.zone in temps else {}
+        else:
+            candidates = dict(temps)
+        if not candidates:  # no reading: a held rule stays held until a zone reads cool
+            return "temperature unknown (held)" if self._hot[i] else None
+        zone, temp = max(candidates.items(), key=lambda kv: kv[1])
+        if self._hot[i]:
+            self._hot[i] = temp > rule.temp_above_c - rule.hysteresis_c
+        else:
+            self._hot[i] = temp > rule.temp_above_c
+        if not self._hot[i]:
+            return None
+        return f"{zone} {_fmt(temp)} °C above {_fmt(rule.temp_above_c)} °C"
+
+    def _light_holds(self, i: int, rule: RuleConfig, lux: Optional[float]) -> Optional[str]:
+        if lux is None:
+            return "light unknown (held)" if self._light[i] else None
+        hyst = rule.hysteresis_lux
+        held = self._light[i]
+        ok = True
+        parts = []
+        if rule.lux_below is not None:
+            limit = rule.lux_below + hyst if held else rule.lux_below
+            ok = ok and lux < limit
+            parts.append(f"below {_fmt(rule.lux_below)} lx")
+        if rule.lux_above is not None:
+            limit = rule.lux_above - hyst if held else rule.lux_above
+            ok = ok and lux > limit
+            parts.append(f"above {_fmt(rule.lux_above)} lx")
+        self._light[i] = ok
+        return f"light {_fmt(lux)} lx {' and '.join(parts)}" if ok else None
+
+    def _battery_low(self, i: int, rule: RuleConfig, percent: Optional[float]) -> Optional[str]:
+        assert rule.battery_below is not None
+        if percent is None:
+            self._low[i] = False
+            return None
+        limit = rule.battery_below + BATTERY_HYSTERESIS if self._low[i] else rule.battery_below
+        self._low[i] = percent < limit
+        if not self._low[i]:
+            return None
+        return f"battery {_fmt(percent)} % below {_fmt(rule.battery_below)} %"
+
+    def _holds(self, i: int, rule: RuleConfig, r: Readings) -> tuple[bool, str]:
+        """Whether every condition of rule i holds, and the reason text; updates latches."""
+        reasons: list[str] = []
+        ok = True
+        # Latched conditions first, all of them, so their state is kept up to date.
+        if rule.temp_above_c is not None:
+            text = self._thermal(i, rule, r.temps_c)
+            ok = ok and text is not None
+            reasons.append(text or "")
+        if rule.lux_below is not None or rule.lux_above is not None:
+            text = self._light_holds(i, rule, r.lux)
+            ok = ok and text is not None
+            reasons.append(text or "")
+        if rule.battery_below is not None:
+            text = self._battery_low(i, rule, r.battery_percent)
+            ok = ok and text is not None
+            reasons.append(text or "")
+        if rule.on_battery is not None:
+            ok = ok and r.on_battery is not None and r.on_battery == rule.on_battery
+            reasons.append("on battery" if rule.on_battery else "on mains")
+        reason = rule.name or " and ".join(t for t in reasons if t)
+        return ok, reason
+
+    # -- decision ------------------------------------------------------------------------
+
+    def evaluate(self, readings: Readings) -> tuple[Decision, list[Latch]]:
+        """The profile to use now, plus the latched conditions that changed."""
+        before = (list(self._hot), list(self._light), list(self._low))
+        winner: Optional[Decision] = None
+        for i, rule in enumerate(self.rules):
+            ok, reason = self._holds(i, rule, readings)
+            if ok and winner is None:
+                winner = Decision(
+                    profile=rule.profile if rule.profile is not None else self.default,
+                    reason=reason,
+                    source="rule",
+                    rule=i,
+                    model_variant=rule.model_variant,
+                )
+        changes = self._changes(before, readings)
+        if self.pinned is not None:
+            return Decision(
+                self.pinned, f"pinned by {self.pinned_by}", "pin", pinned_by=self.pinned_by
+            ), changes
+        if winner is not None:
+            return winner, changes
+        return Decision(self.default, "default (power.profile)", "default"), changes
+
+    def _changes(
+        self, before: tuple[list[bool], list[bool], list[bool]], readings: Readings
+    ) -> list[Latch]:
+        changes: list[Latch] = []
+        hot, light, low = before
+        for i, rule in enumerate(self.rules):
+            if hot[i] != self._hot[i]:
+                zone = rule.zone or "any zone"
+                temps = readings.temps_c
+                now = temps.get(rule.zone) if rule.zone else max(temps.values(), default=None)
+                detail = f"{zone} {_fmt(now)} °C" if now is not None else zone
+                changes.append(Latch(i, "thermal", self._hot[i], detail))
+            if light[i] != self._light[i]:
+                lux = readings.lux
+                text = "unknown" if lux is None else f"{_fmt(lux)} lx"
+                changes.append(Latch(i, "light", self._light[i], text))
+            if low[i] != self._low[i]:
+                pct = readings.battery_percent
+                text = "unknown" if pct is None else f"{_fmt(pct)} %"
+                changes.append(Latch(i, "battery", self._low[i], text))
+        return changes

@@ -1,0 +1,222 @@
+"""The complete target state the policy asks of the board, and its diff against the last.
+
+``build(settings, caps, level)`` turns one activity state's resolved settings into
+attribute -> value for this board: governors picked from fallback lists, percentages
+turned into kHz/Hz of each device's range and snapped to the frequencies its driver
+lists, floors never above ceilings. ``BoardCaps`` is what discovery found (plain data,
+filled by the daemon from the drivers), so this stays pure and testable against any
+board fixture.
+
+Attributes are paths relative to the sysfs root, the same names the journal and the
+drivers use. A knob the settings leave unset is absent from the target; ``complete``
+fills it with the original value, so leaving a profile undoes what it set. The daemon
+writes only ``diff(applied, wanted)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from wattgate.policies.profiles import Settings, absolute
+
+
+@dataclass(frozen=True)
+class CpuCaps:
+    name: str  # policy0
+    path: str  # devices/system/cpu/cpufreq/policy0
+    governors: tuple[str, ...] = ()
+    has_governor: bool = True
+    min_khz: Optional[int] = None  # cpuinfo_min_freq
+    max_khz: Optional[int] = None  # cpuinfo_max_freq
+    frequencies: tuple[int, ...] = ()  # scaling_available_frequencies, ascending
+    has_min: bool = True
+    has_max: bool = True
+    has_epp: bool = False
+    epp_choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DevfreqCaps:
+    name: str  # fdab0000.npu
+    path: str  # class/devfreq/fdab0000.npu
+    governors: tuple[str, ...] = ()
+    has_governor: bool = True
+    frequencies: tuple[int, ...] = ()  # Hz, ascending
+    min_hz: Optional[int] = None  # lowest OPP (or min_freq when no table)
+    max_hz: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class BoardCaps:
+    cpus: tuple[CpuCaps, ...] = ()
+    npu: Optional[DevfreqCaps] = None
+    npu_pm: tuple[str, ...] = ()  # device dirs whose power/control follows npu_runtime_pm
+    npu_autosuspend: tuple[str, ...] = ()  # those with power/autosuspend_delay_ms
+    gpu: Optional[DevfreqCaps] = None
+    gpu_railgate: Optional[str] = None  # device dir with railgate_enable (Jetson)
+    galcore_govern: Optional[str] = None  # the galcore gpu_govern attribute (i.MX8M)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    capture_fps: Optional[float] = None
+    max_infer_fps: Optional[float] = None
+    model_variant: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Target:
+    knobs: Mapping[str, str] = field(default_factory=dict)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    notes: tuple[str, ...] = ()  # settings this board cannot honour, for the log
+
+
+def snap(value: int, table: Sequence[int], lo: Optional[int], hi: Optional[int], *,
+         upward: bool) -> int:
+    """Clamp to lo..hi and snap to a listed frequency: floors round up, ceilings down
+    (the drivers' rule: never above what was asked for a ceiling)."""
+    if lo is not None:
+        value = max(lo, value)
+    if hi is not None:
+        value = min(hi, value)
+    if not table:
+        return value
+    if upward:
+        return next((f for f in table if f >= value), table[-1])
+    return next((f for f in reversed(table) if f <= value), table[0])
+
+
+def _range(
+    floor_setting: Optional[Union[int, str]],
+    ceiling_setting: Optional[Union[int, str]],
+    table: Sequence[int],
+    lo: Optional[int],
+    hi: Optional[int],
+    level: Optional[float],
+) -> tuple[Optional[int], Optional[int]]:
+    """Floor and ceiling for one device; ``level`` (0..1) slides the ceiling down toward
+    the floor (load feedback, policies/load.py)."""
+    if lo is None or hi is None:
+        return None, None
+    floor = (
+        snap(absolute(floor_setting, lo, hi), table, lo, hi, upward=True)
+        if floor_setting is not None
+        else None
+    )
+    ceiling = (
+        snap(absolute(ceiling_setting, lo, hi), table, lo, hi, upward=False)
+        if ceiling_setting is not None
+        else None
+    )
+    if ceiling is not None and level is not None:
+        base = floor if floor is not None else lo
+        slid = base + max(0.0, min(1.0, level)) * (ceiling - base)
+        ceiling = max(base, snap(round(slid), table, lo, hi, upward=False))
+    if floor is not None and ceiling is not None and floor > ceiling:
+        floor = ceiling
+    return floor, ceiling
+
+
+def _pick(wanted: Sequence[str], offered: Sequence[str]) -> Optional[str]:
+    """First of ``wanted`` that is offered (tuned's "a|b" fallback); any if none listed."""
+    if not offered:
+        return wanted[0] if wanted else None
+    return next((g for g in wanted if g in offered), None)
+
+
+def _devfreq(
+    knobs: dict[str, str],
+    notes: list[str],
+    dev: DevfreqCaps,
+    governor: Sequence[str],
+    floor_setting: Optional[Union[int, str]],
+    ceiling_setting: Optional[Union[int, str]],
+    level: Optional[float],
+) -> None:
+    if governor and dev.has_governor:
+        chosen = _pick(governor, dev.governors)
+        if chosen is None:
+            notes.append(f"{dev.name}: none of governors {list(governor)} in {list(dev.governors)}")
+        else:
+            knobs[f"{dev.path}/governor"] = chosen
+    floor, ceiling = _range(
+        floor_setting, ceiling_setting, dev.frequencies, dev.min_hz, dev.max_hz, level
+    )
+    if floor is not None:
+        knobs[f"{dev.path}/min_freq"] = str(floor)
+    if ceiling is not None:
+        knobs[f"{dev.path}/max_freq"] = str(ceiling)
+
+
+def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None) -> Target:
+    """The knobs for ``settings`` on this board; ``level`` steers the active ceilings."""
+    s = settings
+    knobs: dict[str, str] = {}
+    notes: list[str] = []
+    if s.npu_runtime_pm is not None:  # the NPU first: waking it is what the frame waits on
+        for dev in caps.npu_pm:
+            knobs[f"{dev}/power/control"] = s.npu_runtime_pm
+    if s.npu_autosuspend_ms is not None:
+        for dev in caps.npu_autosuspend:
+            knobs[f"{dev}/power/autosuspend_delay_ms"] = str(s.npu_autosuspend_ms)
+    if caps.npu is not None:
+        _devfreq(knobs, notes, caps.npu, s.npu_governor, s.npu_min_hz, s.npu_max_hz, level)
+    for cpu in caps.cpus:
+        chosen = None
+        if s.cpu_governor and cpu.has_governor:
+            chosen = _pick(s.cpu_governor, cpu.governors)
+            if chosen is None:
+                notes.append(
+                    f"{cpu.name}: none of governors {list(s.cpu_governor)} in {list(cpu.governors)}"
+                )
+            else:
+                knobs[f"{cpu.path}/scaling_governor"] = chosen
+        floor, ceiling = _range(
+            s.cpu_min_khz, s.cpu_max_khz, cpu.frequencies, cpu.min_khz, cpu.max_khz, level
+        )
+        if floor is not None and cpu.has_min:
+            knobs[f"{cpu.path}/scaling_min_freq"] = str(floor)
+        if ceiling is not None and cpu.has_max:
+            knobs[f"{cpu.path}/scaling_max_freq"] = str(ceiling)
+        if s.cpu_epp is not None and cpu.has_epp:
+            if cpu.epp_choices and s.cpu_epp not in cpu.epp_choices:
+                notes.append(f"{cpu.name}: EPP {s.cpu_epp!r} not in {list(cpu.epp_choices)}")
+            elif chosen == "performance" and s.cpu_epp != "performance":
+                # intel_pstate answers EBUSY to any other EPP under the performance governor
+                notes.append(f"{cpu.name}: EPP {s.cpu_epp!r} needs a governor other than "
+                             "performance")
+            else:
+                knobs[f"{cpu.path}/energy_performance_preference"] = s.cpu_epp
+    if caps.gpu is not None:
+        _devfreq(knobs, notes, caps.gpu, s.gpu_governor, None, s.gpu_max_hz, None)
+    if s.gpu_railgate is not None and caps.gpu_railgate is not None:
+        knobs[f"{caps.gpu_railgate}/railgate_enable"] = "1" if s.gpu_railgate else "0"
+    if s.gpu_govern is not None and caps.galcore_govern is not None:
+        knobs[caps.galcore_govern] = s.gpu_govern
+    pipeline = PipelineSettings(s.capture_fps, s.max_infer_fps, s.model_variant or None)
+    return Target(knobs, pipeline, tuple(notes))
+
+
+def complete(
+    knobs: Mapping[str, str], baseline: Mapping[str, str], driven: Iterable[str]
+) -> dict[str, str]:
+    """Every driven knob with a value: the target's, else the original from ``baseline``.
+
+    Knobs with no known original (it could not be read) are left out rather than guessed.
+    """
+    out: dict[str, str] = {}
+    for key in driven:
+        if key in knobs:
+            out[key] = knobs[key]
+        elif key in baseline:
+            out[key] = baseline[key]
+    for key, value in knobs.items():
+        out.setdefault(key, value)
+    return out
+
+
+def diff(applied: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str]:
+    """The knobs whose wanted value differs from the last applied one, in wanted's order."""
+    return {k: v for k, v in wanted.items() if applied.get(k) != v}
