@@ -1,0 +1,780 @@
+"""The power controller: observations in, the policy's target out, only the diff written.
+
+Owns the sysfs access for ``power.sysfs_root``: a Sysfs, the SysfsJournal in
+``power.journal_dir`` and the JournaledWriter every write goes through. At start it
+restores what a crashed run left changed, discovers the board (cpufreq policies, the NPU
+and GPU, runtime-PM devices), reads the original value of every knob any profile may
+drive, and applies the idle settings of the profile the rules pick. On stop it writes
+every original back.
+
+Who calls what (the daemon does the wiring):
+
+* capture thread, every frame: ``on_frame(now)`` (capture fps of the profile) and
+  ``on_gate(verdict, now)`` right after the gate, before the frame is queued for the
+  model. A trigger that wakes the activity state writes the active settings there and
+  then, so the NPU is powered and clocked up before the first inference. Otherwise it is
+  a few comparisons under an uncontended lock.
+* event loop, once a second: ``tick(now, load)`` reads temperatures, supplies, light and
+  meters, runs the rules, the activity timeout and the load feedback, applies the diff,
+  integrates energy, and returns events for the daemon to number and publish.
+* protocol: ``pin``, ``status``, ``profile_status``, ``power_message``.
+
+A knob whose write fails (a typed SysfsError) is logged with KNOB/VALUE fields, shown in
+the status, and retried only when its wanted value changes; the other knobs carry on.
+Without a usable journal directory nothing is written at all: no write without a way
+back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, Optional
+
+from wattgate.boards import BOARDS, energy_model
+from wattgate.config import Config
+from wattgate.daemon.logs import MessageId, event
+from wattgate.daemon.rollback import JournaledWriter, SysfsJournal
+from wattgate.drivers import cpufreq, devfreq, runtime_pm, vendor
+from wattgate.drivers.accel import find_accelerators
+from wattgate.drivers.iio import discover_sensors
+from wattgate.drivers.meters import average_watts, discover_energy, discover_meters
+from wattgate.drivers.supply import discover_supplies, on_battery
+from wattgate.drivers.sysfs import AttributeIO, Sysfs, SysfsError
+from wattgate.drivers.thermal import discover_zones
+from wattgate.policies.activity import ActivityMachine, Transition
+from wattgate.policies.energy import (
+    BoardPower,
+    CpuLoad,
+    DeviceLoad,
+    EnergyMeter,
+    PowerState,
+    Watts,
+    board_power,
+    estimate,
+)
+from wattgate.policies.load import LoadController, LoadSample
+from wattgate.policies.profiles import STATES, ResolvedProfile, resolve_all
+from wattgate.policies.rules import Decision, Latch, Readings, RuleEngine
+from wattgate.policies.target import (
+    BoardCaps,
+    CpuCaps,
+    DevfreqCaps,
+    PipelineSettings,
+    Target,
+    build,
+    complete,
+    diff,
+)
+
+log = logging.getLogger("wattgate.power")
+
+Event = dict[str, Any]
+EPS = 1e-6
+# Device-tree compatible strings -> energy-model boards (firmware/devicetree/base/compatible).
+COMPATIBLE = {
+    "rockchip,rk3588": "rk3588",
+    "rockchip,rk3588s": "rk3588",
+    "nvidia,tegra234": "jetson-orin-nano",
+    "brcm,bcm2712": "rpi5",
+    "fsl,imx8mp": "imx8mp",
+}
+
+
+class _Inputs:
+    """One tick's readings, gathered outside the lock (sysfs reads can be slow)."""
+
+    def __init__(self) -> None:
+        self.readings = Readings()
+        self.temps: dict[str, float] = {}
+        self.battery: Optional[dict[str, Any]] = None
+        self.meter_w: Optional[float] = None
+        self.meter_source: Optional[str] = None
+        self.cpu_khz: dict[str, Optional[int]] = {}
+        self.cpu_busy: dict[str, float] = {}
+        self.npu_hz: Optional[int] = None
+        self.npu_status: Optional[str] = None
+
+
+class PowerController:
+    def __init__(self, cfg: Config, *, io: Optional[AttributeIO] = None) -> None:
+        self.cfg = cfg
+        self.fs = Sysfs(cfg.power.sysfs_root, io)
+        self.profiles: dict[str, ResolvedProfile] = resolve_all(cfg)
+        self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
+        self.decision = Decision(cfg.power.profile, "start", "default")
+        self.profile = self.profiles[cfg.power.profile]
+        self.activity = ActivityMachine(self.profile.cooldown_s, self.profile.wake_on)
+        self.load = LoadController()
+        self.journal: Optional[SysfsJournal] = None
+        self.writer: Optional[JournaledWriter] = None
+        self.writes = False
+        self.caps = BoardCaps()
+        self._policies: dict[str, cpufreq.CpuPolicy] = {}
+        self._devfreq: dict[str, devfreq.DevfreqDevice] = {}
+        self.baseline: dict[str, str] = {}
+        self.driven: list[str] = []
+        self.applied: dict[str, str] = {}
+        self.wanted: dict[str, str] = {}
+        self.failed: dict[str, str] = {}
+        self.notes: tuple[str, ...] = ()
+        self.pipeline = PipelineSettings()
+        self.model_variant: Optional[str] = None
+        self.energy_model: Optional[BoardPower] = None
+        self.estimated = EnergyMeter()
+        self.measured = EnergyMeter()
+        self.last_estimate: Optional[Watts] = None
+        self.last_measured: Optional[float] = None
+        self.meter_source: Optional[str] = None
+        self.temps: dict[str, float] = {}
+        self.battery: Optional[dict[str, Any]] = None
+        self.lux: Optional[float] = None
+        self._lock = threading.RLock()
+        self._pending: list[Event] = []
+        self._last_tick: Optional[float] = None
+        self._last_admit = -math.inf
+        self._last_frame = -math.inf
+        self._rapl: Optional[tuple[int, float, Optional[int]]] = None
+        self._cpu_prev: Optional[Any] = None
+        self._started = False
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self, now: float) -> list[Event]:
+        """Restore a crashed run's changes, discover the board, apply the idle settings."""
+        with self._lock:
+            if self.cfg.power.enabled:
+                self._open_journal()
+            self._discover()
+            self.energy_model = self._energy_model()
+            self._started = True
+        inputs = self._read_inputs(now, None)
+        with self._lock:
+            decision, latches = self.rules.evaluate(inputs.readings)
+            self._take_inputs(inputs)
+            events = self._latch_events(latches)
+            events.append(self._switch(decision, now, initial=True))
+            self._apply_state()
+            self._last_tick = now
+            return events + self._drain()
+
+    def stop(self) -> None:
+        """Write every original value back (normal exit, SIGTERM, SIGINT)."""
+        with self._lock:
+            if self.journal is not None:
+                report = self.journal.restore()
+                if report.restored or report.failed:
+                    log.info(
+                        "restored %d sysfs attribute(s), %d failed",
+                        len(report.restored), len(report.failed),
+                        extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
+                                    failed=len(report.failed) or None),
+                    )
+            self.applied.clear()
+            self.writes = False
+            self._started = False
+
+    def _open_journal(self) -> None:
+        directory = self.cfg.power.journal_dir
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError(f"{directory} is not writable")
+            self.journal = SysfsJournal(directory, self.fs)
+            report = self.journal.restore_pending()
+        except OSError as exc:
+            log.error(
+                "power.journal_dir %s unusable (%s): power settings will not be written",
+                directory, exc, extra=event(MessageId.KNOB_FAILED, knob="power.journal_dir"),
+            )
+            self.journal = None
+            return
+        if report.restored or report.failed:
+            log.warning(
+                "restored %d sysfs attribute(s) left changed by a previous run",
+                len(report.restored),
+                extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
+                            failed=len(report.failed) or None),
+            )
+        self.writer = JournaledWriter(self.journal)
+        self.writes = True
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def _discover(self) -> None:
+        fs, power = self.fs, self.cfg.power
+        policies = cpufreq.discover_policies(fs)
+        self._policies = {p.path: p for p in policies}
+        cpus = tuple(
+            CpuCaps(
+                name=p.name,
+                path=p.path,
+                governors=p.governors,
+                has_governor=p.governor is not None,
+                min_khz=p.cpuinfo_min_khz,
+                max_khz=p.cpuinfo_max_khz,
+                frequencies=p.frequencies_khz,
+                has_min=p.min_khz is not None,
+                has_max=p.max_khz is not None,
+                has_epp=p.epp is not None,
+                epp_choices=p.epp_choices,
+            )
+            for p in policies
+        )
+        accels = find_accelerators(fs, npu=power.npu, gpu=power.gpu)
+        npu = next((a for a in accels if a.kind == "npu"), None)
+        gpu = next((a for a in accels if a.kind == "gpu"), None)
+        pm_devices = [npu.device] if npu is not None else []
+        pm_devices += [d.strip("/") for d in power.runtime_pm_devices]
+        pm = tuple(d for d in dict.fromkeys(pm_devices) if fs.exists(f"{d}/power/control"))
+        autosuspend = tuple(d for d in pm if fs.exists(f"{d}/power/autosuspend_delay_ms"))
+        railgate = gpu.device if gpu and fs.exists(f"{gpu.device}/railgate_enable") else None
+        self.caps = BoardCaps(
+            cpus=cpus,
+            npu=self._devfreq_caps(npu.devfreq if npu else None),
+            npu_pm=pm,
+            npu_autosuspend=autosuspend,
+            gpu=self._devfreq_caps(gpu.devfreq if gpu else None),
+            gpu_railgate=railgate,
+            galcore_govern=vendor.GALCORE_GOVERN if vendor.read_gpu_govern(fs) else None,
+        )
+        self.npu_device = npu.device if npu is not None else None
+        self._collect_driven()
+
+    def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:
+        if name is None:
+            return None
+        try:
+            dev = devfreq.read_devfreq(self.fs, name)
+        except SysfsError:
+            return None
+        self._devfreq[dev.path] = dev
+        table = dev.frequencies_hz
+        return DevfreqCaps(
+            name=dev.name,
+            path=dev.path,
+            governors=dev.governors,
+            has_governor=dev.governor is not None,
+            frequencies=table,
+            min_hz=table[0] if table else dev.min_hz,
+            max_hz=table[-1] if table else dev.max_hz,
+        )
+
+    def _collect_driven(self) -> None:
+        """Every knob any profile may set, with its original value, read before any write."""
+        driven: dict[str, None] = {}
+        for profile in self.profiles.values():
+            for state in STATES:
+                for level in (0.0, 1.0):
+                    driven.update(dict.fromkeys(build(profile.settings(state), self.caps, level)
+                                                .knobs))
+        self.driven = list(driven)
+        self.baseline = {}
+        for key in self.driven:
+            value = self._read_knob(key)
+            if value is not None:
+                self.baseline[key] = value
+
+    def _read_knob(self, key: str) -> Optional[str]:
+        if key == vendor.GALCORE_GOVERN:
+            state = vendor.read_gpu_govern(self.fs)
+            return state.current if state else None
+        return self.fs.read_opt(key)
+
+    def _energy_model(self) -> Optional[BoardPower]:
+        name = self.cfg.power.board or self._detect_board()
+        if name is None or name not in BOARDS:
+            return None
+        model = board_power(name, energy_model(name))
+        return model if (model.clusters or model.npu) else None
+
+    def _detect_board(self) -> Optional[str]:
+        text = self.fs.read_opt("firmware/devicetree/base/compatible") or ""
+        for entry in text.replace("\x00", " ").split():
+            if entry in COMPATIBLE:
+                return COMPATIBLE[entry]
+        return None
+
+    # -- capture thread ----------------------------------------------------------------------
+
+    def on_frame(self, now: float) -> bool:
+        """Whether the capture thread should look at this frame (the profile's capture_fps).
+
+        Lock-free: two floats, read and written by the capture thread only.
+        """
+        fps = self.pipeline.capture_fps
+        if fps is None or now - self._last_frame >= 1.0 / fps - EPS:
+            self._last_frame = now
+            return True
+        return False
+
+    def on_gate(self, verdict: Any, now: float) -> bool:
+        """The gate's verdict on one frame; True when the frame may go to the model.
+
+        Called before the frame is queued: a trigger that wakes the NPU writes the active
+        settings here, so the first inference already runs at the raised clocks.
+        """
+        snap = getattr(verdict, "reason", "") == "snap"
+        with self._lock:
+            if getattr(verdict, "motion", False):
+                change = self.activity.trigger("motion", now)
+            elif snap:
+                change = self.activity.trigger("snap", now)
+            else:
+                change = self.activity.quiet(now)
+            if change is not None:
+                self._on_transition(change)
+            if not getattr(verdict, "infer", False):
+                return False
+            if snap:
+                self._last_admit = now
+                return True
+            cap = self.pipeline.max_infer_fps
+            onset = change is not None and change.before == "idle"
+            if (cap is not None and not onset
+                    and (cap <= 0 or now - self._last_admit < 1.0 / cap - EPS)):
+                return False
+            self._last_admit = now
+            return True
+
+    def on_snap(self, now: float) -> None:
+        """A client asked for a snap: wake now, ahead of the frame that will answer it."""
+        with self._lock:
+            change = self.activity.trigger("snap", now)
+            if change is not None:
+                self._on_transition(change)
+
+    def _on_transition(self, change: Transition) -> None:
+        self._pending.append(
+            {"kind": "activity", "state": change.after, "previous": change.before,
+             "reason": change.reason}
+        )
+        if change.settings_changed:
+            if change.after != "idle":
+                self.load.reset(1.0)
+            self._apply_state()
+
+    # -- event loop --------------------------------------------------------------------------
+
+    def tick(self, now: float, load: Optional[LoadSample] = None) -> list[Event]:
+        """Once a second: readings, rules, cooldown, load feedback, diff, energy; events."""
+        if not self._started:
+            return []
+        inputs = self._read_inputs(now, load)
+        with self._lock:
+            decision, latches = self.rules.evaluate(inputs.readings)
+            self._take_inputs(inputs)
+            events = self._drain() + self._latch_events(latches)
+            if (decision.profile, decision.model_variant) != (
+                self.decision.profile, self.decision.model_variant
+            ):
+                events.append(self._switch(decision, now))
+            else:
+                self.decision = decision  # same profile, maybe a new reason (pin by another)
+            change = self.activity.tick(now)
+            if change is not None:
+                self._on_transition(change)
+            if load is not None:
+                self.load.update(load)
+            self._apply_state()
+            self._integrate(now, inputs, load)
+            return events + self._drain()
+
+    def pin(self, name: Optional[str], who: str) -> None:
+        """Pin a profile for a client (None releases); KeyError for an unknown name.
+
+        Applied at once; the profile_change event goes out with the next tick.
+        """
+        with self._lock:
+            self.rules.pin(name, who)
+            if name is not None:
+                decision = Decision(name, f"pinned by {who}", "pin", pinned_by=who)
+            else:
+                decision, _ = self.rules.evaluate(self._last_readings())
+            if decision.profile != self.decision.profile:
+                self._pending.append(self._switch(decision, self._last_tick or 0.0))
+            else:
+                self.decision = decision
+                self._pending.append(self._profile_event(decision, decision.profile))
+            self._apply_state()
+
+    def _last_readings(self) -> Readings:
+        battery = self.battery or {}
+        return Readings(battery.get("on_battery"), battery.get("percent"), dict(self.temps),
+                        self.lux)
+
+    def _switch(self, decision: Decision, now: float, initial: bool = False) -> Event:
+        previous = None if initial else self.decision.profile
+        self.decision = decision
+        self.profile = self.profiles[decision.profile]
+        self.activity.configure(self.profile.cooldown_s, self.profile.wake_on)
+        log.info(
+            "profile %s: %s", decision.profile, decision.reason,
+            extra=event(MessageId.PROFILE_CHANGED, profile=decision.profile,
+                        reason=decision.reason),
+        )
+        return self._profile_event(decision, previous)
+
+    @staticmethod
+    def _profile_event(decision: Decision, previous: Optional[str]) -> Event:
+        out: Event = {
+            "kind": "profile_change",
+            "profile": decision.profile,
+            "reason": decision.reason,
+            "source": decision.source,
+        }
+        if previous is not None:
+            out["previous"] = previous
+        if decision.model_variant is not None:
+            out["model_variant"] = decision.model_variant
+        return out
+
+    def _latch_events(self, latches: list[Latch]) -> list[Event]:
+        events = []
+        for latch in latches:
+            rule = self.cfg.rules[latch.rule]
+            events.append({
+                "kind": latch.kind,
+                "state": {"thermal": ("hot", "cool"), "light": ("held", "released"),
+                          "battery": ("low", "ok")}[latch.kind][0 if latch.held else 1],
+                "detail": latch.detail,
+                "rule": rule.name or latch.rule,
+            })
+            log.log(
+                logging.WARNING if latch.held and latch.kind == "thermal" else logging.INFO,
+                "%s rule %s %s: %s", latch.kind, rule.name or latch.rule,
+                "holds" if latch.held else "released", latch.detail,
+            )
+        return events
+
+    def _drain(self) -> list[Event]:
+        events, self._pending = self._pending, []
+        return events
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def target(self) -> Target:
+        """The policy's target for the current profile, activity state and load level."""
+        state = self.activity.settings_state
+        level = self.load.level if state == "active" else None
+        return build(self.profile.settings(state), self.caps, level)
+
+    def _apply_state(self) -> None:
+        target = self.target()
+        self.notes = target.notes
+        variant = self.decision.model_variant or target.pipeline.model_variant
+        if variant != self.model_variant:
+            self._pending.append({"kind": "model_variant", "variant": variant or "",
+                                  "reason": self.decision.reason if self.decision.model_variant
+                                  else f"profile {self.profile.name}"})
+            self.model_variant = variant
+        self.pipeline = target.pipeline
+        self.wanted = complete(target.knobs, self.baseline, self.driven)
+        if not self.writes or self.writer is None:
+            return
+        changes = diff(self.applied, self.wanted)
+        current = {**self.baseline, **self.applied}
+        for key in sorted(changes, key=lambda k: _order(k, changes[k], current)):
+            self._write(key, changes[key])
+
+    def _write(self, key: str, value: str) -> None:
+        writer = self.writer
+        assert writer is not None
+        try:
+            self._dispatch(writer, key, value)
+        except (SysfsError, OSError, ValueError) as exc:
+            errno_ = getattr(exc, "errno", None)
+            if self.failed.get(key) != str(exc):
+                log.warning(
+                    "cannot set %s to %s: %s", key, value, exc,
+                    extra=event(MessageId.KNOB_FAILED, knob=key, value=value, errno=errno_),
+                )
+                self._pending.append(
+                    {"kind": "knob_failed", "knob": key, "value": value, "error": str(exc)}
+                )
+            self.failed[key] = str(exc)
+        else:
+            self.failed.pop(key, None)
+        self.applied[key] = value  # a failed knob is retried when its wanted value changes
+
+    def _dispatch(self, w: JournaledWriter, key: str, value: str) -> None:
+        """Route one attribute to its driver (which checks, snaps and journals)."""
+        parent, _, name = key.rpartition("/")
+        if key == vendor.GALCORE_GOVERN:
+            vendor.set_gpu_govern(w, value)
+        elif name == "control" and parent.endswith("/power"):
+            runtime_pm.set_control(w, parent[: -len("/power")], value)
+        elif name == "autosuspend_delay_ms" and parent.endswith("/power"):
+            runtime_pm.set_autosuspend_delay(w, parent[: -len("/power")], int(value))
+        elif name == "railgate_enable":
+            vendor.set_railgate(w, parent, value == "1")
+        elif parent in self._policies:
+            policy = self._policies[parent]
+            if name == "scaling_governor":
+                cpufreq.set_governor(w, policy, [value])
+            elif name == "scaling_min_freq":
+                cpufreq.set_limits(w, policy, min_khz=int(value))
+            elif name == "scaling_max_freq":
+                cpufreq.set_limits(w, policy, max_khz=int(value))
+            elif name == "energy_performance_preference":
+                cpufreq.set_epp(w, policy, value)
+            else:
+                raise ValueError(f"no driver for {key}")
+        elif parent in self._devfreq:
+            dev = self._devfreq[parent]
+            if name == "governor":
+                devfreq.set_governor(w, dev, [value])
+            elif name == "min_freq":
+                devfreq.set_limits(w, dev, min_hz=int(value))
+            elif name == "max_freq":
+                devfreq.set_limits(w, dev, max_hz=int(value))
+            else:
+                raise ValueError(f"no driver for {key}")
+        else:
+            raise ValueError(f"no driver for {key}")
+
+    # -- readings and energy -----------------------------------------------------------------
+
+    def _read_inputs(self, now: float, load: Optional[LoadSample]) -> _Inputs:
+        fs = self.fs
+        inputs = _Inputs()
+        temps: dict[str, float] = {}
+        for zone in discover_zones(fs):
+            if zone.celsius is not None:
+                temps[zone.type or zone.name] = zone.celsius
+        supplies = discover_supplies(fs)
+        battery = next((s for s in supplies if s.is_battery), None)
+        discharging = on_battery(supplies)
+        lux = next((s.lux for s in discover_sensors(fs) if s.lux is not None), None)
+        inputs.temps = temps
+        inputs.readings = Readings(
+            discharging,
+            None if battery is None or battery.capacity_percent is None
+            else float(battery.capacity_percent),
+            temps,
+            lux,
+        )
+        if battery is not None:
+            inputs.battery = {
+                "name": battery.name, "percent": battery.capacity_percent,
+                "status": battery.status, "on_battery": discharging, "watts": battery.watts,
+            }
+        inputs.meter_w, inputs.meter_source = self._measure(now, battery, discharging)
+        for path, policy in self._policies.items():
+            inputs.cpu_khz[policy.name] = fs.read_int_opt(f"{path}/scaling_cur_freq")
+        inputs.cpu_busy = self._cpu_busy()
+        npu = self.caps.npu
+        if npu is not None:
+            inputs.npu_hz = fs.read_int_opt(f"{npu.path}/cur_freq")
+        if self.npu_device is not None:
+            inputs.npu_status = fs.read_opt(f"{self.npu_device}/power/runtime_status")
+        return inputs
+
+    def _measure(
+        self, now: float, battery: Any, discharging: Optional[bool]
+    ) -> tuple[Optional[float], Optional[str]]:
+        """Measured board watts: an input rail, else RAPL, else the discharging battery."""
+        rails = {r.label: r.watts for m in discover_meters(self.fs) for r in m.rails
+                 if r.watts is not None}
+        for label in ("VDD_IN", "VIN", "IN"):
+            if label in rails and rails[label] is not None:
+                return rails[label], f"hwmon {label}"
+        if rails:
+            return sum(w for w in rails.values() if w is not None), "hwmon rails"
+        zones = {z.name: z for z in discover_energy(self.fs)}
+        zone = zones.get("psys") or zones.get("package-0")
+        if zone is not None and zone.energy_uj is not None:
+            prev, self._rapl = self._rapl, (zone.energy_uj, now, zone.max_energy_range_uj)
+            if prev is not None:
+                watts = average_watts(prev[0], prev[1], zone.energy_uj, now, prev[2])
+                if watts is not None:
+                    return watts, f"RAPL {zone.name}"
+            return None, None
+        if discharging and battery is not None and battery.watts is not None:
+            return battery.watts, f"battery {battery.name}"
+        return None, None
+
+    def _cpu_busy(self) -> dict[str, float]:
+        """CPU-seconds per second per policy since the last call (psutil)."""
+        try:
+            import psutil
+
+            times = psutil.cpu_times(percpu=True)
+        except Exception:  # no /proc/stat (sandbox): no utilisation
+            return {}
+        prev, self._cpu_prev = self._cpu_prev, times
+        if prev is None or len(prev) != len(times):
+            return {}
+        busy_per_cpu = []
+        for a, b in zip(prev, times):
+            total = sum(b) - sum(a)
+            idle = (b.idle + getattr(b, "iowait", 0.0)) - (a.idle + getattr(a, "iowait", 0.0))
+            busy_per_cpu.append(0.0 if total <= 0 else max(0.0, 1.0 - idle / total))
+        out = {}
+        for policy in self._policies.values():
+            out[policy.name] = sum(busy_per_cpu[c] for c in policy.cpus if c < len(busy_per_cpu))
+        return out
+
+    def _take_inputs(self, inputs: _Inputs) -> None:
+        self.temps = inputs.temps
+        self.battery = inputs.battery
+        self.lux = inputs.readings.lux
+        self.last_measured = inputs.meter_w
+        self.meter_source = inputs.meter_source
+
+    def _integrate(self, now: float, inputs: _Inputs, load: Optional[LoadSample]) -> None:
+        last, self._last_tick = self._last_tick, now
+        dt = 0.0 if last is None else now - last
+        if inputs.meter_w is not None:
+            self.measured.add(Watts(static=inputs.meter_w), dt)
+        model = self.energy_model
+        if model is None:
+            return
+        duty = 0.0
+        pressure = self.load.last
+        if pressure is not None and self.cfg.model.delegate:
+            duty = pressure.duty  # the model runs on the accelerator only with a delegate
+        status = inputs.npu_status
+        powered = 1.0 if status in (None, "active", "resuming", "suspending") else duty
+        state = PowerState(
+            cpus={n: CpuLoad(inputs.cpu_khz.get(n), inputs.cpu_busy.get(n, 0.0))
+                  for n in model.clusters},
+            npu=DeviceLoad(inputs.npu_hz, duty, powered),
+        )
+        self.last_estimate = estimate(model, state)
+        self.estimated.add(self.last_estimate, dt)
+
+    # -- what clients see --------------------------------------------------------------------
+
+    def profile_status(self) -> dict[str, Any]:
+        with self._lock:
+            d = self.decision
+            out: dict[str, Any] = {
+                "name": d.profile,
+                "reason": d.reason,
+                "source": d.source,
+                "description": self.profile.description,
+                "activity": self.activity.state,
+                "available": sorted(self.profiles),
+            }
+            if d.pinned_by:
+                out["pinned_by"] = d.pinned_by
+            return out
+
+    def knob_status(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for key in self.driven:
+            entry: dict[str, Any] = {}
+            current = self._read_knob(key)
+            if current is not None:
+                entry["value"] = current
+            if key in self.wanted:
+                entry["target"] = self.wanted[key]
+            if key in self.baseline:
+                entry["original"] = self.baseline[key]
+            if key in self.failed:
+                entry["error"] = self.failed[key]
+            out[key] = entry
+        return out
+
+    def watts(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.last_measured is not None:
+            out.update(value=round(self.last_measured, 3), source="meter",
+                       meter=self.meter_source)
+        elif self.last_estimate is not None:
+            out.update(value=round(self.last_estimate.total, 3), source="estimate")
+        if self.last_estimate is not None:
+            out["estimate"] = self.last_estimate.to_dict()
+        if self.energy_model is not None:
+            out["model"] = self.energy_model.name
+        return out
+
+    def joules(self) -> dict[str, float]:
+        out = {}
+        if self.measured.seconds:
+            out["measured"] = round(self.measured.joules.total, 3)
+        if self.estimated.seconds:
+            out["estimated"] = round(self.estimated.joules.total, 3)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """The `power` part of the status reply; missing values are left out."""
+        with self._lock:
+            now = self._last_tick
+            activity: dict[str, Any] = {"state": self.activity.state,
+                                        "reason": self.activity.reason}
+            remaining = self.activity.remaining(now) if now is not None else None
+            if remaining is not None:
+                activity["idle_in_s"] = round(remaining, 3)
+            out: dict[str, Any] = {
+                "enabled": self.cfg.power.enabled,
+                "writes": self.writes,
+                "profile": self.profile_status(),
+                "activity": activity,
+                "knobs": self.knob_status(),
+                "temperatures": {k: round(v, 1) for k, v in self.temps.items()},
+                "watts": self.watts(),
+                "joules": self.joules(),
+                "pipeline": {k: v for k, v in (
+                    ("capture_fps", self.pipeline.capture_fps),
+                    ("max_infer_fps", self.pipeline.max_infer_fps),
+                    ("model_variant", self.model_variant),
+                ) if v is not None},
+            }
+            if self.activity.state != "idle":
+                out["load_level"] = round(self.load.level, 3)
+            if self.load.last is not None:
+                p = self.load.last
+                out["load"] = {"duty": round(p.duty, 3), "cpu": round(p.cpu, 3),
+                               "backlog": p.backlog}
+            if self.battery is not None:
+                out["battery"] = {k: v for k, v in self.battery.items() if v is not None}
+            if self.lux is not None:
+                out["lux"] = self.lux
+            if self.notes:
+                out["notes"] = list(self.notes)
+            return out
+
+    def power_message(self) -> dict[str, Any]:
+        """One message for the `power` topic: what changes second to second."""
+        with self._lock:
+            message: dict[str, Any] = {
+                "class": "power",
+                "profile": self.decision.profile,
+                "reason": self.decision.reason,
+                "activity": self.activity.state,
+                "temperatures": {k: round(v, 1) for k, v in self.temps.items()},
+            }
+            watts = self.watts()
+            if "value" in watts:
+                message["watts"] = watts["value"]
+                message["watts_source"] = watts["source"]
+            joules = self.joules()
+            if joules:
+                message["joules"] = joules
+            return message
+
+
+def _order(key: str, value: str, current: Mapping[str, str]) -> tuple[int, int]:
+    """Write order: wake the NPU first, let it suspend last; a ceiling that rises goes
+    before its floor and a ceiling that falls after it, so min <= max holds throughout."""
+    name = key.rsplit("/", 1)[-1]
+    if name == "control":
+        group = 0 if value == "on" else 9
+    elif name == "autosuspend_delay_ms":
+        group = 8
+    elif key.startswith("class/devfreq/"):
+        group = 1
+    else:
+        group = 2
+    if name in ("scaling_max_freq", "max_freq"):
+        old = current.get(key)
+        rising = old is None or not old.isdigit() or int(value) >= int(old)
+        return group, 0 if rising else 2
+    if name in ("scaling_min_freq", "min_freq"):
+        return group, 1
+    return group, -1
