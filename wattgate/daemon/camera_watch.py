@@ -44,6 +44,7 @@ from wattgate.drivers.camera import (
     SyntheticSource,
     source_kind,
 )
+from wattgate.drivers.synthetic import SCENES
 
 log = logging.getLogger("wattgate.camera")
 
@@ -215,7 +216,9 @@ class SupervisedSource:
         `opener` replaces the default CaptureSource/SyntheticSource (tests, other drivers)."""
         self.cfg = cfg
         self.spec = cfg.source.strip()
-        self.kind: SourceKind = source_kind(self.spec)
+        self.kind: SourceKind = source_kind(self.spec)  # a malformed udev: spec raises
+        if self.kind == "synthetic" and self.spec.split(":", 1)[1] not in SCENES:
+            raise SourceError(f"camera.source {self.spec!r}: unknown scene")
         self.identity = v4l2.parse_identity(self.spec) if self.kind == "v4l2" else None
         self.settings = settings or WatchSettings.from_config(cfg)
         self.on_lost = on_lost
@@ -237,6 +240,7 @@ class SupervisedSource:
         self._wake = False  # udev says the camera is there: try now
         self._removed = False  # udev says the open camera is gone
         self._retry_at = 0.0  # monotonic time of the next open attempt
+        self._retry_delay = 0.0  # the wait before that attempt
         self._inner: Optional[Source] = None
         self._worker: Optional[_Worker] = None
         self._device: Optional[v4l2.V4l2Device] = None
@@ -310,6 +314,7 @@ class SupervisedSource:
             if self._state in ("lost", "waiting") and not self._stopped:
                 out["failures"] = self._backoff.failures
                 out["retry_in_s"] = round(max(0.0, self._retry_at - time.monotonic()), 3)
+                out["retry_delay_s"] = round(self._retry_delay, 3)
             if self._udev is None and self.kind == "v4l2":
                 out["hotplug"] = False
         return out
@@ -388,7 +393,8 @@ class SupervisedSource:
             self.description = inner.description
             self.width, self.height, self.fps = inner.width, inner.height, inner.fps
             self._last_frame = time.monotonic()
-        log.info("camera open: %s", inner.description)
+        log.log(logging.INFO if self._opens == 1 else logging.DEBUG, "camera open: %s",
+                inner.description)
 
     def _wait(self, call: _Call[Any], timeout: float) -> bool:
         """Wait for a worker's call; False on timeout, stop, or the open camera unplugged."""
@@ -488,7 +494,7 @@ class SupervisedSource:
             if self._stopped:
                 return
             delay = self._backoff.failure(now) if failure else (wait or self.settings.poll_s)
-            self._retry_at = now + delay
+            self._retry_at, self._retry_delay = now + delay, delay
             state: State = "lost" if self._opens else "waiting"
             changed = reason != self._reason or state != self._state
             self._set_state(state, reason)
