@@ -1,0 +1,213 @@
+"""Ambient light and PIR: the pure policy on supplied times, then the sensor thread on a fake
+sysfs tree laid out as real drivers do (an IIO bh1750/tsl2591 under bus/iio/devices, a sysfs
+GPIO line's value)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from wattgate.daemon.sensors import SensorSettings, SensorWatch, attribute_of, find_light_sensor
+from wattgate.drivers.sysfs import Sysfs
+from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVerdict, PirTrigger
+
+# -- the policy ------------------------------------------------------------------------------
+
+
+def feed(policy: LightingPolicy, readings: list[float], step: float = 1.0) -> list[LightVerdict]:
+    return [policy.update(lux, i * step) for i, lux in enumerate(readings)]
+
+
+def test_steady_and_slowly_changing_light_is_no_change() -> None:
+    steady = feed(LightingPolicy(), [300.0 + (i % 3) for i in range(20)])
+    sunrise = feed(LightingPolicy(), [10.0 * 1.15**i for i in range(40)])  # x66 in 40 s
+    assert not any(v.change for v in steady + sunrise)
+    assert all(v.suppress_until is None for v in steady + sunrise)
+
+
+def test_lights_switched_on_and_off_are_changes_with_a_suppression_window() -> None:
+    verdicts = feed(LightingPolicy(LightingSettings(suppress_s=3.0)),
+                    [12.0, 12.0, 420.0, 420.0, 420.0, 420.0, 420.0, 11.0])
+    assert [v.change for v in verdicts] == [False, False, True, False, False, False, False, True]
+    assert verdicts[2].before == 12.0 and verdicts[2].suppress_until == 5.0
+    assert verdicts[4].suppress_until == 5.0  # still suppressed two readings later
+    assert verdicts[5].suppress_until is None  # over at 5.0
+    assert verdicts[7].before == 420.0
+
+
+def test_a_lamp_warming_up_over_two_readings_is_one_change() -> None:
+    verdicts = feed(LightingPolicy(), [20.0, 20.0, 35.0, 90.0, 160.0, 160.0])
+    assert sum(v.change for v in verdicts) == 1
+
+
+def test_noise_in_the_dark_is_not_a_change_but_an_ir_switch_is() -> None:
+    dark = feed(LightingPolicy(), [0.5, 2.0, 0.0, 3.0, 1.0, 0.2])
+    assert not any(v.change for v in dark)
+    ir_off = feed(LightingPolicy(), [0.4, 0.4, 60.0])  # the IR illuminator lights the room
+    assert ir_off[-1].change
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        LightingSettings(jump_ratio=1.0)
+
+
+def test_pir_triggers_on_rising_edges_and_holds() -> None:
+    pir = PirTrigger(hold_s=10.0)
+    outputs = [0, 1, 1, 1, 0, 0, 1, 0]
+    rising = [pir.update(bool(v), float(i)) for i, v in enumerate(outputs)]
+    assert rising == [False, True, False, False, False, False, True, False]
+    assert pir.triggers == 2 and pir.last_trigger == 6.0
+    assert pir.holding(15.9) and not pir.holding(16.0)  # held 10 s after last seen high
+
+
+# -- the sensor thread on a fake tree -------------------------------------------------------------
+
+
+class Tree:
+    """A sysfs root with IIO devices and a GPIO line, written as their drivers lay them out."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fs = Sysfs(root)
+
+    def attr(self, rel: str, value: Any) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"{value}\n")
+
+    def temp_sensor(self, name: str = "iio:device0") -> None:  # a temperature-only device
+        self.attr(f"bus/iio/devices/{name}/name", "tmp117")
+        self.attr(f"bus/iio/devices/{name}/in_temp_raw", 2800)
+        self.attr(f"bus/iio/devices/{name}/in_temp_scale", "7.8125")
+
+    def bh1750(self, lux_raw: int, name: str = "iio:device1") -> None:  # raw x scale
+        self.attr(f"bus/iio/devices/{name}/name", "bh1750")
+        self.attr(f"bus/iio/devices/{name}/in_illuminance_raw", lux_raw)
+        self.attr(f"bus/iio/devices/{name}/in_illuminance_scale", "0.833333")
+
+    def tsl2591(self, lux: float, name: str = "iio:device2") -> None:  # processed
+        self.attr(f"bus/iio/devices/{name}/name", "tsl2591")
+        self.attr(f"bus/iio/devices/{name}/in_illuminance_input", lux)
+
+    def gpio(self, value: int, line: int = 17) -> str:
+        self.attr(f"class/gpio/gpio{line}/direction", "in")
+        self.attr(f"class/gpio/gpio{line}/value", value)
+        return f"/sys/class/gpio/gpio{line}/value"
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    return Tree(tmp_path / "sys")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lighting: list[LightVerdict] = []
+        self.pir: list[float] = []
+        self.seen = threading.Event()
+
+    def on_lighting(self, verdict: LightVerdict) -> None:
+        self.lighting.append(verdict)
+        self.seen.set()
+
+    def on_pir(self, ts: float) -> None:
+        self.pir.append(ts)
+        self.seen.set()
+
+
+def watch(tree: Tree, rec: Recorder, **settings: Any) -> SensorWatch:
+    return SensorWatch(tree.fs, SensorSettings(**settings), rec.on_lighting, rec.on_pir)
+
+
+def test_auto_finds_the_illuminance_sensor_not_the_thermometer(tree: Tree) -> None:
+    tree.temp_sensor()
+    assert find_light_sensor(tree.fs, "auto") == (None, "no IIO illuminance sensor")
+    tree.bh1750(240)
+    assert find_light_sensor(tree.fs, "auto") == ("iio:device1", "")
+    no_lux = (None, "iio:device0: no illuminance reading")
+    assert find_light_sensor(tree.fs, "iio:device0") == no_lux
+    assert find_light_sensor(tree.fs, "none") == (None, "disabled")
+
+
+def test_a_light_jump_calls_back_once_and_shows_in_status(tree: Tree) -> None:
+    tree.bh1750(12)  # 10 lx
+    rec = Recorder()
+    sensors = watch(tree, rec, light_poll_s=1.0, light_suppress_s=3.0)
+    assert sensors.active and sensors.light_sensor == "iio:device1"
+    sensors.poll(0.0, 1000.0)
+    assert sensors.readings() == {"lux": 10.0}
+    sensors.poll(0.5, 1000.5)  # not due yet: nothing read
+    tree.bh1750(600)  # lights on: 500 lx
+    sensors.poll(1.0, 1001.0)
+    sensors.poll(2.0, 1002.0)
+    assert [v.lux for v in rec.lighting] == [pytest.approx(500.0, rel=1e-4)]
+    assert sensors.motion_suppressed(3.9) and not sensors.motion_suppressed(4.0)
+    status = sensors.status(now=2.0)
+    assert status["light"]["sensor"] == "iio:device1"
+    assert status["light"]["lux"] == pytest.approx(500.0, rel=1e-4)
+    assert status["light"]["changes"] == 1 and status["light"]["last_change"] == 1001.0
+    assert "pir" not in status
+
+
+def test_a_processed_reading_is_preferred_and_a_vanished_sensor_is_reported(tree: Tree) -> None:
+    tree.tsl2591(321.5)
+    sensors = watch(tree, Recorder())
+    sensors.poll(0.0, 0.0)
+    assert sensors.readings() == {"lux": 321.5}
+    (tree.root / "bus/iio/devices/iio:device2/in_illuminance_input").unlink()
+    sensors.poll(5.0, 5.0)
+    assert sensors.readings() == {}
+    assert sensors.status()["light"]["error"] == "no reading"
+
+
+@pytest.mark.parametrize("active_low", [False, True])
+def test_pir_edges_wake_once_per_trigger(tree: Tree, active_low: bool) -> None:
+    idle, high = (1, 0) if active_low else (0, 1)
+    path = tree.gpio(idle)
+    rec = Recorder()
+    sensors = watch(tree, rec, light="none", pir=path, pir_active_low=active_low, pir_hold_s=5.0)
+    assert sensors.pir_attribute == "class/gpio/gpio17/value"
+    sequence = [idle, high, high, idle, high]
+    for i, value in enumerate(sequence):
+        tree.gpio(value)
+        sensors.poll(float(i), 100.0 + i)
+    assert rec.pir == [101.0, 104.0]
+    status = sensors.status(now=4.0)
+    assert status["pir"] == {
+        "attribute": "class/gpio/gpio17/value", "active": True, "holding": True, "triggers": 2
+    }
+    assert status["light"] == {"reason": "disabled"}
+    assert sensors.readings() == {"pir": True}
+
+
+def test_nothing_to_poll_starts_no_thread(tree: Tree) -> None:
+    sensors = watch(tree, Recorder())
+    assert not sensors.active
+    sensors.start()
+    assert not any(t.name == "wattgate-sensors" for t in threading.enumerate())
+    sensors.stop()
+
+
+def test_the_thread_reports_a_pir_trigger_and_stops(tree: Tree) -> None:
+    tree.tsl2591(50.0)
+    path = tree.gpio(0)
+    rec = Recorder()
+    sensors = watch(tree, rec, pir=path, pir_poll_s=0.02, light_poll_s=0.05)
+    sensors.start()
+    try:
+        tree.gpio(1)
+        assert rec.seen.wait(30), "no PIR trigger seen"
+        assert len(rec.pir) == 1
+    finally:
+        sensors.stop(timeout=10)
+    assert not any(t.name == "wattgate-sensors" for t in threading.enumerate())
+
+
+def test_paths_are_taken_under_the_sysfs_root() -> None:
+    assert attribute_of("/sys/class/gpio/gpio5/value") == "class/gpio/gpio5/value"
+    assert attribute_of("class/gpio/gpio5/value") == "class/gpio/gpio5/value"
+    assert SensorSettings.from_config(object()) == SensorSettings()

@@ -1,0 +1,237 @@
+"""The sensor thread: an ambient light sensor (IIO) and an optional PIR, polled.
+
+It reads, asks wattgate/policies/lighting.py what the readings mean, and tells the daemon
+through two callbacks, called on this thread:
+
+* `on_lighting(verdict)` on a lighting change: the daemon recalibrates the gate and ignores
+  motion until `verdict.suppress_until`;
+* `on_pir(ts)` on a PIR trigger: the daemon wakes the pipeline.
+
+Readings are for `status` and `power` messages (`status()`, `readings()`). A day/night
+profile rule reads the light level from here; choosing profiles is not this module's job.
+
+Polling, not interrupts: an IIO light sensor updates a few times a second at most, and a
+sysfs GPIO value can only be waited on after writing its `edge` attribute, a write this
+daemon would have to journal and restore. Reading two small attributes a few times a second
+costs far less than one camera frame. Nothing configured, nothing found: no thread at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from wattgate.drivers import iio
+from wattgate.drivers.sysfs import Sysfs
+from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVerdict, PirTrigger
+
+log = logging.getLogger("wattgate.sensors")
+
+SYSFS_PREFIX = "/sys/"
+
+
+@dataclass(frozen=True)
+class SensorSettings:
+    """The proposed [sensors] config table, with its defaults (see the config patch)."""
+
+    light: str = "auto"  # "auto" (first IIO illuminance sensor), "none", or "iio:deviceN"
+    light_poll_s: float = 1.0
+    light_jump_ratio: float = 2.0
+    light_min_delta_lux: float = 5.0
+    light_suppress_s: float = 3.0
+    pir: str = ""  # a sysfs attribute: class/gpio/gpio17/value, or an IIO channel's _raw
+    pir_active_low: bool = False
+    pir_poll_s: float = 0.2
+    pir_hold_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> SensorSettings:
+        """From `cfg.sensors` where the config has that table; the defaults otherwise."""
+        table = getattr(cfg, "sensors", None)
+        if table is None:
+            return cls()
+        values = {name: getattr(table, name) for name in cls.__dataclass_fields__
+                  if hasattr(table, name)}
+        return cls(**values)
+
+    def lighting(self) -> LightingSettings:
+        return LightingSettings(
+            jump_ratio=self.light_jump_ratio,
+            min_delta_lux=self.light_min_delta_lux,
+            suppress_s=self.light_suppress_s,
+        )
+
+
+def attribute_of(path: str) -> str:
+    """A configured path as an attribute under the sysfs root: /sys/x and x are the same."""
+    return path[len(SYSFS_PREFIX):] if path.startswith(SYSFS_PREFIX) else path.lstrip("/")
+
+
+def find_light_sensor(fs: Sysfs, which: str) -> tuple[Optional[str], str]:
+    """The IIO device to read lux from, or (None, why not)."""
+    if which in ("", "none"):
+        return None, "disabled"
+    if which == "auto":
+        found = [s.name for s in iio.discover_sensors(fs) if s.lux is not None]
+        return (found[0], "") if found else (None, "no IIO illuminance sensor")
+    sensor = iio.read_sensor(fs, which)
+    if sensor is None or sensor.lux is None:
+        return None, f"{which}: no illuminance reading"
+    return which, ""
+
+
+class SensorWatch:
+    """Polls the light sensor and the PIR on one daemon thread; see the module docstring."""
+
+    def __init__(
+        self,
+        fs: Sysfs,
+        settings: SensorSettings,
+        on_lighting: Optional[Callable[[LightVerdict], None]] = None,
+        on_pir: Optional[Callable[[float], None]] = None,
+    ) -> None:
+        self.fs = fs
+        self.settings = settings
+        self.on_lighting = on_lighting
+        self.on_pir = on_pir
+        self.light_sensor, self.light_reason = find_light_sensor(fs, settings.light)
+        self.pir_attribute = attribute_of(settings.pir) if settings.pir else None
+        self.lighting = LightingPolicy(settings.lighting())
+        self.pir = PirTrigger(settings.pir_hold_s)
+        self.lux: Optional[float] = None
+        self.lux_ts: Optional[float] = None
+        self.lighting_changes = 0
+        self._last_change: Optional[float] = None  # wall time
+        self._suppress_until: Optional[float] = None  # monotonic
+        self._pir_error: Optional[str] = None
+        self._light_error: Optional[str] = None
+        self._next_light = 0.0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        if self.light_sensor is None and settings.light not in ("", "none", "auto"):
+            log.warning("sensors.light %s", self.light_reason)
+
+    @property
+    def active(self) -> bool:
+        """There is something to poll."""
+        return self.light_sensor is not None or self.pir_attribute is not None
+
+    def start(self) -> None:
+        if not self.active or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="wattgate-sensors", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        s = self.settings
+        period = min(s.pir_poll_s, s.light_poll_s) if self.pir_attribute else s.light_poll_s
+        while not self._stop.is_set():
+            try:
+                self.poll(time.monotonic(), time.time())
+            except Exception:
+                log.exception("sensor poll failed")
+            self._stop.wait(period)
+
+    # -- one step (the thread's loop body; tests call it directly) -----------------------------
+
+    def poll(self, now: float, ts: float) -> None:
+        """Read whatever is due at monotonic `now` (wall-clock `ts`) and act on it."""
+        if self.pir_attribute is not None:
+            self._poll_pir(self.pir_attribute, now, ts)
+        if self.light_sensor is not None and now >= self._next_light:
+            self._next_light = now + self.settings.light_poll_s
+            self._poll_light(self.light_sensor, now, ts)
+
+    def _poll_light(self, name: str, now: float, ts: float) -> None:
+        sensor = iio.read_sensor(self.fs, name)
+        if sensor is None or sensor.lux is None:
+            if self._light_error is None:
+                log.warning("light sensor %s: no reading", name)
+            self._light_error = "no reading"
+            return
+        self._light_error = None
+        verdict = self.lighting.update(sensor.lux, now)
+        with self._lock:
+            self.lux, self.lux_ts = sensor.lux, ts
+            self._suppress_until = verdict.suppress_until
+            if verdict.change:
+                self.lighting_changes += 1
+                self._last_change = ts
+        if verdict.change:
+            log.info("lighting change: %.1f -> %.1f lx", verdict.before or 0.0, sensor.lux)
+            if self.on_lighting is not None:
+                self.on_lighting(verdict)
+
+    def _poll_pir(self, attribute: str, now: float, ts: float) -> None:
+        value = self.fs.read_int_opt(attribute)
+        if value is None:
+            if self._pir_error is None:
+                log.warning("PIR %s: cannot be read", attribute)
+            self._pir_error = "cannot be read"
+            return
+        self._pir_error = None
+        active = (value > 0) != self.settings.pir_active_low
+        with self._lock:
+            rising = self.pir.update(active, now)
+        if rising:
+            log.debug("PIR trigger")
+            if self.on_pir is not None:
+                self.on_pir(ts)
+
+    # -- what the daemon shows -------------------------------------------------------------
+
+    def motion_suppressed(self, now: float) -> bool:
+        """A lighting change happened within suppress_s of monotonic `now`."""
+        until = self._suppress_until
+        return until is not None and now < until
+
+    def readings(self) -> dict[str, Any]:
+        """Compact readings for `power` messages; absent sensors are left out."""
+        out: dict[str, Any] = {}
+        with self._lock:
+            if self.lux is not None and self._light_error is None:
+                out["lux"] = round(self.lux, 2)
+            if self.pir_attribute is not None and self._pir_error is None:
+                out["pir"] = self.pir.active
+        return out
+
+    def status(self, now: Optional[float] = None) -> dict[str, Any]:
+        """For the `status` reply: each sensor, its reading, and why one is missing."""
+        now = time.monotonic() if now is None else now
+        out: dict[str, Any] = {}
+        with self._lock:
+            light: dict[str, Any] = {}
+            if self.light_sensor is None:
+                light["reason"] = self.light_reason
+            else:
+                light["sensor"] = self.light_sensor
+                if self.lux is not None:
+                    light["lux"] = round(self.lux, 2)
+                if self.lux_ts is not None:
+                    light["ts"] = round(self.lux_ts, 3)
+                light["changes"] = self.lighting_changes
+                if self._last_change is not None:
+                    light["last_change"] = round(self._last_change, 3)
+                if self._light_error is not None:
+                    light["error"] = self._light_error
+            out["light"] = light
+            if self.pir_attribute is not None:
+                pir: dict[str, Any] = {
+                    "attribute": self.pir_attribute,
+                    "active": self.pir.active,
+                    "holding": self.pir.holding(now),
+                    "triggers": self.pir.triggers,
+                }
+                if self._pir_error is not None:
+                    pir["error"] = self._pir_error
+                out["pir"] = pir
+        return out
