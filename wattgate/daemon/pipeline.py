@@ -85,6 +85,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._seq = 0
         self._snap_wanted = threading.Event()
+        self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
         self._threads = [
             threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
@@ -144,20 +145,32 @@ class Pipeline:
             log.exception("capture thread failed")
             self.counters.source_ended = True
 
+    def _gate_clock(self, frame: Frame) -> float:
+        """The time the gate's timers run on.
+
+        A camera's frames happen in real time. A file or scene read faster than real time
+        (camera.realtime = false) has only media time: frame count / fps, so cooldown,
+        heartbeat and background learning mean the same whatever the read speed.
+        """
+        if self.source.live:
+            return frame.mono
+        return self._media_t0 + self.counters.frames / self.source.fps
+
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
+        now = self._gate_clock(frame)
         if frame.luma is not None:
             size = frame.size if frame.size[0] else None
-            verdict = self.gate.update_luma(frame.luma, frame.mono, source_size=size)
+            verdict = self.gate.update_luma(frame.luma, now, source_size=size)
         else:
-            verdict = self.gate.update_bgr(frame.color(), frame.mono)
+            verdict = self.gate.update_bgr(frame.color(), now)
         counters.frames += 1
         counters.last_capture = frame.mono
         counters.reasons[verdict.reason] = counters.reasons.get(verdict.reason, 0) + 1
         if self._snap_wanted.is_set():
             self._snap_wanted.clear()
             verdict = replace(verdict, infer=True, reason="snap")
-            self.gate.note_inferred(frame.mono)
+            self.gate.note_inferred(now)
         if verdict.infer:
             self.slot.put(Job(frame, verdict))
         else:
