@@ -81,6 +81,7 @@ class Source(Protocol):
     height: int
     fps: float
     paced: bool  # a file or scene that should be played at `fps`, not as fast as it decodes
+    live: bool  # a camera: time passes whether or not we read; files and scenes have media time
 
     def read(self) -> Optional[Frame]:
         """The next frame, or None when the source has ended (a file without loop)."""
@@ -219,6 +220,7 @@ class SyntheticSource:
         self.description = f"synthetic:{name} {cfg.width}x{cfg.height}@{cfg.fps:g}"
         self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
         self.paced = cfg.realtime
+        self.live = False
         self.end_reason: Optional[EndReason] = None
         self._index = 0
 
@@ -271,6 +273,7 @@ class CaptureSource:
         reported_fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = reported_fps if 0 < reported_fps <= 1000 else cfg.fps
         self.paced = self.is_file and cfg.realtime
+        self.live = not self.is_file
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if self.is_file and 0 < count < 1e12 else 0
         self.position = 0  # index of the next frame
