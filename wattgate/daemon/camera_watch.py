@@ -228,6 +228,7 @@ class SupervisedSource:
         self.description = f"{self.spec} (not open)"
         self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
         self.paced = self.kind in ("file", "synthetic") and cfg.realtime
+        self.live = self.kind not in ("file", "synthetic")  # media time for files and scenes
 
         s = self.settings
         self._backoff = Backoff(s.reopen_min_s, s.reopen_max_s, s.healthy_s)
