@@ -60,7 +60,7 @@ CALIBRATION_FRAMES = 10  # frames after a (re)calibration that learn with that a
 CONTRAST_STRETCH = True  # threshold relative to the background's contrast, as Frigate's stretch
 CONTRAST_PERCENTILES = (4.0, 96.0)  # Frigate's contrast percentiles (REFERENCE.md)
 MIN_RANGE = 64.0  # luma range below which a dark frame is not stretched further
-SATURATED = 240.0  # (blurred) background this bright may be clipped: the truth is brighter
+SATURATED = 240.0  # (blurred) background this bright may be clipped: the truth may be brighter
 MAX_GAIN = 3.0  # an exposure fit beyond x3 or /3 is a lighting change, not a drift
 LIGHTING_RESIDUAL = 0.1  # changed fraction above which a near-global raw change is lighting
 NUISANCE_K = 2.5  # a pixel must change by this many times the residual it usually shows
@@ -123,8 +123,9 @@ class _Buffers:
         self.mask: Bytes = np.zeros(shape, np.uint8)
         self.grown: Bytes = np.zeros(shape, np.uint8)
         self.last_grown: Bytes = np.zeros(shape, np.uint8)
+        self.older_grown: Bytes = np.zeros(shape, np.uint8)
         self.spare: Bytes = np.zeros(shape, np.uint8)
-        self.saturated: Bytes = np.zeros(shape, np.uint8)
+        self.clipped: Bytes = np.zeros(shape, np.uint8)  # background is a lower bound here
         self.d8: Bytes = np.zeros(quarter, np.uint8)
         self.side: Bytes = np.zeros(quarter, np.uint8)  # 0: dark half of the background, 1: bright
         self.label: Bytes = np.zeros(quarter, np.uint8)  # side, +2 where the last frame moved
@@ -159,10 +160,10 @@ class MotionGate:
         self._thr = 0.0  # this frame's threshold
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
-        self._darker = False  # this frame is darker than the background (exposure)
+        self._clipped = 0  # pixels flagged in buf.clipped
         self._hl_gain, self._hl_offset = 1.0, 0.0  # exposure change since _refresh_range
         self._absorbed = False  # still pixels were copied into the background
-        self._moved = False  # the last frame had changed pixels (last_grown is valid)
+        self._moved = 0  # how many of the last frames in a row had changes (their grown masks)
         self._last_motion: Optional[float] = None
         self._last_infer: Optional[float] = None
 
@@ -289,8 +290,11 @@ class MotionGate:
         current exposure in between (both commute with a positive gain and an offset). The
         usual case is |cur - middle| - half width; near clipping the ends are needed."""
         g, o = gain * self._hl_gain, gain * self._hl_offset + offset
-        self._darker = gain < 0.995
-        if not self._darker and g * 255.0 + o <= 255.0:
+        if gain < 0.995:  # darker: a background clipped at white may hide a brighter truth
+            cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.spare)  # type: ignore[call-overload]
+            cv2.bitwise_or(buf.clipped, buf.spare, dst=buf.clipped)
+            self._clipped = cv2.countNonZero(buf.clipped)
+        if not self._clipped and g * 255.0 + o <= 255.0:
             cv2.addWeighted(buf.bg_mid, g, buf.bg_mid, 0.0, o, dst=buf.work)
             cv2.absdiff(buf.cur, buf.work, dst=buf.diff)
             cv2.scaleAdd(buf.bg_half, -g, buf.diff, dst=buf.diff)
@@ -298,9 +302,8 @@ class MotionGate:
         cv2.addWeighted(buf.bg_high, g, buf.bg_high, 0.0, o, dst=buf.high)
         cv2.addWeighted(buf.bg_low, g, buf.bg_low, 0.0, o, dst=buf.low)
         cv2.min(buf.low, 255.0, dst=buf.low)  # type: ignore[call-overload]
-        if self._darker:  # where the background was clipped, the truth may be brighter
-            cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.saturated)  # type: ignore[call-overload]
-            buf.high[buf.saturated > 0] = 1e6
+        if self._clipped:  # only darker than the bound is a change there
+            buf.high[buf.clipped > 0] = 1e6
         cv2.subtract(buf.cur, buf.high, dst=buf.work)
         cv2.subtract(buf.low, buf.cur, dst=buf.diff)
         cv2.max(buf.diff, buf.work, dst=buf.diff)
@@ -345,17 +348,20 @@ class MotionGate:
         return tuple(sorted(boxes))
 
     def _confirmed(self, buf: _Buffers, x: int, y: int, w: int, h: int) -> bool:
-        """A small blob counts if it is strong (a small object has contrast) or was there in
-        the last frame too (a rain streak is faint and somewhere else every frame)."""
+        """A small blob counts if it is strong for where it is (a small object has contrast;
+        a leaf at the edge of a swaying bush is no stronger than the bush usually is) or has
+        been there for the last two frames too (rain streaks rarely overlap three times)."""
         ys, xs = slice(y, y + h), slice(x, x + w)
         now = buf.grown[ys, xs]
         _, peak, _, _ = cv2.minMaxLoc(buf.diff[ys, xs], now)
-        if peak >= STRONG * self._thr:
+        _, usual, _, _ = cv2.minMaxLoc(buf.dev[ys, xs], now)
+        if peak >= STRONG * max(self._thr, NUISANCE_K * usual):
             return True
-        if not self._moved:
+        if self._moved < 2:
             return False
         both = cv2.bitwise_and(now, buf.last_grown[ys, xs])
-        return 3 * cv2.countNonZero(both) >= 2 * cv2.countNonZero(now)
+        cv2.bitwise_and(both, buf.older_grown[ys, xs], dst=both)
+        return 2 * cv2.countNonZero(both) >= cv2.countNonZero(now)
 
     # -- learning ---------------------------------------------------------------------------
 
@@ -364,9 +370,11 @@ class MotionGate:
         np.copyto(buf.bg, buf.cur)
         np.copyto(buf.prev, buf.cur)
         buf.still.fill(0)
+        buf.clipped.fill(0)
+        self._clipped = 0
         self._decayed_at = now
         self._fast_frames = CALIBRATION_FRAMES
-        self._moved = False
+        self._moved = 0
         self._refresh(buf)
 
     def _refresh(self, buf: _Buffers) -> None:
@@ -414,11 +422,8 @@ class MotionGate:
             cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
         self._q = [q * gain + offset for q in self._q]
         self._hl_gain, self._hl_offset = gain * self._hl_gain, gain * self._hl_offset + offset
-        if self._darker:  # clipped: at least as bright as it looks now
-            brighter = (buf.saturated > 0) & (buf.cur > buf.bg)
-            if brighter.any():
-                np.copyto(buf.bg, buf.cur, where=brighter)
-                self._absorbed = True
+        if self._clipped:
+            self._unclip(buf)
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
@@ -431,14 +436,29 @@ class MotionGate:
             cv2.bitwise_not(buf.grown, dst=buf.spare)
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
             self._absorb_still(buf, gain, offset, threshold)
-        self._moved = changed > 0
-        if self._moved:
-            buf.grown, buf.last_grown = buf.last_grown, buf.grown
+        if changed:
+            self._moved += 1
+            buf.grown, buf.last_grown, buf.older_grown = (
+                buf.older_grown, buf.grown, buf.last_grown
+            )
+        else:
+            self._moved = 0
         if self._age % REFRESH_FRAMES == 0:
             self._refresh(buf)
         elif self._age % RANGE_FRAMES == 0 or self._fast_frames or self._absorbed:
             self._refresh_range(buf)
         buf.cur, buf.prev = buf.prev, buf.cur
+
+    def _unclip(self, buf: _Buffers) -> None:
+        """Where the background was clipped, it is only a lower bound: raise it to what is
+        seen now, and drop the flag once the pixel is seen unclipped and unchanged."""
+        clipped = buf.clipped > 0
+        brighter = clipped & (buf.cur > buf.bg)
+        if brighter.any():
+            np.copyto(buf.bg, buf.cur, where=brighter)
+            self._absorbed = True
+        buf.clipped[clipped & (buf.cur < SATURATED) & (buf.mask == 0)] = 0
+        self._clipped = cv2.countNonZero(buf.clipped)
 
     def _absorb_still(self, buf: _Buffers, gain: float, offset: float, threshold: float) -> None:
         """Copy changed pixels that have not moved for STILL_S into the background. The last
