@@ -190,7 +190,7 @@ class PowerConfig(Section):
     )
     profile: str = Field("balanced", description="Profile used when no rule or pin applies.")
     cooldown_s: float = Field(
-        3.0, ge=0, description="Seconds without motion before active settings drop to idle."
+        2.0, ge=0, description="Seconds without motion before active settings drop to idle."
     )
     npu: Optional[str] = Field(
         None, description="The NPU: a devfreq name or a sysfs path; unset finds it by name "
@@ -427,7 +427,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "cpu_epp": "balance_performance",
             "npu_governor": ["performance", "userspace"],
             "npu_max_hz": "100%",
-            "npu_runtime_pm": "on",
+            "npu_runtime_pm": "auto",
+            "npu_autosuspend_ms": 10,
             "gpu_govern": "overdrive",
         },
     },
@@ -441,7 +442,7 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
             "cpu_epp": "balance_power",
             "npu_max_hz": "50%",
             "gpu_govern": "nominal",
-            "max_infer_fps": 5.0,
+            "max_infer_fps": 2.0,
         },
     },
     "inspection": {

@@ -2,9 +2,8 @@
 
 While active, the profile gives a floor and a ceiling for the CPU and NPU frequencies
 (e.g. 0 % .. 100 %). Where inside that range the ceiling sits is the *level*, 0..1. The
-controller raises the level fast and lowers it slowly, like the kernel's conservative
-governor (Documentation/admin-guide/pm/cpufreq.rst: ``up_threshold`` 80,
-``down_threshold`` 20, ``freq_step`` 5 %, ``sampling_down_factor``), but on signals the
+controller works like the kernel's devfreq simple_ondemand and cpufreq ondemand governors
+(Documentation/admin-guide/pm/cpufreq.rst: ``up_threshold`` 80), but on signals the
 kernel cannot see:
 
 * backlog: frames the inference thread never got to (stale drops in the newest-frame
@@ -14,14 +13,24 @@ kernel cannot see:
 * CPU: utilisation of the busiest CPU (psutil, passed in as a number), because capture,
   gating and pre/post-processing run on the CPU.
 
-pressure = max(duty, cpu). Above UP (0.8): level += STEP_UP. Below DOWN (0.5) for HOLD
-ticks in a row: level -= STEP_DOWN. In between: hold. DOWN is well above conservative's
-20 % because lowering the clock raises the duty itself (the same inference takes longer
-at a lower clock): the gap between DOWN and UP keeps one step down from crossing UP.
+pressure = max(duty, cpu), then, once a tick:
 
-Entering the active state starts at level 1: the clocks are raised when the gate fires
-and come down only once a few quiet seconds show they are not needed. Pure: samples in,
-level out.
+* backlog: level = 1;
+* pressure above UP (0.8): level = max(level + STEP_UP, level * pressure / TARGET);
+* pressure below DOWN (0.5): level = level * pressure / TARGET, the proportional rule of
+  devfreq's simple_ondemand (next = cur * load / (upthreshold - downdifferential / 2),
+  drivers/devfreq/governor_simpleondemand.c) with TARGET = 0.6;
+* in between: hold.
+
+Why the proportional step down cannot overshoot: the ceiling is f = lo + L * (hi - lo),
+and work at duty p takes p * f / f' of the interval at f'. With L' = L * p / TARGET,
+f' = lo + L * p / TARGET * (hi - lo) >= f * p / TARGET whenever p <= TARGET, so the new
+duty is at most TARGET (plus one OPP step, as the ceiling snaps down to a listed
+frequency), below UP. The gap between DOWN and UP is the hysteresis.
+
+Entering the active state starts at level 1 and forgets the last sample, so the clocks
+are raised when the gate fires and held for at least one full tick before the first
+measurement can bring them down. Pure: samples in, level out.
 """
 
 from __future__ import annotations
@@ -31,9 +40,8 @@ from typing import Optional
 
 UP = 0.8
 DOWN = 0.5
+TARGET = 0.6
 STEP_UP = 0.5
-STEP_DOWN = 0.125
-HOLD = 2  # quiet ticks (seconds) before each step down
 
 
 @dataclass(frozen=True)
@@ -90,13 +98,12 @@ class LoadController:
     def __init__(self) -> None:
         self.level = 1.0
         self.last: Optional[Pressure] = None
-        self._quiet = 0
         self._prev: Optional[LoadSample] = None
 
     def reset(self, level: float = 1.0) -> None:
-        """Entering the active state: start high, forget the quiet streak."""
+        """Entering the active state: start high; the next sample only starts a window."""
         self.level = level
-        self._quiet = 0
+        self._prev = None
 
     def update(self, sample: LoadSample) -> float:
         """Feed the sample taken at this tick; returns the new level."""
@@ -107,14 +114,10 @@ class LoadController:
         self.last = p
         if p is None:
             return self.level
-        if p.backlog > 0 or p.value > UP:
-            self.level = min(1.0, self.level + STEP_UP) if p.backlog == 0 else 1.0
-            self._quiet = 0
+        if p.backlog > 0:
+            self.level = 1.0
+        elif p.value > UP:
+            self.level = min(1.0, max(self.level + STEP_UP, self.level * p.value / TARGET))
         elif p.value < DOWN:
-            self._quiet += 1
-            if self._quiet >= HOLD:
-                self.level = max(0.0, self.level - STEP_DOWN)
-                self._quiet = 0
-        else:
-            self._quiet = 0
+            self.level = max(0.0, self.level * p.value / TARGET)
         return self.level

@@ -1,0 +1,101 @@
+"""The power subcommands of `wattgate`: `probe` and `simulate`.
+
+Kept apart from cli.py so the main command stays small; cli.py calls ``register`` on its
+subparsers. Heavy imports (OpenCV, the interpreter) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wattgate.config import EXIT_CONFIG, ConfigError, load_config
+
+EXIT_USAGE = 2
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from wattgate.drivers.inventory import format_inventory, list_cameras, probe
+
+    npu = gpu = None
+    devices: tuple[str, ...] = ()
+    root = args.sysfs_root
+    if args.config:
+        try:
+            cfg = load_config(Path(args.config))
+        except ConfigError as exc:
+            print(f"wattgate: bad config {exc.source}: {'; '.join(exc.problems)}",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        npu, gpu = cfg.power.npu, cfg.power.gpu
+        devices = tuple(cfg.power.runtime_pm_devices)
+        root = root or cfg.power.sysfs_root
+    root = root or "/sys"
+    cameras = list_cameras() if root == "/sys" else []
+    inventory = probe(root, npu=npu, gpu=gpu, runtime_pm_devices=devices, cameras=cameras)
+    print(inventory.to_json() if args.json else format_inventory(inventory), end="")
+    if args.json:
+        print()
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from wattgate.simulate import (
+        SimulateError,
+        format_report,
+        scene_footage,
+        simulate,
+        video_footage,
+    )
+
+    if (args.scene is None) == (args.video is None):
+        print("wattgate simulate: give --scene NAME, or --video FILE with --labels FILE",
+              file=sys.stderr)
+        return EXIT_USAGE
+    if args.video is not None and args.labels is None:
+        print("wattgate simulate: --video needs --labels FILE", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = load_config(Path(args.config)) if args.config else None
+    except ConfigError as exc:
+        print(f"wattgate: bad config {exc.source}: {'; '.join(exc.problems)}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        footage = (scene_footage(args.scene) if args.scene is not None
+                   else video_footage(Path(args.video), Path(args.labels)))
+        report = simulate(args.board, footage, cfg, args.profile, args.model_ms)
+    except SimulateError as exc:
+        print(f"wattgate simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `probe` and `simulate` to the `wattgate` command's subparsers."""
+    from wattgate.boards import BOARDS
+
+    probe = sub.add_parser("probe", help="show the power knobs and readings this machine has")
+    probe.add_argument("--sysfs-root", help="read this tree instead of /sys (a fake board)")
+    probe.add_argument("--config", help="take power.sysfs_root, npu, gpu from this config")
+    probe.add_argument("--json", action="store_true", help="machine-readable output")
+    probe.set_defaults(func=cmd_probe)
+
+    sim = sub.add_parser(
+        "simulate",
+        help="replay a scene through the gate and a power profile on an emulated board",
+        description="Energy, inferences and event recall of a profile against two baselines "
+        "(always_on, governor_only) on an emulated board.",
+    )
+    sim.add_argument("--board", required=True, choices=BOARDS, help="board to emulate")
+    sim.add_argument("--scene", help="a generated scene (office, person, ...)")
+    sim.add_argument("--video", help="a video file to replay (needs --labels)")
+    sim.add_argument("--labels", help='labels JSON: {"fps": F, "events": [[first, last], ...]}')
+    sim.add_argument("--profile", help="profile to simulate (default: power.profile)")
+    sim.add_argument("--config", help="config.toml with the profiles and model to use")
+    sim.add_argument("--model-ms", type=float,
+                     help="inference time at the NPU's top clock (default: measured)")
+    sim.add_argument("--json", action="store_true", help="machine-readable output")
+    sim.set_defaults(func=cmd_simulate)

@@ -1,0 +1,298 @@
+"""What the kernel and the hardware would do with the knobs, for `wattgate simulate`.
+
+The policy under test writes a fake sysfs tree through the real controller; this module
+reads the knobs back each frame and plays the parts that a fake tree cannot:
+
+* cpufreq governors pick each policy's frequency from the last frame interval's work
+  (schedutil: 1.25 x max x util, kernel/sched/cpufreq_schedutil.c; ondemand and
+  conservative: to the top above 80 % load, else proportional; performance / powersave:
+  the limits), clamped to scaling_min/max_freq and snapped to the OPP table;
+* devfreq governors do the same for the NPU (simple_ondemand's 90 % upthreshold,
+  drivers/devfreq/governor_simpleondemand.c; rknpu_ondemand behaves alike);
+* runtime PM: power/control "on" keeps the NPU powered; "auto" powers it for a job
+  (after a resume latency) and suspends it autosuspend_delay_ms after the last one;
+* the inference thread takes the newest admitted frame when the NPU is free; a frame
+  replaced before it was taken is a stale drop, as in the daemon's newest-frame slot.
+
+Work on the CPU is counted in cycles (estimates below) and placed on the first policy, the
+little cluster, where energy-aware scheduling puts light tasks
+(Documentation/scheduler/sched-energy.rst); a model without an NPU runs on the last
+policy (the big cores). Watts come from policies/energy.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from wattgate.drivers import cpufreq
+from wattgate.drivers.accel import find_npu
+from wattgate.drivers.sysfs import OsIO, Sysfs
+from wattgate.policies.energy import BoardPower, EnergyMeter, Watts
+
+# CPU work per frame, in millions of cycles. ESTIMATES from the daemon's code paths: a V4L2
+# dequeue and bookkeeping; the gate on a 100-row luma image (a nearest-neighbour
+# sample, blur, difference and threshold of ~13 k pixels: about 0.4 ms on this project's
+# x86 test machine, taken as ~1.5 Mcycles on an in-order A55); and, per inferred frame,
+# colour conversion and resize of the region to the model input, quantisation and the
+# decoder (BlazeFace: 896 anchors).
+CAPTURE_MCYCLES = 0.3
+GATE_MCYCLES = 1.5
+PREPROCESS_MCYCLES = 6.0
+
+SCHEDUTIL_MARGIN = 1.25  # next_freq = 1.25 * max_freq * util / max (cpufreq_schedutil.c)
+ONDEMAND_UP = 0.80  # ondemand's up_threshold default (DEF_FREQUENCY_UP_THRESHOLD 80)
+DEVFREQ_UP = 0.90  # simple_ondemand DFSO_UPTHRESHOLD
+DEVFREQ_DOWN = 0.05  # simple_ondemand DFSO_DOWNDIFFERENCTIAL
+
+
+class WatchIO(OsIO):
+    """OS I/O that notes writes, so the board re-reads its knobs only after a change."""
+
+    def __init__(self) -> None:
+        self.dirty = True
+
+    def write_text(self, path: Path, data: str) -> None:
+        super().write_text(path, data)
+        self.dirty = True
+
+
+def _snap_up(freq: float, table: tuple[int, ...], lo: int, hi: int) -> int:
+    freq = min(max(freq, lo), hi)
+    if not table:
+        return int(freq)
+    above = [f for f in table if f >= freq and lo <= f <= hi]
+    return above[0] if above else max([f for f in table if f <= hi] or [table[0]])
+
+
+@dataclass
+class _Cpu:
+    name: str
+    path: str
+    cpus: int
+    table: tuple[int, ...]
+    cpuinfo_max: int
+    governor: str = "schedutil"
+    lo: int = 0
+    hi: int = 0
+    khz: int = 0
+    last_cycles: float = 0.0
+
+
+@dataclass
+class _Npu:
+    dev: Optional[str]  # class/devfreq/NAME
+    device: str
+    table: tuple[int, ...]
+    governor: str = "performance"
+    lo: int = 0
+    hi: int = 0
+    hz: Optional[int] = None
+    control: str = "on"
+    autosuspend_s: float = 0.0
+    powered_until: float = math.inf  # under "auto": when it suspends if nothing comes
+    last_busy: float = 0.0  # fraction of the last interval spent computing
+
+
+@dataclass
+class SimCounters:
+    frames: int = 0
+    looked_at: int = 0  # frames the capture side kept (capture_fps)
+    admitted: int = 0
+    stale: int = 0
+    infer_ms_total: float = 0.0
+    inferred: set[int] = field(default_factory=set)  # frame indices the model ran on
+
+
+class SimBoard:
+    """The emulated board: knobs read from ``fs``, work in, joules out."""
+
+    def __init__(self, fs: Sysfs, watch: WatchIO, model: BoardPower, model_ms: float) -> None:
+        self.fs, self.watch, self.model, self.model_ms = fs, watch, model, model_ms
+        self.cpus = [
+            _Cpu(p.name, p.path, max(1, len(p.cpus)), p.frequencies_khz,
+                 p.cpuinfo_max_khz or 0, khz=p.cur_khz or p.min_khz or 0)
+            for p in cpufreq.discover_policies(fs)
+        ]
+        acc = find_npu(fs)
+        self.npu: Optional[_Npu] = None
+        if acc is not None and model.npu is not None:
+            dev = f"class/devfreq/{acc.devfreq}" if acc.devfreq else None
+            table = tuple(int(f) for f in fs.read_words(f"{dev}/available_frequencies")) if dev \
+                else ()
+            self.npu = _Npu(dev, acc.device, tuple(sorted(table)),
+                            hz=fs.read_int_opt(f"{dev}/cur_freq") if dev else None)
+        self.meter = EnergyMeter()
+        self.counters = SimCounters()
+        self._pending: Optional[tuple[int, float]] = None  # frame index, arrival time
+        self._busy: list[tuple[float, float]] = []  # inference intervals (start, end)
+        self._busy_until = 0.0
+        self._powered: list[tuple[float, float]] = []  # NPU powered intervals under auto
+        self._cpu_model_cycles = 0.0
+
+    # -- knobs --------------------------------------------------------------------------------
+
+    def _read_knobs(self, now: float) -> None:
+        fs = self.fs
+        for c in self.cpus:
+            c.governor = fs.read_opt(f"{c.path}/scaling_governor") or "schedutil"
+            c.lo = fs.read_int_opt(f"{c.path}/scaling_min_freq") or (c.table[0] if c.table else 0)
+            c.hi = fs.read_int_opt(f"{c.path}/scaling_max_freq") or c.cpuinfo_max
+        npu = self.npu
+        if npu is None:
+            return
+        if npu.dev is not None:
+            npu.governor = fs.read_opt(f"{npu.dev}/governor") or "performance"
+            npu.lo = fs.read_int_opt(f"{npu.dev}/min_freq") or (npu.table[0] if npu.table else 0)
+            npu.hi = fs.read_int_opt(f"{npu.dev}/max_freq") or (npu.table[-1] if npu.table else 0)
+        control = fs.read_opt(f"{npu.device}/power/control") or "on"
+        delay = fs.read_int_opt(f"{npu.device}/power/autosuspend_delay_ms")
+        npu.autosuspend_s = max(0.0, (delay or 0) / 1000.0)
+        if control != npu.control:
+            if control == "auto":  # pm_runtime_allow: idle from the last job, or from now
+                npu.powered_until = max(now, self._busy_until) + npu.autosuspend_s
+                self._powered.append((now, npu.powered_until))
+            npu.control = control
+
+    # -- governors -----------------------------------------------------------------------------
+
+    def _cpu_governor(self, c: _Cpu, dt: float) -> None:
+        top = c.cpuinfo_max or (c.table[-1] if c.table else c.hi)
+        if c.governor == "performance":
+            want: float = c.hi
+        elif c.governor == "powersave" or not top:
+            want = c.lo
+        elif c.governor == "userspace":
+            want = c.khz
+        elif c.governor == "schedutil":
+            util = c.last_cycles / (top * 1000.0 * dt)
+            want = SCHEDUTIL_MARGIN * top * util
+        else:  # ondemand, conservative, interactive
+            load = c.last_cycles / (max(c.khz, 1) * 1000.0 * dt)
+            want = c.hi if load > ONDEMAND_UP else c.lo + load * (c.hi - c.lo)
+        c.khz = _snap_up(want, c.table, c.lo, c.hi)
+
+    def _npu_governor(self, npu: _Npu) -> None:
+        if not npu.table:
+            return
+        cur = npu.hz or npu.table[-1]
+        if npu.governor == "performance":
+            want: float = npu.hi
+        elif npu.governor == "powersave":
+            want = npu.lo
+        elif npu.governor == "userspace":
+            want = cur
+        else:  # simple_ondemand, rknpu_ondemand
+            load = npu.last_busy
+            want = npu.hi if load > DEVFREQ_UP else cur * load / (DEVFREQ_UP - DEVFREQ_DOWN / 2)
+        npu.hz = _snap_up(want, npu.table, npu.lo, npu.hi)
+
+    # -- one frame interval ----------------------------------------------------------------------
+
+    def step(self, index: int, t0: float, dt: float, looked: bool, gated: bool,
+             admitted: bool) -> None:
+        """Frame ``index`` captured at t0: was it kept, gated, admitted to the model?"""
+        if self.watch.dirty:
+            self._read_knobs(t0)
+            self.watch.dirty = False
+        t1 = t0 + dt
+        counters = self.counters
+        counters.frames += 1
+        counters.looked_at += looked
+        if admitted:
+            counters.admitted += 1
+            if self._pending is not None:
+                counters.stale += 1
+            self._pending = (index, t0)
+        for c in self.cpus:
+            self._cpu_governor(c, dt)
+        if self.npu is not None:
+            self._npu_governor(self.npu)
+        started = self._run_inference(t0, t1)
+        cycles = (CAPTURE_MCYCLES * looked + GATE_MCYCLES * gated
+                  + PREPROCESS_MCYCLES * started) * 1e6
+        self._account(t0, t1, dt, cycles)
+
+    def _run_inference(self, t0: float, t1: float) -> int:
+        """Start the pending job if the NPU (or CPU) frees up within [t0, t1)."""
+        started = 0
+        while self._pending is not None:
+            index, arrival = self._pending
+            start = max(arrival, self._busy_until)
+            if start >= t1:
+                break
+            npu = self.npu
+            if npu is not None:
+                resumed = npu.control == "auto" and start > npu.powered_until
+                if resumed:
+                    start += (self.model.npu.resume_ms if self.model.npu else 0.0) / 1000.0
+                speed = self.model.npu.speed(npu.hz) if self.model.npu else 1.0
+                duration = self.model_ms / 1000.0 / speed
+                if npu.control == "auto":
+                    resume_at = start - (self.model.npu.resume_ms / 1000.0 if resumed and
+                                         self.model.npu else 0.0)
+                    npu.powered_until = start + duration + npu.autosuspend_s
+                    self._powered.append((resume_at, npu.powered_until))
+            else:
+                big = self.cpus[-1] if self.cpus else None
+                speed = (big.khz / big.cpuinfo_max) if big and big.cpuinfo_max else 1.0
+                duration = self.model_ms / 1000.0 / max(speed, 1e-3)
+                if big is not None:
+                    self._cpu_model_cycles += self.model_ms / 1000.0 * big.cpuinfo_max * 1000.0
+            self._busy.append((start, start + duration))
+            self._busy_until = start + duration
+            self.counters.inferred.add(index)
+            self.counters.infer_ms_total += duration * 1000.0
+            self._pending = None
+            started += 1
+        return started
+
+    @staticmethod
+    def _overlap(intervals: list[tuple[float, float]], t0: float, t1: float) -> float:
+        total, last_end = 0.0, t0
+        for a, b in sorted(intervals):
+            a, b = max(a, last_end, t0), min(b, t1)
+            if b > a:
+                total += b - a
+                last_end = b
+        return total
+
+    def _account(self, t0: float, t1: float, dt: float, cycles: float) -> None:
+        model = self.model
+        cpu_w = 0.0
+        for i, c in enumerate(self.cpus):
+            work = cycles if i == 0 else 0.0
+            if i == len(self.cpus) - 1 and self.npu is None:
+                work += self._cpu_model_cycles
+            c.last_cycles = work
+            cluster = model.clusters.get(c.name)
+            if cluster is not None:
+                busy = min(float(c.cpus), work / (max(c.khz, 1) * 1000.0 * dt))
+                cpu_w += cluster.watts(c.khz, busy)
+        self._cpu_model_cycles = 0.0
+        npu_w = 0.0
+        npu = self.npu
+        if npu is not None and model.npu is not None:
+            busy = self._overlap(self._busy, t0, t1) / dt
+            if npu.control == "on":
+                powered = 1.0
+            else:
+                powered = max(busy, self._overlap(self._powered, t0, t1) / dt)
+            npu.last_busy = busy
+            npu_w = model.npu.watts(npu.hz, busy, powered)
+            self._powered = [iv for iv in self._powered if iv[1] > t0]
+        self._busy = [iv for iv in self._busy if iv[1] > t0]
+        self.meter.add(Watts(cpu_w, npu_w, 0.0, model.camera_w or 0.0, model.static_w or 0.0),
+                       dt)
+
+    def infer_duty(self) -> float:
+        """Fraction of the last interval the model ran (for the load sample)."""
+        return self.npu.last_busy if self.npu is not None else 0.0
+
+    def busiest_cpu_percent(self, dt: float) -> float:
+        best = 0.0
+        for c in self.cpus:
+            best = max(best, c.last_cycles / (max(c.khz, 1) * 1000.0 * dt))
+        return min(100.0, 100.0 * best)
