@@ -24,9 +24,19 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
   threshold raises the threshold where the scene keeps moving a little (swaying foliage,
   flicker, faint rain). What crosses the threshold (a passer-by) does not raise it, and what
   moves during the first CALIBRATION_S seconds is taken for scenery.
+* Rain and snow: a changed region smaller than PERSIST_AREA min_areas counts at once only if
+  it is strong for where it is; a weak one must overlap the changes of the two frames before
+  (streaks land somewhere else every frame, objects overlap themselves).
+* Sway: each pixel is compared with the range its 3x3 neighbourhood of background spans, so
+  an edge that moves by a pixel (leaves, a vibrating mast) is not a change.
+* Clipping: where the background was white-clipped and the exposure drops, it is only a lower
+  bound; a brighter truth showing up there is learnt, not reported.
 * Stopped objects and ghosts: a region that differs from the background but has stayed still
   for STILL_S seconds is copied into the background, so a parked car stops costing inferences
   (the heartbeat still looks at it).
+
+It calibrates for CALIBRATION_S after start or reset (reason "calibrating", nothing inferred
+unless the heartbeat is due); lights switched meanwhile restart the calibration.
 """
 
 from __future__ import annotations
