@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from wattgate.client import Client, ClientError
+from wattgate.config import load_config
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 
@@ -165,7 +166,8 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()
         config = config or write_config(run_dir / "config.toml", run_dir, **sections)
-        daemon = DaemonProcess(config, run_dir / "wattgate.sock", run_dir / "daemon.log")
+        socket_path = Path(load_config(config).daemon.socket)
+        daemon = DaemonProcess(config, socket_path, run_dir / "daemon.log")
         started.append(daemon)
         return daemon
 
