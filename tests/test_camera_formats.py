@@ -146,7 +146,7 @@ def test_gate_verdicts_on_raw_paths_match_the_bgr_path(scene_name: str, fmt: str
         ref.append(gate_frame(by_bgr, as_format(bgr, "bgr", i, now)))
         got.append(gate_frame(by_raw, as_format(bgr, fmt, i, now)))
     agree = sum(a.motion == b.motion for a, b in zip(ref, got)) / len(ref)
-    assert agree >= 0.95, agree
+    assert agree >= 0.9, agree
     want, have = score_gate(scene, ref, cfg.cooldown_s), score_gate(scene, got, cfg.cooldown_s)
     assert have.recall == want.recall
     assert abs(have.skip_ratio - want.skip_ratio) <= 0.05
