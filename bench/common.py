@@ -1,0 +1,362 @@
+"""What every benchmark shares: the machine report, statistics, targets, and a real daemon.
+
+The daemon is started the way systemd starts it (`python -m wattgate.cli run --config`,
+optionally with a NOTIFY_SOCKET datagram listener), in a temporary directory of its own, and
+measured from outside through /proc and its socket, never by importing its internals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from wattgate.client import Client, ClientError
+
+Json = dict[str, Any]
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- the machine ---------------------------------------------------------------------------
+
+
+def _version(*packages: str) -> Optional[str]:
+    for package in packages:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return f"{package} {importlib.metadata.version(package)}"
+    return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it (x86 `model name`, Arm `Model`)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware", "cpu model"):
+                return value.strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> Json:
+    """Where and with what a result was measured: every report carries this."""
+    import cv2
+    import numpy
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpu": cpu_model(),
+        "cores": cores,
+        "arch": platform.machine(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "opencv": cv2.__version__,
+        "tflite_runtime": _version("ai-edge-litert", "tflite-runtime") or "none",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- statistics ----------------------------------------------------------------------------
+
+
+def summary(values: Sequence[float], digits: int = 4) -> Json:
+    """min/median/max of a list of repeats (the report format every benchmark uses)."""
+    if not values:
+        return {"min": None, "median": None, "max": None, "n": 0}
+    return {
+        "min": round(min(values), digits),
+        "median": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
+        "n": len(values),
+    }
+
+
+def percentile(values: Sequence[float], q: float) -> Optional[float]:
+    """The q-th percentile (0..100), nearest rank: an observed value, never interpolated."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100.0 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def ratio(a: Optional[float], b: Optional[float], digits: int = 4) -> Optional[float]:
+    if a is None or not b:
+        return None
+    return round(a / b, digits)
+
+
+def target(name: str, value: Optional[float], op: str, limit: float, note: str = "") -> Json:
+    """One target: `value op limit` with op one of <=, <, >=; `met` is None when unmeasured."""
+    met: Optional[bool] = None
+    if value is not None:
+        met = {"<=": value <= limit, "<": value < limit, ">=": value >= limit}[op]
+    out: Json = {"name": name, "value": value, "op": op, "limit": limit, "met": met}
+    if note:
+        out["note"] = note
+    return out
+
+
+# -- /proc readings ------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (live and exited) included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
+
+
+def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
+    """Per thread id: (seconds on a CPU, seconds runnable but waiting for one), from
+    schedstat (nanoseconds, not clock ticks). Wall time minus both is time asleep: blocked
+    on a lock (the GIL too), a queue, I/O or a timer."""
+    out: dict[int, tuple[float, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = (task / "schedstat").read_text().split()
+            out[int(task.name)] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+    return out
+
+
+def thread_usage(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]],
+                 wall: float) -> list[Json]:
+    """Per thread, as fractions of `wall`: on CPU, waiting for a CPU, asleep; busiest first.
+    Threads are numbered in creation order (0 is the main thread, the event loop)."""
+    rows = []
+    for n, tid in enumerate(sorted(after)):
+        run0, wait0 = before.get(tid, (0.0, 0.0))
+        run1, wait1 = after[tid]
+        run, wait = (run1 - run0) / wall, (wait1 - wait0) / wall
+        rows.append({"thread": n, "tid": tid, "cpu": round(run, 4), "runqueue": round(wait, 4),
+                     "asleep": round(max(0.0, 1.0 - run - wait), 4)})
+    return sorted(rows, key=lambda r: -float(r["cpu"]))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size in MiB (VmRSS, what `ps` and systemd's MemoryCurrent roughly show)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+# -- a real daemon ------------------------------------------------------------------------
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+class NotifyListener:
+    """A NOTIFY_SOCKET datagram socket, as systemd listens for sd_notify(3) messages."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.messages: list[tuple[float, str]] = []
+
+    def wait_for(self, assignment: str, timeout: float) -> Optional[float]:
+        """perf_counter() time the first datagram holding `assignment` arrived, or None."""
+        deadline = time.perf_counter() + timeout
+        for arrived, text in self.messages:
+            if assignment in text.splitlines():
+                return arrived
+        while True:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:  # TimeoutError from Python 3.10 on
+                return None
+            arrived = time.perf_counter()
+            text = data.decode(errors="replace")
+            self.messages.append((arrived, text))
+            if assignment in text.splitlines():
+                return arrived
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class DaemonRun:
+    """One real daemon process in its own directory; use `daemon(...)` to get one."""
+
+    proc: subprocess.Popen[bytes]
+    root: Path
+    socket_path: Path
+    started: float  # perf_counter() just before the process was spawned
+    notify: Optional[NotifyListener] = None
+    clients: list[Client] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return (self.root / "daemon.log").read_text(errors="replace")[-4000:]
+
+    def connect(self, timeout: float = 60.0) -> Client:
+        """A client that has had its hello (so the daemon is ready)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                client = Client(str(self.socket_path), timeout=timeout)
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon socket never answered:\n{self.log()}") from None
+                time.sleep(0.02)
+                continue
+            self.clients.append(client)
+            return client
+
+    def status(self, client: Client) -> Json:
+        return client.request("status")
+
+    def wait_frames(self, client: Client, frames: int, timeout: float = 300.0) -> Json:
+        """Poll status until the pipeline has captured `frames` frames; the last status."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status(client)
+            if status.get("pipeline", {}).get("frames", 0) >= frames:
+                return status
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{frames} frames not reached: {status.get('pipeline')}")
+            time.sleep(0.05)
+
+    def pause(self) -> None:
+        """SIGSTOP: the daemon takes no CPU while a baseline runs in this process."""
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(OSError):
+                client.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.notify is not None:
+            self.notify.close()
+
+
+@contextlib.contextmanager
+def daemon(notify: bool = False, **sections: dict[str, Any]) -> Iterator[DaemonRun]:
+    """Start `wattgate run` on a config made of `sections`; stopped (and cleaned up) on exit.
+
+    The socket and state live in a fresh temporary directory; the model runs on one thread
+    (the config default, kept explicit: the baselines in this process use the same)."""
+    root = Path(tempfile.mkdtemp(prefix="wattgate-bench-"))
+    tables: dict[str, dict[str, Any]] = {
+        "daemon": {"socket": str(root / "wattgate.sock"), "state_dir": str(root / "state"),
+                   "log_level": "warning"},
+        "model": {"threads": 1},
+    }
+    for name, values in sections.items():
+        tables.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in tables.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+    config = root / "config.toml"
+    config.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                        "LISTEN_PID", "JOURNAL_STREAM")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    listener = None
+    if notify:
+        listener = NotifyListener(root / "notify.sock")
+        env["NOTIFY_SOCKET"] = str(listener.path)
+    log = (root / "daemon.log").open("wb")
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    log.close()
+    run = DaemonRun(proc, root, Path(tables["daemon"]["socket"]), started, listener)
+    try:
+        yield run
+    finally:
+        run.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# -- frames on disk -------------------------------------------------------------------------
+
+
+def write_scene_video(path: Path, scene: str, width: int, height: int, fps: float,
+                      first_s: float, seconds: float) -> int:
+    """`seconds` of a synthetic scene from `first_s` on, as an MJPG AVI; frames written.
+
+    A video file rather than `synthetic:`: OpenCV's file source stamps a frame after it is
+    decoded, as a camera driver does, while the synthetic source stamps it before rendering,
+    which would count the render as pipeline latency."""
+    import cv2
+
+    from wattgate.drivers.synthetic import make_scene
+
+    made = make_scene(scene, width, height, fps)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write {path}")
+    first = round(first_s * fps)
+    count = max(1, round(seconds * fps))
+    for i in range(first, first + count):
+        writer.write(made.frame(i))
+    writer.release()
+    return count
+
+
+def read_video(path: Path) -> list[Any]:
+    """Every frame of a video file, decoded to BGR, in order."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames

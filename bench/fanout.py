@@ -1,0 +1,205 @@
+"""`fanout`: results to 1, 10 and 100 subscribers at full rate; one stalled subscriber.
+
+One daemon, gate off, realtime = false, so results come as fast as the model makes them
+(the source is the raw I420 file of the pipeline benchmark). Configurations, interleaved
+within each repeat: no subscriber, 1, 10, 100, and 10 plus one that subscribes and never
+reads. For each: the pipeline's rate (inferences a second, from `status` before and after a
+window, so it is measured the same way with no subscriber at all), and the delivery delay of
+every result every reading subscriber gets: the time it was read here minus the time it was
+ready in the daemon (`ts` + `latency_ms`), i.e. the event loop, the hub, the socket and this
+reader. The subscribers are read by one thread of this process (non-blocking sockets and a
+selector); the CPU it needs (`reader_cpu_cores`) shares the machine with the daemon, and the
+daemon's event loop thread's CPU (`loop_cpu_cores`) shows what the fan-out costs there.
+"""
+
+from __future__ import annotations
+
+import re
+import selectors
+import socket
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from bench.common import (
+    Json,
+    daemon,
+    machine,
+    percentile,
+    ratio,
+    summary,
+    target,
+    thread_cpu,
+)
+from bench.pipeline import write_raw_video
+from wattgate.client import Client
+from wattgate.drivers.synthetic import make_scene
+
+TS = re.compile(rb'"ts":([0-9.eE+-]+)')
+LATENCY = re.compile(rb'"latency_ms":([0-9.eE+-]+)')
+OVERFLOW = re.compile(rb'"class":"overflow","dropped":([0-9]+)')
+SUBSCRIBE = b'{"cmd":"subscribe","topics":["results"]}\n'
+
+
+@dataclass
+class Reader:
+    sock: socket.socket
+    rest: bytes = b""
+    delays: list[float] = field(default_factory=list)
+    results: int = 0
+    dropped: int = 0
+
+    def feed(self, data: bytes, now: float, record: bool) -> None:
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        for line in lines:
+            if b'"class":"result"' in line:
+                ts, lat = TS.search(line), LATENCY.search(line)
+                if record and ts and lat:
+                    self.results += 1
+                    self.delays.append((now - float(ts.group(1))) * 1000.0
+                                       - float(lat.group(1)))
+            elif record and b'"overflow"' in line:
+                match = OVERFLOW.search(line)
+                self.dropped += int(match.group(1)) if match else 0
+
+
+def connect(path: Path, rcvbuf: Optional[int] = None) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(str(path))
+    sock.sendall(SUBSCRIBE)
+    return sock
+
+
+def pump(readers: list[Reader], seconds: float, record: bool) -> None:
+    selector = selectors.DefaultSelector()
+    for reader in readers:
+        reader.sock.setblocking(False)
+        selector.register(reader.sock, selectors.EVENT_READ, reader)
+    end = time.monotonic() + seconds
+    try:
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            for key, _ in selector.select(min(left, 0.1)):
+                reader: Reader = key.data
+                try:
+                    data = reader.sock.recv(1 << 16)
+                except BlockingIOError:
+                    continue
+                if data:
+                    reader.feed(data, time.time(), record)
+    finally:
+        selector.close()
+
+
+def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bool,
+            window: float, settle: float) -> Json:
+    readers = [Reader(connect(path)) for _ in range(subscribers)]
+    idle = connect(path, rcvbuf=4096) if stalled else None
+    try:
+        pump(readers, settle, record=False)
+        before = control.request("status")["pipeline"]["inferred"]
+        loop0, t0, cpu0 = thread_cpu(pid).get(pid, (0.0, 0.0))[0], time.monotonic(), 0.0
+        cpu0 = time.thread_time()
+        if readers:
+            pump(readers, window, record=True)
+        else:
+            time.sleep(window)
+        reader_cpu = time.thread_time() - cpu0
+        elapsed = time.monotonic() - t0
+        loop = thread_cpu(pid).get(pid, (0.0, 0.0))[0] - loop0
+        after = control.request("status")["pipeline"]["inferred"]
+    finally:
+        for reader in readers:
+            reader.sock.close()
+        if idle is not None:
+            idle.close()
+    delays = [d for r in readers for d in r.delays]
+    return {
+        "fps": (after - before) / elapsed,
+        "p50": percentile(delays, 50),
+        "p99": percentile(delays, 99),
+        "received": sum(r.results for r in readers),
+        "dropped": sum(r.dropped for r in readers),
+        "reader_cpu_cores": reader_cpu / elapsed,
+        "loop_cpu_cores": loop / elapsed,
+    }
+
+
+def run(quick: bool = False, repeats: int | None = None) -> Json:
+    repeats = repeats or (1 if quick else 3)
+    window = 0.6 if quick else 3.0
+    settle = 0.3 if quick else 0.5
+    configs = ((0, False), (1, False), (2, False), (2, True)) if quick else (
+        (0, False), (1, False), (10, False), (100, False), (10, True))
+    runs: dict[tuple[int, bool], list[Json]] = {c: [] for c in configs}
+    with tempfile.TemporaryDirectory(prefix="wattgate-bench-") as tmp:
+        video = Path(tmp) / "person.avi"
+        scene = make_scene("person", 640, 480, 30.0)
+        write_raw_video(video, [scene.frame(i) for i in range(90, 90 + (8 if quick else 90))],
+                        30.0)
+        camera = {"source": str(video), "loop": True, "realtime": False}
+        with daemon(camera=camera, gate={"enabled": False},
+                    daemon={"max_clients": 128}) as run_:
+            control = run_.connect()
+            time.sleep(settle)
+            for r in range(repeats):
+                order = configs[r % len(configs):] + configs[: r % len(configs)]
+                for subscribers, stalled in order:
+                    runs[(subscribers, stalled)].append(measure(
+                        run_.socket_path, control, run_.pid, subscribers, stalled, window,
+                        settle))
+    base_fps = summary([m["fps"] for m in runs[(0, False)]], 1)["median"]
+    rows = []
+    for (subscribers, stalled), measured in runs.items():
+        fps = summary([m["fps"] for m in measured], 1)
+        p99s = [m["p99"] for m in measured if m["p99"] is not None]
+        p50s = [m["p50"] for m in measured if m["p50"] is not None]
+        rows.append({
+            "subscribers": subscribers,
+            "stalled": int(stalled),
+            "fps": fps["median"],
+            "fps_vs_none": ratio(fps["median"], base_fps),
+            "p50_delay_ms": _round(summary(p50s, 3)["median"]),
+            "p99_delay_ms": _round(summary(p99s, 3)["median"]),
+            "received": sum(m["received"] for m in measured),
+            "dropped": sum(m["dropped"] for m in measured),
+            "reader_cpu_cores": round(summary([m["reader_cpu_cores"] for m in measured])
+                                      ["median"] or 0.0, 3),
+            "loop_cpu_cores": round(summary([m["loop_cpu_cores"] for m in measured])
+                                    ["median"] or 0.0, 3),
+            "stats": {"fps": fps, "p99_delay_ms": summary(p99s, 3)},
+        })
+    targets = []
+    by_key = {(row["subscribers"], row["stalled"]): row for row in rows}
+    for row in rows:
+        if row["subscribers"] == 0:
+            continue
+        label = f"{row['subscribers']} subscribers" + (" + 1 stalled" if row["stalled"] else "")
+        targets.append(target(f"fanout fps/none {label}", row["fps_vs_none"], ">=", 0.95))
+        targets.append(target(f"fanout p99 delay ms {label}", row["p99_delay_ms"], "<", 5.0))
+        if row["stalled"]:
+            plain = by_key.get((row["subscribers"], 0))
+            if plain is not None:
+                targets.append(target(f"fanout fps stalled/plain {label}",
+                                      ratio(row["fps"], plain["fps"]), ">=", 0.95))
+    return {
+        "bench": "fanout",
+        "machine": machine(),
+        "repeats": repeats,
+        "window_s": window,
+        "statistic": "median of the repeats (p99 per window, then the median of those)",
+        "source": "person 640x480 I420 AVI, realtime = false, gate off",
+        "rows": rows,
+        "targets": targets,
+    }
+
+
+def _round(value: Optional[float]) -> Optional[float]:
+    return None if value is None else round(value, 3)

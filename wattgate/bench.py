@@ -1,0 +1,66 @@
+"""`wattgate bench NAME [--json] [--quick]`: run the benchmarks of the source tree's bench/.
+
+The benchmarks are development tools: they need the test dependencies, write video files
+and start daemons, so they are not part of the installed package. This module only wires
+them into the CLI; it finds bench/ beside the wattgate package of a source checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+NAMES = ("gate", "gate-quality", "pipeline", "idle", "footprint", "fanout")
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def register(subparsers: Any) -> None:
+    """Add the `bench` command to the CLI's subparsers."""
+    parser = subparsers.add_parser(
+        "bench", help="run a benchmark (from a source checkout)",
+        description="Measure wattgate against baselines in the same run; `all` writes "
+                    "bench/results/latest.json and latest.md.",
+    )
+    parser.add_argument("name", choices=[*NAMES, "all"], help="which benchmark")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny inputs and one repeat: checks that it runs, measures nothing")
+    parser.add_argument("--repeats", type=int, help="override the number of repeats")
+    parser.add_argument("--out", help="directory for latest.json/latest.md (all only; "
+                                      "default bench/results)")
+    parser.set_defaults(func=cmd_bench)
+
+
+def _import(module: str) -> Any:
+    if not (CHECKOUT / "bench" / "__init__.py").is_file():
+        raise SystemExit("wattgate: the benchmarks live in bench/ of a source checkout; "
+                         f"none beside {CHECKOUT / 'wattgate'}")
+    if str(CHECKOUT) not in sys.path:
+        sys.path.insert(0, str(CHECKOUT))
+    return importlib.import_module(module)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.repeats is not None and args.repeats < 1:
+        raise SystemExit("wattgate: --repeats must be at least 1")
+    report = _import("bench.report")
+    if args.name == "all":
+        out = Path(args.out) if args.out else None
+        summary: dict[str, Any] = report.run_all(args.quick, args.repeats, out)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            target = out or report.RESULTS
+            print(f"{summary['targets_met']} of {summary['targets']} targets met; "
+                  f"wrote {target / 'latest.json'} and {target / 'latest.md'}")
+        return 0
+    result: dict[str, Any] = report.runner(args.name)(quick=args.quick, repeats=args.repeats)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(report.markdown([result], result["machine"], [f"# wattgate bench {args.name}", ""]))
+    return 0
