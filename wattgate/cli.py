@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from wattgate import __version__
+from wattgate.bench import register as register_bench
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import EXIT_CONFIG, ConfigError, json_schema, load_config
 
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("name", nargs="?", help="pin this profile (needs admin rights)")
     profile.add_argument("--release", action="store_true", help="release a pinned profile")
     profile.set_defaults(func=cmd_profile)
+    register_bench(sub)
     return parser
 
 
