@@ -125,29 +125,48 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15)
 
 
-def thread_cpu(pid: int) -> dict[int, tuple[float, float]]:
-    """Per thread id: (seconds on a CPU, seconds runnable but waiting for one), from
-    schedstat (nanoseconds, not clock ticks). Wall time minus both is time asleep: blocked
-    on a lock (the GIL too), a queue, I/O or a timer."""
-    out: dict[int, tuple[float, float]] = {}
+@dataclass(frozen=True)
+class ThreadSample:
+    """Counters of one thread at one moment."""
+
+    cpu: float  # seconds on a CPU (schedstat: nanoseconds, not clock ticks)
+    runqueue: float  # seconds runnable but waiting for a CPU
+    rchar: int  # bytes read through read(2) and the like: the capture thread reads files
+    sleeps: int  # voluntary context switches: blocking on a lock (the GIL too), I/O, a timer
+
+
+def thread_cpu(pid: int) -> dict[int, ThreadSample]:
+    """Per thread id of process `pid`: its counters now."""
+    out: dict[int, ThreadSample] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
+        with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
             fields = (task / "schedstat").read_text().split()
-            out[int(task.name)] = (int(fields[0]) / 1e9, int(fields[1]) / 1e9)
+            io = (task / "io").read_text().split()
+            status = (task / "status").read_text().splitlines()
+            sleeps = next(line for line in status if line.startswith("voluntary_ctxt"))
+            out[int(task.name)] = ThreadSample(
+                int(fields[0]) / 1e9, int(fields[1]) / 1e9, int(io[io.index("rchar:") + 1]),
+                int(sleeps.split()[1]))
     return out
 
 
-def thread_usage(before: dict[int, tuple[float, float]], after: dict[int, tuple[float, float]],
+def thread_usage(before: dict[int, ThreadSample], after: dict[int, ThreadSample],
                  wall: float) -> list[Json]:
-    """Per thread, as fractions of `wall`: on CPU, waiting for a CPU, asleep; busiest first.
-    Threads are numbered in creation order (0 is the main thread, the event loop)."""
+    """Per thread over `wall` seconds, busiest first: fractions of the time on a CPU, waiting
+    for one and asleep (blocked: on the GIL, a queue, I/O or a timer), plus sleeps a second.
+    Roles: `main` is the event loop; `reader` the thread that read the most bytes (the
+    capture thread, when the source is a file)."""
     rows = []
+    zero = ThreadSample(0.0, 0.0, 0, 0)
+    reads = {tid: after[tid].rchar - before.get(tid, zero).rchar for tid in after}
+    reader = max(reads, key=lambda tid: reads[tid]) if reads else None
     for n, tid in enumerate(sorted(after)):
-        run0, wait0 = before.get(tid, (0.0, 0.0))
-        run1, wait1 = after[tid]
-        run, wait = (run1 - run0) / wall, (wait1 - wait0) / wall
-        rows.append({"thread": n, "tid": tid, "cpu": round(run, 4), "runqueue": round(wait, 4),
-                     "asleep": round(max(0.0, 1.0 - run - wait), 4)})
+        a, b = before.get(tid, zero), after[tid]
+        run, wait = (b.cpu - a.cpu) / wall, (b.runqueue - a.runqueue) / wall
+        role = "main" if n == 0 else "reader" if tid == reader and reads[tid] > 1 << 20 else ""
+        rows.append({"thread": n, "tid": tid, "role": role, "cpu": round(run, 4),
+                     "runqueue": round(wait, 4), "asleep": round(max(0.0, 1.0 - run - wait), 4),
+                     "sleeps_per_s": round((b.sleeps - a.sleeps) / wall, 1)})
     return sorted(rows, key=lambda r: -float(r["cpu"]))
 
 

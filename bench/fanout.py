@@ -98,6 +98,12 @@ def pump(readers: list[Reader], seconds: float, record: bool) -> None:
         selector.close()
 
 
+def loop_cpu(pid: int) -> float:
+    """CPU seconds of the daemon's main thread, which runs the event loop (hub, sockets)."""
+    sample = thread_cpu(pid).get(pid)
+    return sample.cpu if sample is not None else 0.0
+
+
 def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bool,
             window: float, settle: float) -> Json:
     readers = [Reader(connect(path)) for _ in range(subscribers)]
@@ -105,15 +111,14 @@ def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bo
     try:
         pump(readers, settle, record=False)
         before = control.request("status")["pipeline"]["inferred"]
-        loop0, t0, cpu0 = thread_cpu(pid).get(pid, (0.0, 0.0))[0], time.monotonic(), 0.0
-        cpu0 = time.thread_time()
+        loop0, t0, cpu0 = loop_cpu(pid), time.monotonic(), time.thread_time()
         if readers:
             pump(readers, window, record=True)
         else:
             time.sleep(window)
         reader_cpu = time.thread_time() - cpu0
         elapsed = time.monotonic() - t0
-        loop = thread_cpu(pid).get(pid, (0.0, 0.0))[0] - loop0
+        loop = loop_cpu(pid) - loop0
         after = control.request("status")["pipeline"]["inferred"]
     finally:
         for reader in readers:

@@ -31,14 +31,13 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import cv2
 import numpy as np
 
 from bench.common import (
     Json,
-    cpu_seconds,
     daemon,
     machine,
     percentile,
@@ -122,6 +121,39 @@ def model_fps(model: Model, frames: list[Any], seconds: float) -> tuple[float, f
             return count / (now - start), (time.thread_time() - cpu) * 1000.0 / count
 
 
+def model_stages(model: Model, frames: list[Any], count: int) -> Optional[Json]:
+    """CPU ms a frame of each stage of Model.infer, timed separately in a tight loop.
+
+    Diagnostic only: it reaches into the model's private parts (letterbox, input writer,
+    decoder) and reports None if they have changed shape."""
+    try:
+        box = model._letterbox  # private on purpose: a benchmark looking inside
+        writer, interp = model._writer, model._interpreter
+        index, outputs = model._input.index, model._outputs
+        decoder = model._decoder
+        from wattgate.drivers.decoders import dequantize
+    except (AttributeError, ImportError):
+        return None
+    if box is None:
+        return None
+    stages = {"letterbox": 0.0, "input": 0.0, "invoke": 0.0, "decode": 0.0}
+    for i in range(count):
+        t0 = time.thread_time()
+        canvas = box.fill(frames[i % len(frames)])
+        t1 = time.thread_time()
+        tensor = writer.write(canvas)
+        t2 = time.thread_time()
+        interp.set_tensor(index, tensor)
+        interp.invoke()
+        t3 = time.thread_time()
+        decoded = decoder.decode([dequantize(interp.get_tensor(o.index), o) for o in outputs])
+        [box.unmap(d.box) for d in decoded]
+        t4 = time.thread_time()
+        for name, took in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            stages[name] += took
+    return {name: round(total * 1000.0 / count, 4) for name, total in stages.items()}
+
+
 def collect(client: Client, seconds: float) -> list[tuple[float, Json]]:
     """(wall-clock read time, result) for every result read within `seconds`."""
     got: list[tuple[float, Json]] = []
@@ -187,6 +219,7 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         model = Model.load(None, threads=1)
         for frame in frames[:5]:
             model.infer(frame)
+        stages = model_stages(model, frames, 50 if quick else 500)
         camera = {"source": str(fast), "loop": True, "realtime": True}
         gate = {"enabled": False}
         names = ("bare", "bare_prep", "model", "daemon", "daemon_unpaced")
@@ -195,7 +228,9 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         saturated: list[tuple[float, Json]] = []
         paced: list[tuple[float, Json]] = []
         per_repeat_p99: list[float] = []
-        threads: list[Json] = []
+        roles = ("infer", "capture", "loop")
+        threads = {name: {role: [] for role in roles} for name in ("daemon", "daemon_unpaced")}
+        samples: list[Json] = []
         with contextlib.ExitStack() as stack:
             runs = {
                 "daemon": stack.enter_context(daemon(camera=camera, gate=gate)),
@@ -220,18 +255,12 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
                 for name, run_ in runs.items():
                     run_.resume()
                     collect(clients[name], settle)  # the burst after SIGCONT is not steady
+                    frames0 = clients[name].request("status")["pipeline"]["frames"]
                     before, start = thread_cpu(run_.pid), time.monotonic()
-                    used = cpu_seconds(run_.pid)
                     results = collect(clients[name], window)
-                    used = cpu_seconds(run_.pid) - used
-                    if name == "daemon":
-                        usage = thread_usage(before, thread_cpu(run_.pid),
-                                             time.monotonic() - start)
-                        threads.append({"repeat": len(threads), "threads": usage[:3]})
+                    after, wall = thread_cpu(run_.pid), time.monotonic() - start
+                    frames1 = clients[name].request("status")["pipeline"]["frames"]
                     run_.pause()
-                    if len(results) > 1 and name in cpu:
-                        made = results[-1][1]["seq"] - results[0][1]["seq"]
-                        cpu[name].append(used * 1000.0 / max(1, made))
                     if name == "latency":
                         paced.extend(results)
                         p99 = percentile(added_ms(results)[0], 99)
@@ -241,8 +270,21 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
                     if name == "daemon":
                         saturated.extend(results)
                     daemon_rate = rate(results)
-                    if daemon_rate is not None:
-                        fps[name].append(daemon_rate)
+                    if daemon_rate is None:
+                        continue
+                    fps[name].append(daemon_rate)
+                    usage = thread_usage(before, after, wall)
+                    made = results[-1][1]["seq"] - results[0][1]["seq"]
+                    cpu[name].append(sum(t["cpu"] for t in usage) * wall * 1000.0 / made)
+                    roles = split_roles(usage)
+                    for role, thread in roles.items():
+                        per = made if role != "capture" else max(1, frames1 - frames0)
+                        threads[name][role].append(thread["cpu"] * wall * 1000.0 / per)
+                    if name == "daemon":
+                        samples.append({"repeat": len(samples), "frames_captured":
+                                        frames1 - frames0, "results": made,
+                                        "threads": [{**t, "role": _role(t, roles)}
+                                                    for t in usage[:4]]})
     added, inside = added_ms(paced)
     added_sat, _ = added_ms(saturated)
     stats = {name: summary(values, 1) for name, values in fps.items()}
@@ -274,14 +316,36 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         "latency_samples": len(added),
         "p99_added_per_repeat_ms": summary(per_repeat_p99, 3),
         "stats_fps": stats,
+        "model_stages_cpu_ms": stages,
         "cpu_ms_per_frame": {name: summary(values, 3) for name, values in cpu.items()},
-        "daemon_threads": threads,
+        "thread_cpu_ms": {name: {role: summary(values, 3) for role, values in per.items()}
+                          for name, per in threads.items()},
+        "daemon_threads": samples,
     }
     out["targets"] = [
         target("pipeline daemon_fps/bare_fps", out["daemon_vs_bare"], ">=", 0.95),
         target("pipeline p99 added latency ms", out["p99_added_latency_ms"], "<=", 2.0),
     ]
     return out
+
+
+def split_roles(usage: list[Json]) -> dict[str, Json]:
+    """The daemon's threads by role: the event loop (main), the capture thread (the one that
+    reads the file) and the inference thread (the busiest of the others)."""
+    roles = {}
+    for thread in usage:
+        if thread["role"] == "main":
+            roles["loop"] = thread
+        elif thread["role"] == "reader":
+            roles["capture"] = thread
+    others = [t for t in usage if not t["role"]]
+    if others:
+        roles["infer"] = max(others, key=lambda t: float(t["cpu"]))
+    return roles
+
+
+def _role(thread: Json, roles: dict[str, Json]) -> str:
+    return next((role for role, t in roles.items() if t is thread), "")
 
 
 def _round(value: float | None) -> float | None:

@@ -116,6 +116,7 @@ def pipeline_md(r: Json) -> list[str]:
     lines += _table(("loop", "fps median [min–max]", "CPU ms a frame (all threads)"),
                     ((label, _spread(fps[key], 1), _spread(cpu[key], 3))
                      for label, key in names))
+    threads = r.get("thread_cpu_ms", {}).get("daemon", {})
     lines += ["", f"daemon/bare {_f(r['daemon_vs_bare'], 3)}, Model.infer/bare "
               f"{_f(r['model_vs_bare'], 3)}, daemon/Model.infer {_f(r['daemon_vs_model'], 3)}.",
               f"Added latency at 30 fps ({r['latency_samples']} results): p50 "
@@ -123,7 +124,14 @@ def pipeline_md(r: Json) -> list[str]:
               f"(inside the daemon: p50 {_f(r['p50_daemon_added_ms'])}, p99 "
               f"{_f(r['p99_daemon_added_ms'])}); at saturation p50 "
               f"{_f(r['p50_added_latency_ms_saturated'])}, p99 "
-              f"{_f(r['p99_added_latency_ms_saturated'])} ms."]
+              f"{_f(r['p99_added_latency_ms_saturated'])} ms.",
+              f"Daemon CPU ms, median [min–max]: inference thread {_spread(threads.get('infer'))}"
+              f" a result, capture thread {_spread(threads.get('capture'))} a frame, event loop "
+              f"{_spread(threads.get('loop'))} a result."]
+    stages = r.get("model_stages_cpu_ms")
+    if stages:
+        lines.append("Model.infer stages, CPU ms a frame: " + ", ".join(
+            f"{name} {_f(value, 3)}" for name, value in stages.items()) + ".")
     return lines
 
 
