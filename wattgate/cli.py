@@ -14,6 +14,7 @@ from typing import Optional
 
 from wattgate import __version__
 from wattgate.bench import register as register_bench
+from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import EXIT_CONFIG, ConfigError, json_schema, load_config
 
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--release", action="store_true", help="release a pinned profile")
     profile.set_defaults(func=cmd_profile)
     register_bench(sub)
+    register_power(sub)
     return parser
 
 

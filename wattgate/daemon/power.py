@@ -37,7 +37,7 @@ from typing import Any, Optional
 from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
 from wattgate.daemon.logs import MessageId, event
-from wattgate.daemon.rollback import JournaledWriter, SysfsJournal
+from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
 from wattgate.drivers import cpufreq, devfreq, runtime_pm, vendor
 from wattgate.drivers.accel import find_accelerators
 from wattgate.drivers.iio import discover_sensors
@@ -101,6 +101,11 @@ class _Inputs:
 
 class PowerController:
     def __init__(self, cfg: Config, *, io: Optional[AttributeIO] = None) -> None:
+        self._lock = threading.RLock()
+        self._setup(cfg, io)
+
+    def _setup(self, cfg: Config, io: Optional[AttributeIO]) -> None:
+        """Everything a config determines; a structural reload runs it again."""
         self.cfg = cfg
         self.fs = Sysfs(cfg.power.sysfs_root, io)
         self.profiles: dict[str, ResolvedProfile] = resolve_all(cfg)
@@ -132,7 +137,7 @@ class PowerController:
         self.temps: dict[str, float] = {}
         self.battery: Optional[dict[str, Any]] = None
         self.lux: Optional[float] = None
-        self._lock = threading.RLock()
+        self.npu_device: Optional[str] = None
         self._pending: list[Event] = []
         self._last_tick: Optional[float] = None
         self._last_admit = -math.inf
@@ -143,11 +148,18 @@ class PowerController:
 
     # -- life cycle ----------------------------------------------------------------------
 
+    @property
+    def has_knobs(self) -> bool:
+        """Whether this board has anything a profile can set (known after ``start``)."""
+        return bool(self.driven)
+
     def start(self, now: float) -> list[Event]:
         """Restore a crashed run's changes, discover the board, apply the idle settings."""
         with self._lock:
-            if self.cfg.power.enabled:
-                self._open_journal()
+            if self.cfg.power.enabled or os.path.exists(
+                os.path.join(self.cfg.power.journal_dir, JOURNAL_NAME)
+            ):
+                self._open_journal()  # a crashed run's changes go back even if writes are off
             self._discover()
             self.energy_model = self._energy_model()
             self._started = True
@@ -160,6 +172,44 @@ class PowerController:
             self._apply_state()
             self._last_tick = now
             return events + self._drain()
+
+    def reload(self, cfg: Config, now: float) -> list[Event]:
+        """A new config (SIGHUP): new profiles and rules at once, the pin kept if it still
+        names a profile; a different board, root or journal restores and starts afresh."""
+        structural = ("enabled", "sysfs_root", "journal_dir", "npu", "gpu",
+                      "runtime_pm_devices", "board")
+        if any(getattr(cfg.power, k) != getattr(self.cfg.power, k) for k in structural):
+            self.stop()
+            pinned, who = self.rules.pinned, self.rules.pinned_by
+            with self._lock:
+                self._setup(cfg, self.fs.io)
+            if pinned in self.profiles and who is not None:
+                self.rules.pin(pinned, who)
+            return self.start(now)
+        with self._lock:
+            pinned, who = self.rules.pinned, self.rules.pinned_by
+            self.cfg = cfg
+            self.profiles = resolve_all(cfg)
+            self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
+            if pinned in self.profiles and who is not None:
+                self.rules.pin(pinned, who)
+            self.profile = self.profiles.get(self.decision.profile, self.profiles[
+                cfg.power.profile])
+            self._collect_driven_keep_baseline()
+        inputs = self._read_inputs(now, None)
+        with self._lock:
+            decision, latches = self.rules.evaluate(inputs.readings)
+            events = self._latch_events(latches)
+            events.append(self._switch(decision, now))
+            self._apply_state()
+            return events + self._drain()
+
+    def _collect_driven_keep_baseline(self) -> None:
+        """After a reload: originals already known stay (the knobs may hold our values now)."""
+        known = dict(self.baseline)
+        self._collect_driven()
+        for key, value in known.items():
+            self.baseline[key] = value
 
     def stop(self) -> None:
         """Write every original value back (normal exit, SIGTERM, SIGINT)."""
@@ -200,7 +250,7 @@ class PowerController:
                             failed=len(report.failed) or None),
             )
         self.writer = JournaledWriter(self.journal)
-        self.writes = True
+        self.writes = self.cfg.power.enabled
 
     # -- discovery -------------------------------------------------------------------------
 
