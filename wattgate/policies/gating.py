@@ -81,6 +81,8 @@ STRONG = 4.0  # a small blob this many thresholds above the background is strong
 STILL_S = 3.0  # a changed region that stays this still is absorbed into the background
 REFRESH_FRAMES = 16  # background statistics are refreshed this often
 RANGE_FRAMES = 8  # and its per-pixel sway range this often
+GUARD_FRAMES = 4  # and the per-pixel threshold this often
+FIT_SKIP = 0.25  # mean luma difference from the background under which the fit is skipped
 FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
 EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
 
@@ -128,7 +130,8 @@ class _Buffers:
         self.low: Floats = np.zeros(shape, np.float32)
         self.diff: Floats = np.zeros(shape, np.float32)
         self.work: Floats = np.zeros(shape, np.float32)
-        self.dev: Floats = np.zeros(shape, np.float32)
+        self.dev: Floats = np.zeros(shape, np.float32)  # usual residual (nuisance peaks)
+        self.guard: Floats = np.zeros(shape, np.float32)  # max(NUISANCE_K * dev, threshold)
         self.still: Bytes = np.zeros(shape, np.uint8)  # frames changed but not moving
         self.mask: Bytes = np.zeros(shape, np.uint8)
         self.grown: Bytes = np.zeros(shape, np.uint8)
@@ -168,10 +171,13 @@ class MotionGate:
         self._prev_now = 0.0  # time of the last frame
         self._interval = 1.0 / 15.0  # running mean of the frame interval
         self._thr = 0.0  # this frame's threshold
+        self._guard_thr = 0.0  # the threshold buf.guard was made with
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
         self._clipped = 0  # pixels flagged in buf.clipped
         self._hl_gain, self._hl_offset = 1.0, 0.0  # exposure change since _refresh_range
+        self._range_max = 255.0  # the brightest background at _refresh_range
+        self._bg_max = 255.0  # an upper bound of the background since
         self._absorbed = False  # still pixels were copied into the background
         self._moved = 0  # how many of the last frames in a row had changes (their grown masks)
         self._last_motion: Optional[float] = None
@@ -239,9 +245,9 @@ class MotionGate:
         gain, offset = self._fit(buf)
         threshold = self._thr = self._threshold(gain)
         self._difference(buf, gain, offset)
-        np.multiply(buf.dev, NUISANCE_K, out=buf.work)
-        cv2.max(buf.work, threshold, dst=buf.work)  # type: ignore[call-overload]
-        cv2.compare(buf.diff, buf.work, cv2.CMP_GT, dst=buf.mask)
+        if abs(threshold - self._guard_thr) > 0.01 * threshold:
+            self._guard(buf, threshold)
+        cv2.compare(buf.diff, buf.guard, cv2.CMP_GT, dst=buf.mask)
         changed = cv2.countNonZero(buf.mask)
         score = changed / buf.pixels
         calibrating = now - self._learnt_from < CALIBRATION_S - EPS
@@ -274,6 +280,10 @@ class MotionGate:
         half's median (p25), the bright half's at p75; two points give the line. Every
         FIT_STEP-th row is enough, and pixels that moved in the last frame are left out."""
         step = FIT_STEP
+        if not self._moved and not self._clipped:  # a still frame in the same exposure
+            mean = cv2.mean(buf.cur[::step])[0] - cv2.mean(buf.bg[::step])[0]
+            if -FIT_SKIP < mean < FIT_SKIP:
+                return 1.0, 0.0
         cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, dst=buf.d8,
                         dtype=cv2.CV_8U)
         label = buf.side
@@ -300,11 +310,12 @@ class MotionGate:
         current exposure in between (both commute with a positive gain and an offset). The
         usual case is |cur - middle| - half width; near clipping the ends are needed."""
         g, o = gain * self._hl_gain, gain * self._hl_offset + offset
-        if gain < 0.995:  # darker: a background clipped at white may hide a brighter truth
+        if gain < 0.995 and self._bg_max >= SATURATED:  # darker: the truth behind a clipped
+            # background may be brighter than it now predicts
             cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.spare)  # type: ignore[call-overload]
             cv2.bitwise_or(buf.clipped, buf.spare, dst=buf.clipped)
             self._clipped = cv2.countNonZero(buf.clipped)
-        if not self._clipped and g * 255.0 + o <= 255.0:
+        if not self._clipped and g * self._range_max + o <= 255.0:
             cv2.addWeighted(buf.bg_mid, g, buf.bg_mid, 0.0, o, dst=buf.work)
             cv2.absdiff(buf.cur, buf.work, dst=buf.diff)
             cv2.scaleAdd(buf.bg_half, -g, buf.diff, dst=buf.diff)
@@ -382,6 +393,7 @@ class MotionGate:
         buf.still.fill(0)
         buf.clipped.fill(0)
         self._clipped = 0
+        self._guard_thr = 0.0  # rebuilt with the next frame's threshold
         self._decayed_at = now
         self._fast_frames = CALIBRATION_FRAMES
         self._moved = 0
@@ -404,6 +416,7 @@ class MotionGate:
         cv2.erode(buf.bg, self._square, dst=buf.bg_low)
         cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, 0.5, 0.0, dst=buf.bg_mid)
         cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, -0.5, 0.0, dst=buf.bg_half)
+        self._range_max = self._bg_max = float(cv2.minMaxLoc(buf.bg_high)[1])
         self._hl_gain, self._hl_offset = 1.0, 0.0
         self._absorbed = False
 
@@ -426,26 +439,31 @@ class MotionGate:
                 cv2.copyTo(buf.work, buf.spare, buf.dev)
             else:
                 cv2.max(buf.dev, buf.diff, dst=buf.dev)
-        # the background follows the exposure at once (its anchors too), the scene slowly
-        cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
-        if gain * 255.0 + offset > 255.0:
-            cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
-        self._q = [q * gain + offset for q in self._q]
-        self._hl_gain, self._hl_offset = gain * self._hl_gain, gain * self._hl_offset + offset
-        if self._clipped:
-            self._unclip(buf)
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
             alpha = CALIBRATION_ALPHA
-        if not changed or calibrating:
-            cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
+        same = gain == 1.0 and offset == 0.0
+        if not same:  # the background follows the exposure at once (its anchors too)
+            self._q = [q * gain + offset for q in self._q]
+            self._hl_gain = gain * self._hl_gain
+            self._hl_offset = gain * self._hl_offset + offset
+        # an upper bound of the background, to know when a gain could push it past white
+        self._bg_max = min(255.0, (1.0 - alpha) * (gain * self._bg_max + offset) + alpha * 255.0)
+        plain = (not changed or calibrating) and not self._clipped
+        if plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
+            keep = 1.0 - alpha
+            cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, dst=buf.bg)
         else:
-            if not self._moved:  # every pixel was unchanged until now
-                buf.still.fill(0)
-            cv2.bitwise_not(buf.grown, dst=buf.spare)
-            cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
-            self._absorb_still(buf, gain, offset, threshold)
+            if not same:
+                cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
+                cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
+            if self._clipped:
+                self._unclip(buf)
+            if not changed or calibrating:
+                cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
+            else:
+                self._learn_around(buf, gain, offset, threshold, alpha)
         if changed:
             self._moved += 1
             buf.grown, buf.last_grown, buf.older_grown = (
@@ -457,7 +475,26 @@ class MotionGate:
             self._refresh(buf)
         elif self._age % RANGE_FRAMES == 0 or self._fast_frames or self._absorbed:
             self._refresh_range(buf)
+        if calibrating or self._age % GUARD_FRAMES == 0:
+            self._guard(buf, threshold)
         buf.cur, buf.prev = buf.prev, buf.cur
+
+    def _guard(self, buf: _Buffers, threshold: float) -> None:
+        """The per-pixel threshold; rebuilt every few frames (the usual residual moves
+        slowly) and whenever the contrast-relative threshold moves."""
+        np.multiply(buf.dev, NUISANCE_K, out=buf.guard)
+        cv2.max(buf.guard, threshold, dst=buf.guard)  # type: ignore[call-overload]
+        self._guard_thr = threshold
+
+    def _learn_around(
+        self, buf: _Buffers, gain: float, offset: float, threshold: float, alpha: float
+    ) -> None:
+        """Learn the background where nothing changed; absorb what has stopped."""
+        if not self._moved:  # every pixel was unchanged until now
+            buf.still.fill(0)
+        cv2.bitwise_not(buf.grown, dst=buf.spare)
+        cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
+        self._absorb_still(buf, gain, offset, threshold)
 
     def _unclip(self, buf: _Buffers) -> None:
         """Where the background was clipped, it is only a lower bound: raise it to what is
@@ -467,6 +504,7 @@ class MotionGate:
         if brighter.any():
             np.copyto(buf.bg, buf.cur, where=brighter)
             self._absorbed = True
+            self._bg_max = 255.0  # until _refresh_range measures it again
         buf.clipped[clipped & (buf.cur < SATURATED) & (buf.mask == 0)] = 0
         self._clipped = cv2.countNonZero(buf.clipped)
 
@@ -484,6 +522,7 @@ class MotionGate:
         if cv2.countNonZero(buf.spare):
             np.copyto(buf.bg, buf.cur, where=buf.spare > 0)
             self._absorbed = True
+            self._bg_max = 255.0  # until _refresh_range measures it again
 
     # -- the verdict ------------------------------------------------------------------------
 
