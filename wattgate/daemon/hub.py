@@ -16,6 +16,7 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 Message = dict[str, Any]
+CLOSE_GRACE_S = 5.0  # a closing client has this long to read what is queued for it
 
 
 def encode(message: Message) -> bytes:
@@ -41,6 +42,7 @@ class ClientSession:
         self.dropped_total = 0
         self._wake = asyncio.Event()
         self._closing = False
+        self._abort_timer: Optional[asyncio.TimerHandle] = None
         self.task: Optional[asyncio.Task[None]] = None
 
     def start(self) -> None:
@@ -49,6 +51,10 @@ class ClientSession:
     def reply(self, message: Message) -> None:
         self._replies.append(encode(message))
         self._wake.set()
+
+    def backlog(self) -> int:
+        """Replies queued but not yet handed to the socket: grows only if the peer stops reading."""
+        return len(self._replies)
 
     def push(self, line: bytes) -> None:
         """Queue an already-encoded droppable message, dropping the oldest when full."""
@@ -60,9 +66,20 @@ class ClientSession:
         self._wake.set()
 
     def close(self) -> None:
-        """Flush what is queued, then close (the writer task does it)."""
+        """Flush what is queued, then close; a peer that does not read is cut off later."""
+        if self._closing:
+            return
         self._closing = True
         self._wake.set()
+        if self.task is not None and not self.task.done():
+            # Only a writer still flushing needs the deadline; a finished one has closed.
+            self._abort_timer = asyncio.get_running_loop().call_later(
+                CLOSE_GRACE_S, self.abort
+            )
+
+    def abort(self) -> None:
+        """Drop the connection now, queued data and all (abuse, or a peer that never reads)."""
+        self.writer.transport.abort()
 
     def _next_batch(self) -> bytes:
         parts = list(self._replies)
@@ -88,6 +105,8 @@ class ClientSession:
         except (ConnectionError, OSError):
             pass
         finally:
+            if self._abort_timer is not None:
+                self._abort_timer.cancel()
             self.writer.close()
 
 

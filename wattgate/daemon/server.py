@@ -26,6 +26,7 @@ from wattgate.daemon.hub import ClientSession, Hub, Message, encode
 log = logging.getLogger("wattgate.server")
 
 MAX_LINE = 64 * 1024  # protocol limit on one request line, newline included
+MAX_BACKLOG = 1024  # unanswered replies before a client that sends but never reads is cut off
 
 
 class ProtocolError(Exception):
@@ -184,6 +185,11 @@ class Server:
             if not line.strip():
                 continue
             session.reply(await self._dispatch(session, line))
+            if session.backlog() > MAX_BACKLOG:
+                log.warning("closing %s: %d replies unread (request flood)", session.peer,
+                            session.backlog())
+                session.abort()  # it does not read: a parting error would never arrive
+                return
 
     async def _dispatch(self, session: ClientSession, line: bytes) -> Message:
         request_id: Any = None

@@ -1,0 +1,165 @@
+"""Abuse: fuzzed requests, floods and connection churn leave the daemon serving and lean."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import DaemonProcess
+from wattgate.daemon.server import ProtocolError, parse_request
+
+StartDaemon = Callable[..., DaemonProcess]
+
+ERROR_CODES = {"bad_json", "bad_request", "unknown_cmd", "forbidden", "too_large", "busy",
+               "unavailable"}
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.binary(max_size=300))
+def test_parser_never_raises_anything_but_a_protocol_error(raw: bytes) -> None:
+    try:
+        request = parse_request(raw)
+    except ProtocolError as exc:
+        assert exc.code in ERROR_CODES
+    else:
+        assert isinstance(request, dict) and isinstance(request["cmd"], str)
+
+
+@given(json_values)
+def test_parser_accepts_exactly_objects_with_a_string_cmd(value: Any) -> None:
+    line = json.dumps(value).encode()
+    ok = isinstance(value, dict) and isinstance(value.get("cmd"), str)
+    try:
+        assert parse_request(line) == value
+    except ProtocolError as exc:
+        assert not ok
+        assert exc.code == "bad_request"
+    else:
+        assert ok
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    from tests.conftest import write_config
+
+    run = tmp_path_factory.mktemp("abuse")
+    config = write_config(run / "config.toml", run, camera={"source": "synthetic:empty"})
+    daemon = DaemonProcess(config, run / "wattgate.sock", run / "daemon.log")
+    daemon.connect().close()
+    yield daemon
+    assert daemon.stop() == 0
+
+
+commands = st.fixed_dictionaries(
+    {"cmd": st.sampled_from(["status", "subscribe", "unsubscribe", "events", "infer",
+                             "profile", "reload", "snap", "nope"])},
+    optional={
+        "id": json_values,
+        "topics": json_values,
+        "since": json_values,
+        "limit": json_values,
+        "image": json_values,
+        "set": json_values,
+        "timeout_ms": st.integers(-5, 50),
+        "min_score": json_values,
+        "labels": json_values,
+        "extra": json_values,
+    },
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(commands)
+def test_fuzzed_requests_on_a_real_socket_get_one_answer_each(
+    shared_daemon: DaemonProcess, request_: dict[str, Any]
+) -> None:
+    if request_["cmd"] == "reload":
+        request_.pop("set", None)
+    with shared_daemon.connect() as client:
+        client.settimeout(15)
+        client.send(request_)
+        answer = next(m for m in client.messages() if m["class"] not in ("result", "event"))
+        assert answer["class"] in ("reply", "error", "status")
+        if answer["class"] == "error":
+            assert answer["code"] in ERROR_CODES
+            assert answer["message"]
+        if "id" in request_:
+            assert answer.get("id") == request_["id"]
+        # The connection is still usable after whatever that was.
+        assert client.request("status")["class"] == "status"
+
+
+def test_a_flooding_client_is_cut_off_and_others_are_served(
+    shared_daemon: DaemonProcess,
+) -> None:
+    flood = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    flood.connect(str(shared_daemon.socket))
+    stop = threading.Event()
+
+    def pour() -> None:
+        line = b'{"cmd":"status","id":1}\n' * 256
+        try:
+            while not stop.is_set():
+                flood.sendall(line)
+        except OSError:
+            pass  # cut off, as it should be
+
+    pourer = threading.Thread(target=pour, daemon=True)
+    pourer.start()
+    try:
+        for _ in range(20):
+            with shared_daemon.connect() as other:
+                assert other.request("status")["class"] == "status"
+        pourer.join(timeout=60)
+        assert not pourer.is_alive(), "the flooding client was never cut off"
+    finally:
+        stop.set()
+        flood.close()
+    assert "request flood" in shared_daemon.log()
+
+
+def test_connection_churn_returns_fds_and_memory_to_baseline(
+    shared_daemon: DaemonProcess,
+) -> None:
+    proc = psutil.Process(shared_daemon.proc.pid)
+
+    def churn(cycles: int) -> None:
+        for i in range(cycles):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(shared_daemon.socket))
+            if i % 3 == 0:
+                sock.sendall(b'{"cmd":"status"}\n')
+            if i % 3 == 1:
+                sock.recv(4096)
+            sock.close()
+
+    def settled_fds() -> int:
+        with shared_daemon.connect() as client:
+            for _ in range(200):
+                if client.request("status")["clients"] == 1:
+                    break
+        return proc.num_fds()
+
+    churn(200)  # warm up allocator pools and caches
+    fds, rss = settled_fds(), proc.memory_info().rss
+    churn(1000)
+    assert settled_fds() == fds
+    growth_mb = (proc.memory_info().rss - rss) / 2**20
+    assert growth_mb < 2.0, f"RSS grew {growth_mb:.2f} MB over 1000 connections"
+    assert os.path.exists(shared_daemon.socket)
