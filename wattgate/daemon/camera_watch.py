@@ -142,11 +142,15 @@ class _Worker:
             self._cond.notify_all()
         return call
 
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
     def retire(self, owned: Optional[Source]) -> None:
         """Stop after the current call; close `owned` (and any source a late open returns)."""
         with self._cond:
             self._retired = True
-            self._owned = owned
+            if owned is not None:
+                self._owned = owned
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -250,6 +254,7 @@ class SupervisedSource:
         self._delivered = 0
         self._opens = 0
         self._workers = 0
+        self._newest: Optional[_Worker] = None  # the worker of the last open, for stop()
         self._last_frame = 0.0
         self._context: Any = None
         self._udev: Optional[UdevWatch] = None
@@ -274,9 +279,14 @@ class SupervisedSource:
     def close(self) -> None:
         self.stop()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         """Stop promptly: wake a blocked reader (read() returns None), stop the udev thread,
-        and leave the capture to be closed by its worker once its current call returns."""
+        and give the camera's worker up to `timeout` to finish its call and close the capture.
+
+        Waiting for that worker matters at exit: a thread still inside OpenCV while the
+        interpreter finalizes aborts the process. A worker stuck in a hung driver call is
+        left behind after `timeout` (SIGTERM must not wait for it).
+        """
         with self._cond:
             if self._stopped:
                 return
@@ -285,6 +295,10 @@ class SupervisedSource:
         if self._udev is not None:
             self._udev.stop()
         self._drop_inner()
+        newest = self._newest
+        if newest is not None:
+            newest.retire(None)
+            newest.join(timeout)
 
     # -- what the daemon shows ------------------------------------------------------------
 
@@ -376,7 +390,7 @@ class SupervisedSource:
             self._unavailable(why, poll, failure=False)
             return
         self._workers += 1
-        worker = _Worker(self._cond, f"wattgate-camera-{self._workers}")
+        worker = self._newest = _Worker(self._cond, f"wattgate-camera-{self._workers}")
         call = worker.submit(lambda: self._opener(target, self._resume_at))
         if not self._wait(call, self.settings.open_timeout_s):
             worker.retire(None)
