@@ -1,0 +1,434 @@
+"""The power controller on fake trees of real boards: what it writes, when, and that every
+write is undone (on stop, and by the next start after a crash)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from tests.fixtures.boards import FaultyIO, faults, materialize
+from wattgate.config import parse_config
+from wattgate.daemon.logs import MessageId
+from wattgate.daemon.power import PowerController
+from wattgate.drivers.sysfs import AttributeIO
+from wattgate.policies.gating import GateVerdict
+from wattgate.policies.load import LoadSample
+
+CPU = "devices/system/cpu/cpufreq"
+NPU = "class/devfreq/fdab0000.npu"
+NPU_DEV = "devices/platform/fdab0000.npu"
+MOTION = GateVerdict(True, "motion", 0.1, True, ((0, 0, 10, 10),))
+QUIET = GateVerdict(False, "idle", 0.0, False, ())
+COOLDOWN = GateVerdict(True, "cooldown", 0.0, False, ())
+HEARTBEAT = GateVerdict(True, "heartbeat", 0.0, False, ())
+SNAP = GateVerdict(True, "snap", 0.0, False, ())
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file's text and every link's target below root."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = "-> " + os.readlink(path)
+            elif path.is_file():
+                out[rel] = path.read_text()
+    return out
+
+
+def read(root: Path, attribute: str) -> str:
+    return (root / attribute).read_text().strip()
+
+
+def make(
+    tmp_path: Path,
+    board: str = "rk3588",
+    io: Optional[AttributeIO] = None,
+    power: Optional[dict[str, Any]] = None,
+    **sections: Any,
+) -> tuple[PowerController, Path]:
+    root = tmp_path / "sys"
+    if not root.exists():
+        materialize(board, root)
+    raw: dict[str, Any] = {"power": {"sysfs_root": str(root),
+                                     "journal_dir": str(tmp_path / "journal"), **(power or {})}}
+    raw.update(sections)
+    return PowerController(parse_config(raw), io=io), root
+
+
+def knobs(root: Path) -> dict[str, str]:
+    return {
+        "npu_control": read(root, f"{NPU_DEV}/power/control"),
+        "npu_autosuspend": read(root, f"{NPU_DEV}/power/autosuspend_delay_ms"),
+        "npu_governor": read(root, f"{NPU}/governor"),
+        "npu_max": read(root, f"{NPU}/max_freq"),
+        "little_max": read(root, f"{CPU}/policy0/scaling_max_freq"),
+        "big_max": read(root, f"{CPU}/policy4/scaling_max_freq"),
+        "big_governor": read(root, f"{CPU}/policy4/scaling_governor"),
+    }
+
+
+IDLE = {"npu_control": "auto", "npu_autosuspend": "100", "npu_governor": "rknpu_ondemand",
+        "npu_max": "300000000", "little_max": "816000", "big_max": "1200000",
+        "big_governor": "schedutil"}
+ACTIVE = {"npu_control": "auto", "npu_autosuspend": "10", "npu_governor": "performance",
+          "npu_max": "1000000000", "little_max": "1800000", "big_max": "2400000",
+          "big_governor": "schedutil"}
+
+
+# -- start, wake, cooldown, stop ---------------------------------------------------------------
+
+
+def test_start_applies_idle_and_stop_restores_the_tree(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    before = snapshot(root)
+    events = pc.start(0.0)
+    assert events == [{"kind": "profile_change", "profile": "balanced",
+                       "reason": "default (power.profile)", "source": "default"}]
+    assert knobs(root) == IDLE
+    assert (tmp_path / "journal" / "sysfs-journal.json").exists()
+    assert pc.writes and pc.has_knobs
+    pc.stop()
+    assert snapshot(root) == before
+    assert not (tmp_path / "journal" / "sysfs-journal.json").exists()
+
+
+def test_the_gate_firing_raises_the_npu_before_on_gate_returns(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    assert pc.on_gate(MOTION, 1.0) is True
+    assert knobs(root) == ACTIVE  # written before the frame could reach the model
+    assert pc.activity.state == "active"
+    events = pc.tick(1.5)
+    assert {"kind": "activity", "state": "active", "previous": "idle",
+            "reason": "motion"} in events
+    pc.stop()
+
+
+def test_idle_active_cooldown_idle(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    assert pc.on_gate(QUIET, 0.5) is False
+    pc.on_gate(MOTION, 1.0)
+    assert pc.on_gate(COOLDOWN, 1.1) is True  # the gate's own cooldown frames still infer
+    assert pc.activity.state == "cooldown" and knobs(root) == ACTIVE
+    assert pc.tick(2.0) == [
+        {"kind": "activity", "state": "active", "previous": "idle", "reason": "motion"},
+        {"kind": "activity", "state": "cooldown", "previous": "active", "reason": "no motion"},
+    ]
+    assert knobs(root) == ACTIVE
+    events = pc.tick(3.0)  # cooldown_s = 2 after the last motion
+    assert events == [{"kind": "activity", "state": "idle", "previous": "cooldown",
+                       "reason": "no motion for 2 s"}]
+    assert knobs(root) == IDLE
+    pc.stop()
+
+
+def test_snap_wakes_ahead_of_its_frame(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    pc.on_snap(5.0)
+    assert knobs(root) == ACTIVE
+    assert pc.on_gate(SNAP, 5.05) is True
+    pc.stop()
+
+
+def test_crash_is_undone_by_the_next_start(tmp_path: Path, caplog: Any) -> None:
+    pc, root = make(tmp_path)
+    before = snapshot(root)
+    pc.start(0.0)
+    pc.on_gate(MOTION, 1.0)
+    assert snapshot(root) != before
+    del pc  # SIGKILL: no stop(), the journal stays behind
+    again, _ = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        again.start(100.0)
+    assert any(getattr(r, "MESSAGE_ID", None) == MessageId.SYSFS_RESTORED for r in caplog.records)
+    assert knobs(root) == IDLE
+    again.stop()
+    assert snapshot(root) == before
+
+
+def test_power_disabled_writes_nothing_but_still_undoes_a_crash(tmp_path: Path) -> None:
+    crashed, root = make(tmp_path)
+    before = snapshot(root)
+    crashed.start(0.0)
+    off, _ = make(tmp_path, power={"enabled": False})
+    off.start(1.0)
+    assert snapshot(root) == before  # the crashed run's writes are gone
+    off.on_gate(MOTION, 2.0)
+    off.tick(3.0)
+    assert snapshot(root) == before and not off.writes
+    assert off.status()["knobs"][f"{NPU}/max_freq"]["target"] == "1000000000"
+    off.stop()
+
+
+def test_unusable_journal_dir_means_no_writes(tmp_path: Path, caplog: Any) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    pc, root = make(tmp_path, power={"journal_dir": str(tmp_path / "file" / "journal")})
+    before = snapshot(root)
+    with caplog.at_level(logging.ERROR, logger="wattgate.power"):
+        pc.start(0.0)
+    assert "power.journal_dir" in caplog.text
+    pc.on_gate(MOTION, 1.0)
+    assert snapshot(root) == before and not pc.writes
+    pc.stop()
+
+
+# -- failures degrade one knob --------------------------------------------------------------------
+
+
+def test_failed_knobs_are_logged_and_the_rest_applied(tmp_path: Path, caplog: Any) -> None:
+    root = materialize("write-fail", tmp_path / "sys")
+    pc, _ = make(tmp_path, io=FaultyIO(root, faults("write-fail")))
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        started = pc.start(0.0)
+    assert [e["knob"] for e in started if e["kind"] == "knob_failed"] == [
+        f"{CPU}/policy4/scaling_max_freq"]
+    failed = {getattr(r, "KNOB", None): getattr(r, "VALUE", None) for r in caplog.records
+              if getattr(r, "MESSAGE_ID", None) == MessageId.KNOB_FAILED}
+    assert failed[f"{CPU}/policy4/scaling_max_freq"] == "1200000"  # EINVAL
+    # policy6's limits read as garbage (a directory, /dev/full): never driven at all
+    assert not [k for k in pc.status()["knobs"] if k.startswith(f"{CPU}/policy6/scaling_m")]
+    assert read(root, f"{CPU}/policy0/scaling_max_freq") == "816000"  # the others went on
+    assert read(root, f"{NPU}/max_freq") == "300000000"
+    status = pc.status()["knobs"]
+    assert "Invalid argument" in status[f"{CPU}/policy4/scaling_max_freq"]["error"]
+    events = pc.tick(1.0)
+    assert not [e for e in events if e["kind"] == "knob_failed"]  # reported once, at start
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.on_gate(MOTION, 2.0)  # the NPU governor is busy (EBUSY)
+    assert f"{NPU}/governor" in caplog.text
+    assert read(root, f"{NPU}/max_freq") == "1000000000"
+    events = pc.tick(2.5)
+    # policy4 wants its original 2.4 GHz back, which it still holds: nothing to fail
+    assert [e["knob"] for e in events if e["kind"] == "knob_failed"] == [f"{NPU}/governor"]
+    assert f"{CPU}/policy4/scaling_max_freq" not in pc.failed
+    pc.stop()
+
+
+def test_board_with_missing_knobs(tmp_path: Path) -> None:
+    pc, root = make(tmp_path, board="missing-knob")
+    before = snapshot(root)
+    pc.start(0.0)
+    pc.on_gate(MOTION, 1.0)
+    assert read(root, f"{CPU}/policy0/scaling_max_freq") == "1800000"
+    assert f"{CPU}/policy4/scaling_governor" not in pc.status()["knobs"]
+    assert not pc.failed
+    pc.stop()
+    assert snapshot(root) == before
+
+
+def test_machine_without_knobs(tmp_path: Path) -> None:
+    pc, _ = make(tmp_path, board="bare")
+    pc.start(0.0)
+    assert not pc.has_knobs
+    assert pc.on_gate(MOTION, 1.0) is True
+    assert pc.status()["knobs"] == {}
+    pc.stop()
+
+
+# -- profiles, pins, rules, ladder, reload -----------------------------------------------------
+
+
+def test_pin_and_release(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    pc.pin("performance", "uid 0")
+    assert read(root, f"{CPU}/policy4/scaling_governor") == "performance"
+    assert read(root, f"{NPU_DEV}/power/control") == "on"
+    assert pc.profile_status()["pinned_by"] == "uid 0"
+    events = pc.tick(1.0)
+    assert {"kind": "profile_change", "profile": "performance", "reason": "pinned by uid 0",
+            "source": "pin", "previous": "balanced"} in events
+    with pytest.raises(KeyError):
+        pc.pin("turbo", "uid 0")
+    pc.pin(None, "uid 0")
+    assert knobs(root) == IDLE
+    status = pc.profile_status()
+    assert (status["name"], status["source"]) == ("balanced", "default")
+    assert "pinned_by" not in status
+    pc.stop()
+
+
+def test_thermal_rule_switches_profile_with_its_reason(tmp_path: Path) -> None:
+    pc, root = make(tmp_path, rules=[{"temp_above_c": 80.0, "hysteresis_c": 5.0,
+                                      "profile": "powersave"}])
+    pc.start(0.0)
+    zone = root / "devices/virtual/thermal/thermal_zone0/temp"
+    zone.write_text("86000\n")
+    events = pc.tick(1.0)
+    assert {"kind": "thermal", "state": "hot", "detail": "any zone 86 °C", "rule": 0} in events
+    change = next(e for e in events if e["kind"] == "profile_change")
+    assert change["profile"] == "powersave"
+    assert change["reason"] == "soc-thermal 86 °C above 80 °C"
+    assert read(root, f"{CPU}/policy0/scaling_max_freq") == "408000"
+    zone.write_text("78000\n")
+    assert not [e for e in pc.tick(2.0) if e["kind"] == "profile_change"]  # hysteresis
+    zone.write_text("74000\n")
+    events = pc.tick(3.0)
+    assert [e["profile"] for e in events if e["kind"] == "profile_change"] == ["balanced"]
+    assert pc.status()["temperatures"]["soc-thermal"] == 74.0
+    pc.stop()
+
+
+def test_inspection_sleeps_until_a_snap(tmp_path: Path) -> None:
+    pc, root = make(tmp_path, power={"profile": "inspection"})
+    pc.start(0.0)
+    assert read(root, f"{NPU_DEV}/power/autosuspend_delay_ms") == "0"
+    assert pc.on_gate(MOTION, 1.0) is False  # motion neither wakes nor infers
+    assert pc.on_gate(HEARTBEAT, 1.5) is False
+    assert pc.activity.state == "idle"
+    assert pc.on_gate(SNAP, 2.0) is True
+    assert pc.activity.state == "active"
+    assert read(root, f"{NPU}/max_freq") == "1000000000"
+    pc.stop()
+
+
+def test_powersave_capture_and_inference_caps(tmp_path: Path) -> None:
+    pc, _ = make(tmp_path, power={"profile": "powersave"})
+    pc.start(0.0)
+    looked = [pc.on_frame(i / 15) for i in range(15)]
+    assert sum(looked) == 5 and looked[0] and looked[3]  # capture_fps 5 while idle
+    assert pc.on_gate(MOTION, 1.0) is True  # the frame that wakes is always inferred
+    assert pc.pipeline.capture_fps is None  # active: every frame looked at
+    assert pc.on_gate(MOTION, 1.2) is False  # max_infer_fps 2
+    assert pc.on_gate(MOTION, 1.5) is True
+    assert pc.on_gate(SNAP, 1.6) is True  # snaps are never capped
+    pc.stop()
+
+
+def test_model_variant_follows_profile_and_rule(tmp_path: Path) -> None:
+    pc, _ = make(
+        tmp_path,
+        model={"variants": {"lite": {"path": "/models/lite.tflite"},
+                            "tiny": {"path": "/models/tiny.tflite"}}},
+        profiles={"night": {"include": "balanced", "active": {"model_variant": "lite"}}},
+        rules=[{"on_battery": True, "model_variant": "tiny"}],
+    )
+    pc.start(0.0)
+    assert pc.model_variant is None
+    pc.pin("night", "uid 0")
+    pc.on_gate(MOTION, 1.0)
+    assert pc.model_variant == "lite"
+    events = pc.tick(1.5)
+    assert {"kind": "model_variant", "variant": "lite", "reason": "profile night"} in events
+    pc.tick(4.0)
+    assert pc.model_variant is None
+    pc.stop()
+
+
+def test_reload_applies_new_profiles_and_keeps_the_pin(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    pc.pin("powersave", "uid 0")
+    new = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(
+        tmp_path / "journal")}, "profiles": {"powersave": {"cpu_max_khz": "50%"}}})
+    pc.reload(new, 5.0)
+    assert pc.decision.profile == "powersave" and pc.decision.source == "pin"
+    # 50 % of 408..1800 MHz is 1104 MHz, snapped down to the 1008 MHz OPP
+    assert read(root, f"{CPU}/policy0/scaling_max_freq") == "1008000"
+    moved = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(
+        tmp_path / "journal2")}})
+    pc.reload(moved, 6.0)  # a new journal dir: restore everything, start again
+    assert not (tmp_path / "journal" / "sysfs-journal.json").exists()
+    assert (tmp_path / "journal2" / "sysfs-journal.json").exists()
+    assert pc.decision.profile == "powersave"
+    pc.stop()
+
+
+# -- load feedback, readings, status --------------------------------------------------------------
+
+
+def test_quiet_active_state_lowers_the_ceilings(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    pc.on_gate(MOTION, 0.0)
+    pc.tick(0.9, LoadSample(0.9, 10, 0, 10.0))  # opens the window: clocks stay up
+    assert read(root, f"{NPU}/max_freq") == "1000000000"
+    pc.on_gate(MOTION, 1.5)
+    pc.tick(1.9, LoadSample(1.9, 25, 0, 25.0, 5.0))  # 15 ms of inference in a second
+    assert read(root, f"{NPU}/max_freq") == "300000000"
+    assert read(root, f"{CPU}/policy4/scaling_max_freq") == "408000"
+    pc.on_gate(MOTION, 2.5)
+    pc.tick(2.9, LoadSample(2.9, 40, 3, 900.0, 5.0))  # stale frames: back to the top
+    assert read(root, f"{NPU}/max_freq") == "1000000000"
+    assert pc.status()["load"] == {"duty": 0.875, "cpu": 0.05, "backlog": 3}
+    pc.stop()
+
+
+def test_status_and_power_message_on_rk3588(tmp_path: Path) -> None:
+    pc, _ = make(tmp_path)
+    pc.start(0.0)
+    pc.tick(1.0)
+    status = pc.status()
+    assert status["profile"]["name"] == "balanced"
+    assert status["profile"]["reason"] == "default (power.profile)"
+    assert status["activity"]["state"] == "idle"
+    knob = status["knobs"][f"{NPU}/max_freq"]
+    assert knob == {"value": "300000000", "target": "300000000", "original": "1000000000"}
+    assert status["temperatures"]["npu-thermal"] == 40.7
+    watts = status["watts"]
+    assert watts["source"] == "estimate" and watts["model"] == "rk3588"  # from the DT compatible
+    assert watts["value"] == pytest.approx(watts["estimate"]["total"], abs=1e-3)
+    assert status["joules"]["estimated"] > 0
+    message = pc.power_message()
+    assert message["class"] == "power" and message["watts_source"] == "estimate"
+    assert set(message) >= {"profile", "reason", "activity", "temperatures", "watts"}
+    pc.stop()
+
+
+def test_measured_watts_from_ina3221(tmp_path: Path) -> None:
+    pc, _ = make(tmp_path, board="jetson-orin-nano")
+    pc.start(0.0)
+    pc.tick(1.0)
+    watts = pc.status()["watts"]
+    assert (watts["source"], watts["meter"]) == ("meter", "hwmon VDD_IN")
+    assert watts["value"] == pytest.approx(5.072 * 1.023, abs=1e-3)
+    pc.stop()
+
+
+def test_measured_watts_from_rapl_and_battery_rules(tmp_path: Path) -> None:
+    pc, root = make(tmp_path, board="intel-mtl",
+                    rules=[{"on_battery": True, "battery_below": 80.0, "profile": "powersave"}])
+    events = pc.start(0.0)
+    assert events[-1]["profile"] == "powersave"
+    assert events[-1]["reason"] == "battery 76 % below 80 % and on battery"
+    counter = root / "devices/virtual/powercap/intel-rapl/intel-rapl:1/energy_uj"
+    counter.write_text(str(int(counter.read_text()) + 7_500_000) + "\n")
+    pc.tick(1.5)
+    watts = pc.status()["watts"]
+    assert watts["meter"] == "RAPL psys" and watts["value"] == pytest.approx(5.0)
+    assert pc.status()["battery"]["percent"] == 76
+    pc.stop()
+
+
+def test_on_gate_from_another_thread_while_ticking(tmp_path: Path) -> None:
+    pc, root = make(tmp_path)
+    before = snapshot(root)
+    pc.start(0.0)
+    errors: list[BaseException] = []
+
+    def capture() -> None:
+        try:
+            for i in range(300):
+                pc.on_gate(MOTION if (i // 30) % 2 else QUIET, i / 15)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=capture)
+    thread.start()
+    for t in range(20):
+        pc.tick(float(t))
+    thread.join()
+    assert not errors
+    pc.stop()
+    assert snapshot(root) == before
