@@ -79,8 +79,8 @@ DECAY_STEP_S = 0.25  # and is faded in steps this long (a multiply per frame is 
 PERSIST_AREA = 5  # blobs smaller than this many min_areas must be strong or persist
 STRONG = 4.0  # a small blob this many thresholds above the background is strong
 STILL_S = 3.0  # a changed region that stays this still is absorbed into the background
-REFRESH_FRAMES = 16  # background statistics are refreshed this often
-RANGE_FRAMES = 8  # and its per-pixel sway range this often
+REFRESH_FRAMES = 32  # background statistics are refreshed this often
+RANGE_FRAMES = 16  # and its per-pixel sway range this often
 GUARD_FRAMES = 4  # and the per-pixel threshold this often
 FIT_SKIP = 0.25  # mean luma difference from the background under which the fit is skipped
 FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
@@ -101,16 +101,24 @@ class GateVerdict:
 DISABLED = GateVerdict(True, "disabled", 0.0, False, ())
 
 
-def _median(cum: Floats, hist: Floats, least: float) -> Optional[float]:
-    """Median of a 256-bin histogram of values v + 128 (interpolated within the bin), or
-    None when it holds fewer than `least` samples."""
-    total = float(cum[-1])
-    if total < least:
-        return None
-    half = total / 2.0
-    i = min(int(cum.searchsorted(half)), 255)
-    below = float(cum[i - 1]) if i else 0.0
-    return i + (half - below) / max(float(hist[i]), 1.0) - 128.5
+def _medians(hist: MatLike, least: float) -> tuple[Optional[float], Optional[float]]:
+    """Medians of the two rows of a (2, 256) histogram of values v + 128, interpolated within
+    the bin; None for a row with fewer than `least` samples."""
+    flat = hist.ravel()
+    cum = flat.cumsum()
+    first, total = float(cum[255]), float(cum[511])
+    halves = (first / 2.0, first + (total - first) / 2.0)
+    found = cum.searchsorted(halves)
+    out: list[Optional[float]] = []
+    for row, (half, i) in enumerate(zip(halves, found)):
+        count = first if row == 0 else total - first
+        if count < least:
+            out.append(None)
+            continue
+        i = min(int(i), 256 * row + 255)
+        below = float(cum[i - 1]) if i else 0.0
+        out.append(i - 256 * row + (half - below) / max(float(flat[i]), 1.0) - 128.5)
+    return out[0], out[1]
 
 
 class _Buffers:
@@ -292,9 +300,7 @@ class MotionGate:
             cv2.add(buf.label, buf.side, dst=buf.label)
             label = buf.label
         hist = cv2.calcHist([label, buf.d8], [0, 1], None, [2, 256], [0, 2, 0, 256])
-        cum = hist.cumsum(axis=1)
-        least = 0.05 * buf.d8.size
-        dark, bright = _median(cum[0], hist[0], least), _median(cum[1], hist[1], least)
+        dark, bright = _medians(hist, 0.05 * buf.d8.size)
         q25, q75 = self._q[1], self._q[3]
         if dark is not None and bright is not None and q75 - q25 >= 8.0:
             gain = 1.0 + (bright - dark) / (q75 - q25)
