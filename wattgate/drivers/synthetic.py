@@ -266,14 +266,15 @@ def score_gate(scene: Scene, verdicts: Sequence[Verdict], cooldown_s: float) -> 
     """Score one pass of verdicts (verdicts[i] for scene.frame(i)).
 
     Idle frames exclude the presence intervals (an object partly in view is neither idle nor
-    an event yet), the cooldown_s after each, heartbeats, which the gate owes by design, and
+    an event yet), the cooldown_s after each (counted from the first empty frame, which may
+    still show the blur of the last sliver), heartbeats, which the gate owes by design, and
     calibration, which would flatter it."""
     if len(verdicts) < scene.length:
         raise ValueError(f"need {scene.length} verdicts for scene {scene.name!r}")
     busy = np.zeros(scene.length, bool)
     cooldown = math.ceil(cooldown_s * scene.fps)
     for first, last in scene.presence or scene.events:
-        busy[first : last + cooldown + 2] = True
+        busy[first : last + 2 + cooldown] = True
     caught = tuple(
         any(v.motion for v in verdicts[first : first + CATCH_FRAMES])
         for first, _ in scene.events
