@@ -432,3 +432,17 @@ def test_on_gate_from_another_thread_while_ticking(tmp_path: Path) -> None:
     assert not errors
     pc.stop()
     assert snapshot(root) == before
+
+
+def test_status_lines_for_the_cli(tmp_path: Path) -> None:
+    from wattgate.cli_power import format_power
+
+    pc, _ = make(tmp_path)
+    pc.start(0.0)
+    pc.pin("powersave", "uid 0")
+    pc.tick(1.0)
+    text = "\n".join(format_power(pc.status()))
+    assert "profile   powersave (pinned by uid 0)" in text
+    assert "activity  idle" in text and "W (estimate, rk3588)" in text
+    assert f"{NPU}/max_freq = 300000000 (was 1000000000)" in text
+    pc.stop()

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from wattgate.config import EXIT_CONFIG, ConfigError, load_config
 
@@ -71,6 +72,37 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
+
+
+def format_power(power: dict[str, Any]) -> list[str]:
+    """Lines for `wattgate status`: profile and why, activity, watts, temperatures, knobs."""
+    profile = power.get("profile", {})
+    lines = [f"profile   {profile.get('name')} ({profile.get('reason')})"]
+    activity = power.get("activity", {})
+    line = f"activity  {activity.get('state')} ({activity.get('reason')})"
+    if "idle_in_s" in activity:
+        line += f", idle in {activity['idle_in_s']:.1f} s"
+    lines.append(line)
+    watts = power.get("watts", {})
+    if "value" in watts:
+        source = watts.get("meter") or f"estimate, {watts.get('model', 'model')}"
+        joules = power.get("joules", {})
+        total = joules.get("measured", joules.get("estimated"))
+        energy = f", {total:.1f} J since start" if total is not None else ""
+        lines.append(f"power     {watts['value']:.2f} W ({source}){energy}")
+    temps = power.get("temperatures", {})
+    if temps:
+        hottest = sorted(temps.items(), key=lambda kv: -kv[1])[:4]
+        lines.append("temps     " + ", ".join(f"{k} {v:.1f} °C" for k, v in hottest))
+    if not power.get("writes", True):
+        lines.append("knobs     not written (power.enabled = false or no journal)")
+    for name, knob in power.get("knobs", {}).items():
+        value = knob.get("value", "?")
+        extra = f" (was {knob['original']})" if knob.get("original") not in (None, value) else ""
+        if "error" in knob:
+            extra += f"  FAILED: {knob['error']}"
+        lines.append(f"  {name} = {value}{extra}")
+    return lines
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
