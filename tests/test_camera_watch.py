@@ -336,3 +336,14 @@ def test_the_daemon_starts_without_its_camera_and_serves_it_when_it_appears(
         assert "camera_back" in kinds
         assert client.request("status")["source"]["state"] == "running"
     assert daemon.stop() == 0
+
+
+@wired
+def test_sigterm_stops_a_daemon_that_is_waiting_for_its_camera(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    daemon = start_daemon(camera={"source": str(tmp_path / "never.avi")})
+    with daemon.connect() as client:
+        wait_for(lambda: client.request("status")["source"]["state"] == "waiting")
+    assert daemon.stop(timeout=10.0) == 0
+    assert "camera" in daemon.log() and "unavailable" in daemon.log()

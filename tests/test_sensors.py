@@ -5,11 +5,14 @@ GPIO line's value)."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from wattgate.config import Config
+from wattgate.daemon import app as daemon_app
 from wattgate.daemon.sensors import SensorSettings, SensorWatch, attribute_of, find_light_sensor
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVerdict, PirTrigger
@@ -211,3 +214,37 @@ def test_paths_are_taken_under_the_sysfs_root() -> None:
     assert attribute_of("/sys/class/gpio/gpio5/value") == "class/gpio/gpio5/value"
     assert attribute_of("class/gpio/gpio5/value") == "class/gpio/gpio5/value"
     assert SensorSettings.from_config(object()) == SensorSettings()
+
+
+# -- the real daemon ---------------------------------------------------------------------------
+
+wired = pytest.mark.skipif(
+    not (hasattr(daemon_app, "SensorWatch") and "sensors" in Config.model_fields),
+    reason="the daemon does not run SensorWatch yet (see the camera wiring and config patch)",
+)
+
+
+@wired
+def test_the_daemon_reports_light_and_a_lighting_change(
+    start_daemon: Any, tree: Tree
+) -> None:
+    tree.tsl2591(8.0)
+    daemon = start_daemon(
+        power={"sysfs_root": str(tree.root), "enabled": False},
+        sensors={"light_poll_s": 0.05},
+    )
+    with daemon.connect() as client:
+        deadline = time.monotonic() + 30
+        while client.request("status").get("sensors", {}).get("light", {}).get("lux") != 8.0:
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        client.request("subscribe", topics=["events"])
+        tree.tsl2591(700.0)  # lights on
+        client.settimeout(30.0)
+        for message in client.messages():
+            if message.get("class") == "event" and message.get("kind") == "lighting":
+                assert message["lux"] == 700.0 and message["before"] == 8.0
+                break
+        light = client.request("status")["sensors"]["light"]
+        assert light["sensor"] == "iio:device2" and light["changes"] == 1
+    assert daemon.stop() == 0

@@ -54,7 +54,7 @@ class SensorSettings:
         if table is None:
             return cls()
         values = {name: getattr(table, name) for name in cls.__dataclass_fields__
-                  if hasattr(table, name)}
+                  if getattr(table, name, None) is not None}  # pir = None: no PIR
         return cls(**values)
 
     def lighting(self) -> LightingSettings:
