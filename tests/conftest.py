@@ -43,9 +43,11 @@ class FaceVideo:
     face_box: tuple[int, int, int, int]  # where the face is in those frames (pixels)
 
 
-def write_face_video(path: Path, fps: float = 30.0, frames: int = 60) -> FaceVideo:
+def write_face_video(path: Path, fps: float = 30.0, frames: int = 120) -> FaceVideo:
     """A 640x480 video: an empty noisy room, then the astronaut's face appears and stays.
 
+    The face comes in after 5/8 of the clip: 2.5 s at the defaults, after the gate's
+    2 s calibration, which treats whatever changes while it learns the scene as scenery.
     Written with cv2.VideoWriter (MJPG in AVI decodes everywhere OpenCV does).
     """
     rng = np.random.default_rng(7)
@@ -53,7 +55,7 @@ def write_face_video(path: Path, fps: float = 30.0, frames: int = 60) -> FaceVid
     cv2.rectangle(room, (40, 300), (600, 470), (60, 70, 80), -1)
     face = cv2.resize(skimage_image("astronaut.png")[0:200, 110:310], (200, 200))
     x, y = 380, 80
-    appear = frames // 3
+    appear = frames * 5 // 8
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
     assert writer.isOpened()
     for i in range(frames):
