@@ -312,3 +312,17 @@ def test_half_open_and_silent_connections_do_not_block_others(start_daemon: Star
     for sock in silent:
         sock.close()
     assert daemon.stop() == 0
+
+
+def test_client_reads_on_after_a_timeout(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(camera={"source": "synthetic:empty"}, gate={"heartbeat_s": 3600.0})
+    with daemon.connect() as client:
+        client.request("subscribe", topics=["results"])
+        client.settimeout(0.05)
+        with pytest.raises(ClientError) as info:
+            next(client.messages())  # an idle scene: nothing to say
+        assert info.value.code == "timeout"
+        client.settimeout(10)
+        assert client.request("snap")["result"]["class"] == "result"
+        assert client.request("status")["class"] == "status"
+    assert daemon.stop() == 0

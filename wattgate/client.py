@@ -40,7 +40,7 @@ class Client:
         except OSError as exc:
             self._sock.close()
             raise ClientError("unavailable", f"cannot connect to {path}: {exc.strerror}") from None
-        self._file = self._sock.makefile("rb")
+        self._buffer = bytearray()
         self._ids = itertools.count(1)
         self._pending: deque[Message] = deque()
         self.hello = self._read()
@@ -54,7 +54,6 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._file.close()
         self._sock.close()
 
     def settimeout(self, timeout: Optional[float]) -> None:
@@ -79,14 +78,23 @@ class Client:
             yield self._pending.popleft() if self._pending else self._read()
 
     def _read(self) -> Message:
-        try:
-            line = self._file.readline()
-        except TimeoutError:
-            raise ClientError("timeout", f"no message from {self.path} in time") from None
-        if not line:
-            raise ClientError("closed", f"{self.path} closed the connection")
-        message: Message = json.loads(line)
-        return message
+        """The next line as a message. A timeout keeps what was read, so reading can go on."""
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[: end + 1])
+                del self._buffer[: end + 1]
+                message: Message = json.loads(line)
+                return message
+            if len(self._buffer) > MAX_LINE:
+                raise ClientError("too_large", f"a line from {self.path} is over {MAX_LINE} bytes")
+            try:
+                chunk = self._sock.recv(65536)
+            except TimeoutError:
+                raise ClientError("timeout", f"no message from {self.path} in time") from None
+            if not chunk:
+                raise ClientError("closed", f"{self.path} closed the connection")
+            self._buffer += chunk
 
 
 class AsyncClient:
