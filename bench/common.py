@@ -56,6 +56,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def code_version() -> Optional[str]:
+    """The commit measured, with `+dirty` when wattgate/ has uncommitted changes (the
+    daemon benchmarks run the working tree)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
+                                "wattgate"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def machine() -> Json:
     """Where and with what a result was measured: every report carries this."""
     import cv2
@@ -72,6 +85,7 @@ def machine() -> Json:
         "opencv": cv2.__version__,
         "tflite_runtime": _version("ai-edge-litert", "tflite-runtime") or "none",
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "code": code_version(),
     }
 
 

@@ -7,7 +7,9 @@ reads. For each: the pipeline's rate (inferences a second, from `status` before 
 window, so it is measured the same way with no subscriber at all), and the delivery delay of
 every result every reading subscriber gets: the time it was read here minus the time it was
 ready in the daemon (`ts` + `latency_ms`), i.e. the event loop, the hub, the socket and this
-reader. The subscribers are read by one thread of this process (non-blocking sockets and a
+reader. `loop_cpu_ms_per_result` (the event loop's CPU time per result) is the cost of the
+fan-out itself, and unlike the rates it hardly depends on what else the machine runs.
+The subscribers are read by one thread of this process (non-blocking sockets and a
 selector); the CPU it needs (`reader_cpu_cores`) shares the machine with the daemon, and the
 daemon's event loop thread's CPU (`loop_cpu_cores`) shows what the fan-out costs there.
 """
@@ -138,8 +140,8 @@ def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bo
 
 
 def run(quick: bool = False, repeats: int | None = None) -> Json:
-    repeats = repeats or (1 if quick else 3)
-    window = 0.6 if quick else 3.0
+    repeats = repeats or (1 if quick else 5)
+    window = 0.6 if quick else 2.0
     settle = 0.3 if quick else 0.5
     configs = ((0, False), (1, False), (2, False), (2, True)) if quick else (
         (0, False), (1, False), (10, False), (100, False), (10, True))
@@ -179,6 +181,9 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
                                       ["median"] or 0.0, 3),
             "loop_cpu_cores": round(summary([m["loop_cpu_cores"] for m in measured])
                                     ["median"] or 0.0, 3),
+            "loop_cpu_ms_per_result": summary(
+                [m["loop_cpu_cores"] * 1000.0 / m["fps"] for m in measured if m["fps"]], 3
+            )["median"],
             "stats": {"fps": fps, "p99_delay_ms": summary(p99s, 3)},
         })
     targets = []

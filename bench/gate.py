@@ -35,6 +35,9 @@ from wattgate.policies.gating import MotionGate
 
 RESOLUTIONS = ((640, 480), (1280, 720), (1920, 1080))
 INPUTS = ("bgr", "luma", "yuyv", "mjpeg")
+# The targets are on frames as they are handed over (BGR, a Y plane) and YUYV; the
+# mjpeg row includes a JPEG decode in every column, which dominates it: for information.
+TARGET_INPUTS = ("bgr", "luma", "yuyv")
 FPS = 15.0
 FIRST_S, LAST_S = 1.5, 7.0  # a still room, then the first crossing of the person
 JPEG_QUALITY = 80
@@ -155,9 +158,10 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
     for row in rows:
         if row["resolution"] != f"{top[0]}x{top[1]}":
             continue
+        if row["input"] not in TARGET_INPUTS:
+            continue
         label = f"{row['resolution']} {row['input']}"
-        if row["input"] != "mjpeg":
-            targets.append(target(f"gate ours/copy {label}", row["ours_vs_copy"], "<=", 1.0))
+        targets.append(target(f"gate ours/copy {label}", row["ours_vs_copy"], "<=", 1.0))
         targets.append(target(f"gate ours/mog2 {label}", row["ours_vs_mog2"], "<=", 0.1))
     return {
         "bench": "gate",

@@ -62,7 +62,7 @@ def machine_lines(info: Json) -> list[str]:
         f"Machine: {info['cpu']}, {info['cores']} cores ({info['arch']}), "
         f"Linux {info['kernel']}; load average at start {info['load_average']}.",
         f"Python {info['python']}, numpy {info['numpy']}, OpenCV {info['opencv']}, "
-        f"{info['tflite_runtime']}.",
+        f"{info['tflite_runtime']}; wattgate at {info.get('code') or 'unknown commit'}.",
     ]
 
 
@@ -117,7 +117,8 @@ def pipeline_md(r: Json) -> list[str]:
                     ((label, _spread(fps[key], 1), _spread(cpu[key], 3))
                      for label, key in names))
     threads = r.get("thread_cpu_ms", {}).get("daemon", {})
-    lines += ["", f"daemon/bare {_f(r['daemon_vs_bare'], 3)}, Model.infer/bare "
+    lines += ["", f"daemon/bare {_f(r['daemon_vs_bare'], 3)} (CPU-bound estimate "
+              f"{_f(r.get('cpu_bound_ratio'), 3)}), Model.infer/bare "
               f"{_f(r['model_vs_bare'], 3)}, daemon/Model.infer {_f(r['daemon_vs_model'], 3)}.",
               f"Added latency at 30 fps ({r['latency_samples']} results): p50 "
               f"{_f(r['p50_added_latency_ms'])} ms, p99 {_f(r['p99_added_latency_ms'])} ms "
@@ -128,6 +129,17 @@ def pipeline_md(r: Json) -> list[str]:
               f"Daemon CPU ms, median [min–max]: inference thread {_spread(threads.get('infer'))}"
               f" a result, capture thread {_spread(threads.get('capture'))} a frame, event loop "
               f"{_spread(threads.get('loop'))} a result."]
+    larger = r.get("larger_model")
+    if larger:
+        lf, lc = larger["stats_fps"], larger["cpu_ms_per_frame"]
+        lt = larger["thread_cpu_ms"].get("daemon", {})
+        lines.append(
+            f"Larger model ({larger['model']}, source at {larger['source_fps']:g} fps): bare "
+            f"{_spread(lf.get('bare'), 1)} fps ({_spread(lc.get('bare'))} CPU ms), Model.infer "
+            f"{_spread(lf.get('model'), 1)}, daemon {_spread(lf.get('daemon'), 1)} "
+            f"(inference thread {_spread(lt.get('infer'))} CPU ms a result): daemon/bare "
+            f"{_f(larger['daemon_vs_bare'], 3)}, CPU-bound estimate "
+            f"{_f(larger.get('cpu_bound_ratio'), 3)}.")
     stages = r.get("model_stages_cpu_ms")
     if stages:
         lines.append("Model.infer stages, CPU ms a frame: " + ", ".join(
@@ -158,11 +170,13 @@ def fanout_md(r: Json) -> list[str]:
     rows = [(row["subscribers"], "yes" if row["stalled"] else "", _spread(row["stats"]["fps"], 1),
              _f(row["fps_vs_none"], 3), _f(row["p50_delay_ms"]),
              _spread(row["stats"]["p99_delay_ms"], 2), row["received"], row["dropped"],
-             _f(row["loop_cpu_cores"]), _f(row["reader_cpu_cores"]))
+             _f(row["loop_cpu_cores"]), _f(row.get("loop_cpu_ms_per_result")),
+             _f(row["reader_cpu_cores"]))
             for row in r["rows"]]
     return [f"### fanout: {r['source']}, {r['repeats']} repeats of {r['window_s']:g} s", "",
             *_table(("subscribers", "+1 stalled", "fps", "vs none", "p50 delay ms",
-                     "p99 delay ms", "received", "dropped", "loop CPU", "reader CPU"), rows)]
+                     "p99 delay ms", "received", "dropped", "loop CPU cores",
+                     "loop CPU ms a result", "reader CPU cores"), rows)]
 
 
 SECTIONS: dict[str, Callable[[Json], list[str]]] = {
