@@ -1,0 +1,194 @@
+"""The real daemon on a fake RK3588: the sysfs values it writes as a scene goes idle ->
+active -> idle, and that every one is back as found after it exits - also after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import DaemonProcess, skimage_image
+from tests.fixtures.boards import materialize
+from wattgate.client import Client, ClientError
+from wattgate.daemon import app as daemon_app
+
+StartDaemon = Callable[..., DaemonProcess]
+CPU = "devices/system/cpu/cpufreq"
+NPU = "class/devfreq/fdab0000.npu"
+NPU_DEV = "devices/platform/fdab0000.npu"
+FPS = 15.0
+# A profile with fixed values (floor = ceiling) so what the test reads does not depend on
+# where the load feedback has moved the ceilings by then.
+PROFILE = {
+    "idle": {"cpu_max_khz": "0%", "npu_max_hz": "0%", "npu_runtime_pm": "auto",
+             "npu_autosuspend_ms": 0},
+    "active": {"cpu_min_khz": "100%", "cpu_max_khz": "100%", "npu_governor": ["performance"],
+               "npu_min_hz": "100%", "npu_max_hz": "100%", "npu_runtime_pm": "on"},
+}
+
+
+wired = pytest.mark.skipif(
+    not hasattr(daemon_app, "PowerController"),
+    reason="the daemon does not run the power controller yet (see the power wiring)",
+)
+pytestmark = wired
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = "-> " + os.readlink(path)
+            elif path.is_file():
+                out[rel] = path.read_text()
+    return out
+
+
+def knobs(root: Path) -> dict[str, str]:
+    def read(attribute: str) -> str:
+        return (root / attribute).read_text().strip()
+
+    return {
+        "npu_control": read(f"{NPU_DEV}/power/control"),
+        "npu_governor": read(f"{NPU}/governor"),
+        "npu_min": read(f"{NPU}/min_freq"),
+        "npu_max": read(f"{NPU}/max_freq"),
+        "little_min": read(f"{CPU}/policy0/scaling_min_freq"),
+        "little_max": read(f"{CPU}/policy0/scaling_max_freq"),
+        "big_max": read(f"{CPU}/policy4/scaling_max_freq"),
+    }
+
+
+IDLE = {"npu_control": "auto", "npu_governor": "rknpu_ondemand", "npu_min": "300000000",
+        "npu_max": "300000000", "little_min": "408000", "little_max": "408000",
+        "big_max": "408000"}
+ACTIVE = {"npu_control": "on", "npu_governor": "performance", "npu_min": "1000000000",
+          "npu_max": "1000000000", "little_min": "1800000", "little_max": "1800000",
+          "big_max": "2400000"}
+
+
+def write_scene(path: Path, quiet_s: float = 4.0, moving_s: float = 2.0,
+                after_s: float = 8.0) -> Path:
+    """A still, noisy room; then something crosses it; then the room is still again."""
+    rng = np.random.default_rng(3)
+    room = np.full((480, 640, 3), 96, np.uint8)
+    cv2.rectangle(room, (0, 330), (640, 480), (70, 80, 90), -1)
+    thing = cv2.resize(skimage_image("astronaut.png")[0:200, 110:310], (160, 160))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (640, 480))
+    assert writer.isOpened()
+    quiet, moving, after = (round(s * FPS) for s in (quiet_s, moving_s, after_s))
+    for i in range(quiet + moving + after):
+        frame = room.copy()
+        if quiet <= i < quiet + moving:
+            x = round(-160 + (i - quiet) / moving * 800)
+            x0, x1 = max(0, x), min(640, x + 160)
+            if x1 > x0:
+                frame[150:310, x0:x1] = thing[:, x0 - x : x1 - x]
+        noise = rng.integers(-3, 4, frame.shape, dtype=np.int16)
+        writer.write(np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8))
+    writer.release()
+    return path
+
+
+def power_sections(root: Path, journal: Path, video: Path, **power: Any) -> dict[str, Any]:
+    return {
+        "camera": {"source": str(video)},
+        "power": {"sysfs_root": str(root), "journal_dir": str(journal), "profile": "camera",
+                  **power},
+        "profiles": {"camera": PROFILE},
+    }
+
+
+def wait_activity(client: Client, state: str, timeout: float = 30.0) -> dict[str, Any]:
+    client.settimeout(timeout)
+    for message in client.messages():
+        if message.get("class") == "event" and message.get("kind") == "activity" and (
+            message.get("state") == state
+        ):
+            return message
+    raise AssertionError("unreachable")
+
+
+def test_idle_active_idle_then_restored_on_exit(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    before = snapshot(root)
+    video = write_scene(tmp_path / "scene.avi")
+    daemon = start_daemon(**power_sections(root, tmp_path / "journal", video))
+    with daemon.connect() as client:
+        assert client.hello["capabilities"]["power"] is True
+        client.request("subscribe", topics=["events", "power"])
+        assert knobs(root) == IDLE  # the idle settings are in place before the first frame
+        active = wait_activity(client, "active")
+        assert active["reason"] == "motion" and active["previous"] == "idle"
+        assert knobs(root) == ACTIVE
+        idle = wait_activity(client, "idle")
+        assert idle["reason"] == "no motion for 2 s"
+        assert knobs(root) == IDLE
+        status = client.request("status")
+        power = status["power"]
+        assert power["profile"]["name"] == "camera" and power["activity"]["state"] == "idle"
+        assert power["knobs"][f"{NPU}/max_freq"] == {
+            "value": "300000000", "target": "300000000", "original": "1000000000"}
+        assert power["watts"]["source"] == "estimate" and power["temperatures"]
+        events = client.request("events", since=0)["events"]
+        assert any(e["kind"] == "profile_change" and e["profile"] == "camera" for e in events)
+    assert daemon.stop() == 0
+    assert snapshot(root) == before
+    assert not (tmp_path / "journal" / "sysfs-journal.json").exists()
+
+
+def test_sigkill_is_undone_by_the_next_start(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    before = snapshot(root)
+    video = write_scene(tmp_path / "scene.avi", quiet_s=60.0, moving_s=0.0, after_s=0.0)
+    journal = tmp_path / "journal"
+    first = start_daemon(**power_sections(root, journal, video))
+    first.connect().close()
+    assert knobs(root) == IDLE and snapshot(root) != before
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(10)
+    assert snapshot(root) != before  # nobody restored anything
+    saved = json.loads((journal / "sysfs-journal.json").read_text())
+    assert {e["attribute"] for e in saved["entries"]} >= {
+        f"{NPU}/max_freq", f"{CPU}/policy0/scaling_max_freq"}
+    # the next start restores first; with power writes off it then leaves the board alone
+    second = start_daemon(**power_sections(root, journal, video, enabled=False))
+    with second.connect() as client:
+        assert client.hello["capabilities"]["power"] is True
+        deadline = time.monotonic() + 10
+        while snapshot(root) != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert snapshot(root) == before
+    assert "left changed by a previous run" in second.log()
+    assert second.stop() == 0
+    assert snapshot(root) == before
+
+
+def test_daemon_on_a_machine_without_knobs_has_no_power_control(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    root = materialize("bare", tmp_path / "sys")
+    video = write_scene(tmp_path / "scene.avi", quiet_s=20.0, moving_s=0.0, after_s=0.0)
+    daemon = start_daemon(camera={"source": str(video)},
+                          power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")})
+    with daemon.connect() as client:
+        assert client.hello["capabilities"]["power"] is False
+        try:
+            client.request("profile")
+        except ClientError as exc:
+            assert exc.code == "unavailable"
+        else:  # pragma: no cover
+            raise AssertionError("profile answered without power control")
+    assert daemon.stop() == 0
