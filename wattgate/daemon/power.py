@@ -32,6 +32,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Optional
 
 from wattgate.boards import BOARDS, energy_model
@@ -95,6 +96,7 @@ class _Inputs:
         self.meter_source: Optional[str] = None
         self.cpu_khz: dict[str, Optional[int]] = {}
         self.cpu_busy: dict[str, float] = {}
+        self.cpu_peak: Optional[float] = None  # busiest CPU, percent
         self.npu_hz: Optional[int] = None
         self.npu_status: Optional[str] = None
 
@@ -428,6 +430,8 @@ class PowerController:
             if change is not None:
                 self._on_transition(change)
             if load is not None:
+                if load.cpu_percent is None and inputs.cpu_peak is not None:
+                    load = replace(load, cpu_percent=inputs.cpu_peak)  # psutil, measured here
                 self.load.update(load)
             self._apply_state()
             self._integrate(now, inputs, load)
@@ -615,7 +619,7 @@ class PowerController:
         inputs.meter_w, inputs.meter_source = self._measure(now, battery, discharging)
         for path, policy in self._policies.items():
             inputs.cpu_khz[policy.name] = fs.read_int_opt(f"{path}/scaling_cur_freq")
-        inputs.cpu_busy = self._cpu_busy()
+        inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
         npu = self.caps.npu
         if npu is not None:
             inputs.npu_hz = fs.read_int_opt(f"{npu.path}/cur_freq")
@@ -647,17 +651,18 @@ class PowerController:
             return battery.watts, f"battery {battery.name}"
         return None, None
 
-    def _cpu_busy(self) -> dict[str, float]:
-        """CPU-seconds per second per policy since the last call (psutil)."""
+    def _cpu_busy(self) -> tuple[dict[str, float], Optional[float]]:
+        """CPU-seconds per second per policy since the last call, and the busiest CPU's
+        utilisation in percent (psutil; the load feedback's CPU signal)."""
         try:
             import psutil
 
             times = psutil.cpu_times(percpu=True)
         except Exception:  # no /proc/stat (sandbox): no utilisation
-            return {}
+            return {}, None
         prev, self._cpu_prev = self._cpu_prev, times
         if prev is None or len(prev) != len(times):
-            return {}
+            return {}, None
         busy_per_cpu = []
         for a, b in zip(prev, times):
             total = sum(b) - sum(a)
@@ -666,7 +671,7 @@ class PowerController:
         out = {}
         for policy in self._policies.values():
             out[policy.name] = sum(busy_per_cpu[c] for c in policy.cpus if c < len(busy_per_cpu))
-        return out
+        return out, 100.0 * max(busy_per_cpu, default=0.0)
 
     def _take_inputs(self, inputs: _Inputs) -> None:
         self.temps = inputs.temps
