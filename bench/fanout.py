@@ -140,9 +140,9 @@ def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bo
 
 
 def run(quick: bool = False, repeats: int | None = None) -> Json:
-    repeats = repeats or (1 if quick else 5)
-    window = 0.6 if quick else 2.0
-    settle = 0.3 if quick else 0.5
+    repeats = repeats or (1 if quick else 7)
+    window = 0.6 if quick else 1.5
+    settle = 0.3
     configs = ((0, False), (1, False), (2, False), (2, True)) if quick else (
         (0, False), (1, False), (10, False), (100, False), (10, True))
     runs: dict[tuple[int, bool], list[Json]] = {c: [] for c in configs}
