@@ -79,6 +79,7 @@ DECAY_STEP_S = 0.25  # and is faded in steps this long (a multiply per frame is 
 PERSIST_AREA = 5  # blobs smaller than this many min_areas must be strong or persist
 STRONG = 4.0  # a small blob this many thresholds above the background is strong
 STILL_S = 3.0  # a changed region that stays this still is absorbed into the background
+STILL_STEP = 4  # frames of motion between checks for it
 REFRESH_FRAMES = 32  # background statistics are refreshed this often
 RANGE_FRAMES = 16  # and its per-pixel sway range this often
 GUARD_FRAMES = 4  # and the per-pixel threshold this often
@@ -146,6 +147,7 @@ class _Buffers:
         self.last_grown: Bytes = np.zeros(shape, np.uint8)
         self.older_grown: Bytes = np.zeros(shape, np.uint8)
         self.spare: Bytes = np.zeros(shape, np.uint8)
+        self.calm: Bytes = np.zeros(shape, np.uint8)  # not grown: where the scene is learnt
         self.clipped: Bytes = np.zeros(shape, np.uint8)  # background is a lower bound here
         self.d8: Bytes = np.zeros(quarter, np.uint8)
         self.side: Bytes = np.zeros(quarter, np.uint8)  # 0: dark half of the background, 1: bright
@@ -183,6 +185,7 @@ class MotionGate:
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
         self._clipped = 0  # pixels flagged in buf.clipped
+        self._still_tick = 0  # frames of motion since the last check for still regions
         self._hl_gain, self._hl_offset = 1.0, 0.0  # exposure change since _refresh_range
         self._range_max = 255.0  # the brightest background at _refresh_range
         self._bg_max = 255.0  # an upper bound of the background since
@@ -441,8 +444,8 @@ class MotionGate:
                 self._decayed_at = now
             if changed:
                 cv2.max(buf.dev, buf.diff, dst=buf.work)
-                cv2.bitwise_not(buf.grown, dst=buf.spare)  # not even the fringe of a change
-                cv2.copyTo(buf.work, buf.spare, buf.dev)
+                cv2.bitwise_not(buf.grown, dst=buf.calm)  # not even the fringe of a change
+                cv2.copyTo(buf.work, buf.calm, buf.dev)
             else:
                 cv2.max(buf.dev, buf.diff, dst=buf.dev)
         alpha = self.cfg.alpha
@@ -463,7 +466,8 @@ class MotionGate:
         else:
             if not same:
                 cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
-                cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
+                if gain * 255.0 + offset > 255.0:
+                    cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
             if self._clipped:
                 self._unclip(buf)
             if not changed or calibrating:
@@ -498,8 +502,8 @@ class MotionGate:
         """Learn the background where nothing changed; absorb what has stopped."""
         if not self._moved:  # every pixel was unchanged until now
             buf.still.fill(0)
-        cv2.bitwise_not(buf.grown, dst=buf.spare)
-        cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.spare)
+            self._still_tick = 0
+        cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.calm)  # made by _learn
         self._absorb_still(buf, gain, offset, threshold)
 
     def _unclip(self, buf: _Buffers) -> None:
@@ -515,14 +519,20 @@ class MotionGate:
         self._clipped = cv2.countNonZero(buf.clipped)
 
     def _absorb_still(self, buf: _Buffers, gain: float, offset: float, threshold: float) -> None:
-        """Copy changed pixels that have not moved for STILL_S into the background. The last
-        frame was in the background's exposure, so it is brought to this one's first."""
+        """Copy changed pixels that have not moved for STILL_S into the background.
+
+        Checked every STILL_STEP frames of motion (counting those frames at once): the
+        last frame, brought to this one's exposure, shows what moved."""
+        self._still_tick += 1
+        if self._still_tick < STILL_STEP:
+            return
+        step, self._still_tick = self._still_tick, 0
         cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, dst=buf.work)
         cv2.absdiff(buf.cur, buf.work, dst=buf.work)
-        cv2.compare(buf.work, threshold / 2.0, cv2.CMP_GT, dst=buf.spare)  # type: ignore[call-overload]
-        cv2.bitwise_or(buf.spare, cv2.bitwise_not(buf.mask), dst=buf.spare)
-        cv2.add(buf.still, 1, dst=buf.still)  # type: ignore[call-overload]
-        cv2.bitwise_and(buf.still, cv2.bitwise_not(buf.spare), dst=buf.still)
+        cv2.compare(buf.work, threshold / 2.0, cv2.CMP_LE, dst=buf.spare)  # type: ignore[call-overload]
+        cv2.bitwise_and(buf.spare, buf.mask, dst=buf.spare)  # changed and not moving
+        cv2.add(buf.still, step, dst=buf.still)  # type: ignore[call-overload]
+        cv2.bitwise_and(buf.still, buf.spare, dst=buf.still)
         frames = min(250, math.ceil(STILL_S / self._interval))
         cv2.compare(buf.still, frames, cv2.CMP_GE, dst=buf.spare)  # type: ignore[call-overload]
         if cv2.countNonZero(buf.spare):
