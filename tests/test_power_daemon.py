@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import DaemonProcess, skimage_image
+from tests.conftest import DaemonProcess, skimage_image, write_config
 from tests.fixtures.boards import materialize
 from wattgate.client import Client, ClientError
 from wattgate.daemon import app as daemon_app
@@ -191,4 +191,46 @@ def test_daemon_on_a_machine_without_knobs_has_no_power_control(
             assert exc.code == "unavailable"
         else:  # pragma: no cover
             raise AssertionError("profile answered without power control")
+    assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(
+    not hasattr(daemon_app.Daemon, "_with_variant"),
+    reason="the daemon does not open the power policy's model variant yet (see the wiring)",
+)
+def test_a_rule_switches_the_model_variant_without_dropping_clients(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    import shutil
+
+    from wattgate.drivers.inference import default_model_path
+
+    root = materialize("intel-mtl", tmp_path / "sys")  # BAT0 discharging, AC offline
+    lite = tmp_path / "face_lite.tflite"
+    shutil.copy(default_model_path(), lite)
+    video = write_scene(tmp_path / "scene.avi", quiet_s=40.0, moving_s=0.0, after_s=0.0)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = write_config(
+        run / "config.toml", run,
+        camera={"source": str(video)},
+        power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+        model={"variants": {"lite": {"path": str(lite)}}},
+    )
+    with config.open("a") as toml:  # an array of tables: [[rules]]
+        toml.write('[[rules]]\non_battery = true\nmodel_variant = "lite"\n')
+    daemon = start_daemon(config)
+    with daemon.connect() as client:
+        assert client.request("status")["model"]["name"] == "face_lite"  # on battery at start
+        client.request("subscribe", topics=["events"])
+        (root / "devices/LNXSYSTM:00/LNXSYBUS:00/ACPI0003:00/power_supply/AC/online").write_text(
+            "1\n")
+        client.settimeout(30.0)
+        switch = next(m for m in client.messages()
+                      if m.get("class") == "event" and m.get("kind") == "model_variant")
+        assert switch["variant"] == ""
+        deadline = time.monotonic() + 30
+        while client.request("status")["model"]["name"] != "face_detection_short_range":
+            assert time.monotonic() < deadline, "the main model never came back"
+            time.sleep(0.1)
     assert daemon.stop() == 0
