@@ -33,7 +33,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
@@ -83,6 +83,19 @@ COMPATIBLE = {
     "brcm,bcm2712": "rpi5",
     "fsl,imx8mp": "imx8mp",
 }
+
+
+class Verdict(Protocol):
+    """What the controller reads of the gate's verdict (policies.gating.GateVerdict)."""
+
+    @property
+    def infer(self) -> bool: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def motion(self) -> bool: ...
 
 
 class _Inputs:
@@ -363,15 +376,15 @@ class PowerController:
             return True
         return False
 
-    def on_gate(self, verdict: Any, now: float) -> bool:
+    def on_gate(self, verdict: Verdict, now: float) -> bool:
         """The gate's verdict on one frame; True when the frame may go to the model.
 
         Called before the frame is queued: a trigger that wakes the NPU writes the active
         settings here, so the first inference already runs at the raised clocks.
         """
-        snap = getattr(verdict, "reason", "") == "snap"
+        snap = verdict.reason == "snap"
         with self._lock:
-            if getattr(verdict, "motion", False):
+            if verdict.motion:
                 change = self.activity.trigger("motion", now)
             elif snap:
                 change = self.activity.trigger("snap", now)
@@ -379,7 +392,7 @@ class PowerController:
                 change = self.activity.quiet(now)
             if change is not None:
                 self._on_transition(change)
-            if not getattr(verdict, "infer", False):
+            if not verdict.infer:
                 return False
             if snap:
                 self._last_admit = now
@@ -720,20 +733,27 @@ class PowerController:
             return out
 
     def knob_status(self) -> dict[str, dict[str, Any]]:
+        """Each driven knob: its value now, the target, the original, any error."""
+        with self._lock:
+            keys = list(self.driven)
+        current_values = {key: self._read_knob(key) for key in keys}  # sysfs, outside the lock
         out: dict[str, dict[str, Any]] = {}
-        for key in self.driven:
-            entry: dict[str, Any] = {}
-            current = self._read_knob(key)
-            if current is not None:
-                entry["value"] = current
-            if key in self.wanted:
-                entry["target"] = self.wanted[key]
-            if key in self.baseline:
-                entry["original"] = self.baseline[key]
-            if key in self.failed:
-                entry["error"] = self.failed[key]
-            out[key] = entry
+        with self._lock:
+            for key in keys:
+                out[key] = self._knob_entry(key, current_values[key])
         return out
+
+    def _knob_entry(self, key: str, current: Optional[str]) -> dict[str, Any]:
+        entry: dict[str, Any] = {}
+        if current is not None:
+            entry["value"] = current
+        if key in self.wanted:
+            entry["target"] = self.wanted[key]
+        if key in self.baseline:
+            entry["original"] = self.baseline[key]
+        if key in self.failed:
+            entry["error"] = self.failed[key]
+        return entry
 
     def watts(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -758,6 +778,7 @@ class PowerController:
 
     def status(self) -> dict[str, Any]:
         """The `power` part of the status reply; missing values are left out."""
+        knobs = self.knob_status()
         with self._lock:
             now = self._last_tick
             activity: dict[str, Any] = {"state": self.activity.state,
@@ -770,7 +791,7 @@ class PowerController:
                 "writes": self.writes,
                 "profile": self.profile_status(),
                 "activity": activity,
-                "knobs": self.knob_status(),
+                "knobs": knobs,
                 "temperatures": {k: round(v, 1) for k, v in self.temps.items()},
                 "watts": self.watts(),
                 "joules": self.joules(),
