@@ -78,8 +78,12 @@ def face_video(tmp_path_factory: pytest.TempPathFactory) -> FaceVideo:
 
 def write_config(path: Path, run_dir: Path, **sections: dict[str, Any]) -> Path:
     """A config file with the socket and state under run_dir, plus the given tables."""
+    # Power: an empty sysfs tree (no knobs, so power control stays off) and a private
+    # journal, so no test daemon ever touches this machine's real /sys or /run.
+    (run_dir / "sys").mkdir(exist_ok=True)
     tables: dict[str, dict[str, Any]] = {
-        "daemon": {"socket": str(run_dir / "wattgate.sock"), "state_dir": str(run_dir / "state")}
+        "daemon": {"socket": str(run_dir / "wattgate.sock"), "state_dir": str(run_dir / "state")},
+        "power": {"sysfs_root": str(run_dir / "sys"), "journal_dir": str(run_dir / "journal")},
     }
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -149,12 +150,23 @@ def test_connection_churn_returns_fds_and_memory_to_baseline(
                 sock.recv(4096)
             sock.close()
 
-    def settled_fds() -> int:
+    def fd_targets() -> list[str]:
+        fd_dir = f"/proc/{proc.pid}/fd"
+        links = sorted(os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir))
+        return [link if not link.startswith("socket:") else "socket" for link in links]
+
+    def settled_fds() -> list[str]:
+        """The daemon's fds once only our client is connected and closing ones are gone."""
         with shared_daemon.connect() as client:
-            for _ in range(200):
+            previous: list[str] = []
+            for _ in range(100):
                 if client.request("status")["clients"] == 1:
-                    break
-        return proc.num_fds()
+                    current = fd_targets()
+                    if current == previous:
+                        return current
+                    previous = current
+                time.sleep(0.05)
+        raise AssertionError("the daemon's connections never settled")
 
     churn(200)  # warm up allocator pools and caches
     fds, rss = settled_fds(), proc.memory_info().rss

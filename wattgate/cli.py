@@ -14,6 +14,7 @@ from typing import Optional
 
 from wattgate import __version__
 from wattgate.bench import register as register_bench
+from wattgate.cli_power import format_power
 from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import EXIT_CONFIG, ConfigError, json_schema, load_config
@@ -97,6 +98,8 @@ def format_status(status: Message) -> str:
             f"{pipe['mean_infer_ms']:.2f} ms, {status.get('fps', 0):.1f} fps"
         )
     lines.append(f"clients   {status.get('clients')}")
+    if status.get("power"):
+        lines.extend(format_power(status["power"]))
     return "\n".join(lines)
 
 

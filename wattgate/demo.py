@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from wattgate import boards
 from wattgate.cli import format_result, format_status
 from wattgate.client import Client, ClientError
 
+DEMO_BOARD = "rk3588"
 DEMO_CONFIG = """\
 # Written by `make demo`; see config.toml for every key.
 [daemon]
@@ -25,6 +28,12 @@ state_dir = "{run}/state"
 
 [camera]
 source = "synthetic:office"
+
+[power]
+# A simulated {board} board: a fake sysfs tree laid out like the real one.
+sysfs_root = "{sysfs}"
+journal_dir = "{run}/journal"
+board = "{board}"
 """
 
 
@@ -48,8 +57,11 @@ def main() -> int:
 
     run = Path("run").resolve()
     run.mkdir(exist_ok=True)
+    sysfs = run / "board"
+    shutil.rmtree(sysfs, ignore_errors=True)
+    boards.materialize(DEMO_BOARD, sysfs)
     config = run / "demo.toml"
-    config.write_text(DEMO_CONFIG.format(run=run))
+    config.write_text(DEMO_CONFIG.format(run=run, sysfs=sysfs, board=DEMO_BOARD))
     socket_path = run / "wattgate.sock"
     print(f"demo: starting the daemon with {config}", flush=True)
     proc = subprocess.Popen(

@@ -26,10 +26,13 @@ from wattgate.daemon.hub import ClientSession, Hub, Message
 from wattgate.daemon.logs import MessageId, event, set_level
 from wattgate.daemon.notify import Notifier, ProgressWatch, inherited_listener, watchdog_interval
 from wattgate.daemon.pipeline import Pipeline
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.server import Server
 from wattgate.drivers.camera import Source, SourceError, open_source
 from wattgate.drivers.inference import Model, ModelError
 from wattgate.policies.gating import MotionGate
+from wattgate.policies.load import LoadSample
+from wattgate.policies.profiles import variant_model
 
 log = logging.getLogger("wattgate.daemon")
 
@@ -107,7 +110,7 @@ class Daemon:
         self.hub = Hub()
         self.pipeline: Optional[Pipeline] = None
         self.model: Optional[Model] = None
-        self.power: Any = None  # the power controller, where the board has knobs to drive
+        self.power: Optional[PowerController] = None
         self.started = time.monotonic()
         self.fps = RateMeter()
         self.notifier = Notifier()
@@ -132,9 +135,20 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
+        # First thing with sysfs: undo what a crashed run left changed, then the idle settings.
+        power = PowerController(self.cfg)
+        events = await loop.run_in_executor(None, power.start, time.monotonic())
+        if power.has_knobs:
+            self.power = power
+            self._power_events(events)
+        else:
+            power.stop()
+            log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
         try:
             model, source = await loop.run_in_executor(None, open_parts, self.cfg)
         except StartupError:
+            if self.power is not None:
+                await loop.run_in_executor(None, self.power.stop)
             await self.server.close()
             self.eventlog.close(time.time())
             raise
@@ -152,6 +166,8 @@ class Daemon:
         ticker.cancel()
         if self.pipeline is not None:
             await loop.run_in_executor(None, self.pipeline.stop)
+        if self.power is not None:
+            await loop.run_in_executor(None, self.power.stop)  # every original sysfs value back
         await self.server.close()
         self.eventlog.close(time.time())
         return EXIT_OK
@@ -164,6 +180,7 @@ class Daemon:
         self.pipeline = Pipeline(
             source, MotionGate(self.cfg.gate), model,
             self._from_thread(self._on_result), self._from_thread(self._on_motion),
+            power=self.power,
         )
         self.pipeline.start()
 
@@ -214,6 +231,13 @@ class Daemon:
             self.cfg = new
             self._start_pipeline(model, source)
         self.cfg = new
+        if self.power is not None:
+            power = self.power
+            self._power_events(
+                await asyncio.get_running_loop().run_in_executor(
+                    None, power.reload, new, time.monotonic()
+                )
+            )
         self.server.cfg = new.daemon
         set_level(new.daemon.log_level)
         log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
@@ -231,6 +255,11 @@ class Daemon:
             if self.pipeline is not None:
                 self.fps.sample(now, self.pipeline.counters.frames)
                 self._observe_progress(self.pipeline)
+            if self.power is not None:
+                load = LoadSample.from_pipeline(now, self.pipeline.status()) if (
+                    self.pipeline is not None) else None
+                self._power_events(self.power.tick(now, load))
+                self.hub.publish("power", self.power.power_message())
             self.eventlog.flush(time.time())
             healthy = self.progress.healthy(now)
             if ping_every is not None and healthy and now - last_ping >= ping_every:
@@ -246,6 +275,26 @@ class Daemon:
                 self.notifier.status(self.status_line())
                 last_status = now
             await asyncio.sleep(min(1.0, ping_every or 1.0))
+
+    def _power_events(self, events: list[dict[str, Any]]) -> None:
+        """Number, log and publish the power controller's events; switch model variants."""
+        for fields in events:
+            kind = fields.pop("kind")
+            self.emit_event(kind, time.time(), **fields)
+            if kind == "model_variant" and self._loop is not None:
+                self._loop.create_task(self._switch_model(fields["variant"] or None))
+
+    async def _switch_model(self, variant: Optional[str]) -> None:
+        """Load a variant off the loop and hand it to the pipeline between two frames."""
+        cfg = self.cfg.model_copy(update={"model": variant_model(self.cfg.model, variant)})
+        try:
+            model = await asyncio.get_running_loop().run_in_executor(None, load_model, cfg)
+        except StartupError as exc:
+            log.error("model variant %s not loaded, keeping the current model: %s", variant, exc)
+            return
+        if self.pipeline is not None:
+            self.pipeline.swap_model(model)
+        self.model = model
 
     def _observe_progress(self, pipeline: Pipeline) -> None:
         counters = pipeline.counters
@@ -300,6 +349,8 @@ class Daemon:
             return None
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._snaps.append((time.monotonic(), future))
+        if self.power is not None:
+            self.power.on_snap(time.monotonic())  # wake the NPU before the frame arrives
         self.pipeline.request_snap()
         try:
             return await asyncio.wait_for(future, timeout)

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.slot import LatestSlot
 from wattgate.drivers.camera import Frame, Image, Source
 from wattgate.drivers.inference import InferenceResult, Model
@@ -74,8 +75,10 @@ class Pipeline:
         model: Model,
         on_result: Callable[[Message, float], None],
         on_motion: Callable[[bool, float], None],
+        power: Optional[PowerController] = None,
     ) -> None:
         self.source = source
+        self.power = power
         self.gate = gate
         self.model = model
         self.on_result = on_result
@@ -118,6 +121,11 @@ class Pipeline:
         """
         self._snap_wanted.set()
 
+    def swap_model(self, model: Model) -> None:
+        """A model variant from the power policy, taken between two frames."""
+        with self._model_lock:
+            self.model = model
+
     def infer_image(self, bgr: Image) -> InferenceResult:
         """Run the model on a client's image, between two pipeline frames."""
         with self._model_lock:
@@ -137,6 +145,12 @@ class Pipeline:
                     self.counters.source_ended = True
                     log.info("source %s ended; still serving clients", self.source.description)
                     break
+                power = self.power
+                if (power is not None and not self._snap_wanted.is_set()
+                        and not power.on_frame(frame.mono)):
+                    self.counters.frames += 1  # the profile's capture_fps drops it unseen
+                    self.counters.skipped += 1
+                    continue
                 verdict = self._gate_one(frame)
                 if verdict.motion != motion:
                     motion = verdict.motion
@@ -171,6 +185,9 @@ class Pipeline:
             self._snap_wanted.clear()
             verdict = replace(verdict, infer=True, reason="snap")
             self.gate.note_inferred(now)
+        # Before the slot: a wake-up raises the NPU's clocks ahead of this frame's inference.
+        if self.power is not None and not self.power.on_gate(verdict, frame.mono) and verdict.infer:
+            verdict = replace(verdict, infer=False, reason="capped")
         if verdict.infer:
             self.slot.put(Job(frame, verdict))
         else:
