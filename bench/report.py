@@ -76,7 +76,7 @@ def targets_table(results: Iterable[Json]) -> list[str]:
 
 
 def gate_md(r: Json) -> list[str]:
-    lines = [f"### gate: ms per frame, median of {r['repeats']} repeats [min–max]", ""]
+    lines = [f"### gate: CPU ms a frame, median of {r['repeats']} repeats [min–max]", ""]
     rows = []
     for row in r["rows"]:
         s = row["stats"]
