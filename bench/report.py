@@ -99,7 +99,7 @@ def quality_md(r: Json) -> list[str]:
     for row in r["scenes"]:
         cells: list[Any] = [row["scene"], row["events"], row["ours"]["idle_frames"]]
         for key in ("ours", "mog2", "frigate"):
-            cells.append(f"{_f(row[key]['recall'], 2)} / {_f(row[key]['idle_skip'], 3)}")
+            cells.append(f"{row[key]['recall']:.2f} / {row[key]['idle_skip']:.3f}")
         rows.append(cells)
     lines += _table(("scene", "events", "idle frames", "ours", "MOG2", "Frigate-style"), rows)
     return lines
