@@ -316,13 +316,17 @@ class DaemonRun:
 def daemon(notify: bool = False, **sections: dict[str, Any]) -> Iterator[DaemonRun]:
     """Start `wattgate run` on a config made of `sections`; stopped (and cleaned up) on exit.
 
-    The socket and state live in a fresh temporary directory; the model runs on one thread
-    (the config default, kept explicit: the baselines in this process use the same)."""
+    The socket, state and sysfs journal live in a fresh temporary directory, so daemons
+    started side by side share nothing. The power controller runs but does not write sysfs
+    (power.enabled = false): a benchmark must not retune the CPUs of a machine others use.
+    The model runs on one thread (the config default, kept explicit: the baselines in this
+    process use the same)."""
     root = Path(tempfile.mkdtemp(prefix="wattgate-bench-"))
     tables: dict[str, dict[str, Any]] = {
         "daemon": {"socket": str(root / "wattgate.sock"), "state_dir": str(root / "state"),
                    "log_level": "warning"},
         "model": {"threads": 1},
+        "power": {"enabled": False, "journal_dir": str(root / "journal")},
     }
     for name, values in sections.items():
         tables.setdefault(name, {}).update(values)
