@@ -31,21 +31,18 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
+from wattgate.daemon.knobs import write_knob, write_order
 from wattgate.daemon.logs import MessageId, event
+from wattgate.daemon.power_inputs import InputReader, Inputs
 from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
-from wattgate.drivers import cpufreq, devfreq, runtime_pm, vendor
+from wattgate.drivers import cpufreq, devfreq, vendor
 from wattgate.drivers.accel import find_accelerators
-from wattgate.drivers.iio import discover_sensors
-from wattgate.drivers.meters import average_watts, discover_energy, discover_meters
-from wattgate.drivers.supply import discover_supplies, on_battery
 from wattgate.drivers.sysfs import AttributeIO, Sysfs, SysfsError
-from wattgate.drivers.thermal import discover_zones
 from wattgate.policies.activity import ActivityMachine, Transition
 from wattgate.policies.energy import (
     BoardPower,
@@ -98,22 +95,6 @@ class Verdict(Protocol):
     def motion(self) -> bool: ...
 
 
-class _Inputs:
-    """One tick's readings, gathered outside the lock (sysfs reads can be slow)."""
-
-    def __init__(self) -> None:
-        self.readings = Readings()
-        self.temps: dict[str, float] = {}
-        self.battery: Optional[dict[str, Any]] = None
-        self.meter_w: Optional[float] = None
-        self.meter_source: Optional[str] = None
-        self.cpu_khz: dict[str, Optional[int]] = {}
-        self.cpu_busy: dict[str, float] = {}
-        self.cpu_peak: Optional[float] = None  # busiest CPU, percent
-        self.npu_hz: Optional[int] = None
-        self.npu_status: Optional[str] = None
-
-
 class PowerController:
     def __init__(self, cfg: Config, *, io: Optional[AttributeIO] = None) -> None:
         self._lock = threading.RLock()
@@ -153,12 +134,11 @@ class PowerController:
         self.battery: Optional[dict[str, Any]] = None
         self.lux: Optional[float] = None
         self.npu_device: Optional[str] = None
+        self.inputs = InputReader(self.fs, {})  # the board's parts are known after start
         self._pending: list[Event] = []
         self._last_tick: Optional[float] = None
         self._last_admit = -math.inf
         self._last_frame = -math.inf
-        self._rapl: Optional[tuple[int, float, Optional[int]]] = None
-        self._cpu_prev: Optional[Any] = None
         self._started = False
 
     # -- life cycle ----------------------------------------------------------------------
@@ -178,7 +158,7 @@ class PowerController:
             self._discover()
             self.energy_model = self._energy_model()
             self._started = True
-        inputs = self._read_inputs(now, None)
+        inputs = self.inputs.read(now)
         with self._lock:
             decision, latches = self.rules.evaluate(inputs.readings)
             self._take_inputs(inputs)
@@ -211,7 +191,7 @@ class PowerController:
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
             self._collect_driven_keep_baseline()
-        inputs = self._read_inputs(now, None)
+        inputs = self.inputs.read(now)
         with self._lock:
             decision, latches = self.rules.evaluate(inputs.readings)
             events = self._latch_events(latches)
@@ -307,6 +287,8 @@ class PowerController:
             galcore_govern=vendor.GALCORE_GOVERN if vendor.read_gpu_govern(fs) else None,
         )
         self.npu_device = npu.device if npu is not None else None
+        self.inputs = InputReader(fs, self._policies, self.caps.npu.path if self.caps.npu
+                                  else None, self.npu_device)
         self._collect_driven()
 
     def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:
@@ -428,7 +410,7 @@ class PowerController:
         """Once a second: readings, rules, cooldown, load feedback, diff, energy; events."""
         if not self._started:
             return []
-        inputs = self._read_inputs(now, load)
+        inputs = self.inputs.read(now)
         with self._lock:
             decision, latches = self.rules.evaluate(inputs.readings)
             self._take_inputs(inputs)
@@ -544,14 +526,14 @@ class PowerController:
             return
         changes = diff(self.applied, self.wanted)
         current = {**self.baseline, **self.applied}
-        for key in sorted(changes, key=lambda k: _order(k, changes[k], current)):
+        for key in sorted(changes, key=lambda k: write_order(k, changes[k], current)):
             self._write(key, changes[key])
 
     def _write(self, key: str, value: str) -> None:
         writer = self.writer
         assert writer is not None
         try:
-            self._dispatch(writer, key, value)
+            write_knob(writer, key, value, self._policies, self._devfreq)
         except (SysfsError, OSError, ValueError) as exc:
             errno_ = getattr(exc, "errno", None)
             if self.failed.get(key) != str(exc):
@@ -567,133 +549,16 @@ class PowerController:
             self.failed.pop(key, None)
         self.applied[key] = value  # a failed knob is retried when its wanted value changes
 
-    def _dispatch(self, w: JournaledWriter, key: str, value: str) -> None:
-        """Route one attribute to its driver (which checks, snaps and journals)."""
-        parent, _, name = key.rpartition("/")
-        if key == vendor.GALCORE_GOVERN:
-            vendor.set_gpu_govern(w, value)
-        elif name == "control" and parent.endswith("/power"):
-            runtime_pm.set_control(w, parent[: -len("/power")], value)
-        elif name == "autosuspend_delay_ms" and parent.endswith("/power"):
-            runtime_pm.set_autosuspend_delay(w, parent[: -len("/power")], int(value))
-        elif name == "railgate_enable":
-            vendor.set_railgate(w, parent, value == "1")
-        elif parent in self._policies:
-            policy = self._policies[parent]
-            if name == "scaling_governor":
-                cpufreq.set_governor(w, policy, [value])
-            elif name == "scaling_min_freq":
-                cpufreq.set_limits(w, policy, min_khz=int(value))
-            elif name == "scaling_max_freq":
-                cpufreq.set_limits(w, policy, max_khz=int(value))
-            elif name == "energy_performance_preference":
-                cpufreq.set_epp(w, policy, value)
-            else:
-                raise ValueError(f"no driver for {key}")
-        elif parent in self._devfreq:
-            dev = self._devfreq[parent]
-            if name == "governor":
-                devfreq.set_governor(w, dev, [value])
-            elif name == "min_freq":
-                devfreq.set_limits(w, dev, min_hz=int(value))
-            elif name == "max_freq":
-                devfreq.set_limits(w, dev, max_hz=int(value))
-            else:
-                raise ValueError(f"no driver for {key}")
-        else:
-            raise ValueError(f"no driver for {key}")
-
     # -- readings and energy -----------------------------------------------------------------
 
-    def _read_inputs(self, now: float, load: Optional[LoadSample]) -> _Inputs:
-        fs = self.fs
-        inputs = _Inputs()
-        temps: dict[str, float] = {}
-        for zone in discover_zones(fs):
-            if zone.celsius is not None:
-                temps[zone.type or zone.name] = zone.celsius
-        supplies = discover_supplies(fs)
-        battery = next((s for s in supplies if s.is_battery), None)
-        discharging = on_battery(supplies)
-        lux = next((s.lux for s in discover_sensors(fs) if s.lux is not None), None)
-        inputs.temps = temps
-        inputs.readings = Readings(
-            discharging,
-            None if battery is None or battery.capacity_percent is None
-            else float(battery.capacity_percent),
-            temps,
-            lux,
-        )
-        if battery is not None:
-            inputs.battery = {
-                "name": battery.name, "percent": battery.capacity_percent,
-                "status": battery.status, "on_battery": discharging, "watts": battery.watts,
-            }
-        inputs.meter_w, inputs.meter_source = self._measure(now, battery, discharging)
-        for path, policy in self._policies.items():
-            inputs.cpu_khz[policy.name] = fs.read_int_opt(f"{path}/scaling_cur_freq")
-        inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
-        npu = self.caps.npu
-        if npu is not None:
-            inputs.npu_hz = fs.read_int_opt(f"{npu.path}/cur_freq")
-        if self.npu_device is not None:
-            inputs.npu_status = fs.read_opt(f"{self.npu_device}/power/runtime_status")
-        return inputs
-
-    def _measure(
-        self, now: float, battery: Any, discharging: Optional[bool]
-    ) -> tuple[Optional[float], Optional[str]]:
-        """Measured board watts: an input rail, else RAPL, else the discharging battery."""
-        rails = {r.label: r.watts for m in discover_meters(self.fs) for r in m.rails
-                 if r.watts is not None}
-        for label in ("VDD_IN", "VIN", "IN"):
-            if label in rails and rails[label] is not None:
-                return rails[label], f"hwmon {label}"
-        if rails:
-            return sum(w for w in rails.values() if w is not None), "hwmon rails"
-        zones = {z.name: z for z in discover_energy(self.fs)}
-        zone = zones.get("psys") or zones.get("package-0")
-        if zone is not None and zone.energy_uj is not None:
-            prev, self._rapl = self._rapl, (zone.energy_uj, now, zone.max_energy_range_uj)
-            if prev is not None:
-                watts = average_watts(prev[0], prev[1], zone.energy_uj, now, prev[2])
-                if watts is not None:
-                    return watts, f"RAPL {zone.name}"
-            return None, None
-        if discharging and battery is not None and battery.watts is not None:
-            return battery.watts, f"battery {battery.name}"
-        return None, None
-
-    def _cpu_busy(self) -> tuple[dict[str, float], Optional[float]]:
-        """CPU-seconds per second per policy since the last call, and the busiest CPU's
-        utilisation in percent (psutil; the load feedback's CPU signal)."""
-        try:
-            import psutil
-
-            times = psutil.cpu_times(percpu=True)
-        except Exception:  # no /proc/stat (sandbox): no utilisation
-            return {}, None
-        prev, self._cpu_prev = self._cpu_prev, times
-        if prev is None or len(prev) != len(times):
-            return {}, None
-        busy_per_cpu = []
-        for a, b in zip(prev, times):
-            total = sum(b) - sum(a)
-            idle = (b.idle + getattr(b, "iowait", 0.0)) - (a.idle + getattr(a, "iowait", 0.0))
-            busy_per_cpu.append(0.0 if total <= 0 else max(0.0, 1.0 - idle / total))
-        out = {}
-        for policy in self._policies.values():
-            out[policy.name] = sum(busy_per_cpu[c] for c in policy.cpus if c < len(busy_per_cpu))
-        return out, 100.0 * max(busy_per_cpu, default=0.0)
-
-    def _take_inputs(self, inputs: _Inputs) -> None:
+    def _take_inputs(self, inputs: Inputs) -> None:
         self.temps = inputs.temps
         self.battery = inputs.battery
         self.lux = inputs.readings.lux
         self.last_measured = inputs.meter_w
         self.meter_source = inputs.meter_source
 
-    def _integrate(self, now: float, inputs: _Inputs, load: Optional[LoadSample]) -> None:
+    def _integrate(self, now: float, inputs: Inputs, load: Optional[LoadSample]) -> None:
         last, self._last_tick = self._last_tick, now
         dt = 0.0 if last is None else now - last
         if inputs.meter_w is not None:
@@ -834,23 +699,3 @@ class PowerController:
                 message["joules"] = joules
             return message
 
-
-def _order(key: str, value: str, current: Mapping[str, str]) -> tuple[int, int]:
-    """Write order: wake the NPU first, let it suspend last; a ceiling that rises goes
-    before its floor and a ceiling that falls after it, so min <= max holds throughout."""
-    name = key.rsplit("/", 1)[-1]
-    if name == "control":
-        group = 0 if value == "on" else 9
-    elif name == "autosuspend_delay_ms":
-        group = 8
-    elif key.startswith("class/devfreq/"):
-        group = 1
-    else:
-        group = 2
-    if name in ("scaling_max_freq", "max_freq"):
-        old = current.get(key)
-        rising = old is None or not old.isdigit() or int(value) >= int(old)
-        return group, 0 if rising else 2
-    if name in ("scaling_min_freq", "min_freq"):
-        return group, 1
-    return group, -1
