@@ -9,10 +9,11 @@ VENV=.venv
 STAMP=$VENV/.wattgate-setup
 
 # Debian packages: libsystemd-dev + pkg-config + gcc build systemd-python (source-only on PyPI);
-# umockdev and systemd give the tests umockdev-run, systemd-analyze and systemd-socket-activate.
+# umockdev (with its GI bindings for uevent replay) and systemd give the tests umockdev-run,
+# systemd-analyze and systemd-socket-activate.
 # debhelper, dh-python, pybuild-plugin-pyproject, python3-all, python3-setuptools and
 # dpkg-dev build the .deb that `make deb` makes and the packaging test installs.
-APT_PACKAGES=(pkg-config libsystemd-dev gcc umockdev systemd
+APT_PACKAGES=(pkg-config libsystemd-dev gcc umockdev gir1.2-umockdev-1.0 python3-gi systemd
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools dpkg-dev)
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || APT_PACKAGES+=(python3-venv)
 "$PYTHON" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
