@@ -548,7 +548,10 @@ class MotionGate:
         """Motion infers; so does the cooldown after it and the heartbeat when idle."""
         cfg = self.cfg
         if self._last_infer is None:
-            self._last_infer = now  # the heartbeat clock starts with the first frame
+            # The first heartbeat is due when calibration ends: a scene that already holds
+            # something when the daemon starts (or the camera comes back) is looked at once
+            # then, not a whole heartbeat_s later.
+            self._last_infer = now - max(0.0, cfg.heartbeat_s - CALIBRATION_S)
         if motion:
             self._last_motion = now
             reason = "motion"
