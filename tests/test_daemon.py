@@ -157,7 +157,7 @@ def test_missing_model_or_camera_exits_69_with_one_clear_line(
 ) -> None:
     cases = [
         ({"model": {"path": str(tmp_path / "nope.tflite")}}, "nope.tflite"),
-        ({"camera": {"source": str(tmp_path / "nope.mp4")}}, "nope.mp4"),
+        ({"camera": {"source": "synthetic:nope"}}, "synthetic:nope"),  # files are waited for
     ]
     for sections, needle in cases:
         daemon = start_daemon(**sections)

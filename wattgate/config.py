@@ -78,8 +78,11 @@ class CameraConfig(Section):
     source: str = Field(
         "synthetic:office",
         description=(
-            "/dev/videoN, a camera index, a video file, a URL or GStreamer pipeline, "
-            "or synthetic:NAME for a generated scene."
+            "auto (the first V4L2 capture camera), /dev/videoN, a camera index, a udev link "
+            "(/dev/v4l/by-id/..., /dev/v4l/by-path/...), udev:KEY=VALUE[,KEY=VALUE] (e.g. "
+            "udev:ID_SERIAL=...), a video file, a URL or GStreamer pipeline, or "
+            "synthetic:NAME for a generated scene. A camera or file that is not there yet "
+            "is waited for."
         ),
     )
     width: int = Field(640, ge=16, le=8192, description="Requested frame width in pixels.")
@@ -98,6 +101,15 @@ class CameraConfig(Section):
     )
     stall_s: float = Field(
         5.0, gt=0, description="A camera that gives no frame this long is reopened."
+    )
+    reopen_max_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "Longest wait between attempts to reopen a failing camera; the wait doubles "
+            "from 0.5 s up to this. A camera plugged in again is reopened at once."
+        ),
     )
 
 
@@ -175,6 +187,44 @@ class ModelConfig(Section):
     variants: dict[str, ModelVariant] = Field(
         default_factory=dict,
         description="Lighter models by name, for profiles and rules (key model_variant).",
+    )
+
+
+class SensorsConfig(Section):
+    """Ambient light (IIO) and a PIR; both optional."""
+
+    light: str = Field(
+        "auto",
+        description=(
+            "IIO light sensor: auto (the first with in_illuminance), iio:deviceN, or none."
+        ),
+    )
+    light_poll_s: float = Field(1.0, gt=0, le=60, description="How often light is read.")
+    light_jump_ratio: float = Field(
+        2.0,
+        gt=1,
+        description=(
+            "Light changing by this factor within 3 s is a lighting change: the gate "
+            "relearns the scene and motion is ignored for light_suppress_s."
+        ),
+    )
+    light_min_delta_lux: float = Field(
+        5.0, ge=0, description="A lighting change must also differ by this many lux."
+    )
+    light_suppress_s: float = Field(
+        3.0, ge=0, description="Seconds motion is ignored after a lighting change."
+    )
+    pir: Optional[str] = Field(
+        None,
+        description=(
+            "A PIR's output as a sysfs attribute (under power.sysfs_root), e.g. "
+            "/sys/class/gpio/gpio17/value; nonzero is a trigger. Unset: no PIR."
+        ),
+    )
+    pir_active_low: bool = Field(False, description="The PIR's output is 0 when triggered.")
+    pir_poll_s: float = Field(0.2, gt=0, le=10, description="How often the PIR is read.")
+    pir_hold_s: float = Field(
+        10.0, ge=0, description="A trigger keeps the PIR holding this long after it clears."
     )
 
 
@@ -463,6 +513,7 @@ class Config(Section):
     gate: GateConfig = Field(default_factory=GateConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     power: PowerConfig = Field(default_factory=PowerConfig)
+    sensors: SensorsConfig = Field(default_factory=SensorsConfig)
     profiles: dict[str, ProfileConfig] = Field(
         default_factory=lambda: {
             name: ProfileConfig.model_validate(raw) for name, raw in BUILTIN_PROFILES.items()

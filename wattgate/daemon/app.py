@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
+from wattgate.daemon.camera_watch import SupervisedSource
 from wattgate.daemon.commands import TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.hub import ClientSession, Hub, Message
@@ -27,10 +28,13 @@ from wattgate.daemon.logs import MessageId, event, set_level
 from wattgate.daemon.notify import Notifier, ProgressWatch, inherited_listener, watchdog_interval
 from wattgate.daemon.pipeline import Pipeline
 from wattgate.daemon.power import PowerController
+from wattgate.daemon.sensors import SensorSettings, SensorWatch
 from wattgate.daemon.server import Server
-from wattgate.drivers.camera import Source, SourceError, open_source
+from wattgate.drivers.camera import SourceError
 from wattgate.drivers.inference import Model, ModelError
+from wattgate.drivers.sysfs import Sysfs
 from wattgate.policies.gating import MotionGate
+from wattgate.policies.lighting import LightVerdict
 from wattgate.policies.load import LoadSample
 from wattgate.policies.profiles import variant_model
 
@@ -62,15 +66,27 @@ def load_model(cfg: Config) -> Model:
         raise StartupError(f"model: {exc}") from None
 
 
-def open_camera(cfg: Config) -> Source:
+def open_camera(
+    cfg: Config,
+    on_lost: Optional[Callable[[str], None]] = None,
+    on_back: Optional[Callable[[], None]] = None,
+) -> SupervisedSource:
+    """The camera under supervision: a camera or file that is not there yet is waited for
+    (reported in status and by camera_lost); only a malformed camera.source is fatal."""
     try:
-        return open_source(cfg.camera)
+        return SupervisedSource(
+            cfg.camera, on_lost=on_lost, on_back=on_back, luma_rows=cfg.gate.frame_height
+        )
     except SourceError as exc:
         raise StartupError(str(exc)) from None
 
 
-def open_parts(cfg: Config) -> tuple[Model, Source]:
-    return load_model(cfg), open_camera(cfg)
+def open_parts(
+    cfg: Config,
+    on_lost: Optional[Callable[[str], None]] = None,
+    on_back: Optional[Callable[[], None]] = None,
+) -> tuple[Model, SupervisedSource]:
+    return load_model(cfg), open_camera(cfg, on_lost, on_back)
 
 
 class RateMeter:
@@ -111,6 +127,10 @@ class Daemon:
         self.pipeline: Optional[Pipeline] = None
         self.model: Optional[Model] = None
         self.power: Optional[PowerController] = None
+        self._variant: Optional[str] = None  # the model variant the pipeline runs
+        self.camera: Optional[SupervisedSource] = None
+        self.sensors: Optional[SensorWatch] = None
+        self._capture_paused = False
         self.started = time.monotonic()
         self.fps = RateMeter()
         self.notifier = Notifier()
@@ -145,7 +165,7 @@ class Daemon:
             power.stop()
             log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
         try:
-            model, source = await loop.run_in_executor(None, open_parts, self.cfg)
+            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg)
         except StartupError:
             if self.power is not None:
                 await loop.run_in_executor(None, self.power.stop)
@@ -153,6 +173,11 @@ class Daemon:
             self.eventlog.close(time.time())
             raise
         self._start_pipeline(model, source)
+        self.sensors = SensorWatch(
+            Sysfs(self.cfg.power.sysfs_root), SensorSettings.from_config(self.cfg),
+            on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),
+        )
+        self.sensors.start()
         self.server.set_ready()
         self.notifier.ready(self.status_line())
         log.info(
@@ -164,6 +189,8 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping", extra=event(MessageId.STOPPING))
         ticker.cancel()
+        if self.sensors is not None:
+            self.sensors.stop()
         if self.pipeline is not None:
             await loop.run_in_executor(None, self.pipeline.stop)
         if self.power is not None:
@@ -175,8 +202,22 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _start_pipeline(self, model: Model, source: Source) -> None:
+    def _open_parts(self, cfg: Config) -> tuple[Model, SupervisedSource]:
+        return open_parts(
+            self._with_variant(cfg),
+            self._from_thread(self._on_camera_lost), self._from_thread(self._on_camera_back),
+        )
+
+    def _with_variant(self, cfg: Config) -> Config:
+        """``cfg`` with the model the power policy wants now; notes it as the one loaded."""
+        self._variant = self.power.model_variant if self.power is not None else None
+        if not self._variant:
+            return cfg
+        return cfg.model_copy(update={"model": variant_model(cfg.model, self._variant)})
+
+    def _start_pipeline(self, model: Model, source: SupervisedSource) -> None:
         self.model = model
+        self.camera = source
         self.pipeline = Pipeline(
             source, MotionGate(self.cfg.gate), model,
             self._from_thread(self._on_result), self._from_thread(self._on_motion),
@@ -222,7 +263,7 @@ class Daemon:
         if any(getattr(new, k) != getattr(self.cfg, k) for k in pipeline_keys):
             loop = asyncio.get_running_loop()
             try:
-                model, source = await loop.run_in_executor(None, open_parts, new)
+                model, source = await loop.run_in_executor(None, self._open_parts, new)
             except StartupError as exc:
                 log.error("reload rejected, keeping the running pipeline: %s", exc)
                 return False, f"reload rejected: {exc}"
@@ -254,7 +295,7 @@ class Daemon:
             now = time.monotonic()
             if self.pipeline is not None:
                 self.fps.sample(now, self.pipeline.counters.frames)
-                self._observe_progress(self.pipeline)
+                self._observe_progress(self.pipeline, now)
             if self.power is not None:
                 load = LoadSample.from_pipeline(now, self.pipeline.status()) if (
                     self.pipeline is not None) else None
@@ -281,8 +322,10 @@ class Daemon:
         for fields in events:
             kind = fields.pop("kind")
             self.emit_event(kind, time.time(), **fields)
-            if kind == "model_variant" and self._loop is not None:
-                self._loop.create_task(self._switch_model(fields["variant"] or None))
+            variant = fields.get("variant") or None
+            if (kind == "model_variant" and variant != self._variant
+                    and self.pipeline is not None and self._loop is not None):
+                self._loop.create_task(self._switch_model(variant))
 
     async def _switch_model(self, variant: Optional[str]) -> None:
         """Load a variant off the loop and hand it to the pipeline between two frames."""
@@ -295,13 +338,21 @@ class Daemon:
         if self.pipeline is not None:
             self.pipeline.swap_model(model)
         self.model = model
+        self._variant = variant
+        log.info("model variant %s in use", variant or "(main model)")
 
-    def _observe_progress(self, pipeline: Pipeline) -> None:
+    def _observe_progress(self, pipeline: Pipeline, now: float) -> None:
         counters = pipeline.counters
-        if counters.source_ended:
+        state = self.camera.state if self.camera is not None else "running"
+        if counters.source_ended or state != "running":  # ended, or lost and waited for
             self.progress.pause_capture()
-        elif counters.last_capture:
-            self.progress.capture_progress(counters.last_capture)
+            self._capture_paused = True
+        else:
+            if self._capture_paused:
+                self.progress.resume_capture(now)
+                self._capture_paused = False
+            if counters.last_capture:
+                self.progress.capture_progress(counters.last_capture)
         busy_since = counters.busy_since
         if counters.last_inference:
             self.progress.inference_progress(counters.last_inference)
@@ -342,6 +393,33 @@ class Daemon:
 
     def _on_motion(self, moving: bool, ts: float) -> None:
         self.emit_event("motion_start" if moving else "motion_end", ts)
+
+    def _on_camera_lost(self, reason: str) -> None:
+        self.emit_event("camera_lost", time.time(), reason=reason)
+
+    def _on_camera_back(self) -> None:
+        self.emit_event("camera_back", time.time())
+        if self.pipeline is not None:
+            self.pipeline.request_recalibration()  # the scene may have changed meanwhile
+
+    def _on_lighting_thread(self, verdict: LightVerdict) -> None:
+        """On the sensor thread: recalibrate at once (a flag the capture thread reads)."""
+        if self.pipeline is not None:
+            self.pipeline.request_recalibration()
+        self._from_thread(self._on_lighting)(verdict.lux, verdict.before)
+
+    def _on_lighting(self, lux: float, before: Optional[float]) -> None:
+        fields = {"lux": round(lux, 2)}
+        if before is not None:
+            fields["before"] = round(before, 2)
+        self.emit_event("lighting", time.time(), **fields)
+
+    def _on_pir(self, ts: float) -> None:
+        self.emit_event("pir", ts)
+        if self.power is not None:
+            self.power.on_snap(time.monotonic())  # wake the NPU ahead of the frame
+        if self.pipeline is not None:
+            self.pipeline.request_snap()  # look now, whatever the gate says
 
     async def snap(self, timeout: float) -> Optional[Message]:
         """The result of the next frame captured from now on, inferred whatever the gate says."""
@@ -390,18 +468,14 @@ class Daemon:
             "model": self.model.info if self.model else None,
             "events": {"last_seq": self.eventlog.last_seq},
         }
+        if self.camera is not None:
+            status["source"] = self.camera.status()
         if pipeline is not None:
-            source = pipeline.source
-            status["source"] = {
-                "description": source.description,
-                "width": source.width,
-                "height": source.height,
-                "fps": source.fps,
-                "state": "ended" if pipeline.counters.source_ended else "running",
-            }
             status["pipeline"] = pipeline.status()
         if self.power is not None:
             status["power"] = self.power.status()
+        if self.sensors is not None:
+            status["sensors"] = self.sensors.status()
         return status
 
     def status_line(self) -> str:

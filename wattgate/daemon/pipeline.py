@@ -88,6 +88,7 @@ class Pipeline:
         self._stop = threading.Event()
         self._seq = 0
         self._snap_wanted = threading.Event()
+        self._recalibrate = threading.Event()
         self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
         self._threads = [
@@ -103,6 +104,9 @@ class Pipeline:
         """Stop both threads; a thread stuck in a driver call is abandoned (it is a daemon)."""
         self._stop.set()
         self.slot.close()
+        wake = getattr(self.source, "stop", None)
+        if wake is not None:  # a supervised source blocks in read() while its camera is lost
+            wake()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             if thread.is_alive():
@@ -126,6 +130,13 @@ class Pipeline:
         with self._model_lock:
             self.model = model
 
+    def request_recalibration(self) -> None:
+        """Relearn the background from the next frame (lighting change, camera back).
+
+        Any thread may call it; the capture thread resets the gate, which it owns.
+        """
+        self._recalibrate.set()
+
     def infer_image(self, bgr: Image) -> InferenceResult:
         """Run the model on a client's image, between two pipeline frames."""
         with self._model_lock:
@@ -138,6 +149,8 @@ class Pipeline:
         motion = False
         try:
             while not self._stop.is_set():
+                if pacer is not None and pacer.period != 1.0 / self.source.fps:
+                    pacer = Pacer(self.source.fps)  # a supervised file opened late: its own rate
                 if pacer is not None and self._stop.wait(pacer.delay(time.monotonic())):
                     break
                 frame = self.source.read()
@@ -172,6 +185,9 @@ class Pipeline:
 
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
+        if self._recalibrate.is_set():
+            self._recalibrate.clear()
+            self.gate.reset()
         now = self._gate_clock(frame)
         if frame.luma is not None:
             size = frame.size if frame.size[0] else None
