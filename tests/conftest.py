@@ -113,16 +113,23 @@ def toml_value(value: Any) -> str:
 class DaemonProcess:
     """The real daemon as a child process, with its socket path and captured stderr."""
 
-    def __init__(self, config: Path, socket_path: Path, log_path: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        socket_path: Path,
+        log_path: Path,
+        env: Optional[dict[str, str]] = None,
+        argv: Optional[list[str]] = None,
+    ) -> None:
         self.config = config
         self.socket = socket_path
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
+            argv or [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def connect(self, timeout: float = 30.0) -> Client:
@@ -168,12 +175,17 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     """start_daemon(**sections) -> a running DaemonProcess; killed at teardown if still up."""
     started: list[DaemonProcess] = []
 
-    def start(config: Optional[Path] = None, **sections: dict[str, Any]) -> DaemonProcess:
+    def start(
+        config: Optional[Path] = None,
+        env: Optional[dict[str, str]] = None,
+        argv: Optional[list[str]] = None,
+        **sections: dict[str, Any],
+    ) -> DaemonProcess:
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()
         config = config or write_config(run_dir / "config.toml", run_dir, **sections)
         socket_path = Path(load_config(config).daemon.socket)
-        daemon = DaemonProcess(config, socket_path, run_dir / "daemon.log")
+        daemon = DaemonProcess(config, socket_path, run_dir / "daemon.log", env, argv)
         started.append(daemon)
         return daemon
 

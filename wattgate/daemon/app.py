@@ -25,7 +25,13 @@ from wattgate.daemon.commands import TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.hub import ClientSession, Hub, Message
 from wattgate.daemon.logs import MessageId, event, set_level
-from wattgate.daemon.notify import Notifier, ProgressWatch, inherited_listener, watchdog_interval
+from wattgate.daemon.notify import (
+    Notifier,
+    ProgressWatch,
+    inherited_listener,
+    stall_limit,
+    watchdog_interval,
+)
 from wattgate.daemon.pipeline import Pipeline
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
@@ -134,7 +140,7 @@ class Daemon:
         self.started = time.monotonic()
         self.fps = RateMeter()
         self.notifier = Notifier()
-        self.progress = ProgressWatch(time.monotonic())
+        self.progress = ProgressWatch(time.monotonic(), stall_limit())
         self.eventlog = EventLog(
             os.path.join(cfg.daemon.state_dir, "events.db"),
             max_events=cfg.daemon.events_max,

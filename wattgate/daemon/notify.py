@@ -41,6 +41,7 @@ __all__ = [
     "Notifier",
     "ProgressWatch",
     "inherited_listener",
+    "stall_limit",
     "watchdog_interval",
 ]
 
@@ -82,6 +83,19 @@ def watchdog_interval(environ: Optional[Mapping[str, str]] = None) -> Optional[f
     if usec <= 0:
         return None
     return usec / 2_000_000
+
+
+def stall_limit(environ: Optional[Mapping[str, str]] = None) -> float:
+    """How long a pipeline stage may stand still before the watchdog pings stop.
+
+    DEFAULT_STALL_LIMIT, or two thirds of the unit's WatchdogSec= when that is shorter, so
+    a stall always stops the pings before systemd's own deadline (a unit that asks for a
+    tight watchdog accepts a tight stall limit).
+    """
+    interval = watchdog_interval(environ)
+    if interval is None:
+        return DEFAULT_STALL_LIMIT
+    return min(DEFAULT_STALL_LIMIT, 2.0 * interval * 2.0 / 3.0)
 
 
 class Notifier:

@@ -1,0 +1,183 @@
+"""The real daemon under systemd's interfaces: sd_notify, the watchdog, socket activation."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.conftest import DaemonProcess, write_config
+from wattgate.client import Client, ClientError
+
+StartDaemon = Callable[..., DaemonProcess]
+
+# The one thing that cannot exist on this machine is a wedged NPU driver. This wrapper
+# stands in for it: while the flag file exists, Model.infer blocks as a hung delegate
+# would. Everything else is the real daemon.
+HANG_WRAPPER = """
+import os, sys, time
+import wattgate.drivers.inference as inference
+flag = sys.argv[1]
+real_infer = inference.Model.infer
+def infer(self, bgr):
+    while os.path.exists(flag):
+        time.sleep(0.05)
+    return real_infer(self, bgr)
+inference.Model.infer = infer
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[2]]))
+"""
+
+
+class NotifyListener:
+    """A real NOTIFY_SOCKET: the AF_UNIX datagram socket systemd listens on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.received: list[tuple[float, str]] = []
+
+    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+        """The next datagram holding a line that starts with prefix."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self._receive(deadline - time.monotonic()):
+                if line.startswith(prefix):
+                    return line
+        raise AssertionError(f"no {prefix!r} within {timeout} s; got {self.received}")
+
+    def collect(self, seconds: float) -> list[tuple[float, str]]:
+        """Every line received during the next `seconds`, with its arrival time."""
+        start = len(self.received)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._receive(deadline - time.monotonic())
+        return self.received[start:]
+
+    def _receive(self, timeout: float) -> list[str]:
+        self.sock.settimeout(max(0.01, timeout))
+        try:
+            data = self.sock.recv(4096).decode()
+        except TimeoutError:
+            return []
+        now = time.monotonic()
+        lines = data.splitlines()
+        self.received.extend((now, line) for line in lines)
+        return lines
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    listener = NotifyListener(tmp_path / "notify.sock")
+    yield listener
+    listener.close()
+
+
+def watchdog_pings(lines: list[tuple[float, str]]) -> list[float]:
+    return [t for t, line in lines if line == "WATCHDOG=1"]
+
+
+def test_ready_status_watchdog_and_stopping(
+    start_daemon: StartDaemon, notify: NotifyListener
+) -> None:
+    daemon = start_daemon(
+        env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"},
+        gate={"enabled": False},
+    )
+    notify.wait_for("READY=1")
+    with daemon.connect() as client:  # READY came once the socket listened and the model loaded
+        assert client.hello["model"] is not None
+    status = notify.wait_for("STATUS=", timeout=15)
+    assert "fps" in status and "inferred" in status
+    assert len(watchdog_pings(notify.collect(3.0))) >= 2  # WatchdogSec=2 s: a ping a second
+    daemon.proc.send_signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1")
+    assert any(line.startswith("MONOTONIC_USEC=") for _, line in notify.received)
+    notify.wait_for("READY=1")
+    daemon.proc.send_signal(signal.SIGTERM)
+    notify.wait_for("STOPPING=1")
+    assert daemon.wait() == 0
+
+
+def test_silent_without_notify_socket(start_daemon: StartDaemon, notify: NotifyListener) -> None:
+    daemon = start_daemon()
+    daemon.connect().close()
+    assert notify.collect(1.5) == []
+    assert daemon.stop() == 0
+
+
+def test_a_hung_inference_stops_the_watchdog_pings(
+    start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path
+) -> None:
+    flag = tmp_path / "hang"
+    run = tmp_path / "hung"
+    run.mkdir()
+    config = write_config(run / "config.toml", run, gate={"enabled": False})
+    daemon = start_daemon(
+        config=config,
+        env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"},
+        argv=[sys.executable, "-c", HANG_WRAPPER, str(flag), str(config)],
+    )
+    notify.wait_for("READY=1")
+    assert watchdog_pings(notify.collect(2.5))  # healthy: pinging
+
+    flag.touch()  # the model hangs inside infer()
+    hung_at = time.monotonic()
+    lines = notify.collect(6.0)
+    # The stall limit is 2/3 of WatchdogSec (1.33 s); pings stop soon after it, and for
+    # good while the model stays hung: the last 3 s have none.
+    assert not [t for t in watchdog_pings(lines) if t > hung_at + 3.0], lines
+    assert "pipeline stalled (inference)" in daemon.log()
+
+    flag.unlink()  # the driver recovers: pings resume, a stall is not sticky
+    assert watchdog_pings(notify.collect(3.0))
+    assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-activate not installed (make setup installs the systemd package)",
+)
+def test_socket_activation_serves_on_the_passed_socket(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    run = tmp_path / "activated"
+    run.mkdir()
+    config = write_config(run / "config.toml", run)  # daemon.socket: run/wattgate.sock
+    activated = tmp_path / "passed.sock"
+    daemon = start_daemon(
+        config=config,
+        argv=[
+            "systemd-socket-activate", "-l", str(activated),
+            sys.executable, "-m", "wattgate.cli", "run", "--config", str(config),
+        ],
+    )
+    deadline = time.monotonic() + 30
+    while not activated.exists():
+        assert time.monotonic() < deadline and daemon.proc.poll() is None, daemon.log()
+        time.sleep(0.05)
+    # The first connection starts the daemon; this client gets its hello once the model
+    # has loaded, on the socket systemd passed.
+    client = None
+    while client is None:
+        try:
+            client = Client(str(activated), timeout=30)
+        except ClientError:
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+    with client:
+        assert client.hello["class"] == "hello"
+        assert client.request("status")["class"] == "status"
+    assert not (run / "wattgate.sock").exists()  # it did not bind a socket of its own
+    assert daemon.stop() == 0
