@@ -278,7 +278,8 @@ class DaemonRun:
     def status(self, client: Client) -> Json:
         return client.request("status")
 
-    def wait_frames(self, client: Client, frames: int, timeout: float = 300.0) -> Json:
+    def wait_frames(self, client: Client, frames: int, timeout: float = 300.0,
+                    poll: float = 0.05) -> Json:
         """Poll status until the pipeline has captured `frames` frames; the last status."""
         deadline = time.monotonic() + timeout
         while True:
@@ -287,7 +288,7 @@ class DaemonRun:
                 return status
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{frames} frames not reached: {status.get('pipeline')}")
-            time.sleep(0.05)
+            time.sleep(poll)
 
     def pause(self) -> None:
         """SIGSTOP: the daemon takes no CPU while a baseline runs in this process."""

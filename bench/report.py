@@ -159,9 +159,11 @@ def idle_md(r: Json) -> list[str]:
 def footprint_md(r: Json) -> list[str]:
     s = r["stats"]
     return [f"### footprint: {r['scene']}, {r['frames']} frames, {r['repeats']} starts", "",
-            *_table(("ready_s", "rss_mb at READY", f"RSS after {r['frames']} frames",
-                     "rss_growth_mb", "growth after warm-up"),
+            *_table(("ready_s", "rss_mb at READY", "RSS at the first frames",
+                     f"RSS after {r['frames']} frames", "rss_growth_mb",
+                     "growth after warm-up"),
                     [(_spread(s["ready_s"]), _spread(s["rss_mb"], 1),
+                      _spread(s.get("rss_first_frames_mb"), 1),
                       _spread(s["rss_after_mb"], 1), _spread(s["rss_growth_mb"], 2),
                       _spread(s["rss_growth_after_warmup_mb"], 2))])]
 

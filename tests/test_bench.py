@@ -140,7 +140,7 @@ def test_idle_keys(everything: tuple[Json, Path]) -> None:
 def test_footprint_keys(everything: tuple[Json, Path]) -> None:
     r = result(everything, "footprint")
     assert number(r["rss_mb"]) and r["rss_mb"] > 10
-    assert number(r["rss_growth_mb"])
+    assert number(r["rss_growth_mb"]) and number(r["rss_first_frames_mb"])
     assert number(r["ready_s"]) and r["ready_s"] > 0
     assert r["rss_after_mb"] == pytest.approx(r["rss_mb"] + r["rss_growth_mb"], abs=0.1)
 
