@@ -34,6 +34,26 @@ def skimage_image(name: str) -> np.ndarray:
 ASTRONAUT_FACE = (177, 66, 272, 161)
 
 
+def tree_snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
+    """Every entry under root: files by content, links by target, dirs, with modes.
+
+    Two equal snapshots mean a sysfs tree was given back exactly as it was found.
+    """
+    seen: dict[str, tuple[str, bytes]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            mode = oct(os.lstat(path).st_mode)
+            if path.is_symlink():
+                seen[rel] = ("link " + mode, os.readlink(path).encode())
+            elif path.is_dir():
+                seen[rel] = ("dir " + mode, b"")
+            else:
+                seen[rel] = ("file " + mode, path.read_bytes())
+    return seen
+
+
 @dataclass(frozen=True)
 class FaceVideo:
     path: Path

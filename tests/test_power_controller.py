@@ -4,13 +4,13 @@ write is undone (on stop, and by the next start after a crash)."""
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
+from tests.conftest import tree_snapshot
 from tests.fixtures.boards import FaultyIO, faults, materialize
 from wattgate.config import parse_config
 from wattgate.daemon.logs import MessageId
@@ -29,18 +29,6 @@ HEARTBEAT = GateVerdict(True, "heartbeat", 0.0, False, ())
 SNAP = GateVerdict(True, "snap", 0.0, False, ())
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file's text and every link's target below root."""
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_file():
-                out[rel] = path.read_text()
-    return out
 
 
 def read(root: Path, attribute: str) -> str:
@@ -88,7 +76,7 @@ ACTIVE = {"npu_control": "auto", "npu_autosuspend": "10", "npu_governor": "perfo
 
 def test_start_applies_idle_and_stop_restores_the_tree(tmp_path: Path) -> None:
     pc, root = make(tmp_path)
-    before = snapshot(root)
+    before = tree_snapshot(root)
     events = pc.start(0.0)
     assert events == [{"kind": "profile_change", "profile": "balanced",
                        "reason": "default (power.profile)", "source": "default"}]
@@ -96,7 +84,7 @@ def test_start_applies_idle_and_stop_restores_the_tree(tmp_path: Path) -> None:
     assert (tmp_path / "journal" / "sysfs-journal.json").exists()
     assert pc.writes and pc.has_knobs
     pc.stop()
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
     assert not (tmp_path / "journal" / "sysfs-journal.json").exists()
 
 
@@ -142,10 +130,10 @@ def test_snap_wakes_ahead_of_its_frame(tmp_path: Path) -> None:
 
 def test_crash_is_undone_by_the_next_start(tmp_path: Path, caplog: Any) -> None:
     pc, root = make(tmp_path)
-    before = snapshot(root)
+    before = tree_snapshot(root)
     pc.start(0.0)
     pc.on_gate(MOTION, 1.0)
-    assert snapshot(root) != before
+    assert tree_snapshot(root) != before
     del pc  # SIGKILL: no stop(), the journal stays behind
     again, _ = make(tmp_path)
     with caplog.at_level(logging.WARNING, logger="wattgate.power"):
@@ -153,19 +141,19 @@ def test_crash_is_undone_by_the_next_start(tmp_path: Path, caplog: Any) -> None:
     assert any(getattr(r, "MESSAGE_ID", None) == MessageId.SYSFS_RESTORED for r in caplog.records)
     assert knobs(root) == IDLE
     again.stop()
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
 
 
 def test_power_disabled_writes_nothing_but_still_undoes_a_crash(tmp_path: Path) -> None:
     crashed, root = make(tmp_path)
-    before = snapshot(root)
+    before = tree_snapshot(root)
     crashed.start(0.0)
     off, _ = make(tmp_path, power={"enabled": False})
     off.start(1.0)
-    assert snapshot(root) == before  # the crashed run's writes are gone
+    assert tree_snapshot(root) == before  # the crashed run's writes are gone
     off.on_gate(MOTION, 2.0)
     off.tick(3.0)
-    assert snapshot(root) == before and not off.writes
+    assert tree_snapshot(root) == before and not off.writes
     assert off.status()["knobs"][f"{NPU}/max_freq"]["target"] == "1000000000"
     off.stop()
 
@@ -173,12 +161,12 @@ def test_power_disabled_writes_nothing_but_still_undoes_a_crash(tmp_path: Path) 
 def test_unusable_journal_dir_means_no_writes(tmp_path: Path, caplog: Any) -> None:
     (tmp_path / "file").write_text("not a directory")
     pc, root = make(tmp_path, power={"journal_dir": str(tmp_path / "file" / "journal")})
-    before = snapshot(root)
+    before = tree_snapshot(root)
     with caplog.at_level(logging.ERROR, logger="wattgate.power"):
         pc.start(0.0)
     assert "power.journal_dir" in caplog.text
     pc.on_gate(MOTION, 1.0)
-    assert snapshot(root) == before and not pc.writes
+    assert tree_snapshot(root) == before and not pc.writes
     pc.stop()
 
 
@@ -217,14 +205,14 @@ def test_failed_knobs_are_logged_and_the_rest_applied(tmp_path: Path, caplog: An
 
 def test_board_with_missing_knobs(tmp_path: Path) -> None:
     pc, root = make(tmp_path, board="missing-knob")
-    before = snapshot(root)
+    before = tree_snapshot(root)
     pc.start(0.0)
     pc.on_gate(MOTION, 1.0)
     assert read(root, f"{CPU}/policy0/scaling_max_freq") == "1800000"
     assert f"{CPU}/policy4/scaling_governor" not in pc.status()["knobs"]
     assert not pc.failed
     pc.stop()
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
 
 
 def test_machine_without_knobs(tmp_path: Path) -> None:
@@ -413,7 +401,7 @@ def test_measured_watts_from_rapl_and_battery_rules(tmp_path: Path) -> None:
 
 def test_on_gate_from_another_thread_while_ticking(tmp_path: Path) -> None:
     pc, root = make(tmp_path)
-    before = snapshot(root)
+    before = tree_snapshot(root)
     pc.start(0.0)
     errors: list[BaseException] = []
 
@@ -431,7 +419,7 @@ def test_on_gate_from_another_thread_while_ticking(tmp_path: Path) -> None:
     thread.join()
     assert not errors
     pc.stop()
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
 
 
 def test_status_lines_for_the_cli(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ active -> idle, and that every one is back as found after it exits - also after 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import DaemonProcess, skimage_image, write_config
+from tests.conftest import DaemonProcess, skimage_image, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from wattgate.client import Client, ClientError
 from wattgate.daemon import app as daemon_app
@@ -41,17 +40,6 @@ wired = pytest.mark.skipif(
 pytestmark = wired
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            if path.is_symlink():
-                out[rel] = "-> " + os.readlink(path)
-            elif path.is_file():
-                out[rel] = path.read_text()
-    return out
 
 
 def knobs(root: Path) -> dict[str, str]:
@@ -123,7 +111,7 @@ def test_idle_active_idle_then_restored_on_exit(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     root = materialize("rk3588", tmp_path / "sys")
-    before = snapshot(root)
+    before = tree_snapshot(root)
     video = write_scene(tmp_path / "scene.avi")
     daemon = start_daemon(**power_sections(root, tmp_path / "journal", video))
     with daemon.connect() as client:
@@ -145,21 +133,21 @@ def test_idle_active_idle_then_restored_on_exit(
         events = client.request("events", since=0)["events"]
         assert any(e["kind"] == "profile_change" and e["profile"] == "camera" for e in events)
     assert daemon.stop() == 0
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
     assert not (tmp_path / "journal" / "sysfs-journal.json").exists()
 
 
 def test_sigkill_is_undone_by_the_next_start(start_daemon: StartDaemon, tmp_path: Path) -> None:
     root = materialize("rk3588", tmp_path / "sys")
-    before = snapshot(root)
+    before = tree_snapshot(root)
     video = write_scene(tmp_path / "scene.avi", quiet_s=60.0, moving_s=0.0, after_s=0.0)
     journal = tmp_path / "journal"
     first = start_daemon(**power_sections(root, journal, video))
     first.connect().close()
-    assert knobs(root) == IDLE and snapshot(root) != before
+    assert knobs(root) == IDLE and tree_snapshot(root) != before
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait(10)
-    assert snapshot(root) != before  # nobody restored anything
+    assert tree_snapshot(root) != before  # nobody restored anything
     saved = json.loads((journal / "sysfs-journal.json").read_text())
     assert {e["attribute"] for e in saved["entries"]} >= {
         f"{NPU}/max_freq", f"{CPU}/policy0/scaling_max_freq"}
@@ -168,12 +156,12 @@ def test_sigkill_is_undone_by_the_next_start(start_daemon: StartDaemon, tmp_path
     with second.connect() as client:
         assert client.hello["capabilities"]["power"] is True
         deadline = time.monotonic() + 10
-        while snapshot(root) != before and time.monotonic() < deadline:
+        while tree_snapshot(root) != before and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
     assert "left changed by a previous run" in second.log()
     assert second.stop() == 0
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
 
 
 def test_daemon_on_a_machine_without_knobs_has_no_power_control(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import tree_snapshot
 from tests.fixtures.boards import FaultyIO, materialize
 from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
 from wattgate.drivers.sysfs import Sysfs
@@ -21,21 +22,6 @@ CPUFREQ = "devices/system/cpu/cpufreq"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def snapshot(root: Path) -> dict[str, tuple[str, bytes]]:
-    """Every entry under root: files by content, links by target, dirs, with modes."""
-    seen: dict[str, tuple[str, bytes]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath) / name
-            rel = str(path.relative_to(root))
-            mode = oct(os.lstat(path).st_mode)
-            if path.is_symlink():
-                seen[rel] = ("link " + mode, os.readlink(path).encode())
-            elif path.is_dir():
-                seen[rel] = ("dir " + mode, b"")
-            else:
-                seen[rel] = ("file " + mode, path.read_bytes())
-    return seen
 
 
 def test_original_saved_before_first_write_only(tmp_path: Path) -> None:
@@ -54,7 +40,7 @@ def test_original_saved_before_first_write_only(tmp_path: Path) -> None:
 
 def test_restore_in_reverse_order_and_remove_journal(tmp_path: Path) -> None:
     root = materialize("rk3588", tmp_path / "sys")
-    before = snapshot(root)
+    before = tree_snapshot(root)
     order: list[str] = []
 
     class Recording(FaultyIO):
@@ -78,7 +64,7 @@ def test_restore_in_reverse_order_and_remove_journal(tmp_path: Path) -> None:
     assert report.ok and report.restored == list(reversed(attrs))
     assert order == list(reversed(attrs))
     assert not journal.path.exists()
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
 
 
 def test_failed_restore_is_logged_and_does_not_stop_the_others(
@@ -113,7 +99,7 @@ def test_failed_restore_is_logged_and_does_not_stop_the_others(
 
 def test_restore_pending_after_a_crash_in_process(tmp_path: Path) -> None:
     root = materialize("intel-mtl", tmp_path / "sys")
-    before = snapshot(root)
+    before = tree_snapshot(root)
     fs = Sysfs(root)
     writer = JournaledWriter(SysfsJournal(tmp_path / "state", fs))
     for cpu in range(22):
@@ -121,10 +107,10 @@ def test_restore_pending_after_a_crash_in_process(tmp_path: Path) -> None:
     writer.write("class/accel/accel0/device/power/control", "on")
     del writer  # no restore: as if the process died
     (tmp_path / "state" / f".{JOURNAL_NAME}.999.tmp").write_text("{half")  # torn temp file
-    assert snapshot(root) != before
+    assert tree_snapshot(root) != before
     report = SysfsJournal(tmp_path / "state", Sysfs(root)).restore_pending()
     assert len(report.restored) == 23
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
     assert list((tmp_path / "state").iterdir()) == []
 
 
@@ -171,7 +157,7 @@ def test_sigkill_at_random_points_then_restore_pending(board: str, tmp_path: Pat
     each new one restores first, as the daemon does; the tree comes back byte-identical."""
     root = materialize(board, tmp_path / "sys")
     state = tmp_path / "state"
-    before = snapshot(root)
+    before = tree_snapshot(root)
     rng = random.Random(f"wattgate-{board}")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for round_no in range(8):
@@ -194,8 +180,8 @@ def test_sigkill_at_random_points_then_restore_pending(board: str, tmp_path: Pat
         child.wait()
         child.stdout.close()
         assert child.returncode == -signal.SIGKILL, f"round {round_no} ended on its own"
-    assert snapshot(root) != before or not (state / JOURNAL_NAME).exists()
+    assert tree_snapshot(root) != before or not (state / JOURNAL_NAME).exists()
     report = SysfsJournal(state, Sysfs(root)).restore_pending()
     assert report.ok, report.failed
-    assert snapshot(root) == before
+    assert tree_snapshot(root) == before
     assert not (state / JOURNAL_NAME).exists()
