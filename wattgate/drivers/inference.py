@@ -258,6 +258,7 @@ class _InputWriter:
         self.dtype = spec.dtype
         self.buffer = np.empty((1, height, width, 3), spec.dtype)
         self._work = np.empty((1, height, width, 3), np.float32)
+        self._rgb = np.empty((height, width, 3), np.uint8)
         self._mode = "affine"
         self._gain, self._offset = 1.0, 0.0
         if spec.dtype == np.float32:
@@ -281,7 +282,10 @@ class _InputWriter:
             self._mode = "raw" if spec.dtype == np.uint8 else "flip"
 
     def write(self, canvas: npt.NDArray[np.uint8]) -> npt.NDArray[Any]:
-        rgb = canvas[np.newaxis, :, :, ::-1]  # BGR -> RGB as a view, folded into the copy
+        # BGR -> RGB into a contiguous buffer first: numpy arithmetic on the reversed-channel
+        # view costs about ten times as much (0.24 against 0.02 ms for a 128x128 input).
+        cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB, dst=self._rgb)
+        rgb = self._rgb[np.newaxis]
         if self._mode == "raw":
             np.copyto(self.buffer, rgb)
         elif self._mode == "flip":  # int8 = uint8 - 128: flip the top bit
