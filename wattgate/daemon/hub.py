@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 Message = dict[str, Any]
 CLOSE_GRACE_S = 5.0  # a closing client has this long to read what is queued for it
+DIRECT_LIMIT = 64 * 1024  # unsent bytes in a transport before messages queue instead
 
 
 def encode(message: Message) -> bytes:
@@ -57,7 +58,25 @@ class ClientSession:
         return len(self._replies)
 
     def push(self, line: bytes) -> None:
-        """Queue an already-encoded droppable message, dropping the oldest when full."""
+        """Send an already-encoded droppable message, or queue it, dropping the oldest when full.
+
+        While nothing is queued and the socket keeps up, the message goes straight to the
+        transport: waking a writer task per subscriber per message cost about 8 us of
+        event-loop time each (1 ms a result at 100 subscribers). Once the transport holds
+        DIRECT_LIMIT unsent bytes the queue and its writer task take over, so a slow
+        reader still costs a bounded amount of memory.
+        """
+        transport = self.writer.transport
+        if (
+            not self._data
+            and not self._replies
+            and not self._dropped
+            and not self._closing
+            and not transport.is_closing()
+            and transport.get_write_buffer_size() < DIRECT_LIMIT
+        ):
+            transport.write(line)
+            return
         if len(self._data) >= self._queue_size:
             self._data.popleft()
             self._dropped += 1

@@ -205,7 +205,9 @@ class Pipeline:
         if self.power is not None and not self.power.on_gate(verdict, frame.mono) and verdict.infer:
             verdict = replace(verdict, infer=False, reason="capped")
         if verdict.infer:
-            self.slot.put(Job(frame, verdict))
+            # A camera's newest frame replaces a stale one; a file read faster than real
+            # time waits for the model instead of reading frames only to drop them.
+            self.slot.put(Job(frame, verdict), wait=not (self.source.live or self.source.paced))
         else:
             counters.skipped += 1
         return verdict

@@ -1,7 +1,9 @@
 """The newest-frame slot between the capture and inference threads.
 
 It holds one item. A new frame replaces an untaken one, which is counted as stale: a
-model slower than the camera drops old frames instead of building latency.
+model slower than the camera drops old frames instead of building latency. A file read
+faster than real time has no "newest": its reader waits for the slot instead (`wait`),
+so every frame the gate passes is inferred and no CPU goes to frames thrown away.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ class LatestSlot(Generic[T]):
         self._closed = False
         self.stale = 0  # frames replaced before the inference thread took them
 
-    def put(self, item: T) -> None:
+    def put(self, item: T, wait: bool = False) -> None:
+        """Hand over item; replace an untaken one, or with `wait` first wait until it is taken."""
         with self._cond:
+            while wait and self._item is not None and not self._closed:
+                self._cond.wait()
             if self._item is not None:
                 self.stale += 1
             self._item = item
-            self._cond.notify()
+            self._cond.notify_all()
 
     def take(self, timeout: Optional[float] = None) -> Optional[T]:
         """The newest item, waiting up to timeout; None on timeout or once closed."""
@@ -32,6 +37,7 @@ class LatestSlot(Generic[T]):
             if self._item is None and not self._closed:
                 self._cond.wait(timeout)
             item, self._item = self._item, None
+            self._cond.notify_all()  # a waiting put may go on
             return None if self._closed else item
 
     def close(self) -> None:
