@@ -18,6 +18,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
@@ -59,7 +61,7 @@ class StartupError(Exception):
 def load_model(cfg: Config) -> Model:
     m = cfg.model
     try:
-        return Model.load(
+        model = Model.load(
             m.path,
             kind=m.kind,
             labels=m.labels,
@@ -70,6 +72,13 @@ def load_model(cfg: Config) -> Model:
         )
     except ModelError as exc:
         raise StartupError(f"model: {exc}") from None
+    # One inference before READY: the runtime packs weights and sizes its buffers on the
+    # first invoke, a cost that belongs to start-up, not to the first client's result.
+    try:
+        model.infer(np.zeros((cfg.camera.height, cfg.camera.width, 3), np.uint8))
+    except Exception as exc:  # a model that loads but cannot run is no model
+        raise StartupError(f"model: first inference failed: {exc}") from None
+    return model
 
 
 def open_camera(
