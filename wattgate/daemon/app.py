@@ -188,6 +188,9 @@ class Daemon:
             self.eventlog.close(time.time())
             raise
         self._start_pipeline(model, source)
+        await loop.run_in_executor(
+            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
+        )
         self.sensors = SensorWatch(
             Sysfs(self.cfg.power.sysfs_root), SensorSettings.from_config(self.cfg),
             on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),

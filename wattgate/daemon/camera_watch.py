@@ -247,6 +247,7 @@ class SupervisedSource:
         self._retry_at = 0.0  # monotonic time of the next open attempt
         self._retry_delay = 0.0  # the wait before that attempt
         self._inner: Optional[Source] = None
+        self._attempted = threading.Event()  # the first open attempt has finished
         self._worker: Optional[_Worker] = None
         self._device: Optional[v4l2.V4l2Device] = None
         self._target = ""
@@ -271,6 +272,7 @@ class SupervisedSource:
                     return None
             if self._inner is None:
                 self._open_when_due()
+                self._attempted.set()
                 continue
             frame = self._read_inner()
             if frame is not None:
@@ -278,6 +280,14 @@ class SupervisedSource:
 
     def close(self) -> None:
         self.stop()
+
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Wait until the first open attempt has finished: opened, or found absent.
+
+        The daemon says READY after this, so "ready" means the camera is open (its
+        buffers, or a generated scene, already in memory) or known to be missing.
+        """
+        return self._attempted.wait(timeout)
 
     def stop(self, timeout: float = 1.0) -> None:
         """Stop promptly: wake a blocked reader (read() returns None), stop the udev thread,
@@ -287,6 +297,7 @@ class SupervisedSource:
         interpreter finalizes aborts the process. A worker stuck in a hung driver call is
         left behind after `timeout` (SIGTERM must not wait for it).
         """
+        self._attempted.set()  # nobody waits for a first open that will not come
         with self._cond:
             if self._stopped:
                 return

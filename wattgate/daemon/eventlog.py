@@ -41,6 +41,9 @@ class EventLog:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Appends and the odd `events since` read need few pages; SQLite's default 2 MB
+        # cache would only be memory the daemon grows into over its first hours.
+        self._db.execute("PRAGMA cache_size=-256")
         self._db.execute(SCHEMA)
         self._next_seq = self._read_next_seq()
         self._held: list[Event] = []
