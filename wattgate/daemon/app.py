@@ -145,7 +145,6 @@ class Daemon:
         self._variant: Optional[str] = None  # the model variant the pipeline runs
         self.camera: Optional[SupervisedSource] = None
         self.sensors: Optional[SensorWatch] = None
-        self._capture_paused = False
         self.started = time.monotonic()
         self.fps = RateMeter()
         self.notifier = Notifier()
@@ -182,10 +181,7 @@ class Daemon:
         try:
             model, source = await loop.run_in_executor(None, self._open_parts, self.cfg)
         except StartupError:
-            if self.power is not None:
-                await loop.run_in_executor(None, self.power.stop)
-            await self.server.close()
-            self.eventlog.close(time.time())
+            await self._release(loop)
             raise
         self._start_pipeline(model, source)
         await loop.run_in_executor(
@@ -211,11 +207,15 @@ class Daemon:
             self.sensors.stop()
         if self.pipeline is not None:
             await loop.run_in_executor(None, self.pipeline.stop)
+        await self._release(loop)
+        return EXIT_OK
+
+    async def _release(self, loop: asyncio.AbstractEventLoop) -> None:
+        """What start-up acquired before the pipeline, given back on any way out."""
         if self.power is not None:
             await loop.run_in_executor(None, self.power.stop)  # every original sysfs value back
         await self.server.close()
         self.eventlog.close(time.time())
-        return EXIT_OK
 
     def stop(self) -> None:
         self._stop.set()
@@ -364,11 +364,9 @@ class Daemon:
         state = self.camera.state if self.camera is not None else "running"
         if counters.source_ended or state != "running":  # ended, or lost and waited for
             self.progress.pause_capture()
-            self._capture_paused = True
         else:
-            if self._capture_paused:
+            if self.progress.capture_paused:
                 self.progress.resume_capture(now)
-                self._capture_paused = False
             if counters.last_capture:
                 self.progress.capture_progress(counters.last_capture)
         busy_since = counters.busy_since

@@ -238,6 +238,11 @@ class ProgressWatch:
         """Capture stopped on purpose; its silence is no longer a stall."""
         self._capture_expected = False
 
+    @property
+    def capture_paused(self) -> bool:
+        """Capture was paused on purpose and has not been resumed."""
+        return not self._capture_expected
+
     def resume_capture(self, now: float) -> None:
         """Capture is expected again; it gets a full stall_limit to deliver its first frame."""
         self._capture_expected = True
