@@ -40,7 +40,6 @@ class ClientSession:
         self._data: deque[bytes] = deque()
         self._queue_size = queue_size
         self._dropped = 0
-        self.dropped_total = 0
         self._wake = asyncio.Event()
         self._closing = False
         self._abort_timer: Optional[asyncio.TimerHandle] = None
@@ -80,7 +79,6 @@ class ClientSession:
         if len(self._data) >= self._queue_size:
             self._data.popleft()
             self._dropped += 1
-            self.dropped_total += 1
         self._data.append(line)
         self._wake.set()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
 from wattgate.daemon.power import PowerController
@@ -39,7 +39,6 @@ class Counters:
     last_inference: float = 0.0  # monotonic time the newest inference finished
     busy_since: Optional[float] = None  # monotonic time the running invoke started
     source_ended: bool = False
-    reasons: dict[str, int] = field(default_factory=dict)
 
     def snapshot(self, stale: int) -> dict[str, Any]:
         mean = self.infer_ms_total / self.inferred if self.inferred else 0.0
@@ -196,7 +195,6 @@ class Pipeline:
             verdict = self.gate.update_bgr(frame.color(), now)
         counters.frames += 1
         counters.last_capture = frame.mono
-        counters.reasons[verdict.reason] = counters.reasons.get(verdict.reason, 0) + 1
         if self._snap_wanted.is_set():
             self._snap_wanted.clear()
             verdict = replace(verdict, infer=True, reason="snap")
