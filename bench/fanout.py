@@ -5,9 +5,9 @@ One daemon, gate off, realtime = false, so results come as fast as the model mak
 within each repeat: no subscriber, 1, 10, 100, and 10 plus one that subscribes and never
 reads. For each: the pipeline's rate (inferences a second, from `status` before and after a
 window, so it is measured the same way with no subscriber at all), and the delivery delay of
-every result every reading subscriber gets: the time it was read here minus the time it was
-ready in the daemon (`ts` + `latency_ms`), i.e. the event loop, the hub, the socket and this
-reader. `loop_cpu_ms_per_result` (the event loop's CPU time per result) is the cost of the
+every result every reading subscriber gets: the time it was read here minus the time the
+model's output was ready in the daemon (`ts` + `latency_ms`), i.e. decoding, the event loop,
+the hub, the socket and this reader. `loop_cpu_ms_per_result` (the event loop's CPU time per result) is the cost of the
 fan-out itself, and unlike the rates it hardly depends on what else the machine runs.
 The subscribers are read by one thread of this process (non-blocking sockets and a
 selector); the CPU it needs (`reader_cpu_cores`) shares the machine with the daemon, and the

@@ -6,18 +6,18 @@ driver does, and raw I420 costs about what a camera's buffer does (a copy and a 
 conversion), so the source does not compete with the model for the CPU the way an MJPEG
 decode would. Model: the bundled BlazeFace, one interpreter thread everywhere.
 
-Throughput: the file is played at 1.1x the rate Model.infer reaches on one idle core (CPU
-time per frame, measured first; the file's header says the rate and the daemon paces files
-to their header), so the model is the bottleneck, and the capture thread neither spins nor
-reads many frames that would only be dropped as stale. Each repeat pauses the daemons
-(SIGSTOP) and runs, in this process, on the same decoded frames:
+Throughput: the daemon plays the file with realtime = false, which is "the pipeline's full
+rate": a file read faster than real time waits for the model instead of dropping frames, so
+the model is the bottleneck and the capture thread prepares frame n+1 while the model runs on
+frame n. Each repeat pauses the daemons (SIGSTOP) and runs, in this process, on the same
+decoded frames:
   bare       set_tensor + invoke + get_tensor of each output, on input tensors prepared
              before the loop: the floor, `bare_fps`;
   bare+prep  the same plus a minimal letterbox/normalise of each frame with OpenCV;
-  model      wattgate's Model.infer (letterbox, input conversion, invoke, decode);
+  model      wattgate's Model.infer (letterbox, input conversion, invoke, decode), all in one
+             thread;
 then resumes one daemon at a time and counts the results a socket client receives in a
-window (`daemon_fps`). `daemon_fps_unpaced` is the same daemon with realtime = false (the
-source reads as fast as it can, most frames are dropped as stale), for comparison.
+window (`daemon_fps`).
 
 `cpu_bound_ratio` is bare CPU ms a frame / the daemon's inference thread CPU ms a result:
 the fps ratio the two would have on an otherwise idle machine, where the inference thread
@@ -67,9 +67,8 @@ from wattgate.drivers.synthetic import make_scene
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 SCENE, FIRST_S, SECONDS = "person", 3.0, 3.0
 LARGER_MODEL = "face_detection_back.tflite"
-SERIES = ("bare", "bare_prep", "model", "daemon", "daemon_unpaced")
+SERIES = ("bare", "bare_prep", "model", "daemon")
 ROLES = ("infer", "capture", "loop")
-SOURCE_FACTOR = 1.1  # the throughput source runs this much faster than Model.infer can
 
 
 class Bare:
@@ -136,36 +135,20 @@ def model_fps(model: Model, frames: list[Any], seconds: float) -> tuple[float, f
             return count / (now - start), (time.thread_time() - cpu) * 1000.0 / count
 
 
-def model_stages(model: Model, frames: list[Any], count: int) -> Optional[Json]:
-    """CPU ms a frame of each stage of Model.infer, timed separately in a tight loop.
-
-    Diagnostic only: it reaches into the model's private parts (letterbox, input writer,
-    decoder) and reports None if they have changed shape."""
-    try:
-        box = model._letterbox  # private on purpose: a benchmark looking inside
-        writer, interp = model._writer, model._interpreter
-        index, outputs = model._input.index, model._outputs
-        decoder = model._decoder
-        from wattgate.drivers.decoders import dequantize
-    except (AttributeError, ImportError):
-        return None
-    if box is None:
-        return None
-    stages = {"letterbox": 0.0, "input": 0.0, "invoke": 0.0, "decode": 0.0}
+def model_stages(model: Model, frames: list[Any], count: int) -> Json:
+    """CPU ms a frame of each stage of Model.infer, timed separately in a tight loop:
+    `prepare` (letterbox, input conversion: the daemon does it on the capture thread) and
+    `run` (set_tensor, invoke, decode: the inference thread's share)."""
+    preparer = model.preparer()
+    stages = {"prepare": 0.0, "run": 0.0}
     for i in range(count):
         t0 = time.thread_time()
-        canvas = box.fill(frames[i % len(frames)])
+        prepared = preparer.prepare(frames[i % len(frames)], keep=False)
         t1 = time.thread_time()
-        tensor = writer.write(canvas)
+        model.run(prepared)
         t2 = time.thread_time()
-        interp.set_tensor(index, tensor)
-        interp.invoke()
-        t3 = time.thread_time()
-        decoded = decoder.decode([dequantize(interp.get_tensor(o.index), o) for o in outputs])
-        [box.unmap(d.box) for d in decoded]
-        t4 = time.thread_time()
-        for name, took in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-            stages[name] += took
+        stages["prepare"] += t1 - t0
+        stages["run"] += t2 - t1
     return {name: round(total * 1000.0 / count, 4) for name, total in stages.items()}
 
 
@@ -230,18 +213,12 @@ class Subject:
         self.model = Model.load(str(path), threads=1)
         for frame in frames[:5]:
             self.model.infer(frame)
-        # The daemon cannot infer faster than Model.infer on an idle core; a faster source
-        # only makes the capture thread read frames that are dropped as stale, stealing CPU
-        # from the inference thread. CPU time, not wall time: it does not depend on the load.
-        infer_cpu_ms = model_fps(self.model, frames, base / 2)[1]
-        self.source_fps = float(min(5000, max(round(FPS), round(SOURCE_FACTOR * 1000.0
-                                                                 / infer_cpu_ms))))
         self.video = folder / f"{name}.avi"
-        write_raw_video(self.video, rendered, self.source_fps)
+        write_raw_video(self.video, rendered, FPS)
         self.fps: dict[str, list[float]] = {k: [] for k in SERIES}
         self.cpu: dict[str, list[float]] = {k: [] for k in SERIES}  # CPU ms a frame
         self.threads: dict[str, dict[str, list[float]]] = {
-            k: {role: [] for role in ROLES} for k in ("daemon", "daemon_unpaced")}
+            "daemon": {role: [] for role in ROLES}}
         self.samples: list[Json] = []
         self.saturated: list[tuple[float, Json]] = []
 
@@ -277,12 +254,10 @@ class Subject:
         med = {k: st["median"] for k, st in stats.items()}
         return {
             "model": self.model.info.get("name"),
-            "source_fps": self.source_fps,
             "daemon_fps": med.get("daemon"),
             "bare_fps": med.get("bare"),
             "bare_prep_fps": med.get("bare_prep"),
             "model_fps": med.get("model"),
-            "daemon_fps_unpaced": med.get("daemon_unpaced"),
             "daemon_vs_bare": ratio(med.get("daemon"), med.get("bare")),
             "model_vs_bare": ratio(med.get("model"), med.get("bare")),
             "daemon_vs_model": ratio(med.get("daemon"), med.get("model")),
@@ -323,16 +298,14 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         with contextlib.ExitStack() as stack:
             runs: list[tuple[Subject, str, DaemonRun]] = []
             for subject in subjects:
-                camera = {"source": str(subject.video), "loop": True, "realtime": True}
+                camera = {"source": str(subject.video), "loop": True, "realtime": False}
                 model = {"path": str(subject.path)}
                 runs.append((subject, "daemon", stack.enter_context(
                     daemon(camera=camera, gate=gate, model=model))))
                 if subject is main:
-                    runs.append((subject, "daemon_unpaced", stack.enter_context(
-                        daemon(camera={**camera, "realtime": False}, gate=gate, model=model))))
                     runs.append((subject, "latency", stack.enter_context(
-                        daemon(camera={**camera, "source": str(live)}, gate=gate,
-                               model=model))))
+                        daemon(camera={**camera, "source": str(live), "realtime": True},
+                               gate=gate, model=model))))
             clients = {}
             for _, _key, run_ in runs:
                 clients[run_.pid] = client = run_.connect()

@@ -108,9 +108,7 @@ def quality_md(r: Json) -> list[str]:
 def pipeline_md(r: Json) -> list[str]:
     fps, cpu = r["stats_fps"], r["cpu_ms_per_frame"]
     names = (("bare invoke loop", "bare"), ("bare + minimal preprocess", "bare_prep"),
-             ("wattgate Model.infer", "model"),
-             (f"daemon, source at {r['source_fps']:g} fps", "daemon"),
-             ("daemon, realtime = false", "daemon_unpaced"))
+             ("wattgate Model.infer", "model"), ("daemon, realtime = false", "daemon"))
     lines = [f"### pipeline: {r['source']}, {r['model']}, {r['threads']} thread, "
              f"{r['repeats']} repeats", ""]
     lines += _table(("loop", "fps median [min–max]", "CPU ms a frame (all threads)"),
@@ -134,7 +132,7 @@ def pipeline_md(r: Json) -> list[str]:
         lf, lc = larger["stats_fps"], larger["cpu_ms_per_frame"]
         lt = larger["thread_cpu_ms"].get("daemon", {})
         lines.append(
-            f"Larger model ({larger['model']}, source at {larger['source_fps']:g} fps): bare "
+            f"Larger model ({larger['model']}): bare "
             f"{_spread(lf.get('bare'), 1)} fps ({_spread(lc.get('bare'))} CPU ms), Model.infer "
             f"{_spread(lf.get('model'), 1)}, daemon {_spread(lf.get('daemon'), 1)} "
             f"(inference thread {_spread(lt.get('infer'))} CPU ms a result): daemon/bare "
@@ -142,7 +140,8 @@ def pipeline_md(r: Json) -> list[str]:
             f"{_f(larger.get('cpu_bound_ratio'), 3)}.")
     stages = r.get("model_stages_cpu_ms")
     if stages:
-        lines.append("Model.infer stages, CPU ms a frame: " + ", ".join(
+        lines.append("Model.infer stages, CPU ms a frame (prepare runs on the daemon's capture "
+                     "thread, run on its inference thread): " + ", ".join(
             f"{name} {_f(value, 3)}" for name, value in stages.items()) + ".")
     return lines
 

@@ -209,6 +209,25 @@ def test_infer_rejects_a_frame_that_is_not_bgr(blazeface: Model) -> None:
         blazeface.infer(np.zeros((64, 64, 3), np.float32))
 
 
+def test_prepared_elsewhere_runs_as_infer_does(blazeface: Model) -> None:
+    """The pipeline prepares frames on its capture thread and runs them on the inference
+    thread: each kept tensor is its own, and the answer is what infer gives."""
+    preparer = blazeface.preparer()
+    astronaut = preparer.prepare(photo("astronaut.png"))
+    coffee = preparer.prepare(photo("coffee.png"))  # must not overwrite the first tensor
+    assert astronaut.tensor is not coffee.tensor
+    (face,) = blazeface.run(astronaut).detections
+    assert face.box == blazeface.infer(photo("astronaut.png")).detections[0].box
+    assert on_face(face.box, FACES["astronaut.png"])
+    assert blazeface.run(coffee).detections == []
+
+
+def test_a_frame_prepared_for_another_model_is_refused(blazeface: Model) -> None:
+    other = Model.load(None)
+    with pytest.raises(ValueError, match=r"prepared for model"):
+        other.run(blazeface.preparer().prepare(photo("astronaut.png")))
+
+
 # --------------------------------------------------------------------------- failures
 
 

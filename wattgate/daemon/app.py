@@ -34,7 +34,7 @@ from wattgate.daemon.notify import (
     stall_limit,
     watchdog_interval,
 )
-from wattgate.daemon.pipeline import Pipeline
+from wattgate.daemon.pipeline import Inferred, Pipeline
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
 from wattgate.daemon.server import Server
@@ -383,7 +383,11 @@ class Daemon:
         self.hub.publish("events", message)
         return message
 
-    def _on_result(self, message: Message, captured: float) -> None:
+    def _on_result(self, inferred: Inferred) -> None:
+        message = inferred.message()  # decoded here, while the model runs on the next frame
+        if message is None:
+            return
+        captured = inferred.captured
         self.hub.publish("results", message, filter_result)
         self._note_detections(message)
         if self._snaps:

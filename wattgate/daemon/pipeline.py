@@ -1,10 +1,13 @@
 """The capture and inference threads and the counters they keep.
 
-capture thread: read -> gate -> (idle: count and drop) / (infer: newest-frame slot)
-inference thread: slot -> model -> result message -> `on_result` (thread-safe callback)
+capture thread: read -> gate -> (idle: count and drop) / (infer: prepare -> newest-frame slot)
+inference thread: slot -> model -> `on_result` (thread-safe callback; the caller's thread
+                  decodes the output into the result message)
 
 Skipped frames never leave the capture thread. OpenCV and TFLite release the GIL, so
-the two threads overlap on a multi-core board.
+the two threads overlap on a multi-core board: a frame's colour decode, letterbox and input
+conversion happen on the capture thread while the model runs on the previous one, and the
+inference thread does little but invoke.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any, Callable, Optional
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.slot import LatestSlot
 from wattgate.drivers.camera import Frame, Image, Source
-from wattgate.drivers.inference import InferenceResult, Model
+from wattgate.drivers.inference import InferenceResult, Model, Prepared, Preparer, RawOutput
 from wattgate.policies.gating import GateVerdict, MotionGate
 
 log = logging.getLogger("wattgate.pipeline")
@@ -28,7 +31,8 @@ Message = dict[str, Any]
 
 @dataclass
 class Counters:
-    """Written by one thread each, read by the event loop (ints are atomic under the GIL)."""
+    """Written by one thread each, read by the event loop (ints are atomic under the GIL);
+    detections by the thread that decodes results."""
 
     frames: int = 0
     skipped: int = 0
@@ -58,6 +62,7 @@ class Counters:
 class Job:
     frame: Frame
     verdict: GateVerdict
+    prepared: Optional[Prepared]  # None: the inference thread prepares it itself
 
 
 def motion_dict(verdict: GateVerdict) -> dict[str, Any]:
@@ -72,7 +77,7 @@ class Pipeline:
         source: Source,
         gate: MotionGate,
         model: Model,
-        on_result: Callable[[Message, float], None],
+        on_result: Callable[[Inferred], None],
         on_motion: Callable[[bool, float], None],
         power: Optional[PowerController] = None,
     ) -> None:
@@ -90,6 +95,7 @@ class Pipeline:
         self._recalibrate = threading.Event()
         self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
+        self._preparer: Optional[Preparer] = None  # the capture thread's
         self._threads = [
             threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
             threading.Thread(target=self._infer_loop, name="wattgate-infer", daemon=True),
@@ -205,10 +211,25 @@ class Pipeline:
         if verdict.infer:
             # A camera's newest frame replaces a stale one; a file read faster than real
             # time waits for the model instead of reading frames only to drop them.
-            self.slot.put(Job(frame, verdict), wait=not (self.source.live or self.source.paced))
+            job = Job(frame, verdict, self._prepare(frame))
+            self.slot.put(job, wait=not (self.source.live or self.source.paced))
         else:
             counters.skipped += 1
         return verdict
+
+    def _prepare(self, frame: Frame) -> Optional[Prepared]:
+        """The model's input for frame, made here while the model runs on the last one.
+
+        None if that fails (a frame that does not decode): the inference thread then tries
+        itself and logs why it cannot."""
+        model = self.model  # swap_model may replace it at any time: prepare for this one
+        preparer = self._preparer
+        if preparer is None or preparer.model is not model:
+            preparer = self._preparer = model.preparer()
+        try:
+            return preparer.prepare(frame.color())
+        except Exception:  # logged by the inference thread, which meets it again
+            return None
 
     # -- inference thread -------------------------------------------------------------
 
@@ -218,30 +239,64 @@ class Pipeline:
             if job is None:
                 continue
             try:
-                self.on_result(self._infer_one(job), job.frame.mono)
+                inferred = self._infer_one(job)
             except Exception:
                 log.exception("inference failed on frame %d", job.frame.index)
+                continue
+            self.on_result(inferred)
 
-    def _infer_one(self, job: Job) -> Message:
+    def _infer_one(self, job: Job) -> Inferred:
         counters = self.counters
         counters.busy_since = time.monotonic()
         try:
             with self._model_lock:
-                result = self.model.infer(job.frame.color())
+                prepared = job.prepared
+                if prepared is None or prepared.model is not self.model:
+                    # prepared for a model swapped out since, or not prepared at all
+                    prepared = self.model.preparer().prepare(job.frame.color(), keep=False)
+                raw = self.model.invoke(prepared)
         finally:
             counters.busy_since = None
         done = time.monotonic()
         counters.inferred += 1
-        counters.detections += len(result.detections)
-        counters.infer_ms_total += result.invoke_ms
+        counters.infer_ms_total += raw.invoke_ms
         counters.last_inference = done
         self._seq += 1
+        return Inferred(self.counters, job, raw, self._seq, done)
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """A frame's model output, not decoded yet.
+
+    Decoding and building the message (``message``) are left to the thread that publishes
+    it, so the inference thread is back at the interpreter at once."""
+
+    counters: Counters
+    job: Job
+    raw: RawOutput
+    seq: int
+    done: float  # monotonic time the model's output was ready
+
+    @property
+    def captured(self) -> float:
+        return self.job.frame.mono
+
+    def message(self) -> Optional[Message]:
+        """The result message; None (logged) if the output does not decode."""
+        job = self.job
+        try:
+            result = self.raw.prepared.model.decode(self.raw)
+        except Exception:
+            log.exception("decoding the model's output failed on frame %d", job.frame.index)
+            return None
+        self.counters.detections += len(result.detections)
         return {
             "class": "result",
-            "seq": self._seq,
+            "seq": self.seq,
             "ts": round(job.frame.ts, 6),
             "frame": job.frame.index,
-            "latency_ms": round((done - job.frame.mono) * 1000.0, 3),
+            "latency_ms": round((self.done - job.frame.mono) * 1000.0, 3),
             "infer_ms": round(result.invoke_ms, 3),
             "reason": job.verdict.reason,
             "detections": [
