@@ -19,18 +19,18 @@ from wattgate.client import Client, ClientError
 StartDaemon = Callable[..., DaemonProcess]
 
 # The one thing that cannot exist on this machine is a wedged NPU driver. This wrapper
-# stands in for it: while the flag file exists, Model.infer blocks as a hung delegate
+# stands in for it: while the flag file exists, Model.invoke blocks as a hung delegate
 # would. Everything else is the real daemon.
 HANG_WRAPPER = """
 import os, sys, time
 import wattgate.drivers.inference as inference
 flag = sys.argv[1]
-real_infer = inference.Model.infer
-def infer(self, bgr):
+real_invoke = inference.Model.invoke
+def invoke(self, prepared):
     while os.path.exists(flag):
         time.sleep(0.05)
-    return real_infer(self, bgr)
-inference.Model.infer = infer
+    return real_invoke(self, prepared)
+inference.Model.invoke = invoke
 from wattgate.cli import main
 sys.exit(main(["run", "--config", sys.argv[2]]))
 """
@@ -132,7 +132,7 @@ def test_a_hung_inference_stops_the_watchdog_pings(
     notify.wait_for("READY=1")
     assert watchdog_pings(notify.collect(2.5))  # healthy: pinging
 
-    flag.touch()  # the model hangs inside infer()
+    flag.touch()  # the model hangs inside invoke()
     hung_at = time.monotonic()
     lines = notify.collect(6.0)
     # The stall limit is 2/3 of WatchdogSec (1.33 s); pings stop soon after it, and for
