@@ -14,7 +14,8 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
 * Exposure: every frame is fitted to the background with a robust gain and offset (medians of
   the difference in the dark and the bright half of the background, so a person does not drag
   the fit) and compared after the fit. A uniform gain/offset change - auto-exposure, dimming,
-  sunrise - leaves no difference at all.
+  sunrise - leaves no difference at all. A change of less than FIT_SKIP (a still frame's mean
+  difference, or both medians) is no change: the background's learning follows it.
 * Lighting: what the fit cannot explain but covers most of the frame (a lamp's fall-off, the
   IR-cut filter flipping to grey) is lighting, not motion: the gate recalibrates on it.
 * Contrast: the threshold is relative to the background's 4th..96th percentile range, the
@@ -58,6 +59,7 @@ from wattgate.config import GateConfig
 Box = tuple[int, int, int, int]
 Floats = npt.NDArray[np.float32]
 Bytes = npt.NDArray[np.uint8]
+Ints = npt.NDArray[np.intp]
 
 REASONS = ("motion", "cooldown", "heartbeat", "idle", "lighting", "calibrating", "disabled")
 
@@ -83,7 +85,7 @@ STILL_STEP = 4  # frames of motion between checks for it
 REFRESH_FRAMES = 32  # background statistics are refreshed this often
 RANGE_FRAMES = 16  # and its per-pixel sway range this often
 GUARD_FRAMES = 4  # and the per-pixel threshold this often
-FIT_SKIP = 0.25  # mean luma difference from the background under which the fit is skipped
+FIT_SKIP = 0.25  # luma difference from the background under which the exposure is the same
 FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
 EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
 
@@ -100,25 +102,27 @@ class GateVerdict:
 
 
 DISABLED = GateVerdict(True, "disabled", 0.0, False, ())
+# the verdicts of frames that changed nothing are always the same: made once (frozen)
+UNCHANGED = {reason: GateVerdict(False, reason, 0.0, False, ()) for reason in REASONS}
 
 
 def _medians(hist: MatLike, least: float) -> tuple[Optional[float], Optional[float]]:
     """Medians of the two rows of a (2, 256) histogram of values v + 128, interpolated within
     the bin; None for a row with fewer than `least` samples."""
     flat = hist.ravel()
-    cum = flat.cumsum()
-    first, total = float(cum[255]), float(cum[511])
+    cum = cv2.integral(hist.reshape(1, 512))[1, 1:]  # a cumulative sum, in one cheap call
+    first, total = cum.item(255), cum.item(511)
     halves = (first / 2.0, first + (total - first) / 2.0)
-    found = cum.searchsorted(halves)
+    found = cum.searchsorted(halves).tolist()
     out: list[Optional[float]] = []
-    for row, (half, i) in enumerate(zip(halves, found)):
+    for row in (0, 1):
         count = first if row == 0 else total - first
         if count < least:
             out.append(None)
             continue
-        i = min(int(i), 256 * row + 255)
-        below = float(cum[i - 1]) if i else 0.0
-        out.append(i - 256 * row + (half - below) / max(float(flat[i]), 1.0) - 128.5)
+        i = min(found[row], 256 * row + 255)
+        below = cum.item(i - 1) if i else 0.0
+        out.append(i - 256 * row + (halves[row] - below) / max(flat.item(i), 1.0) - 128.5)
     return out[0], out[1]
 
 
@@ -167,6 +171,7 @@ class MotionGate:
             self._kernel = np.asarray(cv2.getGaussianKernel(ksize, sigma, cv2.CV_32F))
         self._square = np.ones((3, 3), np.uint8)
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
+        self._picks: dict[tuple[int, int, int, int], tuple[Ints, Ints]] = {}
         self.reset()
 
     # -- public API -------------------------------------------------------------------------
@@ -190,6 +195,10 @@ class MotionGate:
         self._range_max = 255.0  # the brightest background at _refresh_range
         self._bg_max = 255.0  # an upper bound of the background since
         self._absorbed = False  # still pixels were copied into the background
+        # means of the background's and this frame's FIT_STEP rows, None when not known: the
+        # background's is carried through the (linear) learning of still frames
+        self._bg_mean: Optional[float] = None
+        self._cur_mean: Optional[float] = None
         self._moved = 0  # how many of the last frames in a row had changes (their grown masks)
         self._last_motion: Optional[float] = None
         self._last_infer: Optional[float] = None
@@ -220,15 +229,24 @@ class MotionGate:
         h, w = luma.shape[:2]
         src = source_size or (w, h)
         size = self._small_size(*src)
+        ys, xs = self._samples(w, h, size)
         if luma.strides[1] != luma.itemsize:  # e.g. YUYV[..., 0]: OpenCV would copy it all
-            ys = np.minimum((2 * np.arange(size[1]) + 1) * h // (2 * size[1]), h - 1)
-            xs = np.minimum((2 * np.arange(size[0]) + 1) * w // (2 * size[0]), w - 1)
             small = luma[ys[:, None], xs[None, :]]
         else:
             small = cv2.resize(luma, size, interpolation=SAMPLING)
         return self._update(small, now, src)
 
     # -- the pipeline -----------------------------------------------------------------------
+
+    def _samples(self, width: int, height: int, size: tuple[int, int]) -> tuple[Ints, Ints]:
+        """Rows and columns of a width x height plane that SAMPLING reads for `size`."""
+        key = (width, height, *size)
+        found = self._picks.get(key)
+        if found is None:
+            ys = np.minimum((2 * np.arange(size[1]) + 1) * height // (2 * size[1]), height - 1)
+            xs = np.minimum((2 * np.arange(size[0]) + 1) * width // (2 * size[0]), width - 1)
+            found = self._picks[key] = (ys, xs)
+        return found
 
     def _small_size(self, width: int, height: int) -> tuple[int, int]:
         size = self._sizes.get((width, height))
@@ -291,9 +309,12 @@ class MotionGate:
         half's median (p25), the bright half's at p75; two points give the line. Every
         FIT_STEP-th row is enough, and pixels that moved in the last frame are left out."""
         step = FIT_STEP
+        self._cur_mean = None
         if not self._moved and not self._clipped:  # a still frame in the same exposure
-            mean = cv2.mean(buf.cur[::step])[0] - cv2.mean(buf.bg[::step])[0]
-            if -FIT_SKIP < mean < FIT_SKIP:
+            if self._bg_mean is None:
+                self._bg_mean = cv2.mean(buf.bg[::step])[0]
+            self._cur_mean = cv2.mean(buf.cur[::step])[0]
+            if -FIT_SKIP < self._cur_mean - self._bg_mean < FIT_SKIP:
                 return 1.0, 0.0
         cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, dst=buf.d8,
                         dtype=cv2.CV_8U)
@@ -304,6 +325,10 @@ class MotionGate:
             label = buf.label
         hist = cv2.calcHist([label, buf.d8], [0, 1], None, [2, 256], [0, 2, 0, 256])
         dark, bright = _medians(hist, 0.05 * buf.d8.size)
+        if (dark is None or -FIT_SKIP < dark < FIT_SKIP) and (
+            bright is None or -FIT_SKIP < bright < FIT_SKIP
+        ):  # both halves as they were: the same exposure (or nothing to fit)
+            return 1.0, 0.0
         q25, q75 = self._q[1], self._q[3]
         if dark is not None and bright is not None and q75 - q25 >= 8.0:
             gain = 1.0 + (bright - dark) / (q75 - q25)
@@ -325,6 +350,10 @@ class MotionGate:
             cv2.bitwise_or(buf.clipped, buf.spare, dst=buf.clipped)
             self._clipped = cv2.countNonZero(buf.clipped)
         if not self._clipped and g * self._range_max + o <= 255.0:
+            if g == 1.0 and o == 0.0:  # the exposure of the last refresh: no rebasing
+                cv2.absdiff(buf.cur, buf.bg_mid, dst=buf.diff)
+                cv2.subtract(buf.diff, buf.bg_half, dst=buf.diff)
+                return
             cv2.addWeighted(buf.bg_mid, g, buf.bg_mid, 0.0, o, dst=buf.work)
             cv2.absdiff(buf.cur, buf.work, dst=buf.diff)
             cv2.scaleAdd(buf.bg_half, -g, buf.diff, dst=buf.diff)
@@ -399,6 +428,7 @@ class MotionGate:
         """Take the current frame as the background (start, new source, lighting change)."""
         np.copyto(buf.bg, buf.cur)
         np.copyto(buf.prev, buf.cur)
+        self._bg_mean = None
         buf.still.fill(0)
         buf.clipped.fill(0)
         self._clipped = 0
@@ -417,6 +447,7 @@ class MotionGate:
         qs = np.searchsorted(cum, np.array([low, 25.0, 50.0, 75.0, high]) / 100.0 * cum[-1])
         self._q = [float(q) for q in qs]
         np.copyto(buf.side, buf.bg[::FIT_STEP] > self._q[2], casting="unsafe")
+        self._bg_mean = None  # measured again (tracked, it would drift with rounding)
         self._refresh_range(buf)
 
     def _refresh_range(self, buf: _Buffers) -> None:
@@ -462,8 +493,16 @@ class MotionGate:
         plain = (not changed or calibrating) and not self._clipped
         if plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
             keep = 1.0 - alpha
-            cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, dst=buf.bg)
+            if same:
+                cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
+            else:
+                cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, dst=buf.bg)
+            bg_mean, cur_mean = self._bg_mean, self._cur_mean
+            self._bg_mean = None  # linear in the background: its mean follows if both known
+            if bg_mean is not None and cur_mean is not None:
+                self._bg_mean = keep * (gain * bg_mean + offset) + alpha * cur_mean
         else:
+            self._bg_mean = None
             if not same:
                 cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
                 if gain * 255.0 + offset > 255.0:
@@ -559,6 +598,8 @@ class MotionGate:
             reason = "cooldown"
         elif now - self._last_infer >= cfg.heartbeat_s - EPS:
             reason = "heartbeat"
+        elif score == 0.0:
+            return UNCHANGED[quiet]
         else:
             return GateVerdict(False, quiet, score, False, ())
         self._last_infer = now
