@@ -66,6 +66,7 @@ REASONS = ("motion", "cooldown", "heartbeat", "idle", "lighting", "calibrating",
 # nearest neighbour reads only the sampled pixels (INTER_AREA would read them all); the EXACT
 # variant samples pixel centres, so the right and bottom edges are not a blind strip
 SAMPLING = cv2.INTER_NEAREST_EXACT
+CACHE_LINE = 64  # bytes
 CALIBRATION_S = 2.0  # after start or reset: learn the scene (and its foliage) before judging
 CALIBRATION_ALPHA = 0.2  # Frigate's background alpha while calibrating (REFERENCE.md)
 CALIBRATION_FRAMES = 10  # frames after a (re)calibration that learn with that alpha
@@ -230,6 +231,12 @@ class MotionGate:
         src = source_size or (w, h)
         size = self._small_size(*src)
         ys, xs = self._samples(w, h, size)
+        # Read a byte of every cache line of the sampled rows first: numpy's gather issues
+        # those reads back to back, so their misses overlap, and the sampling below then
+        # finds them in cache. A capture's plane is not in cache: measured on 1080p Y and
+        # YUYV planes, this makes the sampling ~20 % cheaper (on BGR frames it measured
+        # slower, so update_bgr does not do it).
+        luma[ys, :: max(1, CACHE_LINE // luma.strides[1])]
         if luma.strides[1] != luma.itemsize:  # e.g. YUYV[..., 0]: OpenCV would copy it all
             small = luma[ys[:, None], xs[None, :]]
         else:
