@@ -14,8 +14,10 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
 * Exposure: every frame is fitted to the background with a robust gain and offset (medians of
   the difference in the dark and the bright half of the background, so a person does not drag
   the fit) and compared after the fit. A uniform gain/offset change - auto-exposure, dimming,
-  sunrise - leaves no difference at all. A change of less than FIT_SKIP (a still frame's mean
-  difference, or both medians) is no change: the background's learning follows it.
+  sunrise - leaves no difference at all. A change of less than FIT_SKIP is no change (the
+  background's learning follows it); a cheap check finds most such frames before the fit: the
+  mean difference with each pixel's clipped to FIT_CLIP, which what moves can shift by no more
+  than FIT_CLIP times the share of the frame it covers.
 * Lighting: what the fit cannot explain but covers most of the frame (a lamp's fall-off, the
   IR-cut filter flipping to grey) is lighting, not motion: the gate recalibrates on it.
 * Contrast: the threshold is relative to the background's 4th..96th percentile range, the
@@ -87,6 +89,8 @@ REFRESH_FRAMES = 32  # background statistics are refreshed this often
 RANGE_FRAMES = 16  # and its per-pixel sway range this often
 GUARD_FRAMES = 4  # and the per-pixel threshold this often
 FIT_SKIP = 0.25  # luma difference from the background under which the exposure is the same
+FIT_CLIP = 1.0  # the check before the fit clips each pixel's difference to +-this much luma
+CLIP_SCALE = 127.0 / FIT_CLIP  # that clipped difference, scaled to fill a byte around 128
 FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
 EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
 
@@ -196,10 +200,6 @@ class MotionGate:
         self._range_max = 255.0  # the brightest background at _refresh_range
         self._bg_max = 255.0  # an upper bound of the background since
         self._absorbed = False  # still pixels were copied into the background
-        # means of the background's and this frame's FIT_STEP rows, None when not known: the
-        # background's is carried through the (linear) learning of still frames
-        self._bg_mean: Optional[float] = None
-        self._cur_mean: Optional[float] = None
         self._moved = 0  # how many of the last frames in a row had changes (their grown masks)
         self._last_motion: Optional[float] = None
         self._last_infer: Optional[float] = None
@@ -315,14 +315,15 @@ class MotionGate:
 
         The median difference in the dark half of the background is the fit at the dark
         half's median (p25), the bright half's at p75; two points give the line. Every
-        FIT_STEP-th row is enough, and pixels that moved in the last frame are left out."""
+        FIT_STEP-th row is enough, and pixels that moved in the last frame are left out.
+        First, unless the background is clipped (a lower bound there), the clipped mean
+        difference (module docstring): within FIT_SKIP, the exposure is the same."""
         step = FIT_STEP
-        self._cur_mean = None
-        if not self._moved and not self._clipped:  # a still frame in the same exposure
-            if self._bg_mean is None:
-                self._bg_mean = cv2.mean(buf.bg[::step])[0]
-            self._cur_mean = cv2.mean(buf.cur[::step])[0]
-            if -FIT_SKIP < self._cur_mean - self._bg_mean < FIT_SKIP:
+        if not self._clipped:
+            cv2.addWeighted(buf.cur[::step], CLIP_SCALE, buf.bg[::step], -CLIP_SCALE, 128.0,
+                            dst=buf.d8, dtype=cv2.CV_8U)  # saturates at +-FIT_CLIP
+            mean = (cv2.sumElems(buf.d8)[0] / buf.d8.size - 128.0) / CLIP_SCALE
+            if -FIT_SKIP < mean < FIT_SKIP:
                 return 1.0, 0.0
         cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, dst=buf.d8,
                         dtype=cv2.CV_8U)
@@ -436,7 +437,6 @@ class MotionGate:
         """Take the current frame as the background (start, new source, lighting change)."""
         np.copyto(buf.bg, buf.cur)
         np.copyto(buf.prev, buf.cur)
-        self._bg_mean = None
         buf.still.fill(0)
         buf.clipped.fill(0)
         self._clipped = 0
@@ -455,7 +455,6 @@ class MotionGate:
         qs = np.searchsorted(cum, np.array([low, 25.0, 50.0, 75.0, high]) / 100.0 * cum[-1])
         self._q = [float(q) for q in qs]
         np.copyto(buf.side, buf.bg[::FIT_STEP] > self._q[2], casting="unsafe")
-        self._bg_mean = None  # measured again (tracked, it would drift with rounding)
         self._refresh_range(buf)
 
     def _refresh_range(self, buf: _Buffers) -> None:
@@ -499,18 +498,12 @@ class MotionGate:
         # an upper bound of the background, to know when a gain could push it past white
         self._bg_max = min(255.0, (1.0 - alpha) * (gain * self._bg_max + offset) + alpha * 255.0)
         plain = (not changed or calibrating) and not self._clipped
-        if plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
+        if plain and same:
+            cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
+        elif plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
             keep = 1.0 - alpha
-            if same:
-                cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
-            else:
-                cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, dst=buf.bg)
-            bg_mean, cur_mean = self._bg_mean, self._cur_mean
-            self._bg_mean = None  # linear in the background: its mean follows if both known
-            if bg_mean is not None and cur_mean is not None:
-                self._bg_mean = keep * (gain * bg_mean + offset) + alpha * cur_mean
+            cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, dst=buf.bg)
         else:
-            self._bg_mean = None
             if not same:
                 cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
                 if gain * 255.0 + offset > 255.0:
