@@ -150,6 +150,7 @@ class _Buffers:
         self.work: Floats = np.zeros(shape, np.float32)
         self.dev: Floats = np.zeros(shape, np.float32)  # usual residual (nuisance peaks)
         self.guard: Floats = np.zeros(shape, np.float32)  # max(NUISANCE_K * dev, threshold)
+        self.floor: Floats = np.zeros(shape, np.float32)  # the threshold the guard was made with
         self.still: Bytes = np.zeros(shape, np.uint8)  # frames changed but not moving
         self.mask: Bytes = np.zeros(shape, np.uint8)
         self.grown: Bytes = np.zeros(shape, np.uint8)
@@ -532,8 +533,10 @@ class MotionGate:
     def _guard(self, buf: _Buffers, threshold: float) -> None:
         """The per-pixel threshold; rebuilt every few frames (the usual residual moves
         slowly) and whenever the contrast-relative threshold moves."""
+        if threshold != self._guard_thr:  # max with an image: half the cost of with a scalar
+            buf.floor.fill(threshold)
         np.multiply(buf.dev, NUISANCE_K, out=buf.guard)
-        cv2.max(buf.guard, threshold, dst=buf.guard)  # type: ignore[call-overload]
+        cv2.max(buf.guard, buf.floor, dst=buf.guard)
         self._guard_thr = threshold
 
     def _learn_around(
