@@ -125,6 +125,19 @@ def test_a_uniform_gain_or_offset_change_makes_no_difference(gain: float, offset
     assert max(v.score for v in verdicts) < 0.002, "the exposure fit should leave no residual"
 
 
+@pytest.mark.parametrize(("gain", "offset", "level"), [(1.15, 0.0, 20), (0.87, 0.0, 240),
+                                                       (1.0, 12.0, 20)])
+def test_an_exposure_change_with_a_large_object_in_view_is_still_fitted(
+    gain: float, offset: float, level: int
+) -> None:
+    """A quarter of the frame differs the other way: the cheap check before the fit must not
+    take the exposure for unchanged. After the fit only the object (and its fringe) differs."""
+    gate, base, t = calibrated()
+    changed = np.asarray(cv2.convertScaleAbs(base, alpha=gain, beta=offset), np.uint8)
+    frame = with_square(noisy(changed, 1000), 160, 90, size=280, level=level)  # 25 % of it
+    assert gate.update_bgr(frame, t).score < 0.35
+
+
 @pytest.mark.parametrize("change", ["lights off", "lights on", "ir switch", "dawn"])
 def test_lighting_changes_recalibrate_and_motion_is_seen_after(change: str) -> None:
     base = room()
