@@ -570,16 +570,20 @@ class MotionGate:
         if self._still_tick < STILL_STEP:
             return
         step, self._still_tick = self._still_tick, 0
-        cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, dst=buf.work)
-        cv2.absdiff(buf.cur, buf.work, dst=buf.work)
+        if gain == 1.0 and offset == 0.0:
+            cv2.absdiff(buf.cur, buf.prev, dst=buf.work)
+        else:
+            cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, dst=buf.work)
+            cv2.absdiff(buf.cur, buf.work, dst=buf.work)
         cv2.compare(buf.work, threshold / 2.0, cv2.CMP_LE, dst=buf.spare)  # type: ignore[call-overload]
         cv2.bitwise_and(buf.spare, buf.mask, dst=buf.spare)  # changed and not moving
         cv2.add(buf.still, step, dst=buf.still)  # type: ignore[call-overload]
         cv2.bitwise_and(buf.still, buf.spare, dst=buf.still)
         frames = min(250, math.ceil(STILL_S / self._interval))
-        cv2.compare(buf.still, frames, cv2.CMP_GE, dst=buf.spare)  # type: ignore[call-overload]
+        # still >= frames (a byte threshold costs a third of a compare with a scalar)
+        cv2.threshold(buf.still, frames - 1, 255, cv2.THRESH_BINARY, dst=buf.spare)
         if cv2.countNonZero(buf.spare):
-            np.copyto(buf.bg, buf.cur, where=buf.spare > 0)
+            cv2.copyTo(buf.cur, buf.spare, buf.bg)
             self._absorbed = True
             self._bg_max = 255.0  # until _refresh_range measures it again
 
