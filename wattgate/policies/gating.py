@@ -463,8 +463,8 @@ class MotionGate:
         cv2.dilate(buf.bg, self._square, dst=buf.bg_high)
         cv2.erode(buf.bg, self._square, dst=buf.bg_low)
         cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, 0.5, 0.0, dst=buf.bg_mid)
-        cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, -0.5, 0.0, dst=buf.bg_half)
-        self._range_max = self._bg_max = float(cv2.minMaxLoc(buf.bg_high)[1])
+        cv2.subtract(buf.bg_high, buf.bg_mid, dst=buf.bg_half)
+        self._range_max = self._bg_max = float(buf.bg_high.max())
         self._hl_gain, self._hl_offset = 1.0, 0.0
         self._absorbed = False
 
