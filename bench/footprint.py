@@ -2,17 +2,22 @@
 
 Each repeat starts the daemon as systemd would, with NOTIFY_SOCKET pointing at a datagram
 socket here: `ready_s` is from spawning the process to the READY=1 datagram (interpreter
-start, imports, model load, socket, first frame on the way). The daemon runs the shipped
-default scene (`synthetic:office`, 640x480, gate on) with realtime = false, so 10 000 frames
-pass in seconds; the office's passers-by keep the model busy part of the time.
+start, imports, model load and warm-up, socket, source open, first frame through the gate).
+The daemon runs the shipped default scene (`synthetic:office`, 640x480, gate on) with
+realtime = false, so 10 000 frames pass in seconds; the office's passers-by keep the model
+busy part of the time.
 
 `rss_mb` is VmRSS at READY, `rss_growth_mb` the growth from there to 10 000 frames, as the
-issue defines them. That growth is mostly one-off: the source is opened by the capture
-thread, after READY (`rss_first_frames_mb` is taken as soon as the first frame is through;
-the synthetic source's precomputed images are most of that step), then the first inferences
-warm up (the interpreter's working memory, allocator arenas of the new threads). The growth
-between 1 000 and 10 000 frames (`rss_growth_after_warmup_mb`) is what a leak would show in.
-Values are the median of the repeats.
+issue defines them. Before READY the daemon opens the source (a generated scene's images are
+made then), runs one inference on a frame with a face in it, takes a throwaway gate through a
+short generated clip (the code for motion, stopped objects and lighting is paged in then) and
+waits until the first frame is through the real gate (its work images), so
+`rss_first_frames_mb`, taken as soon as a client sees a frame counted, is close to `rss_mb`.
+What still grows after READY is one-off as well: buffers made at the first inference, and the
+allocator arenas of the capture and inference threads, which grow to hold the most input
+tensors and output copies ever in flight between them and the event loop. The growth between
+1 000 and 10 000 frames (`rss_growth_after_warmup_mb`) is what a leak would show in. Values
+are the median of the repeats.
 """
 
 from __future__ import annotations

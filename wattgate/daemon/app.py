@@ -1,7 +1,9 @@
 """The daemon: wires source, gate, model, event log and server together on one event loop.
 
 Start order: socket first (so early clients wait for their hello instead of being
-refused), then the model and the camera, then the pipeline threads, then hello/READY.
+refused), then the model and a warm-up (wattgate/daemon/warmup.py), the camera, the
+pipeline threads, the camera's first frame through the gate, then hello/READY: what the
+first frames allocate and page in belongs to start-up, not to the memory growth after it.
 SIGTERM/SIGINT stop it; SIGHUP reloads config.toml and keeps the old config if the
 new one is bad.
 """
@@ -17,8 +19,6 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Optional
-
-import numpy as np
 
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
@@ -38,6 +38,7 @@ from wattgate.daemon.pipeline import Inferred, Pipeline
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
 from wattgate.daemon.server import Server
+from wattgate.daemon.warmup import model_frame, warm_gate
 from wattgate.drivers.camera import SourceError
 from wattgate.drivers.inference import Model, ModelError
 from wattgate.drivers.sysfs import Sysfs
@@ -52,6 +53,7 @@ EXIT_OK = 0
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no camera or model to work with
 PROTO = 1
 STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
+FIRST_FRAME_POLL_S = 0.005  # how often start-up looks whether the first frame is through
 
 
 class StartupError(Exception):
@@ -73,9 +75,10 @@ def load_model(cfg: Config) -> Model:
     except ModelError as exc:
         raise StartupError(f"model: {exc}") from None
     # One inference before READY: the runtime packs weights and sizes its buffers on the
-    # first invoke, a cost that belongs to start-up, not to the first client's result.
+    # first invoke, and decoding detections (there is a face in the frame) runs its code for
+    # the first time; costs that belong to start-up, not to the first client's result.
     try:
-        model.infer(np.zeros((cfg.camera.height, cfg.camera.width, 3), np.uint8))
+        model.infer(model_frame(cfg.camera.width, cfg.camera.height))
     except Exception as exc:  # a model that loads but cannot run is no model
         raise StartupError(f"model: first inference failed: {exc}") from None
     return model
@@ -101,7 +104,9 @@ def open_parts(
     on_lost: Optional[Callable[[str], None]] = None,
     on_back: Optional[Callable[[], None]] = None,
 ) -> tuple[Model, SupervisedSource]:
-    return load_model(cfg), open_camera(cfg, on_lost, on_back)
+    model = load_model(cfg)
+    warm_gate(cfg.gate)  # the gate's code paged in now, not at the first motion
+    return model, open_camera(cfg, on_lost, on_back)
 
 
 class RateMeter:
@@ -187,6 +192,7 @@ class Daemon:
         await loop.run_in_executor(
             None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
         )
+        await self._first_frame(source)
         self.sensors = SensorWatch(
             Sysfs(self.cfg.power.sysfs_root), SensorSettings.from_config(self.cfg),
             on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),
@@ -209,6 +215,23 @@ class Daemon:
             await loop.run_in_executor(None, self.pipeline.stop)
         await self._release(loop)
         return EXIT_OK
+
+    async def _first_frame(self, source: SupervisedSource) -> None:
+        """Wait until the pipeline has taken its first frame through the gate.
+
+        The gate sizes its work images by that frame, and the capture thread's allocator
+        arena grows to hold them: memory that belongs to start-up, not to the first minute
+        after READY. Not waited for when the camera is not open (READY then says it is
+        missing), nor longer than camera.stall_s (after which the supervisor reopens it),
+        nor once the daemon is asked to stop.
+        """
+        pipeline = self.pipeline
+        assert pipeline is not None
+        counters = pipeline.counters
+        deadline = time.monotonic() + self.cfg.camera.stall_s
+        while (counters.frames == 0 and source.opened and not counters.source_ended
+               and not self._stop.is_set() and time.monotonic() < deadline):
+            await asyncio.sleep(FIRST_FRAME_POLL_S)
 
     async def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         """What start-up acquired before the pipeline, given back on any way out."""

@@ -317,6 +317,11 @@ class SupervisedSource:
     def state(self) -> State:
         return self._state
 
+    @property
+    def opened(self) -> bool:
+        """A camera, file or scene is open now (its first frame may not have come yet)."""
+        return self._inner is not None
+
     def status(self) -> dict[str, Any]:
         """For the `status` reply: what is open, its state and, when not running, why."""
         with self._cond:
