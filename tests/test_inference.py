@@ -222,6 +222,19 @@ def test_prepared_elsewhere_runs_as_infer_does(blazeface: Model) -> None:
     assert blazeface.run(coffee).detections == []
 
 
+def test_a_pipeline_reuses_its_input_tensors(blazeface: Model) -> None:
+    """Once the interpreter has copied a tensor it goes back to its preparer, so a pipeline
+    allocates no input tensor per frame; one still in flight is never handed out twice."""
+    preparer = blazeface.preparer((512, 512), spares=2)
+    first = preparer.prepare(photo("astronaut.png"))
+    second = preparer.prepare(photo("coffee.png"))
+    assert first.tensor is not second.tensor
+    blazeface.run(first)
+    third = preparer.prepare(photo("camera.png"))
+    assert third.tensor is first.tensor and third.tensor is not second.tensor
+    assert blazeface.run(second).detections == []
+
+
 def test_a_frame_prepared_for_another_model_is_refused(blazeface: Model) -> None:
     other = Model.load(None)
     with pytest.raises(ValueError, match=r"prepared for model"):

@@ -95,7 +95,7 @@ class Pipeline:
         self._recalibrate = threading.Event()
         self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
-        self._preparer: Optional[Preparer] = None  # the capture thread's
+        self._preparer = self._new_preparer(model)  # the capture thread's
         self._threads = [
             threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
             threading.Thread(target=self._infer_loop, name="wattgate-infer", daemon=True),
@@ -217,6 +217,11 @@ class Pipeline:
             counters.skipped += 1
         return verdict
 
+    def _new_preparer(self, model: Model) -> Preparer:
+        """Buffers for the source's frame size and tensors for every job in flight (one
+        being prepared, one in the slot, one in the interpreter), made now."""
+        return model.preparer((self.source.width, self.source.height), spares=3)
+
     def _prepare(self, frame: Frame) -> Optional[Prepared]:
         """The model's input for frame, made here while the model runs on the last one.
 
@@ -224,8 +229,8 @@ class Pipeline:
         itself and logs why it cannot."""
         model = self.model  # swap_model may replace it at any time: prepare for this one
         preparer = self._preparer
-        if preparer is None or preparer.model is not model:
-            preparer = self._preparer = model.preparer()
+        if preparer.model is not model:
+            preparer = self._preparer = self._new_preparer(model)
         try:
             return preparer.prepare(frame.color())
         except Exception:  # logged by the inference thread, which meets it again

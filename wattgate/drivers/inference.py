@@ -323,6 +323,7 @@ class Prepared:
     letterbox: _Letterbox  # only its geometry is read once the tensor is made
     model: Model  # the model it was prepared for
     prepare_ms: float
+    owner: Preparer | None = None  # takes the tensor back once the interpreter has it
 
 
 @dataclass(frozen=True)
@@ -339,12 +340,18 @@ class Preparer:
     """Letterbox and input conversion for one model, with buffers of its own: one per thread.
 
     Every ``prepare`` with ``keep=True`` returns a tensor of its own, so the caller may hand
-    it to another thread and prepare the next frame at once."""
+    it to another thread and prepare the next frame at once. Those tensors come from a free
+    list that ``Model.invoke`` gives them back to once the interpreter has copied them, so a
+    pipeline allocates none per frame."""
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, frame_size: tuple[int, int] | None = None,
+                 spares: int = 0) -> None:
         self.model = model
         self._writer = _InputWriter(model._input, model._float_range)
         self._letterbox: _Letterbox | None = None
+        if frame_size is not None and min(frame_size) > 0:
+            self._letterbox = _Letterbox(*frame_size, *model.input_size)
+        self._spare = [np.empty_like(self._writer.buffer) for _ in range(spares)]
 
     def prepare(self, bgr: npt.NDArray[np.uint8], keep: bool = True) -> Prepared:
         """The input for one BGR uint8 frame of any size. keep=False reuses one buffer (the
@@ -357,9 +364,17 @@ class Preparer:
         if box is None or box.src != (src_w, src_h):
             box = self._letterbox = _Letterbox(src_w, src_h, *self.model.input_size)
         writer = self._writer
-        out = np.empty_like(writer.buffer) if keep else None
+        out = None
+        if keep:
+            out = self._spare.pop() if self._spare else np.empty_like(writer.buffer)
         tensor = writer.write(box.fill(bgr), out)
-        return Prepared(tensor, box, self.model, (time.perf_counter() - start) * 1000.0)
+        return Prepared(tensor, box, self.model, (time.perf_counter() - start) * 1000.0,
+                        self if keep else None)
+
+    def recycle(self, tensor: npt.NDArray[Any]) -> None:
+        """A tensor from ``prepare`` that nothing reads any more (list.append is atomic).
+        ``Model.invoke`` calls it, so a Prepared is invoked once."""
+        self._spare.append(tensor)
 
 
 class Model:
@@ -421,9 +436,10 @@ class Model:
         log.info("model %s loaded: %s", model_path.name, model.info)
         return model
 
-    def preparer(self) -> Preparer:
-        """Preparation for this model with its own buffers, for another thread to use."""
-        return Preparer(self)
+    def preparer(self, frame_size: tuple[int, int] | None = None, spares: int = 0) -> Preparer:
+        """Preparation for this model with its own buffers, for another thread to use:
+        letterbox buffers for frame_size and `spares` input tensors made now."""
+        return Preparer(self, frame_size, spares)
 
     def infer(self, bgr: npt.NDArray[np.uint8]) -> InferenceResult:
         """Run the model on one BGR uint8 frame of any size; boxes come back in its pixels."""
@@ -444,6 +460,8 @@ class Model:
         start = time.perf_counter()
         interp = self._interpreter
         interp.set_tensor(self._input.index, prepared.tensor)
+        if prepared.owner is not None:  # copied into the interpreter: the tensor is free
+            prepared.owner.recycle(prepared.tensor)
         invoke_start = time.perf_counter()
         interp.invoke()
         invoke_ms = (time.perf_counter() - invoke_start) * 1000.0
