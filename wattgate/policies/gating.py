@@ -163,6 +163,11 @@ class _Buffers:
         self.side: Bytes = np.zeros(quarter, np.uint8)  # 0: dark half of the background, 1: bright
         self.label: Bytes = np.zeros(quarter, np.uint8)  # side, +2 where the last frame moved
         self.pixels = height * width
+        # np.zeros memory is mapped only when first written, for some of these at the first
+        # change or stopped object, minutes after start: write every page now.
+        for value in vars(self).values():
+            if isinstance(value, np.ndarray):
+                value.fill(0)
 
 
 class MotionGate:
