@@ -374,8 +374,9 @@ class CountingCv2:
         return cv2.cvtColor(src, *args, **kwargs)
 
     def resize(self, src: Image, *args: Any, **kwargs: Any) -> Any:
-        if src.size >= self.big:
-            self.big_resizes.append(kwargs.get("interpolation", cv2.INTER_LINEAR))
+        if src.size >= self.big:  # resize(src, dsize, dst, fx, fy, interpolation)
+            default = args[4] if len(args) > 4 else cv2.INTER_LINEAR
+            self.big_resizes.append(kwargs.get("interpolation", default))
         return cv2.resize(src, *args, **kwargs)
 
 

@@ -56,7 +56,8 @@ from cv2.typing import MatLike
 from wattgate.config import GateConfig
 
 # OpenCV takes a scalar for the second operand of max/min/compare/add; its stubs do not say
-# so, hence the call-overload ignores below.
+# so, hence the call-overload ignores below. Outputs (dst, and mask, dtype) are passed by
+# position: a keyword argument costs ~0.2 us more per call, and there are ~30 calls a frame.
 
 Box = tuple[int, int, int, int]
 Floats = npt.NDArray[np.float32]
@@ -146,7 +147,7 @@ class _Buffers:
         self.bg_half: Floats = np.zeros(shape, np.float32)  # and half their distance
         self.high: Floats = np.zeros(shape, np.float32)
         self.low: Floats = np.zeros(shape, np.float32)
-        self.diff: Floats = np.zeros(shape, np.float32)
+        self.diff: Floats = np.zeros(shape, np.float32)  # scratch once _learn has read it
         self.work: Floats = np.zeros(shape, np.float32)
         self.dev: Floats = np.zeros(shape, np.float32)  # usual residual (nuisance peaks)
         self.guard: Floats = np.zeros(shape, np.float32)  # max(NUISANCE_K * dev, threshold)
@@ -220,7 +221,7 @@ class MotionGate:
             return DISABLED
         h, w = frame.shape[:2]
         size = self._small_size(w, h)
-        small = cv2.resize(frame, size, interpolation=SAMPLING)
+        small = cv2.resize(frame, size, None, 0.0, 0.0, SAMPLING)
         return self._update(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), now, (w, h))
 
     def update_luma(
@@ -246,8 +247,8 @@ class MotionGate:
             luma[ys, :: max(1, CACHE_LINE // luma.strides[1])]
             small = luma[ys[:, None], xs[None, :]]
         else:
-            cv2.resize(luma, (-(-w // CACHE_LINE), size[1]), interpolation=SAMPLING)
-            small = cv2.resize(luma, size, interpolation=SAMPLING)
+            cv2.resize(luma, (-(-w // CACHE_LINE), size[1]), None, 0.0, 0.0, SAMPLING)
+            small = cv2.resize(luma, size, None, 0.0, 0.0, SAMPLING)
         return self._update(small, now, src)
 
     # -- the pipeline -----------------------------------------------------------------------
@@ -290,7 +291,7 @@ class MotionGate:
         self._difference(buf, gain, offset)
         if abs(threshold - self._guard_thr) > 0.01 * threshold:
             self._guard(buf, threshold)
-        cv2.compare(buf.diff, buf.guard, cv2.CMP_GT, dst=buf.mask)
+        cv2.compare(buf.diff, buf.guard, cv2.CMP_GT, buf.mask)
         changed = cv2.countNonZero(buf.mask)
         score = changed / buf.pixels
         calibrating = now - self._learnt_from < CALIBRATION_S - EPS
@@ -303,7 +304,7 @@ class MotionGate:
             return self._decide(now, False, "calibrating", score, ())
         boxes: tuple[Box, ...] = ()
         if changed:
-            cv2.dilate(buf.mask, self._square, dst=buf.grown)
+            cv2.dilate(buf.mask, self._square, buf.grown)
             if not calibrating:
                 boxes = self._boxes(buf)
         self._learn(buf, changed, gain, offset, threshold, now, calibrating)
@@ -314,7 +315,7 @@ class MotionGate:
         if self._kernel is None:
             np.copyto(out, small, casting="unsafe")
         else:
-            cv2.sepFilter2D(small, cv2.CV_32F, self._kernel, self._kernel, dst=out)
+            cv2.sepFilter2D(small, cv2.CV_32F, self._kernel, self._kernel, out)
 
     def _fit(self, buf: _Buffers) -> tuple[float, float]:
         """Gain and offset with cur ~= gain * bg + offset, robust to moving objects.
@@ -327,16 +328,15 @@ class MotionGate:
         step = FIT_STEP
         if not self._clipped:
             cv2.addWeighted(buf.cur[::step], CLIP_SCALE, buf.bg[::step], -CLIP_SCALE, 128.0,
-                            dst=buf.d8, dtype=cv2.CV_8U)  # saturates at +-FIT_CLIP
+                            buf.d8, cv2.CV_8U)  # saturates at +-FIT_CLIP
             mean = (cv2.sumElems(buf.d8)[0] / buf.d8.size - 128.0) / CLIP_SCALE
             if -FIT_SKIP < mean < FIT_SKIP:
                 return 1.0, 0.0
-        cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, dst=buf.d8,
-                        dtype=cv2.CV_8U)
+        cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, buf.d8, cv2.CV_8U)
         label = buf.side
         if self._moved:
             np.bitwise_and(buf.last_grown[::step], 2, out=buf.label)
-            cv2.add(buf.label, buf.side, dst=buf.label)
+            cv2.add(buf.label, buf.side, buf.label)
             label = buf.label
         hist = cv2.calcHist([label, buf.d8], [0, 1], None, [2, 256], [0, 2, 0, 256])
         dark, bright = _medians(hist, 0.05 * buf.d8.size)
@@ -361,26 +361,26 @@ class MotionGate:
         g, o = gain * self._hl_gain, gain * self._hl_offset + offset
         if gain < 0.995 and self._bg_max >= SATURATED:  # darker: the truth behind a clipped
             # background may be brighter than it now predicts
-            cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, dst=buf.spare)  # type: ignore[call-overload]
-            cv2.bitwise_or(buf.clipped, buf.spare, dst=buf.clipped)
+            cv2.compare(buf.bg, SATURATED, cv2.CMP_GE, buf.spare)  # type: ignore[call-overload]
+            cv2.bitwise_or(buf.clipped, buf.spare, buf.clipped)
             self._clipped = cv2.countNonZero(buf.clipped)
         if not self._clipped and g * self._range_max + o <= 255.0:
             if g == 1.0 and o == 0.0:  # the exposure of the last refresh: no rebasing
-                cv2.absdiff(buf.cur, buf.bg_mid, dst=buf.diff)
-                cv2.subtract(buf.diff, buf.bg_half, dst=buf.diff)
+                cv2.absdiff(buf.cur, buf.bg_mid, buf.diff)
+                cv2.subtract(buf.diff, buf.bg_half, buf.diff)
                 return
-            cv2.addWeighted(buf.bg_mid, g, buf.bg_mid, 0.0, o, dst=buf.work)
-            cv2.absdiff(buf.cur, buf.work, dst=buf.diff)
-            cv2.scaleAdd(buf.bg_half, -g, buf.diff, dst=buf.diff)
+            cv2.addWeighted(buf.bg_mid, g, buf.bg_mid, 0.0, o, buf.work)
+            cv2.absdiff(buf.cur, buf.work, buf.diff)
+            cv2.scaleAdd(buf.bg_half, -g, buf.diff, buf.diff)
             return
-        cv2.addWeighted(buf.bg_high, g, buf.bg_high, 0.0, o, dst=buf.high)
-        cv2.addWeighted(buf.bg_low, g, buf.bg_low, 0.0, o, dst=buf.low)
-        cv2.min(buf.low, 255.0, dst=buf.low)  # type: ignore[call-overload]
+        cv2.addWeighted(buf.bg_high, g, buf.bg_high, 0.0, o, buf.high)
+        cv2.addWeighted(buf.bg_low, g, buf.bg_low, 0.0, o, buf.low)
+        cv2.min(buf.low, 255.0, buf.low)  # type: ignore[call-overload]
         if self._clipped:  # only darker than the bound is a change there
             buf.high[buf.clipped > 0] = 1e6
-        cv2.subtract(buf.cur, buf.high, dst=buf.work)
-        cv2.subtract(buf.low, buf.cur, dst=buf.diff)
-        cv2.max(buf.diff, buf.work, dst=buf.diff)
+        cv2.subtract(buf.cur, buf.high, buf.work)
+        cv2.subtract(buf.low, buf.cur, buf.diff)
+        cv2.max(buf.diff, buf.work, buf.diff)
 
     def _threshold(self, gain: float) -> float:
         if not CONTRAST_STRETCH:
@@ -395,8 +395,8 @@ class MotionGate:
             return True
         if score <= LIGHTING_RESIDUAL:
             return False
-        cv2.absdiff(buf.cur, buf.bg, dst=buf.work)
-        cv2.compare(buf.work, threshold, cv2.CMP_GT, dst=buf.spare)  # type: ignore[call-overload]
+        cv2.absdiff(buf.cur, buf.bg, buf.work)
+        cv2.compare(buf.work, threshold, cv2.CMP_GT, buf.spare)  # type: ignore[call-overload]
         return cv2.countNonZero(buf.spare) > self.cfg.lighting_threshold * buf.pixels
 
     def _boxes(self, buf: _Buffers) -> tuple[Box, ...]:
@@ -434,7 +434,7 @@ class MotionGate:
         if self._moved < 2:
             return False
         both = cv2.bitwise_and(now, buf.last_grown[ys, xs])
-        cv2.bitwise_and(both, buf.older_grown[ys, xs], dst=both)
+        cv2.bitwise_and(both, buf.older_grown[ys, xs], both)
         return 2 * cv2.countNonZero(both) >= cv2.countNonZero(now)
 
     # -- learning ---------------------------------------------------------------------------
@@ -454,7 +454,7 @@ class MotionGate:
 
     def _refresh(self, buf: _Buffers) -> None:
         """Background percentiles (contrast range, the fit's anchors), its dark/bright split."""
-        cv2.convertScaleAbs(buf.bg, dst=buf.spare)  # a histogram of bytes is far cheaper
+        cv2.convertScaleAbs(buf.bg, buf.spare)  # a histogram of bytes is far cheaper
         hist = cv2.calcHist([buf.spare], [0], None, [256], [0, 256]).ravel()
         cum = np.cumsum(hist)
         low, high = CONTRAST_PERCENTILES
@@ -465,10 +465,10 @@ class MotionGate:
 
     def _refresh_range(self, buf: _Buffers) -> None:
         """The background's 3x3 max and min, the range each pixel may sway into."""
-        cv2.dilate(buf.bg, self._square, dst=buf.bg_high)
-        cv2.erode(buf.bg, self._square, dst=buf.bg_low)
-        cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, 0.5, 0.0, dst=buf.bg_mid)
-        cv2.subtract(buf.bg_high, buf.bg_mid, dst=buf.bg_half)
+        cv2.dilate(buf.bg, self._square, buf.bg_high)
+        cv2.erode(buf.bg, self._square, buf.bg_low)
+        cv2.addWeighted(buf.bg_high, 0.5, buf.bg_low, 0.5, 0.0, buf.bg_mid)
+        cv2.subtract(buf.bg_high, buf.bg_mid, buf.bg_half)
         self._range_max = self._bg_max = float(buf.bg_high.max())
         self._hl_gain, self._hl_offset = 1.0, 0.0
         self._absorbed = False
@@ -479,19 +479,19 @@ class MotionGate:
     ) -> None:
         """Update the usual residual, the background and the still-region clocks."""
         if calibrating:  # whatever moves while the scene is learnt is scenery (foliage)
-            cv2.max(buf.dev, buf.diff, dst=buf.dev)
+            cv2.max(buf.dev, buf.diff, buf.dev)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
             elapsed = now - self._decayed_at
             if elapsed >= DECAY_STEP_S or elapsed < 0:
                 fade = 0.5 ** (max(0.0, elapsed) / NUISANCE_HALF_LIFE_S)
                 np.multiply(buf.dev, fade, out=buf.dev)
                 self._decayed_at = now
-            if changed:
-                cv2.max(buf.dev, buf.diff, dst=buf.work)
-                cv2.bitwise_not(buf.grown, dst=buf.calm)  # not even the fringe of a change
-                cv2.copyTo(buf.work, buf.calm, buf.dev)
+            if changed:  # diff is not read again this frame: the new peaks go there
+                cv2.max(buf.dev, buf.diff, buf.diff)
+                cv2.bitwise_not(buf.grown, buf.calm)  # not even the fringe of a change
+                cv2.copyTo(buf.diff, buf.calm, buf.dev)
             else:
-                cv2.max(buf.dev, buf.diff, dst=buf.dev)
+                cv2.max(buf.dev, buf.diff, buf.dev)
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
@@ -508,12 +508,12 @@ class MotionGate:
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
         elif plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
             keep = 1.0 - alpha
-            cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, dst=buf.bg)
+            cv2.addWeighted(buf.bg, keep * gain, buf.cur, alpha, keep * offset, buf.bg)
         else:
             if not same:
-                cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, dst=buf.bg)
+                cv2.addWeighted(buf.bg, gain, buf.bg, 0.0, offset, buf.bg)
                 if gain * 255.0 + offset > 255.0:
-                    cv2.min(buf.bg, 255.0, dst=buf.bg)  # type: ignore[call-overload]
+                    cv2.min(buf.bg, 255.0, buf.bg)  # type: ignore[call-overload]
             if self._clipped:
                 self._unclip(buf)
             if not changed or calibrating:
@@ -541,7 +541,7 @@ class MotionGate:
         if threshold != self._guard_thr:  # max with an image: half the cost of with a scalar
             buf.floor.fill(threshold)
         np.multiply(buf.dev, NUISANCE_K, out=buf.guard)
-        cv2.max(buf.guard, buf.floor, dst=buf.guard)
+        cv2.max(buf.guard, buf.floor, buf.guard)
         self._guard_thr = threshold
 
     def _learn_around(
@@ -551,7 +551,7 @@ class MotionGate:
         if not self._moved:  # every pixel was unchanged until now
             buf.still.fill(0)
             self._still_tick = 0
-        cv2.accumulateWeighted(buf.cur, buf.bg, alpha, mask=buf.calm)  # made by _learn
+        cv2.accumulateWeighted(buf.cur, buf.bg, alpha, buf.calm)  # made by _learn
         self._absorb_still(buf, gain, offset, threshold)
 
     def _unclip(self, buf: _Buffers) -> None:
@@ -575,18 +575,19 @@ class MotionGate:
         if self._still_tick < STILL_STEP:
             return
         step, self._still_tick = self._still_tick, 0
+        moved = buf.diff  # read for the last time by _learn
         if gain == 1.0 and offset == 0.0:
-            cv2.absdiff(buf.cur, buf.prev, dst=buf.work)
+            cv2.absdiff(buf.cur, buf.prev, moved)
         else:
-            cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, dst=buf.work)
-            cv2.absdiff(buf.cur, buf.work, dst=buf.work)
-        cv2.compare(buf.work, threshold / 2.0, cv2.CMP_LE, dst=buf.spare)  # type: ignore[call-overload]
-        cv2.bitwise_and(buf.spare, buf.mask, dst=buf.spare)  # changed and not moving
-        cv2.add(buf.still, step, dst=buf.still)  # type: ignore[call-overload]
-        cv2.bitwise_and(buf.still, buf.spare, dst=buf.still)
+            cv2.addWeighted(buf.prev, gain, buf.prev, 0.0, offset, moved)
+            cv2.absdiff(buf.cur, moved, moved)
+        cv2.compare(moved, threshold / 2.0, cv2.CMP_LE, buf.spare)  # type: ignore[call-overload]
+        cv2.bitwise_and(buf.spare, buf.mask, buf.spare)  # changed and not moving
+        cv2.add(buf.still, step, buf.still)  # type: ignore[call-overload]
+        cv2.bitwise_and(buf.still, buf.spare, buf.still)
         frames = min(250, math.ceil(STILL_S / self._interval))
         # still >= frames (a byte threshold costs a third of a compare with a scalar)
-        cv2.threshold(buf.still, frames - 1, 255, cv2.THRESH_BINARY, dst=buf.spare)
+        cv2.threshold(buf.still, frames - 1, 255, cv2.THRESH_BINARY, buf.spare)
         if cv2.countNonZero(buf.spare):
             cv2.copyTo(buf.cur, buf.spare, buf.bg)
             self._absorbed = True
