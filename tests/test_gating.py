@@ -324,13 +324,16 @@ def test_update_luma_gives_the_same_verdicts_as_update_bgr() -> None:
 
 def test_a_strided_y_plane_gives_the_same_verdicts_as_a_packed_one() -> None:
     scene = make_scene("small-object")
-    packed, strided = MotionGate(GateConfig()), MotionGate(GateConfig())
+    packed, strided, last = (MotionGate(GateConfig()) for _ in range(3))
     for i in range(0, scene.length, 2):
         y = cv2.cvtColor(scene.frame(i), cv2.COLOR_BGR2GRAY)
         yuyv = np.stack([y, np.full_like(y, 128)], axis=2)  # Y0 U Y1 V: every other byte
+        uyvy = yuyv[:, :, ::-1].copy()  # U Y0 V Y1: no byte after the last Y
         a = packed.update_luma(y, i / scene.fps)
         b = strided.update_luma(yuyv[:, :, 0], i / scene.fps)
-        assert (a.infer, a.reason, a.motion) == (b.infer, b.reason, b.motion), i
+        c = last.update_luma(uyvy[:, :, 1], i / scene.fps)
+        assert a == b, i  # the same pixels are sampled
+        assert (a.infer, a.reason, a.motion) == (c.infer, c.reason, c.motion), i
 
 
 def test_a_reduced_luma_plane_reports_boxes_in_source_pixels() -> None:

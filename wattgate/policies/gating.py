@@ -132,6 +132,20 @@ def _medians(hist: MatLike, least: float) -> tuple[Optional[float], Optional[flo
     return out[0], out[1]
 
 
+def _pixels(plane: MatLike) -> Optional[MatLike]:
+    """A strided uint8 plane (YUYV[..., 0], BGR[..., 0]) as the first channel of an image
+    whose pixels are its stride wide (so OpenCV reads it in place, not a packed copy), or
+    None when the bytes after the plane's last pixel are not in the same buffer."""
+    base, step = plane.base, plane.strides[1]
+    if not isinstance(base, np.ndarray) or plane.strides[0] <= 0 or not 0 < step <= 4:
+        return None
+    if np.byte_bounds(plane)[1] + step - 1 > np.byte_bounds(base)[1]:
+        return None
+    shape = (*plane.shape[:2], step)
+    return np.lib.stride_tricks.as_strided(plane, shape, (plane.strides[0], step, 1),
+                                           writeable=False)
+
+
 class _Buffers:
     """Work images for one small-frame shape, allocated once and reused every frame."""
 
@@ -242,10 +256,17 @@ class MotionGate:
         # are in cache by then. A capture's plane is not in cache: measured on 1080p Y and
         # YUYV planes, this makes the sampling ~20 % cheaper (on BGR frames it measured
         # slower, so update_bgr does not do it).
-        if luma.strides[1] != luma.itemsize:  # e.g. YUYV[..., 0]: OpenCV would copy it all
-            ys, xs = self._samples(w, h, size)
-            luma[ys, :: max(1, CACHE_LINE // luma.strides[1])]
-            small = luma[ys[:, None], xs[None, :]]
+        step = luma.strides[1]
+        if step != luma.itemsize:  # e.g. YUYV[..., 0]: OpenCV would copy it all
+            pixels = _pixels(luma)
+            if pixels is None:
+                ys, xs = self._samples(w, h, size)
+                luma[ys, :: max(1, CACHE_LINE // step)]
+                small = luma[ys[:, None], xs[None, :]]
+            else:  # OpenCV samples the Y plane as the first channel of each pixel in place
+                touch = (-(-w * step // CACHE_LINE), size[1])
+                cv2.resize(pixels, touch, None, 0.0, 0.0, SAMPLING)
+                small = cv2.extractChannel(cv2.resize(pixels, size, None, 0.0, 0.0, SAMPLING), 0)
         else:
             cv2.resize(luma, (-(-w // CACHE_LINE), size[1]), None, 0.0, 0.0, SAMPLING)
             small = cv2.resize(luma, size, None, 0.0, 0.0, SAMPLING)
