@@ -132,14 +132,20 @@ def _medians(hist: MatLike, least: float) -> tuple[Optional[float], Optional[flo
     return out[0], out[1]
 
 
+def _end(array: npt.NDArray[np.generic]) -> int:
+    """Address one past the last byte of an array with non-negative strides."""
+    last = sum((n - 1) * s for n, s in zip(array.shape, array.strides))
+    return int(array.__array_interface__["data"][0]) + last + array.itemsize
+
+
 def _pixels(plane: MatLike) -> Optional[MatLike]:
     """A strided uint8 plane (YUYV[..., 0], BGR[..., 0]) as the first channel of an image
     whose pixels are its stride wide (so OpenCV reads it in place, not a packed copy), or
     None when the bytes after the plane's last pixel are not in the same buffer."""
     base, step = plane.base, plane.strides[1]
-    if not isinstance(base, np.ndarray) or plane.strides[0] <= 0 or not 0 < step <= 4:
+    if not isinstance(base, np.ndarray) or min(base.strides, default=0) < 0:
         return None
-    if np.byte_bounds(plane)[1] + step - 1 > np.byte_bounds(base)[1]:
+    if plane.strides[0] <= 0 or not 0 < step <= 4 or _end(plane) + step - 1 > _end(base):
         return None
     shape = (*plane.shape[:2], step)
     return np.lib.stride_tricks.as_strided(plane, shape, (plane.strides[0], step, 1),
