@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
+from tests.conftest import DaemonProcess, NotifyListener, write_config
 from wattgate.client import Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -34,54 +32,6 @@ inference.Model.invoke = invoke
 from wattgate.cli import main
 sys.exit(main(["run", "--config", sys.argv[2]]))
 """
-
-
-class NotifyListener:
-    """A real NOTIFY_SOCKET: the AF_UNIX datagram socket systemd listens on."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.received: list[tuple[float, str]] = []
-
-    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
-        """The next datagram holding a line that starts with prefix."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self._receive(deadline - time.monotonic()):
-                if line.startswith(prefix):
-                    return line
-        raise AssertionError(f"no {prefix!r} within {timeout} s; got {self.received}")
-
-    def collect(self, seconds: float) -> list[tuple[float, str]]:
-        """Every line received during the next `seconds`, with its arrival time."""
-        start = len(self.received)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._receive(deadline - time.monotonic())
-        return self.received[start:]
-
-    def _receive(self, timeout: float) -> list[str]:
-        self.sock.settimeout(max(0.01, timeout))
-        try:
-            data = self.sock.recv(4096).decode()
-        except TimeoutError:
-            return []
-        now = time.monotonic()
-        lines = data.splitlines()
-        self.received.extend((now, line) for line in lines)
-        return lines
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifyListener]:
-    listener = NotifyListener(tmp_path / "notify.sock")
-    yield listener
-    listener.close()
 
 
 def watchdog_pings(lines: list[tuple[float, str]]) -> list[float]:

@@ -8,14 +8,10 @@ how long anything takes.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
-import pytest
-
-from tests.conftest import DaemonProcess, write_config
-from tests.test_systemd_daemon import NotifyListener
+from tests.conftest import DaemonProcess, NotifyListener, write_config
 from wattgate.config import GateConfig
 from wattgate.daemon.warmup import ROWS, clip, model_frame, warm_gate
 from wattgate.drivers.inference import Model
@@ -40,13 +36,6 @@ MotionGate.update_bgr = update_bgr
 from wattgate.cli import main
 sys.exit(main(["run", "--config", sys.argv[2]]))
 """
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifyListener]:
-    listener = NotifyListener(tmp_path / "notify.sock")
-    yield listener
-    listener.close()
 
 
 def test_the_clip_takes_the_gate_through_every_kind_of_frame() -> None:
