@@ -208,34 +208,52 @@ def toml_value(value: Any) -> str:
 
 
 class NotifyListener:
-    """A NOTIFY_SOCKET datagram socket, as systemd listens for sd_notify(3) messages."""
+    """A NOTIFY_SOCKET datagram socket, as systemd listens for sd_notify(3) messages.
+
+    Every line received is kept in `received` with its time.monotonic() arrival time. The
+    tests use it too (tests/conftest.py), through `wait_for`, which fails loudly."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(path))
-        self.messages: list[tuple[float, str]] = []
+        self.received: list[tuple[float, str]] = []
 
-    def wait_for(self, assignment: str, timeout: float) -> Optional[float]:
-        """perf_counter() time the first datagram holding `assignment` arrived, or None."""
-        deadline = time.perf_counter() + timeout
-        for arrived, text in self.messages:
-            if assignment in text.splitlines():
-                return arrived
-        while True:
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:  # TimeoutError from Python 3.10 on
-                return None
-            arrived = time.perf_counter()
-            text = data.decode(errors="replace")
-            self.messages.append((arrived, text))
-            if assignment in text.splitlines():
-                return arrived
+    def arrival(self, prefix: str, timeout: float) -> Optional[tuple[float, str]]:
+        """(arrival time, line) of the next line received that starts with prefix; None if
+        none comes within timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            start = len(self.received)
+            self._receive(deadline - time.monotonic())
+            for arrived, line in self.received[start:]:
+                if line.startswith(prefix):
+                    return arrived, line
+        return None
+
+    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+        """The next line received that starts with prefix; AssertionError if none comes."""
+        got = self.arrival(prefix, timeout)
+        if got is None:
+            raise AssertionError(f"no {prefix!r} within {timeout} s; got {self.received}")
+        return got[1]
+
+    def collect(self, seconds: float) -> list[tuple[float, str]]:
+        """Every line received during the next `seconds`, with its arrival time."""
+        start = len(self.received)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._receive(deadline - time.monotonic())
+        return self.received[start:]
+
+    def _receive(self, timeout: float) -> None:
+        self.sock.settimeout(max(0.01, timeout))
+        try:
+            data = self.sock.recv(4096).decode(errors="replace")
+        except TimeoutError:
+            return
+        now = time.monotonic()
+        self.received.extend((now, line) for line in data.splitlines())
 
     def close(self) -> None:
         self.sock.close()
@@ -248,7 +266,7 @@ class DaemonRun:
     proc: subprocess.Popen[bytes]
     root: Path
     socket_path: Path
-    started: float  # perf_counter() just before the process was spawned
+    started: float  # time.monotonic() just before the process was spawned
     notify: Optional[NotifyListener] = None
     clients: list[Client] = field(default_factory=list)
 
@@ -346,7 +364,7 @@ def daemon(notify: bool = False, **sections: dict[str, Any]) -> Iterator[DaemonR
         listener = NotifyListener(root / "notify.sock")
         env["NOTIFY_SOCKET"] = str(listener.path)
     log = (root / "daemon.log").open("wb")
-    started = time.perf_counter()
+    started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,

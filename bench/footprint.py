@@ -42,10 +42,10 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
     for _ in range(repeats):
         with daemon(notify=True, camera=camera) as run_:
             assert run_.notify is not None
-            arrived = run_.notify.wait_for("READY=1", 120.0)
-            if arrived is None:
+            got = run_.notify.arrival("READY=1", 120.0)
+            if got is None:
                 raise RuntimeError(f"no READY=1 from the daemon:\n{run_.log()}")
-            ready.append(arrived - run_.started)
+            ready.append(got[0] - run_.started)
             rss_ready.append(rss_mb(run_.pid))
             client = run_.connect()
             run_.wait_frames(client, 1, poll=0.005)

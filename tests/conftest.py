@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.common import NotifyListener
 from wattgate.client import Client, ClientError
 from wattgate.config import load_config
 
@@ -215,49 +215,9 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
         daemon.kill()
 
 
-class NotifyListener:
-    """A real NOTIFY_SOCKET: the AF_UNIX datagram socket systemd listens on."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.received: list[tuple[float, str]] = []
-
-    def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
-        """The next datagram holding a line that starts with prefix."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self._receive(deadline - time.monotonic()):
-                if line.startswith(prefix):
-                    return line
-        raise AssertionError(f"no {prefix!r} within {timeout} s; got {self.received}")
-
-    def collect(self, seconds: float) -> list[tuple[float, str]]:
-        """Every line received during the next `seconds`, with its arrival time."""
-        start = len(self.received)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self._receive(deadline - time.monotonic())
-        return self.received[start:]
-
-    def _receive(self, timeout: float) -> list[str]:
-        self.sock.settimeout(max(0.01, timeout))
-        try:
-            data = self.sock.recv(4096).decode()
-        except TimeoutError:
-            return []
-        now = time.monotonic()
-        lines = data.splitlines()
-        self.received.extend((now, line) for line in lines)
-        return lines
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def notify(tmp_path: Path) -> Iterator[NotifyListener]:
+    """A real NOTIFY_SOCKET, the AF_UNIX datagram socket systemd listens on."""
     listener = NotifyListener(tmp_path / "notify.sock")
     yield listener
     listener.close()
