@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -259,6 +259,25 @@ class NotifyListener:
         self.sock.close()
 
 
+def connect_when_ready(
+    proc: subprocess.Popen[bytes], socket_path: Path, log: Callable[[], str], timeout: float,
+    client_timeout: Optional[float] = 10.0, poll: float = 0.02,
+) -> Client:
+    """A client of the daemon `proc` once it has said hello on socket_path; RuntimeError with
+    the daemon's log if it exits first or does not answer within timeout seconds. The
+    benchmarks and the tests (tests/conftest.py) start daemons the same way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited {proc.returncode}:\n{log()}")
+        try:
+            return Client(str(socket_path), timeout=client_timeout)
+        except ClientError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daemon socket never answered:\n{log()}") from None
+            time.sleep(poll)
+
+
 @dataclass
 class DaemonRun:
     """One real daemon process in its own directory; use `daemon(...)` to get one."""
@@ -279,19 +298,10 @@ class DaemonRun:
 
     def connect(self, timeout: float = 60.0) -> Client:
         """A client that has had its hello (so the daemon is ready)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                client = Client(str(self.socket_path), timeout=timeout)
-            except ClientError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"daemon socket never answered:\n{self.log()}") from None
-                time.sleep(0.02)
-                continue
-            self.clients.append(client)
-            return client
+        client = connect_when_ready(self.proc, self.socket_path, self.log, timeout,
+                                    client_timeout=timeout)
+        self.clients.append(client)
+        return client
 
     def status(self, client: Client) -> Json:
         return client.request("status")

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.common import NotifyListener
-from wattgate.client import Client, ClientError
+from bench.common import NotifyListener, connect_when_ready
+from wattgate.client import Client
 from wattgate.config import load_config
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
@@ -155,16 +154,7 @@ class DaemonProcess:
 
     def connect(self, timeout: float = 30.0) -> Client:
         """A client once the daemon has said hello; fails if the daemon dies first."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                return Client(str(self.socket))
-            except ClientError:
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"no daemon socket:\n{self.log()}") from None
-                time.sleep(0.05)
+        return connect_when_ready(self.proc, self.socket, self.log, timeout, poll=0.05)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
