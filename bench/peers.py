@@ -2,9 +2,9 @@
 
 A detector only says "motion here"; what a gate costs and misses also depends on what is done
 with that: cooldown after motion, a heartbeat when idle, no judging while the background is
-learnt. `Downstream` is that rule, the same one `MotionGate._decide` applies (motion infers;
-so do the `cooldown_s` after it and a heartbeat every `heartbeat_s`), so the three are
-compared on their detection alone.
+learnt. `Downstream` applies that rule, the gate's own `inference_reason` (motion infers; so
+do the `cooldown_s` after it and a heartbeat every `heartbeat_s`), so the three are compared on
+their detection alone.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 
 from bench.frigate import FrigateStyleDetector
-
-EPS = 1e-6
+from wattgate.policies.gating import EPS, inference_reason
 
 
 @dataclass(frozen=True)
@@ -46,14 +45,11 @@ class Downstream:
         if now - self._first < self.warmup_s - EPS:  # learning the scene: nothing judged
             return PeerVerdict(False, "calibrating", False)
         assert self._last_infer is not None
+        reason = inference_reason(now, motion, self._last_motion, self._last_infer,
+                                  self.cooldown_s, self.heartbeat_s)
         if motion:
             self._last_motion = now
-            reason = "motion"
-        elif self._last_motion is not None and now - self._last_motion <= self.cooldown_s + EPS:
-            reason = "cooldown"
-        elif now - self._last_infer >= self.heartbeat_s - EPS:
-            reason = "heartbeat"
-        else:
+        if reason is None:
             return PeerVerdict(False, "idle", False)
         self._last_infer = now
         return PeerVerdict(True, reason, motion)

@@ -152,6 +152,22 @@ def _pixels(plane: MatLike) -> Optional[MatLike]:
                                            writeable=False)
 
 
+def inference_reason(
+    now: float, motion: bool, last_motion: Optional[float], last_infer: float,
+    cooldown_s: float, heartbeat_s: float,
+) -> Optional[str]:
+    """The rule after the detector: motion infers ("motion"), so does the cooldown_s after
+    the last motion ("cooldown") and, when idle, a heartbeat every heartbeat_s after the last
+    inference ("heartbeat"); None: not inferred. The benchmark's peers use it too."""
+    if motion:
+        return "motion"
+    if last_motion is not None and now - last_motion <= cooldown_s + EPS:
+        return "cooldown"
+    if now - last_infer >= heartbeat_s - EPS:
+        return "heartbeat"
+    return None
+
+
 class _Buffers:
     """Work images for one small-frame shape, allocated once and reused every frame."""
 
@@ -632,16 +648,11 @@ class MotionGate:
             # something when the daemon starts (or the camera comes back) is looked at once
             # then, not a whole heartbeat_s later.
             self._last_infer = now - max(0.0, cfg.heartbeat_s - CALIBRATION_S)
+        reason = inference_reason(now, motion, self._last_motion, self._last_infer,
+                                  cfg.cooldown_s, cfg.heartbeat_s)
         if motion:
             self._last_motion = now
-            reason = "motion"
-        elif self._last_motion is not None and now - self._last_motion <= cfg.cooldown_s + EPS:
-            reason = "cooldown"
-        elif now - self._last_infer >= cfg.heartbeat_s - EPS:
-            reason = "heartbeat"
-        elif score == 0.0:
-            return UNCHANGED[quiet]
-        else:
-            return GateVerdict(False, quiet, score, False, ())
+        if reason is None:
+            return UNCHANGED[quiet] if score == 0.0 else GateVerdict(False, quiet, score, False, ())
         self._last_infer = now
         return GateVerdict(True, reason, score, motion, boxes)
