@@ -129,15 +129,21 @@ def test_a_stalled_subscriber_loses_oldest_results_and_is_told(
             assert message["seq"] == last + 1  # the healthy client lost nothing
             last = message["seq"]
     overflow = None
+    before = None  # the last result that was already on its way before the drops
     for _ in range(2500):
         message = stalled.read()
         if message["class"] == "overflow":
             overflow = message
             break
+        if message["class"] == "result":
+            assert before is None or message["seq"] == before + 1
+            before = message["seq"]
     assert overflow is not None and overflow["dropped"] > 0
-    # After the overflow notice the stalled client gets the newest results again.
+    # After the overflow notice the stalled client gets the newest results again, and the
+    # notice counts exactly the results it did not get (results travel in batches).
     after = next(m for m in iter(stalled.read, None) if m["class"] == "result")
     assert after["seq"] > first + 2000
+    assert before is not None and after["seq"] - before - 1 == overflow["dropped"]
     stalled.close()
     watcher.close()
     assert proc.stop() == 0

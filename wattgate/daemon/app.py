@@ -25,6 +25,7 @@ from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
 from wattgate.daemon.commands import TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
+from wattgate.daemon.handoff import Handoff
 from wattgate.daemon.hub import ClientSession, Hub, Message
 from wattgate.daemon.logs import MessageId, event, set_level
 from wattgate.daemon.notify import (
@@ -54,6 +55,7 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no camera or model to work with
 PROTO = 1
 STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
 FIRST_FRAME_POLL_S = 0.005  # how often start-up looks whether the first frame is through
+RESULT_POLL_S = 0.002  # while results keep coming, the loop takes them this often (handoff.py)
 
 
 class StartupError(Exception):
@@ -163,6 +165,7 @@ class Daemon:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._snaps: list[tuple[float, asyncio.Future[Message]]] = []
         self._labels_seen: frozenset[str] = frozenset()
+        self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
         self.server = Server(cfg.daemon, self.hub, Commands(self).table(), self._hello)
 
     # -- life cycle ------------------------------------------------------------------
@@ -211,8 +214,7 @@ class Daemon:
         ticker.cancel()
         if self.sensors is not None:
             self.sensors.stop()
-        if self.pipeline is not None:
-            await loop.run_in_executor(None, self.pipeline.stop)
+        await self._stop_pipeline()
         await self._release(loop)
         return EXIT_OK
 
@@ -259,12 +261,20 @@ class Daemon:
     def _start_pipeline(self, model: Model, source: SupervisedSource) -> None:
         self.model = model
         self.camera = source
+        assert self._loop is not None
+        self._results = Handoff(self._loop, self._on_results, RESULT_POLL_S)
         self.pipeline = Pipeline(
             source, MotionGate(self.cfg.gate), model,
-            self._from_thread(self._on_result), self._from_thread(self._on_motion),
-            power=self.power,
+            self._results.put, self._from_thread(self._on_motion), power=self.power,
         )
         self.pipeline.start()
+
+    async def _stop_pipeline(self) -> None:
+        """Stop the pipeline's threads, then deliver the results they made last."""
+        if self.pipeline is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.pipeline.stop)
+        if self._results is not None:
+            self._results.close()
 
     def _from_thread(self, func: Callable[..., None]) -> Callable[..., None]:
         """Wrap a loop-side callback so the pipeline threads can call it safely."""
@@ -308,8 +318,7 @@ class Daemon:
             except StartupError as exc:
                 log.error("reload rejected, keeping the running pipeline: %s", exc)
                 return False, f"reload rejected: {exc}"
-            if self.pipeline is not None:
-                await loop.run_in_executor(None, self.pipeline.stop)
+            await self._stop_pipeline()
             self.cfg = new
             self._start_pipeline(model, source)
         self.cfg = new
@@ -406,21 +415,27 @@ class Daemon:
         self.hub.publish("events", message)
         return message
 
-    def _on_result(self, inferred: Inferred) -> None:
-        message = inferred.message()  # decoded here, while the model runs on the next frame
-        if message is None:
-            return
-        captured = inferred.captured
-        self.hub.publish("results", message, filter_result)
-        self._note_detections(message)
-        if self._snaps:
-            waiting = []
-            for requested, future in self._snaps:
-                if captured >= requested and not future.done():
-                    future.set_result(message)
-                elif not future.done():
-                    waiting.append((requested, future))
-            self._snaps = waiting
+    def _on_results(self, batch: list[Inferred]) -> None:
+        """Results the inference thread made since the loop last looked, in order."""
+        done = []
+        for inferred in batch:
+            message = inferred.message()  # decoded here, while the model runs on the next frame
+            if message is not None:
+                done.append((inferred.captured, message))
+        self.hub.publish_all("results", [message for _, message in done], filter_result)
+        for captured, message in done:
+            self._note_detections(message)
+            if self._snaps:
+                self._answer_snaps(captured, message)
+
+    def _answer_snaps(self, captured: float, message: Message) -> None:
+        waiting = []
+        for requested, future in self._snaps:
+            if captured >= requested and not future.done():
+                future.set_result(message)
+            elif not future.done():
+                waiting.append((requested, future))
+        self._snaps = waiting
 
     def _note_detections(self, message: Message) -> None:
         """A `detection` event when a label appears that the previous result did not have."""

@@ -6,6 +6,10 @@ oldest is dropped and counted, and the client later gets one `overflow` message
 saying how many it lost. Replies are never dropped. A client that stops reading
 therefore costs a bounded amount of memory and never slows the pipeline or the
 other clients: nothing here ever waits on a socket.
+
+Results can come in batches (the event loop takes what the inference thread made since it
+last looked, see handoff.py): `publish_all` sends each subscriber its share of a batch in one
+write, a system call that wakes its reader once instead of once per result.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class ClientSession:
         self.topics: set[str] = set()
         self.filters: dict[str, Any] = {}
         self._replies: deque[bytes] = deque()
-        self._data: deque[bytes] = deque()
+        self._data: deque[tuple[bytes, int]] = deque()  # (lines, how many messages)
+        self._queued = 0  # messages in _data
         self._queue_size = queue_size
         self._dropped = 0
         self._wake = asyncio.Event()
@@ -56,8 +61,9 @@ class ClientSession:
         """Replies queued but not yet handed to the socket: grows only if the peer stops reading."""
         return len(self._replies)
 
-    def push(self, line: bytes) -> None:
-        """Send an already-encoded droppable message, or queue it, dropping the oldest when full.
+    def push(self, line: bytes, count: int = 1) -> None:
+        """Send already-encoded droppable messages (`count` lines), or queue them, dropping
+        the oldest when the queue would hold more than its size.
 
         While nothing is queued and the socket keeps up, the message goes straight to the
         transport: waking a writer task per subscriber per message cost about 8 us of
@@ -76,10 +82,12 @@ class ClientSession:
         ):
             transport.write(line)
             return
-        if len(self._data) >= self._queue_size:
-            self._data.popleft()
-            self._dropped += 1
-        self._data.append(line)
+        while self._data and self._queued + count > self._queue_size:
+            _, lost = self._data.popleft()
+            self._queued -= lost
+            self._dropped += lost
+        self._data.append((line, count))
+        self._queued += count
         self._wake.set()
 
     def close(self) -> None:
@@ -104,8 +112,9 @@ class ClientSession:
         if self._dropped:
             parts.append(encode({"class": "overflow", "dropped": self._dropped}))
             self._dropped = 0
-        parts.extend(self._data)
+        parts.extend(lines for lines, _ in self._data)
         self._data.clear()
+        self._queued = 0
         return b"".join(parts)
 
     async def _write_loop(self) -> None:
@@ -127,6 +136,9 @@ class ClientSession:
             self.writer.close()
 
 
+Shape = Callable[["ClientSession", Message], Optional[Message]]
+
+
 class Hub:
     """Who is connected and who wants which topic."""
 
@@ -139,30 +151,41 @@ class Hub:
     def remove(self, session: ClientSession) -> None:
         self.sessions.discard(session)
 
-    def publish(
-        self,
-        topic: str,
-        message: Message,
-        shape: Optional[Callable[[ClientSession, Message], Optional[Message]]] = None,
-    ) -> int:
+    def publish(self, topic: str, message: Message, shape: Optional[Shape] = None) -> int:
         """Queue message for every subscriber of topic; returns how many got it.
 
-        `shape` may return the message unchanged (sent as the shared encoding), a
-        filtered copy for that subscriber, or None to skip the subscriber.
+        For a subscriber with filters, `shape` may return the message unchanged (sent as
+        the shared encoding), a filtered copy, or None to skip the subscriber; the others
+        get the message as it is.
         """
-        shared: Optional[bytes] = None
+        return self.publish_all(topic, [message], shape)
+
+    def publish_all(
+        self, topic: str, messages: list[Message], shape: Optional[Shape] = None
+    ) -> int:
+        """publish each of messages, in order, with one push per subscriber; returns how
+        many subscribers got any. Each message is encoded once, and only if someone
+        subscribes; subscribers without filters share one joined buffer."""
+        lines: Optional[list[bytes]] = None
+        whole: Optional[bytes] = None
         count = 0
         for session in self.sessions:
             if topic not in session.topics:
                 continue
-            shaped = message if shape is None else shape(session, message)
-            if shaped is None:
+            if lines is None:
+                lines = [encode(m) for m in messages]
+            if shape is None or not session.filters:
+                if whole is None:
+                    whole = b"".join(lines)
+                session.push(whole, len(lines))
+                count += 1
                 continue
-            if shaped is message:
-                if shared is None:
-                    shared = encode(message)
-                session.push(shared)
-            else:
-                session.push(encode(shaped))
-            count += 1
+            parts = []
+            for line, message in zip(lines, messages):
+                shaped = shape(session, message)
+                if shaped is not None:
+                    parts.append(line if shaped is message else encode(shaped))
+            if parts:
+                session.push(b"".join(parts), len(parts))
+                count += 1
         return count

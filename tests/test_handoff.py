@@ -1,0 +1,85 @@
+"""The inference thread's handoff to the event loop: a real loop and a real thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from wattgate.daemon.handoff import Handoff
+
+POLL_S = 0.002
+
+
+def test_every_item_arrives_once_in_order_and_bursts_are_batched() -> None:
+    batches: list[list[int]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        handoff: Handoff[int] = Handoff(loop, batches.append, POLL_S)
+
+        def produce() -> None:
+            for i in range(200):  # a burst: far faster than the loop looks
+                handoff.put(i)
+            loop.call_soon_threadsafe(done.set)
+
+        worker = threading.Thread(target=produce)
+        worker.start()
+        await asyncio.wait_for(done.wait(), 10)
+        worker.join()
+        while sum(map(len, batches)) < 200:
+            await asyncio.sleep(POLL_S)
+
+    asyncio.run(main())
+    assert [i for batch in batches for i in batch] == list(range(200))
+    # the loop was woken for the first item, then took the rest as they came, a look at a
+    # time: many fewer batches than items (one a look; 100 looks would take 0.2 s)
+    assert len(batches) < 100
+
+
+def test_after_a_pause_the_next_item_wakes_the_loop() -> None:
+    got: list[list[str]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        arrived = asyncio.Event()
+
+        def deliver(batch: list[str]) -> None:
+            got.append(batch)
+            arrived.set()
+
+        handoff: Handoff[str] = Handoff(loop, deliver, POLL_S)
+        for item in ("first", "second"):
+            arrived.clear()
+            threading.Thread(target=handoff.put, args=(item,)).start()
+            await asyncio.wait_for(arrived.wait(), 10)
+            # idle for many polls: polling has stopped, nothing is scheduled any more
+            await asyncio.sleep(20 * POLL_S)
+            assert not handoff.polling
+
+    asyncio.run(main())
+    assert got == [["first"], ["second"]]
+
+
+def test_close_delivers_what_the_loop_has_not_looked_at() -> None:
+    got: list[int] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        handoff: Handoff[int] = Handoff(loop, got.extend, POLL_S)
+        worker = threading.Thread(target=lambda: [handoff.put(i) for i in range(5)])
+        worker.start()
+        worker.join()  # the worker has stopped; the loop has not run since
+        handoff.close()
+        assert got == [0, 1, 2, 3, 4]
+        await asyncio.sleep(5 * POLL_S)  # the wake-up it had asked for finds nothing
+
+    asyncio.run(main())
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_put_after_the_loop_closed_is_harmless() -> None:
+    loop = asyncio.new_event_loop()
+    handoff: Handoff[int] = Handoff(loop, lambda batch: None, POLL_S)
+    loop.close()
+    handoff.put(1)  # a result finished during shutdown: nobody left to deliver it to

@@ -1,0 +1,85 @@
+"""Items from a worker thread to the event loop, without waking the loop for every one.
+
+`loop.call_soon_threadsafe` wakes the loop through its self-pipe. Waking a sleeping thread
+on another core costs the waker, not the woken: measured on a 2-core KVM guest, about 18 us
+of the calling thread's time per call. The inference thread hands over a result per
+invocation, ~1000 a second with a small model, and is the thread everything waits on: that
+was 2 % of its time, and each result then went out to subscribers on its own.
+
+A Handoff wakes the loop for the first item only. The loop then looks again every
+`poll_s` for as long as items keep coming, and takes whatever arrived meanwhile as one
+batch; the first look that finds nothing ends the polling, and the next item wakes the
+loop again. A camera's results, tens of milliseconds apart, are delivered at once as before;
+at high rates an item waits at most about `poll_s`, and the batches it makes let the hub
+send each subscriber several results in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Callable, Generic, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class Handoff(Generic[T]):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[T]], None], poll_s: float
+    ) -> None:
+        self._loop = loop
+        self._deliver = deliver
+        self._poll_s = poll_s
+        self._items: deque[T] = deque()
+        self._polling = False  # the loop will look again soon: put need not wake it
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    @property
+    def polling(self) -> bool:
+        """The loop will look again soon (a put now does not wake it)."""
+        return self._polling
+
+    def put(self, item: T) -> None:
+        """Any thread: queue item for the loop.
+
+        The append comes before the flag is read, and the loop clears the flag before it
+        looks at the queue a last time, so one of the two always sees the item."""
+        self._items.append(item)
+        if not self._polling:
+            self._polling = True
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody to deliver to
+                self._loop.call_soon_threadsafe(self.drain)
+
+    def drain(self) -> None:
+        """On the loop: deliver what has arrived; keep polling while items come."""
+        items = self._take()
+        if items:
+            if self._timer is None:
+                self._timer = self._loop.call_later(self._poll_s, self._on_timer)
+            self._deliver(items)
+            return
+        if self._timer is None:  # nothing came since the last look: stop polling
+            self._polling = False
+            if self._items:  # put saw the flag still set: deliver its item now
+                self._polling = True
+                self.drain()
+
+    def close(self) -> None:
+        """On the loop, after the worker thread has stopped: deliver the rest, stop polling."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        items = self._take()
+        if items:
+            self._deliver(items)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.drain()
+
+    def _take(self) -> list[T]:
+        items = []
+        while self._items:
+            items.append(self._items.popleft())
+        return items
