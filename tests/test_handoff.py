@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from wattgate.daemon.handoff import Handoff
 
 POLL_S = 0.002
+
+
+def poll() -> float:
+    return POLL_S
 
 
 def test_every_item_arrives_once_in_order_and_bursts_are_batched() -> None:
@@ -16,7 +22,7 @@ def test_every_item_arrives_once_in_order_and_bursts_are_batched() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
-        handoff: Handoff[int] = Handoff(loop, batches.append, POLL_S)
+        handoff: Handoff[int] = Handoff(loop, batches.append, poll)
 
         def produce() -> None:
             for i in range(200):  # a burst: far faster than the loop looks
@@ -37,7 +43,8 @@ def test_every_item_arrives_once_in_order_and_bursts_are_batched() -> None:
     assert len(batches) < 100
 
 
-def test_after_a_pause_the_next_item_wakes_the_loop() -> None:
+@pytest.mark.parametrize("batching", [True, False])
+def test_after_a_pause_the_next_item_wakes_the_loop(batching: bool) -> None:
     got: list[list[str]] = []
 
     async def main() -> None:
@@ -48,7 +55,7 @@ def test_after_a_pause_the_next_item_wakes_the_loop() -> None:
             got.append(batch)
             arrived.set()
 
-        handoff: Handoff[str] = Handoff(loop, deliver, POLL_S)
+        handoff: Handoff[str] = Handoff(loop, deliver, poll if batching else lambda: 0.0)
         for item in ("first", "second"):
             arrived.clear()
             threading.Thread(target=handoff.put, args=(item,)).start()
@@ -66,7 +73,7 @@ def test_close_delivers_what_the_loop_has_not_looked_at() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        handoff: Handoff[int] = Handoff(loop, got.extend, POLL_S)
+        handoff: Handoff[int] = Handoff(loop, got.extend, poll)
         worker = threading.Thread(target=lambda: [handoff.put(i) for i in range(5)])
         worker.start()
         worker.join()  # the worker has stopped; the loop has not run since
@@ -80,6 +87,6 @@ def test_close_delivers_what_the_loop_has_not_looked_at() -> None:
 
 def test_put_after_the_loop_closed_is_harmless() -> None:
     loop = asyncio.new_event_loop()
-    handoff: Handoff[int] = Handoff(loop, lambda batch: None, POLL_S)
+    handoff: Handoff[int] = Handoff(loop, lambda batch: None, poll)
     loop.close()
     handoff.put(1)  # a result finished during shutdown: nobody left to deliver it to

@@ -6,12 +6,13 @@ of the calling thread's time per call. The inference thread hands over a result 
 invocation, ~1000 a second with a small model, and is the thread everything waits on: that
 was 2 % of its time, and each result then went out to subscribers on its own.
 
-A Handoff wakes the loop for the first item only. The loop then looks again every
-`poll_s` for as long as items keep coming, and takes whatever arrived meanwhile as one
-batch; the first look that finds nothing ends the polling, and the next item wakes the
-loop again. A camera's results, tens of milliseconds apart, are delivered at once as before;
-at high rates an item waits at most about `poll_s`, and the batches it makes let the hub
-send each subscriber several results in one write.
+A Handoff wakes the loop for the first item only when `poll_s()` says to batch. The loop
+then looks again every poll_s for as long as items keep coming, and takes whatever arrived
+meanwhile as one batch; the first look that finds nothing ends the polling, and the next
+item wakes the loop again. An item then waits up to poll_s (plus the event loop's
+millisecond timer resolution), the price of fewer wake-ups and of batches the hub can send
+each subscriber in one write: worth it only when the fan-out is wide, so poll_s() may say 0,
+and then every item wakes the loop as call_soon_threadsafe would.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ T = TypeVar("T")
 
 class Handoff(Generic[T]):
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[T]], None], poll_s: float
+        self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[T]], None],
+        poll_s: Callable[[], float],
     ) -> None:
         self._loop = loop
         self._deliver = deliver
@@ -54,16 +56,19 @@ class Handoff(Generic[T]):
     def drain(self) -> None:
         """On the loop: deliver what has arrived; keep polling while items come."""
         items = self._take()
-        if items:
+        try:
+            if items:
+                self._deliver(items)
+        finally:  # a failed delivery must not leave the flag set with nobody looking
             if self._timer is None:
-                self._timer = self._loop.call_later(self._poll_s, self._on_timer)
-            self._deliver(items)
-            return
-        if self._timer is None:  # nothing came since the last look: stop polling
-            self._polling = False
-            if self._items:  # put saw the flag still set: deliver its item now
-                self._polling = True
-                self.drain()
+                poll = self._poll_s() if items else 0.0
+                if poll > 0:
+                    self._timer = self._loop.call_later(poll, self._on_timer)
+                else:
+                    self._polling = False
+                    if self._items:  # put saw the flag still set: look again
+                        self._polling = True
+                        self._loop.call_soon(self.drain)
 
     def close(self) -> None:
         """On the loop, after the worker thread has stopped: deliver the rest, stop polling."""

@@ -7,9 +7,10 @@ saying how many it lost. Replies are never dropped. A client that stops reading
 therefore costs a bounded amount of memory and never slows the pipeline or the
 other clients: nothing here ever waits on a socket.
 
-Results can come in batches (the event loop takes what the inference thread made since it
-last looked, see handoff.py): `publish_all` sends each subscriber its share of a batch in one
-write, a system call that wakes its reader once instead of once per result.
+Results can come in batches (with many subscribers the event loop takes what the
+inference thread made since it last looked, see handoff.py): `publish_all` sends each
+subscriber its share of a batch in one write, a system call that wakes its reader once
+instead of once per result.
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ class Hub:
 
     def remove(self, session: ClientSession) -> None:
         self.sessions.discard(session)
+
+    def subscribers(self, topic: str) -> int:
+        return sum(1 for session in self.sessions if topic in session.topics)
 
     def publish(self, topic: str, message: Message, shape: Optional[Shape] = None) -> int:
         """Queue message for every subscriber of topic; returns how many got it.
