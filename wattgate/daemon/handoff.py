@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 
 class Handoff(Generic[T]):
+    """Items put by one worker thread, delivered in order and in batches on the loop."""
+
     def __init__(
         self, loop: asyncio.AbstractEventLoop, deliver: Callable[[list[T]], None],
         poll_s: Callable[[], float],
