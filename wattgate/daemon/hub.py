@@ -170,6 +170,8 @@ class Hub:
         """publish each of messages, in order, with one push per subscriber; returns how
         many subscribers got any. Each message is encoded once, and only if someone
         subscribes; subscribers without filters share one joined buffer."""
+        if not messages:
+            return 0
         lines: Optional[list[bytes]] = None
         whole: Optional[bytes] = None
         count = 0
