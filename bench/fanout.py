@@ -14,6 +14,9 @@ sockets and a selector; one regular-expression pass per received chunk, not a JS
 line, finds every result's `ts` and `latency_ms`); the CPU it needs (`reader_cpu_cores`)
 shares the machine with the daemon, and the daemon's event loop thread's CPU
 (`loop_cpu_cores`) shows what the fan-out costs there.
+
+`camera_rate`, for information (no targets): no subscriber and 100 against a second daemon
+that plays the same file at its own 30 fps, as a camera delivers frames.
 """
 
 from __future__ import annotations
@@ -147,29 +150,21 @@ def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bo
     }
 
 
-def run(quick: bool = False, repeats: int | None = None) -> Json:
-    repeats = repeats or (1 if quick else 7)
-    window = 0.6 if quick else 1.5
-    settle = 0.3
-    configs = ((0, False), (1, False), (2, False), (2, True)) if quick else (
-        (0, False), (1, False), (10, False), (100, False), (10, True))
+def series(video: Path, realtime: bool, configs: tuple[tuple[int, bool], ...], repeats: int,
+           window: float, settle: float) -> list[Json]:
+    """One daemon playing video (at its 30 fps, or as fast as the model goes); each config
+    (subscribers, stalled) measured once a repeat, in a rotating order; one row each."""
     runs: dict[tuple[int, bool], list[Json]] = {c: [] for c in configs}
-    with tempfile.TemporaryDirectory(prefix="wattgate-bench-") as tmp:
-        video = Path(tmp) / "person.avi"
-        scene = make_scene("person", 640, 480, 30.0)
-        write_raw_video(video, [scene.frame(i) for i in range(90, 90 + (8 if quick else 90))],
-                        30.0)
-        camera = {"source": str(video), "loop": True, "realtime": False}
-        with daemon(camera=camera, gate={"enabled": False},
-                    daemon={"max_clients": 128}) as run_:
-            control = run_.connect()
-            time.sleep(settle)
-            for r in range(repeats):
-                order = configs[r % len(configs):] + configs[: r % len(configs)]
-                for subscribers, stalled in order:
-                    runs[(subscribers, stalled)].append(measure(
-                        run_.socket_path, control, run_.pid, subscribers, stalled, window,
-                        settle))
+    camera = {"source": str(video), "loop": True, "realtime": realtime}
+    with daemon(camera=camera, gate={"enabled": False},
+                daemon={"max_clients": 128}) as run_:
+        control = run_.connect()
+        time.sleep(settle)
+        for r in range(repeats):
+            order = configs[r % len(configs):] + configs[: r % len(configs)]
+            for subscribers, stalled in order:
+                runs[(subscribers, stalled)].append(measure(
+                    run_.socket_path, control, run_.pid, subscribers, stalled, window, settle))
     base_fps = summary([m["fps"] for m in runs[(0, False)]], 1)["median"]
     rows = []
     for (subscribers, stalled), measured in runs.items():
@@ -194,6 +189,25 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
             )["median"],
             "stats": {"fps": fps, "p99_delay_ms": summary(p99s, 3)},
         })
+    return rows
+
+
+def run(quick: bool = False, repeats: int | None = None) -> Json:
+    repeats = repeats or (1 if quick else 7)
+    window = 0.6 if quick else 1.5
+    settle = 0.3
+    configs = ((0, False), (1, False), (2, False), (2, True)) if quick else (
+        (0, False), (1, False), (10, False), (100, False), (10, True))
+    camera_configs = ((0, False), (2 if quick else 100, False))
+    # 30 fps: a 1.5 s window holds 45 results, one of them 2 % of the rate
+    camera_repeats, camera_window = max(1, repeats - 2), window if quick else 4.0
+    with tempfile.TemporaryDirectory(prefix="wattgate-bench-") as tmp:
+        video = Path(tmp) / "person.avi"
+        scene = make_scene("person", 640, 480, 30.0)
+        write_raw_video(video, [scene.frame(i) for i in range(90, 90 + (8 if quick else 90))],
+                        30.0)
+        rows = series(video, False, configs, repeats, window, settle)
+        camera_rows = series(video, True, camera_configs, camera_repeats, camera_window, settle)
     targets = []
     by_key = {(row["subscribers"], row["stalled"]): row for row in rows}
     for row in rows:
@@ -215,6 +229,9 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         "statistic": "median of the repeats (p99 per window, then the median of those)",
         "source": "person 640x480 I420 AVI, realtime = false, gate off",
         "rows": rows,
+        "camera_rate": {"source": "person 640x480 I420 AVI, realtime = true (30 fps), gate off",
+                        "repeats": camera_repeats, "window_s": camera_window,
+                        "rows": camera_rows},
         "targets": targets,
     }
 

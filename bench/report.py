@@ -168,16 +168,26 @@ def footprint_md(r: Json) -> list[str]:
 
 
 def fanout_md(r: Json) -> list[str]:
-    rows = [(row["subscribers"], "yes" if row["stalled"] else "", _spread(row["stats"]["fps"], 1),
-             _f(row["fps_vs_none"], 3), _f(row["p50_delay_ms"]),
-             _spread(row["stats"]["p99_delay_ms"], 2), row["received"], row["dropped"],
-             _f(row["loop_cpu_cores"]), _f(row.get("loop_cpu_ms_per_result")),
-             _f(row["reader_cpu_cores"]))
-            for row in r["rows"]]
-    return [f"### fanout: {r['source']}, {r['repeats']} repeats of {r['window_s']:g} s", "",
-            *_table(("subscribers", "+1 stalled", "fps", "vs none", "p50 delay ms",
-                     "p99 delay ms", "received", "dropped", "loop CPU cores",
-                     "loop CPU ms a result", "reader CPU cores"), rows)]
+    out = [f"### fanout: {r['source']}, {r['repeats']} repeats of {r['window_s']:g} s", "",
+           *_fanout_table(r["rows"])]
+    camera = r.get("camera_rate")
+    if camera:
+        out += ["", f"At camera rate, for information: {camera['source']}, "
+                    f"{camera['repeats']} repeats of {camera['window_s']:g} s", "",
+                *_fanout_table(camera["rows"])]
+    return out
+
+
+def _fanout_table(rows: list[Json]) -> list[str]:
+    cells = [(row["subscribers"], "yes" if row["stalled"] else "",
+              _spread(row["stats"]["fps"], 1), _f(row["fps_vs_none"], 3),
+              _f(row["p50_delay_ms"]), _spread(row["stats"]["p99_delay_ms"], 2),
+              row["received"], row["dropped"], _f(row["loop_cpu_cores"]),
+              _f(row.get("loop_cpu_ms_per_result")), _f(row["reader_cpu_cores"]))
+             for row in rows]
+    return _table(("subscribers", "+1 stalled", "fps", "vs none", "p50 delay ms",
+                   "p99 delay ms", "received", "dropped", "loop CPU cores",
+                   "loop CPU ms a result", "reader CPU cores"), cells)
 
 
 SECTIONS: dict[str, Callable[[Json], list[str]]] = {

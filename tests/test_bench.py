@@ -151,7 +151,9 @@ def test_fanout_rows(everything: tuple[Json, Path]) -> None:
     rows = {(row["subscribers"], row["stalled"]): row for row in r["rows"]}
     assert (0, 0) in rows and any(stalled for _, stalled in rows)
     assert rows[(0, 0)]["fps_vs_none"] == 1.0
-    for (subscribers, _), row in rows.items():
+    camera = {row["subscribers"]: row for row in r["camera_rate"]["rows"]}
+    assert sorted(camera) == [0, 2]  # --quick: no subscriber and two, at the file's 30 fps
+    for subscribers, row in [*((key[0], row) for key, row in rows.items()), *camera.items()]:
         assert number(row["fps"]) and row["fps"] > 0
         if subscribers:
             assert row["received"] > 0
