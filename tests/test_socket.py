@@ -147,3 +147,30 @@ def test_a_stalled_subscriber_loses_oldest_results_and_is_told(
     stalled.close()
     watcher.close()
     assert proc.stop() == 0
+
+
+def test_a_wide_fan_out_gets_every_result_in_order(start_daemon: StartDaemon) -> None:
+    """From 32 result subscribers on, results are sent in batches (daemon/handoff.py): each
+    subscriber still gets every result, in order, as one line each."""
+    proc = start_daemon(
+        gate={"enabled": False}, camera={"realtime": False}, daemon={"max_clients": 64}
+    )
+    proc.connect().close()
+    clients = [RawClient(str(proc.socket)) for _ in range(40)]
+    for client in clients:
+        assert client.read()["class"] == "hello"
+        client.send(b'{"cmd":"subscribe","topics":["results"],"id":1}\n')
+    for client in clients:
+        assert client.answer()["class"] == "reply"
+    seqs: list[list[int]] = [[] for _ in clients]
+    while min(map(len, seqs)) < 200:  # the file is read as fast as the model goes
+        for client, got in zip(clients, seqs):
+            if len(got) < 200:
+                message = client.read()
+                assert message["class"] == "result", message
+                got.append(message["seq"])
+    for got in seqs:
+        assert got == list(range(got[0], got[0] + len(got)))
+    for client in clients:
+        client.close()
+    assert proc.stop() == 0
