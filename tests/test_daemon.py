@@ -145,6 +145,32 @@ def test_sighup_keeps_old_config_when_new_one_is_bad(start_daemon: StartDaemon) 
     assert daemon.stop() == 0
 
 
+def test_result_numbers_go_on_across_a_reload_that_restarts_the_pipeline(
+    start_daemon: StartDaemon,
+) -> None:
+    """`seq` counts results since the daemon started (docs/protocol.md): a reload that
+    builds a new pipeline (a gate setting changed) goes on from the last number."""
+    daemon = start_daemon(gate={"enabled": False, "heartbeat_s": 5.0},
+                          camera={"realtime": False})
+    with daemon.connect() as client:
+        client.request("subscribe", topics=["results"])
+        client.settimeout(30)
+        messages = client.messages()
+        before = next(m["seq"] for m in messages if m["class"] == "result" and m["seq"] > 20)
+        text = daemon.config.read_text()
+        daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = 4.0"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_log(daemon, "reloaded")
+        seqs = [next(m["seq"] for m in messages if m["class"] == "result")]
+        while len(seqs) < 200:  # well past the new pipeline's first results
+            message = next(messages)
+            if message["class"] == "result":
+                seqs.append(message["seq"])
+        assert seqs[0] > before
+        assert all(b > a for a, b in zip(seqs, seqs[1:])), seqs
+    assert daemon.stop() == 0
+
+
 def wait_log(daemon: DaemonProcess, text: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while text not in daemon.log():

@@ -68,7 +68,7 @@ def test_after_a_pause_the_next_item_wakes_the_loop(batching: bool) -> None:
     assert got == [["first"], ["second"]]
 
 
-def test_close_delivers_what_the_loop_has_not_looked_at() -> None:
+def test_close_delivers_what_the_loop_has_not_looked_at_and_nothing_after() -> None:
     got: list[int] = []
 
     async def main() -> None:
@@ -79,6 +79,10 @@ def test_close_delivers_what_the_loop_has_not_looked_at() -> None:
         worker.join()  # the worker has stopped; the loop has not run since
         handoff.close()
         assert got == [0, 1, 2, 3, 4]
+        # a worker that was given up on (stuck in a driver call) finishes late: dropped
+        late = threading.Thread(target=handoff.put, args=(5,))
+        late.start()
+        late.join()
         await asyncio.sleep(5 * POLL_S)  # the wake-up it had asked for finds nothing
 
     asyncio.run(main())

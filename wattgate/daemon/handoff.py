@@ -38,6 +38,7 @@ class Handoff(Generic[T]):
         self._items: deque[T] = deque()
         self._polling = False  # the loop will look again soon: put need not wake it
         self._timer: Optional[asyncio.TimerHandle] = None
+        self._closed = False
 
     @property
     def polling(self) -> bool:
@@ -49,6 +50,8 @@ class Handoff(Generic[T]):
 
         The append comes before the flag is read, and the loop clears the flag before it
         looks at the queue a last time, so one of the two always sees the item."""
+        if self._closed:  # a stopped worker that was stuck (a hung driver call) came back
+            return
         self._items.append(item)
         if not self._polling:
             self._polling = True
@@ -73,7 +76,9 @@ class Handoff(Generic[T]):
                         self._loop.call_soon(self.drain)
 
     def close(self) -> None:
-        """On the loop, after the worker thread has stopped: deliver the rest, stop polling."""
+        """On the loop, after the worker thread has stopped: deliver the rest, stop polling,
+        and drop whatever a worker thread that did not stop in time puts later."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -80,7 +80,10 @@ class Pipeline:
         on_result: Callable[[Inferred], None],
         on_motion: Callable[[bool, float], None],
         power: Optional[PowerController] = None,
+        last_seq: int = 0,
     ) -> None:
+        """`last_seq`: the number of the last result before this pipeline (one it replaces
+        on a reload), so result numbers go on from there."""
         self.source = source
         self.power = power
         self.gate = gate
@@ -90,7 +93,7 @@ class Pipeline:
         self.counters = Counters()
         self.slot: LatestSlot[Job] = LatestSlot()
         self._stop = threading.Event()
-        self._seq = 0
+        self._seq = last_seq
         self._snap_wanted = threading.Event()
         self._recalibrate = threading.Event()
         self._media_t0 = time.monotonic()
@@ -120,6 +123,11 @@ class Pipeline:
 
     def status(self) -> dict[str, Any]:
         return self.counters.snapshot(self.slot.stale)
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the last result made (0 before the first)."""
+        return self._seq
 
     def request_snap(self) -> None:
         """Send the next captured frame to the model whatever the gate says.
