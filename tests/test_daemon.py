@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from tests.conftest import DaemonProcess, FaceVideo, write_config, write_face_video
 from wattgate.client import Client, ClientError
+from wattgate.daemon.app import RateMeter
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -215,3 +216,14 @@ def test_client_reports_a_missing_socket(tmp_path: Path) -> None:
         assert "none.sock" in exc.message
     else:
         raise AssertionError("connected to a socket that does not exist")
+
+
+def test_frame_rate_starts_again_when_a_new_pipeline_counts_from_zero() -> None:
+    meter = RateMeter()
+    for second in range(4):
+        meter.sample(float(second), 15 * second)  # 15 fps
+    assert meter.rate() == 15.0
+    meter.sample(4.0, 3)  # a reload: the new pipeline's counters start at 0
+    assert meter.rate() == 0.0  # one sample: no rate yet, and never a negative one
+    meter.sample(5.0, 18)
+    assert meter.rate() == 15.0

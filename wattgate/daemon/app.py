@@ -119,6 +119,10 @@ class RateMeter:
         self._samples: deque[tuple[float, int]] = deque(maxlen=window + 1)
 
     def sample(self, now: float, count: int) -> None:
+        """`count` frames so far; a count that went back (a reload built a new pipeline,
+        whose counters start at 0) starts the window again instead of a negative rate."""
+        if self._samples and count < self._samples[-1][1]:
+            self._samples.clear()
         self._samples.append((now, count))
 
     def rate(self) -> float:
