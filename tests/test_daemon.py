@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import stat
@@ -9,9 +10,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from tests.conftest import DaemonProcess, FaceVideo, write_config, write_face_video
 from wattgate.client import Client, ClientError
-from wattgate.daemon.app import RateMeter
+from wattgate.config import Config
+from wattgate.daemon.app import Daemon, RateMeter
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -227,3 +231,26 @@ def test_frame_rate_starts_again_when_a_new_pipeline_counts_from_zero() -> None:
     assert meter.rate() == 0.0  # one sample: no rate yet, and never a negative one
     meter.sample(5.0, 18)
     assert meter.rate() == 15.0
+
+
+def test_a_failing_part_of_the_tick_is_logged_once_and_tried_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = Config.model_validate({"daemon": {"state_dir": str(tmp_path)}})
+    daemon = Daemon(cfg)
+    calls: list[float] = []
+
+    def flaky(now: float) -> None:
+        calls.append(now)
+        if now < 3:
+            raise OSError("database is locked")
+
+    with caplog.at_level(logging.INFO, logger="wattgate.daemon"):
+        for second in range(5):
+            daemon._guarded("event log", flaky, float(second))
+    assert calls == [0.0, 1.0, 2.0, 3.0, 4.0]  # tried every second, failing or not
+    failed = [r for r in caplog.records if "event log failed" in r.getMessage()]
+    back = [r for r in caplog.records if "event log works again" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is not None
+    assert len(back) == 1
+    daemon.eventlog.close(0.0)

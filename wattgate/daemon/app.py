@@ -171,6 +171,7 @@ class Daemon:
         self._snaps: list[tuple[float, asyncio.Future[Message]]] = []
         self._labels_seen: frozenset[str] = frozenset()
         self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
+        self._failing: set[str] = set()  # parts of the tick whose last run raised
         self.server = Server(cfg.daemon, self.hub, Commands(self).table(), self._hello)
 
     # -- life cycle ------------------------------------------------------------------
@@ -359,11 +360,8 @@ class Daemon:
                 self.fps.sample(now, self.pipeline.counters.frames)
                 self._observe_progress(self.pipeline, now)
             if self.power is not None:
-                load = LoadSample.from_pipeline(now, self.pipeline.status()) if (
-                    self.pipeline is not None) else None
-                self._power_events(self.power.tick(now, load))
-                self.hub.publish("power", self.power.power_message())
-            self.eventlog.flush(time.time())
+                self._guarded("power", self._power_tick, now)
+            self._guarded("event log", self.eventlog.flush, time.time())
             healthy = self.progress.healthy(now)
             if ping_every is not None and healthy and now - last_ping >= ping_every:
                 self.notifier.watchdog()
@@ -378,6 +376,28 @@ class Daemon:
                 self.notifier.status(self.status_line())
                 last_status = now
             await asyncio.sleep(min(1.0, ping_every or 1.0))
+
+    def _power_tick(self, now: float) -> None:
+        assert self.power is not None
+        load = LoadSample.from_pipeline(now, self.pipeline.status()) if (
+            self.pipeline is not None) else None
+        self._power_events(self.power.tick(now, load))
+        self.hub.publish("power", self.power.power_message())
+
+    def _guarded(self, part: str, func: Callable[[float], Any], now: float) -> None:
+        """Run one part of the tick; a failure is logged once per streak and the tick goes
+        on: one bad second (a locked file, a driver error) must not end the power
+        readings, the event log's flushes and the watchdog pings for good."""
+        try:
+            func(now)
+        except Exception:
+            if part not in self._failing:
+                log.exception("%s failed; trying again every second", part)
+                self._failing.add(part)
+            return
+        if part in self._failing:
+            self._failing.discard(part)
+            log.info("%s works again", part)
 
     def _power_events(self, events: list[dict[str, Any]]) -> None:
         """Number, log and publish the power controller's events; switch model variants."""
