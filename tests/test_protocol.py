@@ -117,6 +117,28 @@ def test_snap_infers_the_next_frame_on_an_idle_scene(start_daemon: StartDaemon) 
     assert daemon.stop() == 0
 
 
+def test_every_snap_is_answered_even_across_a_reload(start_daemon: StartDaemon) -> None:
+    """A snap that comes while a frame is being read, or while a reload replaces the
+    pipeline, is still answered with a frame captured after it."""
+    # 4 fps: a frame is rarely captured between a snap and the reload that follows it
+    daemon = start_daemon(
+        camera={"source": "synthetic:empty", "fps": 4.0}, gate={"heartbeat_s": 3600.0}
+    )
+    with daemon.connect() as client, daemon.connect() as admin:
+        time.sleep(2.5)  # calibrated and idle: only snaps are inferred
+        for _ in range(8):  # back to back: one may land while a frame is in the gate
+            assert client.request("snap", timeout_ms=3000)["result"]["reason"] == "snap"
+        text = daemon.config.read_text()
+        for heartbeat in (3000.0, 3600.0, 3000.0):
+            daemon.config.write_text(text.replace("heartbeat_s = 3600.0",
+                                                  f"heartbeat_s = {heartbeat}"))
+            admin.send({"cmd": "reload", "id": "r"})  # a new pipeline, while the snap waits
+            result = client.request("snap", timeout_ms=1500)["result"]  # before a heartbeat
+            assert result["class"] == "result"
+            assert next(m for m in admin.messages() if m.get("id") == "r")["reloaded"]
+    assert daemon.stop() == 0
+
+
 def test_snap_times_out_when_no_frame_comes(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

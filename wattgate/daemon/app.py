@@ -275,6 +275,9 @@ class Daemon:
             self._results.put, self._from_thread(self._on_motion), power=self.power,
             last_seq=last_seq,
         )
+        pending = [requested for requested, future in self._snaps if not future.done()]
+        if pending:  # snaps asked of the pipeline this one replaces (a reload)
+            self.pipeline.request_snap(max(pending))
         self.pipeline.start()
 
     def _result_poll_s(self) -> float:
@@ -506,20 +509,22 @@ class Daemon:
 
     def _on_pir(self, ts: float) -> None:
         self.emit_event("pir", ts)
+        now = time.monotonic()
         if self.power is not None:
-            self.power.on_snap(time.monotonic())  # wake the NPU ahead of the frame
+            self.power.on_snap(now)  # wake the NPU ahead of the frame
         if self.pipeline is not None:
-            self.pipeline.request_snap()  # look now, whatever the gate says
+            self.pipeline.request_snap(now)  # look now, whatever the gate says
 
     async def snap(self, timeout: float) -> Optional[Message]:
         """The result of the next frame captured from now on, inferred whatever the gate says."""
         if self.pipeline is None:
             return None
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._snaps.append((time.monotonic(), future))
+        requested = time.monotonic()
+        self._snaps.append((requested, future))
         if self.power is not None:
-            self.power.on_snap(time.monotonic())  # wake the NPU before the frame arrives
-        self.pipeline.request_snap()
+            self.power.on_snap(requested)  # wake the NPU before the frame arrives
+        self.pipeline.request_snap(requested)
         try:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:

@@ -94,7 +94,8 @@ class Pipeline:
         self.slot: LatestSlot[Job] = LatestSlot()
         self._stop = threading.Event()
         self._seq = last_seq
-        self._snap_wanted = threading.Event()
+        self._snap_after: Optional[float] = None  # a snap wants a frame captured from then
+        self._snap_lock = threading.Lock()
         self._recalibrate = threading.Event()
         self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
@@ -129,14 +130,27 @@ class Pipeline:
         """The number of the last result made (0 before the first)."""
         return self._seq
 
-    def request_snap(self) -> None:
-        """Send the next captured frame to the model whatever the gate says.
+    def request_snap(self, after: float) -> None:
+        """Send the next frame captured at or after monotonic time `after` to the model,
+        whatever the gate says.
 
-        The caller matches the answer by capture time: any result from a frame captured
-        after the request answers it, so a newer frame replacing this one in the slot
-        still does.
+        A frame whose capture began earlier (the one being read or gated as the request
+        comes) does not count: its result could not answer the request. The caller
+        matches the answer by capture time, so a newer frame replacing this one in the
+        slot still answers. Two pending requests wait for a frame after the later one.
         """
-        self._snap_wanted.set()
+        with self._snap_lock:
+            self._snap_after = after if self._snap_after is None else max(after, self._snap_after)
+
+    def _take_snap(self, captured: float) -> bool:
+        """Capture thread: whether the frame captured at `captured` is a wanted snap."""
+        if self._snap_after is None:  # the usual case, read without the lock
+            return False
+        with self._snap_lock:
+            if self._snap_after is None or captured < self._snap_after:
+                return False
+            self._snap_after = None
+            return True
 
     def swap_model(self, model: Model) -> None:
         """A model variant from the power policy, taken between two frames."""
@@ -172,7 +186,7 @@ class Pipeline:
                     log.info("source %s ended; still serving clients", self.source.description)
                     break
                 power = self.power
-                if (power is not None and not self._snap_wanted.is_set()
+                if (power is not None and self._snap_after is None
                         and not power.on_frame(frame.mono)):
                     self.counters.frames += 1  # the profile's capture_fps drops it unseen
                     self.counters.skipped += 1
@@ -209,8 +223,7 @@ class Pipeline:
             verdict = self.gate.update_bgr(frame.color(), now)
         counters.frames += 1
         counters.last_capture = frame.mono
-        if self._snap_wanted.is_set():
-            self._snap_wanted.clear()
+        if self._take_snap(frame.mono):
             verdict = replace(verdict, infer=True, reason="snap")
             self.gate.note_inferred(now)
         # Before the slot: a wake-up raises the NPU's clocks ahead of this frame's inference.
