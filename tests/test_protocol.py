@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import ASTRONAUT_FACE, DaemonProcess, skimage_image, write_config
 from wattgate.client import AsyncClient, Client, ClientError
+from wattgate.config import MAX_IMAGE_BYTES
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -178,6 +179,23 @@ def test_infer_runs_the_model_on_a_client_image(start_daemon: StartDaemon) -> No
         with pytest.raises(ClientError) as info:
             client.request("infer")
         assert info.value.code == "bad_request"
+    assert daemon.stop() == 0
+
+
+def test_an_image_at_the_default_limit_fits_a_line_and_one_over_it_is_refused(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(camera={"source": "synthetic:empty"})
+    jpeg = base64.b64decode(jpeg_b64("astronaut.png", quality=70))  # about 37 KB
+    padded = jpeg + bytes(MAX_IMAGE_BYTES - len(jpeg))  # a decoder stops at the JPEG's end
+    with daemon.connect() as client:
+        image = base64.b64encode(padded).decode()
+        reply = client.request("infer", image=image)
+        assert (reply["width"], reply["height"]) == (512, 512)
+        with pytest.raises(ClientError) as info:
+            client.request("infer", image=base64.b64encode(padded + b"\0").decode())
+        assert info.value.code == "too_large"
+        assert client.request("status")["class"] == "status"  # the connection stays open
     assert daemon.stop() == 0
 
 
