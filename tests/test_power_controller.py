@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -370,7 +371,8 @@ def test_status_and_power_message_on_rk3588(tmp_path: Path) -> None:
     assert status["joules"]["estimated"] > 0
     message = pc.power_message()
     assert message["class"] == "power" and message["watts_source"] == "estimate"
-    assert set(message) >= {"profile", "reason", "activity", "temperatures", "watts"}
+    assert set(message) >= {"ts", "profile", "reason", "activity", "temperatures", "watts"}
+    assert abs(message["ts"] - time.time()) < 60  # Unix seconds, as docs/protocol.md shows
     pc.stop()
 
 

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import threading
+import time
 from dataclasses import replace
 from typing import Any, Optional, Protocol
 
@@ -685,6 +686,7 @@ class PowerController:
         with self._lock:
             message: dict[str, Any] = {
                 "class": "power",
+                "ts": round(time.time(), 3),
                 "profile": self.decision.profile,
                 "reason": self.decision.reason,
                 "activity": self.activity.state,
