@@ -1,10 +1,21 @@
-"""The event log keeps every event, in seq order, across reopen, and stays bounded."""
+"""The event log keeps every event, in seq order, across reopen, and stays bounded.
+
+A number is never given twice, not even after an unclean exit; a write that fails
+keeps the events for the next flush.
+"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
-from wattgate.daemon.eventlog import EventLog
+import pytest
+
+from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, EventLog
 
 
 def test_seq_survives_reopen_and_held_events_are_readable(tmp_path: Path) -> None:
@@ -41,3 +52,193 @@ def test_pruning_by_count_and_age_never_reuses_seq(tmp_path: Path) -> None:
     reopened = EventLog(str(tmp_path / "events.db"))
     assert reopened.append("x", 61.0)["seq"] == 13
     assert reopened.oldest_seq() == 11
+
+
+def test_numbers_are_never_reused_after_an_unclean_exit(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    log.append("motion_start", 100.0)
+    log.flush(100.5)
+    # Sent live, not yet written when the process dies: no flush, no close.
+    lost = [log.append("motion_end", 101.0)["seq"], log.append("detection", 101.2)["seq"]]
+
+    reopened = EventLog(path)
+    assert [e["seq"] for e in reopened.since(0, 10)] == [1]
+    assert reopened.last_seq == 1  # the newest event that was written
+    new = reopened.append("motion_start", 110.0)["seq"]
+    assert new > max(lost)  # a gap, never a reused number
+    # A client that saw the lost events live resumes after the last one and gets the new one.
+    assert [e["seq"] for e in reopened.since(max(lost), 10)] == [new]
+    assert reopened.last_seq == new
+    reopened.close(111.0)
+    del log
+
+
+def test_numbers_past_a_block_are_reserved_before_use(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path, seq_block=10)
+    given = [log.append("motion_start", float(i))["seq"] for i in range(25)]  # no flush
+    assert given == list(range(1, 26))
+    reopened = EventLog(path, seq_block=10)
+    assert reopened.append("x", 30.0)["seq"] > 25
+    reopened.close(31.0)
+
+
+def test_a_killed_process_does_not_get_its_numbers_reused(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    script = (
+        "import os, signal, sys\n"
+        "from wattgate.daemon.eventlog import EventLog\n"
+        "log = EventLog(sys.argv[1])\n"
+        "for i in range(3):\n"
+        "    log.append('motion_start', float(i))\n"
+        "log.flush(3.0)\n"
+        "print(log.append('motion_end', 4.0)['seq'], flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, path], capture_output=True,
+                          text=True, timeout=60, cwd=Path(__file__).parent.parent)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    sent_live = int(done.stdout)
+    assert sent_live == 4
+    log = EventLog(path)
+    assert [e["seq"] for e in log.since(0, 10)] == [1, 2, 3]
+    assert log.append("motion_start", 5.0)["seq"] > sent_live
+    log.close(6.0)
+
+
+def test_a_clean_close_leaves_no_gap(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    for expected in (1, 2, 3):
+        log = EventLog(path)
+        assert log.append("x", float(expected))["seq"] == expected
+        log.close(float(expected))
+    log = EventLog(path)
+    assert log.oldest_seq() == 1 and log.last_seq == 3
+    log.close(4.0)
+
+
+def test_a_database_from_before_reservations_opens_and_continues(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL,"
+                " kind TEXT NOT NULL, body TEXT NOT NULL)")
+    old.executemany("INSERT INTO events (ts, kind, body) VALUES (?, ?, ?)",
+                    [(float(i), "motion_start", "{}") for i in range(7)])
+    old.execute("DELETE FROM events WHERE seq <= 2")
+    old.commit()
+    old.close()
+    log = EventLog(path)
+    assert (log.oldest_seq(), log.last_seq) == (3, 7)
+    assert log.append("motion_end", 8.0)["seq"] == 8
+    log.close(9.0)
+    assert EventLog(path).append("x", 10.0)["seq"] == 9
+
+
+def test_pruning_by_count_keeps_max_events_across_a_gap(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path, max_events=5, seq_block=10)
+    for i in range(3):
+        log.append("x", float(i))
+    log.flush(3.0)
+    log.append("lost", 4.0)  # never written
+    reopened = EventLog(path, max_events=5, seq_block=10)
+    for i in range(3):
+        reopened.append("y", 5.0 + i)
+    reopened.flush(9.0)
+    seqs = [e["seq"] for e in reopened.since(0, 100)]
+    assert len(seqs) == 5 and seqs[:2] == [2, 3] and seqs[2] > 4
+    reopened.close(10.0)
+    del log
+
+
+def _locked(path: str) -> sqlite3.Connection:
+    """Another process's write lock on the log (an admin's sqlite3 shell, a backup tool)."""
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def test_a_flush_that_finds_the_database_locked_keeps_the_events(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    busy_ms = log._db.execute("PRAGMA busy_timeout").fetchone()[0]
+    assert 0 < busy_ms <= BUSY_TIMEOUT_MS <= 100  # not SQLite's default 5 s on the event loop
+    log.append("motion_start", 1.0)
+    log.flush(1.5)
+    other = _locked(path)
+    caplog.set_level(logging.DEBUG, logger="wattgate.eventlog")
+    log.append("motion_end", 2.0)
+    log.append("detection", 2.5, labels=["face"])
+    for second in range(3):
+        assert log.flush(3.0 + second) is False
+    # Held, so still readable; nothing written yet.
+    assert [e["seq"] for e in log.since(0, 10)] == [1, 2, 3]
+    assert other.execute("SELECT MAX(seq) FROM events").fetchone()[0] == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and path in warnings[0].getMessage()
+    assert "locked" in warnings[0].getMessage()
+
+    other.execute("ROLLBACK")
+    assert log.flush(6.0) is True
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert len(infos) == 1 and path in infos[0] and "writing again" in infos[0]
+    assert [r[0] for r in other.execute("SELECT seq FROM events ORDER BY seq")] == [1, 2, 3]
+    other.close()
+    log.close(7.0)
+    assert EventLog(path).since(2, 10)[0]["labels"] == ["face"]
+
+
+def test_held_events_stay_bounded_while_writes_fail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path, max_events=5)
+    other = _locked(path)
+    caplog.set_level(logging.WARNING, logger="wattgate.eventlog")
+    for i in range(8):
+        log.append("motion_start", float(i))
+        assert log.flush(float(i)) is False
+    assert [e["seq"] for e in log.since(0, 100)] == [4, 5, 6, 7, 8]
+    drops = [r.getMessage() for r in caplog.records if "dropping" in r.getMessage()]
+    assert len(drops) == 1 and path in drops[0]
+    other.execute("ROLLBACK")
+    other.close()
+    assert log.flush(9.0) is True
+    log.close(9.0)
+    assert [e["seq"] for e in EventLog(path).since(0, 100)] == [4, 5, 6, 7, 8]
+
+
+def test_a_full_disk_keeps_the_events_until_there_is_room(tmp_path: Path) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    pages = log._db.execute("PRAGMA page_count").fetchone()[0]
+    log._db.execute(f"PRAGMA max_page_count={pages}")  # the file cannot grow: SQLITE_FULL
+    log.append("detection", 1.0, note="x" * 20_000)
+    assert log.flush(2.0) is False
+    assert [e["seq"] for e in log.since(0, 10)] == [1]
+    log._db.execute(f"PRAGMA max_page_count={pages * 100}")
+    assert log.flush(3.0) is True
+    log.close(4.0)
+    assert EventLog(path).since(0, 10)[0]["note"] == "x" * 20_000
+
+
+def test_close_with_the_database_locked_does_not_raise(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    log.append("motion_start", 1.0)
+    log.flush(1.0)
+    other = _locked(path)
+    log.append("motion_end", 2.0)
+    caplog.set_level(logging.WARNING, logger="wattgate.eventlog")
+    log.close(3.0)
+    assert any("lost" in r.getMessage() for r in caplog.records)
+    other.execute("ROLLBACK")
+    other.close()
+    # The lost event's number is not given again: the reservation was not given back.
+    assert EventLog(path).append("x", 4.0)["seq"] > 2

@@ -6,17 +6,37 @@ busy scene costs a few flash writes per second, not one per event. Readers see h
 events too, so `events since` never misses one. The log is bounded by count and age;
 pruning happens on flush.
 
-`seq` comes from an AUTOINCREMENT key: it never goes back, not even after pruning or
-a restart, which is what lets a client resume with "everything after the last seq I saw".
+`seq` never goes back and a number is never given to two events, not after pruning, a
+restart or an unclean exit (SIGKILL, the watchdog's abort, a power cut). An event is
+sent to subscribers as soon as it has its number, up to a second before it is written,
+so the numbers come from blocks reserved in the database ahead of use: the
+`seq_reserved` table holds the highest number that may have been given out. A new
+block is reserved (synced to disk) before the held numbers reach the old one, on open
+and then on the flush that finds less than half a block left, so it costs one write
+per `SEQ_BLOCK // 2` events. Opening the log continues after the reservation: after an
+unclean exit the numbers of the events that were lost, and the rest of the block, are
+skipped, never used again. A clean close gives the unused part of the block back, so
+a clean restart leaves no gap.
+
+A flush that cannot write (the database locked by another process, a full disk, a
+read-only directory) keeps the held events for the next flush, waits at most
+`BUSY_TIMEOUT_MS` for a lock, and logs one warning per failure streak and one line
+when writing works again. While writes fail, at most `max_events` events are held;
+beyond that the oldest held ones are dropped (and logged).
+
+One thread (the daemon's event loop) uses an EventLog.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import logging
 import os
 import sqlite3
-from typing import Any
+import time
+from typing import Any, Optional
 
 log = logging.getLogger("wattgate.eventlog")
 
@@ -28,58 +48,192 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL,
     kind TEXT NOT NULL,
     body TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS seq_reserved (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    upto INTEGER NOT NULL
+);
 """
+
+# Seq numbers reserved per write: after an unclean exit at most this many are skipped.
+SEQ_BLOCK = 1000
+# How long a write waits for another process's lock: the flush runs on the event loop,
+# which must not stall for SQLite's default 5 s. Opening the log keeps that default.
+BUSY_TIMEOUT_MS = 100
+
+# What a failed write raises: a lock held too long, a full disk, a read-only file.
+_WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
 
 
 class EventLog:
-    def __init__(self, path: str, max_events: int = 100_000, max_age_s: float = 30 * 86400) -> None:
+    def __init__(
+        self,
+        path: str,
+        max_events: int = 100_000,
+        max_age_s: float = 30 * 86400,
+        seq_block: int = SEQ_BLOCK,
+    ) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self.max_events = max_events
         self.max_age_s = max_age_s
+        self.seq_block = max(2, seq_block)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         # Appends and the odd `events since` read need few pages; SQLite's default 2 MB
         # cache would only be memory the daemon grows into over its first hours.
         self._db.execute("PRAGMA cache_size=-256")
-        self._db.execute(SCHEMA)
-        self._next_seq = self._read_next_seq()
-        self._held: list[Event] = []
+        self._db.executescript(SCHEMA)
+        self._held: collections.deque[Event] = collections.deque()
+        # Write trouble: when the current failure streak started, how many writes failed,
+        # how many held events were dropped; whether `append` may try to reserve.
+        self._failing_since: Optional[float] = None
+        self._failures = 0
+        self._dropped = 0
+        self._reserve_in_append = True
+        written = self._read_written_seq()
+        reserved = self._read_reserved()
+        # The newest number given out (written, pruned or lost in a crash) that the log
+        # knows of; the next event gets the one after the reservation.
+        self._last_seq = written
+        self._reserved = max(written, reserved)
+        self._next_seq = self._reserved + 1
+        try:
+            self._reserve(self._next_seq - 1 + self.seq_block)
+        except _WRITE_ERRORS as exc:
+            self._failed(exc)
+        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
-    def _read_next_seq(self) -> int:
+    def _read_written_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) + 1 if row else 1
+        return int(row[0]) if row else 0
+
+    def _read_reserved(self) -> int:
+        row = self._db.execute("SELECT upto FROM seq_reserved WHERE id = 0").fetchone()
+        return int(row[0]) if row else 0
 
     @property
     def last_seq(self) -> int:
-        return self._next_seq - 1
+        """The newest event's seq (held, written or pruned since); 0 before the first.
+
+        After an unclean exit this is the newest event that was written: the next event's
+        seq is higher than any given out before the exit, so there may be a gap.
+        """
+        return self._last_seq
 
     def append(self, kind: str, ts: float, **fields: Any) -> Event:
         """Give the event its seq and hold it for the next flush; returns the full event."""
+        if self._next_seq > self._reserved and self._reserve_in_append:
+            # More than half a block since the last flush (or flushes are failing).
+            try:
+                self._reserve(self._next_seq - 1 + self.seq_block)
+            except _WRITE_ERRORS as exc:
+                # The number is given out anyway; the next flush tries to reserve again.
+                self._reserve_in_append = False
+                self._failed(exc)
         event: Event = {"class": "event", "seq": self._next_seq, "ts": ts, "kind": kind, **fields}
+        self._last_seq = self._next_seq
         self._next_seq += 1
+        if self._held and len(self._held) >= self.max_events:
+            self._drop_oldest()
         self._held.append(event)
         return event
 
-    def flush(self, now: float) -> int:
-        """Write held events in one transaction and prune; returns how many were written."""
-        held, self._held = self._held, []
-        with self._transaction():
-            if held:
-                self._db.executemany(
-                    "INSERT INTO events (seq, ts, kind, body) VALUES (?, ?, ?, ?)",
-                    [(e["seq"], e["ts"], e["kind"], _body(e)) for e in held],
-                )
-            self._db.execute("DELETE FROM events WHERE ts < ?", (now - self.max_age_s,))
-            self._db.execute(
-                "DELETE FROM events WHERE seq <= ?", (self.last_seq - self.max_events,)
-            )
-        return len(held)
+    def flush(self, now: float) -> bool:
+        """Write held events in one transaction and prune.
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._db)
+        Returns True when nothing is left held (all written, or nothing to write), False
+        when the write failed: the events stay held (and readable) for the next flush.
+        Never raises for a database or file system error; waits at most BUSY_TIMEOUT_MS
+        for another process's lock.
+        """
+        return self._write(now, final=False)
+
+    def _write(self, now: float, final: bool) -> bool:
+        given_out = self._next_seq - 1  # after an unclean exit, more than last_seq
+        if final:
+            # Give back the unused part of the block: a clean restart continues at once.
+            reserve: Optional[int] = given_out
+        elif self._reserved - given_out < self.seq_block // 2:
+            reserve = given_out + self.seq_block
+        else:
+            reserve = None
+        held = list(self._held)
+        try:
+            with self._transaction(durable=reserve is not None and not final):
+                if held:
+                    self._db.executemany(
+                        "INSERT INTO events (seq, ts, kind, body) VALUES (?, ?, ?, ?)",
+                        [(e["seq"], e["ts"], e["kind"], _body(e)) for e in held],
+                    )
+                self._db.execute("DELETE FROM events WHERE ts < ?", (now - self.max_age_s,))
+                self._db.execute(
+                    "DELETE FROM events WHERE seq <= "
+                    "(SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (self.max_events,),
+                )
+                if reserve is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)",
+                        (reserve,),
+                    )
+        except _WRITE_ERRORS as exc:
+            self._failed(exc)
+            return False
+        self._held.clear()
+        if reserve is not None:
+            self._reserved = reserve
+        self._recovered(len(held))
+        return True
+
+    def _reserve(self, upto: int) -> None:
+        """Record that numbers up to `upto` may be given out, synced before it returns."""
+        with self._transaction(durable=True):
+            self._db.execute(
+                "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (upto,)
+            )
+        self._reserved = upto
+
+    def _transaction(self, durable: bool = False) -> _Transaction:
+        return _Transaction(self._db, durable)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "event log %s: cannot write (%s); trying again on every flush, events are "
+                "held in memory meanwhile (%d now)", self.path, exc, len(self._held),
+            )
+        else:
+            log.debug("event log %s: write failed again (%s)", self.path, exc)
+
+    def _recovered(self, written: int) -> None:
+        self._reserve_in_append = True
+        if self._failing_since is not None:
+            log.info(
+                "event log %s: writing again after %d failed attempt(s) over %.0f s; "
+                "%d held event(s) written, %d dropped",
+                self.path, self._failures, time.monotonic() - self._failing_since,
+                written, self._dropped,
+            )
+        elif self._dropped:
+            log.info("event log %s: %d held event(s) written, %d dropped",
+                     self.path, written, self._dropped)
+        self._failing_since = None
+        self._failures = 0
+        self._dropped = 0
+
+    def _drop_oldest(self) -> None:
+        dropped = self._held.popleft()
+        if self._dropped == 0:
+            log.warning(
+                "event log %s: %d events held unwritten (daemon.events_max); dropping the "
+                "oldest held events until writing works again, from seq %d",
+                self.path, self.max_events, dropped["seq"],
+            )
+        self._dropped += 1
 
     def since(self, seq: int, limit: int) -> list[Event]:
         """Events with a seq above `seq`, oldest first, at most `limit`."""
@@ -93,25 +247,67 @@ class EventLog:
         return events[:limit]
 
     def oldest_seq(self) -> int:
+        """The oldest event still readable; `last_seq + 1` when there is none."""
         row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
         if row and row[0] is not None:
             return int(row[0])
-        return self._held[0]["seq"] if self._held else self._next_seq
+        return self._held[0]["seq"] if self._held else self._last_seq + 1
 
     def close(self, now: float) -> None:
-        self.flush(now)
-        self._db.close()
+        """Write what is held and close; never raises for a write error (it is logged)."""
+        if not self._write(now, final=True) and self._held:
+            log.error(
+                "event log %s: %d event(s) could not be written before exit and are lost",
+                self.path, len(self._held),
+            )
+        try:
+            self._db.close()
+        except _WRITE_ERRORS as exc:
+            log.warning("event log %s: close: %s", self.path, exc)
 
 
 class _Transaction:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE (the write lock up front) .. COMMIT, or ROLLBACK on an error.
+
+    `durable` syncs the commit to disk (synchronous=FULL): a reservation must survive a
+    power cut; the events themselves may be lost with the last second before it.
+    """
+
+    def __init__(self, db: sqlite3.Connection, durable: bool) -> None:
         self._db = db
+        self._durable = durable
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN")
+        if self._durable:
+            self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._restore()
+            raise
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        try:
+            if exc_type is None:
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+            else:
+                self._rollback()
+        finally:
+            self._restore()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            # The error that brought us here is the one to report.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+
+    def _restore(self) -> None:
+        if self._durable:
+            self._db.execute("PRAGMA synchronous=NORMAL")
 
 
 def _body(event: Event) -> str:
