@@ -319,10 +319,13 @@ def test_reload_applies_new_profiles_and_keeps_the_pin(tmp_path: Path) -> None:
     pc, root = make(tmp_path)
     pc.start(0.0)
     pc.pin("powersave", "uid 0")
+    assert [e["kind"] for e in pc.tick(1.0)] == ["profile_change"]  # the pin's
     new = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(
         tmp_path / "journal")}, "profiles": {"powersave": {"cpu_max_khz": "50%"}}})
-    pc.reload(new, 5.0)
+    events = pc.reload(new, 5.0)
     assert pc.decision.profile == "powersave" and pc.decision.source == "pin"
+    # new settings for the same profile: nothing a client would call a profile change
+    assert not [e for e in events if e["kind"] == "profile_change"]
     # 50 % of 408..1800 MHz is 1104 MHz, snapped down to the 1008 MHz OPP
     assert read(root, f"{CPU}/policy0/scaling_max_freq") == "1008000"
     moved = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(

@@ -196,7 +196,10 @@ class PowerController:
         with self._lock:
             decision, latches = self.rules.evaluate(inputs.readings)
             events = self._latch_events(latches)
-            events.append(self._switch(decision, now))
+            previous = self.decision.profile
+            switched = self._switch(decision, now)  # the profile's new settings, same name or not
+            if decision.profile != previous:  # an event only for a change clients can see
+                events.append(switched)
             self._apply_state()
             return events + self._drain()
 
