@@ -143,9 +143,12 @@ def test_sighup_keeps_old_config_when_new_one_is_bad(start_daemon: StartDaemon) 
         wait_log(daemon, "reload rejected")
         assert "gate.heartbeat_s" in daemon.log()
         assert client.request("status")["class"] == "status"
-        daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = 3.0"))
+        moved = text.replace("heartbeat_s = 5.0", "heartbeat_s = 3.0").replace(
+            "/state", "/state-elsewhere")
+        daemon.config.write_text(moved)
         daemon.proc.send_signal(signal.SIGHUP)
         wait_log(daemon, "reloaded")
+        assert "daemon.state_dir changed; taking effect after a restart" in daemon.log()
         assert client.request("status")["pipeline"]["frames"] >= 0
     assert daemon.stop() == 0
 

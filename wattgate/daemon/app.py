@@ -56,6 +56,8 @@ PROTO = 1
 STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
 FIRST_FRAME_POLL_S = 0.005  # how often start-up looks whether the first frame is through
 RESULT_POLL_S = 0.002  # while results keep coming, the loop takes them this often (handoff.py)
+# daemon.* settings a running daemon cannot take: the socket is bound, the log opened
+RESTART_KEYS = ("socket", "socket_mode", "socket_group", "state_dir")
 BATCH_SUBSCRIBERS = 32  # from this many result subscribers on (~160 us of fan-out a result)
 
 
@@ -324,8 +326,10 @@ class Daemon:
                 extra=event(MessageId.CONFIG_ERROR),
             )
             return False, f"reload rejected: {exc}"
-        if new.daemon.socket != self.cfg.daemon.socket:
-            log.warning("daemon.socket changed; it takes effect after a restart")
+        later = [f"daemon.{key}" for key in RESTART_KEYS
+                 if getattr(new.daemon, key) != getattr(self.cfg.daemon, key)]
+        if later:
+            log.warning("%s changed; taking effect after a restart", ", ".join(later))
         pipeline_keys = ("camera", "gate", "model")
         if any(getattr(new, k) != getattr(self.cfg, k) for k in pipeline_keys):
             loop = asyncio.get_running_loop()
@@ -345,10 +349,12 @@ class Daemon:
                     None, power.reload, new, time.monotonic()
                 )
             )
-        self.server.cfg = new.daemon
+        self.server.cfg = new.daemon  # max_clients, admin_group, limits; new clients' queues
+        self.eventlog.max_events = new.daemon.events_max
+        self.eventlog.max_age_s = new.daemon.events_max_age_days * 86400.0
         set_level(new.daemon.log_level)
         log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
-        return True, "reloaded"
+        return True, "reloaded" + (f"; after a restart: {', '.join(later)}" if later else "")
 
     # -- periodic work -----------------------------------------------------------------
 
