@@ -157,16 +157,15 @@ def test_result_numbers_go_on_across_a_reload_that_restarts_the_pipeline(
     start_daemon: StartDaemon,
 ) -> None:
     """`seq` counts results since the daemon started (docs/protocol.md): a reload that
-    builds a new pipeline (a gate setting changed) goes on from the last number."""
-    daemon = start_daemon(gate={"enabled": False, "heartbeat_s": 5.0},
-                          camera={"realtime": False})
+    builds a new pipeline (a camera setting changed) goes on from the last number."""
+    daemon = start_daemon(gate={"enabled": False}, camera={"realtime": False, "stall_s": 5.0})
     with daemon.connect() as client:
         client.request("subscribe", topics=["results"])
         client.settimeout(30)
         messages = client.messages()
         before = next(m["seq"] for m in messages if m["class"] == "result" and m["seq"] > 20)
         text = daemon.config.read_text()
-        daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = 4.0"))
+        daemon.config.write_text(text.replace("stall_s = 5.0", "stall_s = 4.0"))
         daemon.proc.send_signal(signal.SIGHUP)
         wait_log(daemon, "reloaded")
         seqs = [next(m["seq"] for m in messages if m["class"] == "result")]
@@ -176,6 +175,28 @@ def test_result_numbers_go_on_across_a_reload_that_restarts_the_pipeline(
                 seqs.append(message["seq"])
         assert seqs[0] > before
         assert all(b > a for a, b in zip(seqs, seqs[1:])), seqs
+    assert daemon.stop() == 0
+
+
+def test_a_reload_of_gate_and_model_settings_keeps_the_source_where_it_was(
+    start_daemon: StartDaemon, face_video: FaceVideo
+) -> None:
+    """Only a camera change builds a new pipeline: a file that has ended stays ended (it
+    is not played again from its first frame) and the counters go on."""
+    daemon = start_daemon(camera={"source": str(face_video.path), "realtime": False},
+                          gate={"heartbeat_s": 5.0}, model={"score_threshold": 0.5})
+    with daemon.connect() as client:
+        ended = wait_status(client, lambda s: s["source"]["state"] == "ended" and settled(s))
+        text = daemon.config.read_text()
+        daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = 4.0")
+                                 .replace("score_threshold = 0.5", "score_threshold = 0.6"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_log(daemon, "reloaded")
+        time.sleep(0.5)  # a file played again would be well under way by now
+        status = client.request("status")
+        assert status["source"]["state"] == "ended"
+        assert status["pipeline"] == ended["pipeline"]
+    assert "reload rejected" not in daemon.log()
     assert daemon.stop() == 0
 
 

@@ -123,16 +123,16 @@ def test_every_snap_is_answered_even_across_a_reload(start_daemon: StartDaemon) 
     pipeline, is still answered with a frame captured after it."""
     # 4 fps: a frame is rarely captured between a snap and the reload that follows it
     daemon = start_daemon(
-        camera={"source": "synthetic:empty", "fps": 4.0}, gate={"heartbeat_s": 3600.0}
+        camera={"source": "synthetic:empty", "fps": 4.0, "stall_s": 5.0},
+        gate={"heartbeat_s": 3600.0},
     )
     with daemon.connect() as client, daemon.connect() as admin:
         time.sleep(2.5)  # calibrated and idle: only snaps are inferred
         for _ in range(8):  # back to back: one may land while a frame is in the gate
             assert client.request("snap", timeout_ms=3000)["result"]["reason"] == "snap"
         text = daemon.config.read_text()
-        for heartbeat in (3000.0, 3600.0, 3000.0):
-            daemon.config.write_text(text.replace("heartbeat_s = 3600.0",
-                                                  f"heartbeat_s = {heartbeat}"))
+        for stall in (4.0, 5.0, 4.0):  # a camera setting: the pipeline is built again
+            daemon.config.write_text(text.replace("stall_s = 5.0", f"stall_s = {stall}"))
             admin.send({"cmd": "reload", "id": "r"})  # a new pipeline, while the snap waits
             result = client.request("snap", timeout_ms=1500)["result"]  # before a heartbeat
             assert result["class"] == "result"

@@ -330,17 +330,11 @@ class Daemon:
                  if getattr(new.daemon, key) != getattr(self.cfg.daemon, key)]
         if later:
             log.warning("%s changed; taking effect after a restart", ", ".join(later))
-        pipeline_keys = ("camera", "gate", "model")
-        if any(getattr(new, k) != getattr(self.cfg, k) for k in pipeline_keys):
-            loop = asyncio.get_running_loop()
-            try:
-                model, source = await loop.run_in_executor(None, self._open_parts, new)
-            except StartupError as exc:
-                log.error("reload rejected, keeping the running pipeline: %s", exc)
-                return False, f"reload rejected: {exc}"
-            await self._stop_pipeline()
-            self.cfg = new
-            self._start_pipeline(model, source)
+        try:
+            await self._reload_pipeline(new)
+        except StartupError as exc:
+            log.error("reload rejected, keeping the running pipeline: %s", exc)
+            return False, f"reload rejected: {exc}"
         self.cfg = new
         if self.power is not None:
             power = self.power
@@ -357,6 +351,30 @@ class Daemon:
         return True, "reloaded" + (f"; after a restart: {', '.join(later)}" if later else "")
 
     # -- periodic work -----------------------------------------------------------------
+
+    async def _reload_pipeline(self, new: Config) -> None:
+        """Apply new camera, gate and model settings; StartupError (nothing changed) if
+        the new parts do not open.
+
+        Only a new camera needs a new pipeline. A new model is loaded off the loop and
+        taken between two frames, a new gate too: the source stays open, so a file goes
+        on from where it was and the pipeline's counters go on."""
+        loop = asyncio.get_running_loop()
+        pipeline = self.pipeline
+        if new.camera != self.cfg.camera or pipeline is None:
+            model, source = await loop.run_in_executor(None, self._open_parts, new)
+            await self._stop_pipeline()
+            self.cfg = new
+            self._start_pipeline(model, source)
+            return
+        swapped: Optional[Model] = None
+        if new.model != self.cfg.model:
+            swapped = await loop.run_in_executor(None, load_model, self._with_variant(new))
+        if new.gate != self.cfg.gate:
+            pipeline.replace_gate(MotionGate(new.gate))
+        if swapped is not None:
+            pipeline.swap_model(swapped)
+            self.model = swapped
 
     async def _tick(self) -> None:
         """Once a second: fps, event-log flush, the watchdog's progress rule, STATUS=."""

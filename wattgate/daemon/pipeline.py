@@ -97,6 +97,7 @@ class Pipeline:
         self._snap_after: Optional[float] = None  # a snap wants a frame captured from then
         self._snap_lock = threading.Lock()
         self._recalibrate = threading.Event()
+        self._new_gate: Optional[MotionGate] = None
         self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
         self._preparer = self._new_preparer(model)  # the capture thread's
@@ -151,6 +152,11 @@ class Pipeline:
                 return False
             self._snap_after = None
             return True
+
+    def replace_gate(self, gate: MotionGate) -> None:
+        """A gate with new settings (a reload), taken by the capture thread, which owns the
+        gate, before its next frame; it calibrates on the scene from there."""
+        self._new_gate = gate
 
     def swap_model(self, model: Model) -> None:
         """A model variant from the power policy, taken between two frames."""
@@ -212,6 +218,8 @@ class Pipeline:
 
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
+        if self._new_gate is not None:
+            self.gate, self._new_gate = self._new_gate, None
         if self._recalibrate.is_set():
             self._recalibrate.clear()
             self.gate.reset()
