@@ -3,8 +3,8 @@
 Each handler checks its fields strictly (unknown fields and wrong types are
 `bad_request`, so a client's typo is caught) and returns the fields of its reply.
 Control commands (`profile` with `set`, `reload`) need uid 0 or membership of
-`daemon.admin_group`, checked against the peer's SO_PEERCRED credentials, and every
-control action is logged with the peer.
+`daemon.admin_group`, checked against the peer's own credentials (SO_PEERCRED and its
+supplementary groups), and every control action is logged with the peer.
 """
 
 from __future__ import annotations
@@ -49,13 +49,46 @@ def is_admin(creds: Optional[PeerCreds], group: Optional[str]) -> bool:
         gid = grp.getgrnam(group).gr_gid
     except KeyError:
         return False
-    if creds.gid == gid:
-        return True
+    return creds.gid == gid or gid in supplementary_groups(creds)
+
+
+def supplementary_groups(creds: PeerCreds) -> tuple[int, ...]:
+    """The groups the peer process holds besides its primary one.
+
+    The process's own groups, not /etc/group's list for its user: a service started with
+    SupplementaryGroups= is not listed there, and a process that dropped its groups no
+    longer has them. From SO_PEERGROUPS (taken at connect), else from /proc (kernels
+    before 4.13); the user database only when neither can be read.
+    """
+    if creds.groups is not None:
+        return creds.groups
+    groups = proc_groups(creds)
+    if groups is not None:
+        return groups
     try:
         user = pwd.getpwuid(creds.uid).pw_name
     except KeyError:
-        return False
-    return gid in os.getgrouplist(user, creds.gid)
+        return ()
+    return tuple(os.getgrouplist(user, creds.gid))
+
+
+def proc_groups(creds: PeerCreds) -> Optional[tuple[int, ...]]:
+    """The `Groups:` of /proc/<pid>/status, or None if it cannot be read.
+
+    A process whose effective ids are not the peer's is not the peer (its pid was reused
+    after the peer exited, or it changed ids): it holds no groups for the peer.
+    """
+    try:
+        with open(f"/proc/{creds.pid}/status", encoding="ascii") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+    except (OSError, ValueError):
+        return None
+    try:
+        euid, egid = int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+        groups = tuple(int(g) for g in fields["Groups"].split())
+    except (KeyError, IndexError, ValueError):
+        return None
+    return groups if (euid, egid) == (creds.uid, creds.gid) else ()
 
 
 def get_int(request: Message, name: str, default: int, low: int, high: int) -> int:

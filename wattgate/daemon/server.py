@@ -14,6 +14,7 @@ import grp
 import json
 import logging
 import os
+import platform
 import socket
 import struct
 from collections.abc import Awaitable, Mapping
@@ -27,6 +28,10 @@ log = logging.getLogger("wattgate.server")
 
 MAX_LINE = 64 * 1024  # protocol limit on one request line, newline included
 MAX_BACKLOG = 1024  # unanswered replies before a client that sends but never reads is cut off
+# Linux 4.13+; Python does not name it. 59 on every architecture but parisc and sparc.
+SO_PEERGROUPS: Optional[int] = getattr(
+    socket, "SO_PEERGROUPS", None if platform.machine().startswith(("parisc", "sparc")) else 59
+)
 
 
 class ProtocolError(Exception):
@@ -43,6 +48,7 @@ class PeerCreds:
     pid: int
     uid: int
     gid: int
+    groups: Optional[tuple[int, ...]] = None  # supplementary groups; None: not known
 
     def __str__(self) -> str:
         return f"pid={self.pid} uid={self.uid} gid={self.gid}"
@@ -60,7 +66,24 @@ def peer_creds(sock: Optional[socket.socket]) -> Optional[PeerCreds]:
     except OSError:
         return None
     pid, uid, gid = struct.unpack("3i", raw)
-    return PeerCreds(pid, uid, gid)
+    return PeerCreds(pid, uid, gid, peer_groups(sock))
+
+
+def peer_groups(sock: socket.socket) -> Optional[tuple[int, ...]]:
+    """SO_PEERGROUPS: the peer's supplementary groups when it connected, or None.
+
+    Taken by the kernel with SO_PEERCRED, so they belong to the process that connected
+    even if it has gone since, and they need no look into /proc (which ProtectProc=
+    hides from the daemon). Python reads at most 1024 bytes of an option: a peer in more
+    than 256 groups gets ERANGE, and None.
+    """
+    if SO_PEERGROUPS is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 1024)
+    except OSError:
+        return None
+    return struct.unpack(f"{len(raw) // 4}I", raw)
 
 
 def parse_request(line: bytes) -> Message:
