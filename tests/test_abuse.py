@@ -23,8 +23,10 @@ StartDaemon = Callable[..., DaemonProcess]
 ERROR_CODES = {"bad_json", "bad_request", "unknown_cmd", "forbidden", "too_large", "busy",
                "unavailable"}
 
+# JSON's values: no NaN or infinity, which are bad_json (tests/test_requests.py).
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=12,
 )

@@ -1,8 +1,9 @@
 """Requests at the edges of the protocol, over real AF_UNIX connections to the real daemon:
-who counts as an administrator."""
+ids on every answer, strict JSON, and who counts as an administrator."""
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import json
 import os
@@ -18,10 +19,138 @@ from typing import Any, Callable, Optional
 import pytest
 
 from tests.conftest import DaemonProcess
+from tests.test_socket import RawClient
+from wattgate.config import DaemonConfig
 from wattgate.daemon.commands import is_admin, proc_groups
-from wattgate.daemon.server import PeerCreds
+from wattgate.daemon.hub import Hub, Message
+from wattgate.daemon.server import PeerCreds, Server
 
 StartDaemon = Callable[..., DaemonProcess]
+
+
+@pytest.fixture
+def daemon(start_daemon: StartDaemon) -> Iterator[DaemonProcess]:
+    proc = start_daemon(gate={"enabled": False}, camera={"realtime": False})
+    proc.connect().close()
+    yield proc
+    assert proc.stop() == 0
+
+
+def strict_json(line: bytes) -> dict[str, Any]:
+    """A server line parsed as a strict parser (Go, most C libraries) would parse it."""
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in a server line: not JSON")
+
+    message: dict[str, Any] = json.loads(line, parse_constant=refuse)
+    return message
+
+
+def answer_line(raw: RawClient) -> bytes:
+    """The next line that is not a result or an event, as sent."""
+    while True:
+        line = raw.file.readline()
+        assert line, "connection closed"
+        if json.loads(line)["class"] not in ("result", "event"):
+            return line
+
+
+def ask(raw: RawClient, line: bytes) -> dict[str, Any]:
+    raw.send(line + b"\n")
+    return strict_json(answer_line(raw))
+
+
+def still_serves(raw: RawClient) -> None:
+    assert ask(raw, b'{"cmd":"status","id":"after"}')["id"] == "after"
+
+
+# -- every answer to an object carries its id ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "code"),
+    [
+        (b'{"id": 5}', "bad_request"),  # no cmd
+        (b'{"id": 6, "cmd": 5}', "bad_request"),  # cmd not a string
+        (b'{"id": {"n": 6}, "cmd": null}', "bad_request"),
+        (b'{"cmd": "status", "id": null, "x": 1}', "bad_request"),  # null is an id too
+        (b'{"cmd": "dance", "id": null}', "unknown_cmd"),
+        (b'{"cmd": "events", "id": [7], "limit": 0}', "bad_request"),
+    ],
+)
+def test_errors_echo_the_id_of_any_object(daemon: DaemonProcess, line: bytes, code: str) -> None:
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    error = ask(raw, line)
+    assert (error["class"], error["code"]) == ("error", code)
+    assert "id" in error and error["id"] == json.loads(line)["id"]
+    still_serves(raw)
+    raw.close()
+
+
+@pytest.mark.parametrize("line", [b"[1, 2]", b'"id"', b'{"id": 1', b"null"])
+def test_lines_that_are_not_objects_get_errors_without_id(
+    daemon: DaemonProcess, line: bytes
+) -> None:
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    error = ask(raw, line)
+    assert error["class"] == "error" and "id" not in error
+    still_serves(raw)
+    raw.close()
+
+
+def test_an_internal_error_echoes_the_id() -> None:
+    async def broken(session: Any, request: Message) -> Message:
+        raise RuntimeError("a bug")
+
+    async def dispatch(line: bytes) -> Message:
+        server = Server(DaemonConfig(), Hub(), {"boom": broken}, dict)
+        return await server._dispatch(None, line)  # type: ignore[arg-type]
+
+    assert asyncio.run(dispatch(b'{"cmd":"boom","id":null}')) == {
+        "class": "error", "id": None, "code": "unavailable",
+        "message": "internal error; see the daemon's log",
+    }
+    assert "id" not in asyncio.run(dispatch(b'{"cmd":"boom"}'))
+
+
+# -- strict JSON in, strict JSON out ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (b'{"cmd":"status","id":NaN}', "NaN"),
+        (b'{"cmd":"status","id":Infinity}', "Infinity"),
+        (b'{"cmd":"events","id":-Infinity,"since":0}', "Infinity"),
+        (b'{"cmd":"status","id":1e400}', "1e400"),
+        (b'{"cmd":"subscribe","id":1,"min_score":-1e999}', "-1e999"),
+        (b'{"cmd":"status","id":7,"pad":' + b"1" * 5000 + b"}", "digits"),
+        (b'{"cmd":"status","id":8,"x":' + b"[" * 30000 + b"]" * 30000 + b"}", "nested"),
+        (b'{"cmd":"status","id":"\\ud800"}', "surrogate"),
+        (b'{"cmd":"status","id":"\\udc00\\ud83d"}', "surrogate"),
+    ],
+)
+def test_what_is_not_json_is_bad_json(daemon: DaemonProcess, line: bytes, needle: str) -> None:
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    error = ask(raw, line)
+    assert (error["class"], error["code"]) == ("error", "bad_json")
+    assert needle in error["message"]
+    assert "id" not in error  # the line did not parse as an object
+    still_serves(raw)
+    raw.close()
+    assert "Traceback" not in daemon.log() and "command failed" not in daemon.log()
+
+
+def test_escaped_characters_come_back_as_sent(daemon: DaemonProcess) -> None:
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    reply = ask(raw, b'{"cmd":"status","id":"\\ud83d\\ude00 \\u2028 \\u0000 1.5e300"}')
+    assert reply["id"] == "\U0001f600 \u2028 \x00 1.5e300"
+    assert ask(raw, b'{"cmd":"status","id":1.5e300}')["id"] == 1.5e300
+    raw.close()
 
 
 # -- administrators: the peer's own groups ------------------------------------------------

@@ -13,8 +13,10 @@ import errno
 import grp
 import json
 import logging
+import math
 import os
 import platform
+import re
 import socket
 import struct
 from collections.abc import Awaitable, Mapping
@@ -32,6 +34,8 @@ MAX_BACKLOG = 1024  # unanswered replies before a client that sends but never re
 SO_PEERGROUPS: Optional[int] = getattr(
     socket, "SO_PEERGROUPS", None if platform.machine().startswith(("parisc", "sparc")) else 59
 )
+# A \u escape of a UTF-16 surrogate: paired it is one character, alone it is not Unicode.
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class ProtocolError(Exception):
@@ -86,22 +90,65 @@ def peer_groups(sock: socket.socket) -> Optional[tuple[int, ...]]:
     return struct.unpack(f"{len(raw) // 4}I", raw)
 
 
-def parse_request(line: bytes) -> Message:
-    """Decode one request line into a JSON object with a string `cmd`."""
+class _NotJSON(ValueError):
+    """A value json.loads would take that is not JSON: NaN, Infinity, 1e400."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"number {text[:64]!r} is out of range")
+    return value
+
+
+def decode_line(line: bytes) -> Any:
+    """One request line as a JSON value, strictly.
+
+    Python's json takes NaN and Infinity (and reads 1e400 as infinity); the daemon would
+    echo them in an `id`, and strict parsers (Go, most C libraries) refuse them. Too
+    deep nesting and integers of more digits than Python converts are a client's input
+    too: they are bad_json like any other, not an internal error with a traceback. So are
+    lone surrogate escapes: they are not Unicode and cannot be written back as UTF-8.
+    """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ProtocolError("bad_json", f"request is not valid UTF-8 (byte {exc.start})") from None
     try:
-        request = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        if SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode()
     except json.JSONDecodeError as exc:
-        raise ProtocolError("bad_json", f"request is not valid JSON: {exc.msg}") from None
-    if not isinstance(request, dict):
+        reason = exc.msg
+    except _NotJSON as exc:
+        reason = str(exc)
+    except UnicodeEncodeError:
+        reason = "a \\u escape is half a surrogate pair, not a character"
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError:  # int(): more digits than sys.get_int_max_str_digits()
+        reason = "an integer has too many digits"
+    else:
+        return value
+    raise ProtocolError("bad_json", f"request is not valid JSON: {reason}")
+
+
+def check_request(value: Any) -> Message:
+    """A decoded request: a JSON object with a string `cmd`."""
+    if not isinstance(value, dict):
         raise ProtocolError("bad_request", "request must be a JSON object")
-    cmd = request.get("cmd")
-    if not isinstance(cmd, str):
+    if not isinstance(value.get("cmd"), str):
         raise ProtocolError("bad_request", "field 'cmd' must be a string")
-    return request
+    return value
+
+
+def parse_request(line: bytes) -> Message:
+    """Decode one request line into a JSON object with a string `cmd`."""
+    return check_request(decode_line(line))
 
 
 def bind_socket(cfg: DaemonConfig) -> socket.socket:
@@ -215,29 +262,34 @@ class Server:
                 return
 
     async def _dispatch(self, session: ClientSession, line: bytes) -> Message:
-        request_id: Any = None
+        """The answer to one request line: a reply or an error, with the request's id."""
+        request: Any = None
         try:
-            request = parse_request(line)
-            request_id = request.get("id")
-            handler = self.handlers.get(request["cmd"])
-            if handler is None:
-                known = ", ".join(sorted(self.handlers))
-                unknown = f"unknown cmd {request['cmd']!r}; known: {known}"
-                raise ProtocolError("unknown_cmd", unknown)
-            fields = await handler(session, request)
-            reply: Message = {"class": "reply", "cmd": request["cmd"]}
-            if "id" in request:
-                reply["id"] = request_id
-            reply.update(fields)
-            return reply
+            request = decode_line(line)
+            answer = await self._run(session, check_request(request))
         except ProtocolError as exc:
-            error = _error(exc.code, exc.message)
-            if request_id is not None:
-                error["id"] = request_id
-            return error
+            answer = _error(exc.code, exc.message)
         except Exception:
             log.exception("command failed")
-            return _error("unavailable", "internal error; see the daemon's log")
+            answer = _error("unavailable", "internal error; see the daemon's log")
+        return _with_id(answer, request)
+
+    async def _run(self, session: ClientSession, request: Message) -> Message:
+        cmd = request["cmd"]
+        handler = self.handlers.get(cmd)
+        if handler is None:
+            known = ", ".join(sorted(self.handlers))
+            raise ProtocolError("unknown_cmd", f"unknown cmd {cmd!r}; known: {known}")
+        fields = await handler(session, request)
+        return {"class": "reply", "cmd": cmd, **fields}
+
+
+def _with_id(answer: Message, request: Any) -> Message:
+    """answer carrying the request's id, exactly when the request is an object with an
+    `id` key (null included): clients match answers by id, whatever went wrong."""
+    if not isinstance(request, dict) or "id" not in request:
+        return answer
+    return {"class": answer["class"], "id": request["id"], **answer}
 
 
 def _error(code: str, message: str) -> Message:
