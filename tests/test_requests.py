@@ -1,5 +1,6 @@
 """Requests at the edges of the protocol, over real AF_UNIX connections to the real daemon:
-ids on every answer, strict JSON, and who counts as an administrator."""
+ids on every answer, strict JSON both ways, the 64 KiB line limit, and who counts as an
+administrator."""
 
 from __future__ import annotations
 
@@ -19,11 +20,12 @@ from typing import Any, Callable, Optional
 import pytest
 
 from tests.conftest import DaemonProcess
+from tests.fixtures.boards import materialize
 from tests.test_socket import RawClient
 from wattgate.config import DaemonConfig
 from wattgate.daemon.commands import is_admin, proc_groups
 from wattgate.daemon.hub import Hub, Message
-from wattgate.daemon.server import PeerCreds, Server
+from wattgate.daemon.server import MAX_LINE, PeerCreds, Server
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -151,6 +153,97 @@ def test_escaped_characters_come_back_as_sent(daemon: DaemonProcess) -> None:
     assert reply["id"] == "\U0001f600 \u2028 \x00 1.5e300"
     assert ask(raw, b'{"cmd":"status","id":1.5e300}')["id"] == 1.5e300
     raw.close()
+
+
+# -- the line limit, both ways ------------------------------------------------------------
+
+
+def padded(length: int, head: bytes = b'{"cmd":"status","pad":"') -> bytes:
+    """A request of exactly length bytes, newline not counted."""
+    tail = b'"}'
+    return head + b"x" * (length - len(head) - len(tail)) + tail
+
+
+def test_a_request_line_is_at_most_64_kib_with_its_newline(daemon: DaemonProcess) -> None:
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    raw.send(padded(MAX_LINE - 1) + b"\n")
+    error = strict_json(answer_line(raw))
+    assert (error["class"], error["code"]) == ("error", "bad_request")  # 'pad' is unknown
+    still_serves(raw)
+    raw.send(padded(MAX_LINE) + b"\n")
+    error = strict_json(answer_line(raw))
+    assert (error["class"], error["code"]) == ("error", "too_large")
+    assert raw.file.readline() == b""  # closed
+    raw.close()
+
+
+@pytest.mark.parametrize(("length", "id_back"), [(MAX_LINE - 200, True), (MAX_LINE - 1, False)])
+def test_an_answer_too_long_with_its_id_is_too_large(
+    daemon: DaemonProcess, length: int, id_back: bool
+) -> None:
+    """A status answer is some hundred bytes longer than its request, an error is not: the
+    error carries the id when that fits in a line, and says so when it does not."""
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    request = padded(length, b'{"cmd":"status","id":"')
+    raw.send(request + b"\n")
+    line = answer_line(raw)
+    assert len(line) <= MAX_LINE
+    error = strict_json(line)
+    assert (error["class"], error["code"]) == ("error", "too_large")
+    if id_back:
+        assert error["id"] == json.loads(request)["id"]
+    else:
+        assert "id" not in error and "id" in error["message"]
+    still_serves(raw)
+    raw.close()
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"cmd": "\u2028" * 21000, "id": 1},  # 3 bytes in, 7 out after repr and escaping
+        {"cmd": "\x01" * 10000, "id": 1},
+        {"cmd": "status", "id": 1, **{f"unknown{i:05}": 0 for i in range(3000)}},
+        {"cmd": "subscribe", "id": 1, "topics": ["results", "\x7f" * 10000]},
+    ],
+    ids=["cmd", "cmd-escapes", "fields", "topic"],
+)
+def test_errors_repeat_a_short_prefix_of_what_was_sent(
+    daemon: DaemonProcess, request_: dict[str, Any]
+) -> None:
+    line = json.dumps(request_, ensure_ascii=False, separators=(",", ":")).encode()
+    assert len(line) < MAX_LINE
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    raw.send(line + b"\n")
+    answer = answer_line(raw)
+    error = strict_json(answer)
+    assert error["class"] == "error" and error["id"] == 1
+    assert len(answer) < 1024 and "…" in error["message"]
+    still_serves(raw)
+    raw.close()
+
+
+def test_an_unknown_profile_is_named_by_a_short_prefix(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    daemon = start_daemon(
+        camera={"source": "synthetic:empty"},
+        power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+    )
+    daemon.connect().close()
+    raw = RawClient(str(daemon.socket))
+    assert raw.read()["capabilities"]["power"] is True
+    raw.send(json.dumps({"cmd": "profile", "set": "p" * 60000, "id": 1}).encode() + b"\n")
+    answer = answer_line(raw)
+    error = strict_json(answer)
+    assert (error["class"], error["code"], error["id"]) == ("error", "bad_request", 1)
+    assert len(answer) < 1024 and "…" in error["message"] and "known: " in error["message"]
+    raw.close()
+    assert daemon.stop() == 0
 
 
 # -- administrators: the peer's own groups ------------------------------------------------

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from wattgate.daemon.hub import ClientSession, Message
-from wattgate.daemon.server import Handler, PeerCreds, ProtocolError, check_fields
+from wattgate.daemon.server import Handler, PeerCreds, ProtocolError, check_fields, echo
 
 if TYPE_CHECKING:
     from wattgate.daemon.app import Daemon
@@ -170,7 +170,7 @@ class Commands:
         topics = get_str_list(request, "topics") or ["results"]
         unknown = sorted(set(topics) - set(TOPICS))
         if unknown:
-            raise ProtocolError("bad_request", f"unknown topic(s) {unknown}; known: {TOPICS}")
+            raise ProtocolError("bad_request", f"unknown topic(s) {echo(unknown)}; known: {TOPICS}")
         filters: dict[str, Any] = {}
         if "min_score" in request:
             score = request["min_score"]
@@ -253,8 +253,11 @@ class Commands:
             self._require_admin(session, "profile set")
             try:
                 self.daemon.pin_profile(name, session.peer)
-            except KeyError as exc:
-                raise ProtocolError("bad_request", str(exc.args[0])) from None
+            except KeyError:
+                known = ", ".join(power.profile_status()["available"])
+                raise ProtocolError(
+                    "bad_request", f"unknown profile {echo(name)}; known: {known}"
+                ) from None
         return {"profile": power.profile_status()}
 
     async def reload(self, session: ClientSession, request: Message) -> Message:

@@ -28,8 +28,9 @@ from wattgate.daemon.hub import ClientSession, Hub, Message, encode
 
 log = logging.getLogger("wattgate.server")
 
-MAX_LINE = 64 * 1024  # protocol limit on one request line, newline included
+MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
 MAX_BACKLOG = 1024  # unanswered replies before a client that sends but never reads is cut off
+ECHO_CHARS = 64  # how much of what a client sent an error message repeats
 # Linux 4.13+; Python does not name it. 59 on every architecture but parisc and sparc.
 SO_PEERGROUPS: Optional[int] = getattr(
     socket, "SO_PEERGROUPS", None if platform.machine().startswith(("parisc", "sparc")) else 59
@@ -101,7 +102,7 @@ def _no_constant(name: str) -> Any:
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _NotJSON(f"number {text[:64]!r} is out of range")
+        raise _NotJSON(f"number {echo(text)} is out of range")
     return value
 
 
@@ -149,6 +150,13 @@ def check_request(value: Any) -> Message:
 def parse_request(line: bytes) -> Message:
     """Decode one request line into a JSON object with a string `cmd`."""
     return check_request(decode_line(line))
+
+
+def echo(value: Any) -> str:
+    """value's repr for an error message, cut to ECHO_CHARS: a message that repeated all
+    a client sent could outgrow the line limit (repr and JSON escaping make it longer)."""
+    text = repr(value)
+    return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
 
 
 def bind_socket(cfg: DaemonConfig) -> socket.socket:
@@ -202,8 +210,10 @@ class Server:
         sock = inherited if inherited is not None else bind_socket(self.cfg)
         self._owns_path = inherited is None
         self.path = sock.getsockname() or self.cfg.socket
+        # The limit is on where the newline is: MAX_LINE - 1 makes MAX_LINE the most bytes
+        # a line may have with its newline.
         self._server = await asyncio.start_unix_server(
-            self._serve, sock=sock, limit=MAX_LINE
+            self._serve, sock=sock, limit=MAX_LINE - 1
         )
 
     def set_ready(self) -> None:
@@ -272,14 +282,14 @@ class Server:
         except Exception:
             log.exception("command failed")
             answer = _error("unavailable", "internal error; see the daemon's log")
-        return _with_id(answer, request)
+        return _sendable(_with_id(answer, request))
 
     async def _run(self, session: ClientSession, request: Message) -> Message:
         cmd = request["cmd"]
         handler = self.handlers.get(cmd)
         if handler is None:
             known = ", ".join(sorted(self.handlers))
-            raise ProtocolError("unknown_cmd", f"unknown cmd {cmd!r}; known: {known}")
+            raise ProtocolError("unknown_cmd", f"unknown cmd {echo(cmd)}; known: {known}")
         fields = await handler(session, request)
         return {"class": "reply", "cmd": cmd, **fields}
 
@@ -292,6 +302,41 @@ def _with_id(answer: Message, request: Any) -> Message:
     return {"class": answer["class"], "id": request["id"], **answer}
 
 
+def _line_bytes(message: Message) -> Optional[int]:
+    """The length of message's line as hub.encode writes it, or None if it is not strict
+    JSON in UTF-8 (NaN or infinity in the daemon's own numbers, nesting too deep to encode).
+
+    Same arguments as hub.encode but allow_nan, which changes nothing for strict JSON.
+    """
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return len(text.encode()) + 1
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+
+
+def _sendable(answer: Message) -> Message:
+    """answer, or the error that goes instead when it is not strict JSON or its line would
+    be over MAX_LINE (an echoed id or filter of nearly a line). That error keeps the id
+    only if it still fits: an id that does not fit in a line cannot come back."""
+    size = _line_bytes(answer)
+    if size is not None and size <= MAX_LINE:
+        return answer
+    if size is None:
+        log.error("answer not sent, it is not strict JSON: %.300r", answer)
+        error = _error("unavailable", "internal error; see the daemon's log")
+    else:
+        error = _error("too_large", f"the answer would be {size} bytes, over the {MAX_LINE}-byte "
+                       "line limit")
+    with_id = _with_id(error, answer)
+    size = _line_bytes(with_id)
+    if size is not None and size <= MAX_LINE:
+        return with_id
+    if "id" in answer:
+        error["message"] += "; the request's id cannot come back in a line either"
+    return error
+
+
 def _error(code: str, message: str) -> Message:
     return {"class": "error", "code": code, "message": message}
 
@@ -300,4 +345,4 @@ def check_fields(request: Message, allowed: set[str]) -> None:
     """Unknown fields are errors, so a typo in a client is caught, not ignored."""
     extra = sorted(set(request) - allowed - {"cmd", "id"})
     if extra:
-        raise ProtocolError("bad_request", f"unknown field(s) for {request['cmd']}: {extra}")
+        raise ProtocolError("bad_request", f"unknown field(s) for {request['cmd']}: {echo(extra)}")
