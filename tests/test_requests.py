@@ -1,6 +1,6 @@
 """Requests at the edges of the protocol, over real AF_UNIX connections to the real daemon:
-ids on every answer, strict JSON both ways, the 64 KiB line limit, and who counts as an
-administrator."""
+ids on every answer, strict JSON both ways, the 64 KiB line limit, topic checks, and who
+counts as an administrator."""
 
 from __future__ import annotations
 
@@ -207,8 +207,9 @@ def test_an_answer_too_long_with_its_id_is_too_large(
         {"cmd": "\x01" * 10000, "id": 1},
         {"cmd": "status", "id": 1, **{f"unknown{i:05}": 0 for i in range(3000)}},
         {"cmd": "subscribe", "id": 1, "topics": ["results", "\x7f" * 10000]},
+        {"cmd": "unsubscribe", "id": 1, "topics": [f"t{i}" for i in range(6000)]},
     ],
-    ids=["cmd", "cmd-escapes", "fields", "topic"],
+    ids=["cmd", "cmd-escapes", "fields", "topic", "topics"],
 )
 def test_errors_repeat_a_short_prefix_of_what_was_sent(
     daemon: DaemonProcess, request_: dict[str, Any]
@@ -244,6 +245,25 @@ def test_an_unknown_profile_is_named_by_a_short_prefix(
     assert len(answer) < 1024 and "…" in error["message"] and "known: " in error["message"]
     raw.close()
     assert daemon.stop() == 0
+
+
+# -- topics -------------------------------------------------------------------------------
+
+
+def test_subscribe_to_no_topic_and_unsubscribe_from_an_unknown_one_are_refused(
+    daemon: DaemonProcess,
+) -> None:
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    empty = ask(raw, b'{"cmd":"subscribe","topics":[],"min_score":0.5,"id":1}')
+    assert (empty["class"], empty["code"], empty["id"]) == ("error", "bad_request", 1)
+    typo = ask(raw, b'{"cmd":"unsubscribe","topics":["result"],"id":2}')
+    assert (typo["class"], typo["code"], typo["id"]) == ("error", "bad_request", 2)
+    assert "result" in typo["message"]
+    # Neither changed anything; the default still is results.
+    assert ask(raw, b'{"cmd":"unsubscribe","topics":[],"id":3}')["topics"] == []
+    assert ask(raw, b'{"cmd":"subscribe","id":4}')["topics"] == ["results"]
+    raw.close()
 
 
 # -- administrators: the peer's own groups ------------------------------------------------

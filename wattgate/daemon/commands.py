@@ -109,6 +109,15 @@ def get_str_list(request: Message, name: str) -> Optional[list[str]]:
     return value
 
 
+def get_topics(request: Message) -> Optional[list[str]]:
+    """The `topics` of a request, all of them known, or None when there is none."""
+    topics = get_str_list(request, "topics")
+    unknown = sorted(set(topics or ()) - set(TOPICS))
+    if unknown:
+        raise ProtocolError("bad_request", f"unknown topic(s) {echo(unknown)}; known: {TOPICS}")
+    return topics
+
+
 def decode_image(data: Any, limit: int) -> np.ndarray[Any, Any]:
     """A client's base64 JPEG or PNG as a BGR frame; errors name what is wrong."""
     if not isinstance(data, str):
@@ -167,10 +176,11 @@ class Commands:
 
     async def subscribe(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"topics", "min_score", "labels"})
-        topics = get_str_list(request, "topics") or ["results"]
-        unknown = sorted(set(topics) - set(TOPICS))
-        if unknown:
-            raise ProtocolError("bad_request", f"unknown topic(s) {echo(unknown)}; known: {TOPICS}")
+        topics = get_topics(request)
+        if topics == []:  # not the default: a client that named none may not want results
+            raise ProtocolError("bad_request", "field 'topics' names no topic; leave it out "
+                                "for the default, ['results']")
+        topics = topics or ["results"]
         filters: dict[str, Any] = {}
         if "min_score" in request:
             score = request["min_score"]
@@ -193,7 +203,7 @@ class Commands:
 
     async def unsubscribe(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"topics"})
-        topics = get_str_list(request, "topics")
+        topics = get_topics(request)
         if topics is None:
             session.topics.clear()
         else:
