@@ -206,6 +206,16 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
+def daemon(start_daemon: Any) -> Iterator[DaemonProcess]:
+    """A running daemon with the gate off, reading its file as fast as the model goes:
+    results at the pipeline's full rate. Stopped at teardown, which must exit 0."""
+    proc: DaemonProcess = start_daemon(gate={"enabled": False}, camera={"realtime": False})
+    proc.connect().close()
+    yield proc
+    assert proc.stop() == 0
+
+
+@pytest.fixture
 def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     """A real NOTIFY_SOCKET, the AF_UNIX datagram socket systemd listens on."""
     listener = NotifyListener(tmp_path / "notify.sock")

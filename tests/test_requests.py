@@ -30,14 +30,6 @@ from wattgate.daemon.server import MAX_LINE, PeerCreds, Server
 StartDaemon = Callable[..., DaemonProcess]
 
 
-@pytest.fixture
-def daemon(start_daemon: StartDaemon) -> Iterator[DaemonProcess]:
-    proc = start_daemon(gate={"enabled": False}, camera={"realtime": False})
-    proc.connect().close()
-    yield proc
-    assert proc.stop() == 0
-
-
 def strict_json(line: bytes) -> dict[str, Any]:
     """A server line parsed as a strict parser (Go, most C libraries) would parse it."""
 

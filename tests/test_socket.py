@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from typing import Any, Callable
 
 import pytest
@@ -12,14 +11,6 @@ import pytest
 from tests.conftest import DaemonProcess
 
 StartDaemon = Callable[..., DaemonProcess]
-
-
-@pytest.fixture
-def daemon(start_daemon: StartDaemon) -> Iterator[DaemonProcess]:
-    proc = start_daemon(gate={"enabled": False}, camera={"realtime": False})
-    proc.connect().close()
-    yield proc
-    assert proc.stop() == 0
 
 
 class RawClient:
