@@ -263,7 +263,8 @@ def test_control_needs_root_or_the_admin_group(start_daemon: StartDaemon) -> Non
     allowed = run_as_nobody(daemon.socket, {"cmd": "status", "id": 2})
     assert allowed["class"] == "status"
     with daemon.connect() as root:
-        assert root.request("reload")["reloaded"] is True
+        reply = root.request("reload")
+        assert reply["reloaded"] is True and reply["message"] == "reloaded"
     log = daemon.log()
     assert "refused reload" in log and "uid=65534" in log
     assert "reload requested by pid=" in log and "uid=0" in log

@@ -264,6 +264,7 @@ class Commands:
             try:
                 self.daemon.pin_profile(name, session.peer)
             except KeyError:
+                log.info("profile set to unknown %s by %s: refused", echo(name), session.peer)
                 known = ", ".join(power.profile_status()["available"])
                 raise ProtocolError(
                     "bad_request", f"unknown profile {echo(name)}; known: {known}"
@@ -277,4 +278,4 @@ class Commands:
         ok, message = await self.daemon.reload()
         if not ok:
             raise ProtocolError("bad_request", message)
-        return {"reloaded": True}
+        return {"reloaded": True, "message": message}
