@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
@@ -183,20 +183,25 @@ class DaemonProcess:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Any]:
-    """start_daemon(**sections) -> a running DaemonProcess; killed at teardown if still up."""
+    """start_daemon(**sections) -> a running DaemonProcess; killed at teardown if still up.
+
+    `argv(config)`, if given, is the command line to start it with instead of `wattgate
+    run` (a wrapper that patches the daemon, systemd-socket-activate), given the config
+    file written for it."""
     started: list[DaemonProcess] = []
 
     def start(
         config: Optional[Path] = None,
         env: Optional[dict[str, str]] = None,
-        argv: Optional[list[str]] = None,
+        argv: Optional[Callable[[Path], list[str]]] = None,
         **sections: dict[str, Any],
     ) -> DaemonProcess:
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()
         config = config or write_config(run_dir / "config.toml", run_dir, **sections)
         socket_path = Path(load_config(config).daemon.socket)
-        daemon = DaemonProcess(config, socket_path, run_dir / "daemon.log", env, argv)
+        daemon = DaemonProcess(config, socket_path, run_dir / "daemon.log", env,
+                               argv(config) if argv is not None else None)
         started.append(daemon)
         return daemon
 

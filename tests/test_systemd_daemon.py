@@ -11,7 +11,7 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, NotifyListener, write_config
+from tests.conftest import DaemonProcess, NotifyListener
 from wattgate.client import Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -71,13 +71,10 @@ def test_a_hung_inference_stops_the_watchdog_pings(
     start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path
 ) -> None:
     flag = tmp_path / "hang"
-    run = tmp_path / "hung"
-    run.mkdir()
-    config = write_config(run / "config.toml", run, gate={"enabled": False})
     daemon = start_daemon(
-        config=config,
         env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "2000000"},
-        argv=[sys.executable, "-c", HANG_WRAPPER, str(flag), str(config)],
+        argv=lambda config: [sys.executable, "-c", HANG_WRAPPER, str(flag), str(config)],
+        gate={"enabled": False},
     )
     notify.wait_for("READY=1")
     assert watchdog_pings(notify.collect(2.5))  # healthy: pinging
@@ -102,17 +99,11 @@ def test_a_hung_inference_stops_the_watchdog_pings(
 def test_socket_activation_serves_on_the_passed_socket(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
-    run = tmp_path / "activated"
-    run.mkdir()
-    config = write_config(run / "config.toml", run)  # daemon.socket: run/wattgate.sock
-    activated = tmp_path / "passed.sock"
-    daemon = start_daemon(
-        config=config,
-        argv=[
-            "systemd-socket-activate", "-l", str(activated),
-            sys.executable, "-m", "wattgate.cli", "run", "--config", str(config),
-        ],
-    )
+    activated = tmp_path / "passed.sock"  # not the config's daemon.socket
+    daemon = start_daemon(argv=lambda config: [
+        "systemd-socket-activate", "-l", str(activated),
+        sys.executable, "-m", "wattgate.cli", "run", "--config", str(config),
+    ])
     deadline = time.monotonic() + 30
     while not activated.exists():
         assert time.monotonic() < deadline and daemon.proc.poll() is None, daemon.log()
@@ -129,5 +120,5 @@ def test_socket_activation_serves_on_the_passed_socket(
     with client:
         assert client.hello["class"] == "hello"
         assert client.request("status")["class"] == "status"
-    assert not (run / "wattgate.sock").exists()  # it did not bind a socket of its own
+    assert not daemon.socket.exists()  # it did not bind the config's socket of its own
     assert daemon.stop() == 0

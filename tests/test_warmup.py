@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from tests.conftest import DaemonProcess, NotifyListener, write_config
+from tests.conftest import DaemonProcess, NotifyListener
 from wattgate.config import GateConfig
 from wattgate.daemon.warmup import ROWS, clip, model_frame, warm_gate
 from wattgate.drivers.inference import Model
@@ -68,13 +68,9 @@ def test_ready_comes_once_the_first_frame_is_through_the_gate(
     start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path
 ) -> None:
     mark = tmp_path / "first-frame"
-    run = tmp_path / "slow"
-    run.mkdir()
-    config = write_config(run / "config.toml", run)  # the office scene, 640x480, gate on
-    daemon = start_daemon(
-        config=config,
+    daemon = start_daemon(  # the office scene, 640x480, gate on
         env={"NOTIFY_SOCKET": str(notify.path)},
-        argv=[sys.executable, "-c", SLOW_FIRST_FRAME, str(mark), str(config)],
+        argv=lambda config: [sys.executable, "-c", SLOW_FIRST_FRAME, str(mark), str(config)],
     )
     notify.wait_for("READY=1")
     assert mark.exists(), "READY came before the first frame was through the gate"
