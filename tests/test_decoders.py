@@ -189,6 +189,26 @@ def test_ssd_without_labels_uses_class_ids(tmp_path: Path) -> None:
     assert [(d.label, d.score) for d in dets] == [("1", 0.875), ("0", 0.75), ("2", 0.25)]
 
 
+@pytest.mark.parametrize("count", [3.0, math.nan], ids=["count", "nan-count"])
+def test_ssd_drops_what_is_not_finite(tmp_path: Path, count: float) -> None:
+    """A broken model's NaN or infinity never becomes a detection (it is not JSON)."""
+    scores = SSD_SCORES.copy()
+    scores[0, 1] = np.inf  # a whole-frame box with an infinite score
+    boxes = SSD_BOXES.copy()
+    boxes[0, 2, 1] = np.nan  # the spilling box, now with a NaN edge
+    values = {"boxes": boxes, "classes": SSD_CLASSES, "scores": scores,
+              "count": np.array([count], np.float32)}
+    order = ["boxes", "classes", "scores", "count"]
+    path = constant_model(tmp_path / "ssd.tflite", [
+        ConstOutput(f"TFLite_Detection_PostProcess:{i}" if i else "TFLite_Detection_PostProcess",
+                    values[role]) for i, role in enumerate(order)])
+    _, dets = run(path, "ssd", labels=["person", "bicycle", "car"])
+    if math.isnan(count):  # the count is not to be trusted: nothing is
+        assert dets == []
+    else:
+        assert len(dets) == 1 and close(dets[0], "person", 0.75, (0.2, 0.1, 0.6, 0.5))
+
+
 # --------------------------------------------------------------------------- YOLOv8
 
 

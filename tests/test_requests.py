@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import grp
 import json
+import logging
+import math
 import os
 import pwd
 import shutil
@@ -23,8 +25,9 @@ from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
 from tests.test_socket import RawClient
 from wattgate.config import DaemonConfig
+from wattgate.daemon import hub
 from wattgate.daemon.commands import is_admin, proc_groups
-from wattgate.daemon.hub import Hub, Message
+from wattgate.daemon.hub import Hub, Message, encode
 from wattgate.daemon.server import MAX_LINE, PeerCreds, Server
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -136,6 +139,23 @@ def test_what_is_not_json_is_bad_json(daemon: DaemonProcess, line: bytes, needle
     still_serves(raw)
     raw.close()
     assert "Traceback" not in daemon.log() and "command failed" not in daemon.log()
+
+
+def test_published_numbers_that_are_not_finite_go_out_as_null(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reading that is NaN or infinite must not make a line other parsers refuse."""
+    monkeypatch.setattr(hub, "_warned", set())
+    message = {"class": "power", "watts": math.nan, "rails": [{"w": math.inf}, 1.5],
+               "ok": {"j": -math.inf, "n": 2}}
+    with caplog.at_level(logging.WARNING, "wattgate.hub"):
+        line = encode(message)
+        encode(message)
+    assert json.loads(line, parse_constant=lambda word: pytest.fail(word)) == {
+        "class": "power", "watts": None, "rails": [{"w": None}, 1.5],
+        "ok": {"j": None, "n": 2},
+    }
+    assert len([r for r in caplog.records if "power message" in r.getMessage()]) == 1
 
 
 def test_escaped_characters_come_back_as_sent(daemon: DaemonProcess) -> None:

@@ -17,17 +17,52 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
 from collections import deque
 from typing import Any, Callable, Optional
 
 Message = dict[str, Any]
+log = logging.getLogger("wattgate.hub")
 CLOSE_GRACE_S = 5.0  # a closing client has this long to read what is queued for it
 DIRECT_LIMIT = 64 * 1024  # unsent bytes in a transport before messages queue instead
 
 
 def encode(message: Message) -> bytes:
-    """One message as one line of compact UTF-8 JSON."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    """One message as one line of compact UTF-8 JSON.
+
+    JSON has no NaN or infinity, and Python's json module would write them as bare words
+    that no other parser reads. Decoders drop detections that are not finite, but a reading
+    or a figure derived from one can still be: such a number goes out as null, and the
+    first time that happens is logged."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:
+        _warn_non_finite(message)
+        text = json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=False)
+    return text.encode() + b"\n"
+
+
+def _finite(value: Any) -> Any:
+    """value with every float that is not finite replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+_warned: set[str] = set()
+
+
+def _warn_non_finite(message: Message) -> None:
+    kind = str(message.get("class"))
+    if kind not in _warned:
+        _warned.add(kind)
+        log.warning("a %s message held a number that is not finite; it was sent as null",
+                    kind)
 
 
 class ClientSession:

@@ -195,13 +195,14 @@ def _weighted_nms(
 def _detections(
     boxes: FloatArray, scores: FloatArray, labels: Sequence[str]
 ) -> list[Detection]:
-    """Clip to 0..1, drop boxes left with no area, sort by score descending."""
+    """Clip to 0..1, drop boxes left with no area and scores that are not finite (a broken
+    model's NaN would otherwise reach clients), sort by score descending."""
     boxes = np.clip(boxes, 0.0, 1.0)
     order = np.argsort(-scores, kind="stable")
     result = []
     for i in order:
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
-        if x1 > x0 and y1 > y0:
+        if x1 > x0 and y1 > y0 and math.isfinite(scores[i]):
             result.append(Detection(labels[i], float(scores[i]), (x0, y0, x1, y1)))
     return result
 
@@ -373,8 +374,8 @@ class SsdDecoder:
     def decode(self, outputs: Sequence[Array]) -> list[Detection]:
         scores_raw, classes_raw = self._split(outputs)
         boxes = np.asarray(outputs[self._boxes], np.float32).reshape(-1, 4)
-        count = round(float(np.asarray(outputs[self._count]).reshape(-1)[0]))
-        count = max(0, min(count, len(boxes)))
+        reported = float(np.asarray(outputs[self._count]).reshape(-1)[0])
+        count = max(0, min(round(reported), len(boxes))) if math.isfinite(reported) else 0
         scores = np.asarray(scores_raw, np.float32).reshape(-1)[:count]
         classes = np.rint(np.asarray(classes_raw, np.float32).reshape(-1)[:count]).astype(int)
         keep = scores >= self._threshold
