@@ -23,7 +23,6 @@ import pytest
 
 from tests.conftest import FaceVideo
 from wattgate.config import CameraConfig
-from wattgate.daemon import app as daemon_app
 from wattgate.daemon.camera_watch import Backoff, SupervisedSource, WatchSettings
 from wattgate.drivers.camera import Frame, SourceError
 
@@ -303,13 +302,6 @@ def test_a_stalled_stream_is_noticed_and_reopened(readers: list[Reader]) -> None
 
 # -- the real daemon -------------------------------------------------------------------------------
 
-wired = pytest.mark.skipif(
-    not hasattr(daemon_app, "SupervisedSource"),
-    reason="the daemon does not use SupervisedSource yet (see the camera wiring)",
-)
-
-
-@wired
 def test_the_daemon_starts_without_its_camera_and_serves_it_when_it_appears(
     start_daemon: Any, face_video: FaceVideo, tmp_path: Path
 ) -> None:
@@ -338,7 +330,6 @@ def test_the_daemon_starts_without_its_camera_and_serves_it_when_it_appears(
     assert daemon.stop() == 0
 
 
-@wired
 def test_sigterm_stops_a_daemon_that_is_waiting_for_its_camera(
     start_daemon: Any, tmp_path: Path
 ) -> None:

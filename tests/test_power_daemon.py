@@ -11,12 +11,10 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
-import pytest
 
 from tests.conftest import DaemonProcess, skimage_image, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from wattgate.client import Client, ClientError
-from wattgate.daemon import app as daemon_app
 
 StartDaemon = Callable[..., DaemonProcess]
 CPU = "devices/system/cpu/cpufreq"
@@ -31,13 +29,6 @@ PROFILE = {
     "active": {"cpu_min_khz": "100%", "cpu_max_khz": "100%", "npu_governor": ["performance"],
                "npu_min_hz": "100%", "npu_max_hz": "100%", "npu_runtime_pm": "on"},
 }
-
-
-wired = pytest.mark.skipif(
-    not hasattr(daemon_app, "PowerController"),
-    reason="the daemon does not run the power controller yet (see the power wiring)",
-)
-pytestmark = wired
 
 
 
@@ -182,10 +173,6 @@ def test_daemon_on_a_machine_without_knobs_has_no_power_control(
     assert daemon.stop() == 0
 
 
-@pytest.mark.skipif(
-    not hasattr(daemon_app.Daemon, "_with_variant"),
-    reason="the daemon does not open the power policy's model variant yet (see the wiring)",
-)
 def test_a_rule_switches_the_model_variant_without_dropping_clients(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

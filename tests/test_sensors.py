@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from wattgate.config import Config
-from wattgate.daemon import app as daemon_app
 from wattgate.daemon.sensors import SensorSettings, SensorWatch, attribute_of, find_light_sensor
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVerdict, PirTrigger
@@ -218,13 +216,6 @@ def test_paths_are_taken_under_the_sysfs_root() -> None:
 
 # -- the real daemon ---------------------------------------------------------------------------
 
-wired = pytest.mark.skipif(
-    not (hasattr(daemon_app, "SensorWatch") and "sensors" in Config.model_fields),
-    reason="the daemon does not run SensorWatch yet (see the camera wiring and config patch)",
-)
-
-
-@wired
 def test_the_daemon_reports_light_and_a_lighting_change(
     start_daemon: Any, tree: Tree
 ) -> None:

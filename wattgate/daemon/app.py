@@ -195,10 +195,12 @@ class Daemon:
             power.stop()
             log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
         try:
-            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg)
+            variant = self._wanted_variant()
+            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg, variant)
         except StartupError:
             await self._release(loop)
             raise
+        self._variant = variant
         self._start_pipeline(model, source)
         await loop.run_in_executor(
             None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
@@ -253,18 +255,16 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def _open_parts(self, cfg: Config) -> tuple[Model, SupervisedSource]:
+    def _open_parts(self, cfg: Config, variant: Optional[str]) -> tuple[Model, SupervisedSource]:
         return open_parts(
-            self._with_variant(cfg),
+            _with_variant(cfg, variant),
             self._from_thread(self._on_camera_lost), self._from_thread(self._on_camera_back),
         )
 
-    def _with_variant(self, cfg: Config) -> Config:
-        """``cfg`` with the model the power policy wants now; notes it as the one loaded."""
-        self._variant = self.power.model_variant if self.power is not None else None
-        if not self._variant:
-            return cfg
-        return cfg.model_copy(update={"model": variant_model(cfg.model, self._variant)})
+    def _wanted_variant(self) -> Optional[str]:
+        """The model variant the power policy wants now; `_variant` names the one loaded,
+        set only once a load has worked."""
+        return self.power.model_variant if self.power is not None else None
 
     def _start_pipeline(self, model: Model, source: SupervisedSource) -> None:
         self.model = model
@@ -362,19 +362,23 @@ class Daemon:
         loop = asyncio.get_running_loop()
         pipeline = self.pipeline
         if new.camera != self.cfg.camera or pipeline is None:
-            model, source = await loop.run_in_executor(None, self._open_parts, new)
+            variant = self._wanted_variant()
+            model, source = await loop.run_in_executor(None, self._open_parts, new, variant)
             await self._stop_pipeline()
             self.cfg = new
+            self._variant = variant
             self._start_pipeline(model, source)
             return
         swapped: Optional[Model] = None
+        variant = self._wanted_variant()
         if new.model != self.cfg.model:
-            swapped = await loop.run_in_executor(None, load_model, self._with_variant(new))
+            swapped = await loop.run_in_executor(None, load_model, _with_variant(new, variant))
         if new.gate != self.cfg.gate:
             pipeline.replace_gate(MotionGate(new.gate))
         if swapped is not None:
             pipeline.swap_model(swapped)
             self.model = swapped
+            self._variant = variant
 
     async def _tick(self) -> None:
         """Once a second: fps, event-log flush, the watchdog's progress rule, STATUS=."""
@@ -438,7 +442,7 @@ class Daemon:
 
     async def _switch_model(self, variant: Optional[str]) -> None:
         """Load a variant off the loop and hand it to the pipeline between two frames."""
-        cfg = self.cfg.model_copy(update={"model": variant_model(self.cfg.model, variant)})
+        cfg = _with_variant(self.cfg, variant)
         try:
             model = await asyncio.get_running_loop().run_in_executor(None, load_model, cfg)
         except StartupError as exc:
@@ -606,3 +610,10 @@ class Daemon:
             f"{self.fps.rate():.1f} fps, skip {pipe['skip_ratio']:.0%}, "
             f"{pipe['inferred']} inferred, {len(self.hub.sessions)} clients"
         )
+
+
+def _with_variant(cfg: Config, variant: Optional[str]) -> Config:
+    """``cfg`` with the model of a power-policy variant (None or "": the main model)."""
+    if not variant:
+        return cfg
+    return cfg.model_copy(update={"model": variant_model(cfg.model, variant)})
