@@ -403,7 +403,7 @@ def write_scene_video(path: Path, scene: str, width: int, height: int, fps: floa
     from wattgate.drivers.synthetic import make_scene
 
     made = make_scene(scene, width, height, fps)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
     first = round(first_s * fps)

@@ -15,8 +15,11 @@ line, finds every result's `ts` and `latency_ms`); the CPU it needs (`reader_cpu
 shares the machine with the daemon, and the daemon's event loop thread's CPU
 (`loop_cpu_cores`) shows what the fan-out costs there.
 
-`camera_rate`, for information (no targets): no subscriber and 100 against a second daemon
-that plays the same file at its own 30 fps, as a camera delivers frames.
+For information (no targets), no subscriber and 100 against two more daemons:
+  camera_rate    the same file at its own 30 fps, as a camera delivers frames;
+  larger_model   full rate again with BlazeFace's 256x256 back-camera model (bench.pipeline's
+                 larger model, ~130 results a second here): the fan-out's cost is per result
+                 and per subscriber, so a model this size leaves it a smaller share.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from bench.common import (
     Json,
@@ -40,7 +43,7 @@ from bench.common import (
     target,
     thread_cpu,
 )
-from bench.pipeline import write_raw_video
+from bench.pipeline import larger_model, write_raw_video
 from wattgate.client import Client
 from wattgate.drivers.synthetic import make_scene
 
@@ -100,7 +103,7 @@ def pump(readers: list[Reader], seconds: float, record: bool) -> None:
             if left <= 0:
                 return
             for key, _ in selector.select(min(left, 0.1)):
-                reader: Reader = key.data
+                reader = key.data
                 try:
                     data = reader.sock.recv(1 << 16)
                 except BlockingIOError:
@@ -151,13 +154,17 @@ def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bo
 
 
 def series(video: Path, realtime: bool, configs: tuple[tuple[int, bool], ...], repeats: int,
-           window: float, settle: float) -> list[Json]:
-    """One daemon playing video (at its 30 fps, or as fast as the model goes); each config
-    (subscribers, stalled) measured once a repeat, in a rotating order; one row each."""
+           window: float, settle: float, model: Optional[Path] = None) -> list[Json]:
+    """One daemon playing video (at its 30 fps, or as fast as the model goes) with model (the
+    bundled one if None); each config (subscribers, stalled) measured once a repeat, in a
+    rotating order; one row each."""
     runs: dict[tuple[int, bool], list[Json]] = {c: [] for c in configs}
     camera = {"source": str(video), "loop": True, "realtime": realtime}
-    with daemon(camera=camera, gate={"enabled": False},
-                daemon={"max_clients": 128}) as run_:
+    sections: dict[str, dict[str, Any]] = {
+        "camera": camera, "gate": {"enabled": False}, "daemon": {"max_clients": 128}}
+    if model is not None:
+        sections["model"] = {"path": str(model)}
+    with daemon(False, **sections) as run_:
         control = run_.connect()
         time.sleep(settle)
         for r in range(repeats):
@@ -208,6 +215,9 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
                         30.0)
         rows = series(video, False, configs, repeats, window, settle)
         camera_rows = series(video, True, camera_configs, camera_repeats, camera_window, settle)
+        larger = larger_model()
+        larger_rows = [] if larger is None else series(
+            video, False, camera_configs, camera_repeats, window, settle, larger)
     targets = []
     by_key = {(row["subscribers"], row["stalled"]): row for row in rows}
     for row in rows:
@@ -232,6 +242,10 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         "camera_rate": {"source": "person 640x480 I420 AVI, realtime = true (30 fps), gate off",
                         "repeats": camera_repeats, "window_s": camera_window,
                         "rows": camera_rows},
+        "larger_model": {"source": "person 640x480 I420 AVI, realtime = false, gate off",
+                         "model": larger.name if larger is not None else None,
+                         "repeats": camera_repeats, "window_s": window,
+                         "rows": larger_rows},
         "targets": targets,
     }
 

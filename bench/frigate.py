@@ -31,9 +31,10 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 import numpy.typing as npt
+from cv2.typing import MatLike
 
 Box = tuple[int, int, int, int]
-Image = npt.NDArray[np.uint8]
+Image = MatLike  # uint8
 
 FRAME_HEIGHT = 100
 THRESHOLD = 30

@@ -41,7 +41,7 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import cv2
 import numpy as np
@@ -187,7 +187,7 @@ def added_ms(results: list[tuple[float, Json]]) -> tuple[list[float], list[float
 
 def write_raw_video(path: Path, frames: list[Any], fps: float) -> None:
     """Uncompressed I420 AVI: reading a frame back costs about what a camera buffer does."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"I420"), fps, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"I420"), fps, (WIDTH, HEIGHT))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
     for frame in frames:
@@ -224,9 +224,10 @@ class Subject:
 
     def baseline(self, key: str, seconds: float) -> None:
         """One window of an in-process loop: `bare`, `bare_prep` or `model`."""
-        loop = {"bare": self.bare.fps, "bare_prep": self.bare.fps_prep,
-                "model": lambda t: model_fps(self.model, self.frames, t)}[key]
-        f, c = loop(seconds)
+        loop: dict[str, Callable[[float], tuple[float, float]]] = {
+            "bare": self.bare.fps, "bare_prep": self.bare.fps_prep,
+            "model": lambda t: model_fps(self.model, self.frames, t)}
+        f, c = loop[key](seconds)
         self.fps[key].append(f)
         self.cpu[key].append(c)
 

@@ -43,7 +43,8 @@ def measure(name: str, width: int, height: int, fps: float) -> Json:
     cfg = GateConfig()
     scene = make_scene(name, width, height, fps)
     ours = MotionGate(cfg)
-    peers = {"mog2": Mog2Motion(cfg.min_area, cfg.frame_height), "frigate": FrigateMotion()}
+    peers: dict[str, Mog2Motion | FrigateMotion] = {
+        "mog2": Mog2Motion(cfg.min_area, cfg.frame_height), "frigate": FrigateMotion()}
     rules = {key: Downstream(cfg.cooldown_s, cfg.heartbeat_s, CALIBRATION_S) for key in peers}
     verdicts: dict[str, list[Any]] = {key: [] for key in GATES}
     for i in range(scene.length):

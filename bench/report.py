@@ -175,6 +175,12 @@ def fanout_md(r: Json) -> list[str]:
         out += ["", f"At camera rate, for information: {camera['source']}, "
                     f"{camera['repeats']} repeats of {camera['window_s']:g} s", "",
                 *_fanout_table(camera["rows"])]
+    larger = r.get("larger_model")
+    if larger and larger["rows"]:
+        out += ["", f"With a larger model, for information: {larger['model']}, "
+                    f"{larger['source']}, {larger['repeats']} repeats of "
+                    f"{larger['window_s']:g} s", "",
+                *_fanout_table(larger["rows"])]
     return out
 
 

@@ -153,7 +153,11 @@ def test_fanout_rows(everything: tuple[Json, Path]) -> None:
     assert rows[(0, 0)]["fps_vs_none"] == 1.0
     camera = {row["subscribers"]: row for row in r["camera_rate"]["rows"]}
     assert sorted(camera) == [0, 2]  # --quick: no subscriber and two, at the file's 30 fps
-    for subscribers, row in [*((key[0], row) for key, row in rows.items()), *camera.items()]:
+    larger = {row["subscribers"]: row for row in r["larger_model"]["rows"]}
+    assert sorted(larger) == [0, 2]  # and with the larger model at its full rate
+    assert r["larger_model"]["model"] == "face_detection_back.tflite"
+    for subscribers, row in [*((key[0], row) for key, row in rows.items()), *camera.items(),
+                             *larger.items()]:
         assert number(row["fps"]) and row["fps"] > 0
         if subscribers:
             assert row["received"] > 0
