@@ -28,7 +28,7 @@ from wattgate.config import DaemonConfig
 from wattgate.daemon import hub
 from wattgate.daemon.commands import is_admin, proc_groups
 from wattgate.daemon.hub import Hub, Message, encode
-from wattgate.daemon.server import MAX_LINE, PeerCreds, Server
+from wattgate.daemon.server import ID_ROOM, MAX_LINE, PeerCreds, Server
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -208,6 +208,30 @@ def test_an_answer_too_long_with_its_id_is_too_large(
         assert error["id"] == json.loads(request)["id"]
     else:
         assert "id" not in error and "id" in error["message"]
+    still_serves(raw)
+    raw.close()
+
+
+def test_a_request_whose_id_leaves_no_room_for_the_answer_is_not_run(
+    daemon: DaemonProcess,
+) -> None:
+    """A subscribe (or a profile set, a reload) must not run and then be answered too_large:
+    the client would take it for refused."""
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    longest = MAX_LINE - ID_ROOM - len(b'{"id":""}\n')
+    for length, runs in ((longest, True), (longest + 1, False)):
+        head = b'{"cmd":"subscribe","topics":["results"],"id":"'
+        answer = ask(raw, head + b"i" * length + b'"}')
+        assert answer["class"] == ("reply" if runs else "error")
+        if runs:  # the full-rate daemon's results follow at once
+            assert strict_json(raw.file.readline())["class"] == "result"
+            assert ask(raw, b'{"cmd":"unsubscribe","topics":["results"]}')["class"] == "reply"
+        else:
+            assert answer["code"] == "too_large" and "not run" in answer["message"]
+            assert answer["id"] == "i" * length
+            raw.send(b'{"cmd":"status","id":"next"}\n')
+            assert strict_json(raw.file.readline())["id"] == "next"  # and no result before it
     still_serves(raw)
     raw.close()
 

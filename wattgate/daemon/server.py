@@ -31,6 +31,9 @@ log = logging.getLogger("wattgate.server")
 MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
 MAX_BACKLOG = 1024  # unanswered replies before a client that sends but never reads is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
+# bytes of a line a reply needs besides its id: a longer id is refused before the request
+# runs, so a profile set or a reload is never done and then answered too_large
+ID_ROOM = 4096
 # Linux 4.13+; Python does not name it. 59 on every architecture but parisc and sparc.
 SO_PEERGROUPS: Optional[int] = getattr(
     socket, "SO_PEERGROUPS", None if platform.machine().startswith(("parisc", "sparc")) else 59
@@ -276,7 +279,9 @@ class Server:
         request: Any = None
         try:
             request = decode_line(line)
-            answer = await self._run(session, check_request(request))
+            checked = check_request(request)
+            _check_id_room(checked)
+            answer = await self._run(session, checked)
         except ProtocolError as exc:
             answer = _error(exc.code, exc.message)
         except Exception:
@@ -302,11 +307,22 @@ def _with_id(answer: Message, request: Any) -> Message:
     return {"class": answer["class"], "id": request["id"], **answer}
 
 
+def _check_id_room(request: Message) -> None:
+    """too_large, before anything runs, for an id that would leave a reply no room."""
+    if "id" not in request:
+        return
+    size = _line_bytes({"id": request["id"]})
+    if size is None or size > MAX_LINE - ID_ROOM:
+        raise ProtocolError(
+            "too_large", f"an id of {size} bytes leaves its answer no room in a {MAX_LINE}-byte "
+            f"line (ids up to {MAX_LINE - ID_ROOM} bytes); the request was not run")
+
+
 def _line_bytes(message: Message) -> Optional[int]:
     """The length of message's line as hub.encode writes it, or None if it is not strict
     JSON in UTF-8 (NaN or infinity in the daemon's own numbers, nesting too deep to encode).
 
-    Same arguments as hub.encode but allow_nan, which changes nothing for strict JSON.
+    Same arguments as hub.encode.
     """
     try:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
