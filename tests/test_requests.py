@@ -33,6 +33,15 @@ from wattgate.daemon.server import ID_ROOM, MAX_LINE, PeerCreds, Server
 StartDaemon = Callable[..., DaemonProcess]
 
 
+@pytest.fixture
+def raw(daemon: DaemonProcess) -> Iterator[RawClient]:
+    """A raw connection to the shared full-rate daemon, its hello read."""
+    client = RawClient(str(daemon.socket))
+    client.read()
+    yield client
+    client.close()
+
+
 def strict_json(line: bytes) -> dict[str, Any]:
     """A server line parsed as a strict parser (Go, most C libraries) would parse it."""
 
@@ -75,26 +84,20 @@ def still_serves(raw: RawClient) -> None:
         (b'{"cmd": "events", "id": [7], "limit": 0}', "bad_request"),
     ],
 )
-def test_errors_echo_the_id_of_any_object(daemon: DaemonProcess, line: bytes, code: str) -> None:
-    raw = RawClient(str(daemon.socket))
-    raw.read()
+def test_errors_echo_the_id_of_any_object(raw: RawClient, line: bytes, code: str) -> None:
     error = ask(raw, line)
     assert (error["class"], error["code"]) == ("error", code)
     assert "id" in error and error["id"] == json.loads(line)["id"]
     still_serves(raw)
-    raw.close()
 
 
 @pytest.mark.parametrize("line", [b"[1, 2]", b'"id"', b'{"id": 1', b"null"])
 def test_lines_that_are_not_objects_get_errors_without_id(
-    daemon: DaemonProcess, line: bytes
+    raw: RawClient, line: bytes
 ) -> None:
-    raw = RawClient(str(daemon.socket))
-    raw.read()
     error = ask(raw, line)
     assert error["class"] == "error" and "id" not in error
     still_serves(raw)
-    raw.close()
 
 
 def test_an_internal_error_echoes_the_id() -> None:
@@ -129,15 +132,14 @@ def test_an_internal_error_echoes_the_id() -> None:
         (b'{"cmd":"status","id":"\\udc00\\ud83d"}', "surrogate"),
     ],
 )
-def test_what_is_not_json_is_bad_json(daemon: DaemonProcess, line: bytes, needle: str) -> None:
-    raw = RawClient(str(daemon.socket))
-    raw.read()
+def test_what_is_not_json_is_bad_json(
+    daemon: DaemonProcess, raw: RawClient, line: bytes, needle: str
+) -> None:
     error = ask(raw, line)
     assert (error["class"], error["code"]) == ("error", "bad_json")
     assert needle in error["message"]
     assert "id" not in error  # the line did not parse as an object
     still_serves(raw)
-    raw.close()
     assert "Traceback" not in daemon.log() and "command failed" not in daemon.log()
 
 
@@ -158,13 +160,10 @@ def test_published_numbers_that_are_not_finite_go_out_as_null(
     assert len([r for r in caplog.records if "power message" in r.getMessage()]) == 1
 
 
-def test_escaped_characters_come_back_as_sent(daemon: DaemonProcess) -> None:
-    raw = RawClient(str(daemon.socket))
-    raw.read()
+def test_escaped_characters_come_back_as_sent(raw: RawClient) -> None:
     reply = ask(raw, b'{"cmd":"status","id":"\\ud83d\\ude00 \\u2028 \\u0000 1.5e300"}')
     assert reply["id"] == "\U0001f600 \u2028 \x00 1.5e300"
     assert ask(raw, b'{"cmd":"status","id":1.5e300}')["id"] == 1.5e300
-    raw.close()
 
 
 # -- the line limit, both ways ------------------------------------------------------------
@@ -176,9 +175,7 @@ def padded(length: int, head: bytes = b'{"cmd":"status","pad":"') -> bytes:
     return head + b"x" * (length - len(head) - len(tail)) + tail
 
 
-def test_a_request_line_is_at_most_64_kib_with_its_newline(daemon: DaemonProcess) -> None:
-    raw = RawClient(str(daemon.socket))
-    raw.read()
+def test_a_request_line_is_at_most_64_kib_with_its_newline(raw: RawClient) -> None:
     raw.send(padded(MAX_LINE - 1) + b"\n")
     error = strict_json(answer_line(raw))
     assert (error["class"], error["code"]) == ("error", "bad_request")  # 'pad' is unknown
@@ -187,17 +184,14 @@ def test_a_request_line_is_at_most_64_kib_with_its_newline(daemon: DaemonProcess
     error = strict_json(answer_line(raw))
     assert (error["class"], error["code"]) == ("error", "too_large")
     assert raw.file.readline() == b""  # closed
-    raw.close()
 
 
 @pytest.mark.parametrize(("length", "id_back"), [(MAX_LINE - 200, True), (MAX_LINE - 1, False)])
 def test_an_answer_too_long_with_its_id_is_too_large(
-    daemon: DaemonProcess, length: int, id_back: bool
+    raw: RawClient, length: int, id_back: bool
 ) -> None:
     """A status answer is some hundred bytes longer than its request, an error is not: the
     error carries the id when that fits in a line, and says so when it does not."""
-    raw = RawClient(str(daemon.socket))
-    raw.read()
     request = padded(length, b'{"cmd":"status","id":"')
     raw.send(request + b"\n")
     line = answer_line(raw)
@@ -209,16 +203,13 @@ def test_an_answer_too_long_with_its_id_is_too_large(
     else:
         assert "id" not in error and "id" in error["message"]
     still_serves(raw)
-    raw.close()
 
 
 def test_a_request_whose_id_leaves_no_room_for_the_answer_is_not_run(
-    daemon: DaemonProcess,
+    raw: RawClient,
 ) -> None:
     """A subscribe (or a profile set, a reload) must not run and then be answered too_large:
     the client would take it for refused."""
-    raw = RawClient(str(daemon.socket))
-    raw.read()
     longest = MAX_LINE - ID_ROOM - len(b'{"id":""}\n')
     for length, runs in ((longest, True), (longest + 1, False)):
         head = b'{"cmd":"subscribe","topics":["results"],"id":"'
@@ -233,7 +224,6 @@ def test_a_request_whose_id_leaves_no_room_for_the_answer_is_not_run(
             raw.send(b'{"cmd":"status","id":"next"}\n')
             assert strict_json(raw.file.readline())["id"] == "next"  # and no result before it
     still_serves(raw)
-    raw.close()
 
 
 @pytest.mark.parametrize(
@@ -248,19 +238,16 @@ def test_a_request_whose_id_leaves_no_room_for_the_answer_is_not_run(
     ids=["cmd", "cmd-escapes", "fields", "topic", "topics"],
 )
 def test_errors_repeat_a_short_prefix_of_what_was_sent(
-    daemon: DaemonProcess, request_: dict[str, Any]
+    raw: RawClient, request_: dict[str, Any]
 ) -> None:
     line = json.dumps(request_, ensure_ascii=False, separators=(",", ":")).encode()
     assert len(line) < MAX_LINE
-    raw = RawClient(str(daemon.socket))
-    raw.read()
     raw.send(line + b"\n")
     answer = answer_line(raw)
     error = strict_json(answer)
     assert error["class"] == "error" and error["id"] == 1
     assert len(answer) < 1024 and "…" in error["message"]
     still_serves(raw)
-    raw.close()
 
 
 def test_an_unknown_profile_is_named_by_a_short_prefix(
@@ -287,10 +274,8 @@ def test_an_unknown_profile_is_named_by_a_short_prefix(
 
 
 def test_subscribe_to_no_topic_and_unsubscribe_from_an_unknown_one_are_refused(
-    daemon: DaemonProcess,
+    raw: RawClient,
 ) -> None:
-    raw = RawClient(str(daemon.socket))
-    raw.read()
     empty = ask(raw, b'{"cmd":"subscribe","topics":[],"min_score":0.5,"id":1}')
     assert (empty["class"], empty["code"], empty["id"]) == ("error", "bad_request", 1)
     typo = ask(raw, b'{"cmd":"unsubscribe","topics":["result"],"id":2}')
@@ -299,7 +284,6 @@ def test_subscribe_to_no_topic_and_unsubscribe_from_an_unknown_one_are_refused(
     # Neither changed anything; the default still is results.
     assert ask(raw, b'{"cmd":"unsubscribe","topics":[],"id":3}')["topics"] == []
     assert ask(raw, b'{"cmd":"subscribe","id":4}')["topics"] == ["results"]
-    raw.close()
 
 
 # -- administrators: the peer's own groups ------------------------------------------------
