@@ -86,7 +86,7 @@ commands = st.fixed_dictionaries(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(commands)
 def test_fuzzed_requests_on_a_real_socket_get_one_answer_each(
