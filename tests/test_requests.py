@@ -106,7 +106,8 @@ def test_an_internal_error_echoes_the_id() -> None:
 
     async def dispatch(line: bytes) -> Message:
         server = Server(DaemonConfig(), Hub(), {"boom": broken}, dict)
-        return await server._dispatch(None, line)  # type: ignore[arg-type]
+        answer: Message = json.loads(await server._dispatch(None, line))  # type: ignore[arg-type]
+        return answer
 
     assert asyncio.run(dispatch(b'{"cmd":"boom","id":null}')) == {
         "class": "error", "id": None, "code": "unavailable",

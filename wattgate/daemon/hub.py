@@ -28,6 +28,16 @@ CLOSE_GRACE_S = 5.0  # a closing client has this long to read what is queued for
 DIRECT_LIMIT = 64 * 1024  # unsent bytes in a transport before messages queue instead
 
 
+def strict_line(message: Message) -> Optional[bytes]:
+    """message as one line of compact, strict JSON in UTF-8, or None when it cannot be one:
+    a NaN or an infinity, a lone surrogate in a string, nesting too deep to encode."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode() + b"\n"
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+
+
 def encode(message: Message) -> bytes:
     """One message as one line of compact UTF-8 JSON.
 
@@ -35,34 +45,34 @@ def encode(message: Message) -> bytes:
     that no other parser reads. Decoders drop detections that are not finite, but a reading
     or a figure derived from one can still be: such a number goes out as null, and the
     first time that happens is logged."""
-    try:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError:
-        _warn_non_finite(message)
-        text = json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=False)
+    line = strict_line(message)
+    if line is not None:
+        return line
+    _warn_not_strict(message)
+    text = json.dumps(_non_finite_as_null(message), separators=(",", ":"), ensure_ascii=False)
     return text.encode() + b"\n"
 
 
-def _finite(value: Any) -> Any:
+def _non_finite_as_null(value: Any) -> Any:
     """value with every float that is not finite replaced by None."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: _non_finite_as_null(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [_non_finite_as_null(item) for item in value]
     return value
 
 
 _warned: set[str] = set()
 
 
-def _warn_non_finite(message: Message) -> None:
+def _warn_not_strict(message: Message) -> None:
     kind = str(message.get("class"))
     if kind not in _warned:
         _warned.add(kind)
-        log.warning("a %s message held a number that is not finite; it was sent as null",
-                    kind)
+        log.warning("a %s message is not strict JSON: numbers in it that are not finite "
+                    "are sent as null", kind)
 
 
 class ClientSession:
@@ -90,7 +100,11 @@ class ClientSession:
         self.task = asyncio.get_running_loop().create_task(self._write_loop())
 
     def reply(self, message: Message) -> None:
-        self._replies.append(encode(message))
+        self.reply_line(encode(message))
+
+    def reply_line(self, line: bytes) -> None:
+        """Queue an already-encoded reply (never dropped)."""
+        self._replies.append(line)
         self._wake.set()
 
     def backlog(self) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from wattgate.config import DaemonConfig
-from wattgate.daemon.hub import ClientSession, Hub, Message, encode
+from wattgate.daemon.hub import ClientSession, Hub, Message, encode, strict_line
 
 log = logging.getLogger("wattgate.server")
 
@@ -267,15 +267,16 @@ class Server:
                 return
             if not line.strip():
                 continue
-            session.reply(await self._dispatch(session, line))
+            session.reply_line(await self._dispatch(session, line))
             if session.backlog() > MAX_BACKLOG:
                 log.warning("closing %s: %d replies unread (request flood)", session.peer,
                             session.backlog())
                 session.abort()  # it does not read: a parting error would never arrive
                 return
 
-    async def _dispatch(self, session: ClientSession, line: bytes) -> Message:
-        """The answer to one request line: a reply or an error, with the request's id."""
+    async def _dispatch(self, session: ClientSession, line: bytes) -> bytes:
+        """The answer to one request line, encoded: a reply or an error, with the request's
+        id."""
         request: Any = None
         try:
             request = decode_line(line)
@@ -287,7 +288,7 @@ class Server:
         except Exception:
             log.exception("command failed")
             answer = _error("unavailable", "internal error; see the daemon's log")
-        return _sendable(_with_id(answer, request))
+        return _answer_line(_with_id(answer, request))
 
     async def _run(self, session: ClientSession, request: Message) -> Message:
         cmd = request["cmd"]
@@ -311,46 +312,34 @@ def _check_id_room(request: Message) -> None:
     """too_large, before anything runs, for an id that would leave a reply no room."""
     if "id" not in request:
         return
-    size = _line_bytes({"id": request["id"]})
+    line = strict_line({"id": request["id"]})
+    size = None if line is None else len(line)
     if size is None or size > MAX_LINE - ID_ROOM:
         raise ProtocolError(
             "too_large", f"an id of {size} bytes leaves its answer no room in a {MAX_LINE}-byte "
             f"line (ids up to {MAX_LINE - ID_ROOM} bytes); the request was not run")
 
 
-def _line_bytes(message: Message) -> Optional[int]:
-    """The length of message's line as hub.encode writes it, or None if it is not strict
-    JSON in UTF-8 (NaN or infinity in the daemon's own numbers, nesting too deep to encode).
-
-    Same arguments as hub.encode.
-    """
-    try:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return len(text.encode()) + 1
-    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
-        return None
-
-
-def _sendable(answer: Message) -> Message:
-    """answer, or the error that goes instead when it is not strict JSON or its line would
-    be over MAX_LINE (an echoed id or filter of nearly a line). That error keeps the id
-    only if it still fits: an id that does not fit in a line cannot come back."""
-    size = _line_bytes(answer)
-    if size is not None and size <= MAX_LINE:
-        return answer
-    if size is None:
+def _answer_line(answer: Message) -> bytes:
+    """answer's line, or that of the error that goes instead when it is not strict JSON or
+    its line would be over MAX_LINE (an echoed id or filter of nearly a line). That error
+    keeps the id only if it still fits: an id that does not fit in a line cannot come back.
+    Encoded once here, to measure it, and sent as it is."""
+    line = strict_line(answer)
+    if line is not None and len(line) <= MAX_LINE:
+        return line
+    if line is None:
         log.error("answer not sent, it is not strict JSON: %.300r", answer)
         error = _error("unavailable", "internal error; see the daemon's log")
     else:
-        error = _error("too_large", f"the answer would be {size} bytes, over the {MAX_LINE}-byte "
-                       "line limit")
-    with_id = _with_id(error, answer)
-    size = _line_bytes(with_id)
-    if size is not None and size <= MAX_LINE:
+        error = _error("too_large", f"the answer would be {len(line)} bytes, over the "
+                       f"{MAX_LINE}-byte line limit")
+    with_id = strict_line(_with_id(error, answer))
+    if with_id is not None and len(with_id) <= MAX_LINE:
         return with_id
     if "id" in answer:
         error["message"] += "; the request's id cannot come back in a line either"
-    return error
+    return encode(error)
 
 
 def _error(code: str, message: str) -> Message:
