@@ -12,6 +12,7 @@ import math
 import os
 import pwd
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -269,6 +270,70 @@ def test_an_unknown_profile_is_named_by_a_short_prefix(
     assert len(answer) < 1024 and "…" in error["message"] and "known: " in error["message"]
     raw.close()
     assert daemon.stop() == 0
+
+
+# -- what a client without a JSON parser may rely on -------------------------------------
+
+
+def compact(line: bytes) -> bytes:
+    """line as the daemon promises to write it: compact JSON, class first, newline."""
+    message = strict_json(line)
+    assert next(iter(message)) == "class", line[:80]
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+def test_every_line_is_compact_with_class_first(daemon: DaemonProcess) -> None:
+    raw = RawClient(str(daemon.socket))
+    lines = [raw.file.readline()]  # the hello
+    raw.send(b'{"cmd":"status","id":1}\n{"cmd":"nope","id":[1, 2]}\nnot json\n'
+             b'{"cmd" : "events", "since" : 0, "limit" : 3, "id" : {"a" : "\\u00e9 x"}}\n'
+             b'{"cmd":"subscribe","topics":["results","events","power"],"id":2}\n')
+    while sum(1 for line in lines if line.startswith(b'{"class":"result",')) < 5:
+        line = raw.file.readline()
+        assert line, "connection closed"
+        lines.append(line)
+    raw.close()
+    classes = {strict_json(line)["class"] for line in lines}
+    assert {"hello", "status", "error", "reply", "result"} <= classes
+    for line in lines:
+        assert line == compact(line)
+
+
+def test_requests_sent_before_the_hello_are_answered_after_it(daemon: DaemonProcess) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10.0)
+        sock.connect(str(daemon.socket))
+        sock.sendall(b'{"cmd":"status","id":1}\n')  # not waiting for the hello
+        lines = sock.makefile("rb")
+        assert strict_json(lines.readline())["class"] == "hello"
+        assert strict_json(lines.readline())["id"] == 1
+
+
+def test_a_subscribe_is_answered_before_the_first_result(daemon: DaemonProcess) -> None:
+    """Results come ~1000 a second here: any one sent before the reply would be seen."""
+    for _ in range(20):
+        raw = RawClient(str(daemon.socket))
+        raw.read()
+        raw.send(b'{"cmd":"subscribe","id":1}\n')
+        first = raw.read()
+        raw.close()
+        assert (first["class"], first["id"]) == ("reply", 1)
+
+
+def test_a_client_that_stops_sending_gets_every_answer_then_is_closed(
+    daemon: DaemonProcess,
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10.0)
+        sock.connect(str(daemon.socket))
+        sock.sendall(b'{"cmd":"status","id":1}\n{"cmd":"snap","id":2}\n'
+                     b'{"cmd":"events","limit":1,"id":3}\n')
+        sock.shutdown(socket.SHUT_WR)  # what socat does at the end of its input
+        lines = sock.makefile("rb").readlines()  # until the daemon closes
+    answers = [strict_json(line) for line in lines]
+    assert [(a["class"], a.get("id")) for a in answers] == [
+        ("hello", None), ("status", 1), ("reply", 2), ("reply", 3)]
+    assert answers[2]["result"]["class"] == "result"
 
 
 # -- topics -------------------------------------------------------------------------------
