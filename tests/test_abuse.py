@@ -137,6 +137,25 @@ def test_a_flooding_client_is_cut_off_and_others_are_served(
     assert "request flood" in shared_daemon.log()
 
 
+def test_many_requests_in_one_write_are_all_answered_to_a_client_that_reads(
+    shared_daemon: DaemonProcess,
+) -> None:
+    """5000 requests in one write (a shell loop piped through socat): over the backlog
+    limit, but the client reads, so it is served, not taken for a flood."""
+    count = 5000
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(30.0)
+        sock.connect(str(shared_daemon.socket))
+        lines = sock.makefile("rb")
+        assert json.loads(lines.readline())["class"] == "hello"
+        requests = b"".join(b'{"cmd":"unsubscribe","id":%d}\n' % i for i in range(count))
+        sender = threading.Thread(target=sock.sendall, args=(requests,), daemon=True)
+        sender.start()
+        ids = [json.loads(lines.readline())["id"] for _ in range(count)]
+        sender.join()
+    assert ids == list(range(count))
+
+
 def test_connection_churn_returns_fds_and_memory_to_baseline(
     shared_daemon: DaemonProcess,
 ) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -197,6 +198,37 @@ def test_a_reload_of_gate_and_model_settings_keeps_the_source_where_it_was(
         assert status["source"]["state"] == "ended"
         assert status["pipeline"] == ended["pipeline"]
     assert "reload rejected" not in daemon.log()
+    assert daemon.stop() == 0
+
+
+# `wattgate run` that dumps every thread's stack to its log on SIGUSR1
+STACK_DUMPING = ("import faulthandler, signal, sys; "
+                 "faulthandler.register(signal.SIGUSR1, all_threads=True); "
+                 "from wattgate.cli import main; sys.exit(main(['run', '--config', sys.argv[1]]))")
+
+
+def test_reloads_at_the_same_time_leave_one_pipeline(start_daemon: StartDaemon) -> None:
+    """Three clients reload at once, each time after a camera change: the reloads take
+    turns, so the pipelines replaced are all stopped (none is left capturing)."""
+    daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240},
+                          argv=lambda config: [sys.executable, "-c", STACK_DUMPING, str(config)])
+    text = daemon.config.read_text()
+    clients = [daemon.connect() for _ in range(3)]
+    try:
+        for width in (336, 352, 368):
+            daemon.config.write_text(text.replace("width = 320", f"width = {width}"))
+            for n, client in enumerate(clients):
+                client.send({"cmd": "reload", "id": n})
+            for n, client in enumerate(clients):
+                assert next(m for m in client.messages() if m.get("id") == n)["reloaded"]
+    finally:
+        for client in clients:
+            client.close()
+    daemon.proc.send_signal(signal.SIGUSR1)
+    wait_log(daemon, "in _infer_loop")
+    time.sleep(0.5)  # the whole dump written
+    log = daemon.log()
+    assert (log.count("in _capture_loop"), log.count("in _infer_loop")) == (1, 1), log
     assert daemon.stop() == 0
 
 

@@ -6,7 +6,9 @@ keeps the events for the next flush.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import signal
 import sqlite3
 import subprocess
@@ -38,6 +40,18 @@ def test_seq_survives_reopen_and_held_events_are_readable(tmp_path: Path) -> Non
     assert reopened.append("profile_change", 105.0)["seq"] == 4
     assert [e["seq"] for e in reopened.since(2, 10)] == [3, 4]
     assert [e["seq"] for e in reopened.since(0, 2)] == [1, 2]
+
+
+def test_a_number_that_is_not_finite_is_logged_as_null(tmp_path: Path) -> None:
+    """Stored as it went out live (null), not as a bare Infinity that an `events` answer
+    would have to repeat."""
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    log.append("lighting", 100.0, lux=math.inf, before=10.0)
+    log.close(101.0)
+    (body,) = sqlite3.connect(path).execute("SELECT body FROM events").fetchone()
+    assert json.loads(body, parse_constant=pytest.fail) == {"lux": None, "before": 10.0}
+    assert EventLog(path).since(0, 10)[0]["lux"] is None
 
 
 def test_pruning_by_count_and_age_never_reuses_seq(tmp_path: Path) -> None:

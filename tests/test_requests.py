@@ -29,7 +29,14 @@ from wattgate.config import DaemonConfig
 from wattgate.daemon import hub
 from wattgate.daemon.commands import is_admin, proc_groups
 from wattgate.daemon.hub import Hub, Message, encode
-from wattgate.daemon.server import ID_ROOM, MAX_LINE, PeerCreds, Server
+from wattgate.daemon.server import (
+    ID_ROOM,
+    MAX_ID_DEPTH,
+    MAX_LINE,
+    PeerCreds,
+    Server,
+    _answer_line,
+)
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -58,7 +65,7 @@ def answer_line(raw: RawClient) -> bytes:
     while True:
         line = raw.file.readline()
         assert line, "connection closed"
-        if json.loads(line)["class"] not in ("result", "event"):
+        if not line.startswith((b'{"class":"result",', b'{"class":"event",')):  # class first
             return line
 
 
@@ -166,6 +173,33 @@ def test_escaped_characters_come_back_as_sent(raw: RawClient) -> None:
     reply = ask(raw, b'{"cmd":"status","id":"\\ud83d\\ude00 \\u2028 \\u0000 1.5e300"}')
     assert reply["id"] == "\U0001f600 \u2028 \x00 1.5e300"
     assert ask(raw, b'{"cmd":"status","id":1.5e300}')["id"] == 1.5e300
+
+
+@pytest.mark.parametrize(("depth", "code"), [
+    (MAX_ID_DEPTH, None), (MAX_ID_DEPTH + 1, "bad_request"), (970, "bad_request"),
+    (976, "bad_request"), (20000, "bad_json"),
+])
+def test_an_id_nested_too_deeply_is_answered_without_it_and_not_run(
+    daemon: DaemonProcess, raw: RawClient, depth: int, code: Optional[str]
+) -> None:
+    """Python parses somewhat deeper nesting than it writes back (976 levels here did
+    neither answer nor keep the connection): ids are limited far below either."""
+    raw.send(b'{"cmd":"subscribe","id":' + b"[" * depth + b"]" * depth + b"}\n")
+    answer = strict_json(answer_line(raw))
+    if code is None:
+        assert answer["class"] == "reply" and answer["topics"] == ["results"]
+        return
+    assert (answer["class"], answer["code"]) == ("error", code) and "id" not in answer
+    assert "nested" in answer["message"]
+    assert ask(raw, b'{"cmd":"unsubscribe","id":1}')["topics"] == []  # was not run
+    assert "Traceback" not in daemon.log() and "not sent" not in daemon.log()
+
+
+def test_answers_with_numbers_that_are_not_finite_carry_null() -> None:
+    """An answer holding a NaN (a status with a broken reading, an event logged before the
+    log stored null) goes out with null, like a published message: not as an error."""
+    line = _answer_line({"class": "status", "id": 1, "lux": math.nan, "x": [math.inf]})
+    assert strict_json(line) == {"class": "status", "id": 1, "lux": None, "x": [None]}
 
 
 # -- the line limit, both ways ------------------------------------------------------------

@@ -165,6 +165,20 @@ def test_a_processed_reading_is_preferred_and_a_vanished_sensor_is_reported(tree
     assert sensors.status()["light"]["error"] == "no reading"
 
 
+@pytest.mark.parametrize("text", ["inf", "nan", "-inf", "1e999"])
+def test_a_reading_that_is_not_a_finite_number_is_no_reading(tree: Tree, text: str) -> None:
+    """No kernel driver prints these, but a fake or broken one could: a lamp of infinite
+    lux would be a lighting change (and a gate recalibration) for nothing."""
+    tree.tsl2591(10.0)
+    rec = Recorder()
+    sensors = watch(tree, rec)
+    sensors.poll(0.0, 0.0)
+    (tree.root / "bus/iio/devices/iio:device2/in_illuminance_input").write_text(text + "\n")
+    sensors.poll(5.0, 5.0)
+    assert rec.lighting == [] and sensors.readings() == {}
+    assert sensors.status()["light"]["error"] == "no reading"
+
+
 @pytest.mark.parametrize("active_low", [False, True])
 def test_pir_edges_wake_once_per_trigger(tree: Tree, active_low: bool) -> None:
     idle, high = (1, 0) if active_low else (0, 1)

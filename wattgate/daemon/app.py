@@ -171,6 +171,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._snaps: list[tuple[float, asyncio.Future[Message]]] = []
+        # reloads and model variant switches, one at a time: each reads the running parts,
+        # opens new ones off the loop and swaps them in; two at once would both swap
+        self._reconfiguring = asyncio.Lock()
         self._labels_seen: frozenset[str] = frozenset()
         self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
         self._failing: set[str] = set()  # parts of the tick whose last run raised
@@ -311,11 +314,12 @@ class Daemon:
             message = "running on built-in defaults; there is no file to reload"
             log.info("reload: %s", message)
             return False, message
-        self.notifier.reloading()
-        try:
-            return await self._apply_reload(self.config_path)
-        finally:
-            self.notifier.ready(self.status_line())
+        async with self._reconfiguring:
+            self.notifier.reloading()
+            try:
+                return await self._apply_reload(self.config_path)
+            finally:
+                self.notifier.ready(self.status_line())
 
     async def _apply_reload(self, path: Path) -> tuple[bool, str]:
         try:
@@ -442,17 +446,21 @@ class Daemon:
 
     async def _switch_model(self, variant: Optional[str]) -> None:
         """Load a variant off the loop and hand it to the pipeline between two frames."""
-        cfg = _with_variant(self.cfg, variant)
-        try:
-            model = await asyncio.get_running_loop().run_in_executor(None, load_model, cfg)
-        except StartupError as exc:
-            log.error("model variant %s not loaded, keeping the current model: %s", variant, exc)
-            return
-        if self.pipeline is not None:
-            self.pipeline.swap_model(model)
-        self.model = model
-        self._variant = variant
-        log.info("model variant %s in use", variant or "(main model)")
+        async with self._reconfiguring:
+            if variant == self._variant or variant != (self._wanted_variant() or None):
+                return  # a reload meanwhile loaded it, or the policy changed its mind
+            cfg = _with_variant(self.cfg, variant)
+            try:
+                model = await asyncio.get_running_loop().run_in_executor(None, load_model, cfg)
+            except StartupError as exc:
+                log.error("model variant %s not loaded, keeping the current model: %s",
+                          variant, exc)
+                return
+            if self.pipeline is not None:
+                self.pipeline.swap_model(model)
+            self.model = model
+            self._variant = variant
+            log.info("model variant %s in use", variant or "(main model)")
 
     def _observe_progress(self, pipeline: Pipeline, now: float) -> None:
         counters = pipeline.counters
@@ -557,6 +565,8 @@ class Daemon:
             return await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
             return None
+        finally:  # answered, timed out or cancelled: not kept until the next result
+            self._snaps = [(r, f) for r, f in self._snaps if f is not future]
 
     def pin_profile(self, name: Optional[str], peer: str) -> None:
         """Pin a profile for a client (None releases it); KeyError for an unknown name."""

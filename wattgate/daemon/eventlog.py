@@ -38,6 +38,8 @@ import sqlite3
 import time
 from typing import Any, Optional
 
+from wattgate.daemon.hub import json_text
+
 log = logging.getLogger("wattgate.eventlog")
 
 Event = dict[str, Any]
@@ -311,8 +313,13 @@ class _Transaction:
 
 
 def _body(event: Event) -> str:
+    """The event's own fields as stored: what was sent live (a NaN reading as null), so an
+    `events` answer repeats it exactly and never holds what JSON cannot."""
     extra = {k: v for k, v in event.items() if k not in ("class", "seq", "ts", "kind")}
-    return json.dumps(extra, separators=(",", ":"))
+    text = json_text(extra)
+    if text is None:
+        raise ValueError(f"a {event.get('kind')} event cannot be written as JSON")
+    return text
 
 
 def _event(seq: int, ts: float, kind: str, body: str) -> Event:

@@ -26,31 +26,49 @@ Message = dict[str, Any]
 log = logging.getLogger("wattgate.hub")
 CLOSE_GRACE_S = 5.0  # a closing client has this long to read what is queued for it
 DIRECT_LIMIT = 64 * 1024  # unsent bytes in a transport before messages queue instead
+CATCH_UP_POLL_S = 0.005  # how often caught_up looks (only a flooding client waits on it)
 
 
-def strict_line(message: Message) -> Optional[bytes]:
-    """message as one line of compact, strict JSON in UTF-8, or None when it cannot be one:
-    a NaN or an infinity, a lone surrogate in a string, nesting too deep to encode."""
+def json_text(value: Any) -> Optional[str]:
+    """value as compact, strict JSON (RFC 8259) that encodes to UTF-8, or None when it
+    cannot be: a lone surrogate in a string, nesting too deep.
+
+    JSON has no NaN or infinity, and Python's json module would write them as bare words
+    that no other parser reads. Decoders drop detections that are not finite, but a reading,
+    a figure derived from one, or an event logged from one still can be: such a number is
+    written as null (what the daemon sends and what its event log keeps), and the first
+    time a message class needs that is logged."""
     try:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode() + b"\n"
-    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return _strict_text(value)
+    except (UnicodeEncodeError, RecursionError):
+        return None
+    except ValueError:  # a NaN or an infinity
+        pass
+    _warn_not_strict(value)
+    try:
+        return _strict_text(_non_finite_as_null(value))
+    except (ValueError, RecursionError):
         return None
 
 
-def encode(message: Message) -> bytes:
-    """One message as one line of compact UTF-8 JSON.
+def _strict_text(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text.encode()  # a lone surrogate: UnicodeEncodeError
+    return text
 
-    JSON has no NaN or infinity, and Python's json module would write them as bare words
-    that no other parser reads. Decoders drop detections that are not finite, but a reading
-    or a figure derived from one can still be: such a number goes out as null, and the
-    first time that happens is logged."""
+
+def strict_line(message: Message) -> Optional[bytes]:
+    """message as one line of json_text in UTF-8, or None when it cannot be one."""
+    text = json_text(message)
+    return None if text is None else text.encode() + b"\n"
+
+
+def encode(message: Message) -> bytes:
+    """One message the daemon made as one line of compact, strict UTF-8 JSON."""
     line = strict_line(message)
-    if line is not None:
-        return line
-    _warn_not_strict(message)
-    text = json.dumps(_non_finite_as_null(message), separators=(",", ":"), ensure_ascii=False)
-    return text.encode() + b"\n"
+    if line is None:
+        raise ValueError(f"a {message.get('class')} message cannot be written as JSON")
+    return line
 
 
 def _non_finite_as_null(value: Any) -> Any:
@@ -67,8 +85,8 @@ def _non_finite_as_null(value: Any) -> Any:
 _warned: set[str] = set()
 
 
-def _warn_not_strict(message: Message) -> None:
-    kind = str(message.get("class"))
+def _warn_not_strict(value: Any) -> None:
+    kind = str(value.get("class", "logged event")) if isinstance(value, dict) else "value"
     if kind not in _warned:
         _warned.add(kind)
         log.warning("a %s message is not strict JSON: numbers in it that are not finite "
@@ -110,6 +128,16 @@ class ClientSession:
     def backlog(self) -> int:
         """Replies queued but not yet handed to the socket: grows only if the peer stops reading."""
         return len(self._replies)
+
+    async def caught_up(self, timeout: float) -> bool:
+        """Whether the writer hands every queued reply to the socket within timeout: at once
+        if the peer reads; never while the socket is full because it does not."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._replies and not self.writer.transport.is_closing():
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(CATCH_UP_POLL_S)
+        return True
 
     def push(self, line: bytes, count: int = 1) -> None:
         """Send already-encoded droppable messages (`count` lines), or queue them, dropping

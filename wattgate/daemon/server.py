@@ -17,6 +17,7 @@ import math
 import os
 import platform
 import re
+import reprlib
 import socket
 import struct
 from collections.abc import Awaitable, Mapping
@@ -29,11 +30,15 @@ from wattgate.daemon.hub import ClientSession, Hub, Message, encode, strict_line
 log = logging.getLogger("wattgate.server")
 
 MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
-MAX_BACKLOG = 1024  # unanswered replies before a client that sends but never reads is cut off
+MAX_BACKLOG = 1024  # answers waiting for a client before its requests are read no further
+FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
 # runs, so a profile set or a reload is never done and then answered too_large
 ID_ROOM = 4096
+# An id nested deeper is refused: Python parses a little deeper than it can write back, and
+# where between the two a given id falls would depend on the stack the answer is made on.
+MAX_ID_DEPTH = 32
 # Linux 4.13+; Python does not name it. 59 on every architecture but parisc and sparc.
 SO_PEERGROUPS: Optional[int] = getattr(
     socket, "SO_PEERGROUPS", None if platform.machine().startswith(("parisc", "sparc")) else 59
@@ -268,7 +273,10 @@ class Server:
             if not line.strip():
                 continue
             session.reply_line(await self._dispatch(session, line))
-            if session.backlog() > MAX_BACKLOG:
+            # Answers to requests already buffered are made without a pause; the writer
+            # hands them to the socket only when this loop waits. Over MAX_BACKLOG, wait for
+            # it: a client that reads catches up at once, one that does not is a flood.
+            if session.backlog() > MAX_BACKLOG and not await session.caught_up(FLOOD_GRACE_S):
                 log.warning("closing %s: %d replies unread (request flood)", session.peer,
                             session.backlog())
                 session.abort()  # it does not read: a parting error would never arrive
@@ -305,6 +313,8 @@ def _with_id(answer: Message, request: Any) -> Message:
     `id` key (null included): clients match answers by id, whatever went wrong."""
     if not isinstance(request, dict) or "id" not in request:
         return answer
+    if _depth(request["id"]) > MAX_ID_DEPTH:  # refused by _check_id_room: never sent
+        return answer
     return {"class": answer["class"], "id": request["id"], **answer}
 
 
@@ -312,12 +322,27 @@ def _check_id_room(request: Message) -> None:
     """too_large, before anything runs, for an id that would leave a reply no room."""
     if "id" not in request:
         return
+    if _depth(request["id"]) > MAX_ID_DEPTH:
+        raise ProtocolError("bad_request", f"the id is nested more than {MAX_ID_DEPTH} levels "
+                            "deep (answered without it); the request was not run")
     line = strict_line({"id": request["id"]})
-    size = None if line is None else len(line)
-    if size is None or size > MAX_LINE - ID_ROOM:
+    size = MAX_LINE if line is None else len(line)
+    if size > MAX_LINE - ID_ROOM:
         raise ProtocolError(
             "too_large", f"an id of {size} bytes leaves its answer no room in a {MAX_LINE}-byte "
             f"line (ids up to {MAX_LINE - ID_ROOM} bytes); the request was not run")
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep value nests (0 for a scalar), without recursion."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            level.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _answer_line(answer: Message) -> bytes:
@@ -329,7 +354,7 @@ def _answer_line(answer: Message) -> bytes:
     if line is not None and len(line) <= MAX_LINE:
         return line
     if line is None:
-        log.error("answer not sent, it is not strict JSON: %.300r", answer)
+        log.error("answer not sent, it cannot be written as JSON: %s", reprlib.repr(answer))
         error = _error("unavailable", "internal error; see the daemon's log")
     else:
         error = _error("too_large", f"the answer would be {len(line)} bytes, over the "

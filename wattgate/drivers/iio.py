@@ -7,6 +7,7 @@ Illuminance is in lux; temperature in millidegrees Celsius.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -27,11 +28,14 @@ class IioSensor:
 
 
 def _float(fs: Sysfs, attribute: str) -> Optional[float]:
+    """The attribute as a finite number; None when absent or not one (nan, inf: no kernel
+    driver prints them, a broken or fake one might)."""
     text = fs.read_opt(attribute)
     try:
-        return None if text is None else float(text)
+        value = None if text is None else float(text)
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _channel(fs: Sysfs, base: str, prefix: str) -> Optional[float]:
@@ -43,7 +47,8 @@ def _channel(fs: Sysfs, base: str, prefix: str) -> Optional[float]:
         return None
     offset = _float(fs, f"{base}/{prefix}_offset") or 0.0
     scale = _float(fs, f"{base}/{prefix}_scale")
-    return (raw + offset) * (1.0 if scale is None else scale)
+    value = (raw + offset) * (1.0 if scale is None else scale)
+    return value if math.isfinite(value) else None
 
 
 def read_sensor(fs: Sysfs, name: str) -> Optional[IioSensor]:
