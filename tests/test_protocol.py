@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import cv2
+import numpy as np
 import pytest
 
 from tests.conftest import ASTRONAUT_FACE, DaemonProcess, skimage_image, write_config
@@ -170,7 +171,12 @@ def test_infer_runs_the_model_on_a_client_image(start_daemon: StartDaemon) -> No
         bad = {
             "not base64!": "bad_request",
             base64.b64encode(b"hello").decode(): "bad_request",
+            "": "bad_request",
             jpeg_b64("astronaut.png", quality=70): "too_large",  # about 37 KB, over 30000
+            # 335 bytes claiming 12000x12000 pixels: refused before decoding 430 MB
+            base64.b64encode(claims_size(12000, 12000)).decode(): "bad_request",
+            base64.b64encode(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1]).decode():
+                "bad_request",
         }
         for image, code in bad.items():
             with pytest.raises(ClientError) as info:
@@ -180,6 +186,16 @@ def test_infer_runs_the_model_on_a_client_image(start_daemon: StartDaemon) -> No
             client.request("infer")
         assert info.value.code == "bad_request"
     assert daemon.stop() == 0
+
+
+def claims_size(width: int, height: int) -> bytes:
+    """A JPEG whose frame header claims width x height, cut off after its scan header."""
+    jpeg = bytes(cv2.imencode(".jpg", np.zeros((16, 16), np.uint8))[1])
+    frame = jpeg.index(b"\xff\xc0")
+    jpeg = (jpeg[:frame + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+            + jpeg[frame + 9:])
+    scan = jpeg.index(b"\xff\xda")
+    return jpeg[:scan + 2 + int.from_bytes(jpeg[scan + 2:scan + 4], "big") + 8]
 
 
 def test_an_image_at_the_default_limit_fits_a_line_and_one_over_it_is_refused(

@@ -16,18 +16,20 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import pytest
 
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, write_config
 from tests.fixtures.boards import materialize
 from tests.test_socket import RawClient
 from wattgate.config import DaemonConfig
 from wattgate.daemon import hub
 from wattgate.daemon.commands import is_admin, proc_groups
+from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.hub import Hub, Message, encode
 from wattgate.daemon.server import (
     ID_ROOM,
@@ -260,6 +262,46 @@ def test_a_request_whose_id_leaves_no_room_for_the_answer_is_not_run(
             raw.send(b'{"cmd":"status","id":"next"}\n')
             assert strict_json(raw.file.readline())["id"] == "next"  # and no result before it
     still_serves(raw)
+
+
+def test_a_subscribe_whose_answer_would_not_fit_changes_nothing(raw: RawClient) -> None:
+    """Its answer echoes the labels: a line of them is refused before it is applied."""
+    labels = [f"l{i:05}" for i in range(7270)]
+    request = {"cmd": "subscribe", "topics": ["events", "power"], "labels": labels, "id": 1}
+    line = json.dumps(request, separators=(",", ":")).encode()
+    answer = ask(raw, line.replace(b'"l07269"', b'"l07269' + b"x" * (MAX_LINE - 2 - len(line))
+                                   + b'"'))
+    assert (answer["class"], answer["code"], answer["id"]) == ("error", "too_large", 1)
+    assert "nothing was changed" in answer["message"]
+    assert ask(raw, b'{"cmd":"unsubscribe","topics":[],"id":2}')["topics"] == []
+
+
+def test_events_with_a_long_id_hold_fewer_events_not_too_large(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """As many events as fit in the line with the id, for any id the protocol allows."""
+    run = tmp_path / "prefilled"
+    (run / "state").mkdir(parents=True)
+    log = EventLog(str(run / "state" / "events.db"))
+    now = time.time()  # (older events would be pruned by age)
+    for _ in range(1000):
+        log.append("camera_lost", now, reason="x" * 100)
+    log.close(now)
+    daemon = start_daemon(config=write_config(run / "config.toml", run,
+                                              camera={"source": "synthetic:empty"}))
+    longest = MAX_LINE - ID_ROOM - len(b'{"id":""}\n')
+    counts = []
+    daemon.connect().close()  # up and ready
+    client = RawClient(str(daemon.socket))
+    client.read()
+    for length in (0, 30000, longest):
+        request = {"cmd": "events", "limit": 1000, "id": "i" * length}
+        answer = ask(client, json.dumps(request).encode())
+        assert (answer["class"], answer["more"]) == ("reply", True), answer
+        counts.append(len(answer["events"]))
+    client.close()
+    assert counts[0] > counts[1] > counts[2] >= 1
+    assert daemon.stop() == 0
 
 
 @pytest.mark.parametrize(

@@ -19,11 +19,17 @@ import os
 import pwd
 from typing import TYPE_CHECKING, Any, Optional
 
-import cv2
-import numpy as np
-
 from wattgate.daemon.hub import ClientSession, Message
-from wattgate.daemon.server import Handler, PeerCreds, ProtocolError, check_fields, echo
+from wattgate.daemon.server import (
+    Handler,
+    PeerCreds,
+    ProtocolError,
+    check_answer_fits,
+    check_fields,
+    echo,
+    id_bytes,
+)
+from wattgate.drivers import images
 
 if TYPE_CHECKING:
     from wattgate.daemon.app import Daemon
@@ -32,9 +38,10 @@ log = logging.getLogger("wattgate.commands")
 
 TOPICS = ("results", "events", "power")
 MAX_EVENTS_PER_REPLY = 1000
-MAX_REPLY_BYTES = 60 * 1024  # an events reply stays under the 64 KiB line limit
+MAX_REPLY_BYTES = 60 * 1024  # an events reply with its id stays under the 64 KiB line limit
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
+MAX_IMAGE_PIXELS = 4096 * 4096  # an `infer` image decodes to 48 MiB at most
 
 
 def is_admin(creds: Optional[PeerCreds], group: Optional[str]) -> bool:
@@ -118,8 +125,8 @@ def get_topics(request: Message) -> Optional[list[str]]:
     return topics
 
 
-def decode_image(data: Any, limit: int) -> np.ndarray[Any, Any]:
-    """A client's base64 JPEG or PNG as a BGR frame; errors name what is wrong."""
+def image_bytes(data: Any, limit: int) -> bytes:
+    """A client's base64 image as bytes, at most limit of them; errors name what is wrong."""
     if not isinstance(data, str):
         raise ProtocolError("bad_request", "field 'image' must be a base64 string")
     try:
@@ -128,17 +135,14 @@ def decode_image(data: Any, limit: int) -> np.ndarray[Any, Any]:
         raise ProtocolError("bad_request", "field 'image' is not valid base64") from None
     if len(raw) > limit:
         raise ProtocolError("too_large", f"image is {len(raw)} bytes; the limit is {limit}")
-    image = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ProtocolError("bad_request", "field 'image' is not a JPEG or PNG image")
-    return image
+    return raw
 
 
 def fit_line(events: list[Message], budget: int) -> list[Message]:
     """The longest prefix of events whose JSON fits in budget bytes (at least one)."""
     used = 0
     for count, item in enumerate(events):
-        used += len(json.dumps(item, separators=(",", ":"))) + 1
+        used += len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) + 1
         if used > budget and count:
             return events[:count]
     return events
@@ -149,6 +153,7 @@ class Commands:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        self._infer_one = asyncio.Lock()
 
     def table(self) -> dict[str, Handler]:
         return {
@@ -192,13 +197,14 @@ class Commands:
         labels = get_str_list(request, "labels")
         if labels is not None:
             filters["labels"] = set(labels)
-        session.topics.update(topics)
-        session.filters = filters
-        reply: Message = {"topics": sorted(session.topics)}
+        reply: Message = {"topics": sorted(session.topics.union(topics))}
         if filters:
             reply["filters"] = {
                 k: sorted(v) if isinstance(v, set) else v for k, v in filters.items()
             }
+        check_answer_fits(request, reply)
+        session.topics.update(topics)
+        session.filters = filters
         return reply
 
     async def unsubscribe(self, session: ClientSession, request: Message) -> Message:
@@ -215,7 +221,7 @@ class Commands:
         since = get_int(request, "since", 0, 0, 2**62)
         limit = get_int(request, "limit", 100, 1, MAX_EVENTS_PER_REPLY)
         log_ = self.daemon.eventlog
-        events = fit_line(log_.since(since, limit), MAX_REPLY_BYTES)
+        events = fit_line(log_.since(since, limit), MAX_REPLY_BYTES - id_bytes(request))
         return {
             "events": events,
             "last_seq": log_.last_seq,
@@ -235,12 +241,19 @@ class Commands:
         check_fields(request, {"image"})
         if "image" not in request:
             raise ProtocolError("bad_request", "field 'image' is required")
-        image = decode_image(request["image"], self.daemon.cfg.daemon.max_image_bytes)
+        raw = image_bytes(request["image"], self.daemon.cfg.daemon.max_image_bytes)
         pipeline = self.daemon.pipeline
         if pipeline is None:
             raise ProtocolError("unavailable", "the model is not loaded yet")
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, pipeline.infer_image, image)
+        # Off the event loop (a large image takes a while to decode), and one image at a time:
+        # each may decode to MAX_IMAGE_PIXELS, and the model takes them one by one anyway.
+        async with self._infer_one:
+            loop = asyncio.get_running_loop()
+            try:
+                image = await loop.run_in_executor(None, images.decode, raw, MAX_IMAGE_PIXELS)
+            except images.ImageError as exc:
+                raise ProtocolError("bad_request", f"field 'image' is {exc}") from None
+            result = await loop.run_in_executor(None, pipeline.infer_image, image)
         return {
             "width": int(image.shape[1]),
             "height": int(image.shape[0]),

@@ -333,6 +333,21 @@ def _check_id_room(request: Message) -> None:
             f"line (ids up to {MAX_LINE - ID_ROOM} bytes); the request was not run")
 
 
+def id_bytes(request: Message) -> int:
+    """What the request's id takes of its answer's line (`"id":ID,`), 0 without one."""
+    return len(strict_line({"id": request["id"]}) or b"") if "id" in request else 0
+
+
+def check_answer_fits(request: Message, fields: Message) -> None:
+    """too_large now, before a command changes anything, if its answer (which echoes what
+    the client sent) would not fit a line: done and then answered too_large, a command
+    would look refused."""
+    line = strict_line(_with_id({"class": "reply", "cmd": request["cmd"], **fields}, request))
+    if line is not None and len(line) > MAX_LINE:
+        raise ProtocolError("too_large", f"the answer would be {len(line)} bytes, over the "
+                            f"{MAX_LINE}-byte line limit; nothing was changed")
+
+
 def _depth(value: Any) -> int:
     """How many arrays and objects deep value nests (0 for a scalar), without recursion."""
     deepest, level = 0, [(value, 1)]

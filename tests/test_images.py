@@ -1,0 +1,57 @@
+"""Client images: the size is read from the header, and one too large is never decoded."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.test_protocol import claims_size
+from wattgate.drivers.images import ImageError, decode, image_size
+
+
+def encoded(ext: str, width: int, height: int, *params: int) -> bytes:
+    frame = np.random.default_rng(0).integers(0, 255, (height, width, 3), np.uint8)
+    ok, data = cv2.imencode(ext, frame, list(params))
+    assert ok
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("ext", "params", "kind"), [
+    (".jpg", (), "jpeg"),
+    (".jpg", (cv2.IMWRITE_JPEG_PROGRESSIVE, 1), "jpeg"),  # SOF2, not SOF0
+    (".jpg", (cv2.IMWRITE_JPEG_RST_INTERVAL, 4), "jpeg"),  # a DRI segment first
+    (".png", (), "png"),
+])
+def test_the_size_comes_from_the_header(ext: str, params: tuple[int, ...], kind: str) -> None:
+    data = encoded(ext, 77, 41, *params)
+    assert image_size(data) == (kind, 77, 41)
+    assert decode(data, 77 * 41).shape == (41, 77, 3)
+
+
+def test_fill_bytes_before_a_marker_are_skipped() -> None:
+    data = encoded(".jpg", 30, 20)
+    assert image_size(data[:2] + b"\xff\xff\xff" + data[2:]) == ("jpeg", 30, 20)
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"", "not a JPEG or PNG"),
+    (b"GIF89a....", "not a JPEG or PNG"),
+    (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDX", "IHDR"),
+    (b"\xff\xd8\xff\xda\x00\x08", "frame header"),  # scan data before any frame header
+    (b"\xff\xd8\xff\xe0\x00\x01", "frame header"),  # a segment length that cannot be
+])
+def test_what_is_not_a_jpeg_or_png_says_so(data: bytes, words: str) -> None:
+    with pytest.raises(ImageError, match=words):
+        image_size(data)
+
+
+def test_an_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
+    bomb = claims_size(12000, 12000)  # a few hundred bytes: 430 MB decoded
+    assert image_size(bomb) == ("jpeg", 12000, 12000)
+    with pytest.raises(ImageError, match="12000x12000 pixels; the limit is 16777216"):
+        decode(bomb, 4096 * 4096)
+    with pytest.raises(ImageError, match="the limit is 99 pixels"):
+        decode(encoded(".png", 10, 10), 99)
+    with pytest.raises(ImageError, match="0x16 pixels"):
+        decode(claims_size(0, 16), 100)
