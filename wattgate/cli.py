@@ -164,8 +164,15 @@ def cmd_events(args: argparse.Namespace) -> int:
                 return 0
 
 
+SNAP_MAX_MS = 60_000  # snap's timeout_ms is 1..60000 (docs/protocol.md)
+
+
 def cmd_snap(args: argparse.Namespace) -> int:
-    with Client(_socket_path(args), timeout=args.timeout_ms / 1000.0 + 5.0) as client:
+    # Out-of-range values are sent as given: the daemon's one-line bad_request says why.
+    # The socket waits are clamped so that any value leaves a positive, finite wait for
+    # that answer (settimeout refuses a negative one, and 0 would make it non-blocking).
+    wait_s = min(max(args.timeout_ms, 0), SNAP_MAX_MS) / 1000.0 + 5.0
+    with Client(_socket_path(args), timeout=wait_s) as client:
         result = client.request("snap", timeout_ms=args.timeout_ms)["result"]
     print(json.dumps(result) if args.json else format_result(result))
     return 0

@@ -39,13 +39,15 @@ class Client:
             self._sock.connect(path)
         except OSError as exc:
             self._sock.close()
-            raise ClientError("unavailable", f"cannot connect to {path}: {exc.strerror}") from None
+            raise _unavailable(path, exc) from None
         self._buffer = bytearray()
         self._ids = itertools.count(1)
         self._pending: deque[Message] = deque()
-        self.hello = self._read()
-        if self.hello.get("class") == "error":
-            raise ClientError(str(self.hello.get("code")), str(self.hello.get("message")))
+        try:
+            self.hello = _answer(self._read())
+        except BaseException:
+            self._sock.close()
+            raise
 
     def __enter__(self) -> Client:
         return self
@@ -60,7 +62,7 @@ class Client:
         self._sock.settimeout(timeout)
 
     def send(self, message: Message) -> None:
-        self._sock.sendall(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        self._sock.sendall(_encode(message))
 
     def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
@@ -112,9 +114,13 @@ class AsyncClient:
         try:
             reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE)
         except OSError as exc:
-            raise ClientError("unavailable", f"cannot connect to {path}: {exc.strerror}") from None
+            raise _unavailable(path, exc) from None
         client = cls(reader, writer)
-        client.hello = await client._read()
+        try:
+            client.hello = _answer(await client._read())
+        except BaseException:
+            await client.close()
+            raise
         return client
 
     async def close(self) -> None:
@@ -131,8 +137,7 @@ class AsyncClient:
     async def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
         request_id = next(self._ids)
-        line = json.dumps({"cmd": cmd, "id": request_id, **fields}, separators=(",", ":"))
-        self._writer.write(line.encode() + b"\n")
+        self._writer.write(_encode({"cmd": cmd, "id": request_id, **fields}))
         await self._writer.drain()
         while True:
             message = await self._read()
@@ -152,7 +157,31 @@ class AsyncClient:
         return message
 
 
+def _unavailable(path: str, exc: OSError) -> ClientError:
+    """Why connecting failed: strerror when the kernel gave an errno, else the text.
+
+    An over-long path raises OSError("AF_UNIX path too long"), whose strerror is None.
+    """
+    return ClientError("unavailable", f"cannot connect to {path}: {exc.strerror or exc}")
+
+
+def _encode(message: Message) -> bytes:
+    """One request line, strict JSON, or ClientError before anything is sent.
+
+    json.dumps writes NaN and Infinity by default, which are not JSON: the daemon would
+    answer bad_json without an id, and request() would wait for its answer until it
+    timed out.
+    """
+    try:
+        line = json.dumps(message, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN or Infinity, or a circular reference
+        raise ClientError("bad_request", f"{message.get('cmd')!r} not sent: {exc}") from None
+    return line.encode() + b"\n"
+
+
 def _answer(message: Message) -> Message:
+    """The message, or ClientError if it is an `error`: a refused request, or a daemon
+    that says busy instead of hello (the sync and async clients check the hello here)."""
     if message.get("class") == "error":
         raise ClientError(str(message.get("code")), str(message.get("message")))
     return message

@@ -1,0 +1,138 @@
+"""How the Python client and the CLI fail: one clear ClientError or one stderr line, never a
+traceback, a hang or a refusal taken for a hello. Real daemons, real AF_UNIX sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import DaemonProcess
+from wattgate.client import AsyncClient, Client, ClientError
+
+StartDaemon = Callable[..., DaemonProcess]
+IDLE = {"camera": {"source": "synthetic:empty"}}
+NOT_JSON = [float("nan"), float("inf"), float("-inf")]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The real `wattgate` command in a child process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def assert_one_line(run: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    """The README's promise: the exit code and one line on stderr saying why."""
+    assert run.returncode == code, run.stderr
+    assert "Traceback" not in run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    for word in words:
+        assert word in lines[0], run.stderr
+
+
+def test_cli_snap_with_a_timeout_out_of_range_says_why_in_one_line(
+    start_daemon: StartDaemon,
+) -> None:
+    # -6000 made the socket timeout negative (ValueError), -5000 made it 0 (a non-blocking
+    # socket: BlockingIOError); a huge value overflowed the float it was turned into.
+    daemon = start_daemon(**IDLE)
+    daemon.connect().close()
+    for value in ("-6000", "-5000", "-1", "0", "60001", "9" * 400):
+        run = cli("snap", "--timeout-ms", value, "--socket", str(daemon.socket))
+        assert_one_line(run, 1, "bad_request", "timeout_ms", "1..60000")
+    assert daemon.stop() == 0
+
+
+def test_async_connect_to_a_full_daemon_raises_busy_like_the_sync_client(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(daemon={"max_clients": 1}, **IDLE)
+    holder = daemon.connect()
+    with pytest.raises(ClientError) as sync_info:
+        Client(str(daemon.socket))
+
+    async def connect() -> Any:
+        return await AsyncClient.connect(str(daemon.socket))
+
+    with pytest.raises(ClientError) as async_info:
+        asyncio.run(connect())
+    assert async_info.value.code == sync_info.value.code == "busy"
+    assert async_info.value.message == sync_info.value.message
+    holder.close()
+    assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("value", NOT_JSON, ids=repr)
+def test_a_request_holding_nan_or_infinity_is_refused_before_it_is_sent(
+    start_daemon: StartDaemon, value: float,
+) -> None:
+    daemon = start_daemon(**IDLE)
+    with daemon.connect() as client:
+        client.settimeout(30)
+        with pytest.raises(ClientError) as info:
+            client.request("subscribe", topics=["results"], min_score=value)
+        assert info.value.code == "bad_request"
+        assert "'subscribe' not sent" in info.value.message
+        assert "JSON" in info.value.message
+        # Answers come in request order: had the line gone out, its bad_json answer would
+        # be kept as an unsolicited message before this status answer.
+        assert client.request("status")["class"] == "status"
+        client.settimeout(0.2)
+        with pytest.raises(ClientError) as quiet:
+            next(client.messages())
+        assert quiet.value.code == "timeout"
+    assert daemon.stop() == 0
+
+
+def test_the_async_client_refuses_nan_and_infinity_before_sending(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(**IDLE)
+    daemon.connect().close()
+
+    async def talk() -> tuple[list[ClientError], dict[str, Any]]:
+        refused = []
+        async with await AsyncClient.connect(str(daemon.socket)) as client:
+            for value in NOT_JSON:
+                with pytest.raises(ClientError) as info:
+                    await asyncio.wait_for(client.request("status", bogus=value), 30)
+                refused.append(info.value)
+            status = await asyncio.wait_for(client.request("status"), 30)
+            # No bad_json answer came ahead of the status answer: nothing was sent.
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.next_message(), 0.2)
+            return refused, status
+
+    refused, status = asyncio.run(talk())
+    assert [e.code for e in refused] == ["bad_request"] * len(NOT_JSON)
+    assert all("'status' not sent" in e.message for e in refused)
+    assert status["class"] == "status"
+    assert daemon.stop() == 0
+
+
+def test_an_over_long_socket_path_says_why(tmp_path: Path) -> None:
+    # The kernel's limit on an AF_UNIX path is 108 bytes; connect() refuses longer ones
+    # with OSError("AF_UNIX path too long"), whose strerror is None.
+    path = str(tmp_path / ("s" * 200 + ".sock"))
+    with pytest.raises(ClientError) as sync_info:
+        Client(path)
+
+    async def connect() -> Any:
+        return await AsyncClient.connect(path)
+
+    with pytest.raises(ClientError) as async_info:
+        asyncio.run(connect())
+    for info in (sync_info, async_info):
+        assert info.value.code == "unavailable"
+        assert "too long" in info.value.message
+        assert not info.value.message.endswith("None")
+    run = cli("status", "--socket", path)
+    assert_one_line(run, 69, "unavailable", "too long")
+    assert "None" not in run.stderr
