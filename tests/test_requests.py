@@ -423,7 +423,11 @@ def test_subscribe_to_no_topic_and_unsubscribe_from_an_unknown_one_are_refused(
     typo = ask(raw, b'{"cmd":"unsubscribe","topics":["result"],"id":2}')
     assert (typo["class"], typo["code"], typo["id"]) == ("error", "bad_request", 2)
     assert "result" in typo["message"]
-    # Neither changed anything; the default still is results.
+    for request in (b'{"cmd":"unsubscribe","topics":null,"id":5}',
+                    b'{"cmd":"subscribe","labels":null,"id":6}'):
+        answer = ask(raw, request)  # null is not a list: not taken for "all" or "none"
+        assert (answer["class"], answer["code"]) == ("error", "bad_request")
+    # None of these changed anything; the default still is results.
     assert ask(raw, b'{"cmd":"unsubscribe","topics":[],"id":3}')["topics"] == []
     assert ask(raw, b'{"cmd":"subscribe","id":4}')["topics"] == ["results"]
 

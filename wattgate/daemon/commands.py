@@ -108,9 +108,11 @@ def get_int(request: Message, name: str, default: int, low: int, high: int) -> i
 
 
 def get_str_list(request: Message, name: str) -> Optional[list[str]]:
-    value = request.get(name)
-    if value is None:
+    """The field, a list of strings, or None when it is absent. null is no list: taken
+    for absent, a buggy `"topics": null` would unsubscribe from everything."""
+    if name not in request:
         return None
+    value = request[name]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ProtocolError("bad_request", f"field '{name}' must be a list of strings")
     return value
