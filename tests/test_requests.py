@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
 import pytest
@@ -26,9 +27,10 @@ import pytest
 from tests.conftest import DaemonProcess, write_config
 from tests.fixtures.boards import materialize
 from tests.test_socket import RawClient
-from wattgate.config import DaemonConfig
+from wattgate.config import Config, DaemonConfig
 from wattgate.daemon import hub
-from wattgate.daemon.commands import is_admin, proc_groups
+from wattgate.daemon.app import Daemon
+from wattgate.daemon.commands import Commands, is_admin, proc_groups
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.hub import Hub, Message, encode
 from wattgate.daemon.server import (
@@ -36,6 +38,7 @@ from wattgate.daemon.server import (
     MAX_ID_DEPTH,
     MAX_LINE,
     PeerCreds,
+    ProtocolError,
     Server,
     _answer_line,
 )
@@ -430,6 +433,16 @@ def test_subscribe_to_no_topic_and_unsubscribe_from_an_unknown_one_are_refused(
     # None of these changed anything; the default still is results.
     assert ask(raw, b'{"cmd":"unsubscribe","topics":[],"id":3}')["topics"] == []
     assert ask(raw, b'{"cmd":"subscribe","id":4}')["topics"] == ["results"]
+
+
+def test_a_reload_without_a_config_file_is_unavailable(tmp_path: Path) -> None:
+    """Nothing in the request is wrong: the daemon runs on its built-in defaults."""
+    daemon = Daemon(Config.model_validate({"daemon": {"state_dir": str(tmp_path)}}))
+    root = SimpleNamespace(creds=PeerCreds(1, 0, 0), peer="pid=1 uid=0 gid=0")
+    with pytest.raises(ProtocolError) as info:
+        asyncio.run(Commands(daemon).reload(root, {"cmd": "reload"}))  # type: ignore[arg-type]
+    assert info.value.code == "unavailable" and "no config file" in info.value.message
+    daemon.eventlog.close(0.0)
 
 
 # -- administrators: the peer's own groups ------------------------------------------------

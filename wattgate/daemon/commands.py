@@ -290,6 +290,9 @@ class Commands:
         check_fields(request, set())
         self._require_admin(session, "reload")
         log.info("reload requested by %s", session.peer)
+        if self.daemon.config_path is None:  # nothing the client sent is wrong
+            raise ProtocolError("unavailable", "running on built-in defaults; there is no "
+                                "config file to reload")
         ok, message = await self.daemon.reload()
         if not ok:
             raise ProtocolError("bad_request", message)
