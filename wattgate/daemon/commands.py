@@ -13,13 +13,12 @@ import asyncio
 import base64
 import binascii
 import grp
-import json
 import logging
 import os
 import pwd
 from typing import TYPE_CHECKING, Any, Optional
 
-from wattgate.daemon.hub import ClientSession, Message
+from wattgate.daemon.hub import ClientSession, Message, json_text
 from wattgate.daemon.server import (
     Handler,
     PeerCreds,
@@ -144,7 +143,7 @@ def fit_line(events: list[Message], budget: int) -> list[Message]:
     """The longest prefix of events whose JSON fits in budget bytes (at least one)."""
     used = 0
     for count, item in enumerate(events):
-        used += len(json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()) + 1
+        used += len((json_text(item) or "").encode()) + 1  # as the answer will write it
         if used > budget and count:
             return events[:count]
     return events
