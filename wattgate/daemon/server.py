@@ -325,8 +325,7 @@ def _check_id_room(request: Message) -> None:
     if _depth(request["id"]) > MAX_ID_DEPTH:
         raise ProtocolError("bad_request", f"the id is nested more than {MAX_ID_DEPTH} levels "
                             "deep (answered without it); the request was not run")
-    line = strict_line({"id": request["id"]})
-    size = MAX_LINE if line is None else len(line)
+    size = id_bytes(request)
     if size > MAX_LINE - ID_ROOM:
         raise ProtocolError(
             "too_large", f"an id of {size} bytes leaves its answer no room in a {MAX_LINE}-byte "
@@ -334,8 +333,12 @@ def _check_id_room(request: Message) -> None:
 
 
 def id_bytes(request: Message) -> int:
-    """What the request's id takes of its answer's line (`"id":ID,`), 0 without one."""
-    return len(strict_line({"id": request["id"]}) or b"") if "id" in request else 0
+    """What the request's id takes of its answer's line (`{"id":ID}` and a newline), 0
+    without one, all of it (MAX_LINE) for an id that cannot be written back."""
+    if "id" not in request:
+        return 0
+    line = strict_line({"id": request["id"]})
+    return MAX_LINE if line is None else len(line)
 
 
 def check_answer_fits(request: Message, fields: Message) -> None:
