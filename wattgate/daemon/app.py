@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
-from wattgate.daemon.commands import TOPICS, Commands
+from wattgate.daemon.commands import NO_CONFIG_FILE, TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.handoff import Handoff
 from wattgate.daemon.hub import ClientSession, Hub, Message
@@ -311,7 +311,7 @@ class Daemon:
     async def reload(self) -> tuple[bool, str]:
         """SIGHUP or the `reload` command: apply the config file again, or keep the old one."""
         if self.config_path is None:
-            message = "running on built-in defaults; there is no file to reload"
+            message = NO_CONFIG_FILE
             log.info("reload: %s", message)
             return False, message
         async with self._reconfiguring:

@@ -40,6 +40,7 @@ MAX_EVENTS_PER_REPLY = 1000
 MAX_REPLY_BYTES = 60 * 1024  # an events reply with its id stays under the 64 KiB line limit
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
+NO_CONFIG_FILE = "running on built-in defaults; there is no config file to reload"
 MAX_IMAGE_PIXELS = 4096 * 4096  # an `infer` image decodes to 48 MiB at most
 
 
@@ -290,8 +291,7 @@ class Commands:
         self._require_admin(session, "reload")
         log.info("reload requested by %s", session.peer)
         if self.daemon.config_path is None:  # nothing the client sent is wrong
-            raise ProtocolError("unavailable", "running on built-in defaults; there is no "
-                                "config file to reload")
+            raise ProtocolError("unavailable", NO_CONFIG_FILE)
         ok, message = await self.daemon.reload()
         if not ok:
             raise ProtocolError("bad_request", message)
