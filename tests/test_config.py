@@ -145,3 +145,147 @@ def test_schema_cli_prints_json_schema() -> None:
     assert res.returncode == 0
     schema = json.loads(res.stdout)
     assert "gate.heartbeat_s" in schema_keys(schema)
+
+
+# -- files that cannot be read as TOML, values that cannot be used ----------------------------
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'[camera]\nsource = "/srv/cam\xe9ra.mp4"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(latin1)
+    assert info.value.source == str(latin1)
+    assert info.value.problems == ["not UTF-8 (TOML files are): byte 0xe9 on line 2"]
+    res = run_cli("check-config", str(latin1))
+    assert res.returncode == 78, res.stderr
+    assert "Traceback" not in res.stderr and "not UTF-8" in res.stderr
+
+
+def test_a_config_path_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
+    res = run_cli("check-config", str(tmp_path))
+    assert res.returncode == 78, res.stderr
+    assert "Traceback" not in res.stderr
+    assert f"bad config {tmp_path}:\n  is a directory, not a file" in res.stderr
+    res = run_cli("status", "--config", str(tmp_path))
+    assert res.returncode == 78 and "is a directory" in res.stderr, res.stderr
+
+
+def test_a_dropin_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    main = tmp_path / "config.toml"
+    main.write_text("")
+    (tmp_path / "config.d").mkdir()
+    bad = tmp_path / "config.d" / "50-bad.toml"
+    bad.write_bytes(b"# \xff\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(main)
+    assert info.value.source == str(bad)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan", "1e400"])
+@pytest.mark.parametrize(
+    "key",
+    ["camera.stall_s", "gate.heartbeat_s", "gate.cooldown_s", "rules.0.temp_above_c",
+     "sensors.light_jump_ratio", "daemon.events_max_age_days", "camera.fps"],
+)
+def test_numbers_that_are_not_finite_are_refused(tmp_path: Path, key: str, value: str) -> None:
+    """NaN passes every bound it is not compared with (temp_above_c has none), and an
+    infinite stall_s became a timeout that stopped the capture thread with OverflowError."""
+    section, name = key.rsplit(".", 1)
+    header = "[[rules]]\nprofile = \"powersave\"" if section == "rules.0" else f"[{section}]"
+    path = tmp_path / "c.toml"
+    path.write_text(f"{header}\n{name} = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert any(p.startswith(f"{key}: got ") and "finite number" in p
+               for p in info.value.problems), info.value.problems
+
+
+def test_a_stall_timeout_longer_than_an_hour_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"camera": {"stall_s": 1e12}})
+    assert info.value.problems[0].startswith("camera.stall_s: got 1000000000000.0; ")
+    assert parse_config({"camera": {"stall_s": 3600.0}}).camera.stall_s == 3600.0
+
+
+def test_a_socket_path_longer_than_sun_path_is_a_config_error(tmp_path: Path) -> None:
+    """sun_path holds 108 bytes with the terminating NUL: a longer daemon.socket failed
+    only at bind, as "cannot start: AF_UNIX path too long" with exit code 1."""
+    fits = "/run/" + "é" * 49 + ".sok"  # 107 bytes: é is two in UTF-8
+    assert len(fits.encode()) == 107
+    assert parse_config({"daemon": {"socket": fits}}).daemon.socket == fits
+    with pytest.raises(ConfigError) as info:
+        parse_config({"daemon": {"socket": fits + "c"}})
+    assert info.value.problems == [
+        f"daemon.socket: got {fits + 'c'!r}; 108 bytes long; a Unix socket path has at most 107"
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"daemon": {"socket": ""}})
+    assert info.value.problems == ["daemon.socket: got ''; must not be empty"]
+
+
+def test_run_with_a_socket_path_too_long_exits_78_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[daemon]\nsocket = "{tmp_path}/{"s" * 120}.sock"\n'
+                      f'state_dir = "{tmp_path}/state"\n')
+    res = run_cli("run", "--config", str(config))
+    assert res.returncode == 78, res.stderr
+    assert f"bad config {config}:\n  daemon.socket: got " in res.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def test_strings_with_a_nul_character_are_refused(tmp_path: Path) -> None:
+    """A NUL in a path made start-up fail with "ValueError: embedded null byte" and a
+    traceback (state_dir), or report a model file named with the NUL dropped."""
+    path = tmp_path / "c.toml"
+    path.write_text('[daemon]\nstate_dir = "/var/lib/w\\u0000g"\n'
+                    '[power]\nruntime_pm_devices = ["a", "b\\u0000"]\n'
+                    '[profiles."x\\u0000"]\ncpu_governor = "schedutil"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [
+        "daemon.state_dir: got '/var/lib/w\\x00g'; must not contain a NUL character",
+        "power.runtime_pm_devices.1: got 'b\\x00'; must not contain a NUL character",
+        "profiles.x\x00: a key must not contain a NUL character",
+    ]
+    res = run_cli("run", "--config", str(path))
+    assert res.returncode == 78 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_a_bad_value_set_by_a_dropin_names_the_dropin(tmp_path: Path) -> None:
+    main = tmp_path / "config.toml"
+    main.write_text('[camera]\nfps = 10.0\nwidth = 2\n[profiles.mine]\ncpu_governor = "x"\n')
+    (tmp_path / "config.d").mkdir()
+    dropin = tmp_path / "config.d" / "50-site.toml"
+    dropin.write_text('[camera]\nfps = "fast"\n[profiles.mine.idle]\ncpu_max_khz = "200%"\n'
+                      "[gate]\nheartbeat = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(main)
+    assert info.value.source == str(main)
+    assert sorted(info.value.problems) == sorted([
+        f"camera.fps: got 'fast'; Input should be a valid number (set in {dropin})",
+        "camera.width: got 2; Input should be greater than or equal to 16",
+        "profiles.mine.idle.cpu_max_khz: got '200%'; must be a number with a % "
+        f"sign, 0% to 100% (set in {dropin})",
+        f"gate.heartbeat: unknown key (set in {dropin})",
+    ])
+
+
+def test_sighup_with_a_config_that_is_not_utf8_keeps_the_old_one(
+    start_daemon: Any,
+) -> None:
+    """The reload raised UnicodeDecodeError inside its task: nothing said it was rejected."""
+    import signal
+    import time
+
+    daemon = start_daemon(gate={"heartbeat_s": 5.0})
+    with daemon.connect() as client:
+        daemon.config.write_bytes(daemon.config.read_bytes() + b"# caf\xe9\n")
+        daemon.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while "reload rejected" not in daemon.log():
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        assert "not UTF-8" in daemon.log() and "Traceback" not in daemon.log()
+        assert client.request("status")["class"] == "status"
+    assert daemon.stop() == 0

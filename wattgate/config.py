@@ -8,6 +8,7 @@ drop-ins in `config.d/*.toml` beside it in name order, and validates the result;
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -21,6 +22,9 @@ else:  # pragma: no cover - Python < 3.11 (Debian 11, older Yocto)
     import tomli as tomllib
 
 EXIT_CONFIG = 78  # EX_CONFIG from sysexits.h: what systemd and init scripts expect
+
+# sun_path of struct sockaddr_un is 108 bytes on Linux, its terminating NUL included.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 # An `infer` image travels base64-encoded in a request line of at most 64 KiB: 45 KiB of
@@ -37,14 +41,21 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
-    """Base of every table: unknown keys are errors, values are checked on assignment too."""
+    """Base of every table: unknown keys are errors, values are checked on assignment too.
 
-    model_config = ConfigDict(extra="forbid", strict=True, validate_assignment=True)
+    No number may be NaN or infinite: NaN slips through a key without bounds, and an
+    infinite duration ends up as a timeout that threading refuses (OverflowError).
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, validate_assignment=True, allow_inf_nan=False
+    )
 
 
 class DaemonConfig(Section):
     socket: str = Field(
-        "/run/wattgate/wattgate.sock", description="Unix socket the daemon listens on."
+        "/run/wattgate/wattgate.sock",
+        description="Unix socket the daemon listens on; at most 107 bytes (sun_path).",
     )
     socket_mode: int = Field(0o660, ge=0, le=0o777, description="Mode of the socket file.")
     socket_group: Optional[str] = Field(
@@ -104,7 +115,7 @@ class CameraConfig(Section):
         ),
     )
     stall_s: float = Field(
-        5.0, gt=0, description="A camera that gives no frame this long is reopened."
+        5.0, gt=0, le=3600, description="A camera that gives no frame this long is reopened."
     )
     reopen_max_s: float = Field(
         30.0,
@@ -538,8 +549,15 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _check_paths(self) -> Config:
-        if not self.daemon.socket:
-            raise ValueError("daemon.socket must not be empty")
+        socket = self.daemon.socket
+        if not socket:
+            raise _errors([(("daemon", "socket"), socket, "must not be empty")])
+        size = len(os.fsencode(socket))
+        if size > MAX_SOCKET_PATH_BYTES:
+            raise _errors([(
+                ("daemon", "socket"), socket,
+                f"{size} bytes long; a Unix socket path has at most {MAX_SOCKET_PATH_BYTES}",
+            )])
         return self
 
     @model_validator(mode="after")
@@ -593,28 +611,97 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read()
     except FileNotFoundError:
         raise ConfigError(str(path), ["file not found"]) from None
     except PermissionError:
         raise ConfigError(str(path), ["permission denied"]) from None
+    except IsADirectoryError:
+        raise ConfigError(str(path), ["is a directory, not a file"]) from None
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read it: {exc.strerror or exc}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            str(path), [f"not UTF-8 (TOML files are): byte {data[exc.start]:#04x} on line {line}"]
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
 
 
-def describe_errors(exc: ValidationError) -> list[str]:
-    """One line per error: key path, the bad value and what is allowed."""
+Origins = dict[tuple[str, ...], str]
+"""Which file set each key path: the main file or one of its drop-ins."""
+
+
+def _note_origins(table: dict[str, Any], source: str, origins: Origins,
+                  prefix: tuple[str, ...] = ()) -> None:
+    """Record source for every key path in table: a value is owned by the last file that
+    sets it, a table by the first that opens it (drop-ins merge into it key by key)."""
+    for key, value in table.items():
+        path = (*prefix, key)
+        if isinstance(value, dict):
+            origins.setdefault(path, source)
+            _note_origins(value, source, origins, path)
+        else:
+            origins[path] = source
+            for sub in [p for p in origins if p[: len(path)] == path and len(p) > len(path)]:
+                del origins[sub]  # a table that a value replaced
+
+
+def _origin(loc: tuple[Union[str, int], ...], origins: Optional[Origins]) -> Optional[str]:
+    """The file that set the nearest key of loc that a file set."""
+    if not origins:
+        return None
+    keys = tuple(str(part) for part in loc)
+    for end in range(len(keys), 0, -1):
+        if keys[:end] in origins:
+            return origins[keys[:end]]
+    return None
+
+
+def _nul_problems(value: Any, loc: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """Strings (and keys) with a NUL character: no path, name or value may hold one, and
+    the OS refuses them in paths with a ValueError deep inside start-up."""
+    found: list[tuple[tuple[str, ...], str]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\0" in key:
+                found.append(((*loc, key), "a key must not contain a NUL character"))
+            found.extend(_nul_problems(item, (*loc, key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found.extend(_nul_problems(item, (*loc, str(index))))
+    elif isinstance(value, str) and "\0" in value:
+        found.append((loc, f"got {value!r}; must not contain a NUL character"))
+    return found
+
+
+def describe_errors(exc: ValidationError, origins: Optional[Origins] = None,
+                    main: Optional[str] = None) -> list[str]:
+    """One line per error: key path, the bad value and what is allowed; a key that a
+    drop-in set (origins: key path -> file, main: the main file) names that drop-in."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc = err["loc"]
+        key = ".".join(str(part) for part in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            lines.append(f"{key}: unknown key")
-            continue
-        if err["type"] == "missing":
-            lines.append(f"{key}: required key is missing")
-            continue
-        lines.append(f"{key}: got {err.get('input')!r}; {err['msg']}")
+            line = f"{key}: unknown key"
+        elif err["type"] == "missing":
+            line = f"{key}: required key is missing"
+        else:
+            line = f"{key}: got {err.get('input')!r}; {err['msg']}"
+        lines.append(_name_dropin(line, loc, origins, main))
     return lines
+
+
+def _name_dropin(line: str, loc: tuple[Union[str, int], ...], origins: Optional[Origins],
+                 main: Optional[str]) -> str:
+    origin = _origin(loc, origins)
+    return line if origin is None or origin == main else f"{line} (set in {origin})"
 
 
 def dropin_files(path: Path) -> list[Path]:
@@ -622,26 +709,39 @@ def dropin_files(path: Path) -> list[Path]:
     return sorted((path.parent / "config.d").glob("*.toml"))
 
 
-def load_raw(path: Path) -> dict[str, Any]:
-    """The main file with its drop-ins merged, before validation."""
+def load_raw(path: Path, origins: Optional[Origins] = None) -> dict[str, Any]:
+    """The main file with its drop-ins merged, before validation; `origins`, if given, is
+    filled with the file that set each key."""
     raw = _read_toml(path)
+    if origins is not None:
+        _note_origins(raw, str(path), origins)
     for dropin in dropin_files(path):
-        raw = deep_merge(raw, _read_toml(dropin))
+        table = _read_toml(dropin)
+        if origins is not None:
+            _note_origins(table, str(dropin), origins)
+        raw = deep_merge(raw, table)
     return raw
 
 
-def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+def parse_config(raw: dict[str, Any], source: str = "config",
+                 origins: Optional[Origins] = None) -> Config:
+    """Validate raw; ConfigError names source and, for keys a drop-in set, the drop-in."""
+    nul = [_name_dropin(f"{'.'.join(loc)}: {message}", loc, origins, source)
+           for loc, message in _nul_problems(raw)]
+    if nul:
+        raise ConfigError(source, nul)
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(source, describe_errors(exc)) from None
+        raise ConfigError(source, describe_errors(exc, origins, source)) from None
 
 
 def load_config(path: Optional[Path]) -> Config:
     """Load and validate path (and its drop-ins); None gives the built-in defaults."""
     if path is None:
         return Config()
-    return parse_config(load_raw(path), str(path))
+    origins: Origins = {}
+    return parse_config(load_raw(path, origins), str(path), origins)
 
 
 def json_schema() -> dict[str, Any]:
