@@ -149,6 +149,7 @@ def test_power_disabled_writes_nothing_but_still_undoes_a_crash(tmp_path: Path) 
     crashed, root = make(tmp_path)
     before = tree_snapshot(root)
     crashed.start(0.0)
+    del crashed  # SIGKILL: no stop(); the journal's lock goes with the process
     off, _ = make(tmp_path, power={"enabled": False})
     off.start(1.0)
     assert tree_snapshot(root) == before  # the crashed run's writes are gone
@@ -439,3 +440,144 @@ def test_status_lines_for_the_cli(tmp_path: Path) -> None:
     assert "activity  idle" in text and "W (estimate, rk3588)" in text
     assert f"{NPU}/max_freq = 300000000 (was 1000000000)" in text
     pc.stop()
+
+
+# -- the journal: one daemon per journal_dir, and journals not fit to use -----------------------
+
+HOLDER = """
+import sys
+from wattgate.config import parse_config
+from wattgate.daemon.power import PowerController
+root, journal = sys.argv[1], sys.argv[2]
+pc = PowerController(parse_config({"power": {"sysfs_root": root, "journal_dir": journal}}))
+pc.start(0.0)
+print("ready", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_second_daemon_on_the_same_journal_dir_neither_restores_nor_writes(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """A daemon drives the board; a second one started on the same journal_dir used to
+    'restore' the first one's changes under it and then write its own, each rewriting the
+    journal with only its own originals. Now the second one is told who holds the journal
+    and writes nothing; the first one's SIGKILL is still undone by the next start."""
+    import signal
+    import subprocess
+    import sys
+
+    root = materialize("rk3588", tmp_path / "sys")
+    before = tree_snapshot(root)
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(root), str(tmp_path / "journal")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "ready"
+        assert knobs(root) == IDLE
+        driven = tree_snapshot(root)
+        second, _ = make(tmp_path, power={"profile": "performance"})
+        with caplog.at_level(logging.ERROR, logger="wattgate.power"):
+            second.start(1.0)
+        assert f"held by another wattgate process (pid {first.pid})" in caplog.text
+        assert not second.writes
+        second.on_gate(MOTION, 2.0)
+        second.stop()
+        assert tree_snapshot(root) == driven  # not restored under the first, not rewritten
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.communicate()
+    third, _ = make(tmp_path)
+    third.start(3.0)
+    assert third.writes and knobs(root) == IDLE
+    third.stop()
+    assert tree_snapshot(root) == before
+
+
+def test_a_journal_of_the_wrong_shape_does_not_stop_the_start(tmp_path: Path) -> None:
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    (journal / "sysfs-journal.json").write_text('{"version": 1, "entries": {"a": "b"}}')
+    pc, root = make(tmp_path)
+    before = tree_snapshot(root)
+    pc.start(0.0)
+    assert pc.writes and knobs(root) == IDLE
+    assert (journal / "sysfs-journal.json.corrupt").exists()
+    pc.stop()
+    assert tree_snapshot(root) == before
+
+
+def test_a_journal_this_user_cannot_read_is_kept_and_nothing_written() -> None:
+    """A root run left its journal (0600, root's) in the daemon user's journal_dir. It used
+    to be renamed '.corrupt' and its originals forgotten while the daemon went on writing;
+    now it stays where it is and the daemon writes nothing, saying whose file it is."""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to leave a file the daemon's user cannot read")
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="wattgate-journal-owner-"))  # reachable by nobody
+    try:
+        os.chmod(base, 0o755)
+        crashed, root = make(base)
+        crashed.start(0.0)  # as root: the journal is root's, 0600
+        del crashed
+        driven = tree_snapshot(root)
+        for dirpath, _dirs, files in os.walk(base):
+            os.chown(dirpath, nobody.pw_uid, nobody.pw_gid)
+            for name in files:
+                if name != "sysfs-journal.json":
+                    os.chown(os.path.join(dirpath, name), nobody.pw_uid, nobody.pw_gid)
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the daemon, as its own user
+            os.close(read_fd)
+            try:
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                pc, _ = make(base)
+                with _Capture() as seen:
+                    pc.start(1.0)
+                report = f"writes={pc.writes} {seen.text}"
+            except BaseException as exc:
+                report = f"raised {exc!r}"
+            os.write(write_fd, report.encode())
+            os._exit(0)
+        os.close(write_fd)
+        with os.fdopen(read_fd) as pipe:
+            report = pipe.read()
+        os.waitpid(pid, 0)
+        assert report.startswith("writes=False"), report
+        assert "not readable by this user (owner uid 0)" in report
+        assert (base / "journal" / "sysfs-journal.json").exists()
+        assert not (base / "journal" / "sysfs-journal.json.corrupt").exists()
+        assert tree_snapshot(root) == driven
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class _Capture(logging.Handler):
+    """Collects the power logger's records in a forked child (no pytest fixtures there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def __enter__(self) -> _Capture:
+        logging.getLogger("wattgate.power").addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger("wattgate.power").removeHandler(self)

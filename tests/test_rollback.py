@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import tree_snapshot
 from tests.fixtures.boards import FaultyIO, materialize
-from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
+from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, JournalError, SysfsJournal
 from wattgate.drivers.sysfs import Sysfs
 
 CPUFREQ = "devices/system/cpu/cpufreq"
@@ -185,3 +185,119 @@ def test_sigkill_at_random_points_then_restore_pending(board: str, tmp_path: Pat
     assert report.ok, report.failed
     assert tree_snapshot(root) == before
     assert not (state / JOURNAL_NAME).exists()
+
+
+# -- a journal that is not what it should be ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "{half", "[]", "null", '{"entries": null}', '{"version": 1, "root": 7, "entries": []}'],
+)
+def test_journal_of_the_wrong_shape_is_set_aside(
+    text: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Valid JSON of the wrong shape is as unusable as torn JSON: set aside with the reason,
+    never an AttributeError/TypeError out of the constructor (the daemon's start)."""
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / JOURNAL_NAME).write_text(text)
+    journal = SysfsJournal(state, fs)
+    assert journal.attributes == []
+    assert (state / f"{JOURNAL_NAME}.corrupt").read_text() == text
+    assert "unusable sysfs journal" in caplog.text and str(state / JOURNAL_NAME) in caplog.text
+    assert JournaledWriter(journal).write(f"{CPUFREQ}/policy0/scaling_governor", "powersave")
+    assert journal.restore().restored == [f"{CPUFREQ}/policy0/scaling_governor"]
+
+
+def test_bad_entries_are_skipped_and_the_good_ones_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    gov = f"{CPUFREQ}/policy0/scaling_governor"
+    (root / gov).write_text("performance\n")  # what the crashed run left
+    state = tmp_path / "state"
+    state.mkdir()
+    entries = [
+        {"attribute": "../../etc/passwd", "original": "x"},
+        {"attribute": f"{CPUFREQ}/policy4/scaling_governor", "original": None},
+        ["not", "an", "object"],
+        {"attribute": gov, "original": "schedutil\n"},
+    ]
+    text = json.dumps({"version": 1, "root": str(root), "entries": entries})
+    (state / JOURNAL_NAME).write_text(text)
+    report = SysfsJournal(state, Sysfs(root)).restore_pending()
+    assert report.restored == [gov] and report.ok
+    assert (root / gov).read_text() == "schedutil\n"
+    assert "entries[0].attribute '../../etc/passwd'" in caplog.text
+    assert f"entries[1].original of {CPUFREQ}/policy4/scaling_governor is None" in caplog.text
+    assert (state / f"{JOURNAL_NAME}.corrupt").read_text() == text
+    assert not (state / JOURNAL_NAME).exists()
+
+
+def test_journal_of_another_format_version_is_kept_and_refused(tmp_path: Path) -> None:
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"))
+    state = tmp_path / "state"
+    state.mkdir()
+    text = json.dumps({"version": 2, "root": str(fs.root), "entries": []})
+    (state / JOURNAL_NAME).write_text(text)
+    with pytest.raises(JournalError, match="format version 2"):
+        SysfsJournal(state, fs)
+    assert (state / JOURNAL_NAME).read_text() == text
+
+
+def test_an_original_that_could_not_be_saved_is_never_written_even_on_retry(
+    tmp_path: Path,
+) -> None:
+    """The journal cannot be saved (its directory is a file here; a read-only remount in the
+    field): the write is refused, and so is the second attempt, which used to find the
+    attribute already 'recorded' in memory and write with no original on disk."""
+    root = materialize("rk3588", tmp_path / "sys")
+    writer = JournaledWriter(SysfsJournal(tmp_path / "state", Sysfs(root)))
+    (tmp_path / "state").write_text("a file where the directory should be")
+    gov = f"{CPUFREQ}/policy0/scaling_governor"
+    for _ in range(2):
+        with pytest.raises(OSError):
+            writer.write(gov, "performance")
+        assert (root / gov).read_text() == "schedutil\n"
+    assert writer.journal.attributes == []
+
+
+def test_journal_left_under_another_root_does_not_capture_this_roots_originals(
+    tmp_path: Path,
+) -> None:
+    """A crashed run drove another root (power.sysfs_root changed since): restore_pending
+    puts that root back, and what this run changes afterwards is restored here, not
+    compared with and written to the old root."""
+    old = materialize("rk3588", tmp_path / "old")
+    new = materialize("rk3588", tmp_path / "new")
+    old_before, new_before = tree_snapshot(old), tree_snapshot(new)
+    state = tmp_path / "state"
+    gov = f"{CPUFREQ}/policy0/scaling_governor"
+    JournaledWriter(SysfsJournal(state, Sysfs(old))).write(gov, "performance")
+    journal = SysfsJournal(state, Sysfs(new))
+    assert journal.restore_pending().restored == [gov]
+    assert tree_snapshot(old) == old_before
+    JournaledWriter(journal).write(gov, "powersave")
+    assert json.loads(journal.path.read_text())["root"] == str(new)
+    del journal  # SIGKILL
+    report = SysfsJournal(state, Sysfs(new)).restore_pending()
+    assert report.restored == [gov]
+    assert tree_snapshot(new) == new_before and tree_snapshot(old) == old_before
+
+
+def test_attributes_left_under_another_root_block_writes_under_this_one(tmp_path: Path) -> None:
+    old = materialize("rk3588", tmp_path / "old")
+    new = materialize("rk3588", tmp_path / "new")
+    state = tmp_path / "state"
+    busy = "class/devfreq/fdab0000.npu/governor"
+    JournaledWriter(SysfsJournal(state, Sysfs(old))).write(busy, "performance")
+    import errno
+
+    journal = SysfsJournal(state, Sysfs(new, FaultyIO(old, {busy: errno.EBUSY})))
+    assert list(journal.restore_pending().failed) == [busy]  # kept for the next start
+    with pytest.raises(JournalError, match=f"under {old}"):
+        JournaledWriter(journal).write(f"{CPUFREQ}/policy0/scaling_governor", "powersave")
+    assert (new / CPUFREQ / "policy0/scaling_governor").read_text() == "schedutil\n"
+    assert journal.original(busy) == "rknpu_ondemand\n"

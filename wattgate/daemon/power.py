@@ -40,7 +40,7 @@ from wattgate.config import Config
 from wattgate.daemon.knobs import write_knob, write_order
 from wattgate.daemon.logs import MessageId, event
 from wattgate.daemon.power_inputs import InputReader, Inputs
-from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
+from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, JournalLock, SysfsJournal
 from wattgate.drivers import cpufreq, devfreq, vendor
 from wattgate.drivers.accel import find_accelerators
 from wattgate.drivers.sysfs import AttributeIO, Sysfs, SysfsError
@@ -112,6 +112,7 @@ class PowerController:
         self.activity = ActivityMachine(self.profile.cooldown_s, self.profile.wake_on)
         self.load = LoadController()
         self.journal: Optional[SysfsJournal] = None
+        self.journal_lock: Optional[JournalLock] = None
         self.writer: Optional[JournaledWriter] = None
         self.writes = False
         self.caps = BoardCaps()
@@ -222,6 +223,9 @@ class PowerController:
                         extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
                                     failed=len(report.failed) or None),
                     )
+            if self.journal_lock is not None:
+                self.journal_lock.release()
+                self.journal_lock = None
             self.applied.clear()
             self.writes = False
             self._started = False
@@ -232,6 +236,9 @@ class PowerController:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             if not os.access(directory, os.W_OK | os.X_OK):
                 raise PermissionError(f"{directory} is not writable")
+            lock = JournalLock(directory)
+            lock.acquire()  # before reading: another daemon's journal is not ours to restore
+            self.journal_lock = lock
             self.journal = SysfsJournal(directory, self.fs)
             report = self.journal.restore_pending()
         except OSError as exc:
@@ -240,6 +247,9 @@ class PowerController:
                 directory, exc, extra=event(MessageId.KNOB_FAILED, knob="power.journal_dir"),
             )
             self.journal = None
+            if self.journal_lock is not None:
+                self.journal_lock.release()
+                self.journal_lock = None
             return
         if report.restored or report.failed:
             log.warning(

@@ -10,12 +10,19 @@ at start does the same for a journal left by a crash. A failure to restore one
 attribute is logged and never stops the others (DESIGN.md, "Rollback").
 
 All power writes go through ``JournaledWriter``, which the drivers accept
-wherever they take a writer, so no write can bypass the journal.
+wherever they take a writer, so no write can bypass the journal. A write whose
+original could not be saved is refused, and stays refused on a retry.
+
+One journal directory serves one daemon at a time: ``JournalLock`` holds an
+exclusive lock on ``<state_dir>/sysfs-journal.lock`` for the daemon's life, so a
+second daemon neither restores the first one's changes under it nor overwrites
+its journal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -29,7 +36,63 @@ from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 log = logging.getLogger("wattgate.rollback")
 
 JOURNAL_NAME = "sysfs-journal.json"
+LOCK_NAME = "sysfs-journal.lock"
 FORMAT_VERSION = 1
+
+
+class JournalError(OSError):
+    """The journal cannot be used; nothing may be written to sysfs without it."""
+
+    def __init__(self, message: str, err: int = 0) -> None:
+        super().__init__(err or None, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class JournalLock:
+    """An exclusive, non-blocking lock on ``<state_dir>/sysfs-journal.lock``.
+
+    flock() belongs to the open file, so the kernel drops it when the holder dies
+    (SIGKILL included) and a second holder in the same process is refused as well.
+    The file is never removed: unlinking a lock file lets two processes lock two
+    different inodes. It holds the holder's pid, for the error message.
+    """
+
+    def __init__(self, state_dir: Union[str, os.PathLike[str]]) -> None:
+        self.path = Path(state_dir) / LOCK_NAME
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise JournalError(
+                f"{self.path} is held by another wattgate process"
+                f"{f' (pid {holder})' if holder.isdigit() else ''}: one daemon per journal_dir"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # drops the lock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __del__(self) -> None:
+        self.release()
 
 
 @dataclass
@@ -51,6 +114,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _relative(attribute: str) -> bool:
+    parts = attribute.split("/")
+    return bool(attribute) and not attribute.startswith("/") and ".." not in parts
+
+
 class SysfsJournal:
     """Originals of the attributes changed since start, persisted in ``state_dir``."""
 
@@ -68,16 +136,86 @@ class SysfsJournal:
 
     def _load(self) -> None:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
-            log.error("unreadable sysfs journal %s (%s); keeping it aside", self.path, exc)
-            os.replace(self.path, self.path.with_suffix(".json.corrupt"))
+        except PermissionError as exc:
+            # Not ours to set aside (a run as another user left it): the originals in it
+            # are still the only way back, so refuse to write rather than lose them.
+            raise JournalError(
+                f"sysfs journal {self.path} is not readable by this user "
+                f"(owner uid {self._owner()}): restore it as that user or remove it",
+                exc.errno or 0,
+            ) from exc
+        except ValueError as exc:  # not UTF-8
+            self._set_aside(str(exc))
             return
-        self._root = str(data.get("root", self._root))
-        for entry in data.get("entries", []):
-            self._entries.setdefault(str(entry["attribute"]), str(entry["original"]))
+        except OSError as exc:  # EIO, ENOTDIR...: the originals may still be in there
+            raise JournalError(f"sysfs journal {self.path} cannot be read: {exc}",
+                               exc.errno or 0) from exc
+        try:
+            root, entries, problems = self._parse(text)
+        except JournalError:
+            raise
+        except ValueError as exc:
+            self._set_aside(str(exc))
+            return
+        if problems:
+            # The good entries are still originals to restore; keep the text for a look.
+            aside = self.path.with_suffix(".json.corrupt")
+            log.error("sysfs journal %s: skipping %s; a copy is kept as %s",
+                      self.path, "; ".join(problems), aside)
+            aside.write_text(text, encoding="utf-8")
+        self._root = root
+        self._entries = entries
+
+    def _parse(self, text: str) -> tuple[str, dict[str, str], list[str]]:
+        """Root, entries and the entries skipped (why) of a journal's text; ValueError
+        naming what is wrong when nothing in it can be used."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"not a JSON object but {type(data).__name__}")
+        version = data.get("version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            # Written by another release: leave it for that release to restore.
+            raise JournalError(
+                f"sysfs journal {self.path} has format version {version!r}, "
+                f"this wattgate reads {FORMAT_VERSION}: restore it with the release that "
+                "wrote it or remove it"
+            )
+        root = data.get("root", self._root)
+        if not isinstance(root, str) or not root:
+            raise ValueError(f"'root' is {root!r}, not a path")
+        items = data.get("entries", [])
+        if not isinstance(items, list):
+            raise ValueError(f"'entries' is {type(items).__name__}, not a list")
+        entries: dict[str, str] = {}
+        problems: list[str] = []
+        for index, entry in enumerate(items):
+            if not isinstance(entry, dict):
+                problems.append(f"entries[{index}] is {type(entry).__name__}, not an object")
+                continue
+            attribute, original = entry.get("attribute"), entry.get("original")
+            if not isinstance(attribute, str) or not _relative(attribute):
+                problems.append(f"entries[{index}].attribute {attribute!r} is not a "
+                                "relative sysfs path")
+            elif not isinstance(original, str):
+                problems.append(f"entries[{index}].original of {attribute} is {original!r}, "
+                                "not text")
+            else:
+                entries.setdefault(attribute, original)
+        return root, entries, problems
+
+    def _owner(self) -> str:
+        try:
+            return str(self.path.stat().st_uid)
+        except OSError:
+            return "unknown"
+
+    def _set_aside(self, why: str) -> None:
+        aside = self.path.with_suffix(".json.corrupt")
+        log.error("unusable sysfs journal %s (%s); keeping it aside as %s", self.path, why, aside)
+        os.replace(self.path, aside)
 
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -116,13 +254,29 @@ class SysfsJournal:
             return self._entries.get(attribute)
 
     def record(self, attribute: str, original: Optional[str] = None) -> None:
-        """Save the attribute's original (read now unless given) if not saved yet."""
+        """Save the attribute's original (read now unless given) if not saved yet.
+
+        Raises (and remembers nothing) when the journal cannot be saved, so the
+        caller does not write and a retry saves again.
+        """
         with self._lock:
             if attribute in self._entries:
                 return
+            root = str(self.fs.root)
+            if not self._entries:
+                self._root = root
+            elif self._root != root:
+                raise JournalError(
+                    f"sysfs journal {self.path} still holds {len(self._entries)} "
+                    f"attribute(s) under {self._root}, not {root}: restore those first"
+                )
             text = self.fs.read_raw(attribute) if original is None else original + "\n"
             self._entries[attribute] = text
-            self._save()
+            try:
+                self._save()
+            except BaseException:
+                del self._entries[attribute]
+                raise
 
     # -- restoring -----------------------------------------------------------------
 
