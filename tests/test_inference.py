@@ -14,10 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import flatbuffers
 import numpy as np
 import pytest
+import tflite
+from tflite.BuiltinOperator import BuiltinOperator as Op
+from tflite.BuiltinOptions import BuiltinOptions
 
-from tests.tflite_builder import ConstOutput, constant_model, mean_rgb_model
+from tests.tflite_builder import (
+    _TENSOR_TYPES,
+    ConstOutput,
+    GraphBuilder,
+    _int_vector,
+    _reducer_options,
+    constant_model,
+    mean_rgb_model,
+)
 from wattgate.drivers import runtime
 from wattgate.drivers.inference import Model, ModelError, default_model_path
 
@@ -282,6 +294,70 @@ def test_outputs_no_decoder_recognises(tmp_path: Path) -> None:
                           [ConstOutput("embedding", np.zeros((1, 4, 4, 8)))])
     with pytest.raises(ModelError, match=r"embed\.tflite: no decoder recognises .*embedding"):
         Model.load(str(path))
+
+
+class _SignatureBuilder(GraphBuilder):
+    """A GraphBuilder that also writes shape signatures, as the converter does for a model
+    exported with dynamic dimensions (-1) in them."""
+
+    def __init__(self, signatures: dict[str, tuple[int, ...]]) -> None:
+        super().__init__()
+        self.signatures = signatures
+
+    def _tensor(self, b: flatbuffers.Builder, t: Any) -> int:  # type: ignore[override]
+        name = b.CreateString(t.name)
+        shape = _int_vector(b, t.shape)
+        signature = self.signatures.get(t.name)
+        sig = _int_vector(b, signature) if signature is not None else None
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, shape)
+        if sig is not None:
+            tflite.TensorAddShapeSignature(b, sig)
+        tflite.TensorAddType(b, _TENSOR_TYPES[t.dtype])
+        tflite.TensorAddBuffer(b, t.buffer)
+        tflite.TensorAddName(b, name)
+        return int(tflite.TensorEnd(b))
+
+
+def mean_model(path: Path, shape: tuple[int, int, int, int],
+               signature: tuple[int, ...] | None = None) -> Path:
+    """A classifier over `shape`: output [batch, 3], the mean of each channel."""
+    g = _SignatureBuilder({"input": signature} if signature is not None else {})
+    x = g.tensor("input", shape, np.float32)
+    g.inputs.append(x)
+    mean = g.tensor("probabilities", (shape[0], 3), np.float32)
+    g.op(Op.MEAN, [x, g.const("axes", [1, 2], np.int32)], [mean],
+         BuiltinOptions.ReducerOptions, _reducer_options(False))
+    g.outputs.append(mean)
+    return g.write(path)
+
+
+def test_a_model_with_a_dynamic_input_size_is_refused(tmp_path: Path) -> None:
+    """Exported with dynamic height and width, a model reports [1, 1, 1, 3] until resized:
+    it loaded and ran every frame shrunk to one pixel."""
+    path = mean_model(tmp_path / "dynamic.tflite", (1, 1, 1, 3), (1, -1, -1, 3))
+    with pytest.raises(ModelError, match=r"dynamic\.tflite: input input has a dynamic size "
+                       r"\[1, -1, -1, 3\]"):
+        Model.load(str(path), kind="classifier")
+
+
+def test_a_dynamic_batch_is_run_as_one_image(tmp_path: Path) -> None:
+    path = mean_model(tmp_path / "batch.tflite", (1, 8, 8, 3), (-1, 8, 8, 3))
+    model = Model.load(str(path), kind="classifier", score_threshold=0.0)
+    assert model.info["input"] == [8, 8, 3]
+    model.infer(np.full((16, 16, 3), 255, np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(2, 32, 32, 3), (1, 0, 0, 3), (0, 32, 32, 3)])
+def test_an_input_that_is_not_one_image_is_refused_at_load(
+    tmp_path: Path, shape: tuple[int, int, int, int]
+) -> None:
+    """A batch of 2 was refused only by the decoder, with a message about its outputs; a
+    0x0 input loaded and failed at the first frame inside OpenCV."""
+    path = mean_model(tmp_path / "odd.tflite", shape)
+    with pytest.raises(ModelError, match=r"odd\.tflite: expected one image input "
+                       r"\[1, H, W, 3\], got input \[" + ", ".join(map(str, shape))):
+        Model.load(str(path), kind="classifier")
 
 
 def test_missing_labels_file(tmp_path: Path) -> None:

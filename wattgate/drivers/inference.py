@@ -419,11 +419,14 @@ class Model:
                 raise ModelError(str(exc)) from exc
         loaded = _load_delegate(delegate, delegate_options) if delegate else None
         interp, loaded = _make_interpreter(model_path, threads, loaded, delegate)
-        inputs = [TensorSpec.from_details(d) for d in interp.get_input_details()]
+        input_details = interp.get_input_details()
+        inputs = [TensorSpec.from_details(d) for d in input_details]
         outputs = [TensorSpec.from_details(d) for d in interp.get_output_details()]
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[3] != 3:
+        if (len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[0] != 1
+                or inputs[0].shape[3] != 3 or min(inputs[0].shape[1:3]) < 1):
             raise ModelError(f"model file {model_path}: expected one image input [1, H, W, 3], "
                              f"got {', '.join(s.describe() for s in inputs)}")
+        _check_fixed_size(model_path, input_details[0])
         if inputs[0].dtype not in (np.float32, np.uint8, np.int8):
             raise ModelError(f"model file {model_path}: input {inputs[0].describe()} is not "
                              "float32, uint8 or int8")
@@ -480,6 +483,20 @@ class Model:
         detections = [replace(d, box=unmap(d.box)) for d in self._decoder.decode(outputs)]
         total_ms = raw.took_ms + (time.perf_counter() - start) * 1000.0
         return InferenceResult(detections, raw.invoke_ms, total_ms)
+
+
+def _check_fixed_size(path: Path, details: Mapping[str, Any]) -> None:
+    """A model exported with a dynamic height or width (-1 in its shape signature) reports
+    a placeholder shape, often [1, 1, 1, 3], until it is resized: run as it is, every frame
+    would be shrunk to that one pixel. No config key says which size to run it at."""
+    signature = details.get("shape_signature")
+    if signature is None or len(signature) != 4:
+        return
+    if any(int(d) < 0 for d in signature[1:]):
+        raise ModelError(
+            f"model file {path}: input {details.get('name') or '?'} has a dynamic size "
+            f"{[int(d) for d in signature]} (-1: any); export it with a fixed height and width"
+        )
 
 
 def _make_interpreter(path: Path, threads: int, delegate: Any | None,
