@@ -581,3 +581,57 @@ class _Capture(logging.Handler):
 
     def __exit__(self, *exc: object) -> None:
         logging.getLogger("wattgate.power").removeHandler(self)
+
+
+READ_ONLY_START = """
+import sys
+from wattgate.config import parse_config
+from wattgate.daemon.power import PowerController
+root, journal = sys.argv[1], sys.argv[2]
+pc = PowerController(parse_config({"power": {"sysfs_root": root, "journal_dir": journal}}))
+pc.start(0.0)
+print("writes" if pc.writes else "no writes", flush=True)
+"""
+
+
+def test_a_read_only_journal_dir_still_gives_a_crashed_runs_originals_back(
+    tmp_path: Path,
+) -> None:
+    """The journal's filesystem came back read-only after a crash (ext4 errors=remount-ro).
+    The start used to give up at 'not writable' and leave the board as the crashed run
+    left it; the journal is readable, so its originals go back, and nothing is written."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    unshare = shutil.which("unshare")
+    if os.geteuid() != 0 or unshare is None:
+        pytest.skip("needs root and unshare(1) for a private read-only bind mount")
+    crashed, root = make(tmp_path)
+    before = tree_snapshot(root)
+    crashed.start(0.0)
+    crashed.on_gate(MOTION, 1.0)
+    del crashed  # SIGKILL
+    assert tree_snapshot(root) != before
+    journal = tmp_path / "journal"
+    script = (f'mount --bind -o ro "{journal}" "{journal}" && '
+              f'exec "{sys.executable}" -c "$0" "{root}" "{journal}"')
+    probe = subprocess.run([unshare, "-m", "--propagation", "private", "true"],
+                           capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip(f"no mount namespace here: {probe.stderr.decode().strip()}")
+    done = subprocess.run(
+        [unshare, "-m", "--propagation", "private", "sh", "-c", script, READ_ONLY_START],
+        capture_output=True, text=True, check=False, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no writes"
+    assert "not writable" in done.stderr and "restored" in done.stderr
+    assert tree_snapshot(root) == before
+    assert (journal / "sysfs-journal.json").exists()  # could not be removed: harmless
+    again, _ = make(tmp_path)
+    again.start(2.0)  # writable again: finds every original in place, drops the journal
+    again.stop()
+    assert tree_snapshot(root) == before
+    assert not (journal / "sysfs-journal.json").exists()

@@ -231,16 +231,21 @@ class PowerController:
             self._started = False
 
     def _open_journal(self) -> None:
+        """Lock the journal directory, undo what a previous run left changed, and allow
+        writes only when the journal can be saved. A directory this user cannot write (a
+        read-only remount, a tmpfiles.d mistake) still gives a crashed run's originals back."""
         directory = self.cfg.power.journal_dir
+        report = None
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
-            if not os.access(directory, os.W_OK | os.X_OK):
-                raise PermissionError(f"{directory} is not writable")
+            writable = os.access(directory, os.W_OK | os.X_OK)
             lock = JournalLock(directory)
-            lock.acquire()  # before reading: another daemon's journal is not ours to restore
+            lock.acquire(create=writable)  # before reading: another daemon's journal is not ours
             self.journal_lock = lock
             self.journal = SysfsJournal(directory, self.fs)
             report = self.journal.restore_pending()
+            if not writable:
+                raise PermissionError(f"{directory} is not writable")
         except OSError as exc:
             log.error(
                 "power.journal_dir %s unusable (%s): power settings will not be written",
@@ -250,16 +255,16 @@ class PowerController:
             if self.journal_lock is not None:
                 self.journal_lock.release()
                 self.journal_lock = None
-            return
-        if report.restored or report.failed:
+        if report is not None and (report.restored or report.failed):
             log.warning(
                 "restored %d sysfs attribute(s) left changed by a previous run",
                 len(report.restored),
                 extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
                             failed=len(report.failed) or None),
             )
-        self.writer = JournaledWriter(self.journal)
-        self.writes = self.cfg.power.enabled
+        if self.journal is not None:
+            self.writer = JournaledWriter(self.journal)
+            self.writes = self.cfg.power.enabled
 
     # -- discovery -------------------------------------------------------------------------
 

@@ -64,8 +64,17 @@ class JournalLock:
         self.path = Path(state_dir) / LOCK_NAME
         self._fd: Optional[int] = None
 
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def acquire(self, *, create: bool = True) -> None:
+        """Lock, or JournalError naming the holder. ``create=False`` (a directory this
+        process cannot write): lock the file if it is there; if it is not, no daemon
+        holds this directory, since it could not have created it either."""
+        if create:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        else:
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -78,8 +87,9 @@ class JournalLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if create:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -306,10 +316,15 @@ class SysfsJournal:
                     kept[attribute] = original
                     log.error("cannot restore %s: %s", attribute, exc)
             self._entries = dict(reversed(list(kept.items())))
-            if self._entries:
-                self._save()
-            else:
-                self._remove()
+            try:
+                if self._entries:
+                    self._save()
+                else:
+                    self._remove()
+            except OSError as exc:
+                # The attributes are back already; a journal that still names them only
+                # makes the next start find them unchanged.
+                log.error("restored, but cannot update the sysfs journal %s: %s", self.path, exc)
             if report.restored:
                 log.info("restored %d sysfs attribute(s)", len(report.restored))
             return report
