@@ -10,7 +10,13 @@ from tests.fixtures.boards import BOARDS, Board, FaultyIO, faults, materialize, 
 from wattgate.daemon.rollback import JournaledWriter, SysfsJournal
 from wattgate.drivers import runtime_pm, vendor
 from wattgate.drivers.accel import find_accelerators
-from wattgate.drivers.sysfs import AttributeDenied, AttributeInvalid, AttributeMissing, Sysfs
+from wattgate.drivers.sysfs import (
+    AttributeDenied,
+    AttributeInvalid,
+    AttributeMissing,
+    Sysfs,
+    SysfsError,
+)
 
 # board -> {accelerator name: (control, status, autosuspend_delay_ms)}
 EXPECTED = {
@@ -128,3 +134,18 @@ def test_coral_apex_temperatures(tmp_path: Path) -> None:
     assert chip.trip_points_mc == (85000, 90000, 95000)
     (acc,) = find_accelerators(fs)
     assert (acc.kind, acc.vendor) == ("npu", "apex")
+
+
+def test_galcore_report_without_a_current_mode_is_not_changed(tmp_path: Path) -> None:
+    """A gpu_govern report that names no current mode gives nothing to write back: the
+    journal used to keep the whole report as the 'original', which the driver's store
+    ignores, so the mode was never restored. Now the switch is refused."""
+    root = materialize("imx8mp", tmp_path / "sys")
+    report = "GPU support 2 modes\noverdrive:\tcore_clk frequency: 1000000000\n" \
+        "nominal:\tcore_clk frequency: 800000000\n"
+    (root / vendor.GALCORE_GOVERN).write_text(report)
+    journal = SysfsJournal(tmp_path / "state", Sysfs(root))
+    with pytest.raises(SysfsError, match="names no current mode"):
+        vendor.set_gpu_govern(JournaledWriter(journal), "nominal")
+    assert (root / vendor.GALCORE_GOVERN).read_text() == report
+    assert journal.attributes == []

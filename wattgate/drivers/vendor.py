@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Optional, Union
 
-from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, SysfsError, Writer
 
 GALCORE_GOVERN = "bus/platform/drivers/galcore/gpu_govern"
 GALCORE_MODES = ("overdrive", "nominal", "underdrive")
@@ -64,6 +64,16 @@ def set_gpu_govern(w: Writer, mode: str) -> bool:
         )
     if state.current == mode:
         return False
+    if state.current is None:
+        # The store takes a mode name and ignores anything else: without the current mode
+        # there is nothing to write back, and the report itself would be "restored" silently.
+        raise SysfsError(
+            GALCORE_GOVERN,
+            w.fs.path(GALCORE_GOVERN),
+            errno.EIO,
+            "write",
+            "the report names no current mode, so it could not be restored",
+        )
     return w.write(GALCORE_GOVERN, mode, restore=state.current)
 
 
