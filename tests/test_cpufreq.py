@@ -125,3 +125,16 @@ def test_failing_writes_raise_typed_errors(tmp_path: Path) -> None:
     # the other policies are unaffected
     cpufreq.set_limits(fs, policies["policy0"], max_khz=1200000)
     assert fs.read("devices/system/cpu/cpufreq/policy0/scaling_max_freq") == "1200000"
+
+
+def test_a_frequency_table_with_a_word_that_is_not_a_number_is_no_table(tmp_path: Path) -> None:
+    """One odd word in scaling_available_frequencies raised ValueError out of discovery,
+    and so out of the daemon's start; the table is now unknown (limits are still clamped
+    to cpuinfo_min/max) and the rest of the board is driven as before."""
+    root = materialize("rk3588", tmp_path)
+    table = root / "devices/system/cpu/cpufreq/policy0/scaling_available_frequencies"
+    table.write_text("408000 600000 <unsupported>\n")
+    policies = {p.name: p for p in cpufreq.discover_policies(Sysfs(root))}
+    assert policies["policy0"].frequencies_khz == ()
+    assert policies["policy0"].cpuinfo_max_khz == 1800000
+    assert policies["policy4"].frequencies_khz  # the others read as before

@@ -124,3 +124,11 @@ def test_busy_governor_write(tmp_path: Path) -> None:
     with pytest.raises(AttributeBusy):
         devfreq.set_governor(fs, npu, ["performance"])
     assert fs.read(npu.attr("governor")) == "rknpu_ondemand"
+
+
+def test_an_npu_table_with_a_word_that_is_not_a_number_is_no_table(tmp_path: Path) -> None:
+    root = materialize("rk3588", tmp_path)
+    (root / "class/devfreq/fdab0000.npu/available_frequencies").write_text("300000000 x\n")
+    npu = devfreq.read_devfreq(Sysfs(root), "fdab0000.npu")
+    assert npu.frequencies_hz == ()
+    assert devfreq.snap_hz(npu, 450000000, upward=False) == 450000000

@@ -120,7 +120,7 @@ class SimBoard:
         self.npu: Optional[_Npu] = None
         if acc is not None and model.npu is not None:
             dev = f"class/devfreq/{acc.devfreq}" if acc.devfreq else None
-            table = tuple(int(f) for f in fs.read_words(f"{dev}/available_frequencies")) if dev \
+            table = fs.read_int_words(f"{dev}/available_frequencies") if dev \
                 else ()
             self.npu = _Npu(dev, acc.device, tuple(sorted(table)),
                             hz=fs.read_int_opt(f"{dev}/cur_freq") if dev else None)

@@ -57,7 +57,7 @@ def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
     path = f"{CPUFREQ}/{name}"
     if not fs.is_dir(path):
         raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
-    freqs = sorted({int(f) for f in fs.read_words(f"{path}/scaling_available_frequencies")})
+    freqs = fs.read_int_words(f"{path}/scaling_available_frequencies")
     return CpuPolicy(
         name=name,
         path=path,

@@ -56,7 +56,7 @@ def read_devfreq(fs: Sysfs, name: str) -> DevfreqDevice:
         raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
     real = fs.resolve(path)
     device = real.rsplit("/devfreq/", 1)[0] if "/devfreq/" in real else real
-    freqs = sorted({int(f) for f in fs.read_words(f"{path}/available_frequencies")})
+    freqs = fs.read_int_words(f"{path}/available_frequencies")
     return DevfreqDevice(
         name=name,
         path=path,

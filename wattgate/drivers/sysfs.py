@@ -198,6 +198,15 @@ class Sysfs:
         text = self.read_opt(attribute)
         return tuple(text.split()) if text else ()
 
+    def read_int_words(self, attribute: str) -> tuple[int, ...]:
+        """A list of integers (a frequency table), sorted and unique; () when the
+        attribute is missing or any word is not an integer (a table that cannot be
+        read whole is not a table to snap to)."""
+        try:
+            return tuple(sorted({int(word) for word in self.read_words(attribute)}))
+        except ValueError:
+            return ()
+
     def write_raw(self, attribute: str, data: str) -> None:
         """Store ``data`` as is; no comparison, no newline added."""
         path = self.path(attribute)
