@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Callable
 
 import psutil
@@ -16,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DaemonProcess
-from wattgate.daemon.server import ProtocolError, parse_request
+from wattgate.daemon.eventlog import EventLog
+from wattgate.daemon.server import MAX_BACKLOG, ProtocolError, parse_request
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -135,6 +138,46 @@ def test_a_flooding_client_is_cut_off_and_others_are_served(
         stop.set()
         flood.close()
     assert "request flood" in shared_daemon.log()
+
+
+def test_a_flood_of_large_answers_is_cut_off_before_they_fill_memory(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """Requests whose answers are ~60 KiB each (a page of 1000 events), sent all at once
+    and never read: the daemon reads no further once MAX_BACKLOG bytes wait, instead of
+    answering every request already buffered into memory, and cuts the client off. Another
+    client is answered meanwhile."""
+    state = tmp_path / "state"
+    events = EventLog(str(state / "events.db"))
+    now = time.time()
+    for i in range(1000):
+        events.append("detection", now - 10 + i * 1e-3, labels=["face"], frame=i, score=0.9)
+    events.close(now)
+    daemon = start_daemon(daemon={"state_dir": str(state)})
+    proc = psutil.Process(daemon.proc.pid)
+    with daemon.connect() as client:
+        page = client.request("events", since=0, limit=1000)
+        assert len(json.dumps(page)) > 40_000
+        rss = proc.memory_info().rss
+    request = b'{"cmd":"events","since":0,"limit":1000}\n'
+    count = 20_000  # 1.2 GB of answers; 800 kB of requests, more than socket buffers hold
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as flood:
+        flood.connect(str(daemon.socket))
+        flood.setblocking(False)
+        data, sent, peak = request * count, 0, rss
+        deadline = time.monotonic() + 60
+        while "request flood" not in daemon.log():
+            assert time.monotonic() < deadline, "the flooding client was never cut off"
+            with contextlib.suppress(BlockingIOError):
+                sent += flood.send(data[sent : sent + 65536])
+            with daemon.connect() as other:
+                assert other.request("status")["class"] == "status"
+            peak = max(peak, proc.memory_info().rss)
+    assert sent < len(data), "every request was read: nothing waited for the answers"
+    growth_mb = (peak - rss) / 2**20
+    # the socket's buffers, MAX_BACKLOG and one answer over it, and a page being encoded
+    assert growth_mb < 16 + 4 * MAX_BACKLOG / 2**20, f"RSS grew {growth_mb:.0f} MB"
+    assert daemon.stop() == 0
 
 
 def test_many_requests_in_one_write_are_all_answered_to_a_client_that_reads(

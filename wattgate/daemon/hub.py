@@ -105,6 +105,7 @@ class ClientSession:
         self.topics: set[str] = set()
         self.filters: dict[str, Any] = {}
         self._replies: deque[bytes] = deque()
+        self._reply_bytes = 0  # their size
         self._data: deque[tuple[bytes, int]] = deque()  # (lines, how many messages)
         self._queued = 0  # messages in _data
         self._queue_size = queue_size
@@ -123,17 +124,19 @@ class ClientSession:
     def reply_line(self, line: bytes) -> None:
         """Queue an already-encoded reply (never dropped)."""
         self._replies.append(line)
+        self._reply_bytes += len(line)
         self._wake.set()
 
-    def backlog(self) -> int:
-        """Replies queued but not yet handed to the socket: grows only if the peer stops reading."""
-        return len(self._replies)
+    def unsent(self) -> int:
+        """Bytes waiting in the daemon for the peer: queued replies and what the transport
+        holds (the writer moves replies there whole). Grows only if the peer stops reading."""
+        return self._reply_bytes + self.writer.transport.get_write_buffer_size()
 
-    async def caught_up(self, timeout: float) -> bool:
-        """Whether the writer hands every queued reply to the socket within timeout: at once
-        if the peer reads; never while the socket is full because it does not."""
+    async def caught_up(self, below: int, timeout: float) -> bool:
+        """Whether the peer reads until fewer than `below` bytes wait for it within timeout:
+        at once if it reads; never while its socket is full because it does not."""
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._replies and not self.writer.transport.is_closing():
+        while self.unsent() >= below and not self.writer.transport.is_closing():
             if asyncio.get_running_loop().time() >= deadline:
                 return False
             await asyncio.sleep(CATCH_UP_POLL_S)
@@ -187,6 +190,7 @@ class ClientSession:
     def _next_batch(self) -> bytes:
         parts = list(self._replies)
         self._replies.clear()
+        self._reply_bytes = 0
         if self._dropped:
             parts.append(encode({"class": "overflow", "dropped": self._dropped}))
             self._dropped = 0

@@ -30,7 +30,7 @@ from wattgate.daemon.hub import ClientSession, Hub, Message, encode, strict_line
 log = logging.getLogger("wattgate.server")
 
 MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
-MAX_BACKLOG = 1024  # answers waiting for a client before its requests are read no further
+MAX_BACKLOG = 256 * 1024  # bytes of answers waiting for a client before its requests wait
 FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
@@ -273,12 +273,17 @@ class Server:
             if not line.strip():
                 continue
             session.reply_line(await self._dispatch(session, line))
-            # Answers to requests already buffered are made without a pause; the writer
-            # hands them to the socket only when this loop waits. Over MAX_BACKLOG, wait for
-            # it: a client that reads catches up at once, one that does not is a flood.
-            if session.backlog() > MAX_BACKLOG and not await session.caught_up(FLOOD_GRACE_S):
-                log.warning("closing %s: %d replies unread (request flood)", session.peer,
-                            session.backlog())
+            # Requests already buffered are read without a pause unless we make one: other
+            # clients and the pipeline's results go in between, whatever one client sends.
+            await asyncio.sleep(0)
+            # Over MAX_BACKLOG, wait for the client to read: one that reads catches up at
+            # once (to half of it, so it is not waited for at every request), one that does
+            # not is a flood, and its answers would only pile up in memory.
+            if session.unsent() > MAX_BACKLOG and not await session.caught_up(
+                MAX_BACKLOG // 2, FLOOD_GRACE_S
+            ):
+                log.warning("closing %s: %d bytes of replies unread (request flood)",
+                            session.peer, session.unsent())
                 session.abort()  # it does not read: a parting error would never arrive
                 return
 
