@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import faulthandler
 import json
+import math
 import os
 import sys
 import time
@@ -34,20 +35,57 @@ def _config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def _config_path(value: Optional[str]) -> Optional[Path]:
+    """The --config file; None when not given. An empty value (an unset variable in a unit
+    file or script) is a config error, not a request for the built-in defaults."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(repr(value), ["an empty path names no config file"])
+    return Path(value)
+
+
 def _socket_path(args: argparse.Namespace) -> str:
-    if args.socket:
+    if args.socket is not None:
         return str(args.socket)
-    if args.config:
-        return load_config(Path(args.config)).daemon.socket
+    config = _config_path(args.config)
+    if config is not None:
+        return load_config(config).daemon.socket
     return os.environ.get("WATTGATE_SOCKET", DEFAULT_SOCKET)
+
+
+def _nonempty(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {value}")
+    return number
 
 
 # -- commands -------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    path = Path(args.config) if args.config else None
     try:
+        path = _config_path(args.config)
         cfg = load_config(path)
     except ConfigError as exc:
         return _config_error(exc)
@@ -66,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        load_config(Path(args.path))
+        load_config(_config_path(args.path))
     except ConfigError as exc:
         return _config_error(exc)
     print(f"{args.path}: ok")
@@ -199,7 +237,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _add_socket_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--socket", help=f"daemon socket (default {DEFAULT_SOCKET})")
+    parser.add_argument(
+        "--socket", type=_nonempty, help=f"daemon socket (default {DEFAULT_SOCKET})"
+    )
     parser.add_argument("--config", help="take daemon.socket from this config file")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -229,8 +269,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", help="print live results")
     _add_socket_args(watch)
-    watch.add_argument("--count", type=int, help="stop after this many messages")
-    watch.add_argument("--duration", type=float, help="stop after this many seconds")
+    watch.add_argument("--count", type=_positive_int, help="stop after this many messages")
+    watch.add_argument(
+        "--duration", type=_positive_seconds, help="stop after this many seconds"
+    )
     watch.add_argument(
         "--topics", nargs="+", default=["results"], help="topics to subscribe to"
     )

@@ -1,0 +1,73 @@
+"""The `wattgate` command's arguments: an empty --config is a config error, never the
+built-in defaults; empty socket paths and counts or durations that cannot end a watch are
+usage errors, before anything connects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", *args], capture_output=True, text=True,
+        timeout=60, cwd=cwd, env={"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+@pytest.mark.parametrize("value", ["", " "])
+def test_run_with_an_empty_config_path_is_a_config_error(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --config "$CONFIG"` with CONFIG unset started a daemon on the built-in defaults:
+    the real /sys, /run/wattgate and /var/lib/wattgate. Run in this process with the
+    daemon replaced by a guard, so that a regression cannot start one on this machine."""
+    from wattgate import cli
+    from wattgate.daemon import app
+
+    def guard(*args: object) -> None:
+        raise AssertionError("a daemon was started on the built-in defaults")
+
+    monkeypatch.setattr(app, "Daemon", guard)
+    assert cli.main(["run", "--config", value]) == 78
+    err = capsys.readouterr().err
+    assert f"bad config {value!r}:\n  an empty path names no config file" in err
+
+
+@pytest.mark.parametrize(
+    "args", [("check-config", ""), ("status", "--config", ""), ("events", "--config", "")],
+)
+def test_an_empty_config_path_is_a_config_error(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """check-config '' read the current directory; status --config '' went to the
+    default socket."""
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 78, res.stderr
+    assert "bad config" in res.stderr and "an empty path names no config file" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("status", "--socket", ""), "argument --socket: an empty path"),
+        (("watch", "--count", "0"), "argument --count: must be 1 or more, got 0"),
+        (("watch", "--count", "-1"), "argument --count: must be 1 or more, got -1"),
+        (("watch", "--count", "x"), "argument --count: not a whole number: 'x'"),
+        (("watch", "--duration", "nan"), "argument --duration: must be a finite number"),
+        (("watch", "--duration", "inf"), "argument --duration: must be a finite number"),
+        (("watch", "--duration", "0"), "argument --duration: must be a finite number above 0"),
+    ],
+)
+def test_arguments_that_cannot_work_are_usage_errors(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    """--socket '' went to the default socket; --duration nan watched forever; --count 0
+    or -1 and --duration -1 returned at once having shown nothing."""
+    res = run_cli(*args, "--socket", str(tmp_path / "none.sock"), cwd=tmp_path) if (
+        "--socket" not in args) else run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "cannot connect" not in res.stderr
