@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -209,3 +210,63 @@ def test_a_rule_switches_the_model_variant_without_dropping_clients(
             assert time.monotonic() < deadline, "the main model never came back"
             time.sleep(0.1)
     assert daemon.stop() == 0
+
+
+# `wattgate run` whose model loads after the first one last until the daemon begins to stop
+# (an NPU delegate's compile can take seconds), and whose restore at the stop takes 0.5 s (a
+# board with many knobs): a reload is under way when the stop comes and goes on during it
+SLOW_RELOADS = """
+import sys, threading, time
+import wattgate.daemon.app as app
+from wattgate.cli import main
+from wattgate.daemon.notify import Notifier
+from wattgate.daemon.power import PowerController
+loads, stopping = [], threading.Event()
+real_load, real_stopping, real_stop = app.load_model, Notifier.stopping, PowerController.stop
+def load_model(cfg):
+    loads.append(cfg)
+    if len(loads) > 1:
+        print("slow load started", file=sys.stderr, flush=True)
+        stopping.wait(30)
+    return real_load(cfg)
+def notify_stopping(self):
+    stopping.set()
+    real_stopping(self)
+def stop(self):
+    if stopping.is_set():
+        time.sleep(0.5)
+    real_stop(self)
+app.load_model, Notifier.stopping, PowerController.stop = load_model, notify_stopping, stop
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_stop_during_a_reload_waits_for_it_then_restores_the_board(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """SIGTERM while a reload loads its model: the reload finishes first, then the daemon
+    stops its pipeline and writes every original back; nothing is written after that."""
+    root = materialize("rk3588", tmp_path / "sys")
+    before = tree_snapshot(root)
+    video = write_scene(tmp_path / "scene.avi", quiet_s=60.0, moving_s=0.0, after_s=0.0)
+    journal, moved = tmp_path / "journal", tmp_path / "journal-moved"
+    daemon = start_daemon(**power_sections(root, journal, video),
+                          argv=lambda config: [sys.executable, "-c", SLOW_RELOADS, str(config)])
+    with daemon.connect() as client:
+        assert knobs(root) == IDLE
+        text = daemon.config.read_text()
+        # a new camera setting (so a new pipeline, its model loaded first), and a new
+        # journal_dir (so power control starts afresh: restores, then writes again)
+        daemon.config.write_text(text.replace(str(journal), str(moved))
+                                 .replace("[camera]\n", "[camera]\nfps = 10.0\n"))
+        client.send({"cmd": "reload", "id": 1})
+        deadline = time.monotonic() + 20
+        while "slow load started" not in daemon.log():
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(30) == 0
+    time.sleep(1.0)  # a stray thread's late write would land by now
+    assert tree_snapshot(root) == before
+    assert not (journal / "sysfs-journal.json").exists()
+    assert not (moved / "sysfs-journal.json").exists()

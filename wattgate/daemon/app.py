@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
-from wattgate.daemon.commands import NO_CONFIG_FILE, TOPICS, Commands
+from wattgate.daemon.commands import NO_CONFIG_FILE, STOPPING, TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.handoff import Handoff
 from wattgate.daemon.hub import ClientSession, Hub, Message
@@ -188,23 +188,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
-        # First thing with sysfs: undo what a crashed run left changed, then the idle settings.
-        power = PowerController(self.cfg)
-        events = await loop.run_in_executor(None, power.start, time.monotonic())
-        if power.has_knobs:
-            self.power = power
-            self._power_events(events)
-        else:
-            power.stop()
-            log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
-        try:
-            variant = self._wanted_variant()
-            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg, variant)
-        except StartupError:
-            await self._release(loop)
-            raise
-        self._variant = variant
-        self._start_pipeline(model, source)
+        async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
+            model, source = await self._start_parts(loop)
         await loop.run_in_executor(
             None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
         )
@@ -225,11 +210,37 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping", extra=event(MessageId.STOPPING))
         ticker.cancel()
-        if self.sensors is not None:
-            self.sensors.stop()
-        await self._stop_pipeline()
-        await self._release(loop)
+        # A reload or model switch under way finishes first (it may be starting a pipeline
+        # or writing sysfs); none starts after this.
+        async with self._reconfiguring:
+            if self.sensors is not None:
+                self.sensors.stop()
+            await self._stop_pipeline()
+            await self._release(loop)
         return EXIT_OK
+
+    async def _start_parts(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> tuple[Model, SupervisedSource]:
+        """Power control, the model and the source, then the pipeline on them."""
+        # First thing with sysfs: undo what a crashed run left changed, then the idle settings.
+        power = PowerController(self.cfg)
+        events = await loop.run_in_executor(None, power.start, time.monotonic())
+        if power.has_knobs:
+            self.power = power
+            self._power_events(events)
+        else:
+            power.stop()
+            log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
+        try:
+            variant = self._wanted_variant()
+            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg, variant)
+        except StartupError:
+            await self._release(loop)
+            raise
+        self._variant = variant
+        self._start_pipeline(model, source)
+        return model, source
 
     async def _first_frame(self, source: SupervisedSource) -> None:
         """Wait until the pipeline has taken its first frame through the gate.
@@ -315,6 +326,9 @@ class Daemon:
             log.info("reload: %s", message)
             return False, message
         async with self._reconfiguring:
+            if self._stop.is_set():
+                log.info("reload: %s", STOPPING)
+                return False, STOPPING
             self.notifier.reloading()
             try:
                 return await self._apply_reload(self.config_path)
@@ -447,6 +461,8 @@ class Daemon:
     async def _switch_model(self, variant: Optional[str]) -> None:
         """Load a variant off the loop and hand it to the pipeline between two frames."""
         async with self._reconfiguring:
+            if self._stop.is_set():
+                return
             if variant == self._variant or variant != (self._wanted_variant() or None):
                 return  # a reload meanwhile loaded it, or the policy changed its mind
             cfg = _with_variant(self.cfg, variant)

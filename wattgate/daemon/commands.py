@@ -41,6 +41,7 @@ MAX_REPLY_BYTES = 60 * 1024  # an events reply with its id stays under the 64 Ki
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
 NO_CONFIG_FILE = "running on built-in defaults; there is no config file to reload"
+STOPPING = "the daemon is stopping"  # a reload that waited for one under way, then for this
 MAX_IMAGE_PIXELS = 4096 * 4096  # an `infer` image decodes to 48 MiB at most
 
 
@@ -294,5 +295,5 @@ class Commands:
             raise ProtocolError("unavailable", NO_CONFIG_FILE)
         ok, message = await self.daemon.reload()
         if not ok:
-            raise ProtocolError("bad_request", message)
+            raise ProtocolError("unavailable" if message == STOPPING else "bad_request", message)
         return {"reloaded": True, "message": message}
