@@ -289,3 +289,11 @@ def test_sighup_with_a_config_that_is_not_utf8_keeps_the_old_one(
         assert "not UTF-8" in daemon.log() and "Traceback" not in daemon.log()
         assert client.request("status")["class"] == "status"
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("source", ["", "  "])
+def test_an_empty_camera_source_is_a_config_error(source: str) -> None:
+    """It was taken for a file named "" and waited for forever: READY, and no frame ever."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"camera": {"source": source}})
+    assert info.value.problems == [f"camera.source: got {source!r}; names no camera, file or scene"]

@@ -13,7 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 if sys.version_info >= (3, 11):
@@ -126,6 +133,13 @@ class CameraConfig(Section):
             "from 0.5 s up to this. A camera plugged in again is reopened at once."
         ),
     )
+
+    @field_validator("source")
+    @classmethod
+    def _source_named(cls, value: str) -> str:
+        if not value.strip():  # it was taken for a file named "" and waited for forever
+            raise PydanticCustomError("value_error", "names no camera, file or scene")
+        return value
 
 
 class GateConfig(Section):
