@@ -247,6 +247,38 @@ def wait_log(daemon: DaemonProcess, text: str, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+# `wattgate run` whose gate raises on the 30th frame, as OpenCV does on a buffer a driver
+# got wrong: no source here delivers such a frame, so the gate is made to fail instead.
+ONE_BAD_FRAME = """
+import sys, threading, cv2
+import wattgate.policies.gating as gating
+from wattgate.cli import main
+real, calls = gating.MotionGate.update_bgr, []
+def update_bgr(self, frame, now):
+    if threading.current_thread().name == "wattgate-capture":
+        calls.append(now)
+    if len(calls) == 30:
+        raise cv2.error("one bad frame")
+    return real(self, frame, now)
+gating.MotionGate.update_bgr = update_bgr
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_frame_the_gate_fails_on_is_counted_and_capture_goes_on(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(camera={"source": "synthetic:office", "width": 320, "height": 240},
+                          argv=lambda config: [sys.executable, "-c", ONE_BAD_FRAME, str(config)])
+    with daemon.connect() as client:
+        status = wait_status(client, lambda s: s["pipeline"]["frames"] >= 45)
+        assert status["pipeline"]["failed"] == 1
+        assert not status["pipeline"]["source_ended"]
+        assert client.request("snap", timeout_ms=5000)["result"]["reason"] == "snap"
+    assert daemon.log().count("not gated; going on with the next") == 1
+    assert daemon.stop() == 0
+
+
 def test_missing_model_or_camera_exits_69_with_one_clear_line(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

@@ -43,6 +43,7 @@ class Counters:
     last_inference: float = 0.0  # monotonic time the newest inference finished
     busy_since: Optional[float] = None  # monotonic time the running invoke started
     source_ended: bool = False
+    failed: int = 0  # frames the capture thread could not gate or prepare (logged)
 
     def snapshot(self, stale: int) -> dict[str, Any]:
         mean = self.infer_ms_total / self.inferred if self.inferred else 0.0
@@ -55,6 +56,7 @@ class Counters:
             "skip_ratio": round(self.skipped / self.frames, 4) if self.frames else 0.0,
             "mean_infer_ms": round(mean, 3),
             "source_ended": self.source_ended,
+            "failed": self.failed,
         }
 
 
@@ -180,6 +182,7 @@ class Pipeline:
     def _capture_loop(self) -> None:
         pacer = Pacer(self.source.fps) if self.source.paced else None
         motion = False
+        failing = False  # the last frame failed: the next failure is not logged again
         try:
             while not self._stop.is_set():
                 if pacer is not None and pacer.period != 1.0 / self.source.fps:
@@ -197,13 +200,23 @@ class Pipeline:
                     self.counters.frames += 1  # the profile's capture_fps drops it unseen
                     self.counters.skipped += 1
                     continue
-                verdict = self._gate_one(frame)
+                try:
+                    verdict = self._gate_one(frame)
+                except Exception:  # one bad frame (a driver's odd buffer) is not the end
+                    self.counters.failed += 1
+                    if not failing:
+                        log.exception("frame %d not gated; going on with the next (counted in "
+                                      "status as pipeline.failed)", frame.index)
+                    failing = True
+                    continue
+                failing = False
                 if verdict.motion != motion:
                     motion = verdict.motion
                     self.on_motion(motion, frame.ts)
         except Exception:
+            # Not source_ended: capture stops making progress, so the watchdog's pings stop
+            # and systemd restarts the daemon.
             log.exception("capture thread failed")
-            self.counters.source_ended = True
 
     def _gate_clock(self, frame: Frame) -> float:
         """The time the gate's timers run on.
