@@ -270,3 +270,32 @@ def test_a_stop_during_a_reload_waits_for_it_then_restores_the_board(
     assert tree_snapshot(root) == before
     assert not (journal / "sysfs-journal.json").exists()
     assert not (moved / "sysfs-journal.json").exists()
+
+
+# `wattgate run` whose model and camera fail to open with an error no one foresaw (a bug,
+# a library's own exception): the idle settings were written by then
+FAILING_START = """
+import sys
+import wattgate.daemon.app as app
+from wattgate.cli import main
+def open_parts(*args, **kwargs):
+    raise RuntimeError("nobody saw this coming")
+app.open_parts = open_parts
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_an_unforeseen_error_at_start_still_restores_the_board(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    before = tree_snapshot(root)
+    video = write_scene(tmp_path / "scene.avi", quiet_s=1.0, moving_s=0.0, after_s=0.0)
+    journal = tmp_path / "journal"
+    daemon = start_daemon(**power_sections(root, journal, video),
+                          argv=lambda config: [sys.executable, "-c", FAILING_START, str(config)])
+    assert daemon.proc.wait(30) == 1
+    assert "nobody saw this coming" in daemon.log()
+    assert "restored 5 sysfs attribute(s)" in daemon.log()  # the idle settings were written
+    assert tree_snapshot(root) == before
+    assert not (journal / "sysfs-journal.json").exists()

@@ -188,17 +188,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
         await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
-        async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
-            model, source = await self._start_parts(loop)
-        await loop.run_in_executor(
-            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
-        )
-        await self._first_frame(source)
-        self.sensors = SensorWatch(
-            Sysfs(self.cfg.power.sysfs_root), SensorSettings.from_config(self.cfg),
-            on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),
-        )
-        self.sensors.start()
+        try:
+            model, source = await self._start(loop)
+        except BaseException:  # a part that does not open, or a bug: the board back first
+            await self._shut_down(loop)
+            raise
         self.server.set_ready()
         self.notifier.ready(self.status_line())
         log.info(
@@ -213,34 +207,43 @@ class Daemon:
         # A reload or model switch under way finishes first (it may be starting a pipeline
         # or writing sysfs); none starts after this.
         async with self._reconfiguring:
-            if self.sensors is not None:
-                self.sensors.stop()
-            await self._stop_pipeline()
-            await self._release(loop)
+            await self._shut_down(loop)
         return EXIT_OK
 
-    async def _start_parts(
-        self, loop: asyncio.AbstractEventLoop
-    ) -> tuple[Model, SupervisedSource]:
-        """Power control, the model and the source, then the pipeline on them."""
-        # First thing with sysfs: undo what a crashed run left changed, then the idle settings.
-        power = PowerController(self.cfg)
-        events = await loop.run_in_executor(None, power.start, time.monotonic())
-        if power.has_knobs:
-            self.power = power
-            self._power_events(events)
-        else:
-            power.stop()
-            log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
-        try:
+    async def _start(self, loop: asyncio.AbstractEventLoop) -> tuple[Model, SupervisedSource]:
+        """Power control, the model and the source, the pipeline on them, the sensors."""
+        async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
+            # First with sysfs: undo what a crashed run left changed, then the idle settings.
+            power = PowerController(self.cfg)
+            events = await loop.run_in_executor(None, power.start, time.monotonic())
+            if power.has_knobs:
+                self.power = power
+                self._power_events(events)
+            else:
+                power.stop()
+                log.info("no power knobs under %s: power control is off",
+                         self.cfg.power.sysfs_root)
             variant = self._wanted_variant()
             model, source = await loop.run_in_executor(None, self._open_parts, self.cfg, variant)
-        except StartupError:
-            await self._release(loop)
-            raise
-        self._variant = variant
-        self._start_pipeline(model, source)
+            self._variant = variant
+            self._start_pipeline(model, source)
+        await loop.run_in_executor(
+            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
+        )
+        await self._first_frame(source)
+        self.sensors = SensorWatch(
+            Sysfs(self.cfg.power.sysfs_root), SensorSettings.from_config(self.cfg),
+            on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),
+        )
+        self.sensors.start()
         return model, source
+
+    async def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Everything started, stopped: sensors, the pipeline, then power and the server."""
+        if self.sensors is not None:
+            self.sensors.stop()
+        await self._stop_pipeline()
+        await self._release(loop)
 
     async def _first_frame(self, source: SupervisedSource) -> None:
         """Wait until the pipeline has taken its first frame through the gate.
