@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, EventLog
+from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, EventLog
 
 
 def test_seq_survives_reopen_and_held_events_are_readable(tmp_path: Path) -> None:
@@ -55,14 +55,16 @@ def test_a_number_that_is_not_finite_is_logged_as_null(tmp_path: Path) -> None:
 
 
 def test_pruning_by_count_and_age_never_reuses_seq(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events.db"), max_events=5, max_age_s=50.0)
+    log = EventLog(str(tmp_path / "events.db"), max_events=5, max_age_s=100.0)
     for i in range(12):
         log.append("motion_start", float(i))
     log.flush(20.0)
     assert [e["seq"] for e in log.since(0, 100)] == [8, 9, 10, 11, 12]
-    log.flush(60.0)  # everything older than ts 10 goes
+    log.flush(20.0 + PRUNE_EVERY_S / 2)  # nothing to write: not looked at again so soon
+    assert [e["seq"] for e in log.since(0, 100)] == [8, 9, 10, 11, 12]
+    log.flush(110.0)  # everything older than ts 10 goes
     assert [e["seq"] for e in log.since(0, 100)] == [11, 12]
-    log.close(60.0)
+    log.close(110.0)
     reopened = EventLog(str(tmp_path / "events.db"))
     assert reopened.append("x", 61.0)["seq"] == 13
     assert reopened.oldest_seq() == 11
@@ -102,7 +104,7 @@ def test_a_killed_process_does_not_get_its_numbers_reused(tmp_path: Path) -> Non
     path = str(tmp_path / "events.db")
     script = (
         "import os, signal, sys\n"
-        "from wattgate.daemon.eventlog import EventLog\n"
+        "from wattgate.daemon.eventlog import PRUNE_EVERY_S, EventLog\n"
         "log = EventLog(sys.argv[1])\n"
         "for i in range(3):\n"
         "    log.append('motion_start', float(i))\n"
@@ -148,6 +150,34 @@ def test_a_database_from_before_reservations_opens_and_continues(tmp_path: Path)
     assert log.append("motion_end", 8.0)["seq"] == 8
     log.close(9.0)
     assert EventLog(path).append("x", 10.0)["seq"] == 9
+
+
+def test_age_pruning_removes_only_the_oldest_events_whatever_their_stamps(
+    tmp_path: Path,
+) -> None:
+    """A board without a real-time clock boots at 1970, then NTP sets the clock: the events
+    stamped 1970 sit between newer ones. Age pruning stops at the first recent event, so a
+    client that read up to some seq finds every later one (a hole inside the log would
+    look like events that never were)."""
+    path = str(tmp_path / "events.db")
+    now = 1.8e9
+    log = EventLog(path, max_age_s=30 * 86400.0)
+    for i in range(3):
+        log.append("motion_start", now - 60 + i)
+    log.close(now - 50)
+    log = EventLog(path, max_age_s=30 * 86400.0)
+    for i in range(3):
+        log.append("motion_start", 10.0 + i)  # the clock at boot
+    log.flush(12.0)
+    for i in range(2):
+        log.append("motion_end", now + i)  # NTP has set it
+    log.flush(now + 1)
+    assert [e["seq"] for e in log.since(3, 100)] == [4, 5, 6, 7, 8]
+    later = now + 30 * 86400.0 - 10.0
+    log.flush(later)  # the first three are too old now: they go, and the 1970 ones with them
+    assert [e["seq"] for e in log.since(0, 100)] == [7, 8]
+    assert log.oldest_seq() == 7
+    log.close(later)
 
 
 def test_pruning_by_count_keeps_max_events_across_a_gap(tmp_path: Path) -> None:

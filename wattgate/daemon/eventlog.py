@@ -4,7 +4,11 @@ SQLite in WAL mode in `daemon.state_dir`. Appends are held in memory and written
 one transaction per flush (the daemon flushes about once a second and at exit), so a
 busy scene costs a few flash writes per second, not one per event. Readers see held
 events too, so `events since` never misses one. The log is bounded by count and age;
-pruning happens on flush.
+pruning happens on flush, and only ever removes the oldest events, so the log never has a
+hole inside it (a clock set back to 1970 at boot and then forward by NTP stamps events out
+of order; the age bound then stops at the first event that is recent). A flush with
+nothing to write looks for events to age out once every PRUNE_EVERY_S, so an idle daemon
+does not touch the database every second, and no flush scans the whole table.
 
 `seq` never goes back and a number is never given to two events, not after pruning, a
 restart or an unclean exit (SIGKILL, the watchdog's abort, a power cut). An event is
@@ -62,6 +66,7 @@ SEQ_BLOCK = 1000
 # How long a write waits for another process's lock: the flush runs on the event loop,
 # which must not stall for SQLite's default 5 s. Opening the log keeps that default.
 BUSY_TIMEOUT_MS = 100
+PRUNE_EVERY_S = 60.0  # how often a flush with nothing to write looks for aged events
 
 # What a failed write raises: a lock held too long, a full disk, a read-only file.
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
@@ -87,6 +92,8 @@ class EventLog:
         # cache would only be memory the daemon grows into over its first hours.
         self._db.execute("PRAGMA cache_size=-256")
         self._db.executescript(SCHEMA)
+        self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
         self._held: collections.deque[Event] = collections.deque()
         # Write trouble: when the current failure streak started, how many writes failed,
         # how many held events were dropped; whether `append` may try to reserve.
@@ -162,19 +169,19 @@ class EventLog:
         else:
             reserve = None
         held = list(self._held)
+        age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
+        if not (held or reserve is not None or age_due):
+            return True
         try:
             with self._transaction(durable=reserve is not None and not final):
+                rows = self._rows
                 if held:
                     self._db.executemany(
                         "INSERT INTO events (seq, ts, kind, body) VALUES (?, ?, ?, ?)",
                         [(e["seq"], e["ts"], e["kind"], _body(e)) for e in held],
                     )
-                self._db.execute("DELETE FROM events WHERE ts < ?", (now - self.max_age_s,))
-                self._db.execute(
-                    "DELETE FROM events WHERE seq <= "
-                    "(SELECT seq FROM events ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                    (self.max_events,),
-                )
+                    rows += len(held)
+                rows -= self._prune(now, rows)
                 if reserve is not None:
                     self._db.execute(
                         "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)",
@@ -183,11 +190,29 @@ class EventLog:
         except _WRITE_ERRORS as exc:
             self._failed(exc)
             return False
+        self._rows = rows
+        self._pruned_at = now
         self._held.clear()
         if reserve is not None:
             self._reserved = reserve
         self._recovered(len(held))
         return True
+
+    def _prune(self, now: float, rows: int) -> int:
+        """Delete the oldest events: those before the first one younger than max_age_s,
+        then as many more as the log holds over max_events. Returns how many went."""
+        deleted = self._db.execute(
+            "DELETE FROM events WHERE seq < COALESCE("
+            "(SELECT seq FROM events WHERE ts >= ? ORDER BY seq LIMIT 1), ?)",
+            (now - self.max_age_s, self._next_seq),
+        ).rowcount
+        over = rows - deleted - self.max_events
+        if over > 0:
+            deleted += self._db.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
+                (over,),
+            ).rowcount
+        return int(deleted)
 
     def _reserve(self, upto: int) -> None:
         """Record that numbers up to `upto` may be given out, synced before it returns."""
