@@ -174,6 +174,27 @@ def test_daemon_on_a_machine_without_knobs_has_no_power_control(
     assert daemon.stop() == 0
 
 
+def test_a_reload_onto_a_root_with_knobs_turns_power_control_on(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """Started where there were no knobs (power.sysfs_root not yet right), then reloaded
+    with the board's root: power control starts as it would have at start-up."""
+    bare = materialize("bare", tmp_path / "bare")
+    root = materialize("rk3588", tmp_path / "sys")
+    before = tree_snapshot(root)
+    video = write_scene(tmp_path / "scene.avi", quiet_s=60.0, moving_s=0.0, after_s=0.0)
+    daemon = start_daemon(**power_sections(bare, tmp_path / "journal", video))
+    with daemon.connect() as client:
+        assert client.hello["capabilities"]["power"] is False
+        daemon.config.write_text(daemon.config.read_text().replace(str(bare), str(root)))
+        assert client.request("reload")["reloaded"]
+        assert client.request("profile")["profile"]["name"] == "camera"
+        assert knobs(root) == IDLE
+        assert client.request("status")["power"]["profile"]["name"] == "camera"
+    assert daemon.stop() == 0
+    assert tree_snapshot(root) == before
+
+
 def test_a_rule_switches_the_model_variant_without_dropping_clients(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

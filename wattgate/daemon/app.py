@@ -213,16 +213,7 @@ class Daemon:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> tuple[Model, SupervisedSource]:
         """Power control, the model and the source, the pipeline on them, the sensors."""
         async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
-            # First with sysfs: undo what a crashed run left changed, then the idle settings.
-            power = PowerController(self.cfg)
-            events = await loop.run_in_executor(None, power.start, time.monotonic())
-            if power.has_knobs:
-                self.power = power
-                self._power_events(events)
-            else:
-                power.stop()
-                log.info("no power knobs under %s: power control is off",
-                         self.cfg.power.sysfs_root)
+            await self._start_power(loop)
             variant = self._wanted_variant()
             model, source = await loop.run_in_executor(None, self._open_parts, self.cfg, variant)
             self._variant = variant
@@ -237,6 +228,18 @@ class Daemon:
         )
         self.sensors.start()
         return model, source
+
+    async def _start_power(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Power control, if there are knobs: first thing with sysfs, it undoes what a
+        crashed run left changed, then writes the idle settings."""
+        power = PowerController(self.cfg)
+        events = await loop.run_in_executor(None, power.start, time.monotonic())
+        if power.has_knobs:
+            self.power = power
+            self._power_events(events)
+        else:
+            await loop.run_in_executor(None, power.stop)
+            log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
 
     async def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
         """Everything started, stopped: sensors, the pipeline, then power and the server."""
@@ -356,14 +359,17 @@ class Daemon:
         except StartupError as exc:
             log.error("reload rejected, keeping the running pipeline: %s", exc)
             return False, f"reload rejected: {exc}"
-        self.cfg = new
+        old, self.cfg = self.cfg, new
+        loop = asyncio.get_running_loop()
         if self.power is not None:
             power = self.power
             self._power_events(
-                await asyncio.get_running_loop().run_in_executor(
-                    None, power.reload, new, time.monotonic()
-                )
+                await loop.run_in_executor(None, power.reload, new, time.monotonic())
             )
+        elif new.power != old.power:  # started without knobs: a new root or board may have
+            await self._start_power(loop)
+            if self.pipeline is not None:
+                self.pipeline.power = self.power
         self.server.cfg = new.daemon  # max_clients, admin_group, limits; new clients' queues
         self.eventlog.max_events = new.daemon.events_max
         self.eventlog.max_age_s = new.daemon.events_max_age_days * 86400.0
