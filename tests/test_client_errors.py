@@ -4,8 +4,10 @@ traceback, a hang or a refusal taken for a hello. Real daemons, real AF_UNIX soc
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -136,3 +138,37 @@ def test_an_over_long_socket_path_says_why(tmp_path: Path) -> None:
     run = cli("status", "--socket", path)
     assert_one_line(run, 69, "unavailable", "too long")
     assert "None" not in run.stderr
+
+
+@pytest.mark.parametrize("first_line", [b"hello there\n", b"[1, 2]\n", b"\xff\xfe{}\n"])
+def test_a_socket_that_does_not_speak_the_protocol_says_so_in_one_line(
+    tmp_path: Path, first_line: bytes,
+) -> None:
+    """Another program's socket (a typo in --socket): what it sends is not a JSON object."""
+    path = str(tmp_path / "other.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(path)
+        listener.listen(4)
+
+        def answer() -> None:
+            for _ in range(3):
+                peer, _ = listener.accept()
+                with peer:
+                    peer.sendall(first_line)
+                    peer.recv(4096)
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        with pytest.raises(ClientError) as info:
+            Client(path)
+        assert info.value.code == "protocol"
+        with pytest.raises(ClientError) as async_info:
+            asyncio.run(_async_connect(path))
+        assert async_info.value.code == "protocol"
+        assert_one_line(cli("status", "--socket", path), 1, "protocol")
+        server.join(10)
+
+
+async def _async_connect(path: str) -> None:
+    client = await AsyncClient.connect(path)
+    await client.close()

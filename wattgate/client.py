@@ -21,6 +21,20 @@ DEFAULT_SOCKET = "/run/wattgate/wattgate.sock"
 MAX_LINE = 64 * 1024  # the protocol's line limit, both ways
 
 
+def _message(line: bytes, source: str) -> Message:
+    """One line from the daemon as a message; ClientError "protocol" for anything else (the
+    socket is not a wattgate daemon's, or not one that speaks this protocol)."""
+    try:
+        message = json.loads(line)
+    except ValueError:  # not UTF-8, or not JSON
+        raise ClientError("protocol", f"{source} sent a line that is not JSON: "
+                                      f"{line[:64]!r}") from None
+    if not isinstance(message, dict):
+        raise ClientError("protocol", f"{source} sent JSON that is not an object: "
+                                      f"{line[:64]!r}")
+    return message
+
+
 class ClientError(Exception):
     """The daemon answered with an `error` message, or the connection failed."""
 
@@ -86,13 +100,12 @@ class Client:
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
-                message: Message = json.loads(line)
-                return message
+                return _message(line, self.path)
             if len(self._buffer) > MAX_LINE:
                 raise ClientError("too_large", f"a line from {self.path} is over {MAX_LINE} bytes")
             try:
                 chunk = self._sock.recv(65536)
-            except TimeoutError:
+            except socket.timeout:  # TimeoutError from Python 3.10 on; not before
                 raise ClientError("timeout", f"no message from {self.path} in time") from None
             if not chunk:
                 raise ClientError("closed", f"{self.path} closed the connection")
@@ -153,8 +166,7 @@ class AsyncClient:
         line = await self._reader.readline()
         if not line:
             raise ClientError("closed", "the daemon closed the connection")
-        message: Message = json.loads(line)
-        return message
+        return _message(line, "the daemon")
 
 
 def _unavailable(path: str, exc: OSError) -> ClientError:
