@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import stat
 import sys
 import time
@@ -306,6 +307,21 @@ def test_second_daemon_does_not_steal_a_live_socket(
     with first.connect() as client:
         assert client.request("status")["class"] == "status"
     assert first.stop() == 0
+
+
+def test_a_stopping_daemon_leaves_a_socket_file_bound_since_by_another(
+    start_daemon: StartDaemon,
+) -> None:
+    """A restart where the new daemon binds the path before the old one has finished
+    stopping: the old one removes only its own socket file."""
+    first = start_daemon(camera={"source": "synthetic:empty"})
+    first.connect().close()
+    first.socket.unlink()  # as a new daemon finds it: its owner stopped listening
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as successor:
+        successor.bind(str(first.socket))
+        successor.listen(1)
+        assert first.stop() == 0
+        assert first.socket.exists()
 
 
 def test_client_reports_a_missing_socket(tmp_path: Path) -> None:

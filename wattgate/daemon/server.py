@@ -211,6 +211,7 @@ class Server:
         self.path: Optional[str] = None
         self._server: Optional[asyncio.AbstractServer] = None
         self._owns_path = False
+        self._inode = 0  # of the socket file we bound
         self._ready = asyncio.Event()
 
     async def start(self, inherited: Optional[socket.socket] = None) -> None:
@@ -218,6 +219,8 @@ class Server:
         sock = inherited if inherited is not None else bind_socket(self.cfg)
         self._owns_path = inherited is None
         self.path = sock.getsockname() or self.cfg.socket
+        if self._owns_path:
+            self._inode = os.stat(self.path).st_ino
         # The limit is on where the newline is: MAX_LINE - 1 makes MAX_LINE the most bytes
         # a line may have with its newline.
         self._server = await asyncio.start_unix_server(
@@ -238,7 +241,10 @@ class Server:
             await asyncio.wait(tasks, timeout=0.5)
         if self._owns_path and self.path:
             with contextlib.suppress(OSError):
-                os.unlink(self.path)
+                # A daemon started meanwhile (a restart) may have bound the path anew:
+                # its socket file is not ours to remove.
+                if os.stat(self.path).st_ino == self._inode:
+                    os.unlink(self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         creds = peer_creds(writer.get_extra_info("socket"))
