@@ -324,6 +324,26 @@ def test_a_stopping_daemon_leaves_a_socket_file_bound_since_by_another(
         assert first.socket.exists()
 
 
+def test_a_snap_waiting_when_the_daemon_stops_is_answered_unavailable(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """The camera (a file not there yet) gives no frame, so the snap waits; a stop answers
+    it, and the connections left open end without an error in the log."""
+    daemon = start_daemon(camera={"source": str(tmp_path / "not-yet.avi")})
+    waiting = daemon.connect()
+    idle = daemon.connect()  # connected, asking nothing
+    waiting.send({"cmd": "snap", "timeout_ms": 60000, "id": 1})
+    time.sleep(0.5)  # the snap is waiting by now
+    daemon.proc.send_signal(signal.SIGTERM)
+    answer = next(m for m in waiting.messages() if m.get("id") == 1)
+    assert answer == {"class": "error", "code": "unavailable", "id": 1,
+                      "message": "the daemon is stopping"}
+    assert daemon.wait() == 0
+    waiting.close()
+    idle.close()
+    assert "ERROR" not in daemon.log() and "Traceback" not in daemon.log()
+
+
 def test_client_reports_a_missing_socket(tmp_path: Path) -> None:
     try:
         Client(str(tmp_path / "none.sock"))

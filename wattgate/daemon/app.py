@@ -170,7 +170,7 @@ class Daemon:
         )
         self._stop = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._snaps: list[tuple[float, asyncio.Future[Message]]] = []
+        self._snaps: list[tuple[float, asyncio.Future[Optional[Message]]]] = []
         # reloads and model variant switches, one at a time: each reads the running parts,
         # opens new ones off the loop and swaps them in; two at once would both swap
         self._reconfiguring = asyncio.Lock()
@@ -242,7 +242,11 @@ class Daemon:
             log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
 
     async def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Everything started, stopped: sensors, the pipeline, then power and the server."""
+        """Everything started, stopped: sensors, the pipeline, then power and the server.
+        Snaps still waiting are answered first (unavailable), while the pipeline stops."""
+        for _, future in self._snaps:
+            if not future.done():
+                future.set_result(None)
         if self.sensors is not None:
             self.sensors.stop()
         await self._stop_pipeline()
@@ -274,6 +278,10 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     def _open_parts(self, cfg: Config, variant: Optional[str]) -> tuple[Model, SupervisedSource]:
         return open_parts(
@@ -580,7 +588,7 @@ class Daemon:
         """The result of the next frame captured from now on, inferred whatever the gate says."""
         if self.pipeline is None:
             return None
-        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Optional[Message]] = asyncio.get_running_loop().create_future()
         requested = time.monotonic()
         self._snaps.append((requested, future))
         if self.power is not None:

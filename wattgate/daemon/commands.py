@@ -237,7 +237,8 @@ class Commands:
         timeout_ms = get_int(request, "timeout_ms", DEFAULT_SNAP_TIMEOUT_MS, 1, MAX_SNAP_TIMEOUT_MS)
         result = await self.daemon.snap(timeout_ms / 1000.0)
         if result is None:
-            raise ProtocolError("unavailable", f"no frame was inferred within {timeout_ms} ms")
+            raise ProtocolError("unavailable", STOPPING if self.daemon.stopping
+                                else f"no frame was inferred within {timeout_ms} ms")
         return {"result": result}
 
     async def infer(self, session: ClientSession, request: Message) -> Message:

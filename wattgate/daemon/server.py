@@ -212,6 +212,7 @@ class Server:
         self._server: Optional[asyncio.AbstractServer] = None
         self._owns_path = False
         self._inode = 0  # of the socket file we bound
+        self._connections: set[asyncio.Task[Any]] = set()  # each connection's reader
         self._ready = asyncio.Event()
 
     async def start(self, inherited: Optional[socket.socket] = None) -> None:
@@ -239,6 +240,12 @@ class Server:
         tasks = [s.task for s in self.hub.sessions if s.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=0.5)
+        # Readers still waiting (for the hello, a request, a command's answer) end now,
+        # not when asyncio.run cancels whatever is left and logs each as an error.
+        readers = list(self._connections)
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
         if self._owns_path and self.path:
             with contextlib.suppress(OSError):
                 # A daemon started meanwhile (a restart) may have bound the path anew:
@@ -257,13 +264,19 @@ class Server:
             return
         self.hub.add(session)
         session.start()
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
         try:
             await self._ready.wait()
             session.reply(self.hello())
             await self._read_requests(reader, session)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # close(): the daemon is stopping
         finally:
+            self._connections.discard(task)
             self.hub.remove(session)
             session.close()
 
