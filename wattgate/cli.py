@@ -10,7 +10,6 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Optional
 
 from wattgate import __version__
@@ -18,7 +17,13 @@ from wattgate.bench import register as register_bench
 from wattgate.cli_power import format_power
 from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
-from wattgate.config import EXIT_CONFIG, ConfigError, json_schema, load_config
+from wattgate.config import (
+    ConfigError,
+    config_path,
+    json_schema,
+    load_config,
+    report_config_error,
+)
 
 EXIT_UNAVAILABLE = 69
 
@@ -28,27 +33,10 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
-def _config_error(exc: ConfigError) -> int:
-    print(f"wattgate: bad config {exc.source}:", file=sys.stderr)
-    for problem in exc.problems:
-        print(f"  {problem}", file=sys.stderr)
-    return EXIT_CONFIG
-
-
-def _config_path(value: Optional[str]) -> Optional[Path]:
-    """The --config file; None when not given. An empty value (an unset variable in a unit
-    file or script) is a config error, not a request for the built-in defaults."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise ConfigError(repr(value), ["an empty path names no config file"])
-    return Path(value)
-
-
 def _socket_path(args: argparse.Namespace) -> str:
     if args.socket is not None:
         return str(args.socket)
-    config = _config_path(args.config)
+    config = config_path(args.config)
     if config is not None:
         return load_config(config).daemon.socket
     return os.environ.get("WATTGATE_SOCKET", DEFAULT_SOCKET)
@@ -85,10 +73,10 @@ def _positive_seconds(value: str) -> float:
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        path = _config_path(args.config)
+        path = config_path(args.config)
         cfg = load_config(path)
     except ConfigError as exc:
-        return _config_error(exc)
+        return report_config_error(exc)
     # Imported only now: a bad config is reported without loading OpenCV and TFLite.
     from wattgate.daemon.app import Daemon, StartupError
     from wattgate.daemon.logs import setup_logging
@@ -104,9 +92,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        load_config(_config_path(args.path))
+        load_config(config_path(args.path))
     except ConfigError as exc:
-        return _config_error(exc)
+        return report_config_error(exc)
     print(f"{args.path}: ok")
     return 0
 
@@ -304,7 +292,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        return _config_error(exc)
+        return report_config_error(exc)
     except ClientError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE if exc.code == "unavailable" else 1)
     except KeyboardInterrupt:

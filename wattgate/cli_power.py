@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wattgate.config import EXIT_CONFIG, ConfigError, load_config
+from wattgate.config import ConfigError, config_path, load_config, report_config_error
 
 EXIT_USAGE = 2
 
@@ -23,13 +23,11 @@ def cmd_probe(args: argparse.Namespace) -> int:
     npu = gpu = None
     devices: tuple[str, ...] = ()
     root = args.sysfs_root
-    if args.config:
+    if args.config is not None:
         try:
-            cfg = load_config(Path(args.config))
+            cfg = load_config(config_path(args.config))
         except ConfigError as exc:
-            print(f"wattgate: bad config {exc.source}: {'; '.join(exc.problems)}",
-                  file=sys.stderr)
-            return EXIT_CONFIG
+            return report_config_error(exc)
         npu, gpu = cfg.power.npu, cfg.power.gpu
         devices = tuple(cfg.power.runtime_pm_devices)
         root = root or cfg.power.sysfs_root
@@ -59,10 +57,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("wattgate simulate: --video needs --labels FILE", file=sys.stderr)
         return EXIT_USAGE
     try:
-        cfg = load_config(Path(args.config)) if args.config else None
+        cfg = load_config(config_path(args.config)) if args.config is not None else None
     except ConfigError as exc:
-        print(f"wattgate: bad config {exc.source}: {'; '.join(exc.problems)}", file=sys.stderr)
-        return EXIT_CONFIG
+        return report_config_error(exc)
     try:
         footage = (scene_footage(args.scene) if args.scene is not None
                    else video_footage(Path(args.video), Path(args.labels)))

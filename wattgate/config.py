@@ -47,6 +47,25 @@ class ConfigError(Exception):
         super().__init__(f"{source}: " + "; ".join(problems))
 
 
+def config_path(value: Optional[str]) -> Optional[Path]:
+    """A --config value as a path; None when not given. An empty value (an unset variable
+    in a unit file or script) is a config error, not a request for the built-in defaults."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise ConfigError(repr(value), ["an empty path names no config file"])
+    return Path(value)
+
+
+def report_config_error(exc: ConfigError) -> int:
+    """The command line's report of a bad config: the file, one line per problem; the exit
+    code for it."""
+    print(f"wattgate: bad config {exc.source}:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
 class Section(BaseModel):
     """Base of every table: unknown keys are errors, values are checked on assignment too.
 

@@ -38,11 +38,14 @@ def test_run_with_an_empty_config_path_is_a_config_error(
 
 
 @pytest.mark.parametrize(
-    "args", [("check-config", ""), ("status", "--config", ""), ("events", "--config", "")],
+    "args",
+    [("check-config", ""), ("status", "--config", ""), ("events", "--config", ""),
+     ("probe", "--config", ""),
+     ("simulate", "--board", "rk3588", "--scene", "office", "--config", "")],
 )
 def test_an_empty_config_path_is_a_config_error(tmp_path: Path, args: tuple[str, ...]) -> None:
     """check-config '' read the current directory; status --config '' went to the
-    default socket."""
+    default socket; probe and simulate took the built-in defaults."""
     res = run_cli(*args, cwd=tmp_path)
     assert res.returncode == 78, res.stderr
     assert "bad config" in res.stderr and "an empty path names no config file" in res.stderr
