@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import time
 from collections import deque
 from pathlib import Path
@@ -163,11 +164,16 @@ class Daemon:
         self.fps = RateMeter()
         self.notifier = Notifier()
         self.progress = ProgressWatch(time.monotonic(), stall_limit())
-        self.eventlog = EventLog(
-            os.path.join(cfg.daemon.state_dir, "events.db"),
-            max_events=cfg.daemon.events_max,
-            max_age_s=cfg.daemon.events_max_age_days * 86400.0,
-        )
+        try:
+            self.eventlog = EventLog(
+                os.path.join(cfg.daemon.state_dir, "events.db"),
+                max_events=cfg.daemon.events_max,
+                max_age_s=cfg.daemon.events_max_age_days * 86400.0,
+            )
+        except (OSError, sqlite3.Error) as exc:  # a file there, a read-only file system
+            raise StartupError(
+                f"daemon.state_dir {cfg.daemon.state_dir}: cannot open the event log: {exc}"
+            ) from None
         self._stop = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._snaps: list[tuple[float, asyncio.Future[Optional[Message]]]] = []
