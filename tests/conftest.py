@@ -226,3 +226,28 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     listener = NotifyListener(tmp_path / "notify.sock")
     yield listener
     listener.close()
+
+
+def run_as(uid: int, gid: int, task: Callable[[], str]) -> str:
+    """What `task` returns when run in a forked child as uid:gid (no supplementary groups),
+    or "raised ..." for what it raised: a real permission check needs another user. The
+    child runs no pytest machinery and leaves with os._exit."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            if uid != os.geteuid():
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
+            report = task()
+        except BaseException as exc:
+            report = f"raised {exc!r}"
+        os.write(write_fd, report.encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    return report

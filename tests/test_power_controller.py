@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import pytest
 
-from tests.conftest import tree_snapshot
+from tests.conftest import run_as, tree_snapshot
 from tests.fixtures.boards import FaultyIO, faults, materialize
 from wattgate.config import parse_config
 from wattgate.daemon.logs import MessageId
@@ -533,25 +533,13 @@ def test_a_journal_this_user_cannot_read_is_kept_and_nothing_written() -> None:
             for name in files:
                 if name != "sysfs-journal.json":
                     os.chown(os.path.join(dirpath, name), nobody.pw_uid, nobody.pw_gid)
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the daemon, as its own user
-            os.close(read_fd)
-            try:
-                os.setgid(nobody.pw_gid)
-                os.setuid(nobody.pw_uid)
-                pc, _ = make(base)
-                with _Capture() as seen:
-                    pc.start(1.0)
-                report = f"writes={pc.writes} {seen.text}"
-            except BaseException as exc:
-                report = f"raised {exc!r}"
-            os.write(write_fd, report.encode())
-            os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:
-            report = pipe.read()
-        os.waitpid(pid, 0)
+        def start_as_the_daemon() -> str:  # as its own user
+            pc, _ = make(base)
+            with _Capture() as seen:
+                pc.start(1.0)
+            return f"writes={pc.writes} {seen.text}"
+
+        report = run_as(nobody.pw_uid, nobody.pw_gid, start_as_the_daemon)
         assert report.startswith("writes=False"), report
         assert "not readable by this user (owner uid 0)" in report
         assert (base / "journal" / "sysfs-journal.json").exists()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_as
 from tests.fixtures.boards import FaultyIO, faults, materialize
 from wattgate.drivers.sysfs import (
     AttributeBusy,
@@ -126,29 +127,16 @@ def test_permission_error_names_attribute_and_udev_rule(tmp_path: Path) -> None:
 
 
 def _write_as(uid: int, root: Path, attribute: str) -> str:
-    """Fork, drop to ``uid`` and write through Sysfs; returns what the child reports."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no pytest machinery from here on, only os._exit
-        os.close(read_fd)
-        report = "wrote"
+    """Write through Sysfs as ``uid``; "wrote", "denied ..." or what else happened."""
+
+    def write() -> str:
         try:
-            if uid != os.geteuid():
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
             Sysfs(root).write(attribute, "performance")
         except AttributeDenied as exc:
-            report = f"denied {exc}"
-        except BaseException as exc:
-            report = f"other {exc!r}"
-        os.write(write_fd, report.encode())
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        report = pipe.read()
-    os.waitpid(pid, 0)
-    return report
+            return f"denied {exc}"
+        return "wrote"
+
+    return run_as(uid, uid, write)
 
 
 def test_real_eacces_as_unprivileged_user() -> None:
