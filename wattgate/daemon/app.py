@@ -197,7 +197,9 @@ class Daemon:
         try:
             model, source = await self._start(loop)
         except BaseException:  # a part that does not open, or a bug: the board back first
-            await self._shut_down(loop)
+            self._stop.set()  # a reload waiting for start-up to finish does not start then
+            async with self._reconfiguring:
+                await self._shut_down(loop)
             raise
         self.server.set_ready()
         self.notifier.ready(self.status_line())

@@ -43,7 +43,7 @@ class Counters:
     last_inference: float = 0.0  # monotonic time the newest inference finished
     busy_since: Optional[float] = None  # monotonic time the running invoke started
     source_ended: bool = False
-    failed: int = 0  # frames the capture thread could not gate or prepare (logged)
+    failed: int = 0  # frames the capture thread failed on (logged) and went past
 
     def snapshot(self, stale: int) -> dict[str, Any]:
         mean = self.infer_ms_total / self.inferred if self.inferred else 0.0
