@@ -165,17 +165,14 @@ class SysfsJournal:
                                exc.errno or 0) from exc
         try:
             root, entries, problems = self._parse(text)
-        except JournalError:
-            raise
-        except ValueError as exc:
+        except ValueError as exc:  # a JournalError (an OSError) goes through
             self._set_aside(str(exc))
             return
         if problems:
             # The good entries are still originals to restore; keep the text for a look.
-            aside = self.path.with_suffix(".json.corrupt")
             log.error("sysfs journal %s: skipping %s; a copy is kept as %s",
-                      self.path, "; ".join(problems), aside)
-            aside.write_text(text, encoding="utf-8")
+                      self.path, "; ".join(problems), self._aside)
+            self._aside.write_text(text, encoding="utf-8")
         self._root = root
         self._entries = entries
 
@@ -222,10 +219,15 @@ class SysfsJournal:
         except OSError:
             return "unknown"
 
+    @property
+    def _aside(self) -> Path:
+        """Where an unusable journal, or a copy of one with bad entries, is kept."""
+        return self.path.with_suffix(".json.corrupt")
+
     def _set_aside(self, why: str) -> None:
-        aside = self.path.with_suffix(".json.corrupt")
-        log.error("unusable sysfs journal %s (%s); keeping it aside as %s", self.path, why, aside)
-        os.replace(self.path, aside)
+        log.error("unusable sysfs journal %s (%s); keeping it aside as %s", self.path, why,
+                  self._aside)
+        os.replace(self.path, self._aside)
 
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
