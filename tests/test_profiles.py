@@ -256,3 +256,22 @@ def test_complete_fills_originals_and_diff_keeps_order() -> None:
     assert diff({"a": "1", "b": "2"}, wanted) == {"b": "20", "c": "3", "d": "4"}
     assert list(diff({}, wanted)) == ["a", "b", "c", "d"]
     assert diff(wanted, wanted) == {}
+
+
+@pytest.mark.parametrize("level", [None, 0.0, 0.5, 1.0])
+def test_load_level_never_lifts_a_ceiling_above_what_was_asked(level: Any) -> None:
+    # 45 % .. 55 % of 300..1000 MHz is 615..685 MHz: the floor snaps up to 1 GHz, the
+    # ceiling down to 600 MHz, and a thermal profile's cap must win over its floor.
+    npu = DevfreqCaps("fdab0000.npu", NPU, ("performance",), True,
+                      (300_000_000, 600_000_000, 1_000_000_000), 300_000_000, 1_000_000_000)
+    cpu = CpuCaps("policy0", f"{CPU}/policy0", ("schedutil",), True, 400_000, 2_000_000,
+                  (400_000, 1_000_000, 2_000_000))
+    caps = BoardCaps(cpus=(cpu,), npu=npu)
+    settings = Settings(npu_min_hz="45%", npu_max_hz="55%",
+                        cpu_min_khz="80%", cpu_max_khz="50%")
+    knobs = build(settings, caps, level).knobs
+    assert int(knobs[f"{NPU}/max_freq"]) <= 685_000_000
+    assert int(knobs[f"{NPU}/min_freq"]) <= int(knobs[f"{NPU}/max_freq"])
+    assert int(knobs[f"{CPU}/policy0/scaling_max_freq"]) <= 1_200_000
+    assert int(knobs[f"{CPU}/policy0/scaling_min_freq"]) <= \
+        int(knobs[f"{CPU}/policy0/scaling_max_freq"])

@@ -97,7 +97,13 @@ def _range(
     level: Optional[float],
 ) -> tuple[Optional[int], Optional[int]]:
     """Floor and ceiling for one device; ``level`` (0..1) slides the ceiling down toward
-    the floor (load feedback, policies/load.py)."""
+    the floor (load feedback, policies/load.py).
+
+    A floor above the ceiling (a profile's cap under an included floor, or both snapping
+    past each other between two OPPs) comes down to the ceiling *before* the slide: the
+    slide never goes below its base, so a base left above the ceiling would lift the
+    ceiling over what was asked, at any level.
+    """
     if lo is None or hi is None:
         return None, None
     floor = (
@@ -110,12 +116,12 @@ def _range(
         if ceiling_setting is not None
         else None
     )
+    if floor is not None and ceiling is not None and floor > ceiling:
+        floor = ceiling
     if ceiling is not None and level is not None:
         base = floor if floor is not None else lo
         slid = base + max(0.0, min(1.0, level)) * (ceiling - base)
         ceiling = max(base, snap(round(slid), table, lo, hi, upward=False))
-    if floor is not None and ceiling is not None and floor > ceiling:
-        floor = ceiling
     return floor, ceiling
 
 
