@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from wattgate.config import Config, ConfigError, json_schema, load_config, parse_config
+from wattgate.drivers.camera import source_kind
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "config.toml"
@@ -221,7 +222,7 @@ def test_a_socket_path_longer_than_sun_path_is_a_config_error(tmp_path: Path) ->
     ]
     with pytest.raises(ConfigError) as info:
         parse_config({"daemon": {"socket": ""}})
-    assert info.value.problems == ["daemon.socket: got ''; must not be empty"]
+    assert info.value.problems == ["daemon.socket: got ''; must not be blank (leave the key out for its default)"]
 
 
 def test_run_with_a_socket_path_too_long_exits_78_naming_the_key(tmp_path: Path) -> None:
@@ -291,9 +292,53 @@ def test_sighup_with_a_config_that_is_not_utf8_keeps_the_old_one(
     assert daemon.stop() == 0
 
 
-@pytest.mark.parametrize("source", ["", "  "])
-def test_an_empty_camera_source_is_a_config_error(source: str) -> None:
-    """It was taken for a file named "" and waited for forever: READY, and no frame ever."""
+BLANK_KEYS = [
+    # taken for a file named "" and waited for forever: READY, and no frame ever
+    ("camera", "source"),
+    # taken for "." (the current directory): "model file .: not found", or state written
+    # wherever the daemon happened to start
+    ("model", "path"), ("model", "labels"), ("model", "delegate"), ("daemon", "state_dir"),
+    ("daemon", "socket_group"), ("daemon", "admin_group"), ("power", "sysfs_root"),
+    ("power", "journal_dir"), ("power", "npu"), ("power", "gpu"), ("power", "board"),
+    ("sensors", "light"), ("sensors", "pir"),
+]
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+@pytest.mark.parametrize(("section", "key"), BLANK_KEYS)
+def test_a_blank_path_or_name_is_a_config_error(section: str, key: str, blank: str) -> None:
     with pytest.raises(ConfigError) as info:
-        parse_config({"camera": {"source": source}})
-    assert info.value.problems == [f"camera.source: got {source!r}; names no camera, file or scene"]
+        parse_config({section: {key: blank}})
+    assert info.value.problems == [f"{section}.{key}: got {blank!r}; must not be blank (leave the key out for its default)"]
+
+
+def test_blank_paths_in_lists_and_tables_are_config_errors() -> None:
+    raw = {
+        "power": {"runtime_pm_devices": ["devices/platform/npu", " "]},
+        "model": {"variants": {"small": {"path": ""}}},
+        "rules": [{"profile": "powersave", "temp_above_c": 70.0, "zone": ""}],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert sorted(info.value.problems) == [
+        "model.variants.small.path: got ''; must not be blank (leave the key out for its default)",
+        "power.runtime_pm_devices.1: got ' '; must not be blank (leave the key out for its default)",
+        "rules.0.zone: got ''; must not be blank (leave the key out for its default)",
+    ]
+
+
+def test_a_malformed_udev_source_is_a_config_error() -> None:
+    """check-config passed it; `run` then failed at start with exit 69, not 78."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"camera": {"source": "udev:ID_SERIAL"}})
+    assert info.value.problems == [
+        "camera.source: got 'udev:ID_SERIAL'; 'udev:ID_SERIAL': expected "
+        "udev:KEY=VALUE[,KEY=VALUE...]"
+    ]
+
+
+def test_a_source_of_non_ascii_digits_is_a_file_not_a_camera_index() -> None:
+    """'²'.isdigit() is true and int('²') raises: the daemon failed at start naming int()."""
+    assert parse_config({"camera": {"source": "²"}}).camera.source == "²"
+    assert source_kind("²") == "file"
+    assert source_kind("2") == "v4l2"

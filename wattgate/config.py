@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from wattgate.drivers import v4l2
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,6 +69,21 @@ def report_config_error(exc: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def _not_blank(value: str) -> str:
+    """An empty or all-blank path or name was taken for "." (the current directory), a file
+    named "" waited for forever, or a group that does not exist; leaving the key out is how
+    to ask for its default."""
+    if not value.strip():
+        raise PydanticCustomError(
+            "value_error", "must not be blank (leave the key out for its default)"
+        )
+    return value
+
+
+# a path, device, group or source name: set means set to something
+NonBlank = Annotated[str, AfterValidator(_not_blank)]
+
+
 class Section(BaseModel):
     """Base of every table: unknown keys are errors, values are checked on assignment too.
 
@@ -79,15 +97,15 @@ class Section(BaseModel):
 
 
 class DaemonConfig(Section):
-    socket: str = Field(
+    socket: NonBlank = Field(
         "/run/wattgate/wattgate.sock",
         description="Unix socket the daemon listens on; at most 107 bytes (sun_path).",
     )
     socket_mode: int = Field(0o660, ge=0, le=0o777, description="Mode of the socket file.")
-    socket_group: Optional[str] = Field(
+    socket_group: Optional[NonBlank] = Field(
         None, description="Group that owns the socket; unset keeps the daemon's group."
     )
-    state_dir: str = Field(
+    state_dir: NonBlank = Field(
         "/var/lib/wattgate", description="Where the event log and the sysfs journal live."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -97,7 +115,7 @@ class DaemonConfig(Section):
     client_queue: int = Field(
         256, ge=1, le=65536, description="Messages a slow subscriber may lag before overflow."
     )
-    admin_group: Optional[str] = Field(
+    admin_group: Optional[NonBlank] = Field(
         "wattgate",
         description="Members (and root) may pin profiles and reload; others only read.",
     )
@@ -116,7 +134,7 @@ class DaemonConfig(Section):
 
 
 class CameraConfig(Section):
-    source: str = Field(
+    source: NonBlank = Field(
         "synthetic:office",
         description=(
             "auto (the first V4L2 capture camera), /dev/videoN, a camera index, a udev link "
@@ -155,9 +173,12 @@ class CameraConfig(Section):
 
     @field_validator("source")
     @classmethod
-    def _source_named(cls, value: str) -> str:
-        if not value.strip():  # it was taken for a file named "" and waited for forever
-            raise PydanticCustomError("value_error", "names no camera, file or scene")
+    def _source_parses(cls, value: str) -> str:
+        """A malformed udev: spec passed the check and failed only at start (exit 69)."""
+        try:
+            v4l2.parse_identity(value)
+        except ValueError as exc:
+            raise PydanticCustomError("value_error", str(exc)) from None
         return value
 
 
@@ -198,9 +219,9 @@ ModelKind = Literal["auto", "blazeface", "ssd", "yolov8", "classifier"]
 class ModelVariant(Section):
     """A lighter model on the ladder (smaller input, int8) that a profile or rule can pick."""
 
-    path: str = Field(description="The variant's .tflite file.")
+    path: NonBlank = Field(description="The variant's .tflite file.")
     kind: ModelKind = Field("auto", description="Output decoder of the variant.")
-    labels: Optional[str] = Field(None, description="Labels file; unset keeps model.labels.")
+    labels: Optional[NonBlank] = Field(None, description="Labels file; unset keeps model.labels.")
     score_threshold: Optional[float] = Field(
         None, ge=0, le=1, description="Detections below this score are dropped; unset keeps "
         "model.score_threshold."
@@ -208,11 +229,11 @@ class ModelVariant(Section):
 
 
 class ModelConfig(Section):
-    path: Optional[str] = Field(
+    path: Optional[NonBlank] = Field(
         None, description="A .tflite file; unset uses the bundled BlazeFace short-range model."
     )
     kind: ModelKind = Field("auto", description="Output decoder; auto picks by output shapes.")
-    labels: Optional[str] = Field(None, description="Labels file, one label a line.")
+    labels: Optional[NonBlank] = Field(None, description="Labels file, one label a line.")
     threads: int = Field(
         1,
         ge=1,
@@ -223,7 +244,7 @@ class ModelConfig(Section):
             "capture thread or another process can make each invoke many times slower."
         ),
     )
-    delegate: Optional[str] = Field(
+    delegate: Optional[NonBlank] = Field(
         None, description="External delegate library (e.g. libedgetpu.so.1); CPU if it fails."
     )
     delegate_options: dict[str, Union[str, int, float, bool]] = Field(
@@ -241,7 +262,7 @@ class ModelConfig(Section):
 class SensorsConfig(Section):
     """Ambient light (IIO) and a PIR; both optional."""
 
-    light: str = Field(
+    light: NonBlank = Field(
         "auto",
         description=(
             "IIO light sensor: auto (the first with in_illuminance), iio:deviceN, or none."
@@ -262,7 +283,7 @@ class SensorsConfig(Section):
     light_suppress_s: float = Field(
         3.0, ge=0, description="Seconds motion is ignored after a lighting change."
     )
-    pir: Optional[str] = Field(
+    pir: Optional[NonBlank] = Field(
         None,
         description=(
             "A PIR's output as a sysfs attribute (under power.sysfs_root), e.g. "
@@ -280,8 +301,10 @@ class PowerConfig(Section):
     enabled: bool = Field(
         True, description="False never writes sysfs: readings and estimates only."
     )
-    sysfs_root: str = Field("/sys", description="Root of sysfs; tests point it at a fake tree.")
-    journal_dir: str = Field(
+    sysfs_root: NonBlank = Field(
+        "/sys", description="Root of sysfs; tests point it at a fake tree."
+    )
+    journal_dir: NonBlank = Field(
         "/run/wattgate",
         description="Where the original sysfs values are journaled before the first write. "
         "Under /run so a reboot, which resets sysfs, also drops the journal.",
@@ -290,19 +313,19 @@ class PowerConfig(Section):
     cooldown_s: float = Field(
         2.0, ge=0, description="Seconds without motion before active settings drop to idle."
     )
-    npu: Optional[str] = Field(
+    npu: Optional[NonBlank] = Field(
         None, description="The NPU: a devfreq name or a sysfs path; unset finds it by name "
         "or driver."
     )
-    gpu: Optional[str] = Field(
+    gpu: Optional[NonBlank] = Field(
         None, description="The GPU: a devfreq name or a sysfs path; unset finds it by name."
     )
-    runtime_pm_devices: list[str] = Field(
+    runtime_pm_devices: list[NonBlank] = Field(
         default_factory=list,
         description="More device directories (relative to sysfs_root) whose runtime PM "
         "follows the npu_runtime_pm settings.",
     )
-    board: Optional[str] = Field(
+    board: Optional[NonBlank] = Field(
         None, description="Energy-model board (e.g. rk3588); unset detects it from the "
         "device tree."
     )
@@ -423,7 +446,7 @@ class RuleConfig(Section):
     temp_above_c: Optional[float] = Field(
         None, description="A thermal zone above this many °C (hysteresis below)."
     )
-    zone: Optional[str] = Field(
+    zone: Optional[NonBlank] = Field(
         None, description="Thermal zone type for temp_above_c (e.g. soc-thermal); unset: any."
     )
     hysteresis_c: float = Field(
@@ -583,8 +606,6 @@ class Config(Section):
     @model_validator(mode="after")
     def _check_paths(self) -> Config:
         socket = self.daemon.socket
-        if not socket:
-            raise _errors([(("daemon", "socket"), socket, "must not be empty")])
         size = len(os.fsencode(socket))
         if size > MAX_SOCKET_PATH_BYTES:
             raise _errors([(

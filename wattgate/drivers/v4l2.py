@@ -95,7 +95,7 @@ def parse_identity(spec: str) -> Optional[Identity]:
                 raise ValueError(f"{spec!r}: expected udev:KEY=VALUE[,KEY=VALUE...]")
             pairs.append((key.strip(), value.strip()))
         return Identity("udev", match=tuple(pairs))
-    if spec.isdigit():
+    if spec.isascii() and spec.isdigit():  # int() refuses '²', which isdigit() takes
         return Identity("path", path=f"/dev/video{int(spec)}")
     if spec.startswith("/dev/"):
         return Identity("path", path=spec)
