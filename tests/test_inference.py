@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import subprocess
 import sys
 import textwrap
@@ -403,3 +404,49 @@ def test_runtime_missing_names_both_packages() -> None:
 def test_runtime_in_use_is_named() -> None:
     assert runtime.RUNTIME_NAME in ("ai-edge-litert", "tflite-runtime")
     assert callable(runtime.Interpreter) and callable(runtime.load_delegate)
+
+
+# --------------------------------------------------------------------------- odd outputs
+
+
+def cast_model(path: Path, values: Any, dtype: Any) -> Path:
+    """A model whose one output holds `values` CAST to an integer dtype: an integer output
+    with no quantization parameters at all, as a hand-edited or badly exported model has."""
+    g = GraphBuilder()
+    x = g.tensor("input", (1, 32, 32, 3), np.float32)
+    g.inputs.append(x)
+    zeroed = g.tensor("zeroed", (1, 32, 32, 3), np.float32)
+    g.op(Op.MUL, [x, g.const("zero", [0.0])], [zeroed])
+    zero = g.tensor("zero_scalar", (1,), np.float32)
+    g.op(Op.MEAN, [zeroed, g.const("axes", [1, 2, 3], np.int32)], [zero],
+         BuiltinOptions.ReducerOptions, _reducer_options(False))
+    const = np.asarray(values, np.float32)
+    summed = g.tensor("summed", const.shape, np.float32)
+    g.op(Op.ADD, [g.const("values", const), zero], [summed])
+    out = g.tensor("probabilities", const.shape, dtype)
+    g.op(Op.CAST, [summed], [out])
+    g.outputs.append(out)
+    return g.write(path)
+
+
+@pytest.mark.parametrize("quant", [None, (0.0, 128), (-0.01, 0), (math.nan, 0)],
+                         ids=["no-quantization", "zero-scale", "negative-scale", "nan-scale"])
+def test_an_8_bit_output_without_a_usable_scale_is_refused(tmp_path: Path,
+                                                           quant: Any) -> None:
+    """A uint8 output with no usable scale went through as raw integers: a classifier's
+    [10, 200, 30] came out as class 1 at probability 1.0 (a softmax of the raw values)."""
+    if quant is None:
+        path = cast_model(tmp_path / "odd.tflite", [[10.0, 200.0, 30.0]], np.uint8)
+    else:
+        path = constant_model(tmp_path / "odd.tflite", [
+            ConstOutput("probabilities", [[0.1, 0.8, 0.1]], np.uint8, quant)])
+    with pytest.raises(ModelError, match=r"odd\.tflite: output probabilities \[1, 3\] uint8 "
+                       r"has no usable quantization scale"):
+        Model.load(str(path), kind="classifier", score_threshold=0.0)
+
+
+def test_a_wide_integer_output_needs_no_scale(tmp_path: Path) -> None:
+    """int32 outputs (class ids, counts) hold whole numbers as they are: still loaded."""
+    path = cast_model(tmp_path / "ids.tflite", [[0.0, 1.0, 0.0]], np.int32)
+    model = Model.load(str(path), kind="classifier", score_threshold=0.5)
+    assert [d.label for d in model.infer(solid(32, 32, (0, 0, 0))).detections] == ["1"]

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
 import mmap
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,7 @@ class Model:
         if inputs[0].dtype not in (np.float32, np.uint8, np.int8):
             raise ModelError(f"model file {model_path}: input {inputs[0].describe()} is not "
                              "float32, uint8 or int8")
+        _check_output_scales(model_path, outputs)
         try:
             decoder = make_decoder(kind, inputs[0], outputs, label_list, score_threshold)
         except DecoderError as exc:
@@ -483,6 +485,23 @@ class Model:
         detections = [replace(d, box=unmap(d.box)) for d in self._decoder.decode(outputs)]
         total_ms = raw.took_ms + (time.perf_counter() - start) * 1000.0
         return InferenceResult(detections, raw.invoke_ms, total_ms)
+
+
+def _check_output_scales(path: Path, outputs: Sequence[TensorSpec]) -> None:
+    """An 8- or 16-bit integer output holds quantized values, real = scale x (q - zero_point)
+    (REFERENCE.md, "Quantised tensors"). Without a finite positive scale the real values
+    cannot be had, and dequantize() would hand the raw integers to the decoder as if they
+    were scores and boxes (a classifier's uint8 200 came out as probability 1.0). Wider
+    integer outputs (int32 class ids, counts) are whole numbers as they stand. Per-channel
+    quantization also reports scale 0 here; no detector or classifier output uses it."""
+    for spec in outputs:
+        if spec.dtype.kind in "iu" and spec.dtype.itemsize <= 2 and not (
+                math.isfinite(spec.scale) and spec.scale > 0):
+            raise ModelError(
+                f"model file {path}: output {spec.describe()} has no usable quantization "
+                f"scale ({spec.scale}, zero point {spec.zero_point}): its values cannot be "
+                "turned into scores or boxes; re-export it with quantization parameters"
+            )
 
 
 def _check_fixed_size(path: Path, details: Mapping[str, Any]) -> None:
