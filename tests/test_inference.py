@@ -450,3 +450,19 @@ def test_a_wide_integer_output_needs_no_scale(tmp_path: Path) -> None:
     path = cast_model(tmp_path / "ids.tflite", [[0.0, 1.0, 0.0]], np.int32)
     model = Model.load(str(path), kind="classifier", score_threshold=0.5)
     assert [d.label for d in model.infer(solid(32, 32, (0, 0, 0))).detections] == ["1"]
+
+
+def test_a_detection_inside_the_letterbox_padding_is_dropped(tmp_path: Path) -> None:
+    """A 64x32 frame fills rows 8..24 of the 32x32 input. A box wholly in the black band
+    above it mapped to a box of height 0 at the frame's top edge and was published."""
+    boxes = np.array([[[0.05, 0.25, 0.2, 0.75],    # ymin..ymax 1.6..6.4 px: padding only
+                       [0.2, 0.25, 0.5, 0.75]]], np.float32)  # reaches into the frame
+    path = constant_model(tmp_path / "ssd.tflite", [
+        ConstOutput("detection_boxes", boxes),
+        ConstOutput("detection_classes", np.array([[0.0, 1.0]])),
+        ConstOutput("detection_scores", np.array([[0.9, 0.8]])),
+        ConstOutput("num_detections", np.array([2.0])),
+    ], size=(32, 32))
+    model = Model.load(str(path))
+    (det,) = model.infer(solid(64, 32, (9, 9, 9))).detections
+    assert det.label == "1" and np.allclose(det.box, (16, 0, 48, 16))

@@ -482,7 +482,13 @@ class Model:
         start = time.perf_counter()
         outputs = [dequantize(out, spec) for out, spec in zip(raw.outputs, self._outputs)]
         unmap = raw.prepared.letterbox.unmap
-        detections = [replace(d, box=unmap(d.box)) for d in self._decoder.decode(outputs)]
+        detections = []
+        for det in self._decoder.decode(outputs):
+            x0, y0, x1, y1 = box = unmap(det.box)
+            # A box wholly inside the letterbox's padding is clamped to the frame's edge
+            # with no area left: nothing in the frame was detected, so it is dropped.
+            if x1 > x0 and y1 > y0:
+                detections.append(replace(det, box=box))
         total_ms = raw.took_ms + (time.perf_counter() - start) * 1000.0
         return InferenceResult(detections, raw.invoke_ms, total_ms)
 
