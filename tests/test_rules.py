@@ -137,3 +137,24 @@ def test_pin_of_an_unknown_profile_is_a_key_error() -> None:
     with pytest.raises(KeyError, match="unknown profile 'turbo'"):
         e.pin("turbo", "someone")
     assert e.pinned is None
+
+
+def test_a_light_rule_above_a_dim_level_releases_in_the_dark() -> None:
+    # lux_above 2 with the default 5 lx hysteresis: released "below -3 lx" would never come
+    e = engine({"lux_above": 2.0, "profile": "performance"})
+    assert e.evaluate(Readings(lux=50.0))[0].profile == "performance"
+    assert e.evaluate(Readings(lux=1.0))[0].profile == "performance"  # still within it
+    decision, changes = e.evaluate(Readings(lux=0.0))
+    assert decision.profile == "balanced"
+    assert [(c.kind, c.held) for c in changes] == [("light", False)]
+
+
+@pytest.mark.parametrize("below", [99.0, 100.0])
+def test_a_battery_rule_near_full_releases_when_the_battery_is_full(below: float) -> None:
+    # below + BATTERY_HYSTERESIS is over 100 %, a capacity no battery reports
+    e = engine({"battery_below": below, "profile": "powersave"})
+    assert e.evaluate(Readings(battery_percent=90))[0].profile == "powersave"
+    assert e.evaluate(Readings(battery_percent=99.5))[0].profile == "powersave"
+    decision, changes = e.evaluate(Readings(battery_percent=100))
+    assert decision.profile == "balanced"
+    assert [(c.kind, c.held) for c in changes] == [("battery", False)]

@@ -118,7 +118,9 @@ class RuleEngine:
             ok = ok and lux < limit
             parts.append(f"below {_fmt(rule.lux_below)} lx")
         if rule.lux_above is not None:
-            limit = rule.lux_above - hyst if held else rule.lux_above
+            # Never below 0 lx, the darkest a sensor reads: a dim threshold under the
+            # hysteresis (lux_above 2, hysteresis 5) would otherwise hold for ever.
+            limit = max(0.0, rule.lux_above - hyst) if held else rule.lux_above
             ok = ok and lux > limit
             parts.append(f"above {_fmt(rule.lux_above)} lx")
         self._light[i] = ok
@@ -129,7 +131,9 @@ class RuleEngine:
         if percent is None:
             self._low[i] = False
             return None
-        limit = rule.battery_below + BATTERY_HYSTERESIS if self._low[i] else rule.battery_below
+        limit = rule.battery_below
+        if self._low[i]:  # at most 100 %: a full battery always releases (battery_below 99)
+            limit = min(100.0, limit + BATTERY_HYSTERESIS)
         self._low[i] = percent < limit
         if not self._low[i]:
             return None
