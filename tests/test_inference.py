@@ -466,3 +466,21 @@ def test_a_detection_inside_the_letterbox_padding_is_dropped(tmp_path: Path) -> 
     model = Model.load(str(path))
     (det,) = model.infer(solid(64, 32, (9, 9, 9))).detections
     assert det.label == "1" and np.allclose(det.box, (16, 0, 48, 16))
+
+
+@pytest.mark.parametrize("lines, warned", [
+    (["cat", "dog", "bird"], False),
+    (["cat", "dog"], True),  # class 2 would come out as "2"
+    (["background", "cat", "dog", "bird"], True),  # every name one class off
+])
+def test_a_labels_file_that_does_not_fit_the_classes_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, lines: list[str], warned: bool
+) -> None:
+    path = mean_rgb_model(tmp_path / "rgb.tflite")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(lines) + "\n")
+    with caplog.at_level(logging.WARNING, logger="wattgate.inference"):
+        Model.load(str(path), kind="classifier", labels=str(labels))
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = f"labels file {labels} has {len(lines)} labels for the 3 classes of rgb.tflite"
+    assert any(expected in m for m in messages) == warned, messages
