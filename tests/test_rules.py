@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from wattgate.config import RuleConfig
-from wattgate.policies.rules import BATTERY_HYSTERESIS, Readings, RuleEngine
+from wattgate.policies.rules import BATTERY_HYSTERESIS, Decision, Readings, RuleEngine
 
 PROFILES = ("balanced", "powersave", "performance", "inspection")
 
@@ -158,3 +158,19 @@ def test_a_battery_rule_near_full_releases_when_the_battery_is_full(below: float
     decision, changes = e.evaluate(Readings(battery_percent=100))
     assert decision.profile == "balanced"
     assert [(c.kind, c.held) for c in changes] == [("battery", False)]
+
+
+def test_any_zone_rule_holds_while_the_zone_that_tripped_it_cannot_be_read() -> None:
+    # A hot zone whose read fails every other tick must not flip the profile each tick.
+    e = engine({"temp_above_c": 85.0, "profile": "powersave"})
+    hot = {"soc-thermal": 60.0, "npu-thermal": 90.0}
+    assert e.evaluate(Readings(temps_c=hot))[0].profile == "powersave"
+    for _ in range(3):
+        decision, changes = e.evaluate(Readings(temps_c={"soc-thermal": 60.0}))
+        assert decision.profile == "powersave" and changes == []
+        assert "npu-thermal" in decision.reason and "held" in decision.reason
+        assert e.evaluate(Readings(temps_c=hot)) == (
+            Decision("powersave", "npu-thermal 90 °C above 85 °C", "rule", 0), [])
+    # the zone reads cool again: released
+    decision, changes = e.evaluate(Readings(temps_c={"soc-thermal": 60.0, "npu-thermal": 70.0}))
+    assert decision.profile == "balanced" and [c.held for c in changes] == [False]

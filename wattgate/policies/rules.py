@@ -74,6 +74,7 @@ class RuleEngine:
         self.pinned_by: Optional[str] = None
         # per rule: latched thermal / light / battery conditions
         self._hot = [False] * len(self.rules)
+        self._hot_zone: list[Optional[str]] = [None] * len(self.rules)  # the zone that held it
         self._light = [False] * len(self.rules)
         self._low = [False] * len(self.rules)
 
@@ -97,13 +98,21 @@ class RuleEngine:
             candidates = dict(temps)
         if not candidates:  # no reading: a held rule stays held until a zone reads cool
             return "temperature unknown (held)" if self._hot[i] else None
+        held_by = self._hot_zone[i]
+        if self._hot[i] and held_by is not None and held_by not in candidates:
+            # The zone that tripped the rule has no reading this time (a driver's read
+            # failing now and then): hold, as for a named zone. Releasing on the other,
+            # cooler zones would flip the profile every time that one read fails.
+            return f"{held_by} temperature unknown (held)"
         zone, temp = max(candidates.items(), key=lambda kv: kv[1])
         if self._hot[i]:
             self._hot[i] = temp > rule.temp_above_c - rule.hysteresis_c
         else:
             self._hot[i] = temp > rule.temp_above_c
         if not self._hot[i]:
+            self._hot_zone[i] = None
             return None
+        self._hot_zone[i] = zone
         return f"{zone} {_fmt(temp)} °C above {_fmt(rule.temp_above_c)} °C"
 
     def _light_holds(self, i: int, rule: RuleConfig, lux: Optional[float]) -> Optional[str]:
