@@ -141,3 +141,51 @@ def test_iio_light_and_temperature(tmp_path: Path) -> None:
     sensors = {s.chip: s for s in iio.discover_sensors(Sysfs(b.write(tmp_path)))}
     assert sensors["bh1750"].lux == pytest.approx(200.0, rel=1e-5)
     assert sensors["bme280"].celsius == pytest.approx(23.45)
+
+
+def _bh1750(tmp_path: Path, **attrs: object) -> Sysfs:
+    b = Board()
+    light = "devices/platform/soc/fe804000.i2c/i2c-1/1-0023/iio:device0"
+    values: dict[str, object] = {"name": "bh1750", "in_illuminance_raw": 240,
+                                 "in_illuminance_scale": "0.833333"}
+    values.update(attrs)
+    b.attrs(light, {k: v for k, v in values.items() if v is not None})
+    b.link("bus/iio/devices/iio:device0", light)
+    return Sysfs(b.write(tmp_path))
+
+
+@pytest.mark.parametrize("attrs", [
+    {"in_illuminance_scale": "N/A"},
+    {"in_illuminance_scale": ""},
+    {"in_illuminance_scale": "nan"},
+    {"in_illuminance_offset": "garbage"},
+], ids=["scale-n/a", "scale-empty", "scale-nan", "offset-garbage"])
+def test_iio_scale_or_offset_that_does_not_read_is_no_reading(
+    tmp_path: Path, attrs: dict[str, object]
+) -> None:
+    """A scale that is there but does not read was taken for no scale at all: the raw count
+    240 was published as 240 lx (200 lx really), a lighting change for nothing."""
+    assert iio.read_sensor(_bh1750(tmp_path, **attrs), "iio:device0") is None
+
+
+def test_iio_without_a_scale_attribute_is_the_raw_value(tmp_path: Path) -> None:
+    sensor = iio.read_sensor(_bh1750(tmp_path, in_illuminance_scale=None), "iio:device0")
+    assert sensor is not None and sensor.lux == 240.0
+
+
+@pytest.mark.parametrize("attrs", [
+    {"in_illuminance_raw": -3000},
+    {"in_illuminance_offset": -500},
+], ids=["negative-raw", "negative-after-offset"])
+def test_iio_negative_lux_is_no_reading(tmp_path: Path, attrs: dict[str, object]) -> None:
+    """Light is never negative: a count read with the wrong sign is no reading (the lighting
+    policy takes any step away from a negative lux for a lighting change)."""
+    assert iio.read_sensor(_bh1750(tmp_path, **attrs), "iio:device0") is None
+
+
+def test_iio_temperature_below_absolute_zero_is_no_reading(tmp_path: Path) -> None:
+    b = Board()
+    temp = "devices/platform/soc/fe804000.i2c/i2c-1/1-0076/iio:device1"
+    b.attrs(temp, {"name": "bme280", "in_temp_input": -300000})
+    b.link("bus/iio/devices/iio:device1", temp)
+    assert iio.read_sensor(Sysfs(b.write(tmp_path)), "iio:device1") is None

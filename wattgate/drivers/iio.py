@@ -3,6 +3,10 @@
 ``bus/iio/devices/iio:deviceN/``: a processed ``*_input`` when the driver offers
 one, else ``(raw + offset) * scale`` (Documentation/ABI/testing/sysfs-bus-iio).
 Illuminance is in lux; temperature in millidegrees Celsius.
+
+A reading that cannot be trusted is no reading (None), never a guess: an ``_offset`` or
+``_scale`` that exists but does not read as a number, lux below zero, a temperature below
+absolute zero.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, Optional
 from wattgate.drivers.sysfs import Sysfs
 
 IIO = "bus/iio/devices"
+ABSOLUTE_ZERO_MC = -273150.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,15 @@ def _float(fs: Sysfs, attribute: str) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _float_or(fs: Sysfs, attribute: str, default: float) -> Optional[float]:
+    """An optional attribute: `default` when the driver has none, None when it has one that
+    does not read as a finite number. Taking an unreadable scale for a missing one (1.0)
+    published a bh1750's raw count 240 as 240 lx, not 200."""
+    if not fs.exists(attribute):
+        return default
+    return _float(fs, attribute)
+
+
 def _channel(fs: Sysfs, base: str, prefix: str) -> Optional[float]:
     processed = _float(fs, f"{base}/{prefix}_input")
     if processed is not None:
@@ -45,16 +59,22 @@ def _channel(fs: Sysfs, base: str, prefix: str) -> Optional[float]:
     raw = _float(fs, f"{base}/{prefix}_raw")
     if raw is None:
         return None
-    offset = _float(fs, f"{base}/{prefix}_offset") or 0.0
-    scale = _float(fs, f"{base}/{prefix}_scale")
-    value = (raw + offset) * (1.0 if scale is None else scale)
+    offset = _float_or(fs, f"{base}/{prefix}_offset", 0.0)
+    scale = _float_or(fs, f"{base}/{prefix}_scale", 1.0)
+    if offset is None or scale is None:
+        return None
+    value = (raw + offset) * scale
     return value if math.isfinite(value) else None
 
 
 def read_sensor(fs: Sysfs, name: str) -> Optional[IioSensor]:
     base = f"{IIO}/{name}"
     lux = _channel(fs, base, "in_illuminance")
+    if lux is not None and lux < 0.0:  # light is never negative: a count read wrongly
+        lux = None
     temp_mc = _channel(fs, base, "in_temp")
+    if temp_mc is not None and temp_mc < ABSOLUTE_ZERO_MC:
+        temp_mc = None
     if lux is None and temp_mc is None:
         return None
     return IioSensor(
