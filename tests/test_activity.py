@@ -90,3 +90,14 @@ def test_configure_changes_cooldown_and_sources_but_not_the_state() -> None:
     assert m.state == "active"
     assert m.tick(1.0) is not None and m.state == "idle"
     assert m.trigger("motion", 2.0) is None
+
+
+def test_a_trigger_stamped_earlier_than_the_last_one_does_not_shorten_the_hold() -> None:
+    # A snap stamped by the event loop at 10.0, then a motion frame the capture thread
+    # grabbed at 9.95 and gated just after: the hold still counts from 10.0.
+    m = machine(cooldown=2.0)
+    m.trigger("snap", 10.0)
+    m.trigger("motion", 9.95)
+    assert m.remaining(11.0) == 1.0
+    assert m.tick(11.97) is None and m.state == "active"
+    assert m.tick(12.0) is not None and m.state == "idle"

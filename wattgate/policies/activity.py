@@ -69,7 +69,11 @@ class ActivityMachine:
         """Motion or a snap at ``now``; a transition when it wakes or revives the state."""
         if kind not in self.wake_on:
             return None
-        self.last_trigger = now
+        # Never moved back: the capture thread stamps a trigger with its frame's grab time,
+        # the event loop a snap with the time it arrived, so one can come in stamped before
+        # the other; going back would end the hold early.
+        last = self.last_trigger
+        self.last_trigger = now if last is None else max(last, now)
         if self.state == "active":
             return None
         reason = kind if self.state == "idle" else f"{kind} again"
