@@ -4,6 +4,8 @@ GPIO line's value)."""
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 import time
 from pathlib import Path
@@ -253,3 +255,48 @@ def test_the_daemon_reports_light_and_a_lighting_change(
         light = client.request("status")["sensors"]["light"]
         assert light["sensor"] == "iio:device2" and light["changes"] == 1
     assert daemon.stop() == 0
+
+
+class ReadFaultIO:
+    """Plain OS reads, except that chosen attributes fail with the errno a driver returns.
+
+    EIO (an I2C transfer the sensor did not ack) and EINVAL come from a driver's show()
+    callback; a file on tmpfs cannot give them, so they are injected here at the I/O layer.
+    The file is opened first, so a path that does not exist still fails as the OS says."""
+
+    def __init__(self, root: Path) -> None:
+        from wattgate.drivers.sysfs import OsIO
+
+        self.os = OsIO()
+        self.root = root
+        self.faults: dict[str, int] = {}
+
+    def read_text(self, path: Path) -> str:
+        text = self.os.read_text(path)
+        err = self.faults.get(str(path.relative_to(self.root)))
+        if err is not None:
+            raise OSError(err, os.strerror(err), str(path))
+        return text
+
+    def write_text(self, path: Path, data: str) -> None:
+        self.os.write_text(path, data)
+
+
+@pytest.mark.parametrize("light", ["auto", "iio:device1"])
+def test_a_light_sensor_that_fails_its_first_read_is_still_polled(tree: Tree, light: str) -> None:
+    """An I2C light sensor answering EIO at start-up (still powering up, a bus glitch) was
+    taken for no sensor, and the daemon never looked at it again until restarted."""
+    tree.temp_sensor()
+    tree.bh1750(240)
+    io = ReadFaultIO(tree.root)
+    io.faults["bus/iio/devices/iio:device1/in_illuminance_raw"] = errno.EIO
+    fs = Sysfs(tree.root, io)
+    rec = Recorder()
+    sensors = SensorWatch(fs, SensorSettings(light=light), rec.on_lighting, rec.on_pir)
+    assert sensors.light_sensor == "iio:device1" and sensors.active
+    sensors.poll(0.0, 0.0)
+    assert sensors.readings() == {} and sensors.status()["light"]["error"] == "no reading"
+    io.faults.clear()  # the sensor answers now
+    sensors.poll(5.0, 5.0)
+    assert sensors.readings() == {"lux": 200.0}
+    assert "error" not in sensors.status()["light"]

@@ -71,14 +71,17 @@ def attribute_of(path: str) -> str:
 
 
 def find_light_sensor(fs: Sysfs, which: str) -> tuple[Optional[str], str]:
-    """The IIO device to read lux from, or (None, why not)."""
+    """The IIO device to read lux from, or (None, why not).
+
+    Found by the illuminance attributes its driver offers, not by a first reading: an I2C
+    sensor that answers EIO at start-up (powering up, a bus glitch) would otherwise be
+    dropped for the daemon's lifetime. A read that fails later shows as the status error."""
     if which in ("", "none"):
         return None, "disabled"
     if which == "auto":
-        found = [s.name for s in iio.discover_sensors(fs) if s.lux is not None]
+        found = iio.illuminance_sensors(fs)
         return (found[0], "") if found else (None, "no IIO illuminance sensor")
-    sensor = iio.read_sensor(fs, which)
-    if sensor is None or sensor.lux is None:
+    if not iio.has_channel(fs, which, "in_illuminance"):
         return None, f"{which}: no illuminance reading"
     return which, ""
 

@@ -6,7 +6,9 @@ Illuminance is in lux; temperature in millidegrees Celsius.
 
 A reading that cannot be trusted is no reading (None), never a guess: an ``_offset`` or
 ``_scale`` that exists but does not read as a number, lux below zero, a temperature below
-absolute zero.
+absolute zero. Which devices are sensors is told by the attributes they have, not by whether
+they answer right now, so a sensor that fails one read (EIO while it powers up) is still
+polled.
 """
 
 from __future__ import annotations
@@ -65,6 +67,17 @@ def _channel(fs: Sysfs, base: str, prefix: str) -> Optional[float]:
         return None
     value = (raw + offset) * scale
     return value if math.isfinite(value) else None
+
+
+def has_channel(fs: Sysfs, name: str, prefix: str) -> bool:
+    """The device offers the channel (``prefix`` e.g. "in_illuminance"), readable or not."""
+    base = f"{IIO}/{name}"
+    return fs.exists(f"{base}/{prefix}_input") or fs.exists(f"{base}/{prefix}_raw")
+
+
+def illuminance_sensors(fs: Sysfs) -> list[str]:
+    """IIO devices with an illuminance channel, in name order, whether or not they read now."""
+    return [n for n in fs.listdir(IIO) if has_channel(fs, n, "in_illuminance")]
 
 
 def read_sensor(fs: Sysfs, name: str) -> Optional[IioSensor]:
