@@ -57,7 +57,9 @@ class LightingPolicy:
             recent.popleft()
         jump_from = None
         for _, before in recent:
-            low, high = sorted((before, lux))
+            # Below 0 lx is darkness read through a sensor's calibration offset: compared as
+            # 0, or low + DARK_LUX turns zero or negative and any difference passes the ratio.
+            low, high = sorted((max(0.0, before), max(0.0, lux)))
             if high - low >= s.min_delta_lux and (high + DARK_LUX) >= s.jump_ratio * (
                 low + DARK_LUX
             ):
