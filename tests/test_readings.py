@@ -189,3 +189,18 @@ def test_iio_temperature_below_absolute_zero_is_no_reading(tmp_path: Path) -> No
     b.attrs(temp, {"name": "bme280", "in_temp_input": -300000})
     b.link("bus/iio/devices/iio:device1", temp)
     assert iio.read_sensor(Sysfs(b.write(tmp_path)), "iio:device1") is None
+
+
+def test_thermal_invalid_trips_and_temperatures_below_absolute_zero(tmp_path: Path) -> None:
+    """The kernel shows a trip it has no temperature for as THERMAL_TEMP_INVALID, -274000
+    (include/linux/thermal.h; iwlwifi and ACPI zones list several): they were listed as
+    trips at -274 °C. A zone reading below absolute zero is no reading either."""
+    b = Board()
+    b.thermal(0, "iwlwifi_1", 41000, [(-274000, "passive"), (-274000, "passive")])
+    b.thermal(1, "acpitz", 27800, [(-274000, "hot"), (105000, "critical")])
+    b.thermal(2, "broken", -274000)
+    zones = {z.type: z for z in thermal.discover_zones(Sysfs(b.write(tmp_path)))}
+    assert zones["iwlwifi_1"].trips == () and zones["iwlwifi_1"].celsius == 41.0
+    assert zones["acpitz"].trips == (thermal.Trip(105000, "critical"),)
+    assert zones["broken"].temp_mc is None and zones["broken"].celsius is None
+

@@ -12,6 +12,9 @@ from typing import Any, Optional
 from wattgate.drivers.sysfs import Sysfs
 
 THERMAL = "class/thermal"
+#: include/linux/thermal.h THERMAL_TEMP_INVALID is -274000: a trip the kernel has no
+#: temperature for shows as that. Anything below absolute zero is no temperature.
+ABSOLUTE_ZERO_MC = -273150
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,14 @@ def read_zone(fs: Sysfs, name: str) -> ThermalZone:
     while fs.exists(f"{base}/trip_point_{k}_temp"):
         temp = fs.read_int_opt(f"{base}/trip_point_{k}_temp")
         kind = fs.read_opt(f"{base}/trip_point_{k}_type") or "unknown"
-        if temp is not None:
+        if temp is not None and temp >= ABSOLUTE_ZERO_MC:  # not THERMAL_TEMP_INVALID
             trips.append(Trip(temp, kind))
         k += 1
     # temp reads EAGAIN/ENODATA while a sensor is not ready; that is "no reading".
-    return ThermalZone(
-        name, fs.read_opt(f"{base}/type"), fs.read_int_opt(f"{base}/temp"), tuple(trips)
-    )
+    temp_mc = fs.read_int_opt(f"{base}/temp")
+    if temp_mc is not None and temp_mc < ABSOLUTE_ZERO_MC:
+        temp_mc = None
+    return ThermalZone(name, fs.read_opt(f"{base}/type"), temp_mc, tuple(trips))
 
 
 def discover_zones(fs: Sysfs) -> list[ThermalZone]:
