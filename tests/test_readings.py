@@ -204,3 +204,15 @@ def test_thermal_invalid_trips_and_temperatures_below_absolute_zero(tmp_path: Pa
     assert zones["acpitz"].trips == (thermal.Trip(105000, "critical"),)
     assert zones["broken"].temp_mc is None and zones["broken"].celsius is None
 
+
+@pytest.mark.parametrize("capacity", [-1, 101, 255, "N/A"])
+def test_battery_capacity_outside_0_to_100_is_no_reading(tmp_path: Path,
+                                                         capacity: object) -> None:
+    """sysfs-class-power: capacity is 0 - 100. A fuel gauge that is not calibrated yet can
+    print anything else; -1 % would hold a battery_below rule (low-battery profile) on."""
+    b = Board()
+    b.power_supply("devices/platform/soc/battery", "battery",
+                   {"type": "Battery", "status": "Discharging", "capacity": capacity})
+    (bat,) = supply.discover_supplies(Sysfs(b.write(tmp_path)))
+    assert bat.capacity_percent is None
+

@@ -33,6 +33,13 @@ class Supply:
         return asdict(self)
 
 
+def _capacity(fs: Sysfs, attribute: str) -> Optional[int]:
+    """Percent, or None outside 0..100, the range sysfs-class-power gives it: a fuel gauge
+    not calibrated yet can print -1 or 255, and -1 % held a battery_below rule on."""
+    value = fs.read_int_opt(attribute)
+    return value if value is not None and 0 <= value <= 100 else None
+
+
 def read_supply(fs: Sysfs, name: str) -> Supply:
     base = f"{POWER_SUPPLY}/{name}"
     online = fs.read_int_opt(f"{base}/online")
@@ -49,7 +56,7 @@ def read_supply(fs: Sysfs, name: str) -> Supply:
         type=fs.read_opt(f"{base}/type"),
         online=None if online is None else online != 0,
         status=fs.read_opt(f"{base}/status"),
-        capacity_percent=fs.read_int_opt(f"{base}/capacity"),
+        capacity_percent=_capacity(fs, f"{base}/capacity"),
         watts=watts,
         energy_wh=None if energy is None else energy / 1e6,
     )
