@@ -216,3 +216,9 @@ def test_battery_capacity_outside_0_to_100_is_no_reading(tmp_path: Path,
     (bat,) = supply.discover_supplies(Sysfs(b.write(tmp_path)))
     assert bat.capacity_percent is None
 
+
+def test_energy_counter_that_runs_backwards_is_no_power(tmp_path: Path) -> None:
+    """Without max_energy_range_uj a counter that went back (a reset on resume, a counter
+    reloaded) cannot be told from a wrap: it gave negative watts."""
+    assert meters.average_watts(5_000_000, 10.0, 1_000_000, 12.0, None) is None
+    assert meters.average_watts(1_000_000, 10.0, 5_000_000, 12.0, None) == pytest.approx(2.0)

@@ -148,10 +148,16 @@ def discover_energy(fs: Sysfs) -> list[EnergyZone]:
     return zones
 
 
-def energy_delta_uj(before: int, after: int, max_range_uj: Optional[int]) -> int:
-    """Energy used between two counter readings, across one wraparound."""
-    if after >= before or not max_range_uj:
+def energy_delta_uj(before: int, after: int, max_range_uj: Optional[int]) -> Optional[int]:
+    """Energy used between two counter readings, across one wraparound.
+
+    None when the counter went back and no ``max_energy_range_uj`` (or one the first reading
+    already exceeds) says where it wraps: a reset cannot be told from a wrap then, and the
+    plain difference was a negative energy, published as negative watts."""
+    if after >= before:
         return after - before
+    if not max_range_uj or before > max_range_uj:
+        return None
     return after + (max_range_uj - before)
 
 
@@ -160,6 +166,7 @@ def average_watts(
 ) -> Optional[float]:
     """Mean power between two samples taken at the caller's timestamps (seconds)."""
     elapsed = after_s - before_s
-    if elapsed <= 0:
+    delta = energy_delta_uj(before_uj, after_uj, max_range_uj)
+    if elapsed <= 0 or delta is None:
         return None
-    return energy_delta_uj(before_uj, after_uj, max_range_uj) / 1e6 / elapsed
+    return delta / 1e6 / elapsed
