@@ -174,13 +174,14 @@ def test_iio_without_a_scale_attribute_is_the_raw_value(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("attrs", [
-    {"in_illuminance_raw": -3000},
-    {"in_illuminance_offset": -500},
-], ids=["negative-raw", "negative-after-offset"])
-def test_iio_negative_lux_is_no_reading(tmp_path: Path, attrs: dict[str, object]) -> None:
-    """Light is never negative: a count read with the wrong sign is no reading (the lighting
-    policy takes any step away from a negative lux for a lighting change)."""
-    assert iio.read_sensor(_bh1750(tmp_path, **attrs), "iio:device0") is None
+    {"in_illuminance_raw": 0, "in_illuminance_offset": -3},
+    {"in_illuminance_input": "-0.4"},
+], ids=["raw-with-offset", "processed"])
+def test_iio_lux_below_zero_is_darkness(tmp_path: Path, attrs: dict[str, object]) -> None:
+    """Light is never negative: below 0 is a dark room read through the sensor's calibration
+    offset, 0 lx (the lighting policy compares it so too), never a negative reading."""
+    sensor = iio.read_sensor(_bh1750(tmp_path, **attrs), "iio:device0")
+    assert sensor is not None and sensor.lux == 0.0
 
 
 def test_iio_temperature_below_absolute_zero_is_no_reading(tmp_path: Path) -> None:

@@ -5,10 +5,10 @@ one, else ``(raw + offset) * scale`` (Documentation/ABI/testing/sysfs-bus-iio).
 Illuminance is in lux; temperature in millidegrees Celsius.
 
 A reading that cannot be trusted is no reading (None), never a guess: an ``_offset`` or
-``_scale`` that exists but does not read as a number, lux below zero, a temperature below
-absolute zero. Which devices are sensors is told by the attributes they have, not by whether
-they answer right now, so a sensor that fails one read (EIO while it powers up) is still
-polled.
+``_scale`` that exists but does not read as a number, a temperature below absolute zero.
+Lux below zero is darkness seen through a calibration offset and reads as 0. Which devices
+are sensors is told by the attributes they have, not by whether they answer right now, so a
+sensor that fails one read (EIO while it powers up) is still polled.
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ def illuminance_sensors(fs: Sysfs) -> list[str]:
 def read_sensor(fs: Sysfs, name: str) -> Optional[IioSensor]:
     base = f"{IIO}/{name}"
     lux = _channel(fs, base, "in_illuminance")
-    if lux is not None and lux < 0.0:  # light is never negative: a count read wrongly
-        lux = None
+    if lux is not None and lux < 0.0:
+        # Darkness read through a sensor's calibration offset: 0 lx, as the lighting policy
+        # compares it. Dropped as no reading, a dark room showed a sensor error all night.
+        lux = 0.0
     temp_mc = _channel(fs, base, "in_temp")
     if temp_mc is not None and temp_mc < ABSOLUTE_ZERO_MC:
         temp_mc = None
