@@ -222,7 +222,7 @@ def test_a_socket_path_longer_than_sun_path_is_a_config_error(tmp_path: Path) ->
     ]
     with pytest.raises(ConfigError) as info:
         parse_config({"daemon": {"socket": ""}})
-    assert info.value.problems == ["daemon.socket: got ''; must not be blank (leave the key out for its default)"]
+    assert info.value.problems == [f"daemon.socket: got ''; {BLANK}"]
 
 
 def test_run_with_a_socket_path_too_long_exits_78_naming_the_key(tmp_path: Path) -> None:
@@ -292,6 +292,7 @@ def test_sighup_with_a_config_that_is_not_utf8_keeps_the_old_one(
     assert daemon.stop() == 0
 
 
+BLANK = "must not be blank (leave the key out for its default)"
 BLANK_KEYS = [
     # taken for a file named "" and waited for forever: READY, and no frame ever
     ("camera", "source"),
@@ -309,7 +310,7 @@ BLANK_KEYS = [
 def test_a_blank_path_or_name_is_a_config_error(section: str, key: str, blank: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({section: {key: blank}})
-    assert info.value.problems == [f"{section}.{key}: got {blank!r}; must not be blank (leave the key out for its default)"]
+    assert info.value.problems == [f"{section}.{key}: got {blank!r}; {BLANK}"]
 
 
 def test_blank_paths_in_lists_and_tables_are_config_errors() -> None:
@@ -321,9 +322,9 @@ def test_blank_paths_in_lists_and_tables_are_config_errors() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     assert sorted(info.value.problems) == [
-        "model.variants.small.path: got ''; must not be blank (leave the key out for its default)",
-        "power.runtime_pm_devices.1: got ' '; must not be blank (leave the key out for its default)",
-        "rules.0.zone: got ''; must not be blank (leave the key out for its default)",
+        f"model.variants.small.path: got ''; {BLANK}",
+        f"power.runtime_pm_devices.1: got ' '; {BLANK}",
+        f"rules.0.zone: got ''; {BLANK}",
     ]
 
 
