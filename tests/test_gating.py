@@ -255,6 +255,31 @@ def test_cooldown_lasts_cooldown_s_after_the_last_motion_then_idle() -> None:
             assert (reason, infer) == ("idle", False), since
 
 
+def test_motion_that_comes_and_goes_frame_by_frame_is_one_episode() -> None:
+    """in_motion brackets motion_start and motion_end: a square on every other frame was
+    an event pair a frame, 16 events a second into the event log."""
+    cfg = GateConfig(cooldown_s=1.0, heartbeat_s=100.0)
+    gate, base, t = calibrated(cfg)
+    assert not gate.in_motion
+    moved, episode = [], []
+    for k in range(32):  # 2 s: the square shows on every other frame, in a new place
+        frame = with_square(noisy(base, k), 100 + 12 * k, 300) if k % 2 == 0 else noisy(base, k)
+        moved.append(gate.update_bgr(frame, t).motion)
+        episode.append(gate.in_motion)
+        t += DT
+    assert moved[::2] == [True] * 16 and moved[1::2] == [False] * 16
+    assert episode == [True] * 32
+    last_motion = t - 2 * DT
+    quiet = []
+    for k in range(32):
+        gate.update_bgr(noisy(base, 100 + k), t)
+        quiet.append((t - last_motion, gate.in_motion))
+        t += DT
+    assert all(in_motion == (since <= 1.0) for since, in_motion in quiet), quiet
+    gate.reset()
+    assert not gate.in_motion
+
+
 def test_a_stopped_object_stops_costing_inferences() -> None:
     cfg = GateConfig(cooldown_s=1.0, heartbeat_s=100.0)
     gate, base, t = calibrated(cfg)

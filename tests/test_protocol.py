@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ASTRONAUT_FACE, DaemonProcess, skimage_image, write_config
+from tests.test_daemon import settled, wait_status
 from wattgate.client import AsyncClient, Client, ClientError
 from wattgate.config import MAX_IMAGE_BYTES
 
@@ -57,6 +58,62 @@ def test_hello_describes_the_daemon(start_daemon: StartDaemon) -> None:
         assert {"status", "subscribe", "events", "snap", "infer", "profile", "reload"} <= set(
             caps["commands"]
         )
+    assert daemon.stop() == 0
+
+
+def test_motion_on_every_other_frame_is_one_motion_start_not_one_a_frame(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """A blob flickering at the threshold moves on every other frame: each frame sent a
+    motion_start or motion_end, 15 events a second written to the event log. One episode
+    ends gate.cooldown_s after its last motion."""
+    fps, still, flicker = 15.0, 45, 60  # 3 s to calibrate, then 4 s of flicker
+    path = tmp_path / "flicker.avi"
+    rng = np.random.default_rng(3)
+    base = cv2.resize(rng.uniform(70, 170, (12, 16, 3)).astype(np.uint8), (640, 480),
+                      interpolation=cv2.INTER_NEAREST)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (640, 480))
+    for i in range(still + flicker):
+        frame = base.copy()
+        if i >= still and i % 2 == 0:
+            x = 100 + 4 * (i - still)
+            frame[300:340, x:x + 40] = 20
+        writer.write(frame)
+    writer.release()
+    daemon = start_daemon(camera={"source": str(path), "realtime": False},
+                          gate={"cooldown_s": 1.0})
+    with daemon.connect() as client:
+        wait_status(client, lambda s: s["source"]["state"] == "ended" and settled(s))
+        events = client.request("events", since=0, limit=1000)["events"]
+    kinds = [e["kind"] for e in events if e["kind"] in ("motion_start", "motion_end")]
+    assert kinds.count("motion_start") == 1, kinds
+    assert kinds.count("motion_end") <= 1, kinds  # the file ends within the cooldown
+    assert daemon.stop() == 0
+
+
+def test_a_face_in_every_other_result_is_one_detection_event(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """A score at the threshold drops the label from every other result: each return was
+    a detection event, half the frame rate into the event log."""
+    path = tmp_path / "blink.avi"
+    room = np.full((480, 640, 3), 90, np.uint8)
+    face = cv2.resize(skimage_image("astronaut.png")[0:200, 110:310], (200, 200))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (640, 480))
+    for i in range(60):
+        frame = room.copy()
+        if i % 2 == 0:
+            frame[80:280, 380:580] = face
+        writer.write(frame)
+    writer.release()
+    daemon = start_daemon(camera={"source": str(path), "realtime": False},
+                          gate={"enabled": False})
+    with daemon.connect() as client:
+        status = wait_status(client, lambda s: s["source"]["state"] == "ended" and settled(s))
+        assert status["pipeline"]["inferred"] == 60
+        events = client.request("events", since=0, limit=1000)["events"]
+    detections = [e for e in events if e["kind"] == "detection"]
+    assert [e["labels"] for e in detections] == [["face"]], detections
     assert daemon.stop() == 0
 
 

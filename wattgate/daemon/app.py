@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sqlite3
@@ -180,7 +181,8 @@ class Daemon:
         # reloads and model variant switches, one at a time: each reads the running parts,
         # opens new ones off the loop and swaps them in; two at once would both swap
         self._reconfiguring = asyncio.Lock()
-        self._labels_seen: frozenset[str] = frozenset()
+        self._labels_seen: dict[str, float] = {}  # label -> ts of the last result with it
+        self._labels_last: frozenset[str] = frozenset()  # the labels of the last result
         self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
         self._failing: set[str] = set()  # parts of the tick whose last run raised
         self.server = Server(cfg.daemon, self.hub, Commands(self).table(), self._hello)
@@ -550,10 +552,18 @@ class Daemon:
         self._snaps = waiting
 
     def _note_detections(self, message: Message) -> None:
-        """A `detection` event when a label appears that the previous result did not have."""
+        """A `detection` event when a label appears that the previous result did not have
+        and no result had for gate.cooldown_s: a score hovering at the threshold drops a
+        label from every other result, and each return was an event. (Results far apart, a
+        heartbeat's, that all have it are one sighting.)"""
+        ts, hold = message["ts"], self.cfg.gate.cooldown_s
         labels = frozenset(d["label"] for d in message["detections"])
-        new = labels - self._labels_seen
-        self._labels_seen = labels
+        seen = self._labels_seen
+        new = [label for label in labels - self._labels_last
+               if not ts - seen.get(label, -math.inf) <= hold]
+        self._labels_last = labels
+        for label in labels:
+            seen[label] = ts
         if new:
             best = max(message["detections"], key=lambda d: d["score"])
             self.emit_event(

@@ -201,7 +201,7 @@ class Pipeline:
                     self.counters.skipped += 1
                     continue
                 try:
-                    verdict = self._gate_one(frame)
+                    self._gate_one(frame)
                 except Exception:  # one bad frame (a driver's odd buffer) is not the end
                     self.counters.failed += 1
                     if not failing:
@@ -210,8 +210,8 @@ class Pipeline:
                     failing = True
                     continue
                 failing = False
-                if verdict.motion != motion:
-                    motion = verdict.motion
+                if self.gate.in_motion != motion:
+                    motion = not motion
                     self.on_motion(motion, frame.ts)
         except Exception:
             # Not source_ended: capture stops making progress, so the watchdog's pings stop

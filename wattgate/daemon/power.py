@@ -414,11 +414,14 @@ class PowerController:
                 self._on_transition(change)
 
     def _on_transition(self, change: Transition) -> None:
-        self._pending.append(
-            {"kind": "activity", "state": change.after, "previous": change.before,
-             "reason": change.reason}
-        )
+        """Apply an idle edge's settings; only idle edges are events. Active and cooldown
+        alternate with every frame when motion comes and goes frame by frame, and an event
+        each time would flood the event log (status and power messages show cooldown)."""
         if change.settings_changed:
+            self._pending.append(
+                {"kind": "activity", "state": change.after, "previous": change.before,
+                 "reason": change.reason}
+            )
             if change.after != "idle":
                 self.load.reset(1.0)
             self._apply_state()

@@ -246,6 +246,16 @@ class MotionGate:
         self._moved = 0  # how many of the last frames in a row had changes (their grown masks)
         self._last_motion: Optional[float] = None
         self._last_infer: Optional[float] = None
+        self._decided_at = 0.0  # time of the last frame decided
+
+    @property
+    def in_motion(self) -> bool:
+        """A motion episode is under way: the last frame gated moved, or one did within
+        cooldown_s before it. What motion_start and motion_end bracket: motion that comes
+        and goes frame by frame (a flickering blob at the threshold) is one episode, not
+        an event pair a frame."""
+        last = self._last_motion
+        return last is not None and self._decided_at - last <= self.cfg.cooldown_s + EPS
 
     def note_inferred(self, now: float) -> None:
         """The frame at `now` was inferred for another reason (a client's snap)."""
@@ -643,6 +653,7 @@ class MotionGate:
     ) -> GateVerdict:
         """Motion infers; so does the cooldown after it and the heartbeat when idle."""
         cfg = self.cfg
+        self._decided_at = now
         if self._last_infer is None:
             # The first heartbeat is due when calibration ends: a scene that already holds
             # something when the daemon starts (or the camera comes back) is looked at once
