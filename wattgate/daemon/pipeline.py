@@ -55,6 +55,9 @@ class Counters:
             "detections": self.detections,
             "skip_ratio": round(self.skipped / self.frames, 4) if self.frames else 0.0,
             "mean_infer_ms": round(mean, 3),
+            # exact, for the load feedback: a rounded mean times a count of millions is
+            # off by up to half a second, more than a second's busy time
+            "infer_ms_total": round(self.infer_ms_total, 3),
             "source_ended": self.source_ended,
             "failed": self.failed,
         }

@@ -58,12 +58,11 @@ class LoadSample:
     def from_pipeline(
         cls, at: float, status: dict[str, object], cpu_percent: Optional[float] = None
     ) -> LoadSample:
-        """From ``Pipeline.status()``: frames, inferred, stale_dropped, mean_infer_ms."""
-        inferred = _int(status.get("inferred"))
-        mean = status.get("mean_infer_ms")
-        mean_ms = float(mean) if isinstance(mean, (int, float)) else 0.0
-        return cls(at, inferred, _int(status.get("stale_dropped")), mean_ms * inferred,
-                   cpu_percent)
+        """From ``Pipeline.status()``: inferred, stale_dropped, infer_ms_total."""
+        total = status.get("infer_ms_total")
+        total_ms = float(total) if isinstance(total, (int, float)) else 0.0
+        return cls(at, _int(status.get("inferred")), _int(status.get("stale_dropped")),
+                   total_ms, cpu_percent)
 
 
 def _int(value: object) -> int:
