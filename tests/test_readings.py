@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boards import BOARDS, Board, materialize
+from wattgate.daemon.power_inputs import InputReader
 from wattgate.drivers import iio, meters, supply, thermal
 from wattgate.drivers.sysfs import Sysfs
 
@@ -223,3 +224,14 @@ def test_energy_counter_that_runs_backwards_is_no_power(tmp_path: Path) -> None:
     reloaded) cannot be told from a wrap: it gave negative watts."""
     assert meters.average_watts(5_000_000, 10.0, 1_000_000, 12.0, None) is None
     assert meters.average_watts(1_000_000, 10.0, 5_000_000, 12.0, None) == pytest.approx(2.0)
+
+
+def test_zones_of_one_type_report_the_hottest(tmp_path: Path) -> None:
+    """x86 machines list several `acpitz` zones: the one read last hid a hotter one from
+    the rules, which key temperatures by zone type."""
+    b = Board()
+    b.thermal(0, "acpitz", 91000)
+    b.thermal(1, "acpitz", 27800)
+    b.thermal(2, "x86_pkg_temp", 55000)
+    inputs = InputReader(Sysfs(b.write(tmp_path)), {}).read(0.0)
+    assert inputs.temps == {"acpitz": 91.0, "x86_pkg_temp": 55.0}

@@ -27,6 +27,7 @@ from wattgate.drivers.sysfs import (
     Sysfs,
     SysfsError,
 )
+from wattgate.drivers.thermal import discover_zones
 
 GOV = "devices/system/cpu/cpufreq/policy0/scaling_governor"
 NPU_GOV = "devices/platform/fdab0000.npu/devfreq/fdab0000.npu/governor"
@@ -172,3 +173,25 @@ def test_read_int_rejects_text(tmp_path: Path) -> None:
     fs = Sysfs(materialize("rk3588", tmp_path))
     with pytest.raises(SysfsError):
         fs.read_int(GOV)
+
+
+def test_an_unreadable_class_directory_lists_as_empty() -> None:
+    """A class directory that a hardened kernel or an LSM denies raised PermissionError out
+    of discover_zones and the other discovery calls, and the power tick with it. Run as
+    user nobody (the test runs as root in CI, where chmod alone denies nothing)."""
+    base = Path(tempfile.mkdtemp(prefix="wattgate-eacces-"))
+    try:
+        root = materialize("rk3588", base / "sys")
+        for dirpath, _dirnames, _ in os.walk(base):
+            os.chmod(dirpath, 0o755)
+        os.chmod(root / "class/thermal", 0o700 if os.geteuid() == 0 else 0o000)
+        uid = 65534 if os.geteuid() == 0 else os.geteuid()
+
+        def listing() -> str:
+            zones = discover_zones(Sysfs(root))
+            return f"{len(Sysfs(root).listdir('class/thermal'))} entries, {len(zones)} zones"
+
+        assert run_as(uid, uid, listing) == "0 entries, 0 zones"
+    finally:
+        os.chmod(root / "class/thermal", 0o755)
+        subprocess.run(["rm", "-rf", str(base)], check=False)

@@ -57,8 +57,9 @@ class InputReader:
         fs = self.fs
         inputs = Inputs()
         for zone in discover_zones(fs):
-            if zone.celsius is not None:
-                inputs.temps[zone.type or zone.name] = zone.celsius
+            if zone.celsius is not None:  # zones may share a type (acpitz): the hottest
+                key = zone.type or zone.name
+                inputs.temps[key] = max(zone.celsius, inputs.temps.get(key, zone.celsius))
         supplies = discover_supplies(fs)
         battery = next((s for s in supplies if s.is_battery), None)
         discharging = on_battery(supplies)

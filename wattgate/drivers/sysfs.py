@@ -132,10 +132,11 @@ class Sysfs:
         return self.path(attribute).is_dir()
 
     def listdir(self, attribute: str) -> list[str]:
-        """Entries of a directory in name order, [] when it is absent."""
+        """Entries of a directory in name order, [] when it is absent or unreadable (a
+        class directory a hardened kernel or an LSM denies is no devices, not a crash)."""
         try:
             return sorted(os.listdir(self.path(attribute)))
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
 
     def resolve(self, attribute: str) -> str:
