@@ -8,6 +8,7 @@ checked against values known exactly.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
@@ -207,6 +208,24 @@ def test_ssd_drops_what_is_not_finite(tmp_path: Path, count: float) -> None:
         assert dets == []
     else:
         assert len(dets) == 1 and close(dets[0], "person", 0.75, (0.2, 0.1, 0.6, 0.5))
+
+
+def test_ssd_drops_class_ids_that_are_not_whole_numbers_in_range(tmp_path: Path) -> None:
+    """A NaN, infinite or huge class id became the label '-9223372036854775808' (and a
+    numpy cast warning); a fractional one, which means the outputs are not what they seem,
+    was rounded to a class."""
+    classes = np.array([[np.nan, np.inf, 1e30, 2.5, -1.0, 1.0, 0.0]], np.float32)
+    boxes = np.tile(np.array([0.1, 0.2, 0.5, 0.6], np.float32), (1, 7, 1))
+    values = {"boxes": boxes, "classes": classes,
+              "scores": np.full((1, 7), 0.9, np.float32), "count": np.array([7.0], np.float32)}
+    order = ["boxes", "classes", "scores", "count"]
+    path = constant_model(tmp_path / "ssd.tflite", [
+        ConstOutput(f"TFLite_Detection_PostProcess:{i}" if i else "TFLite_Detection_PostProcess",
+                    values[role]) for i, role in enumerate(order)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, dets = run(path, "ssd", labels=["person", "bicycle", "car"])
+    assert sorted(d.label for d in dets) == ["bicycle", "person"]
 
 
 # --------------------------------------------------------------------------- YOLOv8

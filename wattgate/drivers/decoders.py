@@ -377,10 +377,15 @@ class SsdDecoder:
         reported = float(np.asarray(outputs[self._count]).reshape(-1)[0])
         count = max(0, min(round(reported), len(boxes))) if math.isfinite(reported) else 0
         scores = np.asarray(scores_raw, np.float32).reshape(-1)[:count]
-        classes = np.rint(np.asarray(classes_raw, np.float32).reshape(-1)[:count]).astype(int)
-        keep = scores >= self._threshold
+        raw = np.asarray(classes_raw, np.float64).reshape(-1)[:count]
+        ids = np.rint(raw)
+        with np.errstate(invalid="ignore"):  # NaN compares as not whole, without a word
+            # A class id is a whole number from 0: NaN or a huge id cast to int made a
+            # nonsense label, a fractional one means the outputs are not what they seem.
+            whole = (raw == ids) & (ids >= 0) & (ids < 2**31)
+        keep = (scores >= self._threshold) & whole
         xyxy = boxes[:count][keep][:, [1, 0, 3, 2]]
-        names = [_label_for(self._labels, int(c)) for c in classes[keep]]
+        names = [_label_for(self._labels, int(c)) for c in ids[keep]]
         return _detections(xyxy, scores[keep], names)
 
 
