@@ -20,6 +20,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from tests.conftest import FaceVideo
 from wattgate.config import CameraConfig
@@ -203,8 +204,10 @@ def test_stop_wakes_a_reader_waiting_for_a_missing_camera(
 def test_a_bad_spec_is_an_error_at_once_but_an_absent_camera_is_not() -> None:
     with pytest.raises(SourceError):
         SupervisedSource(CameraConfig(source="synthetic:no-such-scene"), udev=False)
-    with pytest.raises(SourceError):
-        SupervisedSource(CameraConfig(source="udev:ID_SERIAL"), udev=False)
+    with pytest.raises(ValidationError, match="expected udev:KEY=VALUE"):  # check-config's
+        CameraConfig(source="udev:ID_SERIAL")
+    with pytest.raises(SourceError):  # and the supervisor's own, for a config not validated
+        SupervisedSource(CameraConfig.model_construct(source="udev:ID_SERIAL"), udev=False)
     absent = SupervisedSource(CameraConfig(source="udev:ID_SERIAL=nobody"), udev=False)
     assert absent.state == "waiting"
     absent.stop()
