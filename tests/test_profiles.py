@@ -54,6 +54,11 @@ def problems(raw: dict[str, Any]) -> list[str]:
          "rules.0.profile: got 'eco'; unknown profile"),
         ({"rules": [{"profile": "powersave"}]}, "rules.0: "),
         ({"rules": [{"on_battery": True}]}, "rules.0: "),
+        # conditions no sensor can meet: the rule would never hold
+        ({"rules": [{"lux_below": 0, "profile": "powersave"}]}, "rules.0.lux_below: got 0"),
+        ({"rules": [{"lux_above": 50.0, "lux_below": 20.0, "profile": "powersave"}]},
+         "rules.0: got {'lux_above': 50.0, 'lux_below': 20.0, 'profile': 'powersave'}; Value "
+         "error, lux_above 50 and lux_below 20: no light is both"),
         ({"rules": [{"on_battery": True, "model_variant": "lite"}]},
          "rules.0.model_variant: got 'lite'"),
         ({"model": {"variants": {"lite": {"kind": "ssd"}}}},

@@ -452,7 +452,9 @@ class RuleConfig(Section):
     hysteresis_c: float = Field(
         5.0, ge=0, description="The thermal rule releases this many °C below temp_above_c."
     )
-    lux_below: Optional[float] = Field(None, ge=0, description="Ambient light under this lux.")
+    lux_below: Optional[float] = Field(
+        None, gt=0, description="Ambient light under this lux (no sensor reads under 0)."
+    )
     lux_above: Optional[float] = Field(None, ge=0, description="Ambient light over this lux.")
     hysteresis_lux: float = Field(
         5.0, ge=0, description="Light rules release this many lux past their threshold."
@@ -470,6 +472,12 @@ class RuleConfig(Section):
             )
         if self.profile is None and self.model_variant is None:
             raise ValueError("a rule needs a profile or a model_variant to switch to")
+        if (self.lux_below is not None and self.lux_above is not None
+                and self.lux_above >= self.lux_below):
+            raise ValueError(
+                f"lux_above {self.lux_above:g} and lux_below {self.lux_below:g}: no light is "
+                "both; a rule holds while all its conditions do"
+            )
         return self
 
 
