@@ -4,6 +4,8 @@ traceback, a hang or a refusal taken for a hello. Real daemons, real AF_UNIX soc
 from __future__ import annotations
 
 import asyncio
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -172,3 +174,62 @@ def test_a_socket_that_does_not_speak_the_protocol_says_so_in_one_line(
 async def _async_connect(path: str) -> None:
     client = await AsyncClient.connect(path)
     await client.close()
+
+
+def test_a_daemon_gone_between_hello_and_request_is_a_closed_error(
+    start_daemon: StartDaemon,
+) -> None:
+    """A daemon that dies (or stops: systemctl restart) under a connected client. sendall
+    raised BrokenPipeError, which the CLI took for a closed stdout and exited 0 having
+    printed nothing; recv raised ConnectionResetError, a traceback."""
+    gone = start_daemon(**IDLE)
+    client = gone.connect()
+    gone.proc.kill()
+    gone.wait()
+    with client, pytest.raises(ClientError) as sent:
+        client.request("status")  # the kernel refuses the write: EPIPE
+    assert sent.value.code == "closed"
+    assert str(gone.socket) in sent.value.message
+
+    stopped = start_daemon(**IDLE)
+    client = stopped.connect()
+    stopped.proc.send_signal(signal.SIGSTOP)
+    client.send({"cmd": "status", "id": 1})  # left unread in the daemon's socket
+    stopped.proc.kill()
+    stopped.wait()
+    with client, pytest.raises(ClientError) as read:
+        next(client.messages())  # a peer that closed with data unread: ECONNRESET
+    assert read.value.code == "closed"
+    assert str(stopped.socket) in read.value.message
+
+
+def serve_once(path: str, behaviour: str) -> threading.Thread:
+    """A one-connection stand-in for a daemon that goes away after its hello: at once
+    ("close"), or once the request has come, without reading it ("reset")."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve() -> None:
+        with listener:
+            peer, _ = listener.accept()
+            with peer:
+                peer.sendall(b'{"class":"hello","proto":1}\n')
+                if behaviour == "reset":
+                    select.select([peer], [], [], 30)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    return server
+
+
+@pytest.mark.parametrize("behaviour", ["close", "reset"])
+def test_the_cli_says_so_when_the_daemon_goes_away_mid_request(
+    tmp_path: Path, behaviour: str
+) -> None:
+    path = str(tmp_path / "going.sock")
+    server = serve_once(path, behaviour)
+    run = cli("status", "--socket", path)
+    assert_one_line(run, 1, "closed", path)
+    assert run.stdout == ""
+    server.join(30)

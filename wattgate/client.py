@@ -76,7 +76,19 @@ class Client:
         self._sock.settimeout(timeout)
 
     def send(self, message: Message) -> None:
-        self._sock.sendall(_encode(message))
+        """Send one message; ClientError "closed" if the daemon has gone away.
+
+        A write to a connection the daemon closed (it stopped, crashed or restarted) fails
+        with EPIPE or ECONNRESET. As a raw BrokenPipeError it would look like a closed
+        stdout to the CLI, which then exits 0 having printed nothing.
+        """
+        line = _encode(message)
+        try:
+            self._sock.sendall(line)
+        except socket.timeout:
+            raise ClientError("timeout", f"{self.path} took no request in time") from None
+        except OSError as exc:
+            raise _closed(self.path, exc) from None
 
     def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
@@ -107,6 +119,8 @@ class Client:
                 chunk = self._sock.recv(65536)
             except socket.timeout:  # TimeoutError from Python 3.10 on; not before
                 raise ClientError("timeout", f"no message from {self.path} in time") from None
+            except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
+                raise _closed(self.path, exc) from None
             if not chunk:
                 raise ClientError("closed", f"{self.path} closed the connection")
             self._buffer += chunk
@@ -175,6 +189,12 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
     An over-long path raises OSError("AF_UNIX path too long"), whose strerror is None.
     """
     return ClientError("unavailable", f"cannot connect to {path}: {exc.strerror or exc}")
+
+
+def _closed(path: str, exc: OSError) -> ClientError:
+    """The connection was lost while in use (EPIPE, ECONNRESET): the same "closed" error as
+    an orderly end of the connection, with the kernel's reason."""
+    return ClientError("closed", f"{path} closed the connection ({exc.strerror or exc})")
 
 
 def _encode(message: Message) -> bytes:
