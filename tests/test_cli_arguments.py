@@ -74,3 +74,26 @@ def test_arguments_that_cannot_work_are_usage_errors(
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
     assert "cannot connect" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("profile", "--release", "powersave"),
+         "argument name: not allowed with argument --release"),
+        (("profile", "powersave", "--release"),
+         "argument --release: not allowed with argument name"),
+        (("profile", ""), "argument name: an empty profile name"),
+        (("profile", " "), "argument name: an empty profile name"),
+    ],
+)
+def test_profile_arguments_that_say_two_things_are_usage_errors(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    """`profile --release NAME` released the pin and ignored NAME (the protocol's release,
+    `set: null`, names no profile); `profile "$NAME"` with NAME empty showed the profile
+    and exited 0, as if it had pinned one."""
+    res = run_cli(*args, "--socket", str(tmp_path / "none.sock"), cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert "cannot connect" not in res.stderr

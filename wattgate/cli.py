@@ -48,6 +48,14 @@ def _nonempty(value: str) -> str:
     return value
 
 
+def _profile_name(value: str) -> str:
+    """A profile to pin. An empty one (an unset variable in `profile "$NAME"`) would be
+    taken for no NAME at all: the profile shown, exit 0, as if it had been pinned."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty profile name")
+    return value
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -208,7 +216,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     with Client(_socket_path(args)) as client:
         if args.release:
             reply = client.request("profile", set=None)
-        elif args.name:
+        elif args.name is not None:
             reply = client.request("profile", set=args.name)
         else:
             reply = client.request("profile")
@@ -279,8 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = sub.add_parser("profile", help="show, pin or release the power profile")
     _add_socket_args(profile)
-    profile.add_argument("name", nargs="?", help="pin this profile (needs admin rights)")
-    profile.add_argument("--release", action="store_true", help="release a pinned profile")
+    # One or the other: the protocol's release (`set: null`) names no profile, so a NAME
+    # given with --release would be dropped without a word.
+    pin_or_release = profile.add_mutually_exclusive_group()
+    pin_or_release.add_argument(
+        "name", nargs="?", type=_profile_name, help="pin this profile (needs admin rights)"
+    )
+    pin_or_release.add_argument(
+        "--release", action="store_true", help="release a pinned profile"
+    )
     profile.set_defaults(func=cmd_profile)
     register_bench(sub)
     register_power(sub)
