@@ -97,3 +97,28 @@ def test_profile_arguments_that_say_two_things_are_usage_errors(
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
     assert "cannot connect" not in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        *[(("simulate", "--board", "rk3588", "--scene", "office", "--model-ms", value),
+           "argument --model-ms: must be a finite number above 0")
+          for value in ("nan", "inf", "0", "-1")],
+        (("simulate", "--board", "rk3588", "--scene", "office", "--model-ms", "x"),
+         "argument --model-ms: not a number: 'x'"),
+        (("probe", "--sysfs-root", ""), "argument --sysfs-root: an empty path"),
+        (("probe", "--sysfs-root", "no-such-dir"),
+         "argument --sysfs-root: not a directory: 'no-such-dir'"),
+    ],
+)
+def test_power_arguments_that_cannot_work_are_usage_errors(
+    tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    """simulate --model-ms nan, inf, 0 or -1 printed a report of an impossible model ("nan
+    ms an inference", NaN in --json); probe --sysfs-root '' read the real /sys, and a
+    mistyped root reported a machine with nothing to steer, exit 0."""
+    res = run_cli(*args, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert res.stdout == ""

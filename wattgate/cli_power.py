@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,28 @@ from typing import Any
 from wattgate.config import ConfigError, config_path, load_config, report_config_error
 
 EXIT_USAGE = 2
+
+
+def _sysfs_root(value: str) -> str:
+    """A --sysfs-root that exists. An empty one fell back to the real /sys, and a mistyped
+    one was reported as a machine with nothing to steer, exit 0."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    if not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(f"not a directory: {value!r}")
+    return value
+
+
+def _model_ms(value: str) -> float:
+    """An inference time a model can have: NaN, infinity, 0 or a negative time made
+    simulate print a report of an impossible model (and NaN, which is not JSON, in --json)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {value}")
+    return number
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -107,7 +131,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from wattgate.boards import BOARDS
 
     probe = sub.add_parser("probe", help="show the power knobs and readings this machine has")
-    probe.add_argument("--sysfs-root", help="read this tree instead of /sys (a fake board)")
+    probe.add_argument("--sysfs-root", type=_sysfs_root,
+                       help="read this tree instead of /sys (a fake board)")
     probe.add_argument("--config", help="take power.sysfs_root, npu, gpu from this config")
     probe.add_argument("--json", action="store_true", help="machine-readable output")
     probe.set_defaults(func=cmd_probe)
@@ -124,7 +149,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("--labels", help='labels JSON: {"fps": F, "events": [[first, last], ...]}')
     sim.add_argument("--profile", help="profile to simulate (default: power.profile)")
     sim.add_argument("--config", help="config.toml with the profiles and model to use")
-    sim.add_argument("--model-ms", type=float,
+    sim.add_argument("--model-ms", type=_model_ms,
                      help="inference time at the NPU's top clock (default: measured)")
     sim.add_argument("--json", action="store_true", help="machine-readable output")
     sim.set_defaults(func=cmd_simulate)
