@@ -4,6 +4,7 @@ traceback, a hang or a refusal taken for a hello. Real daemons, real AF_UNIX soc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import signal
 import socket
@@ -11,12 +12,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 
 from tests.conftest import DaemonProcess
-from wattgate.client import AsyncClient, Client, ClientError
+from wattgate.client import MAX_LINE, AsyncClient, Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
 IDLE = {"camera": {"source": "synthetic:empty"}}
@@ -232,4 +233,93 @@ def test_the_cli_says_so_when_the_daemon_goes_away_mid_request(
     run = cli("status", "--socket", path)
     assert_one_line(run, 1, "closed", path)
     assert run.stdout == ""
+    server.join(30)
+
+
+def test_a_request_over_the_line_limit_is_refused_before_it_is_sent(
+    start_daemon: StartDaemon,
+) -> None:
+    """A line over 64 KiB makes the daemon answer too_large without an id and close the
+    connection: the client lost the connection and got BrokenPipeError or "closed",
+    not the reason. Refused before sending, the connection stays usable."""
+    daemon = start_daemon(**IDLE)
+    image = "A" * MAX_LINE
+    with daemon.connect() as client:
+        client.settimeout(30)
+        with pytest.raises(ClientError) as info:
+            client.request("infer", image=image)
+        assert info.value.code == "too_large"
+        assert "'infer' not sent" in info.value.message and "65536" in info.value.message
+        assert client.request("status")["class"] == "status"
+
+    async def talk() -> tuple[ClientError, dict[str, Any]]:
+        async with await AsyncClient.connect(str(daemon.socket)) as client:
+            with pytest.raises(ClientError) as info:
+                await asyncio.wait_for(client.request("infer", image=image), 30)
+            return info.value, await asyncio.wait_for(client.request("status"), 30)
+
+    refused, status = asyncio.run(talk())
+    assert refused.code == "too_large" and "'infer' not sent" in refused.message
+    assert status["class"] == "status"
+    assert daemon.stop() == 0
+
+
+def serve_lines(path: str, hello: bytes, answer: Optional[bytes]) -> threading.Thread:
+    """A stand-in for a daemon, for the sync and then the async client: it sends `hello`,
+    waits for a request, then reads it and sends `answer` before closing, or, with no
+    answer, closes with the request unread (the client's read fails with ECONNRESET)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(2)
+
+    def serve() -> None:
+        with listener:
+            for _ in range(2):
+                peer, _ = listener.accept()
+                with peer, contextlib.suppress(OSError):
+                    peer.sendall(hello)
+                    select.select([peer], [], [], 30)
+                    if answer is not None:
+                        peer.recv(65536)
+                        peer.sendall(answer)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    return server
+
+
+HELLO = b'{"class":"hello","proto":1}\n'
+
+
+@pytest.mark.parametrize(
+    ("hello", "answer", "code"),
+    [
+        (b'{"class":"hello","data":"' + b"x" * MAX_LINE + b'"}\n', None, "too_large"),
+        (HELLO, None, "closed"),
+        (HELLO, b'{"class":"status","id":1,"ver', "closed"),
+    ],
+    ids=["line over the limit", "reset", "closed mid-line"],
+)
+def test_the_async_client_fails_like_the_sync_client(
+    tmp_path: Path, hello: bytes, answer: Optional[bytes], code: str
+) -> None:
+    """The async client raised ValueError for a line over the limit, ConnectionResetError
+    for a daemon that closed with the request unread, and "protocol" (not JSON) for a
+    connection closed in the middle of a line."""
+    path = str(tmp_path / "odd.sock")
+    server = serve_lines(path, hello, answer)
+
+    def sync() -> None:
+        with Client(path, timeout=30) as client:
+            client.request("status")
+
+    async def talk() -> None:
+        async with await AsyncClient.connect(path) as client:
+            await asyncio.wait_for(client.request("status"), 30)
+
+    with pytest.raises(ClientError) as sync_info:
+        sync()
+    with pytest.raises(ClientError) as async_info:
+        asyncio.run(talk())
+    assert sync_info.value.code == async_info.value.code == code
     server.join(30)

@@ -106,15 +106,19 @@ class Client:
             yield self._pending.popleft() if self._pending else self._read()
 
     def _read(self) -> Message:
-        """The next line as a message. A timeout keeps what was read, so reading can go on."""
+        """The next line as a message. A timeout keeps what was read, so reading can go on.
+
+        A line over MAX_LINE bytes, its newline included, is "too_large" however the
+        kernel splits it: found whole in one read, or as MAX_LINE bytes with no newline.
+        """
         while True:
             end = self._buffer.find(b"\n")
+            if end >= MAX_LINE or (end < 0 and len(self._buffer) >= MAX_LINE):
+                raise ClientError("too_large", f"a line from {self.path} is over {MAX_LINE} bytes")
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
                 return _message(line, self.path)
-            if len(self._buffer) > MAX_LINE:
-                raise ClientError("too_large", f"a line from {self.path} is over {MAX_LINE} bytes")
             try:
                 chunk = self._sock.recv(65536)
             except socket.timeout:  # TimeoutError from Python 3.10 on; not before
@@ -164,8 +168,12 @@ class AsyncClient:
     async def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
         request_id = next(self._ids)
-        self._writer.write(_encode({"cmd": cmd, "id": request_id, **fields}))
-        await self._writer.drain()
+        line = _encode({"cmd": cmd, "id": request_id, **fields})
+        try:
+            self._writer.write(line)
+            await self._writer.drain()
+        except OSError as exc:  # EPIPE, ECONNRESET: the daemon has gone away
+            raise _closed("the daemon", exc) from None
         while True:
             message = await self._read()
             if message.get("id") == request_id and message.get("class") != "result":
@@ -177,8 +185,22 @@ class AsyncClient:
         return self._pending.popleft() if self._pending else await self._read()
 
     async def _read(self) -> Message:
-        line = await self._reader.readline()
-        if not line:
+        """The next line as a message; the same ClientErrors as the sync client's.
+
+        readline() raises ValueError for a line over the reader's limit and returns a
+        partial line at the end of the stream: a connection closed mid-line is "closed",
+        not a line that is not JSON.
+        """
+        try:
+            line = await self._reader.readline()
+        except ValueError:
+            raise ClientError("too_large", f"a line from the daemon is over {MAX_LINE} bytes"
+                              ) from None
+        except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
+            raise _closed("the daemon", exc) from None
+        if len(line) > MAX_LINE:  # the reader's limit lets one more byte through
+            raise ClientError("too_large", f"a line from the daemon is over {MAX_LINE} bytes")
+        if not line.endswith(b"\n"):
             raise ClientError("closed", "the daemon closed the connection")
         return _message(line, "the daemon")
 
@@ -198,17 +220,23 @@ def _closed(path: str, exc: OSError) -> ClientError:
 
 
 def _encode(message: Message) -> bytes:
-    """One request line, strict JSON, or ClientError before anything is sent.
+    """One request line, strict JSON within the line limit, or ClientError before anything
+    is sent.
 
     json.dumps writes NaN and Infinity by default, which are not JSON: the daemon would
     answer bad_json without an id, and request() would wait for its answer until it
     timed out.
     """
     try:
-        line = json.dumps(message, separators=(",", ":"), allow_nan=False)
+        line = json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
     except ValueError as exc:  # NaN or Infinity, or a circular reference
         raise ClientError("bad_request", f"{message.get('cmd')!r} not sent: {exc}") from None
-    return line.encode() + b"\n"
+    if len(line) > MAX_LINE:
+        # The daemon would answer too_large without an id and close the connection: the
+        # caller would see the connection lost, not why.
+        raise ClientError("too_large", f"{message.get('cmd')!r} not sent: {len(line)} bytes, "
+                                       f"over the {MAX_LINE}-byte line limit")
+    return line
 
 
 def _answer(message: Message) -> Message:
