@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import select
 import signal
 import socket
@@ -264,7 +265,9 @@ def test_a_request_over_the_line_limit_is_refused_before_it_is_sent(
     assert daemon.stop() == 0
 
 
-def serve_lines(path: str, hello: bytes, answer: Optional[bytes]) -> threading.Thread:
+def serve_lines(
+    path: str, hello: bytes, answer: Optional[bytes], connections: int = 2
+) -> threading.Thread:
     """A stand-in for a daemon, for the sync and then the async client: it sends `hello`,
     waits for a request, then reads it and sends `answer` before closing, or, with no
     answer, closes with the request unread (the client's read fails with ECONNRESET)."""
@@ -274,7 +277,7 @@ def serve_lines(path: str, hello: bytes, answer: Optional[bytes]) -> threading.T
 
     def serve() -> None:
         with listener:
-            for _ in range(2):
+            for _ in range(connections):
                 peer, _ = listener.accept()
                 with peer, contextlib.suppress(OSError):
                     peer.sendall(hello)
@@ -322,4 +325,34 @@ def test_the_async_client_fails_like_the_sync_client(
     with pytest.raises(ClientError) as async_info:
         asyncio.run(talk())
     assert sync_info.value.code == async_info.value.code == code
+    server.join(30)
+
+
+def test_status_with_readings_that_have_no_value_is_shown(tmp_path: Path) -> None:
+    """The daemon writes a number it has no finite value for (a sensor that read NaN) as
+    null (docs/protocol.md); `wattgate status` formatted each with :.1f, a TypeError
+    traceback, so a NaN meter reading made status unusable."""
+    status = {
+        "class": "status", "id": 1, "version": "0.1.0", "uptime_s": 12.0, "fps": None,
+        "clients": 1,
+        "source": {"description": "synthetic:empty 640x480@15", "state": "running"},
+        "pipeline": {"frames": 10, "skipped": 9, "inferred": 1, "stale_dropped": 0,
+                     "detections": 0, "skip_ratio": None, "mean_infer_ms": None},
+        "power": {
+            "profile": {"name": "balanced", "reason": "default (power.profile)"},
+            "activity": {"state": "cooldown", "reason": "motion", "idle_in_s": None},
+            "watts": {"value": None, "meter": "hwmon0"},
+            "joules": {"measured": None},
+            "temperatures": {"soc-thermal": 41.2, "npu-thermal": None},
+            "knobs": {},
+        },
+    }
+    path = str(tmp_path / "nan.sock")
+    server = serve_lines(path, HELLO, json.dumps(status).encode() + b"\n", connections=1)
+    run = cli("status", "--socket", path)
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    assert "soc-thermal 41.2 °C" in run.stdout and "npu-thermal - °C" in run.stdout
+    assert "power     - W (hwmon0)" in run.stdout
+    assert "skipped 9 (-)" in run.stdout
     server.join(30)

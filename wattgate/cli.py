@@ -14,7 +14,7 @@ from typing import Optional
 
 from wattgate import __version__
 from wattgate.bench import register as register_bench
-from wattgate.cli_power import format_power
+from wattgate.cli_power import fixed, format_power
 from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
@@ -113,7 +113,8 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def format_status(status: Message) -> str:
-    lines = [f"wattgate {status.get('version')}  up {status.get('uptime_s', 0):.0f} s"]
+    """The human view of a status answer; a number sent as null is shown as "-"."""
+    lines = [f"wattgate {status.get('version')}  up {fixed(status.get('uptime_s', 0), '.0f')} s"]
     source = status.get("source")
     if source:
         lines.append(f"source    {source['description']} ({source['state']})")
@@ -124,12 +125,12 @@ def format_status(status: Message) -> str:
     if pipe:
         lines.append(
             f"frames    {pipe['frames']}  skipped {pipe['skipped']} "
-            f"({pipe['skip_ratio']:.1%})  inferred {pipe['inferred']}  "
+            f"({fixed(pipe['skip_ratio'], '.1%')})  inferred {pipe['inferred']}  "
             f"stale {pipe['stale_dropped']}"
         )
         lines.append(
             f"results   {pipe['detections']} detections, mean inference "
-            f"{pipe['mean_infer_ms']:.2f} ms, {status.get('fps', 0):.1f} fps"
+            f"{fixed(pipe['mean_infer_ms'], '.2f')} ms, {fixed(status.get('fps', 0), '.1f')} fps"
         )
     lines.append(f"clients   {status.get('clients')}")
     if status.get("power"):

@@ -95,6 +95,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def fixed(value: Any, spec: str) -> str:
+    """A number formatted with spec, or "-" for one the daemon has no value for: it sends a
+    reading that is not finite (a sensor that read NaN) as null (docs/protocol.md)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return "-"
+
+
 def format_power(power: dict[str, Any]) -> list[str]:
     """Lines for `wattgate status`: profile and why, activity, watts, temperatures, knobs."""
     profile = power.get("profile", {})
@@ -102,19 +110,20 @@ def format_power(power: dict[str, Any]) -> list[str]:
     activity = power.get("activity", {})
     line = f"activity  {activity.get('state')} ({activity.get('reason')})"
     if "idle_in_s" in activity:
-        line += f", idle in {activity['idle_in_s']:.1f} s"
+        line += f", idle in {fixed(activity['idle_in_s'], '.1f')} s"
     lines.append(line)
     watts = power.get("watts", {})
     if "value" in watts:
         source = watts.get("meter") or f"estimate, {watts.get('model', 'model')}"
         joules = power.get("joules", {})
         total = joules.get("measured", joules.get("estimated"))
-        energy = f", {total:.1f} J since start" if total is not None else ""
-        lines.append(f"power     {watts['value']:.2f} W ({source}){energy}")
+        energy = f", {fixed(total, '.1f')} J since start" if total is not None else ""
+        lines.append(f"power     {fixed(watts['value'], '.2f')} W ({source}){energy}")
     temps = power.get("temperatures", {})
     if temps:
-        hottest = sorted(temps.items(), key=lambda kv: -kv[1])[:4]
-        lines.append("temps     " + ", ".join(f"{k} {v:.1f} °C" for k, v in hottest))
+        # Hottest first; a zone without a reading last.
+        hottest = sorted(temps.items(), key=lambda kv: (kv[1] is None, -(kv[1] or 0)))[:4]
+        lines.append("temps     " + ", ".join(f"{k} {fixed(v, '.1f')} °C" for k, v in hottest))
     if not power.get("writes", True):
         lines.append("knobs     not written (power.enabled = false or no journal)")
     for name, knob in power.get("knobs", {}).items():
