@@ -202,12 +202,12 @@ def test_stop_wakes_a_reader_waiting_for_a_missing_camera(
 
 
 def test_a_bad_spec_is_an_error_at_once_but_an_absent_camera_is_not() -> None:
-    with pytest.raises(SourceError):
-        SupervisedSource(CameraConfig(source="synthetic:no-such-scene"), udev=False)
-    with pytest.raises(ValidationError, match="expected udev:KEY=VALUE"):  # check-config's
-        CameraConfig(source="udev:ID_SERIAL")
-    with pytest.raises(SourceError):  # and the supervisor's own, for a config not validated
-        SupervisedSource(CameraConfig.model_construct(source="udev:ID_SERIAL"), udev=False)
+    for spec, problem in (("synthetic:no-such-scene", "unknown scene"),
+                          ("udev:ID_SERIAL", "expected udev:KEY=VALUE")):
+        with pytest.raises(ValidationError, match=problem):  # check-config's
+            CameraConfig(source=spec)
+        with pytest.raises(SourceError):  # and the supervisor's, for a config not validated
+            SupervisedSource(CameraConfig.model_construct(source=spec), udev=False)
     absent = SupervisedSource(CameraConfig(source="udev:ID_SERIAL=nobody"), udev=False)
     assert absent.state == "waiting"
     absent.stop()

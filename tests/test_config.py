@@ -343,3 +343,11 @@ def test_a_source_of_non_ascii_digits_is_a_file_not_a_camera_index() -> None:
     assert parse_config({"camera": {"source": "²"}}).camera.source == "²"
     assert source_kind("²") == "file"
     assert source_kind("2") == "v4l2"
+
+
+def test_an_unknown_synthetic_scene_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"camera": {"source": "synthetic:nope"}})
+    [problem] = info.value.problems
+    assert problem.startswith("camera.source: got 'synthetic:nope'; unknown scene; known: ")
+    assert "office" in problem and "person" in problem

@@ -174,7 +174,16 @@ class CameraConfig(Section):
     @field_validator("source")
     @classmethod
     def _source_parses(cls, value: str) -> str:
-        """A malformed udev: spec passed the check and failed only at start (exit 69)."""
+        """A malformed udev: spec or an unknown scene passed the check and failed only at
+        start (exit 69)."""
+        spec = value.strip()
+        if spec.startswith("synthetic:"):
+            from wattgate.drivers.synthetic import SCENES  # OpenCV: only when it is needed
+
+            if spec[len("synthetic:"):] not in SCENES:
+                known = ", ".join(sorted(SCENES))
+                raise PydanticCustomError("value_error", f"unknown scene; known: {known}")
+            return value
         try:
             v4l2.parse_identity(value)
         except ValueError as exc:
