@@ -122,3 +122,12 @@ def test_power_arguments_that_cannot_work_are_usage_errors(
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
     assert res.stdout == ""
+
+
+def test_an_empty_socket_variable_is_the_default_socket(tmp_path: Path) -> None:
+    """It was taken for a path: "cannot connect to : Invalid argument"."""
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "WATTGATE_SOCKET": ""}
+    done = subprocess.run([sys.executable, "-m", "wattgate.cli", "status"], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path, env=env)
+    assert done.returncode == 69
+    assert "cannot connect to /run/wattgate/wattgate.sock" in done.stderr, done.stderr

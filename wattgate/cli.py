@@ -39,7 +39,8 @@ def _socket_path(args: argparse.Namespace) -> str:
     config = config_path(args.config)
     if config is not None:
         return load_config(config).daemon.socket
-    return os.environ.get("WATTGATE_SOCKET", DEFAULT_SOCKET)
+    # empty is unset, as systemd's Environment=WATTGATE_SOCKET= means ("cannot connect to :")
+    return os.environ.get("WATTGATE_SOCKET", "").strip() or DEFAULT_SOCKET
 
 
 def _nonempty(value: str) -> str:
