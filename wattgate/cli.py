@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import faulthandler
 import json
-import math
 import os
 import sys
 import time
@@ -14,7 +13,7 @@ from typing import Optional
 
 from wattgate import __version__
 from wattgate.bench import register as register_bench
-from wattgate.cli_power import fixed, format_power
+from wattgate.cli_power import fixed, format_power, positive_number
 from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
@@ -64,16 +63,6 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
-
-
-def _positive_seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {value}")
     return number
 
 
@@ -269,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_socket_args(watch)
     watch.add_argument("--count", type=_positive_int, help="stop after this many messages")
     watch.add_argument(
-        "--duration", type=_positive_seconds, help="stop after this many seconds"
+        "--duration", type=positive_number, help="stop after this many seconds"
     )
     watch.add_argument(
         "--topics", nargs="+", default=["results"], help="topics to subscribe to"

@@ -29,9 +29,10 @@ def _sysfs_root(value: str) -> str:
     return value
 
 
-def _model_ms(value: str) -> float:
-    """An inference time a model can have: NaN, infinity, 0 or a negative time made
-    simulate print a report of an impossible model (and NaN, which is not JSON, in --json)."""
+def positive_number(value: str) -> float:
+    """An argparse type for a time or duration: finite and above 0. NaN, infinity, 0 or a
+    negative --model-ms made simulate print a report of an impossible model (and NaN,
+    which is not JSON, in --json); such a --duration never ended or ended at once."""
     try:
         number = float(value)
     except ValueError:
@@ -158,7 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("--labels", help='labels JSON: {"fps": F, "events": [[first, last], ...]}')
     sim.add_argument("--profile", help="profile to simulate (default: power.profile)")
     sim.add_argument("--config", help="config.toml with the profiles and model to use")
-    sim.add_argument("--model-ms", type=_model_ms,
+    sim.add_argument("--model-ms", type=positive_number,
                      help="inference time at the NPU's top clock (default: measured)")
     sim.add_argument("--json", action="store_true", help="machine-readable output")
     sim.set_defaults(func=cmd_simulate)
