@@ -196,15 +196,20 @@ def test_quantized_input_with_an_unusual_scale(tmp_path: Path, rgb_labels: str) 
 # --------------------------------------------------------------------------- box mapping
 
 
-def test_boxes_map_back_through_the_letterbox(tmp_path: Path) -> None:
-    boxes = np.array([[[0.25, 0.5, 0.75, 1.0], [0.3, 0.125, 0.5, 0.375]]], np.float32)
+def two_box_ssd(tmp_path: Path, boxes: np.ndarray[Any, Any]) -> Model:
+    """A 32x32 SSD whose two detections are classes 0 and 1 (0.9, 0.8) at `boxes`."""
     path = constant_model(tmp_path / "ssd.tflite", [
         ConstOutput("detection_boxes", boxes),
         ConstOutput("detection_classes", np.array([[0.0, 1.0]])),
         ConstOutput("detection_scores", np.array([[0.9, 0.8]])),
         ConstOutput("num_detections", np.array([2.0])),
     ], size=(32, 32))
-    model = Model.load(str(path))
+    return Model.load(str(path))
+
+
+def test_boxes_map_back_through_the_letterbox(tmp_path: Path) -> None:
+    boxes = np.array([[[0.25, 0.5, 0.75, 1.0], [0.3, 0.125, 0.5, 0.375]]], np.float32)
+    model = two_box_ssd(tmp_path, boxes)
     assert model.info["kind"] == "ssd"
     # 64x32 frame: scale 0.5, 8 px of padding above and below.
     a, b = model.infer(solid(64, 32, (9, 9, 9))).detections
@@ -457,13 +462,7 @@ def test_a_detection_inside_the_letterbox_padding_is_dropped(tmp_path: Path) -> 
     above it mapped to a box of height 0 at the frame's top edge and was published."""
     boxes = np.array([[[0.05, 0.25, 0.2, 0.75],    # ymin..ymax 1.6..6.4 px: padding only
                        [0.2, 0.25, 0.5, 0.75]]], np.float32)  # reaches into the frame
-    path = constant_model(tmp_path / "ssd.tflite", [
-        ConstOutput("detection_boxes", boxes),
-        ConstOutput("detection_classes", np.array([[0.0, 1.0]])),
-        ConstOutput("detection_scores", np.array([[0.9, 0.8]])),
-        ConstOutput("num_detections", np.array([2.0])),
-    ], size=(32, 32))
-    model = Model.load(str(path))
+    model = two_box_ssd(tmp_path, boxes)
     (det,) = model.infer(solid(64, 32, (9, 9, 9))).detections
     assert det.label == "1" and np.allclose(det.box, (16, 0, 48, 16))
 
