@@ -280,14 +280,15 @@ def test_a_frame_the_gate_fails_on_is_counted_and_capture_goes_on(
     assert daemon.stop() == 0
 
 
-def test_missing_model_or_camera_or_state_dir_exits_69_with_one_clear_line(
+def test_missing_model_or_unusable_state_dir_exits_69_with_one_clear_line(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
+    """(A camera or file that is not there is waited for; an unknown scene is a config
+    error, exit 78: tests/test_config.py.)"""
     not_a_dir = tmp_path / "state-is-a-file"
     not_a_dir.write_text("")
     cases = [
         ({"model": {"path": str(tmp_path / "nope.tflite")}}, "nope.tflite"),
-        ({"camera": {"source": "synthetic:nope"}}, "synthetic:nope"),  # files are waited for
         ({"daemon": {"state_dir": str(not_a_dir)}}, f"daemon.state_dir {not_a_dir}"),
     ]
     for sections, needle in cases:
