@@ -1,6 +1,6 @@
 """The `wattgate` command's arguments: an empty --config is a config error, never the
 built-in defaults; empty socket paths and counts or durations that cannot end a watch are
-usage errors, before anything connects."""
+usage errors, before anything connects; and the line `watch` shows for each message."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from wattgate.cli import format_message
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -131,3 +133,21 @@ def test_an_empty_socket_variable_is_the_default_socket(tmp_path: Path) -> None:
                           text=True, timeout=60, cwd=tmp_path, env=env)
     assert done.returncode == 69
     assert "cannot connect to /run/wattgate/wattgate.sock" in done.stderr, done.stderr
+
+
+def test_watch_shows_power_and_overflow_messages_as_lines() -> None:
+    """They were printed as raw JSON among the formatted results."""
+    power = {"class": "power", "ts": 1763745600.0, "profile": "balanced",
+             "reason": "default (power.profile)", "activity": "idle",
+             "temperatures": {"soc-thermal": 41.2, "npu-thermal": 39.0, "broken": None},
+             "watts": 3.1, "watts_source": "estimate", "joules": {"estimated": 1.46}}
+    line = format_message(power)
+    assert line.endswith(
+        " power   balanced (default (power.profile)), idle, 3.10 W (estimate), "
+        "soc-thermal 41.2 °C"
+    ), line
+    assert format_message({"class": "power", "ts": 0.0, "profile": "p", "reason": "r",
+                           "activity": "active", "watts": None}).endswith(", active, - W (?)")
+    assert format_message({"class": "overflow", "dropped": 7}) == (
+        "overflow: 7 messages dropped (read too slowly)")
+    assert format_message({"class": "novel", "x": 1}) == '{"class": "novel", "x": 1}'

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -395,6 +396,10 @@ def test_cli_events_snap_and_profile(start_daemon: StartDaemon) -> None:
     assert len(lines) >= 2 and all(e["class"] == "event" for e in lines)
     human = cli("events", "--since", str(lines[0]["seq"]))
     assert human.returncode == 0 and "motion_" in human.stdout
+    watched = cli("watch", "--topics", "events", "--count", "1")  # a line, not raw JSON
+    assert watched.returncode == 0, watched.stderr
+    assert re.fullmatch(r"#\d+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+.*\n", watched.stdout), \
+        watched.stdout
     snap = cli("snap", "--json")
     assert snap.returncode == 0, snap.stderr
     # Any frame captured after the request answers it; on a busy scene that may be motion.

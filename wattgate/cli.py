@@ -13,7 +13,7 @@ from typing import Optional
 
 from wattgate import __version__
 from wattgate.bench import register as register_bench
-from wattgate.cli_power import fixed, format_power, positive_number
+from wattgate.cli_power import fixed, format_power, format_power_message, positive_number
 from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
@@ -135,9 +135,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def format_message(message: Message) -> str:
+    """A line for each message `watch` receives; JSON for a class this client does not
+    know (more may come within a major version)."""
+    kind = message.get("class")
+    if kind == "result":
+        return format_result(message)
+    if kind == "event":
+        return format_event(message)
+    if kind == "power":
+        return format_power_message(message)
+    if kind == "overflow":
+        return f"overflow: {message.get('dropped')} messages dropped (read too slowly)"
+    return json.dumps(message)
+
+
 def format_result(message: Message) -> str:
-    if message.get("class") != "result":
-        return json.dumps(message)
     dets = " ".join(
         f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"
         for d in message["detections"]
@@ -164,7 +177,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 if exc.code == "timeout":
                     continue
                 raise
-            print(json.dumps(message) if args.json else format_result(message), flush=True)
+            print(json.dumps(message) if args.json else format_message(message), flush=True)
             count += 1
     return 0
 

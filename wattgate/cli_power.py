@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,21 @@ def fixed(value: Any, spec: str) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return format(value, spec)
     return "-"
+
+
+def format_power_message(message: dict[str, Any]) -> str:
+    """One line for a `power` message (`wattgate watch --topics power`): time, profile and
+    why, activity, watts and where they come from, the hottest zone."""
+    when = time.strftime("%H:%M:%S", time.localtime(message.get("ts", 0.0)))
+    line = (f"{when} power   {message.get('profile')} ({message.get('reason')}), "
+            f"{message.get('activity')}")
+    if "watts" in message:
+        line += f", {fixed(message['watts'], '.2f')} W ({message.get('watts_source', '?')})"
+    temps = [(k, v) for k, v in message.get("temperatures", {}).items() if v is not None]
+    if temps:
+        zone, celsius = max(temps, key=lambda kv: kv[1])
+        line += f", {zone} {fixed(celsius, '.1f')} °C"
+    return line
 
 
 def format_power(power: dict[str, Any]) -> list[str]:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from wattgate import boards
-from wattgate.cli import format_result, format_status
+from wattgate.cli import format_message, format_status
 from wattgate.client import Client, ClientError
 
 DEMO_BOARD = "rk3588"
@@ -76,7 +76,7 @@ def main() -> int:
             deadline = time.monotonic() + args.seconds
             while time.monotonic() < deadline:
                 try:
-                    print(format_result(next(client.messages())), flush=True)
+                    print(format_message(next(client.messages())), flush=True)
                 except ClientError as exc:
                     if exc.code != "timeout":
                         raise
