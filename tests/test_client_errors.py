@@ -356,3 +356,22 @@ def test_status_with_readings_that_have_no_value_is_shown(tmp_path: Path) -> Non
     assert "power     - W (hwmon0)" in run.stdout
     assert "skipped 9 (-)" in run.stdout
     server.join(30)
+
+
+def test_no_hello_in_time_says_the_daemon_may_still_be_starting(tmp_path: Path) -> None:
+    """Under socket activation systemd holds the listening socket while the daemon loads its
+    model: the connection is accepted and the hello comes late. "no message in time" did not
+    say what to do about it."""
+    path = tmp_path / "starting.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)  # connections queue; nobody answers yet
+    try:
+        with pytest.raises(ClientError) as info:
+            Client(str(path), timeout=0.2)
+        assert info.value.code == "timeout"
+        assert info.value.message == (
+            f"no hello from {path} within 0.2 s: the daemon may still be starting "
+            "(a socket-activated start loads the model first)")
+    finally:
+        listener.close()

@@ -59,6 +59,13 @@ class Client:
         self._pending: deque[Message] = deque()
         try:
             self.hello = _answer(self._read())
+        except ClientError as exc:
+            self._sock.close()
+            if exc.code != "timeout":
+                raise
+            raise ClientError("timeout", f"no hello from {path} within {timeout:g} s: the "
+                              "daemon may still be starting (a socket-activated start loads "
+                              "the model first)") from None
         except BaseException:
             self._sock.close()
             raise
