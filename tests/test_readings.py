@@ -235,3 +235,18 @@ def test_zones_of_one_type_report_the_hottest(tmp_path: Path) -> None:
     b.thermal(2, "x86_pkg_temp", 55000)
     inputs = InputReader(Sysfs(b.write(tmp_path)), {}).read(0.0)
     assert inputs.temps == {"acpitz": 91.0, "x86_pkg_temp": 55.0}
+
+
+def test_board_watts_from_rails_count_every_chip_and_no_negative_rail(tmp_path: Path) -> None:
+    """With no input rail the board's watts are the rails' sum. Two unlabelled ina226 both
+    named "ina226:1" counted once, and a rail reading below 0 W (noise at no load, a shunt
+    wired the other way round) made the sum low or negative."""
+    b = Board()
+    for n, (addr, uw) in enumerate((("1-0040", 4_000_000), ("1-0041", 2_500_000),
+                                    ("1-0044", -300_000))):
+        dev = f"devices/platform/soc/fe804000.i2c/i2c-1/{addr}"
+        b.device(dev, bus="i2c", driver="ina2xx")
+        b.hwmon(dev, n + 2, {"name": "ina226", "in1_input": 5000, "power1_input": uw})
+    inputs = InputReader(Sysfs(b.write(tmp_path)), {}).read(0.0)
+    assert inputs.meter_source == "hwmon rails"
+    assert inputs.meter_w == pytest.approx(6.5)

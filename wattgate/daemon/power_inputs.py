@@ -86,14 +86,17 @@ class InputReader:
         self, now: float, battery: Optional[Supply], discharging: Optional[bool]
     ) -> tuple[Optional[float], Optional[str]]:
         """Measured board watts: an input rail, else RAPL, else the discharging battery."""
-        rails = {r.label: r.watts for m in discover_meters(self.fs) for r in m.rails
-                 if r.watts is not None}
+        rails = [(r.label, r.watts) for m in discover_meters(self.fs) for r in m.rails
+                 if r.watts is not None]
         for label in INPUT_RAILS:
-            watts = rails.get(label)
+            watts = next((w for name, w in rails if name == label), None)
             if watts is not None:
                 return watts, f"hwmon {label}"
         if rails:
-            return sum(w for w in rails.values() if w is not None), "hwmon rails"
+            # Every rail (two unlabelled chips both have an "ina226:1"); one reading below
+            # 0 W (noise at no load, a shunt wired the other way) draws nothing from the
+            # board, and counted it made the board's watts low or even negative.
+            return sum(max(0.0, w) for _, w in rails), "hwmon rails"
         zones = {z.name: z for z in discover_energy(self.fs)}
         zone = zones.get("psys") or zones.get("package-0")
         if zone is not None and zone.energy_uj is not None:
