@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, EventLog
+from wattgate.daemon.hub import encode
 
 
 def test_seq_survives_reopen_and_held_events_are_readable(tmp_path: Path) -> None:
@@ -286,3 +287,40 @@ def test_close_with_the_database_locked_does_not_raise(
     other.close()
     # The lost event's number is not given again: the reservation was not given back.
     assert EventLog(path).append("x", 4.0)["seq"] > 2
+
+
+def test_an_event_json_cannot_hold_is_written_and_does_not_stop_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera's device path read with surrogateescape (a lone surrogate), a payload
+    nested deeper than the encoder goes, a time that is not a number: such an event is
+    logged as near to what happened as JSON and the table can hold, once, and every event
+    after it is still written."""
+    path = str(tmp_path / "events.db")
+    log = EventLog(path)
+    caplog.set_level(logging.WARNING, logger="wattgate.eventlog")
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    odd = [
+        log.append("camera_lost", 1.0, reason="/dev/video\udcff: gone"),
+        log.append("camera_lost", 1.5, reason="/dev/video\udcfe: gone"),
+        log.append("lighting", 2.0, lux=3.0, extra=deep),
+        log.append("pir", math.nan),
+        log.append("pir", math.inf),
+        log.append("camera_back", 2.5, device=Path("/dev/video0")),  # not a JSON type
+    ]
+    log.append("motion_start", 3.0)
+    for event in odd:
+        encode(event)  # sent live as it is logged
+    assert log.flush(4.0) is True
+    log.close(5.0)
+    events = EventLog(path).since(0, 10)
+    assert [e["seq"] for e in events] == [1, 2, 3, 4, 5, 6, 7]
+    assert events[:6] == odd
+    assert "/dev/video" in events[0]["reason"] and events[2]["lux"] == 3.0
+    assert events[5]["device"] == "/dev/video0"
+    assert all(math.isfinite(e["ts"]) for e in events)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len([m for m in warned if "camera_lost" in m]) == 1  # once, not per event
+

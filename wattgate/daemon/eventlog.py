@@ -28,6 +28,12 @@ read-only directory) keeps the held events for the next flush, waits at most
 when writing works again. While writes fail, at most `max_events` events are held;
 beyond that the oldest held ones are dropped (and logged).
 
+An event that JSON or the table cannot hold as it is (a lone surrogate from a path read
+with surrogateescape, nesting deeper than the encoder goes, an object that is not JSON, a
+time that is not a finite number) is changed as little as it takes when it is appended,
+and logged once per kind: it is sent live and written as changed. Left as it was, it
+would fail every flush and hold back every event after it.
+
 One thread (the daemon's event loop) uses an EventLog.
 """
 
@@ -37,6 +43,8 @@ import collections
 import contextlib
 import json
 import logging
+import math
+import numbers
 import os
 import sqlite3
 import time
@@ -101,6 +109,7 @@ class EventLog:
         self._failures = 0
         self._dropped = 0
         self._reserve_in_append = True
+        self._changed_kinds: set[str] = set()  # kinds whose events had to be changed
         written = self._read_written_seq()
         reserved = self._read_reserved()
         # The newest number given out (written, pruned or lost in a crash) that the log
@@ -132,7 +141,12 @@ class EventLog:
         return self._last_seq
 
     def append(self, kind: str, ts: float, **fields: Any) -> Event:
-        """Give the event its seq and hold it for the next flush; returns the full event."""
+        """Give the event its seq and hold it for the next flush; returns the full event.
+
+        The event is as it will be written and read back: a ts or field it could not
+        hold is changed (see `_writable`), so what subscribers get live is what the log
+        repeats."""
+        ts, fields = self._writable(kind, ts, fields)
         if self._next_seq > self._reserved and self._reserve_in_append:
             # More than half a block since the last flush (or flushes are failing).
             try:
@@ -148,6 +162,39 @@ class EventLog:
             self._drop_oldest()
         self._held.append(event)
         return event
+
+    def _writable(self, kind: str, ts: Any, fields: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        """ts and fields as the table and strict JSON can hold them.
+
+        A ts that is not a finite number would be NULL in SQLite (NaN), age out never
+        (infinity) or not bind at all: it becomes the time the event is logged. A field that
+        json_text cannot write (or that json cannot encode at all) is made writable by
+        `_json_safe`. Either is logged once per kind, since it is a bug in what makes the
+        event, not in the log."""
+        changed = []
+        try:
+            stamp = float(ts)
+        except (TypeError, ValueError, OverflowError):
+            stamp = math.nan
+        if not math.isfinite(stamp):
+            changed.append(f"ts {ts!r} is not a finite number: the time it was logged is kept")
+            stamp = time.time()
+        if _text_or_none(fields) is None:
+            fields = {
+                _safe_str(str(key)): value if _text_or_none(value) is not None
+                else _json_safe(value)
+                for key, value in fields.items()
+            }
+            changed.append("a field JSON cannot hold as it is (a lone surrogate, nesting too "
+                           "deep, not a JSON type) is kept as text, or null")
+        if changed and kind not in self._changed_kinds:
+            self._changed_kinds.add(kind)
+            log.warning(
+                "event log %s: a %s event is logged changed: %s; later %s events are changed "
+                "the same way without a warning; the code that makes them needs a fix",
+                self.path, kind, "; ".join(changed), kind,
+            )
+        return stamp, fields
 
     def flush(self, now: float) -> bool:
         """Write held events in one transaction and prune.
@@ -345,6 +392,46 @@ def _body(event: Event) -> str:
     if text is None:
         raise ValueError(f"a {event.get('kind')} event cannot be written as JSON")
     return text
+
+
+def _text_or_none(value: Any) -> Optional[str]:
+    """json_text, or None also for an object json cannot encode at all (TypeError)."""
+    try:
+        return json_text(value)
+    except TypeError:
+        return None
+
+
+def _safe_str(text: str) -> str:
+    """text that encodes to UTF-8: a lone surrogate is kept as its escape, e.g. '\\udcff'."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_safe(value: Any) -> Any:
+    """value with each part JSON cannot hold replaced: strings made encodable, numbers of
+    other types as int or float, other objects as their str; None when it is nested too
+    deep to walk (or still cannot be written)."""
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, str):
+            return _safe_str(item)
+        if item is None or isinstance(item, (bool, int, float)):
+            return item
+        if isinstance(item, dict):
+            return {_safe_str(str(k)): walk(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [walk(v) for v in item]
+        if isinstance(item, numbers.Integral):
+            return int(item)
+        if isinstance(item, numbers.Real):
+            return float(item)
+        return _safe_str(str(item))
+
+    try:
+        safe = walk(value)
+    except RecursionError:
+        return None
+    return safe if _text_or_none(safe) is not None else None
 
 
 def _event(seq: int, ts: float, kind: str, body: str) -> Event:
