@@ -21,6 +21,12 @@ from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, EventLog
 from wattgate.daemon.hub import encode
 
 
+def _die(log: EventLog) -> None:
+    """What an unclean exit leaves: nothing held is written, nothing is given back; only
+    the lock on the log goes, as the kernel drops it when the process dies."""
+    log._release_lock()
+
+
 def test_seq_survives_reopen_and_held_events_are_readable(tmp_path: Path) -> None:
     path = str(tmp_path / "events.db")
     log = EventLog(path)
@@ -78,6 +84,7 @@ def test_numbers_are_never_reused_after_an_unclean_exit(tmp_path: Path) -> None:
     log.flush(100.5)
     # Sent live, not yet written when the process dies: no flush, no close.
     lost = [log.append("motion_end", 101.0)["seq"], log.append("detection", 101.2)["seq"]]
+    _die(log)
 
     reopened = EventLog(path)
     assert [e["seq"] for e in reopened.since(0, 10)] == [1]
@@ -96,6 +103,7 @@ def test_numbers_past_a_block_are_reserved_before_use(tmp_path: Path) -> None:
     log = EventLog(path, seq_block=10)
     given = [log.append("motion_start", float(i))["seq"] for i in range(25)]  # no flush
     assert given == list(range(1, 26))
+    _die(log)
     reopened = EventLog(path, seq_block=10)
     assert reopened.append("x", 30.0)["seq"] > 25
     reopened.close(31.0)
@@ -188,6 +196,7 @@ def test_pruning_by_count_keeps_max_events_across_a_gap(tmp_path: Path) -> None:
         log.append("x", float(i))
     log.flush(3.0)
     log.append("lost", 4.0)  # never written
+    _die(log)
     reopened = EventLog(path, max_events=5, seq_block=10)
     for i in range(3):
         reopened.append("y", 5.0 + i)
@@ -323,4 +332,20 @@ def test_an_event_json_cannot_hold_is_written_and_does_not_stop_the_log(
     assert all(math.isfinite(e["ts"]) for e in events)
     warned = [r.getMessage() for r in caplog.records]
     assert len([m for m in warned if "camera_lost" in m]) == 1  # once, not per event
+
+
+def test_a_second_log_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """Two daemons given one daemon.state_dir would both number events from the same
+    reservation: the second must not start on it."""
+    path = str(tmp_path / "events.db")
+    first = EventLog(path)
+    first.append("motion_start", 1.0)
+    with pytest.raises(OSError, match="another"):
+        EventLog(path)
+    assert first.append("motion_end", 2.0)["seq"] == 2
+    assert first.flush(3.0) is True
+    first.close(4.0)
+    second = EventLog(path)
+    assert second.append("x", 5.0)["seq"] == 3
+    second.close(6.0)
 

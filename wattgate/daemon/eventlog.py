@@ -34,6 +34,12 @@ time that is not a finite number) is changed as little as it takes when it is ap
 and logged once per kind: it is sent live and written as changed. Left as it was, it
 would fail every flush and hold back every event after it.
 
+One process uses a log at a time: two daemons given one `daemon.state_dir` would number
+events from the same reservation, give numbers twice, and lower each other's reservation
+when one closes. An EventLog holds an exclusive flock on `<path>.lock` while it is open;
+a second one is refused (OSError EBUSY, naming the holder's pid). The kernel drops the
+lock when its holder dies, so a crash never leaves it held.
+
 One thread (the daemon's event loop) uses an EventLog.
 """
 
@@ -41,6 +47,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import math
@@ -90,6 +98,15 @@ class EventLog:
     ) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
+        self._lock_fd = _lock(path + ".lock")  # before reading: another log's numbers are not ours
+        try:
+            self._open(max_events, max_age_s, seq_block)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open(self, max_events: int, max_age_s: float, seq_block: int) -> None:
+        path = self.path
         self.max_events = max_events
         self.max_age_s = max_age_s
         self.seq_block = max(2, seq_block)
@@ -122,6 +139,12 @@ class EventLog:
         except _WRITE_ERRORS as exc:
             self._failed(exc)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def _release_lock(self) -> None:
+        """Let another EventLog open the file (what the kernel does when the holder dies)."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _read_written_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -338,6 +361,47 @@ class EventLog:
             self._db.close()
         except _WRITE_ERRORS as exc:
             log.warning("event log %s: close: %s", self.path, exc)
+        self._release_lock()
+
+
+def _lock(lock_path: str) -> Optional[int]:
+    """An exclusive flock on lock_path, held by the returned fd; OSError EBUSY naming the
+    holder's pid when another process (or another EventLog) holds it.
+
+    The file is never removed: unlinking a lock file lets two processes lock two inodes.
+    In a directory that cannot be written, an existing lock file is locked read-only; when
+    there is none, no other process can have made one (nor can it write the log there), so
+    there is nothing to lock."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        writable = True
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        try:
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        writable = False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise OSError(
+            errno.EBUSY,
+            f"{lock_path} is held by another wattgate process"
+            f"{f' (pid {holder})' if holder.isdigit() else ''}: one daemon per "
+            "daemon.state_dir; stop the other one or give each its own state_dir",
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    if writable:
+        with contextlib.suppress(OSError):  # the pid is only for the message above
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 class _Transaction:
