@@ -349,3 +349,39 @@ def test_a_second_log_on_the_same_file_is_refused(tmp_path: Path) -> None:
     assert second.append("x", 5.0)["seq"] == 3
     second.close(6.0)
 
+
+def _history(path: str) -> int:
+    log = EventLog(path)
+    for i in range(50):
+        log.append("detection", float(i), note="x" * 500)
+    log.close(60.0)
+    return log.last_seq
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "zero bytes"])
+def test_a_damaged_database_at_start_is_set_aside_and_numbering_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    """A power cut on flash can leave the file garbage, cut short, or empty. The daemon
+    starts with a new log (the old file kept for a post-mortem) and never gives an old
+    number again."""
+    path = tmp_path / "events.db"
+    last = _history(str(path))
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        if damage == "garbage":
+            f.write(bytes(range(256)) * (size // 256))
+        else:
+            f.truncate(size // 3 if damage == "truncated" else 0)
+    caplog.set_level(logging.WARNING, logger="wattgate.eventlog")
+    log = EventLog(str(path))
+    new = log.append("motion_start", 100.0)["seq"]
+    assert new > last
+    assert log.flush(101.0) is True
+    assert [e["seq"] for e in log.since(0, 100)] == [new]
+    if damage != "zero bytes":  # an empty file is a valid, empty database
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1 and str(path) in errors[0]
+        assert (tmp_path / "events.db.damaged").exists()
+    log.close(102.0)
+    assert EventLog(str(path)).append("x", 103.0)["seq"] == new + 1

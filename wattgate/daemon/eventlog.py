@@ -20,7 +20,11 @@ and then on the flush that finds less than half a block left, so it costs one wr
 per `SEQ_BLOCK // 2` events. Opening the log continues after the reservation: after an
 unclean exit the numbers of the events that were lost, and the rest of the block, are
 skipped, never used again. A clean close gives the unused part of the block back, so
-a clean restart leaves no gap.
+a clean restart leaves no gap. Each reservation is also copied to `<path>.seq` (synced,
+before the database has it): a power cut on flash can leave the database garbage, cut
+short or empty, and the numbering must go on past it all the same. A database SQLite finds
+damaged when it is opened is moved to `<path>.damaged` (kept for a post-mortem; only the
+newest) and a new one is started, logged as an error: the daemon goes on serving.
 
 A flush that cannot write (the database locked by another process, a full disk, a
 read-only directory) keeps the held events for the next flush, waits at most
@@ -84,6 +88,13 @@ SEQ_BLOCK = 1000
 BUSY_TIMEOUT_MS = 100
 PRUNE_EVERY_S = 60.0  # how often a flush with nothing to write looks for aged events
 
+# Beside the database: a copy of the reservation (so the numbering survives the loss of
+# the database), and where a damaged database is moved.
+FLOOR_SUFFIX = ".seq"
+DAMAGED_SUFFIX = ".damaged"
+# SQLite's primary result codes for a file that is not a sound database.
+_SQLITE_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
 # What a failed write raises: a lock held too long, a full disk, a read-only file.
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
 
@@ -106,18 +117,16 @@ class EventLog:
             raise
 
     def _open(self, max_events: int, max_age_s: float, seq_block: int) -> None:
-        path = self.path
         self.max_events = max_events
         self.max_age_s = max_age_s
         self.seq_block = max(2, seq_block)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # Appends and the odd `events since` read need few pages; SQLite's default 2 MB
-        # cache would only be memory the daemon grows into over its first hours.
-        self._db.execute("PRAGMA cache_size=-256")
-        self._db.executescript(SCHEMA)
-        self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _damaged(exc):
+                raise  # locked, read-only, cannot open: the daemon says so and exits
+            self._set_aside(exc)
+            self._connect()
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
         self._held: collections.deque[Event] = collections.deque()
         # Write trouble: when the current failure streak started, how many writes failed,
@@ -130,15 +139,83 @@ class EventLog:
         written = self._read_written_seq()
         reserved = self._read_reserved()
         # The newest number given out (written, pruned or lost in a crash) that the log
-        # knows of; the next event gets the one after the reservation.
+        # knows of; the next event gets the one after the reservation, or after the copy
+        # of it kept beside the database when that is higher (the database was lost).
         self._last_seq = written
-        self._reserved = max(written, reserved)
+        self._reserved = max(written, reserved, self._read_floor())
         self._next_seq = self._reserved + 1
         try:
             self._reserve(self._next_seq - 1 + self.seq_block)
         except _WRITE_ERRORS as exc:
             self._failed(exc)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    def _connect(self) -> None:
+        """Open the database and read what opening needs; a damaged file raises here."""
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        # Appends and the odd `events since` read need few pages; SQLite's default 2 MB
+        # cache would only be memory the daemon grows into over its first hours.
+        self._db.execute("PRAGMA cache_size=-256")
+        self._db.executescript(SCHEMA)
+        # Reads every page of the table: a file cut short is found here, not mid-run.
+        self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """Move a damaged database (and its WAL) to `<path>.damaged` and start a new one.
+
+        A power cut on flash can leave the file garbage or cut short; refusing to start
+        would stop the whole daemon for its log. The file is kept (only the newest damaged
+        one) for a post-mortem; the numbering goes on from the copy of the reservation."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        aside = self.path + DAMAGED_SUFFIX
+        for stale in (aside, aside + "-wal", aside + "-shm", aside + "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        os.replace(self.path, aside)
+        for suffix in ("-wal", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(self.path + suffix, aside + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path + "-shm")
+        log.error(
+            "event log %s is damaged (%s): moved to %s and a new log started; the events "
+            "in it are no longer served, and numbering goes on after seq %d. Keep the file "
+            "for a post-mortem or delete it; check the storage if this happens again",
+            self.path, exc, aside, self._read_floor(),
+        )
+
+    def _read_floor(self) -> int:
+        """The copy of the reservation kept beside the database; 0 when there is none."""
+        try:
+            with open(self.path + FLOOR_SUFFIX, encoding="ascii") as f:
+                return max(0, int(f.read().strip()))
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            log.warning("event log %s: %s%s unreadable (%s); numbering goes on from the "
+                        "database alone", self.path, self.path, FLOOR_SUFFIX, exc)
+            return 0
+
+    def _save_floor(self, upto: int) -> None:
+        """Keep `upto` beside the database, synced (temp file, fsync, rename, fsync of
+        the directory), so a database lost to damage never lets a number be given twice."""
+        final = self.path + FLOOR_SUFFIX
+        temp = final + ".tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{upto}\n".encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+        directory = os.open(os.path.dirname(os.path.abspath(final)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
     def _release_lock(self) -> None:
         """Let another EventLog open the file (what the kernel does when the holder dies)."""
@@ -243,6 +320,8 @@ class EventLog:
         if not (held or reserve is not None or age_due):
             return True
         try:
+            if reserve is not None and not final:
+                self._save_floor(reserve)  # before the database: never below it
             with self._transaction(durable=reserve is not None and not final):
                 rows = self._rows
                 if held:
@@ -265,6 +344,11 @@ class EventLog:
         self._held.clear()
         if reserve is not None:
             self._reserved = reserve
+            if final:
+                try:  # give the block back here too; if not, a clean restart leaves a gap
+                    self._save_floor(reserve)
+                except OSError as exc:
+                    log.warning("event log %s: %s%s: %s", self.path, self.path, FLOOR_SUFFIX, exc)
         self._recovered(len(held))
         return True
 
@@ -286,6 +370,7 @@ class EventLog:
 
     def _reserve(self, upto: int) -> None:
         """Record that numbers up to `upto` may be given out, synced before it returns."""
+        self._save_floor(upto)
         with self._transaction(durable=True):
             self._db.execute(
                 "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (upto,)
@@ -456,6 +541,12 @@ def _body(event: Event) -> str:
     if text is None:
         raise ValueError(f"a {event.get('kind')} event cannot be written as JSON")
     return text
+
+
+def _damaged(exc: sqlite3.DatabaseError) -> bool:
+    """Whether exc says the file is damaged (not locked, read-only or missing)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGED
 
 
 def _text_or_none(value: Any) -> Optional[str]:
