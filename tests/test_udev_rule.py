@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import fnmatch
+import grp
+import os
 import re
+import shlex
+import stat
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
+
+from wattgate.boards import Board
 
 RULE = Path(__file__).resolve().parents[1] / "systemd" / "60-wattgate.rules"
 DRIVEN = [
@@ -41,3 +52,155 @@ def test_rules_are_well_formed() -> None:
         # udev treats a lone $ as a substitution: shell variables must be $$
         assert not re.search(r"(?<!\$)\$(?!\$)[a-z]", run)
         assert "chmod 0666" not in run and "o+w" not in run
+
+
+# -- the rules run against fake sysfs trees ----------------------------------------------
+#
+# udevadm cannot replay events against a fake tree, so the few match keys the rule file
+# uses are evaluated here as udev does (`==`/`!=`, `|` alternatives, shell globs; TEST
+# relative to the device's directory) and each matching RUN is executed by /bin/sh after
+# udev's own substitutions (%p, $$), with /sys pointing at the fake tree. chgrp gets a
+# group the test may give files to instead of "wattgate", which need not exist here.
+
+KEYS = ("ACTION", "SUBSYSTEM", "KERNEL", "DRIVER", "TEST")
+_TOKEN = re.compile(r'([A-Z]+)(==|!=|\+=)"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Event:
+    action: str
+    subsystem: str
+    devpath: str  # as in the uevent: /devices/..., /module/...
+    driver: str = ""
+
+    @property
+    def kernel(self) -> str:
+        return self.devpath.rsplit("/", 1)[-1]
+
+
+def parsed_rules() -> list[tuple[list[tuple[str, str, str]], list[str]]]:
+    out = []
+    for line in rules():
+        matches, runs = [], []
+        for key, op, value in _TOKEN.findall(line):
+            if key == "RUN":
+                assert op == "+=", line
+                runs.append(value)
+            else:
+                assert key in KEYS, f"the emulation does not know {key}: {line}"
+                matches.append((key, op, value))
+        out.append((matches, runs))
+    return out
+
+
+def _glob(value: str, pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(value, alt) for alt in pattern.split("|"))
+
+
+def _group() -> grp.struct_group:
+    """A group other than our own that chgrp may give files to (root: any)."""
+    mine = os.getegid()
+    if os.geteuid() == 0:
+        candidates = [g.gr_gid for g in grp.getgrall() if g.gr_gid != mine]
+    else:
+        candidates = [g for g in os.getgroups() if g != mine]
+    if not candidates:
+        pytest.skip("no second group to chgrp files to")
+    return grp.getgrgid(candidates[0])
+
+
+def replay(root: Path, events: list[Event]) -> None:
+    group = _group().gr_name
+    for ev in events:
+        values = {"ACTION": ev.action, "SUBSYSTEM": ev.subsystem, "KERNEL": ev.kernel,
+                  "DRIVER": ev.driver}
+        for matches, runs in parsed_rules():
+            ok = True
+            for key, op, value in matches:
+                if key == "TEST":
+                    hit = (root / ev.devpath.lstrip("/") / value).exists()
+                else:
+                    hit = _glob(values[key], value)
+                ok = ok and (hit if op == "==" else not hit)
+            if not ok:
+                continue
+            for run in runs:
+                cmd = run.replace("%p", ev.devpath).replace("$$", "$")
+                cmd = cmd.replace("/sys/", f"{root}/").replace("chgrp wattgate", f"chgrp {group}")
+                subprocess.run(shlex.split(cmd), check=True, timeout=30)
+
+
+def group_writable(root: Path) -> set[str]:
+    """Files the rule gave to the group: group-writable and chgrp'ed."""
+    gid = _group().gr_gid
+    out = set()
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            st = path.stat()
+            if st.st_mode & stat.S_IWGRP and st.st_gid == gid:
+                out.add(str(path.relative_to(root)))
+    return out
+
+
+def tree(board: Board, root: Path) -> Path:
+    board.write(root)
+    for rel in board.files:
+        (root / rel).chmod(0o644)  # as sysfs makes them: writable by the owner (root) only
+    return root
+
+
+POLICY_ATTRS = {"scaling_governor", "scaling_min_freq", "scaling_max_freq"}
+
+
+def add_policy(b: Board, first: int, cpus: range, driver: str) -> None:
+    b.policy(first, cpus, driver=driver, governor="schedutil",
+             governors="ondemand performance schedutil", min_khz=408000, max_khz=2400000)
+
+
+def cpu_coldplug(count: int) -> list[Event]:
+    return [Event("add", "cpu", f"/devices/system/cpu/cpu{n}") for n in range(count)]
+
+
+def test_cpufreq_of_a_built_in_driver_is_granted_at_coldplug(tmp_path: Path) -> None:
+    b = Board()
+    b.cpus(4)
+    add_policy(b, 0, range(4), "intel_pstate")
+    root = tree(b, tmp_path)
+    replay(root, cpu_coldplug(4))
+    want = {f"devices/system/cpu/cpufreq/policy0/{a}" for a in POLICY_ATTRS}
+    assert group_writable(root) == want  # scaling_setspeed and the read-only ones stay
+
+
+# A cpufreq driver built as a module (cpufreq-dt on Debian's arm64 kernels, which the
+# RK3588, i.MX8MP and Raspberry Pi use; raspberrypi-cpufreq; acpi-cpufreq on x86) creates
+# the policies after the CPUs' coldplug events have been handled. A policy is not a
+# device (drivers/base/core.c dev_uevent_filter drops the policy kobject's uevent), so
+# the kernel then sends only the module's "add" (after its init) and its device's "bind".
+MODULAR = {
+    "cpufreq-dt": [
+        Event("add", "module", "/module/cpufreq_dt"),
+        Event("bind", "platform", "/devices/platform/cpufreq-dt", "cpufreq-dt"),
+    ],
+    "cpufreq-dt, probe deferred past the module load": [
+        Event("bind", "platform", "/devices/platform/cpufreq-dt", "cpufreq-dt"),
+    ],
+    "acpi-cpufreq": [Event("add", "module", "/module/acpi_cpufreq")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODULAR))
+def test_cpufreq_of_a_modular_driver_is_granted_when_it_loads(
+    tmp_path: Path, case: str
+) -> None:
+    b = Board()
+    b.cpus(8)
+    root = tree(b, tmp_path)
+    replay(root, cpu_coldplug(8))  # no cpufreq yet: nothing to grant
+    assert group_writable(root) == set()
+    later = Board()  # the driver loads: two clusters' policies appear
+    add_policy(later, 0, range(4), "cpufreq-dt")
+    add_policy(later, 4, range(4, 8), "cpufreq-dt")
+    tree(later, root)
+    replay(root, MODULAR[case])
+    want = {f"devices/system/cpu/cpufreq/policy{p}/{a}" for p in (0, 4) for a in POLICY_ATTRS}
+    assert group_writable(root) == want
