@@ -233,3 +233,26 @@ def test_a_file_opened_at_a_frame_starts_there(tmp_path: Path) -> None:
         bright = np.nonzero(cv2.cvtColor(frame.color(), cv2.COLOR_BGR2GRAY).max(axis=0) > 200)[0]
         assert 118 <= bright.mean() <= 128  # the bar drawn in frame 12
         source.close()
+
+
+# -- sources that are not what they seem --------------------------------------------------------
+
+
+def jpeg(value: int, size: tuple[int, int]) -> bytes:
+    """A JPEG of one grey level, as a camera or an MJPEG recorder would send it."""
+    ok, buf = cv2.imencode(".jpg", np.full((size[1], size[0], 3), value, np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def write_mjpeg_stream(path: Path, sizes: list[tuple[int, int]]) -> Path:
+    """A raw MJPEG stream (what `ffmpeg -f mjpeg` and many IP cameras write): JPEGs back to
+    back, no container, no index, so it cannot seek; frame i has grey level 20 i."""
+    path.write_bytes(b"".join(jpeg(20 * i, size) for i, size in enumerate(sizes)))
+    return path
+
+
+def test_an_empty_mjpeg_buffer_is_dropped_not_raised() -> None:
+    # a UVC camera hands over a 0-byte buffer after a USB error; imdecode asserts on it
+    for empty in (np.zeros((1, 0), np.uint8), np.zeros((0,), np.uint8)):
+        assert frame_from_mjpeg(empty, 0, 0.0, 0.0, (640, 480), 4) is None

@@ -125,7 +125,13 @@ class _Once:
 
 
 def mjpeg_luma(buf: Image, reduce: int) -> Optional[Image]:
-    """The reduced grayscale decode of a JPEG buffer; None for a corrupt buffer."""
+    """The reduced grayscale decode of a JPEG buffer; None for a corrupt or empty buffer.
+
+    An empty buffer (a UVC camera's 0-byte transfer after a USB error) is checked here:
+    imdecode asserts on it, and that exception out of read() made the supervisor reopen
+    the camera for what is one dropped frame."""
+    if buf.size == 0:
+        return None
     luma = cv2.imdecode(buf, _REDUCED[reduce])
     return None if luma is None or luma.size == 0 else luma
 
