@@ -204,3 +204,38 @@ def test_cpufreq_of_a_modular_driver_is_granted_when_it_loads(
     replay(root, MODULAR[case])
     want = {f"devices/system/cpu/cpufreq/policy{p}/{a}" for p in (0, 4) for a in POLICY_ATTRS}
     assert group_writable(root) == want
+
+
+DEVFREQ_ATTRS = {"governor", "min_freq", "max_freq"}
+RUNTIME_PM = {"power/control", "power/autosuspend_delay_ms"}
+# SoC accelerators as their devfreq "add" arrives: (device, devfreq name, extra attributes
+# of the device the daemon writes). Jetson GPUs carry railgate_enable, which the daemon
+# writes whenever the GPU device has one (daemon/power.py), whatever the GPU's name.
+ACCELERATORS = {
+    "rk3588 npu": ("devices/platform/fdab0000.npu", "fdab0000.npu", set()),
+    "rk3588 mali": ("devices/platform/fb000000.gpu", "fb000000.gpu", set()),
+    "orin jetpack 5": ("devices/17000000.ga10b", "17000000.ga10b", {"railgate_enable"}),
+    "nano jetpack 4": ("devices/57000000.gpu", "57000000.gpu", {"railgate_enable"}),
+    "orin jetpack 6": ("devices/platform/bus@0/17000000.gpu", "17000000.gpu",
+                       {"railgate_enable"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACCELERATORS))
+def test_devfreq_accelerator_is_granted_exactly_what_the_daemon_writes(
+    tmp_path: Path, case: str
+) -> None:
+    device, name, extra = ACCELERATORS[case]
+    b = Board()
+    b.device(device, runtime_pm={"control": "auto", "autosuspend_delay_ms": 1000,
+                                 "runtime_status": "suspended"})
+    b.devfreq(device, name, governor="simple_ondemand",
+              governors="userspace performance simple_ondemand",
+              frequencies=[300000000, 600000000, 1000000000], cur_hz=300000000)
+    if extra:
+        b.attrs(device, {"railgate_enable": 1, "load": 0})
+    root = tree(b, tmp_path)
+    replay(root, [Event("add", "devfreq", f"/{device}/devfreq/{name}")])
+    want = {f"{device}/devfreq/{name}/{a}" for a in DEVFREQ_ATTRS}
+    want |= {f"{device}/{a}" for a in RUNTIME_PM | extra}
+    assert group_writable(root) == want
