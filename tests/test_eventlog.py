@@ -6,13 +6,16 @@ keeps the events for the next flush.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import os
 import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -385,3 +388,49 @@ def test_a_damaged_database_at_start_is_set_aside_and_numbering_goes_on(
         assert (tmp_path / "events.db.damaged").exists()
     log.close(102.0)
     assert EventLog(str(path)).append("x", 103.0)["seq"] == new + 1
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: a disk that can really be filled (ENOSPC); skipped where no tmpfs
+    can be mounted (not root, no CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_full_disk_with_room_left_in_the_wal_keeps_the_log_writing(small_disk: Path) -> None:
+    """After a checkpoint SQLite writes the WAL from its start again: on a full disk it
+    still commits. Reserving numbers must need no new block either, or every reservation
+    on a full disk would fail the flush."""
+    path = str(small_disk / "events.db")
+    log = EventLog(path, seq_block=4)  # a reservation on every other flush
+    for i in range(40):
+        log.append("detection", float(i), note="x" * 200)
+        assert log.flush(float(i)) is True
+    log._db.execute("PRAGMA wal_checkpoint(RESTART)")
+    _fill(small_disk)
+    for i in range(40, 50):
+        log.append("motion_start", float(i))
+        assert log.flush(float(i)) is True
+    log.close(51.0)
+    os.unlink(small_disk / "filler")
+    assert EventLog(path).last_seq == 50
