@@ -113,6 +113,20 @@ def test_service_contract() -> None:
     assert "-/sys/devices/system/cpu/cpufreq" in rw
 
 
+def test_camera_device_group_is_resolvable_when_the_service_starts() -> None:
+    """DeviceAllow=char-video4linux is resolved through /proc/devices when the unit starts,
+    and a group not listed then is left out of the device allow list for the unit's whole
+    run (systemd.resource-control(5), DeviceAllow=). videodev registers that group; it is a
+    module that is loaded only once a camera appears, so on a board that boots without its
+    USB camera, the camera the daemon waits for would be refused (EPERM) when plugged in.
+    modprobe@videodev.service loads it before the service starts, as the man page advises."""
+    unit = directives(SERVICE)
+    assert the(unit, "DeviceAllow").startswith("char-video4linux ")
+    for key in ("Wants", "After"):
+        names = " ".join(unit.get(key, [])).split()
+        assert "modprobe@videodev.service" in names, key
+
+
 def test_stall_limit_fits_inside_the_watchdog() -> None:
     """A stalled stage must stop the pings before WatchdogSec= runs out on its own, or the
     progress rule would never be what triggers the restart."""
