@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wattgate.config import DaemonConfig
+from wattgate.cli import EXIT_UNAVAILABLE
+from wattgate.config import EXIT_CONFIG, DaemonConfig
 from wattgate.daemon.notify import DEFAULT_STALL_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +97,7 @@ def test_service_contract() -> None:
     assert the(unit, "ExecStart") == "/usr/bin/wattgate run --config /etc/wattgate/config.toml"
     assert the(unit, "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert the(unit, "Restart") == "on-failure"
-    assert the(unit, "RestartPreventExitStatus") == "78"
+    assert the(unit, "RestartPreventExitStatus")  # test_start_failures_that_persist_...
     assert the(unit, "WatchdogSec")
     assert the(unit, "User") == "wattgate"
     assert the(unit, "SupplementaryGroups") == "video"
@@ -125,6 +126,18 @@ def test_camera_device_group_is_resolvable_when_the_service_starts() -> None:
     for key in ("Wants", "After"):
         names = " ".join(unit.get(key, [])).split()
         assert "modprobe@videodev.service" in names, key
+
+
+def test_start_failures_that_persist_are_not_restarted() -> None:
+    """78 (bad config) and 69 (no model, a camera source that cannot exist, an unusable
+    state_dir; an absent camera is waited for, not an exit) do not fix themselves. With
+    RestartSec= at 5 s the default start limit (5 starts in 10 s) is never reached, so
+    Restart=on-failure would start, fail and journal the same error every 5 s forever."""
+    unit = directives(SERVICE)
+    assert the(unit, "Restart") == "on-failure"
+    prevented = {int(code) for code in the(unit, "RestartPreventExitStatus").split()}
+    assert {EXIT_CONFIG, EXIT_UNAVAILABLE} <= prevented
+    assert 1 not in prevented  # a crash is still restarted
 
 
 def test_stall_limit_fits_inside_the_watchdog() -> None:
