@@ -34,6 +34,39 @@ sys.exit(main(["run", "--config", sys.argv[2]]))
 """
 
 
+# A model that takes 1.5 s to load stands in for a delegate compiling for an NPU on first
+# boot (minutes on a slow board, and no NPU here); the intervals are scaled down with it.
+SLOW_LOAD_WRAPPER = """
+import sys, time
+import wattgate.daemon.app as app
+real_load = app.load_model
+def load_model(cfg):
+    time.sleep(1.5)
+    return real_load(cfg)
+app.load_model = load_model
+app.EXTEND_EVERY_S, app.EXTEND_STEP_S, app.EXTEND_MAX_S = 0.25, 60.0, 0.75
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_slow_model_load_asks_systemd_for_more_start_time(
+    start_daemon: StartDaemon, notify: NotifyListener
+) -> None:
+    """TimeoutStartSec= covers the whole start-up: a model that loaded longer than it was
+    killed at start. The unit said the daemon would ask for more time; it never did."""
+    daemon = start_daemon(env={"NOTIFY_SOCKET": str(notify.path)},
+                          argv=lambda config: [sys.executable, "-c", SLOW_LOAD_WRAPPER,
+                                               str(config)])
+    notify.wait_for("READY=1", timeout=30)
+    extensions = [line for _, line in notify.received if line.startswith("EXTEND_TIMEOUT_USEC")]
+    # one every 0.25 s of loading, up to 0.75 s of it: not for a load that goes on for good
+    assert 1 <= len(extensions) <= 3, notify.received
+    assert set(extensions) == {"EXTEND_TIMEOUT_USEC=60000000"}
+    assert "asked systemd for 60 s more" in daemon.log()
+    assert daemon.stop() == 0
+
+
 def watchdog_pings(lines: list[tuple[float, str]]) -> list[float]:
     return [t for t, line in lines if line == "WATCHDOG=1"]
 

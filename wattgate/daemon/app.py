@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
@@ -61,6 +61,15 @@ RESULT_POLL_S = 0.002  # while results keep coming, the loop takes them this oft
 # daemon.* settings a running daemon cannot take: the socket is bound, the log opened
 RESTART_KEYS = ("socket", "socket_mode", "socket_group", "state_dir")
 BATCH_SUBSCRIBERS = 32  # from this many result subscribers on (~160 us of fan-out a result)
+# While the model loads (a delegate compiling for an NPU on first boot can take minutes),
+# systemd is asked for EXTEND_STEP_S more start time every EXTEND_EVERY_S, for at most
+# EXTEND_MAX_S: a load that hangs still ends in the unit's start timeout.
+EXTEND_EVERY_S = 20.0
+EXTEND_STEP_S = 60.0
+EXTEND_MAX_S = 600.0
+
+
+T = TypeVar("T")
 
 
 class StartupError(Exception):
@@ -220,12 +229,26 @@ class Daemon:
             await self._shut_down(loop)
         return EXIT_OK
 
+    async def _asking_for_time(self, work: asyncio.Future[T]) -> T:
+        """work's result; while it runs, more start time is asked of systemd (EXTEND_*),
+        as TimeoutStartSec= covers the whole start-up and a model may load for minutes."""
+        waited = 0.0
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=EXTEND_EVERY_S)
+            if done:
+                return work.result()
+            waited += EXTEND_EVERY_S
+            if waited <= EXTEND_MAX_S and self.notifier.extend_timeout(EXTEND_STEP_S):
+                log.info("still loading the model after %.0f s; asked systemd for %.0f s "
+                         "more", waited, EXTEND_STEP_S)
+
     async def _start(self, loop: asyncio.AbstractEventLoop) -> tuple[Model, SupervisedSource]:
         """Power control, the model and the source, the pipeline on them, the sensors."""
         async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
             await self._start_power(loop)
             variant = self._wanted_variant()
-            model, source = await loop.run_in_executor(None, self._open_parts, self.cfg, variant)
+            opening = loop.run_in_executor(None, self._open_parts, self.cfg, variant)
+            model, source = await self._asking_for_time(opening)
             self._variant = variant
             self._start_pipeline(model, source)
         await loop.run_in_executor(
