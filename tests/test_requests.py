@@ -27,6 +27,7 @@ import pytest
 from tests.conftest import DaemonProcess, write_config
 from tests.fixtures.boards import materialize
 from tests.test_socket import RawClient
+from wattgate.client import ClientError
 from wattgate.config import Config, DaemonConfig
 from wattgate.daemon import hub
 from wattgate.daemon.app import Daemon
@@ -590,3 +591,44 @@ def test_without_so_peergroups_the_groups_come_from_proc() -> None:
         child.communicate("")
     gone: Optional[tuple[int, ...]] = proc_groups(PeerCreds(child.pid, 0, 0))
     assert gone is None  # unreadable: the user database decides
+
+
+# Faults that cannot be made on demand here, injected into the real daemon: an event log
+# whose file is damaged while the daemon runs, and a command that fails in a way nobody
+# foresaw. Everything else is the real daemon on a real socket.
+FAILING_COMMANDS = """
+import sqlite3, sys
+import wattgate.daemon.commands as commands
+import wattgate.daemon.eventlog as eventlog
+def since(self, seq, limit):
+    raise sqlite3.DatabaseError("database disk image is malformed")
+async def status(self, session, request):
+    raise RuntimeError("an unforeseen failure")
+eventlog.EventLog.since, commands.Commands.status = since, status
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_command_that_keeps_failing_is_logged_once_and_a_bad_event_log_says_so(
+    start_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """A client repeating a request that keeps failing wrote the same traceback to the
+    journal every time; `events` on a damaged log answered only "internal error"."""
+    daemon = start_daemon(argv=lambda config: [sys.executable, "-c", FAILING_COMMANDS,
+                                               str(config)])
+    with daemon.connect() as client:
+        for _ in range(3):
+            with pytest.raises(ClientError) as info:
+                client.request("events", since=0)
+            assert info.value.code == "unavailable"
+            assert info.value.message == (
+                "the event log cannot be read: database disk image is malformed")
+            with pytest.raises(ClientError) as info:
+                client.request("status")
+            assert info.value.message == "internal error; see the daemon's log"
+        assert client.request("subscribe", topics=["events"])["class"] == "reply"  # serving
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert log.count("RuntimeError: an unforeseen failure") == 1, log
+    assert "command 'status' failed (logged once" in log

@@ -16,6 +16,7 @@ import grp
 import logging
 import os
 import pwd
+import sqlite3
 from typing import TYPE_CHECKING, Any, Optional
 
 from wattgate.daemon.hub import ClientSession, Message, json_text
@@ -224,11 +225,15 @@ class Commands:
         since = get_int(request, "since", 0, 0, 2**62)
         limit = get_int(request, "limit", 100, 1, MAX_EVENTS_PER_REPLY)
         log_ = self.daemon.eventlog
-        events = fit_line(log_.since(since, limit), MAX_REPLY_BYTES - id_bytes(request))
+        try:
+            events = fit_line(log_.since(since, limit), MAX_REPLY_BYTES - id_bytes(request))
+            oldest = log_.oldest_seq()
+        except sqlite3.Error as exc:  # damaged or unreadable under a running daemon
+            raise ProtocolError("unavailable", f"the event log cannot be read: {exc}") from None
         return {
             "events": events,
             "last_seq": log_.last_seq,
-            "oldest_seq": log_.oldest_seq(),
+            "oldest_seq": oldest,
             "more": bool(events) and events[-1]["seq"] < log_.last_seq,
         }
 

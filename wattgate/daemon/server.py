@@ -33,6 +33,7 @@ MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
 MAX_BACKLOG = 256 * 1024  # bytes of answers waiting for a client before its requests wait
 FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
+MAX_FAILURES_KEPT = 1000  # distinct command failures remembered as already logged
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
 # runs, so a profile set or a reload is never done and then answered too_large
 ID_ROOM = 4096
@@ -214,6 +215,7 @@ class Server:
         self._inode = 0  # of the socket file we bound
         self._connections: set[asyncio.Task[Any]] = set()  # each connection's reader
         self._ready = asyncio.Event()
+        self._failures: set[tuple[str, str]] = set()  # (cmd, error) already logged in full
 
     async def start(self, inherited: Optional[socket.socket] = None) -> None:
         """Serve on a socket systemd passed us, or bind daemon.socket ourselves."""
@@ -317,10 +319,23 @@ class Server:
             answer = await self._run(session, checked)
         except ProtocolError as exc:
             answer = _error(exc.code, exc.message)
-        except Exception:
-            log.exception("command failed")
+        except Exception as exc:
+            self._log_failure(request, exc)
             answer = _error("unavailable", "internal error; see the daemon's log")
         return _answer_line(_with_id(answer, request))
+
+    def _log_failure(self, request: Any, exc: Exception) -> None:
+        """A command's unforeseen error, with its traceback the first time only: a client
+        that repeats a request that keeps failing (a damaged event log) would otherwise
+        flood the journal with the same traceback."""
+        cmd = request.get("cmd") if isinstance(request, dict) else None
+        key = (reprlib.repr(cmd), f"{type(exc).__name__}: {exc}")
+        if key in self._failures:
+            log.debug("command %s failed again: %s", *key)
+            return
+        if len(self._failures) < MAX_FAILURES_KEPT:
+            self._failures.add(key)
+        log.exception("command %s failed (logged once; again at debug level)", key[0])
 
     async def _run(self, session: ClientSession, request: Message) -> Message:
         cmd = request["cmd"]
