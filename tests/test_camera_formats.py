@@ -8,6 +8,8 @@ FFmpeg as undecoded packets.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from wattgate.config import CameraConfig, GateConfig
 from wattgate.drivers.camera import (
     CaptureSource,
     Frame,
+    SourceError,
     frame_from_mjpeg,
     frame_from_nv12,
     frame_from_yuyv,
@@ -256,3 +259,60 @@ def test_an_empty_mjpeg_buffer_is_dropped_not_raised() -> None:
     # a UVC camera hands over a 0-byte buffer after a USB error; imdecode asserts on it
     for empty in (np.zeros((1, 0), np.uint8), np.zeros((0,), np.uint8)):
         assert frame_from_mjpeg(empty, 0, 0.0, 0.0, (640, 480), 4) is None
+
+
+
+def test_a_fifo_without_a_writer_is_refused_instead_of_blocking(tmp_path: Path) -> None:
+    """open(2) of a FIFO blocks until a writer comes; a capture opened on one with no writer
+    held its thread for ever, past every timeout (the supervisor gave up on it and left it)."""
+    fifo = tmp_path / "camera.fifo"
+    os.mkfifo(fifo)
+    cfg = CameraConfig(source=str(fifo), realtime=False)
+    outcome: list[BaseException | CaptureSource] = []
+
+    def attempt() -> None:
+        try:
+            outcome.append(CaptureSource(str(fifo), cfg, read_timeout_s=0.5))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():  # let the blocked open go before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(30)
+        pytest.fail("opening a FIFO with no writer blocked")
+    assert len(outcome) == 1 and isinstance(outcome[0], SourceError), outcome
+    assert str(fifo) in str(outcome[0]) and "writer" in str(outcome[0])
+
+
+def test_a_fifo_with_a_writer_gives_its_frames(tmp_path: Path) -> None:
+    fifo = tmp_path / "camera.fifo"
+    os.mkfifo(fifo)
+    frames = [jpeg(10 * i, (320, 240)) for i in range(20)]
+    done = threading.Event()
+
+    def write() -> None:
+        with open(fifo, "wb") as out:  # blocks until the capture opens its end
+            for data in frames:
+                try:
+                    out.write(data)
+                    out.flush()
+                except BrokenPipeError:
+                    break
+        done.set()
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    source = CaptureSource(str(fifo), CameraConfig(source=str(fifo)), read_timeout_s=5.0)
+    try:
+        assert source.kind == "stream" and not source.loop
+        got = []
+        while (frame := source.read()) is not None:
+            got.append(frame)
+        assert len(got) >= 15 and got[0].color().shape == (240, 320, 3)
+        assert source.end_reason == "read failed"  # a stream's end is a failure to reopen
+    finally:
+        source.close()
+        assert done.wait(30)

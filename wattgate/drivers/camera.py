@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import stat
 import time
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ log = logging.getLogger("wattgate.camera")
 SYNTHETIC_PREFIX = "synthetic:"
 DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_height)
 MAX_CORRUPT = 10  # consecutive undecodable MJPEG buffers before a read counts as failed
+FIFO_WAIT_S = 5.0  # longest an open waits for a FIFO's writer to send something
 
 
 class SourceError(Exception):
@@ -273,6 +275,7 @@ class CaptureSource:
         self.kind: SourceKind = kind or source_kind(target)
         self.is_file = self.kind == "file"
         self.loop = cfg.loop and self.is_file
+        self._fifo: Optional[int] = None  # a FIFO's read end, which FFmpeg reads as pipe:N
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -330,11 +333,19 @@ class CaptureSource:
                 cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC,
                 timeout_ms,
             ]
-            cap = cv2.VideoCapture(spec, cv2.CAP_FFMPEG, params)
+            self._fifo = _wait_for_writer(spec, min(read_timeout_s or FIFO_WAIT_S, FIFO_WAIT_S))
+            url = spec if self._fifo is None else f"pipe:{self._fifo}"
+            cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
+            self._close_fifo()
             raise SourceError(f"camera.source {spec!r}: cannot be opened")
         return cap
+
+    def _close_fifo(self) -> None:
+        if self._fifo is not None:
+            os.close(self._fifo)
+            self._fifo = None
 
     def _choose_raw(self, cfg: CameraConfig) -> Optional[str]:
         """The raw format this capture gives, after asking for `camera.format`."""
@@ -402,6 +413,40 @@ class CaptureSource:
 
     def close(self) -> None:
         self._cap.release()
+        self._close_fifo()
+
+
+def _wait_for_writer(path: str, timeout_s: float) -> Optional[int]:
+    """For a FIFO: its read end, once a writer has sent something; None for anything else
+    (a URL, a pipeline). SourceError if nothing comes within `timeout_s`.
+
+    FFmpeg opens a FIFO with a blocking open(2), which waits for a writer for ever, past
+    every open and read timeout: the capture's thread was lost, and each retry of the
+    supervisor lost another, all of them opening the stream at once when a writer came.
+    Here the read end is opened without blocking and polled instead; the caller hands
+    the descriptor to FFmpeg as ``pipe:N`` (so FFmpeg never opens the path itself) and
+    closes it after releasing the capture.
+    """
+    try:
+        if not stat.S_ISFIFO(os.stat(path).st_mode):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None  # not a path: FFmpeg says what it is
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        ready = any(events & select.POLLIN for _, events in poller.poll(timeout_s * 1000))
+        if ready:
+            os.set_blocking(fd, True)  # FFmpeg's reads wait for data; EOF when the writer goes
+            return fd
+    except BaseException:
+        os.close(fd)
+        raise
+    os.close(fd)
+    raise SourceError(
+        f"camera.source {path!r}: a FIFO no writer has sent anything to in {timeout_s:g} s"
+    )
 
 
 def resolve_device(spec: str, context: Any = None) -> str:
