@@ -262,6 +262,48 @@ def test_an_empty_mjpeg_buffer_is_dropped_not_raised() -> None:
 
 
 
+@pytest.mark.parametrize(("shape", "dtype"), [
+    ((48, 64), np.uint8),  # GRAY8: a mono sensor
+    ((48, 64, 1), np.uint8),
+    ((48, 64), np.uint16),  # GRAY16_LE
+    ((48, 64, 4), np.uint8),  # BGRx / BGRA
+    ((48, 64, 3), np.uint16),
+])
+def test_grey_four_channel_and_16_bit_frames_become_bgr_or_luma(
+    shape: tuple[int, ...], dtype: type
+) -> None:
+    """What OpenCV's GStreamer appsink hands over for the formats a pipeline can end in."""
+    from wattgate.drivers import camera
+
+    scale = 257 if dtype == np.uint16 else 1
+    plane = np.arange(48 * 64).reshape(48, 64) % 200
+    data = np.broadcast_to((plane * scale)[:, :, None], (48, 64, 4))
+    data = np.ascontiguousarray(data[:, :, : shape[2]] if len(shape) == 3 else data[:, :, 0])
+    data = data.astype(dtype)
+    frame = camera.frame_from_capture(data, 5, 1.0, 2.0)
+    assert frame is not None and frame.index == 5
+    colour = frame.color()
+    assert colour.dtype == np.uint8 and colour.shape == (48, 64, 3)
+    assert frame.size in ((0, 0), (64, 48))
+    if frame.luma is not None:
+        assert frame.luma.dtype == np.uint8 and frame.luma.shape[:2] == (48, 64)
+        verdict = MotionGate(GateConfig()).update_luma(frame.luma, 0.0, source_size=(64, 48))
+    else:
+        verdict = MotionGate(GateConfig()).update_bgr(colour, 0.0)
+    assert verdict.reason == "calibrating"
+    assert mean_abs(cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY), plane.astype(np.uint8)) < 1.0
+
+
+def test_a_bgr_capture_frame_is_passed_on_as_is() -> None:
+    from wattgate.drivers import camera
+
+    bgr = np.full((48, 64, 3), 7, np.uint8)
+    frame = camera.frame_from_capture(bgr, 0, 0.0, 0.0)
+    assert frame is not None and frame.bgr is bgr
+    assert camera.frame_from_capture(np.zeros((48, 64, 3), np.float32), 0, 0.0, 0.0) is None
+
+
+
 def test_a_fifo_without_a_writer_is_refused_instead_of_blocking(tmp_path: Path) -> None:
     """open(2) of a FIFO blocks until a writer comes; a capture opened on one with no writer
     held its thread for ever, past every timeout (the supervisor gave up on it and left it)."""

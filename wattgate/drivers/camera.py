@@ -156,6 +156,33 @@ def frame_from_mjpeg(
     return Frame(index, ts, mono, None, luma=luma, decode=decode, size=size)
 
 
+def frame_from_capture(data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:
+    """A frame from what VideoCapture.read() gives when no raw format was asked for.
+
+    FFmpeg and V4L2 give BGR, but a GStreamer pipeline's appsink hands over its caps'
+    format as is: GRAY8 (one channel), GRAY16_LE (uint16), BGRx/BGRA (four channels).
+    Passed on unchanged, those made the gate fail on every frame. Grey becomes a luma
+    plane (colour only for frames that reach the model), 16 bits are cut to their high
+    byte, and four channels lose the fourth. None for anything else (float, two
+    channels): the caller drops the frame.
+    """
+    if data.dtype == np.uint16:
+        data = (data >> 8).astype(np.uint8)
+    elif data.dtype != np.uint8:
+        return None
+    channels = 1 if data.ndim == 2 else data.shape[2] if data.ndim == 3 else 0
+    if channels == 3:
+        return Frame(index, ts, mono, data)
+    if channels == 4:
+        return Frame(index, ts, mono, cv2.cvtColor(data, cv2.COLOR_BGRA2BGR))
+    if channels != 1:
+        return None
+    plane = data.reshape(data.shape[0], data.shape[1])
+    decode = _Once(lambda: cv2.cvtColor(plane, cv2.COLOR_GRAY2BGR), f"grey frame {index}")
+    size = (plane.shape[1], plane.shape[0])
+    return Frame(index, ts, mono, None, luma=plane, decode=decode, size=size)
+
+
 def frame_from_yuyv(raw: Image, index: int, ts: float, mono: float) -> Frame:
     """A frame from a height x width x 2 YUYV buffer: its Y plane as is (a strided view)."""
     height, width = raw.shape[:2]
@@ -293,6 +320,7 @@ class CaptureSource:
         self.reduce = reduction_for(self.height, luma_rows) if self.height else 4
         self.end_reason: Optional[EndReason] = None
         self.corrupt = 0  # undecodable buffers dropped
+        self._odd_layout = False  # frames of a layout frame_from_capture does not take
         fmt = f" {self.raw}" if self.raw else ""
         self.description = f"{target} {self.width}x{self.height}@{self.fps:g}{fmt}"
         if self.kind == "v4l2" and (self.width, self.height) != (cfg.width, cfg.height):
@@ -401,7 +429,12 @@ class CaptureSource:
     def _frame(self, data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:
         raw = self.raw
         if raw is None:
-            return Frame(index, ts, mono, data)
+            frame = frame_from_capture(data, index, ts, mono)
+            if frame is None and not self._odd_layout:
+                self._odd_layout = True
+                log.warning("camera %s: frames of %s %s are neither BGR, BGRA nor grey; "
+                            "dropping them", self.spec, data.dtype, data.shape)
+            return frame
         if raw == "MJPG":
             size = (self.width, self.height)
             return frame_from_mjpeg(data, index, ts, mono, size, self.reduce)
