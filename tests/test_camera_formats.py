@@ -261,6 +261,26 @@ def test_an_empty_mjpeg_buffer_is_dropped_not_raised() -> None:
         assert frame_from_mjpeg(empty, 0, 0.0, 0.0, (640, 480), 4) is None
 
 
+def test_mjpeg_frames_carry_their_own_size_when_the_stream_changes_it(tmp_path: Path) -> None:
+    path = write_mjpeg_stream(tmp_path / "cam.mjpeg", [(320, 240)] * 4 + [(640, 480)] * 4)
+    source = open_source(config(path, format="mjpeg"))
+    try:
+        assert isinstance(source, CaptureSource) and source.raw == "MJPG"
+        sizes = []
+        while (frame := source.read()) is not None:
+            colour = frame.color()
+            assert frame.size == (colour.shape[1], colour.shape[0]), frame.index
+            assert frame.luma is not None
+            assert frame.luma.shape[0] * source.reduce >= colour.shape[0] > 0
+            sizes.append(frame.size)
+        assert sizes == [(320, 240)] * 4 + [(640, 480)] * 4
+    finally:
+        source.close()
+    # the size from the reduced decode was rounded up to a multiple of the reduction
+    buf = raw_from_bgr(np.full((1, 641, 3), 90, np.uint8), "MJPG")
+    frame = frame_from_mjpeg(buf, 0, 0.0, 0.0, (0, 0), 8)
+    assert frame is not None and frame.size == (641, 1)
+
 
 @pytest.mark.parametrize(("shape", "dtype"), [
     ((48, 64), np.uint8),  # GRAY8: a mono sensor

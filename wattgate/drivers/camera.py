@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from wattgate.config import CameraConfig
-from wattgate.drivers import synthetic, v4l2
+from wattgate.drivers import images, synthetic, v4l2
 
 log = logging.getLogger("wattgate.camera")
 
@@ -143,15 +143,23 @@ def frame_from_mjpeg(
 ) -> Optional[Frame]:
     """A frame whose luma is a 1/reduce grayscale decode and whose colour waits for color().
 
-    `size` is the full (width, height); (0, 0) takes it from the reduced decode. None when
-    the buffer does not decode (a torn USB transfer): the caller drops that frame.
+    `size` is the full (width, height) the source expects, but the frame's own size comes
+    from its JPEG header: a stream may change size mid-way, and some UVC cameras send
+    another size than they negotiated, and `size` then disagreed with color() (so the
+    gate's boxes were scaled to the wrong picture). `size` (or, at (0, 0), the reduced
+    decode's size times `reduce`, which rounds up) is used only without a readable
+    header. None when the buffer does not decode (a torn USB transfer): the caller drops
+    that frame.
     """
     luma = mjpeg_luma(buf, reduce)
     if luma is None:
         return None
-    if not size[0]:
-        size = (luma.shape[1] * reduce, luma.shape[0] * reduce)
-    data = np.asarray(buf).reshape(-1)
+    data = np.ascontiguousarray(buf).reshape(-1)
+    try:
+        size = images.jpeg_size(data.data)
+    except images.ImageError:
+        if not size[0]:
+            size = (luma.shape[1] * reduce, luma.shape[0] * reduce)
     decode = _Once(lambda: cv2.imdecode(data, cv2.IMREAD_COLOR), f"MJPEG frame {index}")
     return Frame(index, ts, mono, None, luma=luma, decode=decode, size=size)
 
@@ -436,8 +444,14 @@ class CaptureSource:
                             "dropping them", self.spec, data.dtype, data.shape)
             return frame
         if raw == "MJPG":
-            size = (self.width, self.height)
-            return frame_from_mjpeg(data, index, ts, mono, size, self.reduce)
+            frame = frame_from_mjpeg(data, index, ts, mono, (self.width, self.height), self.reduce)
+            if frame is not None and frame.size != (self.width, self.height):
+                if self.width:  # not a stream that did not say its size before its first frame
+                    log.warning("camera %s: MJPEG frames of %dx%d from frame %d on, not %dx%d",
+                                self.spec, *frame.size, index, self.width, self.height)
+                self.width, self.height = frame.size
+                self.description = f"{self.spec} {self.width}x{self.height}@{self.fps:g} MJPG"
+            return frame
         if raw == "YUYV":
             if data.ndim == 2 and data.size == self.width * self.height * 2:
                 data = data.reshape(self.height, self.width, 2)

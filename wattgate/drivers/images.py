@@ -36,7 +36,15 @@ def image_size(data: bytes) -> tuple[str, int, int]:
     raise ImageError("not a JPEG or PNG image")
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int]:
+def jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header; a memoryview of a camera's buffer reads
+    it without copying the buffer."""
+    if bytes(data[:2]) != JPEG_START:
+        raise ImageError("not a JPEG image")
+    return _jpeg_size(data)
+
+
+def _jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
     pos = 2
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
