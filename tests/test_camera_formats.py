@@ -323,6 +323,21 @@ def test_a_bgr_capture_frame_is_passed_on_as_is() -> None:
     assert camera.frame_from_capture(np.zeros((48, 64, 3), np.float32), 0, 0.0, 0.0) is None
 
 
+def test_loop_starts_again_a_file_that_cannot_seek(tmp_path: Path) -> None:
+    path = write_mjpeg_stream(tmp_path / "clip.mjpeg", [(320, 240)] * 5)
+    for fmt in ("auto", "mjpeg"):
+        source = open_source(config(path, loop=True, format=fmt))
+        try:
+            levels = []
+            for _ in range(12):
+                frame = source.read()
+                assert frame is not None, (fmt, len(levels), getattr(source, "end_reason", None))
+                levels.append(round(float(frame.color().mean()) / 20))
+            assert levels == [0, 1, 2, 3, 4] * 2 + [0, 1]
+        finally:
+            source.close()
+
+
 
 def test_a_fifo_without_a_writer_is_refused_instead_of_blocking(tmp_path: Path) -> None:
     """open(2) of a FIFO blocks until a writer comes; a capture opened on one with no writer

@@ -407,9 +407,7 @@ class CaptureSource:
         while True:
             ok, data = self._cap.read()
             if not ok and self._ended() == "ended" and self.loop:
-                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                self.position = 0
-                ok, data = self._cap.read()
+                ok, data = self._start_again()
             if not ok:
                 self.end_reason = self._ended()
                 return None
@@ -425,6 +423,25 @@ class CaptureSource:
                 log.warning("camera %s: %d undecodable frames in a row", self.spec, corrupt)
                 self.end_reason = "read failed"
                 return None
+
+    def _start_again(self) -> tuple[bool, Image]:
+        """A looping file at its end: its first frame, read after seeking back or, for a
+        file that cannot seek (a raw MJPEG or H.264 stream has no index; the seek fails or
+        the read after it does), after opening it again. Without the reopen such a file
+        played once and ended although camera.loop was set."""
+        self.position = 0
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        ok, data = self._cap.read()
+        if ok:
+            return ok, data
+        self._cap.release()
+        self._cap = cv2.VideoCapture(self.spec)
+        if self.raw == "MJPG":
+            self._cap.set(cv2.CAP_PROP_FORMAT, -1)
+        ok, data = self._cap.read()
+        if not ok:
+            log.warning("camera %s: cannot start the file again; it ends here", self.spec)
+        return ok, data
 
     def _ended(self) -> EndReason:
         """Why a read failed: the end of a whole file, a file cut short, or a failure."""
