@@ -338,6 +338,30 @@ def test_loop_starts_again_a_file_that_cannot_seek(tmp_path: Path) -> None:
             source.close()
 
 
+def test_a_file_replaced_while_open_is_reported_at_its_end(tmp_path: Path) -> None:
+    """Log rotation: a new recording is renamed over the one being played. Playing on, or
+    looping, the old one (deleted, still open) would show stale pictures for ever."""
+    path = write_mjpeg_stream(tmp_path / "clip.mjpeg", [(320, 240)] * 4)
+    for loop in (False, True):
+        write_mjpeg_stream(path, [(320, 240)] * 4)
+        source = open_source(config(path, loop=loop))
+        try:
+            first = source.read()
+            assert first is not None
+            fresh = write_mjpeg_stream(tmp_path / "new.part", [(160, 120)] * 6)
+            os.replace(fresh, path)
+            count = 1
+            while source.read() is not None:
+                count += 1
+                assert count <= 4, "the replaced file was looped"
+            assert count == 4  # the old file to its end, then the news
+            assert getattr(source, "end_reason", None) == "replaced"
+        finally:
+            source.close()
+    again = open_source(config(path))
+    assert again.width == 160  # what a reopen then plays
+    again.close()
+
 
 def test_a_fifo_without_a_writer_is_refused_instead_of_blocking(tmp_path: Path) -> None:
     """open(2) of a FIFO blocks until a writer comes; a capture opened on one with no writer

@@ -47,7 +47,7 @@ class SourceError(Exception):
 
 Image = np.ndarray[Any, Any]
 SourceKind = Literal["synthetic", "v4l2", "file", "stream", "pipeline"]
-EndReason = Literal["ended", "cut short", "read failed"]
+EndReason = Literal["ended", "cut short", "read failed", "replaced"]
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,7 @@ class CaptureSource:
         self.is_file = self.kind == "file"
         self.loop = cfg.loop and self.is_file
         self._fifo: Optional[int] = None  # a FIFO's read end, which FFmpeg reads as pipe:N
+        self._file_id: Optional[tuple[int, int]] = None  # a file's (st_dev, st_ino) at open
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -343,8 +344,13 @@ class CaptureSource:
         kind = self.kind
         timeout_ms = int(read_timeout_s * 1000) if read_timeout_s else 0
         if kind == "file":
-            if not os.path.isfile(spec):
+            try:
+                info = os.stat(spec)
+            except OSError:
+                info = None
+            if info is None or not stat.S_ISREG(info.st_mode):
                 raise SourceError(f"camera.source {spec!r}: no such file")
+            self._file_id = (info.st_dev, info.st_ino)
             cap = cv2.VideoCapture(spec)
         elif kind == "v4l2":
             identity = v4l2.parse_identity(spec)
@@ -406,6 +412,10 @@ class CaptureSource:
         corrupt = 0
         while True:
             ok, data = self._cap.read()
+            if not ok and self._ended() == "ended" and self._replaced():
+                log.info("camera %s: a new file is in its place; this one ends", self.spec)
+                self.end_reason = "replaced"
+                return None
             if not ok and self._ended() == "ended" and self.loop:
                 ok, data = self._start_again()
             if not ok:
@@ -423,6 +433,17 @@ class CaptureSource:
                 log.warning("camera %s: %d undecodable frames in a row", self.spec, corrupt)
                 self.end_reason = "read failed"
                 return None
+
+    def _replaced(self) -> bool:
+        """Whether camera.source now names another file than the one being read (a new
+        recording renamed over it, log-rotation style). The open file is the old one, and
+        playing it to its end and then looping it showed stale pictures for ever: at its
+        end the source says "replaced", and the supervisor opens the new one."""
+        try:
+            now = os.stat(self.spec)
+        except OSError:
+            return False  # gone, not replaced: what was open ends or loops as it is
+        return self._file_id is not None and (now.st_dev, now.st_ino) != self._file_id
 
     def _start_again(self) -> tuple[bool, Image]:
         """A looping file at its end: its first frame, read after seeking back or, for a
