@@ -52,7 +52,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import math
@@ -63,6 +62,7 @@ import time
 from typing import Any, Optional
 
 from wattgate.daemon.hub import json_text
+from wattgate.daemon.pidlock import LockHeld, lock_file
 
 log = logging.getLogger("wattgate.eventlog")
 
@@ -455,42 +455,24 @@ class EventLog:
 
 def _lock(lock_path: str) -> Optional[int]:
     """An exclusive flock on lock_path, held by the returned fd; OSError EBUSY naming the
-    holder's pid when another process (or another EventLog) holds it.
+    holder's pid when another process (or another EventLog) holds it (pidlock.py).
 
-    The file is never removed: unlinking a lock file lets two processes lock two inodes.
     In a directory that cannot be written, an existing lock file is locked read-only; when
     there is none, no other process can have made one (nor can it write the log there), so
     there is nothing to lock."""
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        writable = True
-    except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
         try:
-            fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        writable = False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
+            return lock_file(lock_path)
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+        return lock_file(lock_path, create=False)
+    except LockHeld as held:
         raise OSError(
             errno.EBUSY,
-            f"{lock_path} is held by another wattgate process"
-            f"{f' (pid {holder})' if holder.isdigit() else ''}: one daemon per "
-            "daemon.state_dir; stop the other one or give each its own state_dir",
+            f"{held}: one daemon per daemon.state_dir; stop the other one or give each its "
+            "own state_dir",
         ) from None
-    except BaseException:
-        os.close(fd)
-        raise
-    if writable:
-        with contextlib.suppress(OSError):  # the pid is only for the message above
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 class _Transaction:

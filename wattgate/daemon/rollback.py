@@ -22,7 +22,6 @@ its journal.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from wattgate.daemon.pidlock import LockHeld, lock_file
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
 log = logging.getLogger("wattgate.rollback")
@@ -52,13 +52,8 @@ class JournalError(OSError):
 
 
 class JournalLock:
-    """An exclusive, non-blocking lock on ``<state_dir>/sysfs-journal.lock``.
-
-    flock() belongs to the open file, so the kernel drops it when the holder dies
-    (SIGKILL included) and a second holder in the same process is refused as well.
-    The file is never removed: unlinking a lock file lets two processes lock two
-    different inodes. It holds the holder's pid, for the error message.
-    """
+    """An exclusive, non-blocking lock on ``<state_dir>/sysfs-journal.lock`` (pidlock.py:
+    dropped by the kernel when the holder dies, never removed, naming its holder)."""
 
     def __init__(self, state_dir: Union[str, os.PathLike[str]]) -> None:
         self.path = Path(state_dir) / LOCK_NAME
@@ -68,29 +63,10 @@ class JournalLock:
         """Lock, or JournalError naming the holder. ``create=False`` (a directory this
         process cannot write): lock the file if it is there; if it is not, no daemon
         holds this directory, since it could not have created it either."""
-        if create:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        else:
-            try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise JournalError(
-                f"{self.path} is held by another wattgate process"
-                f"{f' (pid {holder})' if holder.isdigit() else ''}: one daemon per journal_dir"
-            ) from None
-        except BaseException:
-            os.close(fd)
-            raise
-        if create:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+            self._fd = lock_file(str(self.path), create)
+        except LockHeld as held:
+            raise JournalError(f"{held}: one daemon per journal_dir") from None
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
