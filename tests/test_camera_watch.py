@@ -23,6 +23,7 @@ import pytest
 from pydantic import ValidationError
 
 from tests.conftest import FaceVideo
+from tests.test_camera_formats import write_mjpeg_stream
 from wattgate.config import CameraConfig
 from wattgate.daemon.camera_watch import Backoff, SupervisedSource, WatchSettings
 from wattgate.drivers.camera import Frame, SourceError
@@ -341,3 +342,24 @@ def test_sigterm_stops_a_daemon_that_is_waiting_for_its_camera(
         wait_for(lambda: client.request("status")["source"]["state"] == "waiting")
     assert daemon.stop(timeout=10.0) == 0
     assert "camera" in daemon.log() and "unavailable" in daemon.log()
+
+
+def test_a_file_replaced_while_open_is_played_next_without_a_loss(tmp_path: Path) -> None:
+    """Log rotation: a new recording renamed over the one being played is opened at the
+    old one's end, from its first frame. It was reported as a lost camera (a warning,
+    camera_lost and camera_back events, a backoff) though nothing was wrong."""
+    path = write_mjpeg_stream(tmp_path / "clip.mjpeg", [(320, 240)] * 4)
+    events: list[str] = []
+    source = SupervisedSource(file_config(path), on_lost=events.append,
+                              on_back=lambda: events.append("back"), settings=FAST, udev=False)
+    try:
+        assert source.read() is not None
+        os.replace(write_mjpeg_stream(tmp_path / "new.part", [(160, 120)] * 6), path)
+        sizes = []
+        while (frame := source.read()) is not None:
+            height, width = frame.color().shape[:2]
+            sizes.append((width, height))
+        assert sizes == [(320, 240)] * 3 + [(160, 120)] * 6
+        assert source.state == "ended" and events == []
+    finally:
+        source.stop()

@@ -493,6 +493,12 @@ class SupervisedSource:
                 self._set_state("ended", "end of file")
             log.info("source %s ended", self.spec)
             return
+        if reason == "replaced":  # log rotation: a new file renamed over the one played
+            self._drop_inner()
+            with self._cond:
+                self._retry_at, self._resume_at = 0.0, 0  # at once, from its first frame
+            log.info("source %s was replaced; playing the new file", self.spec)
+            return
         if reason == "cut short":
             position = int(getattr(inner, "position", 0))
             self._resume_at = position
