@@ -304,10 +304,16 @@ def test_second_daemon_does_not_steal_a_live_socket(
 ) -> None:
     first = start_daemon()
     first.connect().close()
-    config = write_config(tmp_path / "second.toml", first.socket.parent)
+    # the same socket, its own state_dir (one daemon per state_dir is refused earlier, 69)
+    config = write_config(tmp_path / "second.toml", first.socket.parent,
+                          daemon={"state_dir": str(tmp_path / "second-state")},
+                          power={"journal_dir": str(tmp_path / "second-journal")})
     second = start_daemon(config=config)
     assert second.wait() == 1
     assert "another daemon is listening" in second.log()
+    sharing = start_daemon(config=first.config)  # the same state_dir as well
+    assert sharing.wait() == 69
+    assert "one daemon per daemon.state_dir" in sharing.log(), sharing.log()
     with first.connect() as client:
         assert client.request("status")["class"] == "status"
     assert first.stop() == 0
