@@ -59,15 +59,12 @@ class Client:
         self._pending: deque[Message] = deque()
         try:
             self.hello = _answer(self._read())
-        except ClientError as exc:
+        except BaseException as exc:
             self._sock.close()
-            if exc.code != "timeout":
-                raise
-            raise ClientError("timeout", f"no hello from {path} within {timeout:g} s: the "
-                              "daemon may still be starting (a socket-activated start loads "
-                              "the model first)") from None
-        except BaseException:
-            self._sock.close()
+            if isinstance(exc, ClientError) and exc.code == "timeout":
+                raise ClientError("timeout", f"no hello from {path} within {timeout:g} s: the "
+                                  "daemon may still be starting (a socket-activated start "
+                                  "loads the model first)") from None
             raise
 
     def __enter__(self) -> Client:
@@ -121,7 +118,7 @@ class Client:
         while True:
             end = self._buffer.find(b"\n")
             if end >= MAX_LINE or (end < 0 and len(self._buffer) >= MAX_LINE):
-                raise ClientError("too_large", f"a line from {self.path} is over {MAX_LINE} bytes")
+                raise _too_large(self.path)
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
@@ -201,12 +198,11 @@ class AsyncClient:
         try:
             line = await self._reader.readline()
         except ValueError:
-            raise ClientError("too_large", f"a line from the daemon is over {MAX_LINE} bytes"
-                              ) from None
+            raise _too_large("the daemon") from None
         except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
             raise _closed("the daemon", exc) from None
         if len(line) > MAX_LINE:  # the reader's limit lets one more byte through
-            raise ClientError("too_large", f"a line from the daemon is over {MAX_LINE} bytes")
+            raise _too_large("the daemon")
         if not line.endswith(b"\n"):
             raise ClientError("closed", "the daemon closed the connection")
         return _message(line, "the daemon")
@@ -218,6 +214,11 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
     An over-long path raises OSError("AF_UNIX path too long"), whose strerror is None.
     """
     return ClientError("unavailable", f"cannot connect to {path}: {exc.strerror or exc}")
+
+
+def _too_large(source: str) -> ClientError:
+    """A line from the daemon over the protocol's limit, its newline included."""
+    return ClientError("too_large", f"a line from {source} is over {MAX_LINE} bytes")
 
 
 def _closed(path: str, exc: OSError) -> ClientError:
