@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from wattgate.drivers.sysfs import Sysfs
+from wattgate.drivers.thermal import ABSOLUTE_ZERO_MC
 
 IIO = "bus/iio/devices"
-ABSOLUTE_ZERO_MC = -273150.0
 
 
 @dataclass(frozen=True)
