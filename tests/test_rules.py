@@ -174,3 +174,27 @@ def test_any_zone_rule_holds_while_the_zone_that_tripped_it_cannot_be_read() -> 
     # the zone reads cool again: released
     decision, changes = e.evaluate(Readings(temps_c={"soc-thermal": 60.0, "npu-thermal": 70.0}))
     assert decision.profile == "balanced" and [c.held for c in changes] == [False]
+
+
+def test_carry_over_keeps_unchanged_latches_and_a_known_pin() -> None:
+    """A reload builds a new engine: a condition it still has keeps its latch (held inside
+    its hysteresis), a changed one starts afresh, and a pin of a vanished profile goes."""
+    hot = {"temp_above_c": 85.0, "hysteresis_c": 5.0, "profile": "powersave"}
+    old = engine(hot)
+    old.evaluate(Readings(temps_c={"soc-thermal": 86.0}))
+    old.pin("performance", "uid 0")
+    warm = Readings(temps_c={"soc-thermal": 82.0})
+    same = engine({"on_battery": True, "profile": "balanced"}, hot)
+    same.carry_over(old)
+    assert same.pinned == "performance"
+    same.pin(None, "uid 0")
+    decision, changes = same.evaluate(warm)
+    assert (decision.profile, decision.rule, changes) == ("powersave", 1, [])
+    moved = engine({**hot, "temp_above_c": 84.0})
+    moved.carry_over(old, latches=False)
+    assert moved.pinned == "performance"
+    moved.pin(None, "uid 0")
+    assert moved.evaluate(warm)[0].profile == "balanced"
+    gone = RuleEngine([], "balanced", ("balanced",))
+    gone.carry_over(old)
+    assert gone.pinned is None

@@ -177,19 +177,17 @@ class PowerController:
                       "runtime_pm_devices", "board")
         if any(getattr(cfg.power, k) != getattr(self.cfg.power, k) for k in structural):
             self.stop()
-            pinned, who = self.rules.pinned, self.rules.pinned_by
+            old_rules = self.rules
             with self._lock:
                 self._setup(cfg, self.fs.io)
-            if pinned in self.profiles and who is not None:
-                self.rules.pin(pinned, who)
+                self.rules.carry_over(old_rules, latches=False)  # another board's zones
             return self.start(now)
         with self._lock:
-            pinned, who = self.rules.pinned, self.rules.pinned_by
+            old_rules = self.rules
             self.cfg = cfg
             self.profiles = resolve_all(cfg)
             self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
-            if pinned in self.profiles and who is not None:
-                self.rules.pin(pinned, who)
+            self.rules.carry_over(old_rules)
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
             self._collect_driven_keep_baseline()

@@ -59,6 +59,16 @@ class Latch:
     detail: str
 
 
+def _thermal_key(rule: RuleConfig) -> tuple[Optional[float], Optional[str], float]:
+    """What a thermal latch depends on: the trip, the zone and the hysteresis."""
+    return rule.temp_above_c, rule.zone, rule.hysteresis_c
+
+
+def _light_key(rule: RuleConfig) -> tuple[Optional[float], Optional[float], float]:
+    """What a light latch depends on: the thresholds and the hysteresis."""
+    return rule.lux_below, rule.lux_above, rule.hysteresis_lux
+
+
 def _fmt(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
@@ -86,6 +96,32 @@ class RuleEngine:
             raise KeyError(f"unknown profile {name!r}; known: {', '.join(sorted(self.known))}")
         self.pinned = name
         self.pinned_by = who if name is not None else None
+
+    def carry_over(self, old: RuleEngine, *, latches: bool = True) -> None:
+        """After a reload: what ``old`` had learnt that the new rules still apply to.
+
+        The pin stays if its profile still exists. With ``latches`` (the same board), a
+        latched condition the new rules still have, unchanged, keeps its state: a
+        reload of unrelated settings while a zone sits inside its hysteresis must neither
+        release the hold nor report the zone hot again. Identical conditions fed the
+        same readings latch alike, so any old rule with the same condition will do.
+        """
+        if old.pinned is not None and old.pinned_by is not None and old.pinned in self.known:
+            self.pin(old.pinned, old.pinned_by)
+        if not latches:
+            return
+        hot = {_thermal_key(r): (old._hot[i], old._hot_zone[i])
+               for i, r in enumerate(old.rules) if r.temp_above_c is not None}
+        light = {_light_key(r): old._light[i] for i, r in enumerate(old.rules)
+                 if r.lux_below is not None or r.lux_above is not None}
+        low: dict[Optional[float], bool] = {
+            r.battery_below: old._low[i] for i, r in enumerate(old.rules)
+            if r.battery_below is not None
+        }
+        for i, rule in enumerate(self.rules):
+            self._hot[i], self._hot_zone[i] = hot.get(_thermal_key(rule), (False, None))
+            self._light[i] = light.get(_light_key(rule), False)
+            self._low[i] = low.get(rule.battery_below, False)
 
     # -- conditions ----------------------------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""Reloads that change several things at once: profiles, rules, pins, power knobs, the
+camera and the model, and what each keeps or gives back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.boards import materialize
+from wattgate.config import parse_config
+from wattgate.daemon.power import PowerController
+
+CPU = "devices/system/cpu/cpufreq"
+ZONE = "devices/virtual/thermal/thermal_zone0/temp"
+HOT_RULE = {"temp_above_c": 80.0, "hysteresis_c": 5.0, "profile": "powersave"}
+
+
+def read(root: Path, attribute: str) -> str:
+    return (root / attribute).read_text().strip()
+
+
+def controller_config(tmp_path: Path, root: Path, **sections: Any) -> Any:
+    raw: dict[str, Any] = {"power": {"sysfs_root": str(root),
+                                     "journal_dir": str(tmp_path / "journal")}}
+    for name, values in sections.items():
+        if isinstance(values, dict):
+            raw.setdefault(name, {}).update(values)
+        else:
+            raw[name] = values
+    return parse_config(raw)
+
+
+def test_a_reload_keeps_a_thermal_hold_inside_its_hysteresis(tmp_path: Path) -> None:
+    """Held at 86 °C, now at 78 °C (inside the 5 °C hysteresis): a reload that leaves the
+    rule as it was must not release the hold, nor report the zone hot a second time."""
+    root = materialize("rk3588", tmp_path / "sys")
+    cfg = controller_config(tmp_path, root, rules=[HOT_RULE])
+    pc = PowerController(cfg)
+    pc.start(0.0)
+    (root / ZONE).write_text("86000\n")
+    assert pc.tick(1.0) and pc.decision.profile == "powersave"
+    (root / ZONE).write_text("78000\n")
+    pc.tick(2.0)
+    assert pc.decision.profile == "powersave"
+    calmer = controller_config(tmp_path, root, rules=[HOT_RULE], power={"cooldown_s": 3.0})
+    events = pc.reload(calmer, 3.0) + pc.tick(4.0)
+    assert pc.decision.profile == "powersave", events
+    assert not [e for e in events if e["kind"] in ("thermal", "profile_change")], events
+    (root / ZONE).write_text("74000\n")  # below the hysteresis: released as ever
+    events = pc.tick(5.0)
+    assert {"kind": "thermal", "state": "cool", "detail": "any zone 74 °C", "rule": 0} in events
+    assert pc.decision.profile == "balanced"
+    pc.stop()
+
