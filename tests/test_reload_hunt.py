@@ -52,3 +52,23 @@ def test_a_reload_keeps_a_thermal_hold_inside_its_hysteresis(tmp_path: Path) -> 
     assert pc.decision.profile == "balanced"
     pc.stop()
 
+
+def test_a_knob_no_profile_sets_after_a_reload_goes_back_to_its_original(
+    tmp_path: Path,
+) -> None:
+    """Profiles say "a key set nowhere leaves that knob as the daemon found it": a reload
+    that drops the only cpu_min_khz gives the floor back at once, not at exit."""
+    root = materialize("rk3588", tmp_path / "sys")
+    floor = f"{CPU}/policy0/scaling_min_freq"
+    original = read(root, floor)
+    pinned = {"camera": {"include": "balanced", "cpu_min_khz": "100%"}}
+    pc = PowerController(controller_config(tmp_path, root, profiles=pinned,
+                                           power={"profile": "camera"}))
+    pc.start(0.0)
+    assert read(root, floor) != original  # the idle ceiling, 40 %, caps the floor
+    plain = {"camera": {"include": "balanced"}}
+    pc.reload(controller_config(tmp_path, root, profiles=plain, power={"profile": "camera"}),
+              1.0)
+    assert read(root, floor) == original
+    pc.stop()
+    assert read(root, floor) == original

@@ -203,11 +203,14 @@ class PowerController:
             return events + self._drain()
 
     def _collect_driven_keep_baseline(self) -> None:
-        """After a reload: originals already known stay (the knobs may hold our values now)."""
-        known = dict(self.baseline)
+        """After a reload: originals already known stay (the knobs may hold our values now),
+        and a knob only the old profiles set stays driven: unset now, its wanted value is
+        its original, so it is given back at once rather than held at an old profile's
+        value until exit."""
+        known, before = dict(self.baseline), self.driven
         self._collect_driven()
-        for key, value in known.items():
-            self.baseline[key] = value
+        self.driven += [key for key in before if key not in self.driven]
+        self.baseline.update(known)
 
     def stop(self) -> None:
         """Write every original value back (normal exit, SIGTERM, SIGINT)."""
