@@ -4,12 +4,14 @@ camera and the model, and what each keeps or gives back."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from tests.conftest import DaemonProcess, tree_snapshot
 from tests.fixtures.boards import materialize
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 
+StartDaemon = Callable[..., DaemonProcess]
 CPU = "devices/system/cpu/cpufreq"
 ZONE = "devices/virtual/thermal/thermal_zone0/temp"
 HOT_RULE = {"temp_above_c": 80.0, "hysteresis_c": 5.0, "profile": "powersave"}
@@ -72,3 +74,27 @@ def test_a_knob_no_profile_sets_after_a_reload_goes_back_to_its_original(
     assert read(root, floor) == original
     pc.stop()
     assert read(root, floor) == original
+
+
+def test_a_reload_of_camera_and_power_root_at_once_turns_power_control_on(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """Started where there were no knobs, then one reload gives both a new camera setting
+    (a new pipeline) and the board's sysfs root: power control starts, as it does when
+    only the root changes."""
+    bare = materialize("bare", tmp_path / "bare")
+    root = materialize("rk3588", tmp_path / "sys")
+    before = tree_snapshot(root)
+    daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240},
+                          power={"sysfs_root": str(bare),
+                                 "journal_dir": str(tmp_path / "journal")})
+    with daemon.connect() as client:
+        assert client.hello["capabilities"]["power"] is False
+        text = daemon.config.read_text()
+        daemon.config.write_text(text.replace(str(bare), str(root))
+                                 .replace("width = 320", "width = 336"))
+        assert client.request("reload")["reloaded"]
+        assert client.request("profile")["profile"]["name"] == "balanced"
+        assert client.request("status")["source"]["width"] == 336
+    assert daemon.stop() == 0
+    assert tree_snapshot(root) == before

@@ -395,12 +395,13 @@ class Daemon:
                  if getattr(new.daemon, key) != getattr(self.cfg.daemon, key)]
         if later:
             log.warning("%s changed; taking effect after a restart", ", ".join(later))
+        old = self.cfg  # before the pipeline's reload, which takes `new` for a new camera
         try:
             await self._reload_pipeline(new)
         except StartupError as exc:
             log.error("reload rejected, keeping the running pipeline: %s", exc)
             return False, f"reload rejected: {exc}"
-        old, self.cfg = self.cfg, new
+        self.cfg = new
         loop = asyncio.get_running_loop()
         if self.power is not None:
             power = self.power
