@@ -3,13 +3,15 @@ camera and the model, and what each keeps or gives back."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from tests.conftest import DaemonProcess, tree_snapshot
+from tests.conftest import DaemonProcess, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
+from wattgate.drivers.inference import default_model_path
 
 StartDaemon = Callable[..., DaemonProcess]
 CPU = "devices/system/cpu/cpufreq"
@@ -98,3 +100,29 @@ def test_a_reload_of_camera_and_power_root_at_once_turns_power_control_on(
         assert client.request("status")["source"]["width"] == 336
     assert daemon.stop() == 0
     assert tree_snapshot(root) == before
+
+
+def test_a_reload_that_drops_the_model_variant_in_use_loads_the_main_model(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The profile in use runs variant "lite"; the new config has neither that profile nor
+    the variant. The reload is taken, and the main model is loaded in its place (the
+    variant is no name to look up in the new [model.variants])."""
+    root = materialize("rk3588", tmp_path / "sys")
+    lite = tmp_path / "face_lite.tflite"
+    shutil.copy(default_model_path(), lite)
+    power = {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")}
+    camera = {"source": "synthetic:empty", "width": 320, "height": 240}
+    daemon = start_daemon(
+        camera=camera, power={**power, "profile": "night"},
+        model={"variants": {"lite": {"path": str(lite)}}},
+        profiles={"night": {"include": "balanced", "model_variant": "lite"}},
+    )
+    with daemon.connect() as client:
+        assert client.request("status")["model"]["name"] == "face_lite"
+        write_config(daemon.config, daemon.config.parent, camera=camera, power=power)
+        reply = client.request("reload")
+        assert reply["reloaded"], reply
+        assert client.request("status")["model"]["name"] == "face_detection_short_range"
+        assert client.request("profile")["profile"]["name"] == "balanced"
+    assert daemon.stop() == 0

@@ -322,10 +322,13 @@ class Daemon:
             self._from_thread(self._on_camera_lost), self._from_thread(self._on_camera_back),
         )
 
-    def _wanted_variant(self) -> Optional[str]:
+    def _wanted_variant(self, cfg: Optional[Config] = None) -> Optional[str]:
         """The model variant the power policy wants now; `_variant` names the one loaded,
-        set only once a load has worked."""
-        return self.power.model_variant if self.power is not None else None
+        set only once a load has worked. None (the main model) if ``cfg`` (a reload's new
+        config) has no such variant: the policy learns of the new config only after the
+        reload's model is loaded, and then asks for the variant it wants."""
+        variant = self.power.model_variant if self.power is not None else None
+        return variant if variant in (cfg or self.cfg).model.variants else None
 
     def _start_pipeline(self, model: Model, source: SupervisedSource) -> None:
         self.model = model
@@ -430,8 +433,8 @@ class Daemon:
         on from where it was and the pipeline's counters go on."""
         loop = asyncio.get_running_loop()
         pipeline = self.pipeline
+        variant = self._wanted_variant(new)
         if new.camera != self.cfg.camera or pipeline is None:
-            variant = self._wanted_variant()
             model, source = await loop.run_in_executor(None, self._open_parts, new, variant)
             await self._stop_pipeline()
             self.cfg = new
@@ -439,7 +442,6 @@ class Daemon:
             self._start_pipeline(model, source)
             return
         swapped: Optional[Model] = None
-        variant = self._wanted_variant()
         if new.model != self.cfg.model:
             swapped = await loop.run_in_executor(None, load_model, _with_variant(new, variant))
         if new.gate != self.cfg.gate:
