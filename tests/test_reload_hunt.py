@@ -126,3 +126,25 @@ def test_a_reload_that_drops_the_model_variant_in_use_loads_the_main_model(
         assert client.request("status")["model"]["name"] == "face_detection_short_range"
         assert client.request("profile")["profile"]["name"] == "balanced"
     assert daemon.stop() == 0
+
+
+def test_a_reload_applies_new_sensor_settings(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    """[sensors] is no restart-only table: a PIR added by a reload is polled (its trigger is
+    an event), and one removed by the next is no longer."""
+    daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240})
+    pir = daemon.config.parent / "sys" / "pir"
+    pir.write_text("0\n")
+    with daemon.connect() as client:
+        assert "pir" not in client.request("status")["sensors"]
+        text = daemon.config.read_text()
+        daemon.config.write_text(text + '[sensors]\npir = "pir"\npir_poll_s = 0.05\n')
+        assert client.request("reload")["reloaded"]
+        assert client.request("status")["sensors"]["pir"]["attribute"] == "pir"
+        client.request("subscribe", topics=["events"])
+        pir.write_text("1\n")
+        client.settimeout(20.0)
+        assert next(m for m in client.messages() if m.get("kind") == "pir")
+        daemon.config.write_text(text)
+        assert client.request("reload")["reloaded"]
+        assert "pir" not in client.request("status")["sensors"]
+    assert daemon.stop() == 0

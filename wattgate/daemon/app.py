@@ -255,12 +255,17 @@ class Daemon:
             None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
         )
         await self._first_frame(source)
-        self.sensors = SensorWatch(
-            Sysfs(self.cfg.power.sysfs_root), SensorSettings.from_config(self.cfg),
+        self.sensors = self._watch_sensors(self.cfg)
+        return model, source
+
+    def _watch_sensors(self, cfg: Config) -> SensorWatch:
+        """The light sensor and the PIR of ``cfg``, polled from now on."""
+        sensors = SensorWatch(
+            Sysfs(cfg.power.sysfs_root), SensorSettings.from_config(cfg),
             on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),
         )
-        self.sensors.start()
-        return model, source
+        sensors.start()
+        return sensors
 
     async def _start_power(self, loop: asyncio.AbstractEventLoop) -> None:
         """Power control, if there are knobs: first thing with sysfs, it undoes what a
@@ -415,6 +420,11 @@ class Daemon:
             await self._start_power(loop)
             if self.pipeline is not None:
                 self.pipeline.power = self.power
+        sensed = (new.sensors, new.power.sysfs_root)
+        if self.sensors is not None and sensed != (old.sensors, old.power.sysfs_root):
+            # (none yet: start-up is waiting for the first frame, then starts them from new)
+            await loop.run_in_executor(None, self.sensors.stop)
+            self.sensors = self._watch_sensors(new)
         self.server.cfg = new.daemon  # max_clients, admin_group, limits; new clients' queues
         self.eventlog.max_events = new.daemon.events_max
         self.eventlog.max_age_s = new.daemon.events_max_age_days * 86400.0
