@@ -4,11 +4,14 @@ camera and the model, and what each keeps or gives back."""
 from __future__ import annotations
 
 import shutil
+import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import DaemonProcess, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
+from tests.test_daemon import wait_log
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 from wattgate.drivers.inference import default_model_path
@@ -147,4 +150,38 @@ def test_a_reload_applies_new_sensor_settings(start_daemon: StartDaemon, tmp_pat
         daemon.config.write_text(text)
         assert client.request("reload")["reloaded"]
         assert "pir" not in client.request("status")["sensors"]
+    assert daemon.stop() == 0
+
+
+# `wattgate run` that is sent SIGHUP while it binds its socket, before the model and the
+# camera are opened (a config tool reloading just as the daemon restarts), and that
+# prints its capture threads on SIGUSR1
+HUP_AT_START = """
+import asyncio, os, signal, sys, threading
+from wattgate.cli import main
+from wattgate.daemon.server import Server
+real_start = Server.start
+async def start(self, *args):
+    os.kill(os.getpid(), signal.SIGHUP)
+    await asyncio.sleep(0.5)
+    await real_start(self, *args)
+def threads(signum, frame):
+    names = [t.name for t in threading.enumerate() if t.name == "wattgate-capture"]
+    print("capture threads:", len(names), file=sys.stderr, flush=True)
+Server.start = start
+signal.signal(signal.SIGUSR1, threads)
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_sighup_during_start_up_leaves_one_pipeline(start_daemon: StartDaemon) -> None:
+    """The reload waits for start-up to open its parts, then reloads them: one camera is
+    open and one pipeline captures, not one from the reload and another from start-up."""
+    daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240},
+                          argv=lambda config: [sys.executable, "-c", HUP_AT_START, str(config)])
+    daemon.connect().close()
+    wait_log(daemon, "reloaded")
+    daemon.proc.send_signal(signal.SIGUSR1)
+    wait_log(daemon, "capture threads:")
+    assert "capture threads: 1\n" in daemon.log(), daemon.log()
     assert daemon.stop() == 0

@@ -190,6 +190,9 @@ class Daemon:
         # reloads and model variant switches, one at a time: each reads the running parts,
         # opens new ones off the loop and swaps them in; two at once would both swap
         self._reconfiguring = asyncio.Lock()
+        # set once start-up has opened its parts (or failed to): a reload before that (a
+        # SIGHUP while the socket is bound) would open a second camera and pipeline
+        self._opened = asyncio.Event()
         self._labels_seen: dict[str, float] = {}  # label -> ts of the last result with it
         self._labels_last: frozenset[str] = frozenset()  # the labels of the last result
         self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
@@ -245,12 +248,15 @@ class Daemon:
     async def _start(self, loop: asyncio.AbstractEventLoop) -> tuple[Model, SupervisedSource]:
         """Power control, the model and the source, the pipeline on them, the sensors."""
         async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
-            await self._start_power(loop)
-            variant = self._wanted_variant()
-            opening = loop.run_in_executor(None, self._open_parts, self.cfg, variant)
-            model, source = await self._asking_for_time(opening)
-            self._variant = variant
-            self._start_pipeline(model, source)
+            try:
+                await self._start_power(loop)
+                variant = self._wanted_variant()
+                opening = loop.run_in_executor(None, self._open_parts, self.cfg, variant)
+                model, source = await self._asking_for_time(opening)
+                self._variant = variant
+                self._start_pipeline(model, source)
+            finally:
+                self._opened.set()
         await loop.run_in_executor(
             None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
         )
@@ -380,6 +386,7 @@ class Daemon:
             message = NO_CONFIG_FILE
             log.info("reload: %s", message)
             return False, message
+        await self._opened.wait()
         async with self._reconfiguring:
             if self._stop.is_set():
                 log.info("reload: %s", STOPPING)
