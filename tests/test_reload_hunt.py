@@ -3,11 +3,14 @@ camera and the model, and what each keeps or gives back."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+import pytest
 
 from tests.conftest import DaemonProcess, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
@@ -185,3 +188,24 @@ def test_a_sighup_during_start_up_leaves_one_pipeline(start_daemon: StartDaemon)
     wait_log(daemon, "capture threads:")
     assert "capture threads: 1\n" in daemon.log(), daemon.log()
     assert daemon.stop() == 0
+
+
+def test_a_reload_that_drops_the_pinned_profile_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pin goes with its profile (docs/protocol.md): the journal says which pin, whose,
+    and why, and watchers get the switch away from it."""
+    root = materialize("rk3588", tmp_path / "sys")
+    night = {"night": {"include": "powersave"}}
+    pc = PowerController(controller_config(tmp_path, root, profiles=night))
+    pc.start(0.0)
+    pc.pin("night", "pid 7 uid 0 gid 0")
+    pc.tick(1.0)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        events = pc.reload(controller_config(tmp_path, root), 2.0)
+    assert [(e["profile"], e["previous"]) for e in events if e["kind"] == "profile_change"] == [
+        ("balanced", "night")]
+    assert ("pin of profile 'night' by pid 7 uid 0 gid 0 released: the new config has no "
+            "such profile") in caplog.text
+    assert pc.profile_status()["name"] == "balanced" and pc.rules.pinned is None
+    pc.stop()

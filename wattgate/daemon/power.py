@@ -180,14 +180,14 @@ class PowerController:
             old_rules = self.rules
             with self._lock:
                 self._setup(cfg, self.fs.io)
-                self.rules.carry_over(old_rules, latches=False)  # another board's zones
+                self._carry_over(old_rules, latches=False)  # another board's zones
             return self.start(now)
         with self._lock:
             old_rules = self.rules
             self.cfg = cfg
             self.profiles = resolve_all(cfg)
             self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
-            self.rules.carry_over(old_rules)
+            self._carry_over(old_rules)
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
             self._collect_driven_keep_baseline()
@@ -201,6 +201,14 @@ class PowerController:
                 events.append(switched)
             self._apply_state()
             return events + self._drain()
+
+    def _carry_over(self, old: RuleEngine, *, latches: bool = True) -> None:
+        """The old rules' pin and latches into the new ones; a pin whose profile is gone
+        is released, and the journal says whose and why (the client is not told)."""
+        self.rules.carry_over(old, latches=latches)
+        if old.pinned is not None and self.rules.pinned is None:
+            log.warning("pin of profile %r by %s released: the new config has no such "
+                        "profile", old.pinned, old.pinned_by)
 
     def _collect_driven_keep_baseline(self) -> None:
         """After a reload: originals already known stay (the knobs may hold our values now),
