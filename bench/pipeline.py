@@ -28,6 +28,11 @@ The same throughput comparison is repeated with a larger model (BlazeFace's 256x
 back-camera model, about 7x the invoke time) as `larger_model`: the daemon's costs per frame
 are roughly fixed, so their share shrinks as the model grows.
 
+`camera_input` (information, no target): the CPU time a frame of making the model's input
+from a camera's NV12 or YUYV buffer at 640x480, 1280x720 and 1920x1080, by converting the
+whole frame to colour first against converting it at the model's size (what the daemon
+does with a camera's YUV frames; the file source here decodes to BGR).
+
 Latency: a third daemon plays the file at 30 fps, so no frame waits for a busy model. Added
 latency = (time the client read the result - capture time `ts`) - the frame's own invoke
 time `infer_ms`: everything the daemon adds around the model, up to a client's read. The
@@ -61,8 +66,10 @@ from bench.common import (
 )
 from wattgate.client import Client, ClientError
 from wattgate.drivers import runtime
-from wattgate.drivers.inference import Model, default_model_path
+from wattgate.drivers.camera import raw_from_bgr
+from wattgate.drivers.inference import Model, Preparer, default_model_path
 from wattgate.drivers.synthetic import make_scene
+from wattgate.drivers.yuv import BGR_CODES, Yuv
 
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 SCENE, FIRST_S, SECONDS = "person", 3.0, 3.0
@@ -150,6 +157,51 @@ def model_stages(model: Model, frames: list[Any], count: int) -> Json:
         stages["prepare"] += t1 - t0
         stages["run"] += t2 - t1
     return {name: round(total * 1000.0 / count, 4) for name, total in stages.items()}
+
+
+CAMERA_SIZES = ((640, 480), (1280, 720), (1920, 1080))
+
+
+def camera_input(model: Model, picture: Any, repeats: int, count: int) -> Json:
+    """CPU ms a frame to make the model's input from a camera's NV12 or YUYV buffer: the
+    whole frame converted to colour and then letterboxed (`colour_first_ms`, what a
+    source that decodes to BGR costs) against the buffer letterboxed and converted at the
+    model's size (`model_size_ms`, what the daemon does with a camera's YUV frames). The
+    two alternate within each repeat; the median of the repeats."""
+    rows = []
+    for width, height in CAMERA_SIZES:
+        bgr = cv2.resize(picture, (width, height))
+        for layout, code in BGR_CODES.items():
+            raw = raw_from_bgr(bgr, layout)
+            yuv = Yuv(layout, raw.reshape(raw.shape[0], raw.shape[1]) if layout == "NV12" else raw)
+            first, at_model = _input_ms(model.preparer((width, height)), yuv, code, repeats,
+                                        count)
+            rows.append({"resolution": f"{width}x{height}", "layout": layout,
+                         "colour_first_ms": first, "model_size_ms": at_model,
+                         "model_size_vs_colour_first": ratio(at_model, first)})
+    return {"statistic": f"CPU ms a frame, median of {repeats} repeats of {count}",
+            "rows": rows}
+
+
+def _input_ms(preparer: Preparer, yuv: Yuv, code: int, repeats: int,
+              count: int) -> tuple[Optional[float], Optional[float]]:
+    def colour_first() -> Any:
+        bgr: Any = cv2.cvtColor(yuv.raw, code)
+        return preparer.prepare(bgr, keep=False)
+
+    ways: dict[str, Callable[[], Any]] = {
+        "colour_first": colour_first,
+        "model_size": lambda: preparer.prepare(yuv, keep=False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(repeats):
+        for name, way in ways.items():
+            way()
+            start = time.thread_time()
+            for _ in range(count):
+                way()
+            times[name].append((time.thread_time() - start) * 1000.0 / count)
+    return summary(times["colour_first"])["median"], summary(times["model_size"])["median"]
 
 
 def collect(client: Client, seconds: float) -> list[tuple[float, Json]]:
@@ -294,6 +346,8 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         if larger is not None:
             subjects.append(Subject("larger", larger, frames, rendered, folder, base))
         stages = model_stages(main.model, frames, 50 if quick else 500)
+        yuv_input = camera_input(main.model, rendered[0], 1 if quick else repeats,
+                                 5 if quick else 100)
         paced: list[tuple[float, Json]] = []
         per_repeat_p99: list[float] = []
         with contextlib.ExitStack() as stack:
@@ -359,6 +413,7 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         "latency_samples": len(added),
         "p99_added_per_repeat_ms": summary(per_repeat_p99, 3),
         "model_stages_cpu_ms": stages,
+        "camera_input": yuv_input,
     }
     if len(subjects) > 1:
         out["larger_model"] = subjects[1].report()

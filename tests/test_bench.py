@@ -126,6 +126,13 @@ def test_pipeline_keys(everything: tuple[Json, Path]) -> None:
     assert number(r["daemon_vs_bare"])
     for stats in r["stats_fps"].values():
         check_summary(stats)
+    rows = r["camera_input"]["rows"]
+    assert {(row["resolution"], row["layout"]) for row in rows} == {
+        (size, layout) for size in ("640x480", "1280x720", "1920x1080")
+        for layout in ("NV12", "YUYV")}
+    for row in rows:
+        assert number(row["colour_first_ms"]) and number(row["model_size_ms"])
+        assert number(row["model_size_vs_colour_first"])
 
 
 @pytest.mark.timeout(600)

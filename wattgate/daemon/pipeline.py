@@ -277,7 +277,7 @@ class Pipeline:
         if preparer.model is not model:
             preparer = self._preparer = self._new_preparer(model)
         try:
-            return preparer.prepare(frame.color())
+            return preparer.prepare(frame.picture())
         except Exception:  # logged by the inference thread, which meets it again
             return None
 
@@ -303,7 +303,7 @@ class Pipeline:
                 prepared = job.prepared
                 if prepared is None or prepared.model is not self.model:
                     # prepared for a model swapped out since, or not prepared at all
-                    prepared = self.model.preparer().prepare(job.frame.color(), keep=False)
+                    prepared = self.model.preparer().prepare(job.frame.picture(), keep=False)
                 raw = self.model.invoke(prepared)
         finally:
             counters.busy_since = None

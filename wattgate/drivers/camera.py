@@ -14,7 +14,9 @@ Raw formats, so the gate never pays for colour on the frames it skips:
   fraction of a full decode), and the colour decode happens in `Frame.color()`, for the
   frames that reach the model only.
 * YUYV and NV12 (`camera.format = "yuyv"`; NV12 is what many CSI/ISP pipelines give): the Y
-  plane as is, no conversion; colour on demand.
+  plane as is, no conversion. A frame that reaches the model keeps its buffer (`Frame.yuv`):
+  its input is converted to colour at the model's size (wattgate/drivers/yuv.py), not the
+  camera's.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 
 from wattgate.config import CameraConfig
 from wattgate.drivers import images, synthetic, v4l2
+from wattgate.drivers.yuv import Yuv
 
 log = logging.getLogger("wattgate.camera")
 
@@ -67,6 +70,15 @@ class Frame:
     luma: Optional[Image] = None  # uint8 Y plane, any resolution
     decode: Optional[Callable[[], Image]] = None  # colour on demand when bgr is None
     size: tuple[int, int] = (0, 0)  # source width, height (needed when only luma is given)
+    yuv: Optional[Yuv] = None  # the camera's NV12 or YUYV buffer, when it gave one
+
+    def picture(self) -> Image | Yuv:
+        """What the model's input is made from most cheaply: the colour frame if it was
+        decoded, else the camera's YUV buffer (converted to colour at the model's size, a
+        fraction of the work of converting the whole frame), else a colour decode."""
+        if self.bgr is None and self.yuv is not None:
+            return self.yuv
+        return self.color()
 
     def color(self) -> Image:
         """The BGR frame, decoding it now if the source deferred that."""
@@ -195,7 +207,8 @@ def frame_from_yuyv(raw: Image, index: int, ts: float, mono: float) -> Frame:
     """A frame from a height x width x 2 YUYV buffer: its Y plane as is (a strided view)."""
     height, width = raw.shape[:2]
     decode = _Once(lambda: cv2.cvtColor(raw, cv2.COLOR_YUV2BGR_YUYV), f"YUYV frame {index}")
-    return Frame(index, ts, mono, None, luma=raw[:, :, 0], decode=decode, size=(width, height))
+    return Frame(index, ts, mono, None, luma=raw[:, :, 0], decode=decode, size=(width, height),
+                 yuv=Yuv("YUYV", raw))
 
 
 def frame_from_nv12(raw: Image, index: int, ts: float, mono: float) -> Frame:
@@ -203,7 +216,8 @@ def frame_from_nv12(raw: Image, index: int, ts: float, mono: float) -> Frame:
     plane = raw.reshape(raw.shape[0], raw.shape[1])
     height, width = plane.shape[0] * 2 // 3, plane.shape[1]
     decode = _Once(lambda: cv2.cvtColor(plane, cv2.COLOR_YUV2BGR_NV12), f"NV12 frame {index}")
-    return Frame(index, ts, mono, None, luma=plane[:height], decode=decode, size=(width, height))
+    return Frame(index, ts, mono, None, luma=plane[:height], decode=decode, size=(width, height),
+                 yuv=Yuv("NV12", plane))
 
 
 def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:

@@ -47,6 +47,7 @@ from wattgate.drivers.decoders import (
     load_labels,
     make_decoder,
 )
+from wattgate.drivers.yuv import Shrinker, Yuv
 
 __all__ = [
     "InferenceResult", "Model", "ModelError", "Prepared", "Preparer", "RawOutput",
@@ -237,12 +238,19 @@ class _Letterbox:
         ]
         self.resized = np.empty((self.new_h, self.new_w, 3), np.uint8)
         self.dst = (dst_w, dst_h)
+        self._shrinker: Shrinker | None = None  # made for the first YUV picture
 
-    def fill(self, bgr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-        if (self.new_w, self.new_h) == self.src:
-            np.copyto(self.region, bgr)
+    def fill(self, picture: npt.NDArray[np.uint8] | Yuv) -> npt.NDArray[np.uint8]:
+        """The canvas with picture (BGR, or a camera's YUV converted at the new size) in it."""
+        if isinstance(picture, Yuv):
+            if self._shrinker is None:
+                self._shrinker = Shrinker(self.new_w, self.new_h)
+            self._shrinker.bgr(picture, self.resized)
+            np.copyto(self.region, self.resized)
+        elif (self.new_w, self.new_h) == self.src:
+            np.copyto(self.region, picture)
         else:
-            cv2.resize(bgr, (self.new_w, self.new_h), dst=self.resized,
+            cv2.resize(picture, (self.new_w, self.new_h), dst=self.resized,
                        interpolation=cv2.INTER_LINEAR)
             np.copyto(self.region, self.resized)
         return self.canvas
@@ -354,13 +362,18 @@ class Preparer:
             self._letterbox = _Letterbox(*frame_size, *model.input_size)
         self._spare = [np.empty_like(self._writer.buffer) for _ in range(spares)]
 
-    def prepare(self, bgr: npt.NDArray[np.uint8], keep: bool = True) -> Prepared:
-        """The input for one BGR uint8 frame of any size. keep=False reuses one buffer (the
-        tensor is valid until the next call)."""
+    def prepare(self, picture: npt.NDArray[np.uint8] | Yuv, keep: bool = True) -> Prepared:
+        """The input for one frame of any size: BGR uint8, or a camera's YUV buffer (turned
+        into colour at the model's size, not the frame's). keep=False reuses one buffer
+        (the tensor is valid until the next call)."""
         start = time.perf_counter()
-        if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
-            raise ValueError(f"expected a BGR uint8 frame [H, W, 3], got {bgr.dtype} {bgr.shape}")
-        src_h, src_w = bgr.shape[:2]
+        if isinstance(picture, Yuv):
+            src_w, src_h = picture.size
+        elif picture.ndim != 3 or picture.shape[2] != 3 or picture.dtype != np.uint8:
+            raise ValueError(
+                f"expected a BGR uint8 frame [H, W, 3], got {picture.dtype} {picture.shape}")
+        else:
+            src_h, src_w = picture.shape[:2]
         box = self._letterbox
         if box is None or box.src != (src_w, src_h):
             box = self._letterbox = _Letterbox(src_w, src_h, *self.model.input_size)
@@ -368,7 +381,7 @@ class Preparer:
         out = None
         if keep:
             out = self._spare.pop() if self._spare else np.empty_like(writer.buffer)
-        tensor = writer.write(box.fill(bgr), out)
+        tensor = writer.write(box.fill(picture), out)
         return Prepared(tensor, box, self.model, (time.perf_counter() - start) * 1000.0,
                         self if keep else None)
 
