@@ -3,7 +3,9 @@ camera and the model, and what each keeps or gives back."""
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -18,6 +20,7 @@ from tests.test_daemon import wait_log
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 from wattgate.drivers.inference import default_model_path
+from wattgate.drivers.sysfs import OsIO
 
 StartDaemon = Callable[..., DaemonProcess]
 CPU = "devices/system/cpu/cpufreq"
@@ -209,3 +212,44 @@ def test_a_reload_that_drops_the_pinned_profile_says_so(
             "such profile") in caplog.text
     assert pc.profile_status()["name"] == "balanced" and pc.rules.pinned is None
     pc.stop()
+
+
+class BusyIO(OsIO):
+    """Writes to the attributes in ``busy`` fail with EBUSY, as a driver in the middle of
+    a transition answers; the set can change while the controller runs."""
+
+    def __init__(self) -> None:
+        self.busy: set[str] = set()
+
+    def write_text(self, path: Path, data: str) -> None:
+        if str(path) in self.busy:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        super().write_text(path, data)
+
+
+def test_a_new_journal_dir_keeps_the_originals_the_old_one_could_not_restore(
+    tmp_path: Path,
+) -> None:
+    """A reload to another power.journal_dir restores the board first; an attribute busy
+    just then keeps its original in the old journal. The new journal must take it over:
+    recording the attribute afresh would save the old profile's value as the original,
+    and the exit would 'restore' that."""
+    root = materialize("rk3588", tmp_path / "sys")
+    floor = f"{CPU}/policy0/scaling_min_freq"
+    original = read(root, floor)
+    io = BusyIO()
+    raised = {"camera": {"include": "balanced", "cpu_min_khz": "20%"}}
+    power = {"profile": "camera"}
+    pc = PowerController(controller_config(tmp_path, root, profiles=raised, power=power),
+                         io=io)
+    pc.start(0.0)
+    ours = read(root, floor)
+    assert ours != original
+    io.busy.add(str(root / floor))
+    moved = controller_config(tmp_path, root, profiles=raised,
+                              power={**power, "journal_dir": str(tmp_path / "journal2")})
+    pc.reload(moved, 1.0)
+    assert read(root, floor) == ours  # could not be restored
+    io.busy.clear()
+    pc.stop()
+    assert read(root, floor) == original

@@ -113,6 +113,8 @@ class PowerController:
         self.load = LoadController()
         self.journal: Optional[SysfsJournal] = None
         self.journal_lock: Optional[JournalLock] = None
+        # originals a structural reload's restore left in the previous journal_dir
+        self._inherited: dict[str, str] = {}
         self.writer: Optional[JournaledWriter] = None
         self.writes = False
         self.caps = BoardCaps()
@@ -153,7 +155,7 @@ class PowerController:
     def start(self, now: float) -> list[Event]:
         """Restore a crashed run's changes, discover the board, apply the idle settings."""
         with self._lock:
-            if self.cfg.power.enabled or os.path.exists(
+            if self.cfg.power.enabled or self._inherited or os.path.exists(
                 os.path.join(self.cfg.power.journal_dir, JOURNAL_NAME)
             ):
                 self._open_journal()  # a crashed run's changes go back even if writes are off
@@ -177,10 +179,11 @@ class PowerController:
                       "runtime_pm_devices", "board")
         if any(getattr(cfg.power, k) != getattr(self.cfg.power, k) for k in structural):
             self.stop()
-            old_rules = self.rules
+            left, old_rules = self._left_unrestored(cfg), self.rules
             with self._lock:
                 self._setup(cfg, self.fs.io)
                 self._carry_over(old_rules, latches=False)  # another board's zones
+                self._inherited = left
             return self.start(now)
         with self._lock:
             old_rules = self.rules
@@ -201,6 +204,31 @@ class PowerController:
                 events.append(switched)
             self._apply_state()
             return events + self._drain()
+
+    def _left_unrestored(self, cfg: Config) -> dict[str, str]:
+        """Originals the journal kept after the restore of a structural reload (an
+        attribute busy just then), for the journal of ``cfg`` to take over.
+
+        The same journal_dir reads them itself. A new one would otherwise record such an
+        attribute afresh, with the value a profile set as its "original", and the exit
+        would leave that value. Originals under another sysfs_root cannot move: they
+        stay in the old journal, and the log says where.
+        """
+        journal = self.journal
+        if journal is None or not journal.attributes or (
+            cfg.power.journal_dir == self.cfg.power.journal_dir
+        ):
+            return {}
+        if cfg.power.sysfs_root != self.cfg.power.sysfs_root:
+            log.error(
+                "%s keeps the originals of %d attribute(s) under %s that could not be "
+                "restored; a start with that journal_dir and sysfs_root restores them",
+                journal.path, len(journal.attributes), self.cfg.power.sysfs_root,
+                extra=event(MessageId.KNOB_FAILED, knob="power.journal_dir"),
+            )
+            return {}
+        return {a: text for a in journal.attributes
+                if (text := journal.original(a)) is not None}
 
     def _carry_over(self, old: RuleEngine, *, latches: bool = True) -> None:
         """The old rules' pin and latches into the new ones; a pin whose profile is gone
@@ -252,6 +280,8 @@ class PowerController:
             lock.acquire(create=writable)  # before reading: another daemon's journal is not ours
             self.journal_lock = lock
             self.journal = SysfsJournal(directory, self.fs)
+            for attribute, original in self._inherited.items():  # before anything else
+                self.journal.record(attribute, original.removesuffix("\n"))
             report = self.journal.restore_pending()
             if not writable:
                 raise PermissionError(f"{directory} is not writable")
