@@ -210,6 +210,12 @@ class ClientSession:
                     await self.writer.drain()
                 if self._closing and not (self._replies or self._data):
                     break
+            # Under the transport's high-water mark drain() does not wait, so the last
+            # batch may still be in it: it goes out as the peer reads, and close()'s
+            # timer cuts off a peer that does not (cancelling it now would leave the
+            # connection open for as long as that peer keeps it).
+            self.writer.close()
+            await self.writer.wait_closed()
         except (ConnectionError, OSError):
             pass
         finally:

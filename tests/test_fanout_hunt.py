@@ -1,0 +1,68 @@
+"""Result fan-out and connection life cycles at their edges: clients that stop reading,
+close half-way or leave with data queued, over real AF_UNIX connections to the real
+daemon (or a real Server on a real socket where the daemon's start-up is the subject)."""
+
+from __future__ import annotations
+
+import fcntl
+import select
+import socket
+import struct
+import termios
+import time
+from typing import Callable
+
+from tests.conftest import DaemonProcess
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def queued_for(sock: socket.socket) -> int:
+    """Bytes the kernel holds for sock to read (FIONREAD)."""
+    raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    count: int = struct.unpack("i", raw)[0]
+    return count
+
+
+def grows(sock: socket.socket, before: int, wait: float) -> bool:
+    """Whether more than `before` bytes are queued for sock within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if queued_for(sock) > before:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def hung_up(sock: socket.socket, timeout: float) -> bool:
+    """Whether the daemon closes its end of sock within timeout (POLLHUP: both directions
+    shut, which a client's own SHUT_WR alone does not make)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLHUP)
+    return any(mask & select.POLLHUP for _, mask in poller.poll(timeout * 1000))
+
+
+def test_a_closing_client_that_never_reads_its_last_answers_is_cut_off(
+    start_daemon: StartDaemon,
+) -> None:
+    """A client sends requests without reading the answers until the kernel's socket
+    buffer is full, so the last few answers wait in the daemon (less than the transport's
+    high-water mark), then closes its sending side and never reads. The daemon must give
+    up on it after its grace period, as it does when more is waiting; it kept the
+    connection (and its file descriptor) open for as long as the peer did."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"})
+    daemon.connect().close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(daemon.socket))
+        while not queued_for(sock):  # the hello
+            time.sleep(0.01)
+        unanswered = 0
+        while unanswered < 3:  # three answers that did not reach the kernel's buffer
+            before = queued_for(sock)
+            sock.sendall(b'{"cmd":"status"}\n')
+            unanswered = 0 if grows(sock, before, 0.3) else unanswered + 1
+        sock.shutdown(socket.SHUT_WR)
+        assert hung_up(sock, 60.0), "the daemon kept a connection that does not read"
+    with daemon.connect() as client:
+        assert client.request("status")["clients"] == 1
+    assert daemon.stop() == 0
