@@ -253,3 +253,22 @@ def test_a_new_journal_dir_keeps_the_originals_the_old_one_could_not_restore(
     io.busy.clear()
     pc.stop()
     assert read(root, floor) == original
+
+
+def test_a_structural_reload_that_leaves_the_model_variant_says_so(tmp_path: Path) -> None:
+    """The profile in use ran variant "lite"; a reload moves the journal (power control
+    starts afresh) and the new profile wants the main model: the daemon must be told, or
+    it goes on running the variant."""
+    root = materialize("rk3588", tmp_path / "sys")
+    model = {"variants": {"lite": {"path": "/models/lite.tflite"}}}
+    night = {"night": {"include": "balanced", "model_variant": "lite"}}
+    pc = PowerController(controller_config(tmp_path, root, model=model, profiles=night,
+                                           power={"profile": "night"}))
+    events = pc.start(0.0)
+    assert {"kind": "model_variant", "variant": "lite", "reason": "profile night"} in events
+    moved = controller_config(tmp_path, root, model=model, profiles=night,
+                              power={"journal_dir": str(tmp_path / "journal2")})
+    events = pc.reload(moved, 1.0)
+    assert [e["variant"] for e in events if e["kind"] == "model_variant"] == [""], events
+    assert pc.model_variant is None
+    pc.stop()

@@ -179,11 +179,12 @@ class PowerController:
                       "runtime_pm_devices", "board")
         if any(getattr(cfg.power, k) != getattr(self.cfg.power, k) for k in structural):
             self.stop()
-            left, old_rules = self._left_unrestored(cfg), self.rules
+            left, old_rules, variant = self._left_unrestored(cfg), self.rules, self.model_variant
             with self._lock:
                 self._setup(cfg, self.fs.io)
                 self._carry_over(old_rules, latches=False)  # another board's zones
                 self._inherited = left
+                self.model_variant = variant  # what the daemon runs: a change is an event
             return self.start(now)
         with self._lock:
             old_rules = self.rules
