@@ -272,3 +272,25 @@ def test_a_structural_reload_that_leaves_the_model_variant_says_so(tmp_path: Pat
     assert [e["variant"] for e in events if e["kind"] == "model_variant"] == [""], events
     assert pc.model_variant is None
     pc.stop()
+
+
+def test_a_restart_only_change_is_reported_until_it_is_undone(
+    start_daemon: StartDaemon,
+) -> None:
+    """daemon.state_dir waits for a restart: every reload says so while the file differs
+    from what the daemon runs with, and none does once the file is back to it."""
+    daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240})
+    text = daemon.config.read_text()
+    state = str(daemon.config.parent / "state")
+    moved = text.replace(state, state + "-moved")
+    with daemon.connect() as client:
+        daemon.config.write_text(moved)
+        assert client.request("reload")["message"] == (
+            "reloaded; after a restart: daemon.state_dir")
+        daemon.config.write_text(moved.replace("width = 320", "width = 336"))
+        assert client.request("reload")["message"] == (
+            "reloaded; after a restart: daemon.state_dir")
+        daemon.config.write_text(text)
+        assert client.request("reload")["message"] == "reloaded"
+    assert daemon.log().count("daemon.state_dir changed") == 2
+    assert daemon.stop() == 0

@@ -162,6 +162,9 @@ def filter_result(session: ClientSession, message: Message) -> Optional[Message]
 class Daemon:
     def __init__(self, cfg: Config, config_path: Optional[Path] = None) -> None:
         self.cfg = cfg
+        # the daemon settings the socket and the event log were opened with (RESTART_KEYS):
+        # a reload compares against these, not the last file read, to say what still waits
+        self.bound = cfg.daemon
         self.config_path = config_path
         self.hub = Hub()
         self.pipeline: Optional[Pipeline] = None
@@ -407,7 +410,7 @@ class Daemon:
             )
             return False, f"reload rejected: {exc}"
         later = [f"daemon.{key}" for key in RESTART_KEYS
-                 if getattr(new.daemon, key) != getattr(self.cfg.daemon, key)]
+                 if getattr(new.daemon, key) != getattr(self.bound, key)]
         if later:
             log.warning("%s changed; taking effect after a restart", ", ".join(later))
         old = self.cfg  # before the pipeline's reload, which takes `new` for a new camera
