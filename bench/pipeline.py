@@ -29,9 +29,10 @@ back-camera model, about 7x the invoke time) as `larger_model`: the daemon's cos
 are roughly fixed, so their share shrinks as the model grows.
 
 `camera_input` (information, no target): the CPU time a frame of making the model's input
-from a camera's NV12 or YUYV buffer at 640x480, 1280x720 and 1920x1080, by converting the
-whole frame to colour first against converting it at the model's size (what the daemon
-does with a camera's YUV frames; the file source here decodes to BGR).
+from a camera's NV12, YUYV or MJPEG buffer at 640x480, 1280x720 and 1920x1080, by decoding
+the whole frame in colour first against the daemon's way with a camera's frames (YUV
+converted at the model's size, JPEG decoded at a DCT scale that fills it; the file source
+here decodes to BGR).
 
 Latency: a third daemon plays the file at 30 fps, so no frame waits for a busy model. Added
 latency = (time the client read the result - capture time `ts`) - the frame's own invoke
@@ -65,11 +66,19 @@ from bench.common import (
     thread_usage,
 )
 from wattgate.client import Client, ClientError
+from wattgate.daemon.pipeline import prepare_frame
 from wattgate.drivers import runtime
-from wattgate.drivers.camera import raw_from_bgr
-from wattgate.drivers.inference import Model, Preparer, default_model_path
+from wattgate.drivers.camera import (
+    Frame,
+    frame_from_mjpeg,
+    frame_from_nv12,
+    frame_from_yuyv,
+    raw_from_bgr,
+    reduction_for,
+)
+from wattgate.drivers.inference import Model, default_model_path
 from wattgate.drivers.synthetic import make_scene
-from wattgate.drivers.yuv import BGR_CODES, Yuv
+from wattgate.drivers.yuv import BGR_CODES
 
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 SCENE, FIRST_S, SECONDS = "person", 3.0, 3.0
@@ -163,36 +172,24 @@ CAMERA_SIZES = ((640, 480), (1280, 720), (1920, 1080))
 
 
 def camera_input(model: Model, picture: Any, repeats: int, count: int) -> Json:
-    """CPU ms a frame to make the model's input from a camera's NV12 or YUYV buffer: the
-    whole frame converted to colour and then letterboxed (`colour_first_ms`, what a
-    source that decodes to BGR costs) against the buffer letterboxed and converted at the
-    model's size (`model_size_ms`, what the daemon does with a camera's YUV frames). The
-    two alternate within each repeat; the median of the repeats."""
-    rows = []
-    for width, height in CAMERA_SIZES:
-        bgr = cv2.resize(picture, (width, height))
-        for layout, code in BGR_CODES.items():
-            raw = raw_from_bgr(bgr, layout)
-            yuv = Yuv(layout, raw.reshape(raw.shape[0], raw.shape[1]) if layout == "NV12" else raw)
-            first, at_model = _input_ms(model.preparer((width, height)), yuv, code, repeats,
-                                        count)
-            rows.append({"resolution": f"{width}x{height}", "layout": layout,
-                         "colour_first_ms": first, "model_size_ms": at_model,
-                         "model_size_vs_colour_first": ratio(at_model, first)})
+    """CPU ms a frame to make the model's input from a camera's NV12, YUYV or MJPEG buffer:
+    the whole frame decoded in colour and then letterboxed (`colour_first_ms`, what a
+    source that decodes to BGR costs) against the daemon's way with a camera's frames
+    (`model_size_ms`: YUV converted at the model's size, JPEG decoded at the smallest
+    DCT scale that fills it). The two alternate within each repeat; the median of the
+    repeats."""
+    rows = [_input_row(model, cv2.resize(picture, size), layout, repeats, count)
+            for size in CAMERA_SIZES for layout in ("NV12", "YUYV", "MJPG")]
     return {"statistic": f"CPU ms a frame, median of {repeats} repeats of {count}",
             "rows": rows}
 
 
-def _input_ms(preparer: Preparer, yuv: Yuv, code: int, repeats: int,
-              count: int) -> tuple[Optional[float], Optional[float]]:
-    def colour_first() -> Any:
-        bgr: Any = cv2.cvtColor(yuv.raw, code)
-        return preparer.prepare(bgr, keep=False)
-
+def _input_row(model: Model, bgr: Any, layout: str, repeats: int, count: int) -> Json:
+    frame = camera_frame(bgr, layout)
+    preparer = model.preparer(frame.full_size)
     ways: dict[str, Callable[[], Any]] = {
-        "colour_first": colour_first,
-        "model_size": lambda: preparer.prepare(yuv, keep=False),
-    }
+        "colour_first": lambda: preparer.prepare(_whole_colour(frame), keep=False),
+        "model_size": lambda: prepare_frame(preparer, frame, keep=False)}
     times: dict[str, list[float]] = {name: [] for name in ways}
     for _ in range(repeats):
         for name, way in ways.items():
@@ -201,7 +198,31 @@ def _input_ms(preparer: Preparer, yuv: Yuv, code: int, repeats: int,
             for _ in range(count):
                 way()
             times[name].append((time.thread_time() - start) * 1000.0 / count)
-    return summary(times["colour_first"])["median"], summary(times["model_size"])["median"]
+    first = summary(times["colour_first"])["median"]
+    at_model = summary(times["model_size"])["median"]
+    width, height = frame.full_size
+    return {"resolution": f"{width}x{height}", "layout": layout, "colour_first_ms": first,
+            "model_size_ms": at_model, "model_size_vs_colour_first": ratio(at_model, first)}
+
+
+def camera_frame(bgr: Any, layout: str) -> Frame:
+    """The frame a camera delivering `layout` gives the daemon for this picture."""
+    raw = raw_from_bgr(bgr, layout)
+    if layout == "NV12":
+        return frame_from_nv12(raw, 0, 0.0, 0.0)
+    if layout == "YUYV":
+        return frame_from_yuyv(raw, 0, 0.0, 0.0)
+    frame = frame_from_mjpeg(raw, 0, 0.0, 0.0, (0, 0), reduction_for(bgr.shape[0]))
+    assert frame is not None
+    return frame
+
+
+def _whole_colour(frame: Frame) -> Any:
+    """The frame decoded in colour anew (Frame.color keeps its first decode)."""
+    if frame.yuv is not None:
+        return cv2.cvtColor(frame.yuv.raw, BGR_CODES[frame.yuv.layout])
+    assert frame.jpeg is not None
+    return cv2.imdecode(frame.jpeg, cv2.IMREAD_COLOR)
 
 
 def collect(client: Client, seconds: float) -> list[tuple[float, Json]]:

@@ -129,7 +129,7 @@ def test_pipeline_keys(everything: tuple[Json, Path]) -> None:
     rows = r["camera_input"]["rows"]
     assert {(row["resolution"], row["layout"]) for row in rows} == {
         (size, layout) for size in ("640x480", "1280x720", "1920x1080")
-        for layout in ("NV12", "YUYV")}
+        for layout in ("NV12", "YUYV", "MJPG")}
     for row in rows:
         assert number(row["colour_first_ms"]) and number(row["model_size_ms"])
         assert number(row["model_size_vs_colour_first"])

@@ -277,7 +277,7 @@ class Pipeline:
         if preparer.model is not model:
             preparer = self._preparer = self._new_preparer(model)
         try:
-            return preparer.prepare(frame.picture())
+            return prepare_frame(preparer, frame)
         except Exception:  # logged by the inference thread, which meets it again
             return None
 
@@ -303,7 +303,7 @@ class Pipeline:
                 prepared = job.prepared
                 if prepared is None or prepared.model is not self.model:
                     # prepared for a model swapped out since, or not prepared at all
-                    prepared = self.model.preparer().prepare(job.frame.picture(), keep=False)
+                    prepared = prepare_frame(self.model.preparer(), job.frame, keep=False)
                 raw = self.model.invoke(prepared)
         finally:
             counters.busy_since = None
@@ -313,6 +313,12 @@ class Pipeline:
         counters.last_inference = done
         self._seq += 1
         return Inferred(self.counters, job, raw, self._seq, done)
+
+
+def prepare_frame(preparer: Preparer, frame: Frame, keep: bool = True) -> Prepared:
+    """The model's input for frame, made from its cheapest picture (Frame.picture)."""
+    size = frame.full_size
+    return preparer.prepare(frame.picture(preparer.fit(size)), keep, frame_size=size)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ Raw formats, so the gate never pays for colour on the frames it skips:
 * MJPEG (`camera.format = "mjpeg"`, V4L2 with CAP_PROP_CONVERT_RGB off, or an MJPEG file or
   HTTP stream read as packets through FFmpeg with CAP_PROP_FORMAT = -1): the gate gets a
   reduced grayscale decode (libjpeg's DCT scaling, IMREAD_REDUCED_GRAYSCALE_2/4/8 — a
-  fraction of a full decode), and the colour decode happens in `Frame.color()`, for the
-  frames that reach the model only.
+  fraction of a full decode). A frame that reaches the model is decoded in colour at the
+  smallest DCT scale that still fills the model's input (`Frame.picture`).
 * YUYV and NV12 (`camera.format = "yuyv"`; NV12 is what many CSI/ISP pipelines give): the Y
   plane as is, no conversion. A frame that reaches the model keeps its buffer (`Frame.yuv`):
   its input is converted to colour at the model's size (wattgate/drivers/yuv.py), not the
@@ -71,13 +71,38 @@ class Frame:
     decode: Optional[Callable[[], Image]] = None  # colour on demand when bgr is None
     size: tuple[int, int] = (0, 0)  # source width, height (needed when only luma is given)
     yuv: Optional[Yuv] = None  # the camera's NV12 or YUYV buffer, when it gave one
+    jpeg: Optional[Image] = None  # an MJPEG camera's compressed buffer
 
-    def picture(self) -> Image | Yuv:
-        """What the model's input is made from most cheaply: the colour frame if it was
-        decoded, else the camera's YUV buffer (converted to colour at the model's size, a
-        fraction of the work of converting the whole frame), else a colour decode."""
-        if self.bgr is None and self.yuv is not None:
+    @property
+    def full_size(self) -> tuple[int, int]:
+        """(width, height) of the frame, whichever form it came in."""
+        if self.bgr is not None:
+            return self.bgr.shape[1], self.bgr.shape[0]
+        return self.size
+
+    def picture(self, fit: tuple[int, int]) -> Image | Yuv:
+        """What a model's input is made from most cheaply, when the frame takes `fit`
+        (width, height) of it (Preparer.fit).
+
+        The colour frame if it was decoded; else the camera's YUV buffer (converted to
+        colour at the model's size); else, for MJPEG, libjpeg's decode at 1/8, 1/4 or 1/2
+        of the frame's size, the smallest still as large as `fit` (at 1080p a quarter of
+        the work of a full decode, and a cleaner picture for a small input than a resize
+        of the full one); else the full colour decode. A picture smaller than the frame
+        shows all of it: the preparer is told `full_size`, so boxes come back in the
+        frame's pixels."""
+        if self.bgr is not None:
+            return self.bgr
+        if self.yuv is not None:
             return self.yuv
+        if self.jpeg is not None:
+            width, height = self.size
+            for factor, flag in _REDUCED_COLOUR:
+                if -(-width // factor) >= fit[0] and -(-height // factor) >= fit[1]:
+                    reduced = cv2.imdecode(self.jpeg, flag)
+                    if reduced is not None and reduced.size:
+                        return reduced
+                    break
         return self.color()
 
     def color(self) -> Image:
@@ -115,6 +140,13 @@ _REDUCED = {
     2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
     1: cv2.IMREAD_GRAYSCALE,
 }
+
+
+_REDUCED_COLOUR = (
+    (8, cv2.IMREAD_REDUCED_COLOR_8),
+    (4, cv2.IMREAD_REDUCED_COLOR_4),
+    (2, cv2.IMREAD_REDUCED_COLOR_2),
+)
 
 
 def reduction_for(height: int, rows: int = DEFAULT_LUMA_ROWS) -> int:
@@ -173,7 +205,7 @@ def frame_from_mjpeg(
         if not size[0]:
             size = (luma.shape[1] * reduce, luma.shape[0] * reduce)
     decode = _Once(lambda: cv2.imdecode(data, cv2.IMREAD_COLOR), f"MJPEG frame {index}")
-    return Frame(index, ts, mono, None, luma=luma, decode=decode, size=size)
+    return Frame(index, ts, mono, None, luma=luma, decode=decode, size=size, jpeg=data)
 
 
 def frame_from_capture(data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:

@@ -247,7 +247,7 @@ class _Letterbox:
                 self._shrinker = Shrinker(self.new_w, self.new_h)
             self._shrinker.bgr(picture, self.resized)
             np.copyto(self.region, self.resized)
-        elif (self.new_w, self.new_h) == self.src:
+        elif (self.new_w, self.new_h) == (picture.shape[1], picture.shape[0]):
             np.copyto(self.region, picture)
         else:
             cv2.resize(picture, (self.new_w, self.new_h), dst=self.resized,
@@ -362,10 +362,13 @@ class Preparer:
             self._letterbox = _Letterbox(*frame_size, *model.input_size)
         self._spare = [np.empty_like(self._writer.buffer) for _ in range(spares)]
 
-    def prepare(self, picture: npt.NDArray[np.uint8] | Yuv, keep: bool = True) -> Prepared:
+    def prepare(self, picture: npt.NDArray[np.uint8] | Yuv, keep: bool = True,
+                frame_size: tuple[int, int] | None = None) -> Prepared:
         """The input for one frame of any size: BGR uint8, or a camera's YUV buffer (turned
-        into colour at the model's size, not the frame's). keep=False reuses one buffer
-        (the tensor is valid until the next call)."""
+        into colour at the model's size, not the frame's). `frame_size` is the (width,
+        height) of the frame when the picture is a scaled-down decode of all of it: boxes
+        come back in the frame's pixels. keep=False reuses one buffer (the tensor is valid
+        until the next call)."""
         start = time.perf_counter()
         if isinstance(picture, Yuv):
             src_w, src_h = picture.size
@@ -374,9 +377,7 @@ class Preparer:
                 f"expected a BGR uint8 frame [H, W, 3], got {picture.dtype} {picture.shape}")
         else:
             src_h, src_w = picture.shape[:2]
-        box = self._letterbox
-        if box is None or box.src != (src_w, src_h):
-            box = self._letterbox = _Letterbox(src_w, src_h, *self.model.input_size)
+        box = self._box_for(frame_size or (src_w, src_h))
         writer = self._writer
         out = None
         if keep:
@@ -384,6 +385,18 @@ class Preparer:
         tensor = writer.write(box.fill(picture), out)
         return Prepared(tensor, box, self.model, (time.perf_counter() - start) * 1000.0,
                         self if keep else None)
+
+    def fit(self, frame_size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) a frame of frame_size takes in the model's input: a picture of
+        it at least this large loses nothing to the letterbox."""
+        box = self._box_for(frame_size)
+        return box.new_w, box.new_h
+
+    def _box_for(self, frame_size: tuple[int, int]) -> _Letterbox:
+        box = self._letterbox
+        if box is None or box.src != frame_size:
+            box = self._letterbox = _Letterbox(*frame_size, *self.model.input_size)
+        return box
 
     def recycle(self, tensor: npt.NDArray[Any]) -> None:
         """A tensor from ``prepare`` that nothing reads any more (list.append is atomic).

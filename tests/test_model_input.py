@@ -1,8 +1,10 @@
-"""A camera's NV12 or YUYV buffer made into the model's input at the model's size.
+"""A camera's frame made into the model's input without decoding all of it in colour.
 
-The buffers are what a camera would hand over (OpenCV's own cvtColor from a photo); the
-reference is what the daemon did before: the whole buffer converted to BGR, then resized.
-The model is the bundled BlazeFace on scikit-image's photos.
+NV12 and YUYV buffers are converted at the model's size; MJPEG is decoded at the smallest
+DCT scale that fills the model's input. The buffers are what a camera would hand over
+(OpenCV's own cvtColor and imencode from a photo); the reference is what the daemon did
+before: the whole frame in colour, then resized. The model is the bundled BlazeFace on
+scikit-image's photos.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import ASTRONAUT_FACE, skimage_image
-from wattgate.drivers.camera import Frame, frame_from_nv12, frame_from_yuyv, raw_from_bgr
+from wattgate.daemon.pipeline import prepare_frame
+from wattgate.drivers.camera import (
+    Frame,
+    frame_from_mjpeg,
+    frame_from_nv12,
+    frame_from_yuyv,
+    raw_from_bgr,
+)
 from wattgate.drivers.inference import Model
 from wattgate.drivers.yuv import BGR_CODES, Shrinker, Yuv
 
@@ -101,18 +110,59 @@ def test_a_camera_frame_reaches_the_model_without_a_full_colour_decode() -> None
     bgr = cv2.resize(skimage_image("astronaut.png"), (640, 480))
     for frame in (frame_from_nv12(raw_from_bgr(bgr, "NV12"), 0, 0.0, 0.0),
                   frame_from_yuyv(raw_from_bgr(bgr, "YUYV"), 0, 0.0, 0.0)):
-        assert isinstance(frame.picture(), Yuv)
+        assert isinstance(frame.picture((128, 128)), Yuv)
         assert frame.color().shape == (480, 640, 3)
+        prepared = prepare_frame(Model.load(None).preparer((640, 480)), without_decode(frame))
+        assert prepared.tensor.shape == (1, 128, 128, 3)
+    assert Frame(0, 0.0, 0.0, bgr).picture((128, 128)) is bgr
 
+
+def without_decode(frame: Frame) -> Frame:
+    """frame, with a full colour decode that fails the test if anything asks for it."""
     def no_decode() -> Image:
-        raise AssertionError("the whole frame was decoded")
+        raise AssertionError(f"frame {frame.index} was decoded whole")
 
-    frame = frame_from_nv12(raw_from_bgr(bgr, "NV12"), 0, 0.0, 0.0)
-    frame = Frame(frame.index, frame.ts, frame.mono, None, luma=frame.luma, decode=no_decode,
-                  size=frame.size, yuv=frame.yuv)
-    prepared = Model.load(None).preparer((640, 480)).prepare(frame.picture())
-    assert prepared.tensor.shape == (1, 128, 128, 3)
-    assert Frame(0, 0.0, 0.0, bgr).picture() is bgr
+    return Frame(frame.index, frame.ts, frame.mono, None, luma=frame.luma, decode=no_decode,
+                 size=frame.size, yuv=frame.yuv, jpeg=frame.jpeg)
+
+
+def mjpeg_frame(bgr: Image) -> Frame:
+    frame = frame_from_mjpeg(raw_from_bgr(bgr, "MJPG"), 0, 0.0, 0.0, (0, 0), 4)
+    assert frame is not None
+    return frame
+
+
+@pytest.mark.parametrize(("fit", "decoded"), [
+    ((128, 72), (240, 135)),     # BlazeFace's 128x128: an eighth
+    ((300, 169), (480, 270)),    # a 300x300 SSD: a quarter
+    ((640, 360), (960, 540)),    # YOLOv8 at 640: a half
+    ((1000, 563), (1920, 1080)),  # more than a half: the whole frame
+])
+def test_an_mjpeg_frame_is_decoded_at_the_smallest_scale_that_fills_the_model(
+        fit: tuple[int, int], decoded: tuple[int, int]) -> None:
+    bgr = cv2.resize(skimage_image("astronaut.png"), (1920, 1080))
+    frame = mjpeg_frame(bgr)
+    picture = frame.picture(fit)
+    assert not isinstance(picture, Yuv)
+    assert (picture.shape[1], picture.shape[0]) == decoded
+    assert frame.full_size == (1920, 1080)
+    whole = cv2.resize(frame.color(), decoded, interpolation=cv2.INTER_AREA)
+    assert mean_abs(picture, whole) < 4.0
+
+
+@pytest.mark.parametrize("size", [(1280, 720), (1920, 1080), (1366, 768)])
+def test_the_model_sees_the_face_in_a_reduced_mjpeg_decode_where_it_sees_it_whole(
+        blazeface: Model, size: tuple[int, int]) -> None:
+    """Boxes come back in the frame's pixels, not the reduced decode's (1366 is not a
+    multiple of 8: the decode rounds up). libjpeg's scaled decode averages the pixels a
+    linear resize of the whole frame skips, so the face scores at least as well."""
+    frame = mjpeg_frame(cv2.resize(skimage_image("astronaut.png"), size))
+    preparer = blazeface.preparer(size)
+    assert preparer.fit(size) == (128, round(128 * size[1] / size[0]))
+    (face,) = blazeface.run(prepare_frame(preparer, without_decode(frame))).detections
+    (reference,) = blazeface.infer(frame.color()).detections
+    assert np.allclose(face.box, reference.box, atol=0.015 * size[0]), (face, reference)
+    assert face.score > reference.score - 0.02
 
 
 def test_a_buffer_whose_size_changes_gets_a_letterbox_of_its_own(blazeface: Model) -> None:
