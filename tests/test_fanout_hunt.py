@@ -5,6 +5,7 @@ daemon (or a real Server on a real socket where the daemon's start-up is the sub
 from __future__ import annotations
 
 import fcntl
+import json
 import select
 import socket
 import struct
@@ -13,6 +14,9 @@ import time
 from typing import Callable
 
 from tests.conftest import DaemonProcess
+from tests.test_daemon import wait_status
+from tests.test_socket import RawClient
+from wattgate.daemon.server import FLOOD_GRACE_S
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -65,4 +69,40 @@ def test_a_closing_client_that_never_reads_its_last_answers_is_cut_off(
         assert hung_up(sock, 60.0), "the daemon kept a connection that does not read"
     with daemon.connect() as client:
         assert client.request("status")["clients"] == 1
+    assert daemon.stop() == 0
+
+
+def test_a_subscriber_behind_on_results_that_asks_once_is_not_taken_for_a_flood(
+    start_daemon: StartDaemon,
+) -> None:
+    """Results waiting for a slow subscriber are dropped and counted, never held against
+    it: the flood rule is about its answers (docs/protocol.md). A subscriber with a long
+    queue falls behind, reads up to the overflow notice (the daemon then hands it the whole
+    queue at once), asks one status and reads nothing for longer than the flood grace. It
+    must still get its answer; it was cut off as a request flood because the results
+    waiting for it were counted as unread answers."""
+    daemon = start_daemon(
+        gate={"enabled": False}, camera={"realtime": False}, daemon={"client_queue": 4096}
+    )
+    watcher = daemon.connect()
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    raw.send(b'{"cmd":"subscribe","topics":["results"],"id":1}\n')
+    start = watcher.request("status")["pipeline"]["inferred"]
+    # Stalled until the queue has overflowed: the kernel's buffer (~200 KB), the
+    # transport's 64 KiB and 4096 queued results are less than 6000 results.
+    wait_status(watcher, lambda s: s["pipeline"]["inferred"] > start + 6000, timeout=120)
+    while raw.read()["class"] != "overflow":
+        pass
+    raw.send(b'{"cmd":"status","id":"mine"}\n')
+    time.sleep(2 * FLOOD_GRACE_S)  # reading nothing: long enough to be cut off, if it were
+    while True:
+        line = raw.file.readline()
+        assert line.endswith(b"\n"), f"cut off: {daemon.log()[-300:]}"
+        message = json.loads(line)
+        if message.get("id") == "mine":
+            break
+    assert message["class"] == "status"
+    raw.close()
+    watcher.close()
     assert daemon.stop() == 0

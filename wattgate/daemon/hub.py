@@ -128,9 +128,13 @@ class ClientSession:
         self._wake.set()
 
     def unsent(self) -> int:
-        """Bytes waiting in the daemon for the peer: queued replies and what the transport
-        holds (the writer moves replies there whole). Grows only if the peer stops reading."""
-        return self._reply_bytes + self.writer.transport.get_write_buffer_size()
+        """Bytes of replies waiting in the daemon for the peer that the transport has not
+        taken. Grows only if the peer stops reading: the writer hands every queued reply
+        over as soon as the transport drains below its low-water mark, so the replies in
+        the transport are at most one such batch. What the transport holds is not counted:
+        much of it can be results, which a slow subscriber may leave unread (they are
+        dropped and counted), and which must not make it look like a request flood."""
+        return self._reply_bytes
 
     async def caught_up(self, below: int, timeout: float) -> bool:
         """Whether the peer reads until fewer than `below` bytes wait for it within timeout:
