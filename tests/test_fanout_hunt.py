@@ -9,8 +9,10 @@ import json
 import select
 import socket
 import struct
+import sys
 import termios
 import time
+from pathlib import Path
 from typing import Callable
 
 from tests.conftest import DaemonProcess
@@ -19,6 +21,22 @@ from tests.test_socket import RawClient
 from wattgate.daemon.server import FLOOD_GRACE_S
 
 StartDaemon = Callable[..., DaemonProcess]
+
+# A daemon whose model loads only once the file named by its first argument exists: it
+# listens, but is not ready, for as long as a test wants.
+MODEL_LOADS_ON_CUE = """
+import sys, time
+from pathlib import Path
+import wattgate.daemon.app as app
+cue, real_load = Path(sys.argv[1]), app.load_model
+def load_model(cfg):
+    while not cue.exists():
+        time.sleep(0.02)
+    return real_load(cfg)
+app.load_model = load_model
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[2]]))
+"""
 
 
 def queued_for(sock: socket.socket) -> int:
@@ -105,4 +123,37 @@ def test_a_subscriber_behind_on_results_that_asks_once_is_not_taken_for_a_flood(
     assert message["class"] == "status"
     raw.close()
     watcher.close()
+    assert daemon.stop() == 0
+
+
+def test_clients_that_left_while_the_model_loaded_do_not_hold_their_slots(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """Until the daemon is ready a connection waits for its hello and is not read, so a
+    client that gave up meanwhile (a connect timeout shorter than the model's load) was
+    not noticed and kept its place among daemon.max_clients: clients connecting later were
+    told busy instead of waiting. One that only closed its sending side is still there."""
+    cue = tmp_path / "load now"
+    daemon = start_daemon(
+        daemon={"max_clients": 2},
+        argv=lambda config: [sys.executable, "-c", MODEL_LOADS_ON_CUE, str(cue), str(config)],
+    )
+    deadline = time.monotonic() + 60
+    while "listening on" not in daemon.log():
+        assert time.monotonic() < deadline and daemon.proc.poll() is None, daemon.log()
+        time.sleep(0.02)
+    half = RawClient(str(daemon.socket))
+    half.sock.shutdown(socket.SHUT_WR)  # sent all it had to say: nothing
+    for _ in range(3):  # clients that gave up waiting
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as gone:
+            gone.connect(str(daemon.socket))
+    late = RawClient(str(daemon.socket))
+    late.send(b'{"cmd":"status","id":1}\n')
+    cue.write_text("")
+    assert late.read()["class"] == "hello"
+    assert late.answer()["class"] == "status"
+    assert half.read()["class"] == "hello"
+    assert half.file.readline() == b""  # then closed, having asked nothing
+    half.close()
+    late.close()
     assert daemon.stop() == 0

@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import reprlib
+import select
 import socket
 import struct
 from collections.abc import Awaitable, Mapping
@@ -214,6 +215,8 @@ class Server:
         self._owns_path = False
         self._inode = 0  # of the socket file we bound
         self._connections: set[asyncio.Task[Any]] = set()  # each connection's reader
+        # connections made before the daemon was ready, waiting for their hello unread
+        self._waiting: dict[ClientSession, asyncio.Task[Any]] = {}
         self._ready = asyncio.Event()
         self._failures: set[tuple[str, str]] = set()  # (cmd, error) already logged in full
 
@@ -259,6 +262,8 @@ class Server:
         creds = peer_creds(writer.get_extra_info("socket"))
         session = ClientSession(writer, self.cfg.client_queue, str(creds or "?"), creds)
         if len(self.hub.sessions) >= self.cfg.max_clients:
+            self._forget_departed()
+        if len(self.hub.sessions) >= self.cfg.max_clients:
             writer.write(encode(_error("busy", "too many clients; try again later")))
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.drain()
@@ -270,17 +275,36 @@ class Server:
         if task is not None:
             self._connections.add(task)
         try:
-            await self._ready.wait()
+            if not self._ready.is_set() and task is not None:
+                self._waiting[session] = task
+                try:
+                    await self._ready.wait()
+                finally:
+                    self._waiting.pop(session, None)
             session.reply(self.hello())
             await self._read_requests(reader, session)
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
-            pass  # close(): the daemon is stopping
+            pass  # close(): the daemon is stopping; or the peer left before its hello
         finally:
             self._connections.discard(task)
             self.hub.remove(session)
             session.close()
+
+    def _forget_departed(self) -> None:
+        """Free the places of clients that hung up while waiting for their hello.
+
+        Until the daemon is ready nothing is read, so a client that gave up and closed
+        (a connect timeout shorter than the model's load) is not noticed, and would keep
+        its place among max_clients until then. Looked at only when the places are all
+        taken. A client that closed only its sending side is still waiting: it is owed
+        its hello and the answers to what it sent."""
+        for session, task in list(self._waiting.items()):
+            if _hung_up(session.writer):
+                self._waiting.pop(session)
+                self.hub.remove(session)
+                task.cancel()
 
     async def _read_requests(self, reader: asyncio.StreamReader, session: ClientSession) -> None:
         while True:
@@ -345,6 +369,18 @@ class Server:
             raise ProtocolError("unknown_cmd", f"unknown cmd {echo(cmd)}; known: {known}")
         fields = await handler(session, request)
         return {"class": "reply", "cmd": cmd, **fields}
+
+
+def _hung_up(writer: asyncio.StreamWriter) -> bool:
+    """Whether the peer of a connection has closed it both ways (POLLHUP), which a peer
+    that only shut down its sending side has not."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or sock.fileno() < 0:  # the transport has closed it already
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLHUP)
+    return any(mask & (select.POLLHUP | select.POLLERR | select.POLLNVAL)
+               for _, mask in poller.poll(0))
 
 
 def _with_id(answer: Message, request: Any) -> Message:
