@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from tests.conftest import DaemonProcess, NotifyListener
 from wattgate.config import GateConfig
 from wattgate.daemon.warmup import ROWS, clip, model_frame, warm_gate
@@ -53,6 +55,14 @@ def test_the_warm_up_gate_is_small_whatever_the_configured_size() -> None:
     assert next(clip()).shape == (2 * ROWS, 2 * ROWS * 4 // 3, 3)
     assert warm_gate(GateConfig(frame_height=ROWS // 2))  # smaller settings stay as they are
     assert warm_gate(GateConfig(enabled=False)) == []
+
+
+@pytest.mark.parametrize("rows", [16, 24, 40, ROWS])
+def test_a_small_gate_is_taken_through_every_kind_of_frame_too(rows: int) -> None:
+    """A gate configured smaller than the warm-up's own size runs the same paths: on a clip
+    made at its size, gates of 16 to 40 rows never saw the lamp as lighting."""
+    reasons = {v.reason for v in warm_gate(GateConfig(frame_height=rows))}
+    assert reasons >= {"calibrating", "heartbeat", "idle", "motion", "cooldown", "lighting"}
 
 
 def test_the_warm_up_frame_has_a_face_for_the_model_to_decode() -> None:

@@ -35,11 +35,11 @@ BLOCK = 12  # side of the moving block, in pixels of the generated frames
 
 
 def clip(rows: int = ROWS) -> Iterator[Image]:
-    """BGR frames of a textured, noisy scene at twice the gate's size (so that sampling down
-    runs too), made one at a time: still frames for the calibration and a few more, a dark
-    block that crosses it and stops halfway long enough to be taken into the background,
-    still frames until that settles, then an exposure change and a lamp switched on over
-    half of it."""
+    """BGR frames of a textured, noisy scene 2 x `rows` rows high (by default twice the most
+    rows a warm-up gate has, so that sampling down runs too), made one at a time: still
+    frames for the calibration and a few more, a dark block that crosses it and stops
+    halfway long enough to be taken into the background, still frames until that settles,
+    then an exposure change and a lamp switched on over half of it."""
     height, width = 2 * rows, (2 * rows * 4) // 3
     rng = np.random.default_rng(0)
     coarse = rng.uniform(70.0, 170.0, (6, 8, 3)).astype(np.float32)
@@ -77,10 +77,12 @@ def warm_gate(cfg: GateConfig) -> list[GateVerdict]:
     if not cfg.enabled:
         return []
     small = cfg.model_copy(update={"frame_height": min(cfg.frame_height, ROWS)})
+    # The clip at the warm-up's own size whatever the gate's: made at a smaller gate's
+    # size, its lamp was too coarse for the gate to take as lighting (16 to 40 rows).
     gate = MotionGate(small)
-    verdicts = [gate.update_bgr(bgr, i / FPS) for i, bgr in enumerate(clip(small.frame_height))]
+    verdicts = [gate.update_bgr(bgr, i / FPS) for i, bgr in enumerate(clip())]
     gate = MotionGate(small)  # the first one's work images are free again for this one
-    for i, bgr in enumerate(clip(small.frame_height)):
+    for i, bgr in enumerate(clip()):
         gate.update_luma(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), i / FPS)
     return verdicts
 
