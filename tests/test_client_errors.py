@@ -75,6 +75,22 @@ def test_async_connect_to_a_full_daemon_raises_busy_like_the_sync_client(
     assert daemon.stop() == 0
 
 
+def test_cli_at_a_full_daemon_exits_75_to_say_try_again(start_daemon: StartDaemon) -> None:
+    """busy is not "no daemon" (69): a script retries a full daemon later, and gets in."""
+    daemon = start_daemon(daemon={"max_clients": 1}, **IDLE)
+    holder = daemon.connect()
+    assert_one_line(cli("status", "--socket", str(daemon.socket)), 75, "busy")
+    holder.close()
+    for _ in range(100):  # the daemon frees the slot once it has seen the close
+        run = cli("status", "--json", "--socket", str(daemon.socket))
+        if run.returncode != 75:
+            break
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["class"] == "status"
+    assert_one_line(cli("status", "--socket", str(daemon.socket) + ".none"), 69, "unavailable")
+    assert daemon.stop() == 0
+
+
 @pytest.mark.parametrize("value", NOT_JSON, ids=repr)
 def test_a_request_holding_nan_or_infinity_is_refused_before_it_is_sent(
     start_daemon: StartDaemon, value: float,

@@ -483,6 +483,18 @@ print(f.readline().decode(), end="")
 """
 
 
+# The CLI as uid:gid without supplementary groups. It is imported first: the interpreter's
+# own files may be where the user cannot read them (a venv made by root).
+CLI_AS = """\
+import os, sys
+from wattgate.cli import main
+os.setgroups([])
+os.setgid(int(sys.argv[2]))
+os.setuid(int(sys.argv[1]))
+sys.exit(main(sys.argv[3:]))
+"""
+
+
 def reload_as(socket_path: Path, uid: int, gid: int, groups: list[int]) -> dict[str, Any]:
     """Ask for a reload from a process with these ids and supplementary groups.
 
@@ -498,17 +510,17 @@ def reload_as(socket_path: Path, uid: int, gid: int, groups: list[int]) -> dict[
 
 
 @pytest.fixture
-def public_daemon(start_daemon: StartDaemon) -> Iterator[Callable[[str], DaemonProcess]]:
-    """start(admin_group) -> a daemon whose socket any uid can reach."""
+def public_daemon(start_daemon: StartDaemon) -> Iterator[Callable[..., DaemonProcess]]:
+    """start(admin_group, **sections) -> a daemon whose socket any uid can reach."""
     # pytest's tmp dirs are private to root: the socket goes where nobody can reach it.
     public = Path(tempfile.mkdtemp(prefix="wattgate-test-"))
     public.chmod(0o755)
 
-    def start(admin_group: str) -> DaemonProcess:
+    def start(admin_group: str, **sections: dict[str, Any]) -> DaemonProcess:
         daemon = start_daemon(daemon={
             "socket": str(public / "wattgate.sock"), "socket_mode": 0o666,
             "admin_group": admin_group,
-        })
+        }, **sections)
         daemon.connect().close()
         return daemon
 
@@ -534,6 +546,26 @@ def test_a_supplementary_group_the_process_holds_makes_an_admin(
     assert primary.get("reloaded") is True
     without = reload_as(daemon.socket, nobody.pw_uid, nobody.pw_gid, [])
     assert (without["class"], without["code"]) == ("error", "forbidden")
+    assert daemon.stop() == 0
+
+
+@needs_root
+def test_the_cli_pinning_a_profile_without_the_right_exits_77(
+    public_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+) -> None:
+    """EX_NOPERM, not 1: a script can tell "not allowed" from a daemon's other errors."""
+    group = spare_group()
+    root = materialize("rk3588", tmp_path / "sys")
+    daemon = public_daemon(group.gr_name, power={
+        "sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")})
+    nobody = pwd.getpwnam("nobody")
+    run = subprocess.run(
+        [sys.executable, "-c", CLI_AS, str(nobody.pw_uid), str(nobody.pw_gid), "profile",
+         "performance", "--socket", str(daemon.socket)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 77, run.stderr
+    assert run.stderr.startswith("wattgate: forbidden:") and len(run.stderr.splitlines()) == 1
     assert daemon.stop() == 0
 
 

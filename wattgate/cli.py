@@ -25,6 +25,14 @@ from wattgate.config import (
 )
 
 EXIT_UNAVAILABLE = 69
+# A client command's exit code for the daemon's error codes (sysexits.h): a script can tell
+# "no daemon" from "try again" from "not allowed" without reading stderr.
+CLIENT_EXIT_CODES = {
+    "unavailable": EXIT_UNAVAILABLE,
+    "busy": 75,  # EX_TEMPFAIL: max_clients reached; a retry later may get in
+    "timeout": 75,
+    "forbidden": 77,  # EX_NOPERM: neither root nor in daemon.admin_group
+}
 
 
 def _fail(message: str, code: int) -> int:
@@ -313,7 +321,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     except ClientError as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE if exc.code == "unavailable" else 1)
+        return _fail(str(exc), CLIENT_EXIT_CODES.get(exc.code, 1))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
