@@ -2,6 +2,11 @@
 
 Everything lives under ./run/ (socket, state, config), so the demo needs no root and
 leaves nothing elsewhere. Runs the real daemon as a child process and the real client.
+
+Ctrl-C, SIGTERM (`timeout make demo`) and SIGHUP (the terminal closed) end the demo the
+same way: the daemon is stopped with SIGTERM, so it restores the board, and the demo
+exits 128 + the signal's number without a traceback. SIGTERM and SIGHUP used to kill the
+demo at once and leave the daemon running on its own.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Optional
 
 from wattgate import boards
 from wattgate.cli import format_message, format_status
@@ -37,6 +44,41 @@ board = "{board}"
 """
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_TIMEOUT_S = 10.0  # the daemon's own stop restores the board; SIGKILL only past this
+
+
+class Interrupted(Exception):
+    """One of STOP_SIGNALS arrived: the demo stops its daemon and exits 128 + signum."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
+    raise Interrupted(signum)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the daemon and wait for it; its exit code.
+
+    The stop signals are ignored meanwhile: a second Ctrl-C must not abandon a daemon
+    that is still restoring the board. The wait is bounded, then the daemon is killed.
+    """
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> Client:
     deadline = time.monotonic() + timeout
     while True:
@@ -54,7 +96,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to watch")
     args = parser.parse_args()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    try:
+        return demo(args.seconds)
+    except Interrupted as exc:
+        print(f"demo: stopped by {exc}", file=sys.stderr, flush=True)
+        return 128 + exc.signum
 
+
+def demo(seconds: float) -> int:
+    """The demo proper; main() turns a stop signal into a clean exit."""
     run = Path("run").resolve()
     run.mkdir(exist_ok=True)
     sysfs = run / "board"
@@ -64,16 +116,18 @@ def main() -> int:
     config.write_text(DEMO_CONFIG.format(run=run, sysfs=sysfs, board=DEMO_BOARD))
     socket_path = run / "wattgate.sock"
     print(f"demo: starting the daemon with {config}", flush=True)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc: Optional[subprocess.Popen[bytes]] = None
+    code = 1
     try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         with wait_for_socket(socket_path, proc, 30.0) as client:
             print(f"demo: connected; model {client.hello['model']['name']}", flush=True)
             client.request("subscribe", topics=["results"])
             client.settimeout(0.5)
-            deadline = time.monotonic() + args.seconds
+            deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 try:
                     print(format_message(next(client.messages())), flush=True)
@@ -84,12 +138,8 @@ def main() -> int:
         print("\n--- summary ---")
         print(format_status(status))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
+        if proc is not None:
+            code = stop_daemon(proc)
     print(f"demo: daemon stopped with exit code {code}")
     return 0 if code == 0 else 1
 

@@ -1,0 +1,107 @@
+"""The simulated board and the tools around it, held to what they promise.
+
+`make demo` (wattgate/demo.py) runs as a real process in a temporary working directory,
+with its real daemon child; nothing here asserts how long anything takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# -- make demo ----------------------------------------------------------------------------
+
+
+class DemoRun:
+    """`python -m wattgate.demo` in its own directory, its output read line by line."""
+
+    def __init__(self, cwd: Path, seconds: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "wattgate.demo", "--seconds", str(seconds)],
+            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.output = b""
+
+    def wait_for(self, text: str, timeout: float = 120.0) -> None:
+        """Read until ``text`` has been printed; AssertionError with the output if not."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.output:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            chunk = os.read(fd, 65536) if ready else b""
+            if not chunk:
+                raise AssertionError(f"no {text!r}; output:\n{self.output.decode()}")
+            self.output += chunk
+
+    def daemon_pid(self) -> int:
+        """The demo's one child: the daemon."""
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def finish(self, timeout: float = 60.0) -> str:
+        """Wait for the demo to exit; everything it (and its daemon) printed."""
+        self.proc.wait(timeout)
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self.output += chunk
+        return self.output.decode(errors="replace")
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@contextlib.contextmanager
+def demo_run(cwd: Path, seconds: float = 120.0) -> Iterator[DemoRun]:
+    run = DemoRun(cwd, seconds)
+    daemons: list[int] = []
+    try:
+        run.wait_for("demo: connected")
+        daemons.append(run.daemon_pid())
+        yield run
+    finally:
+        for pid in daemons:  # never leave a daemon behind, even when the test fails
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if run.proc.poll() is None:
+            run.proc.kill()
+        run.proc.wait()
+        if run.proc.stdout is not None:
+            run.proc.stdout.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+def test_demo_stopped_by_a_signal_stops_its_daemon_and_restores_the_board(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    with demo_run(tmp_path) as run:
+        daemon = run.daemon_pid()
+        run.proc.send_signal(signum)
+        output = run.finish()
+        assert not alive(daemon), f"the daemon was left running:\n{output}"
+        assert run.proc.returncode == 128 + signum, output
+        assert "Traceback" not in output, output
+        assert f"demo: stopped by {signum.name}" in output
+        assert "restored" in output  # the daemon stopped the clean way, board restored
