@@ -105,3 +105,32 @@ def test_demo_stopped_by_a_signal_stops_its_daemon_and_restores_the_board(
         assert "Traceback" not in output, output
         assert f"demo: stopped by {signum.name}" in output
         assert "restored" in output  # the daemon stopped the clean way, board restored
+
+
+def test_a_second_demo_beside_a_running_one_refuses_and_leaves_it_alone(tmp_path: Path) -> None:
+    with demo_run(tmp_path) as first:
+        daemon = first.daemon_pid()
+        knob = tmp_path / "run/board/devices/system/cpu/cpufreq/policy0/scaling_max_freq"
+        written = knob.read_text()
+        second = subprocess.run([sys.executable, "-m", "wattgate.demo", "--seconds", "1"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert "already serves" in second.stderr and "wattgate.sock" in second.stderr
+        assert "connected" not in second.stdout  # it never showed the other daemon's results
+        assert alive(daemon)
+        assert knob.read_text() == written  # the running daemon's board was not rewritten
+        first.proc.send_signal(signal.SIGTERM)
+        first.finish()
+
+
+def test_a_stale_socket_from_a_killed_demo_does_not_stop_the_next(tmp_path: Path) -> None:
+    import socket
+
+    (tmp_path / "run").mkdir()
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(tmp_path / "run/wattgate.sock"))
+    stale.close()  # bound, never listening: what a SIGKILLed daemon leaves
+    res = subprocess.run([sys.executable, "-m", "wattgate.demo", "--seconds", "0.5"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "--- summary ---" in res.stdout

@@ -79,6 +79,18 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
             signal.signal(sig, handler)
 
 
+def refuse_if_served(path: Path) -> None:
+    """Exit when a daemon already answers on the demo's socket (a second `make demo`, or
+    one left over): the demo would rewrite the board under it and show its results."""
+    try:
+        with Client(str(path), timeout=2.0):
+            pass
+    except ClientError:
+        return
+    raise SystemExit(f"demo: a wattgate daemon already serves {path} (another `make demo`?); "
+                     "stop it first")
+
+
 def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -> Client:
     deadline = time.monotonic() + timeout
     while True:
@@ -109,12 +121,13 @@ def demo(seconds: float) -> int:
     """The demo proper; main() turns a stop signal into a clean exit."""
     run = Path("run").resolve()
     run.mkdir(exist_ok=True)
+    socket_path = run / "wattgate.sock"
+    refuse_if_served(socket_path)
     sysfs = run / "board"
     shutil.rmtree(sysfs, ignore_errors=True)
     boards.materialize(DEMO_BOARD, sysfs)
     config = run / "demo.toml"
     config.write_text(DEMO_CONFIG.format(run=run, sysfs=sysfs, board=DEMO_BOARD))
-    socket_path = run / "wattgate.sock"
     print(f"demo: starting the daemon with {config}", flush=True)
     proc: Optional[subprocess.Popen[bytes]] = None
     code = 1
