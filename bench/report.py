@@ -111,8 +111,9 @@ def pipeline_md(r: Json) -> list[str]:
              ("wattgate Model.infer", "model"), ("daemon, realtime = false", "daemon"))
     lines = [f"### pipeline: {r['source']}, {r['model']}, {r['threads']} thread, "
              f"{r['repeats']} repeats", ""]
+    # A series without a sample is left out of both (bench/pipeline.py): shown as "–".
     lines += _table(("loop", "fps median [min–max]", "CPU ms a frame (all threads)"),
-                    ((label, _spread(fps[key], 1), _spread(cpu[key], 3))
+                    ((label, _spread(fps.get(key), 1), _spread(cpu.get(key), 3))
                      for label, key in names))
     threads = r.get("thread_cpu_ms", {}).get("daemon", {})
     lines += ["", f"daemon/bare {_f(r['daemon_vs_bare'], 3)} (CPU-bound estimate "

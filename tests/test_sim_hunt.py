@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,3 +135,39 @@ def test_a_stale_socket_from_a_killed_demo_does_not_stop_the_next(tmp_path: Path
                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "--- summary ---" in res.stdout
+
+
+# -- bench/report.py ------------------------------------------------------------------------
+
+
+def pipeline_result(**changes: Any) -> dict[str, Any]:
+    """A pipeline result as bench/pipeline.py makes it, as small as the report allows."""
+    one = {"min": 1.0, "median": 1.0, "max": 1.0, "n": 1}
+    result: dict[str, Any] = {
+        "bench": "pipeline", "source": "office 320x240 I420 AVI", "model": "m.tflite",
+        "threads": 1, "repeats": 1, "targets": [],
+        "stats_fps": {key: one for key in ("bare", "bare_prep", "model", "daemon")},
+        "cpu_ms_per_frame": {key: one for key in ("bare", "bare_prep", "model", "daemon")},
+        "thread_cpu_ms": {"daemon": {"infer": one, "capture": one, "loop": one}},
+        "daemon_vs_bare": 1.0, "cpu_bound_ratio": 1.0, "model_vs_bare": 1.0,
+        "daemon_vs_model": 1.0, "latency_samples": 0,
+        **{f"p{q}_{name}": None for q in (50, 99) for name in (
+            "added_latency_ms", "daemon_added_ms", "added_latency_ms_saturated")},
+    }
+    result.update(changes)
+    return result
+
+
+def test_pipeline_report_without_a_daemon_series_says_so() -> None:
+    """bench/pipeline.py leaves a series out of stats_fps and cpu_ms_per_frame when it has
+    no sample (a daemon window with fewer than two results); the Markdown raised KeyError,
+    after a run of minutes."""
+    from bench import report
+
+    result = pipeline_result()
+    for key in ("stats_fps", "cpu_ms_per_frame"):
+        del result[key]["daemon"]
+    result["daemon_vs_bare"] = result["daemon_vs_model"] = None
+    lines = report.pipeline_md(result)
+    row = next(line for line in lines if line.startswith("| daemon, realtime = false"))
+    assert row == "| daemon, realtime = false | – | – |"
