@@ -155,6 +155,25 @@ def test_sighup_keeps_old_config_when_new_one_is_bad(start_daemon: StartDaemon) 
     assert daemon.stop() == 0
 
 
+def test_a_sighup_while_the_daemon_loads_its_libraries_is_a_reload_not_its_end(
+    start_daemon: StartDaemon,
+) -> None:
+    """A SIGHUP's default action ends the process. Sent while `wattgate run` imports
+    OpenCV (a reload right after a start), it killed the daemon before it was up."""
+    daemon = start_daemon(gate={"heartbeat_s": 5.0})
+    maps = Path(f"/proc/{daemon.proc.pid}/maps")
+    while daemon.proc.poll() is None and "cv2" not in maps.read_text(errors="replace"):
+        time.sleep(0.001)
+    daemon.config.write_text(
+        daemon.config.read_text().replace("heartbeat_s = 5.0", "heartbeat_s = 3.0"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    with daemon.connect() as client:
+        wait_log(daemon, "reloaded")
+        assert "a SIGHUP came during start-up" in daemon.log()
+        assert client.request("status")["class"] == "status"
+    assert daemon.stop() == 0
+
+
 def test_result_numbers_go_on_across_a_reload_that_restarts_the_pipeline(
     start_daemon: StartDaemon,
 ) -> None:

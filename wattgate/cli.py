@@ -7,6 +7,7 @@ import asyncio
 import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from typing import Optional
@@ -78,6 +79,11 @@ def _positive_int(value: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # A SIGHUP's default action ends the process, and the daemon takes the signal over only
+    # once OpenCV and TFLite are loaded: one sent meanwhile (a reload right after a start)
+    # killed it. Held here until then; the daemon reloads once for it.
+    hangups: list[int] = []
+    signal.signal(signal.SIGHUP, lambda signum, _frame: hangups.append(signum))
     try:
         path = config_path(args.config)
         cfg = load_config(path)
@@ -89,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg.daemon.log_level)
     faulthandler.enable()  # the watchdog's SIGABRT then leaves every thread's stack in the log
     try:
-        return asyncio.run(Daemon(cfg, path).run())
+        return asyncio.run(Daemon(cfg, path, early_hangups=hangups).run())
     except StartupError as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except OSError as exc:

@@ -19,6 +19,7 @@ import signal
 import sqlite3
 import time
 from collections import deque
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
@@ -160,8 +161,13 @@ def filter_result(session: ClientSession, message: Message) -> Optional[Message]
 
 
 class Daemon:
-    def __init__(self, cfg: Config, config_path: Optional[Path] = None) -> None:
+    def __init__(self, cfg: Config, config_path: Optional[Path] = None,
+                 early_hangups: Sequence[int] = ()) -> None:
+        """`early_hangups` collects the SIGHUPs that came before run() took the signal
+        over (wattgate.cli holds them from its start): run() reloads once for them."""
         self.cfg = cfg
+        self._early_hangups = early_hangups
+        self._spawned: set[asyncio.Task[Any]] = set()  # reloads, model switches under way
         # the daemon settings the socket and the event log were opened with (RESTART_KEYS):
         # a reload compares against these, not the last file read, to say what still waits
         self.bound = cfg.daemon
@@ -208,7 +214,10 @@ class Daemon:
         loop = self._loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        if self._early_hangups:
+            log.info("a SIGHUP came during start-up: reloading once started")
+            self._spawn(self.reload())
         await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
         try:
@@ -529,7 +538,14 @@ class Daemon:
             variant = fields.get("variant") or None
             if (kind == "model_variant" and variant != self._variant
                     and self.pipeline is not None and self._loop is not None):
-                self._loop.create_task(self._switch_model(variant))
+                self._spawn(self._switch_model(variant))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run work on the loop, holding its task until it is done: the loop keeps only a
+        weak reference to a task, and one nothing else holds may be collected mid-way."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
 
     async def _switch_model(self, variant: Optional[str]) -> None:
         """Load a variant off the loop and hand it to the pipeline between two frames."""
