@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import importlib
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable
@@ -243,6 +244,17 @@ def run_all(quick: bool = False, repeats: Optional[int] = None,
               f"Run {summary['started']} in {summary['duration_s']:g} s"
               + (" (--quick: tiny inputs, not a measurement)" if quick else "")
               + f"; {summary['targets_met']} of {summary['targets']} targets met.", ""]
-    (out / "latest.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "latest.md").write_text(markdown(results, info, header))
+    # Both texts first: a run whose Markdown fails must not leave its JSON beside the
+    # previous run's Markdown.
+    text = markdown(results, info, header)
+    _replace(out / "latest.json", json.dumps(summary, indent=1) + "\n")
+    _replace(out / "latest.md", text)
     return summary
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed over it), so Ctrl-C
+    during the write never leaves half a latest.json for the next reader."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

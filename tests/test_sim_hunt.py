@@ -171,3 +171,25 @@ def test_pipeline_report_without_a_daemon_series_says_so() -> None:
     lines = report.pipeline_md(result)
     row = next(line for line in lines if line.startswith("| daemon, realtime = false"))
     assert row == "| daemon, realtime = false | – | – |"
+
+
+def test_run_all_replaces_neither_file_when_the_markdown_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """latest.json and latest.md describe the same run: a run whose Markdown cannot be
+    made leaves the previous pair as it was (the JSON used to be replaced first)."""
+    from bench import report
+
+    (tmp_path / "latest.json").write_text("previous json\n")
+    (tmp_path / "latest.md").write_text("previous md\n")
+
+    def broken(result: dict[str, Any]) -> list[str]:
+        raise KeyError("a key the renderer expected")
+
+    monkeypatch.setattr(report, "runner", lambda name: lambda **kw: pipeline_result())
+    monkeypatch.setitem(report.SECTIONS, "pipeline", broken)
+    with pytest.raises(KeyError):
+        report.run_all(quick=True, out=tmp_path, names=["pipeline"])
+    assert (tmp_path / "latest.json").read_text() == "previous json\n"
+    assert (tmp_path / "latest.md").read_text() == "previous md\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "latest.md"]
