@@ -215,6 +215,16 @@ def markdown(results: list[Json], info: Json, header: Optional[list[str]] = None
     return "\n".join(lines) + "\n"
 
 
+def run_one(name: str, quick: bool = False, repeats: Optional[int] = None) -> Json:
+    """One benchmark, with a line on stderr before and after: most run for minutes, and
+    stdout is kept for the result."""
+    t0 = time.monotonic()
+    print(f"bench: {name} ...", file=sys.stderr, flush=True)
+    result = runner(name)(quick=quick, repeats=repeats)
+    print(f"bench: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
 def run_all(quick: bool = False, repeats: Optional[int] = None,
             out: Optional[Path] = None, names: Iterable[str] = NAMES) -> Json:
     """Run the benchmarks in order; write latest.json and latest.md into `out`."""
@@ -224,11 +234,7 @@ def run_all(quick: bool = False, repeats: Optional[int] = None,
     started = time.time()
     results = []
     for name in names:
-        t0 = time.monotonic()
-        print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        results.append(runner(name)(quick=quick, repeats=repeats))
-        print(f"bench: {name} done in {time.monotonic() - t0:.0f} s", file=sys.stderr,
-              flush=True)
+        results.append(run_one(name, quick, repeats))
     when = datetime.datetime.fromtimestamp(started, datetime.timezone.utc)
     summary: Json = {
         "bench": "all",

@@ -193,3 +193,36 @@ def test_run_all_replaces_neither_file_when_the_markdown_fails(
     assert (tmp_path / "latest.json").read_text() == "previous json\n"
     assert (tmp_path / "latest.md").read_text() == "previous md\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "latest.md"]
+
+
+# -- wattgate bench -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_pipeline(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """bench.report's runner replaced by one that returns a pipeline result at once; the
+    keyword arguments of each call are recorded."""
+    from bench import report
+    from bench.common import machine
+
+    calls: list[dict[str, Any]] = []
+
+    def run(**kwargs: Any) -> dict[str, Any]:
+        calls.append(kwargs)
+        return pipeline_result(machine=machine())
+
+    monkeypatch.setattr(report, "runner", lambda name: run)
+    return calls
+
+
+def test_bench_one_shows_progress_on_stderr(
+    fake_pipeline: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A benchmark runs for minutes; `wattgate bench NAME` said nothing until the end."""
+    from wattgate.cli import main
+
+    assert main(["bench", "pipeline", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "bench: pipeline ..." in captured.err and "bench: pipeline done" in captured.err
+    assert captured.out.count("\n") == 1  # stdout is still the one JSON object
+    assert fake_pipeline == [{"quick": False, "repeats": None}]

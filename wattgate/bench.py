@@ -58,7 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"{summary['targets_met']} of {summary['targets']} targets met; "
                   f"wrote {target / 'latest.json'} and {target / 'latest.md'}")
         return 0
-    result: dict[str, Any] = report.runner(args.name)(quick=args.quick, repeats=args.repeats)
+    result: dict[str, Any] = report.run_one(args.name, args.quick, args.repeats)
     if args.json:
         print(json.dumps(result))
     else:
