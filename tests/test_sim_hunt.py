@@ -226,3 +226,15 @@ def test_bench_one_shows_progress_on_stderr(
     assert "bench: pipeline ..." in captured.err and "bench: pipeline done" in captured.err
     assert captured.out.count("\n") == 1  # stdout is still the one JSON object
     assert fake_pipeline == [{"quick": False, "repeats": None}]
+
+
+def test_bench_one_refuses_out_which_only_all_writes(
+    fake_pipeline: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """--out names where `all` writes latest.json and latest.md; given to one benchmark it
+    was dropped without a word, and nothing was written where it pointed."""
+    from wattgate.cli import main
+
+    with pytest.raises(SystemExit, match="--out"):
+        main(["bench", "pipeline", "--out", str(tmp_path / "results")])
+    assert fake_pipeline == []  # refused before minutes of measuring

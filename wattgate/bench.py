@@ -47,6 +47,9 @@ def _import(module: str) -> Any:
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.repeats is not None and args.repeats < 1:
         raise SystemExit("wattgate: --repeats must be at least 1")
+    if args.out is not None and args.name != "all":
+        raise SystemExit("wattgate: --out is where `bench all` writes latest.json and latest.md; "
+                         f"`bench {args.name}` writes nothing (use --json > FILE)")
     report = _import("bench.report")
     if args.name == "all":
         out = Path(args.out) if args.out else None
