@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import subprocess
@@ -238,3 +239,28 @@ def test_bench_one_refuses_out_which_only_all_writes(
     with pytest.raises(SystemExit, match="--out"):
         main(["bench", "pipeline", "--out", str(tmp_path / "results")])
     assert fake_pipeline == []  # refused before minutes of measuring
+
+
+# -- wattgate simulate ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ('{"fps": NaN, "events": []}', "fps"),  # Python's json reads NaN and Infinity
+        ('{"fps": Infinity, "events": []}', "fps"),
+        ('{"fps": 15, "events": [[40, 30]]}', "[40, 30]"),
+        ('{"fps": 15, "events": [[-5, 3]]}', "[-5, 3]"),
+    ],
+)
+def test_simulate_rejects_labels_it_cannot_score(
+    tmp_path: Path, labels: str, message: str
+) -> None:
+    """A NaN fps gave a report of NaN seconds (not JSON); an event that ends before it
+    starts, or starts before frame 0, was counted as missed by every strategy alike."""
+    from wattgate.simulate import SimulateError, video_footage
+
+    path = tmp_path / "labels.json"
+    path.write_text(labels)
+    with pytest.raises(SimulateError, match=re.escape(message)):
+        video_footage(tmp_path / "unread.avi", path)

@@ -102,8 +102,12 @@ def video_footage(video: Path, labels: Path) -> Footage:
         events = tuple((int(a), int(b)) for a, b in data["events"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SimulateError(f"labels {labels}: {exc}") from None
-    if fps <= 0:
-        raise SimulateError(f"labels {labels}: fps must be positive")
+    if not (math.isfinite(fps) and fps > 0):  # json reads NaN and Infinity
+        raise SimulateError(f"labels {labels}: fps must be a finite number above 0, got {fps}")
+    for first, last in events:
+        if first < 0 or last < first:  # no strategy could catch it: recall alike for all
+            raise SimulateError(f"labels {labels}: event [{first}, {last}] is not frames "
+                                "[first, last] with 0 <= first <= last")
     capture = cv2.VideoCapture(str(video))
     if not capture.isOpened():
         raise SimulateError(f"cannot open video {video}")
