@@ -264,3 +264,35 @@ def test_simulate_rejects_labels_it_cannot_score(
     path.write_text(labels)
     with pytest.raises(SimulateError, match=re.escape(message)):
         video_footage(tmp_path / "unread.avi", path)
+
+
+def test_simulate_a_recording_cut_short_compares_every_strategy_over_its_real_frames(
+    tmp_path: Path,
+) -> None:
+    """An AVI whose writer lost power halfway: its header still counts every frame."""
+    import cv2
+    import numpy as np
+
+    from wattgate.simulate import simulate, video_footage
+
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    header = cv2.VideoCapture(str(cut))
+    assert int(header.get(cv2.CAP_PROP_FRAME_COUNT)) == 60  # what the header claims
+    header.release()
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"fps": 15, "events": []}')
+
+    footage = video_footage(cut, labels)
+    assert 0 < footage.length == sum(1 for _ in footage.frames()) < 60
+    report = simulate("rk3588", footage, model_ms=1.0)
+    totals = {report["frames_total"], *(b["frames_total"] for b in report["baselines"].values())}
+    assert totals == {footage.length}
+    assert report["seconds"] == pytest.approx(footage.length / 15.0, abs=1e-3)

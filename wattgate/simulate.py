@@ -109,10 +109,20 @@ def video_footage(video: Path, labels: Path) -> Footage:
             raise SimulateError(f"labels {labels}: event [{first}, {last}] is not frames "
                                 "[first, last] with 0 <= first <= last")
     capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise SimulateError(f"cannot open video {video}")
-    length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    capture.release()
+    try:
+        if not capture.isOpened():
+            raise SimulateError(f"cannot open video {video}")
+        # Counted, not CAP_PROP_FRAME_COUNT: FFmpeg takes that from the container's header,
+        # which a recording cut short (power lost mid-write) overstates. The runs with the
+        # gate stopped at the last real frame and the baselines went on to the header's
+        # count, so they were compared over different lengths.
+        length = 0
+        while capture.grab():
+            length += 1
+    finally:
+        capture.release()
+    if length == 0:
+        raise SimulateError(f"video {video} has no frames")
 
     def frames() -> Iterator[Image]:
         cap = cv2.VideoCapture(str(video))
@@ -125,8 +135,6 @@ def video_footage(video: Path, labels: Path) -> Footage:
         finally:
             cap.release()
 
-    if length <= 0:
-        length = sum(1 for _ in frames())
     return Footage(f"video {video.name}", fps, length, events, frames)
 
 
