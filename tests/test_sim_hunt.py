@@ -296,3 +296,31 @@ def test_simulate_a_recording_cut_short_compares_every_strategy_over_its_real_fr
     totals = {report["frames_total"], *(b["frames_total"] for b in report["baselines"].values())}
     assert totals == {footage.length}
     assert report["seconds"] == pytest.approx(footage.length / 15.0, abs=1e-3)
+
+
+# -- the emulated kernel (simkernel) --------------------------------------------------------
+
+
+def sim_board(tmp_path: Path, name: str = "rk3588", model_ms: float = 2.0) -> tuple[Any, Path]:
+    from wattgate.boards import energy_model, materialize
+    from wattgate.drivers.sysfs import Sysfs
+    from wattgate.policies.energy import board_power
+    from wattgate.simkernel import SimBoard, WatchIO
+
+    root = materialize(name, tmp_path / "sys")
+    watch = WatchIO()
+    model = board_power(name, energy_model(name))
+    return SimBoard(Sysfs(root, watch), watch, model, model_ms), root
+
+
+def test_an_npu_suspended_at_start_costs_suspended_power_until_a_job(tmp_path: Path) -> None:
+    """The RK3588 tree starts with the NPU runtime-suspended under control=auto; the board
+    counted it powered (idle) for one autosuspend delay, as if it had just been 'on'."""
+    sim, _ = sim_board(tmp_path)
+    npu = sim.model.npu
+    dt = 1 / 15
+    for i in range(15):
+        sim.step(i, i * dt, dt, True, True, False)
+    assert sim.meter.joules.npu == pytest.approx(npu.suspended_w * 15 * dt)
+    sim.step(15, 15 * dt, dt, True, True, True)  # the first job resumes it
+    assert sim.meter.joules.npu > npu.suspended_w * 16 * dt

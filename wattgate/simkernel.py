@@ -131,6 +131,25 @@ class SimBoard:
         self._busy_until = 0.0
         self._powered: list[tuple[float, float]] = []  # NPU powered intervals under auto
         self._cpu_model_cycles = 0.0
+        if self.npu is not None:
+            self._initial_runtime_pm(self.npu)
+
+    def _initial_runtime_pm(self, npu: _Npu) -> None:
+        """Start from the tree's runtime PM state, not from "on": under "auto" an NPU that
+        reads runtime_status "suspended" stays off until its first job, and an active one
+        suspends one autosuspend delay from now."""
+        npu.control = self.fs.read_opt(f"{npu.device}/power/control") or "on"
+        if npu.control != "auto":
+            return
+        if self.fs.read_opt(f"{npu.device}/power/runtime_status") == "suspended":
+            npu.powered_until = -math.inf
+        else:
+            npu.powered_until = self._autosuspend_s(npu)
+            self._powered.append((0.0, npu.powered_until))
+
+    def _autosuspend_s(self, npu: _Npu) -> float:
+        delay = self.fs.read_int_opt(f"{npu.device}/power/autosuspend_delay_ms")
+        return max(0.0, (delay or 0) / 1000.0)
 
     # -- knobs --------------------------------------------------------------------------------
 
@@ -148,8 +167,7 @@ class SimBoard:
             npu.lo = fs.read_int_opt(f"{npu.dev}/min_freq") or (npu.table[0] if npu.table else 0)
             npu.hi = fs.read_int_opt(f"{npu.dev}/max_freq") or (npu.table[-1] if npu.table else 0)
         control = fs.read_opt(f"{npu.device}/power/control") or "on"
-        delay = fs.read_int_opt(f"{npu.device}/power/autosuspend_delay_ms")
-        npu.autosuspend_s = max(0.0, (delay or 0) / 1000.0)
+        npu.autosuspend_s = self._autosuspend_s(npu)
         if control != npu.control:
             if control == "auto":  # pm_runtime_allow: idle from the last job, or from now
                 npu.powered_until = max(now, self._busy_until) + npu.autosuspend_s
