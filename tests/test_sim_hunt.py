@@ -324,3 +324,18 @@ def test_an_npu_suspended_at_start_costs_suspended_power_until_a_job(tmp_path: P
     assert sim.meter.joules.npu == pytest.approx(npu.suspended_w * 15 * dt)
     sim.step(15, 15 * dt, dt, True, True, True)  # the first job resumes it
     assert sim.meter.joules.npu > npu.suspended_w * 16 * dt
+
+
+def test_a_negative_autosuspend_delay_keeps_the_npu_powered(tmp_path: Path) -> None:
+    """A negative delay prevents runtime suspend, like control=on (sysfs-devices-power);
+    the board suspended the NPU at once instead, the opposite."""
+    sim, root = sim_board(tmp_path, model_ms=10.0)
+    (root / "devices/platform/fdab0000.npu/power/autosuspend_delay_ms").write_text("-1\n")
+    dt = 1 / 15
+    sim.step(0, 0.0, dt, True, True, True)
+    for i in range(1, 20):
+        sim.step(i, i * dt, dt, True, True, False)
+    before = sim.meter.joules.npu
+    sim.step(20, 20 * dt, dt, True, True, False)
+    npu = sim.model.npu
+    assert sim.meter.joules.npu - before == pytest.approx(npu.powered_w(sim.npu.hz) * dt)

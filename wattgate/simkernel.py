@@ -138,7 +138,7 @@ class SimBoard:
         """Start from the tree's runtime PM state, not from "on": under "auto" an NPU that
         reads runtime_status "suspended" stays off until its first job, and an active one
         suspends one autosuspend delay from now."""
-        npu.control = self.fs.read_opt(f"{npu.device}/power/control") or "on"
+        npu.control = self._control(npu)
         if npu.control != "auto":
             return
         if self.fs.read_opt(f"{npu.device}/power/runtime_status") == "suspended":
@@ -146,6 +146,14 @@ class SimBoard:
         else:
             npu.powered_until = self._autosuspend_s(npu)
             self._powered.append((0.0, npu.powered_until))
+
+    def _control(self, npu: _Npu) -> str:
+        """power/control as the PM core acts on it: a negative autosuspend_delay_ms keeps
+        the device resumed like "on" (Documentation/ABI/testing/sysfs-devices-power)."""
+        delay = self.fs.read_int_opt(f"{npu.device}/power/autosuspend_delay_ms")
+        if delay is not None and delay < 0:
+            return "on"
+        return self.fs.read_opt(f"{npu.device}/power/control") or "on"
 
     def _autosuspend_s(self, npu: _Npu) -> float:
         delay = self.fs.read_int_opt(f"{npu.device}/power/autosuspend_delay_ms")
@@ -166,7 +174,7 @@ class SimBoard:
             npu.governor = fs.read_opt(f"{npu.dev}/governor") or "performance"
             npu.lo = fs.read_int_opt(f"{npu.dev}/min_freq") or (npu.table[0] if npu.table else 0)
             npu.hi = fs.read_int_opt(f"{npu.dev}/max_freq") or (npu.table[-1] if npu.table else 0)
-        control = fs.read_opt(f"{npu.device}/power/control") or "on"
+        control = self._control(npu)
         npu.autosuspend_s = self._autosuspend_s(npu)
         if control != npu.control:
             if control == "auto":  # pm_runtime_allow: idle from the last job, or from now
