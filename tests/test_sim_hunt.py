@@ -339,3 +339,83 @@ def test_a_negative_autosuspend_delay_keeps_the_npu_powered(tmp_path: Path) -> N
     sim.step(20, 20 * dt, dt, True, True, False)
     npu = sim.model.npu
     assert sim.meter.joules.npu - before == pytest.approx(npu.powered_w(sim.npu.hz) * dt)
+
+
+CPUFREQ = "devices/system/cpu/cpufreq"
+
+
+@pytest.mark.parametrize(
+    ("board", "attribute", "value", "error"),
+    [
+        ("rk3588", f"{CPUFREQ}/policy0/scaling_governor", "turbo", "AttributeInvalid"),
+        ("intel-mtl", f"{CPUFREQ}/policy0/scaling_governor", "schedutil", "AttributeInvalid"),
+        ("rk3588", f"{CPUFREQ}/policy4/scaling_max_freq", "fast", "AttributeInvalid"),
+        ("rk3588", f"{CPUFREQ}/policy4/scaling_min_freq", "-408000", "AttributeInvalid"),
+        ("rk3588", "class/devfreq/fdab0000.npu/governor", "ondemand", "AttributeInvalid"),
+        ("rk3588", "class/devfreq/fdab0000.npu/max_freq", "1GHz", "AttributeInvalid"),
+        ("rk3588", "devices/platform/fdab0000.npu/power/control", "off", "AttributeInvalid"),
+        ("rk3588", "devices/platform/fdab0000.npu/power/autosuspend_delay_ms", "0.5",
+         "AttributeInvalid"),
+        ("intel-mtl", f"{CPUFREQ}/policy0/energy_performance_preference", "eco",
+         "AttributeInvalid"),
+    ],
+)
+def test_the_simulated_kernel_refuses_what_the_kernel_refuses(
+    tmp_path: Path, board: str, attribute: str, value: str, error: str
+) -> None:
+    """`simulate` writes its board through WatchIO: a plain file took any value, so a
+    policy writing one the kernel answers EINVAL to went unnoticed and was simulated as if
+    it had worked (an unknown governor ran as ondemand)."""
+    from wattgate.boards import materialize
+    from wattgate.drivers.sysfs import Sysfs
+    from wattgate.simkernel import WatchIO
+
+    fs = Sysfs(materialize(board, tmp_path / "sys"), WatchIO())
+    before = fs.read(attribute)
+    with pytest.raises(Exception) as caught:
+        fs.write(attribute, value)
+    assert type(caught.value).__name__ == error
+    assert fs.read(attribute) == before
+
+
+def test_intel_pstate_refuses_an_epp_but_performance_under_the_performance_governor(
+    tmp_path: Path,
+) -> None:
+    from wattgate.boards import materialize
+    from wattgate.drivers.sysfs import AttributeBusy, Sysfs
+    from wattgate.simkernel import WatchIO
+
+    fs = Sysfs(materialize("intel-mtl", tmp_path / "sys"), WatchIO())
+    epp = f"{CPUFREQ}/policy0/energy_performance_preference"
+    assert fs.write(epp, "power")  # under powersave: any listed preference
+    assert fs.write(f"{CPUFREQ}/policy0/scaling_governor", "performance")
+    with pytest.raises(AttributeBusy):
+        fs.write(epp, "balance_power")
+    assert fs.write(epp, "performance")
+
+
+@pytest.mark.parametrize(
+    ("board", "attribute", "value"),
+    [
+        ("rk3588", f"{CPUFREQ}/policy4/scaling_governor", "performance"),
+        ("rk3588", f"{CPUFREQ}/policy4/scaling_max_freq", "1200000"),
+        ("rk3588", "class/devfreq/fdab0000.npu/governor", "userspace"),
+        ("rk3588", "class/devfreq/fdab0000.npu/min_freq", "300000000"),
+        ("rk3588", "devices/platform/fdab0000.npu/power/control", "on"),
+        ("rk3588", "devices/platform/fdab0000.npu/power/autosuspend_delay_ms", "-1"),
+        ("intel-mtl", f"{CPUFREQ}/policy0/energy_performance_preference", "power"),
+        ("imx8mp", "bus/platform/drivers/galcore/gpu_govern", "nominal"),
+    ],
+)
+def test_the_simulated_kernel_takes_what_the_kernel_takes(
+    tmp_path: Path, board: str, attribute: str, value: str
+) -> None:
+    from wattgate.boards import materialize
+    from wattgate.drivers.sysfs import Sysfs
+    from wattgate.simkernel import WatchIO
+
+    watch = WatchIO()
+    fs = Sysfs(materialize(board, tmp_path / "sys"), watch)
+    watch.dirty = False
+    fs.write_raw(attribute, value + "\n")
+    assert watch.dirty

@@ -22,7 +22,9 @@ policy (the big cores). Watts come from policies/energy.py.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -48,15 +50,72 @@ DEVFREQ_UP = 0.90  # simple_ondemand DFSO_UPTHRESHOLD
 DEVFREQ_DOWN = 0.05  # simple_ondemand DFSO_DOWNDIFFERENCTIAL
 
 
+RUNTIME_PM_CONTROL = ("auto", "on")
+UNSIGNED_ATTRIBUTES = ("scaling_min_freq", "scaling_max_freq", "min_freq", "max_freq")
+
+
 class WatchIO(OsIO):
-    """OS I/O that notes writes, so the board re-reads its knobs only after a change."""
+    """OS I/O that answers a store the way the kernel does, and notes the writes, so the
+    board re-reads its knobs only after a change.
+
+    A plain file takes any text, so a policy writing what the kernel refuses would be
+    simulated as if it had worked. The kernel's answers (EINVAL, EBUSY) are given here
+    for the attributes the board plays, and the file is left as it was.
+    """
 
     def __init__(self) -> None:
         self.dirty = True
 
     def write_text(self, path: Path, data: str) -> None:
+        if os.path.lexists(path):  # a missing attribute stays the OS's ENOENT
+            refused = self.refusal(path, data)
+            if refused is not None:
+                err, why = refused
+                raise OSError(err, f"{os.strerror(err)} ({why})", str(path))
         super().write_text(path, data)
         self.dirty = True
+
+    def _words(self, path: Path) -> tuple[str, ...]:
+        try:
+            return tuple(self.read_text(path).split())
+        except OSError:
+            return ()
+
+    def refusal(self, path: Path, data: str) -> Optional[tuple[int, str]]:
+        """(errno, why) when the kernel's store() would refuse ``data``, else None."""
+        name, parent, value = path.name, path.parent, data.strip()
+        if name == "scaling_governor":  # cpufreq.c store_scaling_governor
+            choices = self._words(parent / "scaling_available_governors")
+            if value not in choices:
+                return errno.EINVAL, f"{value!r} not in scaling_available_governors"
+        elif name == "governor" and os.path.exists(parent / "available_governors"):
+            if value not in self._words(parent / "available_governors"):  # devfreq.c
+                return errno.EINVAL, f"{value!r} not in available_governors"
+        elif name in UNSIGNED_ATTRIBUTES and not value.isdigit():  # sscanf("%u"), ("%lu")
+            return errno.EINVAL, f"{value!r} is not an unsigned integer"
+        elif name == "control" and parent.name == "power":
+            if data.rstrip("\n") not in RUNTIME_PM_CONTROL:  # runtime.c control_store
+                return errno.EINVAL, f"{value!r} is not auto or on"
+        elif name == "autosuspend_delay_ms" and parent.name == "power":
+            if not value.lstrip("+-").isdigit():  # kstrtol
+                return errno.EINVAL, f"{value!r} is not an integer"
+        elif name == "energy_performance_preference":
+            return self._epp_refusal(parent, value)
+        return None
+
+    def _epp_refusal(self, policy: Path, value: str) -> Optional[tuple[int, str]]:
+        """intel_pstate's store: a listed preference or a raw 0..255 HWP value; under the
+        performance governor anything but performance is EBUSY
+        (intel_pstate_set_energy_pref_index)."""
+        raw = value.isdigit() and int(value) <= 255
+        choices = self._words(policy / "energy_performance_available_preferences")
+        if not raw and value not in choices:
+            return errno.EINVAL, f"{value!r} not in energy_performance_available_preferences"
+        performance = value == "performance" or (raw and int(value) == 0)
+        if (not performance and self._words(policy / "scaling_driver") == ("intel_pstate",)
+                and self._words(policy / "scaling_governor") == ("performance",)):
+            return errno.EBUSY, "intel_pstate holds EPP at performance under that governor"
+        return None
 
 
 def _snap_up(freq: float, table: tuple[int, ...], lo: int, hi: int) -> int:
