@@ -17,6 +17,7 @@ from tests.conftest import tree_snapshot
 from tests.fixtures.boards import FaultyIO, materialize
 from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, JournalError, SysfsJournal
 from wattgate.drivers.sysfs import Sysfs
+from wattgate.simkernel import WatchIO
 
 CPUFREQ = "devices/system/cpu/cpufreq"
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,27 @@ def test_failed_restore_is_logged_and_does_not_stop_the_others(
     assert later.restore_pending().restored == [busy]
     assert not later.path.exists()
     assert fs.read(busy) == "rknpu_ondemand"
+
+
+def test_an_original_the_kernel_takes_only_after_another_is_restored_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The performance profile on intel_pstate sets the governor, then the EPP. Last first,
+    the EPP came back while the governor was still performance, which intel_pstate refuses
+    (EBUSY): every policy's EPP was left at performance with an error each. The simulated
+    kernel answers as intel_pstate does."""
+    root = materialize("intel-mtl", tmp_path / "sys")
+    before = tree_snapshot(root)
+    fs = Sysfs(root, WatchIO())
+    writer = JournaledWriter(SysfsJournal(tmp_path / "state", fs))
+    for policy in ("policy0", "policy1"):
+        writer.write(f"{CPUFREQ}/{policy}/scaling_governor", "performance")
+        writer.write(f"{CPUFREQ}/{policy}/energy_performance_preference", "performance")
+    report = writer.journal.restore()
+    assert report.ok, report.failed
+    assert len(report.restored) == 4 and "cannot restore" not in caplog.text
+    assert tree_snapshot(root) == before
+    assert not writer.journal.path.exists()
 
 
 def test_restore_pending_after_a_crash_in_process(tmp_path: Path) -> None:

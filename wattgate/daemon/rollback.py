@@ -271,28 +271,40 @@ class SysfsJournal:
     def restore(self) -> RestoreReport:
         """Write every original back, last first; drop the journal.
 
-        An attribute that fails for a reason that may pass (busy, denied) stays in
-        the journal so the next start tries again; one that vanished is dropped.
+        The kernel refuses some values until another attribute is back: intel_pstate
+        takes no EPP but performance while the governor is performance (EBUSY), and a
+        scaling_min_freq above the current scaling_max_freq is EINVAL. The profile wrote
+        them in the order that works forward, so last first is not always the order that
+        works backward: what is refused is tried again after the others, as long as a
+        round gives something back. An attribute that still fails for a reason that may
+        pass (busy, denied) stays in the journal so the next start tries again; one that
+        vanished is dropped.
         """
         with self._lock:
             report = RestoreReport()
             fs = self.fs if str(self.fs.root) == self._root else Sysfs(self._root, self.fs.io)
+            refused: dict[str, str] = {}  # attribute -> why, for the last round's refusals
+            waiting = list(reversed(list(self._entries)))
+            while waiting:
+                refused = {}
+                for attribute in waiting:
+                    try:
+                        if fs.read_raw(attribute) == self._entries[attribute]:
+                            report.unchanged.append(attribute)
+                        else:
+                            fs.write_raw(attribute, self._entries[attribute])
+                            report.restored.append(attribute)
+                    except AttributeMissing as exc:
+                        report.failed[attribute] = str(exc)
+                        log.error("cannot restore %s: %s", attribute, exc)
+                    except (SysfsError, OSError) as exc:
+                        refused[attribute] = str(exc)
+                waiting = [] if len(refused) == len(waiting) else list(refused)
             kept: dict[str, str] = {}
-            for attribute in reversed(list(self._entries)):
-                original = self._entries[attribute]
-                try:
-                    if fs.read_raw(attribute) == original:
-                        report.unchanged.append(attribute)
-                        continue
-                    fs.write_raw(attribute, original)
-                    report.restored.append(attribute)
-                except AttributeMissing as exc:
-                    report.failed[attribute] = str(exc)
-                    log.error("cannot restore %s: %s", attribute, exc)
-                except (SysfsError, OSError) as exc:
-                    report.failed[attribute] = str(exc)
-                    kept[attribute] = original
-                    log.error("cannot restore %s: %s", attribute, exc)
+            for attribute, why in refused.items():
+                report.failed[attribute] = why
+                kept[attribute] = self._entries[attribute]
+                log.error("cannot restore %s: %s", attribute, why)
             self._entries = dict(reversed(list(kept.items())))
             try:
                 if self._entries:
