@@ -78,7 +78,6 @@ from wattgate.drivers.camera import (
 )
 from wattgate.drivers.inference import Model, default_model_path
 from wattgate.drivers.synthetic import make_scene
-from wattgate.drivers.yuv import BGR_CODES
 
 WIDTH, HEIGHT, FPS = 640, 480, 30.0
 SCENE, FIRST_S, SECONDS = "person", 3.0, 3.0
@@ -220,7 +219,7 @@ def camera_frame(bgr: Any, layout: str) -> Frame:
 def _whole_colour(frame: Frame) -> Any:
     """The frame decoded in colour anew (Frame.color keeps its first decode)."""
     if frame.yuv is not None:
-        return cv2.cvtColor(frame.yuv.raw, BGR_CODES[frame.yuv.layout])
+        return frame.yuv.bgr()
     assert frame.jpeg is not None
     return cv2.imdecode(frame.jpeg, cv2.IMREAD_COLOR)
 

@@ -237,19 +237,17 @@ def frame_from_capture(data: Image, index: int, ts: float, mono: float) -> Optio
 
 def frame_from_yuyv(raw: Image, index: int, ts: float, mono: float) -> Frame:
     """A frame from a height x width x 2 YUYV buffer: its Y plane as is (a strided view)."""
-    height, width = raw.shape[:2]
-    decode = _Once(lambda: cv2.cvtColor(raw, cv2.COLOR_YUV2BGR_YUYV), f"YUYV frame {index}")
-    return Frame(index, ts, mono, None, luma=raw[:, :, 0], decode=decode, size=(width, height),
-                 yuv=Yuv("YUYV", raw))
+    yuv = Yuv("YUYV", raw)
+    return Frame(index, ts, mono, None, luma=raw[:, :, 0],
+                 decode=_Once(yuv.bgr, f"YUYV frame {index}"), size=yuv.size, yuv=yuv)
 
 
 def frame_from_nv12(raw: Image, index: int, ts: float, mono: float) -> Frame:
     """A frame from an NV12 buffer (height*3/2 rows): the Y plane is its top two thirds."""
     plane = raw.reshape(raw.shape[0], raw.shape[1])
-    height, width = plane.shape[0] * 2 // 3, plane.shape[1]
-    decode = _Once(lambda: cv2.cvtColor(plane, cv2.COLOR_YUV2BGR_NV12), f"NV12 frame {index}")
-    return Frame(index, ts, mono, None, luma=plane[:height], decode=decode, size=(width, height),
-                 yuv=Yuv("NV12", plane))
+    yuv = Yuv("NV12", plane)
+    return Frame(index, ts, mono, None, luma=plane[:yuv.size[1]],
+                 decode=_Once(yuv.bgr, f"NV12 frame {index}"), size=yuv.size, yuv=yuv)
 
 
 def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:

@@ -12,7 +12,7 @@ frame that reaches the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import cv2
 import numpy as np
@@ -37,6 +37,14 @@ class Yuv:
         """(width, height) of the picture."""
         rows = self.raw.shape[0] * 2 // 3 if self.layout == "NV12" else self.raw.shape[0]
         return self.raw.shape[1], rows
+
+    def bgr(self, out: Optional[Image] = None) -> Image:
+        """The whole picture in colour: OpenCV's conversion of the whole buffer (into out,
+        height x width x 3, if given)."""
+        width, height = self.size
+        shape = (height * 3 // 2, width) if self.layout == "NV12" else (height, width, 2)
+        raw = np.ascontiguousarray(self.raw).reshape(shape)
+        return cv2.cvtColor(raw, BGR_CODES[self.layout], dst=out)
 
 
 class Shrinker:
@@ -65,10 +73,10 @@ class Shrinker:
         width, height = self.size
         src_w, src_h = yuv.size
         chroma_size = (self._chroma.shape[1], self._chroma.shape[0])
-        raw = np.ascontiguousarray(yuv.raw)
         if (src_w, src_h) == self.size:  # nothing to shrink: the one conversion, exact
-            cv2.cvtColor(raw.reshape(self._full_shape(yuv)), BGR_CODES[yuv.layout], dst=out)
+            yuv.bgr(out)
             return
+        raw = np.ascontiguousarray(yuv.raw)
         if yuv.layout == "NV12":
             plane = raw.reshape(-1, src_w)
             cv2.resize(plane[:src_h], self.size, dst=self._scaled, interpolation=cv2.INTER_LINEAR)
@@ -86,8 +94,3 @@ class Shrinker:
             self._luma[:height, :width] = self._scaled
         cv2.cvtColor(self._nv12, cv2.COLOR_YUV2BGR_NV12, dst=self._bgr)
         np.copyto(out, self._bgr[:height, :width])
-
-    @staticmethod
-    def _full_shape(yuv: Yuv) -> tuple[int, ...]:
-        width, height = yuv.size
-        return (height * 3 // 2, width) if yuv.layout == "NV12" else (height, width, 2)
