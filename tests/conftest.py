@@ -19,10 +19,18 @@ from bench.common import NotifyListener, connect_when_ready
 from wattgate.client import Client
 from wattgate.config import load_config
 
-SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+def _skimage_data() -> Path:
+    """scikit-image's bundled data directory (a regular package: its __file__ is set)."""
+    init = __import__("skimage").__file__
+    assert init is not None
+    return Path(init).parent / "data"
 
 
-def skimage_image(name: str) -> np.ndarray:
+SKIMAGE_DATA = _skimage_data()
+
+
+def skimage_image(name: str) -> np.ndarray[Any, Any]:
     """A BGR image from scikit-image's bundled data (astronaut.png, camera.png, coffee.png)."""
     image = cv2.imread(str(SKIMAGE_DATA / name), cv2.IMREAD_COLOR)
     assert image is not None, name
@@ -76,7 +84,7 @@ def write_face_video(path: Path, fps: float = 30.0, frames: int = 120) -> FaceVi
     face = cv2.resize(skimage_image("astronaut.png")[0:200, 110:310], (200, 200))
     x, y = 380, 80
     appear = frames * 5 // 8
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (640, 480))
     assert writer.isOpened()
     for i in range(frames):
         frame = room.copy()
