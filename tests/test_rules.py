@@ -198,3 +198,25 @@ def test_carry_over_keeps_unchanged_latches_and_a_known_pin() -> None:
     gone = RuleEngine([], "balanced", ("balanced",))
     gone.carry_over(old)
     assert gone.pinned is None
+
+
+def test_an_unknown_battery_keeps_a_held_rule_and_the_last_power_source() -> None:
+    """A failed read of the fuel gauge (None) is unknown: what held stays held until a
+    reading lets go, and what did not hold does not start to."""
+    e = engine({"on_battery": True, "battery_below": 20.0, "profile": "powersave"})
+    assert e.evaluate(Readings(on_battery=True, battery_percent=15))[0].profile == "powersave"
+    for _ in range(2):
+        decision, changes = e.evaluate(Readings())
+        assert decision.profile == "powersave" and changes == []
+        assert "battery unknown (held)" in decision.reason
+        assert "power source unknown" in decision.reason
+    decision, changes = e.evaluate(Readings(on_battery=True, battery_percent=30))
+    assert decision.profile == "balanced" and [c.held for c in changes] == [False]
+    assert e.evaluate(Readings())[0].profile == "balanced"
+    # the source last read was mains: unknown now does not make it a battery
+    mains = engine({"on_battery": True, "profile": "powersave"})
+    mains.evaluate(Readings(on_battery=False))
+    assert mains.evaluate(Readings())[0].profile == "balanced"
+    moved = engine({"on_battery": False, "profile": "performance"})
+    moved.carry_over(mains)
+    assert moved.evaluate(Readings())[0].profile == "performance"

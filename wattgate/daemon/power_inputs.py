@@ -4,10 +4,15 @@ current clocks and CPU utilisation.
 Read outside the controller's lock, since sysfs reads can block in a driver; the result is
 plain data. The meter and CPU counters are differences between two ticks, so the reader
 keeps the previous sample.
+
+A battery that was seen and cannot be read now (its node gone, an attribute failing) is
+shown as such: ``battery`` keeps its name with an ``error``, logged once when it starts and
+once when it ends, and its readings are None (unknown) for the rules to hold on.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -18,6 +23,8 @@ from wattgate.drivers.supply import Supply, discover_supplies, on_battery
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.drivers.thermal import discover_zones
 from wattgate.policies.rules import Readings
+
+log = logging.getLogger("wattgate.power")
 
 INPUT_RAILS = ("VDD_IN", "VIN", "IN")  # a meter rail that measures the whole board
 
@@ -52,6 +59,8 @@ class InputReader:
         self.npu_device = npu_device
         self._rapl: Optional[tuple[int, float, Optional[int]]] = None
         self._cpu_prev: Optional[Any] = None
+        self._battery_name: Optional[str] = None  # the battery last seen
+        self._battery_error: Optional[str] = None  # logged when it began
 
     def read(self, now: float) -> Inputs:
         fs = self.fs
@@ -67,11 +76,7 @@ class InputReader:
         percent = None if battery is None or battery.capacity_percent is None else float(
             battery.capacity_percent)
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
-        if battery is not None:
-            inputs.battery = {
-                "name": battery.name, "percent": battery.capacity_percent,
-                "status": battery.status, "on_battery": discharging, "watts": battery.watts,
-            }
+        inputs.battery = self._battery(supplies, battery, discharging)
         inputs.meter_w, inputs.meter_source = self._measure(now, battery, discharging)
         for path, policy in self.policies.items():
             inputs.cpu_khz[policy.name] = fs.read_int_opt(f"{path}/scaling_cur_freq")
@@ -81,6 +86,31 @@ class InputReader:
         if self.npu_device is not None:
             inputs.npu_status = fs.read_opt(f"{self.npu_device}/power/runtime_status")
         return inputs
+
+    def _battery(
+        self, supplies: list[Supply], battery: Optional[Supply], discharging: Optional[bool]
+    ) -> Optional[dict[str, Any]]:
+        """The battery for status, with an error while the one seen before cannot be read."""
+        if battery is None and self._battery_name is None:
+            return None  # no battery, ever
+        if battery is None:  # its node is gone, or even its type does not read
+            left = next((s for s in supplies if s.name == self._battery_name), None)
+            error: Optional[str] = left.error if left is not None and left.error else "gone"
+            out: dict[str, Any] = {"name": self._battery_name}
+        else:
+            self._battery_name, error = battery.name, battery.error
+            out = {"name": battery.name, "percent": battery.capacity_percent,
+                   "status": battery.status, "on_battery": discharging, "watts": battery.watts}
+        if error != self._battery_error:
+            if error is not None:
+                log.warning("battery %s cannot be read (%s): its rules keep their state until "
+                            "it reads again", out["name"], error)
+            else:
+                log.info("battery %s reads again", out["name"])
+            self._battery_error = error
+        if error is not None:
+            out["error"] = error
+        return out
 
     def _measure(
         self, now: float, battery: Optional[Supply], discharging: Optional[bool]

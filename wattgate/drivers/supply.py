@@ -3,16 +3,22 @@
 ``class/power_supply/<name>/`` (REFERENCE.md): ``type``, ``online``, ``status``,
 ``capacity`` (%), ``power_now`` (µW) or ``voltage_now`` (µV) × ``current_now``
 (µA), ``energy_now`` (µWh).
+
+An attribute the driver does not have is no reading; one it has that fails (an I2C fuel
+gauge's EIO, ENODEV while the battery is being removed) or reads as garbage is also no
+reading, and is named in ``Supply.error``: the caller must be able to tell "cannot be
+read now" from "nothing to read", since only the first is a reason to keep what it last knew.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
-from wattgate.drivers.sysfs import Sysfs
+from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
 POWER_SUPPLY = "class/power_supply"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class Supply:
     capacity_percent: Optional[int]
     watts: Optional[float]
     energy_wh: Optional[float]
+    error: Optional[str] = None  # the first of type/online/status/capacity that failed
 
     @property
     def is_battery(self) -> bool:
@@ -33,16 +40,53 @@ class Supply:
         return asdict(self)
 
 
-def _capacity(fs: Sysfs, attribute: str) -> Optional[int]:
+# Documentation/ABI/testing/sysfs-class-power: every value ``status`` can take. Anything
+# else (a driver's garbage, bytes that are not text) is a failed read: taken as a status,
+# it told a battery-only board it was not discharging.
+STATUSES = frozenset({"Unknown", "Charging", "Discharging", "Not charging", "Full"})
+
+
+class _Reader:
+    """Reads one supply's attributes, remembering the first that exists and fails."""
+
+    def __init__(self, fs: Sysfs, base: str) -> None:
+        self.fs = fs
+        self.base = base
+        self.error: Optional[str] = None
+
+    def _read(self, read: Callable[[str], T], name: str) -> Optional[T]:
+        try:
+            return read(f"{self.base}/{name}")
+        except AttributeMissing:
+            return None
+        except SysfsError as exc:
+            self.error = self.error or str(exc)
+            return None
+
+    def text(self, name: str) -> Optional[str]:
+        return self._read(self.fs.read, name)
+
+    def int(self, name: str) -> Optional[int]:
+        return self._read(self.fs.read_int, name)
+
+    def status(self) -> Optional[str]:
+        text = self.text("status")
+        if text is None or text in STATUSES:
+            return text
+        self.error = self.error or f"status: not a power_supply status: {text[:32]!r}"
+        return None
+
+
+def _capacity(value: Optional[int]) -> Optional[int]:
     """Percent, or None outside 0..100, the range sysfs-class-power gives it: a fuel gauge
     not calibrated yet can print -1 or 255, and -1 % held a battery_below rule on."""
-    value = fs.read_int_opt(attribute)
     return value if value is not None and 0 <= value <= 100 else None
 
 
 def read_supply(fs: Sysfs, name: str) -> Supply:
     base = f"{POWER_SUPPLY}/{name}"
-    online = fs.read_int_opt(f"{base}/online")
+    checked = _Reader(fs, base)  # what the rules depend on; a failure there is an error
+    online = checked.int("online")
     power_uw = fs.read_int_opt(f"{base}/power_now")
     if power_uw is None:
         uv = fs.read_int_opt(f"{base}/voltage_now")
@@ -53,12 +97,13 @@ def read_supply(fs: Sysfs, name: str) -> Supply:
     energy = fs.read_int_opt(f"{base}/energy_now")
     return Supply(
         name=name,
-        type=fs.read_opt(f"{base}/type"),
+        type=checked.text("type"),
         online=None if online is None else online != 0,
-        status=fs.read_opt(f"{base}/status"),
-        capacity_percent=_capacity(fs, f"{base}/capacity"),
+        status=checked.status(),
+        capacity_percent=_capacity(checked.int("capacity")),
         watts=watts,
         energy_wh=None if energy is None else energy / 1e6,
+        error=checked.error,
     )
 
 

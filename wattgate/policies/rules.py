@@ -7,12 +7,17 @@ In order of precedence:
 3. ``power.profile``.
 
 Conditions: running on battery or on mains, battery capacity below N %, a thermal zone
-above a temperature, ambient light below or above a level. Temperature and light latch
-with hysteresis, so a zone hovering at its trip does not flip the profile every second
-(the kernel's trip points carry a hysteresis for the same reason:
+above a temperature, ambient light below or above a level. Temperature, light and battery
+capacity latch with hysteresis, so a zone hovering at its trip does not flip the profile
+every second (the kernel's trip points carry a hysteresis for the same reason:
 ``trip_point_K_hyst``, Documentation/driver-api/thermal/sysfs-api.rst). Every rule's
 latches are updated on every evaluation, also those of rules below the one that wins, so a
 rule's state never depends on which rules come before it.
+
+A reading that is missing (None) is unknown, not a reading that lets go: a held latch stays
+held until a reading says otherwise, and the power source is taken as the last one known.
+An I2C fuel gauge answering EIO for one poll, or a battery node that vanishes for a moment,
+must not lift a low-battery cap and put it back a second later.
 
 Pure: readings in, a decision out; the caller reads sysfs and owns the clock.
 """
@@ -87,6 +92,7 @@ class RuleEngine:
         self._hot_zone: list[Optional[str]] = [None] * len(self.rules)  # the zone that held it
         self._light = [False] * len(self.rules)
         self._low = [False] * len(self.rules)
+        self._on_battery: Optional[bool] = None  # the last power source read
 
     # -- pin -----------------------------------------------------------------------------
 
@@ -118,6 +124,7 @@ class RuleEngine:
             r.battery_below: old._low[i] for i, r in enumerate(old.rules)
             if r.battery_below is not None
         }
+        self._on_battery = old._on_battery
         for i, rule in enumerate(self.rules):
             self._hot[i], self._hot_zone[i] = hot.get(_thermal_key(rule), (False, None))
             self._light[i] = light.get(_light_key(rule), False)
@@ -173,9 +180,8 @@ class RuleEngine:
 
     def _battery_low(self, i: int, rule: RuleConfig, percent: Optional[float]) -> Optional[str]:
         assert rule.battery_below is not None
-        if percent is None:
-            self._low[i] = False
-            return None
+        if percent is None:  # unknown: a held rule stays held until a reading lets it go
+            return "battery unknown (held)" if self._low[i] else None
         limit = rule.battery_below
         if self._low[i]:  # at most 100 %: a full battery always releases (battery_below 99)
             limit = min(100.0, limit + BATTERY_HYSTERESIS)
@@ -183,6 +189,16 @@ class RuleEngine:
         if not self._low[i]:
             return None
         return f"battery {_fmt(percent)} % below {_fmt(rule.battery_below)} %"
+
+    def _power_source(self, rule: RuleConfig, reading: Optional[bool]) -> Optional[str]:
+        """The reason text when the rule's on_battery condition holds, else None; an unknown
+        source (None) is the last one read."""
+        assert rule.on_battery is not None
+        source = reading if reading is not None else self._on_battery
+        if source is None or source != rule.on_battery:
+            return None
+        text = "on battery" if rule.on_battery else "on mains"
+        return text if reading is not None else f"{text} (power source unknown, held)"
 
     def _holds(self, i: int, rule: RuleConfig, r: Readings) -> tuple[bool, str]:
         """Whether every condition of rule i holds, and the reason text; updates latches."""
@@ -202,8 +218,9 @@ class RuleEngine:
             ok = ok and text is not None
             reasons.append(text or "")
         if rule.on_battery is not None:
-            ok = ok and r.on_battery is not None and r.on_battery == rule.on_battery
-            reasons.append("on battery" if rule.on_battery else "on mains")
+            text = self._power_source(rule, r.on_battery)
+            ok = ok and text is not None
+            reasons.append(text or "")
         reason = rule.name or " and ".join(t for t in reasons if t)
         return ok, reason
 
@@ -223,6 +240,8 @@ class RuleEngine:
                     rule=i,
                     model_variant=rule.model_variant,
                 )
+        if readings.on_battery is not None:
+            self._on_battery = readings.on_battery
         changes = self._changes(before, readings)
         if self.pinned is not None:
             return Decision(
