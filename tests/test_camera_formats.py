@@ -28,6 +28,7 @@ from wattgate.drivers.camera import (
     frame_from_yuyv,
     open_source,
     raw_from_bgr,
+    raw_picture,
     reduction_for,
 )
 from wattgate.drivers.synthetic import make_scene, score_gate
@@ -417,3 +418,96 @@ def test_a_fifo_with_a_writer_gives_its_frames(tmp_path: Path) -> None:
     finally:
         source.close()
         assert done.wait(30)
+
+
+# -- V4L2 buffers as OpenCV hands them over ------------------------------------------------------
+
+
+def one_row(buffer: np.ndarray, stride: int = 0, tail: int = 0) -> np.ndarray:
+    """A raw buffer as OpenCV's V4L2 backend returns it with CONVERT_RGB off: one row of
+    bytesused bytes (cap_v4l.cpp, retrieveFrame). `stride`: each row padded to that many
+    bytes (an ISP's bytesperline); `tail`: bytes after the picture."""
+    rows = buffer.reshape(buffer.shape[0], -1)
+    if stride:
+        padded = np.full((rows.shape[0], stride), 0xEE, np.uint8)
+        padded[:, : rows.shape[1]] = rows
+        rows = padded
+    flat = np.concatenate([rows.reshape(-1), np.full(tail, 0xEE, np.uint8)])
+    return flat.reshape(1, -1)
+
+
+@pytest.mark.parametrize("layout", ["NV12", "YUYV"])
+@pytest.mark.parametrize(("stride", "tail"), [(0, 0), (1408, 0), (0, 4096)])
+def test_a_v4l2_buffer_of_one_row_is_the_picture(layout: str, stride: int, tail: int) -> None:
+    """Tight rows, rows padded to a 64-byte aligned stride past the width, and a buffer
+    with bytes after the picture all give the camera's picture, not a 0-row one."""
+    bgr = picture()
+    whole = raw_from_bgr(bgr, layout)
+    buffer = one_row(whole, stride, tail)
+    shaped = raw_picture(buffer, layout, (640, 480))
+    assert np.array_equal(shaped, whole)
+    make = frame_from_nv12 if layout == "NV12" else frame_from_yuyv
+    frame = make(shaped, 0, 0.0, 0.0)
+    assert frame.size == (640, 480) and frame.luma is not None
+    assert frame.luma.shape == (480, 640)
+    assert mean_abs(frame.color(), bgr) < 8.0
+    verdict = MotionGate(GateConfig()).update_luma(frame.luma, 0.0, source_size=frame.size)
+    assert verdict.reason == "calibrating"
+
+
+@pytest.mark.parametrize("layout", ["NV12", "YUYV"])
+def test_a_short_v4l2_buffer_is_refused_saying_why(layout: str) -> None:
+    buffer = one_row(raw_from_bgr(picture(), layout))[:, :5000]
+    with pytest.raises(ValueError, match=f"{layout} buffer of 5000 bytes, short of the"):
+        raw_picture(buffer, layout, (640, 480))
+
+
+class V4l2Capture:
+    """Stands in for cv2.VideoCapture on a V4L2 camera, which this machine does not have:
+    it negotiates 640x480 in `fourcc` and hands over `buffers` as OpenCV's V4L2 backend
+    does with CONVERT_RGB off, one row of bytesused bytes each."""
+
+    def __init__(self, fourcc: str, buffers: list[np.ndarray]) -> None:
+        self.fourcc = cv2.VideoWriter.fourcc(*fourcc)
+        self.buffers = list(buffers)
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        values = {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480,
+                  cv2.CAP_PROP_FPS: 30, cv2.CAP_PROP_FOURCC: self.fourcc}
+        return float(values.get(prop, 0))
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def read(self) -> tuple[bool, Any]:
+        return (True, self.buffers.pop(0)) if self.buffers else (False, None)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("layout", "fmt"), [("NV12", "yuyv"), ("YUYV", "yuyv"),
+                                           ("MJPG", "mjpeg")])
+def test_a_torn_camera_buffer_is_dropped_logged_and_capture_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, layout: str, fmt: str,
+) -> None:
+    """A raw camera asked for YUYV may give NV12 (a CSI/ISP pipeline); a short buffer of
+    any format is one lost frame, not the camera's end."""
+    whole = one_row(raw_from_bgr(picture(), layout))
+    torn = whole[:, : whole.size // 3]
+    buffers = [whole, torn, torn, whole]
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *args: V4l2Capture(layout, buffers))
+    cfg = CameraConfig(source="/dev/null", format=fmt)
+    source = CaptureSource("/dev/null", cfg, kind="v4l2")
+    assert source.raw == layout
+    frames = [source.read(), source.read()]
+    assert [f.index if f else None for f in frames] == [0, 3]
+    for frame in frames:
+        assert frame is not None and frame.size == (640, 480)
+        assert mean_abs(frame.color(), picture()) < 8.0
+    assert source.corrupt == 2 and source.end_reason is None
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "frame 1 dropped" in dropped[0], dropped

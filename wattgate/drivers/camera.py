@@ -34,7 +34,7 @@ import numpy as np
 
 from wattgate.config import CameraConfig
 from wattgate.drivers import images, synthetic, v4l2
-from wattgate.drivers.yuv import Yuv
+from wattgate.drivers.yuv import Layout, Yuv
 
 log = logging.getLogger("wattgate.camera")
 
@@ -235,6 +235,35 @@ def frame_from_capture(data: Image, index: int, ts: float, mono: float) -> Optio
     return Frame(index, ts, mono, None, luma=plane, decode=decode, size=size)
 
 
+def raw_picture(data: Image, layout: Layout, size: tuple[int, int]) -> Image:
+    """A YUYV or NV12 buffer shaped as its picture: height x width x 2 (YUYV) or
+    height*3/2 x width (NV12), a view when it can be.
+
+    OpenCV's V4L2 backend hands over a raw buffer with CAP_PROP_CONVERT_RGB off as one row
+    of bytesused bytes (cap_v4l.cpp, retrieveFrame), whatever the format; taken as it
+    came, an NV12 frame was 0 rows high and the gate divided by zero on every frame, and a
+    short YUYV buffer (a torn USB transfer) raised out of read(), so the supervisor
+    reopened the camera for one bad frame. Rows padded to a wider stride (an ISP's
+    bytesperline aligned past the width) are found by the buffer being a whole number of
+    rows of that stride; any other excess is taken as padding after the picture. A buffer
+    already shaped by its backend is returned as it is.
+
+    ValueError, saying what is wrong, for a buffer shorter than the picture.
+    """
+    if data.ndim > 2 or (data.ndim == 2 and data.shape[0] > 1):
+        return data
+    width, height = size
+    rows = height if layout == "YUYV" else height * 3 // 2
+    row_bytes = 2 * width if layout == "YUYV" else width
+    flat = data.reshape(-1)
+    if width < 1 or rows < 1 or flat.size < rows * row_bytes:
+        raise ValueError(f"a {layout} buffer of {flat.size} bytes, short of the "
+                         f"{rows * row_bytes} a {width}x{height} picture takes")
+    stride = flat.size // rows if flat.size % rows == 0 else row_bytes
+    picture = flat[: rows * stride].reshape(rows, stride)[:, :row_bytes]
+    return picture.reshape(height, width, 2) if layout == "YUYV" else picture
+
+
 def frame_from_yuyv(raw: Image, index: int, ts: float, mono: float) -> Frame:
     """A frame from a height x width x 2 YUYV buffer: its Y plane as is (a strided view)."""
     yuv = Yuv("YUYV", raw)
@@ -374,6 +403,7 @@ class CaptureSource:
         self.end_reason: Optional[EndReason] = None
         self.corrupt = 0  # undecodable buffers dropped
         self._odd_layout = False  # frames of a layout frame_from_capture does not take
+        self._dropping = False  # the last buffer was dropped: the next one is not logged again
         fmt = f" {self.raw}" if self.raw else ""
         self.description = f"{target} {self.width}x{self.height}@{self.fps:g}{fmt}"
         if self.kind == "v4l2" and (self.width, self.height) != (cfg.width, cfg.height):
@@ -468,13 +498,20 @@ class CaptureSource:
             ts, mono = _now()
             index = self.position
             self.position += 1
-            frame = self._frame(data, index, ts, mono)
+            try:
+                frame = self._frame(data, index, ts, mono)
+            except ValueError as exc:  # one bad buffer: dropped, the next may be whole
+                if not self._dropping:
+                    log.warning("camera %s: frame %d dropped: %s", self.spec, index, exc)
+                self._dropping = True
+                frame = None
             if frame is not None:
+                self._dropping = False
                 return frame
             self.corrupt += 1
             corrupt += 1
             if corrupt >= MAX_CORRUPT:
-                log.warning("camera %s: %d undecodable frames in a row", self.spec, corrupt)
+                log.warning("camera %s: %d frames in a row dropped", self.spec, corrupt)
                 self.end_reason = "read failed"
                 return None
 
@@ -517,6 +554,7 @@ class CaptureSource:
         return "ended"
 
     def _frame(self, data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:
+        """The frame in what the capture gave; None or ValueError (why) to drop it."""
         raw = self.raw
         if raw is None:
             frame = frame_from_capture(data, index, ts, mono)
@@ -527,18 +565,19 @@ class CaptureSource:
             return frame
         if raw == "MJPG":
             frame = frame_from_mjpeg(data, index, ts, mono, (self.width, self.height), self.reduce)
-            if frame is not None and frame.size != (self.width, self.height):
+            if frame is None:
+                raise ValueError(f"an MJPEG buffer of {data.size} bytes that does not decode")
+            if frame.size != (self.width, self.height):
                 if self.width:  # not a stream that did not say its size before its first frame
                     log.warning("camera %s: MJPEG frames of %dx%d from frame %d on, not %dx%d",
                                 self.spec, *frame.size, index, self.width, self.height)
                 self.width, self.height = frame.size
                 self.description = f"{self.spec} {self.width}x{self.height}@{self.fps:g} MJPG"
             return frame
+        size = (self.width, self.height)
         if raw == "YUYV":
-            if data.ndim == 2 and data.size == self.width * self.height * 2:
-                data = data.reshape(self.height, self.width, 2)
-            return frame_from_yuyv(data, index, ts, mono)
-        return frame_from_nv12(data, index, ts, mono)
+            return frame_from_yuyv(raw_picture(data, "YUYV", size), index, ts, mono)
+        return frame_from_nv12(raw_picture(data, "NV12", size), index, ts, mono)
 
     def close(self) -> None:
         self._cap.release()
