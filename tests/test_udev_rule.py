@@ -1,10 +1,11 @@
-"""systemd/60-wattgate.rules grants group wattgate write on the attributes we drive."""
+"""systemd/60-wattgate.rules makes user wattgate the owner, with write, of the attributes we
+drive, and gives no group or other user write on them."""
 
 from __future__ import annotations
 
 import fnmatch
-import grp
 import os
+import pwd
 import re
 import shlex
 import stat
@@ -48,7 +49,8 @@ def test_rules_are_well_formed() -> None:
         assert "ACTION==" in line and "SUBSYSTEM==" in line and "RUN+=" in line
         run = line.split("RUN+=", 1)[1]
         assert run.startswith('"/bin/sh -c ')
-        assert "chgrp wattgate" in run and "chmod g+w" in run
+        assert "chown wattgate" in run and "chmod u+w" in run
+        assert "chgrp" not in run and "g+w" not in run  # the group is the socket's clients
         # udev treats a lone $ as a substitution: shell variables must be $$
         assert not re.search(r"(?<!\$)\$(?!\$)[a-z]", run)
         assert "chmod 0666" not in run and "o+w" not in run
@@ -59,8 +61,8 @@ def test_rules_are_well_formed() -> None:
 # udevadm cannot replay events against a fake tree, so the few match keys the rule file
 # uses are evaluated here as udev does (`==`/`!=`, `|` alternatives, shell globs; TEST
 # relative to the device's directory) and each matching RUN is executed by /bin/sh after
-# udev's own substitutions (%p, $$), with /sys pointing at the fake tree. chgrp gets a
-# group the test may give files to instead of "wattgate", which need not exist here.
+# udev's own substitutions (%p, $$), with /sys pointing at the fake tree. chown gets a
+# user the test may give files to instead of "wattgate", which need not exist here.
 
 KEYS = ("ACTION", "SUBSYSTEM", "KERNEL", "DRIVER", "TEST")
 _TOKEN = re.compile(r'([A-Z]+)(==|!=|\+=)"((?:[^"\\]|\\.)*)"')
@@ -97,20 +99,19 @@ def _glob(value: str, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(value, alt) for alt in pattern.split("|"))
 
 
-def _group() -> grp.struct_group:
-    """A group other than our own that chgrp may give files to (root: any)."""
-    mine = os.getegid()
-    if os.geteuid() == 0:
-        candidates = [g.gr_gid for g in grp.getgrall() if g.gr_gid != mine]
-    else:
-        candidates = [g for g in os.getgroups() if g != mine]
-    if not candidates:
-        pytest.skip("no second group to chgrp files to")
-    return grp.getgrgid(candidates[0])
+def _user() -> pwd.struct_passwd:
+    """A user other than ourselves that chown may give files to: only root may, as udev
+    runs the rule."""
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root, as udev has")
+    others = [u for u in pwd.getpwall() if u.pw_uid != 0]
+    if not others:
+        pytest.skip("no user other than root to give files to")
+    return next((u for u in others if u.pw_name == "nobody"), others[0])
 
 
 def replay(root: Path, events: list[Event]) -> None:
-    group = _group().gr_name
+    user = _user().pw_name
     for ev in events:
         values = {"ACTION": ev.action, "SUBSYSTEM": ev.subsystem, "KERNEL": ev.kernel,
                   "DRIVER": ev.driver}
@@ -126,18 +127,20 @@ def replay(root: Path, events: list[Event]) -> None:
                 continue
             for run in runs:
                 cmd = run.replace("%p", ev.devpath).replace("$$", "$")
-                cmd = cmd.replace("/sys/", f"{root}/").replace("chgrp wattgate", f"chgrp {group}")
+                cmd = cmd.replace("/sys/", f"{root}/").replace("chown wattgate", f"chown {user}")
                 subprocess.run(shlex.split(cmd), check=True, timeout=30)
 
 
-def group_writable(root: Path) -> set[str]:
-    """Files the rule gave to the group: group-writable and chgrp'ed."""
-    gid = _group().gr_gid
+def owned_writable(root: Path) -> set[str]:
+    """Files the rule gave to the daemon's user: its own and writable by it, by no one else."""
+    uid = _user().pw_uid
     out = set()
     for path in root.rglob("*"):
         if path.is_file() and not path.is_symlink():
             st = path.stat()
-            if st.st_mode & stat.S_IWGRP and st.st_gid == gid:
+            if st.st_uid == uid:
+                assert st.st_mode & stat.S_IWUSR, path
+                assert not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
                 out.add(str(path.relative_to(root)))
     return out
 
@@ -168,7 +171,7 @@ def test_cpufreq_of_a_built_in_driver_is_granted_at_coldplug(tmp_path: Path) -> 
     root = tree(b, tmp_path)
     replay(root, cpu_coldplug(4))
     want = {f"devices/system/cpu/cpufreq/policy0/{a}" for a in POLICY_ATTRS}
-    assert group_writable(root) == want  # scaling_setspeed and the read-only ones stay
+    assert owned_writable(root) == want  # scaling_setspeed and the read-only ones stay
 
 
 # A cpufreq driver built as a module (cpufreq-dt on Debian's arm64 kernels, which the
@@ -196,14 +199,14 @@ def test_cpufreq_of_a_modular_driver_is_granted_when_it_loads(
     b.cpus(8)
     root = tree(b, tmp_path)
     replay(root, cpu_coldplug(8))  # no cpufreq yet: nothing to grant
-    assert group_writable(root) == set()
+    assert owned_writable(root) == set()
     later = Board()  # the driver loads: two clusters' policies appear
     add_policy(later, 0, range(4), "cpufreq-dt")
     add_policy(later, 4, range(4, 8), "cpufreq-dt")
     tree(later, root)
     replay(root, MODULAR[case])
     want = {f"devices/system/cpu/cpufreq/policy{p}/{a}" for p in (0, 4) for a in POLICY_ATTRS}
-    assert group_writable(root) == want
+    assert owned_writable(root) == want
 
 
 DEVFREQ_ATTRS = {"governor", "min_freq", "max_freq"}
@@ -238,4 +241,4 @@ def test_devfreq_accelerator_is_granted_exactly_what_the_daemon_writes(
     replay(root, [Event("add", "devfreq", f"/{device}/devfreq/{name}")])
     want = {f"{device}/devfreq/{name}/{a}" for a in DEVFREQ_ATTRS}
     want |= {f"{device}/{a}" for a in RUNTIME_PM | extra}
-    assert group_writable(root) == want
+    assert owned_writable(root) == want

@@ -158,7 +158,7 @@ def test_paths_agree_with_config_defaults() -> None:
     assert Path(cfg.state_dir) == Path("/var/lib") / the(unit, "StateDirectory")
 
 
-def test_sysusers_creates_user_in_video_group(tmp_path: Path) -> None:
+def test_sysusers_creates_user_in_video_group_and_the_admin_group(tmp_path: Path) -> None:
     if shutil.which("systemd-sysusers") is None:
         pytest.skip("systemd-sysusers not installed")
     (tmp_path / "etc").mkdir()
@@ -175,6 +175,10 @@ def test_sysusers_creates_user_in_video_group(tmp_path: Path) -> None:
     assert re.search(r"^wattgate:x:\d+:\d+:[^:]*:/var/lib/wattgate:\S*nologin$", passwd, re.M)
     assert re.search(r"^wattgate:x:\d+:$", group, re.M)
     assert re.search(r"^video:x:44:wattgate$", group, re.M)
+    # the config's default admin group exists, with no members: control is granted by hand
+    admin = DaemonConfig.model_validate({}).admin_group
+    assert admin != "wattgate"  # the socket's group: every client would be an admin
+    assert re.search(rf"^{admin}:x:\d+:$", group, re.M)
 
 
 def test_tmpfiles_creates_runtime_and_state_dirs(tmp_path: Path) -> None:

@@ -116,7 +116,7 @@ class DaemonConfig(Section):
         256, ge=1, le=65536, description="Messages a slow subscriber may lag before overflow."
     )
     admin_group: Optional[NonBlank] = Field(
-        "wattgate",
+        "wattgate-admin",
         description="Members (and root) may pin profiles and reload; others only read.",
     )
     max_image_bytes: int = Field(

@@ -26,10 +26,12 @@ SYSTEMD_SERVICE:${PN} = "wattgate.socket wattgate.service"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 
 # The user is created at image build time (works with read-only rootfs); this does what
-# systemd/wattgate.sysusers does on distributions that run systemd-sysusers. Group
-# "wattgate" is the one 60-wattgate.rules grants sysfs write access to; "video" owns the
-# cameras. base-passwd provides "video".
+# systemd/wattgate.sysusers does on distributions that run systemd-sysusers. User
+# "wattgate" is the one 60-wattgate.rules grants sysfs write access to, its group owns the
+# client socket; "video" owns the cameras (base-passwd provides it). Group "wattgate-admin"
+# (daemon.admin_group) may pin profiles and reload.
 USERADD_PACKAGES = "${PN}"
+GROUPADD_PARAM:${PN} = "--system wattgate-admin"
 USERADD_PARAM:${PN} = "--system --user-group --groups video \
     --home-dir ${localstatedir}/lib/wattgate --no-create-home \
     --shell ${base_sbindir}/nologin --comment 'wattgate inference daemon' wattgate"

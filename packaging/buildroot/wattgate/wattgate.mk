@@ -18,10 +18,12 @@ WATTGATE_LICENSE = Apache-2.0
 WATTGATE_SETUP_TYPE = pep517
 WATTGATE_DEPENDENCIES = host-python-setuptools
 
-# The system user (what systemd/wattgate.sysusers does elsewhere): its group gets write
-# access to the sysfs power attributes from 60-wattgate.rules; "video" owns the cameras.
+# The system user (what systemd/wattgate.sysusers does elsewhere): it gets write access
+# to the sysfs power attributes from 60-wattgate.rules; its group owns the client socket;
+# "video" owns the cameras. Group wattgate-admin (daemon.admin_group) may pin profiles.
 define WATTGATE_USERS
 	wattgate -1 wattgate -1 * /var/lib/wattgate - video wattgate inference daemon
+	- - wattgate-admin -1 - - - - -
 endef
 
 # Units are enabled by the preset run at the end of the build ([Install] sections).
