@@ -9,6 +9,7 @@ scikit-image's photos.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import cv2
@@ -172,3 +173,30 @@ def test_a_buffer_whose_size_changes_gets_a_letterbox_of_its_own(blazeface: Mode
     assert prepared.letterbox.src == (1280, 720)
     (face,) = blazeface.run(prepared).detections
     assert np.allclose(face.box, blazeface.infer(bgr).detections[0].box, atol=13)
+
+
+def with_exif_orientation(jpeg: Image, orientation: int) -> Image:
+    """The JPEG with an EXIF APP1 segment saying how to turn it (6: 90 degrees clockwise),
+    as some IP cameras and phone webcams send each frame."""
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + struct.pack(">H", 1)
+            + struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + b"\x00\x00\x00\x00")
+    app1 = b"Exif\x00\x00" + tiff
+    data = jpeg.tobytes()
+    data = data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:]
+    return np.frombuffer(data, np.uint8).reshape(1, -1)
+
+
+def test_an_mjpeg_frame_with_an_exif_orientation_is_taken_as_sent(blazeface: Model) -> None:
+    """The frame's size comes from the JPEG's header; every decode of it (the gate's luma,
+    the model's reduced colour, the full colour) must have that size too, or the boxes
+    are in a turned picture's pixels."""
+    bgr = cv2.resize(skimage_image("astronaut.png"), (640, 480))
+    plain = raw_from_bgr(bgr, "MJPG")
+    frame = frame_from_mjpeg(with_exif_orientation(plain, 6), 0, 0.0, 0.0, (640, 480), 4)
+    assert frame is not None and frame.size == (640, 480)
+    assert frame.luma is not None and frame.luma.shape == (120, 160)
+    assert frame.color().shape == (480, 640, 3)
+    preparer = blazeface.preparer((640, 480))
+    (face,) = blazeface.run(prepare_frame(preparer, frame)).detections
+    (reference,) = blazeface.run(prepare_frame(preparer, mjpeg_frame(bgr))).detections
+    assert np.allclose(face.box, reference.box, atol=1.0), (face.box, reference.box)

@@ -134,18 +134,24 @@ def _now() -> tuple[float, float]:
 
 # -- raw buffers to frames (pure; the tests and the gate benchmark use them directly) -----------
 
+# A camera's JPEG is decoded as the sensor gave it: imdecode otherwise turns a picture
+# whose EXIF says "rotated" (some IP cameras and phone webcams send one), and the decode
+# was then height x width while the frame's size, from the JPEG's header, said width x
+# height, so the gate's and the model's boxes landed on the wrong pixels.
+_AS_SENT = cv2.IMREAD_IGNORE_ORIENTATION
+_COLOUR = cv2.IMREAD_COLOR | _AS_SENT
 _REDUCED = {
-    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
-    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
-    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
-    1: cv2.IMREAD_GRAYSCALE,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8 | _AS_SENT,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4 | _AS_SENT,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2 | _AS_SENT,
+    1: cv2.IMREAD_GRAYSCALE | _AS_SENT,
 }
 
 
 _REDUCED_COLOUR = (
-    (8, cv2.IMREAD_REDUCED_COLOR_8),
-    (4, cv2.IMREAD_REDUCED_COLOR_4),
-    (2, cv2.IMREAD_REDUCED_COLOR_2),
+    (8, cv2.IMREAD_REDUCED_COLOR_8 | _AS_SENT),
+    (4, cv2.IMREAD_REDUCED_COLOR_4 | _AS_SENT),
+    (2, cv2.IMREAD_REDUCED_COLOR_2 | _AS_SENT),
 )
 
 
@@ -204,7 +210,7 @@ def frame_from_mjpeg(
     except images.ImageError:
         if not size[0]:
             size = (luma.shape[1] * reduce, luma.shape[0] * reduce)
-    decode = _Once(lambda: cv2.imdecode(data, cv2.IMREAD_COLOR), f"MJPEG frame {index}")
+    decode = _Once(lambda: cv2.imdecode(data, _COLOUR), f"MJPEG frame {index}")
     return Frame(index, ts, mono, None, luma=luma, decode=decode, size=size, jpeg=data)
 
 
