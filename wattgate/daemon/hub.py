@@ -3,7 +3,9 @@
 A message is serialised once, then queued on every subscriber. Each client has a
 bounded queue of droppable messages (results, power readings): when it is full the
 oldest is dropped and counted, and the client later gets one `overflow` message
-saying how many it lost. Replies are never dropped. A client that stops reading
+saying how many it lost, where the lost ones would have been. Replies are never dropped,
+and what a client gets comes in the order it was queued: a result queued before a reply
+(to an `unsubscribe`, say) is sent before it, never after. A client that stops reading
 therefore costs a bounded amount of memory and never slows the pipeline or the
 other clients: nothing here ever waits on a socket.
 
@@ -104,9 +106,11 @@ class ClientSession:
         self.creds = creds
         self.topics: set[str] = set()
         self.filters: dict[str, Any] = {}
-        self._replies: deque[bytes] = deque()
+        # Both queues hold (order, ...): they are sent merged, in the order queued.
+        self._order = 0
+        self._replies: deque[tuple[int, bytes]] = deque()
         self._reply_bytes = 0  # their size
-        self._data: deque[tuple[bytes, int]] = deque()  # (lines, how many messages)
+        self._data: deque[tuple[int, bytes, int]] = deque()  # (order, lines, how many messages)
         self._queued = 0  # messages in _data
         self._queue_size = queue_size
         self._dropped = 0
@@ -123,7 +127,8 @@ class ClientSession:
 
     def reply_line(self, line: bytes) -> None:
         """Queue an already-encoded reply (never dropped)."""
-        self._replies.append(line)
+        self._order += 1
+        self._replies.append((self._order, line))
         self._reply_bytes += len(line)
         self._wake.set()
 
@@ -168,10 +173,11 @@ class ClientSession:
             transport.write(line)
             return
         while self._data and self._queued + count > self._queue_size:
-            _, lost = self._data.popleft()
+            _, _, lost = self._data.popleft()
             self._queued -= lost
             self._dropped += lost
-        self._data.append((line, count))
+        self._order += 1
+        self._data.append((self._order, line, count))
         self._queued += count
         self._wake.set()
 
@@ -192,16 +198,25 @@ class ClientSession:
         self.writer.transport.abort()
 
     def _next_batch(self) -> bytes:
-        parts = list(self._replies)
-        self._replies.clear()
+        """Everything queued, in the order it was queued; the overflow notice goes where
+        the oldest data left was (the lost messages were older still)."""
+        parts = []
+        replies, data = self._replies, self._data
+        while replies or data:
+            if data and (not replies or data[0][0] < replies[0][0]):
+                parts.append(self._overflow())
+                parts.append(data.popleft()[1])
+            else:
+                parts.append(replies.popleft()[1])
+        parts.append(self._overflow())  # none by now: data is dropped only for newer data
         self._reply_bytes = 0
-        if self._dropped:
-            parts.append(encode({"class": "overflow", "dropped": self._dropped}))
-            self._dropped = 0
-        parts.extend(lines for lines, _ in self._data)
-        self._data.clear()
         self._queued = 0
         return b"".join(parts)
+
+    def _overflow(self) -> bytes:
+        """The overflow notice owed, once, or nothing."""
+        dropped, self._dropped = self._dropped, 0
+        return encode({"class": "overflow", "dropped": dropped}) if dropped else b""
 
     async def _write_loop(self) -> None:
         try:
