@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,9 +17,11 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
+from tests.conftest import DaemonProcess, NotifyListener
 from wattgate.daemon.notify import Notifier, ProgressWatch, watchdog_interval
 
 
@@ -229,3 +232,37 @@ def test_no_inherited_listener_without_listen_fds(monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("LISTEN_FDS", raising=False)
     monkeypatch.delenv("LISTEN_PID", raising=False)
     assert inherited_listener() is None
+
+
+def test_a_reload_during_start_up_sends_no_reloading_or_ready_before_the_first_ready(
+    start_daemon: Callable[..., DaemonProcess], notify: NotifyListener, tmp_path: Path
+) -> None:
+    """systemd takes the first READY=1 as the end of start-up (`systemctl start` returns,
+    units ordered after us start). A SIGHUP while start-up still waited for the camera
+    sent RELOADING=1 and READY=1 at the reload's end, before start-up was done.
+
+    The camera is a FIFO nobody writes to: start-up waits for its first open (a writer,
+    or FIFO_WAIT_S) while the reload runs."""
+    fifo = tmp_path / "camera.fifo"
+    os.mkfifo(fifo)
+    daemon = start_daemon(env={"NOTIFY_SOCKET": str(notify.path)},
+                          camera={"source": str(fifo)}, gate={"heartbeat_s": 5.0})
+    deadline = time.monotonic() + 60
+    while not daemon.socket.exists():  # listening: SIGHUP is the daemon's from now on
+        assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log()
+        time.sleep(0.02)
+    daemon.config.write_text(
+        daemon.config.read_text().replace("heartbeat_s = 5.0", "heartbeat_s = 3.0"))
+    daemon.proc.send_signal(signal.SIGHUP)
+    while "reloaded" not in daemon.log():
+        assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log()
+        time.sleep(0.02)
+    notify.wait_for("READY=1", timeout=60)
+    first_ready = next(i for i, (_, line) in enumerate(notify.received) if line == "READY=1")
+    before = [line for _, line in notify.received[:first_ready]]
+    assert not [line for line in before if line.startswith(("RELOADING=", "MONOTONIC_USEC="))]
+    assert daemon.log().index("reloaded") < daemon.log().index("ready:"), daemon.log()
+    with daemon.connect() as client:
+        assert client.request("status")["class"] == "status"
+    assert [line for _, line in notify.collect(1.0) if line == "READY=1"] == []  # just one
+    assert daemon.stop() == 0

@@ -202,6 +202,9 @@ class Daemon:
         # set once start-up has opened its parts (or failed to): a reload before that (a
         # SIGHUP while the socket is bound) would open a second camera and pipeline
         self._opened = asyncio.Event()
+        # whether systemd has had the first READY=1: until then it is still starting us, and
+        # a reload (a SIGHUP during start-up) must not tell it RELOADING=1 or READY=1
+        self._ready_sent = False
         self._labels_seen: dict[str, float] = {}  # label -> ts of the last result with it
         self._labels_last: frozenset[str] = frozenset()  # the labels of the last result
         self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
@@ -228,7 +231,11 @@ class Daemon:
                 await self._shut_down(loop)
             raise
         self.server.set_ready()
-        self.notifier.ready(self.status_line())
+        # After a reload that came during start-up, never in the middle of one: RELOADING=1
+        # and its READY=1 belong only to a reload that started after this READY=1.
+        async with self._reconfiguring:
+            self.notifier.ready(self.status_line())
+            self._ready_sent = True
         log.info(
             "ready: model %s, source %s", model.info.get("name"), source.description,
             extra=event(MessageId.STARTED),
@@ -403,11 +410,14 @@ class Daemon:
             if self._stop.is_set():
                 log.info("reload: %s", STOPPING)
                 return False, STOPPING
-            self.notifier.reloading()
+            announce = self._ready_sent
+            if announce:
+                self.notifier.reloading()
             try:
                 return await self._apply_reload(self.config_path)
             finally:
-                self.notifier.ready(self.status_line())
+                if announce:
+                    self.notifier.ready(self.status_line())
 
     async def _apply_reload(self, path: Path) -> tuple[bool, str]:
         try:
