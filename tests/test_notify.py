@@ -21,7 +21,8 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, NotifyListener
+from bench.common import NotifyListener
+from tests.conftest import DaemonProcess
 from wattgate.daemon.notify import Notifier, ProgressWatch, watchdog_interval
 
 
