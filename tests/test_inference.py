@@ -220,6 +220,26 @@ def test_boxes_map_back_through_the_letterbox(tmp_path: Path) -> None:
     assert np.allclose(a.box, (16, 16, 32, 48))
 
 
+def test_boxes_of_a_thin_frame_map_back_by_the_rows_it_was_given(tmp_path: Path) -> None:
+    """A 256x12 line-scan strip in a 32x32 input: 1.5 rows at scale 0.125, rounded to 2
+    (rows 15 and 16 of the input). A box on the input's row 16 is the strip's lower half,
+    rows 6..12; mapped back by the scale (1 row = 8 frame rows) it came out as 8..12."""
+    boxes = np.array([[[16 / 32, 0.25, 17 / 32, 0.75], [15 / 32, 0.0, 16 / 32, 1.0]]],
+                     np.float32)
+    model = two_box_ssd(tmp_path, boxes)
+    lower, upper = model.infer(solid(256, 12, (9, 9, 9))).detections
+    assert np.allclose(lower.box, (64, 6, 192, 12)), lower.box
+    assert np.allclose(upper.box, (0, 0, 256, 6)), upper.box
+    # the same strip standing up: (xmin, ymin) and (xmax, ymax) swap roles
+    boxes = np.array([[[0.25, 16 / 32, 0.75, 17 / 32], [0.0, 15 / 32, 1.0, 16 / 32]]],
+                     np.float32)
+    (tmp_path / "tall").mkdir()
+    tall = two_box_ssd(tmp_path / "tall", boxes)
+    right, left = tall.infer(solid(12, 256, (9, 9, 9))).detections
+    assert np.allclose(right.box, (6, 64, 12, 192)), right.box
+    assert np.allclose(left.box, (0, 0, 6, 256)), left.box
+
+
 def test_infer_rejects_a_frame_that_is_not_bgr(blazeface: Model) -> None:
     with pytest.raises(ValueError, match=r"BGR uint8 frame"):
         blazeface.infer(np.zeros((64, 64), np.uint8))

@@ -256,15 +256,21 @@ class _Letterbox:
         return self.canvas
 
     def unmap(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """Normalised model-input box -> source-frame pixels."""
+        """Normalised model-input box -> source-frame pixels.
+
+        Each axis by the scale the resize applied to it (new size / frame size), not the
+        one `scale`: the picture's size is rounded to whole pixels, and for a thin frame (a
+        2048x24 line-scan strip takes 2 rows of a 128-row input, not 1.5) `scale` put a box
+        on the strip's lower half at rows 16..24 instead of 12..24."""
         dst_w, dst_h = self.dst
         src_w, src_h = self.src
+        sx, sy = self.new_w / src_w, self.new_h / src_h
         x0, y0, x1, y1 = box
         return (
-            min(max((x0 * dst_w - self.pad_x) / self.scale, 0.0), float(src_w)),
-            min(max((y0 * dst_h - self.pad_y) / self.scale, 0.0), float(src_h)),
-            min(max((x1 * dst_w - self.pad_x) / self.scale, 0.0), float(src_w)),
-            min(max((y1 * dst_h - self.pad_y) / self.scale, 0.0), float(src_h)),
+            min(max((x0 * dst_w - self.pad_x) / sx, 0.0), float(src_w)),
+            min(max((y0 * dst_h - self.pad_y) / sy, 0.0), float(src_h)),
+            min(max((x1 * dst_w - self.pad_x) / sx, 0.0), float(src_w)),
+            min(max((y1 * dst_h - self.pad_y) / sy, 0.0), float(src_h)),
         )
 
 
