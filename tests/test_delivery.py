@@ -4,6 +4,8 @@ AF_UNIX connections to the real daemon."""
 
 from __future__ import annotations
 
+import json
+import socket
 from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
@@ -46,3 +48,22 @@ def test_no_result_comes_after_the_reply_to_unsubscribe(daemon: DaemonProcess) -
     assert [m["class"] for m in after] == ["status", "status"], [m["class"] for m in after]
     raw.close()
     watcher.close()
+
+
+def test_a_client_told_busy_reads_the_error_then_the_end(start_daemon: StartDaemon) -> None:
+    """One client too many that sent its request at once, before reading: it must read the
+    busy error and then an orderly end. The daemon closed with the request unread, and the
+    client's next read failed with ECONNRESET instead of the end."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"}, daemon={"max_clients": 1})
+    with daemon.connect() as first:
+        for _ in range(3):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as extra:
+                extra.settimeout(30.0)
+                extra.connect(str(daemon.socket))
+                extra.sendall(b'{"cmd":"status","id":1}\n')
+                lines = extra.makefile("rb")
+                busy = json.loads(lines.readline())
+                assert (busy["class"], busy["code"]) == ("error", "busy")
+                assert lines.readline() == b""
+        assert first.request("status")["clients"] == 1
+    assert daemon.stop() == 0

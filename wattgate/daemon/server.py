@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from wattgate.config import DaemonConfig
-from wattgate.daemon.hub import ClientSession, Hub, Message, encode, strict_line
+from wattgate.daemon.hub import CLOSE_GRACE_S, ClientSession, Hub, Message, encode, strict_line
 
 log = logging.getLogger("wattgate.server")
 
@@ -34,6 +34,8 @@ MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
 MAX_BACKLOG = 256 * 1024  # bytes of answers waiting for a client before its requests wait
 FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
+# Clients told busy that are read until they close, at most (the others are closed at once)
+MAX_REFUSING = 64
 MAX_FAILURES_KEPT = 1000  # distinct command failures remembered as already logged
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
 # runs, so a profile set or a reload is never done and then answered too_large
@@ -217,6 +219,7 @@ class Server:
         self._connections: set[asyncio.Task[Any]] = set()  # each connection's reader
         # connections made before the daemon was ready, waiting for their hello unread
         self._waiting: dict[ClientSession, asyncio.Task[Any]] = {}
+        self._refusing = 0  # clients told busy, read until they close
         self._ready = asyncio.Event()
         self._failures: set[tuple[str, str]] = set()  # (cmd, error) already logged in full
 
@@ -263,15 +266,17 @@ class Server:
         session = ClientSession(writer, self.cfg.client_queue, str(creds or "?"), creds)
         if len(self.hub.sessions) >= self.cfg.max_clients:
             self._forget_departed()
+        task = asyncio.current_task()
         if len(self.hub.sessions) >= self.cfg.max_clients:
-            writer.write(encode(_error("busy", "too many clients; try again later")))
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.drain()
-            writer.close()
+            if task is not None:
+                self._connections.add(task)
+            try:
+                await self._refuse(reader, writer)
+            finally:
+                self._connections.discard(task)
             return
         self.hub.add(session)
         session.start()
-        task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
         try:
@@ -291,6 +296,27 @@ class Server:
             self._connections.discard(task)
             self.hub.remove(session)
             session.close()
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """busy instead of the hello, then the end of the stream; what the client sends
+        meanwhile is read and dropped until it closes, for CLOSE_GRACE_S at most.
+
+        A socket closed with a request unread resets the connection: the client's read
+        fails with ECONNRESET after the error, or its send fails before it reads the error
+        at all. Beyond MAX_REFUSING at once (a connection flood) clients are closed at once."""
+        writer.write(encode(_error("busy", "too many clients; try again later")))
+        if self._refusing >= MAX_REFUSING:
+            writer.close()  # once the error is written
+            return
+        self._refusing += 1
+        try:
+            writer.write_eof()
+            await asyncio.wait_for(_read_to_end(reader), CLOSE_GRACE_S)
+        except (ConnectionError, OSError, asyncio.TimeoutError, asyncio.CancelledError):
+            pass
+        finally:
+            self._refusing -= 1
+            writer.close()
 
     def _forget_departed(self) -> None:
         """Free the places of clients that hung up while waiting for their hello.
@@ -369,6 +395,12 @@ class Server:
             raise ProtocolError("unknown_cmd", f"unknown cmd {echo(cmd)}; known: {known}")
         fields = await handler(session, request)
         return {"class": "reply", "cmd": cmd, **fields}
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the peer sends until it closes."""
+    while await reader.read(MAX_LINE):
+        pass
 
 
 def _hung_up(writer: asyncio.StreamWriter) -> bool:
