@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, EventLog
+from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, WAL_MAX_BYTES, EventLog
 from wattgate.daemon.hub import encode
 
 
@@ -434,3 +434,24 @@ def test_a_full_disk_with_room_left_in_the_wal_keeps_the_log_writing(small_disk:
     log.close(51.0)
     os.unlink(small_disk / "filler")
     assert EventLog(path).last_seq == 50
+
+
+def test_the_wal_file_stays_bounded_after_many_events(tmp_path: Path) -> None:
+    """SQLite's defaults checkpoint at 1000 pages and never make the WAL smaller: a busy
+    day left a 4 MB -wal file for good on a state partition of a few MB."""
+    path = tmp_path / "events.db"
+    wal = tmp_path / "events.db-wal"
+    log = EventLog(str(path), max_events=2000)
+    largest = 0
+    for i in range(20_000):
+        log.append("detection", float(i), note="x" * 1000)
+        if i % 50 == 49:  # a busy second's worth of events per flush
+            assert log.flush(float(i)) is True
+            largest = max(largest, wal.stat().st_size)
+    # what one flush adds past the checkpoint: its events' pages, the pages of the tree
+    # above them and of the counters, each with its WAL frame header
+    flush_bytes = 4 * 50 * 1000
+    assert largest <= WAL_MAX_BYTES + flush_bytes, largest
+    assert wal.stat().st_size <= WAL_MAX_BYTES + flush_bytes
+    log.close(20_000.0)
+    assert [e["seq"] for e in EventLog(str(path)).since(19_998, 10)] == [19_999, 20_000]

@@ -8,7 +8,9 @@ pruning happens on flush, and only ever removes the oldest events, so the log ne
 hole inside it (a clock set back to 1970 at boot and then forward by NTP stamps events out
 of order; the age bound then stops at the first event that is recent). A flush with
 nothing to write looks for events to age out once every PRUNE_EVERY_S, so an idle daemon
-does not touch the database every second, and no flush scans the whole table.
+does not touch the database every second, and no flush scans the whole table. The
+`-wal` file beside the database stays near WAL_MAX_BYTES (plus what one flush writes): it
+is checkpointed once it holds that much and cut back to it after.
 
 `seq` never goes back and a number is never given to two events, not after pruning, a
 restart or an unclean exit (SIGKILL, the watchdog's abort, a power cut). An event is
@@ -87,6 +89,10 @@ SEQ_BLOCK = 1000
 # which must not stall for SQLite's default 5 s. Opening the log keeps that default.
 BUSY_TIMEOUT_MS = 100
 PRUNE_EVERY_S = 60.0  # how often a flush with nothing to write looks for aged events
+# The WAL is checkpointed into the database once it holds this much, and cut back to it
+# after: SQLite's defaults (a checkpoint at 1000 pages, a WAL never made smaller) leave a
+# 4 MB -wal file for good on a state partition that may be a few MB in all.
+WAL_MAX_BYTES = 1 << 20
 
 # Beside the database: a copy of the reservation (so the numbering survives the loss of
 # the database), and where a damaged database is moved.
@@ -158,6 +164,9 @@ class EventLog:
         # Appends and the odd `events since` read need few pages; SQLite's default 2 MB
         # cache would only be memory the daemon grows into over its first hours.
         self._db.execute("PRAGMA cache_size=-256")
+        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        self._db.execute(f"PRAGMA wal_autocheckpoint={max(1, WAL_MAX_BYTES // page)}")
+        self._db.execute(f"PRAGMA journal_size_limit={WAL_MAX_BYTES}")
         self._db.executescript(SCHEMA)
         # Reads every page of the table: a file cut short is found here, not mid-run.
         self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
