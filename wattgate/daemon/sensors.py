@@ -14,6 +14,10 @@ Polling, not interrupts: an IIO light sensor updates a few times a second at mos
 sysfs GPIO value can only be waited on after writing its `edge` attribute, a write this
 daemon would have to journal and restore. Reading two small attributes a few times a second
 costs far less than one camera frame. Nothing configured, nothing found: no thread at all.
+
+The light sensor and the PIR are polled on threads of their own: a light sensor's read can
+take long (a one-shot conversion, a hung I2C transfer) and must not delay a PIR trigger.
+A read that has not answered for STUCK_S shows as the light sensor's status error.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVe
 log = logging.getLogger("wattgate.sensors")
 
 SYSFS_PREFIX = "/sys/"
+STUCK_S = 5.0  # a light read under way this long is reported as not answering
 
 
 @dataclass(frozen=True)
@@ -111,9 +116,10 @@ class SensorWatch:
         self._suppress_until: Optional[float] = None  # monotonic
         self._pir_error: Optional[str] = None
         self._light_error: Optional[str] = None
+        self._light_since: Optional[float] = None  # monotonic start of a read under way
         self._next_light = 0.0
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         if self.light_sensor is None and settings.light not in ("", "none", "auto"):
             log.warning("sensors.light %s", self.light_reason)
@@ -124,22 +130,30 @@ class SensorWatch:
         return self.light_sensor is not None or self.pir_attribute is not None
 
     def start(self) -> None:
-        if not self.active or self._thread is not None:
+        if not self.active or self._threads:
             return
-        self._thread = threading.Thread(target=self._run, name="wattgate-sensors", daemon=True)
-        self._thread.start()
+        s = self.settings
+        if self.pir_attribute is not None:
+            self._spawn("wattgate-sensors", self._poll_pir_due, s.pir_poll_s)
+        if self.light_sensor is not None:
+            self._spawn("wattgate-sensors-light", self._poll_light_due, s.light_poll_s)
+
+    def _spawn(self, name: str, step: Callable[[float, float], None], period: float) -> None:
+        thread = threading.Thread(target=self._run, args=(step, period), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def stop(self, timeout: float = 1.0) -> None:
+        """Ask the threads to end and wait up to `timeout` for each; a thread blocked in a
+        read that never answers is a daemon thread and is left behind."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
 
-    def _run(self) -> None:
-        s = self.settings
-        period = min(s.pir_poll_s, s.light_poll_s) if self.pir_attribute else s.light_poll_s
+    def _run(self, step: Callable[[float, float], None], period: float) -> None:
         while not self._stop.is_set():
             try:
-                self.poll(time.monotonic(), time.time())
+                step(time.monotonic(), time.time())
             except Exception:
                 log.exception("sensor poll failed")
             self._stop.wait(period)
@@ -148,11 +162,21 @@ class SensorWatch:
 
     def poll(self, now: float, ts: float) -> None:
         """Read whatever is due at monotonic `now` (wall-clock `ts`) and act on it."""
+        self._poll_pir_due(now, ts)
+        self._poll_light_due(now, ts)
+
+    def _poll_pir_due(self, now: float, ts: float) -> None:
         if self.pir_attribute is not None:
             self._poll_pir(self.pir_attribute, now, ts)
+
+    def _poll_light_due(self, now: float, ts: float) -> None:
         if self.light_sensor is not None and now >= self._next_light:
             self._next_light = now + self.settings.light_poll_s
-            self._poll_light(self.light_sensor, now, ts)
+            self._light_since = now
+            try:
+                self._poll_light(self.light_sensor, now, ts)
+            finally:
+                self._light_since = None
 
     def _poll_light(self, name: str, now: float, ts: float) -> None:
         sensor = iio.read_sensor(self.fs, name)
@@ -224,7 +248,10 @@ class SensorWatch:
                 light["changes"] = self.lighting_changes
                 if self._last_change is not None:
                     light["last_change"] = round(self._last_change, 3)
-                if self._light_error is not None:
+                since = self._light_since
+                if since is not None and now - since >= STUCK_S:
+                    light["error"] = "no answer"
+                elif self._light_error is not None:
                     light["error"] = self._light_error
             out["light"] = light
             if self.pir_attribute is not None:
