@@ -5,11 +5,16 @@ AF_UNIX connections to the real daemon."""
 from __future__ import annotations
 
 import json
+import signal
 import socket
+import sys
+import time
+from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
 from tests.test_daemon import wait_status
+from tests.test_protocol import jpeg_b64
 from tests.test_socket import RawClient
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -53,7 +58,8 @@ def test_no_result_comes_after_the_reply_to_unsubscribe(daemon: DaemonProcess) -
 def test_a_client_told_busy_reads_the_error_then_the_end(start_daemon: StartDaemon) -> None:
     """One client too many that sent its request at once, before reading: it must read the
     busy error and then an orderly end. The daemon closed with the request unread, and the
-    client's next read failed with ECONNRESET instead of the end."""
+    client's send (or, had it been sent sooner, its read after the error) failed with
+    ECONNRESET."""
     daemon = start_daemon(camera={"source": "synthetic:empty"}, daemon={"max_clients": 1})
     with daemon.connect() as first:
         for _ in range(3):
@@ -67,3 +73,71 @@ def test_a_client_told_busy_reads_the_error_then_the_end(start_daemon: StartDaem
                 assert lines.readline() == b""
         assert first.request("status")["clients"] == 1
     assert daemon.stop() == 0
+
+
+# Driver calls that take as long as a test wants, injected into the real daemon: a client
+# image whose inference is still running, and an NPU invoke that never returns (a hung
+# driver), cannot be had on demand. Cue files in the directory named by the first argument
+# say when.
+SLOW_PARTS = """
+import sys, threading, time
+from pathlib import Path
+import wattgate.daemon.pipeline as pipeline
+import wattgate.drivers.inference as inference
+cues = Path(sys.argv[1])
+real_infer_image, real_invoke = pipeline.Pipeline.infer_image, inference.Model.invoke
+def invoke(self, prepared):
+    if (cues / "hang").exists():
+        (cues / "hung").touch()
+        threading.Event().wait()
+    return real_invoke(self, prepared)
+def infer_image(self, bgr):
+    (cues / "image taken").touch()
+    while (cues / "hold images").exists():
+        time.sleep(0.02)
+    return real_infer_image(self, bgr)
+inference.Model.invoke, pipeline.Pipeline.infer_image = invoke, infer_image
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[2]]))
+"""
+
+
+def wait_for(path: Path, daemon: DaemonProcess, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline and daemon.proc.poll() is None, daemon.log()
+        time.sleep(0.02)
+
+
+def slow_daemon(start_daemon: StartDaemon, cues: Path) -> DaemonProcess:
+    """A ready daemon inferring every frame of a synthetic scene, with SLOW_PARTS."""
+    cues.mkdir()
+    daemon = start_daemon(
+        camera={"source": "synthetic:empty", "realtime": False}, gate={"enabled": False},
+        argv=lambda config: [sys.executable, "-c", SLOW_PARTS, str(cues), str(config)],
+    )
+    daemon.connect().close()
+    return daemon
+
+
+def test_an_infer_running_when_the_daemon_stops_is_answered(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """SIGTERM while a client's image is in the model: the client gets an answer (here
+    unavailable, the daemon is stopping) before the connection closes. It got none."""
+    cues = tmp_path / "cues"
+    daemon = slow_daemon(start_daemon, cues)
+    (cues / "hold images").touch()
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    raw.send(json.dumps({"cmd": "infer", "image": jpeg_b64("coffee.png", 50), "id": "img"})
+             .encode() + b"\n")
+    wait_for(cues / "image taken", daemon)
+    daemon.proc.send_signal(signal.SIGTERM)
+    answer = raw.read()
+    (cues / "hold images").unlink()
+    assert (answer["class"], answer["id"], answer["code"]) == ("error", "img", "unavailable")
+    assert answer["message"] == "the daemon is stopping"
+    assert raw.file.readline() == b""
+    raw.close()
+    assert daemon.wait() == 0

@@ -20,6 +20,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, Optional
 
 from wattgate.daemon.hub import ClientSession, Message, json_text
+from wattgate.daemon.server import STOPPING as STOPPING  # app.py's too
 from wattgate.daemon.server import (
     Handler,
     PeerCreds,
@@ -42,7 +43,6 @@ MAX_REPLY_BYTES = 60 * 1024  # an events reply with its id stays under the 64 Ki
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
 NO_CONFIG_FILE = "running on built-in defaults; there is no config file to reload"
-STOPPING = "the daemon is stopping"  # a reload that waited for one under way, then for this
 MAX_IMAGE_PIXELS = 4096 * 4096  # an `infer` image decodes to 48 MiB at most
 
 

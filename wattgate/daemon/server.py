@@ -36,6 +36,7 @@ FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
 # Clients told busy that are read until they close, at most (the others are closed at once)
 MAX_REFUSING = 64
+STOPPING = "the daemon is stopping"  # why a request the daemon could not finish is unavailable
 MAX_FAILURES_KEPT = 1000  # distinct command failures remembered as already logged
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
 # runs, so a profile set or a reload is never done and then answered too_large
@@ -220,6 +221,7 @@ class Server:
         # connections made before the daemon was ready, waiting for their hello unread
         self._waiting: dict[ClientSession, asyncio.Task[Any]] = {}
         self._refusing = 0  # clients told busy, read until they close
+        self._closing = False
         self._ready = asyncio.Event()
         self._failures: set[tuple[str, str]] = set()  # (cmd, error) already logged in full
 
@@ -241,19 +243,23 @@ class Server:
         self._ready.set()
 
     async def close(self) -> None:
+        """Stop serving: a request still running is answered unavailable (STOPPING), then
+        each client has what is queued for it written before its connection closes."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        for session in list(self.hub.sessions):
-            session.close()
-        tasks = [s.task for s in self.hub.sessions if s.task is not None]
-        if tasks:
-            await asyncio.wait(tasks, timeout=0.5)
-        # Readers still waiting (for the hello, a request, a command's answer) end now,
+        sessions = list(self.hub.sessions)
+        # Readers still waiting (for the hello, a request, a command's answer) end first,
         # not when asyncio.run cancels whatever is left and logs each as an error.
         readers = list(self._connections)
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
+        for session in sessions:
+            session.close()
+        tasks = [s.task for s in sessions if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=0.5)
         if self._owns_path and self.path:
             with contextlib.suppress(OSError):
                 # A daemon started meanwhile (a restart) may have bound the path anew:
@@ -367,6 +373,11 @@ class Server:
             checked = check_request(request)
             _check_id_room(checked)
             answer = await self._run(session, checked)
+        except asyncio.CancelledError:
+            if self._closing:  # close(): the client still gets an answer
+                session.reply_line(_answer_line(_with_id(_error("unavailable", STOPPING),
+                                                         request)))
+            raise
         except ProtocolError as exc:
             answer = _error(exc.code, exc.message)
         except Exception as exc:
