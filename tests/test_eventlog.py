@@ -24,6 +24,17 @@ from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, WAL_MAX_BYT
 from wattgate.daemon.hub import encode
 
 
+class BootClock:
+    """Seconds since boot, as the test sets them: the real clock cannot be made to pass the
+    days that aging out takes."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def _die(log: EventLog) -> None:
     """What an unclean exit leaves: nothing held is written, nothing is given back; only
     the lock on the log goes, as the kernel drops it when the process dies."""
@@ -65,13 +76,16 @@ def test_a_number_that_is_not_finite_is_logged_as_null(tmp_path: Path) -> None:
 
 
 def test_pruning_by_count_and_age_never_reuses_seq(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path / "events.db"), max_events=5, max_age_s=100.0)
+    clock = BootClock()
+    log = EventLog(str(tmp_path / "events.db"), max_events=5, max_age_s=100.0, clock=clock)
     for i in range(12):
+        clock.now = float(i)
         log.append("motion_start", float(i))
     log.flush(20.0)
     assert [e["seq"] for e in log.since(0, 100)] == [8, 9, 10, 11, 12]
     log.flush(20.0 + PRUNE_EVERY_S / 2)  # nothing to write: not looked at again so soon
     assert [e["seq"] for e in log.since(0, 100)] == [8, 9, 10, 11, 12]
+    clock.now = 110.0
     log.flush(110.0)  # everything older than ts 10 goes
     assert [e["seq"] for e in log.since(0, 100)] == [11, 12]
     log.close(110.0)
@@ -173,19 +187,23 @@ def test_age_pruning_removes_only_the_oldest_events_whatever_their_stamps(
     look like events that never were)."""
     path = str(tmp_path / "events.db")
     now = 1.8e9
-    log = EventLog(path, max_age_s=30 * 86400.0)
+    clock = BootClock()
+    log = EventLog(path, max_age_s=30 * 86400.0, clock=clock)
     for i in range(3):
         log.append("motion_start", now - 60 + i)
     log.close(now - 50)
-    log = EventLog(path, max_age_s=30 * 86400.0)
+    clock.now = 100.0
+    log = EventLog(path, max_age_s=30 * 86400.0, clock=clock)
     for i in range(3):
         log.append("motion_start", 10.0 + i)  # the clock at boot
     log.flush(12.0)
+    clock.now = 200.0
     for i in range(2):
         log.append("motion_end", now + i)  # NTP has set it
     log.flush(now + 1)
     assert [e["seq"] for e in log.since(3, 100)] == [4, 5, 6, 7, 8]
     later = now + 30 * 86400.0 - 10.0
+    clock.now = 30 * 86400.0 + 150.0  # 30 days after the 1970 events, not after the others
     log.flush(later)  # the first three are too old now: they go, and the 1970 ones with them
     assert [e["seq"] for e in log.since(0, 100)] == [7, 8]
     assert log.oldest_seq() == 7
@@ -455,3 +473,44 @@ def test_the_wal_file_stays_bounded_after_many_events(tmp_path: Path) -> None:
     assert wal.stat().st_size <= WAL_MAX_BYTES + flush_bytes
     log.close(20_000.0)
     assert [e["seq"] for e in EventLog(str(path)).since(19_998, 10)] == [19_999, 20_000]
+
+
+def test_a_clock_set_forward_by_years_does_not_age_out_the_events_of_this_boot(
+    tmp_path: Path,
+) -> None:
+    """A board without a real-time clock boots at 1970 and NTP sets the clock later: the
+    first prune after that took every event stamped 1970 for 55 years old and removed
+    them, minutes after they happened, before a client had read them."""
+    path = str(tmp_path / "events.db")
+    log = EventLog(path, max_age_s=30 * 86400.0)
+    booted = [log.append("motion_start", 10.0 + i)["seq"] for i in range(3)]  # 1970
+    assert log.flush(12.0) is True
+    now = 1.8e9  # NTP has set the clock
+    assert log.flush(now) is True
+    log.append("motion_end", now + 1)
+    assert log.flush(now + PRUNE_EVERY_S + 1) is True
+    assert [e["seq"] for e in log.since(0, 100)] == [*booted, 4]
+    log.close(now + 2)
+    reopened = EventLog(path, max_age_s=30 * 86400.0)  # a restart in the same boot
+    assert reopened.flush(now + 3) is True
+    assert [e["seq"] for e in reopened.since(0, 100)] == [*booted, 4]
+    reopened.close(now + 4)
+
+
+def test_events_of_an_earlier_boot_age_out_by_their_stamps(tmp_path: Path) -> None:
+    """After a reboot the time since boot says nothing about an older event: its stamp is
+    all there is, and a log left 30 days on a shelf is pruned at the next start."""
+    path = str(tmp_path / "events.db")
+    log = EventLog(path, max_age_s=30 * 86400.0)
+    for i in range(3):
+        log.append("motion_start", 1.8e9 + i)
+    log.close(1.8e9 + 3)
+    db = sqlite3.connect(path)  # what the same log looks like after a reboot
+    with db:
+        db.execute("UPDATE boot SET boot_id = 'another boot'")
+    db.close()
+    reopened = EventLog(path, max_age_s=30 * 86400.0)
+    new = reopened.append("motion_end", 1.8e9 + 31 * 86400.0)["seq"]
+    assert reopened.flush(1.8e9 + 31 * 86400.0) is True
+    assert [e["seq"] for e in reopened.since(0, 100)] == [new]
+    reopened.close(1.8e9 + 31 * 86400.0)

@@ -5,12 +5,23 @@ one transaction per flush (the daemon flushes about once a second and at exit), 
 busy scene costs a few flash writes per second, not one per event. Readers see held
 events too, so `events since` never misses one. The log is bounded by count and age;
 pruning happens on flush, and only ever removes the oldest events, so the log never has a
-hole inside it (a clock set back to 1970 at boot and then forward by NTP stamps events out
-of order; the age bound then stops at the first event that is recent). A flush with
-nothing to write looks for events to age out once every PRUNE_EVERY_S, so an idle daemon
-does not touch the database every second, and no flush scans the whole table. The
+hole inside it. A flush with nothing to write looks for events to age out once every
+PRUNE_EVERY_S, so an idle daemon does not touch the database every second, and no flush
+scans the whole table. The
 `-wal` file beside the database stays near WAL_MAX_BYTES (plus what one flush writes): it
 is checkpointed once it holds that much and cut back to it after.
+
+Age is judged by two clocks, and an event goes only when both say it is older than
+`max_age_s`: its `ts` (the wall clock) against the flush's `now`, and, for an event logged
+since the board booted, the time since boot when it was logged (CLOCK_BOOTTIME: nobody sets
+it, and it counts suspend), kept with it in `boot_s`; the `boot` table names the boot and
+its first seq. The wall clock alone is not to be trusted: a board without a real-time clock
+boots at 1970 and NTP sets the clock minutes later, which made the events of those minutes
+55 years old (or an admin sets the date back, which makes new events look older than the
+ones before them). A clock set either way therefore never ages out an event of this boot
+early; it can only keep events longer, within `max_events`. Events of an earlier boot have
+only their stamps: they go up to the first one that is recent, so ones stamped 1970 among
+newer ones go with the older ones.
 
 `seq` never goes back and a number is never given to two events, not after pruning, a
 restart or an unclean exit (SIGKILL, the watchdog's abort, a power cut). An event is
@@ -61,6 +72,7 @@ import numbers
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 from wattgate.daemon.hub import json_text
@@ -75,7 +87,13 @@ CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
     kind TEXT NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    boot_s REAL
+);
+CREATE TABLE IF NOT EXISTS boot (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    boot_id TEXT NOT NULL,
+    first_seq INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seq_reserved (
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -104,6 +122,23 @@ _SQLITE_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 # What a failed write raises: a lock held too long, a full disk, a read-only file.
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
 
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"  # a new random UUID at every boot
+
+
+def boot_clock() -> float:
+    """Seconds since boot, suspend included: the clock an event's age is checked against
+    (see the module docstring), as nobody can set it."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _boot_id() -> Optional[str]:
+    """This boot's id; None where the kernel gives none (then every open is a new boot)."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip() or None
+    except (OSError, ValueError):
+        return None
+
 
 class EventLog:
     def __init__(
@@ -112,9 +147,12 @@ class EventLog:
         max_events: int = 100_000,
         max_age_s: float = 30 * 86400,
         seq_block: int = SEQ_BLOCK,
+        clock: Callable[[], float] = boot_clock,
     ) -> None:
+        """`clock`: seconds since boot (tests pass one that can jump 30 days)."""
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
+        self._clock = clock
         self._lock_fd = _lock(path + ".lock")  # before reading: another log's numbers are not ours
         try:
             self._open(max_events, max_age_s, seq_block)
@@ -134,7 +172,8 @@ class EventLog:
             self._set_aside(exc)
             self._connect()
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
-        self._held: collections.deque[Event] = collections.deque()
+        # Events given out and not yet written, each with the boot clock when it was logged.
+        self._held: collections.deque[tuple[Event, float]] = collections.deque()
         # Write trouble: when the current failure streak started, how many writes failed,
         # how many held events were dropped; whether `append` may try to reserve.
         self._failing_since: Optional[float] = None
@@ -150,6 +189,15 @@ class EventLog:
         self._last_seq = written
         self._reserved = max(written, reserved, self._read_floor())
         self._next_seq = self._reserved + 1
+        # This boot's events start at _boot_first: the ones the boot clock can judge. The
+        # `boot` row is written with the first of them (None: it is already there).
+        self._boot_id = _boot_id()
+        row = self._db.execute("SELECT boot_id, first_seq FROM boot WHERE id = 0").fetchone()
+        if row is not None and self._boot_id is not None and row[0] == self._boot_id:
+            self._boot_first, self._boot_row = int(row[1]), None
+        else:
+            self._boot_first = self._next_seq
+            self._boot_row = None if self._boot_id is None else (self._boot_id, self._next_seq)
         try:
             self._reserve(self._next_seq - 1 + self.seq_block)
         except _WRITE_ERRORS as exc:
@@ -168,6 +216,9 @@ class EventLog:
         self._db.execute(f"PRAGMA wal_autocheckpoint={max(1, WAL_MAX_BYTES // page)}")
         self._db.execute(f"PRAGMA journal_size_limit={WAL_MAX_BYTES}")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
+        if "boot_s" not in columns:  # a log from before boot_s: its events are stamps only
+            self._db.execute("ALTER TABLE events ADD COLUMN boot_s REAL")
         # Reads every page of the table: a file cut short is found here, not mid-run.
         self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
@@ -273,7 +324,7 @@ class EventLog:
         self._next_seq += 1
         if self._held and len(self._held) >= self.max_events:
             self._drop_oldest()
-        self._held.append(event)
+        self._held.append((event, self._clock()))
         return event
 
     def _writable(self, kind: str, ts: Any, fields: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -339,10 +390,15 @@ class EventLog:
                 rows = self._rows
                 if held:
                     self._db.executemany(
-                        "INSERT INTO events (seq, ts, kind, body) VALUES (?, ?, ?, ?)",
-                        [(e["seq"], e["ts"], e["kind"], _body(e)) for e in held],
+                        "INSERT INTO events (seq, ts, kind, body, boot_s) VALUES (?, ?, ?, ?, ?)",
+                        [(e["seq"], e["ts"], e["kind"], _body(e), boot_s) for e, boot_s in held],
                     )
                     rows += len(held)
+                    if self._boot_row is not None:
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO boot (id, boot_id, first_seq) VALUES (0, ?, ?)",
+                            self._boot_row,
+                        )
                 rows -= self._prune(now, rows)
                 if reserve is not None:
                     self._db.execute(
@@ -355,6 +411,8 @@ class EventLog:
         self._rows = rows
         self._pruned_at = now
         self._held.clear()
+        if held:
+            self._boot_row = None
         if reserve is not None:
             self._reserved = reserve
             if final:
@@ -366,13 +424,23 @@ class EventLog:
         return True
 
     def _prune(self, now: float, rows: int) -> int:
-        """Delete the oldest events: those before the first one younger than max_age_s,
-        then as many more as the log holds over max_events. Returns how many went."""
-        deleted = self._db.execute(
-            "DELETE FROM events WHERE seq < COALESCE("
-            "(SELECT seq FROM events WHERE ts >= ? ORDER BY seq LIMIT 1), ?)",
-            (now - self.max_age_s, self._next_seq),
-        ).rowcount
+        """Delete the oldest events: those before the first one younger than max_age_s
+        (by its stamp or, from this boot on, by the boot clock), then as many more as the
+        log holds over max_events. Returns how many went."""
+        row = self._db.execute(
+            "SELECT seq FROM events WHERE ts >= ? ORDER BY seq LIMIT 1", (now - self.max_age_s,)
+        ).fetchone()
+        keep_from = self._next_seq if row is None else int(row[0])
+        if keep_from > self._boot_first:
+            # Reads only events about to go: it stops at the first young one.
+            row = self._db.execute(
+                "SELECT seq FROM events WHERE seq >= ? AND seq < ? AND boot_s >= ? "
+                "ORDER BY seq LIMIT 1",
+                (self._boot_first, keep_from, self._clock() - self.max_age_s),
+            ).fetchone()
+            if row is not None:
+                keep_from = int(row[0])
+        deleted = self._db.execute("DELETE FROM events WHERE seq < ?", (keep_from,)).rowcount
         over = rows - deleted - self.max_events
         if over > 0:
             deleted += self._db.execute(
@@ -421,7 +489,7 @@ class EventLog:
         self._dropped = 0
 
     def _drop_oldest(self) -> None:
-        dropped = self._held.popleft()
+        dropped, _ = self._held.popleft()
         if self._dropped == 0:
             log.warning(
                 "event log %s: %d events held unwritten (daemon.events_max); dropping the "
@@ -438,7 +506,7 @@ class EventLog:
         ).fetchall()
         events = [_event(*row) for row in rows]
         if len(events) < limit:
-            events.extend(e for e in self._held if e["seq"] > seq)
+            events.extend(e for e, _ in self._held if e["seq"] > seq)
         return events[:limit]
 
     def oldest_seq(self) -> int:
@@ -446,7 +514,7 @@ class EventLog:
         row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
         if row and row[0] is not None:
             return int(row[0])
-        return self._held[0]["seq"] if self._held else self._last_seq + 1
+        return self._held[0][0]["seq"] if self._held else self._last_seq + 1
 
     def close(self, now: float) -> None:
         """Write what is held and close; never raises for a write error (it is logged)."""
