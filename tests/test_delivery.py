@@ -141,3 +141,27 @@ def test_an_infer_running_when_the_daemon_stops_is_answered(
     assert raw.file.readline() == b""
     raw.close()
     assert daemon.wait() == 0
+
+
+def test_an_infer_waiting_on_a_hung_model_does_not_hold_the_daemon_stop(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """The pipeline's invoke hangs in the driver, holding the model; a client's image waits
+    for the model. On SIGTERM the pipeline's thread is abandoned after its stop timeout;
+    the thread that waited for the client's image must not keep the daemon from exiting.
+    It did, for good: it was one of the event loop's executor threads, which Python waits
+    for at exit."""
+    cues = tmp_path / "cues"
+    daemon = slow_daemon(start_daemon, cues)
+    (cues / "hang").touch()
+    wait_for(cues / "hung", daemon)
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    raw.send(json.dumps({"cmd": "infer", "image": jpeg_b64("coffee.png", 50), "id": "img"})
+             .encode() + b"\n")
+    wait_for(cues / "image taken", daemon)
+    daemon.proc.send_signal(signal.SIGTERM)
+    answer = raw.read()
+    assert (answer["class"], answer["id"], answer["code"]) == ("error", "img", "unavailable")
+    raw.close()
+    assert daemon.wait(timeout=60) == 0, daemon.log()

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import grp
 import logging
 import os
 import pwd
 import sqlite3
-from typing import TYPE_CHECKING, Any, Optional
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from wattgate.daemon.hub import ClientSession, Message, json_text
 from wattgate.daemon.server import STOPPING as STOPPING  # app.py's too
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from wattgate.daemon.app import Daemon
 
 log = logging.getLogger("wattgate.commands")
+T = TypeVar("T")
 
 TOPICS = ("results", "events", "power")
 MAX_EVENTS_PER_REPLY = 1000
@@ -152,6 +155,32 @@ def fit_line(events: list[Message], budget: int) -> list[Message]:
     return events
 
 
+async def in_own_thread(func: Callable[..., T], *args: Any) -> T:
+    """func(*args) in a daemon thread of its own, off the event loop.
+
+    Not in the loop's executor: Python waits for its threads at exit, so a call stuck in
+    a driver (a hung NPU invoke, or a wait for the model that such an invoke holds) would
+    keep the daemon from ever exiting. A stuck call here is abandoned at exit, as the
+    pipeline's own threads are."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(set_outcome: Callable[[Any], None], outcome: Any) -> None:
+        if not future.done():  # not cancelled (the daemon stopping) meanwhile
+            set_outcome(outcome)
+
+    def run() -> None:
+        try:
+            done: tuple[Callable[[Any], None], Any] = (future.set_result, func(*args))
+        except BaseException as exc:
+            done = (future.set_exception, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, *done)
+
+    threading.Thread(target=run, name="wattgate-client-image", daemon=True).start()
+    return await future
+
+
 class Commands:
     """The command table the server dispatches to; state lives in the daemon."""
 
@@ -257,12 +286,11 @@ class Commands:
         # Off the event loop (a large image takes a while to decode), and one image at a time:
         # each may decode to MAX_IMAGE_PIXELS, and the model takes them one by one anyway.
         async with self._infer_one:
-            loop = asyncio.get_running_loop()
             try:
-                image = await loop.run_in_executor(None, images.decode, raw, MAX_IMAGE_PIXELS)
+                image = await in_own_thread(images.decode, raw, MAX_IMAGE_PIXELS)
             except images.ImageError as exc:
                 raise ProtocolError("bad_request", f"field 'image' is {exc}") from None
-            result = await loop.run_in_executor(None, pipeline.infer_image, image)
+            result = await in_own_thread(pipeline.infer_image, image)
         return {
             "width": int(image.shape[1]),
             "height": int(image.shape[0]),
