@@ -15,11 +15,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import DaemonProcess
 from wattgate.daemon.eventlog import BUSY_TIMEOUT_MS, PRUNE_EVERY_S, WAL_MAX_BYTES, EventLog
 from wattgate.daemon.hub import encode
 
@@ -514,3 +515,42 @@ def test_events_of_an_earlier_boot_age_out_by_their_stamps(tmp_path: Path) -> No
     assert reopened.flush(1.8e9 + 31 * 86400.0) is True
     assert [e["seq"] for e in reopened.since(0, 100)] == [new]
     reopened.close(1.8e9 + 31 * 86400.0)
+
+
+def test_a_log_on_a_full_disk_opens_and_writes_once_there_is_room(small_disk: Path) -> None:
+    """A restart on a full state partition: SQLite could not size the -shm file it needs to
+    read a WAL database (SQLITE_IOERR_SHMSIZE), the log did not open, and the daemon did
+    not start at all, for want of room for its history."""
+    path = str(small_disk / "events.db")
+    log = EventLog(path)
+    for i in range(20):
+        log.append("detection", float(i), note="x" * 200)
+    log.close(20.0)
+    _fill(small_disk)
+    log = EventLog(path)
+    assert [e["seq"] for e in log.since(18, 10)] == [19, 20]
+    new = log.append("motion_start", 21.0)["seq"]
+    log.flush(21.0)  # may fail for want of room: the event is held meanwhile
+    assert [e["seq"] for e in log.since(19, 10)] == [20, new]
+    os.unlink(small_disk / "filler")
+    assert log.flush(22.0) is True
+    log.close(23.0)
+    assert [e["seq"] for e in EventLog(path).since(19, 10)] == [20, new]
+
+
+def test_a_daemon_whose_state_dir_is_full_starts_and_serves_its_events(
+    start_daemon: Callable[..., DaemonProcess], small_disk: Path
+) -> None:
+    """It exited 69 (cannot open the event log): a full state partition took the camera
+    down with it."""
+    log = EventLog(str(small_disk / "events.db"))
+    log.append("motion_start", 1.0)
+    log.close(2.0)
+    _fill(small_disk)
+    daemon = start_daemon(daemon={"state_dir": str(small_disk)},
+                          camera={"source": "synthetic:empty"})
+    with daemon.connect() as client:
+        answer = client.request("events", since=0)
+        assert [e["seq"] for e in answer["events"]] == [1]
+    assert daemon.stop() == 0
+    assert "the disk is full" in daemon.log()

@@ -43,7 +43,10 @@ A flush that cannot write (the database locked by another process, a full disk, 
 read-only directory) keeps the held events for the next flush, waits at most
 `BUSY_TIMEOUT_MS` for a lock, and logs one warning per failure streak and one line
 when writing works again. While writes fail, at most `max_events` events are held;
-beyond that the oldest held ones are dropped (and logged).
+beyond that the oldest held ones are dropped (and logged). On a disk that is already full
+at open, SQLite cannot size the -shm file a WAL database is read through; the log is then
+opened with its index in memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves
+the events it has and holds new ones as above.
 
 An event that JSON or the table cannot hold as it is (a lone surrogate from a path read
 with surrogateescape, nesting deeper than the encoder goes, an object that is not JSON, a
@@ -118,6 +121,8 @@ FLOOR_SUFFIX = ".seq"
 DAMAGED_SUFFIX = ".damaged"
 # SQLite's primary result codes for a file that is not a sound database.
 _SQLITE_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_SQLITE_FULL = 13
+_SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
 
 # What a failed write raises: a lock held too long, a full disk, a read-only file.
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
@@ -167,10 +172,13 @@ class EventLog:
         try:
             self._connect()
         except sqlite3.DatabaseError as exc:
-            if not _damaged(exc):
+            if _damaged(exc):
+                self._set_aside(exc)
+                self._connect()
+            elif _full(exc):
+                self._connect_alone(exc)
+            else:
                 raise  # locked, read-only, cannot open: the daemon says so and exits
-            self._set_aside(exc)
-            self._connect()
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
         # Events given out and not yet written, each with the boot clock when it was logged.
         self._held: collections.deque[tuple[Event, float]] = collections.deque()
@@ -204,9 +212,14 @@ class EventLog:
             self._failed(exc)
         self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
-    def _connect(self) -> None:
-        """Open the database and read what opening needs; a damaged file raises here."""
+    def _connect(self, exclusive: bool = False) -> None:
+        """Open the database and read what opening needs; a damaged file raises here.
+
+        `exclusive`: SQLite's locking_mode=EXCLUSIVE, which keeps the WAL's index in this
+        process's memory instead of the -shm file, and other processes out."""
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        if exclusive:
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         # Appends and the odd `events since` read need few pages; SQLite's default 2 MB
@@ -245,6 +258,23 @@ class EventLog:
             "in it are no longer served, and numbering goes on after seq %d. Keep the file "
             "for a post-mortem or delete it; check the storage if this happens again",
             self.path, exc, aside, self._read_floor(),
+        )
+
+    def _connect_alone(self, exc: sqlite3.DatabaseError) -> None:
+        """Open the log on a full disk, where SQLite cannot size the -shm file that a WAL
+        database is read through: with its index in memory (`_connect(exclusive=True)`).
+
+        Refusing to open would stop the whole daemon for want of room for its history;
+        like a flush on a full disk, the log serves what it has and holds new events until
+        there is room. Other processes (an admin's sqlite3 shell) are kept out until the
+        daemon restarts."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        self._connect(exclusive=True)
+        log.warning(
+            "event log %s: the disk is full (%s): opened for the daemon alone, with no -shm "
+            "file; new events are held in memory until there is room, and other programs "
+            "cannot read the log until the daemon restarts", self.path, exc,
         )
 
     def _read_floor(self) -> int:
@@ -610,6 +640,13 @@ def _damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether exc says the file is damaged (not locked, read-only or missing)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGED
+
+
+def _full(exc: sqlite3.DatabaseError) -> bool:
+    """Whether exc says the disk is full: SQLITE_FULL, or the -shm file could not be sized
+    (SQLITE_IOERR_SHMSIZE, what opening a WAL database on a full disk fails with)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE)
 
 
 def _text_or_none(value: Any) -> Optional[str]:
