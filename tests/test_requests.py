@@ -17,7 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
@@ -495,37 +496,61 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-def reload_as(socket_path: Path, uid: int, gid: int, groups: list[int]) -> dict[str, Any]:
-    """Ask for a reload from a process with these ids and supplementary groups.
+@dataclass
+class Admins:
+    """A running daemon whose socket any uid can reach, its daemon.admin_group, and the
+    unprivileged user the tests ask it as."""
 
-    The tests run as root; the child sets its groups and drops to uid/gid before it
-    connects, as a service started with SupplementaryGroups= would be.
-    """
-    out = subprocess.run(
-        [sys.executable, "-c", CLIENT, str(socket_path), str(uid), str(gid), json.dumps(groups)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )
-    answer: dict[str, Any] = json.loads(out.stdout)
-    return answer
+    daemon: DaemonProcess
+    group: grp.struct_group
+    nobody: pwd.struct_passwd
+
+    def reload_as(
+        self, user: Optional[pwd.struct_passwd] = None, gid: Optional[int] = None,
+        groups: Sequence[int] = (),
+    ) -> dict[str, Any]:
+        """Ask for a reload from a process of user (nobody by default) with primary group
+        gid (the user's by default) and these supplementary groups.
+
+        The tests run as root; the child sets its groups and drops to uid/gid before it
+        connects, as a service started with SupplementaryGroups= would be.
+        """
+        user = user or self.nobody
+        ids = [str(user.pw_uid), str(user.pw_gid if gid is None else gid), json.dumps(groups)]
+        out = subprocess.run(
+            [sys.executable, "-c", CLIENT, str(self.daemon.socket), *ids],
+            capture_output=True, text=True, timeout=60, check=True,
+        )
+        answer: dict[str, Any] = json.loads(out.stdout)
+        return answer
+
+
+StartAdmins = Callable[..., Admins]
 
 
 @pytest.fixture
-def public_daemon(start_daemon: StartDaemon) -> Iterator[Callable[..., DaemonProcess]]:
-    """start(admin_group, **sections) -> a daemon whose socket any uid can reach."""
+def admins(start_daemon: StartDaemon) -> Iterator[StartAdmins]:
+    """start(group=spare_group(), **sections) -> Admins: a daemon with that admin group.
+    Each daemon started must stop cleanly (exit 0) at teardown."""
     # pytest's tmp dirs are private to root: the socket goes where nobody can reach it.
     public = Path(tempfile.mkdtemp(prefix="wattgate-test-"))
     public.chmod(0o755)
+    started: list[DaemonProcess] = []
 
-    def start(admin_group: str, **sections: dict[str, Any]) -> DaemonProcess:
+    def start(group: Optional[grp.struct_group] = None, **sections: dict[str, Any]) -> Admins:
+        group = group or spare_group()
         daemon = start_daemon(daemon={
-            "socket": str(public / "wattgate.sock"), "socket_mode": 0o666,
-            "admin_group": admin_group,
+            "socket": str(public / f"wattgate{len(started)}.sock"), "socket_mode": 0o666,
+            "admin_group": group.gr_name,
         }, **sections)
+        started.append(daemon)
         daemon.connect().close()
-        return daemon
+        return Admins(daemon, group, pwd.getpwnam("nobody"))
 
     yield start
     shutil.rmtree(public)
+    for daemon in started:
+        assert daemon.stop() == 0
 
 
 needs_root = pytest.mark.skipif(
@@ -534,68 +559,54 @@ needs_root = pytest.mark.skipif(
 
 
 @needs_root
-def test_a_supplementary_group_the_process_holds_makes_an_admin(
-    public_daemon: Callable[[str], DaemonProcess],
-) -> None:
-    group = spare_group()
-    nobody = pwd.getpwnam("nobody")
-    daemon = public_daemon(group.gr_name)
-    held = reload_as(daemon.socket, nobody.pw_uid, nobody.pw_gid, [group.gr_gid])
+def test_a_supplementary_group_the_process_holds_makes_an_admin(admins: StartAdmins) -> None:
+    setup = admins()
+    held = setup.reload_as(groups=[setup.group.gr_gid])
     assert (held["class"], held["id"], held.get("reloaded")) == ("reply", 1, True)
-    primary = reload_as(daemon.socket, nobody.pw_uid, group.gr_gid, [])
+    primary = setup.reload_as(gid=setup.group.gr_gid)
     assert primary.get("reloaded") is True
-    without = reload_as(daemon.socket, nobody.pw_uid, nobody.pw_gid, [])
+    without = setup.reload_as()
     assert (without["class"], without["code"]) == ("error", "forbidden")
-    assert daemon.stop() == 0
 
 
 @needs_root
 def test_the_cli_pinning_a_profile_without_the_right_exits_77(
-    public_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+    admins: StartAdmins, tmp_path: Path,
 ) -> None:
     """EX_NOPERM, not 1: a script can tell "not allowed" from a daemon's other errors."""
-    group = spare_group()
     root = materialize("rk3588", tmp_path / "sys")
-    daemon = public_daemon(group.gr_name, power={
-        "sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")})
-    nobody = pwd.getpwnam("nobody")
+    setup = admins(power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")})
+    nobody = setup.nobody
     run = subprocess.run(
         [sys.executable, "-c", CLI_AS, str(nobody.pw_uid), str(nobody.pw_gid), "profile",
-         "performance", "--socket", str(daemon.socket)],
+         "performance", "--socket", str(setup.daemon.socket)],
         capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == 77, run.stderr
     assert run.stderr.startswith("wattgate: forbidden:") and len(run.stderr.splitlines()) == 1
-    assert daemon.stop() == 0
 
 
 @needs_root
 def test_a_peer_in_too_many_groups_for_so_peergroups_is_judged_from_proc(
-    public_daemon: Callable[[str], DaemonProcess],
+    admins: StartAdmins,
 ) -> None:
     """Python reads 256 groups at most through SO_PEERGROUPS; beyond, /proc/<pid>/status."""
-    group = spare_group()
-    nobody = pwd.getpwnam("nobody")
-    many = [g for g in range(40000, 40400) if g != group.gr_gid][:300]
-    daemon = public_daemon(group.gr_name)
-    held = reload_as(daemon.socket, nobody.pw_uid, nobody.pw_gid, [*many, group.gr_gid])
+    setup = admins()
+    many = [g for g in range(40000, 40400) if g != setup.group.gr_gid][:300]
+    held = setup.reload_as(groups=[*many, setup.group.gr_gid])
     assert held.get("reloaded") is True
-    without = reload_as(daemon.socket, nobody.pw_uid, nobody.pw_gid, many)
+    without = setup.reload_as(groups=many)
     assert (without["class"], without["code"]) == ("error", "forbidden")
-    assert daemon.stop() == 0
 
 
 @needs_root
-def test_a_listed_member_that_dropped_the_group_is_no_admin(
-    public_daemon: Callable[[str], DaemonProcess],
-) -> None:
+def test_a_listed_member_that_dropped_the_group_is_no_admin(admins: StartAdmins) -> None:
     group, user = listed_member()
-    daemon = public_daemon(group.gr_name)
-    dropped = reload_as(daemon.socket, user.pw_uid, user.pw_gid, [])
+    setup = admins(group)
+    dropped = setup.reload_as(user)
     assert (dropped["class"], dropped["code"]) == ("error", "forbidden")
-    kept = reload_as(daemon.socket, user.pw_uid, user.pw_gid, [group.gr_gid])
+    kept = setup.reload_as(user, groups=[group.gr_gid])
     assert kept.get("reloaded") is True
-    assert daemon.stop() == 0
 
 
 @needs_root
