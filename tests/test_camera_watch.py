@@ -26,7 +26,7 @@ from tests.conftest import FaceVideo
 from tests.test_camera_formats import write_mjpeg_stream
 from wattgate.config import CameraConfig
 from wattgate.daemon.camera_watch import Backoff, SupervisedSource, WatchSettings
-from wattgate.drivers.camera import CaptureSource, Frame, SourceError
+from wattgate.drivers.camera import Frame, SourceError
 
 FAST = WatchSettings(reopen_min_s=0.05, reopen_max_s=0.4, healthy_s=5.0, poll_s=0.05)
 
@@ -363,73 +363,3 @@ def test_a_file_replaced_while_open_is_played_next_without_a_loss(tmp_path: Path
         assert source.state == "ended" and events == []
     finally:
         source.stop()
-
-
-# -- a frozen camera ------------------------------------------------------------------------------
-
-
-def write_still(path: Path, picture: np.ndarray, frames: int = 10) -> Path:
-    """A raw MJPEG stream of one JPEG again and again, read as packets (camera.format =
-    "mjpeg"): every frame, and every loop of it, is the same picture to the bit."""
-    jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
-    path.write_bytes(jpeg * frames)
-    return path
-
-
-TEXTURE = np.random.default_rng(1).integers(0, 255, (120, 160, 3), np.uint8)
-DARK = np.full((120, 160, 3), 16, np.uint8)
-
-
-def still_camera(path: Path) -> Callable[[str, int], CaptureSource]:
-    """An opener that plays `path` in place of the camera's node, for ever."""
-    return lambda target, start: CaptureSource(
-        str(path), file_config(path, loop=True, format="mjpeg"))
-
-
-def test_a_camera_that_hands_over_the_same_picture_is_lost_once_and_back_once(
-    tmp_path: Path, readers: list[Reader]
-) -> None:
-    """A V4L2 camera whose firmware hung gives its last picture again and again. No V4L2
-    device exists here: the opener plays a real file in its place, a still one for the
-    first two opens (the camera still frozen after the first reopen) and a moving one
-    after that."""
-    frozen = still_camera(write_still(tmp_path / "still.mjpeg", TEXTURE))
-    moving = write_video(tmp_path / "moving.avi")
-    opened: list[str] = []
-
-    def opener(target: str, start: int) -> CaptureSource:
-        opened.append(target)
-        if len(opened) <= 2:
-            return frozen(target, start)
-        return CaptureSource(str(moving), file_config(moving, loop=True))
-
-    reader = Reader(CameraConfig(source="/dev/null", stall_s=0.5), opener=opener)
-    readers.append(reader)
-    wait_for(lambda: "back" in reader.kinds(), what="frozen, then back")
-    count = len(reader.frames)
-    wait_for(lambda: len(reader.frames) >= count + 30, what="frames after the thaw")
-    assert reader.events == [("lost", "frozen: the same picture for 0.5 s"), ("back",)]
-    assert opened == ["/dev/null"] * 3
-    assert reader.source.state == "running"
-    reader.stop()
-
-
-def test_a_still_file_or_a_uniform_picture_is_not_a_frozen_camera(
-    tmp_path: Path, readers: list[Reader]
-) -> None:
-    """A file may show one picture for ever, and a camera in the dark a uniform one."""
-    still = write_still(tmp_path / "still.mjpeg", TEXTURE)
-    played = Reader(file_config(still, loop=True, format="mjpeg", stall_s=0.2))
-    covered = Reader(CameraConfig(source="/dev/null", stall_s=0.2),
-                     opener=still_camera(write_still(tmp_path / "dark.mjpeg", DARK)))
-    readers.extend([played, covered])
-
-    def spans(reader: Reader) -> float:
-        frames = reader.frames
-        return frames[-1].mono - frames[0].mono if frames else 0.0
-
-    wait_for(lambda: spans(played) > 1.0 and spans(covered) > 1.0,
-             what="frames over five stall periods")
-    assert played.events == [] and covered.events == []
-    played.stop()
-    covered.stop()

@@ -8,9 +8,6 @@ implements the Source protocol, so the pipeline reads from it as from any source
 * reopens on read errors, on a stall (no frame for `camera.stall_s`) and on a file cut short
   (resuming at the frame it reached), after a capped exponential backoff: a broken camera
   costs one open attempt every `reopen_max_s` at worst, never a crash loop;
-* takes a V4L2 camera whose picture has not changed by a single bit for `camera.stall_s` as
-  stalled too (a hung UVC firmware or ISP handing over its last buffer again): a sensor's
-  noise changes every frame, so only a frozen camera does that;
 * follows udev (a pyudev monitor thread on video4linux): a removed camera is lost at once;
   when a device with the same identity comes back it is reopened without waiting for the
   backoff (within 2 s), possibly under another node name;
@@ -35,8 +32,6 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, Literal, Optional, TypeVar
 
-import numpy as np
-
 from wattgate.config import CameraConfig
 from wattgate.drivers import v4l2
 from wattgate.drivers.camera import (
@@ -54,7 +49,6 @@ from wattgate.drivers.synthetic import SCENES
 log = logging.getLogger("wattgate.camera")
 
 State = Literal["running", "lost", "waiting", "ended"]
-FINGERPRINT_GRID = 32  # samples a side of the pixels compared to tell a frozen camera
 Opener = Callable[[str, int], Source]  # (target, start frame) -> an open source
 T = TypeVar("T")
 
@@ -263,8 +257,6 @@ class SupervisedSource:
         self._workers = 0
         self._newest: Optional[_Worker] = None  # the worker of the last open, for stop()
         self._last_frame = 0.0
-        self._still: Optional[np.ndarray[Any, Any]] = None  # the picture's last fingerprint
-        self._still_since = 0.0  # monotonic time that fingerprint was first seen
         self._context: Any = None
         self._udev: Optional[UdevWatch] = None
         if self.kind == "v4l2" and udev is not False:
@@ -472,32 +464,7 @@ class SupervisedSource:
         if frame is None:
             self._ended_or_lost(inner)
             return None
-        if self._frozen(frame, time.monotonic()):
-            self._lost(f"frozen: the same picture for {stall:g} s")
-            return None
         return self._deliver(frame)
-
-    def _frozen(self, frame: Frame, now: float) -> bool:
-        """Whether a V4L2 camera has handed over the same picture, to the bit, for a stall
-        period. Its frames are dropped from then until the picture changes (across
-        reopens), so a camera still frozen after a reopen is not announced back.
-
-        Files, scenes, streams and pipelines may show a still picture for ever (a test
-        pattern, a still image streamed), and a uniform picture (a covered lens, a dark
-        room) may repeat exactly: neither counts."""
-        if self.kind != "v4l2":
-            return False
-        plane = frame.luma if frame.luma is not None else frame.bgr
-        if plane is None:
-            return False
-        step_y = max(1, plane.shape[0] // FINGERPRINT_GRID)
-        step_x = max(1, plane.shape[1] // FINGERPRINT_GRID)
-        sample = np.array(plane[::step_y, ::step_x])
-        if (self._still is None or sample.min() == sample.max()
-                or not np.array_equal(sample, self._still)):
-            self._still, self._still_since = sample, now
-            return False
-        return now - self._still_since >= self._stall_s()
 
     def _deliver(self, frame: Frame) -> Frame:
         now = time.monotonic()
