@@ -554,3 +554,22 @@ def test_a_daemon_whose_state_dir_is_full_starts_and_serves_its_events(
         assert [e["seq"] for e in answer["events"]] == [1]
     assert daemon.stop() == 0
     assert "the disk is full" in daemon.log()
+
+
+def test_a_seq_copy_with_a_number_too_big_is_taken_for_damage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One flipped bit in the first of the 20 digits of events.db.seq makes 1e19: SQLite
+    cannot hold it, and the log did not open (OverflowError), so neither did the daemon."""
+    path = tmp_path / "events.db"
+    log = EventLog(str(path))
+    log.append("motion_start", 1.0)
+    log.close(2.0)
+    floor = Path(str(path) + ".seq")
+    assert floor.read_text() == "00000000000000000001\n"
+    floor.write_text("10000000000000000001\n")
+    caplog.set_level(logging.WARNING, logger="wattgate.eventlog")
+    log = EventLog(str(path))
+    assert log.append("motion_end", 3.0)["seq"] == 2
+    assert any(str(floor) in r.getMessage() for r in caplog.records)
+    log.close(4.0)

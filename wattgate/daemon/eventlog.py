@@ -104,6 +104,9 @@ CREATE TABLE IF NOT EXISTS seq_reserved (
 );
 """
 
+# The highest seq there can be: what `events since` takes (commands.py). A thousand events
+# a second would reach it in 146 million years.
+SEQ_MAX = 2**62
 # Seq numbers reserved per write: after an unclean exit at most this many are skipped.
 SEQ_BLOCK = 1000
 # How long a write waits for another process's lock: the flush runs on the event loop,
@@ -278,10 +281,17 @@ class EventLog:
         )
 
     def _read_floor(self) -> int:
-        """The copy of the reservation kept beside the database; 0 when there is none."""
+        """The copy of the reservation kept beside the database; 0 when there is none.
+
+        A number above SEQ_MAX is damage (one flipped bit in its first digit makes 1e19),
+        not a reservation: taken, it would not fit SQLite's integers and the log would not
+        open, or would number events past what `events since` can ask for."""
         try:
             with open(self.path + FLOOR_SUFFIX, encoding="ascii") as f:
-                return max(0, int(f.read().strip()))
+                floor = max(0, int(f.read().strip()))
+            if floor > SEQ_MAX:
+                raise ValueError(f"{floor} is above {SEQ_MAX}")
+            return floor
         except FileNotFoundError:
             return 0
         except (OSError, ValueError) as exc:
