@@ -4,16 +4,20 @@ reading blocks until a writer comes, as a read() blocks in a driver's show()."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 
+from tests.fixtures.boards import materialize
 from tests.test_sensors import Recorder, Tree
+from wattgate.config import parse_config
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
 
 
@@ -38,8 +42,10 @@ class Stuck:
                 time.sleep(0.01)
 
     def release(self, text: str) -> None:
+        """Answer the reader; nothing to do when it has gone (its process ended)."""
         if self.fd is not None:
-            os.write(self.fd, text.encode())
+            with contextlib.suppress(BrokenPipeError):
+                os.write(self.fd, text.encode())
             os.close(self.fd)
             self.fd = None
 
@@ -91,3 +97,88 @@ def test_a_light_sensor_that_does_not_answer_is_shown_as_such(
         stuck.release("50\n")
         reading.join(30)
     assert sensors.status(now=200.0)["light"]["lux"] == 50.0
+
+
+# -- the power controller's readings -----------------------------------------------------------
+
+TCPU = "class/thermal/thermal_zone2/temp"  # intel-mtl: TCPU at 51.05 °C
+
+
+def ticked(pc: PowerController, now: float) -> None:
+    """pc.tick(now) on another thread, which must come back: a read that hangs must not
+    hang the tick (the daemon runs it on its event loop)."""
+    thread = threading.Thread(target=pc.tick, args=(now,), daemon=True)
+    thread.start()
+    thread.join(20)
+    assert not thread.is_alive(), "the tick hung on one sensor"
+
+
+@pytest.fixture
+def mtl(tmp_path: Path) -> Iterator[tuple[Path, list[Stuck]]]:
+    root = materialize("intel-mtl", tmp_path / "sys")
+    stuck: list[Stuck] = []
+    yield root, stuck
+    for fifo in stuck:
+        fifo.release("50000\n")
+
+
+def test_a_thermal_zone_that_does_not_answer_holds_up_neither_the_tick_nor_the_others(
+    mtl: tuple[Path, list[Stuck]], tmp_path: Path
+) -> None:
+    root, stuck = mtl
+    cfg = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")},
+                        "rules": [{"temp_above_c": 50.0, "zone": "TCPU",
+                                   "profile": "powersave"}]})
+    pc = PowerController(cfg)
+    pc.start(0.0)
+    assert pc.decision.profile == "powersave"
+    fifo = Stuck(root / TCPU)
+    stuck.append(fifo)
+    for t in (1.0, 2.0, 3.0):
+        ticked(pc, t)
+        temps = pc.status()["temperatures"]
+        assert "TCPU" not in temps and temps["acpitz"] == 44.0
+        assert pc.status()["battery"]["percent"] == 76  # the others still read
+        assert pc.decision.profile == "powersave"  # unknown: the rule holds
+    fifo.wait_for_reader()
+    fifo.release("40000\n")  # it answers at last, cool
+    t = 4.0
+    while pc.decision.profile == "powersave":
+        assert t < 30.0, "the zone's answer was never taken"
+        ticked(pc, t)
+        t += 1.0
+    assert pc.status()["temperatures"]["TCPU"] == 40.0
+    pc.stop()
+
+
+def test_a_battery_that_does_not_answer_is_shown_and_its_rule_holds(
+    mtl: tuple[Path, list[Stuck]], tmp_path: Path
+) -> None:
+    root, stuck = mtl
+    cfg = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")},
+                        "rules": [{"on_battery": True, "battery_below": 80.0,
+                                   "profile": "powersave"}]})
+    pc = PowerController(cfg)
+    pc.start(0.0)
+    stuck.append(Stuck(root / "class/power_supply/BAT0/capacity"))
+    for t in (1.0, 2.0):
+        ticked(pc, t)
+        assert pc.status()["battery"] == {"name": "BAT0", "error": "no answer"}
+        assert pc.decision.profile == "powersave"
+        assert "acpitz" in pc.status()["temperatures"]
+    pc.stop()
+
+
+def test_the_daemon_answers_while_a_zone_does_not(
+    start_daemon: Any, mtl: tuple[Path, list[Stuck]], tmp_path: Path
+) -> None:
+    root, stuck = mtl
+    fifo = Stuck(root / TCPU)
+    stuck.append(fifo)
+    daemon = start_daemon(power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")})
+    with daemon.connect() as client:
+        fifo.wait_for_reader()
+        for _ in range(3):  # ticks go on: every status shows the zones that answer
+            temps = client.request("status")["power"]["temperatures"]
+            assert "TCPU" not in temps and temps["acpitz"] == 44.0
+    assert daemon.stop() == 0

@@ -5,6 +5,14 @@ Read outside the controller's lock, since sysfs reads can block in a driver; the
 plain data. The meter and CPU counters are differences between two ticks, so the reader
 keeps the previous sample.
 
+Each source (a thermal zone, a supply, a meter, an IIO device, a clock) is read on a small
+pool of daemon threads, since a sysfs read runs in a driver and can block: an ACPI battery
+waits on the embedded controller, an IIO light sensor runs a one-shot conversion, an I2C
+bus hangs. Read on the caller, such a read stalled the daemon's event loop and every other
+reading with it. A source whose read takes longer than SLOW_S (or outlasts WAIT_S) is read
+in the background from then on: it gives its newest answer a tick late, no reading while
+it has none, and is waited for again once it reads quickly.
+
 A battery that was seen and cannot be read now (its node gone, an attribute failing) is
 shown as such: ``battery`` keeps its name with an ``error``, logged once when it starts and
 once when it ends, and its readings are None (unknown) for the rules to hold on.
@@ -13,20 +21,131 @@ once when it ends, and its readings are None (unknown) for the rules to hold on.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
+from wattgate.drivers import iio
 from wattgate.drivers.cpufreq import CpuPolicy
-from wattgate.drivers.iio import discover_sensors
-from wattgate.drivers.meters import average_watts, discover_energy, discover_meters
-from wattgate.drivers.supply import Supply, discover_supplies, on_battery
+from wattgate.drivers.meters import (
+    HWMON,
+    POWERCAP,
+    EnergyZone,
+    Meter,
+    average_watts,
+    read_energy,
+    read_hwmon,
+    read_iio_rails,
+)
+from wattgate.drivers.supply import POWER_SUPPLY, Supply, on_battery, read_supply
 from wattgate.drivers.sysfs import Sysfs
-from wattgate.drivers.thermal import discover_zones
+from wattgate.drivers.thermal import read_zone, zone_names
 from wattgate.policies.rules import Readings
 
 log = logging.getLogger("wattgate.power")
 
 INPUT_RAILS = ("VDD_IN", "VIN", "IN")  # a meter rail that measures the whole board
+WAIT_S = 1.0  # the longest a tick waits for a source
+SLOW_S = 0.5  # a source whose read took longer is read in the background from then on
+WORKERS = 4  # reads at once; a read that never returns keeps one
+
+
+class _Workers:
+    """A few daemon threads that run reads, started on first use and shared by every reader.
+
+    Not a ThreadPoolExecutor: its threads are joined at interpreter exit, and one blocked
+    in a read that never returns would keep the daemon from exiting."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = (
+            queue.SimpleQueue())
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], Any]) -> Future[Any]:
+        with self._lock:
+            while len(self._threads) < self.count:
+                thread = threading.Thread(target=self._run, name="wattgate-read", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        future: Future[Any] = Future()
+        self._jobs.put((future, job))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            future, job = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+
+_WORKERS = _Workers(WORKERS)
+
+
+def _timed(job: Callable[[], Any]) -> Callable[[], tuple[float, Any]]:
+    def run() -> tuple[float, Any]:
+        start = time.monotonic()
+        value = job()
+        return time.monotonic() - start, value
+    return run
+
+
+class Sources:
+    """Reads named sources on the shared workers; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, Future[tuple[float, Any]]] = {}  # read in the background
+        self._slow: set[str] = set()
+        self._lock = threading.Lock()  # a reload's read may come while the loop ticks
+
+    def gather(self, jobs: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, Any], set[str]]:
+        """Each source's answer, and the sources that have none this time (still reading).
+        A source still reading from an earlier call is not read again until it answers."""
+        with self._lock:
+            return self._gather(jobs)
+
+    def _gather(self, jobs: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, Any], set[str]]:
+        results: dict[str, Any] = {}
+        waited: dict[str, Future[tuple[float, Any]]] = {}
+        for key, job in jobs.items():
+            running = self._running.get(key)
+            if running is not None:
+                if not running.done():
+                    continue
+                del self._running[key]
+                self._take(key, running, results)  # its answer, a tick late
+            future = _WORKERS.submit(_timed(job))
+            if key in self._slow:
+                self._running[key] = future
+            else:
+                waited[key] = future
+        wait(waited.values(), timeout=WAIT_S)
+        for key, future in waited.items():
+            if future.done():
+                self._take(key, future, results)
+            else:
+                self._running[key] = future
+                self._slow.add(key)
+        for key in [k for k in self._running if k not in jobs and self._running[k].done()]:
+            del self._running[key]  # a source gone from sysfs
+        return results, set(self._running) - set(results)
+
+    def _take(self, key: str, future: Future[tuple[float, Any]], results: dict[str, Any]) -> None:
+        seconds, results[key] = future.result()
+        if seconds > SLOW_S:
+            self._slow.add(key)
+        else:
+            self._slow.discard(key)
 
 
 @dataclass
@@ -45,6 +164,11 @@ class Inputs:
     npu_status: Optional[str] = None  # runtime_status
 
 
+def _read_iio(fs: Sysfs, name: str) -> tuple[Optional[iio.IioSensor], Optional[Meter]]:
+    """An IIO device as an ambient sensor and as a JetPack 4 rail meter (either may be None)."""
+    return iio.read_sensor(fs, name), read_iio_rails(fs, name)
+
+
 class InputReader:
     def __init__(
         self,
@@ -61,41 +185,75 @@ class InputReader:
         self._cpu_prev: Optional[Any] = None
         self._battery_name: Optional[str] = None  # the battery last seen
         self._battery_error: Optional[str] = None  # logged when it began
+        self._sources = Sources()
+
+    def _jobs(self) -> dict[str, Callable[[], Any]]:
+        """One read per source, keyed by kind and name; the listings are taken here."""
+        fs = self.fs
+        jobs: dict[str, Callable[[], Any]] = {}
+        for name in zone_names(fs):
+            jobs[f"zone:{name}"] = partial(read_zone, fs, name)
+        for name in fs.listdir(POWER_SUPPLY):
+            jobs[f"supply:{name}"] = partial(read_supply, fs, name)
+        for name in fs.listdir(iio.IIO):
+            jobs[f"iio:{name}"] = partial(_read_iio, fs, name)
+        for name in fs.listdir(HWMON):
+            jobs[f"hwmon:{name}"] = partial(read_hwmon, fs, name)
+        for name in fs.listdir(POWERCAP):
+            jobs[f"powercap:{name}"] = partial(read_energy, fs, name)
+        for path, policy in self.policies.items():
+            jobs[f"cpu:{policy.name}"] = partial(fs.read_int_opt, f"{path}/scaling_cur_freq")
+        if self.npu_devfreq is not None:
+            jobs["npu:hz"] = partial(fs.read_int_opt, f"{self.npu_devfreq}/cur_freq")
+        if self.npu_device is not None:
+            jobs["npu:status"] = partial(fs.read_opt, f"{self.npu_device}/power/runtime_status")
+        return jobs
 
     def read(self, now: float) -> Inputs:
-        fs = self.fs
+        jobs = self._jobs()
+        got, waiting = self._sources.gather(jobs)
+
+        def each(kind: str) -> list[Any]:
+            """The answers of one kind of source, in name order, leaving out None."""
+            return [got[k] for k in jobs if k.startswith(kind) and got.get(k) is not None]
+
         inputs = Inputs()
-        for zone in discover_zones(fs):
+        for zone in each("zone:"):
             if zone.celsius is not None:  # zones may share a type (acpitz): the hottest
                 key = zone.type or zone.name
                 inputs.temps[key] = max(zone.celsius, inputs.temps.get(key, zone.celsius))
-        supplies = discover_supplies(fs)
+        supplies: list[Supply] = each("supply:")
         battery = next((s for s in supplies if s.is_battery), None)
         discharging = on_battery(supplies)
-        lux = next((s.lux for s in discover_sensors(fs) if s.lux is not None), None)
+        sensors = [sensor for sensor, _ in each("iio:") if sensor is not None]
+        lux = next((s.lux for s in sensors if s.lux is not None), None)
         percent = None if battery is None or battery.capacity_percent is None else float(
             battery.capacity_percent)
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
-        inputs.battery = self._battery(supplies, battery, discharging)
-        inputs.meter_w, inputs.meter_source = self._measure(now, battery, discharging)
-        for path, policy in self.policies.items():
-            inputs.cpu_khz[policy.name] = fs.read_int_opt(f"{path}/scaling_cur_freq")
+        silent = f"supply:{self._battery_name}" in waiting
+        inputs.battery = self._battery(supplies, battery, discharging, silent)
+        meters = each("hwmon:") + [rails for _, rails in each("iio:") if rails is not None]
+        inputs.meter_w, inputs.meter_source = self._measure(
+            now, meters, each("powercap:"), battery, discharging)
+        for policy in self.policies.values():
+            inputs.cpu_khz[policy.name] = got.get(f"cpu:{policy.name}")
         inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
-        if self.npu_devfreq is not None:
-            inputs.npu_hz = fs.read_int_opt(f"{self.npu_devfreq}/cur_freq")
-        if self.npu_device is not None:
-            inputs.npu_status = fs.read_opt(f"{self.npu_device}/power/runtime_status")
+        inputs.npu_hz = got.get("npu:hz")
+        inputs.npu_status = got.get("npu:status")
         return inputs
 
     def _battery(
-        self, supplies: list[Supply], battery: Optional[Supply], discharging: Optional[bool]
+        self, supplies: list[Supply], battery: Optional[Supply], discharging: Optional[bool],
+        silent: bool,
     ) -> Optional[dict[str, Any]]:
-        """The battery for status, with an error while the one seen before cannot be read."""
+        """The battery for status, with an error while the one seen before cannot be read
+        (`silent`: its read has not answered yet)."""
         if battery is None and self._battery_name is None:
             return None  # no battery, ever
         if battery is None:  # its node is gone, or even its type does not read
             left = next((s for s in supplies if s.name == self._battery_name), None)
-            error: Optional[str] = left.error if left is not None and left.error else "gone"
+            error: Optional[str] = left.error if left is not None and left.error else (
+                "no answer" if silent else "gone")
             out: dict[str, Any] = {"name": self._battery_name}
         else:
             self._battery_name, error = battery.name, battery.error
@@ -113,11 +271,11 @@ class InputReader:
         return out
 
     def _measure(
-        self, now: float, battery: Optional[Supply], discharging: Optional[bool]
+        self, now: float, meters: list[Meter], energy: list[EnergyZone],
+        battery: Optional[Supply], discharging: Optional[bool],
     ) -> tuple[Optional[float], Optional[str]]:
         """Measured board watts: an input rail, else RAPL, else the discharging battery."""
-        rails = [(r.label, r.watts) for m in discover_meters(self.fs) for r in m.rails
-                 if r.watts is not None]
+        rails = [(r.label, r.watts) for m in meters for r in m.rails if r.watts is not None]
         for label in INPUT_RAILS:
             watts = next((w for name, w in rails if name == label), None)
             if watts is not None:
@@ -127,7 +285,7 @@ class InputReader:
             # 0 W (noise at no load, a shunt wired the other way) draws nothing from the
             # board, and counted it made the board's watts low or even negative.
             return sum(max(0.0, w) for _, w in rails), "hwmon rails"
-        zones = {z.name: z for z in discover_energy(self.fs)}
+        zones = {z.name: z for z in energy}
         zone = zones.get("psys") or zones.get("package-0")
         if zone is not None and zone.energy_uj is not None:
             prev, self._rapl = self._rapl, (zone.energy_uj, now, zone.max_energy_range_uj)

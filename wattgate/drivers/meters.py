@@ -131,21 +131,22 @@ class EnergyZone:
         return asdict(self)
 
 
+def read_energy(fs: Sysfs, zone: str) -> Optional[EnergyZone]:
+    """A powercap zone's counter; None for the control-type directory (intel-rapl), which
+    has none."""
+    base = f"{POWERCAP}/{zone}"
+    if not fs.exists(f"{base}/energy_uj"):
+        return None
+    return EnergyZone(
+        zone=zone,
+        name=fs.read_opt(f"{base}/name") or zone,
+        energy_uj=fs.read_int_opt(f"{base}/energy_uj"),
+        max_energy_range_uj=fs.read_int_opt(f"{base}/max_energy_range_uj"),
+    )
+
+
 def discover_energy(fs: Sysfs) -> list[EnergyZone]:
-    zones = []
-    for zone in fs.listdir(POWERCAP):
-        base = f"{POWERCAP}/{zone}"
-        if not fs.exists(f"{base}/energy_uj"):
-            continue  # the control-type directory (intel-rapl) has no counter
-        zones.append(
-            EnergyZone(
-                zone=zone,
-                name=fs.read_opt(f"{base}/name") or zone,
-                energy_uj=fs.read_int_opt(f"{base}/energy_uj"),
-                max_energy_range_uj=fs.read_int_opt(f"{base}/max_energy_range_uj"),
-            )
-        )
-    return zones
+    return [z for z in (read_energy(fs, n) for n in fs.listdir(POWERCAP)) if z is not None]
 
 
 def energy_delta_uj(before: int, after: int, max_range_uj: Optional[int]) -> Optional[int]:

@@ -55,10 +55,14 @@ def read_zone(fs: Sysfs, name: str) -> ThermalZone:
     return ThermalZone(name, fs.read_opt(f"{base}/type"), temp_mc, tuple(trips))
 
 
-def discover_zones(fs: Sysfs) -> list[ThermalZone]:
+def zone_names(fs: Sysfs) -> list[str]:
+    """The thermal_zoneN entries in N order (cooling_deviceN sit beside them)."""
     names = [n for n in fs.listdir(THERMAL) if n.startswith("thermal_zone") and n[12:].isdigit()]
-    names.sort(key=lambda n: int(n[12:]))
-    return [read_zone(fs, n) for n in names]
+    return sorted(names, key=lambda n: int(n[12:]))
+
+
+def discover_zones(fs: Sysfs) -> list[ThermalZone]:
+    return [read_zone(fs, n) for n in zone_names(fs)]
 
 
 def zone_by_type(zones: list[ThermalZone], zone_type: str) -> Optional[ThermalZone]:
