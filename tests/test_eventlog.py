@@ -573,3 +573,30 @@ def test_a_seq_copy_with_a_number_too_big_is_taken_for_damage(
     assert log.append("motion_end", 3.0)["seq"] == 2
     assert any(str(floor) in r.getMessage() for r in caplog.records)
     log.close(4.0)
+
+
+def test_a_flush_after_the_clock_was_set_forward_does_not_read_the_kept_events(
+    tmp_path: Path,
+) -> None:
+    """Kept by the boot clock, the events stamped 1970 are all old by their stamps: a flush
+    that looked for the first recent stamp read every one of them, once a second, for the
+    30 days they are kept. Counted in SQLite's VM steps, not in time."""
+    log = EventLog(str(tmp_path / "events.db"))
+    for i in range(20_000):
+        log.append("motion_start", 10.0 + i / 1000)  # the clock at boot
+    assert log.flush(30.0) is True
+    assert log.flush(1.8e9) is True  # NTP has set it: none goes
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 100
+        return 0
+
+    log.append("motion_end", 1.8e9 + 1)
+    log._db.set_progress_handler(count, 100)
+    assert log.flush(1.8e9 + 1) is True
+    log._db.set_progress_handler(None, 0)
+    assert steps < 20_000  # reading the 20 000 kept events takes several steps each
+    assert log.oldest_seq() == 1
+    log.close(1.8e9 + 2)

@@ -467,19 +467,18 @@ class EventLog:
         """Delete the oldest events: those before the first one younger than max_age_s
         (by its stamp or, from this boot on, by the boot clock), then as many more as the
         log holds over max_events. Returns how many went."""
+        # Each query reads only the events about to go and the young one it stops at:
+        # those of earlier boots first, then (when they all go) those of this boot.
+        stamped = now - self.max_age_s
         row = self._db.execute(
-            "SELECT seq FROM events WHERE ts >= ? ORDER BY seq LIMIT 1", (now - self.max_age_s,)
+            "SELECT seq FROM events WHERE seq < ? AND ts >= ? ORDER BY seq LIMIT 1",
+            (self._boot_first, stamped),
+        ).fetchone() or self._db.execute(
+            "SELECT seq FROM events WHERE seq >= ? AND (ts >= ? OR boot_s >= ?) "
+            "ORDER BY seq LIMIT 1",
+            (self._boot_first, stamped, self._clock() - self.max_age_s),
         ).fetchone()
         keep_from = self._next_seq if row is None else int(row[0])
-        if keep_from > self._boot_first:
-            # Reads only events about to go: it stops at the first young one.
-            row = self._db.execute(
-                "SELECT seq FROM events WHERE seq >= ? AND seq < ? AND boot_s >= ? "
-                "ORDER BY seq LIMIT 1",
-                (self._boot_first, keep_from, self._clock() - self.max_age_s),
-            ).fetchone()
-            if row is not None:
-                keep_from = int(row[0])
         deleted = self._db.execute("DELETE FROM events WHERE seq < ?", (keep_from,)).rowcount
         over = rows - deleted - self.max_events
         if over > 0:
