@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -300,3 +301,28 @@ def test_a_light_sensor_that_fails_its_first_read_is_still_polled(tree: Tree, li
     sensors.poll(5.0, 5.0)
     assert sensors.readings() == {"lux": 200.0}
     assert "error" not in sensors.status()["light"]
+
+
+def test_an_auto_light_sensor_that_comes_back_under_another_name_is_followed(
+    tree: Tree
+) -> None:
+    """A sensor re-probed after an I2C error (unbound, bound again) registers a new IIO
+    device, whose index need not be the old one: with light = "auto" it is the sensor."""
+    tree.temp_sensor()
+    tree.bh1750(240, name="iio:device1")
+    sensors = watch(tree, Recorder())
+    sensors.poll(0.0, 0.0)
+    assert sensors.readings() == {"lux": 200.0}
+    shutil.rmtree(tree.root / "bus/iio/devices/iio:device1")
+    sensors.poll(1.0, 1.0)
+    assert sensors.status()["light"]["error"] == "no reading"
+    tree.bh1750(240, name="iio:device3")
+    sensors.poll(2.0, 2.0)
+    assert sensors.readings() == {"lux": 200.0}
+    assert sensors.status()["light"]["sensor"] == "iio:device3"
+    # a sensor named in the config is that sensor, gone or not
+    named = watch(tree, Recorder(), light="iio:device3")
+    shutil.rmtree(tree.root / "bus/iio/devices/iio:device3")
+    tree.bh1750(240, name="iio:device4")
+    named.poll(0.0, 0.0)
+    assert named.status()["light"]["sensor"] == "iio:device3" and named.readings() == {}

@@ -169,9 +169,24 @@ class SensorWatch:
         if self.pir_attribute is not None:
             self._poll_pir(self.pir_attribute, now, ts)
 
+    def _follow_light_sensor(self) -> None:
+        """With light = "auto", a sensor whose device is gone is looked for again: one
+        re-probed after a bus error registers a new IIO device, often under another index,
+        and polling the old name read nothing until a restart."""
+        name = self.light_sensor
+        if self.settings.light != "auto" or name is None or iio.has_channel(
+                self.fs, name, "in_illuminance"):
+            return
+        found, _ = find_light_sensor(self.fs, "auto")
+        if found is not None and found != name:
+            log.info("light sensor %s is gone; reading %s", name, found)
+            with self._lock:
+                self.light_sensor = found
+
     def _poll_light_due(self, now: float, ts: float) -> None:
         if self.light_sensor is not None and now >= self._next_light:
             self._next_light = now + self.settings.light_poll_s
+            self._follow_light_sensor()
             self._light_since = now
             try:
                 self._poll_light(self.light_sensor, now, ts)
