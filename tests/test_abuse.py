@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -18,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import DaemonProcess
+from wattgate.config import DaemonConfig
 from wattgate.daemon.eventlog import EventLog
-from wattgate.daemon.server import MAX_BACKLOG, ProtocolError, parse_request
+from wattgate.daemon.hub import Hub
+from wattgate.daemon.server import MAX_BACKLOG, ProtocolError, Server, parse_request
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -239,3 +242,43 @@ def test_connection_churn_returns_fds_and_memory_to_baseline(
     growth_mb = (proc.memory_info().rss - rss) / 2**20
     assert growth_mb < 2.0, f"RSS grew {growth_mb:.2f} MB over 1000 connections"
     assert os.path.exists(shared_daemon.socket)
+
+
+def test_a_stream_of_empty_lines_takes_turns_with_the_rest_of_the_daemon(
+    tmp_path: Path,
+) -> None:
+    """Empty lines are skipped, but each is a turn like a request: 50 000 of them in one
+    write were read in one go, holding the event loop (results, other clients) for as long
+    as that took. A real Server on a real socket, in this process, so that the loop's turns
+    can be counted: a task that takes 1000 turns must finish before the request after the
+    empty lines is run."""
+    order: list[str] = []
+
+    async def mark(session: Any, request: dict[str, Any]) -> dict[str, Any]:
+        order.append("request")
+        return {}
+
+    async def other_work() -> None:
+        for _ in range(1000):
+            await asyncio.sleep(0)
+        order.append("other work")
+
+    async def run() -> None:
+        cfg = DaemonConfig(socket=str(tmp_path / "turns.sock"))
+        server = Server(cfg, Hub(), {"mark": mark}, lambda: {"class": "hello"})
+        await server.start()
+        server.set_ready()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.connect(str(tmp_path / "turns.sock"))
+            while not server.hub.sessions:
+                await asyncio.sleep(0.01)
+            sock.sendall(b"\n" * 50_000 + b'{"cmd":"mark"}\n')
+            await asyncio.gather(other_work(), asyncio.wait_for(answered(), 60))
+        await server.close()
+
+    async def answered() -> None:
+        while "request" not in order:
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    assert order == ["other work", "request"]

@@ -347,11 +347,11 @@ class Server:
                 return
             if not line:
                 return
-            if not line.strip():
-                continue
-            session.reply_line(await self._dispatch(session, line))
-            # Requests already buffered are read without a pause unless we make one: other
-            # clients and the pipeline's results go in between, whatever one client sends.
+            if line.strip():
+                session.reply_line(await self._dispatch(session, line))
+            # Lines already buffered are read without a pause unless we make one: other
+            # clients and the pipeline's results go in between, whatever one client sends
+            # (empty lines too: a stream of them would hold the loop as long as it lasts).
             await asyncio.sleep(0)
             # Over MAX_BACKLOG, wait for the client to read: one that reads catches up at
             # once (to half of it, so it is not waited for at every request), one that does
