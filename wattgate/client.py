@@ -231,12 +231,17 @@ def _encode(message: Message) -> bytes:
     """One request line, strict JSON within the line limit, or ClientError before anything
     is sent.
 
-    json.dumps writes NaN and Infinity by default, which are not JSON: the daemon would
-    answer bad_json without an id, and request() would wait for its answer until it
-    timed out.
+    json.dumps writes NaN and Infinity by default, which are not JSON, and writes a string
+    holding a surrogate (a byte of a command-line argument that is not UTF-8) as a \\u
+    escape that is not a character: the daemon would answer bad_json without an id, and
+    request() would wait for its answer until it timed out.
     """
     try:
-        line = json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+        line = text.encode() + b"\n"
+    except UnicodeEncodeError:
+        raise ClientError("bad_request", f"{message.get('cmd')!r} not sent: a string in it "
+                                         "is not Unicode text (a surrogate)") from None
     except ValueError as exc:  # NaN or Infinity, or a circular reference
         raise ClientError("bad_request", f"{message.get('cmd')!r} not sent: {exc}") from None
     if len(line) > MAX_LINE:
