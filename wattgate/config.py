@@ -106,7 +106,8 @@ class DaemonConfig(Section):
         None, description="Group that owns the socket; unset keeps the daemon's group."
     )
     state_dir: NonBlank = Field(
-        "/var/lib/wattgate", description="Where the event log and the sysfs journal live."
+        "/var/lib/wattgate", description="Where the event log lives (the sysfs journal: "
+        "power.journal_dir)."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level that is logged."
