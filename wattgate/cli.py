@@ -241,9 +241,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     profile = reply["profile"]
     if args.json:
         print(json.dumps(profile))
-    else:
-        pinned = f" (pinned by {profile['pinned_by']})" if profile.get("pinned_by") else ""
-        print(f"{profile['name']}: {profile.get('reason', '')}{pinned}")
+    else:  # a pin's reason already names who pinned it ("pinned by pid=...")
+        print(f"{profile['name']}: {profile.get('reason', '')}")
     return 0
 
 

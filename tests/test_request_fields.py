@@ -1,0 +1,37 @@
+"""How the daemon and its clients read a request's fields and an answer's id, over real
+AF_UNIX connections to the real daemon: what is refused, what is taken, and what is said."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tests.conftest import DaemonProcess
+from tests.fixtures.boards import materialize
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def cli(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `wattgate` command against this daemon's socket."""
+    return subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", *args, "--socket", str(daemon.socket)],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_the_cli_names_who_pinned_a_profile_once(start_daemon: StartDaemon, tmp_path: Path
+                                                  ) -> None:
+    """The daemon's reason for a pinned profile already says "pinned by ..."; the CLI
+    added the pin again in brackets."""
+    root = materialize("rk3588", tmp_path / "sys")
+    daemon = start_daemon(camera={"source": "synthetic:empty"},
+                          power={"sysfs_root": str(root)})
+    daemon.connect().close()
+    pinned = cli(daemon, "profile", "powersave")
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.startswith("powersave: pinned by pid=")
+    assert pinned.stdout.count("pinned by") == 1, pinned.stdout
+    assert daemon.stop() == 0
