@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
+from wattgate.client import ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -34,4 +37,19 @@ def test_the_cli_names_who_pinned_a_profile_once(start_daemon: StartDaemon, tmp_
     assert pinned.returncode == 0, pinned.stderr
     assert pinned.stdout.startswith("powersave: pinned by pid=")
     assert pinned.stdout.count("pinned by") == 1, pinned.stdout
+    assert daemon.stop() == 0
+
+
+def test_an_empty_labels_list_is_refused_like_an_empty_topics_list(
+    start_daemon: StartDaemon,
+) -> None:
+    """`"labels": []` was taken as a filter that no detection passes: the client got no
+    result at all and no word why."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"})
+    with daemon.connect() as client:
+        with pytest.raises(ClientError) as info:
+            client.request("subscribe", labels=[])
+        assert info.value.code == "bad_request" and "'labels'" in info.value.message
+        # Refused whole: the subscription is as it was, none.
+        assert client.request("unsubscribe", topics=[])["topics"] == []
     assert daemon.stop() == 0

@@ -123,6 +123,15 @@ def get_str_list(request: Message, name: str) -> Optional[list[str]]:
     return value
 
 
+def refuse_empty(values: Optional[list[str]], name: str, default: str) -> None:
+    """An empty list where leaving the field out means the default is refused: a client
+    that named nothing most likely made a mistake (an empty `labels` would filter out
+    every result, and no result would say why)."""
+    if values == []:
+        raise ProtocolError("bad_request", f"field '{name}' is an empty list; leave it out "
+                                           f"for the default, {default}")
+
+
 def get_topics(request: Message) -> Optional[list[str]]:
     """The `topics` of a request, all of them known, or None when there is none."""
     topics = get_str_list(request, "topics")
@@ -215,9 +224,7 @@ class Commands:
     async def subscribe(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"topics", "min_score", "labels"})
         topics = get_topics(request)
-        if topics == []:  # not the default: a client that named none may not want results
-            raise ProtocolError("bad_request", "field 'topics' names no topic; leave it out "
-                                "for the default, ['results']")
+        refuse_empty(topics, "topics", "['results']")
         topics = topics or ["results"]
         filters: dict[str, Any] = {}
         if "min_score" in request:
@@ -228,6 +235,7 @@ class Commands:
                 raise ProtocolError("bad_request", "field 'min_score' must be within 0..1")
             filters["min_score"] = float(score)
         labels = get_str_list(request, "labels")
+        refuse_empty(labels, "labels", "every label")
         if labels is not None:
             filters["labels"] = set(labels)
         reply: Message = {"topics": sorted(session.topics.union(topics))}
