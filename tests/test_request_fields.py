@@ -53,3 +53,20 @@ def test_an_empty_labels_list_is_refused_like_an_empty_topics_list(
         # Refused whole: the subscription is as it was, none.
         assert client.request("unsubscribe", topics=[])["topics"] == []
     assert daemon.stop() == 0
+
+
+def test_a_bad_profile_request_is_bad_request_even_without_power_control(
+    start_daemon: StartDaemon,
+) -> None:
+    """`{"set": 5}` is wrong whatever the daemon can do; it was answered unavailable, so
+    the client's mistake looked like the board's."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"})
+    with daemon.connect() as client:
+        assert client.hello["capabilities"]["power"] is False
+        with pytest.raises(ClientError) as info:
+            client.request("profile", set=5)
+        assert info.value.code == "bad_request" and "'set'" in info.value.message
+        with pytest.raises(ClientError) as info:
+            client.request("profile", set="powersave")  # well-formed: the board's turn
+        assert info.value.code == "unavailable"
+    assert daemon.stop() == 0
