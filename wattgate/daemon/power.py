@@ -138,7 +138,8 @@ class PowerController:
         self.battery: Optional[dict[str, Any]] = None
         self.lux: Optional[float] = None
         self.npu_device: Optional[str] = None
-        self.inputs = InputReader(self.fs, {})  # the board's parts are known after start
+        # the board's parts are known after start
+        self.inputs = InputReader(self.fs, {}, light=cfg.sensors.light)
         self._pending: list[Event] = []
         self._last_tick: Optional[float] = None
         self._last_admit = -math.inf
@@ -195,6 +196,7 @@ class PowerController:
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
             self._collect_driven_keep_baseline()
+            self.inputs.light = cfg.sensors.light  # the light rules read the new sensor
         inputs = self.inputs.read(now)
         with self._lock:
             decision, latches = self.rules.evaluate(inputs.readings)
@@ -347,7 +349,7 @@ class PowerController:
         )
         self.npu_device = npu.device if npu is not None else None
         self.inputs = InputReader(fs, self._policies, self.caps.npu.path if self.caps.npu
-                                  else None, self.npu_device)
+                                  else None, self.npu_device, self.cfg.sensors.light)
         self._collect_driven()
 
     def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Optional
 
+from wattgate.daemon.sensors import find_light_sensor
 from wattgate.drivers import iio
 from wattgate.drivers.cpufreq import CpuPolicy
 from wattgate.drivers.meters import (
@@ -176,8 +177,10 @@ class InputReader:
         policies: dict[str, CpuPolicy],
         npu_devfreq: Optional[str] = None,  # class/devfreq/NAME
         npu_device: Optional[str] = None,
+        light: str = "auto",  # sensors.light: "auto", "none" or "iio:deviceN"
     ) -> None:
         self.fs = fs
+        self.light = light
         self.policies = policies
         self.npu_devfreq = npu_devfreq
         self.npu_device = npu_device
@@ -225,8 +228,7 @@ class InputReader:
         supplies: list[Supply] = each("supply:")
         battery = next((s for s in supplies if s.is_battery), None)
         discharging = on_battery(supplies)
-        sensors = [sensor for sensor, _ in each("iio:") if sensor is not None]
-        lux = next((s.lux for s in sensors if s.lux is not None), None)
+        lux = self._lux(got)
         percent = None if battery is None or battery.capacity_percent is None else float(
             battery.capacity_percent)
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
@@ -241,6 +243,16 @@ class InputReader:
         inputs.npu_hz = got.get("npu:hz")
         inputs.npu_status = got.get("npu:status")
         return inputs
+
+    def _lux(self, got: Mapping[str, Any]) -> Optional[float]:
+        """Lux from the sensor `sensors.light` names, found as the sensor thread finds it
+        (None with "none"). The first IIO device with a reading stood in for it: with
+        light = "none" the light rules still switched profiles, and a named sensor could
+        lose to another device."""
+        name, _ = find_light_sensor(self.fs, self.light)
+        answer = None if name is None else got.get(f"iio:{name}")
+        sensor: Optional[iio.IioSensor] = None if answer is None else answer[0]
+        return None if sensor is None else sensor.lux
 
     def _battery(
         self, supplies: list[Supply], battery: Optional[Supply], discharging: Optional[bool],
