@@ -70,3 +70,19 @@ def test_a_bad_profile_request_is_bad_request_even_without_power_control(
             client.request("profile", set="powersave")  # well-formed: the board's turn
         assert info.value.code == "unavailable"
     assert daemon.stop() == 0
+
+
+def test_the_client_takes_only_its_own_integer_id_for_its_answer(
+    start_daemon: StartDaemon,
+) -> None:
+    """Answers were matched with ==, and in Python True == 1 == 1.0: the answer to a request
+    the program sent itself with id true or 1.0 was taken for request() id 1's."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"})  # profile: unavailable
+    with daemon.connect() as client:
+        client.send({"cmd": "profile", "id": True})
+        client.send({"cmd": "profile", "id": 1.0})
+        assert client.request("status")["class"] == "status"  # its id is 1
+        others = client.messages()
+        assert [(m["class"], type(m["id"]), m["id"]) for m in (next(others), next(others))
+                ] == [("error", bool, True), ("error", float, 1.0)]
+    assert daemon.stop() == 0

@@ -100,7 +100,7 @@ class Client:
         self.send({"cmd": cmd, "id": request_id, **fields})
         while True:
             message = self._read()
-            if message.get("id") == request_id and message.get("class") != "result":
+            if _answers(message, request_id):
                 return _answer(message)
             self._pending.append(message)
 
@@ -180,7 +180,7 @@ class AsyncClient:
             raise _closed("the daemon", exc) from None
         while True:
             message = await self._read()
-            if message.get("id") == request_id and message.get("class") != "result":
+            if _answers(message, request_id):
                 return _answer(message)
             self._pending.append(message)
 
@@ -250,6 +250,15 @@ def _encode(message: Message) -> bytes:
         raise ClientError("too_large", f"{message.get('cmd')!r} not sent: {len(line)} bytes, "
                                        f"over the {MAX_LINE}-byte line limit")
     return line
+
+
+def _answers(message: Message, request_id: int) -> bool:
+    """Whether message answers the request sent with request_id: its id is that JSON
+    integer. Not ==, for which True and 1.0 equal 1: the answer to a request a program sent
+    itself with id true or 1.0 would be taken for this one's."""
+    answer_id = message.get("id")
+    return (type(answer_id) is int and answer_id == request_id
+            and message.get("class") != "result")
 
 
 def _answer(message: Message) -> Message:
