@@ -14,9 +14,11 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, tree_snapshot, write_config
+from tests.conftest import DaemonProcess, FaceVideo, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
+from tests.test_camera_watch import wait_for
 from tests.test_daemon import wait_log
+from wattgate.client import Client
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 from wattgate.drivers.inference import default_model_path
@@ -293,4 +295,30 @@ def test_a_restart_only_change_is_reported_until_it_is_undone(
         daemon.config.write_text(text)
         assert client.request("reload")["message"] == "reloaded"
     assert daemon.log().count("daemon.state_dir changed") == 2
+    assert daemon.stop() == 0
+
+
+def camera_events(client: Client) -> list[str]:
+    """The kinds of the camera_lost and camera_back events in the log, oldest first."""
+    events = client.request("events", limit=1000)["events"]
+    return [e["kind"] for e in events if e["kind"] in ("camera_lost", "camera_back")]
+
+
+def test_a_camera_lost_before_reloads_of_the_camera_is_announced_back_once(
+    start_daemon: StartDaemon, face_video: FaceVideo, tmp_path: Path
+) -> None:
+    """Clients told camera_lost wait for camera_back. Reloads that change [camera] while it
+    is lost (another missing file, then one that is there) build new supervisors: the loss
+    they inherit is not announced again, and is announced back once frames come."""
+    first, second = tmp_path / "first.avi", tmp_path / "second.avi"
+    daemon = start_daemon(camera={"source": str(first), "loop": True}, gate={"enabled": False})
+    with daemon.connect() as client:
+        wait_for(lambda: camera_events(client) == ["camera_lost"], what="camera_lost")
+        text = daemon.config.read_text()
+        for source in (second, face_video.path):
+            daemon.config.write_text(text.replace(str(first), str(source)))
+            assert client.request("reload")["reloaded"]
+        wait_for(lambda: "camera_back" in camera_events(client), what="camera_back")
+        assert camera_events(client) == ["camera_lost", "camera_back"]
+        assert client.request("status")["source"]["state"] == "running"
     assert daemon.stop() == 0

@@ -475,7 +475,10 @@ class Daemon:
         variant = self._wanted_variant(new)
         if new.camera != self.cfg.camera or pipeline is None:
             model, source = await loop.run_in_executor(None, self._open_parts, new, variant)
+            previous = self.camera
             await self._stop_pipeline()
+            if previous is not None:
+                source.take_over_loss(previous)
             self.cfg = new
             self._variant = variant
             self._start_pipeline(model, source)

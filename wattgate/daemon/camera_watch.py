@@ -311,6 +311,15 @@ class SupervisedSource:
             newest.retire(None)
             newest.join(timeout)
 
+    def take_over_loss(self, previous: SupervisedSource) -> None:
+        """Stand in for `previous`, stopped (a reload with new camera settings), before the
+        first read: clients told by `previous` that the camera was lost wait for camera_back,
+        so this source announces that loss back once frames come, not a second loss."""
+        with previous._cond:
+            lost = previous._announced_lost  # final: a stopped source announces nothing more
+        with self._cond:
+            self._announced_lost = self._announced_lost or lost
+
     # -- what the daemon shows ------------------------------------------------------------
 
     @property
@@ -469,8 +478,8 @@ class SupervisedSource:
     def _deliver(self, frame: Frame) -> Frame:
         now = time.monotonic()
         with self._cond:
-            back = self._announced_lost
-            self._announced_lost = False
+            back = self._announced_lost and not self._stopped  # else the next source's to say
+            self._announced_lost = self._announced_lost and not back
             if self._state != "running":
                 self._set_state("running", "")
             self._backoff.success(now)
