@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
+from tests.test_socket import RawClient
 from wattgate.client import ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -85,4 +86,25 @@ def test_the_client_takes_only_its_own_integer_id_for_its_answer(
         others = client.messages()
         assert [(m["class"], type(m["id"]), m["id"]) for m in (next(others), next(others))
                 ] == [("error", bool, True), ("error", float, 1.0)]
+    assert daemon.stop() == 0
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+
+
+def test_integer_ids_come_back_as_the_protocol_page_says(start_daemon: StartDaemon) -> None:
+    """The page said every integer id comes back byte for byte; `-0` comes back as `0`
+    (it is the integer 0 to any JSON parser). The page now says so, and this holds it to it."""
+    page = " ".join(DOCS.read_text().split())
+    assert "an integer comes back byte for byte, except `-0`, which comes back as `0`" in page
+    daemon = start_daemon(camera={"source": "synthetic:empty"})
+    daemon.connect().close()
+    raw = RawClient(str(daemon.socket))
+    raw.read()  # hello
+    for sent, back in ((b"-0", b"0"), (b"-12", b"-12"), (b"0", b"0"),
+                       (b"123456789012345678901234567890", b"123456789012345678901234567890")):
+        raw.send(b'{"cmd":"status","id":' + sent + b"}\n")
+        line = raw.file.readline()
+        assert line.startswith(b'{"class":"status","id":' + back + b","), line[:80]
+    raw.close()
     assert daemon.stop() == 0
