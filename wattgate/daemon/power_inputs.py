@@ -184,7 +184,8 @@ class InputReader:
         self.policies = policies
         self.npu_devfreq = npu_devfreq
         self.npu_device = npu_device
-        self._rapl: Optional[tuple[int, float, Optional[int]]] = None
+        # the counter (zone, its range), and its last energy_uj and time
+        self._rapl: Optional[tuple[tuple[str, Optional[int]], int, float]] = None
         self._cpu_prev: Optional[Any] = None
         self._battery_name: Optional[str] = None  # the battery last seen
         self._battery_error: Optional[str] = None  # logged when it began
@@ -300,9 +301,12 @@ class InputReader:
         zones = {z.name: z for z in energy}
         zone = zones.get("psys") or zones.get("package-0")
         if zone is not None and zone.energy_uj is not None:
-            prev, self._rapl = self._rapl, (zone.energy_uj, now, zone.max_energy_range_uj)
-            if prev is not None:
-                avg = average_watts(prev[0], prev[1], zone.energy_uj, now, prev[2])
+            # Samples of one counter only: another zone (psys gone, package-0 read) or a new
+            # max_energy_range_uj (the zone registered again) is a counter that starts over.
+            counter = (zone.zone, zone.max_energy_range_uj)
+            prev, self._rapl = self._rapl, (counter, zone.energy_uj, now)
+            if prev is not None and prev[0] == counter:
+                avg = average_watts(prev[1], prev[2], zone.energy_uj, now, counter[1])
                 if avg is not None:
                     return avg, f"RAPL {zone.name}"
             return None, None

@@ -15,6 +15,9 @@ from wattgate.drivers.sysfs import Sysfs
 
 HWMON = "class/hwmon"
 POWERCAP = "class/powercap"
+# More than any RAPL domain draws (server sockets' limits are a few hundred W): a counter
+# that says more in an interval was reset, it did not wrap.
+RAPL_MAX_W = 1000.0
 
 
 @dataclass(frozen=True)
@@ -149,25 +152,33 @@ def discover_energy(fs: Sysfs) -> list[EnergyZone]:
     return [z for z in (read_energy(fs, n) for n in fs.listdir(POWERCAP)) if z is not None]
 
 
-def energy_delta_uj(before: int, after: int, max_range_uj: Optional[int]) -> Optional[int]:
+def energy_delta_uj(
+    before: int, after: int, max_range_uj: Optional[int], limit_uj: Optional[float] = None
+) -> Optional[int]:
     """Energy used between two counter readings, across one wraparound.
 
     None when the counter went back and no ``max_energy_range_uj`` (or one the first reading
     already exceeds) says where it wraps: a reset cannot be told from a wrap then, and the
-    plain difference was a negative energy, published as negative watts."""
+    plain difference was a negative energy, published as negative watts. None as well when
+    the energy is above `limit_uj`, the most the interval can have used: a counter that
+    restarted (its zone registered again) reads near 0, and taken for a wrap from anywhere
+    below the top of its range it was one interval of kilowatts."""
     if after >= before:
-        return after - before
-    if not max_range_uj or before > max_range_uj:
+        delta = after - before
+    elif not max_range_uj or before > max_range_uj:
         return None
-    return after + (max_range_uj - before)
+    else:
+        delta = after + (max_range_uj - before)
+    return None if limit_uj is not None and delta > limit_uj else delta
 
 
 def average_watts(
     before_uj: int, before_s: float, after_uj: int, after_s: float, max_range_uj: Optional[int]
 ) -> Optional[float]:
-    """Mean power between two samples taken at the caller's timestamps (seconds)."""
+    """Mean power between two samples taken at the caller's timestamps (seconds); None
+    when the counter says more than RAPL_MAX_W, which only a reset does."""
     elapsed = after_s - before_s
-    delta = energy_delta_uj(before_uj, after_uj, max_range_uj)
-    if elapsed <= 0 or delta is None:
+    if elapsed <= 0:
         return None
-    return delta / 1e6 / elapsed
+    delta = energy_delta_uj(before_uj, after_uj, max_range_uj, RAPL_MAX_W * 1e6 * elapsed)
+    return None if delta is None else delta / 1e6 / elapsed
