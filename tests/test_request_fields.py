@@ -108,3 +108,25 @@ def test_integer_ids_come_back_as_the_protocol_page_says(start_daemon: StartDaem
         assert line.startswith(b'{"class":"status","id":' + back + b","), line[:80]
     raw.close()
     assert daemon.stop() == 0
+
+
+def test_integer_fields_take_a_float_with_no_fraction(start_daemon: StartDaemon) -> None:
+    """JSON has no integer type, and a script's `timeout * 1000` is a float: 5000.0 was
+    refused as "must be an integer". It is that integer now; a fraction, a bool and a
+    number out of range are still refused."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"})
+    with daemon.connect(timeout=60) as client:
+        assert client.request("snap", timeout_ms=60000.0)["result"]["class"] == "result"
+        events = client.request("events", since=0.0, limit=2.0)
+        assert len(events["events"]) <= 2
+        for fields, says in (({"timeout_ms": 5000.5}, "must be an integer"),
+                             ({"timeout_ms": True}, "must be an integer"),
+                             ({"timeout_ms": 1e300}, "must be within 1..60000"),
+                             ({"timeout_ms": 0.0}, "must be within 1..60000")):
+            with pytest.raises(ClientError) as info:
+                client.request("snap", **fields)
+            assert info.value.code == "bad_request" and says in info.value.message, fields
+        with pytest.raises(ClientError) as info:
+            client.request("events", limit=-1e-300)
+        assert info.value.code == "bad_request"
+    assert daemon.stop() == 0

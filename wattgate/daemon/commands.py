@@ -104,7 +104,12 @@ def proc_groups(creds: PeerCreds) -> Optional[tuple[int, ...]]:
 
 
 def get_int(request: Message, name: str, default: int, low: int, high: int) -> int:
+    """An integer field within low..high. JSON has no integer type and a script's
+    `timeout * 1000` is a float, so a finite float with no fraction (5000.0) is taken as
+    that integer; a fraction, a bool or anything else is refused."""
     value = request.get(name, default)
+    if isinstance(value, float) and value.is_integer():  # False for inf and NaN
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ProtocolError("bad_request", f"field '{name}' must be an integer")
     if not low <= value <= high:
