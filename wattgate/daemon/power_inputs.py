@@ -292,7 +292,10 @@ class InputReader:
         for label in INPUT_RAILS:
             watts = next((w for name, w in rails if name == label), None)
             if watts is not None:
-                return watts, f"hwmon {label}"
+                # The whole board draws power: below 0 W its input rail misread (a shunt
+                # wired the other way, a bad register), as the summed rails below take a
+                # rail below 0 W for drawing nothing. Published, it was negative watts.
+                return (watts, f"hwmon {label}") if watts >= 0.0 else (None, None)
         if rails:
             # Every rail (two unlabelled chips both have an "ina226:1"); one reading below
             # 0 W (noise at no load, a shunt wired the other way) draws nothing from the
