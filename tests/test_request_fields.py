@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -130,3 +131,35 @@ def test_integer_fields_take_a_float_with_no_fraction(start_daemon: StartDaemon)
             client.request("events", limit=-1e-300)
         assert info.value.code == "bad_request"
     assert daemon.stop() == 0
+
+
+def status_section() -> str:
+    """The `status` command's part of docs/protocol.md, its whitespace made single."""
+    text = DOCS.read_text().split("\n### status\n", 1)[1].split("\n### ", 1)[0]
+    return " ".join(text.split())
+
+
+def test_the_status_errors_of_a_lost_battery_and_the_light_sensor_are_documented(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """status shows why the battery or the light sensor has no reading; the page did not
+    say so, so a client could not tell such a battery from one that reads."""
+    root = materialize("intel-mtl", tmp_path / "sys")
+    daemon = start_daemon(camera={"source": "synthetic:empty"},
+                          power={"sysfs_root": str(root)})
+    with daemon.connect() as client:
+        (root / "class/power_supply/BAT0").unlink()
+        deadline = time.monotonic() + 30
+        while "error" not in (battery := client.request("status")["power"]["battery"]):
+            assert time.monotonic() < deadline, battery
+            time.sleep(0.1)
+        light = client.request("status")["sensors"]["light"]
+    assert daemon.stop() == 0
+    assert battery == {"name": "BAT0", "error": "gone"}
+    page = status_section()
+    for text in ("`power.battery`", '`error`: `"gone"` when its sysfs node vanished',
+                 '`"no answer"` when a read of it hangs', "battery rules",
+                 "hold their state", "`sensors` has `light`",
+                 'Its `error` is `"no answer"` while a read of the sensor has hung',
+                 *(f"`{key}`" for key in light)):
+        assert text in page, text
