@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -14,7 +15,14 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, FaceVideo, write_config, write_face_video
+from tests.conftest import (
+    DaemonProcess,
+    FaceVideo,
+    tree_snapshot,
+    write_config,
+    write_face_video,
+)
+from tests.fixtures.boards import materialize
 from wattgate.client import Client, ClientError
 from wattgate.config import Config
 from wattgate.daemon.app import Daemon, RateMeter
@@ -415,3 +423,47 @@ def test_a_failing_part_of_the_tick_is_logged_once_and_tried_again(
     assert len(failed) == 1 and failed[0].exc_info is not None
     assert len(back) == 1
     daemon.eventlog.close(0.0)
+
+
+# `wattgate run` whose model load waits for a line on a FIFO before loading: an NPU
+# delegate compiling a graph for minutes on first boot, which this machine has no NPU for.
+SLOW_LOAD = """
+import sys
+from wattgate.cli import main
+from wattgate.drivers.inference import Model
+real_load = Model.load.__func__
+def load(cls, *args, **kwargs):
+    print("model load started", file=sys.stderr, flush=True)
+    with open(sys.argv[2]) as fifo:
+        fifo.readline()
+    return real_load(cls, *args, **kwargs)
+Model.load = classmethod(load)
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_sigterm_during_a_long_model_load_stops_at_once_and_restores_power(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """systemd stopping a daemon whose model takes minutes to load: it must not wait for
+    the load (then the stop timeout's SIGKILL would leave the board's power state as the
+    idle profile set it), but exit 0 with every sysfs value as it found it."""
+    root = materialize("rk3588", tmp_path / "board")
+    before = tree_snapshot(root)
+    fifo = tmp_path / "compile"
+    os.mkfifo(fifo)
+    daemon = start_daemon(
+        camera={"source": "synthetic:empty", "width": 320, "height": 240},
+        power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+        argv=lambda config: [sys.executable, "-c", SLOW_LOAD, str(config), str(fifo)],
+    )
+    wait_log(daemon, "model load started", timeout=60.0)
+    assert tree_snapshot(root) != before  # the idle profile is in place meanwhile
+    daemon.proc.send_signal(signal.SIGTERM)
+    try:
+        assert daemon.wait(timeout=30.0) == 0, daemon.log()
+    finally:  # a load still waiting (the daemon did not stop) reads the end of the FIFO
+        with contextlib.suppress(OSError):  # ENXIO: no reader, the daemon is gone
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert tree_snapshot(root) == before
+    assert "Traceback" not in daemon.log(), daemon.log()

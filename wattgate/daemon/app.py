@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional, TypeVar
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
-from wattgate.daemon.commands import NO_CONFIG_FILE, STOPPING, TOPICS, Commands
+from wattgate.daemon.commands import NO_CONFIG_FILE, STOPPING, TOPICS, Commands, in_own_thread
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.handoff import Handoff
 from wattgate.daemon.hub import ClientSession, Hub, Message
@@ -224,12 +224,25 @@ class Daemon:
         await self.server.start(inherited_listener())
         log.info("listening on %s", self.server.path)
         try:
-            model, source = await self._start(loop)
+            started = await self._start(loop)
         except BaseException:  # a part that does not open, or a bug: the board back first
             self._stop.set()  # a reload waiting for start-up to finish does not start then
             async with self._reconfiguring:
                 await self._shut_down(loop)
             raise
+        if started is not None:  # None: asked to stop while the model loaded
+            await self._serve(loop, *started)
+        self.notifier.stopping()
+        log.info("stopping", extra=event(MessageId.STOPPING))
+        # A reload or model switch under way finishes first (it may be starting a pipeline
+        # or writing sysfs); none starts after this.
+        async with self._reconfiguring:
+            await self._shut_down(loop)
+        return EXIT_OK
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, model: Model,
+                     source: SupervisedSource) -> None:
+        """Ready: serve clients and tick until asked to stop."""
         self.server.set_ready()
         # After a reload that came during start-up, never in the middle of one: RELOADING=1
         # and its READY=1 belong only to a reload that started after this READY=1.
@@ -241,37 +254,51 @@ class Daemon:
             extra=event(MessageId.STARTED),
         )
         ticker = loop.create_task(self._tick())
-        await self._stop.wait()
-        self.notifier.stopping()
-        log.info("stopping", extra=event(MessageId.STOPPING))
-        ticker.cancel()
-        # A reload or model switch under way finishes first (it may be starting a pipeline
-        # or writing sysfs); none starts after this.
-        async with self._reconfiguring:
-            await self._shut_down(loop)
-        return EXIT_OK
+        try:
+            await self._stop.wait()
+        finally:
+            ticker.cancel()
 
-    async def _asking_for_time(self, work: asyncio.Future[T]) -> T:
-        """work's result; while it runs, more start time is asked of systemd (EXTEND_*),
-        as TimeoutStartSec= covers the whole start-up and a model may load for minutes."""
+    async def _asking_for_time(self, work: asyncio.Future[T]) -> Optional[T]:
+        """work's result, or None if the daemon is asked to stop first: systemd's stop
+        must not wait for a load that can take minutes. While it runs, more start time is
+        asked of systemd (EXTEND_*), as TimeoutStartSec= covers the whole start-up."""
+        stopping = asyncio.ensure_future(self._stop.wait())
+        either: set[asyncio.Future[Any]] = {work, stopping}
         waited = 0.0
-        while True:
-            done, _ = await asyncio.wait({work}, timeout=EXTEND_EVERY_S)
-            if done:
-                return work.result()
-            waited += EXTEND_EVERY_S
-            if waited <= EXTEND_MAX_S and self.notifier.extend_timeout(EXTEND_STEP_S):
-                log.info("still loading the model after %.0f s; asked systemd for %.0f s "
-                         "more", waited, EXTEND_STEP_S)
+        try:
+            while True:
+                done, _ = await asyncio.wait(either, timeout=EXTEND_EVERY_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if work in done:
+                    return work.result()
+                if done:
+                    return None
+                waited += EXTEND_EVERY_S
+                if waited <= EXTEND_MAX_S and self.notifier.extend_timeout(EXTEND_STEP_S):
+                    log.info("still loading the model after %.0f s; asked systemd for %.0f s "
+                             "more", waited, EXTEND_STEP_S)
+        finally:
+            stopping.cancel()
 
-    async def _start(self, loop: asyncio.AbstractEventLoop) -> tuple[Model, SupervisedSource]:
-        """Power control, the model and the source, the pipeline on them, the sensors."""
+    async def _start(
+        self, loop: asyncio.AbstractEventLoop
+    ) -> Optional[tuple[Model, SupervisedSource]]:
+        """Power control, the model and the source, the pipeline on them, the sensors;
+        None if asked to stop while the model loaded (the load is left to its thread)."""
         async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
             try:
                 await self._start_power(loop)
                 variant = self._wanted_variant()
-                opening = loop.run_in_executor(None, self._open_parts, self.cfg, variant)
-                model, source = await self._asking_for_time(opening)
+                # a thread of its own: the interpreter waits for the executor's at exit
+                opening = asyncio.ensure_future(
+                    in_own_thread(self._open_parts, self.cfg, variant))
+                opened = await self._asking_for_time(opening)
+                if opened is None:
+                    opening.cancel()
+                    log.info("asked to stop while loading the model; not waiting for it")
+                    return None
+                model, source = opened
                 self._variant = variant
                 self._start_pipeline(model, source)
             finally:
