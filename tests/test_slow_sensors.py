@@ -99,27 +99,6 @@ def test_a_light_sensor_that_does_not_answer_is_shown_as_such(
     assert sensors.status(now=200.0)["light"]["lux"] == 50.0
 
 
-def test_a_light_reading_stale_beyond_the_stuck_limit_is_not_published(tmp_path: Path) -> None:
-    """While a read hangs, `power` messages kept the last lux as if it were current: a
-    reading older than the stuck limit is unknown, and the light rules hold on it."""
-    tree = Tree(tmp_path / "sys")
-    tree.tsl2591(50.0)
-    sensors = SensorWatch(tree.fs, SensorSettings(light_poll_s=0.05))
-    sensors.poll(100.0, 1000.0)
-    assert sensors.readings(now=100.0) == {"lux": 50.0}
-    stuck = Stuck(tree.root / "bus/iio/devices/iio:device2/in_illuminance_input")
-    reading = threading.Thread(target=sensors.poll, args=(101.0, 1001.0))
-    reading.start()
-    try:
-        stuck.wait_for_reader()
-        assert sensors.readings(now=101.0) == {"lux": 50.0}
-        assert sensors.readings(now=200.0) == {}
-    finally:
-        stuck.release("60\n")
-        reading.join(30)
-    assert sensors.readings(now=200.0) == {"lux": 60.0}
-
-
 # -- the power controller's readings -----------------------------------------------------------
 
 TCPU = "class/thermal/thermal_zone2/temp"  # intel-mtl: TCPU at 51.05 °C

@@ -17,8 +17,7 @@ costs far less than one camera frame. Nothing configured, nothing found: no thre
 
 The light sensor and the PIR are polled on threads of their own: a light sensor's read can
 take long (a one-shot conversion, a hung I2C transfer) and must not delay a PIR trigger.
-A read that has not answered for STUCK_S shows as the light sensor's status error, and its
-last lux is no reading until it answers.
+A read that has not answered for STUCK_S shows as the light sensor's status error.
 """
 
 from __future__ import annotations
@@ -237,25 +236,6 @@ class SensorWatch:
         until = self._suppress_until
         return until is not None and now < until
 
-    def _light_stuck(self, now: float) -> bool:
-        """A light read has been under way for STUCK_S at monotonic `now`."""
-        since = self._light_since
-        return since is not None and now - since >= STUCK_S
-
-    def readings(self, now: Optional[float] = None) -> dict[str, Any]:
-        """Compact readings for `power` messages; absent sensors are left out, and so is
-        lux while a read has not answered for STUCK_S: the last value, published as if
-        current, let the light rules act on a level that may be long gone."""
-        now = time.monotonic() if now is None else now
-        out: dict[str, Any] = {}
-        with self._lock:
-            if self.lux is not None and self._light_error is None and not self._light_stuck(
-                    now):
-                out["lux"] = round(self.lux, 2)
-            if self.pir_attribute is not None and self._pir_error is None:
-                out["pir"] = self.pir.active
-        return out
-
     def status(self, now: Optional[float] = None) -> dict[str, Any]:
         """For the `status` reply: each sensor, its reading, and why one is missing."""
         now = time.monotonic() if now is None else now
@@ -273,7 +253,8 @@ class SensorWatch:
                 light["changes"] = self.lighting_changes
                 if self._last_change is not None:
                     light["last_change"] = round(self._last_change, 3)
-                if self._light_stuck(now):
+                since = self._light_since
+                if since is not None and now - since >= STUCK_S:
                     light["error"] = "no answer"
                 elif self._light_error is not None:
                     light["error"] = self._light_error
