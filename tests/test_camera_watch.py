@@ -363,3 +363,21 @@ def test_a_file_replaced_while_open_is_played_next_without_a_loss(tmp_path: Path
         assert source.state == "ended" and events == []
     finally:
         source.stop()
+
+
+def test_status_shows_the_size_a_stream_changed_to(tmp_path: Path) -> None:
+    """A raw MJPEG stream whose pictures shrink mid-way (a camera whose resolution was
+    changed while it streamed), read as MJPEG packets: status shows the size of the frames
+    now coming, not the one found at open. (OpenCV's own decode scales such frames to the
+    first size, which status then rightly keeps.)"""
+    path = write_mjpeg_stream(tmp_path / "cam.mjpeg", [(320, 240)] * 3 + [(160, 120)] * 3)
+    source = SupervisedSource(file_config(path, format="mjpeg"), settings=FAST, udev=False)
+    try:
+        seen = []
+        while (frame := source.read()) is not None:
+            status = source.status()
+            seen.append((frame.full_size, (status["width"], status["height"])))
+            assert f"{status['width']}x{status['height']}@" in status["description"]
+        assert seen == [((320, 240), (320, 240))] * 3 + [((160, 120), (160, 120))] * 3
+    finally:
+        source.stop()

@@ -488,11 +488,21 @@ class SupervisedSource:
             if self.kind != "file":  # a device's index goes on across reopens
                 frame = replace(frame, index=self._delivered)
             self._delivered += 1
+            self._note_size(frame.full_size)
         if back:
             log.info("camera back: %s", self.description)
             if self.on_back is not None:
                 self.on_back()
         return frame
+
+    def _note_size(self, size: tuple[int, int]) -> None:
+        """Follow a stream whose pictures changed size mid-way (an MJPEG camera or file
+        switched resolution): the size found at open no longer says what comes."""
+        if size == (self.width, self.height) or 0 in size:
+            return
+        old = f" {self.width}x{self.height}@"
+        self.width, self.height = size
+        self.description = self.description.replace(old, f" {self.width}x{self.height}@")
 
     def _ended_or_lost(self, inner: Source) -> None:
         reason = getattr(inner, "end_reason", None) or "read failed"
