@@ -292,7 +292,7 @@ class Daemon:
                 variant = self._wanted_variant()
                 # a thread of its own: the interpreter waits for the executor's at exit
                 opening = asyncio.ensure_future(
-                    in_own_thread(self._open_parts, self.cfg, variant))
+                    in_own_thread("wattgate-load", self._open_parts, self.cfg, variant))
                 opened = await self._asking_for_time(opening)
                 if opened is None:
                     opening.cancel()

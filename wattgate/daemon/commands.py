@@ -169,8 +169,8 @@ def fit_line(events: list[Message], budget: int) -> list[Message]:
     return events
 
 
-async def in_own_thread(func: Callable[..., T], *args: Any) -> T:
-    """func(*args) in a daemon thread of its own, off the event loop.
+async def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> T:
+    """func(*args) in a daemon thread of its own named `name`, off the event loop.
 
     Not in the loop's executor: Python waits for its threads at exit, so a call stuck in
     a driver (a hung NPU invoke, or a wait for the model that such an invoke holds) would
@@ -191,7 +191,7 @@ async def in_own_thread(func: Callable[..., T], *args: Any) -> T:
         with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
             loop.call_soon_threadsafe(settle, *done)
 
-    threading.Thread(target=run, name="wattgate-client-image", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
     return await future
 
 
@@ -300,10 +300,11 @@ class Commands:
         # each may decode to MAX_IMAGE_PIXELS, and the model takes them one by one anyway.
         async with self._infer_one:
             try:
-                image = await in_own_thread(images.decode, raw, MAX_IMAGE_PIXELS)
+                image = await in_own_thread("wattgate-client-image", images.decode, raw,
+                                            MAX_IMAGE_PIXELS)
             except images.ImageError as exc:
                 raise ProtocolError("bad_request", f"field 'image' is {exc}") from None
-            result = await in_own_thread(pipeline.infer_image, image)
+            result = await in_own_thread("wattgate-client-image", pipeline.infer_image, image)
         return {
             "width": int(image.shape[1]),
             "height": int(image.shape[0]),
