@@ -120,6 +120,18 @@ def slow_daemon(start_daemon: StartDaemon, cues: Path) -> DaemonProcess:
     return daemon
 
 
+def infer_then_stop(daemon: DaemonProcess, cues: Path) -> tuple[RawClient, dict[str, Any]]:
+    """A client sends an image; once the daemon has taken it, SIGTERM: (the client, the
+    answer it read)."""
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    raw.send(json.dumps({"cmd": "infer", "image": jpeg_b64("coffee.png", 50), "id": "img"})
+             .encode() + b"\n")
+    wait_for(cues / "image taken", daemon)
+    daemon.proc.send_signal(signal.SIGTERM)
+    return raw, raw.read()
+
+
 def test_an_infer_running_when_the_daemon_stops_is_answered(
     start_daemon: StartDaemon, tmp_path: Path,
 ) -> None:
@@ -128,13 +140,7 @@ def test_an_infer_running_when_the_daemon_stops_is_answered(
     cues = tmp_path / "cues"
     daemon = slow_daemon(start_daemon, cues)
     (cues / "hold images").touch()
-    raw = RawClient(str(daemon.socket))
-    raw.read()
-    raw.send(json.dumps({"cmd": "infer", "image": jpeg_b64("coffee.png", 50), "id": "img"})
-             .encode() + b"\n")
-    wait_for(cues / "image taken", daemon)
-    daemon.proc.send_signal(signal.SIGTERM)
-    answer = raw.read()
+    raw, answer = infer_then_stop(daemon, cues)
     (cues / "hold images").unlink()
     assert (answer["class"], answer["id"], answer["code"]) == ("error", "img", "unavailable")
     assert answer["message"] == "the daemon is stopping"
@@ -155,13 +161,7 @@ def test_an_infer_waiting_on_a_hung_model_does_not_hold_the_daemon_stop(
     daemon = slow_daemon(start_daemon, cues)
     (cues / "hang").touch()
     wait_for(cues / "hung", daemon)
-    raw = RawClient(str(daemon.socket))
-    raw.read()
-    raw.send(json.dumps({"cmd": "infer", "image": jpeg_b64("coffee.png", 50), "id": "img"})
-             .encode() + b"\n")
-    wait_for(cues / "image taken", daemon)
-    daemon.proc.send_signal(signal.SIGTERM)
-    answer = raw.read()
+    raw, answer = infer_then_stop(daemon, cues)
     assert (answer["class"], answer["id"], answer["code"]) == ("error", "img", "unavailable")
     raw.close()
     assert daemon.wait(timeout=60) == 0, daemon.log()
