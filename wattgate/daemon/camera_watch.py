@@ -473,9 +473,9 @@ class SupervisedSource:
         if frame is None:
             self._ended_or_lost(inner)
             return None
-        return self._deliver(frame)
+        return self._deliver(frame, inner)
 
-    def _deliver(self, frame: Frame) -> Frame:
+    def _deliver(self, frame: Frame, inner: Source) -> Frame:
         now = time.monotonic()
         with self._cond:
             back = self._announced_lost and not self._stopped  # else the next source's to say
@@ -488,21 +488,20 @@ class SupervisedSource:
             if self.kind != "file":  # a device's index goes on across reopens
                 frame = replace(frame, index=self._delivered)
             self._delivered += 1
-            self._note_size(frame.full_size)
+            self._follow_size(inner)
         if back:
             log.info("camera back: %s", self.description)
             if self.on_back is not None:
                 self.on_back()
         return frame
 
-    def _note_size(self, size: tuple[int, int]) -> None:
+    def _follow_size(self, inner: Source) -> None:
         """Follow a stream whose pictures changed size mid-way (an MJPEG camera or file
-        switched resolution): the size found at open no longer says what comes."""
-        if size == (self.width, self.height) or 0 in size:
-            return
-        old = f" {self.width}x{self.height}@"
-        self.width, self.height = size
-        self.description = self.description.replace(old, f" {self.width}x{self.height}@")
+        switched resolution): the open source tracks its size and description itself
+        (CaptureSource), and what was copied from it at open no longer says what comes."""
+        if (inner.width, inner.height) != (self.width, self.height):
+            self.description, self.width, self.height = (
+                inner.description, inner.width, inner.height)
 
     def _ended_or_lost(self, inner: Source) -> None:
         reason = getattr(inner, "end_reason", None) or "read failed"
