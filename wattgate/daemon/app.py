@@ -26,9 +26,9 @@ from typing import Any, Callable, Optional, TypeVar
 from wattgate import __version__
 from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
-from wattgate.daemon.commands import NO_CONFIG_FILE, STOPPING, TOPICS, Commands, in_own_thread
+from wattgate.daemon.commands import NO_CONFIG_FILE, STOPPING, TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
-from wattgate.daemon.handoff import Handoff
+from wattgate.daemon.handoff import Handoff, in_own_thread
 from wattgate.daemon.hub import ClientSession, Hub, Message
 from wattgate.daemon.logs import MessageId, event, set_level
 from wattgate.daemon.notify import (

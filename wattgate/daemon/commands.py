@@ -12,15 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import grp
 import logging
 import os
 import pwd
 import sqlite3
-import threading
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional
 
+from wattgate.daemon.handoff import in_own_thread
 from wattgate.daemon.hub import ClientSession, Message, json_text
 from wattgate.daemon.server import STOPPING as STOPPING  # app.py's too
 from wattgate.daemon.server import (
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from wattgate.daemon.app import Daemon
 
 log = logging.getLogger("wattgate.commands")
-T = TypeVar("T")
 
 TOPICS = ("results", "events", "power")
 MAX_EVENTS_PER_REPLY = 1000
@@ -167,32 +165,6 @@ def fit_line(events: list[Message], budget: int) -> list[Message]:
         if used > budget and count:
             return events[:count]
     return events
-
-
-async def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> T:
-    """func(*args) in a daemon thread of its own named `name`, off the event loop.
-
-    Not in the loop's executor: Python waits for its threads at exit, so a call stuck in
-    a driver (a hung NPU invoke, or a wait for the model that such an invoke holds) would
-    keep the daemon from ever exiting. A stuck call here is abandoned at exit, as the
-    pipeline's own threads are."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(set_outcome: Callable[[Any], None], outcome: Any) -> None:
-        if not future.done():  # not cancelled (the daemon stopping) meanwhile
-            set_outcome(outcome)
-
-    def run() -> None:
-        try:
-            done: tuple[Callable[[Any], None], Any] = (future.set_result, func(*args))
-        except BaseException as exc:
-            done = (future.set_exception, exc)
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, *done)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return await future
 
 
 class Commands:

@@ -13,14 +13,17 @@ item wakes the loop again. An item then waits up to poll_s (plus the event loop'
 millisecond timer resolution), the price of fewer wake-ups and of batches the hub can send
 each subscriber in one write: worth it only when the fan-out is wide, so poll_s() may say 0,
 and then every item wakes the loop as call_soon_threadsafe would.
+
+`in_own_thread` is the other way for one call: run it in a thread and await its outcome.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
-from typing import Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 T = TypeVar("T")
 
@@ -95,3 +98,29 @@ class Handoff(Generic[T]):
         while self._items:
             items.append(self._items.popleft())
         return items
+
+
+async def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> T:
+    """func(*args) in a daemon thread of its own named `name`, off the event loop.
+
+    Not in the loop's executor: Python waits for its threads at exit, so a call stuck in
+    a driver (a hung NPU invoke, or a wait for the model that such an invoke holds) would
+    keep the daemon from ever exiting. A stuck call here is abandoned at exit, as the
+    pipeline's own threads are."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(set_outcome: Callable[[Any], None], outcome: Any) -> None:
+        if not future.done():  # not cancelled (the daemon stopping) meanwhile
+            set_outcome(outcome)
+
+    def run() -> None:
+        try:
+            done: tuple[Callable[[Any], None], Any] = (future.set_result, func(*args))
+        except BaseException as exc:
+            done = (future.set_exception, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, *done)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
