@@ -215,10 +215,18 @@ class SysfsJournal:
         tmp = self.path.with_name(f".{JOURNAL_NAME}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, json.dumps(data, indent=1).encode())
+            # A filesystem that fills up takes what fits and returns the short count without
+            # an error; only writing the rest raises (ENOSPC). A short journal renamed into
+            # place would be unreadable after a crash, and every original in it lost.
+            left = memoryview(json.dumps(data, indent=1).encode())
+            while left:
+                left = left[os.write(fd, left):]
             os.fsync(fd)
-        finally:
+        except BaseException:
             os.close(fd)
+            tmp.unlink(missing_ok=True)  # the space it holds may be what the next save needs
+            raise
+        os.close(fd)
         os.replace(tmp, self.path)
         _fsync_dir(self.state_dir)
 

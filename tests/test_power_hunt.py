@@ -1,0 +1,70 @@
+"""Defects found in the power-control path: each test shows one on fake trees of real boards,
+with real files and real processes (no mocks unless a test says why)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Any, Optional
+
+from tests.conftest import run_as, tree_snapshot
+from tests.fixtures.boards import materialize
+from wattgate.config import parse_config
+from wattgate.daemon.power import PowerController
+from wattgate.drivers.sysfs import AttributeIO
+from wattgate.policies.gating import GateVerdict
+
+CPU = "devices/system/cpu/cpufreq"
+NPU = "class/devfreq/fdab0000.npu"
+NPU_DEV = "devices/platform/fdab0000.npu"
+MOTION = GateVerdict(True, "motion", 0.1, True, ((0, 0, 10, 10),))
+
+
+def make(
+    tmp_path: Path,
+    board: str = "rk3588",
+    io: Optional[AttributeIO] = None,
+    power: Optional[dict[str, Any]] = None,
+    **sections: Any,
+) -> tuple[PowerController, Path]:
+    root = tmp_path / "sys"
+    if not root.exists():
+        materialize(board, root)
+    raw: dict[str, Any] = {"power": {"sysfs_root": str(root),
+                                     "journal_dir": str(tmp_path / "journal"), **(power or {})}}
+    raw.update(sections)
+    return PowerController(parse_config(raw), io=io), root
+
+
+# -- a full journal_dir ------------------------------------------------------------------------
+
+
+def test_a_journal_save_cut_short_by_a_full_disk_is_not_taken_for_a_saved_one(
+    tmp_path: Path,
+) -> None:
+    """A write(2) to a filesystem that fills up stores what fits and returns the short
+    count, without an error; only the next write fails (ENOSPC on a full tmpfs /run). The
+    journal was renamed into place cut off mid-JSON, the sysfs writes went on, and after a
+    SIGKILL the next start set the journal aside as unreadable: nothing was restored.
+
+    RLIMIT_FSIZE gives that short write for real, in a child that then dies as SIGKILL
+    leaves a daemon (os._exit, no stop())."""
+    pc, root = make(tmp_path)
+    before = tree_snapshot(root)
+
+    def crash_with_a_small_disk() -> str:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (700, 700))
+        pc.start(0.0)
+        pc.on_gate(MOTION, 1.0)
+        return "started"
+
+    assert run_as(os.geteuid(), os.getegid(), crash_with_a_small_disk) == "started"
+    assert tree_snapshot(root) != before  # some knobs were written before the disk filled
+    again, _ = make(tmp_path)
+    again.start(10.0)
+    again.stop()
+    assert tree_snapshot(root) == before
+    assert not (tmp_path / "journal" / "sysfs-journal.json.corrupt").exists()
