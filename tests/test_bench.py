@@ -14,6 +14,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 import bench
@@ -23,6 +24,8 @@ from bench.frigate import FrigateStyleDetector
 from bench.peers import Downstream
 from wattgate import bench as cli_bench
 from wattgate.cli import main
+
+Picture = npt.NDArray[np.uint8]
 
 Json = dict[str, Any]
 
@@ -34,7 +37,7 @@ def everything(tmp_path_factory: pytest.TempPathFactory) -> tuple[Json, Path]:
 
 
 def result(everything: tuple[Json, Path], name: str) -> Json:
-    found = [r for r in everything[0]["results"] if r["bench"] == name]
+    found: list[Json] = [r for r in everything[0]["results"] if r["bench"] == name]
     assert len(found) == 1, name
     return found[0]
 
@@ -190,13 +193,13 @@ def test_bench_command_knows_every_benchmark() -> None:
 # -- the pieces ----------------------------------------------------------------------------
 
 
-def textured(seed: int = 0) -> np.ndarray:
+def textured(seed: int = 0) -> Picture:
     rng = np.random.default_rng(seed)
     coarse = rng.uniform(60, 180, (12, 16, 3)).astype(np.float32)
     return cv2.resize(coarse, (320, 240), interpolation=cv2.INTER_NEAREST).astype(np.uint8)
 
 
-def noisy(base: np.ndarray, seed: int) -> np.ndarray:
+def noisy(base: Picture, seed: int) -> Picture:
     noise = np.random.default_rng(seed).normal(0, 2, base.shape)
     return np.clip(base + noise, 0, 255).astype(np.uint8)
 

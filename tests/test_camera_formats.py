@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import pytest
+from cv2.typing import MatLike
 
 from tests.conftest import FaceVideo, skimage_image
 from wattgate.config import CameraConfig, GateConfig
@@ -32,14 +33,18 @@ from wattgate.drivers.camera import (
     reduction_for,
 )
 from wattgate.drivers.synthetic import make_scene, score_gate
+from wattgate.drivers.yuv import Layout
 from wattgate.policies.gating import GateVerdict, MotionGate
 
+Picture = MatLike
+CameraFormat = Literal["auto", "mjpeg", "yuyv"]  # camera.format
 
-def picture() -> np.ndarray:
+
+def picture() -> Picture:
     return cv2.resize(skimage_image("astronaut.png"), (640, 480))
 
 
-def mean_abs(a: np.ndarray, b: np.ndarray) -> float:
+def mean_abs(a: Picture, b: Picture) -> float:
     return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
 
 
@@ -123,7 +128,7 @@ def gate_frame(gate: MotionGate, frame: Frame) -> GateVerdict:
     return gate.update_bgr(frame.color(), frame.mono)
 
 
-def as_format(bgr: np.ndarray, fmt: str, index: int, now: float) -> Frame:
+def as_format(bgr: Picture, fmt: str, index: int, now: float) -> Frame:
     if fmt == "bgr":
         return Frame(index, now, now, bgr)
     if fmt == "mjpeg":
@@ -329,7 +334,7 @@ def test_loop_starts_again_a_file_that_cannot_seek(tmp_path: Path) -> None:
     for fmt in ("auto", "mjpeg"):
         source = open_source(config(path, loop=True, format=fmt))
         try:
-            levels = []
+            levels: list[int] = []
             for _ in range(12):
                 frame = source.read()
                 assert frame is not None, (fmt, len(levels), getattr(source, "end_reason", None))
@@ -423,7 +428,7 @@ def test_a_fifo_with_a_writer_gives_its_frames(tmp_path: Path) -> None:
 # -- V4L2 buffers as OpenCV hands them over ------------------------------------------------------
 
 
-def one_row(buffer: np.ndarray, stride: int = 0, tail: int = 0) -> np.ndarray:
+def one_row(buffer: Picture, stride: int = 0, tail: int = 0) -> Picture:
     """A raw buffer as OpenCV's V4L2 backend returns it with CONVERT_RGB off: one row of
     bytesused bytes (cap_v4l.cpp, retrieveFrame). `stride`: each row padded to that many
     bytes (an ISP's bytesperline); `tail`: bytes after the picture."""
@@ -433,12 +438,13 @@ def one_row(buffer: np.ndarray, stride: int = 0, tail: int = 0) -> np.ndarray:
         padded[:, : rows.shape[1]] = rows
         rows = padded
     flat = np.concatenate([rows.reshape(-1), np.full(tail, 0xEE, np.uint8)])
-    return flat.reshape(1, -1)
+    one: Picture = flat.reshape(1, -1)
+    return one
 
 
 @pytest.mark.parametrize("layout", ["NV12", "YUYV"])
 @pytest.mark.parametrize(("stride", "tail"), [(0, 0), (1408, 0), (0, 4096)])
-def test_a_v4l2_buffer_of_one_row_is_the_picture(layout: str, stride: int, tail: int) -> None:
+def test_a_v4l2_buffer_of_one_row_is_the_picture(layout: Layout, stride: int, tail: int) -> None:
     """Tight rows, rows padded to a 64-byte aligned stride past the width, and a buffer
     with bytes after the picture all give the camera's picture, not a 0-row one."""
     bgr = picture()
@@ -456,7 +462,7 @@ def test_a_v4l2_buffer_of_one_row_is_the_picture(layout: str, stride: int, tail:
 
 
 @pytest.mark.parametrize("layout", ["NV12", "YUYV"])
-def test_a_short_v4l2_buffer_is_refused_saying_why(layout: str) -> None:
+def test_a_short_v4l2_buffer_is_refused_saying_why(layout: Layout) -> None:
     buffer = one_row(raw_from_bgr(picture(), layout))[:, :5000]
     with pytest.raises(ValueError, match=f"{layout} buffer of 5000 bytes, short of the"):
         raw_picture(buffer, layout, (640, 480))
@@ -467,7 +473,7 @@ class V4l2Capture:
     it negotiates 640x480 in `fourcc` and hands over `buffers` as OpenCV's V4L2 backend
     does with CONVERT_RGB off, one row of bytesused bytes each."""
 
-    def __init__(self, fourcc: str, buffers: list[np.ndarray]) -> None:
+    def __init__(self, fourcc: str, buffers: list[Picture]) -> None:
         self.fourcc = cv2.VideoWriter.fourcc(*fourcc)
         self.buffers = list(buffers)
 
@@ -492,7 +498,7 @@ class V4l2Capture:
 @pytest.mark.parametrize(("layout", "fmt"), [("NV12", "yuyv"), ("YUYV", "yuyv"),
                                            ("MJPG", "mjpeg")])
 def test_a_torn_camera_buffer_is_dropped_logged_and_capture_goes_on(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, layout: str, fmt: str,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, layout: str, fmt: CameraFormat,
 ) -> None:
     """A raw camera asked for YUYV may give NV12 (a CSI/ISP pipeline); a short buffer of
     any format is one lost frame, not the camera's end."""

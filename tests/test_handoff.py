@@ -74,7 +74,11 @@ def test_close_delivers_what_the_loop_has_not_looked_at_and_nothing_after() -> N
     async def main() -> None:
         loop = asyncio.get_running_loop()
         handoff: Handoff[int] = Handoff(loop, got.extend, poll)
-        worker = threading.Thread(target=lambda: [handoff.put(i) for i in range(5)])
+        def put_five() -> None:
+            for i in range(5):
+                handoff.put(i)
+
+        worker = threading.Thread(target=put_five)
         worker.start()
         worker.join()  # the worker has stopped; the loop has not run since
         handoff.close()

@@ -26,12 +26,12 @@ from wattgate.drivers.camera import (
     raw_from_bgr,
 )
 from wattgate.drivers.inference import Model
-from wattgate.drivers.yuv import BGR_CODES, Shrinker, Yuv
+from wattgate.drivers.yuv import BGR_CODES, Layout, Shrinker, Yuv
 
 Image = np.ndarray[Any, Any]
 
 
-def camera_buffer(bgr: Image, layout: str) -> Yuv:
+def camera_buffer(bgr: Image, layout: Layout) -> Yuv:
     raw = raw_from_bgr(bgr, layout)
     return Yuv("NV12", raw.reshape(raw.shape[0], raw.shape[1])) if layout == "NV12" else Yuv(
         "YUYV", raw)
@@ -55,7 +55,7 @@ def mean_abs(a: Image, b: Image) -> float:
     ((640, 480), (640, 480)),    # nothing to shrink
 ])
 def test_the_picture_at_the_model_size_is_the_one_shrunk_from_full_colour(
-        layout: str, source: tuple[int, int], out: tuple[int, int]) -> None:
+        layout: Layout, source: tuple[int, int], out: tuple[int, int]) -> None:
     yuv = camera_buffer(cv2.resize(skimage_image("astronaut.png"), source), layout)
     assert yuv.size == source
     shrunk = np.zeros((out[1], out[0], 3), np.uint8)
@@ -90,11 +90,12 @@ def blazeface() -> Model:
 @pytest.mark.parametrize("layout", ["NV12", "YUYV"])
 @pytest.mark.parametrize("size", [(640, 480), (1280, 720)])
 def test_the_model_sees_the_face_in_a_camera_buffer_where_it_sees_it_in_colour(
-        blazeface: Model, layout: str, size: tuple[int, int]) -> None:
+        blazeface: Model, layout: Layout, size: tuple[int, int]) -> None:
     bgr = cv2.resize(skimage_image("astronaut.png"), size)
     yuv = camera_buffer(bgr, layout)
     from_yuv = blazeface.run(blazeface.preparer().prepare(yuv, keep=False))
-    from_colour = blazeface.infer(cv2.cvtColor(yuv.raw, BGR_CODES[layout]))
+    colour: Image = cv2.cvtColor(yuv.raw, BGR_CODES[layout])
+    from_colour = blazeface.infer(colour)
     (face,) = from_yuv.detections
     (reference,) = from_colour.detections
     assert np.allclose(face.box, reference.box, atol=0.01 * size[0])
@@ -168,7 +169,7 @@ def test_the_model_sees_the_face_in_a_reduced_mjpeg_decode_where_it_sees_it_whol
 
 def test_a_buffer_whose_size_changes_gets_a_letterbox_of_its_own(blazeface: Model) -> None:
     preparer = blazeface.preparer((640, 480))
-    bgr = cv2.resize(skimage_image("astronaut.png"), (1280, 720))
+    bgr: Image = cv2.resize(skimage_image("astronaut.png"), (1280, 720))
     prepared = preparer.prepare(camera_buffer(bgr, "NV12"), keep=False)
     assert prepared.letterbox.src == (1280, 720)
     (face,) = blazeface.run(prepared).detections

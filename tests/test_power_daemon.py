@@ -64,7 +64,7 @@ def write_scene(path: Path, quiet_s: float = 4.0, moving_s: float = 2.0,
     room = np.full((480, 640, 3), 96, np.uint8)
     cv2.rectangle(room, (0, 330), (640, 480), (70, 80, 90), -1)
     thing = cv2.resize(skimage_image("astronaut.png")[0:200, 110:310], (160, 160))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (640, 480))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), FPS, (640, 480))
     assert writer.isOpened()
     quiet, moving, after = (round(s * FPS) for s in (quiet_s, moving_s, after_s))
     for i in range(quiet + moving + after):

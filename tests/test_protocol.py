@@ -41,7 +41,7 @@ def wait_events(client: Client, count: int, since: int = 0, timeout: float = 60.
                 ) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout
     while True:
-        events = client.request("events", since=since, limit=1000)["events"]
+        events: list[dict[str, Any]] = client.request("events", since=since, limit=1000)["events"]
         if len(events) >= count or time.monotonic() > deadline:
             return events
         time.sleep(0.2)
@@ -233,7 +233,7 @@ def test_infer_runs_the_model_on_a_client_image(start_daemon: StartDaemon) -> No
             jpeg_b64("astronaut.png", quality=70): "too_large",  # about 37 KB, over 30000
             # 335 bytes claiming 12000x12000 pixels: refused before decoding 430 MB
             base64.b64encode(claims_size(12000, 12000)).decode(): "bad_request",
-            base64.b64encode(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1]).decode():
+            base64.b64encode(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes()).decode():
                 "bad_request",
         }
         for image, code in bad.items():

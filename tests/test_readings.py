@@ -144,10 +144,10 @@ def test_iio_light_and_temperature(tmp_path: Path) -> None:
     assert sensors["bme280"].celsius == pytest.approx(23.45)
 
 
-def _bh1750(tmp_path: Path, **attrs: object) -> Sysfs:
+def _bh1750(tmp_path: Path, **attrs: str | int | None) -> Sysfs:
     b = Board()
     light = "devices/platform/soc/fe804000.i2c/i2c-1/1-0023/iio:device0"
-    values: dict[str, object] = {"name": "bh1750", "in_illuminance_raw": 240,
+    values: dict[str, str | int | None] = {"name": "bh1750", "in_illuminance_raw": 240,
                                  "in_illuminance_scale": "0.833333"}
     values.update(attrs)
     b.attrs(light, {k: v for k, v in values.items() if v is not None})
@@ -162,7 +162,7 @@ def _bh1750(tmp_path: Path, **attrs: object) -> Sysfs:
     {"in_illuminance_offset": "garbage"},
 ], ids=["scale-n/a", "scale-empty", "scale-nan", "offset-garbage"])
 def test_iio_scale_or_offset_that_does_not_read_is_no_reading(
-    tmp_path: Path, attrs: dict[str, object]
+    tmp_path: Path, attrs: dict[str, str | int | None]
 ) -> None:
     """A scale that is there but does not read was taken for no scale at all: the raw count
     240 was published as 240 lx (200 lx really), a lighting change for nothing."""
@@ -178,7 +178,7 @@ def test_iio_without_a_scale_attribute_is_the_raw_value(tmp_path: Path) -> None:
     {"in_illuminance_raw": 0, "in_illuminance_offset": -3},
     {"in_illuminance_input": "-0.4"},
 ], ids=["raw-with-offset", "processed"])
-def test_iio_lux_below_zero_is_darkness(tmp_path: Path, attrs: dict[str, object]) -> None:
+def test_iio_lux_below_zero_is_darkness(tmp_path: Path, attrs: dict[str, str | int | None]) -> None:
     """Light is never negative: below 0 is a dark room read through the sensor's calibration
     offset, 0 lx (the lighting policy compares it so too), never a negative reading."""
     sensor = iio.read_sensor(_bh1750(tmp_path, **attrs), "iio:device0")
@@ -209,7 +209,7 @@ def test_thermal_invalid_trips_and_temperatures_below_absolute_zero(tmp_path: Pa
 
 @pytest.mark.parametrize("capacity", [-1, 101, 255, "N/A"])
 def test_battery_capacity_outside_0_to_100_is_no_reading(tmp_path: Path,
-                                                         capacity: object) -> None:
+                                                         capacity: str | int) -> None:
     """sysfs-class-power: capacity is 0 - 100. A fuel gauge that is not calibrated yet can
     print anything else; -1 % would hold a battery_below rule (low-battery profile) on."""
     b = Board()

@@ -19,7 +19,7 @@ from wattgate.drivers.sysfs import (
 )
 
 # board -> {accelerator name: (control, status, autosuspend_delay_ms)}
-EXPECTED = {
+EXPECTED: dict[str, dict[str, tuple[str, str, int | None]]] = {
     "rk3588": {
         "fdab0000.npu": ("auto", "suspended", 1000),
         "fb000000.gpu": ("auto", "active", 1000),

@@ -11,7 +11,8 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, NotifyListener
+from bench.common import NotifyListener
+from tests.conftest import DaemonProcess
 from wattgate.client import Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]

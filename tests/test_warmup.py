@@ -13,7 +13,8 @@ from typing import Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, NotifyListener
+from bench.common import NotifyListener
+from tests.conftest import DaemonProcess
 from wattgate.config import GateConfig
 from wattgate.daemon.warmup import ROWS, clip, model_frame, warm_gate
 from wattgate.drivers.inference import Model
