@@ -9,6 +9,7 @@ drop-ins in `config.d/*.toml` beside it in name order, and validates the result;
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -752,13 +753,59 @@ def _nul_problems(value: Any, loc: tuple[str, ...] = ()) -> list[tuple[tuple[str
     return found
 
 
+# The words for the member types of a union key, as pydantic tags them in an error's loc.
+_MEMBER_WORDS = {
+    "int": "an integer", "str": "a string", "float": "a number", "bool": "true or false",
+    "list[str]": "a list of strings",
+}
+_MEMBER_TAG = re.compile(r"[a-z]+(\[.*\])?|function-[a-z-]+\[.*\]")
+
+
+def _union_member(loc: tuple[Union[str, int], ...], raw: Any,
+                  missing: bool) -> Optional[tuple[tuple[Union[str, int], ...], str, Any]]:
+    """(key path, member tag, value) when loc runs through a union's member tag (`int`,
+    `list[str]`) after the keys of the file; None for a plain key path. The tag is the
+    first part that is not a key of the value it follows: a scalar or a list has none."""
+    node = raw
+    for index, part in enumerate(loc):
+        if isinstance(node, dict):
+            if part in node:
+                node = node[part]
+                continue
+            if missing or not (isinstance(part, str) and _MEMBER_TAG.fullmatch(part)):
+                return None  # a key the file leaves out
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            continue
+        elif not isinstance(part, str):
+            return None
+        return loc[:index], part, node
+    return None
+
+
 def describe_errors(exc: ValidationError, origins: Optional[Origins] = None,
-                    main: Optional[str] = None) -> list[str]:
+                    main: Optional[str] = None, raw: Optional[dict[str, Any]] = None) -> list[str]:
     """One line per error: key path, the bad value and what is allowed; a key that a
-    drop-in set (origins: key path -> file, main: the main file) names that drop-in."""
-    lines = []
+    drop-in set (origins: key path -> file, main: the main file) names that drop-in.
+
+    pydantic reports a key of several types (a frequency or "N%", a governor or a list)
+    once per type, under the type's name as if it were a key (`cpu_min_khz.int`); with the
+    file's keys (raw) those become one line naming the real key and the types it takes.
+    """
+    lines: list[str] = []
+    unions: dict[tuple[Union[str, int], ...], tuple[int, Any, list[str]]] = {}
     for err in exc.errors():
         loc = err["loc"]
+        member = _union_member(loc, raw, err["type"] == "missing") if raw is not None else None
+        if member is not None:
+            where, tag, value = member
+            if where not in unions:
+                unions[where] = (len(lines), value, [])
+                lines.append("")  # filled in below, in the order the errors came
+            words = unions[where][2]
+            if _MEMBER_WORDS.get(tag, tag) not in words:
+                words.append(_MEMBER_WORDS.get(tag, tag))
+            continue
         key = ".".join(str(part) for part in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
             line = f"{key}: unknown key"
@@ -767,6 +814,10 @@ def describe_errors(exc: ValidationError, origins: Optional[Origins] = None,
         else:
             line = f"{key}: got {err.get('input')!r}; {err['msg']}"
         lines.append(_name_dropin(line, loc, origins, main))
+    for where, (index, value, words) in unions.items():
+        key = ".".join(str(part) for part in where)
+        line = f"{key}: got {value!r}; must be {' or '.join(words)}"
+        lines[index] = _name_dropin(line, where, origins, main)
     return lines
 
 
@@ -805,7 +856,7 @@ def parse_config(raw: dict[str, Any], source: str = "config",
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(source, describe_errors(exc, origins, source)) from None
+        raise ConfigError(source, describe_errors(exc, origins, source, raw)) from None
 
 
 def load_config(path: Optional[Path]) -> Config:

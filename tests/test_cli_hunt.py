@@ -1,0 +1,56 @@
+"""The command line, the config loader and the simulated board, held to what a sysadmin or
+an integrator typing the commands expects: every error names what is wrong and where, with
+the exit code that fits; a board that is listed works. Real processes and real files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", *args], capture_output=True, text=True,
+        timeout=120, cwd=cwd, env={"PYTHONPATH": str(REPO)},
+    )
+
+
+# -- config errors ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "value"),
+    [
+        ("[profiles.x.idle]\ncpu_min_khz = true\n", "profiles.x.idle.cpu_min_khz", "True"),
+        ("[profiles.x]\ncpu_governor = [1]\n", "profiles.x.cpu_governor", "[1]"),
+        ('[model]\ndelegate_options = { device = [1] }\n', "model.delegate_options.device",
+         "[1]"),
+    ],
+)
+def test_a_key_that_takes_one_of_several_types_is_one_error_naming_the_key(
+    tmp_path: Path, toml: str, key: str, value: str
+) -> None:
+    """A key typed "a frequency or N%" (or "a governor or a list") that got neither was
+    reported once per type it could have been, under keys that do not exist:
+    `cpu_min_khz.int`, `cpu_min_khz.str`, `cpu_governor.list[str].0`."""
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 78, res.stderr
+    problems = res.stderr.splitlines()[1:]
+    assert len(problems) == 1, res.stderr
+    assert problems[0].startswith(f"  {key}: got {value}; must be "), res.stderr
+
+
+def test_a_union_error_keeps_the_key_of_a_missing_required_table_key(tmp_path: Path) -> None:
+    """Key parts that are not in the file are kept when they are real keys."""
+    path = tmp_path / "bad.toml"
+    path.write_text('[model.variants.small]\nkind = "ssd"\n')
+    res = run_cli("check-config", str(path))
+    assert res.returncode == 78
+    assert "  model.variants.small.path: required key is missing" in res.stderr
