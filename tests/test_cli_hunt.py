@@ -54,3 +54,21 @@ def test_a_union_error_keeps_the_key_of_a_missing_required_table_key(tmp_path: P
     res = run_cli("check-config", str(path))
     assert res.returncode == 78
     assert "  model.variants.small.path: required key is missing" in res.stderr
+
+
+def test_hidden_files_in_config_d_are_not_dropins(tmp_path: Path) -> None:
+    """An editor's files beside a drop-in being edited (Emacs' `.#10-x.toml` lock, a
+    symlink to nowhere; a `.10-x.toml` scratch copy) were read as drop-ins: the config was
+    refused ("file not found") while a sysadmin had a drop-in open, and a reload kept the
+    old one. systemd's conf.d reading skips hidden files; so does this."""
+    (tmp_path / "config.toml").write_text("[gate]\nthreshold = 20\n")
+    dropins = tmp_path / "config.d"
+    dropins.mkdir()
+    (dropins / "10-x.toml").write_text("[gate]\nthreshold = 25\n")
+    (dropins / ".#10-x.toml").symlink_to("root@camera.4242:1700000000")
+    (dropins / ".10-x.toml").write_text("[gate]\nthreshold = 99\nnot toml\n")
+    res = run_cli("check-config", str(tmp_path / "config.toml"))
+    assert res.returncode == 0, res.stderr
+    from wattgate.config import load_config
+
+    assert load_config(tmp_path / "config.toml").gate.threshold == 25

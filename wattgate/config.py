@@ -828,8 +828,13 @@ def _name_dropin(line: str, loc: tuple[Union[str, int], ...], origins: Optional[
 
 
 def dropin_files(path: Path) -> list[Path]:
-    """The drop-ins that apply to the main file at path, in the order they are merged."""
-    return sorted((path.parent / "config.d").glob("*.toml"))
+    """The drop-ins that apply to the main file at path, in the order they are merged.
+
+    Hidden files are not drop-ins, as in systemd's conf.d: editors keep them beside the
+    file being edited (Emacs' `.#NAME.toml` lock is a symlink to nowhere), and glob's `*`
+    takes them, so a config was refused while a drop-in was open in an editor."""
+    return sorted(p for p in (path.parent / "config.d").glob("*.toml")
+                  if not p.name.startswith("."))
 
 
 def load_raw(path: Path, origins: Optional[Origins] = None) -> dict[str, Any]:
