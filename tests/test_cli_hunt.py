@@ -4,11 +4,16 @@ the exit code that fits; a board that is listed works. Real processes and real f
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from wattgate.simulate import Footage, Image, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,3 +77,44 @@ def test_hidden_files_in_config_d_are_not_dropins(tmp_path: Path) -> None:
     from wattgate.config import load_config
 
     assert load_config(tmp_path / "config.toml").gate.threshold == 25
+
+
+# -- simulate -----------------------------------------------------------------------------
+
+
+def short_footage(frames: int = 20) -> Footage:
+    """A few plain grey frames: enough to run every strategy once, fast."""
+
+    def gen() -> Iterator[Image]:
+        for _ in range(frames):
+            yield np.full((120, 160, 3), 128, np.uint8)
+
+    return Footage("grey", 10.0, frames, ((5, 8),), gen)
+
+
+def listed_boards() -> list[str]:
+    """The boards `wattgate simulate --board` offers, as argparse lists them."""
+    res = run_cli("simulate", "--board", "?", "--scene", "office")
+    assert res.returncode == 2
+    found = re.search(r"choose from (.*)\)", res.stderr)
+    assert found is not None, res.stderr
+    return re.findall(r"'([^']+)'", found.group(1))
+
+
+def test_every_board_simulate_lists_can_be_simulated() -> None:
+    """`--board jetson-orin-nano` was offered by --help and refused by the run ("no energy
+    model to simulate with"). A board is listed only when its energy model has a CPU or an
+    NPU to steer; the Orin Nano's has neither (no DT coefficients, no NPU, and it measures
+    itself with its INA3221 rails)."""
+    boards = listed_boards()
+    assert "rk3588" in boards and "jetson-orin-nano" not in boards
+    for board in boards:
+        report = simulate(board, short_footage(), model_ms=5.0)
+        assert report["frames_total"] == 20, board
+
+
+def test_simulate_names_the_boards_it_can_simulate() -> None:
+    res = run_cli("simulate", "--board", "jetson-orin-nano", "--scene", "office",
+                  "--model-ms", "5")
+    assert res.returncode == 2
+    assert "invalid choice: 'jetson-orin-nano'" in res.stderr and "'rk3588'" in res.stderr

@@ -154,7 +154,7 @@ def format_power(power: dict[str, Any]) -> list[str]:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `probe` and `simulate` to the `wattgate` command's subparsers."""
-    from wattgate.boards import BOARDS
+    from wattgate.boards import SIMULATED
 
     probe = sub.add_parser("probe", help="show the power knobs and readings this machine has")
     probe.add_argument("--sysfs-root", type=_sysfs_root,
@@ -169,7 +169,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Energy, inferences and event recall of a profile against two baselines "
         "(always_on, governor_only) on an emulated board.",
     )
-    sim.add_argument("--board", required=True, choices=BOARDS, help="board to emulate")
+    sim.add_argument("--board", required=True, choices=SIMULATED,
+                     help="board to emulate (one whose energy model has its CPU or NPU)")
     sim.add_argument("--scene", help="a generated scene (office, person, ...)")
     sim.add_argument("--video", help="a video file to replay (needs --labels)")
     sim.add_argument("--labels", help='labels JSON: {"fps": F, "events": [[first, last], ...]}')

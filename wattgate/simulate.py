@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from wattgate.boards import BOARDS, energy_model, materialize
+from wattgate.boards import SIMULATED, energy_model, materialize
 from wattgate.config import Config, GateConfig, ProfileConfig
 from wattgate.daemon.power import PowerController
 from wattgate.drivers.sysfs import Sysfs
@@ -268,11 +268,10 @@ def simulate(
 ) -> dict[str, Any]:
     """The whole report: the profile's run and both baselines, as the JSON output."""
     cfg = cfg or Config()
-    if board not in BOARDS:
-        raise SimulateError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+    if board not in SIMULATED:
+        raise SimulateError(f"cannot simulate board {board!r}; boards with an energy model "
+                            f"of their CPU or NPU: {', '.join(SIMULATED)}")
     model = board_power(board, energy_model(board))
-    if not model.clusters and model.npu is None:
-        raise SimulateError(f"board {board!r} has no energy model to simulate with")
     if profile is not None:
         if profile not in cfg.profiles:
             known = ", ".join(sorted(cfg.profiles))

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Union
 
+from wattgate.policies.energy import board_power
+
 BOARDS = ("rk3588", "jetson-orin-nano", "rpi5", "imx8mp", "intel-mtl")
 SPECIAL = ("missing-knob", "write-fail", "bare")
 ALL = BOARDS + SPECIAL
@@ -273,9 +275,23 @@ from wattgate.boards import (  # noqa: E402 - the modules import Board from here
     write_fail,
 )
 
+
+def _can_simulate(name: str) -> bool:
+    """Whether the board's energy model has a part a profile steers: CPU clusters with a
+    dynamic-power-coefficient, or an NPU. Without either, every strategy would cost 0 J."""
+    model = board_power(name, energy_model(name))
+    return bool(model.clusters) or model.npu is not None
+
+
+SIMULATED = tuple(name for name in BOARDS if _can_simulate(name))
+"""The boards `wattgate simulate --board` offers. Not jetson-orin-nano: its device tree
+has no CPU coefficients and it has no NPU, and it measures itself (INA3221 rails), so
+there is nothing to estimate its watts from that would not be made up."""
+
 __all__ = [
     "ALL",
     "BOARDS",
+    "SIMULATED",
     "SPECIAL",
     "Board",
     "FaultyIO",
