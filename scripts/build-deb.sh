@@ -23,8 +23,9 @@ for tool in dpkg-buildpackage dh; do
     }
 done
 # Files the package installs that other parts of the tree provide.
-for f in config.toml systemd/60-wattgate.rules systemd/wattgate.service systemd/wattgate.socket \
-    systemd/wattgate.sysusers systemd/wattgate.tmpfiles pyproject.toml; do
+for f in config.toml systemd/60-wattgate.rules systemd/60-wattgate-meters.rules \
+    systemd/wattgate.service systemd/wattgate.socket systemd/wattgate.sysusers \
+    systemd/wattgate.tmpfiles pyproject.toml; do
     [ -f "$f" ] || { echo "build-deb: missing $f" >&2; exit 3; }
 done
 

@@ -42,6 +42,8 @@ do_install:append() {
         ${D}${systemd_system_unitdir}/
     install -D -m 0644 ${S}/systemd/60-wattgate.rules \
         ${D}${nonarch_base_libdir}/udev/rules.d/60-wattgate.rules
+    install -m 0644 ${S}/systemd/60-wattgate-meters.rules \
+        ${D}${nonarch_base_libdir}/udev/rules.d/60-wattgate-meters.rules
     install -D -m 0644 ${S}/systemd/wattgate.tmpfiles \
         ${D}${nonarch_libdir}/tmpfiles.d/wattgate.conf
     install -D -m 0644 ${S}/config.toml ${D}${sysconfdir}/wattgate/config.toml

@@ -39,6 +39,8 @@ endef
 define WATTGATE_INSTALL_UDEV_AND_CONFIG
 	$(INSTALL) -D -m 0644 $(@D)/systemd/60-wattgate.rules \
 		$(TARGET_DIR)/usr/lib/udev/rules.d/60-wattgate.rules
+	$(INSTALL) -D -m 0644 $(@D)/systemd/60-wattgate-meters.rules \
+		$(TARGET_DIR)/usr/lib/udev/rules.d/60-wattgate-meters.rules
 	$(INSTALL) -D -m 0644 $(@D)/config.toml $(TARGET_DIR)/etc/wattgate/config.toml
 	$(INSTALL) -d -m 0755 $(TARGET_DIR)/etc/wattgate/config.d
 endef
