@@ -118,3 +118,42 @@ def test_simulate_names_the_boards_it_can_simulate() -> None:
                   "--model-ms", "5")
     assert res.returncode == 2
     assert "invalid choice: 'jetson-orin-nano'" in res.stderr and "'rk3588'" in res.stderr
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ("[1]", 'not a JSON object {"fps": F, "events": [[first, last], ...]}'),
+        ('{"events": []}', "no fps"),
+        ('{"fps": 15}', "no events"),
+        ('{"fps": true, "events": []}', "fps must be a number above 0, got true"),
+        ('{"fps": "15", "events": []}', "fps must be a number above 0, got \"15\""),
+        ('{"fps": 15, "events": [[1.5, 4]]}', "events[0]: [1.5, 4] is not [first, last]"),
+        ('{"fps": 15, "events": [[1, 2, 3]]}', "events[0]: [1, 2, 3] is not [first, last]"),
+        ('{"fps": 15, "events": {"a": 1}}', "events must be a list"),
+        ("{", "not JSON: Expecting property name"),
+        (b"\xff", "not UTF-8"),
+    ],
+)
+def test_a_bad_labels_file_is_refused_saying_what_is_wrong(
+    tmp_path: Path, labels: str | bytes, message: str
+) -> None:
+    """Python's own words came out ("list indices must be integers or slices, not str",
+    "'fps'", "too many values to unpack"), and [1.5, 4] was taken as frames 1 to 4 and
+    fps true as 1 fps without a word."""
+    path = tmp_path / "labels.json"
+    if isinstance(labels, bytes):
+        path.write_bytes(labels)
+    else:
+        path.write_text(labels)
+    res = run_cli("simulate", "--board", "rk3588", "--video", str(tmp_path / "v.avi"),
+                  "--labels", str(path), "--model-ms", "1")
+    assert res.returncode == 2, res.stderr
+    assert f"labels {path}: {message}" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_a_labels_frame_written_as_a_whole_float_is_that_frame() -> None:
+    from wattgate.simulate import parse_labels
+
+    assert parse_labels({"fps": 15, "events": [[228.0, 289]]}, "x") == (15.0, ((228, 289),))

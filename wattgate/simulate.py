@@ -97,17 +97,16 @@ def scene_footage(name: str) -> Footage:
 def video_footage(video: Path, labels: Path) -> Footage:
     """A video file and its labels JSON: {"fps": F, "events": [[first, last], ...]}."""
     try:
-        data = json.loads(labels.read_text())
-        fps = float(data["fps"])
-        events = tuple((int(a), int(b)) for a, b in data["events"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SimulateError(f"labels {labels}: {exc}") from None
-    if not (math.isfinite(fps) and fps > 0):  # json reads NaN and Infinity
-        raise SimulateError(f"labels {labels}: fps must be a finite number above 0, got {fps}")
-    for first, last in events:
-        if first < 0 or last < first:  # no strategy could catch it: recall alike for all
-            raise SimulateError(f"labels {labels}: event [{first}, {last}] is not frames "
-                                "[first, last] with 0 <= first <= last")
+        text = labels.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SimulateError(f"labels {labels}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise SimulateError(f"labels {labels}: not UTF-8") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise SimulateError(f"labels {labels}: not JSON: {exc}") from None
+    fps, events = parse_labels(data, f"labels {labels}")
     capture = cv2.VideoCapture(str(video))
     try:
         if not capture.isOpened():
@@ -136,6 +135,46 @@ def video_footage(video: Path, labels: Path) -> Footage:
             cap.release()
 
     return Footage(f"video {video.name}", fps, length, events, frames)
+
+
+LABELS_FORMAT = '{"fps": F, "events": [[first, last], ...]}'
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_frame(value: Any) -> bool:
+    """A frame number: a whole number, 0 or more (228.0 too, as some tools write it)."""
+    return _is_number(value) and math.isfinite(value) and value >= 0 and value == int(value)
+
+
+def parse_labels(data: Any, where: str) -> tuple[float, tuple[tuple[int, int], ...]]:
+    """fps and events of a labels document, or a SimulateError naming the field at fault.
+
+    Checked field by field rather than converted: float() and int() took fps true as 1 fps
+    and an event [1.5, 4] as frames 1 to 4, and what failed was told in Python's words
+    ("'fps'", "too many values to unpack")."""
+    if not isinstance(data, dict):
+        raise SimulateError(f"{where}: not a JSON object {LABELS_FORMAT}")
+    for key in ("fps", "events"):
+        if key not in data:
+            raise SimulateError(f"{where}: no {key} ({LABELS_FORMAT})")
+    fps = data["fps"]
+    # json reads NaN and Infinity
+    if not (_is_number(fps) and math.isfinite(fps) and fps > 0):
+        raise SimulateError(f"{where}: fps must be a number above 0, got {json.dumps(fps)}")
+    if not isinstance(data["events"], list):
+        raise SimulateError(f"{where}: events must be a list of [first, last] frame pairs")
+    events = []
+    for index, event in enumerate(data["events"]):
+        # no strategy could catch an event that ends before it starts: recall alike for all
+        if not (isinstance(event, list) and len(event) == 2
+                and all(_is_frame(n) for n in event) and event[0] <= event[1]):
+            raise SimulateError(f"{where}: events[{index}]: {json.dumps(event)} is not "
+                                "[first, last], whole frame numbers with 0 <= first <= last")
+        events.append((int(event[0]), int(event[1])))
+    return float(fps), tuple(events)
 
 
 def measure_model_ms(cfg: Config, frame: Image) -> tuple[float, str]:
