@@ -183,3 +183,44 @@ def test_the_deb_installs_every_rule_file_and_replays_it(unpacked: Path) -> None
                 for name in subsystem[2].split("|"):
                     if name not in ("module", "scmi_protocol"):  # module loads, not replayed
                         assert f"--subsystem-match={name}" in postinst, (rule.name, name)
+
+
+# -- the programs the unit runs are there wherever the package is --------------------------
+
+
+def exec_programs() -> set[str]:
+    """The absolute programs of the service's Exec*= lines, the package's own excepted."""
+    out = set()
+    for raw in (UNITS / "wattgate.service").read_text().splitlines():
+        key, sep, value = raw.strip().partition("=")
+        if sep and key.startswith("Exec") and value:
+            program = value.lstrip("@-:+!").split()[0]
+            if program != "/usr/bin/wattgate":
+                out.add(program)
+    return out
+
+
+def essential(package: str) -> bool:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Essential}", package],
+                         capture_output=True, text=True, timeout=60)
+    return out.stdout.strip() == "yes"
+
+
+def test_the_deb_depends_on_every_program_the_unit_runs(deb: Path) -> None:
+    """ExecReload=/bin/kill: on Debian 12 that is procps, which is not Essential; an image
+    built without it (debootstrap --variant=minbase) cannot `systemctl reload wattgate`.
+    The owners are looked up in this machine's dpkg database."""
+    depends = subprocess.run(["dpkg-deb", "--field", str(deb), "Depends"], check=True,
+                             capture_output=True, text=True, timeout=60).stdout
+    names = {d.split()[0] for alt in depends.split(",") for d in alt.split("|") if d.strip()}
+    checked = 0
+    for program in sorted(exec_programs()):
+        owner = subprocess.run(["dpkg", "-S", program, f"/usr{program}"],
+                               capture_output=True, text=True, timeout=60).stdout
+        packages = {line.split(":", 1)[0] for line in owner.splitlines() if ":" in line}
+        if not packages:
+            continue  # no owner known on this machine
+        checked += 1
+        assert any(essential(p) or p in names for p in packages), (program, packages, names)
+    if not checked:
+        pytest.skip("no owner of the unit's programs in this machine's dpkg database")
