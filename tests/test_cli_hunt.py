@@ -157,3 +157,24 @@ def test_a_labels_frame_written_as_a_whole_float_is_that_frame() -> None:
     from wattgate.simulate import parse_labels
 
     assert parse_labels({"fps": 15, "events": [[228.0, 289]]}, "x") == (15.0, ((228, 289),))
+
+
+@pytest.mark.parametrize(
+    ("model", "why"),
+    [(None, "not found"), (b"garbage!", "not a TFLite flatbuffer")],
+)
+def test_simulate_with_a_model_that_cannot_load_exits_69_in_one_line(
+    tmp_path: Path, model: bytes | None, why: str
+) -> None:
+    """The model is measured when no --model-ms is given; one that could not load ended
+    simulate with a traceback and exit 1. `run` exits 69 for it; simulate now too."""
+    path = tmp_path / "m.tflite"
+    if model is not None:
+        path.write_bytes(model)
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\npath = "{path}"\n')
+    res = run_cli("simulate", "--board", "rk3588", "--scene", "office", "--config", str(config))
+    assert res.returncode == 69, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wattgate simulate: model file {path}: {why}")

@@ -18,6 +18,7 @@ from typing import Any
 from wattgate.config import ConfigError, config_path, load_config, report_config_error
 
 EXIT_USAGE = 2
+EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it cannot load
 
 
 def _sysfs_root(value: str) -> str:
@@ -68,6 +69,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     from wattgate.simulate import (
+        NoModel,
         SimulateError,
         format_report,
         scene_footage,
@@ -90,6 +92,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         footage = (scene_footage(args.scene) if args.scene is not None
                    else video_footage(Path(args.video), Path(args.labels)))
         report = simulate(args.board, footage, cfg, args.profile, args.model_ms)
+    except NoModel as exc:
+        print(f"wattgate simulate: {exc}", file=sys.stderr)
+        return EXIT_NO_MODEL
     except SimulateError as exc:
         print(f"wattgate simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE

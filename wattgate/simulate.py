@@ -68,6 +68,10 @@ class SimulateError(Exception):
     """Bad input (unknown board or scene, unreadable video or labels)."""
 
 
+class NoModel(SimulateError):
+    """The model to measure cannot be loaded: not bad usage but, as for `run`, no model."""
+
+
 @dataclass(frozen=True)
 class Footage:
     """Frames to replay and their ground truth."""
@@ -183,12 +187,15 @@ def measure_model_ms(cfg: Config, frame: Image) -> tuple[float, str]:
     The fastest of MODEL_RUNS invokes: other processes only ever add time, so the minimum
     is the model's own cost (the reasoning behind timeit's advice to take the minimum).
     """
-    from wattgate.drivers.inference import Model
+    from wattgate.drivers.inference import Model, ModelError
 
     m = cfg.model
-    model = Model.load(m.path, kind=m.kind, labels=m.labels, threads=m.threads,
-                       delegate=m.delegate, delegate_options=m.delegate_options,
-                       score_threshold=m.score_threshold)
+    try:
+        model = Model.load(m.path, kind=m.kind, labels=m.labels, threads=m.threads,
+                           delegate=m.delegate, delegate_options=m.delegate_options,
+                           score_threshold=m.score_threshold)
+    except ModelError as exc:
+        raise NoModel(str(exc)) from None
     times = [model.infer(frame).invoke_ms for _ in range(MODEL_RUNS)]
     return min(times), str(model.info.get("name", "model"))
 
