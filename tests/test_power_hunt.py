@@ -3,6 +3,7 @@ with real files and real processes (no mocks unless a test says why)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import resource
 import signal
@@ -13,13 +14,33 @@ from tests.conftest import run_as, tree_snapshot
 from tests.fixtures.boards import materialize
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
-from wattgate.drivers.sysfs import AttributeIO
+from wattgate.drivers.sysfs import AttributeIO, OsIO
 from wattgate.policies.gating import GateVerdict
 
 CPU = "devices/system/cpu/cpufreq"
 NPU = "class/devfreq/fdab0000.npu"
 NPU_DEV = "devices/platform/fdab0000.npu"
 MOTION = GateVerdict(True, "motion", 0.1, True, ((0, 0, 10, 10),))
+QUIET = GateVerdict(False, "idle", 0.0, False, ())
+
+
+def read(root: Path, attribute: str) -> str:
+    return (root / attribute).read_text().strip()
+
+
+class Busy(OsIO):
+    """EBUSY for stores to one attribute while ``busy`` is set: the answer of a driver that
+    refuses a change while it works (a devfreq governor switch during a job), which a plain
+    file cannot give."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.busy = True
+
+    def write_text(self, path: Path, data: str) -> None:
+        if self.busy and os.path.realpath(path) == os.path.realpath(self.path):
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        super().write_text(path, data)
 
 
 def make(
@@ -68,3 +89,32 @@ def test_a_journal_save_cut_short_by_a_full_disk_is_not_taken_for_a_saved_one(
     again.stop()
     assert tree_snapshot(root) == before
     assert not (tmp_path / "journal" / "sysfs-journal.json.corrupt").exists()
+
+
+# -- a crash whose restore the kernel refused at the next start -------------------------------
+
+
+def test_an_original_the_start_could_not_restore_is_still_the_original_for_the_run(
+    tmp_path: Path,
+) -> None:
+    """The journal keeps an attribute whose restore was refused (busy) for the next try, but
+    the controller read the knob's value right after as its original: the crashed run's
+    value. Idle leaves the NPU governor unset, so it was held at the crashed run's
+    "performance" for the whole run, and status called that the original."""
+    pc, root = make(tmp_path)
+    pc.start(0.0)
+    pc.on_gate(MOTION, 1.0)  # active: the NPU governor at performance
+    assert read(root, f"{NPU}/governor") == "performance"
+    del pc  # SIGKILL: no stop(); the journal stays
+    io = Busy(root / NPU / "governor")
+    again, _ = make(tmp_path, io=io)
+    again.start(10.0)  # the restore of the governor is refused
+    assert read(root, f"{NPU}/governor") == "performance"
+    assert again.status()["knobs"][f"{NPU}/governor"]["original"] == "rknpu_ondemand"
+    io.busy = False  # the driver takes stores again
+    again.on_gate(MOTION, 11.0)
+    again.on_gate(QUIET, 11.1)
+    again.tick(20.0)  # idle again: the governor is given back
+    assert again.activity.state == "idle"
+    assert read(root, f"{NPU}/governor") == "rknpu_ondemand"
+    again.stop()

@@ -381,8 +381,12 @@ class PowerController:
                                                 .knobs))
         self.driven = list(driven)
         self.baseline = {}
+        journal = self.journal
         for key in self.driven:
-            value = self._read_knob(key)
+            # An attribute the journal still holds (its restore at start was refused, busy
+            # or offline) has a crashed run's value now; the journal has the board's own.
+            saved = journal.original(key) if journal is not None else None
+            value = saved.strip() if saved is not None else self._read_knob(key)
             if value is not None:
                 self.baseline[key] = value
 
