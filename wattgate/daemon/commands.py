@@ -20,7 +20,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, Optional
 
 from wattgate.daemon.handoff import in_own_thread
-from wattgate.daemon.hub import ClientSession, Message, json_text
+from wattgate.daemon.hub import MAX_LINE, ClientSession, Message, encode, fit_message, json_text
 from wattgate.daemon.server import STOPPING as STOPPING  # app.py's too
 from wattgate.daemon.server import (
     Handler,
@@ -40,7 +40,6 @@ log = logging.getLogger("wattgate.commands")
 
 TOPICS = ("results", "events", "power")
 MAX_EVENTS_PER_REPLY = 1000
-MAX_REPLY_BYTES = 60 * 1024  # an events reply with its id stays under the 64 KiB line limit
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
 NO_CONFIG_FILE = "running on built-in defaults; there is no config file to reload"
@@ -158,12 +157,16 @@ def image_bytes(data: Any, limit: int) -> bytes:
 
 
 def fit_line(events: list[Message], budget: int) -> list[Message]:
-    """The longest prefix of events whose JSON fits in budget bytes (at least one)."""
+    """The longest prefix of events whose JSON fits in budget bytes, at least one: a first
+    event too large for the budget on its own comes with its largest fields omitted
+    (fit_message), so a client paging with `since` always gets past it."""
     used = 0
     for count, item in enumerate(events):
         used += len((json_text(item) or "").encode()) + 1  # as the answer will write it
-        if used > budget and count:
-            return events[:count]
+        if used > budget:
+            if count:
+                return events[:count]
+            return [fit_message(item, budget)]  # its line's newline stands for the comma
     return events
 
 
@@ -240,16 +243,21 @@ class Commands:
         limit = get_int(request, "limit", 100, 1, MAX_EVENTS_PER_REPLY)
         log_ = self.daemon.eventlog
         try:
-            events = fit_line(log_.since(since, limit), MAX_REPLY_BYTES - id_bytes(request))
+            found = log_.since(since, limit)
             oldest = log_.oldest_seq()
         except sqlite3.Error as exc:  # damaged or unreadable under a running daemon
             raise ProtocolError("unavailable", f"the event log cannot be read: {exc}") from None
-        return {
-            "events": events,
-            "last_seq": log_.last_seq,
-            "oldest_seq": oldest,
-            "more": bool(events) and events[-1]["seq"] < log_.last_seq,
-        }
+        reply: Message = {"events": [], "last_seq": log_.last_seq, "oldest_seq": oldest,
+                          "more": False}
+        # What the line has left for the events once the rest of the answer and its id
+        # are in it: at least about 4 KiB (server.ID_ROOM), room for any event's seq,
+        # ts and kind.
+        room = MAX_LINE - id_bytes(request) - len(
+            encode({"class": "reply", "cmd": request["cmd"], **reply}))
+        events = fit_line(found, room)
+        reply["events"] = events
+        reply["more"] = bool(events) and events[-1]["seq"] < log_.last_seq
+        return reply
 
     async def snap(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"timeout_ms"})

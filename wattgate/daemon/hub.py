@@ -29,6 +29,8 @@ log = logging.getLogger("wattgate.hub")
 CLOSE_GRACE_S = 5.0  # a closing client has this long to read what is queued for it
 DIRECT_LIMIT = 64 * 1024  # unsent bytes in a transport before messages queue instead
 CATCH_UP_POLL_S = 0.005  # how often caught_up looks (only a flooding client waits on it)
+MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
+KEPT_FIELDS = ("class", "seq", "ts", "kind")  # what fit_message never leaves out
 
 
 def json_text(value: Any) -> Optional[str]:
@@ -71,6 +73,36 @@ def encode(message: Message) -> bytes:
     if line is None:
         raise ValueError(f"a {message.get('class')} message cannot be written as JSON")
     return line
+
+
+def fit_message(message: Message, limit: int) -> Message:
+    """message, or when its line would be over limit bytes, a copy without its largest
+    fields, their names listed in `omitted`.
+
+    A message the daemon makes is one line, and a client may read with a fixed 64 KiB
+    buffer: one event too long for a line (a driver's or a camera's error text) would
+    break its framing live, and answer every later `events` request that starts before
+    it `too_large`, a page no client could get past. Its number, time and kind always
+    stay, so a client still counts and places it."""
+    line = strict_line(message)
+    if line is None or len(line) <= limit:
+        return message
+    sizes = sorted(
+        ((len(json_text(value) or ""), key) for key, value in message.items()
+         if key not in KEPT_FIELDS),
+        reverse=True,
+    )
+    kept = dict(message)
+    omitted: list[str] = []
+    fitted = message
+    for _, key in sizes:
+        del kept[key]
+        omitted.append(key)
+        fitted = {**kept, "omitted": sorted(omitted)}
+        shorter = strict_line(fitted)
+        if shorter is not None and len(shorter) <= limit:
+            break
+    return fitted
 
 
 def _non_finite_as_null(value: Any) -> Any:
@@ -275,7 +307,8 @@ class Hub:
     ) -> int:
         """publish each of messages, in order, with one push per subscriber; returns how
         many subscribers got any. Each message is encoded once, and only if someone
-        subscribes; subscribers without filters share one joined buffer."""
+        subscribes, fitted to a line (fit_message); subscribers without filters share one
+        joined buffer."""
         if not messages:
             return 0
         lines: Optional[list[bytes]] = None
@@ -285,7 +318,7 @@ class Hub:
             if topic not in session.topics:
                 continue
             if lines is None:
-                lines = [encode(m) for m in messages]
+                lines = [encode(fit_message(m, MAX_LINE)) for m in messages]
             if shape is None or not session.filters:
                 if whole is None:
                     whole = b"".join(lines)
@@ -296,7 +329,8 @@ class Hub:
             for line, message in zip(lines, messages):
                 shaped = shape(session, message)
                 if shaped is not None:
-                    parts.append(line if shaped is message else encode(shaped))
+                    parts.append(line if shaped is message
+                                 else encode(fit_message(shaped, MAX_LINE)))
             if parts:
                 session.push(b"".join(parts), len(parts))
                 count += 1

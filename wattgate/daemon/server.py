@@ -26,11 +26,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from wattgate.config import DaemonConfig
-from wattgate.daemon.hub import CLOSE_GRACE_S, ClientSession, Hub, Message, encode, strict_line
+from wattgate.daemon.hub import (
+    CLOSE_GRACE_S,
+    MAX_LINE,
+    ClientSession,
+    Hub,
+    Message,
+    encode,
+    strict_line,
+)
 
 log = logging.getLogger("wattgate.server")
 
-MAX_LINE = 64 * 1024  # protocol limit on one line either way, newline included
 MAX_BACKLOG = 256 * 1024  # bytes of answers waiting for a client before its requests wait
 FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats

@@ -1,0 +1,101 @@
+"""docs/protocol.md, claim by claim, against the real daemon over real AF_UNIX sockets.
+
+Each test names the part of the page it holds the daemon (or the page) to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from pathlib import Path
+from typing import Callable
+
+from tests.conftest import DaemonProcess
+from tests.test_socket import RawClient
+from wattgate.daemon.eventlog import EventLog
+from wattgate.daemon.hub import ClientSession, Hub
+
+StartDaemon = Callable[..., DaemonProcess]
+MAX_LINE = 65536  # "Lines are at most 64 KiB (65536 bytes, the `\n` included)"
+PAGE = " ".join((Path(__file__).resolve().parent.parent / "docs" / "protocol.md")
+                .read_text().split())
+
+
+def big_event_log(state_dir: Path) -> None:
+    """An event log holding one event too large for any line between two small ones, as
+    the daemon would find it at start (the real SQLite log, written by its own class)."""
+    log = EventLog(str(state_dir / "events.db"))
+    log.append("motion_start", 100.0)
+    log.append("camera_lost", 101.0, reason="x" * 70_000)
+    log.append("motion_end", 102.0)
+    log.close(103.0)
+
+
+def test_an_event_too_large_for_a_line_comes_with_its_largest_fields_omitted(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """One event over the line limit made every `events` request from before it
+    `too_large`: a client paging with `since` could never get past it."""
+    big_event_log(tmp_path / "state")
+    daemon = start_daemon(camera={"source": "synthetic:empty"},
+                          daemon={"state_dir": str(tmp_path / "state")})
+    daemon.connect().close()
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    long_id = '"' + "i" * 60_000 + '"'  # leaves the answer about 5 KiB of its line
+    for since, id_ in ((0, "1"), (1, "2"), (1, long_id), (2, "3")):
+        raw.send(f'{{"cmd":"events","since":{since},"id":{id_}}}\n'.encode())
+        line = raw.file.readline()
+        assert len(line) <= MAX_LINE
+        reply = json.loads(line)
+        assert reply["class"] == "reply", reply
+        events = reply["events"]
+        assert events[0]["seq"] == since + 1
+        if since == 1:
+            assert events == [{"class": "event", "seq": 2, "ts": 101.0, "kind": "camera_lost",
+                               "omitted": ["reason"]}]
+            assert reply["more"] is True
+        else:
+            assert all("omitted" not in event for event in events)
+    raw.close()
+    assert daemon.stop() == 0
+    assert "are left out and named in `omitted`" in PAGE
+
+
+def test_a_live_event_too_large_for_a_line_comes_with_its_largest_fields_omitted() -> None:
+    """The hub sent an event as it was made, however long: a line over 64 KiB, which a
+    client with the fixed 64 KiB buffer the page promises is enough cannot read. A real
+    socket pair stands for the connection (the daemon's events cannot be made that large
+    from outside it)."""
+
+    async def run() -> list[bytes]:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        reader, writer = await asyncio.open_unix_connection(sock=ours)
+        session = ClientSession(writer, 16, "test")
+        session.start()
+        session.topics.add("events")
+        hub = Hub()
+        hub.add(session)
+        event = {"class": "event", "seq": 7, "ts": 1.0, "kind": "knob_failed", "knob": "k",
+                 "value": "v", "error": "e" * 70_000}
+        assert hub.publish("events", event) == 1
+        hub.publish("events", {"class": "event", "seq": 8, "ts": 2.0, "kind": "pir"})
+        session.close()
+        assert session.task is not None
+        await session.task
+        theirs.settimeout(5)
+        with theirs.makefile("rb") as stream:
+            lines = stream.readlines()
+        theirs.close()
+        reader.feed_eof()
+        return lines
+
+    lines = asyncio.run(run())
+    assert all(len(line) <= MAX_LINE for line in lines)
+    assert [json.loads(line) for line in lines] == [
+        {"class": "event", "seq": 7, "ts": 1.0, "kind": "knob_failed", "knob": "k",
+         "value": "v", "omitted": ["error"]},
+        {"class": "event", "seq": 8, "ts": 2.0, "kind": "pir"},
+    ]
+
