@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+import pytest
 
 from tests.conftest import DaemonProcess
 from tests.test_socket import RawClient
@@ -20,6 +27,57 @@ StartDaemon = Callable[..., DaemonProcess]
 MAX_LINE = 65536  # "Lines are at most 64 KiB (65536 bytes, the `\n` included)"
 PAGE = " ".join((Path(__file__).resolve().parent.parent / "docs" / "protocol.md")
                 .read_text().split())
+
+
+def as_nobody(socket_path: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The answers to requests sent by a process running as uid/gid 65534: the real way to
+    get a peer whose SO_PEERCRED credentials are not an administrator's."""
+    code = (
+        "import json, os, socket, sys\n"
+        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f = s.makefile('rb')\n"
+        "f.readline()\n"
+        "for r in sys.argv[2:]:\n"
+        "    s.sendall(r.encode() + b'\\n'); print(f.readline().decode(), end='')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(socket_path), *map(json.dumps, requests)],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to start a client as another uid")
+def test_a_control_command_from_a_non_admin_is_forbidden_on_any_daemon(
+    start_daemon: StartDaemon,
+) -> None:
+    """Access first: a non-admin's `set` on a daemon without power control was answered
+    `unavailable`, which told the client to try again on a board with power control,
+    where it would only be refused. The request's own shape is still checked first."""
+    public = Path(tempfile.mkdtemp(prefix="wattgate-test-"))  # pytest's tmp is root's only
+    public.chmod(0o755)
+    try:
+        daemon = start_daemon(camera={"source": "synthetic:empty"}, daemon={
+            "socket": str(public / "wattgate.sock"), "socket_mode": 0o666,
+            "admin_group": "wattgate-admins",
+        })
+        with daemon.connect() as client:
+            assert client.hello["capabilities"]["power"] is False
+        got = as_nobody(daemon.socket, [
+            {"cmd": "profile", "set": "powersave", "id": 1},
+            {"cmd": "profile", "set": None, "id": 2},
+            {"cmd": "profile", "set": 5, "id": 3},
+            {"cmd": "profile", "id": 4},
+            {"cmd": "reload", "id": 5},
+        ])
+        assert [(m["id"], m.get("code")) for m in got] == [
+            (1, "forbidden"), (2, "forbidden"), (3, "bad_request"), (4, "unavailable"),
+            (5, "forbidden")]
+        assert all("wattgate-admins" in m["message"] for m in (got[0], got[1], got[4]))
+        assert daemon.stop() == 0
+    finally:
+        shutil.rmtree(public)
+    assert "Setting is checked first" in PAGE
 
 
 def big_event_log(state_dir: Path) -> None:

@@ -298,15 +298,18 @@ class Commands:
     async def profile(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"set"})
         # The request is checked before the board: a malformed one is the client's mistake
-        # on any daemon, and is not to be taken for missing power control.
+        # on any daemon, and is not to be taken for missing power control. So is who asks:
+        # a peer that may not set a profile is told so on any daemon, not sent to look for
+        # one with power control, where it would only be refused.
         name = request.get("set")
         if name is not None and not isinstance(name, str):
             raise ProtocolError("bad_request", "field 'set' must be a profile name or null")
+        if "set" in request:
+            self._require_admin(session, "profile set")
         power = self.daemon.power
         if power is None:
             raise ProtocolError("unavailable", "power control is not running")
         if "set" in request:
-            self._require_admin(session, "profile set")
             try:
                 self.daemon.pin_profile(name, session.peer)
             except KeyError:
