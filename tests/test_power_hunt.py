@@ -118,3 +118,21 @@ def test_an_original_the_start_could_not_restore_is_still_the_original_for_the_r
     assert again.activity.state == "idle"
     assert read(root, f"{NPU}/governor") == "rknpu_ondemand"
     again.stop()
+
+
+# -- more runtime-PM devices ------------------------------------------------------------------
+
+GPU_DEV = "devices/platform/fb000000.gpu"
+
+
+def test_a_runtime_pm_device_given_as_a_sys_path_follows_the_profile(tmp_path: Path) -> None:
+    """power.npu takes "/sys/devices/..."; runtime_pm_devices turned the same spelling into
+    "sys/devices/..." under the root, found no power/control there and dropped the device
+    without a word: its runtime PM never followed the profile."""
+    pc, root = make(tmp_path, power={"runtime_pm_devices": [f"/sys/{GPU_DEV}"],
+                                     "profile": "performance"})
+    pc.start(0.0)
+    assert read(root, f"{GPU_DEV}/power/control") == "on"
+    pc.stop()
+    assert read(root, f"{GPU_DEV}/power/control") == "auto"
+

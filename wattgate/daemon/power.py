@@ -334,7 +334,15 @@ class PowerController:
         npu = next((a for a in accels if a.kind == "npu"), None)
         gpu = next((a for a in accels if a.kind == "gpu"), None)
         pm_devices = [npu.device] if npu is not None else []
-        pm_devices += [d.strip("/") for d in power.runtime_pm_devices]
+        for entry in power.runtime_pm_devices:
+            # "/sys/..." as power.npu takes it: read as "sys/..." under the root, the device
+            # was dropped without a word and its runtime PM never followed the profile.
+            device = entry.removeprefix("/sys/").strip("/")
+            if not fs.exists(f"{device}/power/control"):
+                log.warning("power.runtime_pm_devices: %s has no power/control under %s",
+                            entry, fs.root,
+                            extra=event(MessageId.KNOB_FAILED, knob=f"{device}/power/control"))
+            pm_devices.append(device)
         pm = tuple(d for d in dict.fromkeys(pm_devices) if fs.exists(f"{d}/power/control"))
         autosuspend = tuple(d for d in pm if fs.exists(f"{d}/power/autosuspend_delay_ms"))
         railgate = gpu.device if gpu and fs.exists(f"{gpu.device}/railgate_enable") else None
