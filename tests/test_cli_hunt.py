@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wattgate.boards import materialize
+from wattgate.drivers.sysfs import Sysfs
+from wattgate.simkernel import WatchIO
 from wattgate.simulate import Footage, Image, simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,3 +181,40 @@ def test_simulate_with_a_model_that_cannot_load_exits_69_in_one_line(
     assert "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"wattgate simulate: model file {path}: {why}")
+
+
+# -- the simulated kernel -----------------------------------------------------------------
+
+POLICY = "devices/system/cpu/cpufreq/policy4"
+NPU = "class/devfreq/fdab0000.npu"
+
+
+def test_the_simulated_cpufreq_clamps_a_floor_above_the_ceiling(tmp_path: Path) -> None:
+    """WatchIO took scaling_min_freq 2400000 under a scaling_max_freq of 1200000 and left
+    the tree showing min > max, which no kernel shows. The kernel keeps the request and
+    clamps the limits it applies: min to [cpuinfo_min, max], max to the cpuinfo range
+    (cpufreq_verify_within_limits, include/linux/cpufreq.h), and a later higher ceiling
+    lets the kept floor request apply again (freq QoS)."""
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"), WatchIO())
+    fs.write(f"{POLICY}/scaling_max_freq", "1200000")
+    fs.write(f"{POLICY}/scaling_min_freq", "2400000")
+    assert fs.read_int(f"{POLICY}/scaling_min_freq") == 1200000
+    assert fs.read_int(f"{POLICY}/scaling_max_freq") == 1200000
+    fs.write(f"{POLICY}/scaling_max_freq", "9999999")
+    assert fs.read_int(f"{POLICY}/scaling_max_freq") == 2400000
+    assert fs.read_int(f"{POLICY}/scaling_min_freq") == 2400000
+    fs.write(f"{POLICY}/scaling_min_freq", "0")
+    assert fs.read_int(f"{POLICY}/scaling_min_freq") == 408000
+
+
+def test_the_simulated_devfreq_clamps_a_floor_above_the_ceiling(tmp_path: Path) -> None:
+    """devfreq's get_freq_range (drivers/devfreq/devfreq.c) does the same: min_freq is
+    never shown above max_freq, and a max_freq of 0 is no ceiling."""
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"), WatchIO())
+    fs.write(f"{NPU}/max_freq", "500000000")
+    fs.write(f"{NPU}/min_freq", "800000000")
+    assert fs.read_int(f"{NPU}/min_freq") == 500000000
+    assert fs.read_int(f"{NPU}/max_freq") == 500000000
+    fs.write(f"{NPU}/max_freq", "0")
+    assert fs.read_int(f"{NPU}/max_freq") == 1000000000
+    assert fs.read_int(f"{NPU}/min_freq") == 800000000

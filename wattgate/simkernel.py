@@ -65,6 +65,9 @@ class WatchIO(OsIO):
 
     def __init__(self) -> None:
         self.dirty = True
+        # A frequency limit's last request, by the attribute's real path: the kernel keeps
+        # it (a freq QoS / PM QoS request) apart from the limit it applies and shows.
+        self._requests: dict[str, int] = {}
 
     def write_text(self, path: Path, data: str) -> None:
         if os.path.lexists(path):  # a missing attribute stays the OS's ENOENT
@@ -72,8 +75,49 @@ class WatchIO(OsIO):
             if refused is not None:
                 err, why = refused
                 raise OSError(err, f"{os.strerror(err)} ({why})", str(path))
+            limits = self._limits(path)
+            if limits is not None:
+                self._store_limit(path, int(data.strip()), *limits)
+                self.dirty = True
+                return
         super().write_text(path, data)
         self.dirty = True
+
+    def _limits(self, path: Path) -> Optional[tuple[Path, Path, int, int, bool]]:
+        """(floor attribute, ceiling attribute, lowest, highest frequency, devfreq?) when
+        path is a cpufreq policy's or a devfreq device's frequency limit."""
+        parent, name = Path(os.path.realpath(path.parent)), path.name
+        if name in ("scaling_min_freq", "scaling_max_freq"):
+            bounds = [int(w) for f in ("cpuinfo_min_freq", "cpuinfo_max_freq")
+                      for w in self._words(parent / f) if w.isdigit()]
+            pair, devfreq = ("scaling_min_freq", "scaling_max_freq"), False
+        elif name in ("min_freq", "max_freq"):
+            table = [int(w) for w in self._words(parent / "available_frequencies") if w.isdigit()]
+            bounds = [min(table), max(table)] if table else []
+            pair, devfreq = ("min_freq", "max_freq"), True
+        else:
+            return None
+        if len(bounds) != 2:
+            return None
+        return parent / pair[0], parent / pair[1], bounds[0], bounds[1], devfreq
+
+    def _store_limit(self, path: Path, value: int, floor: Path, ceiling: Path, lowest: int,
+                     highest: int, devfreq: bool) -> None:
+        """Take the request and show the limits the kernel applies: a ceiling within the
+        hardware's range and a floor within [lowest, ceiling]. A floor above the ceiling is
+        not refused but held down to it, and applies again once a ceiling lets it
+        (cpufreq_verify_within_limits in include/linux/cpufreq.h; get_freq_range in
+        drivers/devfreq/devfreq.c, whose max_freq_store takes 0 as no ceiling)."""
+        target = Path(os.path.realpath(path))
+        if devfreq and target == ceiling and value == 0:
+            value = highest
+        self._requests[str(target)] = value
+        asked = [self._requests.get(str(limit)) for limit in (floor, ceiling)]
+        shown = [int(self.read_text(limit)) if want is None else want
+                 for limit, want in zip((floor, ceiling), asked)]
+        top = min(max(shown[1], lowest), highest)
+        super().write_text(ceiling, f"{top}\n")
+        super().write_text(floor, f"{min(max(shown[0], lowest), top)}\n")
 
     def _words(self, path: Path) -> tuple[str, ...]:
         try:
