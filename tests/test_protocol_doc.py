@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import DaemonProcess
 from tests.test_socket import RawClient
+from wattgate.boards import materialize
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.hub import ClientSession, Hub
 
@@ -27,6 +28,12 @@ StartDaemon = Callable[..., DaemonProcess]
 MAX_LINE = 65536  # "Lines are at most 64 KiB (65536 bytes, the `\n` included)"
 PAGE = " ".join((Path(__file__).resolve().parent.parent / "docs" / "protocol.md")
                 .read_text().split())
+
+
+def answers(raw: RawClient, lines: list[str]) -> list[dict[str, Any]]:
+    """The answers to lines, sent at once, in order (results and events skipped)."""
+    raw.send("".join(line + "\n" for line in lines).encode())
+    return [raw.answer() for _ in lines]
 
 
 def as_nobody(socket_path: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,3 +164,42 @@ def test_a_live_event_too_large_for_a_line_comes_with_its_largest_fields_omitted
         {"class": "event", "seq": 8, "ts": 2.0, "kind": "pir"},
     ]
 
+
+def test_every_error_about_a_field_names_the_field(start_daemon: StartDaemon, tmp_path: Path,
+                                                   ) -> None:
+    """The page's error example names its field (`field 'limit' must be ...`): a client
+    author reads which part of the request to fix. An unknown topic, an unknown profile and
+    an image over the size limit were refused without naming `topics`, `set` or `image`."""
+    root = materialize("rk3588", tmp_path / "sys")
+    daemon = start_daemon(
+        camera={"source": "synthetic:empty"}, daemon={"max_image_bytes": 1024},
+        power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+    )
+    daemon.connect().close()
+    cases: list[tuple[dict[str, Any], str, str]] = [
+        ({"cmd": "status", "verbose": True}, "bad_request", "verbose"),
+        ({"cmd": "events", "limit": 0}, "bad_request", "limit"),
+        ({"cmd": "events", "since": -1}, "bad_request", "since"),
+        ({"cmd": "snap", "timeout_ms": 0}, "bad_request", "timeout_ms"),
+        ({"cmd": "subscribe", "topics": []}, "bad_request", "topics"),
+        ({"cmd": "subscribe", "topics": ["cats"]}, "bad_request", "topics"),
+        ({"cmd": "unsubscribe", "topics": ["cats"]}, "bad_request", "topics"),
+        ({"cmd": "subscribe", "labels": []}, "bad_request", "labels"),
+        ({"cmd": "subscribe", "min_score": 2}, "bad_request", "min_score"),
+        ({"cmd": "infer"}, "bad_request", "image"),
+        ({"cmd": "infer", "image": "!!!"}, "bad_request", "image"),
+        ({"cmd": "infer", "image": "aGVsbG8="}, "bad_request", "image"),
+        ({"cmd": "infer", "image": "A" * 2048}, "too_large", "image"),
+        ({"cmd": "profile", "set": 5}, "bad_request", "set"),
+        ({"cmd": "profile", "set": "nope"}, "bad_request", "set"),
+        ({"cmd": 5}, "bad_request", "cmd"),
+    ]
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    got = answers(raw, [json.dumps({**request, "id": n}) for n, (request, _, _) in
+                        enumerate(cases)])
+    raw.close()
+    assert daemon.stop() == 0
+    for n, ((request, code, field), error) in enumerate(zip(cases, got)):
+        assert (error["class"], error["id"], error["code"]) == ("error", n, code), request
+        assert f"'{field}'" in error["message"], (request, error)

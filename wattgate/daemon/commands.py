@@ -139,7 +139,8 @@ def get_topics(request: Message) -> Optional[list[str]]:
     topics = get_str_list(request, "topics")
     unknown = sorted(set(topics or ()) - set(TOPICS))
     if unknown:
-        raise ProtocolError("bad_request", f"unknown topic(s) {echo(unknown)}; known: {TOPICS}")
+        raise ProtocolError("bad_request", f"field 'topics' has unknown topic(s) {echo(unknown)}; "
+                                           f"known: {TOPICS}")
     return topics
 
 
@@ -152,7 +153,8 @@ def image_bytes(data: Any, limit: int) -> bytes:
     except (binascii.Error, ValueError):
         raise ProtocolError("bad_request", "field 'image' is not valid base64") from None
     if len(raw) > limit:
-        raise ProtocolError("too_large", f"image is {len(raw)} bytes; the limit is {limit}")
+        raise ProtocolError("too_large", f"field 'image' is {len(raw)} bytes decoded; the limit "
+                                         f"is {limit}")
     return raw
 
 
@@ -316,7 +318,7 @@ class Commands:
                 log.info("profile set to unknown %s by %s: refused", echo(name), session.peer)
                 known = ", ".join(power.profile_status()["available"])
                 raise ProtocolError(
-                    "bad_request", f"unknown profile {echo(name)}; known: {known}"
+                    "bad_request", f"field 'set' names unknown profile {echo(name)}; known: {known}"
                 ) from None
         return {"profile": power.profile_status()}
 
