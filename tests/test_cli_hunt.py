@@ -218,3 +218,23 @@ def test_the_simulated_devfreq_clamps_a_floor_above_the_ceiling(tmp_path: Path) 
     fs.write(f"{NPU}/max_freq", "0")
     assert fs.read_int(f"{NPU}/max_freq") == 1000000000
     assert fs.read_int(f"{NPU}/min_freq") == 800000000
+
+
+# -- bench --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("gate", "--repeats", "0"), "argument --repeats: must be 1 or more, got 0"),
+        (("gate", "--repeats", "-3"), "argument --repeats: must be 1 or more, got -3"),
+        (("gate", "--out", "x"), "--out is where `bench all` writes"),
+    ],
+)
+def test_bench_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
+    """--repeats 0 and --out without `all` exited 1, as a failed run would, while
+    --repeats x exited 2: a script could not tell bad usage from a failure."""
+    res = run_cli("bench", *args, "--json")
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr
+    assert res.stdout == ""

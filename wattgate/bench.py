@@ -29,10 +29,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true",
                         help="tiny inputs and one repeat: checks that it runs, measures nothing")
-    parser.add_argument("--repeats", type=int, help="override the number of repeats")
+    parser.add_argument("--repeats", type=_repeats, help="override the number of repeats")
     parser.add_argument("--out", help="directory for latest.json/latest.md (all only; "
                                       "default bench/results)")
     parser.set_defaults(func=cmd_bench)
+
+
+def _repeats(value: str) -> int:
+    """--repeats as argparse checks it: 0 or less is bad usage (exit 2), as a word is; it
+    was refused only once the command ran, with the exit code of a failed run (1)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
 
 
 def _import(module: str) -> Any:
@@ -45,11 +57,11 @@ def _import(module: str) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.repeats is not None and args.repeats < 1:
-        raise SystemExit("wattgate: --repeats must be at least 1")
-    if args.out is not None and args.name != "all":
-        raise SystemExit("wattgate: --out is where `bench all` writes latest.json and latest.md; "
-                         f"`bench {args.name}` writes nothing (use --json > FILE)")
+    if args.out is not None and args.name != "all":  # bad usage: exit 2, as argparse's
+        print("wattgate bench: error: --out is where `bench all` writes latest.json and "
+              f"latest.md; `bench {args.name}` writes nothing (use --json > FILE)",
+              file=sys.stderr)
+        return 2
     report = _import("bench.report")
     if args.name == "all":
         out = Path(args.out) if args.out else None
