@@ -203,3 +203,71 @@ def test_every_error_about_a_field_names_the_field(start_daemon: StartDaemon, tm
     for n, ((request, code, field), error) in enumerate(zip(cases, got)):
         assert (error["class"], error["id"], error["code"]) == ("error", n, code), request
         assert f"'{field}'" in error["message"], (request, error)
+
+
+def test_the_pages_examples_sent_verbatim_come_back_in_the_shape_shown(
+    start_daemon: StartDaemon,
+) -> None:
+    """Each request example of the page, byte for byte, gets an answer with the class and
+    at least the keys its example answer shows (more may come: clients ignore them)."""
+    examples = [
+        ('{"cmd":"status","id":1}', "status",
+         {"id", "version", "uptime_s", "fps", "clients", "model", "events", "source",
+          "pipeline"}),
+        ('{"cmd":"subscribe","topics":["results","events","power"],"min_score":0.6,'
+         '"labels":["person"],"id":2}', "reply", {"cmd", "id", "topics", "filters"}),
+        ('{"cmd":"events","since":57,"limit":100,"id":3}', "reply",
+         {"cmd", "id", "events", "last_seq", "oldest_seq", "more"}),
+        ('{"cmd":"snap","timeout_ms":2000,"id":4}', "reply", {"cmd", "id", "result"}),
+        ('{"cmd":"unsubscribe","topics":["power"]}', "reply", {"cmd", "topics"}),
+    ]
+    for request, _, _ in examples:
+        assert f"`{request}`" in PAGE
+    daemon = start_daemon(gate={"enabled": False})
+    daemon.connect().close()
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    got = answers(raw, [request for request, _, _ in examples])
+    raw.close()
+    assert daemon.stop() == 0
+    for (request, cls, keys), answer in zip(examples, got):
+        assert answer["class"] == cls and keys <= set(answer), (request, answer)
+    assert got[1]["topics"] == ["events", "power", "results"]
+    assert got[1]["filters"] == {"labels": ["person"], "min_score": 0.6}
+    assert got[3]["result"]["class"] == "result" and got[4]["topics"] == ["events", "results"]
+
+
+def test_the_line_and_id_limits_hold_at_the_limit_and_one_past_it(
+    start_daemon: StartDaemon,
+) -> None:
+    """Lines of 65536 bytes with their newline are read, one more is too_large and the
+    end of the connection; an id whose `{"id":ID}` line is 61440 bytes is taken, one of a
+    byte more is too_large, with its id, and not run; a client past max_clients is busy."""
+    daemon = start_daemon(camera={"source": "synthetic:empty"}, daemon={"max_clients": 2})
+    daemon.connect().close()
+    raw = RawClient(str(daemon.socket))
+    raw.read()
+    head = '{"cmd":"status","id":1'
+    at_limit = head + " " * (MAX_LINE - len(head) - 2) + "}"
+    assert len(at_limit) + 1 == MAX_LINE
+    room = 61440 - len('{"id":""}\n')
+    ids = [
+        '{"cmd":"status","id":"' + "i" * room + '"}',
+        '{"cmd":"status","id":"' + "i" * (room + 1) + '"}',
+    ]
+    first, taken, refused = answers(raw, [at_limit, *ids])
+    assert first["class"] == "status" and taken["class"] == "status"
+    assert (refused["class"], refused["code"], len(refused["id"])) == ("error", "too_large",
+                                                                      room + 1)
+    while answers(raw, ['{"cmd":"status"}'])[0]["clients"] > 1:
+        pass  # the connect() above is gone once the daemon has read its end
+    second = RawClient(str(daemon.socket))  # the second of max_clients 2
+    assert second.read()["class"] == "hello"
+    third = RawClient(str(daemon.socket))
+    assert (third.read()["code"], third.file.readline()) == ("busy", b"")
+    third.close()
+    second.close()
+    raw.send(at_limit[:-1].encode() + b" }\n")
+    assert (raw.read()["code"], raw.file.readline()) == ("too_large", b"")
+    raw.close()
+    assert daemon.stop() == 0
