@@ -238,3 +238,22 @@ def test_bench_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
     assert res.stdout == ""
+
+
+# -- probe --------------------------------------------------------------------------------
+
+
+def test_probe_with_a_config_whose_sysfs_root_is_not_a_directory_is_a_config_error(
+    tmp_path: Path,
+) -> None:
+    """--sysfs-root is checked, but a mistyped power.sysfs_root in --config was probed as a
+    machine with nothing to steer or read, exit 0."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[power]\nsysfs_root = "{tmp_path / "sys"}"\n')
+    res = run_cli("probe", "--config", str(config))
+    assert res.returncode == 78, res.stdout
+    assert res.stderr == (f"wattgate: bad config {config}:\n"
+                          f"  power.sysfs_root: got '{tmp_path / 'sys'}'; not a directory\n")
+    materialize("rk3588", tmp_path / "sys")
+    res = run_cli("probe", "--config", str(config))
+    assert res.returncode == 0 and "policy4" in res.stdout

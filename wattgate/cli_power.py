@@ -57,6 +57,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
             return report_config_error(exc)
         npu, gpu = cfg.power.npu, cfg.power.gpu
         devices = tuple(cfg.power.runtime_pm_devices)
+        if root is None and not os.path.isdir(cfg.power.sysfs_root):
+            # as for --sysfs-root: a mistyped root showed a machine with nothing to steer
+            return report_config_error(ConfigError(args.config, [
+                f"power.sysfs_root: got {cfg.power.sysfs_root!r}; not a directory"]))
         root = root or cfg.power.sysfs_root
     root = root or "/sys"
     cameras = list_cameras() if root == "/sys" else []
