@@ -257,3 +257,14 @@ def test_probe_with_a_config_whose_sysfs_root_is_not_a_directory_is_a_config_err
     materialize("rk3588", tmp_path / "sys")
     res = run_cli("probe", "--config", str(config))
     assert res.returncode == 0 and "policy4" in res.stdout
+
+
+def test_simulate_refuses_labels_with_a_scene(tmp_path: Path) -> None:
+    """--labels with --scene was dropped without a word: the report scored the scene's own
+    events while the user took it for theirs."""
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"fps": 15, "events": [[1, 2]]}')
+    res = run_cli("simulate", "--board", "rk3588", "--scene", "person", "--labels", str(labels),
+                  "--model-ms", "1")
+    assert res.returncode == 2, res.stderr
+    assert "--labels goes with --video" in res.stderr and res.stdout == ""

@@ -88,6 +88,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.video is not None and args.labels is None:
         print("wattgate simulate: --video needs --labels FILE", file=sys.stderr)
         return EXIT_USAGE
+    if args.scene is not None and args.labels is not None:  # a scene has its own events
+        print("wattgate simulate: --labels goes with --video; a --scene has its own events",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         cfg = load_config(config_path(args.config)) if args.config is not None else None
     except ConfigError as exc:
