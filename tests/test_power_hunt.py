@@ -6,9 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
+
+import pytest
 
 from tests.conftest import run_as, tree_snapshot
 from tests.fixtures.boards import materialize
@@ -136,3 +140,43 @@ def test_a_runtime_pm_device_given_as_a_sys_path_follows_the_profile(tmp_path: P
     pc.stop()
     assert read(root, f"{GPU_DEV}/power/control") == "auto"
 
+
+
+# -- a knob refused at start -------------------------------------------------------------------
+
+
+def test_a_knob_refused_at_start_is_tried_again_until_it_takes(
+    request: pytest.FixtureRequest,
+) -> None:
+    """udev hands the power attributes to the daemon's user, but the unit is ordered after
+    the coldplug events are queued, not after they are handled: the first write can come
+    before the chown and get EACCES. A failed knob was tried again only when its wanted
+    value changed, so one the state kept wanting stayed unset for the whole run (here the
+    idle NPU ceiling, for as long as the camera saw nothing).
+
+    A real permission check, so the controller runs as another user (root passes any mode):
+    the tree is that user's, the NPU ceiling read-only until "udev" makes it writable."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="wattgate-late-udev-"))  # reachable by that user
+    request.addfinalizer(lambda: shutil.rmtree(tmp_path))
+    pc_root = tmp_path / "sys"
+    materialize("rk3588", pc_root)
+    (tmp_path / "journal").mkdir()
+    nobody = 65534
+    for path in [tmp_path, *tmp_path.rglob("*")]:
+        os.lchown(path, nobody, nobody)
+    ceiling = pc_root / "devices/platform/fdab0000.npu/devfreq/fdab0000.npu/max_freq"
+    ceiling.chmod(0o444)
+
+    def start_then_grant() -> str:
+        pc, root = make(tmp_path)
+        pc.start(0.0)
+        refused = read(root, str(ceiling.relative_to(root)))
+        ceiling.chmod(0o644)  # udev's rule has run
+        pc.tick(1.0)
+        pc.tick(2.0)
+        state = pc.activity.state
+        taken = read(root, str(ceiling.relative_to(root)))
+        pc.stop()
+        return f"{state} {refused} {taken} {read(root, str(ceiling.relative_to(root)))}"
+
+    assert run_as(nobody, nobody, start_then_grant) == "idle 1000000000 300000000 1000000000"

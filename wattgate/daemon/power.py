@@ -73,6 +73,10 @@ log = logging.getLogger("wattgate.power")
 
 Event = dict[str, Any]
 EPS = 1e-6
+# A refused knob is tried again after 1, 2, 4 ... ticks, at most this many apart: a refusal
+# can pass (udev's chown of the attributes landing after the start, a driver busy), and the
+# state may keep wanting the value for hours without another change to write it then.
+RETRY_MAX_TICKS = 64
 # Device-tree compatible strings -> energy-model boards (firmware/devicetree/base/compatible).
 COMPATIBLE = {
     "rockchip,rk3588": "rk3588",
@@ -125,6 +129,7 @@ class PowerController:
         self.applied: dict[str, str] = {}
         self.wanted: dict[str, str] = {}
         self.failed: dict[str, str] = {}
+        self._retry: dict[str, tuple[int, int]] = {}  # failed knob: (ticks to its retry, wait)
         self.notes: tuple[str, ...] = ()
         self.pipeline = PipelineSettings()
         self.model_variant: Optional[str] = None
@@ -267,6 +272,7 @@ class PowerController:
                 self.journal_lock.release()
                 self.journal_lock = None
             self.applied.clear()
+            self._retry.clear()
             self.writes = False
             self._started = False
 
@@ -488,6 +494,7 @@ class PowerController:
             return []
         inputs = self.inputs.read(now)
         with self._lock:
+            self._retry_failed()
             decision, latches = self.rules.evaluate(inputs.readings)
             self._take_inputs(inputs)
             events = self._drain() + self._latch_events(latches)
@@ -621,9 +628,27 @@ class PowerController:
                     {"kind": "knob_failed", "knob": key, "value": value, "error": str(exc)}
                 )
             self.failed[key] = str(exc)
+            wait = min(2 * self._retry.get(key, (0, 0))[1] or 1, RETRY_MAX_TICKS)
+            self._retry[key] = (wait, wait)
         else:
-            self.failed.pop(key, None)
-        self.applied[key] = value  # a failed knob is retried when its wanted value changes
+            if self.failed.pop(key, None) is not None:
+                log.info("%s set to %s after being refused", key, value)
+            self._retry.pop(key, None)
+        self.applied[key] = value  # the value wanted: a refused one is retried (tick)
+
+    def _retry_failed(self) -> None:
+        """Write again the refused knobs whose wait is over (RETRY_MAX_TICKS)."""
+        due = []
+        for key, (left, wait) in list(self._retry.items()):
+            if key not in self.applied:  # no longer driven (a reload)
+                del self._retry[key]
+            elif left > 1:
+                self._retry[key] = (left - 1, wait)
+            else:
+                due.append(key)
+        current = {**self.baseline, **self.applied}
+        for key in sorted(due, key=lambda k: write_order(k, self.applied[k], current)):
+            self._write(key, self.applied[key])
 
     # -- readings and energy -----------------------------------------------------------------
 
