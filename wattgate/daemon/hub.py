@@ -105,6 +105,13 @@ def fit_message(message: Message, limit: int) -> Message:
     return fitted
 
 
+def line_within(message: Message, limit: int = MAX_LINE) -> bytes:
+    """encode(message), made to fit limit (fit_message) in the rare case it does not: one
+    encoding for every message that fits, which on the results path is all of them."""
+    line = encode(message)
+    return line if len(line) <= limit else encode(fit_message(message, limit))
+
+
 def _non_finite_as_null(value: Any) -> Any:
     """value with every float that is not finite replaced by None."""
     if isinstance(value, float):
@@ -307,7 +314,7 @@ class Hub:
     ) -> int:
         """publish each of messages, in order, with one push per subscriber; returns how
         many subscribers got any. Each message is encoded once, and only if someone
-        subscribes, fitted to a line (fit_message); subscribers without filters share one
+        subscribes, fitted to a line (line_within); subscribers without filters share one
         joined buffer."""
         if not messages:
             return 0
@@ -318,7 +325,7 @@ class Hub:
             if topic not in session.topics:
                 continue
             if lines is None:
-                lines = [encode(fit_message(m, MAX_LINE)) for m in messages]
+                lines = [line_within(m) for m in messages]
             if shape is None or not session.filters:
                 if whole is None:
                     whole = b"".join(lines)
@@ -329,8 +336,7 @@ class Hub:
             for line, message in zip(lines, messages):
                 shaped = shape(session, message)
                 if shaped is not None:
-                    parts.append(line if shaped is message
-                                 else encode(fit_message(shaped, MAX_LINE)))
+                    parts.append(line if shaped is message else line_within(shaped))
             if parts:
                 session.push(b"".join(parts), len(parts))
                 count += 1
