@@ -228,12 +228,11 @@ def test_the_simulated_devfreq_clamps_a_floor_above_the_ceiling(tmp_path: Path) 
     [
         (("gate", "--repeats", "0"), "argument --repeats: must be 1 or more, got 0"),
         (("gate", "--repeats", "-3"), "argument --repeats: must be 1 or more, got -3"),
-        (("gate", "--out", "x"), "--out is where `bench all` writes"),
     ],
 )
 def test_bench_usage_errors_exit_2(args: tuple[str, ...], message: str) -> None:
-    """--repeats 0 and --out without `all` exited 1, as a failed run would, while
-    --repeats x exited 2: a script could not tell bad usage from a failure."""
+    """--repeats 0 exited 1, as a failed run would, while --repeats x exited 2: a script
+    could not tell bad usage from a failure."""
     res = run_cli("bench", *args, "--json")
     assert res.returncode == 2, res.stderr
     assert message in res.stderr

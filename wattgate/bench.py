@@ -57,11 +57,9 @@ def _import(module: str) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.out is not None and args.name != "all":  # bad usage: exit 2, as argparse's
-        print("wattgate bench: error: --out is where `bench all` writes latest.json and "
-              f"latest.md; `bench {args.name}` writes nothing (use --json > FILE)",
-              file=sys.stderr)
-        return 2
+    if args.out is not None and args.name != "all":
+        raise SystemExit("wattgate: --out is where `bench all` writes latest.json and latest.md; "
+                         f"`bench {args.name}` writes nothing (use --json > FILE)")
     report = _import("bench.report")
     if args.name == "all":
         out = Path(args.out) if args.out else None
