@@ -326,6 +326,22 @@ def test_missing_model_or_unusable_state_dir_exits_69_with_one_clear_line(
         assert not daemon.socket.exists()
 
 
+def test_what_is_not_a_socket_at_daemon_socket_is_left_alone(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """Anything at daemon.socket that did not answer a connection was deleted: a regular
+    file (daemon.socket mistyped as the config's own path) or a directory went with it."""
+    kept = tmp_path / "kept.toml"
+    kept.write_text("[daemon]\n")
+    folder = tmp_path / "folder"
+    (folder / "inside").mkdir(parents=True)
+    for path, kind in ((kept, "regular file"), (folder, "directory")):
+        daemon = start_daemon(daemon={"socket": str(path)})
+        assert daemon.wait() == 1
+        assert f"daemon.socket {path}: there is a {kind} there, not a socket" in daemon.log()
+    assert kept.read_text() == "[daemon]\n" and (folder / "inside").is_dir()
+
+
 def test_second_daemon_does_not_steal_a_live_socket(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:

@@ -20,6 +20,7 @@ import re
 import reprlib
 import select
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -183,10 +184,19 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     """Bind daemon.socket with its mode and group, replacing a stale socket file.
 
     A socket file that still answers belongs to a running daemon: refuse to steal it.
+    Anything else than a socket there is not ours to delete (a daemon.socket mistyped as the
+    config file's path would have removed the config): refuse that too.
     """
     path = cfg.socket
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if os.path.exists(path):
+    try:
+        found = os.lstat(path).st_mode
+    except FileNotFoundError:
+        found = None
+    if found is not None and not stat.S_ISSOCK(found):
+        raise OSError(errno.EEXIST, f"daemon.socket {path}: there is a {_file_kind(found)} "
+                                    "there, not a socket; not replacing it")
+    if found is not None:
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(path)
@@ -206,6 +216,13 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
             log.warning("daemon.socket_group %r not applied: %s", cfg.socket_group, exc)
     sock.listen(128)
     return sock
+
+
+def _file_kind(mode: int) -> str:
+    """What `mode` (from lstat) is, in words."""
+    kinds = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+             (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"))
+    return next((name for test, name in kinds if test(mode)), "device file")
 
 
 class Server:
