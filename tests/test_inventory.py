@@ -91,6 +91,22 @@ def test_config_override_and_extra_runtime_pm_device(tmp_path: Path) -> None:
     assert "devices/platform/fb000000.gpu" in {p.device for p in inv.runtime_pm}
 
 
+@pytest.mark.parametrize("spelling", ["/sys/devices/platform/fc000000.usb",
+                                      "devices/platform/fc000000.usb/"])
+def test_a_runtime_pm_device_is_found_however_the_config_spells_its_path(
+    spelling: str, tmp_path: Path
+) -> None:
+    """power.runtime_pm_devices takes a path as power.npu does: /sys/devices/... is the
+    device under the root. probe looked for sys/devices/... and left the device out."""
+    root = materialize("rk3588", tmp_path)
+    power = root / "devices/platform/fc000000.usb/power"
+    power.mkdir(parents=True)
+    (power / "control").write_text("auto\n")
+    (power / "runtime_status").write_text("active\n")
+    inv = probe(root, runtime_pm_devices=(spelling,))
+    assert "devices/platform/fc000000.usb" in {p.device for p in inv.runtime_pm}
+
+
 def test_cameras_are_passed_through(tmp_path: Path) -> None:
     cam = Camera("/dev/video0", "HD USB Camera", "/sys/devices/x/video0", "usb", ":capture:")
     inv = probe(materialize("rpi5", tmp_path), cameras=[cam])

@@ -126,7 +126,7 @@ def resolve_configured(fs: Sysfs, value: str, kind: str) -> Optional[Accelerator
     if "/" not in text and fs.exists(f"{DEVFREQ}/{text}"):
         rel = f"{DEVFREQ}/{text}"
     else:
-        rel = text[len("/sys/") :] if text.startswith("/sys/") else text.lstrip("/")
+        rel = fs.configured(text)
         if not fs.exists(rel):
             return None
     real = fs.resolve(rel)

@@ -105,7 +105,7 @@ def probe(
     """Read everything wattgate could drive or read below ``root``."""
     fs = fs if fs is not None else Sysfs(root)
     accelerators = find_accelerators(fs, npu=npu, gpu=gpu)
-    pm_devices = [a.device for a in accelerators] + [d.strip("/") for d in runtime_pm_devices]
+    pm_devices = [a.device for a in accelerators] + [fs.configured(d) for d in runtime_pm_devices]
     pm = [p for p in (read_runtime_pm(fs, d) for d in dict.fromkeys(pm_devices)) if p]
     railgate = {}
     busy = {}

@@ -139,6 +139,14 @@ class Sysfs:
         except (FileNotFoundError, NotADirectoryError, PermissionError):
             return []
 
+    @staticmethod
+    def configured(path: str) -> str:
+        """A sysfs path as the config gives it, relative to the root: `/sys/devices/x`
+        (the path on the board, what users copy) is `devices/x` under a root that may be a
+        fake tree, as is `devices/x/`."""
+        text = path.strip()
+        return (text[len("/sys/"):] if text.startswith("/sys/") else text).strip("/")
+
     def resolve(self, attribute: str) -> str:
         """The attribute path with symlinks followed, relative to the root.
 
