@@ -42,6 +42,13 @@ MAX_SOCKET_PATH_BYTES = 107
 # image is 61 440 characters, which leaves room for the rest of the request.
 MAX_IMAGE_BYTES = 45 * 1024
 
+# Most detections a result may be set to carry (model.max_detections). A detection takes at
+# most 168 bytes of a result line (decoders.MAX_LABEL_BYTES: a 64-byte label, the longest
+# float32 score, boxes in a frame 2**31 - 1 pixels wide): 300 take 50 400 bytes, which leaves
+# 15 136 bytes of the 65 536-byte line for the rest of the result (its motion boxes) and
+# a snap reply's wrapping. 300 is also ultralytics' max_det.
+MAX_RESULT_DETECTIONS = 300
+
 class ConfigError(Exception):
     """A config that cannot be used; `problems` has one line per bad key."""
 
@@ -263,6 +270,15 @@ class ModelConfig(Section):
     )
     score_threshold: float = Field(
         0.5, ge=0, le=1, description="Detections below this score are dropped."
+    )
+    max_detections: int = Field(
+        100,  # decoders.MAX_DETECTIONS, what Model.load keeps when not told
+        ge=1,
+        le=MAX_RESULT_DETECTIONS,
+        description=(
+            "Most detections in one result, the best ones; a result cut to it carries "
+            "detections_total. At most 300, so the largest result fits a 64 KiB line."
+        ),
     )
     variants: dict[str, ModelVariant] = Field(
         default_factory=dict,

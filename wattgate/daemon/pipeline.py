@@ -347,7 +347,7 @@ class Inferred:
             log.exception("decoding the model's output failed on frame %d", job.frame.index)
             return None
         self.counters.detections += len(result.detections)
-        return {
+        message: Message = {
             "class": "result",
             "seq": self.seq,
             "ts": round(job.frame.ts, 6),
@@ -365,6 +365,9 @@ class Inferred:
             ],
             "motion": motion_dict(job.verdict),
         }
+        if result.found > len(result.detections):  # cut at model.max_detections
+            message["detections_total"] = result.found
+        return message
 
 
 class Pacer:

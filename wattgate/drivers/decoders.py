@@ -7,11 +7,15 @@ Outputs are always matched by shape and name, never by position, because exporte
 the order.
 
 Boxes leave a decoder as (x0, y0, x1, y1) normalised to the model input, clipped to 0..1 and
-sorted by score, highest first.
+sorted by score, highest first, at most ``max_detections`` of them (TFLite's SSD postprocess
+op and ultralytics' ``max_det`` bound a result the same way): each result is one protocol
+line of at most 64 KiB, and a crowded scene or a low threshold leaves hundreds after
+suppression. The list says how many there were before that cut (``Detections.found``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -27,6 +31,7 @@ __all__ = [
     "KINDS",
     "DecoderError",
     "Detection",
+    "Detections",
     "LabelsError",
     "TensorSpec",
     "dequantize",
@@ -46,6 +51,13 @@ BLAZEFACE_IOU = 0.3
 #: Ultralytics' default NMS IoU for YOLOv8.
 YOLO_IOU = 0.45
 CLASSIFIER_TOP_K = 5
+#: Detections a result keeps unless told otherwise; config.py's model.max_detections default.
+MAX_DETECTIONS = 100
+#: Longest label, in bytes as a result line carries it (UTF-8, JSON-escaped: a quote takes
+#: 2, a control character 6). With it one detection takes at most 168 bytes of a line:
+#: {"label":"<64>","score":<22: a float32's longest>,"box":[<4 x 12: 2147483647.0>]} and a
+#: comma, which is what bounds model.max_detections in config.py.
+MAX_LABEL_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,16 @@ class TensorSpec:
         return f"{self.name or '?'} {list(self.shape)} {self.dtype.name}"
 
 
+class Detections(list[Detection]):
+    """Detections best first, and ``found``: how many there were before they were cut to
+    max_detections (len(self) when none were), so a result can tell "nothing there" from
+    "more than could be sent"."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__()
+        self.found = found
+
+
 class DecoderError(ValueError):
     """The outputs do not fit the requested decoder; the message lists them."""
 
@@ -100,7 +122,7 @@ class LabelsError(ValueError):
 class Decoder(Protocol):
     kind: str
 
-    def decode(self, outputs: Sequence[Array]) -> list[Detection]: ...
+    def decode(self, outputs: Sequence[Array]) -> Detections: ...
 
 
 def dequantize(raw: Array, spec: TensorSpec) -> FloatArray:
@@ -114,7 +136,11 @@ def dequantize(raw: Array, spec: TensorSpec) -> FloatArray:
 
 
 def load_labels(path: str | PathLike[str]) -> list[str]:
-    """One label a line; line N is class id N. Trailing blank lines are ignored."""
+    """One label a line; line N is class id N. Trailing blank lines are ignored.
+
+    A label longer than MAX_LABEL_BYTES (as a result line carries it) is refused, naming
+    its line: a result of max_detections such labels would not fit a protocol line and
+    would reach clients without its detections."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8-sig")
@@ -127,6 +153,13 @@ def load_labels(path: str | PathLike[str]) -> list[str]:
         labels.pop()
     if not labels:
         raise LabelsError(f"labels file {p}: no labels in it (expected one label a line)")
+    for number, label in enumerate(labels, 1):
+        size = len(json.dumps(label, ensure_ascii=False).encode()) - 2
+        if size > MAX_LABEL_BYTES:
+            raise LabelsError(
+                f"labels file {p}: line {number} is {size} bytes as a result carries it "
+                f"(UTF-8, JSON-escaped); a label may take at most {MAX_LABEL_BYTES}"
+            )
     return labels
 
 
@@ -193,17 +226,21 @@ def _weighted_nms(
 
 
 def _detections(
-    boxes: FloatArray, scores: FloatArray, labels: Sequence[str]
-) -> list[Detection]:
+    boxes: FloatArray, scores: FloatArray, label: Callable[[int], str], limit: int
+) -> Detections:
     """Clip to 0..1, drop boxes left with no area and scores that are not finite (a broken
-    model's NaN would otherwise reach clients), sort by score descending."""
+    model's NaN would otherwise reach clients), sort by score descending, keep the best
+    ``limit``. ``label(i)`` names row i; it is asked only for the rows kept, so a crowded
+    frame costs no label look-ups (nor Detection objects) for what is cut."""
     boxes = np.clip(boxes, 0.0, 1.0)
-    order = np.argsort(-scores, kind="stable")
-    result = []
-    for i in order:
-        x0, y0, x1, y1 = (float(v) for v in boxes[i])
-        if x1 > x0 and y1 > y0 and math.isfinite(scores[i]):
-            result.append(Detection(labels[i], float(scores[i]), (x0, y0, x1, y1)))
+    with np.errstate(invalid="ignore"):
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & np.isfinite(scores)
+    rows = np.flatnonzero(valid)
+    rows = rows[np.argsort(-scores[rows], kind="stable")]
+    result = Detections(len(rows))
+    for i in rows[:limit].tolist():
+        x0, y0, x1, y1 = boxes[i].tolist()
+        result.append(Detection(label(i), float(scores[i]), (x0, y0, x1, y1)))
     return result
 
 
@@ -270,7 +307,8 @@ class BlazeFaceDecoder:
     kind = "blazeface"
 
     def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
-                 labels: Sequence[str] | None, score_threshold: float) -> None:
+                 labels: Sequence[str] | None, score_threshold: float,
+                 max_detections: int) -> None:
         height, width = _input_hw(input_spec)
         shapes = {i: s.shape for i, s in enumerate(outputs)}
         reg = [i for i, sh in shapes.items() if len(sh) == 3 and sh[-1] >= 4 and sh[-1] % 2 == 0]
@@ -292,21 +330,23 @@ class BlazeFaceDecoder:
         self.anchors = anchors
         self._scale = np.array([width, height, width, height], np.float32)
         self._threshold = score_threshold
+        self._limit = max_detections
         self._label = labels[0] if labels else "face"
 
-    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+    def decode(self, outputs: Sequence[Array]) -> Detections:
         logits = np.asarray(outputs[self._cls], np.float32).reshape(-1)
         # MediaPipe clips logits to +-100 before the sigmoid (score_clipping_thresh).
         clipped = np.clip(logits, -100.0, 100.0).astype(np.float64)  # exp(100) overflows f32
         scores = (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)
         idx = _top_candidates(scores.astype(np.float32), self._threshold)
         if idx.size == 0:
-            return []
+            return Detections(0)
         raw = np.asarray(outputs[self._reg], np.float32).reshape(len(logits), -1)[idx, :4]
         centre_wh = raw / self._scale
         centre_wh[:, 0:2] += self.anchors[idx]
         boxes, kept = _weighted_nms(_cxcywh_to_xyxy(centre_wh), scores[idx], BLAZEFACE_IOU)
-        return _detections(boxes, kept, [self._label] * len(kept))
+        name = self._label
+        return _detections(boxes, kept, lambda _: name, self._limit)
 
 
 # --------------------------------------------------------------------------- SSD
@@ -333,7 +373,8 @@ class SsdDecoder:
     kind = "ssd"
 
     def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
-                 labels: Sequence[str] | None, score_threshold: float) -> None:
+                 labels: Sequence[str] | None, score_threshold: float,
+                 max_detections: int) -> None:
         boxes = [i for i, s in enumerate(outputs) if len(s.shape) == 3 and s.shape[-1] == 4]
         count = [i for i, s in enumerate(outputs) if len(s.shape) <= 1 and math.prod(s.shape) == 1]
         if len(outputs) != 4 or len(boxes) != 1 or len(count) != 1:
@@ -359,6 +400,7 @@ class SsdDecoder:
         self._boxes, self._count = boxes[0], count[0]
         self._labels = labels
         self._threshold = score_threshold
+        self._limit = max_detections
 
     def _split(self, outputs: Sequence[Array]) -> tuple[Array, Array]:
         """(scores, classes). Names decide when they can; otherwise the values: class ids are
@@ -371,7 +413,7 @@ class SsdDecoder:
             return (b, a) if a_whole else (a, b)
         return (b, a) if a.max(initial=0) >= b.max(initial=0) else (a, b)
 
-    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+    def decode(self, outputs: Sequence[Array]) -> Detections:
         scores_raw, classes_raw = self._split(outputs)
         boxes = np.asarray(outputs[self._boxes], np.float32).reshape(-1, 4)
         reported = float(np.asarray(outputs[self._count]).reshape(-1)[0])
@@ -385,8 +427,9 @@ class SsdDecoder:
             whole = (raw == ids) & (ids >= 0) & (ids < 2**31)
         keep = (scores >= self._threshold) & whole
         xyxy = boxes[:count][keep][:, [1, 0, 3, 2]]
-        names = [_label_for(self._labels, int(c)) for c in ids[keep]]
-        return _detections(xyxy, scores[keep], names)
+        kept_ids, labels = ids[keep], self._labels
+        return _detections(xyxy, scores[keep], lambda i: _label_for(labels, int(kept_ids[i])),
+                           self._limit)
 
 
 # --------------------------------------------------------------------------- YOLOv8
@@ -398,7 +441,8 @@ class YoloV8Decoder:
     kind = "yolov8"
 
     def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
-                 labels: Sequence[str] | None, score_threshold: float) -> None:
+                 labels: Sequence[str] | None, score_threshold: float,
+                 max_detections: int) -> None:
         height, width = _input_hw(input_spec)
         shape = outputs[0].shape if len(outputs) == 1 else ()
         if len(shape) != 3 or shape[0] != 1 or shape[1] < 5 or shape[2] <= shape[1]:
@@ -406,13 +450,14 @@ class YoloV8Decoder:
         self._pixels = np.array([width, height, width, height], np.float32)
         self._labels = labels
         self._threshold = score_threshold
+        self._limit = max_detections
 
-    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+    def decode(self, outputs: Sequence[Array]) -> Detections:
         pred = np.asarray(outputs[0], np.float32)[0]  # [4+C, N]: reduce along rows, no copy
         scores = pred[4:].max(axis=0)
         idx = _top_candidates(scores, self._threshold)
         if idx.size == 0:
-            return []
+            return Detections(0)
         cls = pred[4:, idx].argmax(axis=0)
         centre_wh = np.ascontiguousarray(pred[:4, idx].T)
         if centre_wh.max() > 2.0:  # pixel coordinates: normalise by the input size
@@ -421,8 +466,9 @@ class YoloV8Decoder:
         # Per-class NMS in one pass: shift each class to its own region so classes never overlap.
         span = np.float32(boxes.max() - boxes.min() + 1.0)
         keep = _nms(boxes + cls[:, None].astype(np.float32) * span, scores[idx], YOLO_IOU)
-        names = [_label_for(self._labels, int(c)) for c in cls[keep]]
-        return _detections(boxes[keep], scores[idx][keep], names)
+        kept_cls, labels = cls[keep], self._labels
+        return _detections(boxes[keep], scores[idx][keep],
+                           lambda i: _label_for(labels, int(kept_cls[i])), self._limit)
 
 
 # --------------------------------------------------------------------------- classifier
@@ -434,14 +480,16 @@ class ClassifierDecoder:
     kind = "classifier"
 
     def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
-                 labels: Sequence[str] | None, score_threshold: float) -> None:
+                 labels: Sequence[str] | None, score_threshold: float,
+                 max_detections: int) -> None:
         shape = outputs[0].shape if len(outputs) == 1 else ()
         if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
             raise DecoderError("expected one output [1, C] of class scores")
         self._labels = labels
         self._threshold = score_threshold
+        self._limit = max_detections
 
-    def decode(self, outputs: Sequence[Array]) -> list[Detection]:
+    def decode(self, outputs: Sequence[Array]) -> Detections:
         scores = np.asarray(outputs[0], np.float32).reshape(-1)
         if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
             e = np.exp(scores - scores.max())
@@ -449,13 +497,15 @@ class ClassifierDecoder:
         top = np.argsort(-scores, kind="stable")[:CLASSIFIER_TOP_K]
         top = top[scores[top] >= self._threshold]
         boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (len(top), 1))
-        return _detections(boxes, scores[top], [_label_for(self._labels, int(i)) for i in top])
+        labels = self._labels
+        return _detections(boxes, scores[top], lambda i: _label_for(labels, int(top[i])),
+                           self._limit)
 
 
 # --------------------------------------------------------------------------- factory
 
 _Factory = Callable[
-    [TensorSpec, Sequence[TensorSpec], "Sequence[str] | None", float], Decoder
+    [TensorSpec, Sequence[TensorSpec], "Sequence[str] | None", float, int], Decoder
 ]
 _DECODERS: dict[str, _Factory] = {
     "ssd": SsdDecoder,
@@ -471,15 +521,18 @@ def make_decoder(
     output_specs: Sequence[TensorSpec],
     labels: Sequence[str] | None,
     score_threshold: float,
+    max_detections: int = MAX_DETECTIONS,
 ) -> Decoder:
-    """Build the decoder for ``kind``; "auto" takes the first kind whose layout fits."""
+    """Build the decoder for ``kind``; "auto" takes the first kind whose layout fits. Its
+    results keep the best ``max_detections``."""
     if kind not in KINDS:
         raise DecoderError(f"unknown decoder kind {kind!r}; expected one of {', '.join(KINDS)}")
     tried = list(_DECODERS) if kind == "auto" else [kind]
     reasons = []
     for name in tried:
         try:
-            return _DECODERS[name](input_spec, output_specs, labels, score_threshold)
+            return _DECODERS[name](input_spec, output_specs, labels, score_threshold,
+                                   max_detections)
         except DecoderError as exc:
             reasons.append(f"{name}: {exc}")
     what = "no decoder recognises" if kind == "auto" else f"decoder {kind!r} does not fit"

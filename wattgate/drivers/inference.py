@@ -38,6 +38,7 @@ import numpy.typing as npt
 
 from wattgate.drivers import runtime
 from wattgate.drivers.decoders import (
+    MAX_DETECTIONS,
     Decoder,
     DecoderError,
     Detection,
@@ -68,9 +69,13 @@ class ModelError(Exception):
 
 @dataclass(frozen=True)
 class InferenceResult:
+    """``detections`` holds at most the model's max_detections, best first; ``found`` is
+    how many the model had before that cut (len(detections) when nothing was cut)."""
+
     detections: list[Detection]
     invoke_ms: float
     total_ms: float
+    found: int
 
 
 def default_model_path() -> Path:
@@ -439,8 +444,10 @@ class Model:
     def load(cls, path: str | None, kind: str = "auto", labels: str | None = None,
              threads: int = 2, delegate: str | None = None,
              delegate_options: Mapping[str, object] | None = None,
-             score_threshold: float = 0.5) -> Model:
-        """Open, validate and prepare a model; every failure is a ModelError naming the file."""
+             score_threshold: float = 0.5, max_detections: int = MAX_DETECTIONS) -> Model:
+        """Open, validate and prepare a model; every failure is a ModelError naming the file.
+        Its results keep the best ``max_detections`` (config.py bounds it so that the
+        largest result fits one protocol line)."""
         model_path = default_model_path() if path is None else Path(path)
         _check_file(model_path)
         _check_bounds(model_path)
@@ -465,7 +472,8 @@ class Model:
                              "float32, uint8 or int8")
         _check_output_scales(model_path, outputs)
         try:
-            decoder = make_decoder(kind, inputs[0], outputs, label_list, score_threshold)
+            decoder = make_decoder(kind, inputs[0], outputs, label_list, score_threshold,
+                                   max_detections)
         except DecoderError as exc:
             raise ModelError(f"model file {model_path}: {exc}") from exc
         if labels is not None and label_list is not None:
@@ -516,15 +524,19 @@ class Model:
         start = time.perf_counter()
         outputs = [dequantize(out, spec) for out, spec in zip(raw.outputs, self._outputs)]
         unmap = raw.prepared.letterbox.unmap
+        decoded = self._decoder.decode(outputs)
         detections = []
-        for det in self._decoder.decode(outputs):
+        for det in decoded:
             x0, y0, x1, y1 = box = unmap(det.box)
             # A box wholly inside the letterbox's padding is clamped to the frame's edge
             # with no area left: nothing in the frame was detected, so it is dropped.
             if x1 > x0 and y1 > y0:
                 detections.append(replace(det, box=box))
+        # Those dropped do not count as found either, so found is len(detections) whenever
+        # the decoder cut nothing. Ones past the cap are never mapped: they all count.
+        found = decoded.found - (len(decoded) - len(detections))
         total_ms = raw.took_ms + (time.perf_counter() - start) * 1000.0
-        return InferenceResult(detections, raw.invoke_ms, total_ms)
+        return InferenceResult(detections, raw.invoke_ms, total_ms, found)
 
 
 def _check_output_scales(path: Path, outputs: Sequence[TensorSpec]) -> None:
