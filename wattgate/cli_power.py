@@ -1,4 +1,4 @@
-"""The power subcommands of `wattgate`: `probe` and `simulate`.
+"""The power subcommands of `wattgate`: `probe`, `simulate` and `restore`.
 
 Kept apart from cli.py so the main command stays small; cli.py calls ``register`` on its
 subparsers. Heavy imports (OpenCV, the interpreter) happen inside the commands.
@@ -19,6 +19,9 @@ from wattgate.config import ConfigError, config_path, load_config, report_config
 
 EXIT_USAGE = 2
 EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it cannot load
+EXIT_NOT_RESTORED = 1  # some originals could not be written back (or the journal read)
+# EX_TEMPFAIL: a running daemon holds the journal; once it has stopped, a retry can restore
+EXIT_HELD = 75
 
 
 def _sysfs_root(value: str) -> str:
@@ -110,6 +113,56 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Give back the originals a daemon killed mid-run (or stopped after a crash with
+    Restart= exhausted) left in its journal, without starting it: systemd runs this as
+    ExecStopPost=, and no restart follows a stop. The restore is the daemon's own at start
+    (rollback.take_over), so what cannot be written stays in the journal for the next try.
+    A live daemon's journal lock makes it touch nothing, since undoing the settings of a
+    running daemon would break the promise the other way round."""
+    from wattgate.daemon.rollback import JOURNAL_NAME, LOCK_NAME, JournalHeld, take_over
+    from wattgate.drivers.sysfs import Sysfs
+
+    try:
+        cfg = load_config(config_path(args.config))
+    except ConfigError as exc:
+        return report_config_error(exc)
+    directory = Path(cfg.power.journal_dir)
+    journal_file = directory / JOURNAL_NAME
+    if not journal_file.exists() and not (directory / LOCK_NAME).exists():
+        # No daemon has used this directory (it locks before it journals): nothing to
+        # restore, and nothing to create, so a lock file made by root cannot shut out the
+        # daemon's user later.
+        print("nothing to restore")
+        return 0
+    # A lock file is made only for a journal that needs one (see above).
+    create = journal_file.exists() and os.access(directory, os.W_OK | os.X_OK)
+    try:
+        lock, journal, report = take_over(directory, Sysfs(cfg.power.sysfs_root),
+                                          create=create)
+    except JournalHeld as exc:
+        print(f"wattgate restore: {exc}; nothing restored (stop it first)", file=sys.stderr)
+        return EXIT_HELD
+    except OSError as exc:  # an unreadable journal or lock: the originals stay where they are
+        print(f"wattgate restore: {exc}; nothing restored", file=sys.stderr)
+        return EXIT_NOT_RESTORED
+    lock.release()
+    for attribute in report.restored:
+        print(f"restored {attribute}")
+    for attribute in report.unchanged:  # the run had set it back itself before it died
+        print(f"unchanged {attribute}")
+    if report.failed:
+        kept = journal.attributes  # the rest failed for good (the attribute is gone)
+        print(f"wattgate restore: {len(report.failed)} attribute(s) not restored: "
+              f"{', '.join(report.failed)}"
+              + (f"; {journal.path} keeps {', '.join(kept)} for the next try" if kept else ""),
+              file=sys.stderr)
+        return EXIT_NOT_RESTORED
+    if not report.restored and not report.unchanged:
+        print("nothing to restore")
+    return 0
+
+
 def fixed(value: Any, spec: str) -> str:
     """A number formatted with spec, or "-" for one the daemon has no value for: it sends a
     reading that is not finite (a sensor that read NaN) as null (docs/protocol.md)."""
@@ -166,7 +219,7 @@ def format_power(power: dict[str, Any]) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `probe` and `simulate` to the `wattgate` command's subparsers."""
+    """Add `probe`, `simulate` and `restore` to the `wattgate` command's subparsers."""
     from wattgate.boards import SIMULATED
 
     probe = sub.add_parser("probe", help="show the power knobs and readings this machine has")
@@ -193,3 +246,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="inference time at the NPU's top clock (default: measured)")
     sim.add_argument("--json", action="store_true", help="machine-readable output")
     sim.set_defaults(func=cmd_simulate)
+
+    restore = sub.add_parser(
+        "restore",
+        help="put back the sysfs values a killed daemon left changed",
+        description="Write back every original value the journal in power.journal_dir still "
+        "holds (what a daemon killed with SIGKILL left changed), under power.sysfs_root. "
+        "Exits 75 and touches nothing while a daemon holds the journal.",
+    )
+    restore.add_argument("--config", help="the daemon's config (default: built-in defaults)")
+    restore.set_defaults(func=cmd_restore)

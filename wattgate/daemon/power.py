@@ -40,7 +40,13 @@ from wattgate.config import Config
 from wattgate.daemon.knobs import write_knob, write_order
 from wattgate.daemon.logs import MessageId, event
 from wattgate.daemon.power_inputs import InputReader, Inputs
-from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, JournalLock, SysfsJournal
+from wattgate.daemon.rollback import (
+    JOURNAL_NAME,
+    JournaledWriter,
+    JournalLock,
+    SysfsJournal,
+    take_over,
+)
 from wattgate.drivers import cpufreq, devfreq, vendor
 from wattgate.drivers.accel import find_accelerators
 from wattgate.drivers.sysfs import AttributeIO, Sysfs, SysfsError
@@ -285,13 +291,8 @@ class PowerController:
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             writable = os.access(directory, os.W_OK | os.X_OK)
-            lock = JournalLock(directory)
-            lock.acquire(create=writable)  # before reading: another daemon's journal is not ours
-            self.journal_lock = lock
-            self.journal = SysfsJournal(directory, self.fs)
-            for attribute, original in self._inherited.items():  # before anything else
-                self.journal.record(attribute, original.removesuffix("\n"))
-            report = self.journal.restore_pending()
+            self.journal_lock, self.journal, report = take_over(
+                directory, self.fs, create=writable, inherited=self._inherited)
             if not writable:
                 raise PermissionError(f"{directory} is not writable")
         except OSError as exc:

@@ -16,7 +16,8 @@ original could not be saved is refused, and stays refused on a retry.
 One journal directory serves one daemon at a time: ``JournalLock`` holds an
 exclusive lock on ``<state_dir>/sysfs-journal.lock`` for the daemon's life, so a
 second daemon neither restores the first one's changes under it nor overwrites
-its journal.
+its journal. ``take_over`` is how a journal directory is opened, by the daemon at start and
+by `wattgate restore` after a stop: lock, read, then restore what is left.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -51,6 +53,11 @@ class JournalError(OSError):
         return self.message
 
 
+class JournalHeld(JournalError):
+    """Another process holds the journal lock: a live daemon, whose journal and settings
+    are its own. Apart from the other JournalErrors so `wattgate restore` can say so."""
+
+
 class JournalLock:
     """An exclusive, non-blocking lock on ``<state_dir>/sysfs-journal.lock`` (pidlock.py:
     dropped by the kernel when the holder dies, never removed, naming its holder)."""
@@ -66,7 +73,7 @@ class JournalLock:
         try:
             self._fd = lock_file(str(self.path), create)
         except LockHeld as held:
-            raise JournalError(f"{held}: one daemon per journal_dir") from None
+            raise JournalHeld(f"{held}: one daemon per journal_dir") from None
 
     def release(self) -> None:
         fd, self._fd = self._fd, None
@@ -365,3 +372,32 @@ class JournaledWriter:
             self.journal.record(attribute, restore)
             self.fs.write_raw(attribute, value + "\n")
             return True
+
+
+def take_over(
+    directory: Union[str, os.PathLike[str]],
+    fs: Sysfs,
+    *,
+    create: bool,
+    inherited: Optional[Mapping[str, str]] = None,
+) -> tuple[JournalLock, SysfsJournal, RestoreReport]:
+    """Lock ``directory``, read its journal, and restore what a previous run left changed.
+
+    One path for the daemon's start and for `wattgate restore`, so the two cannot differ
+    in what they give back and what they keep. The lock comes before the read: a journal
+    another daemon holds is that daemon's (JournalHeld). ``create`` as for
+    ``JournalLock.acquire``. ``inherited`` (originals a structural reload carried over from
+    another journal_dir, text as read) is recorded before anything else. What could not be
+    restored stays in the journal. The caller owns the returned lock; on an error it is
+    released here.
+    """
+    lock = JournalLock(directory)
+    lock.acquire(create=create)
+    try:
+        journal = SysfsJournal(directory, fs)
+        for attribute, original in (inherited or {}).items():
+            journal.record(attribute, original.removesuffix("\n"))
+        return lock, journal, journal.restore_pending()
+    except BaseException:
+        lock.release()
+        raise
