@@ -8,12 +8,14 @@ the hub's own encoder.
 
 from __future__ import annotations
 
+import base64
 import inspect
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -202,3 +204,18 @@ def test_the_defaults_agree() -> None:
     assert Config().model.max_detections == MAX_DETECTIONS
     default = inspect.signature(Model.load).parameters["max_detections"].default
     assert default == MAX_DETECTIONS
+
+
+def test_a_client_image_infer_reply_says_when_its_detections_were_cut(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    """The infer command built its own list of detections: a reply cut at max_detections
+    could not say so, unlike the same result from a camera frame."""
+    ssd_model(tmp_path, np.linspace(0.6, 0.99, 400).astype(np.float32))
+    daemon = start_daemon(model={"path": str(tmp_path / "ssd.tflite"), "kind": "ssd"})
+    with daemon.connect() as client:
+        reply = client.request("infer", image=base64.b64encode(
+            cv2.imencode(".png", FRAME)[1].tobytes()).decode())
+    assert reply["class"] == "reply", reply
+    assert len(reply["detections"]) == MAX_DETECTIONS
+    assert reply["detections_total"] == 400

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from wattgate.daemon.handoff import in_own_thread
 from wattgate.daemon.hub import MAX_LINE, ClientSession, Message, encode, fit_message, json_text
+from wattgate.daemon.pipeline import detection_fields
 from wattgate.daemon.server import STOPPING as STOPPING  # app.py's too
 from wattgate.daemon.server import (
     Handler,
@@ -291,10 +292,7 @@ class Commands:
             "width": int(image.shape[1]),
             "height": int(image.shape[0]),
             "infer_ms": round(result.invoke_ms, 3),
-            "detections": [
-                {"label": d.label, "score": round(d.score, 4), "box": [round(v, 1) for v in d.box]}
-                for d in result.detections
-            ],
+            **detection_fields(result),
         }
 
     async def profile(self, session: ClientSession, request: Message) -> Message:

@@ -355,19 +355,22 @@ class Inferred:
             "latency_ms": round((self.done - job.frame.mono) * 1000.0, 3),
             "infer_ms": round(result.invoke_ms, 3),
             "reason": job.verdict.reason,
-            "detections": [
-                {
-                    "label": det.label,
-                    "score": round(det.score, 4),
-                    "box": [round(v, 1) for v in det.box],
-                }
-                for det in result.detections
-            ],
+            **detection_fields(result),
             "motion": motion_dict(job.verdict),
         }
-        if result.found > len(result.detections):  # cut at model.max_detections
-            message["detections_total"] = result.found
         return message
+
+
+def detection_fields(result: InferenceResult) -> Message:
+    """A result's `detections` as clients get them (a camera frame's or a client image's),
+    and `detections_total` when they were cut at model.max_detections."""
+    fields: Message = {"detections": [
+        {"label": det.label, "score": round(det.score, 4), "box": [round(v, 1) for v in det.box]}
+        for det in result.detections
+    ]}
+    if result.found > len(result.detections):
+        fields["detections_total"] = result.found
+    return fields
 
 
 class Pacer:
