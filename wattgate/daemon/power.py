@@ -20,7 +20,8 @@ Who calls what (the daemon does the wiring):
 * protocol: ``pin``, ``status``, ``profile_status``, ``power_message``.
 
 A knob whose write fails (a typed SysfsError) is logged with KNOB/VALUE fields, shown in
-the status, and retried only when its wanted value changes; the other knobs carry on.
+the status, and written again after 1, 2, 4 ... ticks (RETRY_MAX_TICKS) or when its wanted
+value changes; the other knobs carry on.
 Without a usable journal directory nothing is written at all: no write without a way
 back.
 """
