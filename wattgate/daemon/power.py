@@ -345,7 +345,7 @@ class PowerController:
         for entry in power.runtime_pm_devices:
             # "/sys/..." as power.npu takes it: read as "sys/..." under the root, the device
             # was dropped without a word and its runtime PM never followed the profile.
-            device = entry.removeprefix("/sys/").strip("/")
+            device = fs.configured(entry)
             if not fs.exists(f"{device}/power/control"):
                 log.warning("power.runtime_pm_devices: %s has no power/control under %s",
                             entry, fs.root,
