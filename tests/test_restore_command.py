@@ -289,3 +289,22 @@ def test_unit_with_exec_stop_post_verifies(tmp_path: Path) -> None:
     out = subprocess.run(["systemd-analyze", "verify", SERVICE.name, SOCKET.name],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout.strip(), out.stderr.strip()) == (0, "", "")
+
+
+def test_a_journal_root_rewrites_stays_the_daemons(start_run: StartRun, tmp_path: Path) -> None:
+    """`sudo wattgate restore` that could not put everything back saved the rest as a
+    root-owned 0600 file: the daemon's user could not read it, and its next start wrote no
+    power settings at all. The journal stays with the owner of its directory."""
+    root, journal, config = board(tmp_path)
+    kill(start_run(config))
+    nobody = 65534
+    os.chown(journal, nobody, nobody)
+    os.chown(journal / JOURNAL_NAME, nobody, nobody)
+    governor = root / NPU_GOVERNOR
+    governor.unlink()
+    governor.symlink_to("/dev/full")
+    assert os.geteuid() == 0  # what the case is about: root rewriting the daemon's journal
+    assert restore("--config", str(config)).returncode == 1
+    saved = (journal / JOURNAL_NAME).stat()
+    assert (saved.st_uid, saved.st_gid) == (nobody, nobody)
+    assert journaled(journal) == [NPU_GOVERNOR]
