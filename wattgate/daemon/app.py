@@ -259,10 +259,12 @@ class Daemon:
         finally:
             ticker.cancel()
 
-    async def _asking_for_time(self, work: asyncio.Future[T]) -> Optional[T]:
+    async def _asking_for_time(self, work: asyncio.Future[T],
+                               extend: bool = True) -> Optional[T]:
         """work's result, or None if the daemon is asked to stop first: systemd's stop
-        must not wait for a load that can take minutes. While it runs, more start time is
-        asked of systemd (EXTEND_*), as TimeoutStartSec= covers the whole start-up."""
+        must not wait for a load that can take minutes (TimeoutStopSec= is 20 s). With
+        `extend`, more time is asked of systemd while it runs (EXTEND_*): TimeoutStartSec=
+        covers the whole start-up, and a reload too (systemd times RELOADING=1 with it)."""
         stopping = asyncio.ensure_future(self._stop.wait())
         either: set[asyncio.Future[Any]] = {work, stopping}
         waited = 0.0
@@ -275,7 +277,8 @@ class Daemon:
                 if done:
                     return None
                 waited += EXTEND_EVERY_S
-                if waited <= EXTEND_MAX_S and self.notifier.extend_timeout(EXTEND_STEP_S):
+                if (extend and waited <= EXTEND_MAX_S
+                        and self.notifier.extend_timeout(EXTEND_STEP_S)):
                     log.info("still loading the model after %.0f s; asked systemd for %.0f s "
                              "more", waited, EXTEND_STEP_S)
         finally:
@@ -285,17 +288,14 @@ class Daemon:
         self, loop: asyncio.AbstractEventLoop
     ) -> Optional[tuple[Model, SupervisedSource]]:
         """Power control, the model and the source, the pipeline on them, the sensors;
-        None if asked to stop while the model loaded (the load is left to its thread)."""
+        None if asked to stop while the model loaded (the load is left to its thread) or
+        while the camera's first open was under way (the shut-down stops the source)."""
         async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
             try:
                 await self._start_power(loop)
                 variant = self._wanted_variant()
-                # a thread of its own: the interpreter waits for the executor's at exit
-                opening = asyncio.ensure_future(
-                    in_own_thread("wattgate-load", self._open_parts, self.cfg, variant))
-                opened = await self._asking_for_time(opening)
+                opened = await self._load_unless_stopped(self._open_parts, self.cfg, variant)
                 if opened is None:
-                    opening.cancel()
                     log.info("asked to stop while loading the model; not waiting for it")
                     return None
                 model, source = opened
@@ -303,12 +303,25 @@ class Daemon:
                 self._start_pipeline(model, source)
             finally:
                 self._opened.set()
-        await loop.run_in_executor(
-            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0
-        )
+        attempted = await self._asking_for_time(asyncio.ensure_future(loop.run_in_executor(
+            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0)))
+        if attempted is None:
+            log.info("asked to stop while opening the camera; not waiting for it")
+            return None
         await self._first_frame(source)
         self.sensors = self._watch_sensors(self.cfg)
         return model, source
+
+    async def _load_unless_stopped(self, func: Callable[..., T], *args: Any,
+                                   extend: bool = True) -> Optional[T]:
+        """func(*args) (a model load) on a thread of its own, or None if the daemon is
+        asked to stop first; the load is then left to its thread. Not in the loop's
+        executor: the interpreter waits for the executor's threads at exit."""
+        loading = asyncio.ensure_future(in_own_thread("wattgate-load", func, *args))
+        done = await self._asking_for_time(loading, extend)
+        if done is None:
+            loading.cancel()
+        return done
 
     def _watch_sensors(self, cfg: Config) -> SensorWatch:
         """The light sensor and the PIR of ``cfg``, polled from now on."""
@@ -443,7 +456,7 @@ class Daemon:
             try:
                 return await self._apply_reload(self.config_path)
             finally:
-                if announce:
+                if announce and not self._stop.is_set():  # after STOPPING=1, nothing
                     self.notifier.ready(self.status_line())
 
     async def _apply_reload(self, path: Path) -> tuple[bool, str]:
@@ -461,7 +474,9 @@ class Daemon:
             log.warning("%s changed; taking effect after a restart", ", ".join(later))
         old = self.cfg  # before the pipeline's reload, which takes `new` for a new camera
         try:
-            await self._reload_pipeline(new)
+            if not await self._reload_pipeline(new):
+                log.info("reload: %s", STOPPING)
+                return False, STOPPING
         except StartupError as exc:
             log.error("reload rejected, keeping the running pipeline: %s", exc)
             return False, f"reload rejected: {exc}"
@@ -490,18 +505,21 @@ class Daemon:
 
     # -- periodic work -----------------------------------------------------------------
 
-    async def _reload_pipeline(self, new: Config) -> None:
+    async def _reload_pipeline(self, new: Config) -> bool:
         """Apply new camera, gate and model settings; StartupError (nothing changed) if
-        the new parts do not open.
+        the new parts do not open, False (nothing changed) if asked to stop while they
+        open: the stop must not wait for a model load.
 
         Only a new camera needs a new pipeline. A new model is loaded off the loop and
         taken between two frames, a new gate too: the source stays open, so a file goes
         on from where it was and the pipeline's counters go on."""
-        loop = asyncio.get_running_loop()
         pipeline = self.pipeline
         variant = self._wanted_variant(new)
         if new.camera != self.cfg.camera or pipeline is None:
-            model, source = await loop.run_in_executor(None, self._open_parts, new, variant)
+            opened = await self._load_unless_stopped(self._open_parts, new, variant)
+            if opened is None:
+                return False
+            model, source = opened
             previous = self.camera
             await self._stop_pipeline()
             if previous is not None:
@@ -509,16 +527,19 @@ class Daemon:
             self.cfg = new
             self._variant = variant
             self._start_pipeline(model, source)
-            return
+            return True
         swapped: Optional[Model] = None
         if new.model != self.cfg.model:
-            swapped = await loop.run_in_executor(None, load_model, _with_variant(new, variant))
+            swapped = await self._load_unless_stopped(load_model, _with_variant(new, variant))
+            if swapped is None:
+                return False
         if new.gate != self.cfg.gate:
             pipeline.replace_gate(MotionGate(new.gate))
         if swapped is not None:
             pipeline.swap_model(swapped)
             self.model = swapped
             self._variant = variant
+        return True
 
     async def _tick(self) -> None:
         """Once a second: fps, event-log flush, the watchdog's progress rule, STATUS=."""
@@ -596,11 +617,14 @@ class Daemon:
                 return  # a reload meanwhile loaded it, or the policy changed its mind
             cfg = _with_variant(self.cfg, variant)
             try:
-                model = await asyncio.get_running_loop().run_in_executor(None, load_model, cfg)
+                # no more time asked of systemd: it is not starting or reloading us
+                model = await self._load_unless_stopped(load_model, cfg, extend=False)
             except StartupError as exc:
                 log.error("model variant %s not loaded, keeping the current model: %s",
                           variant, exc)
                 return
+            if model is None:
+                return  # asked to stop meanwhile
             if self.pipeline is not None:
                 self.pipeline.swap_model(model)
             self.model = model
