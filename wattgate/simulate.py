@@ -189,11 +189,8 @@ def measure_model_ms(cfg: Config, frame: Image) -> tuple[float, str]:
     """
     from wattgate.drivers.inference import Model, ModelError
 
-    m = cfg.model
     try:
-        model = Model.load(m.path, kind=m.kind, labels=m.labels, threads=m.threads,
-                           delegate=m.delegate, delegate_options=m.delegate_options,
-                           score_threshold=m.score_threshold)
+        model = Model.from_config(cfg.model)
     except ModelError as exc:
         raise NoModel(str(exc)) from None
     times = [model.infer(frame).invoke_ms for _ in range(MODEL_RUNS)]

@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from wattgate.config import ModelConfig
 from wattgate.drivers import runtime
 from wattgate.drivers.decoders import (
     MAX_DETECTIONS,
@@ -439,6 +440,14 @@ class Model:
             "delegate": delegate,
             "labels": len(labels) if labels else 0,
         }
+
+    @classmethod
+    def from_config(cls, m: ModelConfig) -> Model:
+        """The model the config's [model] table describes (Model.load with its keys): one
+        place that passes every key, so the daemon and `simulate` cannot differ."""
+        return cls.load(m.path, kind=m.kind, labels=m.labels, threads=m.threads,
+                        delegate=m.delegate, delegate_options=m.delegate_options,
+                        score_threshold=m.score_threshold, max_detections=m.max_detections)
 
     @classmethod
     def load(cls, path: str | None, kind: str = "auto", labels: str | None = None,
