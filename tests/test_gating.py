@@ -457,3 +457,22 @@ def test_gate_catches_every_event_and_skips_idle_frames(name: str) -> None:
     assert result.recall == 1.0, result.caught
     assert result.skip_ratio >= 0.95, (result.skipped, result.idle)
     assert result.idle >= 0.25 * scene.length
+
+
+def test_a_frame_of_many_changes_keeps_its_largest_boxes_up_to_the_cap() -> None:
+    """Every changed region became a box: with a fine gate (gate.frame_height up to 1080,
+    gate.min_area down to 1) a frame of hundreds of small changes made a result line of
+    thousands of boxes, past the protocol's line limit; the largest ones are what a client
+    acts on."""
+    cfg = GateConfig(frame_height=480, min_area=1)
+    gate, base, t = calibrated(cfg)
+    frame = noisy(base, 999)
+    for y in range(8, 400, 24):
+        for x in range(8, 640, 24):
+            frame[y : y + 8, x : x + 8] = 10 if (x + y) % 48 else 250
+    frame = with_square(frame, 500, 400, size=64, level=0)
+    verdict = gate.update_bgr(frame, t)
+    assert verdict.motion and verdict.reason == "motion"
+    assert len(verdict.boxes) == gating.MAX_BOXES
+    areas = sorted(((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in verdict.boxes), reverse=True)
+    assert areas[0] >= 64 * 64  # the large one is kept

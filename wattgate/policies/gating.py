@@ -94,6 +94,10 @@ FIT_CLIP = 1.0  # the check before the fit clips each pixel's difference to +-th
 CLIP_SCALE = 127.0 / FIT_CLIP  # that clipped difference, scaled to fill a byte around 128
 FIT_STEP = 4  # the exposure fit reads every FIT_STEP-th row
 EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binary fractions)
+# The largest this many motion boxes are kept: a fine gate (frame_height up to 1080, min_area
+# down to 1) on a frame of many small changes found thousands, and the result line carrying
+# them (docs/protocol.md) would outgrow its 64 KiB; 64 boxes take under 2 KiB of it.
+MAX_BOXES = 64
 
 
 @dataclass(frozen=True)
@@ -460,7 +464,7 @@ class MotionGate:
         sw, sh = self._source
         fx, fy = sw / w, sh / h
         min_area = self.cfg.min_area
-        boxes = []
+        found = []
         for contour in contours:
             area = cv2.contourArea(contour)
             if area <= min_area:
@@ -468,11 +472,13 @@ class MotionGate:
             x, y, bw, bh = cv2.boundingRect(contour)
             if area < PERSIST_AREA * min_area and not self._confirmed(buf, x, y, bw, bh):
                 continue
-            boxes.append((
+            found.append((area, (
                 int(x * fx), int(y * fy),
                 min(sw, math.ceil((x + bw) * fx)), min(sh, math.ceil((y + bh) * fy)),
-            ))
-        return tuple(sorted(boxes))
+            )))
+        if len(found) > MAX_BOXES:
+            found = sorted(found, key=lambda item: item[0], reverse=True)[:MAX_BOXES]
+        return tuple(sorted(box for _, box in found))
 
     def _confirmed(self, buf: _Buffers, x: int, y: int, w: int, h: int) -> bool:
         """A small blob counts if it is strong for where it is (a small object has contrast;
