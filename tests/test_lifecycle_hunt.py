@@ -181,3 +181,50 @@ def test_a_stop_during_a_model_variant_switch_does_not_wait_for_it(
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=30) == 0, daemon.log()
     assert tree_snapshot(root) == before
+
+
+# `wattgate run` whose pipeline's invokes block while a flag file exists, as a wedged NPU
+# driver's do (no NPU here), and that says when one begins to.
+HANGING_INVOKE = """
+import os, sys, threading, time
+import wattgate.drivers.inference as inference
+from wattgate.cli import main
+flag = sys.argv[1]
+real_invoke = inference.Model.invoke
+def invoke(self, prepared):
+    if threading.current_thread().name != "wattgate-infer":
+        return real_invoke(self, prepared)
+    if os.path.exists(flag):
+        print("invoke hangs", file=sys.stderr, flush=True)
+    while os.path.exists(flag):
+        time.sleep(0.05)
+    return real_invoke(self, prepared)
+inference.Model.invoke = invoke
+sys.exit(main(["run", "--config", sys.argv[2]]))
+"""
+
+
+def test_a_reload_to_a_camera_not_there_yet_keeps_the_watchdog_fed(
+    start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path
+) -> None:
+    """A reload replaces a pipeline whose model hangs with one on a camera not plugged in
+    yet (waited for: nothing to infer). The hung frame went with its pipeline; it must not
+    count as inference pending for ever, which withheld the watchdog's pings for good and
+    had systemd restart a daemon that was only waiting for its camera."""
+    flag = tmp_path / "hang"
+    flag.touch()
+    daemon = start_daemon(camera=SMALL, gate={"enabled": False},
+                          env={"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "3000000"},
+                          argv=lambda config: [sys.executable, "-c", HANGING_INVOKE, str(flag),
+                                               str(config)])
+    with daemon.connect() as client:
+        wait_log(daemon, "invoke hangs")
+        text = daemon.config.read_text()
+        daemon.config.write_text(text.replace("synthetic:empty", str(tmp_path / "later.avi")))
+        assert client.request("reload")["reloaded"]  # the old pipeline's stop gives up on it
+        assert client.request("status")["source"]["state"] == "waiting"
+    notify.wait_for("MONOTONIC_USEC=")
+    for _ in range(2):
+        notify.wait_for("WATCHDOG=1", timeout=10)
+    flag.unlink()
+    assert daemon.stop() == 0

@@ -406,6 +406,7 @@ class Daemon:
         assert self._loop is not None
         self._results = Handoff(self._loop, self._on_results, self._result_poll_s)
         last_seq = self.pipeline.last_seq if self.pipeline is not None else 0  # on reload
+        self.progress.work_dropped()  # what the old pipeline's model had, went with it
         self.pipeline = Pipeline(
             source, MotionGate(self.cfg.gate), model,
             self._results.put, self._from_thread(self._on_motion), power=self.power,

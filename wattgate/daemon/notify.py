@@ -261,6 +261,13 @@ class ProgressWatch:
         elif self._pending_since is None:
             self._pending_since = now
 
+    def work_dropped(self) -> None:
+        """The frame handed to inference went with its pipeline (a reload replaced it, and
+        a hung invoke is abandoned with it): nothing is pending until the new pipeline
+        hands over a frame. Kept, it was a stall for good when the new pipeline had nothing
+        to infer (a camera waited for, a still scene), since only a finished invoke clears it."""
+        self._pending_since = None
+
     def stalled(self, now: float) -> list[str]:
         """Names of the stages that are stalled at `now`: "capture", "inference"."""
         out: list[str] = []
