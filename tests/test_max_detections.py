@@ -219,3 +219,14 @@ def test_a_client_image_infer_reply_says_when_its_detections_were_cut(
     assert reply["class"] == "reply", reply
     assert len(reply["detections"]) == MAX_DETECTIONS
     assert reply["detections_total"] == 400
+
+
+def test_the_daemon_keeps_model_max_detections(tmp_path: Path, start_daemon: Any) -> None:
+    """The key was read, checked and then not passed to the model: the daemon kept 100."""
+    ssd_model(tmp_path, np.linspace(0.6, 0.99, 400).astype(np.float32))
+    daemon = start_daemon(model={"path": str(tmp_path / "ssd.tflite"), "kind": "ssd",
+                                 "max_detections": 25})
+    with daemon.connect() as client:
+        reply = client.request("infer", image=base64.b64encode(
+            cv2.imencode(".png", FRAME)[1].tobytes()).decode())
+    assert len(reply["detections"]) == 25 and reply["detections_total"] == 400, reply

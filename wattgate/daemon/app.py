@@ -78,17 +78,8 @@ class StartupError(Exception):
 
 
 def load_model(cfg: Config) -> Model:
-    m = cfg.model
     try:
-        model = Model.load(
-            m.path,
-            kind=m.kind,
-            labels=m.labels,
-            threads=m.threads,
-            delegate=m.delegate,
-            delegate_options=m.delegate_options,
-            score_threshold=m.score_threshold,
-        )
+        model = Model.from_config(cfg.model)
     except ModelError as exc:
         raise StartupError(f"model: {exc}") from None
     # One inference before READY: the runtime packs weights and sizes its buffers on the
