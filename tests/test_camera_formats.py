@@ -498,7 +498,8 @@ class V4l2Capture:
 @pytest.mark.parametrize(("layout", "fmt"), [("NV12", "yuyv"), ("YUYV", "yuyv"),
                                            ("MJPG", "mjpeg")])
 def test_a_torn_camera_buffer_is_dropped_logged_and_capture_goes_on(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, layout: str, fmt: CameraFormat,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, layout: str,
+    fmt: CameraFormat,
 ) -> None:
     """A raw camera asked for YUYV may give NV12 (a CSI/ISP pipeline); a short buffer of
     any format is one lost frame, not the camera's end."""

@@ -233,8 +233,9 @@ def test_infer_runs_the_model_on_a_client_image(start_daemon: StartDaemon) -> No
             jpeg_b64("astronaut.png", quality=70): "too_large",  # about 37 KB, over 30000
             # 335 bytes claiming 12000x12000 pixels: refused before decoding 430 MB
             base64.b64encode(claims_size(12000, 12000)).decode(): "bad_request",
-            base64.b64encode(cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes()).decode():
-                "bad_request",
+            base64.b64encode(
+                cv2.imencode(".bmp", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+            ).decode(): "bad_request",
         }
         for image, code in bad.items():
             with pytest.raises(ClientError) as info:
