@@ -34,11 +34,10 @@ from wattgate.daemon import hub
 from wattgate.daemon.app import Daemon
 from wattgate.daemon.commands import Commands, is_admin, proc_groups
 from wattgate.daemon.eventlog import EventLog
-from wattgate.daemon.hub import Hub, Message, encode
+from wattgate.daemon.hub import MAX_LINE, Hub, Message, encode
 from wattgate.daemon.server import (
     ID_ROOM,
     MAX_ID_DEPTH,
-    MAX_LINE,
     PeerCreds,
     ProtocolError,
     Server,
