@@ -238,12 +238,13 @@ class Daemon:
         # After a reload that came during start-up, never in the middle of one: RELOADING=1
         # and its READY=1 belong only to a reload that started after this READY=1.
         async with self._reconfiguring:
+            # logged first: whoever sees READY=1 (systemctl start returning) finds it in the log
+            log.info(
+                "ready: model %s, source %s", model.info.get("name"), source.description,
+                extra=event(MessageId.STARTED),
+            )
             self.notifier.ready(self.status_line())
             self._ready_sent = True
-        log.info(
-            "ready: model %s, source %s", model.info.get("name"), source.description,
-            extra=event(MessageId.STARTED),
-        )
         ticker = loop.create_task(self._tick())
         try:
             await self._stop.wait()
