@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wattgate.cli_power import positive_int
+
 NAMES = ("gate", "gate-quality", "pipeline", "idle", "footprint", "fanout")
 CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -29,22 +31,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--quick", action="store_true",
                         help="tiny inputs and one repeat: checks that it runs, measures nothing")
-    parser.add_argument("--repeats", type=_repeats, help="override the number of repeats")
+    parser.add_argument("--repeats", type=positive_int, help="override the number of repeats")
     parser.add_argument("--out", help="directory for latest.json/latest.md (all only; "
                                       "default bench/results)")
     parser.set_defaults(func=cmd_bench)
-
-
-def _repeats(value: str) -> int:
-    """--repeats as argparse checks it: 0 or less is bad usage (exit 2), as a word is; it
-    was refused only once the command ran, with the exit code of a failed run (1)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
 
 
 def _import(module: str) -> Any:

@@ -14,7 +14,13 @@ from typing import Optional
 
 from wattgate import __version__
 from wattgate.bench import register as register_bench
-from wattgate.cli_power import fixed, format_power, format_power_message, positive_number
+from wattgate.cli_power import (
+    fixed,
+    format_power,
+    format_power_message,
+    positive_int,
+    positive_number,
+)
 from wattgate.cli_power import register as register_power
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
@@ -63,16 +69,6 @@ def _profile_name(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("an empty profile name")
     return value
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
-    return number
 
 
 # -- commands -------------------------------------------------------------------------
@@ -282,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     watch = sub.add_parser("watch", help="print live results")
     _add_socket_args(watch)
-    watch.add_argument("--count", type=_positive_int, help="stop after this many messages")
+    watch.add_argument("--count", type=positive_int, help="stop after this many messages")
     watch.add_argument(
         "--duration", type=positive_number, help="stop after this many seconds"
     )

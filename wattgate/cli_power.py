@@ -47,6 +47,18 @@ def positive_number(value: str) -> float:
     return number
 
 
+def positive_int(value: str) -> int:
+    """An argparse type for a count (--count, --repeats): 0 or less is bad usage (exit 2),
+    as a word is, not something found out once the command runs."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {number}")
+    return number
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from wattgate.drivers.inventory import format_inventory, list_cameras, probe
 
