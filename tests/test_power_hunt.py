@@ -10,15 +10,13 @@ import shutil
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
 
 import pytest
 
 from tests.conftest import run_as, tree_snapshot
 from tests.fixtures.boards import materialize
-from wattgate.config import parse_config
-from wattgate.daemon.power import PowerController
-from wattgate.drivers.sysfs import AttributeIO, OsIO
+from tests.test_power_controller import make
+from wattgate.drivers.sysfs import OsIO
 from wattgate.policies.gating import GateVerdict
 
 CPU = "devices/system/cpu/cpufreq"
@@ -45,22 +43,6 @@ class Busy(OsIO):
         if self.busy and os.path.realpath(path) == os.path.realpath(self.path):
             raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
         super().write_text(path, data)
-
-
-def make(
-    tmp_path: Path,
-    board: str = "rk3588",
-    io: Optional[AttributeIO] = None,
-    power: Optional[dict[str, Any]] = None,
-    **sections: Any,
-) -> tuple[PowerController, Path]:
-    root = tmp_path / "sys"
-    if not root.exists():
-        materialize(board, root)
-    raw: dict[str, Any] = {"power": {"sysfs_root": str(root),
-                                     "journal_dir": str(tmp_path / "journal"), **(power or {})}}
-    raw.update(sections)
-    return PowerController(parse_config(raw), io=io), root
 
 
 # -- a full journal_dir ------------------------------------------------------------------------
