@@ -156,3 +156,31 @@ def test_socket_activation_serves_on_the_passed_socket(
         assert client.request("status")["class"] == "status"
     assert not daemon.socket.exists()  # it did not bind the config's socket of its own
     assert daemon.stop() == 0
+
+
+def status_after_reload(daemon: DaemonProcess, notify: NotifyListener) -> str:
+    """SIGHUP, then the STATUS= line sent with the reload's READY=1 (one datagram)."""
+    daemon.proc.send_signal(signal.SIGHUP)
+    notify.wait_for("RELOADING=1")
+    notify.wait_for("READY=1")
+    return [line for _, line in notify.received if line.startswith("STATUS=")][-1]
+
+
+def test_status_says_a_reload_was_rejected_until_one_works(
+    start_daemon: StartDaemon, notify: NotifyListener
+) -> None:
+    """`systemctl status` shows STATUS=: an admin whose edit was refused must see it there,
+    not only in the journal, while the daemon runs on the old config."""
+    daemon = start_daemon(env={"NOTIFY_SOCKET": str(notify.path)}, gate={"heartbeat_s": 5.0})
+    notify.wait_for("READY=1")
+    text = daemon.config.read_text()
+    daemon.config.write_text(text.replace("heartbeat_s = 5.0", "heartbeat_s = -1"))
+    status = status_after_reload(daemon, notify)
+    assert "reload rejected" in status and "gate.heartbeat_s" in status, status
+    notify.wait_for("STATUS=", timeout=15)  # the periodic refresh keeps saying so
+    assert "reload rejected" in notify.received[-1][1], notify.received[-1]
+    daemon.config.write_text(text)
+    status = status_after_reload(daemon, notify)
+    assert "reload rejected" not in status and "fps" in status, status
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.wait() == 0

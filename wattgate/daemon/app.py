@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from textwrap import shorten
 from typing import Any, Callable, Optional, TypeVar
 
 from wattgate import __version__
@@ -57,6 +58,8 @@ EXIT_OK = 0
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no camera or model to work with
 PROTO = 1
 STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
+STATUS_REASON_CHARS = 160  # of a rejected reload's reason in STATUS= (the journal has it all)
+REJECTED = "reload rejected"
 FIRST_FRAME_POLL_S = 0.005  # how often start-up looks whether the first frame is through
 RESULT_POLL_S = 0.002  # while results keep coming, the loop takes them this often (handoff.py)
 # daemon.* settings a running daemon cannot take: the socket is bound, the log opened
@@ -196,6 +199,9 @@ class Daemon:
         # whether systemd has had the first READY=1: until then it is still starting us, and
         # a reload (a SIGHUP during start-up) must not tell it RELOADING=1 or READY=1
         self._ready_sent = False
+        # why the last reload was refused, until one works: STATUS= keeps saying so, since an
+        # admin looks at `systemctl status`, and the daemon runs on the config before it
+        self._reload_rejected: Optional[str] = None
         self._labels_seen: dict[str, float] = {}  # label -> ts of the last result with it
         self._labels_last: frozenset[str] = frozenset()  # the labels of the last result
         self._results: Optional[Handoff[Inferred]] = None  # from the inference thread
@@ -447,7 +453,12 @@ class Daemon:
             if announce:
                 self.notifier.reloading()
             try:
-                return await self._apply_reload(self.config_path)
+                applied, message = await self._apply_reload(self.config_path)
+                if message.startswith(REJECTED):
+                    self._reload_rejected = message
+                elif applied:
+                    self._reload_rejected = None
+                return applied, message
             finally:
                 if announce and not self._stop.is_set():  # after STOPPING=1, nothing
                     self.notifier.ready(self.status_line())
@@ -460,7 +471,7 @@ class Daemon:
                 "reload rejected, keeping the running config: %s", exc,
                 extra=event(MessageId.CONFIG_ERROR),
             )
-            return False, f"reload rejected: {exc}"
+            return False, f"{REJECTED}: {exc}"
         later = [f"daemon.{key}" for key in RESTART_KEYS
                  if getattr(new.daemon, key) != getattr(self.bound, key)]
         if later:
@@ -472,7 +483,7 @@ class Daemon:
                 return False, STOPPING
         except StartupError as exc:
             log.error("reload rejected, keeping the running pipeline: %s", exc)
-            return False, f"reload rejected: {exc}"
+            return False, f"{REJECTED}: {exc}"
         self.cfg = new
         loop = asyncio.get_running_loop()
         if self.power is not None:
@@ -786,10 +797,13 @@ class Daemon:
         if self.pipeline is None:
             return "starting"
         pipe = self.pipeline.status()
-        return (
+        line = (
             f"{self.fps.rate():.1f} fps, skip {pipe['skip_ratio']:.0%}, "
             f"{pipe['inferred']} inferred, {len(self.hub.sessions)} clients"
         )
+        if self._reload_rejected is not None:
+            line += "; " + shorten(self._reload_rejected.splitlines()[0], STATUS_REASON_CHARS)
+        return line
 
 
 def _with_variant(cfg: Config, variant: Optional[str]) -> Config:
