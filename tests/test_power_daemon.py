@@ -262,11 +262,12 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 """
 
 
-def test_a_stop_during_a_reload_waits_for_it_then_restores_the_board(
+def test_a_stop_during_a_reload_abandons_it_and_restores_the_board(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
-    """SIGTERM while a reload loads its model: the reload finishes first, then the daemon
-    stops its pipeline and writes every original back; nothing is written after that."""
+    """SIGTERM while a reload loads its model: the stop does not wait for the load (the
+    reload is abandoned), the daemon stops its pipeline and writes every original back, and
+    nothing is written after that, not even by the load finishing late."""
     root = materialize("rk3588", tmp_path / "sys")
     before = tree_snapshot(root)
     video = write_scene(tmp_path / "scene.avi", quiet_s=60.0, moving_s=0.0, after_s=0.0)
