@@ -191,6 +191,48 @@ def test_a_journal_it_cannot_read_is_left_for_the_release_that_can(
     assert (journal / JOURNAL_NAME).read_bytes() == text
 
 
+def test_a_corrupt_journal_is_reported_and_not_called_nothing_to_restore(
+    start_run: StartRun, tmp_path: Path
+) -> None:
+    """A torn journal is set aside as '.corrupt' and nothing in it restored: that used to
+    print "nothing to restore" and exit 0, so ExecStopPost= and the admin took the board for
+    given back while the originals sat in the set-aside file."""
+    root, journal, config = board(tmp_path)
+    kill(start_run(config))
+    killed = tree_snapshot(root)
+    torn = (journal / JOURNAL_NAME).read_text()[:40]
+    (journal / JOURNAL_NAME).write_text(torn)
+
+    out = restore("--config", str(config))
+    aside = journal / f"{JOURNAL_NAME}.corrupt"
+    assert out.returncode == 1, out
+    assert "nothing to restore" not in out.stdout
+    assert f"unusable sysfs journal {journal / JOURNAL_NAME}" in out.stderr, out.stderr
+    assert f"kept as {aside}" in out.stderr and "none of its originals were restored" in out.stderr
+    assert aside.read_text() == torn
+    assert tree_snapshot(root) == killed  # nothing in it could be trusted
+
+
+def test_skipped_entries_are_reported_with_what_was_restored(
+    start_run: StartRun, tmp_path: Path
+) -> None:
+    """Entries of a journal that cannot be used are skipped and the others restored; the
+    skipped ones are originals not given back, so the exit says so and names them."""
+    root, journal, config = board(tmp_path)
+    before = tree_snapshot(root)
+    kill(start_run(config))
+    data = json.loads((journal / JOURNAL_NAME).read_text())
+    data["entries"].append({"attribute": "/etc/passwd", "original": "x"})
+    (journal / JOURNAL_NAME).write_text(json.dumps(data))
+
+    out = restore("--config", str(config))
+    assert out.returncode == 1, out
+    assert f"restored {NPU_GOVERNOR}" in out.stdout
+    assert tree_snapshot(root) == before  # every good entry went back
+    assert "entries[" in out.stderr and "'/etc/passwd'" in out.stderr, out.stderr
+    assert f"kept as {journal / JOURNAL_NAME}.corrupt" in out.stderr
+
+
 def test_a_bad_config_is_exit_78_and_touches_nothing(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[power]\njournal_dir = ""\n')

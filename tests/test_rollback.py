@@ -229,6 +229,10 @@ def test_journal_of_the_wrong_shape_is_set_aside(
     assert journal.attributes == []
     assert (state / f"{JOURNAL_NAME}.corrupt").read_text() == text
     assert "unusable sysfs journal" in caplog.text and str(state / JOURNAL_NAME) in caplog.text
+    # the daemon's start logs no more than this: it has to say that nothing was given back
+    assert "none of its originals were restored" in caplog.text
+    (unusable,) = journal.restore_pending().unusable
+    assert f"kept as {state / JOURNAL_NAME}.corrupt" in unusable
     assert JournaledWriter(journal).write(f"{CPUFREQ}/policy0/scaling_governor", "powersave")
     assert journal.restore().restored == [f"{CPUFREQ}/policy0/scaling_governor"]
 
@@ -250,7 +254,10 @@ def test_bad_entries_are_skipped_and_the_good_ones_restored(
     text = json.dumps({"version": 1, "root": str(root), "entries": entries})
     (state / JOURNAL_NAME).write_text(text)
     report = SysfsJournal(state, Sysfs(root)).restore_pending()
-    assert report.restored == [gov] and report.ok
+    assert report.restored == [gov] and not report.ok  # three originals are not back
+    (skipped,) = report.unusable
+    assert "entries[0]" in skipped and "entries[2]" in skipped
+    assert "not restored" in caplog.text
     assert (root / gov).read_text() == "schedutil\n"
     assert "entries[0].attribute '../../etc/passwd'" in caplog.text
     assert f"entries[1].original of {CPUFREQ}/policy4/scaling_governor is None" in caplog.text

@@ -19,7 +19,7 @@ from wattgate.config import ConfigError, config_path, load_config, report_config
 
 EXIT_USAGE = 2
 EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it cannot load
-EXIT_NOT_RESTORED = 1  # some originals could not be written back (or the journal read)
+EXIT_NOT_RESTORED = 1  # some originals could not be written back (or the journal read, or used)
 # EX_TEMPFAIL: a running daemon holds the journal; once it has stopped, a retry can restore
 EXIT_HELD = 75
 
@@ -169,6 +169,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
               f"{', '.join(report.failed)}"
               + (f"; {journal.path} keeps {', '.join(kept)} for the next try" if kept else ""),
               file=sys.stderr)
+    # A torn journal set aside, or entries skipped: originals that were not given back,
+    # though no write failed. "nothing to restore" and 0 would call the board restored.
+    for problem in report.unusable:
+        print(f"wattgate restore: {problem}", file=sys.stderr)
+    if not report.ok:
         return EXIT_NOT_RESTORED
     if not report.restored and not report.unchanged:
         print("nothing to restore")

@@ -93,10 +93,13 @@ class RestoreReport:
     restored: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    # What of the journal could not be used at all (a torn file set aside, skipped
+    # entries): originals that were not given back, though no attribute failed.
+    unusable: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.unusable
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -123,6 +126,8 @@ class SysfsJournal:
         # attribute -> original text, in order of first write (dicts keep order)
         self._entries: dict[str, str] = {}
         self._root = str(fs.root)
+        # what _load could not use, for the report of restore_pending
+        self._unusable: list[str] = []
         self._load()
 
     # -- persistence -------------------------------------------------------------
@@ -153,9 +158,11 @@ class SysfsJournal:
             return
         if problems:
             # The good entries are still originals to restore; keep the text for a look.
-            log.error("sysfs journal %s: skipping %s; a copy is kept as %s",
-                      self.path, "; ".join(problems), self._aside)
             self._aside.write_text(text, encoding="utf-8")
+            self._unusable.append(
+                f"sysfs journal {self.path}: skipped {'; '.join(problems)}: those "
+                f"originals were not restored; a copy is kept as {self._aside}")
+            log.error("%s", self._unusable[-1])
         self._root = root
         self._entries = entries
 
@@ -208,9 +215,15 @@ class SysfsJournal:
         return self.path.with_suffix(".json.corrupt")
 
     def _set_aside(self, why: str) -> None:
-        log.error("unusable sysfs journal %s (%s); keeping it aside as %s", self.path, why,
-                  self._aside)
+        """Move an unreadable journal out of the way so writes can be journaled again, and
+        say so: the originals it may hold are not restored, the board may still have a
+        previous run's settings, and only the kept file says which."""
         os.replace(self.path, self._aside)
+        self._unusable.append(
+            f"unusable sysfs journal {self.path} ({why}): none of its originals were "
+            f"restored, a previous run's settings may still be in place; it is kept as "
+            f"{self._aside}")
+        log.error("%s", self._unusable[-1])
 
     def _save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -340,17 +353,20 @@ class SysfsJournal:
             return report
 
     def restore_pending(self) -> RestoreReport:
-        """At start: undo whatever a previous run (crashed or killed) left changed."""
+        """At start: undo whatever a previous run (crashed or killed) left changed. The
+        report names too what of the journal could not be read (``unusable``)."""
         with self._lock:
             if not self._entries:
                 self._remove()
-                return RestoreReport()
+                return RestoreReport(unusable=list(self._unusable))
             log.warning(
                 "found %s from a previous run: restoring %d attribute(s)",
                 self.path,
                 len(self._entries),
             )
-            return self.restore()
+            report = self.restore()
+            report.unusable = list(self._unusable)
+            return report
 
 
 class JournaledWriter:
