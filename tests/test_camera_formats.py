@@ -518,3 +518,79 @@ def test_a_torn_camera_buffer_is_dropped_logged_and_capture_goes_on(
     assert source.corrupt == 2 and source.end_reason is None
     dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert len(dropped) == 1 and "frame 1 dropped" in dropped[0], dropped
+
+
+@pytest.mark.parametrize(("pipeline", "fmt"), [
+    ("nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720,format=NV12 ! "
+     "nvvidconv ! video/x-raw,format=I420 ! appsink", "I420"),  # Jetson's usual pipeline
+    ("v4l2src device=/dev/video0 ! video/x-raw, format=(string)NV12, width=(int)640 ! "
+     "appsink drop=true max-buffers=1", "NV12"),  # i.MX8MP / RK3588 ISP
+    ('videotestsrc ! video/x-raw,format="yuy2" ! appsink name=opencvsink', "YUY2"),
+    ("v4l2src ! videoconvert ! appsink", None),
+])
+def test_the_format_a_pipeline_fixes_for_its_appsink(pipeline: str, fmt: str | None) -> None:
+    from wattgate.drivers.camera import appsink_format
+
+    assert appsink_format(pipeline) == fmt
+
+
+def appsink_buffer(bgr: Picture, fmt: str) -> Picture:
+    """What OpenCV's GStreamer backend hands over for caps `fmt`: 4:2:0 as one channel of
+    height*3/2 rows, packed 4:2:2 as two channels. The pip wheel of OpenCV has no GStreamer
+    backend, so the buffers are made with OpenCV's own converters."""
+    height, width = bgr.shape[:2]
+    if fmt == "NV12":
+        return raw_from_bgr(bgr, "NV12")
+    if fmt == "NV21":
+        nv12 = raw_from_bgr(bgr, "NV12")
+        vu = nv12[height:].reshape(height // 2, width // 2, 2)[:, :, ::-1]
+        nv21: Picture = np.concatenate([nv12[:height], vu.reshape(height // 2, width)])
+        return nv21
+    if fmt in ("I420", "YV12"):
+        code = cv2.COLOR_BGR2YUV_I420 if fmt == "I420" else cv2.COLOR_BGR2YUV_YV12
+        return cv2.cvtColor(bgr, code)
+    yuyv = raw_from_bgr(bgr, "YUYV").reshape(height, width, 2)
+    if fmt == "YUY2":
+        return yuyv
+    pairs = yuyv.reshape(height, width // 2, 4)  # Y0 U Y1 V
+    order = [1, 0, 3, 2] if fmt == "UYVY" else [0, 3, 2, 1]  # U Y0 V Y1 / Y0 V Y1 U
+    return np.ascontiguousarray(pairs[:, :, order]).reshape(height, width, 2)
+
+
+def video_luma(bgr: Picture) -> Picture:
+    """The Y plane (BT.601, video range) OpenCV's converters give for a picture."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)[: bgr.shape[0]]
+
+
+@pytest.mark.parametrize("fmt", ["NV12", "NV21", "I420", "YV12", "YUY2", "UYVY", "YVYU"])
+def test_a_yuv_appsink_buffer_becomes_a_frame_of_its_picture(fmt: str) -> None:
+    """Taken as grey, a 4:2:0 buffer was a frame half as tall again, its chroma part of the
+    picture the gate and the model saw; a packed 4:2:2 one was dropped."""
+    from wattgate.drivers.camera import frame_from_appsink
+
+    bgr = cv2.resize(skimage_image("astronaut.png"), (64, 48))
+    frame = frame_from_appsink(appsink_buffer(bgr, fmt), fmt, 48, 3, 1.0, 2.0)
+    assert frame is not None and frame.index == 3
+    assert frame.size == (64, 48) and frame.luma is not None
+    assert frame.luma.shape == (48, 64)
+    assert mean_abs(frame.luma, video_luma(bgr)) < 1.0
+    colour = frame.color()
+    assert colour.shape == (48, 64, 3)
+    assert mean_abs(colour, bgr) < 12.0  # what 4:2:x chroma subsampling keeps of colour
+
+
+def test_an_unnamed_420_buffer_keeps_its_luma_and_loses_only_colour() -> None:
+    """A pipeline whose caps leave the format to negotiation: the capture's height says the
+    buffer is 4:2:0, whose Y plane is on top in every layout."""
+    from wattgate.drivers.camera import frame_from_appsink
+
+    bgr = cv2.resize(skimage_image("astronaut.png"), (64, 48))
+    frame = frame_from_appsink(appsink_buffer(bgr, "I420"), None, 48, 0, 0.0, 0.0)
+    assert frame is not None and frame.size == (64, 48) and frame.luma is not None
+    assert mean_abs(frame.luma, video_luma(bgr)) < 1.0
+    colour = frame.color()
+    assert colour.shape == (48, 64, 3) and (colour[:, :, 0] == colour[:, :, 2]).all()
+    grey = np.full((48, 64), 9, np.uint8)  # a GRAY8 frame is still grey
+    frame = frame_from_appsink(grey, None, 48, 0, 0.0, 0.0)
+    assert frame is not None and frame.size == (64, 48) and frame.luma is not None
+    assert np.array_equal(frame.luma, grey)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import stat
 import time
@@ -241,6 +242,61 @@ def frame_from_capture(data: Image, index: int, ts: float, mono: float) -> Optio
     return Frame(index, ts, mono, None, luma=plane, decode=decode, size=size)
 
 
+#: 4:2:0 layouts an appsink hands over as one plane of height*3/2 rows (the Y plane on
+#: top), with OpenCV's conversion of each; NV12 keeps its buffer (Yuv) for the model
+_PLANAR_420 = {"NV12": cv2.COLOR_YUV2BGR_NV12, "NV21": cv2.COLOR_YUV2BGR_NV21,
+               "I420": cv2.COLOR_YUV2BGR_I420, "YV12": cv2.COLOR_YUV2BGR_YV12}
+#: packed 4:2:2 layouts (height x width x 2): OpenCV's conversion and the Y byte's place
+_PACKED_422 = {"YUY2": (cv2.COLOR_YUV2BGR_YUYV, 0), "YVYU": (cv2.COLOR_YUV2BGR_YVYU, 0),
+               "UYVY": (cv2.COLOR_YUV2BGR_UYVY, 1)}
+_CAPS_FORMAT = re.compile(r"format\s*=\s*(?:\(string\))?\s*\"?([A-Za-z0-9_]+)")
+
+
+def appsink_format(pipeline: str) -> Optional[str]:
+    """The video format a GStreamer pipeline's caps fix for its appsink: the last
+    `format=` before the last `appsink` (`video/x-raw,format=I420 ! appsink`), or None when
+    the pipeline leaves it to negotiation. OpenCV does not say which format it got, and
+    the 4:2:0 ones all come as one plane of the same shape."""
+    head = pipeline.rsplit("appsink", 1)[0]
+    found = _CAPS_FORMAT.findall(head)
+    return found[-1].upper() if found else None
+
+
+def frame_from_appsink(data: Image, fmt: Optional[str], height: int, index: int, ts: float,
+                       mono: float) -> Optional[Frame]:
+    """A frame from a GStreamer appsink's buffer, whose caps asked for `fmt`.
+
+    OpenCV hands 4:2:0 YUV (NV12, I420: what nvvidconv and the i.MX/Rockchip ISPs give)
+    over as one channel of height*3/2 rows, and packed 4:2:2 as two channels. Taken as
+    grey, such a frame was half as tall again, its chroma judged as picture by the gate and
+    shown to the model. The Y plane is its top `height` rows, whatever the 4:2:0 layout,
+    so a layout the pipeline does not name (`height` from the capture says it is 4:2:0)
+    still gives the right luma; its colour is then the luma's grey. Anything else goes to
+    frame_from_capture."""
+    if data.dtype == np.uint8 and data.ndim == 3 and data.shape[2] == 2 and fmt in _PACKED_422:
+        if fmt == "YUY2":
+            return frame_from_yuyv(data, index, ts, mono)
+        code, y = _PACKED_422[fmt]
+        packed = data
+        return Frame(index, ts, mono, None, luma=packed[:, :, y],
+                     decode=_Once(lambda: cv2.cvtColor(packed, code), f"{fmt} frame {index}"),
+                     size=(packed.shape[1], packed.shape[0]))
+    rows = data.shape[0] if data.dtype == np.uint8 and data.ndim == 2 else 0
+    if rows < 3 or rows % 3 or (height and rows != height * 3 // 2) or (
+            not height and fmt not in _PLANAR_420):
+        return frame_from_capture(data, index, ts, mono)
+    if fmt == "NV12":
+        return frame_from_nv12(data, index, ts, mono)
+    plane, luma = data, data[: rows * 2 // 3]
+    convert = _PLANAR_420.get(fmt or "")
+    if convert is None:
+        colour = _Once(lambda: cv2.cvtColor(luma, cv2.COLOR_GRAY2BGR), f"frame {index}")
+    else:
+        colour = _Once(lambda: cv2.cvtColor(plane, convert), f"{fmt} frame {index}")
+    return Frame(index, ts, mono, None, luma=luma, decode=colour,
+                 size=(luma.shape[1], luma.shape[0]))
+
+
 def raw_picture(data: Image, layout: Layout, size: tuple[int, int]) -> Image:
     """A YUYV or NV12 buffer shaped as its picture: height x width x 2 (YUYV) or
     height*3/2 x width (NV12), a view when it can be.
@@ -405,6 +461,8 @@ class CaptureSource:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
             self.position = start_frame
         self.raw = self._choose_raw(cfg)
+        # the format a pipeline's caps fix for its appsink, which OpenCV does not report
+        self.appsink = appsink_format(target) if self.kind == "pipeline" else None
         self.reduce = reduction_for(self.height, luma_rows) if self.height else 4
         self.end_reason: Optional[EndReason] = None
         self.corrupt = 0  # undecodable buffers dropped
@@ -563,12 +621,7 @@ class CaptureSource:
         """The frame in what the capture gave; None or ValueError (why) to drop it."""
         raw = self.raw
         if raw is None:
-            frame = frame_from_capture(data, index, ts, mono)
-            if frame is None and not self._odd_layout:
-                self._odd_layout = True
-                log.warning("camera %s: frames of %s %s are neither BGR, BGRA nor grey; "
-                            "dropping them", self.spec, data.dtype, data.shape)
-            return frame
+            return self._as_given(data, index, ts, mono)
         if raw == "MJPG":
             frame = frame_from_mjpeg(data, index, ts, mono, (self.width, self.height), self.reduce)
             if frame is None:
@@ -584,6 +637,27 @@ class CaptureSource:
         if raw == "YUYV":
             return frame_from_yuyv(raw_picture(data, "YUYV", size), index, ts, mono)
         return frame_from_nv12(raw_picture(data, "NV12", size), index, ts, mono)
+
+    def _as_given(self, data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:
+        """The frame in a buffer in the backend's own layout (no raw format was asked for);
+        None to drop it. Each layout that cannot be used is logged once."""
+        if self.kind != "pipeline":
+            frame = frame_from_capture(data, index, ts, mono)
+        else:
+            frame = frame_from_appsink(data, self.appsink, self.height, index, ts, mono)
+            unnamed = (frame is not None and self.appsink not in _PLANAR_420
+                       and data.ndim == 2 and frame.size[1] != data.shape[0])
+            if unnamed and not self._odd_layout:
+                self._odd_layout = True
+                log.warning("camera %s: frames of %d rows are 4:2:0 YUV of %d rows in a "
+                            "format the pipeline does not name; colour is taken as grey: "
+                            "end its caps with format=NV12 or I420 before appsink",
+                            self.spec, data.shape[0], frame.size[1] if frame else 0)
+        if frame is None and not self._odd_layout:
+            self._odd_layout = True
+            log.warning("camera %s: frames of %s %s are neither BGR, BGRA, grey nor a YUV "
+                        "layout its caps name; dropping them", self.spec, data.dtype, data.shape)
+        return frame
 
     def close(self) -> None:
         self._cap.release()
