@@ -31,10 +31,14 @@ class Supply:
     watts: Optional[float]
     energy_wh: Optional[float]
     error: Optional[str] = None  # the first of type/online/status/capacity that failed
+    scope: Optional[str] = None  # "System", "Device" (a peripheral's), "Unknown" or absent
 
     @property
     def is_battery(self) -> bool:
-        return self.type == "Battery"
+        """The machine's own battery. A mouse's, keyboard's or pen's (hid-generic, wacom:
+        ``scope`` "Device") is a power_supply of type Battery too, but it neither powers the
+        board nor says whether the board is on battery."""
+        return self.type == "Battery" and self.scope != "Device"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,6 +48,11 @@ class Supply:
 # else (a driver's garbage, bytes that are not text) is a failed read: taken as a status,
 # it told a battery-only board it was not discharging.
 STATUSES = frozenset({"Unknown", "Charging", "Discharging", "Not charging", "Full"})
+# The `type`s of sysfs-class-power that bring power from outside: every one but Battery,
+# UPS (a battery of its own) and Unknown. Mains, USB and USB_PD alone left a laptop charged
+# through USB_C (cros-usbpd-charger), a USB_DCP or a wireless charger "on battery".
+EXTERNAL = frozenset({"Mains", "USB", "USB_DCP", "USB_CDP", "USB_ACA", "USB_C", "USB_PD",
+                      "USB_PD_DRP", "BrickID", "Wireless"})
 
 
 class _Reader:
@@ -104,6 +113,7 @@ def read_supply(fs: Sysfs, name: str) -> Supply:
         watts=watts,
         energy_wh=None if energy is None else energy / 1e6,
         error=checked.error,
+        scope=fs.read_opt(f"{base}/scope"),
     )
 
 
@@ -114,9 +124,7 @@ def discover_supplies(fs: Sysfs) -> list[Supply]:
 def on_battery(supplies: list[Supply]) -> Optional[bool]:
     """True when a battery exists and no mains/USB supply is online; None if unknown."""
     batteries = [s for s in supplies if s.is_battery]
-    external = [
-        s for s in supplies if s.type in ("Mains", "USB", "USB_PD") and s.online is not None
-    ]
+    external = [s for s in supplies if s.type in EXTERNAL and s.online is not None]
     if not batteries:
         return None
     if external:

@@ -1,0 +1,47 @@
+"""Readings that real boards give and the drivers misread: peripheral batteries, chargers
+of the USB and wireless kinds, meter rails that fail a read, indexed IIO light channels.
+
+Fake sysfs trees laid out as the kernel lays them out (real files, real symlinks). Where a
+read has to fail with an errno a plain file cannot give (EIO, EAGAIN from an I2C chip),
+FailingReads stands in for the driver's show()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.boards import Board, materialize
+from wattgate.daemon.power_inputs import InputReader
+from wattgate.drivers import supply
+from wattgate.drivers.sysfs import Sysfs
+
+# -- power_supply ----------------------------------------------------------------------------
+
+
+def test_a_wireless_mouse_battery_is_not_the_boards(tmp_path: Path) -> None:
+    """A Bluetooth mouse's battery (hid-generic, `scope` Device) is a power_supply of type
+    Battery too. On a mains-powered box without an AC supply it was taken for the board's:
+    its "Discharging" made on_battery true and its 15 % fired battery_below rules."""
+    b = Board()
+    b.power_supply("devices/virtual/misc/uhid/0005:046D:B03A.0001", "hid-e3:5c:0b:4a:11:02-battery",
+                   {"type": "Battery", "scope": "Device", "status": "Discharging",
+                    "capacity": 15, "online": 1, "present": 1})
+    inputs = InputReader(Sysfs(b.write(tmp_path)), {}).read(0.0)
+    assert inputs.readings.on_battery is None
+    assert inputs.readings.battery_percent is None
+    assert inputs.battery is None
+
+
+@pytest.mark.parametrize("charger", ["USB_C", "USB_PD_DRP", "USB_DCP", "Wireless"])
+def test_a_usb_or_wireless_charger_online_is_not_on_battery(tmp_path: Path,
+                                                             charger: str) -> None:
+    """Only Mains, USB and USB_PD counted as outside power: a laptop charged over a USB-C
+    port whose ACPI AC stays offline (cros-usbpd-charger reports USB_C, USB_PD_DRP) was on
+    battery while charging, and a phone-class board on a USB_DCP or wireless charger too."""
+    root = materialize("intel-mtl", tmp_path)
+    b = Board()
+    b.power_supply("devices/platform/cros-usbpd-charger.1.auto", "CROS_USBPD_CHARGER0",
+                   {"type": charger, "online": 1, "status": "Charging"})
+    b.write(root)
+    assert supply.on_battery(supply.discover_supplies(Sysfs(root))) is False
