@@ -6,10 +6,12 @@ Each test names the part of the page it holds the daemon (or the page) to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -89,12 +91,18 @@ def test_a_control_command_from_a_non_admin_is_forbidden_on_any_daemon(
 
 def big_event_log(state_dir: Path) -> None:
     """An event log holding one event too large for any line between two small ones, as
-    the daemon would find it at start (the real SQLite log, written by its own class)."""
-    log = EventLog(str(state_dir / "events.db"))
+    the daemon would find it at start (the real SQLite log, written by its own class). The
+    log now cuts an event when it is appended: the long one is given the body that a daemon
+    from before that stored, in the file itself."""
+    path = state_dir / "events.db"
+    log = EventLog(str(path))
     log.append("motion_start", 100.0)
-    log.append("camera_lost", 101.0, reason="x" * 70_000)
+    log.append("camera_lost", 101.0, reason="x")
     log.append("motion_end", 102.0)
     log.close(103.0)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE events SET body = ? WHERE seq = 2",
+                   (json.dumps({"reason": "x" * 70_000}),))
 
 
 def test_an_event_too_large_for_a_line_comes_with_its_largest_fields_omitted(

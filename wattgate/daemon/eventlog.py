@@ -54,6 +54,16 @@ time that is not a finite number) is changed as little as it takes when it is ap
 and logged once per kind: it is sent live and written as changed. Left as it was, it
 would fail every flush and hold back every event after it.
 
+An event is also bounded when it is appended, so each costs at most about 60 KiB of
+flash: a driver's or GStreamer's error text (`camera_lost.reason`, an error's message)
+has no bounded length. A text field over TEXT_MAX characters keeps its head, which says
+what failed, and is named in `truncated`; an event still over EVENT_MAX_LINE bytes as a
+line has its largest fields left out and named in `omitted`, the hub's cut (fit_message).
+EVENT_MAX_LINE is 4 KiB under the protocol's line, so the event fits an `events` answer
+whole beside the answer's own fields: what a client reads after a restart is the event it
+was sent live, not a second cut of it. Nothing is logged for a cut: it is the driver's
+text, not a bug, and the event itself says what was cut.
+
 One process uses a log at a time: two daemons given one `daemon.state_dir` would number
 events from the same reservation, give numbers twice, and lower each other's reservation
 when one closes. An EventLog holds an exclusive flock on `<path>.lock` while it is open;
@@ -78,7 +88,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Optional
 
-from wattgate.daemon.hub import json_text
+from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
 from wattgate.daemon.pidlock import LockHeld, lock_file
 
 log = logging.getLogger("wattgate.eventlog")
@@ -131,6 +141,13 @@ _SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"  # a new random UUID at every boot
+
+# The bound on an event (see the module docstring): a text field keeps this many characters,
+# and the event as a line at most EVENT_MAX_LINE bytes, 4 KiB under the protocol's line, so
+# an `events` answer has room for it whole beside its own fields and an id of nearly 4 KiB.
+TEXT_MAX = 4096
+EVENT_MAX_LINE = MAX_LINE - 4096
+ELLIPSIS = "…"  # ends a text that was cut
 
 
 def boot_clock() -> float:
@@ -348,8 +365,8 @@ class EventLog:
         """Give the event its seq and hold it for the next flush; returns the full event.
 
         The event is as it will be written and read back: a ts or field it could not
-        hold is changed (see `_writable`), so what subscribers get live is what the log
-        repeats."""
+        hold is changed (see `_writable`), and one too long is cut (`_bounded`), so what
+        subscribers get live is what the log repeats."""
         ts, fields = self._writable(kind, ts, fields)
         if self._next_seq > self._reserved and self._reserve_in_append:
             # More than half a block since the last flush (or flushes are failing).
@@ -359,7 +376,8 @@ class EventLog:
                 # The number is given out anyway; the next flush tries to reserve again.
                 self._reserve_in_append = False
                 self._failed(exc)
-        event: Event = {"class": "event", "seq": self._next_seq, "ts": ts, "kind": kind, **fields}
+        event = _bounded({"class": "event", "seq": self._next_seq, "ts": ts, "kind": kind,
+                          **fields})
         self._last_seq = self._next_seq
         self._next_seq += 1
         if self._held and len(self._held) >= self.max_events:
@@ -643,6 +661,28 @@ def _body(event: Event) -> str:
     if text is None:
         raise ValueError(f"a {event.get('kind')} event cannot be written as JSON")
     return text
+
+
+def _bounded(event: Event) -> Event:
+    """event within the log's bound: each text field over TEXT_MAX characters cut to them
+    and ELLIPSIS, named in `truncated`; then, if its line is still over EVENT_MAX_LINE, its
+    largest fields left out and named in `omitted`, as the hub cuts a line (fit_message).
+
+    A driver's or GStreamer's error text has no bounded length: stored whole, one event
+    could take any amount of flash, and was sent live cut another way than an `events`
+    answer cut it. Cutting the text keeps its head, which says what failed."""
+    long = sorted(key for key, value in event.items()
+                  if key not in KEPT_FIELDS and isinstance(value, str) and len(value) > TEXT_MAX)
+    if long:
+        event = {**event, **{key: event[key][:TEXT_MAX] + ELLIPSIS for key in long},
+                 "truncated": long}
+    fitted = fit_message(event, EVENT_MAX_LINE)
+    if long and "omitted" in fitted:  # a cut text left out after all is only `omitted`
+        cut = [key for key in long if key in fitted]
+        fitted = {key: value for key, value in fitted.items() if key != "truncated"}
+        if cut:
+            fitted["truncated"] = cut
+    return fitted
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
