@@ -14,11 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.conftest import DaemonProcess
 
 # -- make demo ----------------------------------------------------------------------------
 
@@ -419,3 +421,20 @@ def test_the_simulated_kernel_takes_what_the_kernel_takes(
     watch.dirty = False
     fs.write_raw(attribute, value + "\n")
     assert watch.dirty
+
+
+def test_demo_refuses_a_socket_whose_daemon_is_too_busy_to_say_hello(
+    tmp_path: Path, start_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """A daemon at its max_clients answers `error busy` instead of hello: it is serving,
+    and a demo that took busy for "nobody there" rewrote the board tree under it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    daemon = start_daemon(daemon={"socket": str(run_dir / "wattgate.sock"), "max_clients": 1})
+    with daemon.connect():  # the one client it takes
+        demo = subprocess.run([sys.executable, "-m", "wattgate.demo", "--seconds", "5"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert demo.returncode != 0, demo.stdout + demo.stderr
+        assert "already serves" in demo.stderr, demo.stdout + demo.stderr
+        assert not (run_dir / "board").exists()  # the board tree was never made
+    assert daemon.proc.poll() is None

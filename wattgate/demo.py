@@ -81,12 +81,16 @@ def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
 
 def refuse_if_served(path: Path) -> None:
     """Exit when a daemon already answers on the demo's socket (a second `make demo`, or
-    one left over): the demo would rewrite the board under it and show its results."""
+    one left over): the demo would rewrite the board under it and show its results.
+
+    Only a socket nobody listens on is free: a daemon at its max_clients answers `busy`
+    instead of hello, and one still loading its model sends no hello in time."""
     try:
         with Client(str(path), timeout=2.0):
             pass
-    except ClientError:
-        return
+    except ClientError as exc:
+        if exc.code == "unavailable":
+            return
     raise SystemExit(f"demo: a wattgate daemon already serves {path} (another `make demo`?); "
                      "stop it first")
 
