@@ -232,14 +232,15 @@ def test_bench_one_shows_progress_on_stderr(
 
 
 def test_bench_one_refuses_out_which_only_all_writes(
-    fake_pipeline: list[dict[str, Any]], tmp_path: Path
+    fake_pipeline: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--out names where `all` writes latest.json and latest.md; given to one benchmark it
-    was dropped without a word, and nothing was written where it pointed."""
+    was dropped without a word, and nothing was written where it pointed. It is a usage
+    error: exit 2, as argparse gives for the others."""
     from wattgate.cli import main
 
-    with pytest.raises(SystemExit, match="--out"):
-        main(["bench", "pipeline", "--out", str(tmp_path / "results")])
+    assert main(["bench", "pipeline", "--out", str(tmp_path / "results")]) == 2
+    assert "--out" in capsys.readouterr().err
     assert fake_pipeline == []  # refused before minutes of measuring
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wattgate.cli_power import positive_int
+from wattgate.cli_power import EXIT_USAGE, positive_int
 
 NAMES = ("gate", "gate-quality", "pipeline", "idle", "footprint", "fanout")
 CHECKOUT = Path(__file__).resolve().parent.parent
@@ -47,9 +47,10 @@ def _import(module: str) -> Any:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    if args.out is not None and args.name != "all":
-        raise SystemExit("wattgate: --out is where `bench all` writes latest.json and latest.md; "
-                         f"`bench {args.name}` writes nothing (use --json > FILE)")
+    if args.out is not None and args.name != "all":  # a usage error, as argparse's are
+        print("wattgate bench: --out is where `bench all` writes latest.json and latest.md; "
+              f"`bench {args.name}` writes nothing (use --json > FILE)", file=sys.stderr)
+        return EXIT_USAGE
     report = _import("bench.report")
     if args.name == "all":
         out = Path(args.out) if args.out else None
