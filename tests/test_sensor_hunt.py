@@ -7,14 +7,19 @@ FailingReads stands in for the driver's show()."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.boards import Board, materialize
+from tests.test_battery_unknown import FailingReads
 from wattgate.daemon.power_inputs import InputReader
 from wattgate.drivers import supply
 from wattgate.drivers.sysfs import Sysfs
+
+INA226 = "devices/platform/soc/fe804000.i2c/i2c-1"
+
 
 # -- power_supply ----------------------------------------------------------------------------
 
@@ -45,3 +50,38 @@ def test_a_usb_or_wireless_charger_online_is_not_on_battery(tmp_path: Path,
                    {"type": charger, "online": 1, "status": "Charging"})
     b.write(root)
     assert supply.on_battery(supply.discover_supplies(Sysfs(root))) is False
+
+
+# -- hwmon meters ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("err", [errno.EIO, errno.EAGAIN])
+def test_an_input_rail_that_fails_a_read_is_no_reading_not_the_other_rails(
+    tmp_path: Path, err: int
+) -> None:
+    """VDD_IN is the whole board; VDD_CPU_GPU_CV and VDD_SOC are parts of it. A VDD_IN read
+    the INA3221 did not answer made the sum of the parts the board's watts, 2.8 W for 5.2 W."""
+    root = materialize("jetson-orin-nano", tmp_path / "sys")
+    io = FailingReads()
+    reader = InputReader(Sysfs(root, io), {})
+    assert reader.read(0.0).meter_source == "hwmon VDD_IN"
+    io.failing[str((root / "class/hwmon/hwmon1/curr1_input").resolve())] = err
+    inputs = reader.read(1.0)
+    assert (inputs.meter_w, inputs.meter_source) == (None, None)
+
+
+def test_a_rail_that_fails_a_read_leaves_no_sum_of_the_rest(tmp_path: Path) -> None:
+    """Without an input rail the board's watts are the sum of the rails: with one of them
+    not answering, the sum of the others was published as the board's, too low."""
+    b = Board()
+    for n, (addr, uw) in enumerate((("1-0040", 4_000_000), ("1-0041", 2_500_000))):
+        dev = f"{INA226}/{addr}"
+        b.device(dev, bus="i2c", driver="ina2xx")
+        b.hwmon(dev, n + 2, {"name": "ina226", "in1_input": 5000, "power1_input": uw})
+    root = b.write(tmp_path)
+    io = FailingReads()
+    reader = InputReader(Sysfs(root, io), {})
+    assert reader.read(0.0).meter_w == pytest.approx(6.5)
+    io.failing[str((root / "class/hwmon/hwmon2/power1_input").resolve())] = errno.EIO
+    inputs = reader.read(1.0)
+    assert (inputs.meter_w, inputs.meter_source) == (None, None)

@@ -287,8 +287,15 @@ class InputReader:
         self, now: float, meters: list[Meter], energy: list[EnergyZone],
         battery: Optional[Supply], discharging: Optional[bool],
     ) -> tuple[Optional[float], Optional[str]]:
-        """Measured board watts: an input rail, else RAPL, else the discharging battery."""
-        rails = [(r.label, r.watts) for m in meters for r in m.rails if r.watts is not None]
+        """Measured board watts: an input rail, else the rails' sum, else RAPL, else the
+        discharging battery. None while a rail that counts fails its read."""
+        every = [r for m in meters for r in m.rails]
+        for label in INPUT_RAILS:
+            if any(r.label == label and r.unread for r in every):
+                # The whole board, not answering now: the sum of the other rails is a part
+                # of it (VDD_CPU_GPU_CV and VDD_SOC of VDD_IN), published as the whole.
+                return None, None
+        rails = [(r.label, r.watts) for r in every if r.watts is not None]
         for label in INPUT_RAILS:
             watts = next((w for name, w in rails if name == label), None)
             if watts is not None:
@@ -296,6 +303,8 @@ class InputReader:
                 # wired the other way, a bad register), as the summed rails below take a
                 # rail below 0 W for drawing nothing. Published, it was negative watts.
                 return (watts, f"hwmon {label}") if watts >= 0.0 else (None, None)
+        if rails and any(r.unread for r in every):
+            return None, None  # the sum of the others is too low
         if rails:
             # Every rail (two unlabelled chips both have an "ina226:1"); one reading below
             # 0 W (noise at no load, a shunt wired the other way) draws nothing from the

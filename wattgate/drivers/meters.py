@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from wattgate.drivers.supply import Reader
 from wattgate.drivers.sysfs import Sysfs
 
 HWMON = "class/hwmon"
@@ -26,6 +27,13 @@ class Rail:
     volts: Optional[float]
     amps: Optional[float]
     watts: Optional[float]
+    error: Optional[str] = None  # the first of its readings that is there and failed
+
+    @property
+    def unread(self) -> bool:
+        """It has no watts now because a reading failed (an I2C chip's EIO, EAGAIN), not
+        because it cannot tell: its share of the board is unknown, not nothing."""
+        return self.watts is None and self.error is not None
 
 
 @dataclass(frozen=True)
@@ -67,9 +75,8 @@ def read_hwmon(fs: Sysfs, name: str) -> Optional[Meter]:
             or fs.read_opt(f"{base}/curr{ch}_label")
             or f"{chip}:{ch}"
         )
-        mv = fs.read_int_opt(f"{base}/in{ch}_input")
-        ma = fs.read_int_opt(f"{base}/curr{ch}_input")
-        uw = fs.read_int_opt(f"{base}/power{ch}_input")
+        read = Reader(fs, base)
+        mv, ma, uw = (read.int(f"{kind}{ch}_input") for kind in ("in", "curr", "power"))
         volts = None if mv is None else mv / 1000.0
         amps = None if ma is None else ma / 1000.0
         if uw is not None:
@@ -78,7 +85,7 @@ def read_hwmon(fs: Sysfs, name: str) -> Optional[Meter]:
             watts = volts * amps
         else:
             watts = None
-        rails.append(Rail(label, volts, amps, watts))
+        rails.append(Rail(label, volts, amps, watts, read.error))
     if not rails:
         return None
     return Meter(name, chip, fs.resolve(base), tuple(rails))
@@ -91,15 +98,15 @@ def read_iio_rails(fs: Sysfs, name: str) -> Optional[Meter]:
     rails = []
     for ch in sorted(_channels(entries, "rail_name_", "")):
         label = fs.read_opt(f"{base}/rail_name_{ch}") or f"rail{ch}"
-        mw = fs.read_int_opt(f"{base}/in_power{ch}_input")
-        mv = fs.read_int_opt(f"{base}/in_voltage{ch}_input")
-        ma = fs.read_int_opt(f"{base}/in_current{ch}_input")
+        read = Reader(fs, base)
+        mw, mv, ma = (read.int(f"in_{kind}{ch}_input") for kind in ("power", "voltage", "current"))
         rails.append(
             Rail(
                 label,
                 None if mv is None else mv / 1000.0,
                 None if ma is None else ma / 1000.0,
                 None if mw is None else mw / 1000.0,
+                read.error,
             )
         )
     if not rails:

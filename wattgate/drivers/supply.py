@@ -55,8 +55,9 @@ EXTERNAL = frozenset({"Mains", "USB", "USB_DCP", "USB_CDP", "USB_ACA", "USB_C", 
                       "USB_PD_DRP", "BrickID", "Wireless"})
 
 
-class _Reader:
-    """Reads one supply's attributes, remembering the first that exists and fails."""
+class Reader:
+    """Reads one device's attributes, remembering the first that exists and fails: an
+    attribute the driver does not have is None and no error (see the module docstring)."""
 
     def __init__(self, fs: Sysfs, base: str) -> None:
         self.fs = fs
@@ -94,7 +95,7 @@ def _capacity(value: Optional[int]) -> Optional[int]:
 
 def read_supply(fs: Sysfs, name: str) -> Supply:
     base = f"{POWER_SUPPLY}/{name}"
-    checked = _Reader(fs, base)  # what the rules depend on; a failure there is an error
+    checked = Reader(fs, base)  # what the rules depend on; a failure there is an error
     online = checked.int("online")
     power_uw = fs.read_int_opt(f"{base}/power_now")
     if power_uw is None:
