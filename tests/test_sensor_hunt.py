@@ -15,10 +15,12 @@ import pytest
 from tests.fixtures.boards import Board, materialize
 from tests.test_battery_unknown import FailingReads
 from wattgate.daemon.power_inputs import InputReader
-from wattgate.drivers import supply
+from wattgate.daemon.sensors import find_light_sensor
+from wattgate.drivers import iio, supply
 from wattgate.drivers.sysfs import Sysfs
 
 INA226 = "devices/platform/soc/fe804000.i2c/i2c-1"
+LIGHT = "devices/platform/soc/fe804000.i2c/i2c-1/1-0044/iio:device0"
 
 
 # -- power_supply ----------------------------------------------------------------------------
@@ -85,3 +87,27 @@ def test_a_rail_that_fails_a_read_leaves_no_sum_of_the_rest(tmp_path: Path) -> N
     io.failing[str((root / "class/hwmon/hwmon2/power1_input").resolve())] = errno.EIO
     inputs = reader.read(1.0)
     assert (inputs.meter_w, inputs.meter_source) == (None, None)
+
+
+# -- IIO light -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attrs,lux", [
+    ({"name": "isl29018", "in_illuminance0_input": 123}, 123.0),
+    ({"name": "tsl2563", "in_illuminance0_input": "87.5\n"}, 87.5),
+    # an indexed raw channel scaled by the type's shared scale (sysfs-bus-iio)
+    ({"name": "al3010", "in_illuminance0_raw": 240, "in_illuminance_scale": "0.833333"},
+     200.0),
+], ids=["isl29018", "tsl2563", "shared-scale"])
+def test_an_indexed_illuminance_channel_is_a_light_sensor(
+    tmp_path: Path, attrs: dict[str, str | int], lux: float
+) -> None:
+    """isl29018, tsl2563, tsl2583 and tsl2772 name their channel in_illuminance0_input: only
+    in_illuminance_input and _raw were looked for, so light = "auto" found no sensor."""
+    b = Board()
+    b.attrs(LIGHT, attrs)
+    b.link("bus/iio/devices/iio:device0", LIGHT)
+    fs = Sysfs(b.write(tmp_path))
+    assert find_light_sensor(fs, "auto") == ("iio:device0", "")
+    sensor = iio.read_sensor(fs, "iio:device0")
+    assert sensor is not None and sensor.lux == pytest.approx(lux, rel=1e-5)

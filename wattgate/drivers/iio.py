@@ -1,7 +1,9 @@
 """IIO ambient sensors: illuminance and temperature, read only.
 
 ``bus/iio/devices/iio:deviceN/``: a processed ``*_input`` when the driver offers
-one, else ``(raw + offset) * scale`` (Documentation/ABI/testing/sysfs-bus-iio).
+one, else ``(raw + offset) * scale`` (Documentation/ABI/testing/sysfs-bus-iio). A channel
+may be indexed (isl29018, tsl2563: ``in_illuminance0_input``), and its scale and offset
+its own (``in_illuminance0_scale``) or shared by its type (``in_illuminance_scale``).
 Illuminance is in lux; temperature in millidegrees Celsius.
 
 A reading that cannot be trusted is no reading (None), never a guess: an ``_offset`` or
@@ -14,6 +16,7 @@ sensor that fails one read (EIO while it powers up) is still polled.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -54,25 +57,45 @@ def _float_or(fs: Sysfs, attribute: str, default: float) -> Optional[float]:
     return _float(fs, attribute)
 
 
-def _channel(fs: Sysfs, base: str, prefix: str) -> Optional[float]:
-    processed = _float(fs, f"{base}/{prefix}_input")
+def _channel_name(fs: Sysfs, base: str, kind: str) -> Optional[str]:
+    """The attributes' prefix of the device's ``kind`` channel (e.g. "in_illuminance"): the
+    channel itself, else its lowest index ("in_illuminance0"); None when it has neither.
+    Looking for the unindexed name only, light = "auto" found no isl29018 or tsl2563."""
+    names = fs.listdir(base)
+    if f"{kind}_input" in names or f"{kind}_raw" in names:
+        return kind
+    pattern = re.compile(rf"{re.escape(kind)}(\d+)_(?:input|raw)")
+    indexes = sorted(int(m.group(1)) for m in map(pattern.fullmatch, names) if m)
+    return f"{kind}{indexes[0]}" if indexes else None
+
+
+def _info(fs: Sysfs, base: str, channel: str, kind: str, what: str) -> str:
+    """The channel's own ``_scale``/``_offset`` attribute, else the one its type shares."""
+    own = f"{base}/{channel}_{what}"
+    return own if fs.exists(own) else f"{base}/{kind}_{what}"
+
+
+def _channel(fs: Sysfs, base: str, kind: str) -> Optional[float]:
+    channel = _channel_name(fs, base, kind)
+    if channel is None:
+        return None
+    processed = _float(fs, f"{base}/{channel}_input")
     if processed is not None:
         return processed
-    raw = _float(fs, f"{base}/{prefix}_raw")
+    raw = _float(fs, f"{base}/{channel}_raw")
     if raw is None:
         return None
-    offset = _float_or(fs, f"{base}/{prefix}_offset", 0.0)
-    scale = _float_or(fs, f"{base}/{prefix}_scale", 1.0)
+    offset = _float_or(fs, _info(fs, base, channel, kind, "offset"), 0.0)
+    scale = _float_or(fs, _info(fs, base, channel, kind, "scale"), 1.0)
     if offset is None or scale is None:
         return None
     value = (raw + offset) * scale
     return value if math.isfinite(value) else None
 
 
-def has_channel(fs: Sysfs, name: str, prefix: str) -> bool:
-    """The device offers the channel (``prefix`` e.g. "in_illuminance"), readable or not."""
-    base = f"{IIO}/{name}"
-    return fs.exists(f"{base}/{prefix}_input") or fs.exists(f"{base}/{prefix}_raw")
+def has_channel(fs: Sysfs, name: str, kind: str) -> bool:
+    """The device offers the channel (``kind`` e.g. "in_illuminance"), readable or not."""
+    return _channel_name(fs, f"{IIO}/{name}", kind) is not None
 
 
 def illuminance_sensors(fs: Sysfs) -> list[str]:
