@@ -33,13 +33,14 @@ import math
 import os
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
 from wattgate.daemon.knobs import write_knob, write_order
-from wattgate.daemon.logs import MessageId, event
+from wattgate.daemon.logs import MessageId, event, fields
 from wattgate.daemon.power_inputs import InputReader, Inputs
 from wattgate.daemon.rollback import (
     JOURNAL_NAME,
@@ -48,7 +49,7 @@ from wattgate.daemon.rollback import (
     SysfsJournal,
     take_over,
 )
-from wattgate.drivers import cpufreq, devfreq, vendor
+from wattgate.drivers import cpufreq, devfreq, thermal, vendor
 from wattgate.drivers.accel import find_accelerators
 from wattgate.drivers.sysfs import AttributeIO, Sysfs, SysfsError
 from wattgate.policies.activity import ActivityMachine, Transition
@@ -107,6 +108,24 @@ class Verdict(Protocol):
     def motion(self) -> bool: ...
 
 
+class OriginalsWriter:
+    """The journaled writer, given the originals a read of the attribute would get wrong
+    (a throttled policy's scaling_max_freq) to journal at the first write instead."""
+
+    def __init__(self, writer: JournaledWriter, originals: Mapping[str, str]) -> None:
+        self._writer = writer
+        self._originals = originals
+
+    @property
+    def fs(self) -> Sysfs:
+        return self._writer.fs
+
+    def write(self, attribute: str, value: str, *, restore: Optional[str] = None) -> bool:
+        if restore is None:
+            restore = self._originals.get(attribute)
+        return self._writer.write(attribute, value, restore=restore)
+
+
 class PowerController:
     def __init__(self, cfg: Config, *, io: Optional[AttributeIO] = None) -> None:
         self._lock = threading.RLock()
@@ -132,6 +151,8 @@ class PowerController:
         self._policies: dict[str, cpufreq.CpuPolicy] = {}
         self._devfreq: dict[str, devfreq.DevfreqDevice] = {}
         self.baseline: dict[str, str] = {}
+        # originals that are not what the attribute reads (a thermal cap was read instead)
+        self._unread: dict[str, str] = {}
         self.driven: list[str] = []
         self.applied: dict[str, str] = {}
         self.wanted: dict[str, str] = {}
@@ -258,10 +279,11 @@ class PowerController:
         and a knob only the old profiles set stays driven: unset now, its wanted value is
         its original, so it is given back at once rather than held at an old profile's
         value until exit."""
-        known, before = dict(self.baseline), self.driven
+        known, before, unread = dict(self.baseline), self.driven, self._unread
         self._collect_driven()
         self.driven += [key for key in before if key not in self.driven]
         self.baseline.update(known)
+        self._unread = {**{k: v for k, v in self._unread.items() if k not in known}, **unread}
 
     def stop(self) -> None:
         """Write every original value back (normal exit, SIGTERM, SIGINT)."""
@@ -396,15 +418,49 @@ class PowerController:
                     driven.update(dict.fromkeys(build(profile.settings(state), self.caps, level)
                                                 .knobs))
         self.driven = list(driven)
-        self.baseline = {}
+        self.baseline, self._unread = {}, {}
         journal = self.journal
+        cooling = thermal.discover_cooling_devices(self.fs)
         for key in self.driven:
             # An attribute the journal still holds (its restore at start was refused, busy
             # or offline) has a crashed run's value now; the journal has the board's own.
             saved = journal.original(key) if journal is not None else None
-            value = saved.strip() if saved is not None else self._read_knob(key)
-            if value is not None:
-                self.baseline[key] = value
+            if saved is not None:
+                self.baseline[key] = saved.strip()
+            elif (value := self._read_knob(key)) is not None:
+                self.baseline[key] = self._unthrottled(key, value, cooling)
+
+    def _unthrottled(self, key: str, value: str, cooling: Sequence[thermal.CoolingDevice]) -> str:
+        """The original of ``key``, read as ``value``: not a thermal cap.
+
+        Since Linux 5.3 a cpufreq limit is a frequency QoS request, and reading
+        scaling_max_freq gives policy->max, the lowest max request: a cpufreq cooling
+        device's among them. Read while one throttles the policy, it is the cap, and
+        writing it back at exit would leave the CPUs throttled after they cooled. The
+        user's own request cannot be read then (the kernel shows no request alone); without
+        one policy->max is cpuinfo_max_freq, so that is the original, and the log says so.
+        A read below the cap's frequency is another request's (the user's): it stays.
+        Writing while throttled is fine: the write is the user's request, the cap still holds.
+        """
+        path, _, name = key.rpartition("/")
+        policy = self._policies.get(path)
+        top = policy.cpuinfo_max_khz if policy is not None else None
+        if policy is None or top is None or name != "scaling_max_freq" or not value.isdigit():
+            return value
+        cap = cpufreq.thermal_cap(policy, list(self._policies).index(path), cooling)
+        if cap is None or int(value) >= top or (cap.khz is not None and int(value) < cap.khz):
+            return value
+        device = cap.device
+        log.warning(
+            "%s: scaling_max_freq reads %s kHz while %s (%s) throttles it at cooling state "
+            "%s of %s (%s kHz): that is the thermal cap, not the board's limit; taking "
+            "cpuinfo_max_freq %d kHz as the original, what the exit writes back",
+            policy.name, value, device.name, device.type, device.cur_state, device.max_state,
+            cap.khz if cap.khz is not None else "unknown", top,
+            extra=fields(knob=key, value=top),
+        )
+        self._unread[key] = str(top)
+        return str(top)
 
     def _read_knob(self, key: str) -> Optional[str]:
         if key == vendor.GALCORE_GOVERN:
@@ -618,7 +674,8 @@ class PowerController:
         writer = self.writer
         assert writer is not None
         try:
-            write_knob(writer, key, value, self._policies, self._devfreq)
+            write_knob(OriginalsWriter(writer, self._unread), key, value, self._policies,
+                       self._devfreq)
         except (SysfsError, OSError, ValueError) as exc:
             errno_ = getattr(exc, "errno", None)
             if self.failed.get(key) != str(exc):

@@ -9,13 +9,19 @@ checks it against what the policy offers and writes it.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
 from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+from wattgate.drivers.thermal import CoolingDevice
 
 CPUFREQ = "devices/system/cpu/cpufreq"
+# drivers/thermal/cpufreq_cooling.c names a policy's cooling device after the CPU device of
+# policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
+# policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
+COOLING_TYPE = re.compile(r"cpufreq-cpu(?P<cpu>\d+)|thermal-cpufreq-(?P<index>\d+)")
 
 
 @dataclass(frozen=True)
@@ -174,3 +180,43 @@ def set_epp(w: Writer, policy: CpuPolicy, preference: str) -> None:
             f"{preference!r} not in {list(policy.epp_choices)}",
         )
     w.write(attribute, preference)
+
+
+@dataclass(frozen=True)
+class ThermalCap:
+    """A cpufreq cooling device throttling a policy now, and the ceiling its state sets
+    (None when the policy's frequency table does not tell)."""
+
+    device: CoolingDevice
+    khz: Optional[int]
+
+
+def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
+    """Whether ``device`` is the cpufreq cooling device of ``policy``, the ``index``-th
+    policy in CPU order. Devfreq, idle-injection and ACPI "Processor" devices are not."""
+    match = COOLING_TYPE.fullmatch(device.type or "")
+    if match is None:
+        return False
+    if match["cpu"] is not None:
+        return int(match["cpu"]) in policy.cpus
+    return int(match["index"]) == index
+
+
+def state_khz(policy: CpuPolicy, state: int, max_state: Optional[int]) -> Optional[int]:
+    """The ceiling of cooling state ``state``: state 0 the highest frequency of the table,
+    each state one frequency lower (cpufreq_cooling.c get_state_freq). None when the table
+    is unknown or its length is not max_state + 1 (an Energy Model table of its own)."""
+    table = policy.frequencies_khz
+    if max_state is None or len(table) != max_state + 1 or not 0 <= state <= max_state:
+        return None
+    return table[max_state - state]  # the table is ascending
+
+
+def thermal_cap(
+    policy: CpuPolicy, index: int, devices: Sequence[CoolingDevice]
+) -> Optional[ThermalCap]:
+    """The active cooling device of ``policy`` (the ``index``-th in CPU order), if any."""
+    for device in devices:
+        if device.active and device.cur_state is not None and cools(device, policy, index):
+            return ThermalCap(device, state_khz(policy, device.cur_state, device.max_state))
+    return None

@@ -1,7 +1,9 @@
-"""Thermal zones: temperature and trip points, read only.
+"""Thermal zones and cooling devices, read only.
 
 ``class/thermal/thermal_zoneN/{type,temp}`` in millidegrees Celsius, with
-``trip_point_K_{temp,type}`` (REFERENCE.md, "Thermal and power readings").
+``trip_point_K_{temp,type}`` (REFERENCE.md, "Thermal and power readings"), and
+``class/thermal/cooling_deviceN/{type,cur_state,max_state}``: what throttles what, and how
+hard right now (state 0: not at all).
 """
 
 from __future__ import annotations
@@ -63,6 +65,33 @@ def zone_names(fs: Sysfs) -> list[str]:
 
 def discover_zones(fs: Sysfs) -> list[ThermalZone]:
     return [read_zone(fs, n) for n in zone_names(fs)]
+
+
+@dataclass(frozen=True)
+class CoolingDevice:
+    name: str
+    type: Optional[str]
+    cur_state: Optional[int]
+    max_state: Optional[int]
+
+    @property
+    def active(self) -> bool:
+        """Whether it throttles now: any state above 0."""
+        return bool(self.cur_state)
+
+
+def read_cooling_device(fs: Sysfs, name: str) -> CoolingDevice:
+    base = f"{THERMAL}/{name}"
+    return CoolingDevice(name, fs.read_opt(f"{base}/type"), fs.read_int_opt(f"{base}/cur_state"),
+                         fs.read_int_opt(f"{base}/max_state"))
+
+
+def discover_cooling_devices(fs: Sysfs) -> list[CoolingDevice]:
+    """The cooling_deviceN entries in N order; [] where the kernel has none (or no
+    class/thermal at all)."""
+    prefix = "cooling_device"
+    names = [n for n in fs.listdir(THERMAL) if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    return [read_cooling_device(fs, n) for n in sorted(names, key=lambda n: int(n[len(prefix):]))]
 
 
 def zone_by_type(zones: list[ThermalZone], zone_type: str) -> Optional[ThermalZone]:

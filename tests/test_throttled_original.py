@@ -1,0 +1,120 @@
+"""A CPU throttled when the daemon starts: its scaling_max_freq is not the board's own.
+
+Since Linux 5.3 a cpufreq limit is a frequency QoS request; reading scaling_max_freq gives
+``policy->max``, the lowest of all max requests, the cpufreq cooling device's among them.
+A start while the SoC is hot read the thermal cap, journaled it as the original and wrote
+it back at exit as the user's own limit, where it stayed after the SoC cooled down.
+
+The trees are the rk3588 fixture with its cooling devices (tests/fixtures/boards/cooling.py),
+and the files show what the kernel would show while throttled. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.boards import FaultyIO, materialize
+from tests.fixtures.boards.cooling import state_khz, throttled_rk3588
+from tests.test_power_controller import CPU, MOTION, make, read
+from wattgate.boards import describe
+
+BIG_MAX = f"{CPU}/policy4/scaling_max_freq"
+
+
+def big_cap(state: int) -> int:
+    return state_khz(describe("rk3588"), "policy4", state)
+
+
+def warnings(caplog: Any) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "wattgate.power" and r.levelno == logging.WARNING]
+
+
+def test_throttled_at_start_journals_the_unthrottled_ceiling_and_exit_gives_it_back(
+    tmp_path: Path, caplog: Any
+) -> None:
+    root = throttled_rk3588(tmp_path / "sys", {"policy4": 6})
+    assert read(root, BIG_MAX) == str(big_cap(6)) == "1800000"  # what the kernel shows now
+    pc, _ = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert pc.baseline[BIG_MAX] == "2400000"  # cpuinfo_max_freq: no cap, no user limit
+    assert pc.status()["knobs"][BIG_MAX]["original"] == "2400000"
+    assert read(root, BIG_MAX) == "1200000"  # the idle ceiling: a user request, thermal still caps
+    assert pc.journal is not None and pc.journal.original(BIG_MAX) == "2400000\n"
+    # the policies no cooling device holds keep what they read
+    assert pc.baseline[f"{CPU}/policy0/scaling_max_freq"] == "1800000"
+    assert pc.baseline[f"{CPU}/policy6/scaling_max_freq"] == "2400000"
+    [warning] = [w for w in warnings(caplog) if "cooling_device" in w]
+    for part in ("policy4", "cooling_device1", "cpufreq-cpu4", "1800000", "2400000"):
+        assert part in warning
+    pc.stop()
+    assert read(root, BIG_MAX) == "2400000"  # not the throttled 1800000, for good
+
+
+def test_bsp_510_cooling_device_names_count_policies_in_cpu_order(tmp_path: Path) -> None:
+    """thermal-cpufreq-1 is the second policy's, policy4 (an IDA number, not a CPU)."""
+    root = throttled_rk3588(tmp_path / "sys", {"policy4": 3}, legacy=True)
+    pc, _ = make(tmp_path)
+    pc.start(0.0)
+    assert pc.baseline[BIG_MAX] == "2400000"
+    assert pc.baseline[f"{CPU}/policy6/scaling_max_freq"] == "2400000"
+    pc.stop()
+    assert read(root, BIG_MAX) == "2400000"
+
+
+def test_a_user_limit_below_the_thermal_cap_is_the_original(tmp_path: Path, caplog: Any) -> None:
+    """policy->max below the cap's frequency is not the cap's doing: the user's own limit
+    (or another request) binds, and it is what the board had."""
+    root = throttled_rk3588(tmp_path / "sys", {"policy4": 6}, limits={"policy4": 1416000})
+    assert read(root, BIG_MAX) == "1416000"
+    pc, _ = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert pc.baseline[BIG_MAX] == "1416000"
+    assert not [w for w in warnings(caplog) if "cooling_device" in w]
+    pc.on_gate(MOTION, 1.0)  # active: 2400000 asked, the file holds the request
+    pc.stop()
+    assert read(root, BIG_MAX) == "1416000"
+
+
+def test_cooling_devices_at_state_0_change_nothing(tmp_path: Path, caplog: Any) -> None:
+    root = throttled_rk3588(tmp_path / "sys", {}, limits={"policy4": 2016000})
+    pc, _ = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert pc.baseline[BIG_MAX] == "2016000"
+    assert not [w for w in warnings(caplog) if "cooling_device" in w]
+    pc.stop()
+    assert read(root, BIG_MAX) == "2016000"
+
+
+def test_x86_without_cooling_devices_keeps_what_it_reads(tmp_path: Path) -> None:
+    """intel-mtl has no cpufreq cooling devices: a lowered ceiling read at start is the
+    user's, and it is what the exit gives back."""
+    root = materialize("intel-mtl", tmp_path / "sys")
+    limit = f"{CPU}/policy0/scaling_max_freq"
+    (root / limit).write_text("2000000\n")
+    pc, _ = make(tmp_path, "intel-mtl", profiles={"balanced": {"cpu_max_khz": "50%"}})
+    pc.start(0.0)
+    assert pc.baseline[limit] == "2000000"
+    assert read(root, limit) != "2000000"  # the profile did write it
+    pc.stop()
+    assert read(root, limit) == "2000000"
+
+
+def test_a_crashed_runs_journal_still_beats_the_thermal_correction(tmp_path: Path) -> None:
+    """The crashed run journaled 2016000 (the user's limit, read cool); its restore at this
+    start is refused (EBUSY), so the attribute holds the crashed run's value and the
+    journal the board's: that stays the original, not cpuinfo_max_freq."""
+    root = throttled_rk3588(tmp_path / "sys", {}, limits={"policy4": 2016000})
+    crashed, _ = make(tmp_path)
+    crashed.start(0.0)
+    assert read(root, BIG_MAX) == "1200000"
+    del crashed  # SIGKILL: no stop(); the journal's lock goes with the process
+    (root / "devices/virtual/thermal/cooling_device1/cur_state").write_text("6\n")
+    pc, _ = make(tmp_path, io=FaultyIO(root, {BIG_MAX: 16}))  # EBUSY on write
+    pc.start(0.0)
+    assert pc.baseline[BIG_MAX] == "2016000"
