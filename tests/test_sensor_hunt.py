@@ -111,3 +111,16 @@ def test_an_indexed_illuminance_channel_is_a_light_sensor(
     assert find_light_sensor(fs, "auto") == ("iio:device0", "")
     sensor = iio.read_sensor(fs, "iio:device0")
     assert sensor is not None and sensor.lux == pytest.approx(lux, rel=1e-5)
+
+
+@pytest.mark.parametrize("status,expected", [("Unknown", None), ("Not charging", False),
+                                             ("Discharging", True)])
+def test_a_battery_status_of_unknown_is_not_mains(tmp_path: Path, status: str,
+                                                  expected: bool | None) -> None:
+    """With no charger to ask, the battery's status tells: "Unknown" (a fuel gauge between
+    samples, a bq27xxx that has not decided) was taken for "on mains", so on_battery rules
+    let go; it is unknown. "Not charging" is outside power holding the charge."""
+    b = Board()
+    b.power_supply("devices/platform/soc/fe804000.i2c/i2c-1/1-0055", "bq27546-0",
+                   {"type": "Battery", "status": status, "capacity": 60})
+    assert supply.on_battery(supply.discover_supplies(Sysfs(b.write(tmp_path)))) is expected

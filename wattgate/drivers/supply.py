@@ -130,5 +130,6 @@ def on_battery(supplies: list[Supply]) -> Optional[bool]:
         return None
     if external:
         return not any(s.online for s in external)
-    statuses = {s.status for s in batteries}
-    return "Discharging" in statuses if statuses - {None} else None
+    # "Unknown" tells nothing: taken as not discharging, it let on_battery rules go.
+    statuses = {s.status for s in batteries} - {None, "Unknown"}
+    return "Discharging" in statuses if statuses else None
