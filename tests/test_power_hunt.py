@@ -162,3 +162,39 @@ def test_a_knob_refused_at_start_is_tried_again_until_it_takes(
         return f"{state} {refused} {taken} {read(root, str(ceiling.relative_to(root)))}"
 
     assert run_as(nobody, nobody, start_then_grant) == "idle 1000000000 300000000 1000000000"
+
+
+class NoAutosuspendIO(OsIO):
+    """The kernel's answer for a device whose driver does not use autosuspend:
+    autosuspend_delay_ms exists, and both its show and its store give EIO
+    (drivers/base/power/sysfs.c). A plain file cannot say EIO, so this I/O does."""
+
+    def __init__(self, root: Path, attribute: str) -> None:
+        self.path = os.path.realpath(root / attribute)
+
+    def _check(self, path: Path) -> None:
+        if os.path.realpath(path) == self.path:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    def read_text(self, path: Path) -> str:
+        self._check(path)
+        return super().read_text(path)
+
+    def write_text(self, path: Path, data: str) -> None:
+        self._check(path)
+        super().write_text(path, data)
+
+
+def test_an_autosuspend_delay_the_driver_does_not_use_is_not_a_knob(tmp_path: Path) -> None:
+    """Such a device was driven all the same: every write failed with EIO, was retried for
+    the whole run and showed as a failed knob in status, for a setting the device has not."""
+    npu_dev = "devices/platform/fdab0000.npu"
+    attribute = f"{npu_dev}/power/autosuspend_delay_ms"
+    root = materialize("rk3588", tmp_path / "sys")
+    pc, _ = make(tmp_path, io=NoAutosuspendIO(root, attribute))
+    pc.start(0.0)
+    pc.tick(1.0)
+    assert attribute not in pc.driven
+    assert attribute not in pc.failed
+    assert f"{npu_dev}/power/control" in pc.driven  # its runtime PM is still driven
+    pc.stop()

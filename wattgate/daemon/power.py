@@ -374,7 +374,10 @@ class PowerController:
                             extra=event(MessageId.KNOB_FAILED, knob=f"{device}/power/control"))
             pm_devices.append(device)
         pm = tuple(d for d in dict.fromkeys(pm_devices) if fs.exists(f"{d}/power/control"))
-        autosuspend = tuple(d for d in pm if fs.exists(f"{d}/power/autosuspend_delay_ms"))
+        # A driver that does not use autosuspend keeps the attribute, but its show and store
+        # give EIO: only one that reads has a delay to drive.
+        autosuspend = tuple(d for d in pm
+                            if fs.read_int_opt(f"{d}/power/autosuspend_delay_ms") is not None)
         railgate = gpu.device if gpu and fs.exists(f"{gpu.device}/railgate_enable") else None
         self.caps = BoardCaps(
             cpus=cpus,
