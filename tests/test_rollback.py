@@ -330,3 +330,19 @@ def test_attributes_left_under_another_root_block_writes_under_this_one(tmp_path
         JournaledWriter(journal).write(f"{CPUFREQ}/policy0/scaling_governor", "powersave")
     assert (new / CPUFREQ / "policy0/scaling_governor").read_text() == "schedutil\n"
     assert journal.original(busy) == "rknpu_ondemand\n"
+
+
+def test_a_journal_set_aside_never_writes_over_one_set_aside_before(tmp_path: Path) -> None:
+    """The file an unusable journal is kept in may be the only record of the board's own
+    values; a second torn journal (the next power cut) replaced it, and those were gone."""
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"))
+    state = tmp_path / "state"
+    state.mkdir()
+    texts = ['{"entries": [{"attribute": "a", "orig', "{torn", '{"entries": [7]}']
+    kept: list[str] = []
+    for text in texts:
+        (state / JOURNAL_NAME).write_text(text)
+        (problem,) = SysfsJournal(state, fs).restore_pending().unusable
+        kept.append(problem.rsplit(" ", 1)[1])
+    assert len(set(kept)) == 3, kept
+    assert [Path(path).read_text() for path in kept] == texts

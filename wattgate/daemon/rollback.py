@@ -23,6 +23,7 @@ by `wattgate restore` after a stop: lock, read, then restore what is left.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -158,10 +159,11 @@ class SysfsJournal:
             return
         if problems:
             # The good entries are still originals to restore; keep the text for a look.
-            self._aside.write_text(text, encoding="utf-8")
+            aside = self._aside()
+            aside.write_text(text, encoding="utf-8")
             self._unusable.append(
                 f"sysfs journal {self.path}: skipped {'; '.join(problems)}: those "
-                f"originals were not restored; a copy is kept as {self._aside}")
+                f"originals were not restored; a copy is kept as {aside}")
             log.error("%s", self._unusable[-1])
         self._root = root
         self._entries = entries
@@ -209,20 +211,27 @@ class SysfsJournal:
         except OSError:
             return "unknown"
 
-    @property
     def _aside(self) -> Path:
-        """Where an unusable journal, or a copy of one with bad entries, is kept."""
-        return self.path.with_suffix(".json.corrupt")
+        """Where an unusable journal, or a copy of one with bad entries, is kept: `.corrupt`,
+        or `.corrupt.N` beside those kept before. One kept earlier may be the only record
+        of the board's own values, so it is never written over."""
+        aside = self.path.with_suffix(".json.corrupt")
+        for number in itertools.count(1):
+            if not os.path.lexists(aside):
+                break
+            aside = self.path.with_suffix(f".json.corrupt.{number}")
+        return aside
 
     def _set_aside(self, why: str) -> None:
         """Move an unreadable journal out of the way so writes can be journaled again, and
         say so: the originals it may hold are not restored, the board may still have a
         previous run's settings, and only the kept file says which."""
-        os.replace(self.path, self._aside)
+        aside = self._aside()
+        os.replace(self.path, aside)
         self._unusable.append(
             f"unusable sysfs journal {self.path} ({why}): none of its originals were "
             f"restored, a previous run's settings may still be in place; it is kept as "
-            f"{self._aside}")
+            f"{aside}")
         log.error("%s", self._unusable[-1])
 
     def _save(self) -> None:
