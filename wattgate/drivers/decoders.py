@@ -58,6 +58,12 @@ MAX_DETECTIONS = 100
 #: {"label":"<64>","score":<22: a float32's longest>,"box":[<4 x 12: 2147483647.0>]} and a
 #: comma, which is what bounds model.max_detections in config.py.
 MAX_LABEL_BYTES = 64
+#: Highest class id a labels file numbered by ids may name (ImageNet-21k has 21843 classes):
+#: the list of labels is as long as the highest id, so a stray huge number is refused.
+MAX_CLASS_ID = 99_999
+#: A line of pycoral's numbered labels format, "<id> <name>" or "<id>:<name>" (Coral's
+#: coco_labels.txt: "0  person", with gaps where COCO has no class).
+_ID_LINE = re.compile(r"(\d+)[:\s]+(\S.*)")
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,12 @@ def dequantize(raw: Array, spec: TensorSpec) -> FloatArray:
 
 
 def load_labels(path: str | PathLike[str]) -> list[str]:
-    """One label a line; line N is class id N. Trailing blank lines are ignored.
+    """Labels by class id: entry N names class N. Two formats, as pycoral reads them:
+    one label a line (line N is class N; trailing blank lines are ignored), or, when every
+    line that is not blank is "<id> <name>" or "<id>:<name>", the names by those ids, with
+    ids the file skips named by their number (Coral's coco_labels.txt skips COCO's gaps:
+    read line by line, "0  person" was the label and every class past a gap had the next
+    one's name).
 
     A label longer than MAX_LABEL_BYTES (as a result line carries it) is refused, naming
     its line: a result of max_detections such labels would not fit a protocol line and
@@ -148,19 +159,31 @@ def load_labels(path: str | PathLike[str]) -> list[str]:
         raise LabelsError(f"labels file {p}: cannot read it ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise LabelsError(f"labels file {p}: not UTF-8 text ({exc.reason})") from exc
-    labels = [line.strip() for line in text.splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if not labels:
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
         raise LabelsError(f"labels file {p}: no labels in it (expected one label a line)")
-    for number, label in enumerate(labels, 1):
+    matches = [_ID_LINE.fullmatch(line) for line in lines]
+    numbered = all(m is not None or not line for m, line in zip(matches, lines))
+    by_id: dict[int, str] = {}
+    for number, (line, m) in enumerate(zip(lines, matches), 1):
+        label = m.group(2) if numbered and m else line
         size = len(json.dumps(label, ensure_ascii=False).encode()) - 2
         if size > MAX_LABEL_BYTES:
             raise LabelsError(
                 f"labels file {p}: line {number} is {size} bytes as a result carries it "
                 f"(UTF-8, JSON-escaped); a label may take at most {MAX_LABEL_BYTES}"
             )
-    return labels
+        if numbered and m:
+            class_id = int(m.group(1))
+            if class_id > MAX_CLASS_ID:
+                raise LabelsError(f"labels file {p}: line {number} numbers class "
+                                  f"{class_id}; class ids go up to {MAX_CLASS_ID}")
+            by_id[class_id] = label
+    if not numbered:
+        return lines
+    return [by_id.get(i, str(i)) for i in range(max(by_id) + 1)]
 
 
 # --------------------------------------------------------------------------- box helpers
