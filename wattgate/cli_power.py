@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import sys
@@ -135,6 +136,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from wattgate.daemon.rollback import JOURNAL_NAME, LOCK_NAME, JournalHeld, take_over
     from wattgate.drivers.sysfs import Sysfs
 
+    # The restore's errors (each attribute refused and why, a journal set aside) are its
+    # report on stderr, once: printed here as well, they came out twice through logging's
+    # last resort. Its warnings only repeat what stdout says.
+    errors = logging.StreamHandler(sys.stderr)
+    errors.setLevel(logging.ERROR)
+    errors.setFormatter(logging.Formatter("wattgate restore: %(message)s"))
+    logging.getLogger("wattgate").addHandler(errors)
+
     try:
         cfg = load_config(config_path(args.config))
     except ConfigError as exc:
@@ -165,14 +174,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"unchanged {attribute}")
     if report.failed:
         kept = journal.attributes  # the rest failed for good (the attribute is gone)
-        print(f"wattgate restore: {len(report.failed)} attribute(s) not restored: "
-              f"{', '.join(report.failed)}"
+        print(f"wattgate restore: {len(report.failed)} attribute(s) not restored"
               + (f"; {journal.path} keeps {', '.join(kept)} for the next try" if kept else ""),
               file=sys.stderr)
-    # A torn journal set aside, or entries skipped: originals that were not given back,
-    # though no write failed. "nothing to restore" and 0 would call the board restored.
-    for problem in report.unusable:
-        print(f"wattgate restore: {problem}", file=sys.stderr)
+    # A torn journal set aside, or entries skipped (logged above): originals that were not
+    # given back, though no write failed. "nothing to restore" and 0 would call the board
+    # restored.
     if not report.ok:
         return EXIT_NOT_RESTORED
     if not report.restored and not report.unchanged:
