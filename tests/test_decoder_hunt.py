@@ -70,3 +70,16 @@ def test_a_numbered_labels_file_with_a_huge_id_is_refused(tmp_path: Path) -> Non
     path.write_text("0 cat\n4000000000 dog\n", encoding="utf-8")
     with pytest.raises(LabelsError, match=r"labels\.txt: line 2 numbers class 4000000000"):
         load_labels(path)
+
+
+# The labelmap.txt of TensorFlow's coco_ssd_mobilenet_v1 download: a "???" line for the
+# background class first, and for each COCO id with no class. The postprocess op's class
+# ids leave the background out: class 0 is person.
+TF_COCO_LABELMAP = "???\nperson\nbicycle\ncar\nmotorcycle\n"
+
+
+def test_ssd_labels_with_a_background_line_first(tmp_path: Path) -> None:
+    """Every name was one class off: a person was published as "???", a car as "bicycle"."""
+    assert ssd_labels(tmp_path, [0, 2], TF_COCO_LABELMAP) == ["person", "car"]
+    assert ssd_labels(tmp_path, [1, 0], "background\nperson\nbicycle\n") == ["bicycle",
+                                                                               "person"]

@@ -389,6 +389,20 @@ def _ssd_role(name: str) -> str | None:
     return None
 
 
+#: First lines of labels files that name the background class: TensorFlow's SSD labelmap.txt
+#: starts with "???", TF Object Detection label lists with "background".
+_BACKGROUND_LABELS = ("???", "background")
+
+
+def _without_background(labels: Sequence[str] | None) -> Sequence[str] | None:
+    """The labels for TFLite_Detection_PostProcess class ids, which leave the background out
+    (class 0 is the first real class): a labels file that names the background first is
+    one line ahead of them, and every name came out one class off."""
+    if labels and labels[0].lower() in _BACKGROUND_LABELS:
+        return labels[1:]
+    return labels
+
+
 class SsdDecoder:
     """TFLite_Detection_PostProcess: boxes [1,N,4] (ymin,xmin,ymax,xmax), classes [1,N],
     scores [1,N], count [1], in any order."""
@@ -421,7 +435,7 @@ class SsdDecoder:
             self._scores, self._classes = (known, other) if roles[known] == "scores" \
                 else (other, known)
         self._boxes, self._count = boxes[0], count[0]
-        self._labels = labels
+        self._labels = _without_background(labels)
         self._threshold = score_threshold
         self._limit = max_detections
 
