@@ -83,3 +83,9 @@ def test_ssd_labels_with_a_background_line_first(tmp_path: Path) -> None:
     assert ssd_labels(tmp_path, [0, 2], TF_COCO_LABELMAP) == ["person", "car"]
     assert ssd_labels(tmp_path, [1, 0], "background\nperson\nbicycle\n") == ["bicycle",
                                                                                "person"]
+
+
+def test_an_ssd_exported_for_one_detection(tmp_path: Path) -> None:
+    """With max_detections=1 in the export, classes and scores are [1, 1] and the count [1]
+    had the shape [N] too: the model was refused as having no classes and scores."""
+    assert ssd_labels(tmp_path, [2], "cat\ndog\nbird\n") == ["bird"]

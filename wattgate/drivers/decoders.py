@@ -419,7 +419,8 @@ class SsdDecoder:
                 "expected 4 outputs: boxes [1, N, 4], classes [1, N], scores [1, N], count [1]"
             )
         n = outputs[boxes[0]].shape[1]
-        pair = [i for i, s in enumerate(outputs) if s.shape in ((1, n), (n,))]
+        # Not the count: with N = 1 (exported for one detection) its [1] is also [N].
+        pair = [i for i, s in enumerate(outputs) if s.shape in ((1, n), (n,)) and i != count[0]]
         if len(pair) != 2:
             raise DecoderError(f"expected classes [1, {n}] and scores [1, {n}] beside boxes")
         roles = {i: _ssd_role(outputs[i].name) for i in pair}
