@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,3 +90,57 @@ def test_an_ssd_exported_for_one_detection(tmp_path: Path) -> None:
     """With max_detections=1 in the export, classes and scores are [1, 1] and the count [1]
     had the shape [N] too: the model was refused as having no classes and scores."""
     assert ssd_labels(tmp_path, [2], "cat\ndog\nbird\n") == ["bird"]
+
+
+# --------------------------------------------------------------------------- YOLO layouts
+
+YOLO_SIZE = (64, 48)  # input width, height: 8x6 + 4x3 + 2x2 = 64 cells at strides 8, 16, 32
+#: cx, cy, w, h (normalised) and the class scores of the boxes that matter; every other row
+#: is all zeros. Row 1 overlaps row 0 in the same class (suppressed), row 2 in another.
+YOLO_BOXES = [
+    ([0.30, 0.30, 0.2, 0.2], [0.9, 0.0, 0.0]),
+    ([0.31, 0.30, 0.2, 0.2], [0.8, 0.1, 0.0]),
+    ([0.30, 0.30, 0.2, 0.2], [0.0, 0.85, 0.0]),
+    ([0.80, 0.80, 0.1, 0.1], [0.0, 0.0, 0.6]),
+    ([0.50, 0.50, 0.1, 0.1], [0.0, 0.0, 0.3]),  # under the threshold
+]
+YOLO_EXPECTED = [("cat", 0.9, (0.2, 0.2, 0.4, 0.4)), ("dog", 0.85, (0.2, 0.2, 0.4, 0.4)),
+                 ("bird", 0.6, (0.75, 0.75, 0.85, 0.85))]
+
+
+Found = list[tuple[str, float, tuple[float, ...]]]
+
+
+def yolo_detections(tmp_path: Path, output: np.ndarray[Any, Any]) -> Found:
+    """(label, score, box normalised to the frame) of a one-output YOLO model, loaded with
+    kind "auto" and run on a frame of the input's own size (no letterbox)."""
+    path = constant_model(tmp_path / "yolo.tflite", [ConstOutput("Identity", output)],
+                          size=YOLO_SIZE)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nbird\n", encoding="utf-8")
+    model = Model.load(str(path), labels=str(labels), score_threshold=0.5)
+    assert model.info["kind"] == "yolov8"
+    width, height = YOLO_SIZE
+    frame = np.full((height, width, 3), 90, np.uint8)
+    return [(d.label, round(d.score, 5),
+             tuple(round(v / s, 5) for v, s in zip(d.box, (width, height) * 2)))
+            for d in model.infer(frame).detections]
+
+
+def test_yolov8_rows_first(tmp_path: Path) -> None:
+    """YOLOv8 exported rows first, [1, N, 4+C] (onnx2tf and other converters): refused at
+    load as no layout any decoder knows."""
+    out = np.zeros((1, 64, 7), np.float32)
+    for row, (box, scores) in enumerate(YOLO_BOXES):
+        out[0, row * 9] = box + scores
+    assert yolo_detections(tmp_path, out) == YOLO_EXPECTED
+
+
+def test_yolov5_with_objectness(tmp_path: Path) -> None:
+    """YOLOv5's TFLite export, [1, N, 5+C] with 3 anchors a cell: a box's score is its
+    objectness times its class score. It was refused at load."""
+    out = np.zeros((1, 3 * 64, 8), np.float32)
+    for row, (box, scores) in enumerate(YOLO_BOXES):
+        out[0, row * 25] = box + [0.5] + [s * 2 for s in scores]  # 0.5 x (2 x score)
+    out[0, 150] = [0.5, 0.5, 0.2, 0.2, 0.55, 0.9, 0.0, 0.0]  # 0.55 x 0.9: under 0.5
+    assert yolo_detections(tmp_path, out) == YOLO_EXPECTED

@@ -127,6 +127,9 @@ class LabelsError(ValueError):
 
 class Decoder(Protocol):
     kind: str
+    #: How many classes the output shapes say the model has; None when they do not say
+    #: (an SSD's class ids are values, not a dimension).
+    classes: int | None
 
     def decode(self, outputs: Sequence[Array]) -> Detections: ...
 
@@ -355,6 +358,7 @@ class BlazeFaceDecoder:
         self._threshold = score_threshold
         self._limit = max_detections
         self._label = labels[0] if labels else "face"
+        self.classes: int | None = 1
 
     def decode(self, outputs: Sequence[Array]) -> Detections:
         logits = np.asarray(outputs[self._cls], np.float32).reshape(-1)
@@ -436,6 +440,7 @@ class SsdDecoder:
             self._scores, self._classes = (known, other) if roles[known] == "scores" \
                 else (other, known)
         self._boxes, self._count = boxes[0], count[0]
+        self.classes: int | None = None
         self._labels = _without_background(labels)
         self._threshold = score_threshold
         self._limit = max_detections
@@ -473,8 +478,25 @@ class SsdDecoder:
 # --------------------------------------------------------------------------- YOLOv8
 
 
+#: Strides of a YOLO model's output grids: P3-P5, and P6 models' extra stride 64.
+_YOLO_STRIDES = ((8, 16, 32), (8, 16, 32, 64))
+
+
+def _yolo_cells(width: int, height: int) -> set[int]:
+    """How many grid cells a YOLO model has at this input size, for each stride set."""
+    return {sum(math.ceil(height / s) * math.ceil(width / s) for s in strides)
+            for strides in _YOLO_STRIDES}
+
+
 class YoloV8Decoder:
-    """One output [1, 4+C, N]: cx, cy, w, h then C class scores, no objectness."""
+    """One output of YOLO boxes: cx, cy, w, h then the class scores, in one of three layouts.
+
+    - [1, 4+C, N], as Ultralytics exports YOLOv8 and later: no objectness.
+    - [1, N, 4+C], the same rows first (onnx2tf and other converters).
+    - [1, N, 5+C], YOLOv5's export: an objectness after the box; a box's score for a class
+      is objectness x class score.
+    Rows first, the last two are told apart by N: YOLOv8 has one box a grid cell, YOLOv5
+    three (anchors), over the grids of strides 8, 16, 32 (and 64)."""
 
     kind = "yolov8"
 
@@ -483,29 +505,51 @@ class YoloV8Decoder:
                  max_detections: int) -> None:
         height, width = _input_hw(input_spec)
         shape = outputs[0].shape if len(outputs) == 1 else ()
-        if len(shape) != 3 or shape[0] != 1 or shape[1] < 5 or shape[2] <= shape[1]:
-            raise DecoderError("expected one output [1, 4+C, N] with N > 4+C")
+        if len(shape) != 3 or shape[0] != 1 or min(shape[1:]) < 5 or shape[1] == shape[2]:
+            raise DecoderError("expected one output [1, 4+C, N] or, rows first, "
+                               "[1, N, 4+C] (YOLOv8) or [1, N, 5+C] (YOLOv5)")
+        cells = _yolo_cells(width, height)
+        self._rows = shape[1] > shape[2]
+        self._objectness = self._rows and shape[1] in {3 * c for c in cells}
+        if self._rows and not self._objectness and shape[1] not in cells:
+            raise DecoderError(
+                f"rows first, [1, N, 4+C] or [1, N, 5+C], N must be the {sorted(cells)} "
+                f"grid cells (YOLOv8) or 3 times them (YOLOv5) of a {width}x{height} input"
+            )
+        self._first = 5 if self._objectness else 4  # first class score
+        self.classes: int | None = (shape[2] if self._rows else shape[1]) - self._first
         self._pixels = np.array([width, height, width, height], np.float32)
         self._labels = labels
         self._threshold = score_threshold
         self._limit = max_detections
 
     def decode(self, outputs: Sequence[Array]) -> Detections:
-        pred = np.asarray(outputs[0], np.float32)[0]  # [4+C, N]: reduce along rows, no copy
-        scores = pred[4:].max(axis=0)
-        idx = _top_candidates(scores, self._threshold)
-        if idx.size == 0:
+        pred = np.asarray(outputs[0], np.float32)[0]
+        if self._rows:
+            pred = pred.T  # [4+C, N] as a view, no copy
+        rows: npt.NDArray[np.intp] | None = None
+        if self._objectness:
+            # A score is at most its objectness: only rows past the threshold are scored.
+            objectness = pred[4]
+            rows = np.flatnonzero(objectness >= self._threshold)
+            class_scores = pred[self._first:, rows] * objectness[rows]
+        else:
+            class_scores = pred[self._first:]
+        scores = class_scores.max(axis=0)
+        best = _top_candidates(scores, self._threshold)
+        if best.size == 0:
             return Detections(0)
-        cls = pred[4:, idx].argmax(axis=0)
+        cls = class_scores[:, best].argmax(axis=0)
+        idx = best if rows is None else rows[best]
         centre_wh = np.ascontiguousarray(pred[:4, idx].T)
         if centre_wh.max() > 2.0:  # pixel coordinates: normalise by the input size
             centre_wh = centre_wh / self._pixels
         boxes = _cxcywh_to_xyxy(centre_wh)
         # Per-class NMS in one pass: shift each class to its own region so classes never overlap.
         span = np.float32(boxes.max() - boxes.min() + 1.0)
-        keep = _nms(boxes + cls[:, None].astype(np.float32) * span, scores[idx], YOLO_IOU)
+        keep = _nms(boxes + cls[:, None].astype(np.float32) * span, scores[best], YOLO_IOU)
         kept_cls, labels = cls[keep], self._labels
-        return _detections(boxes[keep], scores[idx][keep],
+        return _detections(boxes[keep], scores[best][keep],
                            lambda i: _label_for(labels, int(kept_cls[i])), self._limit)
 
 
@@ -523,6 +567,7 @@ class ClassifierDecoder:
         shape = outputs[0].shape if len(outputs) == 1 else ()
         if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
             raise DecoderError("expected one output [1, C] of class scores")
+        self.classes: int | None = shape[1]
         self._labels = labels
         self._threshold = score_threshold
         self._limit = max_detections

@@ -486,7 +486,7 @@ class Model:
         except DecoderError as exc:
             raise ModelError(f"model file {model_path}: {exc}") from exc
         if labels is not None and label_list is not None:
-            _check_label_count(model_path, labels, label_list, decoder.kind, outputs)
+            _check_label_count(model_path, labels, label_list, decoder.classes)
         model = cls(interp, model_path, decoder, inputs[0], outputs,
                     delegate if loaded is not None else None, label_list)
         log.info("model %s loaded: %s", model_path.name, model.info)
@@ -565,25 +565,12 @@ def _check_output_scales(path: Path, outputs: Sequence[TensorSpec]) -> None:
             )
 
 
-def _class_count(kind: str, outputs: Sequence[TensorSpec]) -> int | None:
-    """How many classes the outputs' shapes say the model has; None when they do not say
-    (an SSD's class ids are values, not a dimension)."""
-    if kind == "classifier":
-        return outputs[0].shape[1]
-    if kind == "yolov8":
-        return outputs[0].shape[1] - 4
-    if kind == "blazeface":
-        return 1
-    return None
-
-
-def _check_label_count(path: Path, labels_path: str, labels: list[str], kind: str,
-                       outputs: Sequence[TensorSpec]) -> None:
+def _check_label_count(path: Path, labels_path: str, labels: list[str],
+                       classes: int | None) -> None:
     """Warn when a labels file does not have one line per class: with fewer, the classes
     past its end are published as bare numbers; with more (a "background" first line, as
     in TF Object Detection label maps), every name is one class off. Neither is an error a
     model cannot run with, but a sysadmin must see it in the journal."""
-    classes = _class_count(kind, outputs)
     if classes is None or classes == len(labels):
         return
     what = ("the classes past its end are published as numbers" if len(labels) < classes
