@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.tflite_builder import ConstOutput, constant_model
-from wattgate.drivers.decoders import LabelsError, load_labels
+from wattgate.drivers.decoders import LabelsError, TensorSpec, load_labels, make_decoder
 from wattgate.drivers.inference import Model
 
 SIZE = (64, 64)  # square input, square frame: no letterbox padding
@@ -144,3 +144,17 @@ def test_yolov5_with_objectness(tmp_path: Path) -> None:
         out[0, row * 25] = box + [0.5] + [s * 2 for s in scores]  # 0.5 x (2 x score)
     out[0, 150] = [0.5, 0.5, 0.2, 0.2, 0.55, 0.9, 0.0, 0.0]  # 0.55 x 0.9: under 0.5
     assert yolo_detections(tmp_path, out) == YOLO_EXPECTED
+
+
+def test_a_yolo_box_that_is_not_finite_leaves_suppression_working() -> None:
+    """One NaN coordinate made the per-class NMS shift NaN for every box, every overlap NaN
+    and so nothing suppressed: each object came out as a pile of duplicates. Decoder math
+    only, so the arrays are given straight to the decoder with the model's tensor specs."""
+    spec = TensorSpec("input", 0, (1, 48, 64, 3), np.dtype(np.float32), 0.0, 0)
+    out = np.zeros((1, 7, 12), np.float32)
+    out[0, :, 0] = [0.30, 0.30, 0.2, 0.2, 0.9, 0.0, 0.0]
+    out[0, :, 1] = [0.31, 0.30, 0.2, 0.2, 0.8, 0.0, 0.0]  # IoU 0.9 with box 0: suppressed
+    out[0, :, 2] = [np.nan, 0.70, 0.1, 0.1, 0.0, 0.7, 0.0]
+    decoder = make_decoder("yolov8", spec, [TensorSpec("Identity", 1, out.shape, out.dtype,
+                                                       0.0, 0)], ["cat", "dog", "bird"], 0.5)
+    assert [(d.label, d.score) for d in decoder.decode([out])] == [("cat", pytest.approx(0.9))]

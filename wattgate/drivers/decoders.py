@@ -537,10 +537,14 @@ class YoloV8Decoder:
             class_scores = pred[self._first:]
         scores = class_scores.max(axis=0)
         best = _top_candidates(scores, self._threshold)
+        idx = best if rows is None else rows[best]
+        # A box that is not finite (a broken model) goes now: one NaN made the class shift
+        # below NaN for every box, so nothing was suppressed, and hid pixel coordinates.
+        finite = np.isfinite(pred[:4, idx]).all(axis=0)
+        best, idx = best[finite], idx[finite]
         if best.size == 0:
             return Detections(0)
         cls = class_scores[:, best].argmax(axis=0)
-        idx = best if rows is None else rows[best]
         centre_wh = np.ascontiguousarray(pred[:4, idx].T)
         if centre_wh.max() > 2.0:  # pixel coordinates: normalise by the input size
             centre_wh = centre_wh / self._pixels

@@ -12,8 +12,8 @@ the cache. ``Model.infer`` does both, in the calling thread.
 
 Input normalisation (the choice, since a .tflite file does not record it):
 - float32 input: [-1, 1] (x / 127.5 - 1), what BlazeFace, MobileNet SSD and MobileNet
-  classifiers expect (REFERENCE.md, BlazeFace "input float in [-1, 1]"); YOLOv8 exports are
-  the exception and get [0, 1] (x / 255), as Ultralytics trains them.
+  classifiers expect (REFERENCE.md, BlazeFace "input float in [-1, 1]"); YOLO exports (v5,
+  v8) are the exception and get [0, 1] (x / 255), as Ultralytics trains them.
 - uint8/int8 input: the tensor's scale and zero point say which real range the model was
   calibrated on; the nearest of [0, 255], [0, 1] and [-1, 1] is taken and pixels are quantized
   into it. In the common cases (scale ~1/255 or ~1/127.5) that is the raw pixel for uint8 and
