@@ -198,3 +198,25 @@ def test_an_autosuspend_delay_the_driver_does_not_use_is_not_a_knob(tmp_path: Pa
     assert attribute not in pc.failed
     assert f"{npu_dev}/power/control" in pc.driven  # its runtime PM is still driven
     pc.stop()
+
+
+def test_a_second_daemon_on_the_same_board_writes_nothing(tmp_path: Path) -> None:
+    """Two daemons with their own journal_dir on one board (the service, and `wattgate run`
+    with a test config) each journaled the other's settings as the board's originals, and
+    whichever stopped last left the other's values behind for good."""
+    first, root = make(tmp_path)
+    before = tree_snapshot(root)
+    first.start(0.0)
+    assert first.writes
+    second, _ = make(tmp_path, power={"journal_dir": str(tmp_path / "other-journal")})
+    second.start(0.0)
+    assert not second.writes
+    assert not (tmp_path / "other-journal" / "sysfs-journal.json").exists()
+    second.stop()
+    first.stop()
+    assert tree_snapshot(root) == before
+    third, _ = make(tmp_path, power={"journal_dir": str(tmp_path / "other-journal")})
+    third.start(0.0)  # the board is free again once the first has stopped
+    assert third.writes
+    third.stop()
+    assert tree_snapshot(root) == before

@@ -24,6 +24,39 @@ class LockHeld(Exception):
                          f"{f' (pid {self.pid})' if self.pid else ''}")
 
 
+class HeldLock:
+    """An flock held through an fd of this object's own. release() closes it; so does
+    garbage collection, as the kernel drops a killed process's lock."""
+
+    def __init__(self) -> None:
+        self._fd: Optional[int] = None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # drops the lock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __del__(self) -> None:
+        self.release()
+
+
+class DirectoryLock(HeldLock):
+    """An exclusive flock on a directory itself (lock_dir): for one this process may not
+    write a lock file in, such as a board's sysfs root."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = path
+
+    def acquire(self) -> None:
+        """Lock, or LockHeld naming the holder's pid."""
+        self._fd = lock_dir(self.path)
+
+
 def lock_file(path: str, create: bool = True) -> Optional[int]:
     """The fd that holds an exclusive flock on path, our pid written in it; LockHeld when
     another holds it. ``create=False`` (a directory this process cannot write): lock the
@@ -50,3 +83,36 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def lock_dir(path: str) -> int:
+    """The fd that holds an exclusive flock on the directory itself; LockHeld when another
+    holds it. For a directory that is not ours to write a lock file in (a board's sysfs
+    root): flock works on any open file, and the holder's pid comes from /proc/locks."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _flock_holder(os.fstat(fd))
+        os.close(fd)
+        raise LockHeld(path, holder) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _flock_holder(info: os.stat_result) -> str:
+    """The pid /proc/locks gives for a flock on the file ``info`` describes ("" if none):
+    its lines read "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF", the
+    device numbers in hex."""
+    wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                words = line.split()
+                if len(words) > 5 and words[1] == "FLOCK" and words[5] == wanted:
+                    return words[4]
+    except OSError:
+        pass
+    return ""

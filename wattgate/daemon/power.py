@@ -28,6 +28,7 @@ back.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -41,6 +42,7 @@ from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
 from wattgate.daemon.knobs import write_knob, write_order
 from wattgate.daemon.logs import MessageId, event, fields
+from wattgate.daemon.pidlock import DirectoryLock, LockHeld
 from wattgate.daemon.power_inputs import InputReader, Inputs
 from wattgate.daemon.rollback import (
     JOURNAL_NAME,
@@ -143,6 +145,8 @@ class PowerController:
         self.load = LoadController()
         self.journal: Optional[SysfsJournal] = None
         self.journal_lock: Optional[JournalLock] = None
+        # an flock on the sysfs root: one daemon drives a board, whatever its journal_dir
+        self.board_lock: Optional[DirectoryLock] = None
         # originals a structural reload's restore left in the previous journal_dir
         self._inherited: dict[str, str] = {}
         self.writer: Optional[JournaledWriter] = None
@@ -297,9 +301,7 @@ class PowerController:
                         extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
                                     failed=len(report.failed) or None),
                     )
-            if self.journal_lock is not None:
-                self.journal_lock.release()
-                self.journal_lock = None
+            self._release_locks()
             self.applied.clear()
             self._retry.clear()
             self.writes = False
@@ -311,6 +313,12 @@ class PowerController:
         read-only remount, a tmpfiles.d mistake) still gives a crashed run's originals back."""
         directory = self.cfg.power.journal_dir
         report = None
+        try:
+            self.board_lock = self._lock_board()
+        except OSError as exc:
+            log.error("%s: power settings will not be written", exc,
+                      extra=event(MessageId.KNOB_FAILED, knob="power.sysfs_root"))
+            return
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             writable = os.access(directory, os.W_OK | os.X_OK)
@@ -324,9 +332,7 @@ class PowerController:
                 directory, exc, extra=event(MessageId.KNOB_FAILED, knob="power.journal_dir"),
             )
             self.journal = None
-            if self.journal_lock is not None:
-                self.journal_lock.release()
-                self.journal_lock = None
+            self._release_locks()
         if report is not None and (report.restored or report.failed):
             log.warning(
                 "restored %d sysfs attribute(s) left changed by a previous run",
@@ -337,6 +343,33 @@ class PowerController:
         if self.journal is not None:
             self.writer = JournaledWriter(self.journal)
             self.writes = self.cfg.power.enabled
+
+    def _lock_board(self) -> DirectoryLock:
+        """Lock the sysfs root, or OSError naming the daemon that drives it already.
+
+        The journal lock keeps two daemons out of one journal_dir only. Two with their own
+        (the service, and `wattgate run` with a test config) each journaled the other's
+        settings as the board's originals, and the last to stop left the other's values
+        behind for good."""
+        root = str(self.fs.root)
+        lock = DirectoryLock(root)
+        try:
+            lock.acquire()
+            return lock
+        except FileNotFoundError as exc:
+            raise OSError(exc.errno, f"power.sysfs_root {root}: no such directory") from None
+        except LockHeld as held:
+            raise OSError(errno.EBUSY, f"power.sysfs_root {root} is driven by another "
+                          f"wattgate{f' (pid {held.pid})' if held.pid else ''}: one daemon "
+                          "per board") from None
+
+    def _release_locks(self) -> None:
+        if self.journal_lock is not None:
+            self.journal_lock.release()
+            self.journal_lock = None
+        if self.board_lock is not None:
+            self.board_lock.release()
+            self.board_lock = None
 
     # -- discovery -------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from wattgate.daemon.pidlock import LockHeld, lock_file
+from wattgate.daemon.pidlock import HeldLock, LockHeld, lock_file
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
 log = logging.getLogger("wattgate.rollback")
@@ -59,13 +59,13 @@ class JournalHeld(JournalError):
     are its own. Apart from the other JournalErrors so `wattgate restore` can say so."""
 
 
-class JournalLock:
+class JournalLock(HeldLock):
     """An exclusive, non-blocking lock on ``<state_dir>/sysfs-journal.lock`` (pidlock.py:
     dropped by the kernel when the holder dies, never removed, naming its holder)."""
 
     def __init__(self, state_dir: Union[str, os.PathLike[str]]) -> None:
+        super().__init__()
         self.path = Path(state_dir) / LOCK_NAME
-        self._fd: Optional[int] = None
 
     def acquire(self, *, create: bool = True) -> None:
         """Lock, or JournalError naming the holder. ``create=False`` (a directory this
@@ -75,18 +75,6 @@ class JournalLock:
             self._fd = lock_file(str(self.path), create)
         except LockHeld as held:
             raise JournalHeld(f"{held}: one daemon per journal_dir") from None
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # drops the lock
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def __del__(self) -> None:
-        self.release()
 
 
 @dataclass
