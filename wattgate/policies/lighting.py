@@ -1,12 +1,13 @@
 """Ambient light and PIR decisions. Pure: readings and caller-supplied monotonic times in,
 verdicts out; no I/O, no clock, no threads.
 
-Light: a lux reading that jumps by `jump_ratio` (either way) within `window_s`, and by at
-least `min_delta_lux`, is a lighting change - lights switched, the IR illuminator and cut
-filter flipping at dusk - that a frame-difference gate would otherwise take for motion over
-the whole frame (Frigate's most reported false trigger, REFERENCE.md). The verdict asks the
-daemon to recalibrate the gate's background and to ignore motion for `suppress_s`. Slow
-changes (sunrise, clouds) are no jump: the gate's exposure fit follows them. The floor of
+Light: a lux reading that jumps by `jump_ratio` (either way) within `window_s` (or since
+the reading before, for a sensor polled less often), and by at least `min_delta_lux`, is a
+lighting change - lights switched, the IR illuminator and cut filter flipping at dusk -
+that a frame-difference gate would otherwise take for motion over the whole frame
+(Frigate's most reported false trigger, REFERENCE.md). The verdict asks the daemon to
+recalibrate the gate's background and to ignore motion for `suppress_s`. Slow changes
+(sunrise, clouds) are no jump: the gate's exposure fit follows them. The floor of
 `min_delta_lux` keeps a dark room's sensor noise (0.5 -> 2 lx is x4) from counting.
 
 PIR: a passive infrared sensor's rising edge is a trigger that wakes the pipeline; the
@@ -53,7 +54,10 @@ class LightingPolicy:
     def update(self, lux: float, now: float) -> LightVerdict:
         s = self.settings
         recent = self._recent
-        while recent and now - recent[0][0] > s.window_s:
+        # The reading before always stays: polled less often than window_s
+        # (sensors.light_poll_s goes up to 60 s), every earlier reading would have aged out
+        # and no switch, however bright, could ever be a change.
+        while len(recent) > 1 and now - recent[0][0] > s.window_s:
             recent.popleft()
         jump_from = None
         for _, before in recent:
