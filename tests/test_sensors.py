@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from wattgate.daemon.sensors import SensorSettings, SensorWatch, attribute_of, find_light_sensor
+from wattgate.daemon.sensors import (
+    LOOK_AGAIN_S,
+    SensorSettings,
+    SensorWatch,
+    attribute_of,
+    find_light_sensor,
+)
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVerdict, PirTrigger
 
@@ -218,7 +224,7 @@ def test_pir_edges_wake_once_per_trigger(tree: Tree, active_low: bool) -> None:
 
 
 def test_nothing_to_poll_starts_no_thread(tree: Tree) -> None:
-    sensors = watch(tree, Recorder())
+    sensors = watch(tree, Recorder(), light="none")
     assert not sensors.active
     sensors.start()
     assert not any(t.name == "wattgate-sensors" for t in threading.enumerate())
@@ -341,3 +347,32 @@ def test_an_auto_light_sensor_that_comes_back_under_another_name_is_followed(
     tree.bh1750(240, name="iio:device4")
     named.poll(0.0, 0.0)
     assert named.status()["light"]["sensor"] == "iio:device3" and current(named) == {}
+
+
+@pytest.mark.parametrize("light", ["auto", "iio:device1"])
+def test_a_light_sensor_whose_driver_loads_after_the_start_is_found(
+    tree: Tree, light: str
+) -> None:
+    """An IIO light driver is often a module that probes after the daemon has started (a
+    late I2C bus, a deferred probe): it was not there when the sensors were looked for,
+    and the lighting policy went without it until a restart."""
+    tree.temp_sensor()
+    rec = Recorder()
+    sensors = watch(tree, rec, light=light)
+    assert sensors.light_sensor is None
+    assert sensors.active  # something to look for: the thread runs
+    sensors.poll(0.0, 0.0)
+    assert current(sensors) == {}
+    tree.bh1750(240)  # the driver probes
+    sensors.poll(LOOK_AGAIN_S, LOOK_AGAIN_S)
+    assert sensors.light_sensor == "iio:device1"
+    assert current(sensors) == {"lux": 200.0}
+    assert "light" in sensors.status()
+
+
+def test_light_none_looks_for_nothing(tree: Tree) -> None:
+    sensors = watch(tree, Recorder(), light="none")
+    assert not sensors.active
+    tree.bh1750(240)
+    sensors.poll(LOOK_AGAIN_S, LOOK_AGAIN_S)
+    assert sensors.light_sensor is None

@@ -13,7 +13,9 @@ profile rule reads the light level from here; choosing profiles is not this modu
 Polling, not interrupts: an IIO light sensor updates a few times a second at most, and a
 sysfs GPIO value can only be waited on after writing its `edge` attribute, a write this
 daemon would have to journal and restore. Reading two small attributes a few times a second
-costs far less than one camera frame. Nothing configured, nothing found: no thread at all.
+costs far less than one camera frame. Nothing configured (light = "none", no PIR): no
+thread at all. A light sensor configured but not there yet is looked for every
+LOOK_AGAIN_S on the light thread: its driver may load after the daemon has started.
 
 The light sensor and the PIR are polled on threads of their own: a light sensor's read can
 take long (a one-shot conversion, a hung I2C transfer) and must not delay a PIR trigger.
@@ -36,6 +38,7 @@ log = logging.getLogger("wattgate.sensors")
 
 SYSFS_PREFIX = "/sys/"
 STUCK_S = 5.0  # a light read under way this long is reported as not answering
+LOOK_AGAIN_S = 10.0  # how often a light sensor not found yet (a driver loaded late) is looked for
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class SensorWatch:
         self._light_error: Optional[str] = None
         self._light_since: Optional[float] = None  # monotonic start of a read under way
         self._next_light = 0.0
+        self._next_look = 0.0  # monotonic time to look again for a light sensor not found
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -125,9 +129,14 @@ class SensorWatch:
             log.warning("sensors.light %s", self.light_reason)
 
     @property
+    def _light_wanted(self) -> bool:
+        """A light sensor is configured ("auto" or a name), found yet or not."""
+        return self.settings.light not in ("", "none")
+
+    @property
     def active(self) -> bool:
-        """There is something to poll."""
-        return self.light_sensor is not None or self.pir_attribute is not None
+        """There is something to poll, or a light sensor to look for."""
+        return self._light_wanted or self.pir_attribute is not None
 
     def start(self) -> None:
         if not self.active or self._threads:
@@ -135,7 +144,7 @@ class SensorWatch:
         s = self.settings
         if self.pir_attribute is not None:
             self._spawn("wattgate-sensors", self._poll_pir_due, s.pir_poll_s)
-        if self.light_sensor is not None:
+        if self._light_wanted:
             self._spawn("wattgate-sensors-light", self._poll_light_due, s.light_poll_s)
 
     def _spawn(self, name: str, step: Callable[[float, float], None], period: float) -> None:
@@ -183,7 +192,21 @@ class SensorWatch:
             with self._lock:
                 self.light_sensor = found
 
+    def _look_for_light_sensor(self, now: float) -> None:
+        """A light sensor not found yet is looked for every LOOK_AGAIN_S: its driver is often
+        a module that probes after the daemon has started (a late I2C bus, a deferred
+        probe), and the lighting went without it until a restart."""
+        if self.light_sensor is not None or not self._light_wanted or now < self._next_look:
+            return
+        self._next_look = now + LOOK_AGAIN_S
+        found, self.light_reason = find_light_sensor(self.fs, self.settings.light)
+        if found is not None:
+            log.info("light sensor %s found", found)
+            with self._lock:
+                self.light_sensor = found
+
     def _poll_light_due(self, now: float, ts: float) -> None:
+        self._look_for_light_sensor(now)
         if self.light_sensor is not None and now >= self._next_light:
             self._next_light = now + self.settings.light_poll_s
             self._follow_light_sensor()
