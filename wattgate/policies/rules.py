@@ -64,14 +64,20 @@ class Latch:
     detail: str
 
 
-def _thermal_key(rule: RuleConfig) -> tuple[Optional[float], Optional[str], float]:
-    """What a thermal latch depends on: the trip, the zone and the hysteresis."""
-    return rule.temp_above_c, rule.zone, rule.hysteresis_c
+def _thermal_key(rule: RuleConfig) -> tuple[Optional[float], Optional[str]]:
+    """What a thermal latch depends on: the trip and the zone.
+
+    Not the hysteresis: a held latch means the trip was passed and the zone has not cooled
+    to the release point since, and the next evaluation applies the new release point. A
+    reload that widens the hysteresis (what a user does against flapping) must not start
+    the rule afresh and release it while the zone is still inside it.
+    """
+    return rule.temp_above_c, rule.zone
 
 
-def _light_key(rule: RuleConfig) -> tuple[Optional[float], Optional[float], float]:
-    """What a light latch depends on: the thresholds and the hysteresis."""
-    return rule.lux_below, rule.lux_above, rule.hysteresis_lux
+def _light_key(rule: RuleConfig) -> tuple[Optional[float], Optional[float]]:
+    """What a light latch depends on: the thresholds (not the hysteresis, as for heat)."""
+    return rule.lux_below, rule.lux_above
 
 
 def _fmt(value: float) -> str:
@@ -107,19 +113,24 @@ class RuleEngine:
         """After a reload: what ``old`` had learnt that the new rules still apply to.
 
         The pin stays if its profile still exists. With ``latches`` (the same board), a
-        latched condition the new rules still have, unchanged, keeps its state: a
+        latched condition the new rules still have, with the same threshold (and zone),
+        keeps its state, under the new hysteresis from the next evaluation on: a
         reload of unrelated settings while a zone sits inside its hysteresis must neither
         release the hold nor report the zone hot again. Identical conditions fed the
-        same readings latch alike, so any old rule with the same condition will do.
+        same readings latch alike, so any old rule with the same condition will do; where
+        old rules differ only in hysteresis, a held one wins.
         """
         if old.pinned is not None and old.pinned_by is not None and old.pinned in self.known:
             self.pin(old.pinned, old.pinned_by)
         if not latches:
             return
-        hot = {_thermal_key(r): (old._hot[i], old._hot_zone[i])
-               for i, r in enumerate(old.rules) if r.temp_above_c is not None}
-        light = {_light_key(r): old._light[i] for i, r in enumerate(old.rules)
-                 if r.lux_below is not None or r.lux_above is not None}
+        # Held entries last, so they win: two old rules at one threshold with different
+        # hysteresis may disagree, and a hold is what the new rule's evaluation can release.
+        held_last = sorted(range(len(old.rules)), key=lambda i: old._hot[i] or old._light[i])
+        hot = {_thermal_key(old.rules[i]): (old._hot[i], old._hot_zone[i])
+               for i in held_last if old.rules[i].temp_above_c is not None}
+        light = {_light_key(old.rules[i]): old._light[i] for i in held_last
+                 if old.rules[i].lux_below is not None or old.rules[i].lux_above is not None}
         low: dict[Optional[float], bool] = {
             r.battery_below: old._low[i] for i, r in enumerate(old.rules)
             if r.battery_below is not None
