@@ -300,8 +300,9 @@ class SensorsConfig(Section):
         2.0,
         gt=1,
         description=(
-            "Light changing by this factor within 3 s is a lighting change: the gate "
-            "relearns the scene and motion is ignored for light_suppress_s."
+            "Light changing by this factor within 3 s (or since the reading before, when "
+            "light_poll_s is longer) is a lighting change: the gate relearns the scene and "
+            "motion is ignored for light_suppress_s."
         ),
     )
     light_min_delta_lux: float = Field(
