@@ -35,7 +35,9 @@ pytestmark = pytest.mark.skipif(
     WRAPPER is None, reason="umockdev-wrapper is not installed (Debian package umockdev)"
 )
 
-CHILD = r"""
+# What every child starts with: the gi bindings, wattgate, and `camera()`, a UVC camera's
+# node in umockdev-record format. Other tests (test_camera_hunt.py) run their own bodies after it.
+PRELUDE = r"""
 import json, os, sys, threading, time
 sys.path.append(sys.argv[2])
 try:
@@ -79,8 +81,9 @@ A: name=Acme Cam\\n
 A: index={0 if capture else 1}\\n
 '''
     return "/sys" + path, text
+"""
 
-
+CHILD = PRELUDE + r"""
 out = {}
 bed = UMockdev.Testbed.new()
 a0, text = camera(2, "video0", "Acme_Cam_A")
@@ -214,7 +217,10 @@ print(json.dumps(out))
 """
 
 
-def run_child(tmp_path: Path) -> dict[str, Any]:
+def run_child(tmp_path: Path, body: str = CHILD, *args: str) -> dict[str, Any]:
+    """Run `body` (PRELUDE and more) under umockdev-wrapper; the JSON it printed last.
+    Its argv[1] is a small MJPG video to open in place of a camera node; `args` follow
+    the system's site directory (argv[2])."""
     video = tmp_path / "camera.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (160, 120))
     for i in range(30):
@@ -223,7 +229,7 @@ def run_child(tmp_path: Path) -> dict[str, Any]:
     assert WRAPPER is not None
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
-        [WRAPPER, sys.executable, "-c", CHILD, str(video), SYSTEM_SITE],
+        [WRAPPER, sys.executable, "-c", body, str(video), SYSTEM_SITE, *args],
         capture_output=True, text=True, env=env, timeout=240, check=False,
     )
     assert proc.returncode == 0, proc.stderr

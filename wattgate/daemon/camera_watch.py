@@ -581,7 +581,14 @@ class SupervisedSource:
                         exc, self.settings.poll_s)
 
     def _on_udev(self, action: str, device: v4l2.V4l2Device) -> None:
-        """On the udev thread: note the event and wake the reader; it does the work."""
+        """On the udev thread: note the event and wake the reader; it does the work.
+
+        A matching camera added while one is still open is remembered too: a camera that
+        drops off the bus and comes back while the reader is busy with a frame has its
+        remove and its add handled before the reader notices the loss (and udevd may even
+        send the new node's add before the old node's remove). The reopen after that loss
+        then happens at once instead of after the backoff. A "change" of the open camera
+        is no arrival."""
         with self._cond:
             current = self._device
             is_open = self._inner is not None
@@ -591,8 +598,8 @@ class SupervisedSource:
             ):
                 self._removed = True
                 self._cond.notify_all()
-            elif action in ("add", "change") and not is_open and self.identity is not None and (
-                v4l2.matches(self.identity, device)
+            elif (action == "add" or (action == "change" and not is_open)) and (
+                self.identity is not None and v4l2.matches(self.identity, device)
             ):
                 self._backoff.reset()
                 self._wake = True
