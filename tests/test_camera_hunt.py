@@ -20,6 +20,7 @@ from tests.test_v4l2_udev import PRELUDE, run_child
 
 # Helpers every udev child below uses after PRELUDE.
 HOTPLUG = r"""
+import logging
 from wattgate.drivers.camera import CaptureSource
 
 VIDEO = sys.argv[1]
@@ -65,13 +66,17 @@ class Node:
 
 
 nodes = []
+dead_on_arrival = threading.Event()  # set: every node opened from now on fails its reads
 
 
 def opener(target, start):
     node = Node(target)
+    if dead_on_arrival.is_set():
+        node.gone.set()
     with lock:
         opened.append(target)
         nodes.append(node)
+        lock.notify_all()
     return node
 
 
@@ -86,9 +91,22 @@ class Observed(SupervisedSource):
 SLOW = WatchSettings(reopen_min_s=300.0, reopen_max_s=600.0, poll_s=600.0, poll_udev_s=600.0)
 
 
-def supervise(spec):
+def supervise(spec, settings=SLOW):
     return Observed(CameraConfig(source=spec), on_lost=lambda r: note("lost", r),
-                    on_back=lambda: note("back"), settings=SLOW, opener=opener)
+                    on_back=lambda: note("back"), settings=settings, opener=opener)
+
+
+class Warnings(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+warnings = Warnings()
+logging.getLogger("wattgate").addHandler(warnings)
 
 
 def seen(action, devnode):
@@ -155,3 +173,47 @@ def test_a_camera_replugged_while_the_reader_was_busy_is_reopened_at_once(
     assert out["back"], f"not reopened: {out}"
     assert [e[0] for e in out["events"]] == ["lost", "back"]
     assert out["opened"] == ["/dev/video0", out["back_as"]]
+
+
+TWINS = PRELUDE + HOTPLUG + r"""
+# Two cameras of one model that share a serial, on USB ports 2 and 3: the one on port 3 came
+# up first (video0). Another pair, on ports 4 and 5, came up in port order.
+for port, node, serial in [(3, "video0", "Twin_A"), (2, "video2", "Twin_A"),
+                           (4, "video4", "Twin_B"), (5, "video6", "Twin_B")]:
+    assert bed.add_from_string(camera(port, node, serial)[1])
+devices = v4l2.list_devices()
+out = {spec: v4l2.resolve(v4l2.parse_identity(spec), devices).devnode
+       for spec in ("udev:ID_SERIAL=Twin_A", "udev:ID_SERIAL=Twin_B")}
+
+# The supervisor says so, once, however often it opens the camera again.
+fast = WatchSettings(reopen_min_s=0.05, reopen_max_s=0.1, poll_s=0.05, poll_udev_s=0.05)
+source = supervise("udev:ID_SERIAL=Twin_A", fast)
+out["read"] = source.read() is not None
+dead_on_arrival.set()
+nodes[-1].gone.set()
+thread = threading.Thread(target=source.read, daemon=True)
+thread.start()
+out["reopened"] = wait(lambda: len(opened) >= 4)
+source.stop()
+thread.join(10)
+out["opened"] = sorted(set(opened))
+out["warnings"] = [m for m in warnings.messages if "/dev/video0" in m and "/dev/video2" in m]
+print(json.dumps(out))
+"""
+
+
+def test_twin_cameras_with_one_serial_pick_the_same_port_whatever_came_up_first(
+    tmp_path: Path,
+) -> None:
+    """Two cameras of one model often share a serial (or report none, and udev makes one
+    from the model). udev:ID_SERIAL= then matched both and took the lower /dev/videoN,
+    which is whichever camera the kernel enumerated first: after a reboot or a replug the
+    daemon could watch the other camera, and nothing said that the identity was
+    ambiguous. The choice now follows the USB port (ID_PATH), and a warning names both."""
+    out: dict[str, Any] = run_child(tmp_path, TWINS)
+    assert out["udev:ID_SERIAL=Twin_A"] == "/dev/video2"  # port 2, though it came up second
+    assert out["udev:ID_SERIAL=Twin_B"] == "/dev/video4"  # port 4
+    assert out["read"] and out["reopened"]
+    assert out["opened"] == ["/dev/video2"]
+    assert len(out["warnings"]) == 1, out["warnings"]
+    assert "Twin_A" in out["warnings"][0] and "by-path" in out["warnings"][0]

@@ -250,6 +250,7 @@ class SupervisedSource:
         self._attempted = threading.Event()  # the first open attempt has finished
         self._worker: Optional[_Worker] = None
         self._device: Optional[v4l2.V4l2Device] = None
+        self._twins: tuple[str, ...] = ()  # the cameras an ambiguous identity was warned of
         self._target = ""
         self._resume_at = 0  # frame of a cut-short file to reopen at
         self._delivered = 0
@@ -391,12 +392,27 @@ class SupervisedSource:
                 return None, f"no such device: {path}"
             self._device = v4l2.resolve(self.identity, v4l2.list_devices(self._context))
             return path, ""
-        devices = v4l2.list_devices(self._context)
-        device = v4l2.resolve(self.identity, devices)
-        if device is None:
+        found = v4l2.candidates(self.identity, v4l2.list_devices(self._context))
+        if not found:
             return None, f"no camera matches {self.identity.describe()}"
-        self._device = device
-        return device.devnode, ""
+        if self.identity.kind == "udev":
+            self._warn_ambiguous(found)
+        self._device = found[0]
+        return found[0].devnode, ""
+
+    def _warn_ambiguous(self, found: list[v4l2.V4l2Device]) -> None:
+        """Say once per set of cameras that `udev:` matched several: which one is used, and
+        how to name one for sure. A camera with no port-stable choice would otherwise be
+        swapped for its twin silently."""
+        twins = tuple(d.devnode for d in found)
+        if len(twins) < 2 or twins == self._twins:
+            return
+        self._twins = twins
+        log.warning(
+            "camera.source %s matches %d cameras: %s; using %s (the first port); name one by "
+            "its /dev/v4l/by-path/ link to choose", self.spec, len(found),
+            ", ".join(d.describe() for d in found), found[0].devnode,
+        )
 
     def _open_when_due(self) -> None:
         with self._cond:

@@ -13,7 +13,8 @@ because the node name is not stable: a re-plugged USB camera may return as /dev/
   against the device's DEVLINKS, so it still names the camera while the link is absent.
 * ``udev:KEY=VALUE[,KEY=VALUE...]``: udev properties, e.g. ``udev:ID_SERIAL=Foo_Cam_1234``;
   values may use shell wildcards (``udev:ID_V4L_PRODUCT=HD USB*``). Only capture nodes match
-  (or nodes whose capabilities udev did not record).
+  (or nodes whose capabilities udev did not record). When several cameras match, the one on
+  the first port (ID_PATH) is meant: see `candidates`.
 """
 
 from __future__ import annotations
@@ -126,9 +127,24 @@ def matches(identity: Identity, device: V4l2Device) -> bool:
         return False
 
 
+def candidates(identity: Identity, devices: Iterable[V4l2Device]) -> list[V4l2Device]:
+    """Every listed device the identity matches, the one `resolve` takes first.
+
+    ``udev:`` properties may match several cameras (two of one model share a serial, or
+    have none and udev makes one from the model): those are ordered by the port they are
+    plugged into (ID_PATH), which stays put, and not by node name, which goes to whichever
+    camera the kernel enumerated first at boot or replug. Others keep the listing's order.
+    """
+    found = [d for d in devices if matches(identity, d)]
+    if identity.kind == "udev":
+        found.sort(key=_port_order)
+    return found
+
+
 def resolve(identity: Identity, devices: Iterable[V4l2Device]) -> Optional[V4l2Device]:
-    """The first listed device the identity matches."""
-    return next((d for d in devices if matches(identity, d)), None)
+    """The device the identity means now: the first of its candidates."""
+    found = candidates(identity, devices)
+    return found[0] if found else None
 
 
 def from_udev(device: Any) -> V4l2Device:
@@ -145,6 +161,13 @@ def _node_order(device: V4l2Device) -> tuple[str, int, str]:
     """/dev/video2 before /dev/video10."""
     m = re.match(r"(.*?)(\d+)$", device.devnode)
     return (m.group(1), int(m.group(2)), "") if m else (device.devnode, -1, device.devnode)
+
+
+def _port_order(device: V4l2Device) -> tuple[bool, list[str | int], tuple[str, int, str]]:
+    """By physical port (usb-0:2:1.0 before usb-0:10:1.0), nodes without one last."""
+    port = device.properties.get("ID_PATH", "")
+    natural: list[str | int] = [int(p) if p.isdigit() else p for p in re.split(r"([0-9]+)", port)]
+    return (not port, natural, _node_order(device))
 
 
 def udev_context() -> Any:
