@@ -184,3 +184,58 @@ def test_status_says_a_reload_was_rejected_until_one_works(
     assert "reload rejected" not in status and "fps" in status, status
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.wait() == 0
+
+
+# HANG_WRAPPER for the model the daemon started with only: a reload's new model warms up
+# (an invoke) before it is swapped in, and must not hang there.
+HANG_FIRST_MODEL_WRAPPER = """
+import os, sys, time
+import wattgate.drivers.inference as inference
+flag = sys.argv[1]
+real_invoke = inference.Model.invoke
+first = []
+def invoke(self, prepared):
+    first[:] = first or [self]
+    while self is first[0] and os.path.exists(flag):
+        time.sleep(0.05)
+    return real_invoke(self, prepared)
+inference.Model.invoke = invoke
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[2]]))
+"""
+
+
+def test_a_model_swapped_in_while_an_inference_hangs_leaves_the_socket_served(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """A reload's new model is taken between two frames, under the lock an inference holds.
+    Taken on the event loop, it waited there for the inference: with a slow or wedged
+    delegate, every client (status, snaps, results) waited with it."""
+    flag = tmp_path / "hang"
+    daemon = start_daemon(
+        argv=lambda config: [sys.executable, "-c", HANG_FIRST_MODEL_WRAPPER, str(flag),
+                             str(config)],
+        gate={"enabled": False}, model={"max_detections": 100},
+    )
+    with daemon.connect() as admin, daemon.connect() as client:
+        deadline = time.monotonic() + 30
+        while client.request("status")["pipeline"]["inferred"] < 1:  # frames reach the model
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        flag.touch()  # the next invoke() hangs, holding the model
+        time.sleep(0.5)  # a frame comes every 1/15 s
+        daemon.config.write_text(daemon.config.read_text().replace(
+            "max_detections = 100", "max_detections = 50"))
+        admin.send({"cmd": "reload", "id": 1})  # loads the new model, then swaps it in
+        deadline = time.monotonic() + 30
+        while daemon.log().count("loaded:") < 2:  # the new model is loaded: the swap is next
+            assert time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        with Client(str(daemon.socket), timeout=10.0) as late:  # a loop that waits says nothing
+            assert late.request("status")["class"] == "status"
+        assert client.request("status")["class"] == "status"
+        flag.unlink()  # the driver recovers: the swap, then the reload's answer
+        reply = next(m for m in admin.messages() if m.get("id") == 1)
+        assert reply.get("reloaded") is True, reply
+    assert daemon.stop() == 0

@@ -540,7 +540,7 @@ class Daemon:
         if new.gate != self.cfg.gate:
             pipeline.replace_gate(MotionGate(new.gate))
         if swapped is not None:
-            pipeline.swap_model(swapped)
+            await _swap_off_loop(pipeline.swap_model, swapped)
             self.model = swapped
             self._variant = variant
         return True
@@ -630,7 +630,7 @@ class Daemon:
             if model is None:
                 return  # asked to stop meanwhile
             if self.pipeline is not None:
-                self.pipeline.swap_model(model)
+                await _swap_off_loop(self.pipeline.swap_model, model)
             self.model = model
             self._variant = variant
             log.info("model variant %s in use", variant or "(main model)")
@@ -804,6 +804,12 @@ class Daemon:
         if self._reload_rejected is not None:
             line += "; " + shorten(self._reload_rejected.splitlines()[0], STATUS_REASON_CHARS)
         return line
+
+
+async def _swap_off_loop(swap: Callable[[Model], None], model: Model) -> None:
+    """A model swapped in off the event loop: the swap waits for the inference under way,
+    which a slow or wedged delegate holds for seconds, and every client would wait with it."""
+    await asyncio.get_running_loop().run_in_executor(None, swap, model)
 
 
 def _with_variant(cfg: Config, variant: Optional[str]) -> Config:
