@@ -11,12 +11,18 @@ something to happen.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.test_camera_watch import wait_for, write_video
 from tests.test_v4l2_udev import PRELUDE, run_child
+from wattgate.config import CameraConfig
+from wattgate.daemon.camera_watch import SupervisedSource
 
 # Helpers every udev child below uses after PRELUDE.
 HOTPLUG = r"""
@@ -217,3 +223,41 @@ def test_twin_cameras_with_one_serial_pick_the_same_port_whatever_came_up_first(
     assert out["opened"] == ["/dev/video2"]
     assert len(out["warnings"]) == 1, out["warnings"]
     assert "Twin_A" in out["warnings"][0] and "by-path" in out["warnings"][0]
+
+
+# -- stopping ------------------------------------------------------------------------------------
+
+
+def open_fds(path: Path) -> int:
+    """How many of this process's file descriptors are open on `path`."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile (the listing's own descriptor)
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return count
+
+
+class StoppedWhileOpening(SupervisedSource):
+    """A supervisor stopped, from another thread (a reload, SIGTERM), just as its camera's
+    open finished and before it took the capture: the window is too narrow to hit by
+    chance, so it is opened wide here, after the real wait for the open."""
+
+    def _wait(self, call: Any, timeout: float) -> bool:
+        done = super()._wait(call, timeout)
+        if done and not self.opened:
+            stopper = threading.Thread(target=self.stop)
+            stopper.start()
+            stopper.join()
+        return done
+
+
+def test_a_capture_opened_as_the_supervisor_stops_is_closed(tmp_path: Path) -> None:
+    """The open finished, stop() ran (nothing was open yet to close, and the worker was
+    retired with nothing to close), then the supervisor took the capture as its own: it
+    was never closed. On a board the camera stayed held by a stopped supervisor, so the
+    one a reload started could not open it (EBUSY)."""
+    video = write_video(tmp_path / "camera.avi", frames=10)
+    source = StoppedWhileOpening(CameraConfig(source=str(video), realtime=False), udev=False)
+    assert source.read() is None  # stopped
+    wait_for(lambda: open_fds(video) == 0, timeout=10.0, what="the capture to be closed")
+    assert not source.opened

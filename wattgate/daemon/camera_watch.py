@@ -132,6 +132,7 @@ class _Worker:
         self._calls: list[_Call[Any]] = []
         self._retired = False
         self._owned: Optional[Source] = None
+        self._exited = False  # its loop has ended: it closes nothing handed to it now
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -146,12 +147,18 @@ class _Worker:
         self._thread.join(timeout)
 
     def retire(self, owned: Optional[Source]) -> None:
-        """Stop after the current call; close `owned` (and any source a late open returns)."""
+        """Stop after the current call; close `owned` (and any source a late open returns).
+
+        A worker retired before (by stop()) may have exited already: `owned` is closed here
+        then, as no call of its can be running."""
         with self._cond:
             self._retired = True
-            if owned is not None:
+            exited = self._exited
+            if owned is not None and not exited:
                 self._owned = owned
             self._cond.notify_all()
+        if exited and owned is not None:
+            _close(owned)
 
     def _run(self) -> None:
         while True:
@@ -159,6 +166,8 @@ class _Worker:
                 while not self._calls and not self._retired:
                     self._cond.wait()
                 if not self._calls:
+                    self._exited = True
+                    owned = self._owned
                     break
                 call = self._calls.pop(0)
             error: Optional[BaseException] = None
@@ -171,12 +180,15 @@ class _Worker:
                 if self._retired and self._owned is None and hasattr(result, "close"):
                     self._owned = result  # an open that finished after it was given up on
                 self._cond.notify_all()
-        owned = self._owned
         if owned is not None:
-            try:
-                owned.close()
-            except Exception:
-                log.debug("closing a camera given up on failed", exc_info=True)
+            _close(owned)
+
+
+def _close(source: Source) -> None:
+    try:
+        source.close()
+    except Exception:
+        log.debug("closing a camera given up on failed", exc_info=True)
 
 
 class UdevWatch:
@@ -444,11 +456,16 @@ class SupervisedSource:
             return
         inner: Source = call.result
         with self._cond:
-            self._inner, self._worker, self._target = inner, worker, target
-            self._opens += 1
-            self.description = inner.description
-            self.width, self.height, self.fps = inner.width, inner.height, inner.fps
-            self._last_frame = time.monotonic()
+            stopped = self._stopped
+            if not stopped:
+                self._inner, self._worker, self._target = inner, worker, target
+                self._opens += 1
+                self.description = inner.description
+                self.width, self.height, self.fps = inner.width, inner.height, inner.fps
+                self._last_frame = time.monotonic()
+        if stopped:  # stop() came after the open finished: it found nothing open to close
+            worker.retire(inner)
+            return
         log.log(logging.INFO if self._opens == 1 else logging.DEBUG, "camera open: %s",
                 inner.description)
 
