@@ -261,3 +261,23 @@ def test_a_capture_opened_as_the_supervisor_stops_is_closed(tmp_path: Path) -> N
     assert source.read() is None  # stopped
     wait_for(lambda: open_fds(video) == 0, timeout=10.0, what="the capture to be closed")
     assert not source.opened
+
+
+class StoppedBeforeTheRead(SupervisedSource):
+    """stop() from another thread between read()'s look at the stopped flag and its read
+    of the open capture: too narrow a window to hit by chance, so it is opened here."""
+
+    def _read_inner(self) -> Any:
+        if self.opened:
+            stopper = threading.Thread(target=self.stop)
+            stopper.start()
+            stopper.join()
+        return super()._read_inner()
+
+
+def test_a_supervisor_stopped_as_it_reads_returns_no_frame(tmp_path: Path) -> None:
+    """The capture stop() had just dropped was asserted to be there: the capture thread
+    died with an AssertionError in the middle of a clean shutdown."""
+    video = write_video(tmp_path / "camera.avi", frames=10)
+    source = StoppedBeforeTheRead(CameraConfig(source=str(video), realtime=False), udev=False)
+    assert source.read() is None  # stopped, not an AssertionError

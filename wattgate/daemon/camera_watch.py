@@ -488,7 +488,8 @@ class SupervisedSource:
 
     def _read_inner(self) -> Optional[Frame]:
         inner, worker = self._inner, self._worker
-        assert inner is not None and worker is not None
+        if inner is None or worker is None:  # stop() dropped them since read() looked
+            return None
         call = worker.submit(inner.read)
         stall = self._stall_s()
         if not self._wait(call, stall):
