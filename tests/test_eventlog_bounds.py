@@ -9,15 +9,14 @@ tmp_path, real sockets, the real daemon.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
+from tests.test_protocol_doc import lines_sent
 from wattgate.daemon.eventlog import EVENT_MAX_LINE, TEXT_MAX, EventLog
-from wattgate.daemon.hub import MAX_LINE, ClientSession, Hub, encode
+from wattgate.daemon.hub import MAX_LINE, encode
 
 StartDaemon = Callable[..., DaemonProcess]
 PAGE = " ".join((Path(__file__).resolve().parent.parent / "docs" / "protocol.md")
@@ -100,27 +99,7 @@ def test_normal_events_are_stored_unchanged(tmp_path: Path) -> None:
 
 def sent_live(event: dict[str, Any]) -> dict[str, Any]:
     """event as the hub sends it to an events subscriber over a real socket pair."""
-
-    async def run() -> bytes:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        session = ClientSession(writer, 16, "test")
-        session.start()
-        session.topics.add("events")
-        hub = Hub()
-        hub.add(session)
-        assert hub.publish("events", event) == 1
-        session.close()
-        assert session.task is not None
-        await session.task
-        theirs.settimeout(5)
-        with theirs.makefile("rb") as stream:
-            line = stream.readline()
-        theirs.close()
-        reader.feed_eof()
-        return line
-
-    line = asyncio.run(run())
+    (line,) = lines_sent([event])
     assert len(line) <= MAX_LINE
     message: dict[str, Any] = json.loads(line)
     return message

@@ -136,11 +136,9 @@ def test_an_event_too_large_for_a_line_comes_with_its_largest_fields_omitted(
     assert "are left out and named in `omitted`" in PAGE
 
 
-def test_a_live_event_too_large_for_a_line_comes_with_its_largest_fields_omitted() -> None:
-    """The hub sent an event as it was made, however long: a line over 64 KiB, which a
-    client with the fixed 64 KiB buffer the page promises is enough cannot read. A real
-    socket pair stands for the connection (the daemon's events cannot be made that large
-    from outside it)."""
+def lines_sent(events: list[dict[str, Any]]) -> list[bytes]:
+    """The lines the hub sends an events subscriber for `events`, read from a real socket
+    pair (the connection a client has)."""
 
     async def run() -> list[bytes]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -150,10 +148,8 @@ def test_a_live_event_too_large_for_a_line_comes_with_its_largest_fields_omitted
         session.topics.add("events")
         hub = Hub()
         hub.add(session)
-        event = {"class": "event", "seq": 7, "ts": 1.0, "kind": "knob_failed", "knob": "k",
-                 "value": "v", "error": "e" * 70_000}
-        assert hub.publish("events", event) == 1
-        hub.publish("events", {"class": "event", "seq": 8, "ts": 2.0, "kind": "pir"})
+        for event in events:
+            assert hub.publish("events", event) == 1
         session.close()
         assert session.task is not None
         await session.task
@@ -164,7 +160,17 @@ def test_a_live_event_too_large_for_a_line_comes_with_its_largest_fields_omitted
         reader.feed_eof()
         return lines
 
-    lines = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_live_event_too_large_for_a_line_comes_with_its_largest_fields_omitted() -> None:
+    """The hub sent an event as it was made, however long: a line over 64 KiB, which a
+    client with the fixed 64 KiB buffer the page promises is enough cannot read. A real
+    socket pair stands for the connection (the daemon's events cannot be made that large
+    from outside it)."""
+    event = {"class": "event", "seq": 7, "ts": 1.0, "kind": "knob_failed", "knob": "k",
+             "value": "v", "error": "e" * 70_000}
+    lines = lines_sent([event, {"class": "event", "seq": 8, "ts": 2.0, "kind": "pir"}])
     assert all(len(line) <= MAX_LINE for line in lines)
     assert [json.loads(line) for line in lines] == [
         {"class": "event", "seq": 7, "ts": 1.0, "kind": "knob_failed", "knob": "k",
