@@ -27,29 +27,6 @@ from wattgate.daemon.camera_watch import SupervisedSource
 # Helpers every udev child below uses after PRELUDE.
 HOTPLUG = r"""
 import logging
-from wattgate.drivers.camera import CaptureSource
-
-VIDEO = sys.argv[1]
-events, opened = [], []
-lock = threading.Condition()
-
-
-def note(*event):
-    with lock:
-        events.append(list(event))
-        lock.notify_all()
-
-
-def wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    with lock:
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            lock.wait(left)
-    return True
-
 
 class Node:
     # stand-in for a V4L2 capture (none exists here): a real video file, whose reads fail

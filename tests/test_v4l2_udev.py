@@ -81,6 +81,28 @@ A: name=Acme Cam\\n
 A: index={0 if capture else 1}\\n
 '''
     return "/sys" + path, text
+
+
+# what the supervisor under test reports, and a wait for it
+events, opened = [], []
+lock = threading.Condition()
+
+
+def note(*event):
+    with lock:
+        events.append(list(event))
+        lock.notify_all()
+
+
+def wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    with lock:
+        while not predicate():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            lock.wait(left)
+    return True
 """
 
 CHILD = PRELUDE + r"""
@@ -119,22 +141,6 @@ except SourceError as exc:
     out["open_error"] = str(exc)
 
 # -- hotplug -----------------------------------------------------------------------------------
-events, opened = [], []
-lock = threading.Condition()
-def note(*event):
-    with lock:
-        events.append(list(event))
-        lock.notify_all()
-def wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    with lock:
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            lock.wait(left)
-    return True
-
 file_cfg = CameraConfig(source=VIDEO, loop=True, realtime=False)
 def opener(target, start):
     opened.append(target)
