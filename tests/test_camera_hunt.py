@@ -122,16 +122,7 @@ else:  # udevd handles the two devices in parallel: the new node's add comes fir
     back_as = "/dev/video5"
 out["events_seen"] = wait(seen("remove", "/dev/video0")) and wait(seen("add", back_as))
 
-frames = []
-def reader():
-    while len(frames) < 3:
-        frame = source.read()
-        if frame is None:
-            return
-        with lock:
-            frames.append(frame.index)
-            lock.notify_all()
-thread = threading.Thread(target=reader, daemon=True)
+thread = threading.Thread(target=read_frames, args=(source, 3), daemon=True)
 thread.start()
 out["back"] = wait(lambda: len(frames) >= 3)
 out["events"] = [e for e in events if e[0] != "udev"]

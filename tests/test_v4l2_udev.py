@@ -103,6 +103,22 @@ def wait(predicate, timeout=30.0):
                 return False
             lock.wait(left)
     return True
+
+
+frames = []
+
+
+def read_frames(source, most=None, pause=0.0):
+    # the capture thread: each frame's index into `frames`, until the source ends or
+    # `most` have come
+    while most is None or len(frames) < most:
+        frame = source.read()
+        if frame is None:
+            return
+        with lock:
+            frames.append(frame.index)
+            lock.notify_all()
+        time.sleep(pause)
 """
 
 CHILD = PRELUDE + r"""
@@ -154,17 +170,7 @@ source = SupervisedSource(
     on_back=lambda: note("back"),
     settings=slow, opener=opener,
 )
-frames = []
-def reader():
-    while True:
-        frame = source.read()
-        if frame is None:
-            return
-        with lock:
-            frames.append(frame.index)
-            lock.notify_all()
-        time.sleep(0.01)
-thread = threading.Thread(target=reader, daemon=True)
+thread = threading.Thread(target=read_frames, args=(source, None, 0.01), daemon=True)
 thread.start()
 out["first_frames"] = wait(lambda: len(frames) >= 5)
 out["running"] = source.state
@@ -207,8 +213,7 @@ late = SupervisedSource(
     settings=slow, opener=opener,
 )
 frames.clear()
-source = late
-thread = threading.Thread(target=reader, daemon=True)
+thread = threading.Thread(target=read_frames, args=(late, None, 0.01), daemon=True)
 thread.start()
 out["late_waiting"] = wait(lambda: bool(events)) and late.state
 d6, text = camera(6, "video6", "Acme_Cam_D")
