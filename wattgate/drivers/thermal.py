@@ -57,10 +57,16 @@ def read_zone(fs: Sysfs, name: str) -> ThermalZone:
     return ThermalZone(name, fs.read_opt(f"{base}/type"), temp_mc, tuple(trips))
 
 
+def _numbered(fs: Sysfs, prefix: str) -> list[str]:
+    """The ``<prefix>N`` entries of class/thermal in N order (zones and cooling devices
+    sit side by side there)."""
+    names = [n for n in fs.listdir(THERMAL) if n.startswith(prefix) and n[len(prefix):].isdigit()]
+    return sorted(names, key=lambda n: int(n[len(prefix):]))
+
+
 def zone_names(fs: Sysfs) -> list[str]:
-    """The thermal_zoneN entries in N order (cooling_deviceN sit beside them)."""
-    names = [n for n in fs.listdir(THERMAL) if n.startswith("thermal_zone") and n[12:].isdigit()]
-    return sorted(names, key=lambda n: int(n[12:]))
+    """The thermal_zoneN entries in N order."""
+    return _numbered(fs, "thermal_zone")
 
 
 def discover_zones(fs: Sysfs) -> list[ThermalZone]:
@@ -89,9 +95,7 @@ def read_cooling_device(fs: Sysfs, name: str) -> CoolingDevice:
 def discover_cooling_devices(fs: Sysfs) -> list[CoolingDevice]:
     """The cooling_deviceN entries in N order; [] where the kernel has none (or no
     class/thermal at all)."""
-    prefix = "cooling_device"
-    names = [n for n in fs.listdir(THERMAL) if n.startswith(prefix) and n[len(prefix):].isdigit()]
-    return [read_cooling_device(fs, n) for n in sorted(names, key=lambda n: int(n[len(prefix):]))]
+    return [read_cooling_device(fs, n) for n in _numbered(fs, "cooling_device")]
 
 
 def zone_by_type(zones: list[ThermalZone], zone_type: str) -> Optional[ThermalZone]:
