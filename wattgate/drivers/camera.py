@@ -645,14 +645,13 @@ class CaptureSource:
             frame = frame_from_capture(data, index, ts, mono)
         else:
             frame = frame_from_appsink(data, self.appsink, self.height, index, ts, mono)
-            unnamed = (frame is not None and self.appsink not in _PLANAR_420
-                       and data.ndim == 2 and frame.size[1] != data.shape[0])
-            if unnamed and not self._odd_layout:
-                self._odd_layout = True
+            if (frame is not None and self.appsink not in _PLANAR_420 and data.ndim == 2
+                    and frame.size[1] != data.shape[0] and not self._odd_layout):
+                self._odd_layout = True  # 4:2:0 in a format the caps leave unnamed
                 log.warning("camera %s: frames of %d rows are 4:2:0 YUV of %d rows in a "
                             "format the pipeline does not name; colour is taken as grey: "
                             "end its caps with format=NV12 or I420 before appsink",
-                            self.spec, data.shape[0], frame.size[1] if frame else 0)
+                            self.spec, data.shape[0], frame.size[1])
         if frame is None and not self._odd_layout:
             self._odd_layout = True
             log.warning("camera %s: frames of %s %s are neither BGR, BGRA, grey nor a YUV "
