@@ -198,7 +198,7 @@ class UdevWatch:
         import pyudev
 
         self._on_event = on_event
-        self._observer = pyudev.MonitorObserver(
+        self._observer: Any = pyudev.MonitorObserver(
             v4l2.monitor(context), callback=self._event, name="wattgate-udev", daemon=True
         )
         self._observer.start()
@@ -210,8 +210,20 @@ class UdevWatch:
             log.exception("udev event handling failed")
 
     def stop(self) -> None:
-        if self._observer.is_alive() and threading.current_thread() is not self._observer:
-            self._observer.stop()
+        """Stop the thread and give its netlink socket back now, not at the next cycle
+        collection: a daemon whose camera is reloaded many times would pile sockets up.
+
+        The socket is libudev's, closed by udev_monitor_unref() when pyudev's Monitor is
+        freed (Monitor.__del__; a Monitor has no close(), and closing its fileno() under
+        libudev would close whatever took that number next). The observer holds the
+        Monitor, and sits in a reference cycle: its callback is this watch's method, and
+        this watch belongs to the SupervisedSource whose method is `on_event`. Dropping the
+        observer breaks the cycle, so the Monitor is freed as soon as its thread has ended:
+        here, after the join, or when the thread returns if stop() runs on it (pyudev's
+        MonitorObserver.stop() then only signals the thread, which cannot join itself)."""
+        observer, self._observer = self._observer, None
+        if observer is not None and observer.is_alive():
+            observer.stop()
 
 
 class SupervisedSource:
