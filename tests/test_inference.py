@@ -193,6 +193,60 @@ def test_quantized_input_with_an_unusual_scale(tmp_path: Path, rgb_labels: str) 
     assert [got["red"], got["green"], got["blue"]] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
+def yolo_model(tmp_path: Path, dtype: Any, quant: tuple[float, int] | None) -> Model:
+    """A 32x32 model with a YOLOv8 output ([1, 4+3, 12], nothing above the threshold): only
+    what its input is given is looked at."""
+    path = constant_model(tmp_path / "yolo.tflite",
+                          [ConstOutput("Identity", np.zeros((1, 7, 12)))],
+                          input_dtype=dtype, input_quant=quant)
+    return Model.load(str(path))
+
+
+def bars_and_picture(tensor: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], ...]:
+    """A 64x32 frame in a 32x32 input: (the 8 rows of bars above and below, rows 8..24)."""
+    return np.concatenate([tensor[0, :8], tensor[0, 24:]]), tensor[0, 8:24]
+
+
+@pytest.mark.parametrize("dtype, quant, grey, picture", [
+    (np.float32, None, 114 / 255, 200 / 255),   # [0, 1], as Ultralytics feeds it
+    (np.uint8, (1 / 255, 0), 114, 200),         # the pixel as it is
+    (np.int8, (1 / 255, -128), 114 - 128, 200 - 128),
+    (np.int8, (1 / 127.5, 0), -14, 72),         # [-1, 1] calibration: 114 / 127.5 - 1
+], ids=["float32", "uint8", "int8", "int8-symmetric"])
+def test_a_yolo_letterbox_is_grey_114_in_the_input_s_own_terms(
+        tmp_path: Path, dtype: Any, quant: tuple[float, int] | None, grey: float,
+        picture: float) -> None:
+    """Ultralytics trains and exports YOLO models with bars of grey 114 (ultralytics
+    data/augment.py LetterBox: copyMakeBorder value=(114, 114, 114); YOLOv5's
+    utils/augmentations.py letterbox color=(114, 114, 114)). Black bars were a dark edge
+    the model never saw in training, and moved its scores near the frame's borders."""
+    model = yolo_model(tmp_path, dtype, quant)
+    assert model.info["kind"] == "yolov8"
+    frame = solid(64, 32, (200, 200, 200))
+    for preparer in (model.preparer(), model.preparer((64, 32), spares=1)):
+        bars, inside = bars_and_picture(preparer.prepare(frame).tensor)
+        assert bars.dtype == np.dtype(dtype)
+        assert np.allclose(bars, grey, atol=1e-6), bars[0, 0]
+        assert np.allclose(inside, picture, atol=1e-6), inside[0, 0]
+        if quant is not None:  # the model reads 114 / 255 of its input range, to a step
+            real = quant[0] * (float(bars[0, 0, 0]) - quant[1])
+            assert real == pytest.approx(114 / 255 if quant[0] < 1 / 200 else 114 / 127.5 - 1,
+                                         abs=quant[0])
+
+
+def test_ssd_and_blazeface_letterboxes_stay_black(tmp_path: Path, blazeface: Model) -> None:
+    """The TF Object Detection API pads with per_channel_pad_value (0, 0, 0) before its
+    feature extractors map pixels to [-1, 1] (object_detection/core/preprocessor.py
+    resize_to_range); MediaPipe's ImageToTensorCalculator with border_mode BORDER_ZERO pads
+    the image with 0 (warpPerspective BORDER_CONSTANT) before convertTo maps it to the
+    tensor's float range (image_to_tensor_converter_opencv.cc). Both read black as -1."""
+    ssd = two_box_ssd(tmp_path, np.zeros((1, 2, 4), np.float32))
+    bars, _ = bars_and_picture(ssd.preparer().prepare(solid(64, 32, (200, 200, 200))).tensor)
+    assert np.all(bars == -1.0)
+    tensor = blazeface.preparer().prepare(solid(256, 128, (200, 200, 200))).tensor
+    assert np.all(tensor[0, :32] == -1.0) and np.all(tensor[0, 96:] == -1.0)
+
+
 # --------------------------------------------------------------------------- box mapping
 
 

