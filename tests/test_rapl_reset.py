@@ -3,11 +3,16 @@ or with another max_energy_range_uj. Counted as a wrap, it gave one tick of kilo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_as
 from tests.fixtures.boards import materialize
+from tests.test_udev_rule import _user
+from tests.test_units_hunt import reachable_tmp  # noqa: F401 - a fixture, used below
+from wattgate.daemon import power_inputs
 from wattgate.daemon.power_inputs import InputReader
 from wattgate.drivers import meters
 from wattgate.drivers.sysfs import Sysfs
@@ -56,3 +61,38 @@ def test_a_wrap_beyond_any_rapl_power_is_a_reset() -> None:
     assert meters.average_watts(91_200_044_123, 10.0, 3_000_000, 11.0, top) is None
     assert meters.average_watts(top - 1_000_000, 10.0, 4_000_000, 12.0, top) == (
         pytest.approx(2.5))
+
+
+PACKAGE = "devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj"
+
+
+def test_an_unreadable_psys_counter_falls_back_to_the_package_not_the_battery(
+    reachable_tmp: Path,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Since Linux 5.10 (CVE-2020-8694) energy_uj is root's alone, mode 0400
+    (drivers/powercap/powercap_sys.c). With a grant on the package zone and none on psys, the
+    daemon's user reads package-0 and gets EACCES from psys: the psys zone was picked because
+    it exists, its counter read None, and the discharging battery's 7.3 W stood in while the
+    package counter was there to read. Run as another user, for the kernel's own EACCES."""
+    root = materialize("intel-mtl", reachable_tmp / "sys")
+    user = _user()
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o444)
+    (root / PSYS / "energy_uj").chmod(0o400)  # as the kernel makes it
+    package = root / PACKAGE
+    os.chown(package, user.pw_uid, user.pw_gid)  # the grant: the daemon's, read only
+    package.chmod(0o400)
+
+    def measure() -> str:
+        # a forked child has none of the parent's threads: a pool of its own to read on
+        power_inputs._WORKERS = power_inputs._Workers(power_inputs.WORKERS)
+        reader = InputReader(Sysfs(root), {})
+        first = reader.read(10.0)
+        package.chmod(0o600)  # the test, as the owner, advances the counter by 5 J
+        package.write_text(f"{int(package.read_text()) + 5_000_000}\n")
+        package.chmod(0o400)
+        second = reader.read(11.0)
+        return f"{first.meter_source} | {second.meter_source} {second.meter_w}"
+
+    assert run_as(user.pw_uid, user.pw_gid, measure) == "None | RAPL package-0 5.0"

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.amd_hwmon import amdgpu_apu, amdgpu_card
 from tests.fixtures.boards import Board, materialize
 from tests.test_battery_unknown import FailingReads
 from wattgate.daemon.power_inputs import InputReader
 from wattgate.daemon.sensors import find_light_sensor
-from wattgate.drivers import iio, supply
+from wattgate.drivers import iio, meters, supply
 from wattgate.drivers.sysfs import Sysfs
 
 INA226 = "devices/platform/soc/fe804000.i2c/i2c-1"
@@ -57,6 +58,14 @@ def test_a_usb_or_wireless_charger_online_is_not_on_battery(tmp_path: Path,
 # -- hwmon meters ----------------------------------------------------------------------------
 
 
+def _ina226_rails(b: Board) -> None:
+    """Two unlabelled INA226 on the board's supplies, 4.0 W and 2.5 W."""
+    for n, (addr, uw) in enumerate((("1-0040", 4_000_000), ("1-0041", 2_500_000))):
+        dev = f"{INA226}/{addr}"
+        b.device(dev, bus="i2c", driver="ina2xx")
+        b.hwmon(dev, n + 2, {"name": "ina226", "in1_input": 5000, "power1_input": uw})
+
+
 @pytest.mark.parametrize("err", [errno.EIO, errno.EAGAIN])
 def test_an_input_rail_that_fails_a_read_is_no_reading_not_the_other_rails(
     tmp_path: Path, err: int
@@ -76,10 +85,7 @@ def test_a_rail_that_fails_a_read_leaves_no_sum_of_the_rest(tmp_path: Path) -> N
     """Without an input rail the board's watts are the sum of the rails: with one of them
     not answering, the sum of the others was published as the board's, too low."""
     b = Board()
-    for n, (addr, uw) in enumerate((("1-0040", 4_000_000), ("1-0041", 2_500_000))):
-        dev = f"{INA226}/{addr}"
-        b.device(dev, bus="i2c", driver="ina2xx")
-        b.hwmon(dev, n + 2, {"name": "ina226", "in1_input": 5000, "power1_input": uw})
+    _ina226_rails(b)
     root = b.write(tmp_path)
     io = FailingReads()
     reader = InputReader(Sysfs(root, io), {})
@@ -87,6 +93,54 @@ def test_a_rail_that_fails_a_read_leaves_no_sum_of_the_rest(tmp_path: Path) -> N
     io.failing[str((root / "class/hwmon/hwmon2/power1_input").resolve())] = errno.EIO
     inputs = reader.read(1.0)
     assert (inputs.meter_w, inputs.meter_source) == (None, None)
+
+
+def test_an_apu_package_sensor_is_not_summed_with_the_board_rails(tmp_path: Path) -> None:
+    """amdgpu's PPT on an APU is the processor package's power, fed by the board's supplies
+    the INA226 measure: summed with them it was counted twice (15.4 W for 6.5 W), as a rail
+    named "vddnb" (in1_label, the APU's northbridge voltage) with the PPT's watts."""
+    b = Board()
+    _ina226_rails(b)
+    amdgpu_apu(b, 4, 9_034_000)
+    root = b.write(tmp_path)
+    inputs = InputReader(Sysfs(root), {}).read(0.0)
+    assert (inputs.meter_w, inputs.meter_source) == (pytest.approx(6.5), "hwmon rails")
+    found = {m.chip: m for m in meters.discover_meters(Sysfs(root))}
+    assert found["amdgpu"].scope == "package"
+    assert found["amdgpu"].rails == (meters.Rail("PPT", None, None, 9.034),)
+
+
+@pytest.mark.parametrize("van_gogh", [False, True], ids=["PPT", "slowPPT+fastPPT"])
+def test_an_apu_laptop_with_no_rapl_counter_to_read_measures_its_package(
+    tmp_path: Path, van_gogh: bool
+) -> None:
+    """With no board rail and no RAPL counter the daemon may read (energy_uj is root's since
+    Linux 5.10), the APU's PPT is the package's watts, as RAPL's package zone would be: it
+    was a board rail "vddnb" read from power1_input, and Van Gogh, with power*_average only,
+    had no meter at all and fell to the battery. Its fastPPT is slowPPT's package over a
+    shorter window, not a second part of it."""
+    root = materialize("intel-mtl", tmp_path / "sys")
+    for zone in root.glob("class/powercap/intel-rapl:*"):
+        (zone / "energy_uj").unlink()  # no counters: an AMD laptop with powercap unreadable
+    b = Board()
+    amdgpu_apu(b, 4, 9_034_000, van_gogh=van_gogh)
+    b.write(root)
+    inputs = InputReader(Sysfs(root), {}).read(0.0)
+    assert inputs.meter_source == "hwmon amdgpu package"
+    assert inputs.meter_w == pytest.approx(9.034)
+
+
+def test_a_discrete_gpu_card_is_neither_a_board_rail_nor_the_package(tmp_path: Path) -> None:
+    """A discrete card's PPT (no vddnb: amdgpu shows it on APUs only) is the card's own
+    power: neither a rail of the board's sum nor the processor package."""
+    b = Board()
+    _ina226_rails(b)
+    amdgpu_card(b, 5, 31_000_000)
+    root = b.write(tmp_path)
+    inputs = InputReader(Sysfs(root), {}).read(0.0)
+    assert (inputs.meter_w, inputs.meter_source) == (pytest.approx(6.5), "hwmon rails")
+    (card,) = [m for m in meters.discover_meters(Sysfs(root)) if m.chip == "amdgpu"]
+    assert card.scope == "device" and meters.package_meter([card]) is None
 
 
 # -- IIO light -------------------------------------------------------------------------------

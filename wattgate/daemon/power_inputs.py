@@ -39,6 +39,8 @@ from wattgate.drivers.meters import (
     EnergyZone,
     Meter,
     average_watts,
+    board_energy_zone,
+    package_meter,
     read_energy,
     read_hwmon,
     read_iio_rails,
@@ -287,9 +289,12 @@ class InputReader:
         self, now: float, meters: list[Meter], energy: list[EnergyZone],
         battery: Optional[Supply], discharging: Optional[bool],
     ) -> tuple[Optional[float], Optional[str]]:
-        """Measured board watts: an input rail, else the rails' sum, else RAPL, else the
-        discharging battery. None while a rail that counts fails its read."""
-        every = [r for m in meters for r in m.rails]
+        """Measured board watts: an input rail, else the board rails' sum, else RAPL psys,
+        else the processor package (RAPL package-0, else an AMD hwmon package sensor), else
+        the discharging battery. None while a rail that counts fails its read. A package
+        sensor (amdgpu PPT, zenpower) is no board rail: summed with them it counted the
+        package twice, as itself and in the rails that feed it."""
+        every = [r for m in meters if m.scope == "board" for r in m.rails]
         for label in INPUT_RAILS:
             if any(r.label == label and r.unread for r in every):
                 # The whole board, not answering now: the sum of the other rails is a part
@@ -310,8 +315,7 @@ class InputReader:
             # 0 W (noise at no load, a shunt wired the other way) draws nothing from the
             # board, and counted it made the board's watts low or even negative.
             return sum(max(0.0, w) for _, w in rails), "hwmon rails"
-        zones = {z.name: z for z in energy}
-        zone = zones.get("psys") or zones.get("package-0")
+        zone = board_energy_zone(energy)
         if zone is not None and zone.energy_uj is not None:
             # Samples of one counter only: another zone (psys gone, package-0 read) or a new
             # max_energy_range_uj (the zone registered again) is a counter that starts over.
@@ -322,6 +326,13 @@ class InputReader:
                 if avg is not None:
                     return avg, f"RAPL {zone.name}"
             return None, None
+        package = package_meter(meters)
+        if package is not None:
+            if any(r.unread for r in package.rails):
+                return None, None  # a part of the package is not answering
+            parts = [r.watts for r in package.rails if r.watts is not None]
+            if parts:
+                return sum(max(0.0, w) for w in parts), f"hwmon {package.chip} package"
         if discharging and battery is not None and battery.watts is not None:
             return battery.watts, f"battery {battery.name}"
         return None, None

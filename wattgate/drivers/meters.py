@@ -9,7 +9,7 @@ comes from two samples whose timestamps the caller supplies.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from wattgate.drivers.supply import Reader
 from wattgate.drivers.sysfs import Sysfs
@@ -19,6 +19,20 @@ POWERCAP = "class/powercap"
 # More than any RAPL domain draws (server sockets' limits are a few hundred W): a counter
 # that says more in an interval was reset, it did not wrap.
 RAPL_MAX_W = 1000.0
+
+# hwmon drivers whose power is a processor package's, not a board rail's, in the order of
+# how much of the package they cover (an APU's amdgpu PPT has its CPU's zenpower rails in it):
+# * amdgpu: power1_average / power1_input labelled "PPT", the APU's socket power from the SMU;
+#   on Van Gogh (GC 10.3.1) power1 is "slowPPT" and power2_average "fastPPT", the same
+#   package over a shorter window. Only APUs have in1 "vddnb"
+#   (drivers/gpu/drm/amd/pm/amdgpu_pm.c: amdgpu_hwmon_show_power_label,
+#   hwmon_attributes_visible); on a discrete card PPT is the card's.
+# * zenpower (out of tree): power1_input "SVI2_P_Core" and power2_input "SVI2_P_SoC", the
+#   two supplies of the CPU package.
+# * fam15h_power: power1_input is the whole package's (Documentation/hwmon/fam15h_power.rst).
+# amd_energy (removed in Linux 5.13) has energy*_input counters only: never a rail here.
+PACKAGE_CHIPS = ("amdgpu", "zenpower", "fam15h_power")
+Scope = Literal["board", "package", "device"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,10 @@ class Meter:
     chip: str  # driver name: ina3221, ina226, ...
     path: str
     rails: tuple[Rail, ...]
+    # "board": rails of the board's supply, summed for its watts. "package": a processor
+    # package's power (PACKAGE_CHIPS), a part of what those rails carry, like RAPL's package
+    # zone. "device": one device's own power (a discrete GPU card), neither.
+    scope: Scope = "board"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,38 +75,67 @@ def _channels(entries: list[str], prefix: str, suffix: str) -> set[int]:
     return found
 
 
+def _scope(fs: Sysfs, base: str, chip: str) -> Scope:
+    if chip not in PACKAGE_CHIPS:
+        return "board"
+    if chip == "amdgpu" and fs.read_opt(f"{base}/in1_label") != "vddnb":
+        return "device"  # a discrete card: only APUs have vddnb (see PACKAGE_CHIPS)
+    return "package"
+
+
+def _board_rail(fs: Sysfs, base: str, chip: str, ch: int) -> Rail:
+    label = (
+        fs.read_opt(f"{base}/in{ch}_label")
+        or fs.read_opt(f"{base}/power{ch}_label")
+        or fs.read_opt(f"{base}/curr{ch}_label")
+        or f"{chip}:{ch}"
+    )
+    read = Reader(fs, base)
+    mv, ma, uw = (read.int(f"{kind}{ch}_input") for kind in ("in", "curr", "power"))
+    volts = None if mv is None else mv / 1000.0
+    amps = None if ma is None else ma / 1000.0
+    if uw is not None:
+        watts: Optional[float] = uw / 1e6
+    elif volts is not None and amps is not None:
+        watts = volts * amps
+    else:
+        watts = None
+    return Rail(label, volts, amps, watts, read.error)
+
+
+def _power_rail(fs: Sysfs, base: str, chip: str, ch: int) -> Rail:
+    """A package sensor's power channel, the average before the instant: read once a tick,
+    the SMU's average over its window is nearer the tick's energy. Its in{ch} is no voltage
+    of it (amdgpu's in1 is vddnb), so power alone, labelled by power{ch}_label."""
+    read = Reader(fs, base)
+    uw = read.int(f"power{ch}_average")
+    if uw is None:
+        uw = read.int(f"power{ch}_input")
+    label = fs.read_opt(f"{base}/power{ch}_label") or f"{chip}:{ch}"
+    return Rail(label, None, None, None if uw is None else uw / 1e6, read.error)
+
+
 def read_hwmon(fs: Sysfs, name: str) -> Optional[Meter]:
     """A hwmon device's rails, None when it measures no current or power."""
     base = f"{HWMON}/{name}"
     entries = fs.listdir(base)
     chip = fs.read_opt(f"{base}/name") or name
-    channels = _channels(entries, "curr", "_input") | _channels(entries, "power", "_input")
-    if chip == "ina3221":
-        # curr4/in7 are the summation channel and in4..in6 the shunt voltages
-        # (Documentation/hwmon/ina3221.rst): only 1..3 are rails.
-        channels = {c for c in channels if c <= 3}
-    rails = []
-    for ch in sorted(channels):
-        label = (
-            fs.read_opt(f"{base}/in{ch}_label")
-            or fs.read_opt(f"{base}/power{ch}_label")
-            or fs.read_opt(f"{base}/curr{ch}_label")
-            or f"{chip}:{ch}"
-        )
-        read = Reader(fs, base)
-        mv, ma, uw = (read.int(f"{kind}{ch}_input") for kind in ("in", "curr", "power"))
-        volts = None if mv is None else mv / 1000.0
-        amps = None if ma is None else ma / 1000.0
-        if uw is not None:
-            watts: Optional[float] = uw / 1e6
-        elif volts is not None and amps is not None:
-            watts = volts * amps
-        else:
-            watts = None
-        rails.append(Rail(label, volts, amps, watts, read.error))
+    scope = _scope(fs, base, chip)
+    if scope == "board":
+        channels = _channels(entries, "curr", "_input") | _channels(entries, "power", "_input")
+        if chip == "ina3221":
+            # curr4/in7 are the summation channel and in4..in6 the shunt voltages
+            # (Documentation/hwmon/ina3221.rst): only 1..3 are rails.
+            channels = {c for c in channels if c <= 3}
+        rails = [_board_rail(fs, base, chip, ch) for ch in sorted(channels)]
+    else:
+        channels = _channels(entries, "power", "_input") | _channels(entries, "power", "_average")
+        if chip == "amdgpu":
+            channels &= {1}  # power2 (fastPPT) is power1's package over a shorter window
+        rails = [_power_rail(fs, base, chip, ch) for ch in sorted(channels)]
     if not rails:
         return None
-    return Meter(name, chip, fs.resolve(base), tuple(rails))
+    return Meter(name, chip, fs.resolve(base), tuple(rails), scope)
 
 
 def read_iio_rails(fs: Sysfs, name: str) -> Optional[Meter]:
@@ -124,8 +171,16 @@ def discover_meters(fs: Sysfs) -> list[Meter]:
 
 
 def rail_watts(meters: list[Meter]) -> dict[str, float]:
-    """Watts per rail label over every meter that can tell."""
-    return {r.label: r.watts for m in meters for r in m.rails if r.watts is not None}
+    """Watts per board rail label over every meter that can tell."""
+    return {r.label: r.watts for m in meters if m.scope == "board" for r in m.rails
+            if r.watts is not None}
+
+
+def package_meter(meters: list[Meter]) -> Optional[Meter]:
+    """The hwmon meter of the processor package, the one covering most of it when two do
+    (PACKAGE_CHIPS); None without one. Its watts are the sum of its rails."""
+    found = [m for m in meters if m.scope == "package"]
+    return min(found, key=lambda m: PACKAGE_CHIPS.index(m.chip), default=None)
 
 
 @dataclass(frozen=True)
@@ -157,6 +212,15 @@ def read_energy(fs: Sysfs, zone: str) -> Optional[EnergyZone]:
 
 def discover_energy(fs: Sysfs) -> list[EnergyZone]:
     return [z for z in (read_energy(fs, n) for n in fs.listdir(POWERCAP)) if z is not None]
+
+
+def board_energy_zone(zones: list[EnergyZone]) -> Optional[EnergyZone]:
+    """The zone the board's watts are measured by: psys (the platform), else package-0,
+    passing over a zone whose counter does not read. Since Linux 5.10 (CVE-2020-8694)
+    energy_uj is mode 0400, root's (drivers/powercap/powercap_sys.c): a grant may cover the
+    package zone and not psys, and an EACCES psys hid a package counter that reads."""
+    readable = {z.name: z for z in zones if z.energy_uj is not None}
+    return readable.get("psys") or readable.get("package-0")
 
 
 def energy_delta_uj(
