@@ -441,9 +441,23 @@ class PowerController:
             governors=dev.governors,
             has_governor=dev.governor is not None,
             frequencies=table,
-            min_hz=table[0] if table else dev.min_hz,
-            max_hz=table[-1] if table else dev.max_hz,
+            min_hz=table[0] if table else self._unwritten_hz(dev.attr("min_freq"), dev.min_hz),
+            max_hz=table[-1] if table else self._unwritten_hz(dev.attr("max_freq"), dev.max_hz),
         )
+
+    def _unwritten_hz(self, attribute: str, read: Optional[int]) -> Optional[int]:
+        """A device without a frequency table ranges over its min/max_freq as the board had
+        them. Every start discovers (a structural reload's and a crash's too), after a
+        restore the kernel may have refused: the file then holds this daemon's own narrower
+        value and the journal the board's, so the journal's wins, as for the baseline."""
+        saved = self._journaled(attribute)
+        return int(saved) if saved is not None and saved.isdigit() else read
+
+    def _journaled(self, attribute: str) -> Optional[str]:
+        """The original the journal still holds for ``attribute`` (its restore was refused,
+        busy or offline: the attribute has a previous run's value now), else None."""
+        saved = self.journal.original(attribute) if self.journal is not None else None
+        return saved.strip() if saved is not None else None
 
     def _collect_driven(self) -> None:
         """Every knob any profile may set, with its original value, read before any write."""
@@ -455,14 +469,10 @@ class PowerController:
                                                 .knobs))
         self.driven = list(driven)
         self.baseline, self._unread = {}, {}
-        journal = self.journal
         cooling = thermal.discover_cooling_devices(self.fs)
         for key in self.driven:
-            # An attribute the journal still holds (its restore at start was refused, busy
-            # or offline) has a crashed run's value now; the journal has the board's own.
-            saved = journal.original(key) if journal is not None else None
-            if saved is not None:
-                self.baseline[key] = saved.strip()
+            if (saved := self._journaled(key)) is not None:
+                self.baseline[key] = saved
             elif (value := self._read_knob(key)) is not None:
                 self.baseline[key] = self._unthrottled(key, value, cooling)
 
