@@ -6,16 +6,18 @@ the labels files are written the way the model zoos ship them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
 
 from tests.tflite_builder import ConstOutput, constant_model
-from wattgate.drivers.decoders import LabelsError, TensorSpec, load_labels, make_decoder
-from wattgate.drivers.inference import Model
+from wattgate.config import ModelKind, parse_config
+from wattgate.drivers.decoders import KINDS, LabelsError, TensorSpec, load_labels, make_decoder
+from wattgate.drivers.inference import Model, ModelError
 
 SIZE = (64, 64)  # square input, square frame: no letterbox padding
 FRAME = np.full((64, 64, 3), 90, np.uint8)
@@ -111,39 +113,87 @@ YOLO_EXPECTED = [("cat", 0.9, (0.2, 0.2, 0.4, 0.4)), ("dog", 0.85, (0.2, 0.2, 0.
 Found = list[tuple[str, float, tuple[float, ...]]]
 
 
-def yolo_detections(tmp_path: Path, output: np.ndarray[Any, Any]) -> Found:
-    """(label, score, box normalised to the frame) of a one-output YOLO model, loaded with
-    kind "auto" and run on a frame of the input's own size (no letterbox)."""
+def yolo_detections(tmp_path: Path, output: np.ndarray[Any, Any],
+                    kind: str = "auto") -> tuple[object, Found]:
+    """(the kind the model reports, [(label, score, box normalised to the frame)]) of a
+    one-output YOLO model, loaded with `kind` and run on a frame of the input's own size (no
+    letterbox)."""
     path = constant_model(tmp_path / "yolo.tflite", [ConstOutput("Identity", output)],
                           size=YOLO_SIZE)
     labels = tmp_path / "labels.txt"
     labels.write_text("cat\ndog\nbird\n", encoding="utf-8")
-    model = Model.load(str(path), labels=str(labels), score_threshold=0.5)
-    assert model.info["kind"] == "yolov8"
+    model = Model.load(str(path), kind=kind, labels=str(labels), score_threshold=0.5)
     width, height = YOLO_SIZE
     frame = np.full((height, width, 3), 90, np.uint8)
-    return [(d.label, round(d.score, 5),
-             tuple(round(v / s, 5) for v, s in zip(d.box, (width, height) * 2)))
-            for d in model.infer(frame).detections]
+    return model.info["kind"], [
+        (d.label, round(d.score, 5),
+         tuple(round(v / s, 5) for v, s in zip(d.box, (width, height) * 2)))
+        for d in model.infer(frame).detections]
+
+
+def yolov8_rows_first() -> np.ndarray[Any, Any]:
+    """[1, N, 4+C] with N = 64, the grid cells of YOLO_SIZE at strides 8, 16, 32."""
+    out = np.zeros((1, 64, 7), np.float32)
+    for row, (box, scores) in enumerate(YOLO_BOXES):
+        out[0, row * 9] = box + scores
+    return out
+
+
+def yolov5_output() -> np.ndarray[Any, Any]:
+    """[1, N, 5+C] with N = 3 x 64 (3 anchors a cell); a box's score is its objectness x its
+    class score."""
+    out = np.zeros((1, 3 * 64, 8), np.float32)
+    for row, (box, scores) in enumerate(YOLO_BOXES):
+        out[0, row * 25] = box + [0.5] + [s * 2 for s in scores]  # 0.5 x (2 x score)
+    out[0, 150] = [0.5, 0.5, 0.2, 0.2, 0.55, 0.9, 0.0, 0.0]  # 0.55 x 0.9: under 0.5
+    return out
 
 
 def test_yolov8_rows_first(tmp_path: Path) -> None:
     """YOLOv8 exported rows first, [1, N, 4+C] (onnx2tf and other converters): refused at
     load as no layout any decoder knows."""
-    out = np.zeros((1, 64, 7), np.float32)
-    for row, (box, scores) in enumerate(YOLO_BOXES):
-        out[0, row * 9] = box + scores
-    assert yolo_detections(tmp_path, out) == YOLO_EXPECTED
+    assert yolo_detections(tmp_path, yolov8_rows_first()) == ("yolov8", YOLO_EXPECTED)
 
 
-def test_yolov5_with_objectness(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["auto", "yolov5"])
+def test_yolov5_with_objectness(tmp_path: Path, kind: str) -> None:
     """YOLOv5's TFLite export, [1, N, 5+C] with 3 anchors a cell: a box's score is its
-    objectness times its class score. It was refused at load."""
-    out = np.zeros((1, 3 * 64, 8), np.float32)
-    for row, (box, scores) in enumerate(YOLO_BOXES):
-        out[0, row * 25] = box + [0.5] + [s * 2 for s in scores]  # 0.5 x (2 x score)
-    out[0, 150] = [0.5, 0.5, 0.2, 0.2, 0.55, 0.9, 0.0, 0.0]  # 0.55 x 0.9: under 0.5
-    assert yolo_detections(tmp_path, out) == YOLO_EXPECTED
+    objectness times its class score. It was refused at load; then it decoded under "auto"
+    and "yolov8" while kind = "yolov5" in config.toml was an error."""
+    assert yolo_detections(tmp_path, yolov5_output(), kind) == ("yolov5", YOLO_EXPECTED)
+
+
+def test_the_kinds_config_takes_are_the_decoders() -> None:
+    """config.toml's model.kind and the decoders' kinds are one list: "yolov5" was a
+    decoder layout that config validation refused."""
+    assert set(get_args(ModelKind)) == set(KINDS)
+    config = parse_config({"model": {"kind": "yolov5", "variants": {
+        "lite": {"path": "/models/yolov5n.tflite", "kind": "yolov5"}}}})
+    assert config.model.kind == "yolov5"
+    assert config.model.variants["lite"].kind == "yolov5"
+
+
+@pytest.mark.parametrize("kind, output, expected, got", [
+    ("yolov5", np.zeros((1, 7, 64)), r"\[1, N, 5\+C\] with N = 3 x", r"\[1, 7, 64\]"),
+    ("yolov5", yolov8_rows_first(), r"\[1, N, 5\+C\] with N = 3 x", r"\[1, 64, 7\]"),
+    ("yolov8", yolov5_output(), r"\[1, 4\+C, N\] or, rows first, \[1, N, 4\+C\]",
+     r"\[1, 192, 8\]"),
+], ids=["v5-on-v8", "v5-on-v8-rows-first", "v8-on-v5"])
+def test_a_yolo_kind_that_does_not_fit_the_output_is_refused_at_load(
+        tmp_path: Path, kind: str, output: np.ndarray[Any, Any], expected: str,
+        got: str) -> None:
+    """A kind names the model's layout: one that does not fit is a load error naming the
+    file, the layout the kind expects and the one the model has, and which kind fits, not
+    a model run with the wrong arithmetic (yolov8 read YOLOv5's objectness as class 0)."""
+    path = constant_model(tmp_path / "detector.tflite", [ConstOutput("Identity", output)],
+                          size=YOLO_SIZE)
+    with pytest.raises(ModelError) as err:
+        Model.load(str(path), kind=kind)
+    message = str(err.value)
+    assert f"model file {path}: decoder {kind!r} does not fit" in message
+    assert re.search(expected, message) and re.search(got, message), message
+    other = "yolov8" if kind == "yolov5" else "yolov5"
+    assert f'kind = "{other}"' in message, message
 
 
 def test_a_yolo_box_that_is_not_finite_leaves_suppression_working() -> None:

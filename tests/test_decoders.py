@@ -313,7 +313,7 @@ def test_auto_rejects_unknown_outputs_naming_them(tmp_path: Path) -> None:
     msg = str(err.value)
     assert "no decoder recognises" in msg
     assert "embedding [1, 3, 3] float32" in msg and "logits [1, 7] float32" in msg
-    for kind in ("ssd", "blazeface", "yolov8", "classifier"):
+    for kind in ("ssd", "blazeface", "yolov8", "yolov5", "classifier"):
         assert f"{kind}: expected" in msg
 
 

@@ -231,14 +231,17 @@ class GateConfig(Section):
     )
 
 
-ModelKind = Literal["auto", "blazeface", "ssd", "yolov8", "classifier"]
+ModelKind = Literal["auto", "blazeface", "ssd", "yolov8", "yolov5", "classifier"]
 
 
 class ModelVariant(Section):
     """A lighter model on the ladder (smaller input, int8) that a profile or rule can pick."""
 
     path: NonBlank = Field(description="The variant's .tflite file.")
-    kind: ModelKind = Field("auto", description="Output decoder of the variant.")
+    kind: ModelKind = Field(
+        "auto", description="Output decoder of the variant: auto, blazeface, ssd, yolov8, "
+        "yolov5 or classifier."
+    )
     labels: Optional[NonBlank] = Field(None, description="Labels file; unset keeps model.labels.")
     score_threshold: Optional[float] = Field(
         None, ge=0, le=1, description="Detections below this score are dropped; unset keeps "
@@ -250,7 +253,10 @@ class ModelConfig(Section):
     path: Optional[NonBlank] = Field(
         None, description="A .tflite file; unset uses the bundled BlazeFace short-range model."
     )
-    kind: ModelKind = Field("auto", description="Output decoder; auto picks by output shapes.")
+    kind: ModelKind = Field(
+        "auto", description="Output decoder: auto, blazeface, ssd, yolov8 ([1, 4+C, N]), "
+        "yolov5 ([1, N, 5+C]) or classifier; auto picks by output shapes."
+    )
     labels: Optional[NonBlank] = Field(None, description="Labels file, one label a line.")
     threads: int = Field(
         1,

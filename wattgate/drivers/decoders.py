@@ -43,9 +43,9 @@ __all__ = [
 FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
 
-KINDS = ("auto", "blazeface", "ssd", "yolov8", "classifier")
+KINDS = ("auto", "blazeface", "ssd", "yolov8", "yolov5", "classifier")
 #: The kinds of Ultralytics YOLO models, which share their input conventions.
-YOLO_KINDS = frozenset({"yolov8"})
+YOLO_KINDS = frozenset({"yolov8", "yolov5"})
 
 #: Candidates kept after the score threshold, before NMS: bounds NMS cost on noisy frames.
 MAX_CANDIDATES = 1000
@@ -478,7 +478,7 @@ class SsdDecoder:
                            self._limit)
 
 
-# --------------------------------------------------------------------------- YOLOv8
+# --------------------------------------------------------------------------- YOLO
 
 
 #: Strides of a YOLO model's output grids: P3-P5, and P6 models' extra stride 64.
@@ -492,34 +492,43 @@ def _yolo_cells(width: int, height: int) -> set[int]:
 
 
 class YoloV8Decoder:
-    """One output of YOLO boxes: cx, cy, w, h then the class scores, in one of three layouts.
+    """One output of YOLO boxes without objectness, cx, cy, w, h then the class scores, as
+    Ultralytics exports YOLOv8 and later (and YOLOv5u, which has YOLOv8's head):
 
-    - [1, 4+C, N], as Ultralytics exports YOLOv8 and later: no objectness.
+    - [1, 4+C, N], Ultralytics' own export;
     - [1, N, 4+C], the same rows first (onnx2tf and other converters).
-    - [1, N, 5+C], YOLOv5's export: an objectness after the box; a box's score for a class
-      is objectness x class score.
-    Rows first, the last two are told apart by N: YOLOv8 has one box a grid cell, YOLOv5
-    three (anchors), over the grids of strides 8, 16, 32 (and 64)."""
+    Rows first it is told from YOLOv5's [1, N, 5+C] (``YoloV5Decoder``) by N: YOLOv8 has one
+    box a grid cell, YOLOv5 three (anchors), over the grids of strides 8, 16, 32 (and 64).
+    A kind that does not fit the layout is refused, naming the one that does: decoded as
+    the other, YOLOv5's objectness is read as class 0's score or the reverse."""
 
     kind = "yolov8"
+    name = "YOLOv8"
+    #: An objectness after the box, and three boxes a grid cell: YOLOv5's layout.
+    objectness = False
+    layout = ("one output [1, 4+C, N] or, rows first, [1, N, 4+C] with N = the {cells} grid "
+              "cells of a {size} input (YOLOv8: one box a cell, no objectness)")
 
     def __init__(self, input_spec: TensorSpec, outputs: Sequence[TensorSpec],
                  labels: Sequence[str] | None, score_threshold: float,
                  max_detections: int) -> None:
         height, width = _input_hw(input_spec)
+        cells = _yolo_cells(width, height)
+        expected = "expected " + self.layout.format(cells=sorted(cells),
+                                                    size=f"{width}x{height}")
         shape = outputs[0].shape if len(outputs) == 1 else ()
         if len(shape) != 3 or shape[0] != 1 or min(shape[1:]) < 5 or shape[1] == shape[2]:
-            raise DecoderError("expected one output [1, 4+C, N] or, rows first, "
-                               "[1, N, 4+C] (YOLOv8) or [1, N, 5+C] (YOLOv5)")
-        cells = _yolo_cells(width, height)
+            raise DecoderError(expected)
         self._rows = shape[1] > shape[2]
-        self._objectness = self._rows and shape[1] in {3 * c for c in cells}
-        if self._rows and not self._objectness and shape[1] not in cells:
-            raise DecoderError(
-                f"rows first, [1, N, 4+C] or [1, N, 5+C], N must be the {sorted(cells)} "
-                f"grid cells (YOLOv8) or 3 times them (YOLOv5) of a {width}x{height} input"
-            )
-        self._first = 5 if self._objectness else 4  # first class score
+        v5 = self._rows and shape[1] in {3 * c for c in cells}
+        if self._rows and not v5 and shape[1] not in cells:
+            raise DecoderError(f"{expected}; rows first, N = {shape[1]} is neither the grid "
+                               "cells (YOLOv8) nor 3 times them (YOLOv5)")
+        if v5 != self.objectness:
+            fits = YoloV5Decoder if v5 else YoloV8Decoder
+            raise DecoderError(f'{expected}; {list(shape)} is {fits.name}\'s layout: '
+                               f'kind = "{fits.kind}" (or "auto") decodes it')
+        self._first = 5 if v5 else 4  # first class score
         self.classes: int | None = (shape[2] if self._rows else shape[1]) - self._first
         self._pixels = np.array([width, height, width, height], np.float32)
         self._labels = labels
@@ -531,7 +540,7 @@ class YoloV8Decoder:
         if self._rows:
             pred = pred.T  # [4+C, N] as a view, no copy
         rows: npt.NDArray[np.intp] | None = None
-        if self._objectness:
+        if self.objectness:
             # A score is at most its objectness: only rows past the threshold are scored.
             objectness = pred[4]
             rows = np.flatnonzero(objectness >= self._threshold)
@@ -558,6 +567,18 @@ class YoloV8Decoder:
         kept_cls, labels = cls[keep], self._labels
         return _detections(boxes[keep], scores[best][keep],
                            lambda i: _label_for(labels, int(kept_cls[i])), self._limit)
+
+
+class YoloV5Decoder(YoloV8Decoder):
+    """YOLOv5's export (export.py of the yolov5 repository): one output [1, N, 5+C], rows
+    first, an objectness after the box and three anchors a grid cell; a box's score for a
+    class is objectness x class score."""
+
+    kind = "yolov5"
+    name = "YOLOv5"
+    objectness = True
+    layout = ("one output [1, N, 5+C] with N = 3 x the {cells} grid cells of a {size} input "
+              "(YOLOv5: three anchors a cell, an objectness after the box)")
 
 
 # --------------------------------------------------------------------------- classifier
@@ -601,6 +622,7 @@ _DECODERS: dict[str, _Factory] = {
     "ssd": SsdDecoder,
     "blazeface": BlazeFaceDecoder,
     "yolov8": YoloV8Decoder,
+    "yolov5": YoloV5Decoder,
     "classifier": ClassifierDecoder,
 }
 
