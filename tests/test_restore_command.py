@@ -216,6 +216,57 @@ def test_a_corrupt_journal_is_reported_and_not_called_nothing_to_restore(
     assert tree_snapshot(root) == killed  # nothing in it could be trusted
 
 
+def test_journals_set_aside_earlier_are_named_until_they_are_removed(
+    start_run: StartRun, tmp_path: Path
+) -> None:
+    """A restore after the one that set a torn journal aside said "nothing to restore" and
+    exited 0 while the board's originals were recorded only in the set-aside file. Every
+    restore names what is left set aside, and exits 1 until the operator removes them."""
+    _, journal, config = board(tmp_path)
+    aside = [journal / f"{JOURNAL_NAME}.corrupt", journal / f"{JOURNAL_NAME}.corrupt.1"]
+    kill(start_run(config))
+    (journal / JOURNAL_NAME).write_text((journal / JOURNAL_NAME).read_text()[:40])
+    assert restore("--config", str(config)).returncode == 1  # sets the torn journal aside
+
+    out = restore("--config", str(config))
+    assert out.returncode == 1, out
+    assert "nothing to restore" not in out.stdout
+    assert f"1 journal(s) set aside earlier as unusable: {aside[0]};" in out.stderr, out.stderr
+    assert "none of their originals were restored" in out.stderr
+    assert "cat PATH" in out.stderr and "then remove the file" in out.stderr
+
+    # A second torn journal: reported as set aside now, the first as set aside earlier.
+    kill(start_run(config))
+    (journal / JOURNAL_NAME).write_text("{")
+    out = restore("--config", str(config))
+    assert out.returncode == 1, out
+    assert f"kept as {aside[1]}" in out.stderr, out.stderr
+    assert f"set aside earlier as unusable: {aside[0]};" in out.stderr
+    assert out.stderr.count(str(aside[1])) == 1, out.stderr
+
+    out = restore("--config", str(config))
+    assert f"2 journal(s) set aside earlier as unusable: {aside[0]}, {aside[1]};" in out.stderr
+
+    for path in aside:  # read, and whatever the board needed written back by hand
+        path.unlink()
+    out = restore("--config", str(config))
+    assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "nothing to restore", "")
+
+
+def test_a_journal_set_aside_with_no_lock_left_is_not_nothing_to_restore(
+    tmp_path: Path,
+) -> None:
+    """Without a journal or a lock the restore answered "nothing to restore" before looking
+    further: a set-aside journal (the lock file removed by hand since) was passed over."""
+    _, journal, config = board(tmp_path)
+    journal.mkdir()
+    (journal / f"{JOURNAL_NAME}.corrupt").write_text('{"version": 1, "entr')
+    out = restore("--config", str(config))
+    assert out.returncode == 1 and "nothing to restore" not in out.stdout, out
+    assert f"set aside earlier as unusable: {journal / JOURNAL_NAME}.corrupt;" in out.stderr
+    assert sorted(p.name for p in journal.iterdir()) == [f"{JOURNAL_NAME}.corrupt"]
+
+
 def test_skipped_entries_are_reported_with_what_was_restored(
     start_run: StartRun, tmp_path: Path
 ) -> None:

@@ -15,7 +15,13 @@ import pytest
 
 from tests.conftest import tree_snapshot
 from tests.fixtures.boards import FaultyIO, materialize
-from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, JournalError, SysfsJournal
+from wattgate.daemon.rollback import (
+    JOURNAL_NAME,
+    JournaledWriter,
+    JournalError,
+    SysfsJournal,
+    set_aside_journals,
+)
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.simkernel import WatchIO
 
@@ -263,6 +269,27 @@ def test_bad_entries_are_skipped_and_the_good_ones_restored(
     assert f"entries[1].original of {CPUFREQ}/policy4/scaling_governor is None" in caplog.text
     assert (state / f"{JOURNAL_NAME}.corrupt").read_text() == text
     assert not (state / JOURNAL_NAME).exists()
+
+
+def test_journals_set_aside_are_listed_oldest_first(tmp_path: Path) -> None:
+    """Each unusable journal is kept beside the ones before it, never over them; the list
+    names them in the order they were kept (.corrupt.10 after .corrupt.9) and nothing
+    else of the directory (a temp file, a lock, a backup of the operator's)."""
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"))
+    state = tmp_path / "state"
+    state.mkdir()
+    assert set_aside_journals(state) == [] and set_aside_journals(tmp_path / "none") == []
+    kept = []
+    for number in range(11):
+        (state / JOURNAL_NAME).write_text(f"{{torn {number}")
+        journal = SysfsJournal(state, fs)
+        kept.extend(journal.set_aside)
+    for other in ("sysfs-journal.lock", f"{JOURNAL_NAME}.corrupt.old", f"{JOURNAL_NAME}.bak",
+                  f".{JOURNAL_NAME}.12.tmp"):
+        (state / other).write_text("")
+    assert set_aside_journals(state) == kept
+    assert [p.name for p in kept[:2]] == [f"{JOURNAL_NAME}.corrupt", f"{JOURNAL_NAME}.corrupt.1"]
+    assert kept[10].read_text() == "{torn 10"
 
 
 def test_journal_of_another_format_version_is_kept_and_refused(tmp_path: Path) -> None:

@@ -132,8 +132,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
     ExecStopPost=, and no restart follows a stop. The restore is the daemon's own at start
     (rollback.take_over), so what cannot be written stays in the journal for the next try.
     A live daemon's journal lock makes it touch nothing, since undoing the settings of a
-    running daemon would break the promise the other way round."""
-    from wattgate.daemon.rollback import JOURNAL_NAME, LOCK_NAME, JournalHeld, take_over
+    running daemon would break the promise the other way round.
+
+    Journals set aside as unusable (``<journal>.corrupt``, ``.corrupt.N``) are named on
+    every run, with how to read them, and the exit is 1 while one is left: none of their
+    originals were written back, so the board is not known to be restored, and exit 0 or
+    "nothing to restore" would say it is. Removing them, once read and whatever the board
+    still needed written back by hand, is how the operator says so. The unit's
+    ExecStopPost= runs this with "-", so the 1 is in the log and not the unit's result."""
+    from wattgate.daemon.rollback import (
+        JOURNAL_NAME,
+        LOCK_NAME,
+        JournalHeld,
+        set_aside_journals,
+        take_over,
+    )
     from wattgate.drivers.sysfs import Sysfs
 
     # The restore's errors (each attribute refused and why, a journal set aside) are its
@@ -154,6 +167,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         # No daemon has used this directory (it locks before it journals): nothing to
         # restore, and nothing to create, so a lock file made by root cannot shut out the
         # daemon's user later.
+        if _report_set_aside(set_aside_journals(directory)):
+            return EXIT_NOT_RESTORED
         print("nothing to restore")
         return 0
     # A lock file is made only for a journal that needs one (see above).
@@ -177,14 +192,29 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"wattgate restore: {len(report.failed)} attribute(s) not restored"
               + (f"; {journal.path} keeps {', '.join(kept)} for the next try" if kept else ""),
               file=sys.stderr)
-    # A torn journal set aside, or entries skipped (logged above): originals that were not
-    # given back, though no write failed. "nothing to restore" and 0 would call the board
-    # restored.
-    if not report.ok:
+    # A torn journal set aside, or entries skipped (logged above), now or by an earlier
+    # run: originals that were not given back, though no write failed. "nothing to
+    # restore" and 0 would call the board restored.
+    earlier = [p for p in set_aside_journals(directory) if p not in journal.set_aside]
+    if _report_set_aside(earlier) or not report.ok:
         return EXIT_NOT_RESTORED
     if not report.restored and not report.unchanged:
         print("nothing to restore")
     return 0
+
+
+def _report_set_aside(paths: list[Path]) -> bool:
+    """Say on stderr that these set-aside journals' originals were not restored, and how to
+    read them; whether there were any."""
+    if paths:
+        print(f"wattgate restore: {len(paths)} journal(s) set aside earlier as unusable: "
+              f"{', '.join(map(str, paths))}; none of their originals were restored, and the "
+              "board may still have the settings of the run that wrote them. Read each "
+              "(cat PATH: the JSON journal, maybe torn, whose \"entries\" give each "
+              "\"attribute\" under its \"root\" and its \"original\"), write back by hand "
+              "what the board still needs, then remove the file; until then restore exits 1",
+              file=sys.stderr)
+    return bool(paths)
 
 
 def fixed(value: Any, spec: str) -> str:
@@ -276,7 +306,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="put back the sysfs values a killed daemon left changed",
         description="Write back every original value the journal in power.journal_dir still "
         "holds (what a daemon killed with SIGKILL left changed), under power.sysfs_root. "
-        "Exits 75 and touches nothing while a daemon holds the journal.",
+        "Exits 75 and touches nothing while a daemon holds the journal. Exits 1 when a "
+        "value could not be written back, and while journals set aside as unusable "
+        "(sysfs-journal.json.corrupt, .corrupt.N) are left in power.journal_dir: their "
+        "originals were never restored; read them, write back what the board needs, then "
+        "remove them.",
     )
     restore.add_argument("--config", help="the daemon's config (default: built-in defaults)")
     restore.set_defaults(func=cmd_restore)

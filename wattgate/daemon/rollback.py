@@ -40,6 +40,7 @@ log = logging.getLogger("wattgate.rollback")
 
 JOURNAL_NAME = "sysfs-journal.json"
 LOCK_NAME = "sysfs-journal.lock"
+ASIDE = ".corrupt"  # an unusable journal is kept as <journal>.corrupt, then .corrupt.N
 FORMAT_VERSION = 1
 
 
@@ -117,6 +118,7 @@ class SysfsJournal:
         self._root = str(fs.root)
         # what _load could not use, for the report of restore_pending
         self._unusable: list[str] = []
+        self.set_aside: list[Path] = []  # the files _load kept aside, reported in _unusable
         self._load()
 
     # -- persistence -------------------------------------------------------------
@@ -149,6 +151,7 @@ class SysfsJournal:
             # The good entries are still originals to restore; keep the text for a look.
             aside = self._aside()
             aside.write_text(text, encoding="utf-8")
+            self.set_aside.append(aside)
             self._unusable.append(
                 f"sysfs journal {self.path}: skipped {'; '.join(problems)}: those "
                 f"originals were not restored; a copy is kept as {aside}")
@@ -203,11 +206,11 @@ class SysfsJournal:
         """Where an unusable journal, or a copy of one with bad entries, is kept: `.corrupt`,
         or `.corrupt.N` beside those kept before. One kept earlier may be the only record
         of the board's own values, so it is never written over."""
-        aside = self.path.with_suffix(".json.corrupt")
+        aside = self.path.with_name(self.path.name + ASIDE)
         for number in itertools.count(1):
             if not os.path.lexists(aside):
                 break
-            aside = self.path.with_suffix(f".json.corrupt.{number}")
+            aside = self.path.with_name(f"{self.path.name}{ASIDE}.{number}")
         return aside
 
     def _set_aside(self, why: str) -> None:
@@ -216,6 +219,7 @@ class SysfsJournal:
         previous run's settings, and only the kept file says which."""
         aside = self._aside()
         os.replace(self.path, aside)
+        self.set_aside.append(aside)
         self._unusable.append(
             f"unusable sysfs journal {self.path} ({why}): none of its originals were "
             f"restored, a previous run's settings may still be in place; it is kept as "
@@ -364,6 +368,25 @@ class SysfsJournal:
             report = self.restore()
             report.unusable = list(self._unusable)
             return report
+
+
+def set_aside_journals(directory: Union[str, os.PathLike[str]]) -> list[Path]:
+    """The journals kept aside in ``directory`` (SysfsJournal._aside), oldest first. Nothing
+    removes them: the originals in one may be the only record of the board's own values,
+    and none of them were written back. [] when the directory cannot be listed."""
+    found: list[tuple[int, Path]] = []
+    prefix = JOURNAL_NAME + ASIDE
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    for name in names:
+        rest = name[len(prefix):] if name.startswith(prefix) else None
+        if rest == "":
+            found.append((0, Path(directory) / name))
+        elif rest is not None and rest[:1] == "." and rest[1:].isdigit():
+            found.append((int(rest[1:]), Path(directory) / name))
+    return [path for _, path in sorted(found)]
 
 
 class JournaledWriter:
