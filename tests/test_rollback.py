@@ -21,6 +21,7 @@ from wattgate.daemon.rollback import (
     JournalError,
     SysfsJournal,
     set_aside_journals,
+    take_over,
 )
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.simkernel import WatchIO
@@ -290,6 +291,33 @@ def test_journals_set_aside_are_listed_oldest_first(tmp_path: Path) -> None:
     assert set_aside_journals(state) == kept
     assert [p.name for p in kept[:2]] == [f"{JOURNAL_NAME}.corrupt", f"{JOURNAL_NAME}.corrupt.1"]
     assert kept[10].read_text() == "{torn 10"
+
+
+def test_a_start_names_journals_set_aside_by_an_earlier_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal set aside by an earlier start may hold the only record of the board's own
+    values: every later start says so until it is removed, and not twice for one set aside
+    by this very start (whose own error says it)."""
+    fs = Sysfs(materialize("rk3588", tmp_path / "sys"))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / JOURNAL_NAME).write_text("{torn")
+    lock, _, _ = take_over(state, fs, create=True)
+    lock.release()
+    assert "set aside earlier" not in caplog.text
+    caplog.clear()
+    (state / JOURNAL_NAME).write_text("{torn again")
+    lock, _, _ = take_over(state, fs, create=True)
+    lock.release()
+    (earlier,) = [r.getMessage() for r in caplog.records if "set aside earlier" in r.message]
+    assert f"{state / JOURNAL_NAME}.corrupt;" in earlier and ".corrupt.1" not in earlier
+    caplog.clear()
+    for path in set_aside_journals(state):
+        path.unlink()
+    lock, _, _ = take_over(state, fs, create=True)
+    lock.release()
+    assert "set aside earlier" not in caplog.text
 
 
 def test_journal_of_another_format_version_is_kept_and_refused(tmp_path: Path) -> None:

@@ -436,6 +436,13 @@ def take_over(
     lock.acquire(create=create)
     try:
         journal = SysfsJournal(directory, fs)
+        earlier = [p for p in set_aside_journals(directory) if p not in journal.set_aside]
+        if earlier:
+            # Said at every start until removed: the daemon goes on, but nothing else would
+            # tell an operator who reads only the journal (`wattgate restore` says it too).
+            log.warning("%d sysfs journal(s) set aside earlier as unusable: %s; none of their "
+                        "originals were restored (read them, write back what the board "
+                        "needs, remove them)", len(earlier), ", ".join(map(str, earlier)))
         for attribute, original in (inherited or {}).items():
             journal.record(attribute, original.removesuffix("\n"))
         return lock, journal, journal.restore_pending()
