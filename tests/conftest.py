@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,6 +236,18 @@ def notify(tmp_path: Path) -> Iterator[NotifyListener]:
     listener = NotifyListener(tmp_path / "notify.sock")
     yield listener
     listener.close()
+
+
+@pytest.fixture
+def reachable_tmp() -> Iterator[Path]:
+    """A directory another user can traverse (pytest's tmp_path is root's, mode 0700), for
+    tests that run_as another user."""
+    base = Path(tempfile.mkdtemp(prefix="wattgate-test-"))
+    os.chmod(base, 0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def run_as(uid: int, gid: int, task: Callable[[], str]) -> str:

@@ -11,7 +11,6 @@ import pytest
 from tests.conftest import run_as
 from tests.fixtures.boards import materialize
 from tests.test_udev_rule import _user
-from tests.test_units_hunt import reachable_tmp  # noqa: F401 - a fixture, used below
 from wattgate.daemon import power_inputs
 from wattgate.daemon.power_inputs import InputReader
 from wattgate.drivers import meters
@@ -67,7 +66,7 @@ PACKAGE = "devices/virtual/powercap/intel-rapl/intel-rapl:0/energy_uj"
 
 
 def test_an_unreadable_psys_counter_falls_back_to_the_package_not_the_battery(
-    reachable_tmp: Path,  # noqa: F811 - the fixture imported above
+    reachable_tmp: Path,
 ) -> None:
     """Since Linux 5.10 (CVE-2020-8694) energy_uj is root's alone, mode 0400
     (drivers/powercap/powercap_sys.c). With a grant on the package zone and none on psys, the

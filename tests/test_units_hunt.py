@@ -4,13 +4,10 @@ runs, and what each package installs."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import shutil
 import stat
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -63,17 +60,6 @@ def replay_all(root: Path, events: list[Event]) -> None:
                     cmd = cmd.replace("/sys/", f"{root}/")
                     cmd = cmd.replace("chown wattgate", f"chown {user}")
                     subprocess.run(shlex.split(cmd), check=True, timeout=30)
-
-
-@pytest.fixture
-def reachable_tmp() -> Iterator[Path]:
-    """A directory another user can traverse (pytest's tmp_path is root's, mode 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="wattgate-units-hunt-"))
-    os.chmod(base, 0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # -- RAPL energy counters -----------------------------------------------------------------
