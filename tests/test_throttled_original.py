@@ -5,8 +5,9 @@ Since Linux 5.3 a cpufreq limit is a frequency QoS request; reading scaling_max_
 A start while the SoC is hot read the thermal cap, journaled it as the original and wrote
 it back at exit as the user's own limit, where it stayed after the SoC cooled down.
 
-The trees are the rk3588 fixture with its cooling devices (tests/fixtures/boards/cooling.py),
-and the files show what the kernel would show while throttled. Nothing is mocked.
+The trees are the rk3588 fixture with its cpufreq cooling devices and the intel-mtl one with
+the ACPI processor driver's "Processor" devices (tests/fixtures/boards/cooling.py), and the
+files show what the kernel would show while throttled. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.boards import FaultyIO, materialize
-from tests.fixtures.boards.cooling import state_khz, throttled_rk3588
+from tests.fixtures.boards.cooling import state_khz, throttled_intel_mtl, throttled_rk3588
 from tests.test_power_controller import CPU, MOTION, make, read
 from wattgate.boards import describe
 
 BIG_MAX = f"{CPU}/policy4/scaling_max_freq"
+P_MAX, E_MAX, LP_MAX = (f"{CPU}/policy{n}/scaling_max_freq" for n in (0, 12, 20))
+HALF = {"balanced": {"cpu_max_khz": "50%"}}  # intel-mtl: every policy's ceiling is driven
+TWO_PACKAGES = [0] * 12 + [1] * 10  # a made-up second package: the E and LP cores
 
 
 def big_cap(state: int) -> int:
@@ -118,3 +122,59 @@ def test_a_crashed_runs_journal_still_beats_the_thermal_correction(tmp_path: Pat
     pc, _ = make(tmp_path, io=FaultyIO(root, {BIG_MAX: 16}))  # EBUSY on write
     pc.start(0.0)
     assert pc.baseline[BIG_MAX] == "2016000"
+
+
+# -- ACPI "Processor" cooling devices (x86) ----------------------------------------------------
+
+
+def test_acpi_processor_devices_cap_every_policy_of_their_package(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """State 1: every policy of the package at 80 % of its own cpuinfo_max_freq."""
+    root = throttled_intel_mtl(tmp_path / "sys", 1)
+    assert [read(root, a) for a in (P_MAX, E_MAX, LP_MAX)] == ["3840000", "3040000", "2000000"]
+    pc, _ = make(tmp_path, "intel-mtl", profiles=HALF)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert [pc.baseline[a] for a in (P_MAX, E_MAX, LP_MAX)] == ["4800000", "3800000", "2500000"]
+    assert any("Processor" in w and "policy0" in w for w in warnings(caplog))
+    pc.stop()
+    assert [read(root, a) for a in (P_MAX, E_MAX, LP_MAX)] == ["4800000", "3800000", "2500000"]
+
+
+def test_a_user_limit_below_the_acpi_cap_stays_and_t_states_cap_no_lower(tmp_path: Path) -> None:
+    """State 5 of 10: the cpufreq steps end at 3 (40 %, 1920000 for a P-core), the other two
+    are T-states. 1500000 is below that: the user's; policy1 at the cap is not."""
+    root = throttled_intel_mtl(tmp_path / "sys", 5, max_state=10,
+                               limits={"policy0": 1500000})
+    policy1 = f"{CPU}/policy1/scaling_max_freq"
+    assert (read(root, P_MAX), read(root, policy1)) == ("1500000", "1920000")
+    pc, _ = make(tmp_path, "intel-mtl", profiles=HALF)
+    pc.start(0.0)
+    assert (pc.baseline[P_MAX], pc.baseline[policy1]) == ("1500000", "4800000")
+
+
+def test_a_processor_device_caps_only_the_package_of_its_cpu(tmp_path: Path) -> None:
+    """Package 1 (CPUs 12-21) is hot. Its devices are cooling_device0-9 (the namespace lists
+    the processors in reverse): the CPU comes from the ACPI device's physical_node link, not
+    from the device's number. policy0's 4000000 is the user's, though a state-1 cap of
+    package 0 would read the same."""
+    root = throttled_intel_mtl(tmp_path / "sys", 1, packages=TWO_PACKAGES, hot_package=1,
+                               limits={"policy0": 4000000})
+    pc, _ = make(tmp_path, "intel-mtl", profiles=HALF)
+    pc.start(0.0)
+    assert [pc.baseline[a] for a in (P_MAX, E_MAX, LP_MAX)] == ["4000000", "3800000", "2500000"]
+    pc.stop()
+    assert read(root, P_MAX) == "4000000"
+
+
+def test_without_the_links_an_active_processor_device_caps_every_policy(tmp_path: Path) -> None:
+    """Which CPU a Processor device is cannot be told: any active one may cap any policy, so
+    a value at or above the cap is not taken for the user's (policy0's 4000000 is lost; the
+    other way round a cap would stay for good)."""
+    throttled_intel_mtl(tmp_path / "sys", 1, packages=TWO_PACKAGES, hot_package=1,
+                        limits={"policy0": 4000000}, linked=False)
+    pc, _ = make(tmp_path, "intel-mtl", profiles=HALF)
+    pc.start(0.0)
+    assert [pc.baseline[a] for a in (P_MAX, E_MAX, LP_MAX)] == ["4800000", "3800000", "2500000"]
+

@@ -477,36 +477,38 @@ class PowerController:
                 self.baseline[key] = self._unthrottled(key, value, cooling)
 
     def _unthrottled(self, key: str, value: str, cooling: Sequence[thermal.CoolingDevice]) -> str:
-        """The original of ``key``, read as ``value``: not a thermal cap.
+        """The original of ``key``, read as ``value``: not a thermal cap's doing.
 
-        Since Linux 5.3 a cpufreq limit is a frequency QoS request, and reading
-        scaling_max_freq gives policy->max, the lowest max request: a cpufreq cooling
-        device's among them. Read while one throttles the policy, it is the cap, and
-        writing it back at exit would leave the CPUs throttled after they cooled. The
-        user's own request cannot be read then (the kernel shows no request alone); without
-        one policy->max is cpuinfo_max_freq, so that is the original, and the log says so.
-        A read below the cap's frequency is another request's (the user's): it stays.
-        Writing while throttled is fine: the write is the user's request, the cap still holds.
+        Since Linux 5.3 a cpufreq limit is a frequency QoS request, and scaling_max_freq
+        reads policy->max, the lowest max request: a cooling device's among them (a cpufreq
+        or an ACPI Processor one). Read while a cap binds, writing it back at exit would
+        leave the CPUs throttled after they cooled. The user's own request cannot
+        be read then; cpufreq.unthrottled_khz says what to take instead, and the log says
+        so. Writing while throttled is fine: the write is the user's request, the cap
+        still holds.
         """
         path, _, name = key.rpartition("/")
         policy = self._policies.get(path)
-        top = policy.cpuinfo_max_khz if policy is not None else None
-        if policy is None or top is None or name != "scaling_max_freq" or not value.isdigit():
+        if policy is None or not value.isdigit():
             return value
         cap = cpufreq.thermal_cap(policy, list(self._policies).index(path), cooling)
-        if cap is None or int(value) >= top or (cap.khz is not None and int(value) < cap.khz):
+        if cap is None:
+            return value
+        original = cpufreq.unthrottled_khz(policy, name, int(value), cap)
+        if original is None:
             return value
         device = cap.device
         log.warning(
-            "%s: scaling_max_freq reads %s kHz while %s (%s) throttles it at cooling state "
-            "%s of %s (%s kHz): that is the thermal cap, not the board's limit; taking "
-            "cpuinfo_max_freq %d kHz as the original, what the exit writes back",
-            policy.name, value, device.name, device.type, device.cur_state, device.max_state,
-            cap.khz if cap.khz is not None else "unknown", top,
-            extra=fields(knob=key, value=top),
+            "%s: %s reads %s kHz while %s (%s) throttles it at cooling state %s of %s (%s "
+            "kHz): that is the thermal cap's doing, not the board's setting; taking %s %d kHz "
+            "as the original, what the exit writes back",
+            policy.name, name, value, device.name, device.type, device.cur_state,
+            device.max_state, cap.khz if cap.khz is not None else "unknown",
+            "cpuinfo_" + name.removeprefix("scaling_"), original,
+            extra=fields(knob=key, value=original),
         )
-        self._unread[key] = str(top)
-        return str(top)
+        self._unread[key] = str(original)
+        return str(original)
 
     def _read_knob(self, key: str) -> Optional[str]:
         if key == vendor.GALCORE_GOVERN:

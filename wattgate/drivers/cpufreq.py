@@ -15,13 +15,19 @@ from dataclasses import dataclass
 from typing import Optional
 
 from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
-from wattgate.drivers.thermal import CoolingDevice
+from wattgate.drivers.thermal import ACPI_PROCESSOR, CoolingDevice
 
 CPUFREQ = "devices/system/cpu/cpufreq"
 # drivers/thermal/cpufreq_cooling.c names a policy's cooling device after the CPU device of
 # policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
 # policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
 COOLING_TYPE = re.compile(r"cpufreq-cpu(?P<cpu>\d+)|thermal-cpufreq-(?P<index>\d+)")
+# drivers/acpi/processor_thermal.c cpufreq_set_cur_state: a Processor device's state k caps
+# at cpuinfo.max_freq * (100 - 20 k) / 100 for k up to CPUFREQ_THERMAL_MAX_STEP (3); the
+# states above add T-states (acpi_processor_set_throttling), which cap no frequency.
+# (arm64 Tegra241 takes 5 % steps from acpi_arch_thermal_cpufreq_pctg; these are x86's.)
+ACPI_STEP_PERCENT = 20
+ACPI_MAX_STEP = 3
 
 
 @dataclass(frozen=True)
@@ -192,8 +198,13 @@ class ThermalCap:
 
 
 def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
-    """Whether ``device`` is the cpufreq cooling device of ``policy``, the ``index``-th
-    policy in CPU order. Devfreq, idle-injection and ACPI "Processor" devices are not."""
+    """Whether ``device`` caps the frequency of ``policy``, the ``index``-th policy in CPU
+    order: its cpufreq cooling device, or an ACPI Processor device of one of its CPUs'
+    package (any Processor device when sysfs does not tell which CPUs it has: the safe
+    guess, a cap taken for the user's limit would stay for good). Devfreq and
+    idle-injection devices do not."""
+    if device.type == ACPI_PROCESSOR:
+        return device.cpus is None or not set(device.cpus).isdisjoint(policy.cpus)
     match = COOLING_TYPE.fullmatch(device.type or "")
     if match is None:
         return False
@@ -212,11 +223,47 @@ def state_khz(policy: CpuPolicy, state: int, max_state: Optional[int]) -> Option
     return table[max_state - state]  # the table is ascending
 
 
+def acpi_state_khz(policy: CpuPolicy, state: int) -> Optional[int]:
+    """The ceiling a Processor device's ``state`` sets (ACPI_STEP_PERCENT). A device's state
+    adds its own CPU's T-state to the package's step, so the step it gives is never below
+    the package's: the ceiling is never above the real one."""
+    top = policy.cpuinfo_max_khz
+    if top is None:
+        return None
+    return top * (100 - ACPI_STEP_PERCENT * min(state, ACPI_MAX_STEP)) // 100
+
+
 def thermal_cap(
     policy: CpuPolicy, index: int, devices: Sequence[CoolingDevice]
 ) -> Optional[ThermalCap]:
-    """The active cooling device of ``policy`` (the ``index``-th in CPU order), if any."""
-    for device in devices:
-        if device.active and device.cur_state is not None and cools(device, policy, index):
-            return ThermalCap(device, state_khz(policy, device.cur_state, device.max_state))
+    """The active cooling device of ``policy`` (the ``index``-th in CPU order) with the
+    lowest ceiling (an unknown one lowest of all), if any: where policy->max is when a cap
+    binds."""
+    caps = [
+        ThermalCap(device, acpi_state_khz(policy, device.cur_state)
+                   if device.type == ACPI_PROCESSOR
+                   else state_khz(policy, device.cur_state, device.max_state))
+        for device in devices
+        if device.active and device.cur_state is not None and cools(device, policy, index)
+    ]
+    return min(caps, key=lambda cap: -1 if cap.khz is None else cap.khz, default=None)
+
+
+def _binds(cap: ThermalCap, khz: int) -> bool:
+    """Whether a policy->max read as ``khz`` is at the cap (at or above its frequency; any
+    when that is unknown) rather than at a lower request, the user's."""
+    return cap.khz is None or khz >= cap.khz
+
+
+def unthrottled_khz(policy: CpuPolicy, name: str, khz: int, cap: ThermalCap) -> Optional[int]:
+    """What the board has in ``name`` of ``policy``, read as ``khz`` while ``cap`` throttles
+    it, when that read is the cap's doing; None when it is the board's own.
+
+    The kernel shows no request alone (cpufreq.c show_one: policy->max, from all the freq
+    QoS requests). scaling_max_freq at the cap is the cap: without a user request it reads
+    cpuinfo_max_freq.
+    """
+    if name == "scaling_max_freq":
+        top = policy.cpuinfo_max_khz
+        return top if top is not None and khz < top and _binds(cap, khz) else None
     return None

@@ -4,16 +4,30 @@
 ``trip_point_K_{temp,type}`` (REFERENCE.md, "Thermal and power readings"), and
 ``class/thermal/cooling_deviceN/{type,cur_state,max_state}``: what throttles what, and how
 hard right now (state 0: not at all).
+
+An ACPI processor's cooling device (type ``Processor``) does not name its CPU:
+drivers/acpi/processor_thermal.c acpi_processor_thermal_init links the cooling device's
+``device`` to the ACPI processor device, and drivers/acpi/glue.c acpi_bind_one (called by
+acpi_processor.c acpi_processor_add for get_cpu_device(pr->id)) links that device's
+``physical_node`` to ``devices/system/cpu/cpuN``. Its frequency steps cap every CPU of that
+CPU's physical package (cpufreq_set_cur_state), ``cpuN/topology/physical_package_id``
+(Documentation/ABI/stable/sysfs-devices-system-cpu).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
 from wattgate.drivers.sysfs import Sysfs
 
 THERMAL = "class/thermal"
+CPUS = "devices/system/cpu"
+#: The type drivers/acpi/processor_thermal.c registers its cooling devices with.
+ACPI_PROCESSOR = "Processor"
+_CPU_DEVICE = re.compile(rf"{CPUS}/cpu(\d+)")
 #: include/linux/thermal.h THERMAL_TEMP_INVALID is -274000: a trip the kernel has no
 #: temperature for shows as that. Anything below absolute zero is no temperature.
 ABSOLUTE_ZERO_MC = -273150
@@ -79,6 +93,9 @@ class CoolingDevice:
     type: Optional[str]
     cur_state: Optional[int]
     max_state: Optional[int]
+    #: A Processor device's CPUs: those of its own CPU's physical package, which its state
+    #: caps. None for other types, and when sysfs does not tell (then it may cap any CPU).
+    cpus: Optional[tuple[int, ...]] = None
 
     @property
     def active(self) -> bool:
@@ -86,16 +103,47 @@ class CoolingDevice:
         return bool(self.cur_state)
 
 
-def read_cooling_device(fs: Sysfs, name: str) -> CoolingDevice:
+def cpu_packages(fs: Sysfs) -> dict[int, int]:
+    """CPU number -> physical_package_id, for the CPUs whose topology sysfs shows."""
+    packages = {}
+    for entry in fs.listdir(CPUS):
+        if entry.startswith("cpu") and entry[3:].isdigit():
+            package = fs.read_int_opt(f"{CPUS}/{entry}/topology/physical_package_id")
+            if package is not None:
+                packages[int(entry[3:])] = package
+    return packages
+
+
+def _processor_cpus(fs: Sysfs, base: str, packages: Mapping[int, int]) -> Optional[tuple[int, ...]]:
+    """The CPUs a Processor device's state caps, None when its CPU or that CPU's package
+    is not to be found (see the module's docstring for the links)."""
+    node = f"{base}/device/physical_node"
+    match = _CPU_DEVICE.fullmatch(fs.resolve(node)) if fs.exists(node) else None
+    package = packages.get(int(match[1])) if match is not None else None
+    if package is None:
+        return None
+    return tuple(sorted(cpu for cpu, p in packages.items() if p == package))
+
+
+def read_cooling_device(
+    fs: Sysfs, name: str, packages: Optional[Mapping[int, int]] = None
+) -> CoolingDevice:
+    """``packages`` is cpu_packages(fs), read here when not given and needed."""
     base = f"{THERMAL}/{name}"
-    return CoolingDevice(name, fs.read_opt(f"{base}/type"), fs.read_int_opt(f"{base}/cur_state"),
-                         fs.read_int_opt(f"{base}/max_state"))
+    cdev_type = fs.read_opt(f"{base}/type")
+    cpus = None
+    if cdev_type == ACPI_PROCESSOR:
+        cpus = _processor_cpus(fs, base, cpu_packages(fs) if packages is None else packages)
+    return CoolingDevice(name, cdev_type, fs.read_int_opt(f"{base}/cur_state"),
+                         fs.read_int_opt(f"{base}/max_state"), cpus)
 
 
 def discover_cooling_devices(fs: Sysfs) -> list[CoolingDevice]:
     """The cooling_deviceN entries in N order; [] where the kernel has none (or no
     class/thermal at all)."""
-    return [read_cooling_device(fs, n) for n in _numbered(fs, "cooling_device")]
+    names = _numbered(fs, "cooling_device")
+    packages = cpu_packages(fs) if names else {}
+    return [read_cooling_device(fs, n, packages) for n in names]
 
 
 def zone_by_type(zones: list[ThermalZone], zone_type: str) -> Optional[ThermalZone]:
