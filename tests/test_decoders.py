@@ -16,9 +16,10 @@ from typing import Any, Optional
 import numpy as np
 import pytest
 
-from tests.tflite_builder import ConstOutput, constant_model
+from tests.tflite_builder import ConstOutput, constant_model, mean_rgb_model
 from wattgate.drivers import runtime
 from wattgate.drivers.decoders import (
+    ClassifierDecoder,
     DecoderError,
     Detection,
     LabelsError,
@@ -28,6 +29,7 @@ from wattgate.drivers.decoders import (
     load_labels,
     make_decoder,
 )
+from wattgate.drivers.inference import output_specs
 
 SIZE = (64, 48)  # model input width, height
 
@@ -38,7 +40,7 @@ def run(path: Path, kind: str = "auto", labels: Optional[Sequence[str]] = None,
     interp = runtime.Interpreter(model_path=str(path))
     interp.allocate_tensors()
     inp = TensorSpec.from_details(interp.get_input_details()[0])
-    outs = [TensorSpec.from_details(d) for d in interp.get_output_details()]
+    outs = output_specs(interp)
     decoder = make_decoder(kind, inp, outs, labels, threshold)
     interp.set_tensor(inp.index, np.full(inp.shape, 7, inp.dtype))
     interp.invoke()
@@ -298,6 +300,52 @@ def test_classifier_logits_get_softmax(tmp_path: Path) -> None:
     e = np.exp(logits[0] - 2.0)
     assert [d.label for d in dets] == ["0", "1"]
     assert np.allclose([d.score for d in dets], (e / e.sum())[:2])
+
+
+def classifier(inp: TensorSpec, out: TensorSpec) -> ClassifierDecoder:
+    decoder = make_decoder("classifier", inp, [out], None, 0.1)
+    assert isinstance(decoder, ClassifierDecoder)
+    return decoder
+
+
+def loaded_classifier(path: Path) -> tuple[TensorSpec, ClassifierDecoder]:
+    """(the output's spec, the classifier decoder), as Model.load makes them."""
+    interp = runtime.Interpreter(model_path=str(path))
+    interp.allocate_tensors()
+    (out,) = output_specs(interp)
+    return out, classifier(TensorSpec.from_details(interp.get_input_details()[0]), out)
+
+
+@pytest.mark.parametrize("dtype, quant", [(np.uint8, (1 / 256, 0)), (np.int8, (1 / 256, -128))])
+def test_a_quantized_output_of_0_to_1_holds_probabilities(tmp_path: Path, dtype: Any,
+                                                          quant: tuple[float, int]) -> None:
+    """TFLite's quantized SOFTMAX writes scale 1/256 from zero (uint8 zero point 0, int8
+    -128; kernels/activations.cc SoftmaxPrepare): that tensor holds [0, 1) and nothing
+    else, whatever the graph's last operator is."""
+    path = constant_model(tmp_path / "cls.tflite", [
+        ConstOutput("probabilities", [[0.25, 0.5, 0.25]], dtype, quant)])
+    out, decoder = loaded_classifier(path)
+    assert out.producer == "ADD"  # past the QUANTIZE, to what computes the values
+    assert decoder.logits is False
+
+
+@pytest.mark.parametrize("fully_connected, softmax, producer, logits", [
+    (False, False, "ADD", None),  # the graph does not say: the first frames will
+    (True, False, "FULLY_CONNECTED", True),
+    (True, True, "SOFTMAX", False),
+    (False, True, "SOFTMAX", False),
+], ids=["add", "fully-connected", "fully-connected-softmax", "add-softmax"])
+def test_the_graph_says_whether_a_classifier_gives_logits(
+        tmp_path: Path, fully_connected: bool, softmax: bool, producer: str,
+        logits: Optional[bool]) -> None:
+    out, decoder = loaded_classifier(mean_rgb_model(
+        tmp_path / "cls.tflite", fully_connected=fully_connected, softmax=softmax))
+    assert out.producer == producer
+    assert decoder.logits is logits
+    # a quantized output of another range than 0..1 does not say either: the graph decides
+    image = TensorSpec("input", 0, (1, 32, 32, 3), np.dtype(np.float32), 0.0, 0)
+    other = TensorSpec("q", 1, (1, 3), np.dtype(np.uint8), 0.1, 128, producer)
+    assert classifier(image, other).logits is logits
 
 
 # --------------------------------------------------------------------------- errors

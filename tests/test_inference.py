@@ -247,6 +247,65 @@ def test_ssd_and_blazeface_letterboxes_stay_black(tmp_path: Path, blazeface: Mod
     assert np.all(tensor[0, :32] == -1.0) and np.all(tensor[0, 96:] == -1.0)
 
 
+# --------------------------------------------------------------------------- classifier scores
+
+#: RGB frames for mean_rgb_model(gain=2): logits 2 x (pixel / 127.5 - 1), inside 0..1 for the
+#: first (0.4, 0.2, 0.008), outside it for the second (2, -2, 0.008).
+IN_RANGE = (153, 140, 128)
+OUT_OF_RANGE = (255, 0, 128)
+
+
+def logits(rgb: tuple[int, int, int]) -> np.ndarray[Any, Any]:
+    return 2.0 * (np.array(rgb, np.float64) / 127.5 - 1.0)
+
+
+def softmax(x: np.ndarray[Any, Any]) -> list[float]:
+    e = np.exp(x - x.max())
+    return list(e / e.sum())
+
+
+def classify(model: Model, rgb: tuple[int, int, int]) -> list[float]:
+    """The published scores of red, green and blue for a frame of colour rgb."""
+    got = scores(model, solid(32, 32, (rgb[2], rgb[1], rgb[0])))
+    return [got["red"], got["green"], got["blue"]]
+
+
+def rgb_classifier(tmp_path: Path, labels: str, fully_connected: bool = False,
+                   softmax: bool = False) -> Model:
+    path = mean_rgb_model(tmp_path / "cls.tflite", gain=2.0, fully_connected=fully_connected,
+                          softmax=softmax)
+    return Model.load(str(path), kind="classifier", labels=labels, score_threshold=0.0)
+
+
+def test_a_head_that_ends_in_a_fully_connected_layer_gives_logits_on_every_frame(
+        tmp_path: Path, rgb_labels: str) -> None:
+    """A classifier exported without its softmax ends in FULLY_CONNECTED: its outputs are
+    logits, also on a frame where they happen to lie within 0..1. Decided per frame, such a
+    frame had its logits published as probabilities and the scores jumped."""
+    model = rgb_classifier(tmp_path, rgb_labels, fully_connected=True)
+    for rgb in (IN_RANGE, OUT_OF_RANGE, IN_RANGE):
+        assert classify(model, rgb) == pytest.approx(softmax(logits(rgb)), abs=1e-5), rgb
+
+
+def test_logits_seen_once_are_logits_on_every_frame_after(tmp_path: Path,
+                                                          rgb_labels: str) -> None:
+    """A graph that does not say (it ends in ADD): its first frames decide. Scores within
+    0..1 pass as they are until a frame shows one outside it, which no probability is;
+    from then on every frame gets the softmax, in range or not."""
+    model = rgb_classifier(tmp_path, rgb_labels)
+    assert classify(model, IN_RANGE) == pytest.approx(list(logits(IN_RANGE)), abs=1e-5)
+    assert classify(model, OUT_OF_RANGE) == pytest.approx(softmax(logits(OUT_OF_RANGE)),
+                                                          abs=1e-5)
+    assert classify(model, IN_RANGE) == pytest.approx(softmax(logits(IN_RANGE)), abs=1e-5)
+
+
+def test_a_classifier_that_ends_in_softmax_is_published_as_it_is(tmp_path: Path,
+                                                                rgb_labels: str) -> None:
+    model = rgb_classifier(tmp_path, rgb_labels, fully_connected=True, softmax=True)
+    for rgb in (IN_RANGE, OUT_OF_RANGE):
+        assert classify(model, rgb) == pytest.approx(softmax(logits(rgb)), abs=1e-5), rgb
+
+
 # --------------------------------------------------------------------------- box mapping
 
 

@@ -211,6 +211,24 @@ def _reducer_options(keep_dims: bool) -> _OptionsWriter:
     return write
 
 
+def _softmax_options(beta: float) -> _OptionsWriter:
+    # Without options the interpreter takes beta 0, and every class comes out 1 / C.
+    def write(b: flatbuffers.Builder) -> int:
+        tflite.SoftmaxOptionsStart(b)
+        tflite.SoftmaxOptionsAddBeta(b, beta)
+        return int(tflite.SoftmaxOptionsEnd(b))
+
+    return write
+
+
+def _fully_connected_options() -> _OptionsWriter:
+    def write(b: flatbuffers.Builder) -> int:
+        tflite.FullyConnectedOptionsStart(b)
+        return int(tflite.FullyConnectedOptionsEnd(b))
+
+    return write
+
+
 # -- ready-made models ------------------------------------------------------------------
 
 
@@ -267,17 +285,30 @@ def constant_model(path: Path, outputs: Sequence[ConstOutput], size: tuple[int, 
 
 def mean_rgb_model(path: Path, size: tuple[int, int] = (32, 32), input_dtype: Any = np.float32,
                    input_quant: Optional[Quant] = None, gain: float = 1.0,
-                   bias: float = 0.0) -> Path:
+                   bias: float = 0.0, fully_connected: bool = False,
+                   softmax: bool = False) -> Path:
     """A 3-class "classifier": output [1, 3] = mean over the image of each input channel (as
-    the model sees it, R, G, B) x gain + bias. It shows exactly what preprocessing fed in."""
+    the model sees it, R, G, B) x gain + bias. It shows exactly what preprocessing fed in.
+
+    fully_connected: the x gain + bias is a FULLY_CONNECTED layer (weights gain x I), as a
+    classifier's head ends, instead of MUL and ADD. softmax: a SOFTMAX (beta 1) follows, as
+    in a classifier exported with its activation; the output is then softmax(those)."""
     g = GraphBuilder()
     real = _real_input(g, size, input_dtype, input_quant)
     mean = g.tensor("channel_mean", (1, 3), np.float32)
     g.op(Op.MEAN, [real, g.const("axes", [1, 2], np.int32)], [mean],
          BuiltinOptions.ReducerOptions, _reducer_options(False))
-    scaled = g.tensor("scaled", (1, 3), np.float32)
-    g.op(Op.MUL, [mean, g.const("gain", [gain])], [scaled])
-    out = g.tensor("probabilities", (1, 3), np.float32)
-    g.op(Op.ADD, [scaled, g.const("bias", [bias])], [out])
+    out = g.tensor("logits" if softmax else "probabilities", (1, 3), np.float32)
+    if fully_connected:
+        g.op(Op.FULLY_CONNECTED,
+             [mean, g.const("weights", np.eye(3) * gain), g.const("bias", [bias] * 3)], [out],
+             BuiltinOptions.FullyConnectedOptions, _fully_connected_options())
+    else:
+        scaled = g.tensor("scaled", (1, 3), np.float32)
+        g.op(Op.MUL, [mean, g.const("gain", [gain])], [scaled])
+        g.op(Op.ADD, [scaled, g.const("bias", [bias])], [out])
+    if softmax:
+        logits, out = out, g.tensor("probabilities", (1, 3), np.float32)
+        g.op(Op.SOFTMAX, [logits], [out], BuiltinOptions.SoftmaxOptions, _softmax_options(1.0))
     g.outputs.append(out)
     return g.write(path)

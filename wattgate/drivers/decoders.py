@@ -81,7 +81,9 @@ class Detection:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """What the decoders need to know about one tensor, from ``get_*_details()``."""
+    """What the decoders need to know about one tensor, from ``get_*_details()``, and for an
+    output the operator that computes its values (``inference.output_specs``), "" when the
+    graph was not read."""
 
     name: str
     index: int
@@ -89,6 +91,7 @@ class TensorSpec:
     dtype: np.dtype[Any]
     scale: float
     zero_point: int
+    producer: str = ""
 
     @classmethod
     def from_details(cls, details: Mapping[str, Any]) -> TensorSpec:
@@ -584,8 +587,39 @@ class YoloV5Decoder(YoloV8Decoder):
 # --------------------------------------------------------------------------- classifier
 
 
+#: Last operators of a classifier whose outputs are probabilities already.
+_PROBABILITY_OPS = frozenset({"SOFTMAX", "LOGISTIC"})
+#: Last operators of a classifier whose outputs are logits: a head exported without its
+#: activation ends in its dense layer (MobileNet v1's is a 1x1 convolution, then a reshape).
+_LOGIT_OPS = frozenset({"FULLY_CONNECTED", "CONV_2D"})
+
+
+def _holds_logits(spec: TensorSpec) -> bool | None:
+    """Whether a classifier's output holds logits (True) or probabilities (False), as far as
+    the tensor and the graph tell; None when they do not.
+
+    A quantized 8-bit output of scale 1/256 from zero holds [0, 1) and nothing else: what
+    TFLite's quantized SOFTMAX writes (kernels/activations.cc SoftmaxPrepare: uint8 zero
+    point 0, int8 -128). Otherwise the operator that computes it decides."""
+    softmax_scale = math.isclose(spec.scale, 1 / 256, rel_tol=1e-3)
+    if spec.quantized and spec.dtype.itemsize == 1 and softmax_scale \
+            and spec.zero_point == np.iinfo(spec.dtype).min:
+        return False
+    if spec.producer in _PROBABILITY_OPS:
+        return False
+    if spec.producer in _LOGIT_OPS:
+        return True
+    return None
+
+
 class ClassifierDecoder:
-    """One output [1, C] of class scores; logits (values outside 0..1) get a softmax."""
+    """One output [1, C] of class scores: probabilities, or logits that get a softmax.
+
+    Which, is decided once for the model, so its scores mean the same on every frame: from
+    the output tensor and the operator that computes it when they tell (``_holds_logits``);
+    else by its frames, and the first score outside 0..1, which no probability is, makes it
+    logits for good. Until then the scores pass as they are: a model that never shows one
+    (a sigmoid head read without its graph) gives probabilities."""
 
     kind = "classifier"
 
@@ -596,13 +630,17 @@ class ClassifierDecoder:
         if len(shape) != 2 or shape[0] != 1 or shape[1] < 1:
             raise DecoderError("expected one output [1, C] of class scores")
         self.classes: int | None = shape[1]
+        #: True: logits (softmax on every frame); False: probabilities; None: not known yet.
+        self.logits = _holds_logits(outputs[0])
         self._labels = labels
         self._threshold = score_threshold
         self._limit = max_detections
 
     def decode(self, outputs: Sequence[Array]) -> Detections:
         scores = np.asarray(outputs[0], np.float32).reshape(-1)
-        if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
+        if self.logits is None and scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
+            self.logits = True
+        if self.logits:
             e = np.exp(scores - scores.max())
             scores = (e / e.sum()).astype(np.float32)
         top = np.argsort(-scores, kind="stable")[:CLASSIFIER_TOP_K]

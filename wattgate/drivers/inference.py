@@ -60,7 +60,7 @@ from wattgate.drivers.yuv import Shrinker, Yuv
 
 __all__ = [
     "InferenceResult", "Model", "ModelError", "Prepared", "Preparer", "RawOutput",
-    "default_model_path",
+    "default_model_path", "output_specs",
 ]
 
 log = logging.getLogger("wattgate.inference")
@@ -491,7 +491,7 @@ class Model:
         interp, loaded = _make_interpreter(model_path, threads, loaded, delegate)
         input_details = interp.get_input_details()
         inputs = [TensorSpec.from_details(d) for d in input_details]
-        outputs = [TensorSpec.from_details(d) for d in interp.get_output_details()]
+        outputs = output_specs(interp)
         if (len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[0] != 1
                 or inputs[0].shape[3] != 3 or min(inputs[0].shape[1:3]) < 1):
             raise ModelError(f"model file {model_path}: expected one image input [1, H, W, 3], "
@@ -567,6 +567,41 @@ class Model:
         found = decoded.found - (len(decoded) - len(detections))
         total_ms = raw.took_ms + (time.perf_counter() - start) * 1000.0
         return InferenceResult(detections, raw.invoke_ms, total_ms, found)
+
+
+#: Operators that carry values on without changing what they are: an output's producer is
+#: looked for behind them.
+_CARRIERS = frozenset({"DEQUANTIZE", "QUANTIZE", "RESHAPE", "SQUEEZE"})
+
+
+def output_specs(interp: Any) -> list[TensorSpec]:
+    """The interpreter's outputs, each with the operator that computes its values (past
+    reshapes and (de)quantization) as its ``producer``: a classifier's scores are
+    probabilities when it is SOFTMAX. The graph is read once, at load, with the interpreter's
+    ``_get_ops_details()`` (tflite-runtime 2.14 and LiteRT have it); a runtime without it
+    leaves the producers unknown ("")."""
+    outputs = [TensorSpec.from_details(d) for d in interp.get_output_details()]
+    try:
+        ops = interp._get_ops_details()
+    except (AttributeError, RuntimeError, ValueError):
+        return outputs
+    made_by: dict[int, tuple[str, int]] = {}  # tensor -> (operator, its first input)
+    for op in ops:
+        # A delegate's node lists the outputs of the operators it took over, which stay in
+        # the list under their own names.
+        if op["op_name"] != "DELEGATE":
+            first = int(op["inputs"][0]) if len(op["inputs"]) else -1
+            for tensor in op["outputs"]:
+                made_by.setdefault(int(tensor), (str(op["op_name"]), first))
+
+    def producer(tensor: int) -> str:
+        for _ in range(len(made_by) + 1):  # a bound for a cycle in a damaged graph
+            name, tensor = made_by.get(tensor, ("", -1))
+            if name not in _CARRIERS:
+                return name
+        return ""
+
+    return [replace(spec, producer=producer(spec.index)) for spec in outputs]
 
 
 def _check_output_scales(path: Path, outputs: Sequence[TensorSpec]) -> None:
