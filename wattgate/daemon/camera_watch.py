@@ -275,6 +275,7 @@ class SupervisedSource:
         self._worker: Optional[_Worker] = None
         self._device: Optional[v4l2.V4l2Device] = None
         self._twins: tuple[str, ...] = ()  # the cameras an ambiguous identity was warned of
+        self._noted_no_udev = ""  # the camera picked without udev that was warned of
         self._target = ""
         self._resume_at = 0  # frame of a cut-short file to reopen at
         self._delivered = 0
@@ -416,13 +417,26 @@ class SupervisedSource:
                 return None, f"no such device: {path}"
             self._device = v4l2.resolve(self.identity, v4l2.list_devices(self._context))
             return path, ""
-        found = v4l2.candidates(self.identity, v4l2.list_devices(self._context))
+        devices = v4l2.list_devices(self._context)
+        found = v4l2.candidates(self.identity, devices)
         if not found:
-            return None, f"no camera matches {self.identity.describe()}"
+            why = f"no camera matches {self.identity.describe()}"
+            if self.identity.kind == "udev" and any(d.kernel for d in devices):
+                why += " (udev has no database here: is systemd-udevd running?)"
+            return None, why
         if self.identity.kind == "udev":
             self._warn_ambiguous(found)
+        self._warn_no_udev(found[0])
         self._device = found[0]
         return found[0].devnode, ""
+
+    def _warn_no_udev(self, device: v4l2.V4l2Device) -> None:
+        """Say once per camera picked that udev had no record of it, and why it was taken:
+        "auto" then rests on what the kernel says (v4l2.KernelNode), not on udev's rules."""
+        note = v4l2.udev_database_note(device)
+        if note and device.devnode != self._noted_no_udev:
+            self._noted_no_udev = device.devnode
+            log.warning("camera.source %s: %s", self.spec, note)
 
     def _warn_ambiguous(self, found: list[v4l2.V4l2Device]) -> None:
         """Say once per set of cameras that `udev:` matched several: which one is used, and

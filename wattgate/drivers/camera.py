@@ -706,6 +706,9 @@ def resolve_device(spec: str, context: Any = None) -> str:
     device = v4l2.resolve(identity, v4l2.list_devices(context))
     if device is None:
         raise SourceError(f"camera.source {spec!r}: no camera matches {identity.describe()}")
+    note = v4l2.udev_database_note(device)
+    if note:
+        log.warning("camera.source %s: %s", spec, note)
     return device.devnode
 
 
