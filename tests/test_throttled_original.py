@@ -22,6 +22,7 @@ from tests.test_power_controller import CPU, MOTION, make, read
 from wattgate.boards import describe
 
 BIG_MAX = f"{CPU}/policy4/scaling_max_freq"
+BIG_MIN = f"{CPU}/policy4/scaling_min_freq"
 P_MAX, E_MAX, LP_MAX = (f"{CPU}/policy{n}/scaling_max_freq" for n in (0, 12, 20))
 HALF = {"balanced": {"cpu_max_khz": "50%"}}  # intel-mtl: every policy's ceiling is driven
 TWO_PACKAGES = [0] * 12 + [1] * 10  # a made-up second package: the E and LP cores
@@ -178,3 +179,41 @@ def test_without_the_links_an_active_processor_device_caps_every_policy(tmp_path
     pc.start(0.0)
     assert [pc.baseline[a] for a in (P_MAX, E_MAX, LP_MAX)] == ["4800000", "3800000", "2500000"]
 
+
+# -- scaling_min_freq clamped to the cap ----------------------------------------------------------
+
+
+def test_a_floor_clamped_to_the_thermal_cap_is_not_the_original(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """The user's 2016000 floor is above the state-6 cap (1800000): policy->min reads the
+    cap (cpufreq_verify_within_limits). Journaled, the exit would leave a 1800000 floor
+    after the SoC cooled; cpuinfo_min_freq is what the file shows without a user floor."""
+    root = throttled_rk3588(tmp_path / "sys", {"policy4": 6}, floors={"policy4": 2016000})
+    assert read(root, BIG_MIN) == read(root, BIG_MAX) == "1800000"
+    pc, _ = make(tmp_path, profiles={"balanced": {"cpu_min_khz": "0%"}})
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert pc.baseline[BIG_MIN] == "408000"
+    assert any("scaling_min_freq" in w and "policy4" in w for w in warnings(caplog))
+    pc.stop()
+    assert read(root, BIG_MIN) == "408000"
+
+
+def test_a_floor_below_the_thermal_cap_is_the_users(tmp_path: Path) -> None:
+    root = throttled_rk3588(tmp_path / "sys", {"policy4": 6}, floors={"policy4": 1416000})
+    pc, _ = make(tmp_path, profiles={"balanced": {"cpu_min_khz": "0%"}})
+    pc.start(0.0)
+    assert pc.baseline[BIG_MIN] == "1416000"
+    pc.stop()
+    assert read(root, BIG_MIN) == "1416000"
+
+
+def test_a_floor_clamped_to_an_acpi_cap_is_not_the_original(tmp_path: Path) -> None:
+    """The same on x86: a 4000000 floor under a state-1 Processor cap (3840000)."""
+    p_min = f"{CPU}/policy0/scaling_min_freq"
+    root = throttled_intel_mtl(tmp_path / "sys", 1, floors={"policy0": 4000000})
+    assert read(root, p_min) == "3840000"
+    pc, _ = make(tmp_path, "intel-mtl", profiles={"balanced": {"cpu_min_khz": "0%"}})
+    pc.start(0.0)
+    assert pc.baseline[p_min] == "400000"

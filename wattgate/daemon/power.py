@@ -481,8 +481,9 @@ class PowerController:
 
         Since Linux 5.3 a cpufreq limit is a frequency QoS request, and scaling_max_freq
         reads policy->max, the lowest max request: a cooling device's among them (a cpufreq
-        or an ACPI Processor one). Read while a cap binds, writing it back at exit would
-        leave the CPUs throttled after they cooled. The user's own request cannot
+        or an ACPI Processor one), and scaling_min_freq reads policy->min, clamped to it.
+        Read while a cap binds, writing them back at exit would leave the CPUs throttled,
+        or held up at the cap's frequency, after they cooled. The user's own request cannot
         be read then; cpufreq.unthrottled_khz says what to take instead, and the log says
         so. Writing while throttled is fine: the write is the user's request, the cap
         still holds.

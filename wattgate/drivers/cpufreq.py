@@ -259,11 +259,20 @@ def unthrottled_khz(policy: CpuPolicy, name: str, khz: int, cap: ThermalCap) -> 
     """What the board has in ``name`` of ``policy``, read as ``khz`` while ``cap`` throttles
     it, when that read is the cap's doing; None when it is the board's own.
 
-    The kernel shows no request alone (cpufreq.c show_one: policy->max, from all the freq
-    QoS requests). scaling_max_freq at the cap is the cap: without a user request it reads
-    cpuinfo_max_freq.
+    The kernel shows no request alone (cpufreq.c show_one: policy->max and policy->min,
+    from all the freq QoS requests). scaling_max_freq at the cap is the cap: without a
+    user request it reads cpuinfo_max_freq. scaling_min_freq is clamped to policy->max
+    (cpufreq_verify_within_limits): read at or above scaling_max_freq while the cap binds
+    there, the user's floor is above the cap and unknown; without a user floor it reads
+    cpuinfo_min_freq, a floor that costs no power after the CPUs cool, where a floor at
+    the cap would hold them up for good. ``policy.max_khz`` is as read at discovery,
+    before any write of this daemon's.
     """
     if name == "scaling_max_freq":
         top = policy.cpuinfo_max_khz
         return top if top is not None and khz < top and _binds(cap, khz) else None
+    if name == "scaling_min_freq":
+        bottom, ceiling = policy.cpuinfo_min_khz, policy.max_khz
+        clamped = ceiling is not None and khz >= ceiling and _binds(cap, ceiling)
+        return bottom if bottom is not None and khz > bottom and clamped else None
     return None
