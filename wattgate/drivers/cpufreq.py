@@ -190,8 +190,9 @@ def set_epp(w: Writer, policy: CpuPolicy, preference: str) -> None:
 
 @dataclass(frozen=True)
 class ThermalCap:
-    """A cpufreq cooling device throttling a policy now, and the ceiling its state sets
-    (None when the policy's frequency table does not tell)."""
+    """A cooling device throttling a policy now (its cpufreq one or an ACPI Processor one),
+    and the ceiling its state sets (None when the policy's table or cpuinfo_max_freq does
+    not tell)."""
 
     device: CoolingDevice
     khz: Optional[int]
