@@ -55,6 +55,28 @@ def test_the_duty_stays_right_after_a_million_inferences() -> None:
     assert max(duties) == pytest.approx(0.18, abs=1e-6)
 
 
+def test_an_inference_longer_than_the_tick_is_busy_in_every_tick() -> None:
+    """A 2.5 s NPU inference at one-second ticks: the model is busy throughout. Counted
+    only when it ended, two ticks of three read a duty of 0 and the feedback lowered the
+    clocks of the work that was too slow."""
+    counters = Counters()
+    counters.busy_since = 0.0
+    duties = []
+    prev = LoadSample.from_pipeline(0.0, counters.snapshot(0), busy_since=counters.busy_since)
+    for tick in range(1, 8):
+        at = float(tick)
+        if at >= counters.busy_since + 2.5:  # it ended; the next one started at once
+            counters.busy_since += 2.5
+            counters.inferred += 1
+            counters.infer_ms_total += 2500.0
+        cur = LoadSample.from_pipeline(at, counters.snapshot(0), busy_since=counters.busy_since)
+        found = pressure(prev, cur)
+        assert found is not None
+        duties.append(found.duty)
+        prev = cur
+    assert duties == pytest.approx([1.0] * 7)
+
+
 def feed(c: LoadController, *duties: float, start: float = 0.0) -> list[float]:
     """One sample a second with the given duty each; the levels after each."""
     levels = []

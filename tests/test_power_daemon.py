@@ -321,3 +321,43 @@ def test_an_unforeseen_error_at_start_still_restores_the_board(
     assert "restored 5 sysfs attribute(s)" in daemon.log()  # the idle settings were written
     assert tree_snapshot(root) == before
     assert not (journal / "sysfs-journal.json").exists()
+
+
+# An NPU inference slower than the one-second power tick cannot exist here (no NPU): the
+# interpreter's invoke is made to take 2.5 s, inside the time the model measures.
+SLOW_INVOKE_WRAPPER = """
+import sys, time
+import wattgate.drivers.runtime as runtime
+real_invoke = runtime.Interpreter.invoke
+def invoke(self):
+    time.sleep(2.5)
+    return real_invoke(self)
+runtime.Interpreter.invoke = invoke
+from wattgate.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_model_slower_than_the_tick_reads_busy_in_every_tick(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The load feedback's duty counts the inference still running: a model busy for
+    2.5 s at a time read as idle (duty 0) in the ticks where none ended."""
+    root = materialize("rk3588", tmp_path / "sys")
+    video = write_scene(tmp_path / "scene.avi", quiet_s=20.0, moving_s=0.0, after_s=0.0)
+    daemon = start_daemon(
+        **power_sections(root, tmp_path / "journal", video),
+        argv=lambda config: [sys.executable, "-c", SLOW_INVOKE_WRAPPER, str(config)],
+        gate={"enabled": False},
+    )
+    duties: list[float] = []
+    with daemon.connect() as client:
+        # The status shows the pressure of the last one-second tick: seven looks a second
+        # apart see six ticks or more, of which the old count read two of three as 0.
+        for _ in range(7):
+            load = client.request("status")["power"].get("load")
+            if load is not None:
+                duties.append(load["duty"])
+            time.sleep(1.0)
+    assert daemon.stop() == 0
+    assert len(duties) >= 5 and min(duties) > 0.9, duties

@@ -575,8 +575,9 @@ class Daemon:
 
     def _power_tick(self, now: float) -> None:
         assert self.power is not None
-        load = LoadSample.from_pipeline(now, self.pipeline.status()) if (
-            self.pipeline is not None) else None
+        pipeline = self.pipeline
+        load = None if pipeline is None else LoadSample.from_pipeline(
+            now, pipeline.status(), busy_since=pipeline.counters.busy_since)
         self._power_events(self.power.tick(now, load))
         self.hub.publish("power", self.power.power_message())
 

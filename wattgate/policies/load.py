@@ -56,11 +56,21 @@ class LoadSample:
 
     @classmethod
     def from_pipeline(
-        cls, at: float, status: dict[str, object], cpu_percent: Optional[float] = None
+        cls, at: float, status: dict[str, object], cpu_percent: Optional[float] = None,
+        busy_since: Optional[float] = None,
     ) -> LoadSample:
-        """From ``Pipeline.status()``: inferred, stale_dropped, infer_ms_total."""
+        """From ``Pipeline.status()``: inferred, stale_dropped, infer_ms_total; plus the
+        time so far of the inference running since ``busy_since`` (monotonic, as ``at``).
+
+        infer_ms_total grows only when an inference ends. An NPU inference longer than the
+        tick ended in no tick's window, or in one of several: the model busy all along
+        read as a duty of 0 in between, and the feedback lowered the clocks of the very
+        work that was too slow. Counting the running one's time up to now makes the total
+        continuous; when it ends, its whole time replaces the part counted so far."""
         total = status.get("infer_ms_total")
         total_ms = float(total) if isinstance(total, (int, float)) else 0.0
+        if busy_since is not None and busy_since < at:
+            total_ms += (at - busy_since) * 1000.0
         return cls(at, _int(status.get("inferred")), _int(status.get("stale_dropped")),
                    total_ms, cpu_percent)
 
