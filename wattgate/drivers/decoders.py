@@ -16,6 +16,7 @@ suppression. The list says how many there were before that cut (``Detections.fou
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,8 @@ __all__ = [
     "load_labels",
     "make_decoder",
 ]
+
+log = logging.getLogger("wattgate.inference")
 
 FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
@@ -502,11 +505,11 @@ class YoloV8Decoder:
     - [1, N, 4+C], the same rows first (onnx2tf and other converters).
     Rows first it is told from YOLOv5's [1, N, 5+C] (``YoloV5Decoder``) by N: YOLOv8 has one
     box a grid cell, YOLOv5 three (anchors), over the grids of strides 8, 16, 32 (and 64).
-    A kind that does not fit the layout is refused, naming the one that does: decoded as
-    the other, YOLOv5's objectness is read as class 0's score or the reverse."""
+    "yolov5" on this layout is refused, naming the kind that fits: decoded as YOLOv5, class
+    0's score would be read as an objectness. "yolov8" on YOLOv5's layout decodes it as
+    YOLOv5, with a warning: config.toml named no other kind for it before "yolov5"."""
 
     kind = "yolov8"
-    name = "YOLOv8"
     #: An objectness after the box, and three boxes a grid cell: YOLOv5's layout.
     objectness = False
     layout = ("one output [1, 4+C, N] or, rows first, [1, N, 4+C] with N = the {cells} grid "
@@ -527,10 +530,15 @@ class YoloV8Decoder:
         if self._rows and not v5 and shape[1] not in cells:
             raise DecoderError(f"{expected}; rows first, N = {shape[1]} is neither the grid "
                                "cells (YOLOv8) nor 3 times them (YOLOv5)")
-        if v5 != self.objectness:
-            fits = YoloV5Decoder if v5 else YoloV8Decoder
-            raise DecoderError(f'{expected}; {list(shape)} is {fits.name}\'s layout: '
-                               f'kind = "{fits.kind}" (or "auto") decodes it')
+        if self.objectness and not v5:
+            raise DecoderError(f'{expected}; {list(shape)} is YOLOv8\'s layout: '
+                               'kind = "yolov8" (or "auto") decodes it')
+        if v5 and not self.objectness:
+            # What config.toml said to write for YOLOv5 before "yolov5" was a kind, and it
+            # decoded right: an upgrade must not refuse the model. Decoded as YOLOv5.
+            log.warning('kind = "yolov8" on YOLOv5\'s layout %s: decoded as YOLOv5; '
+                        'kind = "yolov5" (or "auto") names it', list(shape))
+            self.kind, self.objectness = YoloV5Decoder.kind, True
         self._first = 5 if v5 else 4  # first class score
         self.classes: int | None = (shape[2] if self._rows else shape[1]) - self._first
         self._pixels = np.array([width, height, width, height], np.float32)
@@ -578,7 +586,6 @@ class YoloV5Decoder(YoloV8Decoder):
     class is objectness x class score."""
 
     kind = "yolov5"
-    name = "YOLOv5"
     objectness = True
     layout = ("one output [1, N, 5+C] with N = 3 x the {cells} grid cells of a {size} input "
               "(YOLOv5: three anchors a cell, an objectness after the box)")
