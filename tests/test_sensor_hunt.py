@@ -8,6 +8,7 @@ FailingReads stands in for the driver's show()."""
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -95,19 +96,27 @@ def test_a_rail_that_fails_a_read_leaves_no_sum_of_the_rest(tmp_path: Path) -> N
     assert (inputs.meter_w, inputs.meter_source) == (None, None)
 
 
-def test_an_apu_package_sensor_is_not_summed_with_the_board_rails(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chip, scope, rails", [
+    (lambda b: amdgpu_apu(b, 4, 9_034_000), "package", (meters.Rail("PPT", None, None, 9.034),)),
+    (lambda b: amdgpu_card(b, 5, 31_000_000), "device", (meters.Rail("PPT", None, None, 31.0),)),
+], ids=["apu", "discrete-card"])
+def test_an_amdgpu_sensor_is_not_summed_with_the_board_rails(
+    tmp_path: Path, chip: Callable[[Board], None], scope: str, rails: tuple[meters.Rail, ...]
+) -> None:
     """amdgpu's PPT on an APU is the processor package's power, fed by the board's supplies
     the INA226 measure: summed with them it was counted twice (15.4 W for 6.5 W), as a rail
-    named "vddnb" (in1_label, the APU's northbridge voltage) with the PPT's watts."""
+    named "vddnb" (in1_label, the APU's northbridge voltage) with the PPT's watts. A discrete
+    card's (no vddnb: amdgpu shows it on APUs only) is the card's own power: neither a rail
+    of the board's sum nor the processor package."""
     b = Board()
     _ina226_rails(b)
-    amdgpu_apu(b, 4, 9_034_000)
+    chip(b)
     root = b.write(tmp_path)
     inputs = InputReader(Sysfs(root), {}).read(0.0)
     assert (inputs.meter_w, inputs.meter_source) == (pytest.approx(6.5), "hwmon rails")
-    found = {m.chip: m for m in meters.discover_meters(Sysfs(root))}
-    assert found["amdgpu"].scope == "package"
-    assert found["amdgpu"].rails == (meters.Rail("PPT", None, None, 9.034),)
+    (found,) = [m for m in meters.discover_meters(Sysfs(root)) if m.chip == "amdgpu"]
+    assert (found.scope, found.rails) == (scope, rails)
+    assert (meters.package_meter([found]) is None) == (scope != "package")
 
 
 @pytest.mark.parametrize("van_gogh", [False, True], ids=["PPT", "slowPPT+fastPPT"])
@@ -128,19 +137,6 @@ def test_an_apu_laptop_with_no_rapl_counter_to_read_measures_its_package(
     inputs = InputReader(Sysfs(root), {}).read(0.0)
     assert inputs.meter_source == "hwmon amdgpu package"
     assert inputs.meter_w == pytest.approx(9.034)
-
-
-def test_a_discrete_gpu_card_is_neither_a_board_rail_nor_the_package(tmp_path: Path) -> None:
-    """A discrete card's PPT (no vddnb: amdgpu shows it on APUs only) is the card's own
-    power: neither a rail of the board's sum nor the processor package."""
-    b = Board()
-    _ina226_rails(b)
-    amdgpu_card(b, 5, 31_000_000)
-    root = b.write(tmp_path)
-    inputs = InputReader(Sysfs(root), {}).read(0.0)
-    assert (inputs.meter_w, inputs.meter_source) == (pytest.approx(6.5), "hwmon rails")
-    (card,) = [m for m in meters.discover_meters(Sysfs(root)) if m.chip == "amdgpu"]
-    assert card.scope == "device" and meters.package_meter([card]) is None
 
 
 # -- IIO light -------------------------------------------------------------------------------
