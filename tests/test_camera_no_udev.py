@@ -22,7 +22,9 @@ from tests.test_v4l2_udev import PRELUDE, run_child
 from wattgate.drivers import v4l2
 from wattgate.drivers.sysfs import Sysfs
 
-CHILD = PRELUDE + r"""
+# The testbed of a board without udevd, and the VIDIOC_QUERYCAP answers of its nodes;
+# tests/test_probe_cameras.py runs `wattgate probe` on it.
+NO_UDEV_BED = PRELUDE + r"""
 import logging, struct
 from wattgate.drivers.camera import resolve_device
 
@@ -84,7 +86,9 @@ for parent, node, name, index, in_dev in NODES:
     assert bed.add_from_string("\n".join(line for line in lines if line) + "\n")
     if in_dev:
         bed.attach_ioctl(f"/dev/{node}", handler)
+"""
 
+CHILD = NO_UDEV_BED + r"""
 import pyudev
 listed = pyudev.Context().list_devices(subsystem="video4linux")
 out = {"initialized": [d.is_initialized for d in listed]}

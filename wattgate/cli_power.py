@@ -61,7 +61,7 @@ def positive_int(value: str) -> int:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from wattgate.drivers.inventory import format_inventory, list_cameras, probe
+    from wattgate.drivers.inventory import CameraSurvey, format_inventory, probe, survey_cameras
 
     npu = gpu = None
     devices: tuple[str, ...] = ()
@@ -79,8 +79,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 f"power.sysfs_root: got {cfg.power.sysfs_root!r}; not a directory"]))
         root = root or cfg.power.sysfs_root
     root = root or "/sys"
-    cameras = list_cameras() if root == "/sys" else []
-    inventory = probe(root, npu=npu, gpu=gpu, runtime_pm_devices=devices, cameras=cameras)
+    # cameras are no files below a fake root: listed (as "auto" finds them) on /sys only
+    cameras = survey_cameras() if root == "/sys" else CameraSurvey([], None)
+    inventory = probe(root, npu=npu, gpu=gpu, runtime_pm_devices=devices,
+                      cameras=cameras.cameras, udev_database=cameras.udev_database)
     print(inventory.to_json() if args.json else format_inventory(inventory), end="")
     if args.json:
         print()

@@ -2,9 +2,10 @@
 
 ``probe(root)`` reads every knob and reading the drivers know (read only, no
 writes); ``format_inventory`` turns it into text that also says which config
-keys drive each knob; ``Inventory.to_json`` is the ``--json`` form. Cameras come
-from udev (``list_cameras``), separately, because udev may be absent (containers,
-build hosts) while sysfs is still worth reading.
+keys drive each knob; ``Inventory.to_json`` is the ``--json`` form. Cameras are
+listed separately (``survey_cameras``), by the daemon's own discovery (wattgate/drivers/
+v4l2.py), because they are not below the sysfs root a fake tree replaces: from udev, or
+where udev has no database (containers, no systemd-udevd) from what the kernel says.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from wattgate.drivers import vendor
+from wattgate.drivers import v4l2, vendor
 from wattgate.drivers.accel import Accelerator, find_accelerators
 from wattgate.drivers.cpufreq import CpuPolicy, discover_policies
 from wattgate.drivers.devfreq import DevfreqDevice, discover_devfreq
@@ -36,16 +37,33 @@ KEYS = {
     "power.runtime_pm_devices for others",
     "gpu_govern": "profile key gpu_govern (overdrive|nominal|underdrive)",
     "railgate": "profile key gpu_railgate (true|false)",
+    "camera": 'camera.source ("auto" opens the camera marked auto)',
 }
+
+# Why a node udev describes counts as a camera (KernelNode.basis says it for the others).
+UDEV_BASIS = "udev ID_V4L_CAPABILITIES"
 
 
 @dataclass(frozen=True)
 class Camera:
+    """A video4linux capture node: one that camera.source = "auto" would consider."""
+
     devnode: str
     name: str
     sys_path: str
     bus: Optional[str]
-    capabilities: str
+    capabilities: str  # as udev's ID_V4L_CAPABILITIES spells them; "" when unknown
+    auto: bool = False  # the node "auto" opens now: the first capture node
+    basis: str = UDEV_BASIS  # why it counts as a camera: udev's record, or the kernel's word
+
+
+@dataclass(frozen=True)
+class CameraSurvey:
+    """The cameras, and whether udev had a database entry for every video4linux node
+    (None: there was no node to tell by)."""
+
+    cameras: list[Camera]
+    udev_database: Optional[bool]
 
 
 @dataclass
@@ -65,6 +83,9 @@ class Inventory:
     supplies: list[Supply] = field(default_factory=list)
     sensors: list[IioSensor] = field(default_factory=list)
     cameras: list[Camera] = field(default_factory=list)
+    # False: some video4linux node had no udev database entry, so the kernel said which
+    # nodes capture; None: not known (cameras not listed, or no nodes)
+    udev_database: Optional[bool] = None
 
     @property
     def empty(self) -> bool:
@@ -100,9 +121,11 @@ def probe(
     gpu: Optional[str] = None,
     runtime_pm_devices: tuple[str, ...] = (),
     cameras: Optional[list[Camera]] = None,
+    udev_database: Optional[bool] = None,
     fs: Optional[Sysfs] = None,
 ) -> Inventory:
-    """Read everything wattgate could drive or read below ``root``."""
+    """Read everything wattgate could drive or read below ``root``; ``cameras`` and
+    ``udev_database`` are passed through (see `survey_cameras`)."""
     fs = fs if fs is not None else Sysfs(root)
     accelerators = find_accelerators(fs, npu=npu, gpu=gpu)
     pm_devices = [a.device for a in accelerators] + [fs.configured(d) for d in runtime_pm_devices]
@@ -132,43 +155,45 @@ def probe(
         supplies=discover_supplies(fs),
         sensors=discover_sensors(fs),
         cameras=list(cameras or []),
+        udev_database=udev_database,
     )
 
 
-def list_cameras(context: Any = None) -> list[Camera]:
-    """video4linux capture devices known to udev; [] when udev is unavailable.
+def survey_cameras(
+    context: Any = None, sysfs: Optional[Sysfs] = None, dev_root: str = v4l2.DEV_ROOT
+) -> CameraSurvey:
+    """The capture nodes camera.source = "auto" would consider, the one it picks marked.
 
-    ``context`` is a ``pyudev.Context``; pass one to reuse it (or to run under
-    umockdev, whose fake udev the default context also sees).
+    The daemon's discovery decides (v4l2.list_devices, v4l2.candidates), so a node udev has
+    no record of counts as a camera on the kernel's word (VIDIOC_QUERYCAP device_caps, or
+    its sysfs index), and a uvcvideo metadata node or a hardware codec does not.
+    ``context`` is a ``pyudev.Context`` (umockdev's fake udev is seen by the default one);
+    without a usable one the nodes come from ``sysfs``'s class/video4linux.
     """
-    try:
-        import pyudev
+    devices = v4l2.list_devices(context, sysfs, dev_root)
+    found = v4l2.candidates(v4l2.Identity("auto"), devices)
+    cameras = [_camera(d, auto=i == 0) for i, d in enumerate(found)]
+    udev_database = all(d.kernel is None for d in devices) if devices else None
+    return CameraSurvey(cameras, udev_database)
 
-        ctx = context if context is not None else pyudev.Context()
-        devices = list(ctx.list_devices(subsystem="video4linux"))
-    except Exception:  # no libudev, no /run/udev, sandboxed: no cameras to list
-        return []
-    cameras = []
-    for dev in devices:
-        caps = str(dev.properties.get("ID_V4L_CAPABILITIES", ""))
-        if caps and ":capture:" not in caps:
-            continue  # metadata and output nodes of a UVC camera
-        name = dev.properties.get("ID_V4L_PRODUCT")
-        if not name:
-            try:
-                name = dev.attributes.asstring("name")
-            except (KeyError, UnicodeDecodeError):
-                name = dev.sys_name
-        cameras.append(
-            Camera(
-                devnode=str(dev.device_node or ""),
-                name=str(name or dev.sys_name),
-                sys_path=str(dev.sys_path),
-                bus=dev.properties.get("ID_BUS"),
-                capabilities=caps,
-            )
-        )
-    return sorted(cameras, key=lambda c: c.devnode)
+
+def list_cameras(
+    context: Any = None, sysfs: Optional[Sysfs] = None, dev_root: str = v4l2.DEV_ROOT
+) -> list[Camera]:
+    """The cameras of `survey_cameras`, for a caller that does not ask about udev."""
+    return survey_cameras(context, sysfs, dev_root).cameras
+
+
+def _camera(device: v4l2.V4l2Device, auto: bool) -> Camera:
+    return Camera(
+        devnode=device.devnode,
+        name=device.name,
+        sys_path=device.sys_path,
+        bus=device.properties.get("ID_BUS"),
+        capabilities=device.capabilities,
+        auto=auto,
+        basis=device.kernel.basis() if device.kernel is not None else UDEV_BASIS,
+    )
 
 
 def _mhz(hz: Optional[int], per_mhz: int) -> str:
@@ -286,9 +311,20 @@ def format_inventory(inv: Inventory) -> str:
             if sensor.celsius is not None:
                 bits.append(f"{sensor.celsius:.1f} °C")
             out.append(f"  {sensor.name} {sensor.chip or ''}: {', '.join(bits)}")
-    out.append(f"\nCameras: {len(inv.cameras) or 'none listed'}")
-    out.extend(f"  {c.devnode}: {c.name}" for c in inv.cameras)
+    out.append(f"\nCameras: {len(inv.cameras) or 'none listed'}  [{KEYS['camera']}]")
+    if inv.udev_database is False:
+        out.append(
+            "  udev has no database here (is systemd-udevd running?): a node is a camera when "
+            "VIDIOC_QUERYCAP's device_caps say it captures or, unanswered, when it is in /dev "
+            "and sysfs index 0 of its device"
+        )
+    out.extend(_camera_line(c) for c in inv.cameras)
     return "\n".join(out) + "\n"
+
+
+def _camera_line(c: Camera) -> str:
+    line = f"  {c.devnode}: {c.name}" + ("  <- auto" if c.auto else "")
+    return line if c.basis == UDEV_BASIS else f"{line} (capture by {c.basis})"
 
 
 def _c(mc: Optional[int]) -> str:
