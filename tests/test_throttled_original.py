@@ -5,9 +5,14 @@ Since Linux 5.3 a cpufreq limit is a frequency QoS request; reading scaling_max_
 A start while the SoC is hot read the thermal cap, journaled it as the original and wrote
 it back at exit as the user's own limit, where it stayed after the SoC cooled down.
 
-The trees are the rk3588 fixture with its cpufreq cooling devices and the intel-mtl one with
-the ACPI processor driver's "Processor" devices (tests/fixtures/boards/cooling.py), and the
-files show what the kernel would show while throttled. Nothing is mocked.
+The same holds for a devfreq device (an NPU, a GPU) under its devfreq cooling device:
+max_freq shows the lowest max request, the cooling device's among them, and min_freq is
+clamped to it (drivers/devfreq/devfreq.c devfreq_get_freq_range).
+
+The trees are the rk3588 fixture with its cpufreq and devfreq cooling devices, the Jetson
+one with its GPU's, and the intel-mtl one with the ACPI processor driver's "Processor"
+devices (tests/fixtures/boards/cooling.py), and the files show what the kernel would show
+while throttled. Nothing is mocked.
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.boards import FaultyIO, materialize
-from tests.fixtures.boards.cooling import state_khz, throttled_intel_mtl, throttled_rk3588
-from tests.test_power_controller import CPU, MOTION, make, read
+from tests.fixtures.boards.cooling import (
+    devfreq_cooling,
+    devfreq_hz,
+    state_khz,
+    throttled_intel_mtl,
+    throttled_rk3588,
+)
+from tests.test_power_controller import CPU, MOTION, NPU, make, read
 from wattgate.boards import describe
 
 BIG_MAX = f"{CPU}/policy4/scaling_max_freq"
@@ -26,6 +37,8 @@ BIG_MIN = f"{CPU}/policy4/scaling_min_freq"
 P_MAX, E_MAX, LP_MAX = (f"{CPU}/policy{n}/scaling_max_freq" for n in (0, 12, 20))
 HALF = {"balanced": {"cpu_max_khz": "50%"}}  # intel-mtl: every policy's ceiling is driven
 TWO_PACKAGES = [0] * 12 + [1] * 10  # a made-up second package: the E and LP cores
+NPU_MAX, NPU_MIN = f"{NPU}/max_freq", f"{NPU}/min_freq"
+MHZ = 1_000_000
 
 
 def big_cap(state: int) -> int:
@@ -217,3 +230,90 @@ def test_a_floor_clamped_to_an_acpi_cap_is_not_the_original(tmp_path: Path) -> N
     pc, _ = make(tmp_path, "intel-mtl", profiles={"balanced": {"cpu_min_khz": "0%"}})
     pc.start(0.0)
     assert pc.baseline[p_min] == "400000"
+
+
+# -- devfreq cooling devices (NPU, GPU) ------------------------------------------------------------
+
+
+def npu_cap(state: int) -> int:
+    return devfreq_hz(describe("rk3588"), "fdab0000.npu", state)
+
+
+def test_a_throttled_npu_at_start_journals_its_highest_opp_and_exit_gives_it_back(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """State 3 of 7 caps the NPU at its fourth highest OPP; max_freq reads that."""
+    root = throttled_rk3588(tmp_path / "sys", {}, npu_state=3)
+    assert read(root, NPU_MAX) == str(npu_cap(3)) == "700000000"
+    pc, _ = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert pc.baseline[NPU_MAX] == "1000000000"  # the highest OPP: no cap, no user limit
+    assert read(root, NPU_MAX) == "300000000"  # idle: the profile's request, the cap holds
+    assert pc.journal is not None and pc.journal.original(NPU_MAX) == "1000000000\n"
+    [warning] = [w for w in warnings(caplog) if "cooling_device" in w]
+    for part in ("fdab0000.npu", "max_freq", "cooling_device4", "devfreq-fdab0000.npu",
+                 "700000000", "1000000000"):
+        assert part in warning
+    pc.stop()
+    assert read(root, NPU_MAX) == "1000000000"
+
+
+def test_a_user_npu_limit_below_the_cap_is_the_original(tmp_path: Path, caplog: Any) -> None:
+    root = throttled_rk3588(tmp_path / "sys", {}, npu_state=3, npu_limits=(None, 600 * MHZ))
+    assert read(root, NPU_MAX) == "600000000"
+    pc, _ = make(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
+        pc.start(0.0)
+    assert pc.baseline[NPU_MAX] == "600000000"
+    assert not [w for w in warnings(caplog) if "cooling_device" in w]
+    pc.stop()
+    assert read(root, NPU_MAX) == "600000000"
+
+
+def test_the_gpus_cooling_device_caps_no_npu(tmp_path: Path) -> None:
+    """devfreq-fb000000.gpu at state 2 (800 MHz): the NPU's 900 MHz limit is the user's."""
+    throttled_rk3588(tmp_path / "sys", {}, npu_limits=(None, 900 * MHZ))
+    pc, _ = make(tmp_path)
+    pc.start(0.0)
+    assert pc.baseline[NPU_MAX] == "900000000"
+
+
+def test_an_npu_floor_clamped_to_the_cap_is_not_the_original(tmp_path: Path) -> None:
+    """The user's 800 MHz floor is above the state-3 cap: min_freq reads 700 MHz (clamped
+    to max_freq). The exit would leave a 700 MHz floor after the NPU cooled; the lowest OPP
+    is what min_freq reads without a user floor."""
+    root = throttled_rk3588(tmp_path / "sys", {}, npu_state=3, npu_limits=(800 * MHZ, None))
+    assert read(root, NPU_MIN) == read(root, NPU_MAX) == "700000000"
+    pc, _ = make(tmp_path, profiles={"balanced": {"npu_min_hz": "0%"}})
+    pc.start(0.0)
+    assert pc.baseline[NPU_MIN] == "300000000"
+    pc.stop()
+    assert read(root, NPU_MIN) == "300000000"
+
+
+def test_legacy_numbered_devfreq_cooling_devices_cap_any_device_their_states_fit(
+    tmp_path: Path,
+) -> None:
+    """thermal-devfreq-1 (the 5.10 BSP's IDA number) does not say whose it is; it has as
+    many states as the NPU has OPPs, so it may be the NPU's."""
+    root = throttled_rk3588(tmp_path / "sys", {}, legacy=True, npu_state=3)
+    pc, _ = make(tmp_path)
+    pc.start(0.0)
+    assert pc.baseline[NPU_MAX] == "1000000000"
+    pc.stop()
+    assert read(root, NPU_MAX) == "1000000000"
+
+
+def test_a_throttled_jetson_gpu_journals_its_highest_opp(tmp_path: Path) -> None:
+    """Orin's GPU devfreq is 17000000.ga10b; its cooling device devfreq-17000000.ga10b."""
+    b = describe("jetson-orin-nano")
+    devfreq_cooling(b, 0, "17000000.ga10b", 2)
+    root = b.write(tmp_path / "sys")
+    gpu_max = "class/devfreq/17000000.ga10b/max_freq"
+    assert read(root, gpu_max) == "420750000"
+    pc, _ = make(tmp_path, "jetson-orin-nano", profiles={"balanced": {"gpu_max_hz": "50%"}})
+    pc.start(0.0)
+    assert pc.baseline[gpu_max] == "624750000"
+    pc.stop()
+    assert read(root, gpu_max) == "624750000"

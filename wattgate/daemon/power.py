@@ -434,16 +434,25 @@ class PowerController:
         except SysfsError:
             return None
         self._devfreq[dev.path] = dev
-        table = dev.frequencies_hz
+        lowest, highest = self._devfreq_span(dev)
         return DevfreqCaps(
             name=dev.name,
             path=dev.path,
             governors=dev.governors,
             has_governor=dev.governor is not None,
-            frequencies=table,
-            min_hz=table[0] if table else self._unwritten_hz(dev.attr("min_freq"), dev.min_hz),
-            max_hz=table[-1] if table else self._unwritten_hz(dev.attr("max_freq"), dev.max_hz),
+            frequencies=dev.frequencies_hz,
+            min_hz=lowest,
+            max_hz=highest,
         )
+
+    def _devfreq_span(self, dev: devfreq.DevfreqDevice) -> tuple[Optional[int], Optional[int]]:
+        """The lowest and highest frequency of ``dev``: its table's ends, else its min/max_freq
+        as the board had them (_unwritten_hz)."""
+        table = dev.frequencies_hz
+        if table:
+            return table[0], table[-1]
+        return (self._unwritten_hz(dev.attr("min_freq"), dev.min_hz),
+                self._unwritten_hz(dev.attr("max_freq"), dev.max_hz))
 
     def _unwritten_hz(self, attribute: str, read: Optional[int]) -> Optional[int]:
         """A device without a frequency table ranges over its min/max_freq as the board had
@@ -482,30 +491,41 @@ class PowerController:
         Since Linux 5.3 a cpufreq limit is a frequency QoS request, and scaling_max_freq
         reads policy->max, the lowest max request: a cooling device's among them (a cpufreq
         or an ACPI Processor one), and scaling_min_freq reads policy->min, clamped to it.
-        Read while a cap binds, writing them back at exit would leave the CPUs throttled,
-        or held up at the cap's frequency, after they cooled. The user's own request cannot
-        be read then; cpufreq.unthrottled_khz says what to take instead, and the log says
-        so. Writing while throttled is fine: the write is the user's request, the cap
-        still holds.
+        A devfreq device's max_freq and min_freq read the same way under its devfreq
+        cooling device (devfreq.py says where). Read while a cap binds, writing them back
+        at exit would leave the device throttled, or held up at the cap's frequency, after
+        it cooled. The user's own request cannot be read then; cpufreq.unthrottled_khz and
+        devfreq.unthrottled_hz say what to take instead, and the log says so. Writing while
+        throttled is fine: the write is the user's request, the cap still holds.
         """
         path, _, name = key.rpartition("/")
-        policy = self._policies.get(path)
-        if policy is None or not value.isdigit():
+        if not value.isdigit():
             return value
-        cap = cpufreq.thermal_cap(policy, list(self._policies).index(path), cooling)
-        if cap is None:
+        policy, dev = self._policies.get(path), self._devfreq.get(path)
+        if policy is not None:
+            cap = cpufreq.thermal_cap(policy, list(self._policies).index(path), cooling)
+            owner, unit = policy.name, "kHz"
+            source = "cpuinfo_" + name.removeprefix("scaling_")
+            original = None if cap is None else cpufreq.unthrottled_khz(
+                policy, name, int(value), cap)
+        elif dev is not None:
+            cap = devfreq.thermal_cap(dev, cooling)
+            owner, unit = dev.name, "Hz"
+            source = f"the {'lowest' if name == 'min_freq' else 'highest'} frequency"
+            original = None if cap is None else devfreq.unthrottled_hz(
+                dev, name, int(value), cap, self._devfreq_span(dev))
+        else:
             return value
-        original = cpufreq.unthrottled_khz(policy, name, int(value), cap)
-        if original is None:
+        if cap is None or original is None:
             return value
         device = cap.device
         log.warning(
-            "%s: %s reads %s kHz while %s (%s) throttles it at cooling state %s of %s (%s "
-            "kHz): that is the thermal cap's doing, not the board's setting; taking %s %d kHz "
+            "%s: %s reads %s %s while %s (%s) throttles it at cooling state %s of %s (%s "
+            "%s): that is the thermal cap's doing, not the board's setting; taking %s %d %s "
             "as the original, what the exit writes back",
-            policy.name, name, value, device.name, device.type, device.cur_state,
-            device.max_state, cap.khz if cap.khz is not None else "unknown",
-            "cpuinfo_" + name.removeprefix("scaling_"), original,
+            owner, name, value, unit, device.name, device.type, device.cur_state,
+            device.max_state, cap.freq if cap.freq is not None else "unknown", unit,
+            source, original, unit,
             extra=fields(knob=key, value=original),
         )
         self._unread[key] = str(original)

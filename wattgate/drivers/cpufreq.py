@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
-from wattgate.drivers.thermal import ACPI_PROCESSOR, CoolingDevice
+from wattgate.drivers.thermal import (
+    ACPI_PROCESSOR,
+    CoolingDevice,
+    ThermalCap,
+    lowest_cap,
+    state_ceiling,
+    unthrottled_max,
+    unthrottled_min,
+)
 
 CPUFREQ = "devices/system/cpu/cpufreq"
 # drivers/thermal/cpufreq_cooling.c names a policy's cooling device after the CPU device of
@@ -188,16 +196,6 @@ def set_epp(w: Writer, policy: CpuPolicy, preference: str) -> None:
     w.write(attribute, preference)
 
 
-@dataclass(frozen=True)
-class ThermalCap:
-    """A cooling device throttling a policy now (its cpufreq one or an ACPI Processor one),
-    and the ceiling its state sets (None when the policy's table or cpuinfo_max_freq does
-    not tell)."""
-
-    device: CoolingDevice
-    khz: Optional[int]
-
-
 def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
     """Whether ``device`` caps the frequency of ``policy``, the ``index``-th policy in CPU
     order: its cpufreq cooling device, or an ACPI Processor device of one of its CPUs'
@@ -215,13 +213,9 @@ def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
 
 
 def state_khz(policy: CpuPolicy, state: int, max_state: Optional[int]) -> Optional[int]:
-    """The ceiling of cooling state ``state``: state 0 the highest frequency of the table,
-    each state one frequency lower (cpufreq_cooling.c get_state_freq). None when the table
-    is unknown or its length is not max_state + 1 (an Energy Model table of its own)."""
-    table = policy.frequencies_khz
-    if max_state is None or len(table) != max_state + 1 or not 0 <= state <= max_state:
-        return None
-    return table[max_state - state]  # the table is ascending
+    """The ceiling of cooling state ``state`` of ``policy``'s cpufreq cooling device
+    (thermal.state_ceiling over the policy's table)."""
+    return state_ceiling(policy.frequencies_khz, state, max_state)
 
 
 def acpi_state_khz(policy: CpuPolicy, state: int) -> Optional[int]:
@@ -239,21 +233,14 @@ def thermal_cap(
 ) -> Optional[ThermalCap]:
     """The active cooling device of ``policy`` (the ``index``-th in CPU order) with the
     lowest ceiling (an unknown one lowest of all), if any: where policy->max is when a cap
-    binds."""
-    caps = [
+    binds. ThermalCap.freq is in kHz."""
+    return lowest_cap(
         ThermalCap(device, acpi_state_khz(policy, device.cur_state)
                    if device.type == ACPI_PROCESSOR
                    else state_khz(policy, device.cur_state, device.max_state))
         for device in devices
         if device.active and device.cur_state is not None and cools(device, policy, index)
-    ]
-    return min(caps, key=lambda cap: -1 if cap.khz is None else cap.khz, default=None)
-
-
-def _binds(cap: ThermalCap, khz: int) -> bool:
-    """Whether a policy->max read as ``khz`` is at the cap (at or above its frequency; any
-    when that is unknown) rather than at a lower request, the user's."""
-    return cap.khz is None or khz >= cap.khz
+    )
 
 
 def unthrottled_khz(policy: CpuPolicy, name: str, khz: int, cap: ThermalCap) -> Optional[int]:
@@ -264,16 +251,12 @@ def unthrottled_khz(policy: CpuPolicy, name: str, khz: int, cap: ThermalCap) -> 
     from all the freq QoS requests). scaling_max_freq at the cap is the cap: without a
     user request it reads cpuinfo_max_freq. scaling_min_freq is clamped to policy->max
     (cpufreq_verify_within_limits): read at or above scaling_max_freq while the cap binds
-    there, the user's floor is above the cap and unknown; without a user floor it reads
-    cpuinfo_min_freq, a floor that costs no power after the CPUs cool, where a floor at
-    the cap would hold them up for good. ``policy.max_khz`` is as read at discovery,
+    there, it is taken as cpuinfo_min_freq, what it reads without a user floor
+    (thermal.unthrottled_min says why). ``policy.max_khz`` is as read at discovery,
     before any write of this daemon's.
     """
     if name == "scaling_max_freq":
-        top = policy.cpuinfo_max_khz
-        return top if top is not None and khz < top and _binds(cap, khz) else None
+        return unthrottled_max(khz, policy.cpuinfo_max_khz, cap)
     if name == "scaling_min_freq":
-        bottom, ceiling = policy.cpuinfo_min_khz, policy.max_khz
-        clamped = ceiling is not None and khz >= ceiling and _binds(cap, ceiling)
-        return bottom if bottom is not None and khz > bottom and clamped else None
+        return unthrottled_min(khz, policy.cpuinfo_min_khz, policy.max_khz, cap)
     return None

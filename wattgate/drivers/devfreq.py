@@ -3,6 +3,14 @@
 Kernel ABI: Documentation/ABI/testing/sysfs-class-devfreq (REFERENCE.md). All
 frequencies are in Hz. ``class/devfreq/<name>`` is a symlink into the device
 tree; its parent device is where runtime PM and vendor knobs live.
+
+A devfreq device may be a thermal cooling device (drivers/thermal/devfreq_cooling.c
+of_devfreq_cooling_register_power). Its state k caps the device at the k-th highest OPP:
+a dev_pm_qos DEV_PM_QOS_MAX_FREQUENCY request on the parent device, or, in kernels before
+that request, OPPs disabled above it (partition_enable_opps). max_freq shows the effective
+max either way (devfreq.c max_freq_show: devfreq_get_freq_range takes the lowest of the QoS
+max, the user's request among them, and the highest enabled OPP, scaling_max_freq), and
+min_freq is clamped to it ("if (*min_freq > *max_freq) *min_freq = *max_freq").
 """
 
 from __future__ import annotations
@@ -14,8 +22,21 @@ from dataclasses import dataclass
 from typing import Optional
 
 from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+from wattgate.drivers.thermal import (
+    CoolingDevice,
+    ThermalCap,
+    lowest_cap,
+    state_ceiling,
+    unthrottled_max,
+    unthrottled_min,
+)
 
 DEVFREQ = "class/devfreq"
+# devfreq_cooling.c names its cooling device "devfreq-" + dev_name(df->dev.parent)
+# ("devfreq-fdab0000.npu"); older kernels numbered them with an IDA in registration order,
+# "thermal-devfreq-0", which sysfs does not tie to a device.
+COOLING_PREFIX = "devfreq-"
+LEGACY_COOLING = re.compile(r"thermal-devfreq-\d+")
 
 # Rockchip BSP: "load" reads "<percent>@<freq>Hz" (e.g. "100@600000000Hz").
 _LOAD_AT = re.compile(r"^\s*(\d+)\s*@\s*(\d+)\s*Hz\s*$")
@@ -123,3 +144,47 @@ def set_limits(
     for name, value in writes:
         w.write(dev.attr(name), str(value))
     return new_min, new_max
+
+
+def cools(device: CoolingDevice, dev: DevfreqDevice) -> bool:
+    """Whether ``device`` caps the frequency of ``dev``: its devfreq cooling device, named
+    after dev's parent device. A legacy numbered one may be any devfreq device's; it is
+    taken as dev's when its max_state fits dev's table (devfreq_cooling.c: max_state is the
+    OPP count less one, and available_frequencies lists the OPPs) or the table is unknown:
+    the safe guess, as a cap taken for the user's limit would stay for good."""
+    cdev_type = device.type or ""
+    if cdev_type == COOLING_PREFIX + dev.device.rsplit("/", 1)[-1]:
+        return True
+    if LEGACY_COOLING.fullmatch(cdev_type) is None:
+        return False
+    table = dev.frequencies_hz
+    return not table or device.max_state is None or len(table) == device.max_state + 1
+
+
+def thermal_cap(dev: DevfreqDevice, devices: Sequence[CoolingDevice]) -> Optional[ThermalCap]:
+    """The active cooling device of ``dev`` with the lowest ceiling (an unknown one lowest
+    of all), if any: where max_freq is when a cap binds. ThermalCap.freq is in Hz."""
+    return lowest_cap(
+        ThermalCap(device, state_ceiling(dev.frequencies_hz, device.cur_state, device.max_state))
+        for device in devices
+        if device.active and device.cur_state is not None and cools(device, dev)
+    )
+
+
+def unthrottled_hz(
+    dev: DevfreqDevice,
+    name: str,
+    hz: int,
+    cap: ThermalCap,
+    span: tuple[Optional[int], Optional[int]],
+) -> Optional[int]:
+    """What the board has in ``name`` of ``dev``, read as ``hz`` while ``cap`` throttles it,
+    when that read is the cap's doing; None when it is the board's own. ``span`` is the
+    device's (lowest, highest) frequency: what min_freq and max_freq read without a user
+    request. ``dev.max_hz`` is as read at discovery, before any write of this daemon's.
+    The rules are cpufreq's (thermal.unthrottled_max, unthrottled_min)."""
+    if name == "max_freq":
+        return unthrottled_max(hz, span[1], cap)
+    if name == "min_freq":
+        return unthrottled_min(hz, span[0], dev.max_hz, cap)
+    return None

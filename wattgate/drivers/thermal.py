@@ -17,7 +17,7 @@ CPU's physical package (cpufreq_set_cur_state), ``cpuN/topology/physical_package
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
@@ -144,6 +144,58 @@ def discover_cooling_devices(fs: Sysfs) -> list[CoolingDevice]:
     names = _numbered(fs, "cooling_device")
     packages = cpu_packages(fs) if names else {}
     return [read_cooling_device(fs, n, packages) for n in names]
+
+
+@dataclass(frozen=True)
+class ThermalCap:
+    """A cooling device throttling a cpufreq policy or a devfreq device now, and the
+    ceiling its state sets, in the unit of what it caps (kHz for a policy, Hz for devfreq;
+    None when the table it steps through is not known)."""
+
+    device: CoolingDevice
+    freq: Optional[int]
+
+
+def state_ceiling(table: Sequence[int], state: int, max_state: Optional[int]) -> Optional[int]:
+    """The ceiling of cooling state ``state`` over an ascending frequency ``table``: state 0
+    the highest frequency, each state one lower (cpufreq_cooling.c get_state_freq;
+    devfreq_cooling.c freq_table "sorted in descending order ... indexed by cooling device
+    state", or its Energy Model's perf_idx = max_state - state). None when the table is
+    unknown or its length is not max_state + 1 (an Energy Model table of its own)."""
+    if max_state is None or len(table) != max_state + 1 or not 0 <= state <= max_state:
+        return None
+    return table[max_state - state]
+
+
+def lowest_cap(caps: Iterable[ThermalCap]) -> Optional[ThermalCap]:
+    """The cap with the lowest ceiling (an unknown one lowest of all), if any: where the
+    effective max is when a cap binds, all max requests being aggregated to the lowest."""
+    return min(caps, key=lambda cap: -1 if cap.freq is None else cap.freq, default=None)
+
+
+def _binds(cap: ThermalCap, freq: int) -> bool:
+    """Whether an effective max read as ``freq`` is at the cap (at or above its frequency;
+    any when that is unknown) rather than at a lower request, the user's."""
+    return cap.freq is None or freq >= cap.freq
+
+
+def unthrottled_max(read: int, top: Optional[int], cap: ThermalCap) -> Optional[int]:
+    """What a max limit read as ``read`` while ``cap`` throttles stands for when the read is
+    the cap's doing: ``top``, what it reads without a user limit. None when the read is the
+    board's own (below the cap's frequency: a lower request binds, the user's)."""
+    return top if top is not None and read < top and _binds(cap, read) else None
+
+
+def unthrottled_min(
+    read: int, bottom: Optional[int], ceiling: Optional[int], cap: ThermalCap
+) -> Optional[int]:
+    """What a min limit read as ``read`` stands for when the kernel clamped it to a max that
+    ``cap`` holds (``ceiling``, the max as read before any write of this daemon's): the
+    user's floor is above the cap and cannot be read back, and ``bottom``, what it reads
+    without a user floor, costs no power after the device cooled, where a floor at the
+    cap would hold it up for good. None when the read is the board's own."""
+    clamped = ceiling is not None and read >= ceiling and _binds(cap, ceiling)
+    return bottom if bottom is not None and read > bottom and clamped else None
 
 
 def zone_by_type(zones: list[ThermalZone], zone_type: str) -> Optional[ThermalZone]:
