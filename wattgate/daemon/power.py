@@ -112,7 +112,8 @@ class Verdict(Protocol):
 
 class OriginalsWriter:
     """The journaled writer, given the originals a read of the attribute would get wrong
-    (a throttled policy's scaling_max_freq) to journal at the first write instead."""
+    (a throttled policy's scaling_max_freq, a min clamped to this daemon's own max) to
+    journal at the first write instead."""
 
     def __init__(self, writer: JournaledWriter, originals: Mapping[str, str]) -> None:
         self._writer = writer
@@ -154,8 +155,10 @@ class PowerController:
         self.caps = BoardCaps()
         self._policies: dict[str, cpufreq.CpuPolicy] = {}
         self._devfreq: dict[str, devfreq.DevfreqDevice] = {}
+        # originals of the driven knobs, and of the limits beside them (_limits)
         self.baseline: dict[str, str] = {}
-        # originals that are not what the attribute reads (a thermal cap was read instead)
+        # originals that are not what the attribute reads (a thermal cap was read instead,
+        # or, for a min first driven by a reload, this daemon's own max)
         self._unread: dict[str, str] = {}
         self.driven: list[str] = []
         self.applied: dict[str, str] = {}
@@ -287,7 +290,11 @@ class PowerController:
         self._collect_driven()
         self.driven += [key for key in before if key not in self.driven]
         self.baseline.update(known)
-        self._unread = {**{k: v for k, v in self._unread.items() if k not in known}, **unread}
+        # A limit first driven now was read at start (_limits), before this daemon's writes:
+        # its first write journals that, not the file, which may show our own max (a min).
+        first = {key: known[key] for key in self.driven if key not in before and key in known}
+        self._unread = {**{k: v for k, v in self._unread.items() if k not in known}, **unread,
+                        **first}
 
     def stop(self) -> None:
         """Write every original value back (normal exit, SIGTERM, SIGINT)."""
@@ -469,7 +476,8 @@ class PowerController:
         return saved.strip() if saved is not None else None
 
     def _collect_driven(self) -> None:
-        """Every knob any profile may set, with its original value, read before any write."""
+        """Every knob any profile may set, with its original value, read before any write,
+        and the originals of the other limits beside them (_limits)."""
         driven: dict[str, None] = {}
         for profile in self.profiles.values():
             for state in STATES:
@@ -479,11 +487,30 @@ class PowerController:
         self.driven = list(driven)
         self.baseline, self._unread = {}, {}
         cooling = thermal.discover_cooling_devices(self.fs)
-        for key in self.driven:
+        for key in self.driven + self._limits(self.driven):
             if (saved := self._journaled(key)) is not None:
                 self.baseline[key] = saved
             elif (value := self._read_knob(key)) is not None:
                 self.baseline[key] = self._unthrottled(key, value, cooling)
+
+    def _limits(self, keys: Sequence[str]) -> list[str]:
+        """The min and max attributes of each cpufreq policy and devfreq device that a key
+        of ``keys`` belongs to, less ``keys``.
+
+        Their originals are read with the driven knobs', before any write: a reload may
+        come to drive one after this daemon lowered the max beside it, and the kernel
+        clamps the min to the max (cpufreq_verify_within_limits for policy->min, which
+        scaling_min_freq shows; devfreq.c devfreq_get_freq_range for min_freq). Read then,
+        the user's floor shows as this daemon's own max, and the exit would leave that.
+        """
+        named = set(keys)
+        out: dict[str, None] = {}
+        for key in keys:
+            path = key.rpartition("/")[0]
+            names = (("scaling_min_freq", "scaling_max_freq") if path in self._policies
+                     else ("min_freq", "max_freq") if path in self._devfreq else ())
+            out.update(dict.fromkeys(f"{path}/{name}" for name in names))
+        return [key for key in out if key not in named]
 
     def _unthrottled(self, key: str, value: str, cooling: Sequence[thermal.CoolingDevice]) -> str:
         """The original of ``key``, read as ``value``: not a thermal cap's doing.
@@ -522,10 +549,11 @@ class PowerController:
         log.warning(
             "%s: %s reads %s %s while %s (%s) throttles it at cooling state %s of %s (%s "
             "%s): that is the thermal cap's doing, not the board's setting; taking %s %d %s "
-            "as the original, what the exit writes back",
+            "as its original, %s",
             owner, name, value, unit, device.name, device.type, device.cur_state,
             device.max_state, cap.freq if cap.freq is not None else "unknown", unit,
-            source, original, unit,
+            source, original, unit, "what the exit writes back" if key in self.driven
+            else "for a reload whose profiles set it",
             extra=fields(knob=key, value=original),
         )
         self._unread[key] = str(original)
