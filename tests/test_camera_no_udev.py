@@ -178,20 +178,16 @@ def test_udev_properties_that_cannot_match_say_why(child: dict[str, Any]) -> Non
     )
 
 
-def test_without_libudev_sysfs_lists_the_nodes_and_index_0_stands_for_capture(
-    tmp_path: Path,
-) -> None:
-    """A container whose /sys shows the host's two UVC cameras (capture and metadata node
-    each) but whose /dev holds only the second camera's nodes. The nodes are real character
-    devices no driver serves here, so VIDIOC_QUERYCAP cannot be asked (open() fails, as for
-    a node the daemon's user may not open): the node's index decides, and a node missing
-    from /dev is no candidate."""
-    sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
+VideoNode = tuple[str, str, int, bool]  # USB port, node name, sysfs index, in /dev
+
+
+def kernel_video_nodes(sys_root: Path, dev_root: Path, nodes: list[VideoNode]) -> None:
+    """UVC nodes as the kernel alone shows them: /sys/class/video4linux links to each
+    node's directory under its USB interface (name, index, dev), and for those in /dev a
+    real character device that no driver serves (minors from 240 on, which no real video
+    node has on this machine, so no real camera can answer)."""
     dev_root.mkdir()
-    # minors no real video node has on this machine, so no real camera can answer
-    layout = [("1-1", "video0", 0, 240, False), ("1-1", "video1", 1, 241, False),
-              ("1-2", "video2", 0, 242, True), ("1-2", "video3", 1, 243, True)]
-    for port, node, index, minor, in_dev in layout:
+    for minor, (port, node, index, in_dev) in enumerate(nodes, 240):
         usb = f"devices/pci0000:00/0000:00:14.0/usb1/{port}/{port}:1.0"
         device = sys_root / usb / "video4linux" / node
         device.mkdir(parents=True)
@@ -206,6 +202,20 @@ def test_without_libudev_sysfs_lists_the_nodes_and_index_0_stands_for_capture(
                 os.mknod(dev_root / node, 0o600 | 0o020000, os.makedev(81, minor))
             except PermissionError:
                 pytest.skip("mknod needs CAP_MKNOD")
+
+
+def test_without_libudev_sysfs_lists_the_nodes_and_index_0_stands_for_capture(
+    tmp_path: Path,
+) -> None:
+    """A container whose /sys shows the host's two UVC cameras (capture and metadata node
+    each) but whose /dev holds only the second camera's nodes. The nodes are real character
+    devices no driver serves here, so VIDIOC_QUERYCAP cannot be asked (open() fails, as for
+    a node the daemon's user may not open): the node's index decides, and a node missing
+    from /dev is no candidate."""
+    sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
+    kernel_video_nodes(sys_root, dev_root, [
+        ("1-1", "video0", 0, False), ("1-1", "video1", 1, False),
+        ("1-2", "video2", 0, True), ("1-2", "video3", 1, True)])
     devices = v4l2.kernel_devices(Sysfs(sys_root), str(dev_root))
     assert [(Path(d.devnode).name, d.capture, d.name) for d in devices] == [
         ("video0", False, "Cam 1-1"), ("video1", False, "Cam 1-1"),

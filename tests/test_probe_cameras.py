@@ -12,13 +12,12 @@ libudev.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.test_camera_no_udev import NO_UDEV_BED
+from tests.test_camera_no_udev import NO_UDEV_BED, kernel_video_nodes
 from tests.test_v4l2_udev import run_child
 from wattgate.drivers.inventory import Camera, format_inventory, list_cameras, probe
 from wattgate.drivers.sysfs import Sysfs
@@ -82,24 +81,8 @@ def test_without_libudev_probe_lists_index_0_nodes_that_are_in_dev(tmp_path: Pat
     finds them. The nodes are real character devices no driver serves, so VIDIOC_QUERYCAP is
     unanswered (open() fails) and the sysfs index decides; video0 is not in this /dev."""
     sys_root, dev_root = tmp_path / "sys", tmp_path / "dev"
-    dev_root.mkdir()
-    # minors no real video node has on this machine, so no real camera can answer
-    for port, node, index, minor, in_dev in [("1-1", "video0", 0, 240, False),
-                                             ("1-2", "video1", 0, 241, True),
-                                             ("1-2", "video2", 1, 242, True)]:
-        device = sys_root / f"devices/usb1/{port}/{port}:1.0/video4linux/{node}"
-        device.mkdir(parents=True)
-        (device / "name").write_text(f"Cam {port}\n")
-        (device / "index").write_text(f"{index}\n")
-        (device / "dev").write_text(f"81:{minor}\n")
-        link = sys_root / "class/video4linux" / node
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(device, link.parent))
-        if in_dev:
-            try:
-                os.mknod(dev_root / node, 0o600 | 0o020000, os.makedev(81, minor))
-            except PermissionError:
-                pytest.skip("mknod needs CAP_MKNOD")
+    kernel_video_nodes(sys_root, dev_root, [
+        ("1-1", "video0", 0, False), ("1-2", "video1", 0, True), ("1-2", "video2", 1, True)])
 
     class NoUdev:
         """A pyudev context that cannot list, as in a sandbox without libudev's access."""
