@@ -21,6 +21,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fixtures.boards import FaultyIO, materialize
 from tests.fixtures.boards.cooling import (
     devfreq_cooling,
@@ -98,15 +100,25 @@ def test_a_user_limit_below_the_thermal_cap_is_the_original(tmp_path: Path, capl
     assert read(root, BIG_MAX) == "1416000"
 
 
-def test_cooling_devices_at_state_0_change_nothing(tmp_path: Path, caplog: Any) -> None:
-    root = throttled_rk3588(tmp_path / "sys", {}, limits={"policy4": 2016000})
+@pytest.mark.parametrize("throttle, key, value", [
+    ({"limits": {"policy4": 2016000}}, BIG_MAX, "2016000"),
+    ({"npu_state": 3, "npu_limits": (None, 600 * MHZ)}, NPU_MAX, "600000000"),
+], ids=["cooling-devices-at-state-0", "npu-user-limit-below-the-cap"])
+def test_a_value_no_cap_explains_is_the_original(
+    tmp_path: Path, caplog: Any, throttle: dict[str, Any], key: str, value: str
+) -> None:
+    """A limit read at start is the user's, kept without a warning and given back at exit,
+    when no cooling device explains it: every one at state 0, or the user's NPU limit below
+    the cap of the one that throttles."""
+    root = throttled_rk3588(tmp_path / "sys", {}, **throttle)
+    assert read(root, key) == value
     pc, _ = make(tmp_path)
     with caplog.at_level(logging.WARNING, logger="wattgate.power"):
         pc.start(0.0)
-    assert pc.baseline[BIG_MAX] == "2016000"
+    assert pc.baseline[key] == value
     assert not [w for w in warnings(caplog) if "cooling_device" in w]
     pc.stop()
-    assert read(root, BIG_MAX) == "2016000"
+    assert read(root, key) == value
 
 
 def test_x86_without_cooling_devices_keeps_what_it_reads(tmp_path: Path) -> None:
@@ -257,18 +269,6 @@ def test_a_throttled_npu_at_start_journals_its_highest_opp_and_exit_gives_it_bac
         assert part in warning
     pc.stop()
     assert read(root, NPU_MAX) == "1000000000"
-
-
-def test_a_user_npu_limit_below_the_cap_is_the_original(tmp_path: Path, caplog: Any) -> None:
-    root = throttled_rk3588(tmp_path / "sys", {}, npu_state=3, npu_limits=(None, 600 * MHZ))
-    assert read(root, NPU_MAX) == "600000000"
-    pc, _ = make(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="wattgate.power"):
-        pc.start(0.0)
-    assert pc.baseline[NPU_MAX] == "600000000"
-    assert not [w for w in warnings(caplog) if "cooling_device" in w]
-    pc.stop()
-    assert read(root, NPU_MAX) == "600000000"
 
 
 def test_the_gpus_cooling_device_caps_no_npu(tmp_path: Path) -> None:
