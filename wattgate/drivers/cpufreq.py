@@ -212,12 +212,6 @@ def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
     return int(match["index"]) == index
 
 
-def state_khz(policy: CpuPolicy, state: int, max_state: Optional[int]) -> Optional[int]:
-    """The ceiling of cooling state ``state`` of ``policy``'s cpufreq cooling device
-    (thermal.state_ceiling over the policy's table)."""
-    return state_ceiling(policy.frequencies_khz, state, max_state)
-
-
 def acpi_state_khz(policy: CpuPolicy, state: int) -> Optional[int]:
     """The ceiling a Processor device's ``state`` sets (ACPI_STEP_PERCENT). A device's state
     adds its own CPU's T-state to the package's step, so the step it gives is never below
@@ -237,7 +231,8 @@ def thermal_cap(
     return lowest_cap(
         ThermalCap(device, acpi_state_khz(policy, device.cur_state)
                    if device.type == ACPI_PROCESSOR
-                   else state_khz(policy, device.cur_state, device.max_state))
+                   else state_ceiling(policy.frequencies_khz, device.cur_state,
+                                      device.max_state))
         for device in devices
         if device.active and device.cur_state is not None and cools(device, policy, index)
     )
