@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boards import ALL, BOARDS, energy_model, materialize, module
-from wattgate.drivers.inventory import KEYS, Camera, format_inventory, list_cameras, probe
+from wattgate.drivers.inventory import KEYS, Camera, format_inventory, probe, survey_cameras
 from wattgate.drivers.sysfs import Sysfs
 
 MUST_SAY = {
@@ -114,15 +114,15 @@ def test_cameras_are_passed_through(tmp_path: Path) -> None:
     assert "/dev/video0: HD USB Camera" in format_inventory(inv)
 
 
-def test_list_cameras_without_udev_or_video4linux_nodes_is_empty(tmp_path: Path) -> None:
+def test_survey_cameras_without_udev_or_video4linux_nodes_is_empty(tmp_path: Path) -> None:
     """Without udev the nodes come from sysfs (tests/test_probe_cameras.py); none there, none
     listed."""
     class Broken:
         def list_devices(self, **kwargs: object) -> list[object]:
             raise OSError("no udev here")
 
-    assert list_cameras(Broken(), Sysfs(tmp_path)) == []
-    assert isinstance(list_cameras(), list)  # whatever this machine has, never raises
+    assert survey_cameras(Broken(), Sysfs(tmp_path)).cameras == []
+    assert isinstance(survey_cameras().cameras, list)  # whatever this machine has, never raises
 
 
 @pytest.mark.parametrize("name", BOARDS)

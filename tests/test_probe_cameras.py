@@ -19,7 +19,7 @@ import pytest
 
 from tests.test_camera_no_udev import NO_UDEV_BED, kernel_video_nodes
 from tests.test_v4l2_udev import run_child
-from wattgate.drivers.inventory import Camera, format_inventory, list_cameras, probe
+from wattgate.drivers.inventory import Camera, format_inventory, probe, survey_cameras
 from wattgate.drivers.sysfs import Sysfs
 
 CHILD = NO_UDEV_BED + r"""
@@ -90,7 +90,7 @@ def test_without_libudev_probe_lists_index_0_nodes_that_are_in_dev(tmp_path: Pat
         def list_devices(self, **kwargs: object) -> list[object]:
             raise OSError("no udev here")
 
-    [camera] = list_cameras(NoUdev(), Sysfs(sys_root), str(dev_root))
+    [camera] = survey_cameras(NoUdev(), Sysfs(sys_root), str(dev_root)).cameras
     assert camera.devnode == str(dev_root / "video1")
     assert camera.name == "Cam 1-2" and camera.capabilities == ""
     assert camera.auto and camera.basis == "sysfs index 0 (VIDIOC_QUERYCAP unanswered)"

@@ -33,14 +33,14 @@ import pyudev
 from wattgate.daemon.rollback import JournaledWriter, SysfsJournal
 from wattgate.drivers import devfreq, runtime_pm
 from wattgate.drivers.accel import find_npu
-from wattgate.drivers.inventory import list_cameras, probe
+from wattgate.drivers.inventory import probe, survey_cameras
 from wattgate.drivers.sysfs import Sysfs
 
 out = {"umockdev_dir": os.environ.get("UMOCKDEV_DIR")}
 ctx = pyudev.Context()
 out["udev_devfreq"] = [d.sys_name for d in ctx.list_devices(subsystem="devfreq")]
 out["udev_parent"] = [d.parent.sys_name for d in ctx.list_devices(subsystem="devfreq")]
-out["cameras"] = [[c.devnode, c.name, c.bus] for c in list_cameras(ctx)]
+out["cameras"] = [[c.devnode, c.name, c.bus] for c in survey_cameras(ctx).cameras]
 out["dev_node_exists"] = os.path.exists("/dev/video0")
 
 fs = Sysfs("/sys")
@@ -58,7 +58,7 @@ node = pyudev.Devices.from_path(ctx, "/sys/devices/platform/fdab0000.npu/devfreq
 attrs = node.attributes
 out["udev_sees_write"] = [attrs.asstring("governor"), attrs.asstring("max_freq")]
 out["journal"] = journal.attributes
-out["inventory_npu"] = probe("/sys", cameras=list_cameras(ctx)).accelerator("npu").name
+out["inventory_npu"] = probe("/sys", cameras=survey_cameras(ctx).cameras).accelerator("npu").name
 report = journal.restore()
 out["restored"] = report.restored
 after = devfreq.read_devfreq(fs, npu.devfreq)

@@ -177,13 +177,6 @@ def survey_cameras(
     return CameraSurvey(cameras, udev_database)
 
 
-def list_cameras(
-    context: Any = None, sysfs: Optional[Sysfs] = None, dev_root: str = v4l2.DEV_ROOT
-) -> list[Camera]:
-    """The cameras of `survey_cameras`, for a caller that does not ask about udev."""
-    return survey_cameras(context, sysfs, dev_root).cameras
-
-
 def _camera(device: v4l2.V4l2Device, auto: bool) -> Camera:
     return Camera(
         devnode=device.devnode,
