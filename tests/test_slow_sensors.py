@@ -182,3 +182,17 @@ def test_the_daemon_answers_while_a_zone_does_not(
             temps = client.request("status")["power"]["temperatures"]
             assert "TCPU" not in temps and temps["acpitz"] == 44.0
     assert daemon.stop() == 0
+
+
+def test_a_child_forked_after_reads_can_read() -> None:
+    """fork() copies the workers' bookkeeping but not their threads: without new ones the
+    child's reads would queue for ever and every source would stay unread."""
+    from wattgate.daemon.power_inputs import Sources
+
+    assert Sources().gather({"warm": lambda: 1})[0] == {"warm": 1}  # threads started here
+    pid = os.fork()
+    if pid == 0:  # the child: a real fork of this process
+        answers, _ = Sources().gather({"zone": lambda: 42})
+        os._exit(0 if answers == {"zone": 42} else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -21,6 +21,7 @@ once when it ends, and its readings are None (unknown) for the rules to hold on.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -66,6 +67,12 @@ class _Workers:
 
     def __init__(self, count: int) -> None:
         self.count = count
+        self._start_afresh()
+        os.register_at_fork(after_in_child=self._start_afresh)
+
+    def _start_afresh(self) -> None:
+        """No threads yet. Also a forked child's state: fork() copies the parent's thread
+        list and queued jobs but none of the threads, so its reads would wait for ever."""
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = (
             queue.SimpleQueue())
         self._threads: list[threading.Thread] = []
