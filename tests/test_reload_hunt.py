@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -137,6 +138,59 @@ def test_a_reload_that_drops_the_model_variant_in_use_loads_the_main_model(
         assert client.request("status")["model"]["name"] == "face_detection_short_range"
         assert client.request("profile")["profile"]["name"] == "balanced"
     assert daemon.stop() == 0
+
+
+def test_a_reload_of_the_model_and_the_variant_it_wants_loads_the_model_once(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The new config adds variant "lite" to [model] and makes the profile in use run it.
+    The reload loads "lite" straight away: not first the main model, which the policy
+    under the old config wanted, and "lite" a moment later, once the power side has the
+    new config (a load can take seconds on a board)."""
+    root = materialize("rk3588", tmp_path / "sys")
+    lite = tmp_path / "face_lite.tflite"
+    shutil.copy(default_model_path(), lite)
+    power = {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")}
+    camera = {"source": "synthetic:empty", "width": 320, "height": 240}
+    daemon = start_daemon(camera=camera, power=power)
+    with daemon.connect() as client:
+        assert client.request("status")["model"]["name"] == "face_detection_short_range"
+        write_config(daemon.config, daemon.config.parent, camera=camera,
+                     power={**power, "profile": "night"},
+                     model={"variants": {"lite": {"path": str(lite)}}},
+                     profiles={"night": {"include": "balanced", "model_variant": "lite"}})
+        reply = client.request("reload")
+        assert reply["reloaded"], reply
+        wait_for(lambda: client.request("status")["model"]["name"] == "face_lite",
+                 what="variant lite in use")
+    assert daemon.stop() == 0
+    loads = re.findall(r"model (\S+) loaded: ", daemon.log())
+    assert loads == ["face_detection_short_range.tflite", "face_lite.tflite"], loads
+
+
+def test_the_variant_a_reload_will_want_is_asked_without_applying_anything(
+    tmp_path: Path,
+) -> None:
+    """The daemon asks before it loads a reload's model, and a model that does not load
+    rejects the reload: asking must leave the profile, the variant and the board as they
+    were. What it answers is what the reload then picks."""
+    root = materialize("rk3588", tmp_path / "sys")
+    model = {"variants": {"lite": {"path": "/models/lite.tflite"}}}
+    pc = PowerController(controller_config(tmp_path, root, model=model))
+    pc.start(0.0)
+    night = controller_config(
+        tmp_path, root, model=model, power={"profile": "night"},
+        profiles={"night": {"include": "balanced", "active": {"model_variant": "lite"}}},
+    )
+    assert pc.variant_under(night) is None  # "night" runs lite only when active
+    pc.on_snap(0.5)  # wakes the activity machine: active
+    before = tree_snapshot(root)
+    assert pc.variant_under(night) == "lite"
+    assert pc.decision.profile == "balanced" and pc.model_variant is None
+    assert tree_snapshot(root) == before
+    events = pc.reload(night, 1.0)
+    assert pc.model_variant == "lite", events
+    pc.stop()
 
 
 def test_a_reload_applies_new_sensor_settings(start_daemon: StartDaemon, tmp_path: Path) -> None:

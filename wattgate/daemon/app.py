@@ -391,11 +391,15 @@ class Daemon:
         )
 
     def _wanted_variant(self, cfg: Optional[Config] = None) -> Optional[str]:
-        """The model variant the power policy wants now; `_variant` names the one loaded,
-        set only once a load has worked. None (the main model) if ``cfg`` (a reload's new
-        config) has no such variant: the policy learns of the new config only after the
-        reload's model is loaded, and then asks for the variant it wants."""
-        variant = self.power.model_variant if self.power is not None else None
+        """The model variant the power policy wants now, or for ``cfg`` (a reload's new
+        config) the one it will want once it has that config: the policy is asked, not
+        given it, so a reload whose model does not load leaves the power side as it was,
+        and one that loads loads the variant the new policy will keep, not the old one's
+        and then another. `_variant` names the one loaded, set only once a load has worked.
+        None (the main model) if the config has no such variant."""
+        if self.power is None:
+            return None
+        variant = self.power.model_variant if cfg is None else self.power.variant_under(cfg)
         return variant if variant in (cfg or self.cfg).model.variants else None
 
     def _start_pipeline(self, model: Model, source: SupervisedSource) -> None:

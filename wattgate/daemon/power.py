@@ -66,7 +66,13 @@ from wattgate.policies.energy import (
     estimate,
 )
 from wattgate.policies.load import LoadController, LoadSample
-from wattgate.policies.profiles import STATES, ResolvedProfile, resolve_all
+from wattgate.policies.profiles import (
+    STATES,
+    ResolvedProfile,
+    State,
+    chosen_variant,
+    resolve_all,
+)
 from wattgate.policies.rules import Decision, Latch, Readings, RuleEngine
 from wattgate.policies.target import (
     BoardCaps,
@@ -87,6 +93,9 @@ EPS = 1e-6
 # can pass (udev's chown of the attributes landing after the start, a driver busy), and the
 # state may keep wanting the value for hours without another change to write it then.
 RETRY_MAX_TICKS = 64
+# [power] keys that name another board, root or journal: a reload restores and starts afresh
+STRUCTURAL = ("enabled", "sysfs_root", "journal_dir", "npu", "gpu", "runtime_pm_devices",
+              "board")
 # Device-tree compatible strings -> energy-model boards (firmware/devicetree/base/compatible).
 COMPATIBLE = {
     "rockchip,rk3588": "rk3588",
@@ -216,9 +225,7 @@ class PowerController:
     def reload(self, cfg: Config, now: float) -> list[Event]:
         """A new config (SIGHUP): new profiles and rules at once, the pin kept if it still
         names a profile; a different board, root or journal restores and starts afresh."""
-        structural = ("enabled", "sysfs_root", "journal_dir", "npu", "gpu",
-                      "runtime_pm_devices", "board")
-        if any(getattr(cfg.power, k) != getattr(self.cfg.power, k) for k in structural):
+        if self._structural(cfg):
             self.stop()
             left, old_rules, variant = self._left_unrestored(cfg), self.rules, self.model_variant
             with self._lock:
@@ -247,6 +254,30 @@ class PowerController:
                 events.append(switched)
             self._apply_state()
             return events + self._drain()
+
+    def _structural(self, cfg: Config) -> bool:
+        """Whether ``cfg`` names another board, root or journal: its reload starts afresh."""
+        return any(getattr(cfg.power, k) != getattr(self.cfg.power, k) for k in STRUCTURAL)
+
+    def variant_under(self, cfg: Config) -> Optional[str]:
+        """The model variant ``reload(cfg)`` would ask for now, with nothing applied.
+
+        The daemon loads a reload's model before the power side takes the new config (a
+        model that does not load rejects the reload, and the power side must not have
+        moved); asking this, it loads the variant the new policy wants, once, not the one
+        the old policy wanted and then this one. The readings are the last tick's: should
+        the reload's own read make the policy choose otherwise, its model_variant event
+        switches as ever.
+        """
+        profiles = resolve_all(cfg)
+        rules = RuleEngine(cfg.rules, cfg.power.profile, profiles)
+        with self._lock:
+            fresh = self._structural(cfg)
+            rules.carry_over(self.rules, latches=not fresh)  # as reload() does
+            decision, _ = rules.evaluate(self._last_readings())
+            # a structural reload starts a new activity machine, and that starts idle
+            state: State = "idle" if fresh else self.activity.settings_state
+        return chosen_variant(decision.model_variant, profiles[decision.profile].settings(state))
 
     def _left_unrestored(self, cfg: Config) -> dict[str, str]:
         """Originals the journal kept after the restore of a structural reload (an
@@ -752,7 +783,8 @@ class PowerController:
     def _apply_state(self) -> None:
         target = self.target()
         self.notes = target.notes
-        variant = self.decision.model_variant or target.pipeline.model_variant
+        variant = chosen_variant(self.decision.model_variant,
+                                 self.profile.settings(self.activity.settings_state))
         if variant != self.model_variant:
             self._pending.append({"kind": "model_variant", "variant": variant or "",
                                   "reason": self.decision.reason if self.decision.model_variant
