@@ -10,14 +10,16 @@ max_freq shows the lowest max request, the cooling device's among them, and min_
 clamped to it (drivers/devfreq/devfreq.c devfreq_get_freq_range).
 
 The trees are the rk3588 fixture with its cpufreq and devfreq cooling devices, the Jetson
-one with its GPU's, and the intel-mtl one with the ACPI processor driver's "Processor"
-devices (tests/fixtures/boards/cooling.py), and the files show what the kernel would show
-while throttled. Nothing is mocked.
+one with its GPU's, and the intel-mtl and Grace (Tegra241) ones with the ACPI processor
+driver's "Processor" devices (tests/fixtures/boards/cooling.py), and the files show what the
+kernel would show while throttled. Nothing is mocked.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from tests.fixtures.boards.cooling import (
     devfreq_cooling,
     devfreq_hz,
     state_khz,
+    throttled_grace,
     throttled_intel_mtl,
     throttled_rk3588,
 )
@@ -150,7 +153,7 @@ def test_a_crashed_runs_journal_still_beats_the_thermal_correction(tmp_path: Pat
     assert pc.baseline[BIG_MAX] == "2016000"
 
 
-# -- ACPI "Processor" cooling devices (x86) ----------------------------------------------------
+# -- ACPI "Processor" cooling devices (x86, arm64 servers) -------------------------------------
 
 
 def test_acpi_processor_devices_cap_every_policy_of_their_package(
@@ -168,16 +171,27 @@ def test_acpi_processor_devices_cap_every_policy_of_their_package(
     assert [read(root, a) for a in (P_MAX, E_MAX, LP_MAX)] == ["4800000", "3800000", "2500000"]
 
 
-def test_a_user_limit_below_the_acpi_cap_stays_and_t_states_cap_no_lower(tmp_path: Path) -> None:
-    """State 5 of 10: the cpufreq steps end at 3 (40 %, 1920000 for a P-core), the other two
-    are T-states. 1500000 is below that: the user's; policy1 at the cap is not."""
-    root = throttled_intel_mtl(tmp_path / "sys", 5, max_state=10,
-                               limits={"policy0": 1500000})
+@pytest.mark.parametrize("build, limit, cap, top", [
+    (partial(throttled_intel_mtl, state=5, max_state=10), 1500000, 1920000, 4800000),
+    (partial(throttled_grace, state=4), 2500000, 2764800, 3456000),
+    (partial(throttled_grace, state=1, kernel_pctg=None), 2500000, 2764800, 3456000),
+], ids=["x86-t-states-cap-no-lower", "tegra241-5-percent-steps", "tegra241-before-linux-6.8"])
+def test_a_user_limit_below_the_acpi_cap_stays_and_policy1_at_the_cap_is_not_the_users(
+    tmp_path: Path, build: Callable[..., Path], limit: int, cap: int, top: int
+) -> None:
+    """policy0's ``limit`` is below the Processor cap: the user's; policy1 reads the cap
+    and is not. intel-mtl at state 5 of 10: the cpufreq steps end at 3 (40 %, 1920000 for a
+    P-core), the other two are T-states. Grace (Tegra241) at state 4 of 18: 5 % steps from
+    Linux 6.8 (acpi_arch_thermal_cpufreq_pctg), 80 %; 20 % steps would put the cap at 40 %
+    and take the user's 2500000 for it. Grace under an older kernel, state 1 of 3: 20 %
+    steps though soc0 names Tegra241 (max_state tells); 5 % ones would take the cap for the
+    user's limit."""
+    root = build(tmp_path / "sys", limits={"policy0": limit})
     policy1 = f"{CPU}/policy1/scaling_max_freq"
-    assert (read(root, P_MAX), read(root, policy1)) == ("1500000", "1920000")
-    pc, _ = make(tmp_path, "intel-mtl", profiles=HALF)
+    assert (read(root, P_MAX), read(root, policy1)) == (str(limit), str(cap))
+    pc, _ = make(tmp_path, profiles=HALF)
     pc.start(0.0)
-    assert (pc.baseline[P_MAX], pc.baseline[policy1]) == ("1500000", "4800000")
+    assert (pc.baseline[P_MAX], pc.baseline[policy1]) == (str(limit), str(top))
 
 
 def test_a_processor_device_caps_only_the_package_of_its_cpu(tmp_path: Path) -> None:

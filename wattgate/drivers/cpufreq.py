@@ -30,12 +30,6 @@ CPUFREQ = "devices/system/cpu/cpufreq"
 # policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
 # policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
 COOLING_TYPE = re.compile(r"cpufreq-cpu(?P<cpu>\d+)|thermal-cpufreq-(?P<index>\d+)")
-# drivers/acpi/processor_thermal.c cpufreq_set_cur_state: a Processor device's state k caps
-# at cpuinfo.max_freq * (100 - 20 k) / 100 for k up to CPUFREQ_THERMAL_MAX_STEP (3); the
-# states above add T-states (acpi_processor_set_throttling), which cap no frequency.
-# (arm64 Tegra241 takes 5 % steps from acpi_arch_thermal_cpufreq_pctg; these are x86's.)
-ACPI_STEP_PERCENT = 20
-ACPI_MAX_STEP = 3
 
 
 @dataclass(frozen=True)
@@ -212,14 +206,14 @@ def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
     return int(match["index"]) == index
 
 
-def acpi_state_khz(policy: CpuPolicy, state: int) -> Optional[int]:
-    """The ceiling a Processor device's ``state`` sets (ACPI_STEP_PERCENT). A device's state
-    adds its own CPU's T-state to the package's step, so the step it gives is never below
-    the package's: the ceiling is never above the real one."""
+def acpi_state_khz(policy: CpuPolicy, device: CoolingDevice) -> Optional[int]:
+    """The ceiling a Processor ``device``'s state sets (thermal.ProcessorSteps). A device's
+    state adds its own CPU's T-state to the package's step, so the step it gives is never
+    below the package's: the ceiling is never above the real one."""
     top = policy.cpuinfo_max_khz
-    if top is None:
+    if top is None or device.steps is None or device.cur_state is None:
         return None
-    return top * (100 - ACPI_STEP_PERCENT * min(state, ACPI_MAX_STEP)) // 100
+    return device.steps.ceiling(top, device.cur_state)
 
 
 def thermal_cap(
@@ -229,7 +223,7 @@ def thermal_cap(
     lowest ceiling (an unknown one lowest of all), if any: where policy->max is when a cap
     binds. ThermalCap.freq is in kHz."""
     return lowest_cap(
-        ThermalCap(device, acpi_state_khz(policy, device.cur_state)
+        ThermalCap(device, acpi_state_khz(policy, device)
                    if device.type == ACPI_PROCESSOR
                    else state_ceiling(policy.frequencies_khz, device.cur_state,
                                       device.max_state))

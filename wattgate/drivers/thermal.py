@@ -11,7 +11,8 @@ drivers/acpi/processor_thermal.c acpi_processor_thermal_init links the cooling d
 acpi_processor.c acpi_processor_add for get_cpu_device(pr->id)) links that device's
 ``physical_node`` to ``devices/system/cpu/cpuN``. Its frequency steps cap every CPU of that
 CPU's physical package (cpufreq_set_cur_state), ``cpuN/topology/physical_package_id``
-(Documentation/ABI/stable/sysfs-devices-system-cpu).
+(Documentation/ABI/stable/sysfs-devices-system-cpu), in steps of a percentage the kernel may
+take from the SoC (ProcessorSteps).
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ def read_zone(fs: Sysfs, name: str) -> ThermalZone:
     return ThermalZone(name, fs.read_opt(f"{base}/type"), temp_mc, tuple(trips))
 
 
-def _numbered(fs: Sysfs, prefix: str) -> list[str]:
-    """The ``<prefix>N`` entries of class/thermal in N order (zones and cooling devices
-    sit side by side there)."""
-    names = [n for n in fs.listdir(THERMAL) if n.startswith(prefix) and n[len(prefix):].isdigit()]
+def _numbered(fs: Sysfs, prefix: str, directory: str = THERMAL) -> list[str]:
+    """The ``<prefix>N`` entries of ``directory`` in N order (in class/thermal zones and
+    cooling devices sit side by side)."""
+    names = [n for n in fs.listdir(directory)
+             if n.startswith(prefix) and n[len(prefix):].isdigit()]
     return sorted(names, key=lambda n: int(n[len(prefix):]))
 
 
@@ -88,6 +90,51 @@ def discover_zones(fs: Sysfs) -> list[ThermalZone]:
 
 
 @dataclass(frozen=True)
+class ProcessorSteps:
+    """The cpufreq steps of Processor cooling devices (drivers/acpi/processor_thermal.c):
+    state k caps at cpuinfo.max_freq * (100 - k * percent) / 100 for k up to max_step
+    (cpufreq_update_thermal_limit, cpufreq_get_max_state); the states above add T-states
+    (acpi_processor_set_throttling), which cap no frequency."""
+
+    percent: int
+    max_step: int
+
+    def ceiling(self, cpuinfo_max_khz: int, state: int) -> int:
+        """The ceiling cooling state ``state`` sets on a policy, in kHz."""
+        return cpuinfo_max_khz * (100 - self.percent * min(state, self.max_step)) // 100
+
+
+#: cpufreq_thermal_reduction_pctg and cpufreq_thermal_max_step as processor_thermal.c has them.
+PROCESSOR_STEPS = ProcessorSteps(20, 3)
+#: drivers/acpi/arm64/thermal_cpufreq.c acpi_arch_thermal_cpufreq_pctg (Linux 6.8): the
+#: percentage by SMCCC SoC ID, SMCCC_SOC_ID_T241 (NVIDIA Tegra241, Grace) 5. Keyed by
+#: ``devices/socN/soc_id`` as drivers/firmware/smccc/soc_id.c smccc_soc_init shows that ID:
+#: "jep106:%02x%02x:%04x", JEP106 bank and ID code, then the SoC.
+SOC_STEP_PERCENT = {"jep106:036b:0241": 5}
+
+
+def soc_processor_steps(fs: Sysfs) -> ProcessorSteps:
+    """The steps a kernel that asks the SoC takes here: acpi_thermal_cpufreq_config sets
+    the SoC's percentage and max_step = 100 / percent - 2; PROCESSOR_STEPS on any other
+    SoC (and where sysfs shows none, as x86 does)."""
+    for name in _numbered(fs, "soc", "devices"):
+        percent = SOC_STEP_PERCENT.get(fs.read_opt(f"devices/{name}/soc_id") or "")
+        if percent is not None:
+            return ProcessorSteps(percent, 100 // percent - 2)
+    return PROCESSOR_STEPS
+
+
+def _kernel_steps(soc: ProcessorSteps, max_state: Optional[int]) -> ProcessorSteps:
+    """``soc`` (soc_processor_steps) when the running kernel takes them: a device's
+    max_state is its cpufreq steps plus its T-states (acpi_processor_max_state), so one
+    below soc.max_step is a kernel before acpi_arch_thermal_cpufreq_pctg, with the default
+    steps. With max_state unknown, the default steps too: processor_thermal.c's own."""
+    if max_state is not None and max_state >= soc.max_step:
+        return soc
+    return PROCESSOR_STEPS
+
+
+@dataclass(frozen=True)
 class CoolingDevice:
     name: str
     type: Optional[str]
@@ -96,6 +143,8 @@ class CoolingDevice:
     #: A Processor device's CPUs: those of its own CPU's physical package, which its state
     #: caps. None for other types, and when sysfs does not tell (then it may cap any CPU).
     cpus: Optional[tuple[int, ...]] = None
+    #: A Processor device's cpufreq steps; None for other types.
+    steps: Optional[ProcessorSteps] = None
 
     @property
     def active(self) -> bool:
@@ -126,16 +175,22 @@ def _processor_cpus(fs: Sysfs, base: str, packages: Mapping[int, int]) -> Option
 
 
 def read_cooling_device(
-    fs: Sysfs, name: str, packages: Optional[Mapping[int, int]] = None
+    fs: Sysfs,
+    name: str,
+    packages: Optional[Mapping[int, int]] = None,
+    soc: Optional[ProcessorSteps] = None,
 ) -> CoolingDevice:
-    """``packages`` is cpu_packages(fs), read here when not given and needed."""
+    """``packages`` is cpu_packages(fs) and ``soc`` soc_processor_steps(fs), read here when
+    not given and needed."""
     base = f"{THERMAL}/{name}"
     cdev_type = fs.read_opt(f"{base}/type")
-    cpus = None
+    max_state = fs.read_int_opt(f"{base}/max_state")
+    cpus = steps = None
     if cdev_type == ACPI_PROCESSOR:
         cpus = _processor_cpus(fs, base, cpu_packages(fs) if packages is None else packages)
-    return CoolingDevice(name, cdev_type, fs.read_int_opt(f"{base}/cur_state"),
-                         fs.read_int_opt(f"{base}/max_state"), cpus)
+        steps = _kernel_steps(soc_processor_steps(fs) if soc is None else soc, max_state)
+    return CoolingDevice(name, cdev_type, fs.read_int_opt(f"{base}/cur_state"), max_state,
+                         cpus, steps)
 
 
 def discover_cooling_devices(fs: Sysfs) -> list[CoolingDevice]:
@@ -143,7 +198,8 @@ def discover_cooling_devices(fs: Sysfs) -> list[CoolingDevice]:
     class/thermal at all)."""
     names = _numbered(fs, "cooling_device")
     packages = cpu_packages(fs) if names else {}
-    return [read_cooling_device(fs, n, packages) for n in names]
+    soc = soc_processor_steps(fs) if names else PROCESSOR_STEPS
+    return [read_cooling_device(fs, n, packages, soc) for n in names]
 
 
 @dataclass(frozen=True)
