@@ -7,7 +7,9 @@ implements the Source protocol, so the pipeline reads from it as from any source
   later) and reports it unavailable until then;
 * reopens on read errors, on a stall (no frame for `camera.stall_s`) and on a file cut short
   (resuming at the frame it reached), after a capped exponential backoff: a broken camera
-  costs one open attempt every `reopen_max_s` at worst, never a crash loop;
+  costs one open attempt every `reopen_max_s` at worst, never a crash loop. A file cut short
+  that gives nothing more after the reopen and has not changed since ends there: its header
+  overstates its length (a recording a power cut left unfinished);
 * follows udev (a pyudev monitor thread on video4linux): a removed camera is lost at once;
   when a device with the same identity comes back it is reopened without waiting for the
   backoff (within 2 s), possibly under another node name;
@@ -37,6 +39,7 @@ from wattgate.drivers import v4l2
 from wattgate.drivers.camera import (
     DEFAULT_LUMA_ROWS,
     CaptureSource,
+    FileState,
     Frame,
     Source,
     SourceError,
@@ -278,6 +281,7 @@ class SupervisedSource:
         self._noted_no_udev = ""  # the camera picked without udev that was warned of
         self._target = ""
         self._resume_at = 0  # frame of a cut-short file to reopen at
+        self._cut: Optional[tuple[int, FileState]] = None  # where and as what it was cut
         self._delivered = 0
         self._opens = 0
         self._workers = 0
@@ -566,10 +570,7 @@ class SupervisedSource:
     def _ended_or_lost(self, inner: Source) -> None:
         reason = getattr(inner, "end_reason", None) or "read failed"
         if reason == "ended":
-            self._drop_inner()
-            with self._cond:
-                self._set_state("ended", "end of file")
-            log.info("source %s ended", self.spec)
+            self._end("")
             return
         if reason == "replaced":  # log rotation: a new file renamed over the one played
             self._drop_inner()
@@ -579,6 +580,12 @@ class SupervisedSource:
             return
         if reason == "cut short":
             position = int(getattr(inner, "position", 0))
+            state: Optional[FileState] = getattr(inner, "cut_state", None)
+            if state is not None and (position, state) == self._cut:
+                count = int(getattr(inner, "frame_count", 0))
+                self._end(f": it stops at frame {position} of the {count} its header counts")
+                return
+            self._cut = None if state is None else (position, state)
             self._resume_at = position
             self._lost(f"file cut short at frame {position}")
             return
@@ -586,6 +593,17 @@ class SupervisedSource:
             self._lost("camera removed")
             return
         self._lost(reason)
+
+    def _end(self, why: str) -> None:
+        """The file was played to its end: read() returns None from now on.
+
+        Also for a file cut short that the reopen found as it was at the cut (the same file,
+        size and mtime, no frame past the cut): nothing is writing it, so its header just
+        overstates its length, and reopening it would fail the same way for ever."""
+        self._drop_inner()
+        with self._cond:
+            self._set_state("ended", "end of file")
+        log.info("source %s ended%s", self.spec, why)
 
     # -- losing and waiting -------------------------------------------------------------------
 

@@ -52,6 +52,7 @@ class SourceError(Exception):
 Image = np.ndarray[Any, Any]
 SourceKind = Literal["synthetic", "v4l2", "file", "stream", "pipeline"]
 EndReason = Literal["ended", "cut short", "read failed", "replaced"]
+FileState = tuple[int, int, int, int]  # st_dev, st_ino, st_size, st_mtime_ns
 
 
 @dataclass(frozen=True)
@@ -465,6 +466,7 @@ class CaptureSource:
         self.appsink = appsink_format(target) if self.kind == "pipeline" else None
         self.reduce = reduction_for(self.height, luma_rows) if self.height else 4
         self.end_reason: Optional[EndReason] = None
+        self.cut_state: Optional[FileState] = None  # the file when a read found it cut short
         self.corrupt = 0  # undecodable buffers dropped
         self._odd_layout = False  # frames of a layout frame_from_capture does not take
         self._dropping = False  # the last buffer was dropped: the next one is not logged again
@@ -558,6 +560,8 @@ class CaptureSource:
                 ok, data = self._start_again()
             if not ok:
                 self.end_reason = self._ended()
+                if self.end_reason == "cut short":
+                    self.cut_state = file_state(self.spec)
                 return None
             ts, mono = _now()
             index = self.position
@@ -661,6 +665,18 @@ class CaptureSource:
     def close(self) -> None:
         self._cap.release()
         self._close_fifo()
+
+
+def file_state(path: str) -> Optional[FileState]:
+    """The file at `path` as far as growing goes: which file it is, its size and its
+    modification time (None if it cannot be stat'ed). Appending always changes the size; a
+    write in place moves st_mtime unless it lands in the same tick of the coarse clock
+    (fs/inode.c: file_update_time() stamps current_time())."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _wait_for_writer(path: str, timeout_s: float) -> Optional[int]:
