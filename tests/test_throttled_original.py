@@ -331,3 +331,16 @@ def test_a_throttled_jetson_gpu_journals_its_highest_opp(tmp_path: Path) -> None
     assert pc.baseline[gpu_max] == "624750000"
     pc.stop()
     assert read(root, gpu_max) == "624750000"
+
+
+def test_a_legacy_devfreq_cap_the_npu_reads_above_is_not_the_npus(tmp_path: Path) -> None:
+    """The GPU's thermal-devfreq-0 at state 2 would hold the NPU at 800 MHz, and both have
+    8 OPPs, so it may be either's. The NPU reads the user's 900 MHz, above that ceiling:
+    max_freq shows the lowest max request, so the cap is the GPU's and 900 MHz the user's."""
+    root = throttled_rk3588(tmp_path / "sys", {}, legacy=True, npu_limits=(None, 900 * MHZ))
+    assert read(root, NPU_MAX) == "900000000"
+    pc, _ = make(tmp_path)
+    pc.start(0.0)
+    assert pc.baseline[NPU_MAX] == "900000000"
+    pc.stop()
+    assert read(root, NPU_MAX) == "900000000"

@@ -151,14 +151,29 @@ def cools(device: CoolingDevice, dev: DevfreqDevice) -> bool:
     after dev's parent device. A legacy numbered one may be any devfreq device's; it is
     taken as dev's when its max_state fits dev's table (devfreq_cooling.c: max_state is the
     OPP count less one, and available_frequencies lists the OPPs) or the table is unknown:
-    the safe guess, as a cap taken for the user's limit would stay for good."""
+    the safe guess, as a cap taken for the user's limit would stay for good. One that fits
+    is still not dev's when dev's max_freq reads above the ceiling its state would set."""
     cdev_type = device.type or ""
     if cdev_type == COOLING_PREFIX + dev.device.rsplit("/", 1)[-1]:
         return True
     if LEGACY_COOLING.fullmatch(cdev_type) is None:
         return False
     table = dev.frequencies_hz
-    return not table or device.max_state is None or len(table) == device.max_state + 1
+    if not table or device.max_state is None:
+        return True
+    return len(table) == device.max_state + 1 and not _reads_above_ceiling(dev, device)
+
+
+def _reads_above_ceiling(dev: DevfreqDevice, device: CoolingDevice) -> bool:
+    """Whether dev's max_freq, as read at discovery, is above the ceiling ``device``'s state
+    would set on dev: max_freq shows the lowest max request, so such a cap is not dev's
+    (on an RK3588 5.10 BSP the GPU's and the NPU's tables are both 8 OPPs long). The cap's
+    request is in whole kHz, rounded up (devfreq_cooling.c devfreq_cooling_set_cur_state:
+    DIV_ROUND_UP(freq, HZ_PER_KHZ)); max_freq shows it times HZ_PER_KHZ."""
+    if device.cur_state is None or dev.max_hz is None:
+        return False
+    ceiling = state_ceiling(dev.frequencies_hz, device.cur_state, device.max_state)
+    return ceiling is not None and dev.max_hz > -(-ceiling // 1000) * 1000
 
 
 def thermal_cap(dev: DevfreqDevice, devices: Sequence[CoolingDevice]) -> Optional[ThermalCap]:
