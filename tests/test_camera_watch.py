@@ -211,16 +211,17 @@ def test_a_file_still_being_written_is_reopened_with_capped_backoff_and_resumed(
     assert reader.source.status()["state"] == "ended"
 
 
-def test_a_file_whose_header_overstates_its_length_ends_after_one_reopen(
+def test_a_file_whose_header_overstates_its_length_ends_once_unchanged_for_stall_s(
     tmp_path: Path, readers: list[Reader]
 ) -> None:
     """A recording a power cut left unfinished: its header counts 60 frames, the file holds
-    half of them, and nothing writes it any more. The reopen after the cut finds it as it
-    was, so it ends like a whole file. It was reopened and reported lost for ever."""
+    half of them, and nothing writes it any more. Reopens find it as it was at the cut, and
+    once it has been so for stall_s it ends like a whole file. It was reopened and reported
+    lost for ever."""
     data = write_video(tmp_path / "whole.avi", frames=60).read_bytes()
     target = tmp_path / "camera.avi"
     target.write_bytes(data[: len(data) // 2])
-    reader = Reader(file_config(target, format="mjpeg"))
+    reader = Reader(file_config(target, format="mjpeg", stall_s=1.0))
     readers.append(reader)
     assert reader.returned_none.wait(20), f"never ended: {reader.source.status()}"
     reached = len(reader.frames)
@@ -229,7 +230,7 @@ def test_a_file_whose_header_overstates_its_length_ends_after_one_reopen(
     assert len(reader.events) == 1 and "cut short" in reader.events[0][1]
     status = reader.source.status()
     assert status["state"] == "ended" and status["reason"] == "end of file"
-    assert status["reopens"] == 1
+    assert status["reopens"] >= 1
 
 
 def test_stop_wakes_a_reader_waiting_for_a_missing_camera(

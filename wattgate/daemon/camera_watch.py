@@ -8,8 +8,8 @@ implements the Source protocol, so the pipeline reads from it as from any source
 * reopens on read errors, on a stall (no frame for `camera.stall_s`) and on a file cut short
   (resuming at the frame it reached), after a capped exponential backoff: a broken camera
   costs one open attempt every `reopen_max_s` at worst, never a crash loop. A file cut short
-  that gives nothing more after the reopen and has not changed since ends there: its header
-  overstates its length (a recording a power cut left unfinished);
+  that gives nothing more and has not changed for `camera.stall_s` since ends there: its
+  header overstates its length (a recording a power cut left unfinished);
 * follows udev (a pyudev monitor thread on video4linux): a removed camera is lost at once;
   when a device with the same identity comes back it is reopened without waiting for the
   backoff (within 2 s), possibly under another node name;
@@ -281,7 +281,8 @@ class SupervisedSource:
         self._noted_no_udev = ""  # the camera picked without udev that was warned of
         self._target = ""
         self._resume_at = 0  # frame of a cut-short file to reopen at
-        self._cut: Optional[tuple[int, FileState]] = None  # where and as what it was cut
+        # where and as what a file was cut short, and since when (monotonic) it is so
+        self._cut: Optional[tuple[int, FileState, float]] = None
         self._delivered = 0
         self._opens = 0
         self._workers = 0
@@ -581,11 +582,10 @@ class SupervisedSource:
         if reason == "cut short":
             position = int(getattr(inner, "position", 0))
             state: Optional[FileState] = getattr(inner, "cut_state", None)
-            if state is not None and (position, state) == self._cut:
+            if self._unchanged_since_cut(position, state):
                 count = int(getattr(inner, "frame_count", 0))
                 self._end(f": it stops at frame {position} of the {count} its header counts")
                 return
-            self._cut = None if state is None else (position, state)
             self._resume_at = position
             self._lost(f"file cut short at frame {position}")
             return
@@ -593,6 +593,20 @@ class SupervisedSource:
             self._lost("camera removed")
             return
         self._lost(reason)
+
+    def _unchanged_since_cut(self, position: int, state: Optional[FileState]) -> bool:
+        """Whether a file cut short at ``position``, now as ``state``, has been so for
+        `camera.stall_s`: long enough that no recorder is still writing it, as a camera
+        that long without a frame is taken for stalled. A recorder writes in bursts (a
+        muxer flushes its buffer, not each frame), so one unchanged reopen proves nothing."""
+        now = time.monotonic()
+        if state is None:
+            self._cut = None
+            return False
+        if self._cut is None or self._cut[:2] != (position, state):
+            self._cut = (position, state, now)
+            return False
+        return now - self._cut[2] >= self._stall_s()
 
     def _end(self, why: str) -> None:
         """The file was played to its end: read() returns None from now on.
