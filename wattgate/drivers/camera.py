@@ -457,7 +457,7 @@ class CaptureSource:
         self.live = not self.is_file
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(count) if self.is_file and 0 < count < 1e12 else 0
-        self.position = 0  # index of the next frame
+        self.position = 0  # index of the next frame; after a cut, the first not read whole
         if self.is_file and start_frame > 0:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, start_frame)
             self.position = start_frame
@@ -562,6 +562,8 @@ class CaptureSource:
                 self.end_reason = self._ended()
                 if self.end_reason == "cut short":
                     self.cut_state = file_state(self.spec)
+                    if corrupt:  # the cut tore the last buffer: its frame is read again
+                        self.position -= 1  # once the rest of its bytes have come
                 return None
             ts, mono = _now()
             index = self.position
