@@ -273,6 +273,35 @@ def test_a_file_whose_header_overstates_its_length_ends_once_unchanged_for_stall
     assert status["reopens"] >= 1
 
 
+def test_a_looping_file_whose_header_overstates_its_length_starts_again_from_frame_0(
+    tmp_path: Path, readers: list[Reader]
+) -> None:
+    """camera.loop on a recording a power cut left unfinished: once it has been unchanged
+    for stall_s it is played again from its first frame, as a whole file is, and at each
+    later end at once, with no new loss reported. It ended although the config said loop."""
+    data = write_video(tmp_path / "whole.avi", frames=60).read_bytes()
+    target = tmp_path / "camera.avi"
+    target.write_bytes(data[: len(data) // 2])
+    reader = Reader(file_config(target, format="mjpeg", stall_s=1.0, loop=True))
+    readers.append(reader)
+
+    def passes() -> list[list[int]]:  # the indices played, split where each pass starts
+        runs: list[list[int]] = []
+        for frame in list(reader.frames):
+            if frame.index == 0:
+                runs.append([])
+            runs[-1].append(frame.index)
+        return runs
+
+    wait_for(lambda: len(passes()) >= 4 or reader.returned_none.is_set(), what="4 passes")
+    assert not reader.returned_none.is_set(), f"ended: {reader.source.status()}"
+    whole = passes()[:-1]  # the last may still be playing
+    assert 20 <= len(whole[0]) <= 31 and whole == [list(range(len(whole[0])))] * len(whole)
+    assert all(shows_its_bar(f) for f in list(reader.frames))
+    assert reader.kinds() == ["lost", "back"]
+    assert reader.source.status()["state"] == "running"
+
+
 def test_stop_wakes_a_reader_waiting_for_a_missing_camera(
     tmp_path: Path, readers: list[Reader]
 ) -> None:

@@ -8,8 +8,9 @@ implements the Source protocol, so the pipeline reads from it as from any source
 * reopens on read errors, on a stall (no frame for `camera.stall_s`) and on a file cut short
   (resuming at the frame it reached), after a capped exponential backoff: a broken camera
   costs one open attempt every `reopen_max_s` at worst, never a crash loop. A file cut short
-  that gives nothing more and has not changed for `camera.stall_s` since ends there: its
-  header overstates its length (a recording a power cut left unfinished);
+  that gives nothing more and has not changed for `camera.stall_s` since ends there (with
+  `camera.loop`, starts again from its first frame): its header overstates its length (a
+  recording a power cut left unfinished);
 * follows udev (a pyudev monitor thread on video4linux): a removed camera is lost at once;
   when a device with the same identity comes back it is reopened without waiting for the
   backoff (within 2 s), possibly under another node name;
@@ -574,17 +575,19 @@ class SupervisedSource:
             self._end("")
             return
         if reason == "replaced":  # log rotation: a new file renamed over the one played
-            self._drop_inner()
-            with self._cond:
-                self._retry_at, self._resume_at = 0.0, 0  # at once, from its first frame
-            log.info("source %s was replaced; playing the new file", self.spec)
+            self._play_from_start(logging.INFO, "was replaced; playing the new file")
             return
         if reason == "cut short":
             position = int(getattr(inner, "position", 0))
             state: Optional[FileState] = getattr(inner, "cut_state", None)
             if self._unchanged_since_cut(position, state):
                 count = int(getattr(inner, "frame_count", 0))
-                self._end(f": it stops at frame {position} of the {count} its header counts")
+                why = f"stops at frame {position} of the {count} its header counts"
+                if self.cfg.loop:  # its end, as the driver loops a whole file at its end
+                    level = logging.DEBUG if self._state == "running" else logging.INFO
+                    self._play_from_start(level, f"{why}; playing it again from frame 0")
+                else:
+                    self._end(f": it {why}")
                 return
             self._resume_at = position
             self._lost(f"file cut short at frame {position}")
@@ -593,6 +596,17 @@ class SupervisedSource:
             self._lost("camera removed")
             return
         self._lost(reason)
+
+    def _play_from_start(self, level: int, why: str) -> None:
+        """Open the file again at once, from its first frame, with no loss reported: a new
+        file renamed over the one played, or a looping file whose header overstates its
+        length at its end (the driver loops only a file that ends where its header says).
+        `level`: a file that loops so every few seconds is logged at DEBUG after the first
+        time, as the driver's own loop is not logged at all."""
+        self._drop_inner()
+        with self._cond:
+            self._retry_at, self._resume_at = 0.0, 0
+        log.log(level, "source %s %s", self.spec, why)
 
     def _unchanged_since_cut(self, position: int, state: Optional[FileState]) -> bool:
         """Whether a file cut short at ``position``, now as ``state``, has been so for
