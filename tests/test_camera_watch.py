@@ -9,6 +9,7 @@ something to happen, and check the supervisor's own schedule (its retry delays) 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import shutil
 import threading
@@ -29,7 +30,7 @@ from tests.test_camera_formats import write_mjpeg_stream
 from wattgate.config import CameraConfig
 from wattgate.daemon.camera_watch import Backoff, SupervisedSource, WatchSettings
 from wattgate.drivers import v4l2
-from wattgate.drivers.camera import Frame, SourceError
+from wattgate.drivers.camera import CaptureSource, Frame, SourceError
 
 FAST = WatchSettings(reopen_min_s=0.05, reopen_max_s=0.4, healthy_s=5.0, poll_s=0.05)
 
@@ -228,7 +229,7 @@ def test_a_file_still_being_written_is_reopened_with_capped_backoff_and_resumed(
 
 
 def test_a_frame_a_cut_tore_in_two_is_played_once_the_rest_of_it_arrives(
-    tmp_path: Path, readers: list[Reader]
+    tmp_path: Path, readers: list[Reader], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A recording copied while it grows, the copy stopped inside frame 30: the reader gets
     its first half, which does not decode, and then the cut. When the rest arrives, frame
@@ -249,6 +250,53 @@ def test_a_frame_a_cut_tore_in_two_is_played_once_the_rest_of_it_arrives(
     assert [f.index for f in reader.frames] == list(range(60))
     assert all(shows_its_bar(f) for f in reader.frames)
     assert reader.events[0] == ("lost", "file cut short at frame 30")
+    assert not [r for r in caplog.records if "dropped" in r.getMessage()]  # none was
+
+
+def frames_until_none(source: CaptureSource) -> list[Frame]:
+    """Every frame a source gives until it says it has stopped."""
+    frames = []
+    while (frame := source.read()) is not None:
+        frames.append(frame)
+    return frames
+
+
+def test_a_frame_a_cut_tore_is_not_counted_or_warned_as_corrupt_but_a_corrupt_one_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recording with a corrupt frame 45 (its JPEG zeroed) copied while it grows, the
+    copy stopped inside frame 30 and opened again there while still cut, as the supervisor
+    does, then completed. The torn frame 30 is not counted as corrupt nor warned about as
+    dropped: it is not dropped but read again, and played once whole. It was, at every
+    reopen while the file grew. Frame 45 is dropped, counted and warned about once."""
+    data = bytearray(write_video(tmp_path / "whole.avi", frames=60).read_bytes())
+    chunks = avi_frame_chunks(bytes(data))
+    offset, corrupt = chunks[45]
+    data[offset + 8: offset + 8 + corrupt] = bytes(corrupt)
+    offset, size = chunks[30]
+    cut = offset + 8 + size // 2
+    target = tmp_path / "camera.avi"
+    target.write_bytes(data[:cut])
+    cfg = file_config(target, format="mjpeg")
+    caplog.set_level(logging.INFO, logger="wattgate.camera")
+    sources = [CaptureSource(str(target), cfg)]
+    frames = frames_until_none(sources[0])
+    sources.append(CaptureSource(str(target), cfg, start_frame=30))  # the file not grown yet
+    assert sources[1].read() is None
+    with target.open("ab") as out:
+        out.write(data[cut:])
+    sources.append(CaptureSource(str(target), cfg, start_frame=30))
+    frames += frames_until_none(sources[2])
+    for source in sources:
+        source.close()
+    assert [f.index for f in frames] == [i for i in range(60) if i != 45]
+    assert all(shows_its_bar(f) for f in frames)
+    assert [(s.end_reason, s.position) for s in sources] == [
+        ("cut short", 30), ("cut short", 30), ("ended", 60)]
+    assert [s.corrupt for s in sources] == [0, 0, 1]
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped == [f"camera {target}: frame 45 dropped: an MJPEG buffer of {corrupt} "
+                       "bytes that does not decode"]
 
 
 def test_a_file_whose_header_overstates_its_length_ends_once_unchanged_for_stall_s(

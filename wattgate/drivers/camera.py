@@ -423,6 +423,14 @@ _V4L2_FOURCC = {"mjpeg": "MJPG", "yuyv": "YUYV"}
 _RAW_V4L2 = {"MJPG": "MJPG", "YUYV": "YUYV", "YUY2": "YUYV", "NV12": "NV12"}
 
 
+@dataclass(frozen=True)
+class _Dropped:
+    """A buffer that gave no frame: its index and why (None: a layout already warned about)."""
+
+    index: int
+    why: Optional[str]
+
+
 class CaptureSource:
     """OpenCV VideoCapture over a device, a file, a URL, a FIFO or a GStreamer pipeline.
 
@@ -549,9 +557,18 @@ class CaptureSource:
         return None
 
     def read(self) -> Optional[Frame]:
-        corrupt = 0
+        dropped = 0  # buffers dropped in a row
+        last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
             ok, data = self._cap.read()
+            if not ok and self._ended() == "cut short":
+                self.end_reason = "cut short"
+                self.cut_state = file_state(self.spec)
+                if last is not None:  # the cut tore the last buffer: not corrupt, its frame
+                    self.position -= 1  # is read again once the rest of its bytes have come
+                return None
+            self._count_corrupt(last)  # the next read came, so no cut tore it
+            last = None
             if not ok and self._ended() == "ended" and self._replaced():
                 log.info("camera %s: a new file is in its place; this one ends", self.spec)
                 self.end_reason = "replaced"
@@ -560,10 +577,6 @@ class CaptureSource:
                 ok, data = self._start_again()
             if not ok:
                 self.end_reason = self._ended()
-                if self.end_reason == "cut short":
-                    self.cut_state = file_state(self.spec)
-                    if corrupt:  # the cut tore the last buffer: its frame is read again
-                        self.position -= 1  # once the rest of its bytes have come
                 return None
             ts, mono = _now()
             index = self.position
@@ -571,19 +584,34 @@ class CaptureSource:
             try:
                 frame = self._frame(data, index, ts, mono)
             except ValueError as exc:  # one bad buffer: dropped, the next may be whole
-                if not self._dropping:
-                    log.warning("camera %s: frame %d dropped: %s", self.spec, index, exc)
-                self._dropping = True
-                frame = None
-            if frame is not None:
-                self._dropping = False
-                return frame
-            self.corrupt += 1
-            corrupt += 1
-            if corrupt >= MAX_CORRUPT:
-                log.warning("camera %s: %d frames in a row dropped", self.spec, corrupt)
+                last = _Dropped(index, str(exc))
+            else:
+                if frame is not None:
+                    self._dropping = False
+                    return frame
+                last = _Dropped(index, None)
+            dropped += 1
+            if dropped >= MAX_CORRUPT:
+                self._count_corrupt(last)
+                log.warning("camera %s: %d frames in a row dropped", self.spec, dropped)
                 self.end_reason = "read failed"
                 return None
+
+    def _count_corrupt(self, dropped: Optional[_Dropped]) -> None:
+        """Count a dropped buffer as corrupt, warning about the first of a run.
+
+        Only once the read after it came: a buffer a file's cut tore in two (libavformat
+        hands the bytes before the cut over as a short packet, av_get_packet in
+        libavformat/utils.c) is not corrupt, and its frame is read again once the rest has
+        come. It was warned about as dropped at every reopen while the file grew."""
+        if dropped is None:
+            return
+        self.corrupt += 1
+        if dropped.why is not None:
+            if not self._dropping:
+                log.warning("camera %s: frame %d dropped: %s", self.spec, dropped.index,
+                            dropped.why)
+            self._dropping = True
 
     def _replaced(self) -> bool:
         """Whether camera.source now names another file than the one being read (a new
