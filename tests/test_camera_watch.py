@@ -35,9 +35,10 @@ from wattgate.drivers.camera import CaptureSource, Frame, SourceError
 FAST = WatchSettings(reopen_min_s=0.05, reopen_max_s=0.4, healthy_s=5.0, poll_s=0.05)
 
 
-def write_video(path: Path, frames: int = 60, fps: float = 30.0) -> Path:
-    """An MJPG AVI whose frame i shows a white bar at x = 10 i."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (640, 480))
+def write_video(path: Path, frames: int = 60, fps: float = 30.0, fourcc: str = "MJPG") -> Path:
+    """An AVI (MJPG, or another codec OpenCV's FFmpeg writes: mp4v, XVID) whose frame i
+    shows a white bar at x = 10 i."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (640, 480))
     assert writer.isOpened()
     for i in range(frames):
         image = np.full((480, 640, 3), 70, np.uint8)
@@ -251,6 +252,34 @@ def test_a_frame_a_cut_tore_in_two_is_played_once_the_rest_of_it_arrives(
     assert all(shows_its_bar(f) for f in reader.frames)
     assert reader.events[0] == ("lost", "file cut short at frame 30")
     assert not [r for r in caplog.records if "dropped" in r.getMessage()]  # none was
+
+
+@pytest.mark.parametrize("share", [0.3, 0.5, 0.9])
+def test_a_frame_a_cut_tore_is_not_delivered_half_decoded_in_colour(
+    tmp_path: Path, readers: list[Reader], share: float
+) -> None:
+    """camera.format = "auto" on an MPEG-4 part 2 AVI copied while it grows, the copy
+    stopped inside frame 30: FFmpeg decodes the torn frame's first bytes with error
+    concealment, and that picture was delivered as frame 30 (the gate saw a change, the
+    model ran on it), and the resume went on after it. It is held back until the rest has
+    come, and then played whole, once. (A torn frame FFmpeg cannot decode at all leaves
+    the frame before it last: that one is held back and read again in its place.)"""
+    data = write_video(tmp_path / "whole.avi", frames=60, fourcc="mp4v").read_bytes()
+    offset, size = avi_frame_chunks(data)[30]
+    cut = offset + 8 + int(size * share)
+    target = tmp_path / "camera.avi"
+    target.write_bytes(data[:cut])
+    reader = Reader(file_config(target))
+    readers.append(reader)
+    wait_for(lambda: reader.events, what="the cut to be noticed")
+    held = len(reader.frames)
+    assert held in (29, 30)
+    assert reader.events[0] == ("lost", f"file cut short at frame {held}")
+    with target.open("ab") as out:
+        out.write(data[cut:])
+    assert reader.returned_none.wait(30), "the file was not played to its end"
+    assert [f.index for f in reader.frames] == list(range(60))
+    assert all(shows_its_bar(f) for f in reader.frames)
 
 
 def frames_until_none(source: CaptureSource) -> list[Frame]:

@@ -27,7 +27,7 @@ import re
 import select
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Literal, Optional, Protocol
 
 import cv2
@@ -473,6 +473,9 @@ class CaptureSource:
         # the format a pipeline's caps fix for its appsink, which OpenCV does not report
         self.appsink = appsink_format(target) if self.kind == "pipeline" else None
         self.reduce = reduction_for(self.height, luma_rows) if self.height else 4
+        # a file FFmpeg decodes in colour that can end cut short is read one frame ahead
+        self._holds = self.is_file and self.raw is None and self.frame_count > 0
+        self._ahead: Optional[Frame] = None  # that frame, read but not delivered yet
         self.end_reason: Optional[EndReason] = None
         self.cut_state: Optional[FileState] = None  # the file when a read found it cut short
         self.corrupt = 0  # undecodable buffers dropped
@@ -557,6 +560,34 @@ class CaptureSource:
         return None
 
     def read(self) -> Optional[Frame]:
+        """The next frame, or None once the source stopped (`end_reason` says why).
+
+        A file FFmpeg decodes in colour that can end cut short (its header counts its
+        frames) hands each frame over once the next has been read. A frame the cut tore
+        in two is decoded from its first bytes, the rest concealed (a smeared or grey
+        picture: libavcodec/h263dec.c ff_h263_decode_frame marks the macroblocks it could
+        not read, error_resilience.c ff_er_frame_end fills them in) and was
+        delivered as a real frame: the gate saw a change, the model ran on it, and the
+        resume went on after it. The frame before a cut-short end is not delivered but read
+        again once the rest of its bytes have come. No decode or read is added, only one
+        frame kept; cameras, streams and MJPEG packets (a torn one does not decode, see
+        _count_corrupt) are handed over as read."""
+        if not self._holds:
+            return self._read()
+        frame, self._ahead = self._ahead, None
+        if frame is None and self.end_reason is None:
+            frame = self._read()
+        if frame is None:
+            return None
+        self._ahead = self._read()
+        if self._ahead is None and self.end_reason == "cut short":
+            self.position = frame.index
+            return None
+        ts, mono = _now()  # the capture time is when it is handed over, as for any frame
+        return replace(frame, ts=ts, mono=mono)
+
+    def _read(self) -> Optional[Frame]:
+        """The capture's next frame, or None once it stopped."""
         dropped = 0  # buffers dropped in a row
         last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
