@@ -376,3 +376,32 @@ def test_a_camera_lost_before_reloads_of_the_camera_is_announced_back_once(
         assert camera_events(client) == ["camera_lost", "camera_back"]
         assert client.request("status")["source"]["state"] == "running"
     assert daemon.stop() == 0
+
+
+def test_a_reload_whose_own_reading_changes_the_policys_mind_runs_what_it_then_wants(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The new config runs variant "lite" above 80 °C. The last tick read 86 °C, so the
+    reload loads "lite"; the zone reads 60 °C by the time the power side takes the config,
+    and the policy wants the main model, what it last asked for: no change to it, so no
+    model_variant event. The daemon ran "lite" until the policy changed its mind again."""
+    root = materialize("rk3588", tmp_path / "sys")
+    (root / ZONE).write_text("86000\n")
+    lite = tmp_path / "face_lite.tflite"
+    shutil.copy(default_model_path(), lite)
+    power = {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")}
+    camera = {"source": "synthetic:empty", "width": 320, "height": 240}
+    daemon = start_daemon(camera=camera, power=power)
+    with daemon.connect() as client:
+        wait_for(lambda: 86.0 in client.request("status")["power"]["temperatures"].values(),
+                 what="a tick that read 86 °C")
+        write_config(daemon.config, daemon.config.parent, camera=camera, power=power,
+                     model={"variants": {"lite": {"path": str(lite)}}})
+        with daemon.config.open("a") as toml:  # an array of tables: [[rules]]
+            toml.write('[[rules]]\ntemp_above_c = 80.0\nhysteresis_c = 5.0\n'
+                       'model_variant = "lite"\n')
+        (root / ZONE).write_text("60000\n")  # cooled, and no tick has read it yet
+        assert client.request("reload")["reloaded"]
+        wait_for(lambda: client.request("status")["model"]["name"]
+                 == "face_detection_short_range", what="the main model in use")
+    assert daemon.stop() == 0

@@ -495,6 +495,7 @@ class Daemon:
             self._power_events(
                 await loop.run_in_executor(None, power.reload, new, time.monotonic())
             )
+            self._follow_variant()
         elif new.power != old.power:  # started without knobs: a new root or board may have
             await self._start_power(loop)
             if self.pipeline is not None:
@@ -605,10 +606,18 @@ class Daemon:
         for fields in events:
             kind = fields.pop("kind")
             self.emit_event(kind, time.time(), **fields)
-            variant = fields.get("variant") or None
-            if (kind == "model_variant" and variant != self._variant
-                    and self.pipeline is not None and self._loop is not None):
-                self._spawn(self._switch_model(variant))
+            if kind == "model_variant":
+                self._follow_variant()
+
+    def _follow_variant(self) -> None:
+        """Switch to the variant the power policy wants if it is not the one running.
+
+        Also after a reload: its model was loaded for what the new policy wanted on the
+        last tick's readings, and the reload's own reading may have sent the policy back to
+        the variant it last asked for, which is no change to it and so no event."""
+        if (self._wanted_variant() != self._variant
+                and self.pipeline is not None and self._loop is not None):
+            self._spawn(self._switch_model(self._wanted_variant()))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run work on the loop, holding its task until it is done: the loop keeps only a

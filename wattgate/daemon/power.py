@@ -232,7 +232,7 @@ class PowerController:
                 self._setup(cfg, self.fs.io)
                 self._carry_over(old_rules, latches=False)  # another board's zones
                 self._inherited = left
-                self.model_variant = variant  # what the daemon runs: a change is an event
+                self.model_variant = variant  # the policy's last ask: a change is an event
             return self.start(now)
         with self._lock:
             old_rules = self.rules
@@ -266,8 +266,8 @@ class PowerController:
         model that does not load rejects the reload, and the power side must not have
         moved); asking this, it loads the variant the new policy wants, once, not the one
         the old policy wanted and then this one. The readings are the last tick's: should
-        the reload's own read make the policy choose otherwise, its model_variant event
-        switches as ever.
+        the reload's own read make the policy choose otherwise, the daemon compares what it
+        runs with model_variant after the reload and switches.
         """
         profiles = resolve_all(cfg)
         rules = RuleEngine(cfg.rules, cfg.power.profile, profiles)
