@@ -328,6 +328,22 @@ def test_a_frame_a_cut_tore_is_not_counted_or_warned_as_corrupt_but_a_corrupt_on
                        "bytes that does not decode"]
 
 
+def test_a_cut_inside_the_last_frame_but_one_is_a_cut_not_the_end(tmp_path: Path) -> None:
+    """A file one frame short of its header's count has ended (a header may count one
+    frame too many). Torn inside frame 58 of 60, the file was taken for one that stopped
+    one short, since the torn frame was counted as read: it ended, and frames 58 and 59 of
+    a recording still being written were lost."""
+    data = write_video(tmp_path / "whole.avi", frames=60).read_bytes()
+    offset, size = avi_frame_chunks(data)[58]
+    target = tmp_path / "camera.avi"
+    target.write_bytes(data[: offset + 8 + size // 2])
+    source = CaptureSource(str(target), file_config(target, format="mjpeg"))
+    frames = frames_until_none(source)
+    source.close()
+    assert [f.index for f in frames] == list(range(58))
+    assert (source.end_reason, source.position, source.corrupt) == ("cut short", 58, 0)
+
+
 def test_a_file_whose_header_overstates_its_length_ends_once_unchanged_for_stall_s(
     tmp_path: Path, readers: list[Reader]
 ) -> None:

@@ -592,7 +592,7 @@ class CaptureSource:
         last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
             ok, data = self._cap.read()
-            if not ok and self._ended() == "cut short":
+            if not ok and self._ended(torn=last is not None) == "cut short":
                 self.end_reason = "cut short"
                 self.cut_state = file_state(self.spec)
                 if last is not None:  # the cut tore the last buffer: not corrupt, its frame
@@ -674,11 +674,16 @@ class CaptureSource:
             log.warning("camera %s: cannot start the file again; it ends here", self.spec)
         return ok, data
 
-    def _ended(self) -> EndReason:
-        """Why a read failed: the end of a whole file, a file cut short, or a failure."""
+    def _ended(self, torn: bool = False) -> EndReason:
+        """Why a read failed: the end of a whole file, a file cut short, or a failure.
+
+        A file one frame short of its count has ended: without a frame count in the header
+        the count is duration x fps rounded (OpenCV cap_ffmpeg_impl.hpp get_total_frames),
+        which may be one too many. ``torn``: the last buffer did not decode, so its frame
+        may be one the cut tore, not read yet."""
         if not self.is_file:
             return "read failed"
-        if self.frame_count and self.position + 1 < self.frame_count:
+        if self.frame_count and self.position - torn + 1 < self.frame_count:
             return "cut short"
         return "ended"
 
