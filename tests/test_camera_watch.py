@@ -344,6 +344,52 @@ def test_a_cut_inside_the_last_frame_but_one_is_a_cut_not_the_end(tmp_path: Path
     assert (source.end_reason, source.position, source.corrupt) == ("cut short", 58, 0)
 
 
+class AppendedAfterRead:
+    """A real VideoCapture whose file gets ``rest`` appended right after its read number
+    ``reads``: a recorder's write landing between two reads inside CaptureSource.read,
+    which no timing from outside can arrange. Everything else is the capture's own."""
+
+    def __init__(self, cap: Any, target: Path, rest: bytes, reads: int) -> None:
+        self.cap, self.target, self.rest, self.left = cap, target, rest, reads
+
+    def read(self) -> tuple[bool, Any]:
+        answer = self.cap.read()
+        self.left -= 1
+        if self.left == 0:
+            with self.target.open("ab") as out:
+                out.write(self.rest)
+        return answer  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cap, name)
+
+
+def test_a_torn_frame_whose_rest_comes_before_the_next_read_is_read_again(
+    tmp_path: Path,
+) -> None:
+    """The read of frame 30 gets the bytes before a cut, and the recorder writes the rest
+    before the next read: that read found the file grown, the demuxer resynced at frame 31,
+    and frame 30 was dropped as corrupt for good. A buffer that does not decode in a file
+    grown since it was opened is now taken for a torn one: cut short there, read again."""
+    data = write_video(tmp_path / "whole.avi", frames=60).read_bytes()
+    offset, size = avi_frame_chunks(data)[30]
+    cut = offset + 8 + size // 2
+    target = tmp_path / "camera.avi"
+    target.write_bytes(data[:cut])
+    cfg = file_config(target, format="mjpeg")
+    first = CaptureSource(str(target), cfg)
+    first._cap = AppendedAfterRead(  # type: ignore[assignment]
+        first._cap, target, data[cut:], reads=31)
+    frames = frames_until_none(first)
+    first.close()
+    second = CaptureSource(str(target), cfg, start_frame=first.position)
+    frames += frames_until_none(second)
+    second.close()
+    assert [f.index for f in frames] == list(range(60))
+    assert all(shows_its_bar(f) for f in frames)
+    assert first.corrupt == second.corrupt == 0
+
+
 def test_a_file_whose_header_overstates_its_length_ends_once_unchanged_for_stall_s(
     tmp_path: Path, readers: list[Reader]
 ) -> None:

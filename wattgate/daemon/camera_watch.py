@@ -625,9 +625,10 @@ class SupervisedSource:
     def _end(self, why: str) -> None:
         """The file was played to its end: read() returns None from now on.
 
-        Also for a file cut short that the reopen found as it was at the cut (the same file,
-        size and mtime, no frame past the cut): nothing is writing it, so its header just
-        overstates its length, and reopening it would fail the same way for ever."""
+        Also for a file cut short that has stayed as it was at the cut (the same file, size
+        and mtime, no frame past the cut) for `camera.stall_s`: nothing is writing it, so
+        its header just overstates its length, and reopening it would fail the same way for
+        ever."""
         self._drop_inner()
         with self._cond:
             self._set_state("ended", "end of file")

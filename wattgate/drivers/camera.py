@@ -456,6 +456,7 @@ class CaptureSource:
         self.loop = cfg.loop and self.is_file
         self._fifo: Optional[int] = None  # a FIFO's read end, which FFmpeg reads as pipe:N
         self._file_id: Optional[tuple[int, int]] = None  # a file's (st_dev, st_ino) at open
+        self._size_at_open: Optional[int] = None  # and its size then
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -501,7 +502,7 @@ class CaptureSource:
                 info = None
             if info is None or not stat.S_ISREG(info.st_mode):
                 raise SourceError(f"camera.source {spec!r}: no such file")
-            self._file_id = (info.st_dev, info.st_ino)
+            self._file_id, self._size_at_open = (info.st_dev, info.st_ino), info.st_size
             cap = cv2.VideoCapture(spec)
         elif kind == "v4l2":
             identity = v4l2.parse_identity(spec)
@@ -615,6 +616,11 @@ class CaptureSource:
             try:
                 frame = self._frame(data, index, ts, mono)
             except ValueError as exc:  # one bad buffer: dropped, the next may be whole
+                if self._grown():  # a cut tore it, and the rest came before this read:
+                    self.end_reason = "cut short"  # the next read would resync past it
+                    self.cut_state = file_state(self.spec)
+                    self.position = index
+                    return None
                 last = _Dropped(index, str(exc))
             else:
                 if frame is not None:
@@ -643,6 +649,15 @@ class CaptureSource:
                 log.warning("camera %s: frame %d dropped: %s", self.spec, dropped.index,
                             dropped.why)
             self._dropping = True
+
+    def _grown(self) -> bool:
+        """Whether the file played has grown since it was opened: a recording still being
+        written. A buffer of it that does not decode may be one a cut tore whose rest has
+        come since; the demuxer would resync at the next chunk (libavformat/avidec.c
+        avi_sync) and the frame be lost, so it is read again from a reopen instead."""
+        state = file_state(self.spec) if self._size_at_open is not None else None
+        return (state is not None and state[:2] == self._file_id
+                and state[2] != self._size_at_open)
 
     def _replaced(self) -> bool:
         """Whether camera.source now names another file than the one being read (a new
