@@ -140,6 +140,17 @@ def test_a_reload_that_drops_the_model_variant_in_use_loads_the_main_model(
     assert daemon.stop() == 0
 
 
+def variant_setup(tmp_path: Path) -> tuple[Path, Path, dict[str, str], dict[str, Any]]:
+    """The rk3588 tree, a copy of the bundled model to be variant "lite", and the power
+    and camera tables of a daemon on them."""
+    root = materialize("rk3588", tmp_path / "sys")
+    lite = tmp_path / "face_lite.tflite"
+    shutil.copy(default_model_path(), lite)
+    power = {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")}
+    camera = {"source": "synthetic:empty", "width": 320, "height": 240}
+    return root, lite, power, camera
+
+
 def test_a_reload_of_the_model_and_the_variant_it_wants_loads_the_model_once(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
@@ -147,11 +158,7 @@ def test_a_reload_of_the_model_and_the_variant_it_wants_loads_the_model_once(
     The reload loads "lite" straight away: not first the main model, which the policy
     under the old config wanted, and "lite" a moment later, once the power side has the
     new config (a load can take seconds on a board)."""
-    root = materialize("rk3588", tmp_path / "sys")
-    lite = tmp_path / "face_lite.tflite"
-    shutil.copy(default_model_path(), lite)
-    power = {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")}
-    camera = {"source": "synthetic:empty", "width": 320, "height": 240}
+    _, lite, power, camera = variant_setup(tmp_path)
     daemon = start_daemon(camera=camera, power=power)
     with daemon.connect() as client:
         assert client.request("status")["model"]["name"] == "face_detection_short_range"
@@ -385,12 +392,8 @@ def test_a_reload_whose_own_reading_changes_the_policys_mind_runs_what_it_then_w
     reload loads "lite"; the zone reads 60 °C by the time the power side takes the config,
     and the policy wants the main model, what it last asked for: no change to it, so no
     model_variant event. The daemon ran "lite" until the policy changed its mind again."""
-    root = materialize("rk3588", tmp_path / "sys")
+    root, lite, power, camera = variant_setup(tmp_path)
     (root / ZONE).write_text("86000\n")
-    lite = tmp_path / "face_lite.tflite"
-    shutil.copy(default_model_path(), lite)
-    power = {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")}
-    camera = {"source": "synthetic:empty", "width": 320, "height": 240}
     daemon = start_daemon(camera=camera, power=power)
     with daemon.connect() as client:
         wait_for(lambda: 86.0 in client.request("status")["power"]["temperatures"].values(),
