@@ -594,10 +594,9 @@ class CaptureSource:
         while True:
             ok, data = self._cap.read()
             if not ok and self._ended(torn=last is not None) == "cut short":
-                self.end_reason = "cut short"
-                self.cut_state = file_state(self.spec)
-                if last is not None:  # the cut tore the last buffer: not corrupt, its frame
-                    self.position -= 1  # is read again once the rest of its bytes have come
+                # a torn last buffer is not corrupt: its frame is read again once the rest
+                # of its bytes have come
+                self._cut_short(self.position - (last is not None), file_state(self.spec))
                 return None
             self._count_corrupt(last)  # the next read came, so no cut tore it
             last = None
@@ -616,10 +615,9 @@ class CaptureSource:
             try:
                 frame = self._frame(data, index, ts, mono)
             except ValueError as exc:  # one bad buffer: dropped, the next may be whole
-                if self._grown():  # a cut tore it, and the rest came before this read:
-                    self.end_reason = "cut short"  # the next read would resync past it
-                    self.cut_state = file_state(self.spec)
-                    self.position = index
+                state = file_state(self.spec) if self._size_at_open is not None else None
+                if self._grown(state):  # a cut tore it, and the rest came before this read:
+                    self._cut_short(index, state)  # the next read would resync past it
                     return None
                 last = _Dropped(index, str(exc))
             else:
@@ -650,12 +648,19 @@ class CaptureSource:
                             dropped.why)
             self._dropping = True
 
-    def _grown(self) -> bool:
-        """Whether the file played has grown since it was opened: a recording still being
-        written. A buffer of it that does not decode may be one a cut tore whose rest has
-        come since; the demuxer would resync at the next chunk (libavformat/avidec.c
-        avi_sync) and the frame be lost, so it is read again from a reopen instead."""
-        state = file_state(self.spec) if self._size_at_open is not None else None
+    def _cut_short(self, position: int, state: Optional[FileState]) -> None:
+        """The read stops at frame ``position`` of a file cut short, as ``state`` now: the
+        supervisor reopens it there, or ends it once it stays so (read returns None)."""
+        self.end_reason = "cut short"
+        self.cut_state = state
+        self.position = position
+
+    def _grown(self, state: Optional[FileState]) -> bool:
+        """Whether the file played, now as ``state``, has grown since it was opened: a
+        recording still being written. A buffer of it that does not decode may be one a
+        cut tore whose rest has come since; the demuxer would resync at the next chunk
+        (libavformat/avidec.c avi_sync) and the frame be lost, so it is read again from a
+        reopen instead."""
         return (state is not None and state[:2] == self._file_id
                 and state[2] != self._size_at_open)
 
