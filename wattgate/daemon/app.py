@@ -615,9 +615,9 @@ class Daemon:
         Also after a reload: its model was loaded for what the new policy wanted on the
         last tick's readings, and the reload's own reading may have sent the policy back to
         the variant it last asked for, which is no change to it and so no event."""
-        if (self._wanted_variant() != self._variant
-                and self.pipeline is not None and self._loop is not None):
-            self._spawn(self._switch_model(self._wanted_variant()))
+        wanted = self._wanted_variant()
+        if wanted != self._variant and self.pipeline is not None and self._loop is not None:
+            self._spawn(self._switch_model(wanted))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run work on the loop, holding its task until it is done: the loop keeps only a

@@ -277,7 +277,8 @@ class PowerController:
             decision, _ = rules.evaluate(self._last_readings())
             # a structural reload starts a new activity machine, and that starts idle
             state: State = "idle" if fresh else self.activity.settings_state
-        return chosen_variant(decision.model_variant, profiles[decision.profile].settings(state))
+        return chosen_variant(decision.model_variant,
+                              profiles[decision.profile].settings(state).model_variant)
 
     def _left_unrestored(self, cfg: Config) -> dict[str, str]:
         """Originals the journal kept after the restore of a structural reload (an
@@ -783,8 +784,7 @@ class PowerController:
     def _apply_state(self) -> None:
         target = self.target()
         self.notes = target.notes
-        variant = chosen_variant(self.decision.model_variant,
-                                 self.profile.settings(self.activity.settings_state))
+        variant = chosen_variant(self.decision.model_variant, target.pipeline.model_variant)
         if variant != self.model_variant:
             self._pending.append({"kind": "model_variant", "variant": variant or "",
                                   "reason": self.decision.reason if self.decision.model_variant

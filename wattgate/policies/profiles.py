@@ -156,10 +156,10 @@ def absolute(value: Union[int, str], lo: int, hi: int) -> int:
     return round(lo + (hi - lo) * percent / 100.0)
 
 
-def chosen_variant(rule_variant: Optional[str], settings: Settings) -> Optional[str]:
+def chosen_variant(rule_variant: Optional[str], profile_variant: Optional[str]) -> Optional[str]:
     """The model variant to run: a rule's (``Decision.model_variant``) overrides the
     profile's for the activity state; None (also for "") is the main model."""
-    return rule_variant or settings.model_variant or None
+    return rule_variant or profile_variant or None
 
 
 def variant_model(model: ModelConfig, variant: Optional[str]) -> ModelConfig:
