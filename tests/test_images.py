@@ -55,3 +55,21 @@ def test_an_image_over_the_pixel_limit_is_refused_before_decoding() -> None:
         decode(encoded(".png", 10, 10), 99)
     with pytest.raises(ImageError, match="0x16 pixels"):
         decode(claims_size(0, 16), 100)
+
+
+def test_a_frame_header_libjpeg_reads_past_stuffed_bytes_is_not_skipped() -> None:
+    """FF 00 where a marker belongs is stuffed data to libjpeg (jdmarker.c next_marker), which
+    scans on and reads the real frame header behind it; read as a segment with a length, it
+    hid that header, and a second, small one inside an APP1 segment passed the limit while
+    the decoder allocated the real size."""
+    real = encoded(".jpg", 400, 300)
+    scan = real.index(b"\xff\xda")
+    segments = real[2:scan]  # the real tables and frame header (400x300)
+    small = bytes.fromhex("ffc0 0011 08 0010 0010 03 012200 021101 031101")  # SOF0 16x16
+    app1 = b"\xff\xe1" + (2 + len(small)).to_bytes(2, "big")
+    skip = len(segments) + len(app1) + 2  # FF 00's "length": up to the small header
+    bomb = real[:2] + b"\xff\x00" + skip.to_bytes(2, "big") + segments + app1 + small \
+        + real[scan:]
+    assert cv2.imdecode(np.frombuffer(bomb, np.uint8), cv2.IMREAD_COLOR).shape == (300, 400, 3)
+    with pytest.raises(ImageError, match="0x00 where a marker should be"):
+        decode(bomb, 16 * 16 * 4)

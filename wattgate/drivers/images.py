@@ -19,6 +19,10 @@ JPEG_START = b"\xff\xd8"
 JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # markers without a length
 JPEG_SCAN = 0xDA  # the compressed data starts: the frame header must have come by now
+#: Below 0xC0 only TEM (0x01) is a marker. libjpeg (jdmarker.c) reads FF 00 where a marker
+#: should be as stuffed data and scans on for the next FF, and stops at the others
+#: (JERR_UNKNOWN_MARKER); read as a segment with a length, FF 00 skipped what libjpeg reads.
+JPEG_FIRST_MARKER = 0xC0
 
 
 class ImageError(ValueError):
@@ -56,6 +60,9 @@ def _jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
         if marker in JPEG_STANDALONE:
             pos += 2
             continue
+        if marker < JPEG_FIRST_MARKER:
+            raise ImageError(f"a JPEG with byte 0x{marker:02X} where a marker should be at "
+                             f"byte {pos + 1}")
         if marker == JPEG_SCAN:
             break
         length = int.from_bytes(data[pos + 2:pos + 4], "big")
