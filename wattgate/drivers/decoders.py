@@ -448,28 +448,37 @@ class SsdDecoder:
             other = next(i for i in pair if i != known)
             self._scores, self._classes = (known, other) if roles[known] == "scores" \
                 else (other, known)
+        # What the positions say, for frames whose values do not (pycoral's adapters/detect.py
+        # get_objects): the count last is the op's own order (boxes, classes, scores, count),
+        # otherwise EfficientDet-Lite's (scores, boxes, count, classes).
+        first, second = sorted(pair)
+        self._by_position = (second, first) if count[0] == len(outputs) - 1 else (first, second)
         self._boxes, self._count = boxes[0], count[0]
         self.classes: int | None = None
         self._labels = _without_background(labels)
         self._threshold = score_threshold
         self._limit = max_detections
 
-    def _split(self, outputs: Sequence[Array]) -> tuple[Array, Array]:
-        """(scores, classes). Names decide when they can; otherwise the values: class ids are
-        whole numbers and scores are not (ties: the larger maximum is the class id)."""
+    def _split(self, outputs: Sequence[Array], count: int) -> tuple[Array, Array]:
+        """(scores, classes). Names decide when they can; otherwise the values of the
+        `count` detections: class ids are whole numbers and scores are not. When both are
+        whole, the positions: a sure detection's 1.0 beside class 0 tells nothing, and
+        taking the larger maximum for the class ids read that 1.0 as one and the zeros as
+        the scores, so the surest detection was lost."""
         if self._scores is not None and self._classes is not None:
             return outputs[self._scores], outputs[self._classes]
-        a, b = (np.asarray(outputs[i], np.float32).reshape(-1) for i in self._pair)
+        a, b = (np.asarray(outputs[i], np.float32).reshape(-1)[:count] for i in self._pair)
         a_whole, b_whole = bool(np.all(a == np.round(a))), bool(np.all(b == np.round(b)))
         if a_whole != b_whole:
             return (b, a) if a_whole else (a, b)
-        return (b, a) if a.max(initial=0) >= b.max(initial=0) else (a, b)
+        scores, classes = self._by_position
+        return outputs[scores], outputs[classes]
 
     def decode(self, outputs: Sequence[Array]) -> Detections:
-        scores_raw, classes_raw = self._split(outputs)
         boxes = np.asarray(outputs[self._boxes], np.float32).reshape(-1, 4)
         reported = float(np.asarray(outputs[self._count]).reshape(-1)[0])
         count = max(0, min(round(reported), len(boxes))) if math.isfinite(reported) else 0
+        scores_raw, classes_raw = self._split(outputs, count)
         scores = np.asarray(scores_raw, np.float32).reshape(-1)[:count]
         raw = np.asarray(classes_raw, np.float64).reshape(-1)[:count]
         ids = np.rint(raw)
