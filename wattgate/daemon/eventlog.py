@@ -35,9 +35,10 @@ unclean exit the numbers of the events that were lost, and the rest of the block
 skipped, never used again. A clean close gives the unused part of the block back, so
 a clean restart leaves no gap. Each reservation is also copied to `<path>.seq` (synced,
 before the database has it): a power cut on flash can leave the database garbage, cut
-short or empty, and the numbering must go on past it all the same. A database SQLite finds
-damaged when it is opened is moved to `<path>.damaged` (kept for a post-mortem; only the
-newest) and a new one is started, logged as an error: the daemon goes on serving.
+short or empty, and the numbering must go on past it all the same. A database found damaged
+when it is opened (any page of it, free ones too: PRAGMA quick_check) is moved to
+`<path>.damaged` (kept for a post-mortem; only the newest) and a new one is started, logged
+as an error: the daemon goes on serving.
 
 A flush that cannot write (the database locked by another process, a full disk, a
 read-only directory) keeps the held events for the next flush, waits at most
@@ -252,7 +253,12 @@ class EventLog:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(events)")}
         if "boot_s" not in columns:  # a log from before boot_s: its events are stamps only
             self._db.execute("ALTER TABLE events ADD COLUMN boot_s REAL")
-        # Reads every page of the table: a file cut short is found here, not mid-run.
+        # Every page of the file, the free ones too, is checked here, not mid-run: a
+        # damaged page that opening did not read (a free page, the seq_reserved table)
+        # stopped the daemon's start, or failed every write for good.
+        found = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
+        if found != "ok":
+            raise _DamagedError(found.splitlines()[-1])
         self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
@@ -685,8 +691,15 @@ def _bounded(event: Event) -> Event:
     return fitted
 
 
+class _DamagedError(sqlite3.DatabaseError):
+    """What PRAGMA quick_check found wrong in a database that opened: a page of a table
+    or of the free list that is not sound (https://sqlite.org/pragma.html#pragma_quick_check)."""
+
+
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether exc says the file is damaged (not locked, read-only or missing)."""
+    if isinstance(exc, _DamagedError):
+        return True
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGED
 

@@ -1,0 +1,95 @@
+"""The event log on files that storage has damaged, and on a daemon that was killed.
+
+Flash without power-loss protection can leave any page of `events.db` garbage: a page
+of the free list or of a small table that no read touches at start, or a few bytes inside
+one event. Real SQLite files in tmp_path, damaged byte by byte; real daemons where the
+exit code or the protocol answer is what is judged.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DaemonProcess
+from wattgate.daemon.eventlog import EventLog
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def _history(path: Path, events: int = 300, kept: int = 100) -> int:
+    """A closed log of `kept` events out of `events` (the others pruned by count, so
+    their pages are on the free list); returns the last seq."""
+    log = EventLog(str(path), max_events=events)
+    for i in range(events):
+        log.append("detection", float(i), note="x" * 500)
+    assert log.flush(float(events)) is True
+    log.close(float(events))
+    log = EventLog(str(path), max_events=kept)
+    assert log.flush(float(events)) is True
+    log.close(float(events))
+    return log.last_seq
+
+
+def _spoil_page(path: Path, where: str) -> None:
+    """Fill one page of the database file with garbage: the root page of table `where`,
+    or the free list's first trunk page for "free list" (file format:
+    https://sqlite.org/fileformat2.html, header offset 32)."""
+    db = sqlite3.connect(path)
+    page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    roots = dict(db.execute("SELECT name, rootpage FROM sqlite_master"))
+    db.close()
+    with path.open("r+b") as f:
+        if where == "free list":
+            f.seek(32)
+            (page,) = struct.unpack(">I", f.read(4))
+            assert page != 0, "no free page to spoil"
+        else:
+            page = roots[where]
+        f.seek((page - 1) * page_size)
+        f.write(bytes(range(256)) * (page_size // 256))
+
+
+@pytest.mark.parametrize("where", ["free list", "seq_reserved", "boot", "sqlite_sequence"])
+def test_a_damaged_page_outside_the_events_is_found_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """Opening read only the events table's pages: a damaged free list failed every write
+    after it, at every start, with a warning and every new event lost; a damaged small
+    table stopped the log from opening at all. Either is now set aside as damaged."""
+    path = tmp_path / "events.db"
+    last = _history(path)
+    _spoil_page(path, where)
+    caplog.set_level(logging.ERROR, logger="wattgate.eventlog")
+    log = EventLog(str(path))
+    assert any(str(path) in r.getMessage() for r in caplog.records)
+    assert (tmp_path / "events.db.damaged").exists()
+    new = [log.append("motion_start", 400.0 + i, note="y" * 2000)["seq"] for i in range(5)]
+    assert new[0] > last
+    assert log.flush(405.0) is True
+    log.close(406.0)
+    assert [e["seq"] for e in EventLog(str(path)).since(0, 100)] == new
+
+
+def test_a_daemon_whose_log_has_a_damaged_seq_table_starts_and_numbers_on(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """It exited 69 (cannot open the event log: database disk image is malformed)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    last = _history(state / "events.db")
+    _spoil_page(state / "events.db", "seq_reserved")
+    daemon = start_daemon(camera={"source": "synthetic:empty"},
+                          daemon={"state_dir": str(state)})
+    with daemon.connect() as client:
+        assert client.request("events", since=0)["events"] == []
+    assert daemon.stop() == 0
+    assert "is damaged" in daemon.log()
+    log = EventLog(str(state / "events.db"))
+    assert log.append("motion_start", 500.0)["seq"] > last
+    log.close(501.0)
