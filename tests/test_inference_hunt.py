@@ -3,13 +3,14 @@ edges of what exporters write: outputs named by nothing but their position, and 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.tflite_builder import ConstOutput, constant_model
-from wattgate.drivers.inference import Model
+from wattgate.drivers.inference import Model, ModelError
 
 #: The two orders TFLite SSD exports come in (REFERENCE.md, "Output layouts"): the
 #: TFLite_Detection_PostProcess op's own, and EfficientDet-Lite's.
@@ -42,3 +43,15 @@ def test_an_ssd_detection_of_score_one_is_found_when_names_do_not_tell(
     result = model.infer(np.zeros((32, 32, 3), np.uint8))
     assert [(d.label, d.score) for d in result.detections] == [("0", 1.0)]
     assert result.detections[0].box == pytest.approx((8.0, 8.0, 24.0, 24.0))
+
+
+def test_a_model_path_that_is_a_directory_says_so(tmp_path: Path) -> None:
+    """model.path set to the folder the models are in was reported as "not found"."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    with pytest.raises(ModelError, match=r"model file .*models: a directory, not a \.tflite"):
+        Model.load(str(folder))
+    fifo = tmp_path / "model.tflite"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelError, match=r"model\.tflite: not a regular file"):
+        Model.load(str(fifo))

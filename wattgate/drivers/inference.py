@@ -118,7 +118,11 @@ def default_model_path() -> Path:
 def _check_file(path: Path) -> None:
     """Fail early with a clear message instead of the interpreter's mmap/identifier errors."""
     if not path.is_file():
-        raise ModelError(f"model file {path}: not found")
+        # "not found" for a directory (model.path set to the models folder) sent the
+        # sysadmin looking for a file that is plainly there.
+        why = ("a directory, not a .tflite file" if path.is_dir()
+               else "not a regular file" if path.exists() else "not found")
+        raise ModelError(f"model file {path}: {why}")
     try:
         with path.open("rb") as fh:
             head = fh.read(8)
