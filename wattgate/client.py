@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import json
 import socket
@@ -47,13 +48,7 @@ class ClientError(Exception):
 class Client:
     def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = 10.0) -> None:
         self.path = path
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._sock.settimeout(timeout)
-        try:
-            self._sock.connect(path)
-        except OSError as exc:
-            self._sock.close()
-            raise _unavailable(path, exc) from None
+        self._sock = _connect(path, timeout)
         self._buffer = bytearray()
         self._ids = itertools.count(1)
         self._pending: deque[Message] = deque()
@@ -146,10 +141,10 @@ class AsyncClient:
 
     @classmethod
     async def connect(cls, path: str = DEFAULT_SOCKET) -> AsyncClient:
-        try:
-            reader, writer = await asyncio.open_unix_connection(path, limit=MAX_LINE)
-        except OSError as exc:
-            raise _unavailable(path, exc) from None
+        # Connected here, not by open_unix_connection(path): asyncio takes connect()'s
+        # EAGAIN for a connection in progress, and the full queue it means for a made one.
+        reader, writer = await asyncio.open_unix_connection(sock=_connect(path, 0.0),
+                                                            limit=MAX_LINE)
         client = cls(reader, writer)
         try:
             client.hello = _answer(await client._read())
@@ -208,12 +203,37 @@ class AsyncClient:
         return _message(line, "the daemon")
 
 
-def _unavailable(path: str, exc: OSError) -> ClientError:
-    """Why connecting failed: strerror when the kernel gave an errno, else the text.
+def _connect(path: str, timeout: Optional[float]) -> socket.socket:
+    """A stream socket connected to path, or ClientError saying why not.
 
-    An over-long path raises OSError("AF_UNIX path too long"), whose strerror is None.
+    A Unix socket's connect() never waits for the peer (unix(7)): it is made at once or
+    refused, so a non-blocking one (timeout 0.0, for asyncio) is connected on return.
     """
-    return ClientError("unavailable", f"cannot connect to {path}: {exc.strerror or exc}")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise _unavailable(path, exc) from None
+    return sock
+
+
+def _unavailable(path: str, exc: OSError) -> ClientError:
+    """Why connecting failed (strerror when the kernel gave an errno, else the text), with
+    the code that says what to do: try again ("busy"), ask for access ("forbidden"), or
+    see to the daemon ("unavailable").
+
+    connect() on a Unix socket with a timeout (non-blocking underneath) fails EAGAIN when
+    the listener's queue of connections not yet accepted is full (unix(7)): a daemon is
+    there, busy or still starting, as with "busy". An over-long path raises
+    OSError("AF_UNIX path too long"), whose strerror is None.
+    """
+    reason = f"cannot connect to {path}: {exc.strerror or exc}"
+    if exc.errno == errno.EAGAIN:
+        return ClientError("busy", f"{reason}: its queue of new connections is full (the "
+                                   "daemon is busy or still starting); try again")
+    return ClientError("unavailable", reason)
 
 
 def _too_large(source: str) -> ClientError:
