@@ -93,3 +93,42 @@ def test_a_daemon_whose_log_has_a_damaged_seq_table_starts_and_numbers_on(
     log = EventLog(str(state / "events.db"))
     assert log.append("motion_start", 500.0)["seq"] > last
     log.close(501.0)
+
+
+def _spoil_event(path: Path, mark: str, damage: bytes) -> None:
+    """Overwrite the start of `mark` inside one stored event with `damage`: flash that
+    flipped bits in a row, where no page check can see it (SQLite keeps no checksums)."""
+    data = path.read_bytes()
+    at = data.index(mark.encode())
+    assert data.count(mark.encode()) == 1
+    path.write_bytes(data[:at] + damage + data[at + len(damage):])
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe", b'"}'], ids=["not-utf-8", "not-json"])
+def test_an_event_damaged_in_its_row_does_not_hide_the_events_after_it(
+    start_daemon: StartDaemon, tmp_path: Path, damage: bytes
+) -> None:
+    """Every `events` answer that reached the damaged row failed, `unavailable` or an
+    internal error, for as long as it was kept: a client could never read past it. It is
+    now left out (and logged), and every other event is answered."""
+    state = tmp_path / "state"
+    log = EventLog(str(state / "events.db"))
+    for i in range(6):
+        log.append("detection", float(i), note=f"event-{i}" + "x" * 100)
+    log.close(10.0)
+    _spoil_event(state / "events.db", "event-2", damage)
+    daemon = start_daemon(camera={"source": "synthetic:empty"},
+                          daemon={"state_dir": str(state)})
+    with daemon.connect() as client:
+        whole = client.request("events", since=0)
+        one_by_one = [client.request("events", since=since, limit=1)
+                      for since in range(6)]
+    assert daemon.stop() == 0
+    assert [e["seq"] for e in whole["events"]] == [1, 2, 4, 5, 6]
+    assert [e["note"][:7] for e in whole["events"]] == [
+        "event-0", "event-1", "event-3", "event-4", "event-5"]
+    # asked one at a time from before the damaged row, the next good one is the answer
+    assert [[e["seq"] for e in a["events"]] for a in one_by_one] == [
+        [1], [2], [4], [4], [5], [6]]
+    assert [a["more"] for a in one_by_one] == [True] * 5 + [False]
+    assert "seq 3" in daemon.log() and "damaged" in daemon.log()

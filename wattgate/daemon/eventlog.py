@@ -210,6 +210,7 @@ class EventLog:
         self._dropped = 0
         self._reserve_in_append = True
         self._changed_kinds: set[str] = set()  # kinds whose events had to be changed
+        self._unreadable: set[int] = set()  # seqs of rows found damaged (logged once each)
         written = self._read_written_seq()
         reserved = self._read_reserved()
         # The newest number given out (written, pruned or lost in a crash) that the log
@@ -562,15 +563,38 @@ class EventLog:
         self._dropped += 1
 
     def since(self, seq: int, limit: int) -> list[Event]:
-        """Events with a seq above `seq`, oldest first, at most `limit`."""
-        rows = self._db.execute(
-            "SELECT seq, ts, kind, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (seq, limit),
-        ).fetchall()
-        events = [_event(*row) for row in rows]
-        if len(events) < limit:
-            events.extend(e for e, _ in self._held if e["seq"] > seq)
+        """Events with a seq above `seq`, oldest first, at most `limit`.
+
+        A row whose bytes are damaged (see `_event`) is left out and the next one read in
+        its place: raising for it failed every read that reached it, so a client could
+        never get past it while it was kept."""
+        events: list[Event] = []
+        after = seq
+        while len(events) < limit:
+            wanted = limit - len(events)
+            # As bytes: a text column that is not UTF-8 would raise for the whole query.
+            rows = self._db.execute(
+                "SELECT seq, ts, CAST(kind AS BLOB), CAST(body AS BLOB) FROM events "
+                "WHERE seq > ? ORDER BY seq LIMIT ?", (after, wanted),
+            ).fetchall()
+            events.extend(e for e in map(self._readable, rows) if e is not None)
+            if len(rows) < wanted:  # the table is read to its end: held events follow
+                events.extend(e for e, _ in self._held if e["seq"] > seq)
+                break
+            after = rows[-1][0]
         return events[:limit]
+
+    def _readable(self, row: tuple[int, Any, bytes, bytes]) -> Optional[Event]:
+        """The event a row holds; None (logged once per seq) when its bytes are damaged."""
+        try:
+            return _event(*row)
+        except ValueError as exc:
+            if row[0] not in self._unreadable:
+                self._unreadable.add(row[0])
+                log.error("event log %s: the event with seq %d is damaged (%s) and is left "
+                          "out of `events` answers; check the storage",
+                          self.path, row[0], exc)
+            return None
 
     def oldest_seq(self) -> int:
         """The oldest event still readable; `last_seq + 1` when there is none."""
@@ -751,5 +775,14 @@ def _json_safe(value: Any) -> Any:
     return safe if _text_or_none(safe) is not None else None
 
 
-def _event(seq: int, ts: float, kind: str, body: str) -> Event:
-    return {"class": "event", "seq": seq, "ts": ts, "kind": kind, **json.loads(body)}
+def _event(seq: int, ts: Any, kind: bytes, body: bytes) -> Event:
+    """The event a row holds; ValueError when its bytes are not what `_write` stores.
+
+    SQLite keeps no checksum of a row: flash that flips bits inside one passes every page
+    check (quick_check) and shows only when the row is read: text that is not UTF-8, a
+    body that is not a JSON object, a ts that is not a number."""
+    fields = json.loads(body or b"null")  # UnicodeDecodeError, JSONDecodeError: ValueErrors
+    if not (isinstance(fields, dict) and isinstance(ts, (int, float))
+            and isinstance(kind, bytes)):
+        raise ValueError(f"ts {ts!r}, kind {kind!r}, body {body[:40]!r}")
+    return {"class": "event", "seq": seq, "ts": ts, "kind": kind.decode(), **fields}
