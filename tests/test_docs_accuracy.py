@@ -1,0 +1,121 @@
+"""config.toml's comments say what the config models do: the ranges they state are the
+ones the loader enforces, and the names they list are the ones it takes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+import annotated_types
+import pytest
+from pydantic import BaseModel
+
+from wattgate.config import (
+    Config,
+    ModelVariant,
+    ProfileConfig,
+    RuleConfig,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = (REPO / "config.toml").read_text(encoding="utf-8")
+
+KEY_LINE = re.compile(r"^#? ?([a-z_]+) = ")
+SECTION_LINE = re.compile(r"^(?:# )?\[\[?([a-zA-Z0-9_.-]+)\]\]?\s*$")
+
+
+def key_comments(text: str) -> dict[tuple[str, str], str]:
+    """(table, key) -> the comment lines right above the key's line (set or commented out),
+    joined. A key shown in several tables of one kind keeps the first comment found."""
+    comments: dict[tuple[str, str], str] = {}
+    table, lines = "", list[str]()
+    for line in text.splitlines():
+        header = SECTION_LINE.match(line)
+        key = KEY_LINE.match(line)
+        if header:
+            table, lines = header.group(1), []
+        elif key:
+            comments.setdefault((table, key.group(1)), " ".join(lines))
+            lines = []
+        elif line.startswith("#"):
+            lines.append(line.lstrip("#").strip())
+        else:
+            lines = []
+    return comments
+
+
+COMMENTS = key_comments(SHIPPED)
+
+
+def model_of(table: str) -> Optional[type[BaseModel]]:
+    """The config model that holds the keys of a config.toml table."""
+    parts = table.split(".")
+    if parts[0] == "profiles":
+        return ProfileConfig
+    if parts[0] == "rules":
+        return RuleConfig
+    if parts[:2] == ["model", "variants"]:
+        return ModelVariant
+    field = Config.model_fields.get(parts[0])
+    if field is None or len(parts) != 1:
+        return None
+    annotation = field.annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) \
+        else None
+
+
+def bounds(model: type[BaseModel], key: str) -> dict[str, Any]:
+    """The key's numeric bounds: ge, gt, le, lt as the model declares them."""
+    found: dict[str, Any] = {}
+    for item in model.model_fields[key].metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            if isinstance(item, getattr(annotated_types, name.capitalize())):
+                found[name] = getattr(item, name)
+    return found
+
+
+def stated_ranges() -> list[tuple[str, str, Optional[float], Optional[float]]]:
+    """(table, key, lowest, highest) for each numeric key whose comment states its range:
+    "at most N", "(A..B)" or "(A-B)"; a side not stated is None."""
+    found: list[tuple[str, str, Optional[float], Optional[float]]] = []
+    for (table, key), comment in COMMENTS.items():
+        model = model_of(table)
+        if model is None or key not in model.model_fields:
+            continue
+        low: Optional[float] = None
+        high: Optional[float] = None
+        pair = re.search(r"\((\d+(?:\.\d+)?)(?:\.\.|-)(\d+(?:\.\d+)?)\)", comment)
+        most = re.search(r"\b[Aa]t most (\d+(?:\.\d+)?)\b(?! bytes)", comment)
+        if pair:
+            low, high = float(pair.group(1)), float(pair.group(2))
+        elif most:
+            high = float(most.group(1))
+        else:
+            continue
+        found.append((table, key, low, high))
+    return found
+
+
+RANGES = stated_ranges()
+
+
+def test_config_toml_states_some_ranges() -> None:
+    assert {("camera", "stall_s"), ("model", "max_detections"), ("gate", "threshold")} <= {
+        (table, key) for table, key, _, _ in RANGES
+    }
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "low", "high"), RANGES, ids=[f"{t}.{k}" for t, k, _, _ in RANGES]
+)
+def test_a_range_config_toml_states_is_the_one_enforced(
+    table: str, key: str, low: Optional[float], high: Optional[float]
+) -> None:
+    model = model_of(table)
+    assert model is not None
+    limits = bounds(model, key)
+    if low is not None:
+        assert limits.get("ge") == low, f"{table}.{key}: config.toml says from {low}, {limits}"
+    if high is not None:
+        assert limits.get("le") == high, f"{table}.{key}: config.toml says to {high}, {limits}"
