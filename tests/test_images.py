@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -73,3 +75,18 @@ def test_a_frame_header_libjpeg_reads_past_stuffed_bytes_is_not_skipped() -> Non
     assert cv2.imdecode(np.frombuffer(bomb, np.uint8), cv2.IMREAD_COLOR).shape == (300, 400, 3)
     with pytest.raises(ImageError, match="0x00 where a marker should be"):
         decode(bomb, 16 * 16 * 4)
+
+
+def test_a_progressive_jpeg_of_endless_scans_is_refused_before_decoding() -> None:
+    """libjpeg passes over every block once a scan and takes any number of scans: a small
+    file of one scan repeated kept a decode (and the one `infer` at a time) busy for
+    seconds. Encoders write 10 at most (6 for grey)."""
+    jpeg = encoded(".jpg", 256, 256, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert image_size(jpeg) == ("jpeg", 256, 256)
+    assert decode(jpeg, 256 * 256).shape == (256, 256, 3)  # its own 10 scans are fine
+    scans = [m.start() for m in re.finditer(b"\xff\xda", jpeg)]
+    last = jpeg[scans[-1]:jpeg.rindex(b"\xff\xd9")]
+    endless = jpeg[:-2] + last * 200 + jpeg[-2:]
+    assert cv2.imdecode(np.frombuffer(endless, np.uint8), cv2.IMREAD_COLOR) is not None
+    with pytest.raises(ImageError, match="a jpeg of 210 scans; the limit is 100"):
+        decode(endless, 256 * 256)

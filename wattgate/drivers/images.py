@@ -23,6 +23,13 @@ JPEG_SCAN = 0xDA  # the compressed data starts: the frame header must have come 
 #: should be as stuffed data and scans on for the next FF, and stops at the others
 #: (JERR_UNKNOWN_MARKER); read as a segment with a length, FF 00 skipped what libjpeg reads.
 JPEG_FIRST_MARKER = 0xC0
+#: Scans a JPEG may have. Each scan of a progressive JPEG is a pass over every block, and
+#: libjpeg takes any number of them (repeated ones with a warning): 45 KiB of repeats of a
+#: 33-byte scan made a 2048x2048 image decode for seconds instead of milliseconds. Encoders
+#: write 10 (6 for grey: jcparam.c jpeg_simple_progression); libjpeg-turbo's own fuzz
+#: targets stop at 500 (TJPARAM_SCANLIMIT), on images of at most one megapixel.
+MAX_JPEG_SCANS = 100
+JPEG_SOS = b"\xff\xda"  # outside a marker segment, FF is followed by 00 or a marker byte
 
 
 class ImageError(ValueError):
@@ -77,14 +84,16 @@ def _jpeg_size(data: bytes | memoryview) -> tuple[int, int]:
 
 
 def decode(data: bytes, max_pixels: int) -> np.ndarray[Any, Any]:
-    """A JPEG or PNG as a BGR uint8 frame; ImageError if it is not one, is empty, or has
-    more than max_pixels pixels."""
+    """A JPEG or PNG as a BGR uint8 frame; ImageError if it is not one, is empty, has
+    more than max_pixels pixels or, a JPEG, more than MAX_JPEG_SCANS scans."""
     kind, width, height = image_size(data)
     if width == 0 or height == 0:
         raise ImageError(f"a {kind} of {width}x{height} pixels: nothing to look at")
     if width * height > max_pixels:
         raise ImageError(f"a {kind} of {width}x{height} pixels; the limit is {max_pixels} "
                          "pixels")
+    if kind == "jpeg" and (scans := data.count(JPEG_SOS)) > MAX_JPEG_SCANS:
+        raise ImageError(f"a jpeg of {scans} scans; the limit is {MAX_JPEG_SCANS}")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise ImageError(f"a {kind} that does not decode")
