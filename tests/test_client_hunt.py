@@ -5,15 +5,22 @@ wrong, and that no answer, result or event is lost or taken for another."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
-from tests.test_client_errors import assert_one_line, cli
+from tests.conftest import DaemonProcess
+from tests.test_client_errors import IDLE, assert_one_line, cli
 from wattgate.client import AsyncClient, Client, ClientError
+
+StartDaemon = Callable[..., DaemonProcess]
+NOBODY = 65534  # nobody and nogroup (Debian's base-passwd)
 
 
 @pytest.fixture
@@ -56,3 +63,34 @@ def test_a_full_connection_queue_is_busy_not_no_daemon(full_socket: str) -> None
         assert full_socket in info.value.message and "try again" in info.value.message
     assert_one_line(cli("status", "--socket", full_socket), 75, "busy", full_socket,
                     "try again")
+
+
+def cli_as(uid: int, gid: int, groups: list[int], *args: str) -> subprocess.CompletedProcess[str]:
+    """The real `wattgate` command run by another user (root may connect to any socket).
+    It drops to that user once imported: Python's own files here are under /root."""
+    code = ("import os, sys\nfrom wattgate.cli import main\n"
+            f"os.setgroups({groups!r}); os.setgid({gid}); os.setuid({uid})\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the CLI as other users")
+def test_permission_denied_on_the_socket_is_forbidden_and_names_the_group(
+    start_daemon: StartDaemon, reachable_tmp: Path,
+) -> None:
+    """A user outside the socket's group was told "unavailable" (exit 69, no daemon) and not
+    what to do; the daemon was there all along."""
+    path = reachable_tmp / "wattgate.sock"
+    daemon = start_daemon(daemon={"socket": str(path), "socket_group": "daemon"}, **IDLE)
+    daemon.connect().close()
+    for extra in ([], ["--json"]):
+        run = cli_as(NOBODY, NOBODY, [], "status", *extra, "--socket", str(path))
+        assert_one_line(run, 77, "forbidden", str(path), "Permission denied",
+                        "add the user to group daemon (usermod -aG daemon USER)")
+        assert run.stdout == ""
+    # What it says to do is what it takes.
+    run = cli_as(NOBODY, NOBODY, [1], "status", "--json", "--socket", str(path))
+    assert run.returncode == 0, run.stderr
+    assert daemon.stop() == 0
+

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import grp
 import itertools
 import json
+import os
 import socket
 from collections import deque
 from collections.abc import Iterator
@@ -221,19 +223,35 @@ def _connect(path: str, timeout: Optional[float]) -> socket.socket:
 
 def _unavailable(path: str, exc: OSError) -> ClientError:
     """Why connecting failed (strerror when the kernel gave an errno, else the text), with
-    the code that says what to do: try again ("busy"), ask for access ("forbidden"), or
-    see to the daemon ("unavailable").
+    the code and the words that say what to do: try again ("busy"), ask for access
+    ("forbidden"), or see to the daemon ("unavailable").
 
     connect() on a Unix socket with a timeout (non-blocking underneath) fails EAGAIN when
     the listener's queue of connections not yet accepted is full (unix(7)): a daemon is
-    there, busy or still starting, as with "busy". An over-long path raises
-    OSError("AF_UNIX path too long"), whose strerror is None.
+    there, busy or still starting, as with "busy". It needs write permission on the socket
+    and search permission on the directories above it, else EACCES (unix(7)). An over-long
+    path raises OSError("AF_UNIX path too long"), whose strerror is None.
     """
     reason = f"cannot connect to {path}: {exc.strerror or exc}"
     if exc.errno == errno.EAGAIN:
         return ClientError("busy", f"{reason}: its queue of new connections is full (the "
                                    "daemon is busy or still starting); try again")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        group = _group_of(path)
+        target = f"group {group}" if group else "the socket's group"
+        return ClientError("forbidden", f"{reason}: its owner and group may connect: add the "
+                                        f"user to {target} (usermod -aG {group or 'GROUP'} "
+                                        "USER) and log in again")
     return ClientError("unavailable", reason)
+
+
+def _group_of(path: str) -> Optional[str]:
+    """The name of the socket's group, or None where it cannot be told (a directory above
+    it that the user may not search, a gid without a name)."""
+    try:
+        return grp.getgrgid(os.stat(path).st_gid).gr_name
+    except (OSError, KeyError):
+        return None
 
 
 def _too_large(source: str) -> ClientError:
