@@ -94,3 +94,19 @@ def test_permission_denied_on_the_socket_is_forbidden_and_names_the_group(
     assert run.returncode == 0, run.stderr
     assert daemon.stop() == 0
 
+
+def test_no_daemon_says_what_to_do(tmp_path: Path) -> None:
+    """No socket, and one that a killed daemon left behind, said only "No such file or
+    directory" and "Connection refused"; a path that is no socket at all (a config file
+    given as --socket) said "Connection refused" as if a daemon had stopped."""
+    stale = tmp_path / "stale.sock"
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).bind(str(stale))  # closed at once
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    for path, why in ((tmp_path / "none.sock", "No such file or directory"),
+                      (stale, "Connection refused")):
+        for extra in ([], ["--json"]):
+            assert_one_line(cli("status", *extra, "--socket", str(path)), 69, "unavailable",
+                            f"{path}: {why}: is the daemon running? (systemctl status wattgate")
+    assert_one_line(cli("status", "--socket", str(config)), 69,
+                    f"{config}: Connection refused: not a socket")

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import socket
+import stat
 from collections import deque
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -242,7 +243,21 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
         return ClientError("forbidden", f"{reason}: its owner and group may connect: add the "
                                         f"user to {target} (usermod -aG {group or 'GROUP'} "
                                         "USER) and log in again")
+    if exc.errno == errno.ECONNREFUSED and not _is_socket(path):
+        return ClientError("unavailable", f"{reason}: not a socket")
+    if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+        return ClientError("unavailable", f"{reason}: is the daemon running? (systemctl status "
+                                          "wattgate; daemon.socket says where it listens)")
     return ClientError("unavailable", reason)
+
+
+def _is_socket(path: str) -> bool:
+    """Whether path is a socket: connect() refuses a file or a directory as it refuses a
+    socket nobody listens on, ECONNREFUSED."""
+    try:
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _group_of(path: str) -> Optional[str]:
