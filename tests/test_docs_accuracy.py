@@ -4,6 +4,8 @@ ones the loader enforces, and the names they list are the ones it takes."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,7 +13,9 @@ import annotated_types
 import pytest
 from pydantic import BaseModel
 
+from wattgate.boards import BOARDS, SIMULATED
 from wattgate.config import (
+    EXIT_CONFIG,
     Config,
     ModelVariant,
     ProfileConfig,
@@ -119,3 +123,41 @@ def test_a_range_config_toml_states_is_the_one_enforced(
         assert limits.get("ge") == low, f"{table}.{key}: config.toml says from {low}, {limits}"
     if high is not None:
         assert limits.get("le") == high, f"{table}.{key}: config.toml says to {high}, {limits}"
+
+
+# -- power.board ---------------------------------------------------------------------------
+
+
+def check_config(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """`wattgate check-config` on a file holding text, as a user runs it."""
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", "check-config", str(path)],
+        capture_output=True, text=True, timeout=60, cwd=REPO,
+    )
+
+
+def test_config_toml_lists_the_boards_with_an_energy_model() -> None:
+    comment = COMMENTS[("power", "board")]
+    listed = {name for name in BOARDS if re.search(rf"\b{re.escape(name)}\b", comment)}
+    assert listed == set(SIMULATED), comment
+
+
+@pytest.mark.parametrize("board", SIMULATED)
+def test_a_board_with_an_energy_model_is_taken(board: str, tmp_path: Path) -> None:
+    done = check_config(tmp_path, f'[power]\nboard = "{board}"\n')
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    "board", ["rk3599", *sorted(set(BOARDS) - set(SIMULATED))]
+)
+def test_a_board_without_an_energy_model_is_a_config_error(board: str, tmp_path: Path) -> None:
+    """A mistyped board (or one that only measures itself) was taken without a word, and
+    the daemon then had no watts estimate to show."""
+    done = check_config(tmp_path, f'[power]\nboard = "{board}"\n')
+    assert done.returncode == EXIT_CONFIG, done.stderr
+    line = done.stderr.splitlines()[1].strip()
+    assert line.startswith(f"power.board: got {board!r};"), done.stderr
+    assert all(name in line for name in SIMULATED), line

@@ -360,9 +360,23 @@ class PowerConfig(Section):
         "follows the npu_runtime_pm settings.",
     )
     board: Optional[NonBlank] = Field(
-        None, description="Energy-model board (e.g. rk3588); unset detects it from the "
-        "device tree."
+        None, description="Energy-model board (rk3588, rpi5, imx8mp or intel-mtl); unset "
+        "detects it from the device tree."
     )
+
+    @field_validator("board")
+    @classmethod
+    def _board_has_an_energy_model(cls, value: Optional[str]) -> Optional[str]:
+        """A board the daemon has no energy model of (a typo, or jetson-orin-nano, which
+        measures itself) was taken without a word, and no watts were estimated."""
+        from wattgate.boards import SIMULATED  # the boards whose energy model has parts
+
+        if value is not None and value not in SIMULATED:
+            known = ", ".join(sorted(SIMULATED))
+            raise PydanticCustomError(
+                "value_error", f"no energy model of that board; known: {known}"
+            )
+        return value
 
 
 # -- profiles and rules -----------------------------------------------------------------------
