@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from tests.tflite_builder import ConstOutput, constant_model
+from tests.tflite_builder import ConstOutput, constant_model, mean_channels_model
 from wattgate.drivers.inference import Model, ModelError
 
 #: The two orders TFLite SSD exports come in (REFERENCE.md, "Output layouts"): the
@@ -55,3 +56,16 @@ def test_a_model_path_that_is_a_directory_says_so(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ModelError, match=r"model\.tflite: not a regular file"):
         Model.load(str(fifo))
+
+
+def test_a_grey_model_takes_the_luma_of_the_picture(tmp_path: Path) -> None:
+    """A model trained on a mono camera's frames has one input channel; it was refused as
+    not an image input. It gets the picture's luma, in the same [-1, 1] as colour models."""
+    path = mean_channels_model(tmp_path / "grey.tflite", channels=1, gain=0.5, bias=0.5)
+    model = Model.load(str(path), kind="classifier", score_threshold=0.0)
+    assert model.info["input"] == [32, 32, 1]
+    bgr = np.empty((32, 32, 3), np.uint8)
+    bgr[:] = (30, 200, 90)  # B, G, R
+    luma = cv2.cvtColor(bgr[:1, :1], cv2.COLOR_BGR2GRAY)[0, 0]  # 0.299 R + 0.587 G + 0.114 B
+    (det,) = model.infer(bgr).detections
+    assert det.score == pytest.approx(luma / 255.0, abs=1e-5)  # (luma / 127.5 - 1) / 2 + 0.5

@@ -312,3 +312,22 @@ def mean_rgb_model(path: Path, size: tuple[int, int] = (32, 32), input_dtype: An
         g.op(Op.SOFTMAX, [logits], [out], BuiltinOptions.SoftmaxOptions, _softmax_options(1.0))
     g.outputs.append(out)
     return g.write(path)
+
+
+def mean_channels_model(path: Path, size: tuple[int, int] = (32, 32), channels: int = 1,
+                        gain: float = 1.0, bias: float = 0.0) -> Path:
+    """A float "classifier" over an input [1, H, W, channels]: output [1, channels] = mean
+    over the image of each channel x gain + bias (a grey model when channels is 1)."""
+    g = GraphBuilder()
+    width, height = size
+    x = g.tensor("input", (1, height, width, channels), np.float32)
+    g.inputs.append(x)
+    mean = g.tensor("channel_mean", (1, channels), np.float32)
+    g.op(Op.MEAN, [x, g.const("axes", [1, 2], np.int32)], [mean],
+         BuiltinOptions.ReducerOptions, _reducer_options(False))
+    scaled = g.tensor("scaled", (1, channels), np.float32)
+    g.op(Op.MUL, [mean, g.const("gain", [gain])], [scaled])
+    out = g.tensor("probabilities", (1, channels), np.float32)
+    g.op(Op.ADD, [scaled, g.const("bias", [bias])], [out])
+    g.outputs.append(out)
+    return g.write(path)

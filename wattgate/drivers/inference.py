@@ -306,11 +306,14 @@ class _InputWriter:
     """Turns a letterboxed BGR canvas into the input tensor's dtype and range, in place."""
 
     def __init__(self, spec: TensorSpec, float_range: tuple[float, float]) -> None:
-        height, width = spec.shape[1], spec.shape[2]
+        height, width, channels = spec.shape[1:4]
         self.dtype = spec.dtype
-        self.buffer = np.empty((1, height, width, 3), spec.dtype)
-        self._work = np.empty((1, height, width, 3), np.float32)
-        self._rgb = np.empty((height, width, 3), np.uint8)
+        self.buffer = np.empty((1, height, width, channels), spec.dtype)
+        self._work = np.empty((1, height, width, channels), np.float32)
+        # A grey model (one channel, as inspection cameras see) takes the picture's luma.
+        self._rgb = np.empty((height, width, channels), np.uint8)
+        self._code = cv2.COLOR_BGR2GRAY if channels == 1 else cv2.COLOR_BGR2RGB
+        self._converted = self._rgb[:, :, 0] if channels == 1 else self._rgb  # what cv2 fills
         self._mode = "affine"
         self._gain, self._offset = 1.0, 0.0
         if spec.dtype == np.float32:
@@ -337,9 +340,10 @@ class _InputWriter:
               out: npt.NDArray[Any] | None = None) -> npt.NDArray[Any]:
         """The input tensor for canvas, in `out` (shaped like `buffer`) or in `buffer`."""
         buffer = self.buffer if out is None else out
-        # BGR -> RGB into a contiguous buffer first: numpy arithmetic on the reversed-channel
-        # view costs about ten times as much (0.24 against 0.02 ms for a 128x128 input).
-        cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB, dst=self._rgb)
+        # BGR -> RGB (or grey) into a contiguous buffer first: numpy arithmetic on the
+        # reversed-channel view costs about ten times as much (0.24 against 0.02 ms for a
+        # 128x128 input).
+        cv2.cvtColor(canvas, self._code, dst=self._converted)
         rgb = self._rgb[np.newaxis]
         if self._mode == "raw":
             np.copyto(buffer, rgb)
@@ -497,9 +501,10 @@ class Model:
         inputs = [TensorSpec.from_details(d) for d in input_details]
         outputs = output_specs(interp)
         if (len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[0] != 1
-                or inputs[0].shape[3] != 3 or min(inputs[0].shape[1:3]) < 1):
+                or inputs[0].shape[3] not in (1, 3) or min(inputs[0].shape[1:3]) < 1):
             raise ModelError(f"model file {model_path}: expected one image input [1, H, W, 3], "
-                             f"got {', '.join(s.describe() for s in inputs)}")
+                             f"got {', '.join(s.describe() for s in inputs)} (a grey model's "
+                             "[1, H, W, 1] is taken too)")
         _check_fixed_size(model_path, input_details[0])
         if inputs[0].dtype not in (np.float32, np.uint8, np.int8):
             raise ModelError(f"model file {model_path}: input {inputs[0].describe()} is not "
