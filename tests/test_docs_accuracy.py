@@ -1,5 +1,6 @@
 """config.toml's comments say what the config models do: the ranges they state are the
-ones the loader enforces, and the names they list are the ones it takes."""
+ones the loader enforces, the names they list are the ones it takes, and every example they
+comment out is one it takes too."""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from typing import Any, Optional
 
 import annotated_types
 import pytest
+import tomllib
 from pydantic import BaseModel
 
 from wattgate.boards import BOARDS, SIMULATED
 from wattgate.config import (
     EXIT_CONFIG,
     Config,
+    ConfigError,
     ModelVariant,
     ProfileConfig,
     RuleConfig,
+    parse_config,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,3 +165,47 @@ def test_a_board_without_an_energy_model_is_a_config_error(board: str, tmp_path:
     line = done.stderr.splitlines()[1].strip()
     assert line.startswith(f"power.board: got {board!r};"), done.stderr
     assert all(name in line for name in SIMULATED), line
+
+
+# -- the examples config.toml comments out -------------------------------------------------
+
+EXAMPLE_HEADER = re.compile(r"^# ?(\[\[?[\w.-]+\]\]?)\s*$")
+EXAMPLE_KEY = re.compile(r"^# ?([a-z_]+ = .*)$")
+
+
+def is_toml(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False
+    return True
+
+
+def uncommented(text: str) -> str:
+    """config.toml with every commented-out table header and `key = value` line taken in,
+    as a user who uncomments an example does; a note after a run of spaces is dropped."""
+    lines = []
+    for line in text.splitlines():
+        header = EXAMPLE_HEADER.match(line)
+        key = EXAMPLE_KEY.match(line)
+        setting = re.split(r"\s{2,}", key.group(1))[0] if key else ""
+        if header:
+            lines.append(header.group(1))
+        elif setting and is_toml(setting):
+            lines.append(setting)
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def test_config_toml_comments_out_examples() -> None:
+    assert uncommented(SHIPPED).count("\n[[rules]]\n") >= 3
+
+
+def test_every_example_config_toml_comments_out_is_valid() -> None:
+    """Each commented-out key and table, uncommented, is one the loader takes: a user who
+    uncomments an example gets a config that starts."""
+    try:
+        parse_config(tomllib.loads(uncommented(SHIPPED)), "config.toml uncommented")
+    except ConfigError as exc:
+        pytest.fail("\n".join(exc.problems))
