@@ -6,6 +6,7 @@ keeps the events for the next flush.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -410,13 +411,12 @@ def test_a_damaged_database_at_start_is_set_aside_and_numbering_goes_on(
     assert EventLog(str(path)).append("x", 103.0)["seq"] == new + 1
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a disk that can really be filled (ENOSPC); skipped where no tmpfs
-    can be mounted (not root, no CAP_SYS_ADMIN)."""
-    mnt = tmp_path / "disk"
+@contextlib.contextmanager
+def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` at mnt: a disk that can really be filled (ENOSPC); skipped where
+    no tmpfs can be mounted (not root, no CAP_SYS_ADMIN)."""
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)],
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
                           capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
@@ -424,6 +424,13 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (`_tmpfs`)."""
+    with _tmpfs(tmp_path / "disk", "1m") as mnt:
+        yield mnt
 
 
 def _fill(directory: Path) -> None:
@@ -455,6 +462,30 @@ def test_a_full_disk_with_room_left_in_the_wal_keeps_the_log_writing(small_disk:
     os.unlink(small_disk / "filler")
     assert EventLog(path).last_seq == 50
 
+
+def test_a_disk_that_fills_between_two_checkpoints_keeps_the_log_writing(
+    tmp_path: Path,
+) -> None:
+    """The WAL, cut back to WAL_MAX_BYTES after each checkpoint, must grow a few KiB past
+    that to reach the next one: on a disk full in between, every write failed from then
+    on, until the daemon stopped. The pages are now copied into the database after the
+    first write that finds no room, and the WAL starts again from its beginning."""
+    with _tmpfs(tmp_path / "disk", "2m") as disk:  # room for the WAL at its full size
+        path = str(disk / "events.db")
+        log = EventLog(path, max_events=100)
+        for i in range(1500):  # a few checkpoints: the database and the WAL have their size
+            log.append("detection", float(i), note=["x" * 1000])
+            if i % 10 == 9:
+                assert log.flush(float(i)) is True
+        _fill(disk)
+        flushed = []
+        for i in range(1500, 2500):
+            log.append("detection", float(i), note=["x" * 1000])
+            if i % 10 == 9:
+                flushed.append(log.flush(float(i)))
+        assert flushed == [True] * 100
+        log.close(2500.0)
+        assert EventLog(path).since(2499, 10)[0]["seq"] == 2500
 
 def test_the_wal_file_stays_bounded_after_many_events(tmp_path: Path) -> None:
     """SQLite's defaults checkpoint at 1000 pages and never make the WAL smaller: a busy

@@ -8,9 +8,12 @@ exit code or the protocol answer is what is judged.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,3 +135,40 @@ def test_an_event_damaged_in_its_row_does_not_hide_the_events_after_it(
         [1], [2], [4], [4], [5], [6]]
     assert [a["more"] for a in one_by_one] == [True] * 5 + [False]
     assert "seq 3" in daemon.log() and "damaged" in daemon.log()
+
+
+# Run in a child: RLIMIT_FSIZE makes a write past it fail with EFBIG, as a full state
+# partition makes it fail with ENOSPC, without filling this machine's disk. CPython
+# ignores SIGXFSZ, so the write returns the error instead of killing the process.
+FILE_LIMIT_CHILD = """
+import json, resource, sys
+from wattgate.daemon.eventlog import EventLog
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+log = EventLog(sys.argv[1], max_events=100)
+flushed = []
+for i in range(1000):
+    log.append("detection", float(i), note=["x" * 1000])
+    if i % 10 == 9:
+        flushed.append(log.flush(float(i)))
+log.close(1000.0)
+print(json.dumps(flushed))
+"""
+
+
+def test_a_wal_that_cannot_grow_to_its_checkpoint_size_does_not_stop_the_writes(
+    tmp_path: Path,
+) -> None:
+    """The WAL is copied into the database once it holds WAL_MAX_BYTES: one that the disk
+    (or the file size limit) stopped short of that was never copied back, so it never
+    started again from its beginning, and every write after the first that found no room
+    failed, for as long as the daemon ran; its events were dropped."""
+    path = tmp_path / "events.db"
+    done = subprocess.run(
+        [sys.executable, "-c", FILE_LIMIT_CHILD, str(path), str(400 * 1024)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 0, done.stderr
+    flushed = json.loads(done.stdout)
+    assert flushed == [True] * 100, done.stderr
+    log = EventLog(str(path), max_events=100)
+    assert [e["seq"] for e in log.since(0, 1000)] == list(range(901, 1001))
+    log.close(1001.0)

@@ -9,7 +9,9 @@ hole inside it. A flush with nothing to write looks for events to age out once e
 PRUNE_EVERY_S, so an idle daemon does not touch the database every second, and no flush
 scans the whole table. The
 `-wal` file beside the database stays near WAL_MAX_BYTES (plus what one flush writes): it
-is checkpointed once it holds that much and cut back to it after.
+is checkpointed once it holds that much and cut back to it after, and also after a write
+that finds no room for it to grow (a full disk), which is then tried again: the WAL starts
+again from its beginning and needs no new block.
 
 Age is judged by two clocks, and an event goes only when both say it is older than
 `max_age_s`: its `ts` (the wall clock) against the flush's `now`, and, for an event logged
@@ -137,6 +139,7 @@ DAMAGED_SUFFIX = ".damaged"
 _SQLITE_DAMAGED = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
 _SQLITE_FULL = 13
 _SQLITE_IOERR_SHMSIZE = 10 | (19 << 8)
+_SQLITE_IOERR_WRITE = 10 | (3 << 8)
 
 # What a failed write raises: a lock held too long, a full disk, a read-only file.
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
@@ -451,25 +454,13 @@ class EventLog:
         try:
             if reserve is not None and not final:
                 self._save_floor(reserve)  # before the database: never below it
-            with self._transaction(durable=reserve is not None and not final):
-                rows = self._rows
-                if held:
-                    self._db.executemany(
-                        "INSERT INTO events (seq, ts, kind, body, boot_s) VALUES (?, ?, ?, ?, ?)",
-                        [(e["seq"], e["ts"], e["kind"], _body(e), boot_s) for e, boot_s in held],
-                    )
-                    rows += len(held)
-                    if self._boot_row is not None:
-                        self._db.execute(
-                            "INSERT OR REPLACE INTO boot (id, boot_id, first_seq) VALUES (0, ?, ?)",
-                            self._boot_row,
-                        )
-                rows -= self._prune(now, rows)
-                if reserve is not None:
-                    self._db.execute(
-                        "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)",
-                        (reserve,),
-                    )
+            durable = reserve is not None and not final
+            try:
+                rows = self._commit(now, held, reserve, durable)
+            except _WRITE_ERRORS as exc:
+                if not self._restart_wal(exc):
+                    raise
+                rows = self._commit(now, held, reserve, durable)  # from the WAL's start
         except _WRITE_ERRORS as exc:
             self._failed(exc)
             return False
@@ -487,6 +478,49 @@ class EventLog:
                     log.warning("event log %s: %s%s: %s", self.path, self.path, FLOOR_SUFFIX, exc)
         self._recovered(len(held))
         return True
+
+    def _commit(
+        self, now: float, held: list[tuple[Event, float]], reserve: Optional[int], durable: bool
+    ) -> int:
+        """Write `held`, prune, and record `reserve` in one transaction; returns the rows
+        the table holds after it."""
+        with self._transaction(durable=durable):
+            rows = self._rows
+            if held:
+                self._db.executemany(
+                    "INSERT INTO events (seq, ts, kind, body, boot_s) VALUES (?, ?, ?, ?, ?)",
+                    [(e["seq"], e["ts"], e["kind"], _body(e), boot_s) for e, boot_s in held],
+                )
+                rows += len(held)
+                if self._boot_row is not None:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO boot (id, boot_id, first_seq) VALUES (0, ?, ?)",
+                        self._boot_row,
+                    )
+            rows -= self._prune(now, rows)
+            if reserve is not None:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (reserve,)
+                )
+        return rows
+
+    def _restart_wal(self, exc: BaseException) -> bool:
+        """After a write that found no room for the WAL to grow (ENOSPC, or EFBIG past
+        RLIMIT_FSIZE): copy the whole WAL into the database, so that the next write starts
+        it again from its beginning (https://sqlite.org/wal.html#checkpointing). Returns
+        whether it did, and the write is worth trying again.
+
+        The WAL is copied back only once it holds WAL_MAX_BYTES (wal_autocheckpoint), and
+        only a commit makes it longer: one the disk stopped short of that was never copied
+        back, and every write after the first that found no room failed, for good.
+        PASSIVE never waits for another process's lock."""
+        if not (isinstance(exc, sqlite3.DatabaseError) and _no_room(exc)):
+            return False
+        try:
+            busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            return False
+        return bool(busy == 0 and frames > 0 and frames == copied)
 
     def _prune(self, now: float, rows: int) -> int:
         """Delete the oldest events: those before the first one younger than max_age_s
@@ -733,6 +767,13 @@ def _full(exc: sqlite3.DatabaseError) -> bool:
     (SQLITE_IOERR_SHMSIZE, what opening a WAL database on a full disk fails with)."""
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and (code & 0xFF == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE)
+
+
+def _no_room(exc: sqlite3.DatabaseError) -> bool:
+    """Whether exc says a file could not grow: SQLITE_FULL (ENOSPC) or SQLITE_IOERR_WRITE,
+    what a write past RLIMIT_FSIZE (EFBIG) fails with (os_unix.c, unixWrite)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code in (_SQLITE_FULL, _SQLITE_IOERR_WRITE)
 
 
 def _text_or_none(value: Any) -> Optional[str]:
