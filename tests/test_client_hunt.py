@@ -110,3 +110,44 @@ def test_no_daemon_says_what_to_do(tmp_path: Path) -> None:
                             f"{path}: {why}: is the daemon running? (systemctl status wattgate")
     assert_one_line(cli("status", "--socket", str(config)), 69,
                     f"{config}: Connection refused: not a socket")
+
+
+def slow_snap_daemon(start_daemon: StartDaemon, tmp_path: Path) -> DaemonProcess:
+    """A daemon waiting for a camera file that never comes: a snap is answered only when its
+    timeout_ms runs out, "unavailable", and the answers after it wait their turn."""
+    daemon = start_daemon(camera={"source": str(tmp_path / "not-yet.avi")})
+    daemon.connect().close()
+    return daemon
+
+
+def test_an_abandoned_request_s_answer_is_not_taken_for_a_message(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """A request given up on (a socket timeout; asyncio.wait_for cancelling the await) is
+    answered later all the same. That answer was kept and came out of messages() and
+    next_message() as if the daemon had sent it unasked: a `watch` would print it."""
+    daemon = slow_snap_daemon(start_daemon, tmp_path)
+
+    async def cancel_then_ask() -> dict[str, Any]:
+        async with await AsyncClient.connect(str(daemon.socket)) as client:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(client.request("snap", timeout_ms=1000), 0.05)
+            status = await asyncio.wait_for(client.request("status"), 30)
+            with pytest.raises(asyncio.TimeoutError):  # the snap's answer came before it
+                await asyncio.wait_for(client.next_message(), 0.5)
+            return status
+
+    assert asyncio.run(cancel_then_ask())["class"] == "status"
+
+    with Client(str(daemon.socket), timeout=30) as client:
+        client.settimeout(0.05)
+        with pytest.raises(ClientError) as info:
+            client.request("snap", timeout_ms=1000)
+        assert info.value.code == "timeout"
+        client.settimeout(30)
+        assert client.request("status")["class"] == "status"
+        client.settimeout(0.5)
+        with pytest.raises(ClientError) as quiet:
+            next(client.messages())
+        assert quiet.value.code == "timeout"
+    assert daemon.stop() == 0

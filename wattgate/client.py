@@ -48,13 +48,59 @@ class ClientError(Exception):
         self.message = message
 
 
+class _Answers:
+    """Which message answers which request, for both clients; the others wait, in order,
+    in `unsolicited`.
+
+    A request whose caller stopped waiting (a timeout, or a cancelled await: asyncio's
+    wait_for cancels the awaited task when it times out) is still answered later, in
+    order. That answer is dropped when it comes: kept, it came out of messages() and
+    next_message() among results and events, as if the daemon had sent it unasked.
+    """
+
+    def __init__(self) -> None:
+        self._ids = itertools.count(1)
+        self._awaited: dict[int, Optional[Message]] = {}  # its answer once read
+        self._abandoned: set[int] = set()
+        self.unsolicited: deque[Message] = deque()
+
+    def prepare(self, cmd: str, fields: dict[str, Any]) -> tuple[int, bytes]:
+        """A new request's id and line, awaited from now; ClientError if it cannot be sent
+        (then nothing is awaited)."""
+        request_id = next(self._ids)
+        line = _encode({"cmd": cmd, "id": request_id, **fields})
+        self._awaited[request_id] = None
+        return request_id, line
+
+    def sort(self, message: Message) -> None:
+        answer_id = _answer_id(message)
+        if answer_id in self._awaited:
+            self._awaited[answer_id] = message
+        elif answer_id in self._abandoned:
+            self._abandoned.discard(answer_id)
+        else:
+            self.unsolicited.append(message)
+
+    def take(self, request_id: int) -> Optional[Message]:
+        """The answer to request_id once it has been read; the request is then done."""
+        answer = self._awaited.get(request_id)
+        if answer is not None:
+            del self._awaited[request_id]
+        return answer
+
+    def abandon(self, request_id: int) -> None:
+        """The caller no longer waits: its answer is dropped (at once if it has come).
+        Nothing to do for a request whose answer was taken."""
+        if request_id in self._awaited and self._awaited.pop(request_id) is None:
+            self._abandoned.add(request_id)
+
+
 class Client:
     def __init__(self, path: str = DEFAULT_SOCKET, timeout: Optional[float] = 10.0) -> None:
         self.path = path
         self._sock = _connect(path, timeout)
         self._buffer = bytearray()
-        self._ids = itertools.count(1)
-        self._pending: deque[Message] = deque()
+        self._answers = _Answers()
         try:
             self.hello = _answer(self._read())
         except BaseException as exc:
@@ -84,7 +130,9 @@ class Client:
         with EPIPE or ECONNRESET. As a raw BrokenPipeError it would look like a closed
         stdout to the CLI, which then exits 0 having printed nothing.
         """
-        line = _encode(message)
+        self._send_line(_encode(message))
+
+    def _send_line(self, line: bytes) -> None:
         try:
             self._sock.sendall(line)
         except socket.timeout:
@@ -94,18 +142,21 @@ class Client:
 
     def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
-        request_id = next(self._ids)
-        self.send({"cmd": cmd, "id": request_id, **fields})
-        while True:
-            message = self._read()
-            if _answers(message, request_id):
-                return _answer(message)
-            self._pending.append(message)
+        request_id, line = self._answers.prepare(cmd, fields)
+        try:
+            self._send_line(line)
+            while (answer := self._answers.take(request_id)) is None:
+                self._answers.sort(self._read())
+            return _answer(answer)
+        finally:  # a timeout: the answer that comes later is not a message for messages()
+            self._answers.abandon(request_id)
 
     def messages(self) -> Iterator[Message]:
         """Every unsolicited message (results, events, overflow), in arrival order."""
         while True:
-            yield self._pending.popleft() if self._pending else self._read()
+            while not self._answers.unsolicited:
+                self._answers.sort(self._read())
+            yield self._answers.unsolicited.popleft()
 
     def _read(self) -> Message:
         """The next line as a message. A timeout keeps what was read, so reading can go on.
@@ -138,8 +189,7 @@ class AsyncClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
         self._writer = writer
-        self._ids = itertools.count(1)
-        self._pending: deque[Message] = deque()
+        self._answers = _Answers()
         self.hello: Message = {}
 
     @classmethod
@@ -169,22 +219,24 @@ class AsyncClient:
 
     async def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
-        request_id = next(self._ids)
-        line = _encode({"cmd": cmd, "id": request_id, **fields})
+        request_id, line = self._answers.prepare(cmd, fields)
         try:
-            self._writer.write(line)
-            await self._writer.drain()
-        except OSError as exc:  # EPIPE, ECONNRESET: the daemon has gone away
-            raise _closed("the daemon", exc) from None
-        while True:
-            message = await self._read()
-            if _answers(message, request_id):
-                return _answer(message)
-            self._pending.append(message)
+            try:
+                self._writer.write(line)
+                await self._writer.drain()
+            except OSError as exc:  # EPIPE, ECONNRESET: the daemon has gone away
+                raise _closed("the daemon", exc) from None
+            while (answer := self._answers.take(request_id)) is None:
+                self._answers.sort(await self._read())
+            return _answer(answer)
+        finally:  # cancelled (asyncio.wait_for's timeout): its answer will come unasked for
+            self._answers.abandon(request_id)
 
     async def next_message(self) -> Message:
         """The next unsolicited message (result, event, power, overflow)."""
-        return self._pending.popleft() if self._pending else await self._read()
+        while not self._answers.unsolicited:
+            self._answers.sort(await self._read())
+        return self._answers.unsolicited.popleft()
 
     async def _read(self) -> Message:
         """The next line as a message; the same ClientErrors as the sync client's.
@@ -305,13 +357,14 @@ def _encode(message: Message) -> bytes:
     return line
 
 
-def _answers(message: Message, request_id: int) -> bool:
-    """Whether message answers the request sent with request_id: its id is that JSON
-    integer. Not ==, for which True and 1.0 equal 1: the answer to a request a program sent
-    itself with id true or 1.0 would be taken for this one's."""
+def _answer_id(message: Message) -> Optional[int]:
+    """The id of the request message answers, if it answers one of ours: a JSON integer.
+    Not ==, for which True and 1.0 equal 1: the answer to a request a program sent itself
+    with id true or 1.0 would be taken for ours."""
     answer_id = message.get("id")
-    return (type(answer_id) is int and answer_id == request_id
-            and message.get("class") != "result")
+    if type(answer_id) is int and message.get("class") != "result":
+        return answer_id
+    return None
 
 
 def _answer(message: Message) -> Message:
