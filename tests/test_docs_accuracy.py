@@ -209,3 +209,27 @@ def test_every_example_config_toml_comments_out_is_valid() -> None:
         parse_config(tomllib.loads(uncommented(SHIPPED)), "config.toml uncommented")
     except ConfigError as exc:
         pytest.fail("\n".join(exc.problems))
+
+
+def commented_out_keys(text: str) -> list[tuple[str, str]]:
+    """(table, key) of each key line config.toml comments out under a table it sets."""
+    found, table = [], ""
+    for line in text.splitlines():
+        header = SECTION_LINE.match(line)
+        if header:
+            table = header.group(1) if not line.startswith("#") else ""
+        key = EXAMPLE_KEY.match(line)
+        if key and table and is_toml(re.split(r"\s{2,}", key.group(1))[0]):
+            found.append((table, key.group(1).split(" = ")[0]))
+    return found
+
+
+TOP_LEVEL_EXAMPLES = [(t, k) for t, k in commented_out_keys(SHIPPED) if "." not in t]
+
+
+def test_a_commented_out_key_of_a_table_is_unset_by_default() -> None:
+    assert len(TOP_LEVEL_EXAMPLES) >= 5, TOP_LEVEL_EXAMPLES
+    defaults = Config()
+    set_by_default = [f"{table}.{key}" for table, key in TOP_LEVEL_EXAMPLES
+                      if getattr(getattr(defaults, table), key) is not None]
+    assert not set_by_default
