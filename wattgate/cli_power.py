@@ -281,7 +281,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     probe = sub.add_parser("probe", help="show the power knobs and readings this machine has")
     probe.add_argument("--sysfs-root", type=_sysfs_root,
                        help="read this tree instead of /sys (a fake board)")
-    probe.add_argument("--config", help="take power.sysfs_root, npu, gpu from this config")
+    probe.add_argument("--config", help="take power.sysfs_root, npu, gpu and "
+                       "runtime_pm_devices from this config")
     probe.add_argument("--json", action="store_true", help="machine-readable output")
     probe.set_defaults(func=cmd_probe)
 
