@@ -151,3 +151,26 @@ def test_an_abandoned_request_s_answer_is_not_taken_for_a_message(
             next(client.messages())
         assert quiet.value.code == "timeout"
     assert daemon.stop() == 0
+
+
+def test_async_requests_from_several_tasks_each_get_their_answer(
+    start_daemon: StartDaemon,
+) -> None:
+    """Two tasks awaiting requests on one AsyncClient (asyncio.gather) both read the
+    stream: the second readline() raised RuntimeError ("already waiting for incoming
+    data"). A task waiting for a message does not hold back the answers of the others."""
+    daemon = start_daemon(**IDLE)
+    daemon.connect().close()
+
+    async def together() -> tuple[list[str], str, str]:
+        async with await AsyncClient.connect(str(daemon.socket)) as client:
+            answers = await asyncio.wait_for(asyncio.gather(
+                client.request("status"), client.request("events", since=0),
+                client.request("subscribe", topics=["results"])), 30)
+            waiting = asyncio.create_task(client.next_message())
+            snap = await asyncio.wait_for(client.request("snap", timeout_ms=10_000), 30)
+            result = await asyncio.wait_for(waiting, 30)
+            return [a["cmd"] for a in answers], snap["result"]["reason"], result["class"]
+
+    assert asyncio.run(together()) == (["status", "events", "subscribe"], "snap", "result")
+    assert daemon.stop() == 0

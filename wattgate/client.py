@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
 Message = dict[str, Any]
@@ -88,6 +88,9 @@ class _Answers:
             del self._awaited[request_id]
         return answer
 
+    def next_unsolicited(self) -> Optional[Message]:
+        return self.unsolicited.popleft() if self.unsolicited else None
+
     def abandon(self, request_id: int) -> None:
         """The caller no longer waits: its answer is dropped (at once if it has come).
         Nothing to do for a request whose answer was taken."""
@@ -145,18 +148,20 @@ class Client:
         request_id, line = self._answers.prepare(cmd, fields)
         try:
             self._send_line(line)
-            while (answer := self._answers.take(request_id)) is None:
-                self._answers.sort(self._read())
-            return _answer(answer)
+            return _answer(self._read_until(lambda: self._answers.take(request_id)))
         finally:  # a timeout: the answer that comes later is not a message for messages()
             self._answers.abandon(request_id)
 
     def messages(self) -> Iterator[Message]:
         """Every unsolicited message (results, events, overflow), in arrival order."""
         while True:
-            while not self._answers.unsolicited:
-                self._answers.sort(self._read())
-            yield self._answers.unsolicited.popleft()
+            yield self._read_until(self._answers.next_unsolicited)
+
+    def _read_until(self, ready: Callable[[], Optional[Message]]) -> Message:
+        """Read and sort messages until ready() gives one."""
+        while (found := ready()) is None:
+            self._answers.sort(self._read())
+        return found
 
     def _read(self) -> Message:
         """The next line as a message. A timeout keeps what was read, so reading can go on.
@@ -190,6 +195,7 @@ class AsyncClient:
         self._reader = reader
         self._writer = writer
         self._answers = _Answers()
+        self._reading = asyncio.Lock()
         self.hello: Message = {}
 
     @classmethod
@@ -226,17 +232,27 @@ class AsyncClient:
                 await self._writer.drain()
             except OSError as exc:  # EPIPE, ECONNRESET: the daemon has gone away
                 raise _closed("the daemon", exc) from None
-            while (answer := self._answers.take(request_id)) is None:
-                self._answers.sort(await self._read())
-            return _answer(answer)
+            return _answer(await self._read_until(lambda: self._answers.take(request_id)))
         finally:  # cancelled (asyncio.wait_for's timeout): its answer will come unasked for
             self._answers.abandon(request_id)
 
     async def next_message(self) -> Message:
         """The next unsolicited message (result, event, power, overflow)."""
-        while not self._answers.unsolicited:
-            self._answers.sort(await self._read())
-        return self._answers.unsolicited.popleft()
+        return await self._read_until(self._answers.next_unsolicited)
+
+    async def _read_until(self, ready: Callable[[], Optional[Message]]) -> Message:
+        """Read and sort messages until ready() gives one, taking turns with other tasks.
+
+        A StreamReader has one reader at a time: a second task's readline() raises
+        RuntimeError. Each task reads one message per turn, so a task whose message
+        another read for it finds it on its next turn, not after that other task's wait.
+        """
+        while True:
+            async with self._reading:
+                found = ready()
+                if found is not None:
+                    return found
+                self._answers.sort(await self._read())
 
     async def _read(self) -> Message:
         """The next line as a message; the same ClientErrors as the sync client's.
