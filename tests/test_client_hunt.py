@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.conftest import DaemonProcess
-from tests.test_client_errors import IDLE, assert_one_line, cli
+from tests.test_client_errors import HELLO, IDLE, assert_one_line, cli, serve_lines
 from wattgate.client import AsyncClient, Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -174,3 +174,25 @@ def test_async_requests_from_several_tasks_each_get_their_answer(
 
     assert asyncio.run(together()) == (["status", "events", "subscribe"], "snap", "result")
     assert daemon.stop() == 0
+
+
+def test_empty_lines_from_the_daemon_are_ignored(tmp_path: Path) -> None:
+    """docs/protocol.md: "Empty lines are ignored", and the daemon ignores them in requests.
+    Both clients took one for a line that is not JSON: "protocol", no daemon of ours."""
+    path = str(tmp_path / "blank.sock")
+    event = b'{"class":"event","seq":7,"ts":1.0,"kind":"motion_start"}\n'
+    answer = b"\n" + event + b" \r\n\n" + b'{"class":"status","id":1}\n'
+    server = serve_lines(path, b"\n" + HELLO + b"\n", answer)
+
+    with Client(path, timeout=30) as client:
+        assert client.request("status") == {"class": "status", "id": 1}
+        assert next(client.messages())["seq"] == 7
+
+    async def talk() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with await AsyncClient.connect(path) as client:
+            status = await asyncio.wait_for(client.request("status"), 30)
+            return status, await asyncio.wait_for(client.next_message(), 30)
+
+    status, message = asyncio.run(talk())
+    assert status == {"class": "status", "id": 1} and message["seq"] == 7
+    server.join(30)

@@ -25,9 +25,12 @@ DEFAULT_SOCKET = "/run/wattgate/wattgate.sock"
 MAX_LINE = 64 * 1024  # the protocol's line limit, both ways
 
 
-def _message(line: bytes, source: str) -> Message:
-    """One line from the daemon as a message; ClientError "protocol" for anything else (the
-    socket is not a wattgate daemon's, or not one that speaks this protocol)."""
+def _message(line: bytes, source: str) -> Optional[Message]:
+    """One line from the daemon as a message, None for an empty line (the protocol ignores
+    them, as the daemon does with a request's), ClientError "protocol" for anything else
+    (the socket is not a wattgate daemon's, or not one that speaks this protocol)."""
+    if not line.strip():
+        return None
     try:
         message = json.loads(line)
     except ValueError:  # not UTF-8, or not JSON
@@ -176,7 +179,10 @@ class Client:
             if end >= 0:
                 line = bytes(self._buffer[: end + 1])
                 del self._buffer[: end + 1]
-                return _message(line, self.path)
+                message = _message(line, self.path)
+                if message is not None:
+                    return message
+                continue
             try:
                 chunk = self._sock.recv(65536)
             except socket.timeout:  # TimeoutError from Python 3.10 on; not before
@@ -261,17 +267,20 @@ class AsyncClient:
         partial line at the end of the stream: a connection closed mid-line is "closed",
         not a line that is not JSON.
         """
-        try:
-            line = await self._reader.readline()
-        except ValueError:
-            raise _too_large("the daemon") from None
-        except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
-            raise _closed("the daemon", exc) from None
-        if len(line) > MAX_LINE:  # the reader's limit lets one more byte through
-            raise _too_large("the daemon")
-        if not line.endswith(b"\n"):
-            raise ClientError("closed", "the daemon closed the connection")
-        return _message(line, "the daemon")
+        message = None
+        while message is None:
+            try:
+                line = await self._reader.readline()
+            except ValueError:
+                raise _too_large("the daemon") from None
+            except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
+                raise _closed("the daemon", exc) from None
+            if len(line) > MAX_LINE:  # the reader's limit lets one more byte through
+                raise _too_large("the daemon")
+            if not line.endswith(b"\n"):
+                raise ClientError("closed", "the daemon closed the connection")
+            message = _message(line, "the daemon")
+        return message
 
 
 def _connect(path: str, timeout: Optional[float]) -> socket.socket:
