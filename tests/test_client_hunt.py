@@ -196,3 +196,29 @@ def test_empty_lines_from_the_daemon_are_ignored(tmp_path: Path) -> None:
     status, message = asyncio.run(talk())
     assert status == {"class": "status", "id": 1} and message["seq"] == 7
     server.join(30)
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [(b'{"class":"hello","proto":2}\n', "speaks protocol version 2; this client speaks version 1"),
+     (b'{"class":"hello","proto":true}\n', "speaks protocol version true"),
+     (b'{"class":"hello"}\n', "speaks protocol version null"),
+     (b'{"jsonrpc":"2.0","method":"ready"}\n', 'did not begin with a hello: {"jsonrpc"')],
+    ids=["proto 2", "proto true", "no proto", "another program"],
+)
+def test_a_first_message_that_is_no_hello_of_version_1_is_refused(
+    tmp_path: Path, first: bytes, why: str,
+) -> None:
+    """Any JSON object was taken for the hello: a daemon of another major version (which
+    may change what messages mean) or another program's JSON-lines socket was talked to
+    as ours, and a request to it waited for an answer that never came."""
+    path = str(tmp_path / "other.sock")
+    server = serve_lines(path, first, None, connections=3)
+    with pytest.raises(ClientError) as info:
+        Client(path, timeout=30)
+    with pytest.raises(ClientError) as async_info:
+        asyncio.run(_async_connect(path))
+    for raised in (info, async_info):
+        assert raised.value.code == "protocol" and f"{path} {why}" in raised.value.message
+    assert_one_line(cli("status", "--socket", path), 1, "protocol", why)
+    server.join(30)

@@ -23,6 +23,7 @@ from typing import Any, Optional
 Message = dict[str, Any]
 DEFAULT_SOCKET = "/run/wattgate/wattgate.sock"
 MAX_LINE = 64 * 1024  # the protocol's line limit, both ways
+PROTO = 1  # the protocol's major version, hello.proto
 
 
 def _message(line: bytes, source: str) -> Optional[Message]:
@@ -108,7 +109,7 @@ class Client:
         self._buffer = bytearray()
         self._answers = _Answers()
         try:
-            self.hello = _answer(self._read())
+            self.hello = _hello(self._read(), path)
         except BaseException as exc:
             self._sock.close()
             if isinstance(exc, ClientError) and exc.code == "timeout":
@@ -212,7 +213,7 @@ class AsyncClient:
                                                             limit=MAX_LINE)
         client = cls(reader, writer)
         try:
-            client.hello = _answer(await client._read())
+            client.hello = _hello(await client._read(), path)
         except BaseException:
             await client.close()
             raise
@@ -394,7 +395,23 @@ def _answer_id(message: Message) -> Optional[int]:
 
 def _answer(message: Message) -> Message:
     """The message, or ClientError if it is an `error`: a refused request, or a daemon
-    that says busy instead of hello (the sync and async clients check the hello here)."""
+    that says busy instead of hello."""
     if message.get("class") == "error":
         raise ClientError(str(message.get("code")), str(message.get("message")))
+    return message
+
+
+def _hello(message: Message, path: str) -> Message:
+    """The first message, checked by both clients: a hello of this client's protocol
+    version, or ClientError. A breaking change raises `proto` (docs/protocol.md,
+    Versioning): this client would misread another version's messages, and a first
+    message that is no hello is another program's socket."""
+    _answer(message)  # `busy` comes instead of the hello
+    if message.get("class") != "hello":
+        raise ClientError("protocol", f"{path} did not begin with a hello: "
+                                      f"{json.dumps(message)[:64]}")
+    proto = message.get("proto")
+    if type(proto) is not int or proto != PROTO:  # not ==: True == 1
+        raise ClientError("protocol", f"{path} speaks protocol version {json.dumps(proto)}; "
+                                      f"this client speaks version {PROTO}")
     return message
