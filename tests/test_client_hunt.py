@@ -222,3 +222,19 @@ def test_a_first_message_that_is_no_hello_of_version_1_is_refused(
         assert raised.value.code == "protocol" and f"{path} {why}" in raised.value.message
     assert_one_line(cli("status", "--socket", path), 1, "protocol", why)
     server.join(30)
+
+
+def test_a_timeout_of_0_polls_for_a_message_without_losing_the_connection(
+    start_daemon: StartDaemon,
+) -> None:
+    """settimeout(0) (check for a message, do not wait) made a read with nothing to read
+    "closed (Resource temporarily unavailable)", as if the daemon had gone."""
+    daemon = start_daemon(**IDLE)
+    with daemon.connect() as client:
+        client.settimeout(0)
+        with pytest.raises(ClientError) as info:
+            next(client.messages())
+        assert info.value.code == "timeout"
+        client.settimeout(30)
+        assert client.request("status")["class"] == "status"
+    assert daemon.stop() == 0

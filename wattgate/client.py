@@ -24,6 +24,11 @@ Message = dict[str, Any]
 DEFAULT_SOCKET = "/run/wattgate/wattgate.sock"
 MAX_LINE = 64 * 1024  # the protocol's line limit, both ways
 PROTO = 1  # the protocol's major version, hello.proto
+# What a socket raises when its timeout runs out: socket.timeout (TimeoutError from Python
+# 3.10 on), or BlockingIOError with a timeout of 0, non-blocking mode, where "operations
+# fail ... if they cannot be completed immediately" (Python docs, socket, "Notes on socket
+# timeouts"). Either is "timeout": the connection is still good.
+_NO_WAIT = (socket.timeout, BlockingIOError)
 
 
 def _message(line: bytes, source: str) -> Optional[Message]:
@@ -142,7 +147,7 @@ class Client:
     def _send_line(self, line: bytes) -> None:
         try:
             self._sock.sendall(line)
-        except socket.timeout:
+        except _NO_WAIT:
             raise ClientError("timeout", f"{self.path} took no request in time") from None
         except OSError as exc:
             raise _closed(self.path, exc) from None
@@ -186,7 +191,7 @@ class Client:
                 continue
             try:
                 chunk = self._sock.recv(65536)
-            except socket.timeout:  # TimeoutError from Python 3.10 on; not before
+            except _NO_WAIT:
                 raise ClientError("timeout", f"no message from {self.path} in time") from None
             except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
                 raise _closed(self.path, exc) from None
