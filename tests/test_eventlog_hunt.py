@@ -172,3 +172,23 @@ def test_a_wal_that_cannot_grow_to_its_checkpoint_size_does_not_stop_the_writes(
     log = EventLog(str(path), max_events=100)
     assert [e["seq"] for e in log.since(0, 1000)] == list(range(901, 1001))
     log.close(1001.0)
+
+
+def test_after_a_damaged_log_is_set_aside_oldest_seq_is_above_the_numbers_lost(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """The new log said `last_seq` 0 and `oldest_seq` 1 although numbers up to the copy of
+    the reservation had been given out: a client asking `since` the last event it saw got
+    no events and could not tell they were lost. Across a second start too."""
+    state = tmp_path / "state"
+    state.mkdir()
+    last = _history(state / "events.db")
+    _spoil_page(state / "events.db", "seq_reserved")
+    for start in range(2):
+        daemon = start_daemon(camera={"source": "synthetic:empty"},
+                              daemon={"state_dir": str(state)})
+        with daemon.connect() as client:
+            answer = client.request("events", since=last - 10)
+        assert daemon.stop() == 0
+        assert answer["events"] == []
+        assert (answer["oldest_seq"], answer["last_seq"]) == (last + 1, last), start

@@ -40,7 +40,9 @@ before the database has it): a power cut on flash can leave the database garbage
 short or empty, and the numbering must go on past it all the same. A database found damaged
 when it is opened (any page of it, free ones too: PRAGMA quick_check) is moved to
 `<path>.damaged` (kept for a post-mortem; only the newest) and a new one is started, logged
-as an error: the daemon goes on serving.
+as an error: the daemon goes on serving. The new one starts with `last_seq` at the copy of
+the reservation, so `oldest_seq` is above every number the old one gave out: its events
+are lost, as if pruned.
 
 A flush that cannot write (the database locked by another process, a full disk, a
 read-only directory) keeps the held events for the next flush, waits at most
@@ -199,6 +201,7 @@ class EventLog:
             if _damaged(exc):
                 self._set_aside(exc)
                 self._connect()
+                self._continue_after_lost()
             elif _full(exc):
                 self._connect_alone(exc)
             else:
@@ -289,6 +292,20 @@ class EventLog:
             "for a post-mortem or delete it; check the storage if this happens again",
             self.path, exc, aside, self._read_floor(),
         )
+
+    def _continue_after_lost(self) -> None:
+        """Record in the new database that the numbers up to the copy of the reservation
+        were given out by the one set aside: their events are lost, so `last_seq` is that
+        copy and `oldest_seq` is above it, as for pruned events, after a restart too.
+
+        Left at 0 and 1, a client asking `since` the last event it saw got no events and
+        no sign that any were lost. The row is what SQLite keeps as the largest seq the
+        table has held, and may be written (https://sqlite.org/autoinc.html)."""
+        floor = self._read_floor()
+        if floor:
+            self._db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (floor,)
+            )
 
     def _connect_alone(self, exc: sqlite3.DatabaseError) -> None:
         """Open the log on a full disk, where SQLite cannot size the -shm file that a WAL
