@@ -289,6 +289,33 @@ def test_held_events_stay_bounded_while_writes_fail(
     assert [e["seq"] for e in EventLog(path).since(0, 100)] == [4, 5, 6, 7, 8]
 
 
+def test_events_dropped_while_writes_fail_leave_no_hole_inside_the_log(
+    tmp_path: Path,
+) -> None:
+    """The held events dropped while writes failed sat between the written events and
+    the held ones after them: `events since` skipped them, and `oldest_seq` (the oldest
+    written) did not say any were gone. The written events before them now count as
+    pruned with them."""
+    path = str(tmp_path / "events.db")
+    log = EventLog(path, max_events=5)
+    for i in range(3):
+        log.append("motion_start", float(i))
+    assert log.flush(3.0) is True
+    other = _locked(path)
+    for i in range(3, 10):
+        log.append("motion_start", float(i))  # 4 and 5 are dropped
+        assert log.flush(float(i)) is False
+    assert [e["seq"] for e in log.since(0, 100)] == [6, 7, 8, 9, 10]
+    assert [e["seq"] for e in log.since(2, 100)] == [6, 7, 8, 9, 10]
+    assert log.oldest_seq() == 6
+    other.execute("ROLLBACK")
+    other.close()
+    assert log.flush(10.0) is True
+    assert (log.oldest_seq(), [e["seq"] for e in log.since(0, 100)]) == (6, [6, 7, 8, 9, 10])
+    log.close(11.0)
+    assert EventLog(path).oldest_seq() == 6
+
+
 def test_a_full_disk_keeps_the_events_until_there_is_room(tmp_path: Path) -> None:
     path = str(tmp_path / "events.db")
     log = EventLog(path)

@@ -48,10 +48,12 @@ A flush that cannot write (the database locked by another process, a full disk, 
 read-only directory) keeps the held events for the next flush, waits at most
 `BUSY_TIMEOUT_MS` for a lock, and logs one warning per failure streak and one line
 when writing works again. While writes fail, at most `max_events` events are held;
-beyond that the oldest held ones are dropped (and logged). On a disk that is already full
-at open, SQLite cannot size the -shm file a WAL database is read through; the log is then
-opened with its index in memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves
-the events it has and holds new ones as above.
+beyond that the oldest held ones are dropped (and logged), and the written events before
+them are no longer served (`oldest_seq` is above them): a hole inside the log would look
+like numbers never given out. On a disk that is already full at open, SQLite cannot size
+the -shm file a WAL database is read through; the log is then opened with its index in
+memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves the events it has and
+holds new ones as above.
 
 An event that JSON or the table cannot hold as it is (a lone surrogate from a path read
 with surrogateescape, nesting deeper than the encoder goes, an object that is not JSON, a
@@ -214,6 +216,9 @@ class EventLog:
         self._failing_since: Optional[float] = None
         self._failures = 0
         self._dropped = 0
+        # The oldest seq served: the written events below a held one that was dropped go
+        # with it (pruned on the next write), or they would be a hole `oldest_seq` hides.
+        self._served_from = 0
         self._reserve_in_append = True
         self._changed_kinds: set[str] = set()  # kinds whose events had to be changed
         self._unreadable: set[int] = set()  # seqs of rows found damaged (logged once each)
@@ -554,7 +559,7 @@ class EventLog:
             "ORDER BY seq LIMIT 1",
             (self._boot_first, stamped, self._clock() - self.max_age_s),
         ).fetchone()
-        keep_from = self._next_seq if row is None else int(row[0])
+        keep_from = max(self._next_seq if row is None else int(row[0]), self._served_from)
         deleted = self._db.execute("DELETE FROM events WHERE seq < ?", (keep_from,)).rowcount
         over = rows - deleted - self.max_events
         if over > 0:
@@ -605,6 +610,7 @@ class EventLog:
 
     def _drop_oldest(self) -> None:
         dropped, _ = self._held.popleft()
+        self._served_from = dropped["seq"] + 1
         if self._dropped == 0:
             log.warning(
                 "event log %s: %d events held unwritten (daemon.events_max); dropping the "
@@ -620,7 +626,7 @@ class EventLog:
         its place: raising for it failed every read that reached it, so a client could
         never get past it while it was kept."""
         events: list[Event] = []
-        after = seq
+        after = seq = max(seq, self._served_from - 1)
         while len(events) < limit:
             wanted = limit - len(events)
             # As bytes: a text column that is not UTF-8 would raise for the whole query.
@@ -649,7 +655,9 @@ class EventLog:
 
     def oldest_seq(self) -> int:
         """The oldest event still readable; `last_seq + 1` when there is none."""
-        row = self._db.execute("SELECT MIN(seq) FROM events").fetchone()
+        row = self._db.execute(
+            "SELECT MIN(seq) FROM events WHERE seq >= ?", (self._served_from,)
+        ).fetchone()
         if row and row[0] is not None:
             return int(row[0])
         return self._held[0][0]["seq"] if self._held else self._last_seq + 1
