@@ -140,6 +140,16 @@ class DaemonConfig(Section):
     events_max_age_days: float = Field(
         30.0, gt=0, description="Events older than this are pruned from the event log."
     )
+    events_max_bytes: int = Field(
+        16 << 20,
+        ge=1 << 20,
+        description=(
+            "Bytes of events (their JSON text) kept in the event log before the oldest go: "
+            "an event can take 60 KiB, so events_max alone allows gigabytes. events.db and "
+            "its -wal stay within about this plus 1 MiB; 16 MiB suits a small board's "
+            "flash. At least 1 MiB, room for 16 of the largest events."
+        ),
+    )
 
 
 class CameraConfig(Section):

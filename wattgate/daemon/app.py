@@ -182,6 +182,7 @@ class Daemon:
                 os.path.join(cfg.daemon.state_dir, "events.db"),
                 max_events=cfg.daemon.events_max,
                 max_age_s=cfg.daemon.events_max_age_days * 86400.0,
+                max_bytes=cfg.daemon.events_max_bytes,
             )
         except (OSError, sqlite3.Error) as exc:  # a file there, a read-only file system
             raise StartupError(
@@ -508,6 +509,7 @@ class Daemon:
         self.server.cfg = new.daemon  # max_clients, admin_group, limits; new clients' queues
         self.eventlog.max_events = new.daemon.events_max
         self.eventlog.max_age_s = new.daemon.events_max_age_days * 86400.0
+        self.eventlog.max_bytes = new.daemon.events_max_bytes
         set_level(new.daemon.log_level)
         log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
         return True, "reloaded" + (f"; after a restart: {', '.join(later)}" if later else "")

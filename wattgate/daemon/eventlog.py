@@ -3,15 +3,26 @@
 SQLite in WAL mode in `daemon.state_dir`. Appends are held in memory and written in
 one transaction per flush (the daemon flushes about once a second and at exit), so a
 busy scene costs a few flash writes per second, not one per event. Readers see held
-events too, so `events since` never misses one. The log is bounded by count and age;
-pruning happens on flush, and only ever removes the oldest events, so the log never has a
-hole inside it. A flush with nothing to write looks for events to age out once every
+events too, so `events since` never misses one. The log is bounded by count, age and
+bytes; pruning happens on flush, and only ever removes the oldest events, so the log never
+has a hole inside it. A flush with nothing to write looks for events to age out once every
 PRUNE_EVERY_S, so an idle daemon does not touch the database every second, and no flush
 scans the whole table. The
 `-wal` file beside the database stays near WAL_MAX_BYTES (plus what one flush writes): it
 is checkpointed once it holds that much and cut back to it after, and also after a write
 that finds no room for it to grow (a full disk), which is then tried again: the WAL starts
 again from its beginning and needs no new block.
+
+`max_bytes` bounds the events' bytes (ROW_BYTES_SQL: each one's kind and JSON body and a
+little for the rest of its row), not the file: SQLite never makes a database file smaller
+when rows are deleted; their pages go on its free list and the next inserts reuse them
+(https://sqlite.org/fileformat2.html#the_freelist). Only VACUUM would give them back, by
+rewriting the whole file, the wear the bound is there to spare. A flush prunes before it
+writes, so it reuses the pages it frees, and `events.db` stays within about `max_bytes`
+plus page slack (the part-filled last page of a large event, b-tree pages not full), its
+`-wal` within WAL_MAX_BYTES plus one flush. The bytes are a running total, summed once at
+open, added to on each write and less what a prune deletes: a flush reads only the
+events that go. Held events are bounded by `max_bytes` too, in memory.
 
 Age is judged by two clocks, and an event goes only when both say it is older than
 `max_age_s`: its `ts` (the wall clock) against the flush's `now`, and, for an event logged
@@ -21,9 +32,9 @@ its first seq. The wall clock alone is not to be trusted: a board without a real
 boots at 1970 and NTP sets the clock minutes later, which made the events of those minutes
 55 years old (or an admin sets the date back, which makes new events look older than the
 ones before them). A clock set either way therefore never ages out an event of this boot
-early; it can only keep events longer, within `max_events`. Events of an earlier boot have
-only their stamps: they go up to the first one that is recent, so ones stamped 1970 among
-newer ones go with the older ones.
+early; it can only keep events longer, within `max_events` and `max_bytes`. Events of an
+earlier boot have only their stamps: they go up to the first one that is recent, so ones
+stamped 1970 among newer ones go with the older ones.
 
 `seq` never goes back and a number is never given to two events, not after pruning, a
 restart or an unclean exit (SIGKILL, the watchdog's abort, a power cut). An event is
@@ -46,14 +57,14 @@ are lost, as if pruned.
 
 A flush that cannot write (the database locked by another process, a full disk, a
 read-only directory) keeps the held events for the next flush, waits at most
-`BUSY_TIMEOUT_MS` for a lock, and logs one warning per failure streak and one line
-when writing works again. While writes fail, at most `max_events` events are held;
-beyond that the oldest held ones are dropped (and logged), and the written events before
-them are no longer served (`oldest_seq` is above them): a hole inside the log would look
-like numbers never given out. On a disk that is already full at open, SQLite cannot size
-the -shm file a WAL database is read through; the log is then opened with its index in
-memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves the events it has and
-holds new ones as above.
+`BUSY_TIMEOUT_MS` for a lock, and logs one warning per failure streak and one line when
+writing works again. While writes fail, at most `max_events` events and `max_bytes` of
+them are held; beyond that the oldest held ones are dropped (and logged), and the written
+events before them are no longer served (`oldest_seq` is above them): a hole inside the
+log would look like numbers never given out. On a disk that is already full at open,
+SQLite cannot size the -shm file a WAL database is read through; the log is then opened
+with its index in memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves the
+events it has and holds new ones as above.
 
 An event that JSON or the table cannot hold as it is (a lone surrogate from a path read
 with surrogateescape, nesting deeper than the encoder goes, an object that is not JSON, a
@@ -93,7 +104,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
 from wattgate.daemon.pidlock import LockHeld, lock_file
@@ -157,6 +168,28 @@ TEXT_MAX = 4096
 EVENT_MAX_LINE = MAX_LINE - 4096
 ELLIPSIS = "…"  # ends a text that was cut
 
+# An event's bytes, what `max_bytes` counts: its kind and body as stored (UTF-8) and
+# ROW_BYTES for the rest of its row, its seq, ts and boot_s and SQLite's record and cell
+# headers (https://sqlite.org/fileformat2.html#record_format). As SQL and as Python.
+ROW_BYTES = 32
+ROW_BYTES_SQL = (
+    f"COALESCE(length(CAST(kind AS BLOB)) + length(CAST(body AS BLOB)), 0) + {ROW_BYTES}"
+)
+
+
+def _row_bytes(kind: str, body: str) -> int:
+    return len(kind.encode()) + len(body.encode()) + ROW_BYTES
+
+
+class _Held(NamedTuple):
+    """An event given out and not yet written: with the boot clock when it was logged, its
+    body as it will be stored, and its bytes (`_row_bytes`)."""
+
+    event: Event
+    boot_s: float
+    body: str
+    size: int
+
 
 def boot_clock() -> float:
     """Seconds since boot, suspend included: the clock an event's age is checked against
@@ -179,6 +212,7 @@ class EventLog:
         path: str,
         max_events: int = 100_000,
         max_age_s: float = 30 * 86400,
+        max_bytes: int = 16 << 20,
         seq_block: int = SEQ_BLOCK,
         clock: Callable[[], float] = boot_clock,
     ) -> None:
@@ -188,14 +222,15 @@ class EventLog:
         self._clock = clock
         self._lock_fd = _lock(path + ".lock")  # before reading: another log's numbers are not ours
         try:
-            self._open(max_events, max_age_s, seq_block)
+            self._open(max_events, max_age_s, max_bytes, seq_block)
         except BaseException:
             self._release_lock()
             raise
 
-    def _open(self, max_events: int, max_age_s: float, seq_block: int) -> None:
+    def _open(self, max_events: int, max_age_s: float, max_bytes: int, seq_block: int) -> None:
         self.max_events = max_events
         self.max_age_s = max_age_s
+        self.max_bytes = max_bytes
         self.seq_block = max(2, seq_block)
         try:
             self._connect()
@@ -209,8 +244,9 @@ class EventLog:
             else:
                 raise  # locked, read-only, cannot open: the daemon says so and exits
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
-        # Events given out and not yet written, each with the boot clock when it was logged.
-        self._held: collections.deque[tuple[Event, float]] = collections.deque()
+        # Events given out and not yet written, and their bytes (see `_Held`).
+        self._held: collections.deque[_Held] = collections.deque()
+        self._held_bytes = 0
         # Write trouble: when the current failure streak started, how many writes failed,
         # how many held events were dropped; whether `append` may try to reserve.
         self._failing_since: Optional[float] = None
@@ -271,7 +307,8 @@ class EventLog:
         found = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
         if found != "ok":
             raise _DamagedError(found.splitlines()[-1])
-        self._rows = int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        # The one read of every event, once per open: flushes keep both up to date.
+        self._rows, self._stored = self._tally(SEQ_MAX + 1)
 
     def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
         """Move a damaged database (and its WAL) to `<path>.damaged` and start a new one.
@@ -412,9 +449,13 @@ class EventLog:
                           **fields})
         self._last_seq = self._next_seq
         self._next_seq += 1
-        if self._held and len(self._held) >= self.max_events:
+        body = _body(event)
+        size = _row_bytes(kind, body)
+        while self._held and (len(self._held) >= self.max_events
+                              or self._held_bytes + size > self.max_bytes):
             self._drop_oldest()
-        self._held.append((event, self._clock()))
+        self._held.append(_Held(event, self._clock(), body, size))
+        self._held_bytes += size
         return event
 
     def _writable(self, kind: str, ts: Any, fields: dict[str, Any]) -> tuple[float, dict[str, Any]]:
@@ -486,9 +527,10 @@ class EventLog:
         except _WRITE_ERRORS as exc:
             self._failed(exc)
             return False
-        self._rows = rows
+        self._rows, self._stored = rows
         self._pruned_at = now
         self._held.clear()
+        self._held_bytes = 0
         if held:
             self._boot_row = None
         if reserve is not None:
@@ -502,29 +544,34 @@ class EventLog:
         return True
 
     def _commit(
-        self, now: float, held: list[tuple[Event, float]], reserve: Optional[int], durable: bool
-    ) -> int:
-        """Write `held`, prune, and record `reserve` in one transaction; returns the rows
-        the table holds after it."""
+        self, now: float, held: list[_Held], reserve: Optional[int], durable: bool
+    ) -> tuple[int, int]:
+        """Prune, write `held`, and record `reserve` in one transaction; returns the rows
+        the table holds after it and their bytes.
+
+        Pruning comes first and makes room for `held`: SQLite reuses the pages a delete
+        freed (its free list, https://sqlite.org/fileformat2.html#the_freelist) in the same
+        transaction, so a flush at the bound does not grow the file by what it writes."""
         with self._transaction(durable=durable):
-            rows = self._rows
+            rows, stored = self._prune(now, held)
             if held:
                 self._db.executemany(
                     "INSERT INTO events (seq, ts, kind, body, boot_s) VALUES (?, ?, ?, ?, ?)",
-                    [(e["seq"], e["ts"], e["kind"], _body(e), boot_s) for e, boot_s in held],
+                    [(h.event["seq"], h.event["ts"], h.event["kind"], h.body, h.boot_s)
+                     for h in held],
                 )
                 rows += len(held)
+                stored += sum(h.size for h in held)
                 if self._boot_row is not None:
                     self._db.execute(
                         "INSERT OR REPLACE INTO boot (id, boot_id, first_seq) VALUES (0, ?, ?)",
                         self._boot_row,
                     )
-            rows -= self._prune(now, rows)
             if reserve is not None:
                 self._db.execute(
                     "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (reserve,)
                 )
-        return rows
+        return rows, stored
 
     def _restart_wal(self, exc: BaseException) -> bool:
         """After a write that found no room for the WAL to grow (ENOSPC, or EFBIG past
@@ -544,10 +591,11 @@ class EventLog:
             return False
         return bool(busy == 0 and frames > 0 and frames == copied)
 
-    def _prune(self, now: float, rows: int) -> int:
+    def _prune(self, now: float, held: list[_Held]) -> tuple[int, int]:
         """Delete the oldest events: those before the first one younger than max_age_s
-        (by its stamp or, from this boot on, by the boot clock), then as many more as the
-        log holds over max_events. Returns how many went."""
+        (by its stamp or, from this boot on, by the boot clock) or before `_served_from`,
+        then as many more as it takes for the rest and `held` to be within max_events and
+        max_bytes. Returns the rows left and their bytes."""
         # Each query reads only the events about to go and the young one it stops at:
         # those of earlier boots first, then (when they all go) those of this boot.
         stamped = now - self.max_age_s
@@ -560,14 +608,30 @@ class EventLog:
             (self._boot_first, stamped, self._clock() - self.max_age_s),
         ).fetchone()
         keep_from = max(self._next_seq if row is None else int(row[0]), self._served_from)
-        deleted = self._db.execute("DELETE FROM events WHERE seq < ?", (keep_from,)).rowcount
-        over = rows - deleted - self.max_events
-        if over > 0:
-            deleted += self._db.execute(
-                "DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?)",
-                (over,),
-            ).rowcount
-        return int(deleted)
+        aged, aged_bytes = self._tally(keep_from)
+        rows, stored = self._rows - aged, self._stored - aged_bytes
+        rows_room = self.max_events - len(held)
+        bytes_room = self.max_bytes - sum(h.size for h in held)
+        if rows > rows_room or stored > bytes_room:
+            with contextlib.closing(self._db.execute(
+                f"SELECT seq, {ROW_BYTES_SQL} FROM events WHERE seq >= ? ORDER BY seq",
+                (keep_from,),
+            )) as oldest:
+                keep_from = self._next_seq  # unless one is found to keep
+                for seq, size in oldest:
+                    if rows <= rows_room and stored <= bytes_room:
+                        keep_from = seq
+                        break
+                    rows, stored = rows - 1, stored - int(size)
+        self._db.execute("DELETE FROM events WHERE seq < ?", (keep_from,))
+        return rows, stored
+
+    def _tally(self, below: int) -> tuple[int, int]:
+        """How many events have a seq below `below`, and their bytes."""
+        rows, size = self._db.execute(
+            f"SELECT COUNT(*), TOTAL({ROW_BYTES_SQL}) FROM events WHERE seq < ?", (below,)
+        ).fetchone()
+        return int(rows), int(size)
 
     def _reserve(self, upto: int) -> None:
         """Record that numbers up to `upto` may be given out, synced before it returns."""
@@ -609,14 +673,16 @@ class EventLog:
         self._dropped = 0
 
     def _drop_oldest(self) -> None:
-        dropped, _ = self._held.popleft()
-        self._served_from = dropped["seq"] + 1
         if self._dropped == 0:
             log.warning(
-                "event log %s: %d events held unwritten (daemon.events_max); dropping the "
-                "oldest held events until writing works again, from seq %d",
-                self.path, self.max_events, dropped["seq"],
+                "event log %s: %d events (%d bytes) held unwritten (daemon.events_max, "
+                "daemon.events_max_bytes); dropping the oldest held events until writing "
+                "works again, from seq %d",
+                self.path, len(self._held), self._held_bytes, self._held[0].event["seq"],
             )
+        dropped = self._held.popleft()
+        self._held_bytes -= dropped.size
+        self._served_from = dropped.event["seq"] + 1
         self._dropped += 1
 
     def since(self, seq: int, limit: int) -> list[Event]:
@@ -636,7 +702,7 @@ class EventLog:
             ).fetchall()
             events.extend(e for e in map(self._readable, rows) if e is not None)
             if len(rows) < wanted:  # the table is read to its end: held events follow
-                events.extend(e for e, _ in self._held if e["seq"] > seq)
+                events.extend(h.event for h in self._held if h.event["seq"] > seq)
                 break
             after = rows[-1][0]
         return events[:limit]
@@ -660,7 +726,7 @@ class EventLog:
         ).fetchone()
         if row and row[0] is not None:
             return int(row[0])
-        return self._held[0][0]["seq"] if self._held else self._last_seq + 1
+        return self._held[0].event["seq"] if self._held else self._last_seq + 1
 
     def close(self, now: float) -> None:
         """Write what is held and close; never raises for a write error (it is logged)."""
