@@ -25,6 +25,15 @@ IDLE = {"camera": {"source": "synthetic:empty"}}
 NOT_JSON = [float("nan"), float("inf"), float("-inf")]
 
 
+def assert_nothing_waits(client: Client, wait: float) -> None:
+    """No unsolicited message comes within `wait` seconds: messages() times out, and the
+    connection stays usable (a timeout keeps what was read)."""
+    client.settimeout(wait)
+    with pytest.raises(ClientError) as info:
+        next(client.messages())
+    assert info.value.code == "timeout"
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     """The real `wattgate` command in a child process, as a user runs it."""
     return subprocess.run(
@@ -106,10 +115,7 @@ def test_a_request_holding_nan_or_infinity_is_refused_before_it_is_sent(
         # Answers come in request order: had the line gone out, its bad_json answer would
         # be kept as an unsolicited message before this status answer.
         assert client.request("status")["class"] == "status"
-        client.settimeout(0.2)
-        with pytest.raises(ClientError) as quiet:
-            next(client.messages())
-        assert quiet.value.code == "timeout"
+        assert_nothing_waits(client, 0.2)
     assert daemon.stop() == 0
 
 
