@@ -192,3 +192,52 @@ def test_after_a_damaged_log_is_set_aside_oldest_seq_is_above_the_numbers_lost(
         assert daemon.stop() == 0
         assert answer["events"] == []
         assert (answer["oldest_seq"], answer["last_seq"]) == (last + 1, last), start
+
+
+@pytest.mark.parametrize("lost", ["empty", "missing"])
+def test_a_log_emptied_or_deleted_has_oldest_seq_above_the_numbers_lost(
+    tmp_path: Path, lost: str
+) -> None:
+    """An events.db cut to 0 bytes (a power cut) or deleted opened as a new database,
+    nothing set aside: `last_seq` 0 and `oldest_seq` 1 while the next seq went on from the
+    copy of the reservation, so the lost events did not show. Across a second open too."""
+    path = tmp_path / "events.db"
+    log = EventLog(str(path))
+    for i in range(5):
+        log.append("detection", float(i))
+    log.close(5.0)
+    if lost == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+    for start in range(2):
+        log = EventLog(str(path))
+        assert (log.last_seq, log.oldest_seq()) == (5, 6), start
+        assert log.since(0, 10) == []
+        log.close(6.0)
+    log = EventLog(str(path))
+    assert log.append("detection", 7.0)["seq"] == 6
+    log.close(7.0)
+
+
+def test_an_event_whose_body_is_null_is_left_out_as_damaged(tmp_path: Path) -> None:
+    """A NULL body raised TypeError while its error message was built, out of `since`,
+    instead of the event being left out as damaged."""
+    path = tmp_path / "events.db"
+    log = EventLog(str(path))
+    for i in range(3):
+        log.append("detection", float(i))
+    log.close(3.0)
+    db = sqlite3.connect(path)  # a NULL only damage can write: the schema forbids it
+    db.execute("PRAGMA writable_schema = ON")
+    db.execute("UPDATE sqlite_master SET sql = replace(sql, 'body TEXT NOT NULL', 'body TEXT')"
+               " WHERE name = 'events'")
+    db.commit()
+    db.close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE events SET body = NULL WHERE seq = 2")
+    db.commit()
+    db.close()
+    log = EventLog(str(path))
+    assert [e["seq"] for e in log.since(0, 10)] == [1, 3]
+    log.close(3.0)

@@ -238,11 +238,14 @@ class EventLog:
             if _damaged(exc):
                 self._set_aside(exc)
                 self._connect()
-                self._continue_after_lost()
             elif _full(exc):
                 self._connect_alone(exc)
             else:
                 raise  # locked, read-only, cannot open: the daemon says so and exits
+        # A new database: set aside above, or one SQLite began where events.db was cut to
+        # 0 bytes (a power cut) or deleted, with nothing to set aside.
+        if not self._read_written_seq() and not self._read_reserved():
+            self._continue_after_lost()
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
         # Events given out and not yet written, and their bytes (see `_Held`).
         self._held: collections.deque[_Held] = collections.deque()
@@ -336,18 +339,21 @@ class EventLog:
         )
 
     def _continue_after_lost(self) -> None:
-        """Record in the new database that the numbers up to the copy of the reservation
-        were given out by the one set aside: their events are lost, so `last_seq` is that
-        copy and `oldest_seq` is above it, as for pruned events, after a restart too.
+        """Record in a new database that the numbers up to the copy of the reservation
+        were given out by the one it replaces (set aside, cut to 0 bytes or deleted): their
+        events are lost, so `last_seq` is that copy and `oldest_seq` is above it, as for
+        pruned events, after a restart too.
 
         Left at 0 and 1, a client asking `since` the last event it saw got no events and
         no sign that any were lost. The row is what SQLite keeps as the largest seq the
         table has held, and may be written (https://sqlite.org/autoinc.html)."""
         floor = self._read_floor()
         if floor:
-            self._db.execute(
-                "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (floor,)
-            )
+            # On a full disk it may not be written: the log opens all the same.
+            with contextlib.suppress(*_WRITE_ERRORS):
+                self._db.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (floor,)
+                )
 
     def _connect_alone(self, exc: sqlite3.DatabaseError) -> None:
         """Open the log on a full disk, where SQLite cannot size the -shm file that a WAL
@@ -916,5 +922,5 @@ def _event(seq: int, ts: Any, kind: bytes, body: bytes) -> Event:
     fields = json.loads(body or b"null")  # UnicodeDecodeError, JSONDecodeError: ValueErrors
     if not (isinstance(fields, dict) and isinstance(ts, (int, float))
             and isinstance(kind, bytes)):
-        raise ValueError(f"ts {ts!r}, kind {kind!r}, body {body[:40]!r}")
+        raise ValueError(f"ts {ts!r}, kind {kind!r}, body {(body or b'')[:40]!r}")
     return {"class": "event", "seq": seq, "ts": ts, "kind": kind.decode(), **fields}
