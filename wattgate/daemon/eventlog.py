@@ -516,7 +516,7 @@ class EventLog:
             reserve = given_out + self.seq_block
         else:
             reserve = None
-        held = list(self._held)
+        held, held_bytes = list(self._held), self._held_bytes
         age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
         if not (held or reserve is not None or age_due):
             return True
@@ -525,11 +525,11 @@ class EventLog:
                 self._save_floor(reserve)  # before the database: never below it
             durable = reserve is not None and not final
             try:
-                rows = self._commit(now, held, reserve, durable)
+                rows = self._commit(now, held, held_bytes, reserve, durable)
             except _WRITE_ERRORS as exc:
                 if not self._restart_wal(exc):
                     raise
-                rows = self._commit(now, held, reserve, durable)  # from the WAL's start
+                rows = self._commit(now, held, held_bytes, reserve, durable)  # the WAL's start
         except _WRITE_ERRORS as exc:
             self._failed(exc)
             return False
@@ -550,16 +550,17 @@ class EventLog:
         return True
 
     def _commit(
-        self, now: float, held: list[_Held], reserve: Optional[int], durable: bool
+        self, now: float, held: list[_Held], held_bytes: int, reserve: Optional[int],
+        durable: bool,
     ) -> tuple[int, int]:
-        """Prune, write `held`, and record `reserve` in one transaction; returns the rows
-        the table holds after it and their bytes.
+        """Prune, write `held` (of `held_bytes`), and record `reserve` in one transaction;
+        returns the rows the table holds after it and their bytes.
 
         Pruning comes first and makes room for `held`: SQLite reuses the pages a delete
         freed (its free list, https://sqlite.org/fileformat2.html#the_freelist) in the same
         transaction, so a flush at the bound does not grow the file by what it writes."""
         with self._transaction(durable=durable):
-            rows, stored = self._prune(now, held)
+            rows, stored = self._prune(now, len(held), held_bytes)
             if held:
                 self._db.executemany(
                     "INSERT INTO events (seq, ts, kind, body, boot_s) VALUES (?, ?, ?, ?, ?)",
@@ -567,7 +568,7 @@ class EventLog:
                      for h in held],
                 )
                 rows += len(held)
-                stored += sum(h.size for h in held)
+                stored += held_bytes
                 if self._boot_row is not None:
                     self._db.execute(
                         "INSERT OR REPLACE INTO boot (id, boot_id, first_seq) VALUES (0, ?, ?)",
@@ -597,11 +598,12 @@ class EventLog:
             return False
         return bool(busy == 0 and frames > 0 and frames == copied)
 
-    def _prune(self, now: float, held: list[_Held]) -> tuple[int, int]:
+    def _prune(self, now: float, held_rows: int, held_bytes: int) -> tuple[int, int]:
         """Delete the oldest events: those before the first one younger than max_age_s
         (by its stamp or, from this boot on, by the boot clock) or before `_served_from`,
-        then as many more as it takes for the rest and `held` to be within max_events and
-        max_bytes. Returns the rows left and their bytes."""
+        then as many more as it takes for the rest and the held events about to be written
+        (`held_rows` of `held_bytes`) to be within max_events and max_bytes. Returns the
+        rows left and their bytes."""
         # Each query reads only the events about to go and the young one it stops at:
         # those of earlier boots first, then (when they all go) those of this boot.
         stamped = now - self.max_age_s
@@ -616,8 +618,8 @@ class EventLog:
         keep_from = max(self._next_seq if row is None else int(row[0]), self._served_from)
         aged, aged_bytes = self._tally(keep_from)
         rows, stored = self._rows - aged, self._stored - aged_bytes
-        rows_room = self.max_events - len(held)
-        bytes_room = self.max_bytes - sum(h.size for h in held)
+        rows_room = self.max_events - held_rows
+        bytes_room = self.max_bytes - held_bytes
         if rows > rows_room or stored > bytes_room:
             with contextlib.closing(self._db.execute(
                 f"SELECT seq, {ROW_BYTES_SQL} FROM events WHERE seq >= ? ORDER BY seq",
