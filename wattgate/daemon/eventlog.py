@@ -853,26 +853,28 @@ class _DamagedError(sqlite3.DatabaseError):
     or of the free list that is not sound (https://sqlite.org/pragma.html#pragma_quick_check)."""
 
 
+def _errorcode(exc: sqlite3.DatabaseError) -> int:
+    """SQLite's extended result code for exc, -1 when it carries none (one raised here)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code if isinstance(code, int) else -1
+
+
 def _damaged(exc: sqlite3.DatabaseError) -> bool:
     """Whether exc says the file is damaged (not locked, read-only or missing)."""
-    if isinstance(exc, _DamagedError):
-        return True
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and code & 0xFF in _SQLITE_DAMAGED
+    return isinstance(exc, _DamagedError) or _errorcode(exc) & 0xFF in _SQLITE_DAMAGED
 
 
 def _full(exc: sqlite3.DatabaseError) -> bool:
     """Whether exc says the disk is full: SQLITE_FULL, or the -shm file could not be sized
     (SQLITE_IOERR_SHMSIZE, what opening a WAL database on a full disk fails with)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and (code & 0xFF == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE)
+    code = _errorcode(exc)
+    return code & 0xFF == _SQLITE_FULL or code == _SQLITE_IOERR_SHMSIZE
 
 
 def _no_room(exc: sqlite3.DatabaseError) -> bool:
     """Whether exc says a file could not grow: SQLITE_FULL (ENOSPC) or SQLITE_IOERR_WRITE,
     what a write past RLIMIT_FSIZE (EFBIG) fails with (os_unix.c, unixWrite)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return isinstance(code, int) and code in (_SQLITE_FULL, _SQLITE_IOERR_WRITE)
+    return _errorcode(exc) in (_SQLITE_FULL, _SQLITE_IOERR_WRITE)
 
 
 def _text_or_none(value: Any) -> Optional[str]:
