@@ -82,6 +82,15 @@ whole beside the answer's own fields: what a client reads after a restart is the
 was sent live, not a second cut of it. Nothing is logged for a cut: it is the driver's
 text, not a bug, and the event itself says what was cut.
 
+The log's place is checked when it is opened, so a bad one stops the start with a line
+naming the path and what is wrong with it (LogFileError, an OSError): the directory must be
+one, or be made, and be writable (SQLite makes and deletes -wal and -shm there); each of
+SQLite's files (the database, -wal, -shm, -journal) that is there must be a regular file
+this process may write; `.lock` and `.seq` must be regular files. Left to SQLite, these said
+"disk I/O error" or "unable to open database file", naming no file, or let the log open
+and fail every flush. A `.seq` this process may not write (mode 0444, left by root) is
+replaced by a file of its own, renamed over it: the directory is writable.
+
 One process uses a log at a time: two daemons given one `daemon.state_dir` would number
 events from the same reservation, give numbers twice, and lower each other's reservation
 when one closes. An EventLog holds an exclusive flock on `<path>.lock` while it is open;
@@ -102,12 +111,15 @@ import math
 import numbers
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
 from wattgate.daemon.pidlock import LockHeld, lock_file
+from wattgate.daemon.rollback import _fsync_dir
 
 log = logging.getLogger("wattgate.eventlog")
 
@@ -216,8 +228,11 @@ class EventLog:
         seq_block: int = SEQ_BLOCK,
         clock: Callable[[], float] = boot_clock,
     ) -> None:
-        """`clock`: seconds since boot (tests pass one that can jump 30 days)."""
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        """`clock`: seconds since boot (tests pass one that can jump 30 days).
+
+        LogFileError (an OSError) when the directory or a file of the log is there but
+        cannot be one (see `_check_place`)."""
+        _check_place(path)
         self.path = path
         self._clock = clock
         self._lock_fd = _lock(path + ".lock")  # before reading: another log's numbers are not ours
@@ -397,21 +412,24 @@ class EventLog:
 
         Overwritten in place, always the same 21 bytes in one sector: no new block is
         needed, so it works on a full disk as long as SQLite can (a temp file and a rename
-        would need one, and cost two more syncs per reservation)."""
+        would need one, and cost two more syncs per reservation). A copy this process may
+        not open for writing (mode 0444, or left by root) is replaced instead, once, by a
+        new file of its own renamed over it (`_replace_floor`): written in place it failed
+        every flush that reserved numbers, for good."""
         final = self.path + FLOOR_SUFFIX
         created = not os.path.exists(final)
-        fd = os.open(final, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            os.pwrite(fd, f"{upto:020d}\n".encode(), 0)
+            fd = os.open(final, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except PermissionError:
+            _replace_floor(final, upto)
+            return
+        try:
+            os.pwrite(fd, _floor_text(upto), 0)
             os.fsync(fd)
         finally:
             os.close(fd)
         if created:
-            directory = os.open(os.path.dirname(os.path.abspath(final)), os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            _fsync_dir(Path(final).parent)
 
     def _release_lock(self) -> None:
         """Let another EventLog open the file (what the kernel does when the holder dies)."""
@@ -748,6 +766,109 @@ class EventLog:
         except _WRITE_ERRORS as exc:
             log.warning("event log %s: close: %s", self.path, exc)
         self._release_lock()
+
+
+class LogFileError(OSError):
+    """The log's directory, or a file of the log, is there but cannot be one: a regular
+    file where the directory goes, a directory where a file goes, one this process may
+    not write. Its text names the path and what is wrong."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+# SQLite's files of a WAL database (https://sqlite.org/tempfiles.html): the process writes
+# each. Ours beside them: the lock is taken read-only, and the copy of the reservation is
+# replaced, where this process may not write them.
+_SQLITE_FILES = ("", "-wal", "-shm", "-journal")
+_SIDE_FILES = (".lock", FLOOR_SUFFIX)
+_KINDS = (
+    (stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+    (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+)
+
+
+def _check_place(path: str) -> None:
+    """Make the log's directory, or raise LogFileError naming the path and what is wrong
+    with it, where the log could not be kept.
+
+    Left to makedirs and SQLite, a state_dir that is a regular file said "File exists", a
+    directory this process may not write "unable to open database file", a -wal or
+    -journal that is a directory "disk I/O error", none of them naming the path; and a
+    -shm or events.db that could not be written opened, and failed every flush after."""
+    directory = os.path.dirname(os.path.abspath(path))
+    existing = directory
+    while not os.path.lexists(existing):
+        existing = os.path.dirname(existing)
+    _expect(existing, stat.S_ISDIR, "a directory")
+    if existing != directory:
+        _expect_writable(existing, "the state directory is made in it")
+        os.makedirs(directory, exist_ok=True)
+    _expect_writable(directory, "the event log's files are made in it")
+    for suffix in (*_SQLITE_FILES, *_SIDE_FILES):
+        if _expect(path + suffix, stat.S_ISREG, "a file") and suffix in _SQLITE_FILES:
+            _expect_writable(path + suffix)
+
+
+def _expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
+    """Whether something is at path (links followed); LogFileError when it is not of the
+    kind wanted, or, for a directory, a symbolic link to nothing."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if wanted == "a directory" and os.path.islink(path):
+            raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, "
+                               "which does not exist", path) from None
+        return False
+    if not is_kind(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "special file")
+        raise LogFileError(errno.ENOTDIR if wanted == "a directory" else errno.EISDIR,
+                           f"is a {kind}, not {wanted}", path)
+    return True
+
+
+def _expect_writable(path: str, why: str = "") -> None:
+    """LogFileError, saying whose and which mode it is, when this process may not write
+    path (and enter it, for a directory)."""
+    info = os.stat(path)
+    wanted = os.W_OK | (os.X_OK if stat.S_ISDIR(info.st_mode) else 0)
+    if os.access(path, wanted, effective_ids=os.access in os.supports_effective_ids):
+        return
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        code, what = errno.EROFS, "is on a read-only file system"
+    else:
+        code, what = errno.EACCES, (
+            f"is not writable by uid {os.geteuid()} (owner uid {info.st_uid}, gid "
+            f"{info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o})"
+        )
+    raise LogFileError(code, f"{what}; {why}" if why else what, path)
+
+
+def _floor_text(upto: int) -> bytes:
+    """The copy of a reservation as kept in `<path>.seq`: always 21 bytes."""
+    return f"{upto:020d}\n".encode()
+
+
+def _replace_floor(final: str, upto: int) -> None:
+    """Write `upto` to a new file beside `final`, synced, and rename it over `final`: this
+    needs the directory writable, as the database does for its -wal and -shm, not `final`."""
+    tmp, data = f"{final}.{os.getpid()}.tmp", _floor_text(upto)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, final)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(Path(final).parent)
 
 
 def _lock(lock_path: str) -> Optional[int]:
