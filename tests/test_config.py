@@ -351,3 +351,26 @@ def test_an_unknown_synthetic_scene_is_a_config_error() -> None:
     [problem] = info.value.problems
     assert problem.startswith("camera.source: got 'synthetic:nope'; unknown scene; known: ")
     assert "office" in problem and "person" in problem
+
+
+LIGHT_FORMS = "must be auto, none or iio:deviceN (N a number: a device in /sys/bus/iio/devices)"
+
+
+@pytest.mark.parametrize("light", ["iio:devcie0", "Auto", "bh1750", "iio:device", "iio:device1/"])
+def test_a_light_sensor_that_no_device_can_be_named_is_a_config_error(
+    tmp_path: Path, light: str
+) -> None:
+    """A typo was taken as a sensor not there yet: one warning at start, no light reading,
+    and the light rules never held. The kernel names every IIO device iio:deviceN."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sensors": {"light": light}})
+    assert info.value.problems == [f"sensors.light: got {light!r}; {LIGHT_FORMS}"]
+    config = tmp_path / "config.toml"
+    config.write_text(f'[sensors]\nlight = "{light}"\n')
+    res = run_cli("check-config", str(config))
+    assert res.returncode == 78 and f"sensors.light: got {light!r}" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("light", ["auto", "none", "iio:device0", "iio:device12"])
+def test_the_light_sensor_forms_the_sensor_thread_takes_are_valid(light: str) -> None:
+    assert parse_config({"sensors": {"light": light}}).sensors.light == light

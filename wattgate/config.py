@@ -302,6 +302,11 @@ class ModelConfig(Section):
     )
 
 
+# An IIO device's directory in /sys/bus/iio/devices (drivers/iio/industrialio-core.c names
+# each "iio:device%d").
+_IIO_DEVICE = re.compile(r"iio:device[0-9]+")
+
+
 class SensorsConfig(Section):
     """Ambient light (IIO) and a PIR; both optional."""
 
@@ -339,6 +344,20 @@ class SensorsConfig(Section):
     pir_hold_s: float = Field(
         10.0, ge=0, description="A trigger keeps the PIR holding this long after it clears."
     )
+
+    @field_validator("light")
+    @classmethod
+    def _light_is_a_form_taken(cls, value: str) -> str:
+        """A typo (iio:devcie0, Auto) was taken as the name of a sensor not there yet:
+        a warning at start, then no light reading, and the light rules never held.
+        find_light_sensor (daemon/sensors.py) takes auto, none, or a directory name under
+        /sys/bus/iio/devices, and the kernel names each device there iio:deviceN."""
+        if value not in ("auto", "none") and not _IIO_DEVICE.fullmatch(value):
+            raise PydanticCustomError(
+                "value_error", "must be auto, none or iio:deviceN (N a number: a device in "
+                "/sys/bus/iio/devices)"
+            )
+        return value
 
 
 class PowerConfig(Section):
