@@ -11,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_as
 from wattgate.config import Config, ConfigError, json_schema, load_config, parse_config
 from wattgate.drivers.camera import source_kind
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "config.toml"
+NOBODY = 65534  # uid and gid of nobody/nogroup on Debian
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -374,3 +376,51 @@ def test_a_light_sensor_that_no_device_can_be_named_is_a_config_error(
 @pytest.mark.parametrize("light", ["auto", "none", "iio:device0", "iio:device12"])
 def test_the_light_sensor_forms_the_sensor_thread_takes_are_valid(light: str) -> None:
     assert parse_config({"sensors": {"light": light}}).sensors.light == light
+
+
+def test_a_config_that_starts_with_a_utf8_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Notepad's UTF-8 (before 2019) starts with one: tomllib refused the first line as
+    "Invalid statement (at line 1, column 1)", a line that looks right in every editor."""
+    config = tmp_path / "config.toml"
+    config.write_bytes(b"\xef\xbb\xbf[gate]\r\nthreshold = 20\r\n")
+    (tmp_path / "config.d").mkdir()
+    (tmp_path / "config.d/10-bom.toml").write_bytes(b"\xef\xbb\xbf[gate]\nmin_area = 7\n")
+    cfg = load_config(config)
+    assert (cfg.gate.threshold, cfg.gate.min_area) == (20, 7)
+
+
+def test_a_config_that_is_a_link_to_nothing_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.symlink_to(tmp_path / "wattgate.toml.dpkg-old")
+    res = run_cli("check-config", str(config))
+    assert res.returncode == 78, res.stderr
+    assert (f"bad config {config}:\n  a symbolic link to {tmp_path}/wattgate.toml.dpkg-old, "
+            "which does not exist") in res.stderr, res.stderr
+
+
+def test_drop_ins_that_cannot_be_listed_are_a_config_error_not_left_out(
+    reachable_tmp: Path
+) -> None:
+    """A config.d the daemon's user may not read gave no drop-ins, without a word: the
+    daemon ran without their settings. An unreadable drop-in file was refused already."""
+    config = reachable_tmp / "config.toml"
+    config.write_text("[gate]\nthreshold = 20\n")
+    dropins = reachable_tmp / "config.d"
+    dropins.mkdir(mode=0o700)
+    (dropins / "10-site.toml").write_text("[gate]\nthreshold = 40\n")
+    assert load_config(config).gate.threshold == 40  # root may read it
+    report = run_as(NOBODY, NOBODY, lambda: str(load_config(config).gate.threshold))
+    assert report == (f"raised ConfigError('{dropins}: cannot list its drop-ins: Permission "
+                      "denied')"), report
+
+
+def test_a_config_d_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("[gate]\nthreshold = 20\n")
+    (tmp_path / "config.d").write_text("[gate]\nthreshold = 40\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.source == str(tmp_path / "config.d")
+    assert info.value.problems == [
+        "is not a directory (drop-ins go in a directory config.d beside the main file)"
+    ]

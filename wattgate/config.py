@@ -8,6 +8,7 @@ drop-ins in `config.d/*.toml` beside it in name order, and validates the result;
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import sys
@@ -748,10 +749,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's TOML; ConfigError naming it and what is wrong.
+
+    A UTF-8 byte order mark is left out: Windows editors (Notepad before 2019) start a
+    UTF-8 file with one, and tomllib took it for a statement, "Invalid statement (at line
+    1, column 1)", of a first line that looks right in every editor."""
     try:
         with path.open("rb") as handle:
             data = handle.read()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ConfigError(str(path), [
+                f"a symbolic link to {os.readlink(path)}, which does not exist"
+            ]) from None
         raise ConfigError(str(path), ["file not found"]) from None
     except PermissionError:
         raise ConfigError(str(path), ["permission denied"]) from None
@@ -759,6 +769,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), ["is a directory, not a file"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read it: {exc.strerror or exc}"]) from None
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -898,9 +910,26 @@ def dropin_files(path: Path) -> list[Path]:
 
     Hidden files are not drop-ins, as in systemd's conf.d: editors keep them beside the
     file being edited (Emacs' `.#NAME.toml` lock is a symlink to nowhere), and glob's `*`
-    takes them, so a config was refused while a drop-in was open in an editor."""
-    return sorted(p for p in (path.parent / "config.d").glob("*.toml")
-                  if not p.name.startswith("."))
+    takes them, so a config was refused while a drop-in was open in an editor.
+
+    A config.d that is there but cannot be listed (a directory the daemon's user may not
+    read, or not a directory) is a ConfigError: glob found no drop-ins in it, and the
+    daemon ran without the settings they hold, without a word."""
+    directory = path.parent / "config.d"
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise ConfigError(str(directory), [
+            "is not a directory (drop-ins go in a directory config.d beside the main file)"
+        ]) from None
+    except OSError as exc:
+        raise ConfigError(str(directory), [
+            f"cannot list its drop-ins: {exc.strerror or exc}"
+        ]) from None
+    return sorted(directory / name for name in names
+                  if name.endswith(".toml") and not name.startswith("."))
 
 
 def load_raw(path: Path, origins: Optional[Origins] = None) -> dict[str, Any]:
