@@ -242,3 +242,22 @@ def test_devfreq_accelerator_is_granted_exactly_what_the_daemon_writes(
     want = {f"{device}/devfreq/{name}/{a}" for a in DEVFREQ_ATTRS}
     want |= {f"{device}/{a}" for a in RUNTIME_PM | extra}
     assert owned_writable(root) == want
+
+
+def test_cpufreq_of_a_cluster_brought_online_after_boot_is_granted(tmp_path: Path) -> None:
+    """A CPU offline at boot (maxcpus=, a cluster a boot script brings up) has no policy: the
+    cpufreq driver creates it when the CPU first comes online (cpufreq_online, a CPU hotplug
+    callback), and the kernel then sends the CPU device's "online" uevent, not "add" or
+    "change" (drivers/base/core.c device_online: KOBJ_ONLINE after the bus brought it up).
+    The policy stays for later onlines, so that event is the only one to grant it on."""
+    b = Board()
+    b.cpus(8)
+    add_policy(b, 0, range(4), "cpufreq-dt")
+    root = tree(b, tmp_path)
+    replay(root, cpu_coldplug(8))  # cpu4-7 offline: no policy4 yet
+    later = Board()
+    add_policy(later, 4, range(4, 8), "cpufreq-dt")
+    tree(later, root)
+    replay(root, [Event("online", "cpu", f"/devices/system/cpu/cpu{n}") for n in range(4, 8)])
+    want = {f"devices/system/cpu/cpufreq/policy{p}/{a}" for p in (0, 4) for a in POLICY_ATTRS}
+    assert owned_writable(root) == want
