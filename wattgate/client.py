@@ -3,6 +3,12 @@
 One JSON object per line in each direction. The server speaks first (`hello`);
 requests carry `cmd` and an `id` that the answer echoes, so results that arrive while
 a request is in flight are kept, in order, for `messages()`.
+
+Ids: request() numbers its requests 1, 2, 3, ... and takes the answer with its integer
+id. Client.send() sends a message as given, its id (any JSON value) chosen by the caller,
+and its answer comes out of messages(). The two never share an integer id while either
+waits for its answer: send() refuses one that a request() is waiting for (or gave up on
+and whose answer has not come), and request() skips one that a send() is waiting for.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 import os
 import socket
 import stat
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
@@ -71,15 +77,31 @@ class _Answers:
         self._ids = itertools.count(1)
         self._awaited: dict[int, Optional[Message]] = {}  # its answer once read
         self._abandoned: set[int] = set()
+        # Integer ids of messages sent as given (Client.send), how many of each are still
+        # unanswered: request() does not pick one, or their answers would be taken for its.
+        self._sent: Counter[int] = Counter()
         self.unsolicited: deque[Message] = deque()
 
     def prepare(self, cmd: str, fields: dict[str, Any]) -> tuple[int, bytes]:
         """A new request's id and line, awaited from now; ClientError if it cannot be sent
         (then nothing is awaited)."""
         request_id = next(self._ids)
+        while request_id in self._sent:
+            request_id = next(self._ids)
         line = _encode({"cmd": cmd, "id": request_id, **fields})
         self._awaited[request_id] = None
         return request_id, line
+
+    def claim(self, message: Message) -> None:
+        """Note the integer id of a message about to be sent as given, so that request()
+        leaves it alone until its answer has come; ClientError if a request() has it."""
+        sent_id = message.get("id")
+        if type(sent_id) is not int:  # no other id can be a request()'s (_answer_id)
+            return
+        if sent_id in self._awaited or sent_id in self._abandoned:
+            raise ClientError("bad_request", f"{message.get('cmd')!r} not sent: id {sent_id} "
+                                             "is a request()'s whose answer has not come")
+        self._sent[sent_id] += 1
 
     def sort(self, message: Message) -> None:
         answer_id = _answer_id(message)
@@ -88,6 +110,8 @@ class _Answers:
         elif answer_id in self._abandoned:
             self._abandoned.discard(answer_id)
         else:
+            if answer_id is not None and answer_id in self._sent:
+                self._sent -= Counter({answer_id: 1})  # drops it at 0
             self.unsolicited.append(message)
 
     def take(self, request_id: int) -> Optional[Message]:
@@ -113,6 +137,7 @@ class Client:
         self._sock = _connect(path, timeout)
         self._buffer = bytearray()
         self._answers = _Answers()
+        self._cut_short: Optional[str] = None  # why the connection can no longer be used
         try:
             self.hello = _hello(self._read(), path)
         except BaseException as exc:
@@ -136,21 +161,53 @@ class Client:
         self._sock.settimeout(timeout)
 
     def send(self, message: Message) -> None:
-        """Send one message; ClientError "closed" if the daemon has gone away.
+        """Send one message as given; its answer, if any, comes out of messages().
 
-        A write to a connection the daemon closed (it stopped, crashed or restarted) fails
-        with EPIPE or ECONNRESET. As a raw BrokenPipeError it would look like a closed
-        stdout to the CLI, which then exits 0 having printed nothing.
+        ClientError "bad_request" (nothing sent) if its id is an integer that a request()
+        is waiting for, or gave up on with its answer still to come: the answer to one
+        would be taken for the other's. Other ids are the caller's to choose; request()
+        skips an integer id sent here until its answer has come (the module docstring).
+
+        ClientError "closed" if the daemon has gone away: a write to a connection the daemon
+        closed (it stopped, crashed or restarted) fails with EPIPE or ECONNRESET. As a raw
+        BrokenPipeError it would look like a closed stdout to the CLI, which then exits 0
+        having printed nothing.
         """
-        self._send_line(_encode(message))
+        line = _encode(message)
+        self._answers.claim(message)
+        self._send_line(line)
 
     def _send_line(self, line: bytes) -> None:
+        """Write one whole line, or none of it and ClientError "timeout", or cut the
+        connection.
+
+        The timeout bounds each wait for room in the socket's buffer. A line cut short by
+        one (sent in part to a daemon that reads too slowly) cannot be taken back: the next
+        line would be joined onto the part sent, one garbled line to the daemon, so the
+        connection is shut down and every later call raises "closed" saying why.
+        """
+        self._check_usable()
+        sent, view = 0, memoryview(line)
         try:
-            self._sock.sendall(line)
+            while sent < len(line):
+                sent += self._sock.send(view[sent:])
         except _NO_WAIT:
-            raise ClientError("timeout", f"{self.path} took no request in time") from None
+            if not sent:
+                raise ClientError("timeout", f"{self.path} took no request in time") from None
+            self._cut_short = (f"a request to {self.path} was cut short after {sent} of its "
+                               f"{len(line)} bytes (no room for the rest in time)")
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            raise ClientError("timeout", f"{self._cut_short}; the connection is closed, as "
+                                         "the next line would be joined onto it") from None
         except OSError as exc:
             raise _closed(self.path, exc) from None
+
+    def _check_usable(self) -> None:
+        """ClientError "closed" once a send was cut short (_send_line)."""
+        if self._cut_short is not None:
+            raise ClientError("closed", f"the connection was closed when {self._cut_short}: "
+                                        "connect again")
 
     def request(self, cmd: str, **fields: Any) -> Message:
         """Send one command and return its answer; an `error` answer raises ClientError."""
@@ -178,6 +235,7 @@ class Client:
         A line over MAX_LINE bytes, its newline included, is "too_large" however the
         kernel splits it: found whole in one read, or as MAX_LINE bytes with no newline.
         """
+        self._check_usable()
         while True:
             end = self._buffer.find(b"\n")
             if end >= MAX_LINE or (end < 0 and len(self._buffer) >= MAX_LINE):

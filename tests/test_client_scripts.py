@@ -1,0 +1,124 @@
+"""The Python client as scripts use it: ids a program picks itself beside the client's own,
+and a request cut short by a daemon that reads too slowly. Real daemons and real AF_UNIX
+sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.conftest import DaemonProcess
+from tests.test_client_errors import HELLO, IDLE
+from tests.test_client_hunt import slow_snap_daemon
+from wattgate.client import Client, ClientError
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def test_an_id_a_program_sends_itself_is_not_taken_for_a_request_s(
+    start_daemon: StartDaemon,
+) -> None:
+    """send() with integer id 1, then request(), whose first id was 1 too: the answer to
+    the message sent came first and was returned as request()'s answer."""
+    daemon = start_daemon(**IDLE)
+    with daemon.connect() as client:
+        client.settimeout(30)
+        client.send({"cmd": "events", "since": 0, "id": 1})
+        client.send({"cmd": "events", "since": 0, "id": 2})
+        assert client.request("status")["class"] == "status"
+        mine = client.messages()
+        assert [(m["cmd"], m["id"]) for m in (next(mine), next(mine))] == [
+            ("events", 1), ("events", 2)]
+        # Once their answers have come, their ids are free again for request().
+        assert client.request("status")["class"] == "status"
+    assert daemon.stop() == 0
+
+
+def test_an_id_a_request_waits_for_is_refused_to_send(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """A request given up on (a timeout) is still answered later, and that answer is
+    dropped when it comes: a message sent with its id would have had its answer dropped
+    in its place, and the request's late answer come out of messages()."""
+    daemon = slow_snap_daemon(start_daemon, tmp_path)
+    with Client(str(daemon.socket), timeout=30) as client:
+        client.settimeout(0.05)
+        with pytest.raises(ClientError) as timed_out:
+            client.request("snap", timeout_ms=1000)  # id 1, answered "unavailable" later
+        assert timed_out.value.code == "timeout"
+        client.settimeout(30)
+        with pytest.raises(ClientError) as refused:
+            client.send({"cmd": "status", "id": 1})
+        assert refused.value.code == "bad_request"
+        assert refused.value.message == (
+            "'status' not sent: id 1 is a request()'s whose answer has not come")
+        assert client.request("status")["class"] == "status"  # the snap's answer came first
+        client.send({"cmd": "status", "id": 1})  # free again
+        assert next(client.messages())["id"] == 1
+    assert daemon.stop() == 0
+
+
+class SilentServer:
+    """A stand-in for a daemon that says hello, then reads nothing until `drain` is set,
+    then reads everything until the client closes: what the daemon would have read."""
+
+    def __init__(self, path: str) -> None:
+        self.drain = threading.Event()
+        self.received = bytearray()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(1)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        with self._listener:
+            peer, _ = self._listener.accept()
+            with peer:
+                peer.sendall(HELLO)
+                self.drain.wait(60)
+                peer.settimeout(60)
+                while chunk := peer.recv(65536):
+                    self.received += chunk
+
+    def lines(self) -> list[bytes]:
+        """The whole lines received, once the client has closed."""
+        self._thread.join(60)
+        assert not self._thread.is_alive()
+        return bytes(self.received).split(b"\n")[:-1]
+
+
+def test_a_request_cut_short_by_a_timeout_leaves_no_garbled_line(tmp_path: Path) -> None:
+    """sendall() that times out may have written part of the line. The next request was
+    written after that part: the daemon read one line, half of one request and all of the
+    next, not JSON. The connection is now closed instead, and says why."""
+    path = str(tmp_path / "slow.sock")
+    server = SilentServer(path)
+    client = Client(path, timeout=30)
+    # A small send buffer (the kernel doubles it, socket(7)) so that a line of 60 KB is
+    # written in pieces and the first pieces fill it: a daemon far behind in reading.
+    client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.settimeout(0.5)
+    with pytest.raises(ClientError) as cut:
+        client.request("status", pad="x" * 60_000)
+    assert cut.value.code == "timeout"
+    assert "was cut short after" in cut.value.message
+    server.drain.set()
+    client.settimeout(30)
+    for later in (lambda: client.send({"cmd": "status", "id": "next"}),
+                  lambda: client.request("status"), lambda: next(client.messages())):
+        with pytest.raises(ClientError) as refused:
+            later()
+        assert refused.value.code == "closed"
+        assert refused.value.message.startswith(
+            f"the connection was closed when a request to {path} was cut short after ")
+    client.close()
+    lines = server.lines()  # what the daemon would have taken for requests
+    assert all(json.loads(line) for line in lines)
+    assert server.received and not lines  # part of one line, no more
+
