@@ -1,19 +1,22 @@
-"""The Python client as scripts use it: ids a program picks itself beside the client's own,
-and a request cut short by a daemon that reads too slowly. Real daemons and real AF_UNIX
-sockets."""
+"""The Python client and the CLI as scripts use them: ids a program picks itself beside the
+client's own, a request cut short by a daemon that reads too slowly, and errors a script
+reading `--json` output can parse. Real daemons and real AF_UNIX sockets."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
 from tests.conftest import DaemonProcess
-from tests.test_client_errors import HELLO, IDLE
+from tests.test_client_errors import HELLO, IDLE, assert_one_line, cli
 from tests.test_client_hunt import slow_snap_daemon
 from wattgate.client import Client, ClientError
 
@@ -122,3 +125,70 @@ def test_a_request_cut_short_by_a_timeout_leaves_no_garbled_line(tmp_path: Path)
     assert all(json.loads(line) for line in lines)
     assert server.received and not lines  # part of one line, no more
 
+
+def json_error(run: Any, code: int, error: str) -> dict[str, Any]:
+    """A client command's error with --json: the exit code, one line on stderr for people,
+    and one JSON object on stdout for the script, the protocol's error class."""
+    assert_one_line(run, code, error)
+    assert run.stdout.count("\n") == 1, run.stdout
+    failure: dict[str, Any] = json.loads(run.stdout)
+    assert failure["class"] == "error" and failure["code"] == error
+    assert f"{error}: {failure['message']}" in run.stderr
+    return failure
+
+
+def test_with_json_an_error_is_a_json_object_on_stdout(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """A script parsing stdout of `--json` got nothing when a command failed: the error was
+    only a text line on stderr."""
+    none = str(tmp_path / "none.sock")
+    for command in (["status"], ["watch"], ["events"], ["snap"], ["profile"]):
+        failure = json_error(cli(*command, "--json", "--socket", none), 69, "unavailable")
+        assert none in failure["message"]
+    daemon = start_daemon(**IDLE)
+    daemon.connect().close()
+    sock = str(daemon.socket)
+    failure = json_error(cli("snap", "--json", "--timeout-ms", "0", "--socket", sock),
+                         1, "bad_request")
+    assert "timeout_ms" in failure["message"]
+    failure = json_error(cli("profile", "--json", "powersave", "--socket", sock), 69,
+                         "unavailable")  # no sysfs knobs here: no power control
+    assert failure["message"] == "power control is not running"
+    # Without --json, the text line alone.
+    run = cli("profile", "powersave", "--socket", sock)
+    assert_one_line(run, 69, "unavailable")
+    assert run.stdout == ""
+    assert daemon.stop() == 0
+
+
+def test_with_json_an_error_after_output_comes_last_and_a_closed_stdout_is_no_traceback(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """`watch --json` prints as it goes: when the daemon stops, the error is the last line
+    (README: watch does not reconnect). A script that stopped reading stdout still gets the
+    exit code and the stderr line, not a BrokenPipeError traceback."""
+    daemon = start_daemon(camera={"source": "synthetic:empty", "fps": 15.0},
+                          gate={"heartbeat_s": 0.2})
+    daemon.connect().close()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "wattgate.cli", "watch", "--json", "--socket",
+         str(daemon.socket)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert watch.stdout is not None
+    assert json.loads(watch.stdout.readline())["class"] == "result"  # a heartbeat's
+    assert daemon.stop() == 0
+    out, err = watch.communicate(timeout=60)
+    run = subprocess.CompletedProcess(watch.args, watch.returncode, out, err)
+    assert_one_line(run, 1, "closed")
+    last = json.loads(out.splitlines()[-1])
+    assert last == {"class": "error", "code": "closed",
+                    "message": f"{daemon.socket} closed the connection"}
+
+    read, write = os.pipe()
+    os.close(read)  # nobody reads: a write to it fails EPIPE
+    with os.fdopen(write, "w") as unread:
+        closed = subprocess.run(
+            [sys.executable, "-m", "wattgate.cli", "status", "--json", "--socket",
+             str(tmp_path / "none.sock")], stdout=unread, stderr=subprocess.PIPE, text=True,
+            timeout=60)
+    assert_one_line(closed, 69, "unavailable")

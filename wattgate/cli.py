@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import json
 import os
@@ -44,6 +45,19 @@ CLIENT_EXIT_CODES = {
 
 def _fail(message: str, code: int) -> int:
     print(f"wattgate: {message}", file=sys.stderr)
+    return code
+
+
+def _client_failure(exc: ClientError, as_json: bool) -> int:
+    """A client command's error: the line on stderr for people and, with --json, the same
+    error as one protocol `error` object on stdout for a script, which reads only stdout
+    (README, Commands). The exit code is the same either way, stdout closed or not (a
+    script that stopped reading: `watch --json | head -1`)."""
+    code = _fail(str(exc), CLIENT_EXIT_CODES.get(exc.code, 1))
+    if as_json:
+        with contextlib.suppress(BrokenPipeError):
+            print(json.dumps({"class": "error", "code": exc.code, "message": exc.message}),
+                  flush=True)
     return code
 
 
@@ -322,7 +336,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     except ClientError as exc:
-        return _fail(str(exc), CLIENT_EXIT_CODES.get(exc.code, 1))
+        return _client_failure(exc, getattr(args, "json", False))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
