@@ -119,7 +119,7 @@ from typing import Any, NamedTuple, Optional
 
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
 from wattgate.daemon.pidlock import LockHeld, lock_file
-from wattgate.daemon.rollback import _fsync_dir
+from wattgate.daemon.rollback import fsync_dir
 
 log = logging.getLogger("wattgate.eventlog")
 
@@ -429,7 +429,7 @@ class EventLog:
         finally:
             os.close(fd)
         if created:
-            _fsync_dir(Path(final).parent)
+            fsync_dir(Path(final).parent)
 
     def _release_lock(self) -> None:
         """Let another EventLog open the file (what the kernel does when the holder dies)."""
@@ -868,7 +868,7 @@ def _replace_floor(final: str, upto: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(Path(final).parent)
+    fsync_dir(Path(final).parent)
 
 
 def _lock(lock_path: str) -> Optional[int]:

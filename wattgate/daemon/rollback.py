@@ -92,7 +92,9 @@ class RestoreReport:
         return not self.failed and not self.unusable
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Sync a directory, so a file created or renamed in it survives a power cut (fsync of
+    the file alone does not make its name durable: fsync(2))."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -254,7 +256,7 @@ class SysfsJournal:
             raise
         os.close(fd)
         os.replace(tmp, self.path)
-        _fsync_dir(self.state_dir)
+        fsync_dir(self.state_dir)
 
     def _remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -262,7 +264,7 @@ class SysfsJournal:
         for stale in self.state_dir.glob(f".{JOURNAL_NAME}.*.tmp"):
             stale.unlink(missing_ok=True)
         if self.state_dir.exists():
-            _fsync_dir(self.state_dir)
+            fsync_dir(self.state_dir)
 
     # -- recording -----------------------------------------------------------------
 
