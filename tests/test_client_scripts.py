@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +74,7 @@ class SilentServer:
 
     def __init__(self, path: str) -> None:
         self.drain = threading.Event()
+        self.arrived = threading.Event()  # the first bytes of a request are in its socket
         self.received = bytearray()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
@@ -84,10 +87,20 @@ class SilentServer:
             peer, _ = self._listener.accept()
             with peer:
                 peer.sendall(HELLO)
+                select.select([peer], [], [], 60)
+                self.arrived.set()
                 self.drain.wait(60)
                 peer.settimeout(60)
                 while chunk := peer.recv(65536):
                     self.received += chunk
+
+    def cut_client(self, path: str) -> Client:
+        """A client whose sends this server's pace cuts into pieces: a small send buffer
+        (the kernel doubles it, socket(7)), so that a line of 60 KB is written in pieces
+        and the first pieces fill it: a daemon far behind in reading."""
+        client = Client(path, timeout=30)
+        client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        return client
 
     def lines(self) -> list[bytes]:
         """The whole lines received, once the client has closed."""
@@ -102,10 +115,7 @@ def test_a_request_cut_short_by_a_timeout_leaves_no_garbled_line(tmp_path: Path)
     next, not JSON. The connection is now closed instead, and says why."""
     path = str(tmp_path / "slow.sock")
     server = SilentServer(path)
-    client = Client(path, timeout=30)
-    # A small send buffer (the kernel doubles it, socket(7)) so that a line of 60 KB is
-    # written in pieces and the first pieces fill it: a daemon far behind in reading.
-    client._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client = server.cut_client(path)
     client.settimeout(0.5)
     with pytest.raises(ClientError) as cut:
         client.request("status", pad="x" * 60_000)
@@ -121,9 +131,58 @@ def test_a_request_cut_short_by_a_timeout_leaves_no_garbled_line(tmp_path: Path)
         assert refused.value.message.startswith(
             f"the connection was closed when a request to {path} was cut short after ")
     client.close()
+    assert_part_of_one_line(server)
+
+
+def assert_part_of_one_line(server: SilentServer) -> None:
+    """The server got part of a request line and then the end of the stream: nothing it
+    could take for a request, garbled or not."""
     lines = server.lines()  # what the daemon would have taken for requests
     assert all(json.loads(line) for line in lines)
-    assert server.received and not lines  # part of one line, no more
+    assert server.received and not lines
+
+
+class Interrupted(Exception):
+    """What a signal handler raises, as KeyboardInterrupt does for SIGINT."""
+
+
+def test_a_request_cut_short_by_a_signal_handler_s_exception_leaves_no_garbled_line(
+    tmp_path: Path,
+) -> None:
+    """Without a timeout, a send blocked on a daemon that reads slowly is cut short by an
+    exception from a signal handler (Ctrl-C's KeyboardInterrupt; an alarm a program uses as
+    its own timeout). A program that carries on after it sent its next request onto the
+    part already written. A handler for SIGUSR1 stands in for SIGINT's: pytest's own."""
+    path = str(tmp_path / "slow.sock")
+    server = SilentServer(path)
+    client = server.cut_client(path)
+    client.settimeout(None)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def raise_interrupted(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    def interrupt() -> None:
+        server.arrived.wait(60)  # the send has begun and blocks on the full buffer
+        signal.pthread_kill(main, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, raise_interrupted)
+    try:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(Interrupted):
+            client.request("status", pad="x" * 60_000)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    server.drain.set()
+    with pytest.raises(ClientError) as refused:
+        client.send({"cmd": "status", "id": "next"})
+    assert refused.value.code == "closed"
+    assert refused.value.message == (
+        f"the connection was closed when a request to {path} was cut short by Interrupted "
+        "while being sent: connect again")
+    client.close()
+    assert_part_of_one_line(server)
 
 
 def json_error(run: Any, code: int, error: str) -> dict[str, Any]:

@@ -184,7 +184,10 @@ class Client:
         The timeout bounds each wait for room in the socket's buffer. A line cut short by
         one (sent in part to a daemon that reads too slowly) cannot be taken back: the next
         line would be joined onto the part sent, one garbled line to the daemon, so the
-        connection is shut down and every later call raises "closed" saying why.
+        connection is shut down and every later call raises "closed" saying why. So it is
+        after an exception that a signal handler raised during the writes (Ctrl-C's
+        KeyboardInterrupt): Python runs the handler as a write returns, before its count
+        is kept, so how much of the line went out is not known.
         """
         self._check_usable()
         sent, view = 0, memoryview(line)
@@ -194,14 +197,21 @@ class Client:
         except _NO_WAIT:
             if not sent:
                 raise ClientError("timeout", f"{self.path} took no request in time") from None
-            self._cut_short = (f"a request to {self.path} was cut short after {sent} of its "
-                               f"{len(line)} bytes (no room for the rest in time)")
-            with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+            self._cut(f"was cut short after {sent} of its {len(line)} bytes (no room for the "
+                      "rest in time)")
             raise ClientError("timeout", f"{self._cut_short}; the connection is closed, as "
                                          "the next line would be joined onto it") from None
         except OSError as exc:
             raise _closed(self.path, exc) from None
+        except BaseException as exc:
+            self._cut(f"was cut short by {type(exc).__name__} while being sent")
+            raise
+
+    def _cut(self, how: str) -> None:
+        """Shut down a connection left in the middle of a request line; say why from now on."""
+        self._cut_short = f"a request to {self.path} {how}"
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
 
     def _check_usable(self) -> None:
         """ClientError "closed" once a send was cut short (_send_line)."""
