@@ -28,6 +28,8 @@ QUIET = GateVerdict(False, "idle", 0.0, False, ())
 COOLDOWN = GateVerdict(True, "cooldown", 0.0, False, ())
 HEARTBEAT = GateVerdict(True, "heartbeat", 0.0, False, ())
 SNAP = GateVerdict(True, "snap", 0.0, False, ())
+# A hang guard for settle(): the writes go to a fake tree and take no time; never a timing.
+HANG_S = 30.0
 
 
 
@@ -129,10 +131,12 @@ def test_idle_active_cooldown_idle(tmp_path: Path) -> None:
     assert pc.tick(2.0) == [  # cooldown shows in status, not as an event
         {"kind": "activity", "state": "active", "previous": "idle", "reason": "motion"},
     ]
+    assert pc.settle(HANG_S)
     assert knobs(root) == ACTIVE
     events = pc.tick(3.0)  # cooldown_s = 2 after the last motion
     assert events == [{"kind": "activity", "state": "idle", "previous": "cooldown",
                        "reason": "no motion for 2 s"}]
+    assert pc.settle(HANG_S)
     assert knobs(root) == IDLE
     pc.stop()
 
@@ -140,7 +144,8 @@ def test_idle_active_cooldown_idle(tmp_path: Path) -> None:
 def test_snap_wakes_ahead_of_its_frame(tmp_path: Path) -> None:
     pc, root = make(tmp_path)
     pc.start(0.0)
-    pc.on_snap(5.0)
+    pc.on_snap(5.0)  # the event loop: it asks the writer and does not wait
+    assert pc.settle(HANG_S)
     assert knobs(root) == ACTIVE
     assert pc.on_gate(SNAP, 5.05) is True
     pc.stop()
@@ -250,6 +255,7 @@ def test_pin_and_release(tmp_path: Path) -> None:
     pc, root = make(tmp_path)
     pc.start(0.0)
     pc.pin("performance", "uid 0")
+    assert pc.settle(HANG_S)
     assert read(root, f"{CPU}/policy4/scaling_governor") == "performance"
     assert read(root, f"{NPU_DEV}/power/control") == "on"
     assert pc.profile_status()["pinned_by"] == "uid 0"
@@ -259,6 +265,7 @@ def test_pin_and_release(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         pc.pin("turbo", "uid 0")
     pc.pin(None, "uid 0")
+    assert pc.settle(HANG_S)
     assert knobs(root) == IDLE
     status = pc.profile_status()
     assert (status["name"], status["source"]) == ("balanced", "default")
@@ -277,6 +284,7 @@ def test_thermal_rule_switches_profile_with_its_reason(tmp_path: Path) -> None:
     change = next(e for e in events if e["kind"] == "profile_change")
     assert change["profile"] == "powersave"
     assert change["reason"] == "soc-thermal 86 °C above 80 °C"
+    assert pc.settle(HANG_S)
     assert read(root, f"{CPU}/policy0/scaling_max_freq") == "408000"
     zone.write_text("78000\n")
     assert not [e for e in pc.tick(2.0) if e["kind"] == "profile_change"]  # hysteresis
@@ -363,13 +371,16 @@ def test_quiet_active_state_lowers_the_ceilings(tmp_path: Path) -> None:
     pc.start(0.0)
     pc.on_gate(MOTION, 0.0)
     pc.tick(0.9, LoadSample(0.9, 10, 0, 10.0))  # opens the window: clocks stay up
+    assert pc.settle(HANG_S)
     assert read(root, f"{NPU}/max_freq") == "1000000000"
     pc.on_gate(MOTION, 1.5)
     pc.tick(1.9, LoadSample(1.9, 25, 0, 25.0, 5.0))  # 15 ms of inference in a second
+    assert pc.settle(HANG_S)
     assert read(root, f"{NPU}/max_freq") == "300000000"
     assert read(root, f"{CPU}/policy4/scaling_max_freq") == "408000"
     pc.on_gate(MOTION, 2.5)
     pc.tick(2.9, LoadSample(2.9, 40, 3, 900.0, 5.0))  # stale frames: back to the top
+    assert pc.settle(HANG_S)
     assert read(root, f"{NPU}/max_freq") == "1000000000"
     assert pc.status()["load"] == {"duty": 0.875, "cpu": 0.05, "backlog": 3}
     pc.stop()

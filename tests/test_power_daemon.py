@@ -80,6 +80,18 @@ def write_scene(path: Path, quiet_s: float = 4.0, moving_s: float = 2.0,
     return path
 
 
+def wait_knobs(root: Path, expected: dict[str, str], timeout: float = 30.0) -> dict[str, str]:
+    """The knobs once they are ``expected``, or as they are after ``timeout`` (a hang guard).
+
+    The daemon's writer thread writes an edge's settings: the capture thread waits for them
+    at most power.WAKE_WAIT_S, and the edge's event may reach a client a moment before the
+    last write of the batch lands."""
+    deadline = time.monotonic() + timeout
+    while (now := knobs(root)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return now
+
+
 def power_sections(root: Path, journal: Path, video: Path, **power: Any) -> dict[str, Any]:
     return {
         "camera": {"source": str(video)},
@@ -112,10 +124,10 @@ def test_idle_active_idle_then_restored_on_exit(
         assert knobs(root) == IDLE  # the idle settings are in place before the first frame
         active = wait_activity(client, "active")
         assert active["reason"] == "motion" and active["previous"] == "idle"
-        assert knobs(root) == ACTIVE
+        assert wait_knobs(root, ACTIVE) == ACTIVE
         idle = wait_activity(client, "idle")
         assert idle["reason"] == "no motion for 2 s"
-        assert knobs(root) == IDLE
+        assert wait_knobs(root, IDLE) == IDLE
         status = client.request("status")
         power = status["power"]
         assert power["profile"]["name"] == "camera" and power["activity"]["state"] == "idle"

@@ -191,6 +191,7 @@ def test_the_variant_a_reload_will_want_is_asked_without_applying_anything(
     )
     assert pc.variant_under(night) is None  # "night" runs lite only when active
     pc.on_snap(0.5)  # wakes the activity machine: active
+    assert pc.settle(30.0)  # its writes done (a hang guard: the tree takes them at once)
     before = tree_snapshot(root)
     assert pc.variant_under(night) == "lite"
     assert pc.decision.profile == "balanced" and pc.model_variant is None

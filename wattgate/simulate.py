@@ -47,6 +47,10 @@ from wattgate.simkernel import SimBoard, WatchIO
 Image = npt.NDArray[np.uint8]
 CATCH_FRAMES = 2  # an event is caught when one of its first two frames is inferred
 MODEL_RUNS = 20
+# The controller writes from its own thread (daemon/power.py); the simulation waits for
+# each step's writes so the board reads them at the same frame on every run. The writes go
+# to a fake tree: this bound is only a guard against a hang, never reached.
+SETTLE_S = 60.0
 
 BASELINES: dict[str, dict[str, Any]] = {
     "always_on": {
@@ -233,6 +237,12 @@ def recall(events: Sequence[tuple[int, int]], inferred: set[int]) -> float:
     return caught / len(events)
 
 
+def settle(controller: PowerController) -> None:
+    """Wait until the controller has written what it wants (deterministic runs)."""
+    if not controller.settle(SETTLE_S):
+        raise RuntimeError(f"the power writes did not settle within {SETTLE_S:.0f} s")
+
+
 def run_one(cfg: Config, board: str, footage: Footage, model_ms: float, workdir: Path) -> RunResult:
     """One strategy over the whole footage on a freshly materialised board."""
     root = materialize(board, workdir / "sys")
@@ -264,6 +274,7 @@ def run_one(cfg: Config, board: str, footage: Footage, model_ms: float, workdir:
                     verdict = gate.update_bgr(frame, now)
                     gated = True
             admitted = looked and controller.on_gate(verdict, now)
+            settle(controller)
             sim.step(index, now, dt, looked, gated, admitted)
             cpu_sum += sim.busiest_cpu_percent(dt)
             steps += 1
@@ -272,6 +283,7 @@ def run_one(cfg: Config, board: str, footage: Footage, model_ms: float, workdir:
                 sample = LoadSample(now + dt, len(c.inferred), c.stale, c.infer_ms_total,
                                     cpu_sum / max(steps, 1))
                 controller.tick(now + dt, sample)
+                settle(controller)
                 cpu_sum, steps = 0.0, 0
                 next_tick += 1.0
     finally:

@@ -11,13 +11,24 @@ Who calls what (the daemon does the wiring):
 
 * capture thread, every frame: ``on_frame(now)`` (capture fps of the profile) and
   ``on_gate(verdict, now)`` right after the gate, before the frame is queued for the
-  model. A trigger that wakes the activity state writes the active settings there and
-  then, so the NPU is powered and clocked up before the first inference. Otherwise it is
-  a few comparisons under an uncontended lock.
+  model. A trigger that wakes the activity state asks for the active settings there and
+  waits, at most WAKE_WAIT_S, until they are written, so the NPU is powered and clocked up
+  before the first inference. Otherwise it is a few comparisons under an uncontended lock.
 * event loop, once a second: ``tick(now, load)`` reads temperatures, supplies, light and
-  meters, runs the rules, the activity timeout and the load feedback, applies the diff,
+  meters, runs the rules, the activity timeout and the load feedback, asks for the diff,
   integrates energy, and returns events for the daemon to number and publish.
 * protocol: ``pin``, ``status``, ``profile_status``, ``power_message``.
+
+No sysfs write runs on the event loop or the capture thread, nor under ``_lock``: a
+store can block for long on a real board (writing "on" to power/control resumes the
+device synchronously, pm_runtime_forbid in Documentation/power/runtime_pm.rst, hundreds
+of ms for a USB camera or a PCIe NPU; a devfreq governor change waits for the devfreq
+mutex a busy driver holds). The callers only compute ``wanted`` and bump a generation;
+one writer thread (``_writer_thread``, a ``_write_round`` per request) takes the latest
+wanted state under the lock, writes the diff in ``write_order`` outside it, and records
+the results under it. States wanted while a write was in progress are not written one by
+one: the latest wins. ``settle`` waits until everything wanted so far has been tried
+(start, reload, simulate, tests). The status does not read a knob with a write pending.
 
 A knob whose write fails (a typed SysfsError) is logged with KNOB/VALUE fields, shown in
 the status, and written again after 1, 2, 4 ... ticks (RETRY_MAX_TICKS) or when its wanted
@@ -34,8 +45,9 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
@@ -93,6 +105,16 @@ EPS = 1e-6
 # can pass (udev's chown of the attributes landing after the start, a driver busy), and the
 # state may keep wanting the value for hours without another change to write it then.
 RETRY_MAX_TICKS = 64
+# How long on_gate (the capture thread) waits, on an activity edge, for the writer to have
+# written the new settings: long enough for the first inference after a wake to run at the
+# raised clocks when the writes go through, short enough that a stuck write (a device that
+# does not resume) holds up the pipeline no longer than this.
+WAKE_WAIT_S = 0.2
+# How long start() and reload() wait for their settings to be written: the idle settings
+# are in place before READY, as a reload's are before its reply, unless a write is stuck.
+SETTLE_S = 10.0
+# How long stop() waits for the write in progress before restoring anyway (stop()).
+STOP_JOIN_S = 5.0
 # [power] keys that name another board, root or journal: a reload restores and starts afresh
 STRUCTURAL = ("enabled", "sysfs_root", "journal_dir", "npu", "gpu", "runtime_pm_devices",
               "board")
@@ -138,9 +160,62 @@ class OriginalsWriter:
         return self._writer.write(attribute, value, restore=restore)
 
 
+class _Progress:
+    """What the writer has been asked to write and what it has tried, by generation, and
+    the condition both wait on (built on the controller's lock)."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.wake = threading.Condition(lock)
+        self.asked = 0  # bumped whenever there is something new to write (_request)
+        self.done = 0  # the last generation the writer has tried in full
+
+
+@dataclass
+class _Worker:
+    """The writer thread and the flag that stops it (each thread its own: one that a stop
+    gave up on, still in a stuck write, must not pick up the next start's work)."""
+
+    thread: threading.Thread
+    stopping: threading.Event
+    finalizer: Optional[weakref.finalize[[_Progress], PowerController]] = None
+
+    def stop(self, progress: _Progress) -> None:
+        """Let the write in progress finish; start no other (also when the controller is
+        dropped without stop(): weakref.finalize)."""
+        with progress.wake:
+            self.stopping.set()
+            progress.wake.notify_all()
+
+
+def _writer_thread(ref: weakref.ref[PowerController], stopping: threading.Event,
+                   progress: _Progress) -> None:
+    """The writer thread: one round of writes (``_write_round``) per new request until
+    stopped. It holds the controller only during a round: one dropped without stop() (as
+    the tests emulate a crash) goes, and its locks with it, as the process's would."""
+    while True:
+        with progress.wake:
+            progress.wake.wait_for(
+                lambda: stopping.is_set() or progress.done != progress.asked)
+            if stopping.is_set():
+                return
+        controller = ref()
+        if controller is None:
+            return
+        generation, finished = controller._write_round(stopping)
+        del controller
+        with progress.wake:
+            if finished and not stopping.is_set():
+                progress.done = max(progress.done, generation)
+                progress.wake.notify_all()
+
+
 class PowerController:
     def __init__(self, cfg: Config, *, io: Optional[AttributeIO] = None) -> None:
         self._lock = threading.RLock()
+        # the writer waits on it for work, settle() and on_gate for the writer's progress
+        self._progress = _Progress(self._lock)
+        self._wake = self._progress.wake
+        self._worker: Optional[_Worker] = None
         self._setup(cfg, io)
 
     def _setup(self, cfg: Config, io: Optional[AttributeIO]) -> None:
@@ -173,7 +248,10 @@ class PowerController:
         self.applied: dict[str, str] = {}
         self.wanted: dict[str, str] = {}
         self.failed: dict[str, str] = {}
-        self._retry: dict[str, tuple[int, int]] = {}  # failed knob: (ticks to its retry, wait)
+        # failed knob: (ticks to its retry, wait); 0 ticks: handed to the writer (_due)
+        self._retry: dict[str, tuple[int, int]] = {}
+        self._due: set[str] = set()  # refused knobs to write again with the next batch
+        self._writing: Optional[str] = None  # the knob whose write is in progress
         self.notes: tuple[str, ...] = ()
         self.pipeline = PipelineSettings()
         self.model_variant: Optional[str] = None
@@ -212,6 +290,8 @@ class PowerController:
             self._discover()
             self.energy_model = self._energy_model()
             self._started = True
+            if self.writes and self.writer is not None:
+                self._start_writer()
         inputs = self.inputs.read(now)
         with self._lock:
             decision, latches = self.rules.evaluate(inputs.readings)
@@ -220,7 +300,7 @@ class PowerController:
             events.append(self._switch(decision, now, initial=True))
             self._apply_state()
             self._last_tick = now
-            return events + self._drain()
+        return events + self._settled("start")
 
     def reload(self, cfg: Config, now: float) -> list[Event]:
         """A new config (SIGHUP): new profiles and rules at once, the pin kept if it still
@@ -253,7 +333,21 @@ class PowerController:
             if decision.profile != previous:  # an event only for a change clients can see
                 events.append(switched)
             self._apply_state()
-            return events + self._drain()
+        return events + self._settled("reload")
+
+    def _settled(self, what: str) -> list[Event]:
+        """After start or reload: wait (SETTLE_S) for the writer to write what they asked,
+        so the settings are in place when the daemon says READY or answers the reload, and
+        the events of any knob refused are in this answer; then the pending events."""
+        if not self.settle(SETTLE_S):
+            with self._lock:
+                busy = self._writing
+            log.error("%s: the power settings are not all written after %.0f s (%s is still "
+                      "being written); going on, the writer carries on with them", what,
+                      SETTLE_S, busy or "a knob",
+                      extra=event(MessageId.KNOB_FAILED, knob=busy))
+        with self._lock:
+            return self._drain()
 
     def _structural(self, cfg: Config) -> bool:
         """Whether ``cfg`` names another board, root or journal: its reload starts afresh."""
@@ -329,22 +423,144 @@ class PowerController:
                         **first}
 
     def stop(self) -> None:
-        """Write every original value back (normal exit, SIGTERM, SIGINT)."""
+        """Stop the writer, then write every original value back (normal exit, SIGTERM,
+        SIGINT). The restore runs outside the lock: status() does not wait for it."""
+        stuck = self._stop_writer()
         with self._lock:
-            if self.journal is not None:
-                report = self.journal.restore()
-                if report.restored or report.failed:
-                    log.info(
-                        "restored %d sysfs attribute(s), %d failed",
-                        len(report.restored), len(report.failed),
-                        extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
-                                    failed=len(report.failed) or None),
-                    )
+            journal = self.journal
+            self.writes = False
+            self._started = False
+        if journal is not None:
+            original = journal.original(stuck) if stuck is not None else None
+            report = journal.restore()
+            if stuck is not None and original is not None:
+                # The stuck write may still land after the restore: its original stays in
+                # the journal, for the next start to give back (the crash restore).
+                journal.record(stuck, original.removesuffix("\n"))
+            if report.restored or report.failed:
+                log.info(
+                    "restored %d sysfs attribute(s), %d failed",
+                    len(report.restored), len(report.failed),
+                    extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
+                                failed=len(report.failed) or None),
+                )
+        with self._lock:
             self._release_locks()
             self.applied.clear()
             self._retry.clear()
-            self.writes = False
-            self._started = False
+            self._due.clear()
+            self._writing = None
+
+    # -- the writer --------------------------------------------------------------------------
+
+    def _start_writer(self) -> None:
+        """Start the writer thread (under the lock, at start): nothing pending yet."""
+        progress = self._progress
+        progress.done = progress.asked
+        stopping = threading.Event()
+        worker = _Worker(threading.Thread(target=_writer_thread, name="wattgate-power-writer",
+                                          args=(weakref.ref(self), stopping, progress),
+                                          daemon=True), stopping)
+        worker.finalizer = weakref.finalize(self, worker.stop, progress)
+        self._worker = worker
+        worker.thread.start()
+
+    def _stop_writer(self) -> Optional[str]:
+        """Stop the writer: the write in progress may finish, no other one starts. The knob
+        it is still writing after STOP_JOIN_S, if any (None when it stopped).
+
+        A store that never returns (a device that never resumes) must not keep the daemon
+        from restoring the others and exiting: stop() goes on without the thread. What
+        backs this up is systemd's TimeoutStopSec, should the restore hang as well, and the
+        journal, which keeps the stuck knob's original for the next start to restore.
+        """
+        with self._wake:
+            worker, self._worker = self._worker, None
+        if worker is None:
+            return None
+        if worker.finalizer is not None:
+            worker.finalizer.detach()
+        worker.stop(self._progress)
+        worker.thread.join(STOP_JOIN_S)
+        if not worker.thread.is_alive():
+            return None
+        with self._lock:
+            stuck = self._writing
+        log.error("the write of %s has not returned after %.0f s; restoring without waiting "
+                  "for it, its original stays in the journal for the next start",
+                  stuck, STOP_JOIN_S, extra=event(MessageId.KNOB_FAILED, knob=stuck))
+        return stuck
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until everything wanted so far has been tried (written or refused); False
+        when ``timeout`` seconds pass first (a write is stuck). True at once when nothing
+        is written (writes off, or not started). Never call it on the event loop."""
+        with self._wake:
+            return self._wake.wait_for(lambda: self._tried(self._progress.asked), timeout)
+
+    def _tried(self, generation: int) -> bool:
+        return self._worker is None or self._progress.done >= generation
+
+    def _request(self) -> None:
+        """Tell the writer there is something new to write (under the lock)."""
+        self._progress.asked += 1
+        self._wake.notify_all()
+
+    def _write_round(self, stopping: threading.Event) -> tuple[int, bool]:
+        """One round of the writer thread: the latest wanted state (and the retries due),
+        taken under the lock and written outside it. Its generation, and whether it was
+        written in full (not cut short by a stop or a newer request: the latest wins)."""
+        with self._wake:
+            generation = self._progress.asked
+            batch = self._batch()
+            assert self.writer is not None
+            writer = OriginalsWriter(self.writer, dict(self._unread))
+            policies, devices = self._policies, self._devfreq
+        try:
+            return generation, self._write_batch(stopping, generation, batch, writer,
+                                                 policies, devices)
+        except Exception:  # a bug must not end the writes for good, nor hang settle()
+            log.exception("writing the power settings failed")
+            return generation, True
+
+    def _batch(self) -> list[tuple[str, str]]:
+        """What the writer writes next, in write_order (under the lock): the knobs whose
+        wanted value is not the one last written, and the refused ones due again."""
+        changes = diff(self.applied, self.wanted)
+        for key in self._due:
+            if key in self.applied:
+                changes.setdefault(key, self.applied[key])
+        self._due = set()
+        current = {**self.baseline, **self.applied}
+        return sorted(changes.items(), key=lambda kv: write_order(kv[0], kv[1], current))
+
+    def _write_batch(
+        self,
+        stopping: threading.Event,
+        generation: int,
+        batch: Sequence[tuple[str, str]],
+        writer: OriginalsWriter,
+        policies: Mapping[str, cpufreq.CpuPolicy],
+        devices: Mapping[str, devfreq.DevfreqDevice],
+    ) -> bool:
+        """Write ``batch`` outside the lock, recording each result under it; False when a
+        stop or a newer request cut it short (after at least one write, so it progresses)."""
+        for index, (key, value) in enumerate(batch):
+            with self._wake:
+                if stopping.is_set() or (index and self._progress.asked != generation):
+                    return False
+                self._writing = key
+            error: Optional[Exception] = None
+            try:
+                write_knob(writer, key, value, policies, devices)
+            except (SysfsError, OSError, ValueError) as exc:
+                error = exc
+            with self._wake:
+                if stopping.is_set():
+                    return False  # stopped: stop() clears what was applied
+                self._writing = None
+                self._record(key, value, error)
+        return True
 
     def _open_journal(self) -> None:
         """Lock the journal directory, undo what a previous run left changed, and allow
@@ -627,8 +843,11 @@ class PowerController:
     def on_gate(self, verdict: Verdict, now: float) -> bool:
         """The gate's verdict on one frame; True when the frame may go to the model.
 
-        Called before the frame is queued: a trigger that wakes the NPU writes the active
-        settings here, so the first inference already runs at the raised clocks.
+        Called before the frame is queued: on an edge that changes the settings (a trigger
+        that wakes the NPU) it waits, with the lock released, until the writer has written
+        them, so the first inference already runs at the raised clocks. At most
+        WAKE_WAIT_S: a write that hangs (a device that does not resume) must not stall the
+        pipeline, whose frames then go on at the settings the writer has reached.
         """
         snap = verdict.reason == "snap"
         with self._lock:
@@ -638,20 +857,29 @@ class PowerController:
                 change = self.activity.trigger("snap", now)
             else:
                 change = self.activity.quiet(now)
-            if change is not None:
-                self._on_transition(change)
-            if not verdict.infer:
-                return False
-            if snap:
-                self._last_admit = now
-                return True
-            cap = self.pipeline.max_infer_fps
-            onset = change is not None and change.before == "idle"
-            if (cap is not None and not onset
-                    and (cap <= 0 or now - self._last_admit < 1.0 / cap - EPS)):
-                return False
+            wanted = self._on_transition(change) if change is not None else None
+            admit = self._admit(verdict, snap, change, now)
+        if wanted is not None:
+            with self._wake:
+                self._wake.wait_for(lambda: self._tried(wanted), WAKE_WAIT_S)
+        return admit
+
+    def _admit(self, verdict: Verdict, snap: bool, change: Optional[Transition],
+               now: float) -> bool:
+        """Whether a frame the gate passed may go to the model (the profile's infer fps cap;
+        a snap and a wake's first frame always may). Under the lock."""
+        if not verdict.infer:
+            return False
+        if snap:
             self._last_admit = now
             return True
+        cap = self.pipeline.max_infer_fps
+        onset = change is not None and change.before == "idle"
+        if (cap is not None and not onset
+                and (cap <= 0 or now - self._last_admit < 1.0 / cap - EPS)):
+            return False
+        self._last_admit = now
+        return True
 
     def on_snap(self, now: float) -> None:
         """A client asked for a snap: wake now, ahead of the frame that will answer it."""
@@ -660,18 +888,22 @@ class PowerController:
             if change is not None:
                 self._on_transition(change)
 
-    def _on_transition(self, change: Transition) -> None:
+    def _on_transition(self, change: Transition) -> Optional[int]:
         """Apply an idle edge's settings; only idle edges are events. Active and cooldown
         alternate with every frame when motion comes and goes frame by frame, and an event
-        each time would flood the event log (status and power messages show cooldown)."""
-        if change.settings_changed:
-            self._pending.append(
-                {"kind": "activity", "state": change.after, "previous": change.before,
-                 "reason": change.reason}
-            )
-            if change.after != "idle":
-                self.load.reset(1.0)
-            self._apply_state()
+        each time would flood the event log (status and power messages show cooldown).
+        The generation the writer must reach to have written the new settings, None when
+        the edge changes no settings."""
+        if not change.settings_changed:
+            return None
+        self._pending.append(
+            {"kind": "activity", "state": change.after, "previous": change.before,
+             "reason": change.reason}
+        )
+        if change.after != "idle":
+            self.load.reset(1.0)
+        self._apply_state()
+        return self._progress.asked
 
     # -- event loop --------------------------------------------------------------------------
 
@@ -782,6 +1014,7 @@ class PowerController:
         return build(self.profile.settings(state), self.caps, level)
 
     def _apply_state(self) -> None:
+        """Compute what is wanted now and hand the diff to the writer (under the lock)."""
         target = self.target()
         self.notes = target.notes
         variant = chosen_variant(self.decision.model_variant, target.pipeline.model_variant)
@@ -791,21 +1024,17 @@ class PowerController:
                                   else f"profile {self.profile.name}"})
             self.model_variant = variant
         self.pipeline = target.pipeline
-        self.wanted = complete(target.knobs, self.baseline, self.driven)
-        if not self.writes or self.writer is None:
-            return
-        changes = diff(self.applied, self.wanted)
-        current = {**self.baseline, **self.applied}
-        for key in sorted(changes, key=lambda k: write_order(k, changes[k], current)):
-            self._write(key, changes[key])
+        wanted, self.wanted = self.wanted, complete(target.knobs, self.baseline, self.driven)
+        # A changed want is a request even with nothing to write against what is applied:
+        # the writer may be writing an older want right now, which this one undoes.
+        if self._worker is not None and (wanted != self.wanted
+                                         or diff(self.applied, self.wanted)):
+            self._request()
 
-    def _write(self, key: str, value: str) -> None:
-        writer = self.writer
-        assert writer is not None
-        try:
-            write_knob(OriginalsWriter(writer, self._unread), key, value, self._policies,
-                       self._devfreq)
-        except (SysfsError, OSError, ValueError) as exc:
+    def _record(self, key: str, value: str, exc: Optional[Exception]) -> None:
+        """The result of one write (under the lock): a refusal is logged and sent as an
+        event once per distinct error, and tried again after 1, 2, 4 ... ticks."""
+        if exc is not None:
             errno_ = getattr(exc, "errno", None)
             if self.failed.get(key) != str(exc):
                 log.warning(
@@ -825,18 +1054,21 @@ class PowerController:
         self.applied[key] = value  # the value wanted: a refused one is retried (tick)
 
     def _retry_failed(self) -> None:
-        """Write again the refused knobs whose wait is over (RETRY_MAX_TICKS)."""
-        due = []
+        """Hand the writer the refused knobs whose wait is over (RETRY_MAX_TICKS)."""
+        due = False
         for key, (left, wait) in list(self._retry.items()):
             if key not in self.applied:  # no longer driven (a reload)
                 del self._retry[key]
+            elif left == 0:  # with the writer already, not tried yet
+                continue
             elif left > 1:
                 self._retry[key] = (left - 1, wait)
             else:
-                due.append(key)
-        current = {**self.baseline, **self.applied}
-        for key in sorted(due, key=lambda k: write_order(k, self.applied[k], current)):
-            self._write(key, self.applied[key])
+                self._retry[key] = (0, wait)
+                self._due.add(key)
+                due = True
+        if due and self._worker is not None:
+            self._request()
 
     # -- readings and energy -----------------------------------------------------------------
 
@@ -887,15 +1119,30 @@ class PowerController:
             return out
 
     def knob_status(self) -> dict[str, dict[str, Any]]:
-        """Each driven knob: its value now, the target, the original, any error."""
+        """Each driven knob: its value now, the target, the original, any error.
+
+        A knob with a write pending or in progress is not read (no value): its read may
+        wait for the same driver as its store (the device's lock, a resume), and the
+        status must not wait for a write."""
         with self._lock:
             keys = list(self.driven)
-        current_values = {key: self._read_knob(key) for key in keys}  # sysfs, outside the lock
+            busy = self._unsettled()
+        current_values = {key: None if key in busy else self._read_knob(key)  # sysfs,
+                          for key in keys}  # outside the lock
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
             for key in keys:
                 out[key] = self._knob_entry(key, current_values[key])
         return out
+
+    def _unsettled(self) -> set[str]:
+        """The knobs the writer has yet to write or is writing (under the lock)."""
+        if self._worker is None:
+            return set()
+        busy = set(diff(self.applied, self.wanted)) | self._due
+        if self._writing is not None:
+            busy.add(self._writing)
+        return busy
 
     def _knob_entry(self, key: str, current: Optional[str]) -> dict[str, Any]:
         entry: dict[str, Any] = {}
