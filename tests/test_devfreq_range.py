@@ -67,6 +67,7 @@ def test_a_refused_restore_at_start_does_not_narrow_the_range(tmp_path: Path) ->
     assert pc.caps.npu is not None
     assert (pc.caps.npu.min_hz, pc.caps.npu.max_hz) == (300_000_000, 1_000_000_000)
     pc.on_gate(MOTION, 11.0)  # active: npu_max_hz 100%
+    assert pc.settle(10.0)
     assert read(root, NPU_MAX) == "1000000000"
     pc.stop()
     assert read(root, NPU_MAX) == "1000000000"
@@ -87,6 +88,7 @@ def test_a_refused_restore_on_a_structural_reload_does_not_narrow_the_range(
     assert read(root, NPU_MAX) == "300000000"
     assert pc.caps.npu is not None and pc.caps.npu.max_hz == 1_000_000_000
     pc.on_gate(MOTION, 3.0)
+    assert pc.settle(10.0)
     assert read(root, NPU_MAX) == "1000000000"
     pc.stop()
     assert read(root, NPU_MAX) == "1000000000"
