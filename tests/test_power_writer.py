@@ -301,3 +301,58 @@ def test_stop_does_not_wait_forever_for_a_stuck_write(
     again.start(10.0)  # the crash restore gives the governor back
     again.stop()
     assert tree_snapshot(root) == before
+
+
+class Gated(OsIO):
+    """The plain file I/O, but the NPU governor's stores wait for the test while ``hold``
+    is set, one ``go`` each, and the big cluster's ceiling is refused while ``refusing``
+    is set (EBUSY, as a busy driver answers)."""
+
+    def __init__(self, governor: Path, ceiling: Path) -> None:
+        self.governor, self.ceiling = str(governor), str(ceiling)
+        self.refusing, self.hold = True, False
+        self.entered, self.go = threading.Semaphore(0), threading.Semaphore(0)
+
+    def write_text(self, path: Path, data: str) -> None:
+        real = os.path.realpath(path)
+        if real == self.ceiling and self.refusing:
+            raise OSError(errno.EBUSY, os.strerror(errno.EBUSY), str(path))
+        if real == self.governor and self.hold:
+            self.entered.release()
+            assert self.go.acquire(timeout=HANG_S)
+        super().write_text(path, data)
+
+
+@pytest.mark.timeout(300)
+def test_a_retry_in_a_batch_a_newer_request_cuts_short_is_not_lost(tmp_path: Path) -> None:
+    """A refused ceiling due again rides in the writer's next batch, after the governor.
+    A newer pin cuts that batch short after the governor: the retry must come in a later
+    batch, not be dropped (it was: the ceiling kept its original for good)."""
+    root = materialize("rk3588", tmp_path / "sys")
+    io = Gated(Path(os.path.realpath(root / GOVERNOR)), Path(os.path.realpath(root / BIG_MAX)))
+    cfg = parse_config({
+        "power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal"),
+                  "profile": "calm"},
+        # the same ceiling as calm, another governor: a pin changes the governor only
+        "profiles": {**PROFILES, "calm_b": {**PROFILES["calm"], "npu_governor": ["performance"]}},
+    })
+    pc = PowerController(cfg, io=io)
+    pc.start(0.0)
+    assert BIG_MAX in pc.failed  # refused: tried again after one tick
+    io.refusing, io.hold = False, True
+    pc.pin("calm_b", "uid 0")  # first batch: the governor only, held
+    assert io.entered.acquire(timeout=HANG_S)
+    pc.tick(1.0)  # the ceiling's retry is due: it goes with the next batch
+    pc.pin("calm", "uid 0")  # the next batch: the governor back, then the ceiling's retry
+    io.go.release()
+    assert io.entered.acquire(timeout=HANG_S)  # that batch, at its governor
+    pc.pin("calm_b", "uid 0")  # newer: the batch stops after the governor
+    io.hold = False
+    io.go.release()
+    for now in (2.0, 3.0, 4.0, 5.0):
+        assert pc.settle(HANG_S)
+        pc.tick(now)
+    assert pc.settle(HANG_S)
+    assert read(root, BIG_MAX) == pc.wanted[BIG_MAX]
+    assert BIG_MAX not in pc.failed
+    pc.stop()

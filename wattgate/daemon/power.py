@@ -527,10 +527,9 @@ class PowerController:
         """What the writer writes next, in write_order (under the lock): the knobs whose
         wanted value is not the one last written, and the refused ones due again."""
         changes = diff(self.applied, self.wanted)
-        for key in self._due:
-            if key in self.applied:
-                changes.setdefault(key, self.applied[key])
-        self._due = set()
+        self._due &= self.applied.keys()  # no longer driven (a reload): no retry
+        for key in self._due:  # left in _due until tried (_record): a cut batch keeps them
+            changes.setdefault(key, self.applied[key])
         current = {**self.baseline, **self.applied}
         return sorted(changes.items(), key=lambda kv: write_order(kv[0], kv[1], current))
 
@@ -1034,6 +1033,7 @@ class PowerController:
     def _record(self, key: str, value: str, exc: Optional[Exception]) -> None:
         """The result of one write (under the lock): a refusal is logged and sent as an
         event once per distinct error, and tried again after 1, 2, 4 ... ticks."""
+        self._due.discard(key)
         if exc is not None:
             errno_ = getattr(exc, "errno", None)
             if self.failed.get(key) != str(exc):
