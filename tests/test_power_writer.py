@@ -22,7 +22,7 @@ import struct
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
@@ -209,11 +209,12 @@ class Recording(OsIO):
         self.stores.append((str(path), data.strip()))
 
 
-def controller(tmp_path: Path, root: Path, io: OsIO) -> PowerController:
+def controller(tmp_path: Path, root: Path, io: OsIO,
+               profiles: Mapping[str, Any] = PROFILES) -> PowerController:
     cfg = parse_config({
         "power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal"),
                   "profile": "calm"},
-        "profiles": PROFILES,
+        "profiles": profiles,
     })
     return PowerController(cfg, io=io)
 
@@ -330,13 +331,9 @@ def test_a_retry_in_a_batch_a_newer_request_cuts_short_is_not_lost(tmp_path: Pat
     batch, not be dropped (it was: the ceiling kept its original for good)."""
     root = materialize("rk3588", tmp_path / "sys")
     io = Gated(Path(os.path.realpath(root / GOVERNOR)), Path(os.path.realpath(root / BIG_MAX)))
-    cfg = parse_config({
-        "power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal"),
-                  "profile": "calm"},
-        # the same ceiling as calm, another governor: a pin changes the governor only
-        "profiles": {**PROFILES, "calm_b": {**PROFILES["calm"], "npu_governor": ["performance"]}},
-    })
-    pc = PowerController(cfg, io=io)
+    # calm_b: the same ceiling as calm, another governor: a pin changes the governor only
+    pc = controller(tmp_path, root, io, {
+        **PROFILES, "calm_b": {**PROFILES["calm"], "npu_governor": ["performance"]}})
     pc.start(0.0)
     assert BIG_MAX in pc.failed  # refused: tried again after one tick
     io.refusing, io.hold = False, True
