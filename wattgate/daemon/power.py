@@ -856,11 +856,11 @@ class PowerController:
                 change = self.activity.trigger("snap", now)
             else:
                 change = self.activity.quiet(now)
-            wanted = self._on_transition(change) if change is not None else None
+            generation = self._on_transition(change) if change is not None else None
             admit = self._admit(verdict, snap, change, now)
-        if wanted is not None:
+        if generation is not None:  # the new settings are asked for: wait for them
             with self._wake:
-                self._wake.wait_for(lambda: self._tried(wanted), WAKE_WAIT_S)
+                self._wake.wait_for(lambda: self._tried(generation), WAKE_WAIT_S)
         return admit
 
     def _admit(self, verdict: Verdict, snap: bool, change: Optional[Transition],
