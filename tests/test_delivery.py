@@ -78,9 +78,11 @@ def test_a_client_told_busy_reads_the_error_then_the_end(start_daemon: StartDaem
 # Driver calls that take as long as a test wants, injected into the real daemon: a client
 # image whose inference is still running, and an NPU invoke that never returns (a hung
 # driver), cannot be had on demand. Cue files in the directory named by the first argument
-# say when.
+# say when. "spin" keeps a client's image in native code (OpenCV, which drops the GIL for
+# each call) for good, as a driver that polls its device would.
 SLOW_PARTS = """
 import sys, threading, time
+import cv2, numpy
 from pathlib import Path
 import wattgate.daemon.pipeline as pipeline
 import wattgate.drivers.inference as inference
@@ -95,6 +97,8 @@ def infer_image(self, bgr):
     (cues / "image taken").touch()
     while (cues / "hold images").exists():
         time.sleep(0.02)
+    while (cues / "spin").exists():
+        cv2.GaussianBlur(numpy.zeros((1080, 1920), numpy.uint8), (21, 21), 0)
     return real_infer_image(self, bgr)
 inference.Model.invoke, pipeline.Pipeline.infer_image = invoke, infer_image
 from wattgate.cli import main
@@ -161,6 +165,23 @@ def test_an_infer_waiting_on_a_hung_model_does_not_hold_the_daemon_stop(
     daemon = slow_daemon(start_daemon, cues)
     (cues / "hang").touch()
     wait_for(cues / "hung", daemon)
+    raw, answer = infer_then_stop(daemon, cues)
+    assert (answer["class"], answer["id"], answer["code"]) == ("error", "img", "unavailable")
+    raw.close()
+    assert daemon.wait(timeout=60) == 0, daemon.log()
+
+
+def test_a_thread_left_in_native_code_does_not_abort_the_stop(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    """A client's image is still in native code (a C++ call that released the GIL) when
+    the daemon, stopped, exits. Python's finalization ends such a thread by unwinding it
+    when it asks for the GIL back, and through C++ frames that is std::terminate: the
+    daemon died of SIGABRT (exit -6, a failed unit and a core dump under systemd) after an
+    orderly stop."""
+    cues = tmp_path / "cues"
+    daemon = slow_daemon(start_daemon, cues)
+    (cues / "spin").touch()
     raw, answer = infer_then_stop(daemon, cues)
     assert (answer["class"], answer["id"], answer["code"]) == ("error", "img", "unavailable")
     raw.close()

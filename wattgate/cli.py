@@ -103,13 +103,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wattgate.daemon.app import Daemon, StartupError
     from wattgate.daemon.logs import setup_logging
     setup_logging(cfg.daemon.log_level)
+    from wattgate.daemon.handoff import end_process
     faulthandler.enable()  # the watchdog's SIGABRT then leaves every thread's stack in the log
     try:
-        return asyncio.run(Daemon(cfg, path, early_hangups=hangups).run())
+        code = asyncio.run(Daemon(cfg, path, early_hangups=hangups).run())
     except StartupError as exc:
-        return _fail(str(exc), EXIT_UNAVAILABLE)
+        code = _fail(str(exc), EXIT_UNAVAILABLE)
     except OSError as exc:
-        return _fail(f"cannot start: {exc}", 1)
+        code = _fail(f"cannot start: {exc}", 1)
+    return end_process(code)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -14,13 +14,17 @@ millisecond timer resolution), the price of fewer wake-ups and of batches the hu
 each subscriber in one write: worth it only when the fan-out is wide, so poll_s() may say 0,
 and then every item wakes the loop as call_soon_threadsafe would.
 
-`in_own_thread` is the other way for one call: run it in a thread and await its outcome.
+`in_own_thread` is the other way for one call: run it in a thread and await its outcome;
+`end_process` ends the process past such a thread that never came back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import os
+import sys
 import threading
 from collections import deque
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -124,3 +128,26 @@ async def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await future
+
+
+def end_process(code: int) -> int:
+    """code, for the caller to exit with; or, when a thread is still running (a call
+    abandoned in a driver, see `in_own_thread`), no return: the process ends here.
+
+    Python's finalization ends a daemon thread that asks for the GIL back by unwinding its
+    stack (pthread_exit). A thread in OpenCV or TFLite asks for it from C++ frames, and the
+    unwinding there ends in std::terminate: an orderly stop became a SIGABRT, a failed unit
+    and a core dump. Called once everything that matters is closed, this flushes the logs
+    and the standard streams and exits without finalizing, as the kernel would have ended
+    the thread anyway."""
+    left = [thread.name for thread in threading.enumerate()
+            if thread is not threading.current_thread()]
+    if not left:
+        return code
+    logging.getLogger(__name__).info(
+        "exiting with %d thread(s) still in a call: %s", len(left), ", ".join(left))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
