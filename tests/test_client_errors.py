@@ -397,3 +397,20 @@ def test_no_hello_in_time_says_the_daemon_may_still_be_starting(tmp_path: Path) 
             "(a socket-activated start loads the model first)")
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("command", ["status", "watch", "events", "snap", "profile"])
+def test_a_bad_config_under_json_is_an_error_object_on_stdout(
+    tmp_path: Path, command: str,
+) -> None:
+    """The README: with --json a client command's error is also one JSON object on stdout,
+    for a script that reads only stdout. A bad --config (exit 78) printed to stderr only:
+    the script read nothing at all."""
+    config = tmp_path / "config.toml"
+    config.write_text("[daemon]\nmax_clients = -1\n")
+    run = cli(command, "--json", "--config", str(config))
+    assert run.returncode == 78, run.stderr
+    error = json.loads(run.stdout)
+    assert (error["class"], error["code"]) == ("error", "bad_config")
+    assert str(config) in error["message"] and "daemon.max_clients" in error["message"]
+    assert "daemon.max_clients" in run.stderr

@@ -55,10 +55,22 @@ def _client_failure(exc: ClientError, as_json: bool) -> int:
     script that stopped reading: `watch --json | head -1`)."""
     code = _fail(str(exc), CLIENT_EXIT_CODES.get(exc.code, 1))
     if as_json:
-        with contextlib.suppress(BrokenPipeError):
-            print(json.dumps({"class": "error", "code": exc.code, "message": exc.message}),
-                  flush=True)
+        _print_json_error(exc.code, exc.message)
     return code
+
+
+def _config_failure(exc: ConfigError, as_json: bool) -> int:
+    """A bad config: reported on stderr and, for a client command's --json, on stdout as
+    one `error` object with code bad_config, as any other of its errors."""
+    code = report_config_error(exc)
+    if as_json:
+        _print_json_error("bad_config", f"bad config {exc}")
+    return code
+
+
+def _print_json_error(code: str, message: str) -> None:
+    with contextlib.suppress(BrokenPipeError):
+        print(json.dumps({"class": "error", "code": code, "message": message}), flush=True)
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -336,7 +348,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        return report_config_error(exc)
+        return _config_failure(exc, getattr(args, "json", False))
     except ClientError as exc:
         return _client_failure(exc, getattr(args, "json", False))
     except KeyboardInterrupt:
