@@ -414,3 +414,27 @@ def test_a_bad_config_under_json_is_an_error_object_on_stdout(
     assert (error["class"], error["code"]) == ("error", "bad_config")
     assert str(config) in error["message"] and "daemon.max_clients" in error["message"]
     assert "daemon.max_clients" in run.stderr
+
+
+@pytest.mark.parametrize("since, said", [
+    (10, "wattgate: events 11 to 40 are no longer in the event log "
+         "(pruned, or lost with a damaged log)\n"),
+    (40, ""),
+])
+def test_events_says_when_events_after_since_are_gone(
+    tmp_path: Path, since: int, said: str,
+) -> None:
+    """`events --since 10` of a log whose oldest kept event is 41 (30 pruned, or lost with a
+    damaged log): the output began at 41 without a word, as if nothing had happened in
+    between. It says which events are gone, on stderr (stdout stays events only); from 40
+    nothing is gone."""
+    reply = {"class": "reply", "cmd": "events", "id": 1, "last_seq": 41, "oldest_seq": 41,
+             "more": False,
+             "events": [{"class": "event", "seq": 41, "ts": 1763745600.0, "kind": "motion_start"}]}
+    path = str(tmp_path / "pruned.sock")
+    server = serve_lines(path, HELLO, json.dumps(reply).encode() + b"\n", connections=1)
+    run = cli("events", "--since", str(since), "--json", "--socket", path)
+    server.join(30)
+    assert run.returncode == 0, run.stderr
+    assert [json.loads(line)["seq"] for line in run.stdout.splitlines()] == [41]
+    assert run.stderr == said

@@ -233,6 +233,9 @@ def cmd_events(args: argparse.Namespace) -> int:
     with Client(_socket_path(args)) as client:
         while True:
             reply = client.request("events", since=since, limit=args.limit)
+            if reply["oldest_seq"] > since + 1:  # pruned, or lost with a damaged log
+                print(f"wattgate: events {since + 1} to {reply['oldest_seq'] - 1} are no longer "
+                      "in the event log (pruned, or lost with a damaged log)", file=sys.stderr)
             for item in reply["events"]:
                 print(json.dumps(item) if args.json else format_event(item))
                 since = item["seq"]
