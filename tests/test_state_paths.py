@@ -170,3 +170,48 @@ def test_a_seq_copy_the_daemon_may_not_write_is_replaced_and_numbering_goes_on(
     inode = os.stat(floor).st_ino
     assert json.loads(run_as(NOBODY, NOBODY, lambda: log_some(25)))["flushed"] is True
     assert os.stat(floor).st_ino == inode and int(floor.read_text()) == 53
+
+
+def test_a_database_linked_into_a_directory_that_does_not_exist_stops_the_start(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """events.db linked to a data partition that is not mounted: SQLite said "unable to
+    open database file", naming neither the link nor its target."""
+    state, target = tmp_path / "state", tmp_path / "data/wattgate/events.db"
+    state.mkdir()
+    (state / "events.db").symlink_to(target)
+    daemon = start_daemon(daemon={"state_dir": str(state)})
+    assert daemon.wait() == 69
+    assert (f"cannot open the event log: {state / 'events.db'}: is a symbolic link to "
+            f"{target}, whose directory {target.parent} does not exist") in daemon.log(), \
+        daemon.log()
+
+
+@pytest.mark.parametrize("database", ["none yet", "the daemon's"])
+def test_a_database_linked_into_a_directory_the_daemon_may_not_write_is_named(
+    reachable_tmp: Path, database: str
+) -> None:
+    """SQLite makes -wal and -shm beside the file a link resolves to, not beside the link:
+    it said "unable to open database file", or "attempt to write a readonly database"."""
+    state, data = reachable_tmp / "state", reachable_tmp / "data"
+    state.mkdir()
+    data.mkdir(mode=0o755)
+    os.chown(state, NOBODY, NOBODY)
+    (state / "events.db").symlink_to(data / "events.db")
+    if database == "the daemon's":
+        (data / "events.db").touch()
+        os.chown(data / "events.db", NOBODY, NOBODY)
+    report = _open_error(state / "events.db", NOBODY)
+    assert report == (
+        f"{data}: is not writable by uid {NOBODY} (owner uid 0, gid 0, mode 0755); SQLite "
+        f"makes the -wal and -shm of {state / 'events.db'} (a symbolic link) in it"), report
+
+
+def test_the_files_beside_a_linked_database_are_checked(tmp_path: Path) -> None:
+    """SQLite's -wal of a linked database is the one beside its target."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/events.db-wal").mkdir()
+    (tmp_path / "events.db").symlink_to(tmp_path / "data/events.db")
+    with pytest.raises(OSError) as info:
+        EventLog(str(tmp_path / "events.db"))
+    assert str(info.value) == f"{tmp_path / 'data/events.db-wal'}: is a directory, not a file"

@@ -86,7 +86,9 @@ The log's place is checked when it is opened, so a bad one stops the start with 
 naming the path and what is wrong with it (LogFileError, an OSError): the directory must be
 one, or be made, and be writable (SQLite makes and deletes -wal and -shm there); each of
 SQLite's files (the database, -wal, -shm, -journal) that is there must be a regular file
-this process may write; `.lock` and `.seq` must be regular files. Left to SQLite, these said
+this process may write; `.lock` and `.seq` must be regular files. A database that is a
+symbolic link has its -wal and -shm beside its target (SQLite resolves the link), so the
+target's directory must be there and writable too. Left to SQLite, these said
 "disk I/O error" or "unable to open database file", naming no file, or let the log open
 and fail every flush. A `.seq` this process may not write (mode 0444, left by root) is
 replaced by a file of its own, renamed over it: the directory is writable.
@@ -806,9 +808,31 @@ def _check_place(path: str) -> None:
         _expect_writable(existing, "the state directory is made in it")
         os.makedirs(directory, exist_ok=True)
     _expect_writable(directory, "the event log's files are made in it")
-    for suffix in (*_SQLITE_FILES, *_SIDE_FILES):
-        if _expect(path + suffix, stat.S_ISREG, "a file") and suffix in _SQLITE_FILES:
-            _expect_writable(path + suffix)
+    database = _linked_database(path)
+    for suffix in _SQLITE_FILES:
+        if _expect(database + suffix, stat.S_ISREG, "a file"):
+            _expect_writable(database + suffix)
+    for suffix in _SIDE_FILES:
+        _expect(path + suffix, stat.S_ISREG, "a file")
+
+
+def _linked_database(path: str) -> str:
+    """Where SQLite keeps the database at path and makes its -wal and -shm: beside the
+    file a symbolic link resolves to (it resolves links, os_unix.c unixFullPathname), not
+    beside the link. LogFileError naming the link when that directory is missing (a data
+    partition not mounted) or one this process may not write: SQLite said only "unable
+    to open database file" or "attempt to write a readonly database"."""
+    if not os.path.islink(path):
+        return path
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
+    if not os.path.lexists(directory):
+        raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, whose "
+                           f"directory {directory} does not exist", path)
+    _expect(directory, stat.S_ISDIR, "a directory")
+    _expect_writable(directory, f"SQLite makes the -wal and -shm of {path} (a symbolic "
+                     "link) in it")
+    return target
 
 
 def _expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
