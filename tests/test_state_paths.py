@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -215,3 +216,58 @@ def test_the_files_beside_a_linked_database_are_checked(tmp_path: Path) -> None:
     with pytest.raises(OSError) as info:
         EventLog(str(tmp_path / "events.db"))
     assert str(info.value) == f"{tmp_path / 'data/events.db-wal'}: is a directory, not a file"
+
+
+def _hold_lock_without_a_pid(lock: Path) -> subprocess.Popen[str]:
+    """Another process holding the log's lock through a read-only fd, as a daemon does in a
+    state_dir it may not write: it writes no pid in the file."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\n"
+         f"fd = os.open({str(lock)!r}, os.O_RDONLY)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_a_lock_file_the_daemon_may_not_read_is_named_and_its_holder_too(
+    reachable_tmp: Path, held: bool
+) -> None:
+    """events.db.lock left mode 0000 by root (held by a daemon running as root, or not):
+    the start said only "[Errno 13] Permission denied", though /proc/locks names the
+    holder."""
+    state = reachable_tmp / "state"
+    state.mkdir()
+    os.chown(state, NOBODY, NOBODY)
+    path, lock = state / "events.db", state / "events.db.lock"
+    assert _open_error(path, NOBODY) == "opened"
+    os.chown(lock, 0, 0)
+    os.chmod(lock, 0o000)
+    holder = _hold_lock_without_a_pid(lock) if held else None
+    try:
+        report = _open_error(path, NOBODY)
+    finally:
+        if holder is not None:
+            holder.communicate("")
+    if holder is not None:
+        assert report == (f"[Errno 16] {lock} is held by another wattgate process (pid "
+                          f"{holder.pid}): one daemon per daemon.state_dir; stop the other one "
+                          "or give each its own state_dir"), report
+    else:
+        assert report == (f"{lock}: is not readable by uid {NOBODY} (owner uid 0, gid 0, mode "
+                          "0000); one daemon per daemon.state_dir is kept by locking it"), report
+
+
+def test_a_lock_held_by_a_process_that_wrote_no_pid_names_the_holder(tmp_path: Path) -> None:
+    """The pid comes from /proc/locks when the file has none: the message said only "held by
+    another wattgate process", with no way to tell which."""
+    path, lock = tmp_path / "events.db", tmp_path / "events.db.lock"
+    lock.touch()
+    holder = _hold_lock_without_a_pid(lock)
+    try:
+        with pytest.raises(OSError) as info:
+            EventLog(str(path))
+    finally:
+        holder.communicate("")
+    assert f"{lock} is held by another wattgate process (pid {holder.pid})" in str(info.value)

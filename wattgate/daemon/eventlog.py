@@ -96,8 +96,10 @@ replaced by a file of its own, renamed over it: the directory is writable.
 One process uses a log at a time: two daemons given one `daemon.state_dir` would number
 events from the same reservation, give numbers twice, and lower each other's reservation
 when one closes. An EventLog holds an exclusive flock on `<path>.lock` while it is open;
-a second one is refused (OSError EBUSY, naming the holder's pid). The kernel drops the
-lock when its holder dies, so a crash never leaves it held.
+a second one is refused (OSError EBUSY, naming the holder's pid), also when it may not
+open the lock file; one it may not open that nobody holds is named with its owner and
+mode (LogFileError). The kernel drops the lock when its holder dies, so a crash never
+leaves it held.
 
 One thread (the daemon's event loop) uses an EventLog.
 """
@@ -862,11 +864,14 @@ def _expect_writable(path: str, why: str = "") -> None:
     if os.statvfs(path).f_flag & os.ST_RDONLY:
         code, what = errno.EROFS, "is on a read-only file system"
     else:
-        code, what = errno.EACCES, (
-            f"is not writable by uid {os.geteuid()} (owner uid {info.st_uid}, gid "
-            f"{info.st_gid}, mode {stat.S_IMODE(info.st_mode):04o})"
-        )
+        code, what = errno.EACCES, f"is not writable by {_whose(info)}"
     raise LogFileError(code, f"{what}; {why}" if why else what, path)
+
+
+def _whose(info: os.stat_result) -> str:
+    """This process's uid and the file's owner and mode: why it may not use the file."""
+    return (f"uid {os.geteuid()} (owner uid {info.st_uid}, gid {info.st_gid}, mode "
+            f"{stat.S_IMODE(info.st_mode):04o})")
 
 
 def _floor_text(upto: int) -> bytes:
@@ -901,14 +906,20 @@ def _lock(lock_path: str) -> Optional[int]:
 
     In a directory that cannot be written, an existing lock file is locked read-only; when
     there is none, no other process can have made one (nor can it write the log there), so
-    there is nothing to lock."""
+    there is nothing to lock. LogFileError, saying whose and which mode it is, for a lock
+    file this process may not even read: "Permission denied" alone said neither."""
     try:
         try:
             return lock_file(lock_path)
         except OSError as exc:
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
-        return lock_file(lock_path, create=False)
+        try:
+            return lock_file(lock_path, create=False)
+        except PermissionError:
+            raise LogFileError(
+                errno.EACCES, f"is not readable by {_whose(os.stat(lock_path))}; one daemon "
+                "per daemon.state_dir is kept by locking it", lock_path) from None
     except LockHeld as held:
         raise OSError(
             errno.EBUSY,

@@ -3,7 +3,9 @@
 flock() belongs to the open file, so the kernel drops it when the holder dies (SIGKILL
 included), and a second holder in the same process is refused as well. The file is never
 removed: unlinking a lock file lets two processes lock two different inodes. It holds the
-holder's pid, for the message another process gets.
+holder's pid, for the message another process gets; where it holds none (a holder that
+could only open it read-only) or cannot be opened at all (mode 0000, another user's), the
+pid comes from /proc/locks, the kernel's own record of who holds it.
 """
 
 from __future__ import annotations
@@ -61,18 +63,30 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
     """The fd that holds an exclusive flock on path, our pid written in it; LockHeld when
     another holds it. ``create=False`` (a directory this process cannot write): lock the
     file if it is there, read-only; None when it is not, as no other process can have
-    made it either."""
-    if create:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    else:
+    made it either. PermissionError for a file this process may not open, LockHeld in
+    its place when another process holds it: that is what keeps this one out."""
+    try:
+        if create:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        else:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return None
+    except PermissionError:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+            holder = _flock_holder(os.stat(path))
+        except OSError:
+            holder = ""
+        if holder:
+            raise LockHeld(path, holder) from None
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        if not holder.isdigit():  # a holder that opened it read-only wrote no pid
+            holder = _flock_holder(os.fstat(fd))
         os.close(fd)
         raise LockHeld(path, holder) from None
     except BaseException:
