@@ -143,6 +143,8 @@ def test_maintainer_scripts(deb: Path, tmp_path: Path) -> None:
         postinst.index("deb-systemd-helper enable 'wattgate.socket'"),
     ]
     assert order == sorted(order)
+    # ...and postrm has udevd drop the rules dpkg removed (tests/test_debian_postrm.py).
+    assert "udevadm control --reload" in (control / "postrm").read_text()
 
 
 def test_depends(deb: Path) -> None:
