@@ -218,3 +218,75 @@ def test_names_from_patterns_reach_every_case() -> None:
     made = {n for p in (*NPU_PATTERNS, *GPU_PATTERNS) for n in names_from(p)}
     assert {"npu", "soc:npu", "NPU0", "fdab0000.npu", "fdab0000.gpu0", "SOC:GPU"} <= made
     assert not any(".." in n or n.startswith(".") for n in made), made
+
+
+# -- PCI accelerators behind every root complex of the boards ---------------------------------
+#
+# A PCI root bus is the sysfs directory "pci<domain>:<bus>" (drivers/pci/probe.c
+# pci_register_host_bridge), a child of its host bridge's parent device. An ACPI host bridge
+# has none (drivers/acpi/pci_root.c: pci_create_root_bus(NULL, ...)), so on PCs the root bus
+# sits at the top of /sys/devices; a device-tree PCIe controller is a platform device and its
+# root bus, whatever its domain, sits under it: under /sys/devices/platform on mainline
+# kernels, at the top of /sys/devices on L4T before JetPack 6 (as the Jetson GPUs in
+# systemd/wattgate.service). The daemon drives a PCI NPU's runtime PM wherever it is.
+PCI_ACCELERATORS = {
+    # Intel/AMD PC with a Coral or Hailo M.2/PCIe card behind a root port of domain 0.
+    "pc": "devices/pci0000:00/0000:00:1c.0/0000:03:00.0",
+    # RK3588 pcie3x2 (domain 1, buses from 0x10), as a board's sysfs lists it.
+    "rk3588": "devices/platform/a40400000.pcie/pci0001:10/0001:10:00.0/0001:11:00.0",
+    "rpi5": "devices/platform/axi/1000110000.pcie/pci0000:00/0000:00:00.0/0000:01:00.0",
+    # Jetson Orin, JetPack 6: C4, the dev kits' M.2 Key-M (tegra234-p3768-0000.dtsi).
+    "orin-jp6": "devices/platform/bus@0/14160000.pcie/pci0004:00/0004:00:00.0/0004:01:00.0",
+    # JetPack 5, the controllers the dev kits wire to slots: Orin Nano/NX C1 Key-E, C4 and
+    # C7 Key-M (tegra234-p3768-0000.dtsi), AGX Orin C1, C4, C5 x16 slot
+    # (tegra234-p3737-0000+p3701.dtsi), AGX Xavier C0, C1, C3, C5
+    # (tegra194-p2972-0000.dts).
+    "orin-jp5-c1": "devices/14100000.pcie/pci0001:00/0001:00:00.0/0001:01:00.0",
+    "xavier-jp5-c3": "devices/14140000.pcie/pci0003:00/0003:00:00.0/0003:01:00.0",
+    "orin-jp5-c4": "devices/14160000.pcie/pci0004:00/0004:00:00.0/0004:01:00.0",
+    "xavier-jp5-c0": "devices/14180000.pcie/pci0000:00/0000:00:00.0/0000:01:00.0",
+    "xavier-jp5-c5": "devices/141a0000.pcie/pci0005:00/0005:00:00.0/0005:01:00.0",
+    "orin-jp5-c7": "devices/141e0000.pcie/pci0007:00/0007:00:00.0/0007:01:00.0",
+    # JetPack 4: Nano's M.2 Key-E (pcie@1003000), TX2's x4 slot (pcie-controller@10003000).
+    "nano-jp4": "devices/1003000.pcie/pci0000:00/0000:00:02.0/0000:01:00.0",
+    "tx2-jp4": "devices/10003000.pcie-controller/pci0000:00/0000:00:01.0/0000:01:00.0",
+}
+
+
+def pci_npu(endpoint: str) -> Board:
+    """A Hailo-8 at ``endpoint``, as wattgate/boards/rpi5.py has it, with autosuspend."""
+    b = Board()
+    b.device(endpoint, bus="pci", driver="hailo", runtime_pm={
+        "control": "on", "autosuspend_delay_ms": 100, "runtime_status": "active"})
+    b.attrs(endpoint, {"vendor": "0x1e60", "device": "0x2864", "class": "0x128000"})
+    b.attrs(f"{endpoint}/hailo_chardev/hailo0", {"dev": "510:0"})
+    b.link("class/hailo_chardev/hailo0", f"{endpoint}/hailo_chardev/hailo0")
+    return b
+
+
+@pytest.mark.parametrize("where", sorted(PCI_ACCELERATORS))
+def test_a_pci_npu_is_writable_under_the_unit_on_every_root_complex(
+    tmp_path: Path, where: str
+) -> None:
+    root = sysfs_tree(pci_npu(PCI_ACCELERATORS[where]), tmp_path / "sys")
+    knobs = driven(root, tmp_path / "journal")
+    assert {k.rsplit("/", 1)[-1] for k in knobs} == {"control", "autosuspend_delay_ms"}, knobs
+    opened = read_write_paths()
+    for knob in knobs:
+        real = Path("/sys") / (root / knob).resolve().relative_to(root.resolve())
+        assert any(real.is_relative_to(p) for p in opened), (where, str(real))
+
+
+def test_the_unit_opens_device_subtrees_not_whole_trees() -> None:
+    """What the unit opens at the top of /sys/devices is /sys/devices/platform, PCI root buses,
+    PCIe host controllers and the Jetson GPUs, one directory each: no glob exists for
+    ReadWritePaths= (systemd.exec(5)), and nothing opens /sys/devices, /sys/bus or /sys whole."""
+    opened = read_write_paths()
+    assert not {Path("/sys"), Path("/sys/devices"), Path("/sys/bus")} & set(opened), opened
+    top = {p.name for p in opened if p.parent == Path("/sys/devices")}
+    kinds = re.compile(
+        r"platform|pci[0-9a-f]{4,}:[0-9a-f]{2}|[0-9a-f]+\.pcie(-controller)?"
+        r"|[0-9a-f]+\.(gpu|gp10b|gv11b|ga10b)|gpu\.0"
+    )
+    assert {name for name in top if not kinds.fullmatch(name)} == set(), top
+    assert not any(any(c in str(p) for c in "*?[") for p in opened), opened
