@@ -438,6 +438,42 @@ def test_a_damaged_database_at_start_is_set_aside_and_numbering_goes_on(
     assert EventLog(str(path)).append("x", 103.0)["seq"] == new + 1
 
 
+def test_a_damaged_linked_database_is_set_aside_beside_its_target(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """events.db linked to a data partition: the set-aside renamed the link, and SQLite
+    began the new log as a file in state_dir, so the log left the data partition for good,
+    and the damaged file stayed where the link pointed. The target is set aside beside
+    it, the link stays, the new log is begun at the target, and .seq and .lock stay
+    beside the link."""
+    state, data = tmp_path / "state", tmp_path / "data"
+    state.mkdir()
+    data.mkdir()
+    path, target = state / "events.db", data / "events.db"
+    path.symlink_to(target)
+    last = _history(str(path))
+    size = target.stat().st_size
+    with target.open("r+b") as f:
+        f.write(bytes(range(256)) * (size // 256))
+    caplog.set_level(logging.WARNING, logger="wattgate.eventlog")
+    log = EventLog(str(path))
+    new = log.append("motion_start", 100.0)["seq"]
+    assert new > last
+    assert log.flush(101.0) is True
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and f"moved to {data.resolve() / 'events.db.damaged'} " in errors[0]
+    log.close(102.0)
+    assert path.is_symlink() and path.resolve() == target.resolve()
+    assert (data / "events.db.damaged").is_file()
+    assert not (state / "events.db.damaged").exists()
+    assert sorted(p.name for p in state.iterdir()) == [
+        "events.db", "events.db.lock", "events.db.seq"
+    ]
+    with contextlib.closing(sqlite3.connect(target)) as db:
+        assert db.execute("SELECT seq FROM events").fetchall() == [(new,)]
+    assert EventLog(str(path)).append("x", 103.0)["seq"] == new + 1
+
+
 @contextlib.contextmanager
 def _tmpfs(mnt: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` at mnt: a disk that can really be filled (ENOSPC); skipped where

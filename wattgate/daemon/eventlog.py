@@ -50,7 +50,8 @@ a clean restart leaves no gap. Each reservation is also copied to `<path>.seq` (
 before the database has it): a power cut on flash can leave the database garbage, cut
 short or empty, and the numbering must go on past it all the same. A database found damaged
 when it is opened (any page of it, free ones too: PRAGMA quick_check) is moved to
-`<path>.damaged` (kept for a post-mortem; only the newest) and a new one is started, logged
+`<path>.damaged` (kept for a post-mortem; only the newest; beside the target of a path that
+is a symbolic link, which stays) and a new one is started, logged
 as an error: the daemon goes on serving. The new one starts with `last_seq` at the copy of
 the reservation, so `oldest_seq` is above every number the old one gave out: its events
 are lost, as if pruned.
@@ -337,24 +338,31 @@ class EventLog:
 
         A power cut on flash can leave the file garbage or cut short; refusing to start
         would stop the whole daemon for its log. The file is kept (only the newest damaged
-        one) for a post-mortem; the numbering goes on from the copy of the reservation."""
+        one) for a post-mortem; the numbering goes on from the copy of the reservation.
+
+        A path that is a symbolic link (events.db kept on a data partition) has the file
+        and its -wal beside the link's target, where SQLite keeps them: renaming the link
+        lost it, and the new log was begun as a file beside the link, on the wrong file
+        system for good. The link stays, and .seq and .lock beside it."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        aside = self.path + DAMAGED_SUFFIX
+        database = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        aside = database + DAMAGED_SUFFIX
         for stale in (aside, aside + "-wal", aside + "-shm", aside + "-journal"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(stale)
-        os.replace(self.path, aside)
+        os.replace(database, aside)
         for suffix in ("-wal", "-journal"):
             with contextlib.suppress(FileNotFoundError):
-                os.replace(self.path + suffix, aside + suffix)
+                os.replace(database + suffix, aside + suffix)
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path + "-shm")
+            os.unlink(database + "-shm")
         log.error(
             "event log %s is damaged (%s): moved to %s and a new log started; the events "
             "in it are no longer served, and numbering goes on after seq %d. Keep the file "
             "for a post-mortem or delete it; check the storage if this happens again",
-            self.path, exc, aside, self._read_floor(),
+            self.path if database == self.path else f"{self.path} (a link to {database})",
+            exc, aside, self._read_floor(),
         )
 
     def _continue_after_lost(self) -> None:
