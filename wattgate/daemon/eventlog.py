@@ -346,7 +346,7 @@ class EventLog:
         system for good. The link stays, and .seq and .lock beside it."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
-        database = os.path.realpath(self.path) if os.path.islink(self.path) else self.path
+        database = _database_file(self.path)
         aside = database + DAMAGED_SUFFIX
         for stale in (aside, aside + "-wal", aside + "-shm", aside + "-journal"):
             with contextlib.suppress(FileNotFoundError):
@@ -832,9 +832,9 @@ def _linked_database(path: str) -> str:
     beside the link. LogFileError naming the link when that directory is missing (a data
     partition not mounted) or one this process may not write: SQLite said only "unable
     to open database file" or "attempt to write a readonly database"."""
-    if not os.path.islink(path):
+    target = _database_file(path)
+    if target == path:
         return path
-    target = os.path.realpath(path)
     directory = os.path.dirname(target)
     if not os.path.lexists(directory):
         raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, whose "
@@ -845,19 +845,27 @@ def _linked_database(path: str) -> str:
     return target
 
 
+def _database_file(path: str) -> str:
+    """The file SQLite opens for the database at path: the one a symbolic link resolves to
+    (os_unix.c unixFullPathname), so its -wal and -shm are beside that file; path itself
+    when it is not a link."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
 def _expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
     """Whether something is at path (links followed); LogFileError when it is not of the
     kind wanted, or, for a directory, a symbolic link to nothing."""
+    directory = is_kind is stat.S_ISDIR
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        if wanted == "a directory" and os.path.islink(path):
+        if directory and os.path.islink(path):
             raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, "
                                "which does not exist", path) from None
         return False
     if not is_kind(mode):
         kind = next((name for test, name in _KINDS if test(mode)), "special file")
-        raise LogFileError(errno.ENOTDIR if wanted == "a directory" else errno.EISDIR,
+        raise LogFileError(errno.ENOTDIR if directory else errno.EISDIR,
                            f"is a {kind}, not {wanted}", path)
     return True
 
