@@ -89,10 +89,15 @@ one, or be made, and be writable (SQLite makes and deletes -wal and -shm there);
 SQLite's files (the database, -wal, -shm, -journal) that is there must be a regular file
 this process may write; `.lock` and `.seq` must be regular files. A database that is a
 symbolic link has its -wal and -shm beside its target (SQLite resolves the link), so the
-target's directory must be there and writable too. Left to SQLite, these said
-"disk I/O error" or "unable to open database file", naming no file, or let the log open
-and fail every flush. A `.seq` this process may not write (mode 0444, left by root) is
-replaced by a file of its own, renamed over it: the directory is writable.
+target's directory must be there and writable too. Any of these files that is a symbolic
+link must resolve (no loop), and one whose target is not there yet (it is made where the
+link points) must point into a directory that is there and writable: a link into a
+directory that is gone, such as `.lock` left pointing at a moved data partition, is named
+with its target. Left to SQLite and os.open, these said "disk I/O error", "unable to open
+database file" or "No such file or directory", naming no file or only the link, or let the
+log open and fail every flush (or open with no lock). A `.seq` this process may not write
+(mode 0444, left by root) is replaced by a file of its own, renamed over it: the directory
+is writable.
 
 One process uses a log at a time: two daemons given one `daemon.state_dir` would number
 events from the same reservation, give numbers twice, and lower each other's reservation
@@ -343,7 +348,15 @@ class EventLog:
         A path that is a symbolic link (events.db kept on a data partition) has the file
         and its -wal beside the link's target, where SQLite keeps them: renaming the link
         lost it, and the new log was begun as a file beside the link, on the wrong file
-        system for good. The link stays, and .seq and .lock beside it."""
+        system for good. The link stays, and .seq and .lock beside it.
+
+        The WAL's pages belong to the copy, for the post-mortem: closing the connection
+        that found the damage checkpoints them into the damaged file and deletes the -wal,
+        as SQLite's close does; where it cannot (another process reading the file holds
+        its SHARED lock) the -wal (and a -journal) is left, and is moved with the file
+        here. Its -shm indexes only the WAL beside it and is deleted. (SQLite itself
+        discards a -wal beside a database of 0 pages, as the new one is: pager.c,
+        pagerOpenWalIfPresent; tests/test_eventlog_paths.py.)"""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         database = _database_file(self.path)
@@ -854,20 +867,53 @@ def _database_file(path: str) -> str:
 
 def _expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
     """Whether something is at path (links followed); LogFileError when it is not of the
-    kind wanted, or, for a directory, a symbolic link to nothing."""
+    kind wanted, or is a symbolic link that cannot be followed to one (`_broken_link`)."""
     directory = is_kind is stat.S_ISDIR
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        if directory and os.path.islink(path):
-            raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, "
-                               "which does not exist", path) from None
+    except OSError as exc:
+        if os.path.islink(path):
+            _broken_link(path, exc, directory)
+        elif not isinstance(exc, FileNotFoundError):
+            raise
         return False
     if not is_kind(mode):
         kind = next((name for test, name in _KINDS if test(mode)), "special file")
+        link = (f"is a symbolic link to {os.readlink(path)}, which "
+                if os.path.islink(path) else "")
         raise LogFileError(errno.ENOTDIR if directory else errno.EISDIR,
-                           f"is a {kind}, not {wanted}", path)
+                           f"{link}is a {kind}, not {wanted}", path)
     return True
+
+
+def _broken_link(path: str, exc: OSError, directory: bool) -> None:
+    """LogFileError naming the symbolic link at path, where it points and why it cannot be
+    followed (exc, what os.stat said): a loop; a directory link to nothing; a file link
+    into a directory that is not there (a data partition moved or not mounted), or is not
+    one, or that this process may not write. A file link into a directory that is there
+    and writable is a file not made yet: it is made where the link points, and nothing is
+    raised.
+
+    Left to os.open and SQLite, the first said "No such file or directory" or "Too many
+    levels of symbolic links" naming only the link; a lock link into a directory this
+    process may not write let the log open without its lock."""
+    target = os.readlink(path)
+    if exc.errno == errno.ELOOP:
+        raise LogFileError(errno.ELOOP, f"is a symbolic link to {target}, which never "
+                           "resolves: a loop of symbolic links", path) from None
+    if not isinstance(exc, FileNotFoundError):
+        raise LogFileError(exc.errno, f"is a symbolic link to {target}, which cannot be "
+                           f"followed: {exc.strerror}", path) from None
+    if directory:
+        raise LogFileError(errno.ENOENT, f"is a symbolic link to {target}, which does not "
+                           "exist", path) from None
+    where = os.path.dirname(os.path.realpath(path))
+    if not os.path.lexists(where):
+        raise LogFileError(errno.ENOENT, f"is a symbolic link to {target}, whose directory "
+                           f"{where} does not exist", path) from None
+    _expect(where, stat.S_ISDIR, "a directory")
+    _expect_writable(where, f"{path} (a symbolic link to {target}, not there yet) is made "
+                     "in it")
 
 
 def _expect_writable(path: str, why: str = "") -> None:

@@ -2,10 +2,14 @@
 
 flock() belongs to the open file, so the kernel drops it when the holder dies (SIGKILL
 included), and a second holder in the same process is refused as well. The file is never
-removed: unlinking a lock file lets two processes lock two different inodes. It holds the
-holder's pid, for the message another process gets; where it holds none (a holder that
-could only open it read-only) or cannot be opened at all (mode 0000, another user's), the
-pid comes from /proc/locks, the kernel's own record of who holds it.
+removed: unlinking a lock file lets two processes lock two different inodes.
+
+The message another process gets names the holder's pid as /proc/locks gives it, the
+kernel's own record of who holds the lock, matched by the file's device and inode. The
+file holds the holder's pid too, but only when the holder could write it: one that could
+only open it read-only leaves the previous holder's pid there, a process long gone or an
+unrelated one by now. So the file's pid is named only where /proc/locks names none (a
+holder outside this process's pid namespace, such as another container's, or no /proc).
 """
 
 from __future__ import annotations
@@ -84,9 +88,11 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        if not holder.isdigit():  # a holder that opened it read-only wrote no pid
-            holder = _flock_holder(os.fstat(fd))
+        # The kernel's word first: the file's pid is stale where the holder could not write
+        # its own (it opened the file read-only, after another holder wrote one).
+        holder = _flock_holder(os.fstat(fd))
+        if not holder:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
         raise LockHeld(path, holder) from None
     except BaseException:
@@ -119,13 +125,15 @@ def lock_dir(path: str) -> int:
 def _flock_holder(info: os.stat_result) -> str:
     """The pid /proc/locks gives for a flock on the file ``info`` describes ("" if none):
     its lines read "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF", the
-    device numbers in hex."""
+    device numbers in hex. A holder outside the pid namespace /proc belongs to is left out
+    (a container's /proc); a pid of 0, which says the same, is no holder either."""
     wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
     try:
         with open("/proc/locks", encoding="ascii", errors="replace") as locks:
             for line in locks:
                 words = line.split()
-                if len(words) > 5 and words[1] == "FLOCK" and words[5] == wanted:
+                if (len(words) > 5 and words[1] == "FLOCK" and words[5] == wanted
+                        and words[4].isdigit() and int(words[4]) > 0):
                     return words[4]
     except OSError:
         pass
