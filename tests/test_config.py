@@ -106,7 +106,9 @@ def test_dropins_merge_in_name_order(tmp_path: Path) -> None:
     (dropins / "10-early.toml").write_text("[camera]\nfps = 20.0\nwidth = 1280\n")
     (dropins / "ignored.txt").write_text("[camera]\nfps = 1.0\n")
     cfg = load_config(main)
-    assert (cfg.camera.source, cfg.camera.fps, cfg.camera.width) == ("a.mp4", 30.0, 1280)
+    # a relative path is taken from the directory of the file that set it
+    assert cfg.camera.source == str(tmp_path / "a.mp4")
+    assert (cfg.camera.fps, cfg.camera.width) == (30.0, 1280)
     assert cfg.gate.threshold == 20
 
 

@@ -13,7 +13,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 from pydantic import (
     AfterValidator,
@@ -108,7 +108,8 @@ class Section(BaseModel):
 class DaemonConfig(Section):
     socket: NonBlank = Field(
         "/run/wattgate/wattgate.sock",
-        description="Unix socket the daemon listens on; at most 107 bytes (sun_path).",
+        description="Unix socket the daemon listens on; at most 107 bytes (sun_path), a "
+        "relative one once made absolute from the directory of the file that sets it.",
     )
     socket_mode: int = Field(0o660, ge=0, le=0o777, description="Mode of the socket file.")
     socket_group: Optional[NonBlank] = Field(
@@ -116,7 +117,7 @@ class DaemonConfig(Section):
     )
     state_dir: NonBlank = Field(
         "/var/lib/wattgate", description="Where the event log lives (the sysfs journal: "
-        "power.journal_dir)."
+        "power.journal_dir). Relative: from the directory of the file that sets it."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Lowest level that is logged."
@@ -161,7 +162,8 @@ class CameraConfig(Section):
             "(/dev/v4l/by-id/..., /dev/v4l/by-path/...), udev:KEY=VALUE[,KEY=VALUE] (e.g. "
             "udev:ID_SERIAL=...), a video file, a URL or GStreamer pipeline, or "
             "synthetic:NAME for a generated scene. A camera or file that is not there yet "
-            "is waited for."
+            "is waited for. A relative file path is taken from the directory of the file "
+            "that sets it."
         ),
     )
     width: int = Field(640, ge=16, le=8192, description="Requested frame width in pixels.")
@@ -248,12 +250,18 @@ ModelKind = Literal["auto", "blazeface", "ssd", "yolov8", "yolov5", "classifier"
 class ModelVariant(Section):
     """A lighter model on the ladder (smaller input, int8) that a profile or rule can pick."""
 
-    path: NonBlank = Field(description="The variant's .tflite file.")
+    path: NonBlank = Field(
+        description="The variant's .tflite file; a relative path is taken from the directory "
+        "of the file that sets it."
+    )
     kind: ModelKind = Field(
         "auto", description="Output decoder of the variant: auto, blazeface, ssd, yolov8, "
         "yolov5 or classifier."
     )
-    labels: Optional[NonBlank] = Field(None, description="Labels file; unset keeps model.labels.")
+    labels: Optional[NonBlank] = Field(
+        None, description="Labels file (relative: from the directory of the file that sets "
+        "it); unset keeps model.labels."
+    )
     score_threshold: Optional[float] = Field(
         None, ge=0, le=1, description="Detections below this score are dropped; unset keeps "
         "model.score_threshold."
@@ -262,13 +270,17 @@ class ModelVariant(Section):
 
 class ModelConfig(Section):
     path: Optional[NonBlank] = Field(
-        None, description="A .tflite file; unset uses the bundled BlazeFace short-range model."
+        None, description="A .tflite file (relative: from the directory of the file that "
+        "sets it); unset uses the bundled BlazeFace short-range model."
     )
     kind: ModelKind = Field(
         "auto", description="Output decoder: auto, blazeface, ssd, yolov8 ([1, 4+C, N]), "
         "yolov5 ([1, N, 5+C]) or classifier; auto picks by output shapes."
     )
-    labels: Optional[NonBlank] = Field(None, description="Labels file, one label a line.")
+    labels: Optional[NonBlank] = Field(
+        None, description="Labels file, one label a line (relative: from the directory of "
+        "the file that sets it)."
+    )
     threads: int = Field(
         1,
         ge=1,
@@ -280,7 +292,9 @@ class ModelConfig(Section):
         ),
     )
     delegate: Optional[NonBlank] = Field(
-        None, description="External delegate library (e.g. libedgetpu.so.1); CPU if it fails."
+        None, description="External delegate library: a name the loader looks up (e.g. "
+        "libedgetpu.so.1), or a path if it has a \"/\" (relative: from the directory of the "
+        "file that sets it); CPU if it fails."
     )
     delegate_options: dict[str, Union[str, int, float, bool]] = Field(
         default_factory=dict, description="Options passed to the delegate."
@@ -366,12 +380,14 @@ class PowerConfig(Section):
         True, description="False never writes sysfs: readings and estimates only."
     )
     sysfs_root: NonBlank = Field(
-        "/sys", description="Root of sysfs; tests point it at a fake tree."
+        "/sys", description="Root of sysfs; tests point it at a fake tree. Relative: from "
+        "the directory of the file that sets it."
     )
     journal_dir: NonBlank = Field(
         "/run/wattgate",
         description="Where the original sysfs values are journaled before the first write. "
-        "Under /run so a reboot, which resets sysfs, also drops the journal.",
+        "Under /run so a reboot, which resets sysfs, also drops the journal. Relative: from "
+        "the directory of the file that sets it.",
     )
     profile: str = Field("balanced", description="Profile used when no rule or pin applies.")
     cooldown_s: float = Field(
@@ -959,12 +975,86 @@ def parse_config(raw: dict[str, Any], source: str = "config",
         raise ConfigError(source, describe_errors(exc, origins, source, raw)) from None
 
 
+def _camera_file(value: str) -> Optional[str]:
+    """camera.source as a file path (a video file or a FIFO), or None for its other forms.
+
+    The forms of drivers/camera.py source_kind, without its stat (and OpenCV): a scene,
+    a V4L2 camera (auto, an index, /dev/..., udev:...), a GStreamer pipeline ("!") or a
+    URL ("://") is no path; whatever else is a file. Stripped, as source_kind takes it."""
+    spec = value.strip()
+    if spec.startswith("synthetic:") or "!" in spec or "://" in spec:
+        return None
+    try:
+        if v4l2.parse_identity(spec) is not None:
+            return None
+    except ValueError:
+        return None  # a malformed udev: spec, which validation reports
+    return spec
+
+
+def _library_file(value: str) -> Optional[str]:
+    """model.delegate as a path: as dlopen(3) takes it, a name with a "/" is a path and
+    one without a library name for the loader to look up (libedgetpu.so.1)."""
+    return value if "/" in value else None
+
+
+# The keys that name files, by key path ("*": every name in that table), each with the
+# path its value gives, or None for a value that is no path. Others that look like paths
+# are not paths of the file system's: sensors.pir, power.npu/gpu and
+# power.runtime_pm_devices name sysfs attributes or devices under power.sysfs_root.
+_PATH_KEYS: tuple[tuple[tuple[str, ...], Callable[[str], Optional[str]]], ...] = (
+    (("daemon", "socket"), str),
+    (("daemon", "state_dir"), str),
+    (("camera", "source"), _camera_file),
+    (("model", "path"), str),
+    (("model", "labels"), str),
+    (("model", "delegate"), _library_file),
+    (("model", "variants", "*", "path"), str),
+    (("model", "variants", "*", "labels"), str),
+    (("power", "sysfs_root"), str),
+    (("power", "journal_dir"), str),
+)
+
+
+def resolve_paths(raw: dict[str, Any], origins: Origins, main: str) -> None:
+    """Make each relative path in raw absolute, in place, against the directory of the
+    file that set it (origins; main when none is recorded): the same config then means
+    the same files whatever the working directory (/ under systemd, a shell's elsewhere),
+    for the daemon, its reloads and the client commands. Absolute paths, names, blank
+    values (an error of their own) and values that are not strings are left as they are;
+    "~" is not expanded."""
+    def visit(node: Any, keys: tuple[str, ...], at: tuple[str, ...],
+              path_of: Callable[[str], Optional[str]]) -> None:
+        if not isinstance(node, dict):
+            return
+        names = list(node) if keys[0] == "*" else [keys[0]] if keys[0] in node else []
+        for name in names:
+            loc = (*at, name)
+            if len(keys) > 1:
+                visit(node[name], keys[1:], loc, path_of)
+                continue
+            value = node[name]
+            if not isinstance(value, str) or not value.strip() or "\0" in value:
+                continue
+            path = path_of(value)
+            if path is not None and not os.path.isabs(path):
+                base = os.path.dirname(os.path.abspath(_origin(loc, origins) or main))
+                node[name] = str(Path(base, path))
+
+    for keys, path_of in _PATH_KEYS:
+        visit(raw, keys, (), path_of)
+
+
 def load_config(path: Optional[Path]) -> Config:
-    """Load and validate path (and its drop-ins); None gives the built-in defaults."""
+    """Load and validate path (and its drop-ins); None gives the built-in defaults.
+    A relative path in a key that names a file is taken from the directory of the file
+    that set it (resolve_paths)."""
     if path is None:
         return Config()
     origins: Origins = {}
-    return parse_config(load_raw(path, origins), str(path), origins)
+    raw = load_raw(path, origins)
+    resolve_paths(raw, origins, str(path))
+    return parse_config(raw, str(path), origins)
 
 
 def json_schema() -> dict[str, Any]:
