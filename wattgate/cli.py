@@ -23,6 +23,7 @@ from wattgate.cli_power import (
     positive_number,
 )
 from wattgate.cli_power import register as register_power
+from wattgate.cli_watch import Watch, note, warn_events_gone
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
     ConfigError,
@@ -44,7 +45,7 @@ CLIENT_EXIT_CODES = {
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"wattgate: {message}", file=sys.stderr)
+    note(message)
     return code
 
 
@@ -201,22 +202,13 @@ def format_result(message: Message) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    deadline = time.monotonic() + args.duration if args.duration else None
+    render = (lambda message: json.dumps(message)) if args.json else format_message
+    watch = Watch(args, render)
+    if args.reconnect:
+        return watch.run_reconnecting(_socket_path(args))
     with Client(_socket_path(args)) as client:
         client.request("subscribe", topics=args.topics)
-        client.settimeout(0.5)
-        count = 0
-        while args.count is None or count < args.count:
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            try:
-                message = next(client.messages())
-            except ClientError as exc:
-                if exc.code == "timeout":
-                    continue
-                raise
-            print(json.dumps(message) if args.json else format_message(message), flush=True)
-            count += 1
+        watch.follow(client)
     return 0
 
 
@@ -233,9 +225,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     with Client(_socket_path(args)) as client:
         while True:
             reply = client.request("events", since=since, limit=args.limit)
-            if reply["oldest_seq"] > since + 1:  # pruned, or lost with a damaged log
-                print(f"wattgate: events {since + 1} to {reply['oldest_seq'] - 1} are no longer "
-                      "in the event log (pruned, or lost with a damaged log)", file=sys.stderr)
+            warn_events_gone(since, reply["oldest_seq"])
             for item in reply["events"]:
                 print(json.dumps(item) if args.json else format_event(item))
                 since = item["seq"]
@@ -315,6 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument(
         "--topics", nargs="+", default=["results"], help="topics to subscribe to"
+    )
+    watch.add_argument(
+        "--reconnect", action="store_true",
+        help="when the connection is lost or cannot be made (the daemon stopped, restarted "
+        "or is starting), say so on stderr and connect again, subscribing to the same "
+        "topics; with topic events, the events missed meanwhile are printed first, from the "
+        "event log, none twice. Results and power readings are live only: those made while "
+        "away are not printed. --count and --duration count across reconnects",
     )
     watch.set_defaults(func=cmd_watch)
 

@@ -55,12 +55,19 @@ def _message(line: bytes, source: str) -> Optional[Message]:
 
 
 class ClientError(Exception):
-    """The daemon answered with an `error` message, or the connection failed."""
+    """The daemon answered with an `error` message, or the connection failed.
 
-    def __init__(self, code: str, message: str) -> None:
+    `errno` is the kernel's error number where the connection failed with one (ENOENT,
+    ECONNREFUSED, EACCES on connect; ECONNRESET, EPIPE in use), else None: a program that
+    reconnects (`wattgate watch --reconnect`) tells a socket being recreated from one it
+    may not open, and says why it lost a connection.
+    """
+
+    def __init__(self, code: str, message: str, errno: Optional[int] = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.errno = errno
 
 
 class _Answers:
@@ -387,19 +394,20 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
     reason = f"cannot connect to {path}: {exc.strerror or exc}"
     if exc.errno == errno.EAGAIN:
         return ClientError("busy", f"{reason}: its queue of new connections is full (the "
-                                   "daemon is busy or still starting); try again")
+                                   "daemon is busy or still starting); try again", exc.errno)
     if exc.errno in (errno.EACCES, errno.EPERM):
         group = _group_of(path)
         target = f"group {group}" if group else "the socket's group"
         return ClientError("forbidden", f"{reason}: its owner and group may connect: add the "
                                         f"user to {target} (usermod -aG {group or 'GROUP'} "
-                                        "USER) and log in again")
+                                        "USER) and log in again", exc.errno)
     if exc.errno == errno.ECONNREFUSED and not _is_socket(path):
-        return ClientError("unavailable", f"{reason}: not a socket")
+        return ClientError("unavailable", f"{reason}: not a socket", exc.errno)
     if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
         return ClientError("unavailable", f"{reason}: is the daemon running? (systemctl status "
-                                          "wattgate; daemon.socket says where it listens)")
-    return ClientError("unavailable", reason)
+                                          "wattgate; daemon.socket says where it listens)",
+                           exc.errno)
+    return ClientError("unavailable", reason, exc.errno)
 
 
 def _is_socket(path: str) -> bool:
@@ -428,7 +436,8 @@ def _too_large(source: str) -> ClientError:
 def _closed(path: str, exc: OSError) -> ClientError:
     """The connection was lost while in use (EPIPE, ECONNRESET): the same "closed" error as
     an orderly end of the connection, with the kernel's reason."""
-    return ClientError("closed", f"{path} closed the connection ({exc.strerror or exc})")
+    return ClientError("closed", f"{path} closed the connection ({exc.strerror or exc})",
+                       exc.errno)
 
 
 def _encode(message: Message) -> bytes:

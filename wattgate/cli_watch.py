@@ -1,0 +1,189 @@
+"""`wattgate watch`: print what a subscription brings, and with --reconnect outlive the
+daemon's restarts without printing an event twice or leaving one out that the log still has.
+
+cli.py parses the arguments and renders each message; this module owns the loop, the
+reconnect policy and the catch-up from the event log."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import sys
+import time
+from typing import Callable, Optional
+
+from wattgate.client import Client, ClientError, Message
+
+
+def note(message: str) -> None:
+    """One line on stderr; stdout is the command's output alone."""
+    print(f"wattgate: {message}", file=sys.stderr)
+
+
+# watch --reconnect: the waits between tries, doubling from the first to the last; how
+# long a try waits for the hello (a daemon socket-activated again loads its model first:
+# a try that times out is made again, so the wait need not cover the whole start).
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 2.0
+RECONNECT_HELLO_S = 10.0
+EVENTS_PAGE = 1000  # the most events one `events` answer may hold (docs/protocol.md)
+SINCE_MAX = 2**62  # the highest `since`: an answer with no events, only last_seq
+# A connect() to a socket being made again (a restart, systemd's socket unit): the path not
+# there yet (ENOENT), or bound and not listening yet, or left by a daemon that died
+# (ECONNREFUSED). Once connected, a socket bound but not yet given its mode and group
+# (EACCES, EPERM) is that too; before, it is a user who may not connect: exit 77.
+_NOT_THERE_YET = (errno.ENOENT, errno.ECONNREFUSED)
+_NOT_OPEN_YET = (errno.EACCES, errno.EPERM)
+
+
+class Watch:
+    """`watch`: prints the messages it receives until --count or --duration says stop,
+    counting across reconnects.
+
+    With --reconnect and topic events, `last_seq` is the newest event number printed (at
+    first the log's newest when watching began): after a reconnect the log gives the
+    events after it, and a live event at or below it, printed already, is not printed
+    again. Results and power readings are live only: those made while away are gone.
+    """
+
+    def __init__(self, args: argparse.Namespace, render: Callable[[Message], str]) -> None:
+        self.args = args
+        self.render = render  # a message as the line printed for it
+        self.deadline: Optional[float] = (
+            time.monotonic() + args.duration if args.duration else None)
+        self.count = 0
+        self.catch_up = bool(args.reconnect) and "events" in args.topics
+        self.last_seq: Optional[int] = None
+
+    def done(self) -> bool:
+        if self.args.count is not None and self.count >= self.args.count:
+            return True
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def left(self, most: float) -> float:
+        """`most` seconds, or less if --duration ends sooner."""
+        if self.deadline is None:
+            return most
+        return max(min(most, self.deadline - time.monotonic()), 0.001)
+
+    def show(self, message: Message) -> None:
+        if self.last_seq is not None and message.get("class") == "event":
+            seq = message.get("seq")
+            if type(seq) is int:
+                if seq <= self.last_seq:
+                    return  # printed from the log after a reconnect, then sent live
+                self.last_seq = seq
+        print(self.render(message), flush=True)
+        self.count += 1
+
+    def follow(self, client: Client) -> None:
+        """Print what comes until done; a ClientError for a lost connection."""
+        client.settimeout(0.5)
+        while not self.done():
+            try:
+                message = next(client.messages())
+            except ClientError as exc:
+                if exc.code == "timeout":
+                    continue
+                raise
+            self.show(message)
+
+    def subscribe(self, client: Client) -> None:
+        """Subscribe, the first time after noting how far the event log goes: the events
+        made from then on come live or from catch_up_events."""
+        if self.catch_up and self.last_seq is None:
+            reply = self.events(client, SINCE_MAX, 1)
+            if reply is not None:
+                self.last_seq = int(reply["last_seq"])
+        client.request("subscribe", topics=self.args.topics)
+
+    def catch_up_events(self, client: Client) -> None:
+        """The events after last_seq from the log (made while away, or while subscribing),
+        before the live ones waiting behind them; show() drops those printed here."""
+        while self.catch_up and self.last_seq is not None and not self.done():
+            since = self.last_seq
+            reply = self.events(client, since, EVENTS_PAGE)
+            if reply is None:
+                return
+            warn_events_gone(since, reply["oldest_seq"])
+            for item in reply["events"]:
+                if self.done():
+                    return
+                self.show(item)
+            if not reply["more"] or not reply["events"]:
+                return
+
+    def events(self, client: Client, since: int, limit: int) -> Optional[Message]:
+        """An `events` answer, or None, said on stderr, for a log the daemon cannot read
+        (`unavailable`): the live events go on."""
+        try:
+            return client.request("events", since=since, limit=limit)
+        except ClientError as exc:
+            if exc.code != "unavailable":
+                raise
+            note(f"the event log cannot be read ({exc.message}): events missed while "
+                  "reconnecting are not printed")
+            return None
+
+    def run_reconnecting(self, path: str) -> int:
+        """Watch, connecting again whenever the connection is lost or cannot be made, with
+        a line on stderr when it is lost (or the first connect fails) and one when it is
+        back; errors that waiting will not mend end it as they do without --reconnect.
+
+        Tries wait RECONNECT_FIRST_S, then twice as long each time up to RECONNECT_MAX_S;
+        a connection that lasted RECONNECT_MAX_S starts that over (one that a daemon drops
+        at once, again and again, does not make a try every RECONNECT_FIRST_S)."""
+        delay = RECONNECT_FIRST_S
+        said_down = False  # a line on stderr said there is no connection
+        connected_before = False
+        while not self.done():
+            made_at: Optional[float] = None  # when this connection was subscribed
+            try:
+                with Client(path, timeout=self.left(RECONNECT_HELLO_S)) as client:
+                    self.subscribe(client)
+                    made_at = time.monotonic()
+                    if said_down:
+                        note(f"{'reconnected' if connected_before else 'connected'} to {path}")
+                    said_down, connected_before = False, True
+                    self.catch_up_events(client)
+                    self.follow(client)
+                return 0
+            except ClientError as exc:
+                if not _lost(exc, connected_before):
+                    raise
+                if made_at is not None:
+                    note(f"connection to {path} lost ({_why(exc)}); reconnecting")
+                    if time.monotonic() - made_at >= RECONNECT_MAX_S:
+                        delay = RECONNECT_FIRST_S
+                elif not said_down:
+                    note(f"cannot connect to {path} ({_why(exc)}); trying again until it can")
+                said_down = True
+            time.sleep(self.left(delay))
+            delay = min(delay * 2, RECONNECT_MAX_S)
+        return 0
+
+
+def _lost(exc: ClientError, connected_before: bool) -> bool:
+    """Whether trying again may mend it: the connection closed or reset, a daemon that is
+    full or gave no answer in time, a socket not there yet (_NOT_THERE_YET)."""
+    if exc.code in ("closed", "timeout", "busy"):
+        return True
+    return exc.errno in _NOT_THERE_YET or (connected_before and exc.errno in _NOT_OPEN_YET)
+
+
+def _why(exc: ClientError) -> str:
+    """A lost or refused connection in a few words: the kernel's reason where it gave one."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno)
+    if exc.code == "closed":
+        return "closed by the daemon"
+    return str(exc)
+
+
+def warn_events_gone(since: int, oldest_seq: int) -> None:
+    """Say on stderr which events after `since` the log no longer has, if any: an
+    `events` answer's oldest_seq above since + 1 (docs/protocol.md, events)."""
+    if oldest_seq > since + 1:  # pruned, or lost with a damaged log
+        note(f"events {since + 1} to {oldest_seq - 1} are no longer in the event log "
+              "(pruned, or lost with a damaged log)")
