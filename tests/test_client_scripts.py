@@ -225,8 +225,8 @@ def test_with_json_an_error_after_output_comes_last_and_a_closed_stdout_is_no_tr
     start_daemon: StartDaemon, tmp_path: Path,
 ) -> None:
     """`watch --json` prints as it goes: when the daemon stops, the error is the last line
-    (README: watch does not reconnect). A script that stopped reading stdout still gets the
-    exit code and the stderr line, not a BrokenPipeError traceback."""
+    (README: without --reconnect, watch ends then). A script that stopped reading stdout
+    still gets the exit code and the stderr line, not a BrokenPipeError traceback."""
     daemon = start_daemon(camera={"source": "synthetic:empty", "fps": 15.0},
                           gate={"heartbeat_s": 0.2})
     daemon.connect().close()
