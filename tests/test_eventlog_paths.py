@@ -144,13 +144,19 @@ def _hold_lock(lock: Path, write_pid: bool) -> subprocess.Popen[str]:
     """Another process holding an flock on lock (as pidlock takes it) until its stdin
     closes: through a read-only fd that writes nothing in the file, or as a daemon does,
     writing its pid there."""
+    return _holder(f"fd = os.open({str(lock)!r}, os.O_RDWR if {write_pid} else os.O_RDONLY)\n"
+                   "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+                   f"if {write_pid}:\n"
+                   "    os.ftruncate(fd, 0)\n"
+                   "    os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n")
+
+
+def _holder(lock_code: str) -> subprocess.Popen[str]:
+    """A Python process that runs lock_code (fcntl and os imported) and then keeps what it
+    took until its stdin closes; returned once it has taken it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys\n"
-         f"fd = os.open({str(lock)!r}, os.O_RDWR if {write_pid} else os.O_RDONLY)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
-         f"if {write_pid}:\n"
-         "    os.ftruncate(fd, 0)\n    os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
-         "print('held', flush=True)\nsys.stdin.read()\n"],
+        [sys.executable, "-c", "import fcntl, os, sys\n" + lock_code
+         + "print('held', flush=True)\nsys.stdin.read()\n"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
     return holder
@@ -250,14 +256,8 @@ def _hold_read_lock(path: Path) -> subprocess.Popen[str]:
     (os_unix.c: SHARED_FIRST, PENDING_BYTE + 2), as any reader of it holds one, until its
     stdin closes: while it does, no connection gets the EXCLUSIVE lock that its close needs
     to checkpoint the WAL and delete it."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, os, sys\n"
-         f"fd = os.open({str(path)!r}, os.O_RDONLY)\n"
-         "fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 0x40000000 + 2)\n"
-         "print('held', flush=True)\nsys.stdin.read()\n"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-    return holder
+    return _holder(f"fd = os.open({str(path)!r}, os.O_RDONLY)\n"
+                   "fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, 1, 0x40000000 + 2)\n")
 
 
 @pytest.mark.parametrize("reader", [False, True])
