@@ -141,9 +141,9 @@ def test_camera_sources_that_are_no_relative_file_are_left_alone(
 def test_the_file_form_of_camera_source_is_the_one_the_camera_opens_as_a_file(
     tmp_path: Path, elsewhere: Path, spec: str
 ) -> None:
-    """config.py cannot ask drivers/camera.py (OpenCV, and a stat of the path): its own
-    reading of the forms must not drift from source_kind's. A path that is not there is
-    a file to source_kind; a FIFO that is there a stream, a path all the same."""
+    """What the config makes absolute is what the camera opens as a file: both read the
+    forms through config.source_form. A path that is not there is a file to source_kind;
+    a FIFO that is there a stream, a path all the same."""
     kind = source_kind(spec)
     file_form = kind == "file" or (kind == "stream" and "://" not in spec)
     assert (_camera_file(spec) is not None) == file_form

@@ -154,6 +154,28 @@ class DaemonConfig(Section):
     )
 
 
+SYNTHETIC_PREFIX = "synthetic:"
+SourceForm = Literal["synthetic", "v4l2", "pipeline", "stream", "path"]
+
+
+def source_form(spec: str) -> SourceForm:
+    """What camera.source names, by its text alone: a generated scene, a V4L2 camera (auto,
+    an index, /dev/..., udev:...), a GStreamer pipeline ("!"), a URL ("://"), else a path
+    (a video file, or a FIFO: drivers/camera.py source_kind tells them apart by a stat).
+    One reading for the camera and the config, which makes a relative path absolute and
+    must not take a camera for one. ValueError for a malformed udev: spec."""
+    spec = spec.strip()
+    if spec.startswith(SYNTHETIC_PREFIX):
+        return "synthetic"
+    if v4l2.parse_identity(spec) is not None:
+        return "v4l2"
+    if "!" in spec:
+        return "pipeline"
+    if "://" in spec:
+        return "stream"
+    return "path"
+
+
 class CameraConfig(Section):
     source: NonBlank = Field(
         "synthetic:office",
@@ -199,10 +221,10 @@ class CameraConfig(Section):
         """A malformed udev: spec or an unknown scene passed the check and failed only at
         start (exit 69)."""
         spec = value.strip()
-        if spec.startswith("synthetic:"):
+        if spec.startswith(SYNTHETIC_PREFIX):
             from wattgate.drivers.synthetic import SCENES  # OpenCV: only when it is needed
 
-            if spec[len("synthetic:"):] not in SCENES:
+            if spec[len(SYNTHETIC_PREFIX):] not in SCENES:
                 known = ", ".join(sorted(SCENES))
                 raise PydanticCustomError("value_error", f"unknown scene; known: {known}")
             return value
@@ -976,20 +998,12 @@ def parse_config(raw: dict[str, Any], source: str = "config",
 
 
 def _camera_file(value: str) -> Optional[str]:
-    """camera.source as a file path (a video file or a FIFO), or None for its other forms.
-
-    The forms of drivers/camera.py source_kind, without its stat (and OpenCV): a scene,
-    a V4L2 camera (auto, an index, /dev/..., udev:...), a GStreamer pipeline ("!") or a
-    URL ("://") is no path; whatever else is a file. Stripped, as source_kind takes it."""
-    spec = value.strip()
-    if spec.startswith("synthetic:") or "!" in spec or "://" in spec:
-        return None
+    """camera.source as a file path (a video file or a FIFO), or None for its other forms
+    (source_form). Stripped, as the camera takes it."""
     try:
-        if v4l2.parse_identity(spec) is not None:
-            return None
+        return value.strip() if source_form(value) == "path" else None
     except ValueError:
         return None  # a malformed udev: spec, which validation reports
-    return spec
 
 
 def _library_file(value: str) -> Optional[str]:

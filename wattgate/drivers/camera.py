@@ -33,13 +33,12 @@ from typing import Any, Callable, Literal, Optional, Protocol
 import cv2
 import numpy as np
 
-from wattgate.config import CameraConfig
+from wattgate.config import SYNTHETIC_PREFIX, CameraConfig, source_form
 from wattgate.drivers import images, synthetic, v4l2
 from wattgate.drivers.yuv import Layout, Yuv
 
 log = logging.getLogger("wattgate.camera")
 
-SYNTHETIC_PREFIX = "synthetic:"
 DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_height)
 MAX_CORRUPT = 10  # consecutive undecodable MJPEG buffers before a read counts as failed
 FIFO_WAIT_S = 5.0  # longest an open waits for a FIFO's writer to send something
@@ -371,21 +370,16 @@ def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:
 
 
 def source_kind(spec: str) -> SourceKind:
-    """What `camera.source` names. A path that is not there (yet) is a file."""
-    spec = spec.strip()
-    if spec.startswith(SYNTHETIC_PREFIX):
-        return "synthetic"
+    """What `camera.source` names (config.source_form); a path is a file, or a stream
+    when it is a FIFO. A path that is not there (yet) is a file."""
     try:
-        if v4l2.parse_identity(spec) is not None:
-            return "v4l2"
+        form = source_form(spec)
     except ValueError as exc:
         raise SourceError(f"camera.source {exc}") from None
-    if "!" in spec:
-        return "pipeline"
-    if "://" in spec:
-        return "stream"
+    if form != "path":
+        return form
     try:
-        mode = os.stat(spec).st_mode
+        mode = os.stat(spec.strip()).st_mode
     except OSError:
         return "file"
     return "file" if stat.S_ISREG(mode) else "stream"  # a FIFO is a live stream
