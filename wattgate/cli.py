@@ -23,7 +23,7 @@ from wattgate.cli_power import (
     positive_number,
 )
 from wattgate.cli_power import register as register_power
-from wattgate.cli_watch import Watch, note, warn_events_gone
+from wattgate.cli_watch import Watch, logged_events, note
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
     ConfigError,
@@ -221,16 +221,10 @@ def format_event(message: Message) -> str:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Every event after --since, paging through the log until the newest."""
-    since = args.since
     with Client(_socket_path(args)) as client:
-        while True:
-            reply = client.request("events", since=since, limit=args.limit)
-            warn_events_gone(since, reply["oldest_seq"])
-            for item in reply["events"]:
-                print(json.dumps(item) if args.json else format_event(item))
-                since = item["seq"]
-            if not reply["more"]:
-                return 0
+        for item in logged_events(client, args.since, args.limit):
+            print(json.dumps(item) if args.json else format_event(item))
+    return 0
 
 
 SNAP_MAX_MS = 60_000  # snap's timeout_ms is 1..60000 (docs/protocol.md)

@@ -7,10 +7,12 @@ reconnect policy and the catch-up from the event log."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Callable, Optional
 
 from wattgate.client import Client, ClientError, Message
@@ -93,38 +95,21 @@ class Watch:
         """Subscribe, the first time after noting how far the event log goes: the events
         made from then on come live or from catch_up_events."""
         if self.catch_up and self.last_seq is None:
-            reply = self.events(client, SINCE_MAX, 1)
-            if reply is not None:
+            with _unless_log_unreadable():
+                reply = client.request("events", since=SINCE_MAX, limit=1)
                 self.last_seq = int(reply["last_seq"])
         client.request("subscribe", topics=self.args.topics)
 
     def catch_up_events(self, client: Client) -> None:
         """The events after last_seq from the log (made while away, or while subscribing),
         before the live ones waiting behind them; show() drops those printed here."""
-        while self.catch_up and self.last_seq is not None and not self.done():
-            since = self.last_seq
-            reply = self.events(client, since, EVENTS_PAGE)
-            if reply is None:
-                return
-            warn_events_gone(since, reply["oldest_seq"])
-            for item in reply["events"]:
+        if not self.catch_up or self.last_seq is None or self.done():
+            return
+        with _unless_log_unreadable():
+            for item in logged_events(client, self.last_seq, EVENTS_PAGE):
+                self.show(item)
                 if self.done():
                     return
-                self.show(item)
-            if not reply["more"] or not reply["events"]:
-                return
-
-    def events(self, client: Client, since: int, limit: int) -> Optional[Message]:
-        """An `events` answer, or None, said on stderr, for a log the daemon cannot read
-        (`unavailable`): the live events go on."""
-        try:
-            return client.request("events", since=since, limit=limit)
-        except ClientError as exc:
-            if exc.code != "unavailable":
-                raise
-            note(f"the event log cannot be read ({exc.message}): events missed while "
-                  "reconnecting are not printed")
-            return None
 
     def run_reconnecting(self, path: str) -> int:
         """Watch, connecting again whenever the connection is lost or cannot be made, with
@@ -181,9 +166,31 @@ def _why(exc: ClientError) -> str:
     return str(exc)
 
 
-def warn_events_gone(since: int, oldest_seq: int) -> None:
-    """Say on stderr which events after `since` the log no longer has, if any: an
-    `events` answer's oldest_seq above since + 1 (docs/protocol.md, events)."""
-    if oldest_seq > since + 1:  # pruned, or lost with a damaged log
-        note(f"events {since + 1} to {oldest_seq - 1} are no longer in the event log "
-              "(pruned, or lost with a damaged log)")
+def logged_events(client: Client, since: int, limit: int) -> Iterator[Message]:
+    """Every event in the daemon's log after `since`, asking `limit` at a time until the
+    newest (`events`, docs/protocol.md), for `wattgate events` and the catch-up after a
+    reconnect. Says on stderr which events after `since` the log no longer has, if any
+    (an answer's oldest_seq above since + 1: pruned, or lost with a damaged log)."""
+    while True:
+        reply = client.request("events", since=since, limit=limit)
+        if reply["oldest_seq"] > since + 1:
+            note(f"events {since + 1} to {reply['oldest_seq'] - 1} are no longer in the "
+                 "event log (pruned, or lost with a damaged log)")
+        for item in reply["events"]:
+            yield item
+            since = item["seq"]
+        if not reply["more"] or not reply["events"]:
+            return
+
+
+@contextlib.contextmanager
+def _unless_log_unreadable() -> Iterator[None]:
+    """Go on past a daemon that cannot read its event log (`unavailable` to `events`),
+    saying so on stderr: the live messages still come."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.code != "unavailable":
+            raise
+        note(f"the event log cannot be read ({exc.message}): events missed while "
+             "reconnecting are not printed")
