@@ -848,14 +848,21 @@ def _linked_database(path: str) -> str:
     target = _database_file(path)
     if target == path:
         return path
-    directory = os.path.dirname(target)
+    _expect_link_directory(path, f"SQLite makes the -wal and -shm of {path} (a symbolic "
+                           "link) in it")
+    return target
+
+
+def _expect_link_directory(path: str, why: str) -> None:
+    """LogFileError naming the symbolic link at path when the directory of the file it
+    resolves to is missing (a data partition moved or not mounted), is not a directory,
+    or is one this process may not write; why: what is made in it."""
+    directory = os.path.dirname(os.path.realpath(path))
     if not os.path.lexists(directory):
         raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, whose "
                            f"directory {directory} does not exist", path)
     _expect(directory, stat.S_ISDIR, "a directory")
-    _expect_writable(directory, f"SQLite makes the -wal and -shm of {path} (a symbolic "
-                     "link) in it")
-    return target
+    _expect_writable(directory, why)
 
 
 def _database_file(path: str) -> str:
@@ -907,13 +914,8 @@ def _broken_link(path: str, exc: OSError, directory: bool) -> None:
     if directory:
         raise LogFileError(errno.ENOENT, f"is a symbolic link to {target}, which does not "
                            "exist", path) from None
-    where = os.path.dirname(os.path.realpath(path))
-    if not os.path.lexists(where):
-        raise LogFileError(errno.ENOENT, f"is a symbolic link to {target}, whose directory "
-                           f"{where} does not exist", path) from None
-    _expect(where, stat.S_ISDIR, "a directory")
-    _expect_writable(where, f"{path} (a symbolic link to {target}, not there yet) is made "
-                     "in it")
+    _expect_link_directory(path, f"{path} (a symbolic link to {target}, not there yet) is "
+                           "made in it")
 
 
 def _expect_writable(path: str, why: str = "") -> None:
