@@ -182,6 +182,21 @@ def test_the_daemon_answers_while_a_zone_does_not(
             temps = client.request("status")["power"]["temperatures"]
             assert "TCPU" not in temps and temps["acpitz"] == 44.0
     assert daemon.stop() == 0
+    # the one read that hangs is named at exit; the idle readers have ended
+    assert "exiting with 1 thread(s) still in a call: wattgate-read\n" in daemon.log()
+
+
+def test_a_stop_leaves_no_idle_reader_behind(
+    start_daemon: Any, mtl: tuple[Path, list[Stuck]], tmp_path: Path
+) -> None:
+    """Idle read threads end at a stop: the threads named as left in a call at exit are
+    ones that hang, and with none the process ends as any other does (finalized)."""
+    root, _ = mtl
+    daemon = start_daemon(power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")})
+    with daemon.connect() as client:
+        assert client.request("status")["power"]["temperatures"]["TCPU"] == 51.0  # read
+    assert daemon.stop() == 0
+    assert "still in a call" not in daemon.log()
 
 
 def test_a_child_forked_after_reads_can_read() -> None:
@@ -196,3 +211,18 @@ def test_a_child_forked_after_reads_can_read() -> None:
         os._exit(0 if answers == {"zone": 42} else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_reads_after_a_stop_start_new_readers() -> None:
+    """A stop ends the idle readers and leaves none of its ends for the new ones."""
+    from wattgate.daemon.power_inputs import _Workers
+
+    workers = _Workers(2)  # the daemon's are shared with the other tests in this process
+    assert workers.submit(lambda: 1).result(10) == 1
+    readers = [t for t in threading.enumerate() if t.name == "wattgate-read"]
+    workers.stop(10.0)
+    assert [t for t in threading.enumerate() if t.name == "wattgate-read"] != readers
+    assert len(readers) - len([t for t in readers if t.is_alive()]) == 2  # both ended
+    futures = [workers.submit(lambda v=value: v) for value in range(10)]  # type: ignore[misc]
+    assert [future.result(10) for future in futures] == list(range(10))
+    workers.stop(10.0)

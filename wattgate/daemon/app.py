@@ -41,6 +41,7 @@ from wattgate.daemon.notify import (
 )
 from wattgate.daemon.pipeline import Inferred, Pipeline
 from wattgate.daemon.power import PowerController
+from wattgate.daemon.power_inputs import stop_reading
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
 from wattgate.daemon.server import Server
 from wattgate.daemon.warmup import model_frame, warm_gate
@@ -375,6 +376,7 @@ class Daemon:
         """What start-up acquired before the pipeline, given back on any way out."""
         if self.power is not None:
             await loop.run_in_executor(None, self.power.stop)  # every original sysfs value back
+            await loop.run_in_executor(None, stop_reading)  # no more ticks: idle readers end
         await self.server.close()
         self.eventlog.close(time.time())
 

@@ -57,6 +57,10 @@ INPUT_RAILS = ("VDD_IN", "VIN", "IN")  # a meter rail that measures the whole bo
 WAIT_S = 1.0  # the longest a tick waits for a source
 SLOW_S = 0.5  # a source whose read took longer is read in the background from then on
 WORKERS = 4  # reads at once; a read that never returns keeps one
+STOP_WAIT_S = 0.2  # at exit, the longest wait for a read in progress to come back
+
+
+_Jobs = queue.SimpleQueue[Optional[tuple[Future[Any], Callable[[], Any]]]]
 
 
 class _Workers:
@@ -73,24 +77,42 @@ class _Workers:
     def _start_afresh(self) -> None:
         """No threads yet. Also a forked child's state: fork() copies the parent's thread
         list and queued jobs but none of the threads, so its reads would wait for ever."""
-        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = (
-            queue.SimpleQueue())
+        self._jobs: _Jobs = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
     def submit(self, job: Callable[[], Any]) -> Future[Any]:
         with self._lock:
             while len(self._threads) < self.count:
-                thread = threading.Thread(target=self._run, name="wattgate-read", daemon=True)
+                thread = threading.Thread(target=self._run, args=(self._jobs,),
+                                          name="wattgate-read", daemon=True)
                 self._threads.append(thread)
                 thread.start()
-        future: Future[Any] = Future()
-        self._jobs.put((future, job))
+            future: Future[Any] = Future()
+            self._jobs.put((future, job))
         return future
 
-    def _run(self) -> None:
+    def stop(self, wait_s: float) -> None:
+        """End the threads waiting for work, waiting up to wait_s for them; one still in a
+        read is left to it, and ends when (if) the read returns. At the daemon's exit, so
+        that the threads left (`handoff.end_process` names them) are the reads that hang,
+        not the idle ones. Reads submitted later start new threads."""
+        with self._lock:
+            jobs, threads = self._jobs, self._threads
+            self._jobs, self._threads = queue.SimpleQueue(), []
+        for _ in threads:
+            jobs.put(None)
+        deadline = time.monotonic() + wait_s
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    @staticmethod
+    def _run(jobs: _Jobs) -> None:
         while True:
-            future, job = self._jobs.get()
+            item = jobs.get()
+            if item is None:  # stop(): this queue takes no more work
+                return
+            future, job = item
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -100,6 +122,11 @@ class _Workers:
 
 
 _WORKERS = _Workers(WORKERS)
+
+
+def stop_reading(wait_s: float = STOP_WAIT_S) -> None:
+    """End the read threads that are idle (see `_Workers.stop`)."""
+    _WORKERS.stop(wait_s)
 
 
 def _timed(job: Callable[[], Any]) -> Callable[[], tuple[float, Any]]:
