@@ -1,5 +1,6 @@
 """`wattgate watch`: print what a subscription brings, and with --reconnect outlive the
-daemon's restarts without printing an event twice or leaving one out that the log still has.
+daemon's restarts without printing an event twice or leaving one out that the log still has;
+with or without it, the same for the events the daemon drops when the watch reads too slowly.
 
 cli.py parses the arguments and renders each message; this module owns the loop, the
 reconnect policy and the catch-up from the event log."""
@@ -29,6 +30,8 @@ def note(message: str) -> None:
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 2.0
 RECONNECT_HELLO_S = 10.0
+POLL_S = 0.5  # how often a watch waiting for messages looks whether --duration is over
+REQUEST_S = 10.0  # how long a catch-up after an overflow waits for each answer
 EVENTS_PAGE = 1000  # the most events one `events` answer may hold (docs/protocol.md)
 SINCE_MAX = 2**62  # the highest `since`: an answer with no events, only last_seq
 # A connect() to a socket being made again (a restart, systemd's socket unit): the path not
@@ -43,10 +46,22 @@ class Watch:
     """`watch`: prints the messages it receives until --count or --duration says stop,
     counting across reconnects.
 
-    With --reconnect and topic events, `last_seq` is the newest event number printed (at
-    first the log's newest when watching began): after a reconnect the log gives the
+    With topic events, `last_seq` is the newest event number printed (before any, the
+    log's newest when watching began): when events may have been missed, the log gives the
     events after it, and a live event at or below it, printed already, is not printed
-    again. Results and power readings are live only: those made while away are gone.
+    again. They may be missed after a reconnect (--reconnect: made while away), and after
+    an `overflow` message: the daemon's queue for this client was full and it dropped the
+    oldest messages in it, events among them (docs/protocol.md).
+
+    The catch-up after an overflow is made with or without --reconnect: the connection is
+    still up, so there is nothing for --reconnect to decide, and the drops come from this
+    watch reading too slowly (a slow terminal, a pipe to a busy script), not from the
+    daemon going away; the log still has the events, and a watch of events that leaves
+    some out without a word is not one a script can rely on. The overflow message does not
+    say which topics lost messages, so every overflow is followed by one `events` request;
+    when only results or power readings were dropped its answer holds nothing new. Those
+    are live only: dropped, they are gone, as the overflow line (printed where it came,
+    as before) says.
     """
 
     def __init__(self, args: argparse.Namespace, render: Callable[[Message], str]) -> None:
@@ -55,8 +70,10 @@ class Watch:
         self.deadline: Optional[float] = (
             time.monotonic() + args.duration if args.duration else None)
         self.count = 0
-        self.catch_up = bool(args.reconnect) and "events" in args.topics
+        self.catch_up = "events" in args.topics
         self.last_seq: Optional[int] = None
+        self.floor: Optional[int] = None  # the log's newest just after subscribing: follow()
+        self.said_unreadable = False  # stderr said the log cannot be read, and it still cannot
 
     def done(self) -> bool:
         if self.args.count is not None and self.count >= self.args.count:
@@ -70,18 +87,33 @@ class Watch:
         return max(min(most, self.deadline - time.monotonic()), 0.001)
 
     def show(self, message: Message) -> None:
-        if self.last_seq is not None and message.get("class") == "event":
+        if self.catch_up and message.get("class") == "event":
             seq = message.get("seq")
             if type(seq) is int:
-                if seq <= self.last_seq:
-                    return  # printed from the log after a reconnect, then sent live
+                if self.last_seq is not None and seq <= self.last_seq:
+                    return  # printed from the log after a reconnect or overflow, then live
                 self.last_seq = seq
         print(self.render(message), flush=True)
         self.count += 1
 
     def follow(self, client: Client) -> None:
-        """Print what comes until done; a ClientError for a lost connection."""
-        client.settimeout(0.5)
+        """Follow a subscription made without subscribe() (cli.py's watch without
+        --reconnect subscribes itself): first note the log's newest as `floor`, where a
+        catch-up starts while no event has been printed.
+
+        Noted just after subscribing, not before: an event made between the two (the time
+        of one request) comes live, before the answer, so it is printed, unless the daemon
+        drops it before this client has read it, which a client reading all it gets while
+        it waits for an answer makes next to impossible; such an event is not printed."""
+        if self.catch_up and self.last_seq is None and self.floor is None:
+            with self._unless_log_unreadable():
+                self.floor = _newest(client)
+        self._follow(client)
+
+    def _follow(self, client: Client) -> None:
+        """Print what comes until done, catching up the events after an overflow; a
+        ClientError for a lost connection."""
+        client.settimeout(POLL_S)
         while not self.done():
             try:
                 message = next(client.messages())
@@ -90,26 +122,51 @@ class Watch:
                     continue
                 raise
             self.show(message)
+            if self.catch_up and message.get("class") == "overflow":
+                client.settimeout(REQUEST_S)
+                self.catch_up_events(client)
+                client.settimeout(POLL_S)
 
     def subscribe(self, client: Client) -> None:
         """Subscribe, the first time after noting how far the event log goes: the events
         made from then on come live or from catch_up_events."""
-        if self.catch_up and self.last_seq is None:
-            with _unless_log_unreadable():
-                reply = client.request("events", since=SINCE_MAX, limit=1)
-                self.last_seq = int(reply["last_seq"])
+        if self.catch_up and self.last_seq is None and self.floor is None:
+            with self._unless_log_unreadable():
+                self.last_seq = _newest(client)
         client.request("subscribe", topics=self.args.topics)
 
     def catch_up_events(self, client: Client) -> None:
-        """The events after last_seq from the log (made while away, or while subscribing),
-        before the live ones waiting behind them; show() drops those printed here."""
-        if not self.catch_up or self.last_seq is None or self.done():
+        """The events after last_seq (or floor) from the log: made while away, while
+        subscribing, or dropped for reading too slowly; printed before the live ones
+        waiting behind them, and show() drops those printed here."""
+        since = self.last_seq if self.last_seq is not None else self.floor
+        if not self.catch_up or since is None or self.done():
             return
-        with _unless_log_unreadable():
-            for item in logged_events(client, self.last_seq, EVENTS_PAGE):
+        with self._unless_log_unreadable():
+            for item in logged_events(client, since, EVENTS_PAGE):
                 self.show(item)
                 if self.done():
                     return
+
+    @contextlib.contextmanager
+    def _unless_log_unreadable(self) -> Iterator[None]:
+        """Go on past a daemon that cannot read its event log (`unavailable` to `events`),
+        saying so on stderr, once until it can again (each overflow would say it again):
+        the live messages still come."""
+        try:
+            yield
+        except ClientError as exc:
+            if exc.code != "unavailable":
+                raise
+            if not self.said_unreadable:
+                missed = ("missed while reconnecting or dropped by the daemon for reading "
+                          "too slowly" if self.args.reconnect else
+                          "dropped by the daemon for reading too slowly")
+                note(f"the event log cannot be read ({exc.message}): events {missed} are "
+                     "not printed")
+            self.said_unreadable = True
+        else:
+            self.said_unreadable = False
 
     def run_reconnecting(self, path: str) -> int:
         """Watch, connecting again whenever the connection is lost or cannot be made, with
@@ -132,7 +189,7 @@ class Watch:
                         note(f"{'reconnected' if connected_before else 'connected'} to {path}")
                     said_down, connected_before = False, True
                     self.catch_up_events(client)
-                    self.follow(client)
+                    self._follow(client)
                 return 0
             except ClientError as exc:
                 if not _lost(exc, connected_before):
@@ -166,11 +223,16 @@ def _why(exc: ClientError) -> str:
     return str(exc)
 
 
+def _newest(client: Client) -> int:
+    """The newest event number in the daemon's log (0 for none yet)."""
+    return int(client.request("events", since=SINCE_MAX, limit=1)["last_seq"])
+
+
 def logged_events(client: Client, since: int, limit: int) -> Iterator[Message]:
     """Every event in the daemon's log after `since`, asking `limit` at a time until the
-    newest (`events`, docs/protocol.md), for `wattgate events` and the catch-up after a
-    reconnect. Says on stderr which events after `since` the log no longer has, if any
-    (an answer's oldest_seq above since + 1: pruned, or lost with a damaged log)."""
+    newest (`events`, docs/protocol.md), for `wattgate events` and watch's catch-up after a
+    reconnect or an overflow. Says on stderr which events after `since` the log no longer
+    has, if any (an answer's oldest_seq above since + 1: pruned, or lost with a damaged log)."""
     while True:
         reply = client.request("events", since=since, limit=limit)
         if reply["oldest_seq"] > since + 1:
@@ -181,16 +243,3 @@ def logged_events(client: Client, since: int, limit: int) -> Iterator[Message]:
             since = item["seq"]
         if not reply["more"] or not reply["events"]:
             return
-
-
-@contextlib.contextmanager
-def _unless_log_unreadable() -> Iterator[None]:
-    """Go on past a daemon that cannot read its event log (`unavailable` to `events`),
-    saying so on stderr: the live messages still come."""
-    try:
-        yield
-    except ClientError as exc:
-        if exc.code != "unavailable":
-            raise
-        note(f"the event log cannot be read ({exc.message}): events missed while "
-             "reconnecting are not printed")
