@@ -56,11 +56,9 @@ def test_events_dropped_for_a_slow_reader_come_from_the_log_once_and_in_order(
     stdout where it came, a JSON object under --json; stderr says nothing."""
     path = tmp_path / "stand-in.sock"
     asked: list[int] = []
-    if reconnect:  # the log's newest first, then subscribe, then what came meanwhile
-        start = [("events", log_answer(asked, [], 10)), ("subscribe", subscribed),
-                 ("events", log_answer(asked, [], 10))]
-    else:  # cli.py subscribes, then the watch asks the log's newest
-        start = [("subscribe", subscribed), ("events", log_answer(asked, [], 10))]
+    # the log's newest first, then subscribe, then what came meanwhile
+    start = [("events", log_answer(asked, [], 10)), ("subscribe", subscribed),
+             ("events", log_answer(asked, [], 10))]
     server = serve_script(path, [[
         *start,
         event(11), event(12),
@@ -81,7 +79,7 @@ def test_events_dropped_for_a_slow_reader_come_from_the_log_once_and_in_order(
     assert [m.get("seq", m["class"]) for m in printed] == [
         11, 12, "overflow", 13, 14, 15, 16, 17, "overflow", 18]
     assert [m for m in printed if m["class"] == "overflow"] == [overflow(3), overflow(5)]
-    assert asked == ([SINCE_MAX, 10, 12, 17] if reconnect else [SINCE_MAX, 12, 17])
+    assert asked == [SINCE_MAX, 10, 12, 17]
     assert run.stderr == ""
 
 
@@ -93,6 +91,7 @@ def test_an_overflow_before_any_event_catches_up_from_where_the_watch_began(
     path = tmp_path / "stand-in.sock"
     asked: list[int] = []
     server = serve_script(path, [[
+        ("events", log_answer(asked, [], 10)),
         ("subscribe", subscribed),
         ("events", log_answer(asked, [], 10)),
         overflow(4),  # 11, 12 and two results
@@ -107,7 +106,7 @@ def test_an_overflow_before_any_event_catches_up_from_where_the_watch_began(
     lines = run.stdout.splitlines()
     assert lines[0] == "overflow: 4 messages dropped (read too slowly)"
     assert [int(line.split()[0].lstrip("#")) for line in lines[1:]] == [11, 12, 13, 14]
-    assert asked == [SINCE_MAX, 10]
+    assert asked == [SINCE_MAX, 10, 10]
     assert run.stderr == ""
 
 
@@ -120,8 +119,8 @@ def test_an_unreadable_log_is_said_once_and_the_live_events_still_come(
     unreadable = {"class": "error", "code": "unavailable",
                   "message": "the event log cannot be read: database disk image is malformed"}
     server = serve_script(path, [[
-        ("subscribe", subscribed),
         ("events", lambda r: unreadable),  # the log's newest
+        ("subscribe", subscribed),
         event(11),
         overflow(2),
         ("events", lambda r: unreadable),  # the catch-up after event 11

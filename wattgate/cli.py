@@ -206,10 +206,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     watch = Watch(args, render)
     if args.reconnect:
         return watch.run_reconnecting(_socket_path(args))
-    with Client(_socket_path(args)) as client:
-        client.request("subscribe", topics=args.topics)
-        watch.follow(client)
-    return 0
+    return watch.run(_socket_path(args))
 
 
 def format_event(message: Message) -> str:
@@ -306,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or is starting), say so on stderr and connect again, subscribing to the same "
         "topics; with topic events, the events missed meanwhile are printed first, from the "
         "event log, none twice. Results and power readings are live only: those made while "
-        "away are not printed. --count and --duration count across reconnects",
+        "away are not printed. --count and --duration count across reconnects. (Events "
+        "the daemon drops for a watch that reads too slowly come from the log with or "
+        "without this)",
     )
     watch.set_defaults(func=cmd_watch)
 

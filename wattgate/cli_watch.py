@@ -72,7 +72,6 @@ class Watch:
         self.count = 0
         self.catch_up = "events" in args.topics
         self.last_seq: Optional[int] = None
-        self.floor: Optional[int] = None  # the log's newest just after subscribing: follow()
         self.said_unreadable = False  # stderr said the log cannot be read, and it still cannot
 
     def done(self) -> bool:
@@ -97,20 +96,6 @@ class Watch:
         self.count += 1
 
     def follow(self, client: Client) -> None:
-        """Follow a subscription made without subscribe() (cli.py's watch without
-        --reconnect subscribes itself): first note the log's newest as `floor`, where a
-        catch-up starts while no event has been printed.
-
-        Noted just after subscribing, not before: an event made between the two (the time
-        of one request) comes live, before the answer, so it is printed, unless the daemon
-        drops it before this client has read it, which a client reading all it gets while
-        it waits for an answer makes next to impossible; such an event is not printed."""
-        if self.catch_up and self.last_seq is None and self.floor is None:
-            with self._unless_log_unreadable():
-                self.floor = _newest(client)
-        self._follow(client)
-
-    def _follow(self, client: Client) -> None:
         """Print what comes until done, catching up the events after an overflow; a
         ClientError for a lost connection."""
         client.settimeout(POLL_S)
@@ -130,16 +115,16 @@ class Watch:
     def subscribe(self, client: Client) -> None:
         """Subscribe, the first time after noting how far the event log goes: the events
         made from then on come live or from catch_up_events."""
-        if self.catch_up and self.last_seq is None and self.floor is None:
+        if self.catch_up and self.last_seq is None:
             with self._unless_log_unreadable():
                 self.last_seq = _newest(client)
         client.request("subscribe", topics=self.args.topics)
 
     def catch_up_events(self, client: Client) -> None:
-        """The events after last_seq (or floor) from the log: made while away, while
-        subscribing, or dropped for reading too slowly; printed before the live ones
-        waiting behind them, and show() drops those printed here."""
-        since = self.last_seq if self.last_seq is not None else self.floor
+        """The events after last_seq from the log: made while away, while subscribing, or
+        dropped for reading too slowly; printed before the live ones waiting behind them,
+        and show() drops those printed here."""
+        since = self.last_seq
         if not self.catch_up or since is None or self.done():
             return
         with self._unless_log_unreadable():
@@ -168,6 +153,14 @@ class Watch:
         else:
             self.said_unreadable = False
 
+    def run(self, path: str) -> int:
+        """Watch one connection until done; a ClientError when it is lost."""
+        with Client(path) as client:
+            self.subscribe(client)
+            self.catch_up_events(client)
+            self.follow(client)
+        return 0
+
     def run_reconnecting(self, path: str) -> int:
         """Watch, connecting again whenever the connection is lost or cannot be made, with
         a line on stderr when it is lost (or the first connect fails) and one when it is
@@ -189,7 +182,7 @@ class Watch:
                         note(f"{'reconnected' if connected_before else 'connected'} to {path}")
                     said_down, connected_before = False, True
                     self.catch_up_events(client)
-                    self._follow(client)
+                    self.follow(client)
                 return 0
             except ClientError as exc:
                 if not _lost(exc, connected_before):

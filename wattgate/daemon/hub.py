@@ -1,8 +1,8 @@
 """Fan-out of results and events to connected clients, on the event loop only.
 
 A message is serialised once, then queued on every subscriber. Each client has a
-bounded queue of droppable messages (results, power readings): when it is full the
-oldest is dropped and counted, and the client later gets one `overflow` message
+bounded queue of droppable messages (results, events, power readings): when it is
+full the oldest is dropped and counted, and the client later gets one `overflow` message
 saying how many it lost, where the lost ones would have been. Replies are never dropped,
 and what a client gets comes in the order it was queued: a result queued before a reply
 (to an `unsubscribe`, say) is sent before it, never after. A client that stops reading
