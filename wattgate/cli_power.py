@@ -165,10 +165,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return report_config_error(exc)
     directory = Path(cfg.power.journal_dir)
     journal_file = directory / JOURNAL_NAME
-    if not journal_file.exists() and not (directory / LOCK_NAME).exists():
+    if not journal_file.exists() and not os.path.lexists(directory / LOCK_NAME):
         # No daemon has used this directory (it locks before it journals): nothing to
         # restore, and nothing to create, so a lock file made by root cannot shut out the
-        # daemon's user later.
+        # daemon's user later. A lock that is a broken symbolic link is there (lexists):
+        # take_over names it and its target, as the daemon's start does, rather than call
+        # a journal_dir the daemon cannot lock one with nothing wrong.
         if _report_set_aside(set_aside_journals(directory)):
             return EXIT_NOT_RESTORED
         print("nothing to restore")

@@ -128,6 +128,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
+from wattgate.daemon.pathcheck import (
+    PathError,
+    expect,
+    expect_link_directory,
+    expect_writable,
+    whose,
+)
 from wattgate.daemon.pidlock import LockHeld, lock_file
 from wattgate.daemon.rollback import fsync_dir
 
@@ -793,13 +800,12 @@ class EventLog:
         self._release_lock()
 
 
-class LogFileError(OSError):
-    """The log's directory, or a file of the log, is there but cannot be one: a regular
-    file where the directory goes, a directory where a file goes, one this process may
-    not write. Its text names the path and what is wrong."""
-
-    def __str__(self) -> str:
-        return f"{self.filename}: {self.strerror}"
+# The log's directory, or a file of the log, is there but cannot be one: a regular file
+# where the directory goes, a directory where a file goes, a symbolic link that cannot be
+# followed to one, one this process may not write; its text names the path and what is
+# wrong. The checks are pathcheck.py's, which the sysfs journal's lock file gets too
+# (pidlock), so a broken link reads the same whichever file it is.
+LogFileError = PathError
 
 
 # SQLite's files of a WAL database (https://sqlite.org/tempfiles.html): the process writes
@@ -807,11 +813,6 @@ class LogFileError(OSError):
 # replaced, where this process may not write them.
 _SQLITE_FILES = ("", "-wal", "-shm", "-journal")
 _SIDE_FILES = (".lock", FLOOR_SUFFIX)
-_KINDS = (
-    (stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
-    (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-    (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-)
 
 
 def _check_place(path: str) -> None:
@@ -826,17 +827,17 @@ def _check_place(path: str) -> None:
     existing = directory
     while not os.path.lexists(existing):
         existing = os.path.dirname(existing)
-    _expect(existing, stat.S_ISDIR, "a directory")
+    expect(existing, stat.S_ISDIR, "a directory")
     if existing != directory:
-        _expect_writable(existing, "the state directory is made in it")
+        expect_writable(existing, "the state directory is made in it")
         os.makedirs(directory, exist_ok=True)
-    _expect_writable(directory, "the event log's files are made in it")
+    expect_writable(directory, "the event log's files are made in it")
     database = _linked_database(path)
     for suffix in _SQLITE_FILES:
-        if _expect(database + suffix, stat.S_ISREG, "a file"):
-            _expect_writable(database + suffix)
+        if expect(database + suffix, stat.S_ISREG, "a file"):
+            expect_writable(database + suffix)
     for suffix in _SIDE_FILES:
-        _expect(path + suffix, stat.S_ISREG, "a file")
+        expect(path + suffix, stat.S_ISREG, "a file")
 
 
 def _linked_database(path: str) -> str:
@@ -848,21 +849,9 @@ def _linked_database(path: str) -> str:
     target = _database_file(path)
     if target == path:
         return path
-    _expect_link_directory(path, f"SQLite makes the -wal and -shm of {path} (a symbolic "
+    expect_link_directory(path, f"SQLite makes the -wal and -shm of {path} (a symbolic "
                            "link) in it")
     return target
-
-
-def _expect_link_directory(path: str, why: str) -> None:
-    """LogFileError naming the symbolic link at path when the directory of the file it
-    resolves to is missing (a data partition moved or not mounted), is not a directory,
-    or is one this process may not write; why: what is made in it."""
-    directory = os.path.dirname(os.path.realpath(path))
-    if not os.path.lexists(directory):
-        raise LogFileError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, whose "
-                           f"directory {directory} does not exist", path)
-    _expect(directory, stat.S_ISDIR, "a directory")
-    _expect_writable(directory, why)
 
 
 def _database_file(path: str) -> str:
@@ -870,72 +859,6 @@ def _database_file(path: str) -> str:
     (os_unix.c unixFullPathname), so its -wal and -shm are beside that file; path itself
     when it is not a link."""
     return os.path.realpath(path) if os.path.islink(path) else path
-
-
-def _expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
-    """Whether something is at path (links followed); LogFileError when it is not of the
-    kind wanted, or is a symbolic link that cannot be followed to one (`_broken_link`)."""
-    directory = is_kind is stat.S_ISDIR
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as exc:
-        if os.path.islink(path):
-            _broken_link(path, exc, directory)
-        elif not isinstance(exc, FileNotFoundError):
-            raise
-        return False
-    if not is_kind(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "special file")
-        link = (f"is a symbolic link to {os.readlink(path)}, which "
-                if os.path.islink(path) else "")
-        raise LogFileError(errno.ENOTDIR if directory else errno.EISDIR,
-                           f"{link}is a {kind}, not {wanted}", path)
-    return True
-
-
-def _broken_link(path: str, exc: OSError, directory: bool) -> None:
-    """LogFileError naming the symbolic link at path, where it points and why it cannot be
-    followed (exc, what os.stat said): a loop; a directory link to nothing; a file link
-    into a directory that is not there (a data partition moved or not mounted), or is not
-    one, or that this process may not write. A file link into a directory that is there
-    and writable is a file not made yet: it is made where the link points, and nothing is
-    raised.
-
-    Left to os.open and SQLite, the first said "No such file or directory" or "Too many
-    levels of symbolic links" naming only the link; a lock link into a directory this
-    process may not write let the log open without its lock."""
-    target = os.readlink(path)
-    if exc.errno == errno.ELOOP:
-        raise LogFileError(errno.ELOOP, f"is a symbolic link to {target}, which never "
-                           "resolves: a loop of symbolic links", path) from None
-    if not isinstance(exc, FileNotFoundError):
-        raise LogFileError(exc.errno, f"is a symbolic link to {target}, which cannot be "
-                           f"followed: {exc.strerror}", path) from None
-    if directory:
-        raise LogFileError(errno.ENOENT, f"is a symbolic link to {target}, which does not "
-                           "exist", path) from None
-    _expect_link_directory(path, f"{path} (a symbolic link to {target}, not there yet) is "
-                           "made in it")
-
-
-def _expect_writable(path: str, why: str = "") -> None:
-    """LogFileError, saying whose and which mode it is, when this process may not write
-    path (and enter it, for a directory)."""
-    info = os.stat(path)
-    wanted = os.W_OK | (os.X_OK if stat.S_ISDIR(info.st_mode) else 0)
-    if os.access(path, wanted, effective_ids=os.access in os.supports_effective_ids):
-        return
-    if os.statvfs(path).f_flag & os.ST_RDONLY:
-        code, what = errno.EROFS, "is on a read-only file system"
-    else:
-        code, what = errno.EACCES, f"is not writable by {_whose(info)}"
-    raise LogFileError(code, f"{what}; {why}" if why else what, path)
-
-
-def _whose(info: os.stat_result) -> str:
-    """This process's uid and the file's owner and mode: why it may not use the file."""
-    return (f"uid {os.geteuid()} (owner uid {info.st_uid}, gid {info.st_gid}, mode "
-            f"{stat.S_IMODE(info.st_mode):04o})")
 
 
 def _floor_text(upto: int) -> bytes:
@@ -971,10 +894,15 @@ def _lock(lock_path: str) -> Optional[int]:
     In a directory that cannot be written, an existing lock file is locked read-only; when
     there is none, no other process can have made one (nor can it write the log there), so
     there is nothing to lock. LogFileError, saying whose and which mode it is, for a lock
-    file this process may not even read: "Permission denied" alone said neither."""
+    file this process may not even read: "Permission denied" alone said neither; and,
+    from lock_file, for a lock file that is a symbolic link gone wrong (pathcheck.PathError,
+    whatever its errno: a link into a directory this process may not write is no lock file
+    to take read-only)."""
     try:
         try:
             return lock_file(lock_path)
+        except LogFileError:
+            raise
         except OSError as exc:
             if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise
@@ -982,7 +910,7 @@ def _lock(lock_path: str) -> Optional[int]:
             return lock_file(lock_path, create=False)
         except PermissionError:
             raise LogFileError(
-                errno.EACCES, f"is not readable by {_whose(os.stat(lock_path))}; one daemon "
+                errno.EACCES, f"is not readable by {whose(os.stat(lock_path))}; one daemon "
                 "per daemon.state_dir is kept by locking it", lock_path) from None
     except LockHeld as held:
         raise OSError(

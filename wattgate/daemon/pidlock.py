@@ -10,6 +10,15 @@ file holds the holder's pid too, but only when the holder could write it: one th
 only open it read-only leaves the previous holder's pid there, a process long gone or an
 unrelated one by now. So the file's pid is named only where /proc/locks names none (a
 holder outside this process's pid namespace, such as another container's, or no /proc).
+
+A lock file that is a symbolic link gone wrong (into a directory that is gone, such as a
+data partition moved or not mounted; to a directory; a loop; into a directory this process
+may not write) is named with where it points and what is wrong (PathError), by every
+holder: the event log's and the sysfs journal's. Left to os.open, these said "No such file
+or directory", "Is a directory" or "Too many levels of symbolic links" naming only the
+link, and a link into a directory that could not be written was "locked" read-only, found
+missing, and not locked at all. The checks are pathcheck.py's, which the event log's other
+files get too.
 """
 
 from __future__ import annotations
@@ -17,7 +26,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 from typing import Optional
+
+from wattgate.daemon.pathcheck import expect
 
 
 class LockHeld(Exception):
@@ -68,7 +80,10 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
     another holds it. ``create=False`` (a directory this process cannot write): lock the
     file if it is there, read-only; None when it is not, as no other process can have
     made it either. PermissionError for a file this process may not open, LockHeld in
-    its place when another process holds it: that is what keeps this one out."""
+    its place when another process holds it: that is what keeps this one out. PathError
+    for something at path that cannot be a lock file: not a regular file, or a symbolic
+    link that cannot be followed to one (`expect_lock_file`)."""
+    expect_lock_file(path)
     try:
         if create:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -103,6 +118,20 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def expect_lock_file(path: str) -> None:
+    """PathError naming path, and for a symbolic link where it points, when what is at path
+    cannot be a lock file: a directory or a special file, a link that loops, one to a
+    directory, or one to a file not made yet whose directory is not there or may not be
+    written by this process. Nothing at path, or a link to a file not made yet in a
+    directory this process may write (the lock is made where it points), is no error."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return  # nothing there, or nothing this process can look at: left to os.open
+    if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+        expect(path, stat.S_ISREG, "a file")
 
 
 def lock_dir(path: str) -> int:

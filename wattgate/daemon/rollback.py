@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from wattgate.daemon.pathcheck import PathError
 from wattgate.daemon.pidlock import HeldLock, LockHeld, lock_file
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
@@ -71,11 +72,19 @@ class JournalLock(HeldLock):
     def acquire(self, *, create: bool = True) -> None:
         """Lock, or JournalError naming the holder. ``create=False`` (a directory this
         process cannot write): lock the file if it is there; if it is not, no daemon
-        holds this directory, since it could not have created it either."""
+        holds this directory, since it could not have created it either.
+
+        A lock file that is a symbolic link gone wrong (dangling into a directory that is
+        gone, a loop, to a directory, into a directory this process may not write) or is
+        not a regular file is a JournalError naming it and where it points (pathcheck's
+        PathError, the event log's lock says the same): os.open said only "No such file
+        or directory" of the link, and power control went off with no word of its target."""
         try:
             self._fd = lock_file(str(self.path), create)
         except LockHeld as held:
             raise JournalHeld(f"{held}: one daemon per journal_dir") from None
+        except PathError as exc:
+            raise JournalError(str(exc), exc.errno or 0) from None
 
 
 @dataclass

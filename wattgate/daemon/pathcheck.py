@@ -1,0 +1,106 @@
+"""What is at a path, and why it cannot be used as what it is meant to be: a file of the
+event log, its state directory, a lock file.
+
+A path that is there but cannot serve (a regular file where a directory goes, a directory
+where a file goes, a symbolic link that loops or points into a directory that is gone, as
+a data partition moved or not mounted, one this process may not write) is a PathError
+whose text names the path, where a link points and what is wrong: os.open and SQLite
+said "No such file or directory" or "Too many levels of symbolic links" of the link alone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Callable
+
+
+class PathError(OSError):
+    """A path is there but cannot be what it is used as: a regular file where a directory
+    goes, a directory where a file goes, a symbolic link that cannot be followed to one,
+    one this process may not write. Its text names the path and what is wrong."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+_KINDS = (
+    (stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
+    (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+)
+
+
+def expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
+    """Whether something is at path (links followed); PathError when it is not of the
+    kind wanted, or is a symbolic link that cannot be followed to one (`broken_link`)."""
+    directory = is_kind is stat.S_ISDIR
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if os.path.islink(path):
+            broken_link(path, exc, directory)
+        elif not isinstance(exc, FileNotFoundError):
+            raise
+        return False
+    if not is_kind(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "special file")
+        link = (f"is a symbolic link to {os.readlink(path)}, which "
+                if os.path.islink(path) else "")
+        raise PathError(errno.ENOTDIR if directory else errno.EISDIR,
+                        f"{link}is a {kind}, not {wanted}", path)
+    return True
+
+
+def broken_link(path: str, exc: OSError, directory: bool) -> None:
+    """PathError naming the symbolic link at path, where it points and why it cannot be
+    followed (exc, what os.stat said): a loop; a directory link to nothing; a file link
+    into a directory that is not there (a data partition moved or not mounted), or is not
+    one, or that this process may not write. A file link into a directory that is there
+    and writable is a file not made yet: it is made where the link points, and nothing is
+    raised."""
+    target = os.readlink(path)
+    if exc.errno == errno.ELOOP:
+        raise PathError(errno.ELOOP, f"is a symbolic link to {target}, which never "
+                        "resolves: a loop of symbolic links", path) from None
+    if not isinstance(exc, FileNotFoundError):
+        raise PathError(exc.errno, f"is a symbolic link to {target}, which cannot be "
+                        f"followed: {exc.strerror}", path) from None
+    if directory:
+        raise PathError(errno.ENOENT, f"is a symbolic link to {target}, which does not "
+                        "exist", path) from None
+    expect_link_directory(path, f"{path} (a symbolic link to {target}, not there yet) is "
+                          "made in it")
+
+
+def expect_link_directory(path: str, why: str) -> None:
+    """PathError naming the symbolic link at path when the directory of the file it
+    resolves to is missing (a data partition moved or not mounted), is not a directory,
+    or is one this process may not write; why: what is made in it."""
+    directory = os.path.dirname(os.path.realpath(path))
+    if not os.path.lexists(directory):
+        raise PathError(errno.ENOENT, f"is a symbolic link to {os.readlink(path)}, whose "
+                        f"directory {directory} does not exist", path)
+    expect(directory, stat.S_ISDIR, "a directory")
+    expect_writable(directory, why)
+
+
+def expect_writable(path: str, why: str = "") -> None:
+    """PathError, saying whose and which mode it is, when this process may not write
+    path (and enter it, for a directory)."""
+    info = os.stat(path)
+    wanted = os.W_OK | (os.X_OK if stat.S_ISDIR(info.st_mode) else 0)
+    if os.access(path, wanted, effective_ids=os.access in os.supports_effective_ids):
+        return
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        code, what = errno.EROFS, "is on a read-only file system"
+    else:
+        code, what = errno.EACCES, f"is not writable by {whose(info)}"
+    raise PathError(code, f"{what}; {why}" if why else what, path)
+
+
+def whose(info: os.stat_result) -> str:
+    """This process's uid and the file's owner and mode: why it may not use the file."""
+    return (f"uid {os.geteuid()} (owner uid {info.st_uid}, gid {info.st_gid}, mode "
+            f"{stat.S_IMODE(info.st_mode):04o})")
