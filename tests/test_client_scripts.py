@@ -18,8 +18,8 @@ from typing import Any, Callable
 import pytest
 
 from tests.conftest import DaemonProcess
+from tests.test_client_edges import slow_snap_daemon
 from tests.test_client_errors import HELLO, IDLE, assert_one_line, cli
-from tests.test_client_hunt import slow_snap_daemon
 from wattgate.client import Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 # What every child starts with: the gi bindings, wattgate, and `camera()`, a UVC camera's
-# node in umockdev-record format. Other tests (test_camera_hunt.py) run their own bodies after it.
+# node in umockdev-record format. Other tests (test_camera_edges.py) run their own bodies after it.
 PRELUDE = r"""
 import json, os, sys, threading, time
 sys.path.append(sys.argv[2])

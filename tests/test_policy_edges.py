@@ -1,4 +1,4 @@
-"""Power policy defects found by hunting: each test failed on the code before its fix."""
+"""Power policy defects at the edges of its inputs; each test failed before its fix."""
 
 from __future__ import annotations
 
