@@ -268,7 +268,8 @@ def format_power(power: dict[str, Any]) -> list[str]:
     if not power.get("writes", True):
         lines.append("knobs     not written (power.enabled = false or no journal)")
     for name, knob in power.get("knobs", {}).items():
-        value = knob.get("value", "?")
+        value = knob.get("value")
+        value = "?" if value is None else value  # pending write, or a read that hangs
         extra = f" (was {knob['original']})" if knob.get("original") not in (None, value) else ""
         if "error" in knob:
             extra += f"  FAILED: {knob['error']}"

@@ -202,6 +202,11 @@ class Commands:
 
     async def status(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, set())
+        power = self.daemon.power
+        if power is not None:
+            # The knobs' reads run off the loop, awaited here for a bounded time: one in a
+            # driver that does not answer must not hold up the other clients (power.py).
+            await power.read_knobs()
         return {"class": "status", **self.daemon.status()}
 
     async def subscribe(self, session: ClientSession, request: Message) -> Message:

@@ -17,7 +17,8 @@ Who calls what (the daemon does the wiring):
 * event loop, once a second: ``tick(now, load)`` reads temperatures, supplies, light and
   meters, runs the rules, the activity timeout and the load feedback, asks for the diff,
   integrates energy, and returns events for the daemon to number and publish.
-* protocol: ``pin``, ``status``, ``profile_status``, ``power_message``.
+* protocol: ``pin``, ``status`` (after ``read_knobs``), ``profile_status``,
+  ``power_message``.
 
 No sysfs write runs on the event loop or the capture thread, nor under ``_lock``: a
 store can block for long on a real board (writing "on" to power/control resumes the
@@ -30,6 +31,15 @@ the results under it. States wanted while a write was in progress are not writte
 one: the latest wins. ``settle`` waits until everything wanted so far has been tried
 (start, reload, simulate, tests). The status does not read a knob with a write pending.
 
+Nor does a sysfs read run on the event loop, or under ``_lock`` while clients are served:
+a read can block as a store can (the show() of a runtime-suspended device, a hung driver).
+The status reads the knobs on the KnobReader's threads (knobs.py), each waited for at most
+READ_TIMEOUT_S and awaited off the loop by the `status` command (``read_knobs``); a knob
+whose read does not return in time shows as such, and is not read again until it does. A
+reload reads the originals of the knobs it comes to drive before it takes the lock, and a
+start (a reload's that starts afresh too) restores and discovers outside it: not started
+yet, the tick does nothing meanwhile, and nothing else writes.
+
 A knob whose write fails (a typed SysfsError) is logged with KNOB/VALUE fields, shown in
 the status, and written again after 1, 2, 4 ... ticks (RETRY_MAX_TICKS) or when its wanted
 value changes; the other knobs carry on.
@@ -39,6 +49,7 @@ back.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import math
@@ -48,11 +59,18 @@ import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
-from wattgate.daemon.knobs import write_knob, write_order
+from wattgate.daemon.knobs import (
+    READER_STOP_WAIT_S,
+    KnobReader,
+    read_knob,
+    write_knob,
+    write_order,
+)
 from wattgate.daemon.logs import MessageId, event, fields
 from wattgate.daemon.pidlock import DirectoryLock, LockHeld
 from wattgate.daemon.power_inputs import InputReader, Inputs
@@ -126,6 +144,15 @@ COMPATIBLE = {
     "brcm,bcm2712": "rpi5",
     "fsl,imx8mp": "imx8mp",
 }
+
+
+def _on_event_loop() -> bool:
+    """Whether this thread is running an asyncio event loop (it must not block)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class Verdict(Protocol):
@@ -252,6 +279,11 @@ class PowerController:
         self._retry: dict[str, tuple[int, int]] = {}
         self._due: set[str] = set()  # refused knobs to write again with the next batch
         self._writing: Optional[str] = None  # the knob whose write is in progress
+        # writes tried of each knob: a read that began before one is not the knob's value
+        self._written: dict[str, int] = {}
+        # the status's reads (knob_status), bounded; not holding the controller, which a
+        # read stuck for good would keep alive, locks and all
+        self._reader = KnobReader(partial(read_knob, self.fs))
         self.notes: tuple[str, ...] = ()
         self.pipeline = PipelineSettings()
         self.model_variant: Optional[str] = None
@@ -281,14 +313,19 @@ class PowerController:
         return bool(self.driven)
 
     def start(self, now: float) -> list[Event]:
-        """Restore a crashed run's changes, discover the board, apply the idle settings."""
+        """Restore a crashed run's changes, discover the board, apply the idle settings.
+
+        The restore and the discovery read and write sysfs outside the lock: in a reload
+        that starts afresh, the event loop's status and tick and the capture thread go on
+        meanwhile (not started, the tick does nothing, and nothing is written but here)."""
+        if self.cfg.power.enabled or self._inherited or os.path.exists(
+            os.path.join(self.cfg.power.journal_dir, JOURNAL_NAME)
+        ):
+            self._open_journal()  # a crashed run's changes go back even if writes are off
+        self._discover()
+        energy = self._energy_model()
         with self._lock:
-            if self.cfg.power.enabled or self._inherited or os.path.exists(
-                os.path.join(self.cfg.power.journal_dir, JOURNAL_NAME)
-            ):
-                self._open_journal()  # a crashed run's changes go back even if writes are off
-            self._discover()
-            self.energy_model = self._energy_model()
+            self.energy_model = energy
             self._started = True
             if self.writes and self.writer is not None:
                 self._start_writer()
@@ -314,15 +351,24 @@ class PowerController:
                 self._inherited = left
                 self.model_variant = variant  # the policy's last ask: a change is an event
             return self.start(now)
+        # The originals of the knobs the new profiles come to drive are read first, outside
+        # the lock: a read can block in a driver (knobs.py), and the event loop's tick and
+        # status, and the capture thread, wait for the lock.
+        profiles = resolve_all(cfg)
+        driven = self._driven_by(profiles)
+        with self._lock:
+            known = set(self.baseline)
+        fresh = self._originals([key for key in driven + self._limits(driven)
+                                 if key not in known], driven)
         with self._lock:
             old_rules = self.rules
             self.cfg = cfg
-            self.profiles = resolve_all(cfg)
+            self.profiles = profiles
             self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
             self._carry_over(old_rules)
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
-            self._collect_driven_keep_baseline()
+            self._keep_baseline(driven, fresh)
             self.inputs.light = cfg.sensors.light  # the light rules read the new sensor
         inputs = self.inputs.read(now)
         with self._lock:
@@ -407,19 +453,21 @@ class PowerController:
             log.warning("pin of profile %r by %s released: the new config has no such "
                         "profile", old.pinned, old.pinned_by)
 
-    def _collect_driven_keep_baseline(self) -> None:
-        """After a reload: originals already known stay (the knobs may hold our values now),
-        and a knob only the old profiles set stays driven: unset now, its wanted value is
-        its original, so it is given back at once rather than held at an old profile's
-        value until exit."""
-        known, before, unread = dict(self.baseline), self.driven, self._unread
-        self._collect_driven()
-        self.driven += [key for key in before if key not in self.driven]
-        self.baseline.update(known)
+    def _keep_baseline(self, driven: list[str],
+                       fresh: tuple[dict[str, str], dict[str, str]]) -> None:
+        """After a reload (under the lock), with the knobs the new profiles drive and the
+        originals read for those not known yet (``_originals``): originals already known
+        stay (the knobs may hold our values now), and a knob only the old profiles set stays
+        driven: unset now, its wanted value is its original, so it is given back at once
+        rather than held at an old profile's value until exit."""
+        known, before, unread = self.baseline, self.driven, self._unread
+        read, read_unread = fresh
+        self.driven = driven + [key for key in before if key not in driven]
+        self.baseline = {**read, **known}
         # A limit first driven now was read at start (_limits), before this daemon's writes:
         # its first write journals that, not the file, which may show our own max (a min).
         first = {key: known[key] for key in self.driven if key not in before and key in known}
-        self._unread = {**{k: v for k, v in self._unread.items() if k not in known}, **unread,
+        self._unread = {**{k: v for k, v in read_unread.items() if k not in known}, **unread,
                         **first}
 
     def stop(self) -> None:
@@ -450,6 +498,9 @@ class PowerController:
             self._retry.clear()
             self._due.clear()
             self._writing = None
+            reader = self._reader
+        # The status's idle reader threads end: those left at exit are reads that hang.
+        reader.close(READER_STOP_WAIT_S)
 
     # -- the writer --------------------------------------------------------------------------
 
@@ -725,20 +776,36 @@ class PowerController:
     def _collect_driven(self) -> None:
         """Every knob any profile may set, with its original value, read before any write,
         and the originals of the other limits beside them (_limits)."""
+        self.driven = self._driven_by(self.profiles)
+        self.baseline, self._unread = self._originals(
+            self.driven + self._limits(self.driven), self.driven)
+
+    def _driven_by(self, profiles: Mapping[str, ResolvedProfile]) -> list[str]:
+        """Every knob a profile of ``profiles`` may set on this board (no sysfs access)."""
         driven: dict[str, None] = {}
-        for profile in self.profiles.values():
+        for profile in profiles.values():
             for state in STATES:
                 for level in (0.0, 1.0):
                     driven.update(dict.fromkeys(build(profile.settings(state), self.caps, level)
                                                 .knobs))
-        self.driven = list(driven)
-        self.baseline, self._unread = {}, {}
+        return list(driven)
+
+    def _originals(self, keys: Sequence[str], driven: Sequence[str]
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+        """The original of each of ``keys`` (the journal's, else read, not a thermal cap's
+        doing), and those of them the attribute does not read (_unthrottled). Reads sysfs,
+        and may block on it: not under the lock once others use the controller (reload)."""
+        baseline: dict[str, str] = {}
+        unread: dict[str, str] = {}
+        if not keys:
+            return baseline, unread
         cooling = thermal.discover_cooling_devices(self.fs)
-        for key in self.driven + self._limits(self.driven):
+        for key in keys:
             if (saved := self._journaled(key)) is not None:
-                self.baseline[key] = saved
+                baseline[key] = saved
             elif (value := self._read_knob(key)) is not None:
-                self.baseline[key] = self._unthrottled(key, value, cooling)
+                baseline[key] = self._unthrottled(key, value, cooling, key in driven, unread)
+        return baseline, unread
 
     def _limits(self, keys: Sequence[str]) -> list[str]:
         """The min and max attributes of each cpufreq policy and devfreq device that a key
@@ -759,8 +826,10 @@ class PowerController:
             out.update(dict.fromkeys(f"{path}/{name}" for name in names))
         return [key for key in out if key not in named]
 
-    def _unthrottled(self, key: str, value: str, cooling: Sequence[thermal.CoolingDevice]) -> str:
-        """The original of ``key``, read as ``value``: not a thermal cap's doing.
+    def _unthrottled(self, key: str, value: str, cooling: Sequence[thermal.CoolingDevice],
+                     driven: bool, unread: dict[str, str]) -> str:
+        """The original of ``key``, read as ``value``: not a thermal cap's doing; noted in
+        ``unread`` when that is not the value read. ``driven``: a profile sets the knob.
 
         Since Linux 5.3 a cpufreq limit is a frequency QoS request, and scaling_max_freq
         reads policy->max, the lowest max request: a cooling device's among them (a cpufreq
@@ -799,18 +868,15 @@ class PowerController:
             "as its original, %s",
             owner, name, value, unit, device.name, device.type, device.cur_state,
             device.max_state, cap.freq if cap.freq is not None else "unknown", unit,
-            source, original, unit, "what the exit writes back" if key in self.driven
+            source, original, unit, "what the exit writes back" if driven
             else "for a reload whose profiles set it",
             extra=fields(knob=key, value=original),
         )
-        self._unread[key] = str(original)
+        unread[key] = str(original)
         return str(original)
 
     def _read_knob(self, key: str) -> Optional[str]:
-        if key == vendor.GALCORE_GOVERN:
-            state = vendor.read_gpu_govern(self.fs)
-            return state.current if state else None
-        return self.fs.read_opt(key)
+        return read_knob(self.fs, key)
 
     def _energy_model(self) -> Optional[BoardPower]:
         name = self.cfg.power.board or self._detect_board()
@@ -1034,6 +1100,7 @@ class PowerController:
         """The result of one write (under the lock): a refusal is logged and sent as an
         event once per distinct error, and tried again after 1, 2, 4 ... ticks."""
         self._due.discard(key)
+        self._written[key] = self._written.get(key, 0) + 1
         if exc is not None:
             errno_ = getattr(exc, "errno", None)
             if self.failed.get(key) != str(exc):
@@ -1123,17 +1190,45 @@ class PowerController:
 
         A knob with a write pending or in progress is not read (no value): its read may
         wait for the same driver as its store (the device's lock, a resume), and the
-        status must not wait for a write."""
-        with self._lock:
-            keys = list(self.driven)
-            busy = self._unsettled()
-        current_values = {key: None if key in busy else self._read_knob(key)  # sysfs,
-                          for key in keys}  # outside the lock
+        status must not wait for a write.
+
+        The others are read on threads of the KnobReader, each waited for READ_TIMEOUT_S
+        at most: a read that does not return (a device whose show() waits for a resume
+        that does not come, a hung driver) shows as ``"value": null`` with an ``error``,
+        and is not read again while it is out; a write refusal and a read timeout are both
+        in ``error``, joined by "; ". On the event loop nothing is read or waited for: the
+        status shows the reads ``read_knobs`` awaited just before (or newer ones)."""
+        keys, stamps, reader = self._readable()
+        if _on_event_loop():
+            reads = reader.latest(stamps)
+        else:
+            reads = reader.start(stamps)
+            reader.wait(reads)
+        current = {key: reader.outcome(read, stamps[key]) for key, read in reads.items()}
         out: dict[str, dict[str, Any]] = {}
         with self._lock:
             for key in keys:
-                out[key] = self._knob_entry(key, current_values[key])
+                out[key] = self._knob_entry(key, current.get(key))
         return out
+
+    async def read_knobs(self) -> None:
+        """Read the knobs the status shows off the event loop, and wait there, without
+        holding it up, until each read has returned or is READ_TIMEOUT_S old: the status
+        that follows on the loop shows them (knob_status). A read still out from an earlier
+        status is waited for no longer than its own time, and not started again."""
+        _, stamps, reader = self._readable()
+        futures, left = reader.pending(reader.start(stamps))
+        if futures:
+            await asyncio.wait([asyncio.wrap_future(f) for f in futures], timeout=left)
+
+    def _readable(self) -> tuple[list[str], dict[str, int], KnobReader]:
+        """The driven knobs, the ones to read now (no write pending) with their write
+        counts, and the reader."""
+        with self._lock:
+            keys = list(self.driven)
+            busy = self._unsettled()
+            stamps = {key: self._written.get(key, 0) for key in keys if key not in busy}
+            return keys, stamps, self._reader
 
     def _unsettled(self) -> set[str]:
         """The knobs the writer has yet to write or is writing (under the lock)."""
@@ -1144,16 +1239,20 @@ class PowerController:
             busy.add(self._writing)
         return busy
 
-    def _knob_entry(self, key: str, current: Optional[str]) -> dict[str, Any]:
+    def _knob_entry(self, key: str,
+                    read: Optional[tuple[Optional[str], Optional[str]]]) -> dict[str, Any]:
+        """A knob's status from its read (KnobReader.outcome) and what the writer knows."""
         entry: dict[str, Any] = {}
-        if current is not None:
-            entry["value"] = current
+        value, read_error = read if read is not None else (None, None)
+        if read is not None:
+            entry["value"] = value  # null: the read has not returned (read_error says so)
         if key in self.wanted:
             entry["target"] = self.wanted[key]
         if key in self.baseline:
             entry["original"] = self.baseline[key]
-        if key in self.failed:
-            entry["error"] = self.failed[key]
+        errors = [e for e in (self.failed.get(key), read_error) if e is not None]
+        if errors:
+            entry["error"] = "; ".join(errors)
         return entry
 
     def watts(self) -> dict[str, Any]:
