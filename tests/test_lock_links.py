@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DaemonProcess, FaceVideo, run_as, tree_snapshot, write_config
+from tests.conftest import DaemonProcess, FaceVideo, run_as, tree_snapshot
 from tests.fixtures.boards import materialize
+from tests.test_restore_command import board
 from wattgate.config import load_config
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.pathcheck import PathError
@@ -222,15 +223,6 @@ def test_the_event_logs_lock_and_the_journals_read_the_same(tmp_path: Path, kind
 
 
 # -- 3. the daemon's start: power control off, nothing written ------------------------------
-
-
-def board(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """A fake RK3588 tree, its journal_dir, and a config that names both."""
-    root = materialize("rk3588", tmp_path / "sys")
-    journal = tmp_path / "journal"
-    config = write_config(tmp_path / "config.toml", tmp_path,
-                          power={"sysfs_root": str(root), "journal_dir": str(journal)})
-    return root, journal, config
 
 
 def crashed(root: Path, journal: Path) -> dict[str, str]:
