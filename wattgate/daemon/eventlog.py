@@ -54,7 +54,12 @@ when it is opened (any page of it, free ones too: PRAGMA quick_check) is moved t
 is a symbolic link, which stays) and a new one is started, logged
 as an error: the daemon goes on serving. The new one starts with `last_seq` at the copy of
 the reservation, so `oldest_seq` is above every number the old one gave out: its events
-are lost, as if pruned.
+are lost, as if pruned. Damage found while the daemon runs (SQLITE_CORRUPT or
+SQLITE_NOTADB on a write, a reservation or an `events` read: flash that lost a page under
+it) is set aside the same way then, not at the next start (`_recover`): the events written
+to the damaged file are lost and answered as pruned ones are, the held events (the ones
+being written when the damage was met among them) go to the new log, and numbering goes
+on from memory.
 
 A flush that cannot write (the database locked by another process, a full disk, a
 read-only directory) keeps the held events for the next flush, waits at most
@@ -125,7 +130,7 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, TypeVar
 
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
 from wattgate.daemon.pathcheck import (
@@ -141,6 +146,7 @@ from wattgate.daemon.rollback import fsync_dir
 log = logging.getLogger("wattgate.eventlog")
 
 Event = dict[str, Any]
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -293,6 +299,10 @@ class EventLog:
         self._reserve_in_append = True
         self._changed_kinds: set[str] = set()  # kinds whose events had to be changed
         self._unreadable: set[int] = set()  # seqs of rows found damaged (logged once each)
+        # Damage found mid-run (`_recover`): whether the connection is closed and a new
+        # database is still to be opened, and the last seq the new one is still to record.
+        self._reopen_due = False
+        self._lost_upto: Optional[int] = None
         written = self._read_written_seq()
         reserved = self._read_reserved()
         # The newest number given out (written, pruned or lost in a crash) that the log
@@ -364,6 +374,17 @@ class EventLog:
         here. Its -shm indexes only the WAL beside it and is deleted. (SQLite itself
         discards a -wal beside a database of 0 pages, as the new one is: pager.c,
         pagerOpenWalIfPresent; tests/test_eventlog_paths.py.)"""
+        log.error(
+            "event log %s is damaged (%s): moved to %s and a new log started; the events "
+            "in it are no longer served, and numbering goes on after seq %d. Keep the file "
+            "for a post-mortem or delete it; check the storage if this happens again",
+            self._move_aside(), exc, _database_file(self.path) + DAMAGED_SUFFIX,
+            self._read_floor(),
+        )
+
+    def _move_aside(self) -> str:
+        """Close the database and move it and its WAL to `<path>.damaged` (see
+        `_set_aside`); returns the path as a log line names it."""
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         database = _database_file(self.path)
@@ -377,13 +398,7 @@ class EventLog:
                 os.replace(database + suffix, aside + suffix)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(database + "-shm")
-        log.error(
-            "event log %s is damaged (%s): moved to %s and a new log started; the events "
-            "in it are no longer served, and numbering goes on after seq %d. Keep the file "
-            "for a post-mortem or delete it; check the storage if this happens again",
-            self.path if database == self.path else f"{self.path} (a link to {database})",
-            exc, aside, self._read_floor(),
-        )
+        return self.path if database == self.path else f"{self.path} (a link to {database})"
 
     def _continue_after_lost(self) -> None:
         """Record in a new database that the numbers up to the copy of the reservation
@@ -495,8 +510,9 @@ class EventLog:
         ts, fields = self._writable(kind, ts, fields)
         if self._next_seq > self._reserved and self._reserve_in_append:
             # More than half a block since the last flush (or flushes are failing).
+            upto = self._next_seq - 1 + self.seq_block
             try:
-                self._reserve(self._next_seq - 1 + self.seq_block)
+                self._on_sound_db(lambda: self._reserve(upto))
             except _WRITE_ERRORS as exc:
                 # The number is given out anyway; the next flush tries to reserve again.
                 self._reserve_in_append = False
@@ -568,22 +584,19 @@ class EventLog:
             reserve = None
         held, held_bytes = list(self._held), self._held_bytes
         age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
-        if not (held or reserve is not None or age_due):
+        if not (held or reserve is not None or age_due or self._lost_upto is not None):
             return True
         try:
             if reserve is not None and not final:
                 self._save_floor(reserve)  # before the database: never below it
             durable = reserve is not None and not final
-            try:
-                rows = self._commit(now, held, held_bytes, reserve, durable)
-            except _WRITE_ERRORS as exc:
-                if not self._restart_wal(exc):
-                    raise
-                rows = self._commit(now, held, held_bytes, reserve, durable)  # the WAL's start
+            rows = self._on_sound_db(
+                lambda: self._commit(now, held, held_bytes, reserve, durable))
         except _WRITE_ERRORS as exc:
             self._failed(exc)
             return False
         self._rows, self._stored = rows
+        self._lost_upto = None
         self._pruned_at = now
         self._held.clear()
         self._held_bytes = 0
@@ -610,6 +623,8 @@ class EventLog:
         freed (its free list, https://sqlite.org/fileformat2.html#the_freelist) in the same
         transaction, so a flush at the bound does not grow the file by what it writes."""
         with self._transaction(durable=durable):
+            if self._lost_upto is not None:  # a new database in place of a damaged one
+                self._record_lost(self._lost_upto, reserve)
             rows, stored = self._prune(now, len(held), held_bytes)
             if held:
                 self._db.executemany(
@@ -629,6 +644,85 @@ class EventLog:
                     "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (reserve,)
                 )
         return rows, stored
+
+    def _on_sound_db(self, work: Callable[[], T]) -> T:
+        """work() on the database, done once more when it failed for a WAL that could not
+        grow (`_restart_wal`), or on a new database when this one was found damaged
+        (`_recover`): the events held, the one that met the damage among them, go there."""
+        try:
+            if self._reopen_due:
+                self._reopen()
+            return work()
+        except _WRITE_ERRORS as exc:
+            if not (self._restart_wal(exc) or self._recover(exc)):
+                raise
+        return work()
+
+    def _recover(self, exc: BaseException) -> bool:
+        """When exc says the database is damaged (SQLITE_CORRUPT, SQLITE_NOTADB: flash lost
+        a page under the running daemon), move it aside as opening does (`_move_aside`),
+        open a new one and return True: what met the damage is worth doing again there.
+
+        Left as it was, every flush failed until the daemon stopped, holding the new
+        events in memory (and dropping the oldest past the bounds) and losing them at exit,
+        and every `events` answer was an error: the damage was only set aside at the next
+        start. The events written to the damaged file are lost, as at a start; `oldest_seq`
+        is above them, as for pruned ones. The held events are kept and written to the new
+        one, and numbering goes on from memory: no number is given twice.
+
+        sqlite3.DatabaseError, naming both, when the file cannot be moved (a read-only
+        directory): then it is tried again on the next flush."""
+        if not (isinstance(exc, sqlite3.DatabaseError) and _damaged(exc)):
+            return False
+        self._reopen_due = True  # the connection is closed from here on
+        try:
+            named = self._move_aside()
+        except OSError as failed:
+            raise sqlite3.DatabaseError(f"{exc}; it cannot be moved aside: {failed}") from exc
+        lost = self._held[0].event["seq"] - 1 if self._held else self._last_seq
+        log.error(
+            "event log %s is damaged (%s), found while running: moved to %s and a new log "
+            "started; the events written to it, up to seq %d, are lost and no longer "
+            "served; the %d event(s) not yet written are kept, and numbering goes on after "
+            "seq %d. Keep the file for a post-mortem or delete it; check the storage",
+            named, exc, _database_file(self.path) + DAMAGED_SUFFIX, lost, len(self._held),
+            self._last_seq,
+        )
+        self._reopen()
+        self._lost_upto = self._last_seq
+        self._unreadable.clear()
+        if self._boot_id is not None:  # this boot's first seq, with the next events written
+            self._boot_row = (self._boot_id, self._boot_first)
+        return True
+
+    def _reopen(self) -> None:
+        """Open a new database in place of the one `_recover` moved aside; on a full disk
+        with its index in memory, as opening does. The connection is closed again when
+        this fails, and opening is tried again by the next call that needs it."""
+        try:
+            try:
+                self._connect()
+            except sqlite3.DatabaseError as exc:
+                if not _full(exc):
+                    raise
+                self._connect_alone(exc)
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            raise
+        self._reopen_due = False
+
+    def _record_lost(self, lost_upto: int, reserve: Optional[int]) -> None:
+        """Record in a new database, begun mid-run, the last seq given out before it and
+        the reservation (unless the write records one): after a restart `last_seq` and
+        `oldest_seq` are above the lost events, as `_continue_after_lost` makes them."""
+        if lost_upto:
+            self._db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (lost_upto,))
+        if reserve is None:
+            self._db.execute(
+                "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (self._reserved,))
 
     def _restart_wal(self, exc: BaseException) -> bool:
         """After a write that found no room for the WAL to grow (ENOSPC, or EFBIG past
@@ -749,6 +843,9 @@ class EventLog:
         A row whose bytes are damaged (see `_event`) is left out and the next one read in
         its place: raising for it failed every read that reached it, so a client could
         never get past it while it was kept."""
+        return self._on_sound_db(lambda: self._read_since(seq, limit))
+
+    def _read_since(self, seq: int, limit: int) -> list[Event]:
         events: list[Event] = []
         after = seq = max(seq, self._served_from - 1)
         while len(events) < limit:
@@ -779,9 +876,9 @@ class EventLog:
 
     def oldest_seq(self) -> int:
         """The oldest event still readable; `last_seq + 1` when there is none."""
-        row = self._db.execute(
+        row = self._on_sound_db(lambda: self._db.execute(
             "SELECT MIN(seq) FROM events WHERE seq >= ?", (self._served_from,)
-        ).fetchone()
+        ).fetchone())
         if row and row[0] is not None:
             return int(row[0])
         return self._held[0].event["seq"] if self._held else self._last_seq + 1
