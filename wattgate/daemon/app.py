@@ -72,6 +72,11 @@ BATCH_SUBSCRIBERS = 32  # from this many result subscribers on (~160 us of fan-o
 EXTEND_EVERY_S = 20.0
 EXTEND_STEP_S = 60.0
 EXTEND_MAX_S = 600.0
+# How long the stop waits for a reload or model switch under way before giving it up: one
+# can wait for good on a sysfs read a hung driver never answers, and systemd's SIGKILL
+# (TimeoutStopSec=20 s) would then leave the board's settings until the next start. Well
+# under that, with room for the pipeline's stop and the restore after it.
+RECONFIGURE_STOP_WAIT_S = 5.0
 
 
 T = TypeVar("T")
@@ -195,6 +200,11 @@ class Daemon:
         # reloads and model variant switches, one at a time: each reads the running parts,
         # opens new ones off the loop and swaps them in; two at once would both swap
         self._reconfiguring = asyncio.Lock()
+        # what holds it for a reload or model switch: the task doing the work, what it is
+        # ("reload") and what it waits on now, for the stop to give it up and say why
+        self._reconfig: Optional[tuple[asyncio.Task[Any], str]] = None
+        self._reconfig_step = ""
+        self._given_up: Optional[asyncio.Task[Any]] = None  # the work the stop cancelled
         # set once start-up has opened its parts (or failed to): a reload before that (a
         # SIGHUP while the socket is bound) would open a second camera and pipeline
         self._opened = asyncio.Event()
@@ -226,18 +236,57 @@ class Daemon:
             started = await self._start(loop)
         except BaseException:  # a part that does not open, or a bug: the board back first
             self._stop.set()  # a reload waiting for start-up to finish does not start then
-            async with self._reconfiguring:
-                await self._shut_down(loop)
+            await self._shut_down_after_reconfiguration(loop)
             raise
         if started is not None:  # None: asked to stop while the model loaded
             await self._serve(loop, *started)
         self.notifier.stopping()
         log.info("stopping", extra=event(MessageId.STOPPING))
-        # A reload or model switch under way finishes first (it may be starting a pipeline
-        # or writing sysfs); none starts after this.
-        async with self._reconfiguring:
-            await self._shut_down(loop)
+        await self._shut_down_after_reconfiguration(loop)
         return EXIT_OK
+
+    async def _shut_down_after_reconfiguration(self, loop: asyncio.AbstractEventLoop) -> None:
+        """_shut_down once a reload or model switch under way has finished or been given
+        up (_end_reconfiguration); none starts after this."""
+        held = await self._end_reconfiguration()
+        try:
+            await self._shut_down(loop)
+        finally:
+            if held:
+                self._reconfiguring.release()
+
+    async def _end_reconfiguration(self) -> bool:
+        """Let a reload or model switch under way finish first (it may be starting a
+        pipeline or writing sysfs), for RECONFIGURE_STOP_WAIT_S at most; then give it up
+        (cancel it) and stop anyway: one waiting for a read stuck in a driver would hold
+        the stop until systemd's SIGKILL. Its thread, should the read return, finds the
+        power controller stopped and writes nothing (PowerController.stop). Whether the
+        lock is now held; none starts after this either way (the stop is set)."""
+        if await self._acquire_within(RECONFIGURE_STOP_WAIT_S):
+            return True
+        if self._reconfig is not None:
+            work, what = self._reconfig
+            log.error("%s given up after %.0f s, still %s; stopping without it", what,
+                      RECONFIGURE_STOP_WAIT_S, self._reconfig_step or "under way")
+            self._given_up = work
+            work.cancel()
+        if await self._acquire_within(RECONFIGURE_STOP_WAIT_S):
+            return True
+        log.error("a reconfiguration still holds on after being given up; stopping anyway")
+        return False
+
+    async def _acquire_within(self, timeout: float) -> bool:
+        """Take the reconfiguration lock; False if ``timeout`` seconds pass first."""
+        acquiring = asyncio.ensure_future(self._reconfiguring.acquire())
+        await asyncio.wait({acquiring}, timeout=timeout)
+        if not acquiring.done():
+            acquiring.cancel()
+            await asyncio.wait({acquiring})  # taken meanwhile after all: not cancelled
+        return not acquiring.cancelled()
+
+    def _step(self, what: str) -> None:
+        """Say what the reconfiguration under way waits on now (the stop's log names it)."""
+        self._reconfig_step = what
 
     async def _serve(self, loop: asyncio.AbstractEventLoop, model: Model,
                      source: SupervisedSource) -> None:
@@ -460,7 +509,16 @@ class Daemon:
             if announce:
                 self.notifier.reloading()
             try:
-                applied, message = await self._apply_reload(self.config_path)
+                work = asyncio.ensure_future(self._apply_reload(self.config_path))
+                self._reconfig = (work, "reload")
+                try:
+                    applied, message = await work
+                except asyncio.CancelledError:
+                    if self._given_up is not work:
+                        raise
+                    return False, STOPPING  # the client is told so, as while loading
+                finally:
+                    self._reconfig, self._reconfig_step = None, ""
                 if message.startswith(REJECTED):
                     self._reload_rejected = message
                 elif applied:
@@ -495,9 +553,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if self.power is not None:
             power = self.power
-            self._power_events(
-                await loop.run_in_executor(None, power.reload, new, time.monotonic())
-            )
+            # On a thread of its own, not the executor's: its sysfs reads can hang for good,
+            # and the exit would wait for an executor thread (in_own_thread).
+            self._step(f"reading sysfs under {new.power.sysfs_root} for the power settings")
+            self._power_events(await in_own_thread(
+                "wattgate-power-reload", power.reload, new, time.monotonic()))
             self._follow_variant()
         elif new.power != old.power:  # started without knobs: a new root or board may have
             await self._start_power(loop)
@@ -529,6 +589,7 @@ class Daemon:
         pipeline = self.pipeline
         variant = self._wanted_variant(new)
         if new.camera != self.cfg.camera or pipeline is None:
+            self._step("opening the new camera and model")
             opened = await self._load_unless_stopped(self._open_parts, new, variant)
             if opened is None:
                 return False
@@ -543,12 +604,14 @@ class Daemon:
             return True
         swapped: Optional[Model] = None
         if new.model != self.cfg.model:
+            self._step("loading the new model")
             swapped = await self._load_unless_stopped(load_model, _with_variant(new, variant))
             if swapped is None:
                 return False
         if new.gate != self.cfg.gate:
             pipeline.replace_gate(MotionGate(new.gate))
         if swapped is not None:
+            self._step("handing the new model to the pipeline")
             await _swap_off_loop(pipeline.swap_model, swapped)
             self.model = swapped
             self._variant = variant
@@ -635,23 +698,35 @@ class Daemon:
         async with self._reconfiguring:
             if self._stop.is_set():
                 return
-            if variant == self._variant or variant != (self._wanted_variant() or None):
-                return  # a reload meanwhile loaded it, or the policy changed its mind
-            cfg = _with_variant(self.cfg, variant)
+            task = asyncio.current_task()
+            if task is not None:  # the stop may give it up (_end_reconfiguration)
+                self._reconfig = (task, "model switch")
             try:
-                # no more time asked of systemd: it is not starting or reloading us
-                model = await self._load_unless_stopped(load_model, cfg, extend=False)
-            except StartupError as exc:
-                log.error("model variant %s not loaded, keeping the current model: %s",
-                          variant, exc)
-                return
-            if model is None:
-                return  # asked to stop meanwhile
-            if self.pipeline is not None:
-                await _swap_off_loop(self.pipeline.swap_model, model)
-            self.model = model
-            self._variant = variant
-            log.info("model variant %s in use", variant or "(main model)")
+                await self._switch_to(variant)
+            finally:
+                self._reconfig, self._reconfig_step = None, ""
+
+    async def _switch_to(self, variant: Optional[str]) -> None:
+        """_switch_model's work, holding the reconfiguration lock."""
+        if variant == self._variant or variant != (self._wanted_variant() or None):
+            return  # a reload meanwhile loaded it, or the policy changed its mind
+        cfg = _with_variant(self.cfg, variant)
+        self._step(f"loading model variant {variant or '(main model)'}")
+        try:
+            # no more time asked of systemd: it is not starting or reloading us
+            model = await self._load_unless_stopped(load_model, cfg, extend=False)
+        except StartupError as exc:
+            log.error("model variant %s not loaded, keeping the current model: %s",
+                      variant, exc)
+            return
+        if model is None:
+            return  # asked to stop meanwhile
+        if self.pipeline is not None:
+            self._step("handing the model to the pipeline")
+            await _swap_off_loop(self.pipeline.swap_model, model)
+        self.model = model
+        self._variant = variant
+        log.info("model variant %s in use", variant or "(main model)")
 
     def _observe_progress(self, pipeline: Pipeline, now: float) -> None:
         counters = pipeline.counters

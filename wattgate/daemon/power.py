@@ -38,7 +38,9 @@ READ_TIMEOUT_S and awaited off the loop by the `status` command (``read_knobs``)
 whose read does not return in time shows as such, and is not read again until it does. A
 reload reads the originals of the knobs it comes to drive before it takes the lock, and a
 start (a reload's that starts afresh too) restores and discovers outside it: not started
-yet, the tick does nothing meanwhile, and nothing else writes.
+yet, the tick does nothing meanwhile, and nothing else writes. A stop() while one of them
+waits for such a read (the daemon's exit does not wait for it for good) wins: when the
+read returns, the start or reload gives up, neither writing nor taking the config.
 
 A knob whose write fails (a typed SysfsError) is logged with KNOB/VALUE fields, shown in
 the status, and written again after 1, 2, 4 ... ticks (RETRY_MAX_TICKS) or when its wanted
@@ -243,6 +245,11 @@ class PowerController:
         self._progress = _Progress(self._lock)
         self._wake = self._progress.wake
         self._worker: Optional[_Worker] = None
+        # stop() counts here (not in _setup: a reload that starts afresh keeps it). A start
+        # or reload notes it first and gives up when a stop came meanwhile (_stopped_since):
+        # one that returns from a read stuck in a driver after the daemon's stop gave the
+        # originals back must not write again, nor start the writer, nor take the config.
+        self._stops = 0
         self._setup(cfg, io)
 
     def _setup(self, cfg: Config, io: Optional[AttributeIO]) -> None:
@@ -317,7 +324,14 @@ class PowerController:
 
         The restore and the discovery read and write sysfs outside the lock: in a reload
         that starts afresh, the event loop's status and tick and the capture thread go on
-        meanwhile (not started, the tick does nothing, and nothing is written but here)."""
+        meanwhile (not started, the tick does nothing, and nothing is written but here).
+        A stop() meanwhile wins: the start then ends with nothing started (_abandoned)."""
+        with self._lock:
+            stops = self._stops
+        return self._start(now, stops)
+
+    def _start(self, now: float, stops: int) -> list[Event]:
+        """start(), given back up if stop() has been called since it counted ``stops``."""
         if self.cfg.power.enabled or self._inherited or os.path.exists(
             os.path.join(self.cfg.power.journal_dir, JOURNAL_NAME)
         ):
@@ -325,12 +339,17 @@ class PowerController:
         self._discover()
         energy = self._energy_model()
         with self._lock:
+            if self._stopped_since(stops):
+                self._release_locks()  # the ones this start took: the stop has run
+                return self._abandoned("start")
             self.energy_model = energy
             self._started = True
             if self.writes and self.writer is not None:
                 self._start_writer()
         inputs = self.inputs.read(now)
         with self._lock:
+            if self._stopped_since(stops):
+                return self._abandoned("start")
             decision, latches = self.rules.evaluate(inputs.readings)
             self._take_inputs(inputs)
             events = self._latch_events(latches)
@@ -341,16 +360,23 @@ class PowerController:
 
     def reload(self, cfg: Config, now: float) -> list[Event]:
         """A new config (SIGHUP): new profiles and rules at once, the pin kept if it still
-        names a profile; a different board, root or journal restores and starts afresh."""
+        names a profile; a different board, root or journal restores and starts afresh.
+
+        A stop() before it is done (the daemon's exit, not waiting for a read stuck in a
+        driver) wins: the reload then changes nothing and writes nothing (_abandoned)."""
+        with self._lock:
+            stops = self._stops
         if self._structural(cfg):
-            self.stop()
+            self._restore()
             left, old_rules, variant = self._left_unrestored(cfg), self.rules, self.model_variant
             with self._lock:
+                if self._stopped_since(stops):
+                    return self._abandoned("reload")
                 self._setup(cfg, self.fs.io)
                 self._carry_over(old_rules, latches=False)  # another board's zones
                 self._inherited = left
                 self.model_variant = variant  # the policy's last ask: a change is an event
-            return self.start(now)
+            return self._start(now, stops)
         # The originals of the knobs the new profiles come to drive are read first, outside
         # the lock: a read can block in a driver (knobs.py), and the event loop's tick and
         # status, and the capture thread, wait for the lock.
@@ -361,6 +387,8 @@ class PowerController:
         fresh = self._originals([key for key in driven + self._limits(driven)
                                  if key not in known], driven)
         with self._lock:
+            if self._stopped_since(stops):
+                return self._abandoned("reload")
             old_rules = self.rules
             self.cfg = cfg
             self.profiles = profiles
@@ -372,6 +400,8 @@ class PowerController:
             self.inputs.light = cfg.sensors.light  # the light rules read the new sensor
         inputs = self.inputs.read(now)
         with self._lock:
+            if self._stopped_since(stops):
+                return self._abandoned("reload")
             decision, latches = self.rules.evaluate(inputs.readings)
             events = self._latch_events(latches)
             previous = self.decision.profile
@@ -380,6 +410,17 @@ class PowerController:
                 events.append(switched)
             self._apply_state()
         return events + self._settled("reload")
+
+    def _stopped_since(self, stops: int) -> bool:
+        """Whether stop() has been called since ``stops`` was counted (under the lock)."""
+        return self._stops != stops
+
+    @staticmethod
+    def _abandoned(what: str) -> list[Event]:
+        """A start or reload given up because the controller was stopped meanwhile."""
+        log.warning("%s given up: power control was stopped meanwhile and the original "
+                    "values are back; nothing more is written", what)
+        return []
 
     def _settled(self, what: str) -> list[Event]:
         """After start or reload: wait (SETTLE_S) for the writer to write what they asked,
@@ -472,7 +513,14 @@ class PowerController:
 
     def stop(self) -> None:
         """Stop the writer, then write every original value back (normal exit, SIGTERM,
-        SIGINT). The restore runs outside the lock: status() does not wait for it."""
+        SIGINT). The restore runs outside the lock: status() does not wait for it. A start
+        or reload still under way (a read stuck in a driver) gives up when it returns."""
+        with self._lock:
+            self._stops += 1
+        self._restore()
+
+    def _restore(self) -> None:
+        """stop() without the count: a reload that starts afresh restores this way."""
         stuck = self._stop_writer()
         with self._lock:
             journal = self.journal
