@@ -123,6 +123,47 @@ def test_a_log_damaged_with_nothing_held_keeps_its_last_seq_after_a_restart(
     log.close(7.0)
 
 
+def test_a_new_log_that_opens_only_at_the_second_try_still_records_the_lost_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Damage met by a query with nothing held; the new database does not open at once
+    (the open failing once is injected around EventLog._connect: a transient EMFILE or
+    CANTOPEN at that very call cannot be arranged on a real file without failing the move
+    before it). The next call opens it, and the next flush still records the lost range
+    and this boot, as a new log opened at the first try does."""
+    def after_damage(inject: bool) -> tuple[int, int, list[Any]]:
+        path = tmp_path / ("injected" if inject else "plain") / "events.db"
+        path.parent.mkdir()
+        log = EventLog(str(path), seq_block=8)
+        for i in range(20):
+            log.append("detection", float(i), note="x" * 200)
+        assert log.flush(20.0)
+        _damage(path, "events")
+        connect, failed = log._connect, list[bool]()
+
+        def once_failing() -> None:
+            if not failed:
+                failed.append(True)
+                raise sqlite3.OperationalError("unable to open database file")
+            connect()
+        if inject:
+            monkeypatch.setattr(log, "_connect", once_failing)
+            with pytest.raises(sqlite3.DatabaseError):
+                log.since(0, 100)  # moved aside; the new one did not open
+        assert log.since(0, 100) == []
+        assert log.flush(34.0)
+        log.close(35.0)
+        db = sqlite3.connect(path)
+        boots = db.execute("SELECT COUNT(*) FROM boot").fetchall()
+        db.close()
+        reopened = EventLog(str(path), seq_block=8)
+        try:
+            return reopened.last_seq, reopened.oldest_seq(), boots
+        finally:
+            reopened.close(36.0)
+    assert after_damage(inject=True) == after_damage(inject=False)
+
+
 def _pin(client: Client, profile: str) -> None:
     client.request("profile", set=profile)
 

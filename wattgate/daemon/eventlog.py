@@ -688,11 +688,13 @@ class EventLog:
             named, exc, _database_file(self.path) + DAMAGED_SUFFIX, lost, len(self._held),
             self._last_seq,
         )
-        self._reopen()
+        # What the new database is to record, set before it is opened: when opening fails
+        # here, the next call opens it and the next write still records all this.
         self._lost_upto = self._last_seq
         self._unreadable.clear()
         if self._boot_id is not None:  # this boot's first seq, with the next events written
             self._boot_row = (self._boot_id, self._boot_first)
+        self._reopen()
         return True
 
     def _reopen(self) -> None:
