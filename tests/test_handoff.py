@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -98,3 +100,33 @@ def test_put_after_the_loop_closed_is_harmless() -> None:
     handoff: Handoff[int] = Handoff(loop, lambda batch: None, poll)
     loop.close()
     handoff.put(1)  # a result finished during shutdown: nobody left to deliver it to
+
+
+EXIT_SCRIPT = """
+import asyncio, sys, threading
+from concurrent.futures import ThreadPoolExecutor
+from wattgate.daemon.handoff import ExitingExecutor, end_process
+
+async def main() -> int:
+    loop = asyncio.get_running_loop()
+    executor = ExitingExecutor() if sys.argv[1] == "exiting" else ThreadPoolExecutor()
+    loop.set_default_executor(executor)
+    loop.run_in_executor(None, threading.Event().wait)  # a call that never returns
+    await asyncio.sleep(0)
+    return 0
+
+sys.exit(end_process(asyncio.run(main())))
+"""
+
+
+def test_the_exit_does_not_wait_for_good_for_a_call_in_the_default_executor() -> None:
+    """asyncio.run waits for its default executor's threads at exit: a call given up by
+    the stop (an inference wedged in the NPU) kept the daemon until systemd's SIGKILL.
+    With ExitingExecutor the process ends, exit code kept. (The plain executor is run too,
+    bounded, to show the script would wait: what the daemon had before.)"""
+    exiting = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, "exiting"], timeout=120,
+                             capture_output=True, text=True)
+    assert exiting.returncode == 0, exiting.stderr
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run([sys.executable, "-c", EXIT_SCRIPT, "plain"], timeout=5,
+                       capture_output=True)

@@ -213,6 +213,23 @@ def test_a_child_forked_after_reads_can_read() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
 
 
+def test_a_stop_without_knobs_leaves_no_idle_reader_behind(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    """A start that finds no knobs has read the inputs (a thermal zone) all the same:
+    their idle threads end at the stop too."""
+    zone = tmp_path / "sys/class/thermal/thermal_zone0"
+    zone.mkdir(parents=True)
+    (zone / "type").write_text("cpu-thermal\n")
+    (zone / "temp").write_text("45000\n")
+    root = tmp_path / "sys"
+    daemon = start_daemon(power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")})
+    daemon.connect().close()
+    assert daemon.stop() == 0
+    assert "no power knobs under" in daemon.log()
+    assert "still in a call" not in daemon.log()
+
+
 def test_reads_after_a_stop_start_new_readers() -> None:
     """A stop ends the idle readers and leaves none of its ends for the new ones."""
     from wattgate.daemon.power_inputs import _Workers

@@ -168,3 +168,35 @@ def test_sigterm_during_a_reload_stuck_in_a_read_exits_and_restores(
     log = daemon.log()
     assert "reload given up" in log, log
     assert tree_snapshot(root) == before
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_during_a_reload_that_turns_power_on_and_hangs_writes_nothing(
+    start_daemon: Any, face_video: FaceVideo, tmp_path: Path
+) -> None:
+    """Started on a tree with no knobs, the daemon is reloaded onto an RK3588 whose
+    discovery hangs: the reload starts a power controller of its own. SIGTERM gives it up
+    and stops that controller as well, so when the read returns its start writes nothing
+    (before, it was stopped by no one: the exit waited for it, then it wrote the idle
+    settings and nothing gave them back)."""
+    empty = tmp_path / "empty-sys"
+    empty.mkdir()
+    root = materialize("rk3588", tmp_path / "sys")
+    before = tree_snapshot(root)
+    camera = {"source": str(face_video.path), "loop": True}
+    power: dict[str, Any] = {"sysfs_root": str(empty), "journal_dir": str(tmp_path / "j")}
+    daemon: DaemonProcess = start_daemon(profiles=PROFILES, camera=camera, power=power)
+    with daemon.connect() as client:
+        assert not client.request("status").get("power")
+    write_config(daemon.config, daemon.config.parent, profiles=PROFILES, camera=camera,
+                 power={**power, "sysfs_root": str(root), "profile": "calm"})
+    with hung(root, GPU_GOVERNOR) as pipe:  # read by the discovery of the new start
+        daemon.proc.send_signal(signal.SIGHUP)
+        pipe.wait_for_reader()
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "reload given up" in daemon.log() or daemon.proc.poll()
+                   is not None, "the reload given up")
+        pipe.release()  # the read returns, during or after the shut-down
+        assert daemon.proc.wait(HANG_S) == 0, daemon.log()
+    assert "reload given up" in daemon.log(), daemon.log()
+    assert tree_snapshot(root) == before

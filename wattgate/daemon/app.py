@@ -29,7 +29,7 @@ from wattgate.config import Config, ConfigError, load_config
 from wattgate.daemon.camera_watch import SupervisedSource
 from wattgate.daemon.commands import NO_CONFIG_FILE, STOPPING, TOPICS, Commands
 from wattgate.daemon.eventlog import EventLog
-from wattgate.daemon.handoff import Handoff, in_own_thread
+from wattgate.daemon.handoff import ExitingExecutor, Handoff, in_own_thread
 from wattgate.daemon.hub import ClientSession, Hub, Message
 from wattgate.daemon.logs import MessageId, event, set_level
 from wattgate.daemon.notify import (
@@ -176,6 +176,7 @@ class Daemon:
         self.pipeline: Optional[Pipeline] = None
         self.model: Optional[Model] = None
         self.power: Optional[PowerController] = None
+        self._power_starting: Optional[PowerController] = None  # _start_power under way
         self._variant: Optional[str] = None  # the model variant the pipeline runs
         self.camera: Optional[SupervisedSource] = None
         self.sensors: Optional[SensorWatch] = None
@@ -224,6 +225,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
+        loop.set_default_executor(ExitingExecutor(thread_name_prefix="wattgate-call"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
@@ -384,8 +386,12 @@ class Daemon:
     async def _start_power(self, loop: asyncio.AbstractEventLoop) -> None:
         """Power control, if there are knobs: first thing with sysfs, it undoes what a
         crashed run left changed, then writes the idle settings."""
-        power = PowerController(self.cfg)
-        events = await loop.run_in_executor(None, power.start, time.monotonic())
+        # Kept where the stop finds it until the start is over: a reload's start that the
+        # stop gives up (a read stuck in a driver) is stopped too, and its late return
+        # then writes nothing (PowerController.stop).
+        power = self._power_starting = PowerController(self.cfg)
+        events = await in_own_thread("wattgate-power-start", power.start, time.monotonic())
+        self._power_starting = None
         if power.has_knobs:
             self.power = power
             self._power_events(events)
@@ -423,9 +429,13 @@ class Daemon:
 
     async def _release(self, loop: asyncio.AbstractEventLoop) -> None:
         """What start-up acquired before the pipeline, given back on any way out."""
-        if self.power is not None:
-            await loop.run_in_executor(None, self.power.stop)  # every original sysfs value back
-            await loop.run_in_executor(None, stop_reading)  # no more ticks: idle readers end
+        for power in (self.power, self._power_starting):
+            if power is not None:  # every original sysfs value back
+                await loop.run_in_executor(None, power.stop)
+        self._power_starting = None
+        # Unconditionally: a start without knobs read the inputs too (their threads are
+        # shared); idle readers end, and those left at exit are reads that hang.
+        await loop.run_in_executor(None, stop_reading)
         await self.server.close()
         self.eventlog.close(time.time())
 

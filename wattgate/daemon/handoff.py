@@ -15,7 +15,8 @@ each subscriber in one write: worth it only when the fan-out is wide, so poll_s(
 and then every item wakes the loop as call_soon_threadsafe would.
 
 `in_own_thread` is the other way for one call: run it in a thread and await its outcome;
-`end_process` ends the process past such a thread that never came back.
+`end_process` ends the process past such a thread that never came back. `ExitingExecutor`
+is the event loop's default executor, whose threads the exit waits for a short time only.
 """
 
 from __future__ import annotations
@@ -26,10 +27,14 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 T = TypeVar("T")
+
+EXECUTOR_EXIT_S = 1.0  # at exit, the longest wait for the default executor's threads
 
 
 class Handoff(Generic[T]):
@@ -128,6 +133,23 @@ async def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     return await future
+
+
+class ExitingExecutor(ThreadPoolExecutor):
+    """The event loop's default executor: at exit (asyncio.run shuts it down, waiting) the
+    calls still running are waited for EXECUTOR_EXIT_S at most, not for good.
+
+    Calls that the stop gave up (a reload handing a model to an inference that hangs in
+    the NPU, a write stuck in a driver) still run in it; a plain ThreadPoolExecutor kept
+    the process until systemd's SIGKILL. What is still running then is named by
+    `end_process`, which ends the process past it."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=False, cancel_futures=cancel_futures)
+        if wait:
+            deadline = time.monotonic() + EXECUTOR_EXIT_S
+            for thread in list(self._threads):
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def end_process(code: int) -> int:
