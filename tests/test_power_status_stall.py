@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
+import resource
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -26,7 +28,7 @@ from typing import Any, Optional, cast
 
 import pytest
 
-from tests.conftest import DaemonProcess, FaceVideo, tree_snapshot
+from tests.conftest import DaemonProcess, FaceVideo, run_as, tree_snapshot
 from tests.fixtures.boards import materialize
 from tests.test_power_writer import (
     BIG_MAX,
@@ -402,3 +404,27 @@ def test_wattgate_status_shows_a_knob_whose_read_hangs_as_unknown() -> None:
     lines = format_power({"knobs": {BIG_MAX: {
         "value": None, "original": "2400000", "error": "read timed out after 1 s"}}})
     assert lines[-1] == (f"  {BIG_MAX} = ? (was 2400000)  FAILED: read timed out after 1 s")
+
+
+def test_a_read_whose_thread_cannot_start_is_tried_again_not_kept_in_flight() -> None:
+    """At a task limit (systemd's TasksMax; here RLIMIT_NPROC, as another user: root is
+    exempt) no reader thread can start. The status goes on without the knob's value (it
+    raised before), and once threads can start again the knob is read: its read was not
+    left recorded as in flight for good, and close() does not trip on a thread never
+    started."""
+    from wattgate.daemon.knobs import KnobReader
+
+    def task() -> str:
+        reader = KnobReader(lambda key: "performance", timeout_s=HANG_S)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        resource.setrlimit(resource.RLIMIT_NPROC, (1, hard))  # this process is one already
+        limited = reader.start({GOVERNOR: 0})
+        resource.setrlimit(resource.RLIMIT_NPROC, (soft, hard))
+        reads = reader.start({GOVERNOR: 0})
+        reader.wait(reads)
+        outcome = reader.outcome(reads[GOVERNOR], 0)
+        reader.close(HANG_S)
+        return f"{sorted(limited)} {outcome}"
+
+    user = pwd.getpwnam("nobody")
+    assert run_as(user.pw_uid, user.pw_gid, task) == "[] ('performance', None)"

@@ -138,14 +138,16 @@ class _Threads:
     def submit(self, work: Callable[[], T], publish: Callable[[T], None]) -> None:
         """Run ``work()`` on a thread, then ``publish`` its result there."""
         with self._cond:
-            self._jobs.append((work, publish))
-            if len(self._jobs) > self._threads - self._running:
-                self._threads += 1
+            if len(self._jobs) + 1 > self._threads - self._running:
+                # Counted once started: a thread that cannot start (RuntimeError, at a
+                # task limit such as systemd's TasksMax) leaves nothing counted or queued.
                 thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._alive.add(thread)
                 thread.start()
+                self._threads += 1
+                self._alive.add(thread)
             else:
                 self._cond.notify()
+            self._jobs.append((work, publish))
 
     def close(self, wait_s: float) -> None:
         """End the idle threads, waiting up to ``wait_s`` for those in a read to end too;
@@ -225,10 +227,19 @@ class KnobReader:
             for key, stamp in stamps.items():
                 read = self._reads.get(key)
                 if read is None or read.future.done():
+                    fresh = KnobRead(key, now, stamp)
+                    try:
+                        self._threads.submit(partial(self._work, fresh),
+                                             partial(self._publish, fresh))
+                    except RuntimeError as exc:  # no thread can start (a task limit)
+                        # Not recorded as in flight: it would answer for the knob for good
+                        # and never run. No value this time; the next status tries again.
+                        log.warning("cannot read %s for the status: %s", key, exc,
+                                    extra=fields(knob=key))
+                        continue
                     if read is not None:
                         self._previous[key] = read
-                    read = self._reads[key] = KnobRead(key, now, stamp)
-                    self._threads.submit(partial(self._work, read), partial(self._publish, read))
+                    read = self._reads[key] = fresh
                 out[key] = read
         return out
 
