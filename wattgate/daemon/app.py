@@ -339,11 +339,13 @@ class Daemon:
         self, loop: asyncio.AbstractEventLoop
     ) -> Optional[tuple[Model, SupervisedSource]]:
         """Power control, the model and the source, the pipeline on them, the sensors;
-        None if asked to stop while the model loaded (the load is left to its thread) or
-        while the camera's first open was under way (the shut-down stops the source)."""
+        None if asked to stop while power control started or the model loaded (either is
+        left to its thread) or while the camera's first open was under way (the shut-down
+        stops the source)."""
         async with self._reconfiguring:  # a SIGHUP meanwhile reloads once this is done
             try:
-                await self._start_power(loop)
+                if not await self._start_power(loop):
+                    return None
                 variant = self._wanted_variant()
                 opened = await self._load_unless_stopped(self._open_parts, self.cfg, variant)
                 if opened is None:
@@ -383,14 +385,22 @@ class Daemon:
         sensors.start()
         return sensors
 
-    async def _start_power(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _start_power(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Power control, if there are knobs: first thing with sysfs, it undoes what a
-        crashed run left changed, then writes the idle settings."""
-        # Kept where the stop finds it until the start is over: a reload's start that the
-        # stop gives up (a read stuck in a driver) is stopped too, and its late return
-        # then writes nothing (PowerController.stop).
+        crashed run left changed, then writes the idle settings. False if the daemon is
+        asked to stop first (a read stuck in a driver): the start is left to its thread."""
+        # Kept where the stop finds it until the start is over: a start that the stop does
+        # not wait for is stopped too, and its late return then writes nothing
+        # (PowerController.stop).
         power = self._power_starting = PowerController(self.cfg)
-        events = await in_own_thread("wattgate-power-start", power.start, time.monotonic())
+        starting = asyncio.ensure_future(
+            in_own_thread("wattgate-power-start", power.start, time.monotonic()))
+        events = await self._asking_for_time(starting, extend=False)
+        if events is None:
+            starting.cancel()
+            log.info("asked to stop while starting power control under %s; not waiting "
+                     "for it", self.cfg.power.sysfs_root)
+            return False
         self._power_starting = None
         if power.has_knobs:
             self.power = power
@@ -398,6 +408,7 @@ class Daemon:
         else:
             await loop.run_in_executor(None, power.stop)
             log.info("no power knobs under %s: power control is off", self.cfg.power.sysfs_root)
+        return True
 
     async def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
         """Everything started, stopped: sensors, the pipeline, then power and the server.
@@ -570,8 +581,8 @@ class Daemon:
                 "wattgate-power-reload", power.reload, new, time.monotonic()))
             self._follow_variant()
         elif new.power != old.power:  # started without knobs: a new root or board may have
-            await self._start_power(loop)
-            if self.pipeline is not None:
+            started = await self._start_power(loop)  # False: the daemon is stopping
+            if started and self.pipeline is not None:
                 self.pipeline.power = self.power
         sensed = (new.sensors, new.power.sysfs_root)
         if self.sensors is not None and sensed != (old.sensors, old.power.sysfs_root):
