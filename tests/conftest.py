@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import signal
@@ -124,6 +125,19 @@ def write_config(path: Path, run_dir: Path, **sections: dict[str, Any]) -> Path:
             lines.append(f"{key} = {toml_value(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def pinnable_board(tmp_path: Path, **sections: dict[str, Any]) -> Path:
+    """The config of a daemon on a fake RK3588 (knobs: profiles can be pinned) whose
+    admin_group is this user's own group (pinning needs uid 0 or that group: the tests run
+    as any user), run from tmp_path/board, plus the given tables."""
+    from tests.fixtures.boards import materialize
+
+    run_dir = tmp_path / "board"
+    run_dir.mkdir()
+    materialize("rk3588", run_dir / "sys")
+    daemon = {"admin_group": grp.getgrgid(os.getgid()).gr_name, **sections.pop("daemon", {})}
+    return write_config(run_dir / "config.toml", run_dir, daemon=daemon, **sections)
 
 
 def toml_value(value: Any) -> str:

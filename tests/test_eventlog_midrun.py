@@ -12,9 +12,7 @@ is overwritten with garbage. Real SQLite files and real daemons.
 
 from __future__ import annotations
 
-import grp
 import logging
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -23,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
-from tests.fixtures.boards import materialize
+from tests.conftest import DaemonProcess, pinnable_board
 from tests.test_eventlog_edges import _spoil_page
 from wattgate.client import Client
 from wattgate.daemon.eventlog import EventLog
@@ -191,12 +188,8 @@ def test_a_daemon_whose_log_is_damaged_while_it_runs_goes_on_logging(
 ) -> None:
     """Events pinned after the damage were held until exit and lost, and `events` said
     `unavailable` until a restart. Now they are answered at once and kept on disk."""
-    run_dir = tmp_path / "board"
-    run_dir.mkdir()
-    materialize("rk3588", run_dir / "sys")  # knobs: profiles can be pinned
-    config = write_config(run_dir / "config.toml", run_dir,
-                          daemon={"admin_group": grp.getgrgid(os.getgid()).gr_name},
-                          camera={"source": "synthetic:empty"})
+    config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
+    run_dir = config.parent
     path = run_dir / "state" / "events.db"
     daemon = start_daemon(config=config)
     with daemon.connect() as client:

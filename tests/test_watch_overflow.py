@@ -7,7 +7,6 @@ seq once, in order; with or without --reconnect. A real daemon and a stand-in on
 
 from __future__ import annotations
 
-import grp
 import json
 import os
 import signal
@@ -20,8 +19,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
-from tests.fixtures.boards import materialize
+from tests.conftest import DaemonProcess, pinnable_board
 from tests.test_watch_reconnect import WAIT_S, all_events, cli, event, serve_script
 from wattgate.cli_watch import SINCE_MAX
 
@@ -149,13 +147,8 @@ def test_a_watch_stalled_by_its_reader_still_prints_every_event_once_in_order(
     its socket, the daemon drops what is queued for it, the profile changes pinned meanwhile
     among them. Once read again it prints every event after the first it printed, each once,
     in order, the dropped ones included, and the overflow notices among well-formed lines."""
-    run_dir = tmp_path / "board"
-    run_dir.mkdir()
-    materialize("rk3588", run_dir / "sys")  # knobs: profiles can be pinned
-    config = write_config(run_dir / "config.toml", run_dir,
-                          daemon={"admin_group": grp.getgrgid(os.getgid()).gr_name,
-                                  "client_queue": 8},
-                          gate={"enabled": False}, camera={"realtime": False})
+    config = pinnable_board(tmp_path, daemon={"client_queue": 8}, gate={"enabled": False},
+                            camera={"realtime": False})
     daemon = start_daemon(config=config)
     sock = str(daemon.socket)
     status = daemon.connect()

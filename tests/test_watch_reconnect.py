@@ -4,9 +4,7 @@ event log). Real daemons, a real `watch` process, real AF_UNIX sockets."""
 
 from __future__ import annotations
 
-import grp
 import json
-import os
 import re
 import signal
 import socket
@@ -19,8 +17,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
-from tests.fixtures.boards import materialize
+from tests.conftest import DaemonProcess, pinnable_board
 from wattgate.client import Client
 from wattgate.daemon.eventlog import EventLog
 
@@ -122,13 +119,8 @@ def test_watch_reconnect_prints_every_event_once_across_a_restart(
     """The watch starts before the daemon (systemd still starting it), sees a pin, outlives
     a stop, and once a daemon runs again on the same state_dir prints what was logged
     meanwhile (more than one `events` answer holds: paging) before the live events."""
-    run_dir = tmp_path / "board"
-    run_dir.mkdir()
-    materialize("rk3588", run_dir / "sys")  # knobs: profiles can be pinned
-    # pinning needs uid 0 or the admin group: this user's own group, so it runs as any user
-    config = write_config(run_dir / "config.toml", run_dir,
-                          daemon={"admin_group": grp.getgrgid(os.getgid()).gr_name},
-                          camera={"source": "synthetic:empty"})
+    config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
+    run_dir = config.parent
     sock = run_dir / "wattgate.sock"
     path = re.escape(str(sock))
     watch = watches(tmp_path, "--reconnect", "--json", "--topics", "events",
