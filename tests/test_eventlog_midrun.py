@@ -45,6 +45,18 @@ def _damage(path: Path, where: str) -> None:
         _spoil_page(path, where)
 
 
+def _damaged_log(path: Path, where: str, count: int, note: str = "",
+                 **options: Any) -> tuple[EventLog, list[int]]:
+    """A log at path (EventLog options) given `count` detections (with `note`, if any),
+    flushed, then damaged at `where` (_damage); and the seqs of those events."""
+    log = EventLog(str(path), **options)
+    fields = {"note": note} if note else {}
+    seqs = [log.append("detection", float(i), **fields)["seq"] for i in range(count)]
+    assert log.flush(float(count)) is True
+    _damage(path, where)
+    return log, seqs
+
+
 def _written(path: Path) -> list[int]:
     """The seqs in the file, as another process reads them."""
     db = sqlite3.connect(path)
@@ -59,10 +71,8 @@ def test_a_write_that_meets_damage_sets_the_log_aside_and_keeps_the_new_events(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, where: str
 ) -> None:
     path = tmp_path / "events.db"
-    log = EventLog(str(path), seq_block=8)  # the flush after the damage reserves numbers
-    lost = [log.append("detection", float(i), note="x" * 200)["seq"] for i in range(20)]
-    assert log.flush(20.0) is True
-    _damage(path, where)
+    # seq_block: the flush after the damage reserves numbers
+    log, lost = _damaged_log(path, where, 20, note="x" * 200, seq_block=8)
     caplog.set_level(logging.ERROR, logger="wattgate.eventlog")
     new = [log.append("motion_start", 30.0 + i)["seq"] for i in range(3)]
     assert log.flush(33.0) is True
@@ -87,11 +97,7 @@ def test_a_query_that_meets_damage_is_answered_from_a_new_log(
 ) -> None:
     """The lost events are answered as pruned ones are: left out, `oldest_seq` above them."""
     path = tmp_path / "events.db"
-    log = EventLog(str(path))
-    for i in range(20):
-        log.append("detection", float(i))
-    assert log.flush(20.0) is True
-    _damage(path, where)
+    log, _ = _damaged_log(path, where, 20)
     held = log.append("motion_start", 30.0)["seq"]
     assert [e["seq"] for e in log.since(3, 100)] == [held]
     assert (log.oldest_seq(), log.last_seq) == (held, held)
@@ -106,11 +112,7 @@ def test_a_log_damaged_with_nothing_held_keeps_its_last_seq_after_a_restart(
 ) -> None:
     """The new log records the last seq given out before it, or a restart read 0 and 1."""
     path = tmp_path / "events.db"
-    log = EventLog(str(path))
-    for i in range(5):
-        log.append("detection", float(i))
-    assert log.flush(5.0) is True
-    _damage(path, "events")
+    log, _ = _damaged_log(path, "events", 5)
     assert log.since(0, 10) == []
     assert (log.oldest_seq(), log.last_seq) == (6, 5)
     log.close(6.0)
@@ -131,11 +133,7 @@ def test_a_new_log_that_opens_only_at_the_second_try_still_records_the_lost_rang
     def after_damage(inject: bool) -> tuple[int, int, list[Any]]:
         path = tmp_path / ("injected" if inject else "plain") / "events.db"
         path.parent.mkdir()
-        log = EventLog(str(path), seq_block=8)
-        for i in range(20):
-            log.append("detection", float(i), note="x" * 200)
-        assert log.flush(20.0)
-        _damage(path, "events")
+        log, _ = _damaged_log(path, "events", 20, note="x" * 200, seq_block=8)
         connect, failed = log._connect, list[bool]()
 
         def once_failing() -> None:
