@@ -32,11 +32,19 @@ GPU_GOVERNOR = "class/devfreq/fb000000.gpu/governor"  # no profile of PROFILES d
 GOVERNED = {**PROFILES, "steady": {"gpu_governor": ["powersave"]}}
 
 
-def reload_in_thread(pc: PowerController, cfg: Any) -> tuple[threading.Thread, list[Any]]:
+def stop_during_reload(pc: PowerController, cfg: Any, root: Path) -> list[Any]:
+    """Reload pc to cfg on a thread; once it waits for a read of the GPU governor (made to
+    hang), stop pc, then let the read return. The reload must end: what it returned."""
     events: list[Any] = []
-    thread = threading.Thread(target=lambda: events.extend(pc.reload(cfg, 1.0)), daemon=True)
-    thread.start()
-    return thread, events
+    reloading = threading.Thread(target=lambda: events.extend(pc.reload(cfg, 1.0)),
+                                 daemon=True)
+    with hung(root, GPU_GOVERNOR) as pipe:
+        reloading.start()
+        pipe.wait_for_reader()
+        pc.stop()
+    reloading.join(HANG_S)
+    assert not reloading.is_alive()
+    return events
 
 
 @pytest.mark.timeout(300)
@@ -48,13 +56,7 @@ def test_a_reload_whose_read_returns_after_the_stop_changes_nothing(tmp_path: Pa
     before = tree_snapshot(root)
     pc = started(tmp_path, root)
     governed = controller(tmp_path, root, OsIO(), GOVERNED).cfg
-    with hung(root, GPU_GOVERNOR) as pipe:
-        reloading, events = reload_in_thread(pc, governed)
-        pipe.wait_for_reader()
-        pc.stop()
-    reloading.join(HANG_S)
-    assert not reloading.is_alive()
-    assert events == []
+    assert stop_during_reload(pc, governed, root) == []
     assert GPU_GOVERNOR not in pc.driven
     assert "steady" not in pc.profiles
     assert tree_snapshot(root) == before
@@ -79,12 +81,7 @@ def test_a_reload_whose_crash_restore_returns_after_the_stop_writes_nothing(
     (crashed / JOURNAL_NAME).write_text(json.dumps({
         "version": 1, "root": str(root),
         "entries": [{"attribute": GPU_GOVERNOR, "original": original}]}))
-    with hung(root, GPU_GOVERNOR) as pipe:  # read by the crash restore first
-        reloading, events = reload_in_thread(pc, afresh)
-        pipe.wait_for_reader()
-        pc.stop()
-    reloading.join(HANG_S)
-    assert not reloading.is_alive()
+    events = stop_during_reload(pc, afresh, root)  # the governor: read by the crash restore
     assert pc.settle(HANG_S)
     assert tree_snapshot(root) == before
     assert events == []
@@ -102,13 +99,7 @@ def test_a_reload_that_starts_afresh_and_returns_after_the_stop_writes_nothing(
     before = tree_snapshot(root)
     pc = started(tmp_path, root)
     afresh = controller(tmp_path / "other", root, OsIO()).cfg  # another journal_dir
-    with hung(root, GPU_GOVERNOR) as pipe:  # read by the discovery only
-        reloading, events = reload_in_thread(pc, afresh)
-        pipe.wait_for_reader()
-        pc.stop()
-    reloading.join(HANG_S)
-    assert not reloading.is_alive()
-    assert events == []
+    assert stop_during_reload(pc, afresh, root) == []  # the governor: read by discovery
     assert pc.settle(HANG_S)
     assert tree_snapshot(root) == before
     assert not pc.writes
