@@ -130,7 +130,7 @@ def expect_lock_file(path: str) -> None:
         mode = os.lstat(path).st_mode
     except OSError:
         return  # nothing there, or nothing this process can look at: left to os.open
-    if stat.S_ISLNK(mode) or not stat.S_ISREG(mode):
+    if not stat.S_ISREG(mode):  # a symbolic link (lstat), a directory, a special file
         expect(path, stat.S_ISREG, "a file")
 
 
