@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Generic, Optional, TypeVar
 
@@ -135,6 +136,14 @@ async def in_own_thread(name: str, func: Callable[..., T], *args: Any) -> T:
     return await future
 
 
+def join_within(threads: Iterable[threading.Thread], wait_s: float) -> None:
+    """Wait for the threads to end, wait_s in all at most: at a stop, threads left in a
+    call that hangs are not waited for (end_process names them)."""
+    deadline = time.monotonic() + wait_s
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+
+
 class ExitingExecutor(ThreadPoolExecutor):
     """The event loop's default executor: at exit (asyncio.run shuts it down, waiting) the
     calls still running are waited for EXECUTOR_EXIT_S at most, not for good.
@@ -147,9 +156,7 @@ class ExitingExecutor(ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=False, cancel_futures=cancel_futures)
         if wait:
-            deadline = time.monotonic() + EXECUTOR_EXIT_S
-            for thread in list(self._threads):
-                thread.join(max(0.0, deadline - time.monotonic()))
+            join_within(list(self._threads), EXECUTOR_EXIT_S)
 
 
 def end_process(code: int) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Optional, TypeVar
 
+from wattgate.daemon.handoff import join_within
 from wattgate.daemon.logs import fields
 from wattgate.drivers import cpufreq, devfreq, runtime_pm, vendor
 from wattgate.drivers.sysfs import Sysfs, Writer
@@ -158,9 +159,7 @@ class _Threads:
             self._closed = True
             self._cond.notify_all()
             threads = list(self._alive)
-        deadline = time.monotonic() + wait_s
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_within(threads, wait_s)
 
     def _run(self) -> None:
         try:

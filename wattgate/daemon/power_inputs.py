@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable, Optional
 
+from wattgate.daemon.handoff import join_within
 from wattgate.daemon.sensors import find_light_sensor
 from wattgate.drivers import iio
 from wattgate.drivers.cpufreq import CpuPolicy
@@ -102,9 +103,7 @@ class _Workers:
             self._jobs, self._threads = queue.SimpleQueue(), []
         for _ in threads:
             jobs.put(None)
-        deadline = time.monotonic() + wait_s
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        join_within(threads, wait_s)
 
     @staticmethod
     def _run(jobs: _Jobs) -> None:
