@@ -59,7 +59,14 @@ SQLITE_NOTADB on a write, a reservation or an `events` read: flash that lost a p
 it) is set aside the same way then, not at the next start (`_recover`): the events written
 to the damaged file are lost and answered as pruned ones are, the held events (the ones
 being written when the damage was met among them) go to the new log, and numbering goes
-on from memory.
+on from memory. Storage that damages each new file too is met again at the next flush and
+set aside again, the held events kept each time: a streak of it (set-asides with no write
+between them that met no damage) is logged as one error, its later set-asides at DEBUG and
+briefly at the 10th, 100th..., and the first write that meets no damage says how many times
+the log was set aside. A damaged file that cannot be moved aside (a read-only directory)
+fails writes as below, one warning per streak, and `events` reads with an error; each of
+them tries only the move again, not an open and check of every page of the damaged file,
+and once the move works the held events go to the new log.
 
 A flush that cannot write (the database locked by another process, a full disk, a
 read-only directory) keeps the held events for the next flush, waits at most
@@ -300,9 +307,14 @@ class EventLog:
         self._changed_kinds: set[str] = set()  # kinds whose events had to be changed
         self._unreadable: set[int] = set()  # seqs of rows found damaged (logged once each)
         # Damage found mid-run (`_recover`): whether the connection is closed and a new
-        # database is still to be opened, and the last seq the new one is still to record.
+        # database is still to be opened, and the last seq the new one is still to record;
+        # the damage found in a file that could not be moved aside yet (`_set_aside_found`);
+        # how often the log was set aside since a write last worked on a database that no
+        # damage was met in (the streak, logged in full once: `_damage_streak_ended`).
         self._reopen_due = False
         self._lost_upto: Optional[int] = None
+        self._damage_found: Optional[sqlite3.DatabaseError] = None
+        self._set_asides = 0
         written = self._read_written_seq()
         reserved = self._read_reserved()
         # The newest number given out (written, pruned or lost in a crash) that the log
@@ -586,6 +598,7 @@ class EventLog:
         age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
         if not (held or reserve is not None or age_due or self._lost_upto is not None):
             return True
+        set_asides = self._set_asides
         try:
             if reserve is not None and not final:
                 self._save_floor(reserve)  # before the database: never below it
@@ -595,6 +608,8 @@ class EventLog:
         except _WRITE_ERRORS as exc:
             self._failed(exc)
             return False
+        if self._set_asides == set_asides:  # no damage met: this database is sound
+            self._damage_streak_ended()
         self._rows, self._stored = rows
         self._lost_upto = None
         self._pruned_at = now
@@ -650,6 +665,8 @@ class EventLog:
         grow (`_restart_wal`), or on a new database when this one was found damaged
         (`_recover`): the events held, the one that met the damage among them, go there."""
         try:
+            if self._damage_found is not None:
+                self._set_aside_found(self._damage_found)
             if self._reopen_due:
                 self._reopen()
             return work()
@@ -671,23 +688,47 @@ class EventLog:
         one, and numbering goes on from memory: no number is given twice.
 
         sqlite3.DatabaseError, naming both, when the file cannot be moved (a read-only
-        directory): then it is tried again on the next flush."""
+        directory): then only the move is tried again by the next call that needs the
+        database (`_set_aside_found`)."""
         if not (isinstance(exc, sqlite3.DatabaseError) and _damaged(exc)):
             return False
+        self._damage_found = exc
+        self._set_aside_found(exc)
+        return True
+
+    def _set_aside_found(self, exc: sqlite3.DatabaseError) -> None:
+        """Move the file `_recover` found damaged aside and open a new one; the error when
+        it cannot be moved (see `_recover`), the file still there and the connection closed.
+
+        Only the move is tried again: opening the damaged file again, as the next flush
+        did, read and checked every page of it (quick_check), on every flush and every
+        `events` query, to find the same damage and fail the same move. The first set-aside
+        of a streak (`_damage_streak_ended`) is logged in full; the later ones, storage
+        that damages each new file too, at DEBUG and briefly at the 10th, 100th..., or
+        they were an error a second, each the whole text, for as long as it lasted."""
         self._reopen_due = True  # the connection is closed from here on
         try:
             named = self._move_aside()
         except OSError as failed:
             raise sqlite3.DatabaseError(f"{exc}; it cannot be moved aside: {failed}") from exc
+        self._damage_found = None
+        self._set_asides += 1
         lost = self._held[0].event["seq"] - 1 if self._held else self._last_seq
-        log.error(
-            "event log %s is damaged (%s), found while running: moved to %s and a new log "
-            "started; the events written to it, up to seq %d, are lost and no longer "
-            "served; the %d event(s) not yet written are kept, and numbering goes on after "
-            "seq %d. Keep the file for a post-mortem or delete it; check the storage",
-            named, exc, _database_file(self.path) + DAMAGED_SUFFIX, lost, len(self._held),
-            self._last_seq,
-        )
+        if self._set_asides == 1:
+            log.error(
+                "event log %s is damaged (%s), found while running: moved to %s and a new "
+                "log started; the events written to it, up to seq %d, are lost and no "
+                "longer served; the %d event(s) not yet written are kept, and numbering "
+                "goes on after seq %d. Keep the file for a post-mortem or delete it; check "
+                "the storage",
+                named, exc, _database_file(self.path) + DAMAGED_SUFFIX, lost,
+                len(self._held), self._last_seq,
+            )
+        else:
+            brief = logging.WARNING if _power_of_ten(self._set_asides) else logging.DEBUG
+            log.log(brief, "event log %s is damaged again (%s): set aside %d times in a row, "
+                    "events up to seq %d lost; check the storage", self.path, exc,
+                    self._set_asides, lost)
         # What the new database is to record, set before it is opened: when opening fails
         # here, the next call opens it and the next write still records all this.
         self._lost_upto = self._last_seq
@@ -695,7 +736,6 @@ class EventLog:
         if self._boot_id is not None:  # this boot's first seq, with the next events written
             self._boot_row = (self._boot_id, self._boot_first)
         self._reopen()
-        return True
 
     def _reopen(self) -> None:
         """Open a new database in place of the one `_recover` moved aside; on a full disk
@@ -714,6 +754,14 @@ class EventLog:
                 self._db.close()
             raise
         self._reopen_due = False
+
+    def _damage_streak_ended(self) -> None:
+        """After a write that met no damage: end the streak of set-asides, with one line
+        saying how long it was when it was more than the one its error named."""
+        if self._set_asides > 1:
+            log.info("event log %s: writing to a sound log again, after it was set aside %d "
+                     "times in a row as damaged", self.path, self._set_asides)
+        self._set_asides = 0
 
     def _record_lost(self, lost_upto: int, reserve: Optional[int]) -> None:
         """Record in a new database, begun mid-run, the last seq given out before it and
@@ -1122,6 +1170,11 @@ def _no_room(exc: sqlite3.DatabaseError) -> bool:
     """Whether exc says a file could not grow: SQLITE_FULL (ENOSPC) or SQLITE_IOERR_WRITE,
     what a write past RLIMIT_FSIZE (EFBIG) fails with (os_unix.c, unixWrite)."""
     return _errorcode(exc) in (_SQLITE_FULL, _SQLITE_IOERR_WRITE)
+
+
+def _power_of_ten(n: int) -> bool:
+    """Whether n is 10, 100, 1000...: when a long streak is worth a line again."""
+    return n >= 10 and str(n).rstrip("0") == "1"
 
 
 def _text_or_none(value: Any) -> Optional[str]:
