@@ -80,6 +80,7 @@ from wattgate.daemon.rollback import (
     JOURNAL_NAME,
     JournaledWriter,
     JournalLock,
+    RestoreBusy,
     SysfsJournal,
     take_over,
 )
@@ -250,6 +251,10 @@ class PowerController:
         # one that returns from a read stuck in a driver after the daemon's stop gave the
         # originals back must not write again, nor start the writer, nor take the config.
         self._stops = 0
+        # Knobs whose store never returned (_stop_writer), with the writer thread still in
+        # it: a restore leaves them, originals and all, in the journal while that thread
+        # lives (the store may still land). Kept across a reload that starts afresh.
+        self._stranded: dict[str, threading.Thread] = {}
         self._setup(cfg, io)
 
     def _setup(self, cfg: Config, io: Optional[AttributeIO]) -> None:
@@ -520,26 +525,33 @@ class PowerController:
         self._restore()
 
     def _restore(self) -> None:
-        """stop() without the count: a reload that starts afresh restores this way."""
-        stuck = self._stop_writer()
+        """stop() without the count: a reload that starts afresh restores this way.
+
+        Another restore of the journal still under way (a reload's, stuck in a store) is
+        given STOP_JOIN_S, then left to itself: what it has not written back stays in the
+        journal for the next start, and a stop must not wait for a driver for good."""
+        self._stop_writer()
         with self._lock:
             journal = self.journal
             self.writes = False
             self._started = False
         if journal is not None:
-            original = journal.original(stuck) if stuck is not None else None
-            report = journal.restore()
-            if stuck is not None and original is not None:
-                # The stuck write may still land after the restore: its original stays in
-                # the journal, for the next start to give back (the crash restore).
-                journal.record(stuck, original.removesuffix("\n"))
-            if report.restored or report.failed:
-                log.info(
-                    "restored %d sysfs attribute(s), %d failed",
-                    len(report.restored), len(report.failed),
-                    extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
-                                failed=len(report.failed) or None),
-                )
+            try:
+                report = journal.restore(self._stranded_knobs(), wait=STOP_JOIN_S)
+            except RestoreBusy as busy:
+                log.error("another restore of the power settings has not ended after %.0f "
+                          "s (writing %s); going on without it: what it has not given back "
+                          "stays in the journal for the next start", STOP_JOIN_S,
+                          busy.attribute or "an attribute",
+                          extra=event(MessageId.KNOB_FAILED, knob=busy.attribute))
+            else:
+                if report.restored or report.failed:
+                    log.info(
+                        "restored %d sysfs attribute(s), %d failed",
+                        len(report.restored), len(report.failed),
+                        extra=event(MessageId.SYSFS_RESTORED, restored=len(report.restored),
+                                    failed=len(report.failed) or None),
+                    )
         with self._lock:
             self._release_locks()
             self.applied.clear()
@@ -564,9 +576,9 @@ class PowerController:
         self._worker = worker
         worker.thread.start()
 
-    def _stop_writer(self) -> Optional[str]:
+    def _stop_writer(self) -> None:
         """Stop the writer: the write in progress may finish, no other one starts. The knob
-        it is still writing after STOP_JOIN_S, if any (None when it stopped).
+        it is still writing after STOP_JOIN_S, if any, is noted in _stranded.
 
         A store that never returns (a device that never resumes) must not keep the daemon
         from restoring the others and exiting: stop() goes on without the thread. What
@@ -576,19 +588,28 @@ class PowerController:
         with self._wake:
             worker, self._worker = self._worker, None
         if worker is None:
-            return None
+            return
         if worker.finalizer is not None:
             worker.finalizer.detach()
         worker.stop(self._progress)
         worker.thread.join(STOP_JOIN_S)
         if not worker.thread.is_alive():
-            return None
+            return
         with self._lock:
             stuck = self._writing
+            if stuck is not None:
+                self._stranded[stuck] = worker.thread
         log.error("the write of %s has not returned after %.0f s; restoring without waiting "
                   "for it, its original stays in the journal for the next start",
                   stuck, STOP_JOIN_S, extra=event(MessageId.KNOB_FAILED, knob=stuck))
-        return stuck
+
+    def _stranded_knobs(self) -> list[str]:
+        """The knobs whose store has still not returned (forgetting those that have)."""
+        with self._lock:
+            for key, thread in list(self._stranded.items()):
+                if not thread.is_alive():
+                    del self._stranded[key]
+            return list(self._stranded)
 
     def settle(self, timeout: float) -> bool:
         """Wait until everything wanted so far has been tried (written or refused); False
@@ -676,7 +697,8 @@ class PowerController:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             writable = os.access(directory, os.W_OK | os.X_OK)
             self.journal_lock, self.journal, report = take_over(
-                directory, self.fs, create=writable, inherited=self._inherited)
+                directory, self.fs, create=writable, inherited=self._inherited,
+                keep=self._stranded_knobs())
             if not writable:
                 raise PermissionError(f"{directory} is not writable")
         except OSError as exc:

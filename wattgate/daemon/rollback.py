@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -59,6 +59,15 @@ class JournalError(OSError):
 class JournalHeld(JournalError):
     """Another process holds the journal lock: a live daemon, whose journal and settings
     are its own. Apart from the other JournalErrors so `wattgate restore` can say so."""
+
+
+class RestoreBusy(Exception):
+    """Another thread's restore of this journal did not end in the time given: a store of
+    it hangs in a driver. Its originals stay in the journal until that restore ends."""
+
+    def __init__(self, attribute: Optional[str]) -> None:
+        super().__init__(attribute)
+        self.attribute = attribute  # the one it is writing, if it is writing one
 
 
 class JournalLock(HeldLock):
@@ -95,6 +104,9 @@ class RestoreReport:
     # What of the journal could not be used at all (a torn file set aside, skipped
     # entries): originals that were not given back, though no attribute failed.
     unusable: list[str] = field(default_factory=list)
+    # Left as they are, originals kept in the journal: a store of this process to them has
+    # not returned, so it may still land after anything written now.
+    kept: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -129,6 +141,7 @@ class SysfsJournal:
         self._root = str(fs.root)
         # what _load could not use, for the report of restore_pending
         self._unusable: list[str] = []
+        self._restoring: Optional[str] = None  # the attribute restore() is writing
         self.set_aside: list[Path] = []  # the files _load kept aside, reported in _unusable
         self._load()
 
@@ -313,7 +326,7 @@ class SysfsJournal:
 
     # -- restoring -----------------------------------------------------------------
 
-    def restore(self) -> RestoreReport:
+    def restore(self, keep: Collection[str] = (), wait: Optional[float] = None) -> RestoreReport:
         """Write every original back, last first; drop the journal.
 
         The kernel refuses some values until another attribute is back: intel_pstate
@@ -324,49 +337,67 @@ class SysfsJournal:
         round gives something back. An attribute that still fails for a reason that may
         pass (busy, denied) stays in the journal so the next start tries again; one that
         vanished is dropped.
-        """
-        with self._lock:
-            report = RestoreReport()
-            fs = self.fs if str(self.fs.root) == self._root else Sysfs(self._root, self.fs.io)
-            refused: dict[str, str] = {}  # attribute -> why, for the last round's refusals
-            waiting = list(reversed(list(self._entries)))
-            while waiting:
-                refused = {}
-                for attribute in waiting:
-                    try:
-                        if fs.read_raw(attribute) == self._entries[attribute]:
-                            report.unchanged.append(attribute)
-                        else:
-                            fs.write_raw(attribute, self._entries[attribute])
-                            report.restored.append(attribute)
-                    except AttributeMissing as exc:
-                        report.failed[attribute] = str(exc)
-                        log.error("cannot restore %s: %s", attribute, exc)
-                    except (SysfsError, OSError) as exc:
-                        refused[attribute] = str(exc)
-                waiting = [] if len(refused) == len(waiting) else list(refused)
-            kept: dict[str, str] = {}
-            for attribute, why in refused.items():
-                report.failed[attribute] = why
-                kept[attribute] = self._entries[attribute]
-                log.error("cannot restore %s: %s", attribute, why)
-            self._entries = dict(reversed(list(kept.items())))
-            try:
-                if self._entries:
-                    self._save()
-                else:
-                    self._remove()
-            except OSError as exc:
-                # The attributes are back already; a journal that still names them only
-                # makes the next start find them unchanged.
-                log.error("restored, but cannot update the sysfs journal %s: %s", self.path, exc)
-            if report.restored:
-                log.info("restored %d sysfs attribute(s)", len(report.restored))
-            return report
 
-    def restore_pending(self) -> RestoreReport:
-        """At start: undo whatever a previous run (crashed or killed) left changed. The
-        report names too what of the journal could not be read (``unusable``)."""
+        The attributes in ``keep`` are neither written nor dropped (``RestoreReport.kept``):
+        a store to them has not returned and may land after this one would. ``wait``: how
+        long to wait for another thread's restore of this journal (RestoreBusy), by
+        default for as long as it takes.
+        """
+        if not self._lock.acquire(timeout=-1 if wait is None else wait):
+            raise RestoreBusy(self._restoring)
+        try:
+            return self._restore(set(keep))
+        finally:
+            self._restoring = None
+            self._lock.release()
+
+    def _restore(self, keep: set[str]) -> RestoreReport:
+        report = RestoreReport(kept=[a for a in self._entries if a in keep])
+        fs = self.fs if str(self.fs.root) == self._root else Sysfs(self._root, self.fs.io)
+        refused: dict[str, str] = {}  # attribute -> why, for the last round's refusals
+        waiting = [a for a in reversed(list(self._entries)) if a not in keep]
+        while waiting:
+            refused = {}
+            for attribute in waiting:
+                self._restoring = attribute
+                try:
+                    if fs.read_raw(attribute) == self._entries[attribute]:
+                        report.unchanged.append(attribute)
+                    else:
+                        fs.write_raw(attribute, self._entries[attribute])
+                        report.restored.append(attribute)
+                except AttributeMissing as exc:
+                    report.failed[attribute] = str(exc)
+                    log.error("cannot restore %s: %s", attribute, exc)
+                except (SysfsError, OSError) as exc:
+                    refused[attribute] = str(exc)
+            waiting = [] if len(refused) == len(waiting) else list(refused)
+        for attribute, why in refused.items():
+            report.failed[attribute] = why
+            log.error("cannot restore %s: %s", attribute, why)
+        for attribute in report.kept:
+            log.warning("%s left as it is, its original kept in %s: a store to it has not "
+                        "returned and may still land; the next start gives it back",
+                        attribute, self.path)
+        self._entries = {a: text for a, text in self._entries.items()
+                         if a in refused or a in keep}
+        try:
+            if self._entries:
+                self._save()
+            else:
+                self._remove()
+        except OSError as exc:
+            # The attributes are back already; a journal that still names them only
+            # makes the next start find them unchanged.
+            log.error("restored, but cannot update the sysfs journal %s: %s", self.path, exc)
+        if report.restored:
+            log.info("restored %d sysfs attribute(s)", len(report.restored))
+        return report
+
+    def restore_pending(self, keep: Collection[str] = ()) -> RestoreReport:
+        """At start: undo whatever a previous run (crashed or killed) left changed, but
+        ``keep`` (restore()). The report names too what of the journal could not be read
+        (``unusable``)."""
         with self._lock:
             if not self._entries:
                 self._remove()
@@ -376,7 +407,7 @@ class SysfsJournal:
                 self.path,
                 len(self._entries),
             )
-            report = self.restore()
+            report = self.restore(keep)
             report.unusable = list(self._unusable)
             return report
 
@@ -432,6 +463,7 @@ def take_over(
     *,
     create: bool,
     inherited: Optional[Mapping[str, str]] = None,
+    keep: Collection[str] = (),
 ) -> tuple[JournalLock, SysfsJournal, RestoreReport]:
     """Lock ``directory``, read its journal, and restore what a previous run left changed.
 
@@ -440,8 +472,8 @@ def take_over(
     another daemon holds is that daemon's (JournalHeld). ``create`` as for
     ``JournalLock.acquire``. ``inherited`` (originals a structural reload carried over from
     another journal_dir, text as read) is recorded before anything else. What could not be
-    restored stays in the journal. The caller owns the returned lock; on an error it is
-    released here.
+    restored stays in the journal, and so does ``keep`` (SysfsJournal.restore). The caller
+    owns the returned lock; on an error it is released here.
     """
     lock = JournalLock(directory)
     lock.acquire(create=create)
@@ -456,7 +488,7 @@ def take_over(
                         "needs, remove them)", len(earlier), ", ".join(map(str, earlier)))
         for attribute, original in (inherited or {}).items():
             journal.record(attribute, original.removesuffix("\n"))
-        return lock, journal, journal.restore_pending()
+        return lock, journal, journal.restore_pending(keep)
     except BaseException:
         lock.release()
         raise
