@@ -467,6 +467,7 @@ class CaptureSource:
         self.raw = self._choose_raw(cfg)
         # the format a pipeline's caps fix for its appsink, which OpenCV does not report
         self.appsink = appsink_format(target) if self.kind == "pipeline" else None
+        self.luma_rows = luma_rows
         self.reduce = reduction_for(self.height, luma_rows) if self.height else 4
         # a file FFmpeg decodes in colour that can end cut short is read one frame ahead
         self._holds = self.is_file and self.raw is None and self.frame_count > 0
@@ -714,13 +715,29 @@ class CaptureSource:
                 if self.width:  # not a stream that did not say its size before its first frame
                     log.warning("camera %s: MJPEG frames of %dx%d from frame %d on, not %dx%d",
                                 self.spec, *frame.size, index, self.width, self.height)
-                self.width, self.height = frame.size
-                self.description = f"{self.spec} {self.width}x{self.height}@{self.fps:g} MJPG"
+                frame = self._resized(data, frame)
             return frame
         size = (self.width, self.height)
         if raw == "YUYV":
             return frame_from_yuyv(raw_picture(data, "YUYV", size), index, ts, mono)
         return frame_from_nv12(raw_picture(data, "NV12", size), index, ts, mono)
+
+    def _resized(self, data: Image, frame: Frame) -> Frame:
+        """An MJPEG stream's first frame of a new size: the size and the decode scale now
+        follow it, and the frame's luma is decoded again at that scale if it changed.
+
+        The scale was chosen once at open: a stream going from 1920x1080 to 320x240 kept
+        1/8, and the gate got 30 rows instead of its `luma_rows` (~11x coarser, missing
+        motion); one going the other way decoded 1080p at 1/2 for 540 rows, four times the
+        work the gate needs. One extra reduced decode, only at a change of size."""
+        self.width, self.height = frame.size
+        self.description = f"{self.spec} {self.width}x{self.height}@{self.fps:g} MJPG"
+        reduce = reduction_for(self.height, self.luma_rows)
+        if reduce == self.reduce:
+            return frame
+        self.reduce = reduce
+        again = frame_from_mjpeg(data, frame.index, frame.ts, frame.mono, frame.size, reduce)
+        return again if again is not None else frame
 
     def _as_given(self, data: Image, index: int, ts: float, mono: float) -> Optional[Frame]:
         """The frame in a buffer in the backend's own layout (no raw format was asked for);
