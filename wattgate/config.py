@@ -91,6 +91,9 @@ def _not_blank(value: str) -> str:
 
 # a path, device, group or source name: set means set to something
 NonBlank = Annotated[str, AfterValidator(_not_blank)]
+# Texts a config gives clients in every hello, status and event (a profile's description, a
+# rule's name): bounded so they never crowd a protocol line (64 KiB) out.
+ONE_LINE_CHARS = 200
 
 
 class Section(BaseModel):
@@ -530,7 +533,9 @@ class ProfileConfig(ActivitySettings):
     include: Optional[str] = Field(
         None, description="Profile whose settings this one starts from (tuned-style)."
     )
-    description: str = Field("", description="One line shown in status.")
+    description: str = Field(
+        "", max_length=ONE_LINE_CHARS, description="One line shown in status and hello."
+    )
     cooldown_s: Optional[float] = Field(
         None, ge=0, description="Overrides power.cooldown_s while this profile is in use."
     )
@@ -548,7 +553,8 @@ class ProfileConfig(ActivitySettings):
 class RuleConfig(Section):
     """Switch profile (and/or model variant) while all of the rule's conditions hold."""
 
-    name: str = Field("", description="Shown as the reason; defaults to the conditions.")
+    name: str = Field("", max_length=ONE_LINE_CHARS,
+                      description="Shown as the reason; defaults to the conditions.")
     profile: Optional[str] = Field(None, description="Profile to use while the rule holds.")
     model_variant: Optional[str] = Field(
         None, description="Model variant to use while the rule holds (overrides the profile's)."

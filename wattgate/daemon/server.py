@@ -34,6 +34,7 @@ from wattgate.daemon.hub import (
     Hub,
     Message,
     encode,
+    line_within,
     strict_line,
 )
 
@@ -42,6 +43,9 @@ log = logging.getLogger("wattgate.server")
 MAX_BACKLOG = 256 * 1024  # bytes of answers waiting for a client before its requests wait
 FLOOD_GRACE_S = 5.0  # and how long it has to read them before it is cut off
 ECHO_CHARS = 64  # how much of what a client sent an error message repeats
+# An error message the daemon makes is cut to this (a refused reload's problems quote the
+# config's values): with room left for an id, and however JSON escapes it, it fits a line.
+ERROR_CHARS = 8192
 # Clients told busy that are read until they close, at most (the others are closed at once)
 MAX_REFUSING = 64
 STOPPING = "the daemon is stopping"  # why a request the daemon could not finish is unavailable
@@ -316,7 +320,7 @@ class Server:
                     await self._ready.wait()
                 finally:
                     self._waiting.pop(session, None)
-            session.reply(self.hello())
+            session.reply_line(line_within(self.hello()))  # unasked: fitted, fields left out
             await self._read_requests(reader, session)
         except (ConnectionError, OSError):
             pass
@@ -516,6 +520,11 @@ def _answer_line(answer: Message) -> bytes:
     if line is None:
         log.error("answer not sent, it cannot be written as JSON: %s", reprlib.repr(answer))
         error = _error("unavailable", "internal error; see the daemon's log")
+    elif answer.get("class") == "error":  # the error itself, its message cut (a config's
+        # problems quoting a long value), not a too_large that hides what was refused
+        message = str(answer.get("message", ""))
+        error = _error(str(answer.get("code")), message if len(message) <= ERROR_CHARS
+                       else message[:ERROR_CHARS] + f"… ({len(message)} characters, cut)")
     else:
         error = _error("too_large", f"the answer would be {len(line)} bytes, over the "
                        f"{MAX_LINE}-byte line limit")
