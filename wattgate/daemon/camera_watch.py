@@ -6,7 +6,8 @@ implements the Source protocol, so the pipeline reads from it as from any source
 * opens the camera when it is there (a file that appears after start, a camera plugged in
   later) and reports it unavailable until then;
 * reopens on read errors, on a stall (no frame for `camera.stall_s`) and on a file cut short
-  (resuming at the frame it reached), after a capped exponential backoff: a broken camera
+  (resuming at the frame it reached; a file a new recording was written over in place is
+  played from its first frame instead), after a capped exponential backoff: a broken camera
   costs one open attempt every `reopen_max_s` at worst, never a crash loop. A file cut short
   that gives nothing more and has not changed for `camera.stall_s` since ends there (with
   `camera.loop`, starts again from its first frame): its header overstates its length (a
@@ -40,12 +41,14 @@ from wattgate.drivers import v4l2
 from wattgate.drivers.camera import (
     DEFAULT_LUMA_ROWS,
     CaptureSource,
+    FileMark,
     FileState,
     Frame,
     Source,
     SourceError,
     SourceKind,
     SyntheticSource,
+    rewritten,
     source_kind,
 )
 from wattgate.drivers.synthetic import SCENES
@@ -282,6 +285,7 @@ class SupervisedSource:
         self._noted_no_udev = ""  # the camera picked without udev that was warned of
         self._target = ""
         self._resume_at = 0  # frame of a cut-short file to reopen at
+        self._cut_mark: Optional[FileMark] = None  # that file as the source cut short had it
         # where and as what a file was cut short, and since when (monotonic) it is so
         self._cut: Optional[tuple[int, FileState, float]] = None
         self._delivered = 0
@@ -476,7 +480,8 @@ class SupervisedSource:
             return
         self._workers += 1
         worker = self._newest = _Worker(self._cond, f"wattgate-camera-{self._workers}")
-        call = worker.submit(lambda: self._opener(target, self._resume_at))
+        start = self._resume_from(target)
+        call = worker.submit(lambda: self._opener(target, start))
         if not self._wait(call, self.settings.open_timeout_s):
             worker.retire(None)
             if not self._stopped:
@@ -500,6 +505,22 @@ class SupervisedSource:
             return
         log.log(logging.INFO if self._opens == 1 else logging.DEBUG, "camera open: %s",
                 inner.description)
+
+    def _resume_from(self, target: str) -> int:
+        """The frame to open `target` at: where a file cut short stopped, unless a new
+        recording has been written over it in place since (a recorder's O_TRUNC keeps the
+        inode). The source that was cut short cannot always tell: a rewrite that has
+        written nothing yet (cv2.VideoWriter buffers its first frames) looks like a cut,
+        and the new recording was opened at the old one's frame number, its first frames
+        never played. It is played from its first frame instead."""
+        mark, start = self._cut_mark, self._resume_at
+        if not start or mark is None or not rewritten(target, mark):
+            return start
+        log.info("source %s was rewritten in place; playing the new file from frame 0",
+                 self.spec)
+        with self._cond:
+            self._resume_at = 0
+        return 0
 
     def _wait(self, call: _Call[Any], timeout: float) -> bool:
         """Wait for a worker's call; False on timeout, stop, or the open camera unplugged."""
@@ -590,6 +611,7 @@ class SupervisedSource:
                     self._end(f": it {why}")
                 return
             self._resume_at = position
+            self._cut_mark = getattr(inner, "mark", None)
             self._lost(f"file cut short at frame {position}")
             return
         if self.kind == "v4l2" and self._target and not os.path.exists(self._target):

@@ -42,6 +42,7 @@ log = logging.getLogger("wattgate.camera")
 DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_height)
 MAX_CORRUPT = 10  # consecutive undecodable MJPEG buffers before a read counts as failed
 FIFO_WAIT_S = 5.0  # longest an open waits for a FIFO's writer to send something
+MARK_BYTES = 4096  # how much of a file's start and end tells one recording from another
 
 
 class SourceError(Exception):
@@ -451,6 +452,7 @@ class CaptureSource:
         self._fifo: Optional[int] = None  # a FIFO's read end, which FFmpeg reads as pipe:N
         self._file_id: Optional[tuple[int, int]] = None  # a file's (st_dev, st_ino) at open
         self._size_at_open: Optional[int] = None  # and its size then
+        self.mark: Optional[FileMark] = None  # and its bytes then, to tell a rewrite from a cut
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -498,6 +500,7 @@ class CaptureSource:
             if info is None or not stat.S_ISREG(info.st_mode):
                 raise SourceError(f"camera.source {spec!r}: no such file")
             self._file_id, self._size_at_open = (info.st_dev, info.st_ino), info.st_size
+            self.mark = file_mark(spec)
             cap = cv2.VideoCapture(spec)
         elif kind == "v4l2":
             identity = v4l2.parse_identity(spec)
@@ -589,6 +592,9 @@ class CaptureSource:
         while True:
             ok, data = self._cap.read()
             if not ok and self._ended(torn=last is not None) == "cut short":
+                if self._rewritten():  # not cut: a new recording from its first frame
+                    self._stop_replaced()
+                    return None
                 # a torn last buffer is not corrupt: its frame is read again once the rest
                 # of its bytes have come
                 self._cut_short(self.position - (last is not None), file_state(self.spec))
@@ -596,8 +602,7 @@ class CaptureSource:
             self._count_corrupt(last)  # the next read came, so no cut tore it
             last = None
             if not ok and self._ended() == "ended" and self._replaced():
-                log.info("camera %s: a new file is in its place; this one ends", self.spec)
-                self.end_reason = "replaced"
+                self._stop_replaced()
                 return None
             if not ok and self._ended() == "ended" and self.loop:
                 ok, data = self._start_again()
@@ -611,6 +616,9 @@ class CaptureSource:
                 frame = self._frame(data, index, ts, mono)
             except ValueError as exc:  # one bad buffer: dropped, the next may be whole
                 state = file_state(self.spec) if self._size_at_open is not None else None
+                if self._grown(state) and self._rewritten():
+                    self._stop_replaced()
+                    return None
                 if self._grown(state):  # a cut tore it, and the rest came before this read:
                     self._cut_short(index, state)  # the next read would resync past it
                     return None
@@ -661,14 +669,32 @@ class CaptureSource:
 
     def _replaced(self) -> bool:
         """Whether camera.source now names another file than the one being read (a new
-        recording renamed over it, log-rotation style). The open file is the old one, and
-        playing it to its end and then looping it showed stale pictures for ever: at its
-        end the source says "replaced", and the supervisor opens the new one."""
+        recording renamed over it, log-rotation style), or holds another recording (see
+        _rewritten). The open file is the old one, and playing it to its end and then
+        looping it showed stale pictures for ever: at its end the source says "replaced",
+        and the supervisor opens the new one."""
         try:
             now = os.stat(self.spec)
         except OSError:
             return False  # gone, not replaced: what was open ends or loops as it is
-        return self._file_id is not None and (now.st_dev, now.st_ino) != self._file_id
+        if self._file_id is None:
+            return False
+        return (now.st_dev, now.st_ino) != self._file_id or self._rewritten()
+
+    def _rewritten(self) -> bool:
+        """Whether the file read has been rewritten in place since it was opened: a
+        recorder writing its next clip to the same path with O_TRUNC (``ffmpeg -y``,
+        cv2.VideoWriter, ``cp new old``) keeps the inode, so _replaced() did not see it,
+        and the new recording, shorter than the old one or still being written, was taken
+        for the old one cut short: the supervisor reopened it at the old one's frame
+        number, and its first frames were never played. A file cut short and not
+        rewritten (still being appended to, or truncated) is still cut short."""
+        return self.mark is not None and rewritten(self.spec, self.mark)
+
+    def _stop_replaced(self) -> None:
+        """End the read: another file is in this one's place (_replaced)."""
+        log.info("camera %s: a new file is in its place; this one ends", self.spec)
+        self.end_reason = "replaced"
 
     def _start_again(self) -> tuple[bool, Image]:
         """A looping file at its end: its first frame, read after seeking back or, for a
@@ -774,6 +800,61 @@ def file_state(path: str) -> Optional[FileState]:
     except OSError:
         return None
     return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+@dataclass(frozen=True)
+class FileMark:
+    """A file as it was opened, to tell later whether it still holds the same recording
+    (rewritten): which file it is, its size, its first bytes and its last ones then."""
+
+    file_id: tuple[int, int]  # st_dev, st_ino
+    size: int
+    head: bytes  # the first MARK_BYTES
+    tail_at: int  # where the last MARK_BYTES began
+    tail: bytes
+
+
+def file_mark(path: str) -> Optional[FileMark]:
+    """The file at `path` as it is now (None if it cannot be read)."""
+    try:
+        with open(path, "rb") as file:
+            info = os.fstat(file.fileno())
+            head = file.read(MARK_BYTES)
+            tail_at = max(0, info.st_size - MARK_BYTES)
+            file.seek(tail_at)
+            tail = file.read(MARK_BYTES)
+    except OSError:
+        return None
+    return FileMark((info.st_dev, info.st_ino), info.st_size, head, tail_at, tail)
+
+
+def rewritten(path: str, mark: FileMark) -> bool:
+    """Whether the file at `path`, still the file `mark` was taken of, has been rewritten in
+    place since: a new recording written over it from its first byte (O_TRUNC), which
+    keeps the inode.
+
+    Told by bytes, since size and times cannot tell it: a recording still being written
+    or copied only appends, so the bytes it had keep their place (the last ones `mark`
+    holds; a header patched at the end of a recording changes its first ones, but grows
+    the file); a file truncated by mistake keeps what it still holds, its first bytes
+    among them. A rewrite changes the bytes at the old end once it gets that far, and
+    its first ones (the container header's sizes and counts at least) once it has
+    written them: until then (an empty file, a few bytes) it cannot be told from a cut.
+    """
+    try:
+        with open(path, "rb") as file:
+            info = os.fstat(file.fileno())
+            if (info.st_dev, info.st_ino) != mark.file_id:
+                return False
+            head = file.read(len(mark.head))
+            file.seek(mark.tail_at)
+            tail = file.read(len(mark.tail))
+    except OSError:
+        return False
+    if tail != mark.tail[: len(tail)]:
+        return True  # bytes it had are not there any more: not appended to, nor cut
+    common = min(len(head), len(mark.head))
+    return info.st_size < mark.size and head[:common] != mark.head[:common]
 
 
 def _wait_for_writer(path: str, timeout_s: float) -> Optional[int]:
