@@ -27,6 +27,7 @@ from tests.test_power_writer import (
     Hanging,
     controller,
     read,
+    stuck_in_a_store,
     wait_until,
 )
 from wattgate.config import parse_config
@@ -64,14 +65,7 @@ def test_a_structural_reload_keeps_a_stuck_stores_original(
     afresh (its start's crash restore ran over the stuck knob and dropped it from the
     journal), the daemon stops, and the store lands after that: the next start still
     gives the governor back."""
-    root = materialize("rk3588", tmp_path / "sys")
-    before = tree_snapshot(root)
-    io = Hanging(Path(os.path.realpath(root / GOVERNOR)), "performance")
-    pc = controller(tmp_path, root, io)
-    pc.start(0.0)
-    pc.pin("loud", "uid 0")
-    assert io.entered.wait(HANG_S)
-    monkeypatch.setattr("wattgate.daemon.power.STOP_JOIN_S", 0.1)
+    root, before, io, pc = stuck_in_a_store(tmp_path, monkeypatch)
     extra = {} if journal_dir == "same" else {"journal_dir": str(tmp_path / "journal2")}
     new = structural(tmp_path, root, **extra)
     reloading = background(lambda: pc.reload(new, 1.0))

@@ -277,12 +277,12 @@ class Hanging(OsIO):
         super().write_text(path, data)
 
 
-@pytest.mark.timeout(300)
-def test_stop_does_not_wait_forever_for_a_stuck_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """stop() gives the writer STOP_JOIN_S, restores the rest, and keeps the stuck knob's
-    original in the journal: the store lands after the exit, the next start gives it back."""
+def stuck_in_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Path, dict[str, Any], Hanging, PowerController]:
+    """A started controller on a fake RK3588 tree (and the tree as it was) whose writer is
+    stuck in the governor's store of "performance" (a pin of "loud"), with STOP_JOIN_S
+    made short: a stop gives the writer up at once."""
     root = materialize("rk3588", tmp_path / "sys")
     before = tree_snapshot(root)
     io = Hanging(Path(os.path.realpath(root / GOVERNOR)), "performance")
@@ -291,6 +291,16 @@ def test_stop_does_not_wait_forever_for_a_stuck_write(
     pc.pin("loud", "uid 0")
     assert io.entered.wait(HANG_S)
     monkeypatch.setattr("wattgate.daemon.power.STOP_JOIN_S", 0.1)
+    return root, before, io, pc
+
+
+@pytest.mark.timeout(300)
+def test_stop_does_not_wait_forever_for_a_stuck_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """stop() gives the writer STOP_JOIN_S, restores the rest, and keeps the stuck knob's
+    original in the journal: the store lands after the exit, the next start gives it back."""
+    root, before, io, pc = stuck_in_a_store(tmp_path, monkeypatch)
     assert not in_thread(pc.stop).is_alive(), "stop() waited for the stuck write"
     assert "has not returned" in caplog.text
     io.go.set()  # the store lands after the exit
