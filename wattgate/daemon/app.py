@@ -459,9 +459,25 @@ class Daemon:
 
     def _open_parts(self, cfg: Config, variant: Optional[str]) -> tuple[Model, SupervisedSource]:
         return open_parts(
-            _with_variant(cfg, variant),
-            self._from_thread(self._on_camera_lost), self._from_thread(self._on_camera_back),
+            _with_variant(cfg, variant), self._camera_lost_hook(),
+            self._from_thread(self._on_camera_back),
         )
+
+    def _camera_lost_hook(self) -> Callable[[str], None]:
+        """A new source's on_lost. The source calls it from read(), on the capture thread
+        of the pipeline reading it, which is `self.pipeline` (a source is read by its own
+        pipeline only, and a stopped one, all a reload leaves of the old, announces no
+        loss). That pipeline ends its motion episode there, so motion_end is sent before
+        camera_lost: an episode does not stay open while nothing is seen."""
+        announce = self._from_thread(self._on_camera_lost)
+
+        def on_lost(reason: str) -> None:
+            pipeline = self.pipeline
+            if pipeline is not None:
+                pipeline.camera_lost(time.time())
+            announce(reason)
+
+        return on_lost
 
     def _wanted_variant(self, cfg: Optional[Config] = None) -> Optional[str]:
         """The model variant the power policy wants now, or for ``cfg`` (a reload's new

@@ -105,6 +105,11 @@ class Pipeline:
         self._new_gate: Optional[MotionGate] = None
         self._media_t0 = time.monotonic()
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
+        # The motion episode clients were told of: opened and closed by the capture thread
+        # as the gate says, closed by any thread when the pipeline stops watching.
+        self._episode_lock = threading.Lock()
+        self._in_motion = False  # a motion_start was sent and its motion_end not yet
+        self._last_moving = 0.0  # capture time (frame.ts) of the newest moving frame
         self._preparer = self._new_preparer(model)  # the capture thread's
         self._threads = [
             threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
@@ -118,6 +123,7 @@ class Pipeline:
     def stop(self, timeout: float = 1.5) -> None:
         """Stop both threads; a thread stuck in a driver call is abandoned (it is a daemon)."""
         self._stop.set()
+        self.end_motion(time.time())  # now, not after a capture thread stuck in a driver
         self.slot.close()
         wake = getattr(self.source, "stop", None)
         if wake is not None:  # a supervised source blocks in read() while its camera is lost
@@ -175,6 +181,41 @@ class Pipeline:
         """
         self._recalibrate.set()
 
+    def camera_lost(self, now: float) -> None:
+        """The camera stopped giving frames at wall-clock time `now` (a supervised
+        source's on_lost, called by the thread blocked in its read()).
+
+        Nothing is seen while it is lost, so the motion episode under way ends at the loss
+        (end_motion). The scene is relearnt from the first frame after it: the gate's memory
+        of the motion before the loss would otherwise open a new episode at once.
+        """
+        self._recalibrate.set()
+        self.end_motion(now)
+
+    def end_motion(self, now: float) -> None:
+        """Send the motion_end of the episode under way, if any: the pipeline stops watching
+        the scene at wall-clock time `now` (camera lost, source ended, pipeline stopped) and
+        the gate would never say it.
+
+        Its ts is what the gate would have said had it kept seeing a still scene, cooldown_s
+        after the last moving frame, or `now` if that is sooner: what happened after the
+        scene was last watched is not known. Any thread; an episode ends once.
+        """
+        with self._episode_lock:
+            if not self._in_motion:
+                return
+            self._in_motion = False
+            self.on_motion(False, min(self._last_moving + self.gate.cfg.cooldown_s, now))
+
+    def _set_motion(self, moving: bool, ts: float) -> None:
+        """Capture thread: the gate began or ended an episode at frame time `ts`. None
+        begins once the pipeline is stopping: stop() has sent its last motion_end, and a
+        capture thread it abandons in a driver call would never send one."""
+        with self._episode_lock:
+            if moving != self._in_motion and not (moving and self._stop.is_set()):
+                self._in_motion = moving
+                self.on_motion(moving, ts)
+
     def infer_image(self, bgr: Image) -> InferenceResult:
         """Run the model on a client's image, between two pipeline frames."""
         with self._model_lock:
@@ -184,7 +225,6 @@ class Pipeline:
 
     def _capture_loop(self) -> None:
         pacer = Pacer(self.source.fps) if self.source.paced else None
-        motion = False
         failing = False  # the last frame failed: the next failure is not logged again
         try:
             while not self._stop.is_set():
@@ -204,7 +244,7 @@ class Pipeline:
                     self.counters.skipped += 1
                     continue
                 try:
-                    self._gate_one(frame)
+                    verdict = self._gate_one(frame)
                 except Exception:  # one bad frame (a driver's odd buffer) is not the end
                     self.counters.failed += 1
                     if not failing:
@@ -213,13 +253,16 @@ class Pipeline:
                     failing = True
                     continue
                 failing = False
-                if self.gate.in_motion != motion:
-                    motion = not motion
-                    self.on_motion(motion, frame.ts)
+                if verdict.motion:
+                    self._last_moving = frame.ts
+                if self.gate.in_motion != self._in_motion:
+                    self._set_motion(self.gate.in_motion, frame.ts)
         except Exception:
             # Not source_ended: capture stops making progress, so the watchdog's pings stop
             # and systemd restarts the daemon.
             log.exception("capture thread failed")
+        finally:  # ended, stopped or failed: no frame will end the episode under way
+            self.end_motion(time.time())
 
     def _gate_clock(self, frame: Frame) -> float:
         """The time the gate's timers run on.
