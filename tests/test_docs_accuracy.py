@@ -94,7 +94,7 @@ def stated_ranges() -> list[tuple[str, str, Optional[float], Optional[float]]]:
         low: Optional[float] = None
         high: Optional[float] = None
         pair = re.search(r"\((\d+(?:\.\d+)?)(?:\.\.|-)(\d+(?:\.\d+)?)\)", comment)
-        most = re.search(r"\b[Aa]t most (\d+(?:\.\d+)?)\b(?! bytes)", comment)
+        most = re.search(r"\b[Aa]t most (\d+(?:\.\d+)?)\b(?! bytes| characters)", comment)
         if pair:
             low, high = float(pair.group(1)), float(pair.group(2))
         elif most:
@@ -127,6 +127,35 @@ def test_a_range_config_toml_states_is_the_one_enforced(
         assert limits.get("ge") == low, f"{table}.{key}: config.toml says from {low}, {limits}"
     if high is not None:
         assert limits.get("le") == high, f"{table}.{key}: config.toml says to {high}, {limits}"
+
+
+def stated_lengths() -> list[tuple[str, str, int]]:
+    """(table, key, most) for each text key whose comment says "at most N characters"."""
+    found = []
+    for (table, key), comment in COMMENTS.items():
+        model = model_of(table)
+        most = re.search(r"\b[Aa]t most (\d+) characters\b", comment)
+        if model is not None and key in model.model_fields and most:
+            found.append((table, key, int(most.group(1))))
+    return found
+
+
+LENGTHS = stated_lengths()
+
+
+def test_config_toml_states_some_lengths() -> None:
+    assert {("rules", "name")} <= {(table, key) for table, key, _ in LENGTHS}
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "most"), LENGTHS, ids=[f"{t}.{k}" for t, k, _ in LENGTHS]
+)
+def test_a_length_config_toml_states_is_the_one_enforced(table: str, key: str, most: int) -> None:
+    model = model_of(table)
+    assert model is not None
+    lengths = [item.max_length for item in model.model_fields[key].metadata
+               if isinstance(item, annotated_types.MaxLen)]
+    assert lengths == [most], f"{table}.{key}: config.toml says at most {most} characters"
 
 
 # -- power.board ---------------------------------------------------------------------------
