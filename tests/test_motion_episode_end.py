@@ -119,38 +119,40 @@ def test_a_reload_to_a_new_camera_mid_motion_ends_the_episode_once(
 ) -> None:
     """The old pipeline is stopped mid-episode and the new one starts with none: its
     motion_end comes from the old one, once, and the daemon's stop adds none."""
-    moving = write_scene(tmp_path / "moving.avi", moving=600)  # 40 s played in real time
     still = write_scene(tmp_path / "still.avi", moving=0, still=300)
-    run = tmp_path / "run"
-    run.mkdir()
-    config = write_config(run / "config.toml", run, camera={"source": str(moving)},
-                          gate={"cooldown_s": 5.0})
-    daemon = start_daemon(config=config)
+    run, config, daemon = moving_daemon(start_daemon, tmp_path)
     with daemon.connect() as client:
         wait_events(client, started_moving)
         write_config(config, run, camera={"source": str(still)}, gate={"cooldown_s": 5.0})
         assert client.request("reload")["reloaded"]  # answered once the old pipeline stopped
         assert_one_closed_episode(events_of(client))
-    assert daemon.stop() == 0
-    log = EventLog(str(run / "state" / "events.db"))
-    try:
-        assert_one_closed_episode(log.since(0, 1000))
-    finally:
-        log.close(time.time())
+    stopped_with_one_closed_episode(daemon, run)
 
 
 def test_a_daemon_stopped_mid_motion_logs_the_episodes_end(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     """Clients are gone at a stop, but the event log keeps what they will ask for later."""
+    run, _, daemon = moving_daemon(start_daemon, tmp_path)
+    with daemon.connect() as client:
+        assert motion_kinds(wait_events(client, started_moving)) == ["motion_start"]
+    stopped_with_one_closed_episode(daemon, run)
+
+
+def moving_daemon(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> tuple[Path, Path, DaemonProcess]:
+    """A daemon (its run directory and config) playing 40 s of motion in real time."""
     moving = write_scene(tmp_path / "moving.avi", moving=600)
     run = tmp_path / "run"
     run.mkdir()
     config = write_config(run / "config.toml", run, camera={"source": str(moving)},
                           gate={"cooldown_s": 5.0})
-    daemon = start_daemon(config=config)
-    with daemon.connect() as client:
-        assert motion_kinds(wait_events(client, started_moving)) == ["motion_start"]
+    return run, config, start_daemon(config=config)
+
+
+def stopped_with_one_closed_episode(daemon: DaemonProcess, run: Path) -> None:
+    """Stop the daemon; its event log then holds one motion episode, closed."""
     assert daemon.stop() == 0
     log = EventLog(str(run / "state" / "events.db"))
     try:
