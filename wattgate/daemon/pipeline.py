@@ -44,6 +44,7 @@ class Counters:
     busy_since: Optional[float] = None  # monotonic time the running invoke started
     source_ended: bool = False
     failed: int = 0  # frames the capture thread failed on (logged) and went past
+    infer_failed: int = 0  # frames the model could not be run on (logged once a streak)
 
     def snapshot(self, stale: int) -> dict[str, Any]:
         mean = self.infer_ms_total / self.inferred if self.inferred else 0.0
@@ -60,6 +61,7 @@ class Counters:
             "infer_ms_total": round(self.infer_ms_total, 3),
             "source_ended": self.source_ended,
             "failed": self.failed,
+            "infer_failed": self.infer_failed,
         }
 
 
@@ -327,6 +329,12 @@ class Pipeline:
     # -- inference thread -------------------------------------------------------------
 
     def _infer_loop(self) -> None:
+        """Run the model on each job; a frame it cannot be run on (a driver's odd buffer
+        that does not convert) is counted and the next one taken. A streak of them is
+        logged once, with why, and once more when inference works again: one a frame was
+        an error and a traceback at the camera's rate for as long as it lasted."""
+        counters = self.counters
+        streak = 0
         while not self._stop.is_set():
             job = self.slot.take(timeout=0.5)
             if job is None:
@@ -334,8 +342,16 @@ class Pipeline:
             try:
                 inferred = self._infer_one(job)
             except Exception:
-                log.exception("inference failed on frame %d", job.frame.index)
+                counters.infer_failed += 1
+                streak += 1
+                if streak == 1:
+                    log.exception("inference failed on frame %d; going on with the next "
+                                  "(counted in status as pipeline.infer_failed, logged "
+                                  "again when inference works)", job.frame.index)
                 continue
+            if streak:
+                log.info("inference works again after %d failed frame(s)", streak)
+                streak = 0
             self.on_result(inferred)
 
     def _infer_one(self, job: Job) -> Inferred:
