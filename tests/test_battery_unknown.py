@@ -156,3 +156,41 @@ def wait_for(client: Any, ok: Any, timeout: float = 30.0) -> dict[str, Any]:
             return status
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
+
+
+def test_mains_online_is_on_mains_with_no_battery_listed(tmp_path: Path) -> None:
+    """A fuel gauge that went away (or a board with none) left the power source unknown
+    however plainly the mains was online: an on_battery rule stayed held on mains, and an
+    on_battery = false rule could never hold on a mains-only board."""
+    pc, root = controller(tmp_path, {"on_battery": True, "profile": "powersave"})
+    assert pc.start(0.0)[-1]["profile"] == "powersave"  # BAT0 discharging, AC offline
+    (root / BAT0).unlink()  # the fuel gauge's driver unbound
+    pc.tick(1.0)
+    assert pc.decision.profile == "powersave" and "held" in pc.decision.reason
+    (root / "class/power_supply/AC/online").write_text("1\n")
+    pc.tick(2.0)
+    assert pc.decision.profile == "balanced"
+    pc.stop()
+
+    mains_only = tmp_path / "mains-only"
+    pc, root = controller(mains_only, {"on_battery": False, "profile": "performance"})
+    (root / BAT0).unlink()
+    (root / "class/power_supply/AC/online").write_text("1\n")
+    assert pc.start(0.0)[-1]["profile"] == "performance"
+    pc.stop()
+
+
+@pytest.mark.parametrize("capacity", ["101", "255", "-1"])
+def test_a_capacity_out_of_range_is_an_error_shown_not_a_silent_gap(
+    tmp_path: Path, capacity: str
+) -> None:
+    """An uncalibrated gauge's 255 or -1 was dropped without a word: the battery_below
+    rule held and status gave no reason."""
+    pc, root = controller(tmp_path, LOW_ON_BATTERY)
+    assert pc.start(0.0)[-1]["profile"] == "powersave"
+    (root / BAT0 / "capacity").write_text(capacity + "\n")
+    pc.tick(1.0)
+    battery = pc.status()["battery"]
+    assert battery.get("percent") is None and f"capacity: {capacity}" in battery["error"]
+    assert pc.decision.profile == "powersave" and "held" in pc.decision.reason
+    pc.stop()

@@ -295,6 +295,20 @@ def test_thermal_rule_switches_profile_with_its_reason(tmp_path: Path) -> None:
     pc.stop()
 
 
+@pytest.mark.parametrize("garbage", ["2147483647", "300000"])
+def test_an_impossible_temperature_is_no_reading_not_heat(tmp_path: Path, garbage: str) -> None:
+    """A broken sensor's 2147483647 m°C switched to the hot profile and showed in status as
+    2147483.6 °C; no silicon a board carries works at 250 °C."""
+    pc, root = make(tmp_path, rules=[{"temp_above_c": 80.0, "profile": "powersave"}])
+    pc.start(0.0)
+    (root / "devices/virtual/thermal/thermal_zone0/temp").write_text(garbage + "\n")
+    events = pc.tick(1.0)
+    assert not [e for e in events if e["kind"] in ("thermal", "profile_change")]
+    assert pc.decision.profile == "balanced"
+    assert "soc-thermal" not in pc.status()["temperatures"]
+    pc.stop()
+
+
 def test_inspection_sleeps_until_a_snap(tmp_path: Path) -> None:
     pc, root = make(tmp_path, power={"profile": "inspection"})
     pc.start(0.0)

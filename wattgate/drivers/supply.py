@@ -97,6 +97,10 @@ def read_supply(fs: Sysfs, name: str) -> Supply:
     base = f"{POWER_SUPPLY}/{name}"
     checked = Reader(fs, base)  # what the rules depend on; a failure there is an error
     online = checked.int("online")
+    kind, status = checked.text("type"), checked.status()
+    capacity = checked.int("capacity")
+    if capacity is not None and _capacity(capacity) is None:
+        checked.error = checked.error or f"capacity: {capacity} is not a percent (0..100)"
     power_uw = fs.read_int_opt(f"{base}/power_now")
     if power_uw is None:
         uv = fs.read_int_opt(f"{base}/voltage_now")
@@ -107,10 +111,10 @@ def read_supply(fs: Sysfs, name: str) -> Supply:
     energy = fs.read_int_opt(f"{base}/energy_now")
     return Supply(
         name=name,
-        type=checked.text("type"),
+        type=kind,
         online=None if online is None else online != 0,
-        status=checked.status(),
-        capacity_percent=_capacity(checked.int("capacity")),
+        status=status,
+        capacity_percent=_capacity(capacity),
         watts=watts,
         energy_wh=None if energy is None else energy / 1e6,
         error=checked.error,
@@ -123,11 +127,15 @@ def discover_supplies(fs: Sysfs) -> list[Supply]:
 
 
 def on_battery(supplies: list[Supply]) -> Optional[bool]:
-    """True when a battery exists and no mains/USB supply is online; None if unknown."""
+    """True when a battery exists and no mains/USB supply is online; None if unknown.
+
+    A mains/USB supply online is on mains whether a battery is listed or not: a board with
+    no battery, or whose fuel gauge went away (an unbound driver, an I2C error), was
+    "unknown" however plainly the mains was online, and an on_battery rule stayed held."""
     batteries = [s for s in supplies if s.is_battery]
     external = [s for s in supplies if s.type in EXTERNAL and s.online is not None]
     if not batteries:
-        return None
+        return False if any(s.online for s in external) else None
     if external:
         return not any(s.online for s in external)
     # "Unknown" tells nothing: taken as not discharging, it let on_battery rules go.

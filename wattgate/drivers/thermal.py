@@ -32,6 +32,10 @@ _CPU_DEVICE = re.compile(rf"{CPUS}/cpu(\d+)")
 #: include/linux/thermal.h THERMAL_TEMP_INVALID is -274000: a trip the kernel has no
 #: temperature for shows as that. Anything below absolute zero is no temperature.
 ABSOLUTE_ZERO_MC = -273150
+# No silicon a board carries works at 250 °C (junction limits are 105..150 °C): a reading
+# above is a broken sensor's garbage (2147483647, an unset register), not a temperature. It
+# switched profiles and showed in status as 2147483.6 °C.
+IMPLAUSIBLE_MC = 250_000
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def read_zone(fs: Sysfs, name: str) -> ThermalZone:
         k += 1
     # temp reads EAGAIN/ENODATA while a sensor is not ready; that is "no reading".
     temp_mc = fs.read_int_opt(f"{base}/temp")
-    if temp_mc is not None and temp_mc < ABSOLUTE_ZERO_MC:
+    if temp_mc is not None and not ABSOLUTE_ZERO_MC <= temp_mc <= IMPLAUSIBLE_MC:
         temp_mc = None
     return ThermalZone(name, fs.read_opt(f"{base}/type"), temp_mc, tuple(trips))
 
