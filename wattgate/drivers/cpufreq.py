@@ -47,7 +47,7 @@ class CpuPolicy:
     min_khz: Optional[int]
     max_khz: Optional[int]
     cur_khz: Optional[int]
-    frequencies_khz: tuple[int, ...]
+    frequencies_khz: tuple[int, ...]  # scaling_available + scaling_boost_frequencies, ascending
     epp: Optional[str]
     epp_choices: tuple[str, ...]
 
@@ -72,6 +72,13 @@ def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
     if not fs.is_dir(path):
         raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
     freqs = fs.read_int_words(f"{path}/scaling_available_frequencies")
+    if freqs:
+        # The kernel lists a freq_table's boost OPPs (cpufreq-dt: opp turbo-mode) apart,
+        # in scaling_boost_frequencies, yet counts them in cpuinfo_max_freq while boost
+        # is on and in the cpufreq cooling states: without them a "100 %" ceiling snaps
+        # below boost and shuts it off. Whether boost may run stays the kernel's call
+        # (cpufreq/boost); with it off, cpuinfo_max_freq clamps below these anyway.
+        freqs = tuple(sorted({*freqs, *fs.read_int_words(f"{path}/scaling_boost_frequencies")}))
     return CpuPolicy(
         name=name,
         path=path,

@@ -30,7 +30,7 @@ class CpuCaps:
     has_governor: bool = True
     min_khz: Optional[int] = None  # cpuinfo_min_freq
     max_khz: Optional[int] = None  # cpuinfo_max_freq
-    frequencies: tuple[int, ...] = ()  # scaling_available_frequencies, ascending
+    frequencies: tuple[int, ...] = ()  # CpuPolicy.frequencies_khz: boost OPPs included
     has_min: bool = True
     has_max: bool = True
     has_epp: bool = False
