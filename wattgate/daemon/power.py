@@ -106,7 +106,7 @@ from wattgate.policies.profiles import (
     chosen_variant,
     resolve_all,
 )
-from wattgate.policies.rules import Decision, Latch, Readings, RuleEngine
+from wattgate.policies.rules import Decision, Latch, Readings, RuleEngine, unknown_zones
 from wattgate.policies.target import (
     BoardCaps,
     CpuCaps,
@@ -297,6 +297,10 @@ class PowerController:
         # read stuck for good would keep alive, locks and all
         self._reader = KnobReader(partial(read_knob, self.fs))
         self.notes: tuple[str, ...] = ()
+        # the board's thermal zone types (known after start), and the notes of the rules
+        # that name none of them (_check_zones), kept beside the target's own notes
+        self.zone_types: tuple[str, ...] = ()
+        self._zone_notes: tuple[str, ...] = ()
         self.pipeline = PipelineSettings()
         self.model_variant: Optional[str] = None
         self.energy_model: Optional[BoardPower] = None
@@ -348,6 +352,7 @@ class PowerController:
                 self._release_locks()  # the ones this start took: the stop has run
                 return self._abandoned("start")
             self.energy_model = energy
+            self._check_zones()
             self._started = True
             if self.writes and self.writer is not None:
                 self._start_writer()
@@ -399,6 +404,7 @@ class PowerController:
             self.profiles = profiles
             self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
             self._carry_over(old_rules)
+            self._check_zones()
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
             self._keep_baseline(driven, fresh)
@@ -490,6 +496,24 @@ class PowerController:
             return {}
         return {a: text for a in journal.attributes
                 if (text := journal.original(a)) is not None}
+
+    def _check_zones(self) -> None:
+        """Warn of the temperature rules no zone of this board can trip (under the lock).
+
+        Such a rule never holds and, unchecked, nothing said so: the thermal protection
+        the sysadmin wrote was off. Not a config error, since zones are found on the board:
+        checked at start and at each reload, and kept in the status's notes."""
+        notes = []
+        types = ", ".join(self.zone_types) or "none"
+        for i in unknown_zones(self.cfg.rules, self.zone_types):
+            rule = self.cfg.rules[i]
+            label = f"rule {i}" + (f" ({rule.name})" if rule.name else "")
+            asked = f"zone {rule.zone!r}" if rule.zone is not None else "any zone"
+            note = (f"{label} never holds: it reads {asked}, and this board's thermal zone "
+                    f"types are {types}")
+            log.warning("%s", note)
+            notes.append(note)
+        self._zone_notes = tuple(notes)
 
     def _carry_over(self, old: RuleEngine, *, latches: bool = True) -> None:
         """The old rules' pin and latches into the new ones; a pin whose profile is gone
@@ -797,6 +821,11 @@ class PowerController:
             galcore_govern=vendor.GALCORE_GOVERN if vendor.read_gpu_govern(fs) else None,
         )
         self.npu_device = npu.device if npu is not None else None
+        # the names the readings key temperatures by (power_inputs): a zone's type, else
+        # its directory; type is a fixed string, read without asking the sensor
+        self.zone_types = tuple(dict.fromkeys(
+            fs.read_opt(f"{thermal.THERMAL}/{name}/type") or name
+            for name in thermal.zone_names(fs)))
         self.inputs = InputReader(fs, self._policies, self.caps.npu.path if self.caps.npu
                                   else None, self.npu_device, self.cfg.sensors.light)
         self._collect_driven()
@@ -1151,7 +1180,7 @@ class PowerController:
     def _apply_state(self) -> None:
         """Compute what is wanted now and hand the diff to the writer (under the lock)."""
         target = self.target()
-        self.notes = target.notes
+        self.notes = target.notes + self._zone_notes
         variant = chosen_variant(self.decision.model_variant, target.pipeline.model_variant)
         if variant != self.model_variant:
             self._pending.append({"kind": "model_variant", "variant": variant or "",

@@ -84,6 +84,19 @@ def _fmt(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
+def unknown_zones(rules: Sequence[RuleConfig], zone_types: Collection[str]) -> list[int]:
+    """The indexes of the temperature rules that no zone of ``zone_types`` can ever trip.
+
+    A rule reads only the zone whose type it names, so one that names a type the board
+    does not have (``thermal_zone0``, the directory, for ``soc-thermal``, its type) never
+    holds, nor does an any-zone rule on a board with no zones: thermal protection off
+    without a word. Zones are found on the board, not in the config, so the caller checks
+    once it knows them and says so; the rule stays as written.
+    """
+    return [i for i, rule in enumerate(rules) if rule.temp_above_c is not None
+            and (rule.zone not in zone_types if rule.zone is not None else not zone_types)]
+
+
 class RuleEngine:
     def __init__(
         self, rules: Sequence[RuleConfig], default: str, known: Collection[str]
