@@ -775,6 +775,8 @@ class Daemon:
                 self.progress.resume_capture(now)
             if counters.last_capture:
                 self.progress.capture_progress(counters.last_capture)
+            if counters.paced_until > now:  # waiting for a slow paced source's next frame
+                self.progress.capture_progress(now)
         busy_since = counters.busy_since
         if counters.last_inference:
             self.progress.inference_progress(counters.last_inference)

@@ -39,7 +39,10 @@ class Counters:
     inferred: int = 0
     detections: int = 0
     infer_ms_total: float = 0.0
-    last_capture: float = 0.0  # monotonic time of the newest frame
+    last_capture: float = 0.0  # monotonic time of the newest frame (gated, skipped or dropped)
+    # monotonic time a paced source's next frame is due, while the capture thread waits for
+    # it: a wait longer than the watchdog's stall limit (fps 0.02) is not a stall
+    paced_until: float = 0.0
     last_inference: float = 0.0  # monotonic time the newest inference finished
     busy_since: Optional[float] = None  # monotonic time the running invoke started
     source_ended: bool = False
@@ -232,8 +235,12 @@ class Pipeline:
             while not self._stop.is_set():
                 if pacer is not None and pacer.period != 1.0 / self.source.fps:
                     pacer = Pacer(self.source.fps)  # a supervised file opened late: its own rate
-                if pacer is not None and self._stop.wait(pacer.delay(time.monotonic())):
-                    break
+                if pacer is not None:
+                    now = time.monotonic()
+                    delay = pacer.delay(now)
+                    self.counters.paced_until = now + delay
+                    if self._stop.wait(delay):
+                        break
                 frame = self.source.read()
                 if frame is None:
                     self.counters.source_ended = True
@@ -244,6 +251,7 @@ class Pipeline:
                         and not power.on_frame(frame.mono)):
                     self.counters.frames += 1  # the profile's capture_fps drops it unseen
                     self.counters.skipped += 1
+                    self.counters.last_capture = frame.mono  # grabbed: capture is alive
                     continue
                 try:
                     verdict = self._gate_one(frame)

@@ -1,0 +1,47 @@
+"""A capture rate slower than the watchdog's stall limit is not a stall.
+
+The watchdog's pings stop when capture makes no progress for the stall limit (20 s, or two
+thirds of WatchdogSec= when shorter): a capture thread stuck in a driver. A profile's
+capture_fps drops frames before the gate without counting them as grabbed, and a paced
+source (a file, a scene) at a low camera.fps waits between frames: either slower than the
+limit (0.02 fps against 20 s) stopped the pings, and systemd restarted the daemon every
+minute. Here WATCHDOG_USEC=3 s makes the limit 2 s, so 0.4 fps (2.5 s a frame) is past it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from bench.common import NotifyListener
+from tests.conftest import DaemonProcess
+from tests.fixtures.boards import materialize
+
+StartDaemon = Callable[..., DaemonProcess]
+WATCHDOG = {"WATCHDOG_USEC": "3000000"}  # pings every 1.5 s, stall limit 2 s
+FRAMES = 3  # frame periods watched
+
+
+@pytest.mark.parametrize("slow", ["camera_fps", "capture_fps"])
+def test_a_capture_rate_below_the_stall_limit_keeps_the_watchdog_fed(
+    start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path, slow: str
+) -> None:
+    sections: dict[str, Any] = {"camera": {"source": "synthetic:empty", "width": 320,
+                                           "height": 240, "fps": 0.4}}
+    if slow == "capture_fps":  # a camera at its usual rate, a profile that keeps 0.4 fps
+        root = materialize("rk3588", tmp_path / "board")
+        sections = {
+            "camera": {"source": "synthetic:empty", "width": 320, "height": 240},
+            "power": {"sysfs_root": str(root), "profile": "slow"},
+            "profiles": {"slow": {"include": "balanced", "idle": {"capture_fps": 0.4},
+                                  "active": {"capture_fps": 0.4}}},
+        }
+    daemon = start_daemon(env={"NOTIFY_SOCKET": str(notify.path), **WATCHDOG}, **sections)
+    notify.wait_for("READY=1")
+    pings = [line for _, line in notify.collect(FRAMES * 2.5) if line.startswith("WATCHDOG=1")]
+    assert pings, "the watchdog's pings stopped"
+    notify.wait_for("WATCHDOG=1", timeout=10)  # and go on
+    assert daemon.stop() == 0
+    assert "stalled" not in daemon.log_path.read_text()
