@@ -7,6 +7,7 @@ subparsers. Heavy imports (OpenCV, the interpreter) happen inside the commands.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -14,7 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from wattgate.config import ConfigError, config_path, load_config, report_config_error
 
@@ -23,6 +24,8 @@ EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it canno
 EXIT_NOT_RESTORED = 1  # some originals could not be written back (or the journal read, or used)
 # EX_TEMPFAIL: a running daemon holds the journal; once it has stopped, a retry can restore
 EXIT_HELD = 75
+# EX_NOPERM: this user may not look in power.journal_dir, or read its journal or lock
+EXIT_NO_PERMISSION = 77
 
 
 def _sysfs_root(value: str) -> str:
@@ -165,7 +168,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return report_config_error(exc)
     directory = Path(cfg.power.journal_dir)
     journal_file = directory / JOURNAL_NAME
-    if not journal_file.exists() and not os.path.lexists(directory / LOCK_NAME):
+    try:
+        journaled = journal_file.exists()
+    except OSError as exc:  # a journal_dir this user may not search (Python 3.11 raises)
+        return _not_restored(exc, f"cannot look in power.journal_dir {directory}")
+    if not journaled and not os.path.lexists(directory / LOCK_NAME):
         # No daemon has used this directory (it locks before it journals): nothing to
         # restore, and nothing to create, so a lock file made by root cannot shut out the
         # daemon's user later. A lock that is a broken symbolic link is there (lexists):
@@ -176,7 +183,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print("nothing to restore")
         return 0
     # A lock file is made only for a journal that needs one (see above).
-    create = journal_file.exists() and os.access(directory, os.W_OK | os.X_OK)
+    create = journaled and os.access(directory, os.W_OK | os.X_OK)
     try:
         lock, journal, report = take_over(directory, Sysfs(cfg.power.sysfs_root),
                                           create=create)
@@ -184,8 +191,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print(f"wattgate restore: {exc}; nothing restored (stop it first)", file=sys.stderr)
         return EXIT_HELD
     except OSError as exc:  # an unreadable journal or lock: the originals stay where they are
-        print(f"wattgate restore: {exc}; nothing restored", file=sys.stderr)
-        return EXIT_NOT_RESTORED
+        return _not_restored(exc)
     lock.release()
     for attribute in report.restored:
         print(f"restored {attribute}")
@@ -205,6 +211,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not report.restored and not report.unchanged:
         print("nothing to restore")
     return 0
+
+
+def _not_restored(exc: OSError, what: Optional[str] = None) -> int:
+    """Say on stderr, in one line, why the journal could not be looked at or used, and
+    return the exit. A permission refused (a journal_dir of mode 0700, a journal or lock
+    of the daemon's user) is 77 with what to do: the journal is the daemon's user's, and
+    only that user or root can restore from it. It came out as a traceback, exit 1."""
+    refused = exc.errno in (errno.EACCES, errno.EPERM)
+    reason = f"{exc}; nothing restored"
+    if exc.filename is not None:  # not "[Errno 13] Permission denied: '...'"; a
+        # JournalError has none, and its message already says what to do
+        reason = f"{what or exc.filename}: {exc.strerror}; nothing restored"
+        if refused:
+            reason += ": run it as the daemon's user (who owns power.journal_dir) or as root"
+    print(f"wattgate restore: {reason}", file=sys.stderr)
+    return EXIT_NO_PERMISSION if refused else EXIT_NOT_RESTORED
 
 
 def _report_set_aside(paths: list[Path]) -> bool:
@@ -312,7 +334,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="put back the sysfs values a killed daemon left changed",
         description="Write back every original value the journal in power.journal_dir still "
         "holds (what a daemon killed with SIGKILL left changed), under power.sysfs_root. "
-        "Exits 75 and touches nothing while a daemon holds the journal. Exits 1 when a "
+        "Exits 75 and touches nothing while a daemon holds the journal, 77 when this user "
+        "may not look in power.journal_dir or open its journal or lock (run it as the "
+        "daemon's user or root). Exits 1 when a "
         "value could not be written back, and while journals set aside as unusable "
         "(sysfs-journal.json.corrupt, .corrupt.N) are left in power.journal_dir: their "
         "originals were never restored; read them, write back what the board needs, then "
