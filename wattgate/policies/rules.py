@@ -172,15 +172,16 @@ class RuleEngine:
             # cooler zones would flip the profile every time that one read fails.
             return f"{held_by} temperature unknown (held)"
         zone, temp = max(candidates.items(), key=lambda kv: kv[1])
-        if self._hot[i]:
-            self._hot[i] = temp > rule.temp_above_c - rule.hysteresis_c
-        else:
-            self._hot[i] = temp > rule.temp_above_c
+        release = rule.temp_above_c - rule.hysteresis_c
+        self._hot[i] = temp > (release if self._hot[i] else rule.temp_above_c)
         if not self._hot[i]:
             self._hot_zone[i] = None
             return None
         self._hot_zone[i] = zone
-        return f"{zone} {_fmt(temp)} °C above {_fmt(rule.temp_above_c)} °C"
+        if temp > rule.temp_above_c:
+            return f"{zone} {_fmt(temp)} °C above {_fmt(rule.temp_above_c)} °C"
+        # Back at or under the trip, held by the hysteresis: "79 °C above 80 °C" was false.
+        return f"{zone} {_fmt(temp)} °C, held until {_fmt(release)} °C or below"
 
     def _light_holds(self, i: int, rule: RuleConfig, lux: Optional[float]) -> Optional[str]:
         if lux is None:
@@ -189,18 +190,25 @@ class RuleEngine:
         held = self._light[i]
         ok = True
         parts = []
+        # Each part says the threshold the reading is past, or, when only the hysteresis
+        # holds it, where it lets go: "7 lx below 2 lx" was false.
         if rule.lux_below is not None:
             limit = rule.lux_below + hyst if held else rule.lux_below
             ok = ok and lux < limit
-            parts.append(f"below {_fmt(rule.lux_below)} lx")
+            parts.append(f"below {_fmt(rule.lux_below)} lx" if lux < rule.lux_below
+                         else f"held until {_fmt(limit)} lx or above")
         if rule.lux_above is not None:
             # Never below 0 lx, the darkest a sensor reads: a dim threshold under the
             # hysteresis (lux_above 2, hysteresis 5) would otherwise hold for ever.
             limit = max(0.0, rule.lux_above - hyst) if held else rule.lux_above
             ok = ok and lux > limit
-            parts.append(f"above {_fmt(rule.lux_above)} lx")
+            parts.append(f"above {_fmt(rule.lux_above)} lx" if lux > rule.lux_above
+                         else f"held until {_fmt(limit)} lx or below")
         self._light[i] = ok
-        return f"light {_fmt(lux)} lx {' and '.join(parts)}" if ok else None
+        if not ok:
+            return None
+        sep = ", " if parts[0].startswith("held") else " "
+        return f"light {_fmt(lux)} lx{sep}{' and '.join(parts)}"
 
     def _battery_low(self, i: int, rule: RuleConfig, percent: Optional[float]) -> Optional[str]:
         assert rule.battery_below is not None
@@ -212,7 +220,9 @@ class RuleEngine:
         self._low[i] = percent < limit
         if not self._low[i]:
             return None
-        return f"battery {_fmt(percent)} % below {_fmt(rule.battery_below)} %"
+        if percent < rule.battery_below:
+            return f"battery {_fmt(percent)} % below {_fmt(rule.battery_below)} %"
+        return f"battery {_fmt(percent)} %, held until {_fmt(limit)} % or above"
 
     def _power_source(self, rule: RuleConfig, reading: Optional[bool]) -> Optional[str]:
         """The reason text when the rule's on_battery condition holds, else None; an unknown
