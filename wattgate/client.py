@@ -20,6 +20,7 @@ import grp
 import itertools
 import json
 import os
+import pwd
 import socket
 import stat
 from collections import Counter, deque
@@ -396,11 +397,7 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
         return ClientError("busy", f"{reason}: its queue of new connections is full (the "
                                    "daemon is busy or still starting); try again", exc.errno)
     if exc.errno in (errno.EACCES, errno.EPERM):
-        group = _group_of(path)
-        target = f"group {group}" if group else "the socket's group"
-        return ClientError("forbidden", f"{reason}: its owner and group may connect: add the "
-                                        f"user to {target} (usermod -aG {group or 'GROUP'} "
-                                        "USER) and log in again", exc.errno)
+        return ClientError("forbidden", f"{reason}: {_who_may_connect(path)}", exc.errno)
     if exc.errno == errno.ECONNREFUSED and not _is_socket(path):
         return ClientError("unavailable", f"{reason}: not a socket", exc.errno)
     if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
@@ -419,13 +416,34 @@ def _is_socket(path: str) -> bool:
         return False
 
 
-def _group_of(path: str) -> Optional[str]:
-    """The name of the socket's group, or None where it cannot be told (a directory above
-    it that the user may not search, a gid without a name)."""
+def _who_may_connect(path: str) -> str:
+    """Who the socket's mode lets connect, and so what to do. Connecting needs write
+    permission (unix(7)): joining the group helps only where the mode gives the group read
+    and write. A socket of mode 0600 was said to let its group in, and the user told to
+    join it: no way in, and for a daemon run as root, advice to join group root. Where the
+    socket cannot be looked at (a directory above it the user may not search), its group
+    is the likely way in and cannot be named."""
     try:
-        return grp.getgrgid(os.stat(path).st_gid).gr_name
-    except (OSError, KeyError):
-        return None
+        info = os.stat(path)
+    except OSError:
+        return ("its owner and group may connect: add the user to the socket's group "
+                "(usermod -aG GROUP USER) and log in again")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o060 == 0o060:
+        group = _name(grp.getgrgid, info.st_gid)
+        return (f"its owner and group may connect: add the user to group {group} "
+                f"(usermod -aG {group} USER) and log in again")
+    return (f"only its owner ({_name(pwd.getpwuid, info.st_uid)}) may connect (mode "
+            f"{mode:04o}; daemon.socket_mode, or the unit's SocketMode=, decides whether its "
+            "group may too)")
+
+
+def _name(lookup: Callable[[int], Any], number: int) -> str:
+    """The name of a uid or gid (pwd.getpwuid, grp.getgrgid), or the number if it has none."""
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
 
 
 def _too_large(source: str) -> ClientError:
