@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
+import stat
 import sys
 import time
 from pathlib import Path
@@ -154,8 +156,14 @@ def test_socket_activation_serves_on_the_passed_socket(
     with client:
         assert client.hello["class"] == "hello"
         assert client.request("status")["class"] == "status"
+        mode = stat.S_IMODE(os.stat(activated).st_mode)
     assert not daemon.socket.exists()  # it did not bind the config's socket of its own
     assert daemon.stop() == 0
+    # and says that the config's daemon.socket and socket_mode did not decide it
+    warning = next(line for line in daemon.log().splitlines()
+                   if "the socket systemd passed is not the config's" in line)
+    assert f"daemon.socket is {daemon.socket}" in warning
+    assert (f"its mode is {mode:04o}, daemon.socket_mode 0660" in warning) == (mode != 0o660)
 
 
 def status_after_reload(daemon: DaemonProcess, notify: NotifyListener) -> str:

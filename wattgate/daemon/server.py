@@ -222,6 +222,40 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     return sock
 
 
+def _note_inherited(path: Any, cfg: DaemonConfig) -> None:
+    """Say, at start, that the socket systemd passed is served, and where it is not what
+    daemon.socket, socket_mode and socket_group ask: the unit's ListenStream=, SocketMode=
+    and SocketGroup= decide it. Without a word, a socket_group or a path set in the config
+    did nothing, and `wattgate status --config` looked for a daemon at the config's path."""
+    if not isinstance(path, str) or not path.startswith("/"):  # abstract or unnamed
+        log.info("serving the socket systemd passed (%r); daemon.socket, socket_mode and "
+                 "socket_group do not apply to it", path)
+        return
+    log.info("serving the socket systemd passed, %s", path)
+    differs = []
+    if os.path.abspath(cfg.socket) != path:
+        differs.append(f"daemon.socket is {cfg.socket} (clients given this config look there)")
+    try:
+        found = os.stat(path)
+    except OSError:
+        found = None
+    if found is not None and stat.S_IMODE(found.st_mode) != cfg.socket_mode:
+        differs.append(f"its mode is {stat.S_IMODE(found.st_mode):04o}, daemon.socket_mode "
+                       f"{cfg.socket_mode:04o}")
+    if found is not None and cfg.socket_group:
+        try:
+            wanted: Optional[int] = grp.getgrnam(cfg.socket_group).gr_gid
+        except KeyError:
+            wanted = None
+        if wanted != found.st_gid:
+            differs.append(f"its group is gid {found.st_gid}, daemon.socket_group "
+                           f"{cfg.socket_group}")
+    if differs:
+        log.warning("the socket systemd passed is not the config's: %s; the unit's "
+                    "ListenStream=, SocketMode= and SocketGroup= decide it, set them alike",
+                    "; ".join(differs))
+
+
 def _file_kind(mode: int) -> str:
     """What `mode` (from lstat) is, in words."""
     kinds = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
@@ -258,6 +292,8 @@ class Server:
         sock = inherited if inherited is not None else bind_socket(self.cfg)
         self._owns_path = inherited is None
         self.path = sock.getsockname() or self.cfg.socket
+        if inherited is not None:
+            _note_inherited(self.path, self.cfg)
         if self._owns_path:
             self._inode = os.stat(self.path).st_ino
         # The limit is on where the newline is: MAX_LINE - 1 makes MAX_LINE the most bytes
