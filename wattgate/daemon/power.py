@@ -827,7 +827,9 @@ class PowerController:
             fs.read_opt(f"{thermal.THERMAL}/{name}/type") or name
             for name in thermal.zone_names(fs)))
         self.inputs = InputReader(fs, self._policies, self.caps.npu.path if self.caps.npu
-                                  else None, self.npu_device, self.cfg.sensors.light)
+                                  else None, self.npu_device, self.cfg.sensors.light,
+                                  self.caps.gpu.path if self.caps.gpu else None,
+                                  gpu.device if gpu is not None else None)
         self._collect_driven()
 
     def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:
@@ -1257,12 +1259,17 @@ class PowerController:
         pressure = self.load.last
         if pressure is not None and self.cfg.model.delegate:
             duty = pressure.duty  # the model runs on the accelerator only with a delegate
-        status = inputs.npu_status
-        powered = 1.0 if status in (None, "active", "resuming", "suspending") else duty
+        # Only "suspended" is off: "unsupported" (runtime PM disabled), "error" and an
+        # unknown status leave the device powered, and were counted as suspended.
+        npu_powered = duty if inputs.npu_status == "suspended" else 1.0
+        # The GPU's clock and power state, if found; its busy time is not measured.
+        gpu = None if self.caps.gpu is None else DeviceLoad(
+            inputs.gpu_hz, 0.0, 0.0 if inputs.gpu_status == "suspended" else 1.0)
         state = PowerState(
             cpus={n: CpuLoad(inputs.cpu_khz.get(n), inputs.cpu_busy.get(n, 0.0))
                   for n in model.clusters},
-            npu=DeviceLoad(inputs.npu_hz, duty, powered),
+            npu=DeviceLoad(inputs.npu_hz, duty, npu_powered),
+            gpu=gpu,
         )
         self.last_estimate = estimate(model, state)
         self.estimated.add(self.last_estimate, dt)

@@ -198,6 +198,8 @@ class Inputs:
     cpu_peak: Optional[float] = None  # busiest CPU, percent
     npu_hz: Optional[int] = None
     npu_status: Optional[str] = None  # runtime_status
+    gpu_hz: Optional[int] = None
+    gpu_status: Optional[str] = None  # runtime_status
 
 
 def _read_iio(fs: Sysfs, name: str) -> tuple[Optional[iio.IioSensor], Optional[Meter]]:
@@ -213,12 +215,16 @@ class InputReader:
         npu_devfreq: Optional[str] = None,  # class/devfreq/NAME
         npu_device: Optional[str] = None,
         light: str = "auto",  # sensors.light: "auto", "none" or "iio:deviceN"
+        gpu_devfreq: Optional[str] = None,  # class/devfreq/NAME
+        gpu_device: Optional[str] = None,
     ) -> None:
         self.fs = fs
         self.light = light
         self.policies = policies
         self.npu_devfreq = npu_devfreq
         self.npu_device = npu_device
+        self.gpu_devfreq = gpu_devfreq
+        self.gpu_device = gpu_device
         # the counter (zone, its range), and its last energy_uj and time
         self._rapl: Optional[tuple[tuple[str, Optional[int]], int, float]] = None
         self._cpu_prev: Optional[Any] = None
@@ -246,6 +252,10 @@ class InputReader:
             jobs["npu:hz"] = partial(fs.read_int_opt, f"{self.npu_devfreq}/cur_freq")
         if self.npu_device is not None:
             jobs["npu:status"] = partial(fs.read_opt, f"{self.npu_device}/power/runtime_status")
+        if self.gpu_devfreq is not None:
+            jobs["gpu:hz"] = partial(fs.read_int_opt, f"{self.gpu_devfreq}/cur_freq")
+        if self.gpu_device is not None:
+            jobs["gpu:status"] = partial(fs.read_opt, f"{self.gpu_device}/power/runtime_status")
         return jobs
 
     def read(self, now: float) -> Inputs:
@@ -278,6 +288,8 @@ class InputReader:
         inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
         inputs.npu_hz = got.get("npu:hz")
         inputs.npu_status = got.get("npu:status")
+        inputs.gpu_hz = got.get("gpu:hz")
+        inputs.gpu_status = got.get("gpu:status")
         return inputs
 
     def _lux(self, got: Mapping[str, Any]) -> Optional[float]:
