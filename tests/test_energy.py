@@ -93,8 +93,8 @@ def test_every_board_model_parses_and_estimates_are_labelled(name: str) -> None:
 
 def test_boards_without_a_cpu_model_say_so() -> None:
     jetson = board_power("jetson-orin-nano", energy_model("jetson-orin-nano"))
-    assert set(jetson.unmodelled) == {"cpu", "npu", "camera", "static"}
-    assert board_power("nothing", None).unmodelled == ["cpu", "npu", "camera", "static"]
+    assert set(jetson.unmodelled) == {"cpu", "npu", "gpu", "camera", "static"}
+    assert board_power("nothing", None).unmodelled == ["cpu", "npu", "gpu", "camera", "static"]
     assert rk3588().unmodelled == []
 
 

@@ -127,6 +127,8 @@ class BoardPower:
             missing.append("cpu")
         if self.npu is None:
             missing.append("npu")
+        if self.gpu is None:
+            missing.append("gpu")
         if self.camera_w is None:
             missing.append("camera")
         if self.static_w is None:
