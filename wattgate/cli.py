@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
+import grp
 import json
 import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Optional
 
 from wattgate import __version__
@@ -26,6 +28,7 @@ from wattgate.cli_power import register as register_power
 from wattgate.cli_watch import Watch, logged_events, note
 from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
+    Config,
     ConfigError,
     config_path,
     json_schema,
@@ -128,12 +131,80 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Parse and validate the config, then check on this machine what `run` would refuse
+    at start because of its values (exit 69, as `run`): "ok" for a config whose `run`
+    then failed left the unit down after a restart (RestartPreventExitStatus=69)."""
     try:
-        load_config(config_path(args.path))
+        cfg = load_config(config_path(args.path))
     except ConfigError as exc:
         return report_config_error(exc)
+    _report(args.path, "warning", _group_problems(cfg))
+    if _report(args.path, "`run` would not start on this machine", _model_problems(cfg)):
+        return EXIT_UNAVAILABLE
     print(f"{args.path}: ok")
     return 0
+
+
+def _report(path: str, heading: str, problems: list[str]) -> bool:
+    """The problems on stderr as a bad config's are, one a line under a heading; whether
+    there were any."""
+    if problems:
+        print(f"wattgate: {path}: {heading}:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+    return bool(problems)
+
+
+def _model_problems(cfg: Config) -> list[str]:
+    """Each model and labels file (model.path, model.labels, each variant's) that `run`
+    would refuse, as "key: why". The model's load checks them this way (Model.load) before
+    it makes an interpreter; that, or a delegate, is not made here: it would load the
+    runtime and open the accelerator a running daemon holds. A variant is loaded when a
+    profile or rule picks it, maybe at start, so a broken one is a problem as well."""
+    # Imported only now, as for `run`: a bad config is reported without loading OpenCV.
+    from wattgate.drivers.decoders import LabelsError, load_labels
+    from wattgate.drivers.inference import (
+        ModelError,
+        _check_bounds,
+        _check_file,
+        default_model_path,
+    )
+
+    files = [("model", cfg.model.path, cfg.model.labels)]
+    files += [(f"model.variants.{name}", variant.path, variant.labels)
+              for name, variant in cfg.model.variants.items()]
+    problems = []
+    for key, path, labels in files:
+        try:
+            model = default_model_path() if path is None else Path(path)
+            _check_file(model)
+            _check_bounds(model)
+        except ModelError as exc:
+            problems.append(f"{key}.path: {exc}")
+        try:
+            if labels is not None:
+                load_labels(labels)
+        except LabelsError as exc:
+            problems.append(f"{key}.labels: {exc}")
+    return problems
+
+
+def _group_problems(cfg: Config) -> list[str]:
+    """daemon.socket_group and daemon.admin_group naming no group here. `run` starts
+    anyway (the socket keeps the daemon's group, with a warning; only root is admin), so
+    these are no reason to refuse the config, but likely not what was meant."""
+    groups = [("daemon.socket_group", cfg.daemon.socket_group,
+               "the socket `run` makes keeps the daemon's group"),
+              ("daemon.admin_group", cfg.daemon.admin_group,
+               "only root may pin profiles and reload")]
+    problems = []
+    for key, name, effect in groups:
+        try:
+            if name is not None:
+                grp.getgrnam(name)
+        except KeyError:
+            problems.append(f"{key}: no group {name!r} on this machine; {effect}")
+    return problems
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
@@ -274,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="config.toml (default: built-in defaults)")
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config file and its drop-ins")
+    check = sub.add_parser(
+        "check-config", help="validate a config file and its drop-ins, and the model files "
+        "`run` would load (exit 69, as `run`, if one cannot be)")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
 
