@@ -163,12 +163,7 @@ def _model_problems(cfg: Config) -> list[str]:
     profile or rule picks it, maybe at start, so a broken one is a problem as well."""
     # Imported only now, as for `run`: a bad config is reported without loading OpenCV.
     from wattgate.drivers.decoders import LabelsError, load_labels
-    from wattgate.drivers.inference import (
-        ModelError,
-        _check_bounds,
-        _check_file,
-        default_model_path,
-    )
+    from wattgate.drivers.inference import ModelError, check_model_file, default_model_path
 
     files = [("model", cfg.model.path, cfg.model.labels)]
     files += [(f"model.variants.{name}", variant.path, variant.labels)
@@ -177,8 +172,7 @@ def _model_problems(cfg: Config) -> list[str]:
     for key, path, labels in files:
         try:
             model = default_model_path() if path is None else Path(path)
-            _check_file(model)
-            _check_bounds(model)
+            check_model_file(model)
         except ModelError as exc:
             problems.append(f"{key}.path: {exc}")
         try:

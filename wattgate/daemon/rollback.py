@@ -157,7 +157,8 @@ class SysfsJournal:
             # are still the only way back, so refuse to write rather than lose them.
             raise JournalError(
                 f"sysfs journal {self.path} is not readable by this user "
-                f"(owner uid {self._owner()}): restore it as that user or remove it",
+                f"(owner uid {self._owner()}): restore it as that user (removed, the "
+                f"originals it holds are lost)",
                 exc.errno or 0,
             ) from exc
         except ValueError as exc:  # not UTF-8

@@ -117,6 +117,14 @@ def default_model_path() -> Path:
     raise ModelError(f"{DEFAULT_MODEL_PACKAGE} is installed without {DEFAULT_MODEL_FILE}; {hint}")
 
 
+def check_model_file(path: Path) -> None:
+    """ModelError, naming the file and what is wrong, unless ``path`` is a readable, whole
+    TFLite flatbuffer: what Model.load checks before it makes an interpreter, and what
+    `wattgate check-config` checks without making one."""
+    _check_file(path)
+    _check_bounds(path)
+
+
 def _check_file(path: Path) -> None:
     """Fail early with a clear message instead of the interpreter's mmap/identifier errors."""
     if not path.is_file():
@@ -489,8 +497,7 @@ class Model:
         Its results keep the best ``max_detections`` (config.py bounds it so that the
         largest result fits one protocol line)."""
         model_path = default_model_path() if path is None else Path(path)
-        _check_file(model_path)
-        _check_bounds(model_path)
+        check_model_file(model_path)
         label_list = None
         if labels is not None:
             try:
