@@ -79,9 +79,10 @@ def test_raising_the_floor_above_the_ceiling_writes_the_ceiling_first(tmp_path: 
         def __init__(self) -> None:
             self.fs = fs
 
-        def write(self, attribute: str, value: str, *, restore: str | None = None) -> bool:
+        def write(self, attribute: str, value: str, *, restore: str | None = None,
+                  always: bool = False) -> bool:
             order.append(attribute.rsplit("/", 1)[1])
-            return fs.write(attribute, value)
+            return fs.write(attribute, value, always=always)
 
     policy = cpufreq.read_policy(fs, "policy0")
     cpufreq.set_limits(Recorder(), policy, min_khz=1416000, max_khz=1800000)

@@ -221,9 +221,11 @@ def test_failed_knobs_are_logged_and_the_rest_applied(tmp_path: Path, caplog: An
     assert f"{NPU}/governor" in caplog.text
     assert read(root, f"{NPU}/max_freq") == "1000000000"
     events = pc.tick(2.5)
-    # policy4 wants its original 2.4 GHz back, which it still holds: nothing to fail
+    # policy4 wants its original 2.4 GHz back; a frequency limit is written even when it
+    # reads the value (it may show a thermal cap), and this driver refuses every write:
+    # still failed, with the same error, so not reported again
     assert [e["knob"] for e in events if e["kind"] == "knob_failed"] == [f"{NPU}/governor"]
-    assert f"{CPU}/policy4/scaling_max_freq" not in pc.failed
+    assert "Invalid argument" in pc.failed[f"{CPU}/policy4/scaling_max_freq"]
     pc.stop()
 
 

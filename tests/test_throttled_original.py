@@ -18,6 +18,7 @@ kernel would show while throttled. Nothing is mocked.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -35,6 +36,7 @@ from tests.fixtures.boards.cooling import (
     throttled_rk3588,
 )
 from tests.test_power_controller import CPU, MOTION, NPU, make, read
+from tests.test_power_writer import Recording
 from wattgate.boards import describe
 
 BIG_MAX = f"{CPU}/policy4/scaling_max_freq"
@@ -344,3 +346,23 @@ def test_a_legacy_devfreq_cap_the_npu_reads_above_is_not_the_npus(tmp_path: Path
     assert pc.baseline[NPU_MAX] == "900000000"
     pc.stop()
     assert read(root, NPU_MAX) == "900000000"
+
+
+def test_a_ceiling_equal_to_the_thermal_cap_is_still_written(tmp_path: Path) -> None:
+    """policy0 is capped at 816000 kHz, exactly the balanced idle ceiling ("40%"). The file
+    shows the cap, not the user's request (1800000), so a read that matches proves
+    nothing: the write was skipped as already there, the value taken as applied and never
+    tried again, and once the SoC cooled the little cores ran up to 1.8 GHz at idle. The
+    same for an NPU capped at its idle ceiling."""
+    root = throttled_rk3588(tmp_path / "sys", {"policy0": 5}, npu_state=7)
+    p0_max = f"{CPU}/policy0/scaling_max_freq"
+    assert read(root, p0_max) == "816000" and read(root, NPU_MAX) == str(300 * MHZ)
+    io = Recording()
+    pc, _ = make(tmp_path, io=io)
+    pc.start(0.0)
+    assert pc.settle(60.0)
+    stored = {os.path.relpath(path, root): value for path, value in io.stores}
+    assert stored.get(p0_max) == "816000" and stored.get(NPU_MAX) == str(300 * MHZ)
+    assert pc.journal is not None and pc.journal.original(p0_max) == "1800000\n"
+    pc.stop()
+    assert read(root, p0_max) == "1800000"

@@ -184,10 +184,12 @@ class OriginalsWriter:
     def fs(self) -> Sysfs:
         return self._writer.fs
 
-    def write(self, attribute: str, value: str, *, restore: Optional[str] = None) -> bool:
+    def write(
+        self, attribute: str, value: str, *, restore: Optional[str] = None, always: bool = False
+    ) -> bool:
         if restore is None:
             restore = self._originals.get(attribute)
-        return self._writer.write(attribute, value, restore=restore)
+        return self._writer.write(attribute, value, restore=restore, always=always)
 
 
 class _Progress:

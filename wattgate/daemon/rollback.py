@@ -443,15 +443,18 @@ class JournaledWriter:
     def fs(self) -> Sysfs:
         return self.journal.fs
 
-    def write(self, attribute: str, value: str, *, restore: Optional[str] = None) -> bool:
-        """Write ``value`` unless already there; True when written.
+    def write(
+        self, attribute: str, value: str, *, restore: Optional[str] = None, always: bool = False
+    ) -> bool:
+        """Write ``value`` unless already there (``always``: even then, sysfs.Writer); True
+        when written.
 
         ``restore`` is what to write back when reading the attribute does not give
         a writable value (galcore's gpu_govern reads a report, takes a mode name).
         """
         value = str(value).strip()
         with self._lock:
-            if self.fs.read(attribute) == value:
+            if not always and self.fs.read(attribute) == value:
                 return False
             self.journal.record(attribute, restore)
             self.fs.write_raw(attribute, value + "\n")

@@ -172,8 +172,8 @@ def set_limits(
     current_max = policy.max_khz
     if new_min is not None and current_max is not None and new_min > current_max:
         writes.reverse()  # raise the ceiling before the floor
-    for name, value in writes:
-        w.write(policy.attr(name), str(value))
+    for name, value in writes:  # always: the file may show a thermal cap, not our request
+        w.write(policy.attr(name), str(value), always=True)
     return new_min, new_max
 
 

@@ -141,8 +141,8 @@ def set_limits(
         writes.append(("max_freq", new_max))
     if new_min is not None and dev.max_hz is not None and new_min > dev.max_hz:
         writes.reverse()
-    for name, value in writes:
-        w.write(dev.attr(name), str(value))
+    for name, value in writes:  # always: the file may show a thermal cap, not our request
+        w.write(dev.attr(name), str(value), always=True)
     return new_min, new_max
 
 

@@ -224,15 +224,18 @@ class Sysfs:
         except OSError as exc:
             raise _error_for(attribute, path, exc, "write") from exc
 
-    def write(self, attribute: str, value: str, *, restore: Optional[str] = None) -> bool:
+    def write(
+        self, attribute: str, value: str, *, restore: Optional[str] = None, always: bool = False
+    ) -> bool:
         """Store ``value`` unless the attribute already holds it; True when it wrote.
 
         ``restore`` is accepted for signature compatibility with the journaled
-        writer and ignored: a bare Sysfs keeps no journal.
+        writer and ignored: a bare Sysfs keeps no journal. ``always``: store even when
+        the attribute reads ``value`` (see Writer).
         """
         del restore
         value = str(value).strip()
-        if self.read(attribute) == value:
+        if not always and self.read(attribute) == value:
             return False
         self.write_raw(attribute, value + "\n")
         return True
@@ -244,4 +247,9 @@ class Writer(Protocol):
     @property
     def fs(self) -> Sysfs: ...
 
-    def write(self, attribute: str, value: str, *, restore: Optional[str] = None) -> bool: ...
+    def write(
+        self, attribute: str, value: str, *, restore: Optional[str] = None, always: bool = False
+    ) -> bool:
+        """Store value unless the attribute reads it already; ``always`` stores it anyway:
+        a frequency limit reads the lowest of all requests (a thermal cap's while one
+        binds), not this one, so a read that matches proves nothing."""
