@@ -3,8 +3,11 @@
 Each scene is rendered once, frame by frame, and every frame goes to the three gates:
 ours (MotionGate with the shipped defaults), MOG2 and the Frigate-style detector, the last
 two behind `peers.Downstream`, the same cooldown / heartbeat rule ours applies, with a
-warm-up as long as our calibration. `synthetic.score_gate` scores all three the same way:
-an event is caught when a frame within its first 2 frames is reported as motion; idle
+warm-up as long as our calibration. `synthetic.score_gate` scores all three the same way.
+`recall` is the issue's rule and the target: an event (an interval with an object in view)
+is detected when at least one of its frames is inferred. `recall_within_2_frames` is a
+stricter figure kept beside it, not a target: the gate must report motion within the
+event's first 2 frames, so the model sees the object while it is still entering. Idle
 frames are those with nothing in view, outside the cooldown after presence, heartbeats and
 warm-up excluded; idle_skip is the fraction of those not sent to the model.
 Deterministic (the scenes are), so one pass is the measurement: there is nothing to repeat.
@@ -17,7 +20,7 @@ from typing import Any
 from bench.common import Json, machine, target
 from bench.peers import Downstream, FrigateMotion, Mog2Motion
 from wattgate.config import GateConfig
-from wattgate.drivers.synthetic import make_scene, score_gate
+from wattgate.drivers.synthetic import CATCH_FRAMES, make_scene, score_gate
 from wattgate.policies.gating import CALIBRATION_S, MotionGate
 
 SCENES = ("empty", "sunrise", "lights", "ir-switch", "person", "small-object", "rain",
@@ -29,10 +32,12 @@ GATES = ("ours", "mog2", "frigate")
 def _score(scene: Any, verdicts: list[Any], cooldown_s: float) -> Json:
     result = score_gate(scene, verdicts, cooldown_s)
     return {
-        "recall": round(result.recall, 4),
+        "recall": round(result.detect_ratio, 4),
+        "recall_within_2_frames": round(result.recall, 4),
         "idle_skip": round(result.skip_ratio, 4),
         "events": len(result.caught),
-        "caught": sum(result.caught),
+        "detected": sum(result.detected),
+        "caught": sum(result.caught),  # within the first 2 frames
         "idle_frames": result.idle,
         "skipped": result.skipped,
         "inferred": sum(bool(v.infer) for v in verdicts),
@@ -80,7 +85,7 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         "resolution": f"{width}x{height}",
         "fps": fps,
         "rule": {"cooldown_s": GateConfig().cooldown_s, "heartbeat_s": GateConfig().heartbeat_s,
-                 "warmup_s": CALIBRATION_S, "catch_frames": 2},
+                 "warmup_s": CALIBRATION_S, "catch_frames": CATCH_FRAMES},
         "scenes": rows,
         "targets": targets,
     }

@@ -93,14 +93,20 @@ def gate_md(r: Json) -> list[str]:
 
 
 def quality_md(r: Json) -> list[str]:
-    lines = [f"### gate-quality: recall / idle_skip at {r['resolution']}, {r['fps']:g} fps "
+    lines = [f"### gate-quality: recall / recall within {r['rule']['catch_frames']} frames / "
+             f"idle_skip at {r['resolution']}, {r['fps']:g} fps "
              f"(cooldown {r['rule']['cooldown_s']:g} s, heartbeat {r['rule']['heartbeat_s']:g}"
-             f" s for all three)", ""]
+             f" s for all three)", "",
+             "recall (the target): events with at least one frame inferred; recall within "
+             f"{r['rule']['catch_frames']} frames, stricter: motion reported within the "
+             "event's first frames.", ""]
     rows = []
     for row in r["scenes"]:
         cells: list[Any] = [row["scene"], row["events"], row["ours"]["idle_frames"]]
         for key in ("ours", "mog2", "frigate"):
-            cells.append(f"{row[key]['recall']:.2f} / {row[key]['idle_skip']:.3f}")
+            score = row[key]
+            cells.append(f"{score['recall']:.2f} / {score['recall_within_2_frames']:.2f} / "
+                         f"{score['idle_skip']:.3f}")
         rows.append(cells)
     lines += _table(("scene", "events", "idle frames", "ours", "MOG2", "Frigate-style"), rows)
     return lines
