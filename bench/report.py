@@ -94,7 +94,8 @@ def gate_md(r: Json) -> list[str]:
 
 def quality_md(r: Json) -> list[str]:
     lines = [f"### gate-quality: recall / recall within {r['rule']['catch_frames']} frames / "
-             f"idle_skip at {r['resolution']}, {r['fps']:g} fps "
+             f"idle_skip at {r['resolution']}, {r['fps']:g} fps, {r['repeats']} "
+             f"{'pass' if r['repeats'] == 1 else 'passes'}, the scenes are deterministic "
              f"(cooldown {r['rule']['cooldown_s']:g} s, heartbeat {r['rule']['heartbeat_s']:g}"
              f" s for all three)", "",
              "recall (the target): events with at least one frame inferred; recall within "
@@ -128,8 +129,10 @@ def pipeline_md(r: Json) -> list[str]:
               f"{_f(r['model_vs_bare'], 3)}, daemon/Model.infer {_f(r['daemon_vs_model'], 3)}.",
               f"Added latency at 30 fps ({r['latency_samples']} results): p50 "
               f"{_f(r['p50_added_latency_ms'])} ms, p99 {_f(r['p99_added_latency_ms'])} ms "
-              f"(inside the daemon: p50 {_f(r['p50_daemon_added_ms'])}, p99 "
-              f"{_f(r['p99_daemon_added_ms'])}); at saturation p50 "
+              f"pooled over the repeats; p99 of each repeat, median [min–max], "
+              f"{_spread(r.get('p99_added_per_repeat_ms'))} ms; inside the daemon p50 "
+              f"{_f(r['p50_daemon_added_ms'])}, p99 {_f(r['p99_daemon_added_ms'])}; "
+              f"at saturation p50 "
               f"{_f(r['p50_added_latency_ms_saturated'])}, p99 "
               f"{_f(r['p99_added_latency_ms_saturated'])} ms.",
               f"Daemon CPU ms, median [min–max]: inference thread {_spread(threads.get('infer'))}"
