@@ -38,7 +38,8 @@ Latency: a third daemon plays the file at 30 fps, so no frame waits for a busy m
 latency = (time the client read the result - capture time `ts`) - the frame's own invoke
 time `infer_ms`: everything the daemon adds around the model, up to a client's read. The
 same figure at saturation is `*_saturated` (it includes the wait in the newest-frame slot
-for the invoke in progress, which is by design).
+for the invoke in progress, which is by design). The <= 2 ms target is on the 30 fps
+figure, and its name says so; the saturated p99 is shown beside it, with no target.
 """
 
 from __future__ import annotations
@@ -439,7 +440,10 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
         out["larger_model"] = subjects[1].report()
     out["targets"] = [
         target("pipeline daemon_fps/bare_fps", out["daemon_vs_bare"], ">=", 0.95),
-        target("pipeline p99 added latency ms", out["p99_added_latency_ms"], "<=", 2.0),
+        # the target is for the paced source; the full-rate figure rides along, no target
+        target("pipeline p99 added latency ms (30 fps source)", out["p99_added_latency_ms"],
+               "<=", 2.0, note="at full rate, for information: p99 "
+               f"{out['p99_added_latency_ms_saturated']} ms"),
     ]
     return out
 

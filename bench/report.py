@@ -72,6 +72,8 @@ def targets_table(results: Iterable[Json]) -> list[str]:
     for result in results:
         for t in result.get("targets", []):
             met = {True: "met", False: "**missed**", None: "not measured"}[t["met"]]
+            if t.get("note"):
+                met += f" ({t['note']})"
             rows.append((t["name"], _f(t["value"], 4), f"{t['op']} {_f(t['limit'], 4)}", met))
     return _table(("target", "measured", "target", ""), rows)
 
