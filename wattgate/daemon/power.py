@@ -85,7 +85,7 @@ from wattgate.daemon.rollback import (
     take_over,
 )
 from wattgate.drivers import cpufreq, devfreq, thermal, vendor
-from wattgate.drivers.accel import find_accelerators
+from wattgate.drivers.accel import find_accelerators, unresolved
 from wattgate.drivers.sysfs import AttributeIO, Sysfs, SysfsError
 from wattgate.policies.activity import ActivityMachine, Transition
 from wattgate.policies.energy import (
@@ -795,6 +795,8 @@ class PowerController:
             for p in policies
         )
         accels = find_accelerators(fs, npu=power.npu, gpu=power.gpu)
+        for key, message in unresolved(fs, npu=power.npu, gpu=power.gpu):
+            log.warning("%s", message, extra=event(MessageId.KNOB_FAILED, knob=key))
         npu = next((a for a in accels if a.kind == "npu"), None)
         gpu = next((a for a in accels if a.kind == "gpu"), None)
         pm_devices = [npu.device] if npu is not None else []

@@ -115,16 +115,21 @@ def _from_drivers(fs: Sysfs) -> list[Accelerator]:
 
 
 def resolve_configured(fs: Sysfs, value: str, kind: str) -> Optional[Accelerator]:
-    """Resolve ``power.npu``/``power.gpu``: a devfreq name or a sysfs path.
+    """Resolve ``power.npu``/``power.gpu``: a devfreq name, an accel device name
+    (``accel0``) or a sysfs path.
 
     An absolute path under /sys is taken relative to the configured root, so the
-    same config works against a fake tree.
+    same config works against a fake tree. A class device (``/sys/class/accel/accel0``)
+    stands for its parent, as in detection: the parent has the driver and power/control,
+    and taking the class device instead dropped the NPU's runtime PM without a word.
     """
     text = value.strip()
     if not text:
         return None
     if "/" not in text and fs.exists(f"{DEVFREQ}/{text}"):
         rel = f"{DEVFREQ}/{text}"
+    elif "/" not in text and fs.exists(f"class/accel/{text}"):
+        rel = f"class/accel/{text}"
     else:
         rel = fs.configured(text)
         if not fs.exists(rel):
@@ -134,6 +139,9 @@ def resolve_configured(fs: Sysfs, value: str, kind: str) -> Optional[Accelerator
         device = real.rsplit("/devfreq/", 1)[0]
         devfreq: Optional[str] = real.rsplit("/", 1)[1]
     else:
+        # a class device links its parent as `device`; a PCI device's `device` is a file
+        if fs.link_name(f"{real}/device") is not None:
+            real = fs.resolve(f"{real}/device")
         device = real
         devfreq = devfreq_of(fs, device)
     name = devfreq or device.rsplit("/", 1)[-1]
@@ -158,6 +166,28 @@ def find_accelerators(
                 seen.add(acc.device)
                 result.append(acc)
     return result
+
+
+def unresolved(
+    fs: Sysfs, npu: Optional[str] = None, gpu: Optional[str] = None
+) -> list[tuple[str, str]]:
+    """``(key, message)`` for each of ``power.npu``/``power.gpu`` that names no device.
+
+    Such a value still replaces detection for its kind, so that accelerator is not
+    driven at all: said aloud, with what the board offers to name instead, since a typo
+    otherwise turned its control off in silence.
+    """
+    found: list[tuple[str, str]] = []
+    for kind, value in (("npu", npu), ("gpu", gpu)):
+        if not value or resolve_configured(fs, value, kind) is not None:
+            continue
+        detected = find_accelerators(fs)
+        accels = ", ".join(f"{a.name} ({a.kind}, {a.device})" for a in detected) or "none"
+        names = ", ".join(fs.listdir(DEVFREQ)) or "none"
+        found.append((f"power.{kind}", (
+            f"power.{kind} = {value!r} names no device under {fs.root}, so no {kind.upper()} "
+            f"is driven; accelerators found: {accels}; devfreq devices: {names}")))
+    return found
 
 
 def find_npu(fs: Sysfs, npu: Optional[str] = None) -> Optional[Accelerator]:
