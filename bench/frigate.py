@@ -1,17 +1,22 @@
 """A Frigate-style motion detector: the reference peer the gate is measured against.
 
 Written here from the published algorithm of Frigate's improved motion detector as
-REFERENCE.md summarises it ("Motion gating"), not from its code, with its defaults:
+REFERENCE.md summarises it ("Motion gating"), with its defaults; where the summary is silent
+(the blur's radius, which contours count towards pct_motion) it follows Frigate's published
+frigate/motion/improved_motion.py, none of whose code is copied here:
 
 1. Y plane resized with nearest neighbour to `frame_height` = 100 rows.
 2. Contrast: the 4th and 96th percentiles of the small frame, averaged over the last 50
    frames; the frame is clipped to that range and stretched to 0..255.
-3. Gaussian blur, sigma 1.
+3. Gaussian blur, sigma 1, radius 1: a 3x3 kernel (Frigate calls scipy's
+   `gaussian_filter(sigma=1, radius=1)`).
 4. Absolute difference against an accumulateWeighted background; threshold 30; one 3x3
    dilation; external contours; those with area > `contour_area` = 10 become boxes.
-5. `pct_motion` = contour area / small-frame area. Above `lightning_threshold` = 0.8 it
-   recalibrates instead of reporting motion, and is calibrated again once pct_motion < 0.05
-   with at most 4 boxes; no boxes are reported while calibrating.
+5. `pct_motion` = the area of all contours, small ones included (Frigate adds each into
+   `total_contour_area` before the size test) / small-frame area. Above
+   `lightning_threshold` = 0.8 it recalibrates instead of reporting motion, and is
+   calibrated again once pct_motion < 0.05 with at most 4 boxes; no boxes are reported
+   while calibrating.
 6. Background alpha 0.2 while calibrating, `frame_alpha` = 0.01 after; while boxes are
    found, the frame is blended in only after 10 consecutive motion frames.
 
@@ -47,6 +52,7 @@ CALIBRATED_BOXES = 4  # ...with at most this many boxes
 CONTRAST_HISTORY = 50
 CONTRAST_PERCENTILES = (4.0, 96.0)
 BLUR_SIGMA = 1.0
+BLUR_SIZE = (3, 3)  # radius 1
 PERSIST_FRAMES = 10  # consecutive motion frames before the background takes them in
 
 
@@ -117,7 +123,13 @@ class FrigateStyleDetector:
         return stretched
 
     def _detect(self, small: Image) -> list[Box]:
-        frame = cv2.GaussianBlur(self._stretch(small), (0, 0), BLUR_SIGMA)
+        # Frigate's improved_motion.py: gaussian_filter(frame, sigma=1, radius=1), scipy's
+        # default "reflect" border (REFERENCE.md, "Motion gating", blur sigma 1). OpenCV's
+        # 3x3 kernel with BORDER_REFLECT is the same filter at a tenth of scipy's cost; it
+        # rounds where scipy truncates each pass, at most 2 levels apart, against a threshold
+        # of 30 (and the background goes through the same blur).
+        frame = cv2.GaussianBlur(self._stretch(small), BLUR_SIZE, BLUR_SIGMA,
+                                 borderType=cv2.BORDER_REFLECT)
         if self._background is None or self._background.shape != frame.shape:
             self._background = frame.astype(np.float32)
             self.calibrating = True
@@ -132,8 +144,8 @@ class FrigateStyleDetector:
         area = 0.0
         for contour in contours:
             a = cv2.contourArea(contour)
+            area += a  # every contour counts towards pct_motion, as in Frigate's code
             if a > self.contour_area:
-                area += a
                 x, y, bw, bh = cv2.boundingRect(contour)
                 boxes.append((int(x * fx), int(y * fy), int((x + bw) * fx), int((y + bh) * fy)))
         self.pct_motion = area / (w * h)
