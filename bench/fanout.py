@@ -1,19 +1,29 @@
 """`fanout`: results to 1, 10 and 100 subscribers at full rate; one stalled subscriber.
 
-One daemon, gate off, realtime = false, so results come as fast as the model makes them
-(the source is the raw I420 file of the pipeline benchmark). Configurations, interleaved
-within each repeat: no subscriber, 1, 10, 100, and 10 plus one that subscribes and never
-reads. For each: the pipeline's rate (inferences a second, from `status` before and after a
-window, so it is measured the same way with no subscriber at all), and the delivery delay of
-every result every reading subscriber gets: the time it was read here minus the time the
-model's output was ready in the daemon (`ts` + `latency_ms`), i.e. decoding, the event loop,
-the hub, the socket and this reader. `loop_cpu_ms_per_result` (the event loop's CPU time
-per result) is the cost of the fan-out itself, and unlike the rates it hardly depends on what
-else the machine runs. The subscribers are read by one thread of this process (non-blocking
-sockets and a selector; one regular-expression pass per received chunk, not a JSON parse per
-line, finds every result's `ts` and `latency_ms`); the CPU it needs (`reader_cpu_cores`)
-shares the machine with the daemon, and the daemon's event loop thread's CPU
-(`loop_cpu_cores`) shows what the fan-out costs there.
+One daemon, gate off, realtime = false, so results come as fast as the model makes them (the
+source is the raw I420 file of the pipeline benchmark). Configurations, interleaved within
+each repeat: no subscriber, 1, 10, 100, and 10 and 100 each plus one that subscribes and
+never reads. For each: the pipeline's rate (inferences a second, from `status` before and
+after a window, so it is measured the same way with no subscriber at all), and the delivery
+delay of every result every reading subscriber gets: the time it was read here minus the
+time the model's output was ready in the daemon (`ts` + `latency_ms`), i.e. decoding, the
+event loop, the hub, the socket and this reader. `loop_cpu_ms_per_result` (the event loop's
+CPU time per result) is the cost of the fan-out itself, and unlike the rates it hardly
+depends on what else the machine runs. The subscribers are read by one thread of this
+process (non-blocking sockets and a selector; one regular-expression pass per received
+chunk, not a JSON parse per line, finds every result's `ts` and `latency_ms`); the CPU it
+needs (`reader_cpu_cores`) shares the machine with the daemon, and the daemon's event loop
+thread's CPU (`loop_cpu_cores`) shows what the fan-out costs there.
+
+"One stalled subscriber changes neither" (the fps nor the delay) is judged against the
+same number of reading subscribers without it, measured in the same repeats. The fps: the
+stalled row's median fps / the plain row's >= 0.95, the tolerance the issue gives for
+subscribers against none. The delay: the stalled row's median p99 - the plain row's <= 1 ms
+(`p99_delay_vs_plain_ms`; `p99_delay_vs_plain` is the same as a ratio, for information).
+An absolute allowance, not a ratio, because at 10 subscribers the p99 is about 1 ms and a
+ratio of two such medians swings with a single scheduler hiccup; 1 ms is a fifth of the
+issue's 5 ms budget for the delay, so a stalled reader that costs the others more than that
+has changed their delay by an amount they would notice, and the target reports it missed.
 
 For information (no targets), no subscriber and 100 against two more daemons:
   camera_rate    the same file at its own 30 fps, as a camera delivers frames;
@@ -55,6 +65,8 @@ RESULT = re.compile(
 )
 OVERFLOW = re.compile(rb'"class":"overflow","dropped":([0-9]+)')
 SUBSCRIBE = b'{"cmd":"subscribe","topics":["results"]}\n'
+# how much a stalled subscriber may add to the others' p99 delay (module docstring)
+STALLED_DELAY_ALLOWANCE_MS = 1.0
 
 
 @dataclass
@@ -196,7 +208,26 @@ def series(video: Path, realtime: bool, configs: tuple[tuple[int, bool], ...], r
             )["median"],
             "stats": {"fps": fps, "p99_delay_ms": summary(p99s, 3)},
         })
+    _compare_stalled(rows)
     return rows
+
+
+def _compare_stalled(rows: list[Json]) -> None:
+    """Each stalled row's p99 delay against the row with as many subscribers, none stalled:
+    the difference in ms (the target) and the ratio (for information)."""
+    plain = {row["subscribers"]: row for row in rows if not row["stalled"]}
+    for row in rows:
+        base = plain.get(row["subscribers"]) if row["stalled"] else None
+        if base is None:
+            continue
+        mine, theirs = row["p99_delay_ms"], base["p99_delay_ms"]
+        row["p99_delay_vs_plain_ms"] = (
+            None if mine is None or theirs is None else _round(mine - theirs))
+        row["p99_delay_vs_plain"] = ratio(mine, theirs)
+
+
+def _ratio_note(value: Optional[float]) -> str:
+    return "" if value is None else f"stalled/plain p99 {value:.2f}"
 
 
 def run(quick: bool = False, repeats: int | None = None) -> Json:
@@ -204,7 +235,7 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
     window = 0.6 if quick else 1.5
     settle = 0.3
     configs = ((0, False), (1, False), (2, False), (2, True)) if quick else (
-        (0, False), (1, False), (10, False), (100, False), (10, True))
+        (0, False), (1, False), (10, False), (100, False), (10, True), (100, True))
     camera_configs = ((0, False), (2 if quick else 100, False))
     # 30 fps: a 1.5 s window holds 45 results, one of them 2 % of the rate
     camera_repeats, camera_window = max(1, repeats - 2), window if quick else 4.0
@@ -231,6 +262,10 @@ def run(quick: bool = False, repeats: int | None = None) -> Json:
             if plain is not None:
                 targets.append(target(f"fanout fps stalled/plain {label}",
                                       ratio(row["fps"], plain["fps"]), ">=", 0.95))
+                targets.append(target(
+                    f"fanout p99 delay ms stalled - plain {label}", row["p99_delay_vs_plain_ms"],
+                    "<=", STALLED_DELAY_ALLOWANCE_MS,
+                    note=_ratio_note(row["p99_delay_vs_plain"])))
     return {
         "bench": "fanout",
         "machine": machine(),

@@ -201,12 +201,21 @@ def _fanout_table(rows: list[Json]) -> list[str]:
     cells = [(row["subscribers"], "yes" if row["stalled"] else "",
               _spread(row["stats"]["fps"], 1), _f(row["fps_vs_none"], 3),
               _f(row["p50_delay_ms"]), _spread(row["stats"]["p99_delay_ms"], 2),
-              row["received"], row["dropped"], _f(row["loop_cpu_cores"]),
+              _vs_plain(row), row["received"], row["dropped"], _f(row["loop_cpu_cores"]),
               _f(row.get("loop_cpu_ms_per_result")), _f(row["reader_cpu_cores"]))
              for row in rows]
     return _table(("subscribers", "+1 stalled", "fps", "vs none", "p50 delay ms",
-                   "p99 delay ms", "received", "dropped", "loop CPU cores",
+                   "p99 delay ms", "p99 vs plain", "received", "dropped", "loop CPU cores",
                    "loop CPU ms a result", "reader CPU cores"), cells)
+
+
+def _vs_plain(row: Json) -> str:
+    """A stalled row's p99 delay against its plain row's: `+ms (ratio)`; blank otherwise."""
+    if "p99_delay_vs_plain_ms" not in row:
+        return ""
+    added = row["p99_delay_vs_plain_ms"]
+    shown = "–" if added is None else f"{added:+.2f} ms"
+    return f"{shown} ({_f(row.get('p99_delay_vs_plain'), 2)}x)"
 
 
 SECTIONS: dict[str, Callable[[Json], list[str]]] = {

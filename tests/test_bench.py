@@ -174,6 +174,10 @@ def test_fanout_rows(everything: tuple[Json, Path]) -> None:
         if subscribers:
             assert row["received"] > 0
             assert row["p50_delay_ms"] <= row["p99_delay_ms"]
+    for (_, stalled), row in rows.items():
+        if stalled:  # judged against its plain row: difference and ratio
+            assert number(row["p99_delay_vs_plain_ms"]) and number(row["p99_delay_vs_plain"])
+    assert any("stalled - plain" in t["name"] for t in r["targets"])
 
 
 # -- the command ---------------------------------------------------------------------------
