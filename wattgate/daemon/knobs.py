@@ -99,7 +99,13 @@ def read_knob(fs: Sysfs, key: str) -> Optional[str]:
 def write_order(key: str, value: str, current: Mapping[str, str]) -> tuple[int, int]:
     """Sort key for a batch: wake the NPU first, let it suspend last; a ceiling that rises
     goes before its floor and one that falls after it, so min <= max holds throughout
-    (older kernels answer EINVAL to a transient min > max)."""
+    (older kernels answer EINVAL to a transient min > max).
+
+    A governor goes before its policy's EPP, whichever way it changes: intel_pstate
+    answers EBUSY to any EPP but "performance" while the governor is performance, so
+    leaving it the EPP must wait for the new governor; and going to it, the EPP a profile
+    can have there is "performance", which is taken under either governor (intel_pstate
+    sets it itself on the switch). Sharing one key, they went in profile-name order."""
     name = key.rsplit("/", 1)[-1]
     if name == "control":
         group = 0 if value == "on" else 9
@@ -115,6 +121,8 @@ def write_order(key: str, value: str, current: Mapping[str, str]) -> tuple[int, 
         return group, 0 if rising else 2
     if name in ("scaling_min_freq", "min_freq"):
         return group, 1
+    if name in ("scaling_governor", "governor"):
+        return group, -2
     return group, -1
 
 
