@@ -35,6 +35,8 @@ KEYS = {
     "gpu": "power.gpu (which device); profile keys gpu_governor, gpu_max_hz",
     "runtime_pm": "profile keys npu_runtime_pm (auto|on), npu_autosuspend_ms; "
     "power.runtime_pm_devices for others",
+    "runtime_pm_listed": "listed in power.runtime_pm_devices: profile keys npu_runtime_pm "
+    "(auto|on), npu_autosuspend_ms",
     "gpu_govern": "profile key gpu_govern (overdrive|nominal|underdrive)",
     "railgate": "profile key gpu_railgate (true|false)",
     "camera": 'camera.source ("auto" opens the camera marked auto)',
@@ -73,6 +75,9 @@ class Inventory:
     devfreq: list[DevfreqDevice] = field(default_factory=list)
     accelerators: list[Accelerator] = field(default_factory=list)
     runtime_pm: list[RuntimePm] = field(default_factory=list)
+    # the devices whose runtime PM the daemon drives: the NPU it takes (the first) and
+    # those power.runtime_pm_devices lists; another accelerator's follows no profile key
+    runtime_pm_driven: list[str] = field(default_factory=list)
     gpu_govern: Optional[vendor.GalcoreGovern] = None
     railgate: dict[str, bool] = field(default_factory=dict)
     apex: list[vendor.ApexThermal] = field(default_factory=list)
@@ -130,6 +135,10 @@ def probe(
     accelerators = find_accelerators(fs, npu=npu, gpu=gpu)
     pm_devices = [a.device for a in accelerators] + [fs.configured(d) for d in runtime_pm_devices]
     pm = [p for p in (read_runtime_pm(fs, d) for d in dict.fromkeys(pm_devices)) if p]
+    npu = next((a.device for a in accelerators if a.kind == "npu"), None)
+    # resolved, so a listed path through a class link matches the accelerator it names
+    listed = [fs.resolve(fs.configured(d)) for d in runtime_pm_devices]
+    driven = list(dict.fromkeys(([npu] if npu is not None else []) + listed))
     railgate = {}
     busy = {}
     for acc in accelerators:
@@ -145,6 +154,7 @@ def probe(
         devfreq=discover_devfreq(fs),
         accelerators=accelerators,
         runtime_pm=pm,
+        runtime_pm_driven=driven,
         gpu_govern=vendor.read_gpu_govern(fs),
         railgate=railgate,
         apex=vendor.read_apex(fs),
@@ -218,6 +228,18 @@ def _devfreq_line(d: DevfreqDevice, tag: str) -> str:
     )
 
 
+def _runtime_pm_keys(inv: Inventory, acc: Accelerator) -> str:
+    """What drives an accelerator's runtime PM: the daemon drives the NPU's and the listed
+    devices' only, so naming npu_runtime_pm beside the GPU's promised what never came."""
+    npu = inv.accelerator("npu")
+    if npu is not None and acc.device == npu.device:
+        return KEYS["runtime_pm"]
+    if acc.device in inv.runtime_pm_driven:
+        return KEYS["runtime_pm_listed"]
+    return (f'not driven: add "/sys/{acc.device}" to power.runtime_pm_devices to have it '
+            "follow npu_runtime_pm, npu_autosuspend_ms")
+
+
 def format_inventory(inv: Inventory) -> str:
     """Human-readable inventory, one section per kind of knob, with its config keys."""
     out = [f"sysfs root: {inv.root}  ({KEYS['sysfs_root']})"]
@@ -249,7 +271,7 @@ def format_inventory(inv: Inventory) -> str:
                     else ""
                 )
                 state = f"control {pm.control}, {pm.status}{delay}"
-                out.append(f"    runtime PM: {state}  [{KEYS['runtime_pm']}]")
+                out.append(f"    runtime PM: {state}  [{_runtime_pm_keys(inv, acc)}]")
         if acc.device in inv.railgate:
             out.append(f"    railgate_enable {int(inv.railgate[acc.device])}  [{KEYS['railgate']}]")
         if acc.device in inv.npu_busy_us:
