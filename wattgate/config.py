@@ -419,11 +419,12 @@ class PowerConfig(Section):
         2.0, ge=0, description="Seconds without motion before active settings drop to idle."
     )
     npu: Optional[NonBlank] = Field(
-        None, description="The NPU: a devfreq name or a sysfs path; unset finds it by name "
-        "or driver."
+        None, description="The NPU: a devfreq name, an accel device (accel0) or a sysfs path; "
+        "unset finds it by name or driver."
     )
     gpu: Optional[NonBlank] = Field(
-        None, description="The GPU: a devfreq name or a sysfs path; unset finds it by name."
+        None, description="The GPU: a devfreq name, an accel device or a sysfs path; unset "
+        "finds it by name."
     )
     runtime_pm_devices: list[NonBlank] = Field(
         default_factory=list,
