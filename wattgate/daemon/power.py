@@ -825,15 +825,12 @@ class PowerController:
             galcore_govern=vendor.GALCORE_GOVERN if vendor.read_gpu_govern(fs) else None,
         )
         self.npu_device = npu.device if npu is not None else None
-        # the names the readings key temperatures by (power_inputs): a zone's type, else
-        # its directory; type is a fixed string, read without asking the sensor
-        self.zone_types = tuple(dict.fromkeys(
-            fs.read_opt(f"{thermal.THERMAL}/{name}/type") or name
-            for name in thermal.zone_names(fs)))
-        self.inputs = InputReader(fs, self._policies, self.caps.npu.path if self.caps.npu
-                                  else None, self.npu_device, self.cfg.sensors.light,
-                                  self.caps.gpu.path if self.caps.gpu else None,
-                                  gpu.device if gpu is not None else None)
+        self.zone_types = thermal.zone_types(fs)
+        self.inputs = InputReader(fs, self._policies, self.cfg.sensors.light, {
+            "npu": (self.caps.npu.path if self.caps.npu else None, self.npu_device),
+            "gpu": (self.caps.gpu.path if self.caps.gpu else None,
+                    gpu.device if gpu is not None else None),
+        })
         self._collect_driven()
 
     def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:
@@ -1263,17 +1260,19 @@ class PowerController:
         pressure = self.load.last
         if pressure is not None and self.cfg.model.delegate:
             duty = pressure.duty  # the model runs on the accelerator only with a delegate
-        # Only "suspended" is off: "unsupported" (runtime PM disabled), "error" and an
-        # unknown status leave the device powered, and were counted as suspended.
-        npu_powered = duty if inputs.npu_status == "suspended" else 1.0
-        # The GPU's clock and power state, if found; its busy time is not measured.
-        gpu = None if self.caps.gpu is None else DeviceLoad(
-            inputs.gpu_hz, 0.0, 0.0 if inputs.gpu_status == "suspended" else 1.0)
+
+        def device(kind: str, busy: float) -> DeviceLoad:
+            """Only "suspended" is off (powered while busy): "unsupported" (runtime PM
+            disabled), "error" and an unknown status leave the device powered."""
+            off = inputs.runtime_status.get(kind) == "suspended"
+            return DeviceLoad(inputs.device_hz.get(kind), busy, busy if off else 1.0)
+
         state = PowerState(
             cpus={n: CpuLoad(inputs.cpu_khz.get(n), inputs.cpu_busy.get(n, 0.0))
                   for n in model.clusters},
-            npu=DeviceLoad(inputs.npu_hz, duty, npu_powered),
-            gpu=gpu,
+            npu=device("npu", duty),
+            # the GPU, if found: its busy time is not measured
+            gpu=None if self.caps.gpu is None else device("gpu", 0.0),
         )
         self.last_estimate = estimate(model, state)
         self.estimated.add(self.last_estimate, dt)

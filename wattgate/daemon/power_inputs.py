@@ -196,10 +196,9 @@ class Inputs:
     cpu_khz: dict[str, Optional[int]] = field(default_factory=dict)  # policy -> cur freq
     cpu_busy: dict[str, float] = field(default_factory=dict)  # policy -> CPU-s per s
     cpu_peak: Optional[float] = None  # busiest CPU, percent
-    npu_hz: Optional[int] = None
-    npu_status: Optional[str] = None  # runtime_status
-    gpu_hz: Optional[int] = None
-    gpu_status: Optional[str] = None  # runtime_status
+    # by accelerator ("npu", "gpu"): its devfreq cur_freq, and its power/runtime_status
+    device_hz: dict[str, Optional[int]] = field(default_factory=dict)
+    runtime_status: dict[str, Optional[str]] = field(default_factory=dict)
 
 
 def _read_iio(fs: Sysfs, name: str) -> tuple[Optional[iio.IioSensor], Optional[Meter]]:
@@ -212,19 +211,16 @@ class InputReader:
         self,
         fs: Sysfs,
         policies: dict[str, CpuPolicy],
-        npu_devfreq: Optional[str] = None,  # class/devfreq/NAME
-        npu_device: Optional[str] = None,
         light: str = "auto",  # sensors.light: "auto", "none" or "iio:deviceN"
-        gpu_devfreq: Optional[str] = None,  # class/devfreq/NAME
-        gpu_device: Optional[str] = None,
+        devices: Optional[Mapping[str, tuple[Optional[str], Optional[str]]]] = None,
     ) -> None:
+        """``devices``: accelerator kind ("npu", "gpu") -> its class/devfreq/NAME and its
+        device directory, either None when not found; their clock and runtime PM status
+        are read for the energy estimate."""
         self.fs = fs
         self.light = light
         self.policies = policies
-        self.npu_devfreq = npu_devfreq
-        self.npu_device = npu_device
-        self.gpu_devfreq = gpu_devfreq
-        self.gpu_device = gpu_device
+        self.devices = dict(devices or {})
         # the counter (zone, its range), and its last energy_uj and time
         self._rapl: Optional[tuple[tuple[str, Optional[int]], int, float]] = None
         self._cpu_prev: Optional[Any] = None
@@ -248,14 +244,11 @@ class InputReader:
             jobs[f"powercap:{name}"] = partial(read_energy, fs, name)
         for path, policy in self.policies.items():
             jobs[f"cpu:{policy.name}"] = partial(fs.read_int_opt, f"{path}/scaling_cur_freq")
-        if self.npu_devfreq is not None:
-            jobs["npu:hz"] = partial(fs.read_int_opt, f"{self.npu_devfreq}/cur_freq")
-        if self.npu_device is not None:
-            jobs["npu:status"] = partial(fs.read_opt, f"{self.npu_device}/power/runtime_status")
-        if self.gpu_devfreq is not None:
-            jobs["gpu:hz"] = partial(fs.read_int_opt, f"{self.gpu_devfreq}/cur_freq")
-        if self.gpu_device is not None:
-            jobs["gpu:status"] = partial(fs.read_opt, f"{self.gpu_device}/power/runtime_status")
+        for kind, (devfreq, device) in self.devices.items():
+            if devfreq is not None:
+                jobs[f"{kind}:hz"] = partial(fs.read_int_opt, f"{devfreq}/cur_freq")
+            if device is not None:
+                jobs[f"{kind}:status"] = partial(fs.read_opt, f"{device}/power/runtime_status")
         return jobs
 
     def read(self, now: float) -> Inputs:
@@ -286,10 +279,9 @@ class InputReader:
         for policy in self.policies.values():
             inputs.cpu_khz[policy.name] = got.get(f"cpu:{policy.name}")
         inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
-        inputs.npu_hz = got.get("npu:hz")
-        inputs.npu_status = got.get("npu:status")
-        inputs.gpu_hz = got.get("gpu:hz")
-        inputs.gpu_status = got.get("gpu:status")
+        for kind in self.devices:
+            inputs.device_hz[kind] = got.get(f"{kind}:hz")
+            inputs.runtime_status[kind] = got.get(f"{kind}:status")
         return inputs
 
     def _lux(self, got: Mapping[str, Any]) -> Optional[float]:

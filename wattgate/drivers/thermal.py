@@ -89,6 +89,14 @@ def zone_names(fs: Sysfs) -> list[str]:
     return _numbered(fs, "thermal_zone")
 
 
+def zone_types(fs: Sysfs) -> tuple[str, ...]:
+    """The names temperatures are keyed by, once each, in zone order: a zone's type, else
+    its directory name (as the readings key them). Only `type` is read, a fixed string:
+    no sensor is asked for a temperature."""
+    return tuple(dict.fromkeys(fs.read_opt(f"{THERMAL}/{name}/type") or name
+                               for name in zone_names(fs)))
+
+
 def discover_zones(fs: Sysfs) -> list[ThermalZone]:
     return [read_zone(fs, n) for n in zone_names(fs)]
 
