@@ -14,24 +14,13 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
-from tests.fixtures.boards import materialize
+from tests.conftest import DaemonProcess, pinnable_board, write_config
 from tests.test_requests import ask, strict_json
 from tests.test_socket import RawClient
 from wattgate.config import ONE_LINE_CHARS, ConfigError, parse_config
 from wattgate.daemon.hub import MAX_LINE
 
 StartDaemon = Callable[..., DaemonProcess]
-
-
-def board_config(tmp_path: Path) -> Path:
-    """A config for a daemon driving a fake RK3588 tree (power control on: profiles are in
-    its hello and answer `profile`), its socket and state under tmp_path/run."""
-    run = tmp_path / "run"
-    run.mkdir()
-    root = materialize("rk3588", tmp_path / "board")
-    return write_config(run / "config.toml", run, camera={"source": "synthetic:empty"},
-                        power={"sysfs_root": str(root)})
 
 
 @pytest.mark.parametrize(("raw", "key"), [
@@ -64,7 +53,7 @@ def test_a_hello_over_the_line_leaves_fields_out(
     unasked hello is fitted as the other unasked messages are, its largest field left out
     and named."""
     names = [f"p{i:04}" + "n" * 59 for i in range(1100)]  # 64 characters each
-    config = board_config(tmp_path)
+    config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
     config.write_text(config.read_text() + "".join(
         f'\n[profiles.{name}]\ninclude = "balanced"\n' for name in names))
     daemon = start_daemon(config=config)
@@ -110,7 +99,7 @@ def test_a_request_refused_for_its_id_says_it_was_not_run_even_without_the_id(
 ) -> None:
     """An id that fills the whole line: the refusal cannot carry it back, and the answer
     said only that "the answer would be N bytes", as if the profile set had run."""
-    daemon = start_daemon(config=board_config(tmp_path))
+    daemon = start_daemon(config=pinnable_board(tmp_path, camera={"source": "synthetic:empty"}))
     daemon.connect().close()
     client = RawClient(str(daemon.socket))
     try:

@@ -12,9 +12,8 @@ write the way a driver's store can.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -25,7 +24,9 @@ from tests.test_power_writer import (
     HANG_S,
     PROFILES,
     Hanging,
+    background,
     controller,
+    in_thread,
     read,
     stuck_in_a_store,
     wait_until,
@@ -35,14 +36,6 @@ from wattgate.daemon.power import PowerController
 from wattgate.drivers.sysfs import OsIO
 
 JOURNAL = "sysfs-journal.json"
-
-
-def background(task: Callable[[], object]) -> threading.Thread:
-    """``task`` started in a thread of its own (a daemon thread: a hang fails the test,
-    not its teardown)."""
-    thread = threading.Thread(target=task, daemon=True)
-    thread.start()
-    return thread
 
 
 def structural(tmp_path: Path, root: Path, **power: Any) -> Any:
@@ -68,8 +61,7 @@ def test_a_structural_reload_keeps_a_stuck_stores_original(
     root, before, io, pc = stuck_in_a_store(tmp_path, monkeypatch)
     extra = {} if journal_dir == "same" else {"journal_dir": str(tmp_path / "journal2")}
     new = structural(tmp_path, root, **extra)
-    reloading = background(lambda: pc.reload(new, 1.0))
-    reloading.join(HANG_S)
+    reloading = in_thread(lambda: pc.reload(new, 1.0))
     assert not reloading.is_alive(), "the reload waited for the stuck store"
     pc.stop()
     io.go.set()  # the store lands after the exit

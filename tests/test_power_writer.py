@@ -219,9 +219,17 @@ def controller(tmp_path: Path, root: Path, io: OsIO,
     return PowerController(cfg, io=io)
 
 
-def in_thread(task: Callable[[], None]) -> threading.Thread:
+def background(task: Callable[[], object]) -> threading.Thread:
+    """``task`` started in a thread of its own (a daemon thread: a hang fails the test,
+    not its teardown)."""
     thread = threading.Thread(target=task, daemon=True)
     thread.start()
+    return thread
+
+
+def in_thread(task: Callable[[], object]) -> threading.Thread:
+    """``task`` run in a thread of its own, waited for HANG_S at most (a hang guard)."""
+    thread = background(task)
     thread.join(HANG_S)
     return thread
 
