@@ -145,6 +145,7 @@ from wattgate.daemon.pathcheck import (
     expect,
     expect_link_directory,
     expect_writable,
+    hand_to_directory_owner,
     whose,
 )
 from wattgate.daemon.pidlock import LockHeld, lock_file
@@ -343,6 +344,7 @@ class EventLog:
 
         `exclusive`: SQLite's locking_mode=EXCLUSIVE, which keeps the WAL's index in this
         process's memory instead of the -shm file, and other processes out."""
+        _make_database_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         if exclusive:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -483,6 +485,7 @@ class EventLog:
             _replace_floor(final, upto)
             return
         try:
+            hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(final)))
             os.pwrite(fd, _floor_text(upto), 0)
             os.fsync(fd)
         finally:
@@ -1001,6 +1004,25 @@ def _linked_database(path: str) -> str:
     return target
 
 
+def _make_database_file(path: str) -> None:
+    """As root, make the database file SQLite is about to create, and give it to the
+    owner of its directory (`hand_to_directory_owner`): SQLite, run as root, gives its
+    -wal and -shm to the database file's owner (os_unix.c), so the service's user can
+    write all three after `sudo wattgate run` made them. An existing file is left alone,
+    and a file that cannot be made is left to SQLite, whose error the log explains."""
+    if os.geteuid() != 0:
+        return
+    target = _database_file(path)
+    try:
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return
+    try:
+        hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(target)))
+    finally:
+        os.close(fd)
+
+
 def _database_file(path: str) -> str:
     """The file SQLite opens for the database at path: the one a symbolic link resolves to
     (os_unix.c unixFullPathname), so its -wal and -shm are beside that file; path itself
@@ -1019,6 +1041,7 @@ def _replace_floor(final: str, upto: int) -> None:
     tmp, data = f"{final}.{os.getpid()}.tmp", _floor_text(upto)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
+        hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(tmp)))
         if os.write(fd, data) != len(data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
         os.fsync(fd)

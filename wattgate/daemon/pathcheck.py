@@ -104,3 +104,18 @@ def whose(info: os.stat_result) -> str:
     """This process's uid and the file's owner and mode: why it may not use the file."""
     return (f"uid {os.geteuid()} (owner uid {info.st_uid}, gid {info.st_gid}, mode "
             f"{stat.S_IMODE(info.st_mode):04o})")
+
+
+def hand_to_directory_owner(fd: int, directory: str) -> None:
+    """Give a file root has open to the owner of its directory, when that is another user.
+
+    `sudo wattgate run` (an operator trying a config by hand) before the service runs as
+    its own user: the locks, the event log and the journal root made in that user's
+    state_dir and journal_dir were root's, mode 0600 or 0644, and the service could then
+    neither lock nor write them. A file of any other owner is left as it is, and so is
+    everything when this process is not root (only root may give a file away)."""
+    if os.geteuid() != 0 or os.fstat(fd).st_uid != 0:
+        return
+    owner = os.stat(directory)
+    if owner.st_uid != 0:
+        os.fchown(fd, owner.st_uid, owner.st_gid)

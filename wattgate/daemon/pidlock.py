@@ -29,7 +29,7 @@ import os
 import stat
 from typing import Optional
 
-from wattgate.daemon.pathcheck import expect
+from wattgate.daemon.pathcheck import expect, hand_to_directory_owner
 
 
 class LockHeld(Exception):
@@ -114,6 +114,7 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
         os.close(fd)
         raise
     if create:
+        hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(path)))
         with contextlib.suppress(OSError):  # the pid is only for the message above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

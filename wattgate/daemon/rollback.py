@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from wattgate.daemon.pathcheck import PathError
+from wattgate.daemon.pathcheck import PathError, hand_to_directory_owner
 from wattgate.daemon.pidlock import HeldLock, LockHeld, lock_file
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
@@ -261,11 +261,10 @@ class SysfsJournal:
         tmp = self.path.with_name(f".{JOURNAL_NAME}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            if os.geteuid() == 0:  # `sudo wattgate restore` keeping what it could not put
-                # back: a root-owned 0600 journal would shut the daemon's user out of it, and
-                # with no readable journal the daemon writes no power settings at all
-                owner = os.stat(self.state_dir)
-                os.fchown(fd, owner.st_uid, owner.st_gid)
+            # `sudo wattgate restore` keeping what it could not put back: a root-owned 0600
+            # journal would shut the daemon's user out of it, and with no readable journal
+            # the daemon writes no power settings at all
+            hand_to_directory_owner(fd, str(self.state_dir))
             # A filesystem that fills up takes what fits and returns the short count without
             # an error; only writing the rest raises (ENOSPC). A short journal renamed into
             # place would be unreadable after a crash, and every original in it lost.
