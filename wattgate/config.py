@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -94,6 +95,22 @@ NonBlank = Annotated[str, AfterValidator(_not_blank)]
 # Texts a config gives clients in every hello, status and event (a profile's description, a
 # rule's name): bounded so they never crowd a protocol line (64 KiB) out.
 ONE_LINE_CHARS = 200
+# A profile's or a model variant's name: in every status, profile answer and profile_change.
+NAME_CHARS = 64
+
+
+def _a_name(value: str) -> str:
+    """A name that is no name: "" (`profile {"set": ""}` could not tell it from a mistake), or
+    one holding a line break or another control character (a log line it ends early)."""
+    if not value:
+        raise PydanticCustomError("value_error", "a name must not be empty")
+    if any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise PydanticCustomError(
+            "value_error", "a name must not hold a control character (a line break, a tab)")
+    return value
+
+
+Name = Annotated[str, StringConstraints(max_length=NAME_CHARS), AfterValidator(_a_name)]
 
 
 class Section(BaseModel):
@@ -336,7 +353,7 @@ class ModelConfig(Section):
             "detections_total. At most 300, so the largest result fits a 64 KiB line."
         ),
     )
-    variants: dict[str, ModelVariant] = Field(
+    variants: dict[Name, ModelVariant] = Field(
         default_factory=dict,
         description="Lighter models by name, for profiles and rules (key model_variant).",
     )
@@ -716,7 +733,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     power: PowerConfig = Field(default_factory=PowerConfig)
     sensors: SensorsConfig = Field(default_factory=SensorsConfig)
-    profiles: dict[str, ProfileConfig] = Field(
+    profiles: dict[Name, ProfileConfig] = Field(
         default_factory=lambda: {
             name: ProfileConfig.model_validate(raw) for name, raw in BUILTIN_PROFILES.items()
         },
@@ -929,19 +946,44 @@ def describe_errors(exc: ValidationError, origins: Optional[Origins] = None,
             if _MEMBER_WORDS.get(tag, tag) not in words:
                 words.append(_MEMBER_WORDS.get(tag, tag))
             continue
-        key = ".".join(str(part) for part in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        key = ".".join(_shown_key(part) for part in loc) or "(top level)"
+        if loc[-1:] == ("[key]",):  # a table's own key: profiles.NAME, model.variants.NAME
+            table = ".".join(_shown_key(part) for part in loc[:-2])
+            line = f"{table}: the name {_shown(err.get('input'))}: {err['msg']}"
+        elif err["type"] == "extra_forbidden":
             line = f"{key}: unknown key"
         elif err["type"] == "missing":
             line = f"{key}: required key is missing"
         else:
-            line = f"{key}: got {err.get('input')!r}; {err['msg']}"
+            line = f"{key}: got {_shown(err.get('input'))}; {err['msg']}"
         lines.append(_name_dropin(line, loc, origins, main))
     for where, (index, value, words) in unions.items():
-        key = ".".join(str(part) for part in where)
-        line = f"{key}: got {value!r}; must be {' or '.join(words)}"
+        key = ".".join(_shown_key(part) for part in where)
+        line = f"{key}: got {_shown(value)}; must be {' or '.join(words)}"
         lines[index] = _name_dropin(line, where, origins, main)
     return lines
+
+
+# How much of a bad value or key an error line shows: a 70 000-character value quoted whole
+# made the line (and a refused reload's answer) that long, to say it was too long. A long
+# path (a socket's is up to 107 bytes) is still shown whole.
+SHOWN_CHARS = 2 * ONE_LINE_CHARS
+
+
+def _shown(value: object) -> str:
+    """The value as an error line quotes it: its repr, cut after SHOWN_CHARS with the length
+    of a text said."""
+    text = repr(value)
+    if len(text) <= SHOWN_CHARS:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:SHOWN_CHARS]}...{size}"
+
+
+def _shown_key(part: Union[str, int]) -> str:
+    """A part of a key path as an error line names it: a table's key can be a long text too."""
+    text = str(part) if str(part).isprintable() else repr(part)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}..."
 
 
 def _name_dropin(line: str, loc: tuple[Union[str, int], ...], origins: Optional[Origins],
