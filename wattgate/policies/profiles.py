@@ -158,8 +158,14 @@ def absolute(value: Union[int, str], lo: int, hi: int) -> int:
 
 def chosen_variant(rule_variant: Optional[str], profile_variant: Optional[str]) -> Optional[str]:
     """The model variant to run: a rule's (``Decision.model_variant``) overrides the
-    profile's for the activity state; None (also for "") is the main model."""
-    return rule_variant or profile_variant or None
+    profile's for the activity state; the result None is the main model.
+
+    A rule's None means the rule says nothing of the model (no model_variant key), so the
+    profile's variant stands; a rule's "" is the main model, as "" is in a profile, and
+    overrides the profile's variant like any name does ("on mains: full model")."""
+    if rule_variant is not None:
+        return rule_variant or None
+    return profile_variant or None
 
 
 def variant_model(model: ModelConfig, variant: Optional[str]) -> ModelConfig:
