@@ -213,6 +213,13 @@ def test_snap_times_out_when_no_frame_comes(
         with pytest.raises(ClientError) as info:
             client.request("snap", timeout_ms=300)
         assert info.value.code == "unavailable"
+        # A source that has ended gives no frame however long a snap waits: the answer
+        # says so at once rather than after the whole timeout (up to a minute), naming it.
+        client.settimeout(70.0)
+        with pytest.raises(ClientError) as info:
+            client.request("snap", timeout_ms=60000)
+        assert info.value.code == "unavailable"
+        assert "the source has ended (end of file)" in str(info.value), info.value
     assert daemon.stop() == 0
 
 

@@ -770,6 +770,10 @@ class Daemon:
         state = self.camera.state if self.camera is not None else "running"
         if counters.source_ended or state != "running":  # ended, or lost and waited for
             self.progress.pause_capture()
+            if counters.source_ended:  # snaps that came before the end: no frame will come
+                for _, future in self._snaps:
+                    if not future.done():
+                        future.set_result(None)
         else:
             if self.progress.capture_paused:
                 self.progress.resume_capture(now)
@@ -865,8 +869,9 @@ class Daemon:
             self.pipeline.request_snap(now)  # look now, whatever the gate says
 
     async def snap(self, timeout: float) -> Optional[Message]:
-        """The result of the next frame captured from now on, inferred whatever the gate says."""
-        if self.pipeline is None:
+        """The result of the next frame captured from now on, inferred whatever the gate says;
+        None at once when the source has ended (no frame will come: `no_frame`)."""
+        if self.pipeline is None or self.pipeline.counters.source_ended:
             return None
         future: asyncio.Future[Optional[Message]] = asyncio.get_running_loop().create_future()
         requested = time.monotonic()
@@ -880,6 +885,19 @@ class Daemon:
             return None
         finally:  # answered, timed out or cancelled: not kept until the next result
             self._snaps = [(r, f) for r, f in self._snaps if f is not future]
+
+    def no_frame(self, timeout_ms: int) -> str:
+        """Why a snap got no frame: the source ended (a file played to its end: answered at
+        once, since no wait brings a frame), is lost or waited for (and why), or gave none
+        within the snap's timeout."""
+        waited = f"no frame was inferred within {timeout_ms} ms"
+        if self.camera is None or self.camera.state == "running":
+            return waited
+        reason = self.camera.status().get("reason")
+        because = f" ({reason})" if reason else ""
+        if self.camera.state == "ended":
+            return f"no frame was inferred: the source has ended{because}"
+        return f"{waited}: the source is {self.camera.state}{because}"
 
     def pin_profile(self, name: Optional[str], peer: str) -> None:
         """Pin a profile for a client (None releases it); KeyError for an unknown name."""

@@ -273,7 +273,7 @@ class Commands:
         result = await self.daemon.snap(timeout_ms / 1000.0)
         if result is None:
             raise ProtocolError("unavailable", STOPPING if self.daemon.stopping
-                                else f"no frame was inferred within {timeout_ms} ms")
+                                else self.daemon.no_frame(timeout_ms))
         return {"result": result}
 
     async def infer(self, session: ClientSession, request: Message) -> Message:
