@@ -31,7 +31,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import math
-import mmap
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -121,12 +120,20 @@ def check_model_file(path: Path) -> None:
     """ModelError, naming the file and what is wrong, unless ``path`` is a readable, whole
     TFLite flatbuffer: what Model.load checks before it makes an interpreter, and what
     `wattgate check-config` checks without making one."""
-    _check_file(path)
-    _check_bounds(path)
+    _read_model_file(path)
 
 
-def _check_file(path: Path) -> None:
-    """Fail early with a clear message instead of the interpreter's mmap/identifier errors."""
+def _read_model_file(path: Path) -> bytes:
+    """The file's bytes, read once and checked (ModelError naming the file otherwise).
+
+    Model.load builds its interpreter from these bytes, not from the path. An interpreter
+    made from a path memory-maps the file and reads constant tensors from the mapping for
+    as long as it runs (XNNPACK copies the weights it packs, other ops do not): a new model
+    copied over the file in place (``cp new.tflite model.tflite``) would change the running
+    model's weights under its old decoder and labels, and an inference while the file is
+    truncated would kill the process with SIGBUS. From bytes, the loaded model is
+    independent of the file until it is loaded again, and the bounds check below has
+    checked the very bytes the interpreter reads."""
     if not path.is_file():
         # "not found" for a directory (model.path set to the models folder) sent the
         # sysadmin looking for a file that is plainly there.
@@ -134,15 +141,20 @@ def _check_file(path: Path) -> None:
                else "not a regular file" if path.exists() else "not found")
         raise ModelError(f"model file {path}: {why}")
     try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
+        content = path.read_bytes()
     except OSError as exc:
         raise ModelError(f"model file {path}: cannot read it ({exc.strerror or exc})") from exc
     # A TFLite flatbuffer carries the file identifier "TFL3" at bytes 4..8.
-    if len(head) < 8 or head[4:8] != b"TFL3":
+    if len(content) < 8 or content[4:8] != b"TFL3":
         raise ModelError(
             f"model file {path}: not a TFLite flatbuffer (no 'TFL3' identifier at byte 4)"
         )
+    try:
+        walker = _Bounds(content)
+        walker.table(walker.uint(0, 4), "Model")
+    except ValueError as exc:
+        raise ModelError(f"model file {path}: damaged or truncated flatbuffer ({exc})") from exc
+    return content
 
 
 # Reference fields of the TFLite schema (schema.fbs field ids) that the interpreter follows:
@@ -174,7 +186,7 @@ class _Bounds:
     written model (an interrupted update) crashes the process with SIGSEGV. This walk costs
     a few milliseconds at load and turns that into an error message."""
 
-    def __init__(self, data: bytes | mmap.mmap) -> None:
+    def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
 
@@ -219,17 +231,6 @@ class _Bounds:
             return None
         offset = self.uint(vtable + slot, 2)
         return pos + offset if offset else None
-
-
-def _check_bounds(path: Path) -> None:
-    try:
-        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            walker = _Bounds(mm)
-            walker.table(walker.uint(0, 4), "Model")
-    except ValueError as exc:
-        raise ModelError(f"model file {path}: damaged or truncated flatbuffer ({exc})") from exc
-    except OSError as exc:
-        raise ModelError(f"model file {path}: cannot read it ({exc.strerror or exc})") from exc
 
 
 def _load_delegate(library: str, options: Mapping[str, object] | None) -> Any | None:
@@ -497,7 +498,7 @@ class Model:
         Its results keep the best ``max_detections`` (config.py bounds it so that the
         largest result fits one protocol line)."""
         model_path = default_model_path() if path is None else Path(path)
-        check_model_file(model_path)
+        content = _read_model_file(model_path)
         label_list = None
         if labels is not None:
             try:
@@ -505,7 +506,7 @@ class Model:
             except LabelsError as exc:
                 raise ModelError(str(exc)) from exc
         loaded = _load_delegate(delegate, delegate_options) if delegate else None
-        interp, loaded = _make_interpreter(model_path, threads, loaded, delegate)
+        interp, loaded = _make_interpreter(model_path, content, threads, loaded, delegate)
         input_details = interp.get_input_details()
         inputs = [TensorSpec.from_details(d) for d in input_details]
         outputs = output_specs(interp)
@@ -667,18 +668,23 @@ def _check_fixed_size(path: Path, details: Mapping[str, Any]) -> None:
         )
 
 
-def _make_interpreter(path: Path, threads: int, delegate: Any | None,
+def _make_interpreter(path: Path, content: bytes, threads: int, delegate: Any | None,
                       library: str | None) -> tuple[Any, Any | None]:
-    """(interpreter, delegate actually used). A delegate that loads but cannot take the
-    graph is dropped with a warning and the model runs on CPU."""
+    """(interpreter, delegate actually used) for the model ``content`` read from ``path``.
+    A delegate that loads but cannot take the graph is dropped with a warning and the
+    model runs on CPU.
+
+    The runtime does not copy ``content``: its Interpreter keeps a reference to the bytes
+    object (``_model_content``) and reads the flatbuffer, constant tensors included, from
+    it for as long as it lives, so the model's bytes are in memory once, held by it."""
     delegates = [delegate] if delegate is not None else None
     try:
-        interp = runtime.Interpreter(model_path=str(path), num_threads=threads,
+        interp = runtime.Interpreter(model_content=content, num_threads=threads,
                                      experimental_delegates=delegates)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         if delegate is None:
             raise ModelError(f"model file {path}: the interpreter rejects it ({exc})") from exc
         log.warning("delegate %s cannot run %s (%s); running on CPU", library, path.name, exc)
-        return _make_interpreter(path, threads, None, None)
+        return _make_interpreter(path, content, threads, None, None)
     return interp, delegate
