@@ -43,6 +43,11 @@ JOURNAL_NAME = "sysfs-journal.json"
 LOCK_NAME = "sysfs-journal.lock"
 ASIDE = ".corrupt"  # an unusable journal is kept as <journal>.corrupt, then .corrupt.N
 FORMAT_VERSION = 1
+# Frequency limits: cpufreq's scaling_{min,max}_freq, devfreq's {min,max}_freq. Since Linux
+# 5.3 each is a QoS request, and the file shows the aggregate of all of them (a cooling
+# device's cap included), not the request a store sets: one that reads as its original
+# may still hold the daemon's request under a cap, so restore writes these back always.
+LIMITS = frozenset({"scaling_min_freq", "scaling_max_freq", "min_freq", "max_freq"})
 
 
 class JournalError(OSError):
@@ -336,7 +341,10 @@ class SysfsJournal:
         works backward: what is refused is tried again after the others, as long as a
         round gives something back. An attribute that still fails for a reason that may
         pass (busy, denied) stays in the journal so the next start tries again; one that
-        vanished is dropped.
+        vanished is dropped. One that reads as its original is left as it is
+        (``RestoreReport.unchanged``), but a frequency limit (``LIMITS``) is written back
+        whatever it reads: under a thermal cap at the original it reads the cap, while the
+        daemon's raised request stays in the kernel and applies once the cap lifts.
 
         The attributes in ``keep`` are neither written nor dropped (``RestoreReport.kept``):
         a store to them has not returned and may land after this one would. ``wait``: how
@@ -361,7 +369,8 @@ class SysfsJournal:
             for attribute in waiting:
                 self._restoring = attribute
                 try:
-                    if fs.read_raw(attribute) == self._entries[attribute]:
+                    if (attribute.rpartition("/")[2] not in LIMITS
+                            and fs.read_raw(attribute) == self._entries[attribute]):
                         report.unchanged.append(attribute)
                     else:
                         fs.write_raw(attribute, self._entries[attribute])
