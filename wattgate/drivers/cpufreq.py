@@ -30,6 +30,8 @@ CPUFREQ = "devices/system/cpu/cpufreq"
 # policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
 # policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
 COOLING_TYPE = re.compile(r"cpufreq-cpu(?P<cpu>\d+)|thermal-cpufreq-(?P<index>\d+)")
+# ASCII digits only (str.isdigit takes "１０" too); three at most, as 255 has
+RAW_EPP = re.compile(r"[0-9]{1,3}")
 
 
 @dataclass(frozen=True)
@@ -180,21 +182,32 @@ def set_limits(
 def set_epp(w: Writer, policy: CpuPolicy, preference: str) -> None:
     """Write energy_performance_preference (intel_pstate / amd-pstate active mode).
 
-    intel_pstate answers EBUSY to anything but "performance" while the
+    ``preference`` is one of energy_performance_available_preferences or a raw HWP EPP,
+    0..255 in decimal: intel_pstate takes one since Linux 5.9 and shows an EPP that is no
+    listed preference's as its number (x86_energy_perf_policy sets such values), so an
+    original read as "102" must be writable back. Anything else is refused here, before
+    the store. intel_pstate answers EBUSY to anything but "performance" (or 0) while the
     performance governor is active; that surfaces as AttributeBusy.
     """
     attribute = policy.attr("energy_performance_preference")
     if policy.epp is None:
         raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
-    if policy.epp_choices and preference not in policy.epp_choices:
+    if policy.epp_choices and preference not in policy.epp_choices and not raw_epp(preference):
         raise AttributeInvalid(
             attribute,
             w.fs.path(attribute),
             errno.EINVAL,
             "write",
-            f"{preference!r} not in {list(policy.epp_choices)}",
+            f"{preference!r} is neither one of {list(policy.epp_choices)} nor a raw EPP "
+            f"0..255",
         )
     w.write(attribute, preference)
+
+
+def raw_epp(text: str) -> bool:
+    """Whether ``text`` is a raw EPP intel_pstate takes: a decimal 0..255 (kstrtouint,
+    base 10, then a check against 255 in store_energy_performance_preference)."""
+    return RAW_EPP.fullmatch(text) is not None and int(text) <= 255
 
 
 def cools(device: CoolingDevice, policy: CpuPolicy, index: int) -> bool:
