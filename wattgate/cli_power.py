@@ -22,9 +22,11 @@ from wattgate.config import ConfigError, config_path, load_config, report_config
 EXIT_USAGE = 2
 EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it cannot load
 EXIT_NOT_RESTORED = 1  # some originals could not be written back (or the journal read, or used)
-# EX_TEMPFAIL: a running daemon holds the journal; once it has stopped, a retry can restore
+# EX_TEMPFAIL: a running daemon holds the journal, or drives the board (power.sysfs_root);
+# once it has stopped, a retry can restore
 EXIT_HELD = 75
-# EX_NOPERM: this user may not look in power.journal_dir, or read its journal or lock
+# EX_NOPERM: this user may not look in power.journal_dir, or read its journal or lock, or
+# open power.sysfs_root to lock it
 EXIT_NO_PERMISSION = 77
 
 
@@ -137,7 +139,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     ExecStopPost=, and no restart follows a stop. The restore is the daemon's own at start
     (rollback.take_over), so what cannot be written stays in the journal for the next try.
     A live daemon's journal lock makes it touch nothing, since undoing the settings of a
-    running daemon would break the promise the other way round.
+    running daemon would break the promise the other way round; so does a live daemon's
+    lock on power.sysfs_root (PowerController._lock_board), taken first as the daemon
+    takes it: a stale journal of another config, written back under a daemon that drives
+    the board, would stay, since the daemon writes a knob only when its wanted value
+    changes.
 
     Journals set aside as unusable (``<journal>.corrupt``, ``.corrupt.N``) are named on
     every run, with how to read them, and the exit is 1 while one is left: none of their
@@ -145,6 +151,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     "nothing to restore" would say it is. Removing them, once read and whatever the board
     still needed written back by hand, is how the operator says so. The unit's
     ExecStopPost= runs this with "-", so the 1 is in the log and not the unit's result."""
+    from wattgate.daemon.pidlock import DirectoryLock, LockHeld
     from wattgate.daemon.rollback import (
         JOURNAL_NAME,
         LOCK_NAME,
@@ -184,14 +191,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
         return 0
     # A lock file is made only for a journal that needs one (see above).
     create = journaled and os.access(directory, os.W_OK | os.X_OK)
+    root = cfg.power.sysfs_root
+    board = DirectoryLock(root)
     try:
-        lock, journal, report = take_over(directory, Sysfs(cfg.power.sysfs_root),
-                                          create=create)
+        board.acquire()
+    except LockHeld as held:
+        print(f"wattgate restore: power.sysfs_root {root} is driven by another wattgate"
+              f"{f' (pid {held.pid})' if held.pid else ''}; nothing restored (stop it "
+              "first)", file=sys.stderr)
+        return EXIT_HELD
+    except FileNotFoundError:
+        pass  # no daemon can drive a root that is not there; take_over says what is missing
+    except OSError as exc:
+        return _not_restored(exc, f"cannot lock power.sysfs_root {root}")
+    try:
+        lock, journal, report = take_over(directory, Sysfs(root), create=create)
     except JournalHeld as exc:
         print(f"wattgate restore: {exc}; nothing restored (stop it first)", file=sys.stderr)
         return EXIT_HELD
     except OSError as exc:  # an unreadable journal or lock: the originals stay where they are
         return _not_restored(exc)
+    finally:
+        board.release()
     lock.release()
     for attribute in report.restored:
         print(f"restored {attribute}")

@@ -1,0 +1,77 @@
+"""`wattgate restore` leaves a board a live daemon drives alone, whatever journal it is given.
+
+The daemon's start locks power.sysfs_root itself besides its journal_dir (one daemon per
+board). The restore took only the journal lock, so a stale journal of another config (a
+`wattgate run --config test.toml` killed mid-run) was written back under the live service,
+which writes a knob only when its wanted value changes: the board ran at the stale value
+while the service's status said value != target. The restore takes the board's lock
+first, and touches nothing while another process holds it.
+
+The live daemon is the real PowerController (what `wattgate run` uses for sysfs, journal
+and locks) in this process; the command runs as a real subprocess on a fake RK3588 tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import write_config
+from tests.fixtures.boards import materialize
+from tests.test_power_controller import CPU, make, read
+from wattgate.cli_power import EXIT_HELD
+from wattgate.daemon.rollback import JOURNAL_NAME
+
+ROOT = Path(__file__).resolve().parent.parent
+LITTLE_MAX = f"{CPU}/policy0/scaling_max_freq"
+
+
+def restore(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "wattgate.cli", "restore", "--config",
+                           str(config)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def stale_journal(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    """A config of its own on the same board, whose journal_dir a killed run left with one
+    original in it (policy0's ceiling, 1800000): the journal and the config."""
+    directory = tmp_path / "test-journal"
+    directory.mkdir()
+    journal = directory / JOURNAL_NAME
+    journal.write_text(json.dumps({"version": 1, "root": str(root), "entries": [
+        {"attribute": LITTLE_MAX, "original": "1800000\n"}]}))
+    run_dir = tmp_path / "test-run"
+    run_dir.mkdir()
+    config = write_config(tmp_path / "test.toml", run_dir,
+                          power={"sysfs_root": str(root), "journal_dir": str(directory)})
+    return journal, config
+
+
+def test_a_stale_journal_is_not_restored_under_a_live_daemon_of_another_config(
+    tmp_path: Path,
+) -> None:
+    materialize("rk3588", tmp_path / "sys")
+    live, root = make(tmp_path)  # the service: journal_dir tmp_path/journal
+    live.start(0.0)
+    driven = read(root, LITTLE_MAX)
+    assert driven == "816000"  # the idle ceiling it wants
+    journal, config = stale_journal(tmp_path, root)
+    text = journal.read_bytes()
+
+    refused = restore(config)
+    assert refused.returncode == EXIT_HELD == 75, refused.stderr
+    assert refused.stdout == ""
+    assert f"power.sysfs_root {root} is driven by another wattgate (pid {os.getpid()})" \
+        in refused.stderr
+    assert "nothing restored" in refused.stderr and "Traceback" not in refused.stderr
+    assert read(root, LITTLE_MAX) == driven
+    assert journal.read_bytes() == text  # its original waits for a restore that may run
+
+    live.stop()  # the board is free: now the stale journal's original can go back
+    done = restore(config)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["restored", LITTLE_MAX]
+    assert read(root, LITTLE_MAX) == "1800000"
+    assert not journal.exists()
