@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Optional, Union
@@ -810,6 +811,34 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "is a directory, not a file"),
+                (stat.S_ISFIFO, "is a FIFO, not a regular file"),
+                (stat.S_ISCHR, "is a character device, not a regular file"),
+                (stat.S_ISBLK, "is a block device, not a regular file"),
+                (stat.S_ISSOCK, "is a socket, not a regular file"))
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The bytes of a regular file; ConfigError for anything else, before it is read.
+
+    A FIFO (`mkfifo config.d/50-local.toml`) blocked its reader: check-config hung, and a
+    reload blocked the daemon's event loop, so no client was answered, the watchdog's
+    pings stopped and SIGTERM was not acted on. O_NONBLOCK makes opening one return at
+    once; what it is then comes from the open file itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+    except BaseException:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ConfigError(str(path), [next(
+            (what for is_kind, what in _NOT_REGULAR if is_kind(mode)), "is not a file")])
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     """The file's TOML; ConfigError naming it and what is wrong.
 
@@ -817,8 +846,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     UTF-8 file with one, and tomllib took it for a statement, "Invalid statement (at line
     1, column 1)", of a first line that looks right in every editor."""
     try:
-        with path.open("rb") as handle:
-            data = handle.read()
+        data = _read_regular_file(path)
     except FileNotFoundError:
         if path.is_symlink():
             raise ConfigError(str(path), [
@@ -827,8 +855,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), ["file not found"]) from None
     except PermissionError:
         raise ConfigError(str(path), ["permission denied"]) from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), ["is a directory, not a file"]) from None
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read it: {exc.strerror or exc}"]) from None
     if data.startswith(codecs.BOM_UTF8):
