@@ -75,3 +75,23 @@ def test_a_stale_journal_is_not_restored_under_a_live_daemon_of_another_config(
     assert done.stdout.split() == ["restored", LITTLE_MAX]
     assert read(root, LITTLE_MAX) == "1800000"
     assert not journal.exists()
+
+
+def test_a_journal_nested_too_deep_is_set_aside_as_unusable(tmp_path: Path) -> None:
+    """json.loads raises RecursionError, not ValueError, for arrays nested past the
+    interpreter's recursion limit: `wattgate restore` ended in a traceback instead of
+    setting the journal aside and saying so, as it does for any other unreadable one."""
+    root = materialize("rk3588", tmp_path / "sys")
+    journal, config = stale_journal(tmp_path, root)
+    nested = "[" * 200_000 + "]" * 200_000
+    journal.write_text(nested)
+    before = read(root, LITTLE_MAX)
+
+    done = restore(config)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    aside = journal.with_name(f"{JOURNAL_NAME}.corrupt")
+    assert f"unusable sysfs journal {journal}" in done.stderr
+    assert f"kept as {aside}" in done.stderr
+    assert aside.read_text() == nested and not journal.exists()
+    assert read(root, LITTLE_MAX) == before

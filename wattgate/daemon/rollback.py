@@ -177,6 +177,9 @@ class SysfsJournal:
         except ValueError as exc:  # a JournalError (an OSError) goes through
             self._set_aside(str(exc))
             return
+        except RecursionError:  # json.loads of arrays or objects nested past the limit
+            self._set_aside("nested too deep to parse")
+            return
         if problems:
             # The good entries are still originals to restore; keep the text for a look.
             aside = self._aside()
