@@ -77,7 +77,11 @@ events before them are no longer served (`oldest_seq` is above them): a hole ins
 log would look like numbers never given out. On a disk that is already full at open,
 SQLite cannot size the -shm file a WAL database is read through; the log is then opened
 with its index in memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves the
-events it has and holds new ones as above.
+events it has and holds new ones as above. Where no database can be opened at all on a full
+disk (the one there was damaged and set aside, or cut to 0 bytes, or deleted: a new one
+needs room), the log opens without one, logged: it holds new events as above, numbered
+after the copy of the reservation, `events` reads fail, and the first flush that can open
+a new database writes them there (`_open_database`).
 
 An event that JSON or the table cannot hold as it is (a lone surrogate from a path read
 with surrogateescape, nesting deeper than the encoder goes, an object that is not JSON, a
@@ -278,19 +282,20 @@ class EventLog:
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
         self.seq_block = max(2, seq_block)
-        try:
-            self._connect()
-        except sqlite3.DatabaseError as exc:
-            if _damaged(exc):
-                self._set_aside(exc)
-                self._connect()
-            elif _full(exc):
-                self._connect_alone(exc)
-            else:
-                raise  # locked, read-only, cannot open: the daemon says so and exits
+        # Damage found mid-run (`_recover`), or no database at start (`_open_database`):
+        # whether the connection is closed and a new database is still to be opened, and
+        # the last seq the new one is still to record; the damage found in a file that
+        # could not be moved aside yet (`_set_aside_found`); how often the log was set
+        # aside since a write last worked on a database that no damage was met in (the
+        # streak, logged in full once: `_damage_streak_ended`).
+        self._reopen_due = False
+        self._lost_upto: Optional[int] = None
+        self._damage_found: Optional[sqlite3.DatabaseError] = None
+        self._set_asides = 0
+        unopened = self._open_database()
         # A new database: set aside above, or one SQLite began where events.db was cut to
         # 0 bytes (a power cut) or deleted, with nothing to set aside.
-        if not self._read_written_seq() and not self._read_reserved():
+        if unopened is None and not self._read_written_seq() and not self._read_reserved():
             self._continue_after_lost()
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
         # Events given out and not yet written, and their bytes (see `_Held`).
@@ -307,37 +312,109 @@ class EventLog:
         self._reserve_in_append = True
         self._changed_kinds: set[str] = set()  # kinds whose events had to be changed
         self._unreadable: set[int] = set()  # seqs of rows found damaged (logged once each)
-        # Damage found mid-run (`_recover`): whether the connection is closed and a new
-        # database is still to be opened, and the last seq the new one is still to record;
-        # the damage found in a file that could not be moved aside yet (`_set_aside_found`);
-        # how often the log was set aside since a write last worked on a database that no
-        # damage was met in (the streak, logged in full once: `_damage_streak_ended`).
-        self._reopen_due = False
-        self._lost_upto: Optional[int] = None
-        self._damage_found: Optional[sqlite3.DatabaseError] = None
-        self._set_asides = 0
-        written = self._read_written_seq()
-        reserved = self._read_reserved()
+        if unopened is None:
+            written = self._read_written_seq()
+            reserved = self._read_reserved()
+            row = self._db.execute("SELECT boot_id, first_seq FROM boot WHERE id = 0").fetchone()
+        else:
+            # No database yet: a new one is opened by the first write there is room for
+            # (`_reopen`), and records the numbers given out before it (`_record_lost`).
+            written = reserved = 0
+            row = None
+            self._rows = self._stored = 0
+            self._reopen_due = True
         # The newest number given out (written, pruned or lost in a crash) that the log
         # knows of; the next event gets the one after the reservation, or after the copy
         # of it kept beside the database when that is higher (the database was lost).
         self._last_seq = written
         self._reserved = max(written, reserved, self._read_floor())
         self._next_seq = self._reserved + 1
+        if unopened is not None:
+            self._lost_upto = self._last_seq = self._reserved
         # This boot's events start at _boot_first: the ones the boot clock can judge. The
         # `boot` row is written with the first of them (None: it is already there).
         self._boot_id = _boot_id()
-        row = self._db.execute("SELECT boot_id, first_seq FROM boot WHERE id = 0").fetchone()
         if row is not None and self._boot_id is not None and row[0] == self._boot_id:
             self._boot_first, self._boot_row = int(row[1]), None
         else:
             self._boot_first = self._next_seq
             self._boot_row = None if self._boot_id is None else (self._boot_id, self._next_seq)
         try:
-            self._reserve(self._next_seq - 1 + self.seq_block)
+            if unopened is None:
+                self._reserve(self._next_seq - 1 + self.seq_block)
+            else:  # numbers are given out all the same: the copy must be ahead of them
+                self._save_floor(self._next_seq - 1 + self.seq_block)
+                self._reserved = self._next_seq - 1 + self.seq_block
         except _WRITE_ERRORS as exc:
             self._failed(exc)
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if unopened is None:
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        elif self._failing_since is None:  # a failure streak, logged by `_unopened`
+            self._failing_since = time.monotonic()
+            self._failures = 1
+
+    def _open_database(self) -> Optional[sqlite3.DatabaseError]:
+        """Open the database at start: a damaged one is set aside and a new one begun, and
+        on a full disk it is opened with its index in memory (`_connect_or_alone`).
+        Returns None when a database is open; the error, logged, when the disk is too
+        full for any (a new one cannot be made, nor the damaged one's place taken).
+
+        Each of these alone was handled; together they stopped the start (the daemon
+        exited 69, and did again at each restart): the check of every page that the
+        full-disk open runs met damage nothing caught, and the database begun in place of
+        a damaged, empty or missing one could not be made on the full disk. Without one
+        the log holds its events, as it does while a write fails, and the first flush
+        with room opens a new one. A damaged file that cannot be moved aside yet
+        (`_set_aside_found`) is moved by that flush too."""
+        try:
+            try:
+                self._connect_or_alone()
+                return None
+            except sqlite3.DatabaseError as exc:
+                if _damaged(exc):
+                    damage = exc
+                elif _full(exc):
+                    return self._unopened(exc)
+                else:
+                    raise  # locked, read-only, cannot open: the daemon says so and exits
+            try:
+                named = self._move_aside()
+            except OSError as failed:
+                self._damage_found = damage
+                return self._unopened(
+                    damage, f"; it is damaged and cannot be moved aside ({failed})")
+            try:
+                self._connect_or_alone()
+            except sqlite3.DatabaseError as exc:
+                if not _full(exc):
+                    raise
+                self._set_aside(named, damage, started=False)
+                return self._unopened(exc)
+            self._set_aside(named, damage, started=True)
+            return None
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                self._db.close()
+            raise
+
+    def _unopened(self, exc: sqlite3.DatabaseError, why: str = "") -> sqlite3.DatabaseError:
+        """Close what `_connect` left open and log that the log has no database yet."""
+        with contextlib.suppress(sqlite3.Error, AttributeError):
+            self._db.close()
+        log.warning(
+            "event log %s cannot be opened (%s)%s; new events are held in memory, and the "
+            "log is opened by the first flush that can", self.path, exc, why,
+        )
+        return exc
+
+    def _connect_or_alone(self) -> None:
+        """`_connect`, or on a full disk `_connect_alone`."""
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            if not _full(exc):
+                raise
+            self._connect_alone(exc)
 
     def _connect(self, exclusive: bool = False) -> None:
         """Open the database and read what opening needs; a damaged file raises here.
@@ -369,8 +446,10 @@ class EventLog:
         # The one read of every event, once per open: flushes keep both up to date.
         self._rows, self._stored = self._tally(SEQ_MAX + 1)
 
-    def _set_aside(self, exc: sqlite3.DatabaseError) -> None:
-        """Move a damaged database (and its WAL) to `<path>.damaged` and start a new one.
+    def _set_aside(self, named: str, exc: sqlite3.DatabaseError, started: bool) -> None:
+        """Log that the damaged database, moved to `<path>.damaged` (`_move_aside`, which
+        returned `named`), was replaced by a new one (`started`), or is to be when there
+        is room for it.
 
         A power cut on flash can leave the file garbage or cut short; refusing to start
         would stop the whole daemon for its log. The file is kept (only the newest damaged
@@ -389,11 +468,12 @@ class EventLog:
         discards a -wal beside a database of 0 pages, as the new one is: pager.c,
         pagerOpenWalIfPresent; tests/test_eventlog_paths.py.)"""
         log.error(
-            "event log %s is damaged (%s): moved to %s and a new log started; the events "
+            "event log %s is damaged (%s): moved to %s and %s; the events "
             "in it are no longer served, and numbering goes on after seq %d. Keep the file "
             "for a post-mortem or delete it; check the storage if this happens again",
-            self._move_aside(), exc, _database_file(self.path) + DAMAGED_SUFFIX,
-            self._read_floor(),
+            named, exc, _database_file(self.path) + DAMAGED_SUFFIX,
+            "a new log started" if started else "a new log is to be started when there is "
+            "room for it", self._read_floor(),
         )
 
     def _move_aside(self) -> str:
@@ -745,12 +825,7 @@ class EventLog:
         with its index in memory, as opening does. The connection is closed again when
         this fails, and opening is tried again by the next call that needs it."""
         try:
-            try:
-                self._connect()
-            except sqlite3.DatabaseError as exc:
-                if not _full(exc):
-                    raise
-                self._connect_alone(exc)
+            self._connect_or_alone()
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
