@@ -2,7 +2,9 @@
 
 SQLite in WAL mode in `daemon.state_dir`. Appends are held in memory and written in
 one transaction per flush (the daemon flushes about once a second and at exit), so a
-busy scene costs a few flash writes per second, not one per event. Readers see held
+busy scene costs a few flash writes per second, not one per event. A flush that writes
+events syncs them (one sync of the -wal: `_Transaction`), so a power cut loses at most
+the events of the last second; a flush with nothing to write syncs nothing. Readers see held
 events too, so `events since` never misses one. The log is bounded by count, age and
 bytes; pruning happens on flush, and only ever removes the oldest events, so the log never
 has a hole inside it. A flush with nothing to write looks for events to age out once every
@@ -685,7 +687,9 @@ class EventLog:
         try:
             if reserve is not None and not final:
                 self._save_floor(reserve)  # before the database: never below it
-            durable = reserve is not None and not final
+            # Events written are synced with their commit (see `_Transaction`); a flush
+            # that only prunes, or gives the block back at exit, is not.
+            durable = bool(held) or (reserve is not None and not final)
             rows = self._on_sound_db(
                 lambda: self._commit(now, held, held_bytes, reserve, durable))
         except _WRITE_ERRORS as exc:
@@ -1168,8 +1172,12 @@ def _lock(lock_path: str) -> Optional[int]:
 class _Transaction:
     """BEGIN IMMEDIATE (the write lock up front) .. COMMIT, or ROLLBACK on an error.
 
-    `durable` syncs the commit to disk (synchronous=FULL): a reservation must survive a
-    power cut; the events themselves may be lost with the last second before it.
+    `durable` syncs the commit to disk (synchronous=FULL: in WAL mode one sync of the
+    -wal per commit): a reservation must survive a power cut, and so must the events of
+    a flush, or a power cut lost every event of the kernel's writeback delay (about 30 s)
+    and not the last second the log promises. With NORMAL, for a commit that writes no
+    event, SQLite syncs only at a checkpoint: a flush with nothing to write stays off
+    the flash.
     """
 
     def __init__(self, db: sqlite3.Connection, durable: bool) -> None:
