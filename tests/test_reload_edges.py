@@ -409,3 +409,24 @@ def test_a_reload_whose_own_reading_changes_the_policys_mind_runs_what_it_then_w
         wait_for(lambda: client.request("status")["model"]["name"]
                  == "face_detection_short_range", what="the main model in use")
     assert daemon.stop() == 0
+
+
+def test_a_reload_loads_a_model_file_replaced_under_the_same_name(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """An operator updates the model by renaming a new file over the old one, then reloads:
+    the config's [model] is unchanged, so the old model kept running while the reply said
+    "reloaded" (the new file was taken only at a later variant switch or restart)."""
+    bundled = default_model_path().parent
+    model = tmp_path / "model.tflite"
+    shutil.copyfile(bundled / "face_detection_short_range.tflite", model)
+    daemon = start_daemon(camera={"source": "synthetic:empty"},
+                          model={"path": str(model), "kind": "blazeface"})
+    with daemon.connect() as client:
+        assert client.request("status")["model"]["input"] == [128, 128, 3]
+        update = tmp_path / "model.tflite.new"
+        shutil.copyfile(bundled / "face_detection_back.tflite", update)
+        os.replace(update, model)
+        assert client.request("reload")["reloaded"] is True
+        assert client.request("status")["model"]["input"] == [256, 256, 3]
+    assert daemon.stop() == 0

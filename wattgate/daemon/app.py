@@ -198,6 +198,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._snaps: list[tuple[float, asyncio.Future[Optional[Message]]]] = []
+        # The model and labels files as they were when the model in use was loaded
+        self._model_files: ModelFiles = ()
         # reloads and model variant switches, one at a time: each reads the running parts,
         # opens new ones off the loop and swaps them in; two at once would both swap
         self._reconfiguring = asyncio.Lock()
@@ -347,12 +349,13 @@ class Daemon:
                 if not await self._start_power(loop):
                     return None
                 variant = self._wanted_variant()
+                files = model_files(_with_variant(self.cfg, variant))
                 opened = await self._load_unless_stopped(self._open_parts, self.cfg, variant)
                 if opened is None:
                     log.info("asked to stop while loading the model; not waiting for it")
                     return None
                 model, source = opened
-                self._variant = variant
+                self._variant, self._model_files = variant, files
                 self._start_pipeline(model, source)
             finally:
                 self._opened.set()
@@ -625,6 +628,7 @@ class Daemon:
         on from where it was and the pipeline's counters go on."""
         pipeline = self.pipeline
         variant = self._wanted_variant(new)
+        files = model_files(_with_variant(new, variant))
         if new.camera != self.cfg.camera or pipeline is None:
             self._step("opening the new camera and model")
             opened = await self._load_unless_stopped(self._open_parts, new, variant)
@@ -636,11 +640,13 @@ class Daemon:
             if previous is not None:
                 source.take_over_loss(previous)
             self.cfg = new
-            self._variant = variant
+            self._variant, self._model_files = variant, files
             self._start_pipeline(model, source)
             return True
         swapped: Optional[Model] = None
-        if new.model != self.cfg.model:
+        # A new file under the same name (a model updated in place, renamed over the old
+        # one) is a new model too: a reload that kept running the old one said "reloaded".
+        if new.model != self.cfg.model or files != self._model_files:
             self._step("loading the new model")
             swapped = await self._load_unless_stopped(load_model, _with_variant(new, variant))
             if swapped is None:
@@ -651,7 +657,7 @@ class Daemon:
             self._step("handing the new model to the pipeline")
             await _swap_off_loop(pipeline.swap_model, swapped)
             self.model = swapped
-            self._variant = variant
+            self._variant, self._model_files = variant, files
         return True
 
     async def _tick(self) -> None:
@@ -748,6 +754,7 @@ class Daemon:
         if variant == self._variant or variant != (self._wanted_variant() or None):
             return  # a reload meanwhile loaded it, or the policy changed its mind
         cfg = _with_variant(self.cfg, variant)
+        files = model_files(cfg)
         self._step(f"loading model variant {variant or '(main model)'}")
         try:
             # no more time asked of systemd: it is not starting or reloading us
@@ -762,7 +769,7 @@ class Daemon:
             self._step("handing the model to the pipeline")
             await _swap_off_loop(self.pipeline.swap_model, model)
         self.model = model
-        self._variant = variant
+        self._variant, self._model_files = variant, files
         log.info("model variant %s in use", variant or "(main model)")
 
     def _observe_progress(self, pipeline: Pipeline, now: float) -> None:
@@ -960,6 +967,25 @@ async def _swap_off_loop(swap: Callable[[Model], None], model: Model) -> None:
     """A model swapped in off the event loop: the swap waits for the inference under way,
     which a slow or wedged delegate holds for seconds, and every client would wait with it."""
     await asyncio.get_running_loop().run_in_executor(None, swap, model)
+
+
+# Each of a model's files (the model, its labels) as (device, inode, size, mtime), or None
+ModelFiles = tuple[Optional[tuple[int, int, int, int]], ...]
+
+
+def model_files(cfg: Config) -> ModelFiles:
+    """What the model and labels files of ``cfg`` are now, taken before a load: a reload
+    loads the model again when a file under the same name has changed since. The bundled
+    model (no model.path) changes only with the package, which a restart follows."""
+    stamps: list[Optional[tuple[int, int, int, int]]] = []
+    for path in (cfg.model.path, cfg.model.labels):
+        try:
+            info = os.stat(path) if path else None
+        except OSError:
+            info = None
+        stamps.append(None if info is None
+                      else (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns))
+    return tuple(stamps)
 
 
 def _with_variant(cfg: Config, variant: Optional[str]) -> Config:
