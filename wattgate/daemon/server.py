@@ -37,6 +37,7 @@ from wattgate.daemon.hub import (
     line_within,
     strict_line,
 )
+from wattgate.daemon.pathcheck import whose
 
 log = logging.getLogger("wattgate.server")
 
@@ -184,6 +185,15 @@ def echo(value: Any) -> str:
     return text if len(text) <= ECHO_CHARS else text[:ECHO_CHARS] + "…"
 
 
+class SocketPathError(OSError):
+    """daemon.socket cannot be bound as the daemon's own on this machine: something there
+    that is not a stale socket, or a directory it cannot be made in. Its text names
+    daemon.socket, the path and what is wrong."""
+
+    def __str__(self) -> str:
+        return f"daemon.socket {self.filename}: {self.strerror}"
+
+
 def bind_socket(cfg: DaemonConfig) -> socket.socket:
     """Bind daemon.socket with its mode and group, replacing a stale socket file.
 
@@ -194,22 +204,15 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     path = cfg.socket
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        found = os.lstat(path).st_mode
+        found = os.lstat(path)
     except FileNotFoundError:
         found = None
-    if found is not None and not stat.S_ISSOCK(found):
-        raise OSError(errno.EEXIST, f"daemon.socket {path}: there is a {_file_kind(found)} "
-                                    "there, not a socket; not replacing it")
+    if found is not None and not stat.S_ISSOCK(found.st_mode):
+        raise OSError(errno.EEXIST, f"daemon.socket {path}: there is a "
+                                    f"{_file_kind(found.st_mode)} there, not a socket; "
+                                    "not replacing it")
     if found is not None:
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)
-        else:
-            raise OSError(errno.EADDRINUSE, f"daemon.socket {path}: another daemon is listening")
-        finally:
-            probe.close()
+        _replace_stale(path, found)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     os.chmod(path, cfg.socket_mode)
@@ -220,6 +223,43 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
             log.warning("daemon.socket_group %r not applied: %s", cfg.socket_group, exc)
     sock.listen(128)
     return sock
+
+
+def _replace_stale(path: str, found: os.stat_result) -> None:
+    """Delete the socket file at path if it is stale: one nobody listens on any more, which
+    a connect proves by ECONNREFUSED and nothing else does.
+
+    A live datagram socket (a /dev/log, a NOTIFY_SOCKET) answers a stream connect with
+    EPROTOTYPE, another user's socket this process may not write with EACCES, a listener
+    whose backlog is full with EAGAIN: each was taken for stale and deleted, under the
+    program using it. SocketPathError for those, with the file left as it is; OSError
+    (EADDRINUSE) when a stream listener answers: another daemon is running there."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a full backlog is EAGAIN, not a wait for a free slot
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):  # gone meanwhile: as good as stale
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise OSError(errno.EADDRINUSE, f"daemon.socket {path}: another program is "
+                          "listening (its backlog is full); not replacing it") from None
+        if exc.errno == errno.EPROTOTYPE:
+            what = "a datagram socket someone is listening on (another program's)"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            what = (f"a socket {whose(found)} may not connect to, so whether it is live "
+                    "cannot be told")
+        else:
+            what = f"a socket a connect to it fails on ({exc.strerror})"
+        raise SocketPathError(exc.errno, f"there is {what}; only a socket that refuses "
+                              "connections is a stale one to replace: not replacing it",
+                              path) from None
+    else:
+        raise OSError(errno.EADDRINUSE, f"daemon.socket {path}: another daemon is listening")
+    finally:
+        probe.close()
 
 
 def _note_inherited(path: Any, cfg: DaemonConfig) -> None:
