@@ -32,6 +32,7 @@ import importlib.metadata
 import logging
 import math
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -400,16 +401,32 @@ class Preparer:
     Every ``prepare`` with ``keep=True`` returns a tensor of its own, so the caller may hand
     it to another thread and prepare the next frame at once. Those tensors come from a free
     list that ``Model.invoke`` gives them back to once the interpreter has copied them, so a
-    pipeline allocates none per frame."""
+    pipeline allocates none per frame.
+
+    A model's own preparer (the one ``Model.infer`` uses) is made with ``weak=True``: it
+    refers to its model only through a weak reference, so the two are no reference cycle
+    and a model dropped (a reload, a variant switch) is freed at once, with its interpreter's
+    memory, threads and delegate, not whenever the cycle collector happens to run. Any other
+    preparer keeps its model alive, as the tensors it hands out name that model."""
 
     def __init__(self, model: Model, frame_size: tuple[int, int] | None = None,
-                 spares: int = 0) -> None:
-        self.model = model
+                 spares: int = 0, *, weak: bool = False) -> None:
+        self._model: Model | None = None if weak else model
+        self._model_ref: weakref.ref[Model] = weakref.ref(model)
         self._writer = _InputWriter(model._input, model._float_range)
         self._letterbox: _Letterbox | None = None
         if frame_size is not None and min(frame_size) > 0:
             self._box_for(frame_size)
         self._spare = [np.empty_like(self._writer.buffer) for _ in range(spares)]
+
+    @property
+    def model(self) -> Model:
+        """The model this prepares input for. A weak preparer is reached only through its
+        model, so that model is alive whenever this is read."""
+        model = self._model if self._model is not None else self._model_ref()
+        if model is None:
+            raise ReferenceError("the model this preparer was made for has been freed")
+        return model
 
     def prepare(self, picture: npt.NDArray[np.uint8] | Yuv, keep: bool = True,
                 frame_size: tuple[int, int] | None = None) -> Prepared:
@@ -469,7 +486,7 @@ class Model:
         self._float_range, pad = _YOLO_INPUT if decoder.kind in YOLO_KINDS else _DEFAULT_INPUT
         #: Pixel value of the letterbox bars, as the model was trained with them.
         self.pad: int = pad
-        self._own = Preparer(self)
+        self._own = Preparer(self, weak=True)  # weak: no cycle keeps a dropped model
         self.info: dict[str, object] = {
             "path": str(path),
             "name": path.stem,
