@@ -662,3 +662,25 @@ def test_status_shows_the_size_a_stream_changed_to(tmp_path: Path) -> None:
         assert seen == [((320, 240), (320, 240))] * 3 + [((160, 120), (160, 120))] * 3
     finally:
         source.stop()
+
+
+def test_a_lost_and_returned_camera_is_logged_with_its_message_ids(
+    tmp_path: Path, readers: list[Reader], caplog: pytest.LogCaptureFixture
+) -> None:
+    """`journalctl MESSAGE_ID=...` is how a sysadmin finds when a camera dropped out and came
+    back (logs.MessageId documents both ids); the two lines carried none."""
+    from wattgate.daemon.logs import MessageId
+
+    data = write_video(tmp_path / "whole.avi", frames=30).read_bytes()
+    target = tmp_path / "camera.avi"
+    target.write_bytes(data[: len(data) // 2])
+    caplog.set_level(logging.INFO, logger="wattgate")
+    reader = Reader(file_config(target, format="mjpeg"))
+    readers.append(reader)
+    wait_for(lambda: reader.events, what="the cut to be noticed")
+    with target.open("ab") as out:
+        out.write(data[len(data) // 2:])
+    wait_for(lambda: ("back",) in reader.events, what="the camera back")
+    ids = {getattr(r, "MESSAGE_ID", None): r.getMessage() for r in caplog.records}
+    assert "unavailable" in ids.get(MessageId.CAMERA_LOST, ""), ids
+    assert "camera back" in ids.get(MessageId.CAMERA_FOUND, ""), ids

@@ -37,6 +37,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, Literal, Optional, TypeVar
 
 from wattgate.config import CameraConfig
+from wattgate.daemon.logs import MessageId, event
 from wattgate.drivers import v4l2
 from wattgate.drivers.camera import (
     DEFAULT_LUMA_ROWS,
@@ -577,7 +578,7 @@ class SupervisedSource:
             self._delivered += 1
             self._follow_size(inner)
         if back:
-            log.info("camera back: %s", self.description)
+            log.info("camera back: %s", self.description, extra=event(MessageId.CAMERA_FOUND))
             if self.on_back is not None:
                 self.on_back()
         return frame
@@ -685,7 +686,8 @@ class SupervisedSource:
             announce = not self._announced_lost
             self._announced_lost = True
         if announce:
-            log.warning("camera %s unavailable: %s", self.spec, reason)
+            log.warning("camera %s unavailable: %s", self.spec, reason,
+                        extra=event(MessageId.CAMERA_LOST, reason=reason))
             if self.on_lost is not None:
                 self.on_lost(reason)
         elif changed:
