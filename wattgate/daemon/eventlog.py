@@ -119,7 +119,9 @@ is writable.
 
 One process uses a log at a time: two daemons given one `daemon.state_dir` would number
 events from the same reservation, give numbers twice, and lower each other's reservation
-when one closes. An EventLog holds an exclusive flock on `<path>.lock` while it is open;
+when one closes. An EventLog holds an exclusive flock on `<path>.lock` while it is open,
+and, when the path is a symbolic link, on `.lock` beside the file it links to as well
+(the database SQLite opens: a daemon whose state_dir holds that file locks it there);
 a second one is refused (OSError EBUSY, naming the holder's pid), also when it may not
 open the lock file; one it may not open that nobody holds is named with its owner and
 mode (LogFileError). The kernel drops the lock when its holder dies, so a crash never
@@ -272,8 +274,17 @@ class EventLog:
         _check_place(path)
         self.path = path
         self._clock = clock
-        self._lock_fd = _lock(path + ".lock")  # before reading: another log's numbers are not ours
+        # Before reading: another log's numbers are not ours. Beside the path (its .seq is
+        # there), and beside the file SQLite opens when the path is a link to it: a daemon
+        # whose state_dir holds that file locks it there, and without this second lock both
+        # opened the one database and gave each number twice.
+        self._lock_fds = [_lock(path + ".lock")]
         try:
+            database = _database_file(path)
+            if database != path:
+                self._lock_fds.append(_lock(database + ".lock", (
+                    f"one daemon per event log, and {path} is a symbolic link to {database}; "
+                    "stop the other daemon or give each state_dir an events.db of its own")))
             self._open(max_events, max_age_s, max_bytes, seq_block)
         except BaseException:
             self._release_lock()
@@ -460,7 +471,8 @@ class EventLog:
         A path that is a symbolic link (events.db kept on a data partition) has the file
         and its -wal beside the link's target, where SQLite keeps them: renaming the link
         lost it, and the new log was begun as a file beside the link, on the wrong file
-        system for good. The link stays, and .seq and .lock beside it.
+        system for good. The link stays, and .seq and .lock beside it (and the second
+        .lock beside the target).
 
         The WAL's pages belong to the copy, for the post-mortem: closing the connection
         that found the damage checkpoints them into the damaged file and deletes the -wal,
@@ -577,9 +589,10 @@ class EventLog:
 
     def _release_lock(self) -> None:
         """Let another EventLog open the file (what the kernel does when the holder dies)."""
-        fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
-            os.close(fd)
+        fds, self._lock_fds = self._lock_fds, []
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
 
     def _read_written_seq(self) -> int:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
@@ -1067,6 +1080,8 @@ def _check_place(path: str) -> None:
             expect_writable(database + suffix)
     for suffix in _SIDE_FILES:
         expect(path + suffix, stat.S_ISREG, "a file")
+    if database != path:  # the database is locked beside its file too (EventLog)
+        expect(database + ".lock", stat.S_ISREG, "a file")
 
 
 def _linked_database(path: str) -> str:
@@ -1136,9 +1151,14 @@ def _replace_floor(final: str, upto: int) -> None:
     fsync_dir(Path(final).parent)
 
 
-def _lock(lock_path: str) -> Optional[int]:
+_ONE_PER_STATE_DIR = ("one daemon per daemon.state_dir; stop the other one or give each its "
+                      "own state_dir")
+
+
+def _lock(lock_path: str, held_advice: str = _ONE_PER_STATE_DIR) -> Optional[int]:
     """An exclusive flock on lock_path, held by the returned fd; OSError EBUSY naming the
-    holder's pid when another process (or another EventLog) holds it (pidlock.py).
+    holder's pid, and then `held_advice`, when another process (or another EventLog)
+    holds it (pidlock.py).
 
     In a directory that cannot be written, an existing lock file is locked read-only; when
     there is none, no other process can have made one (nor can it write the log there), so
@@ -1162,11 +1182,7 @@ def _lock(lock_path: str) -> Optional[int]:
                 errno.EACCES, f"is not readable by {whose(os.stat(lock_path))}; one daemon "
                 "per daemon.state_dir is kept by locking it", lock_path) from None
     except LockHeld as held:
-        raise OSError(
-            errno.EBUSY,
-            f"{held}: one daemon per daemon.state_dir; stop the other one or give each its "
-            "own state_dir",
-        ) from None
+        raise OSError(errno.EBUSY, f"{held}: {held_advice}") from None
 
 
 class _Transaction:
