@@ -22,6 +22,21 @@ StartDaemon = Callable[..., DaemonProcess]
 NOBODY = 65534
 
 
+def bind_as_nobody(cfg: DaemonConfig) -> str:
+    """What bind_socket(cfg) does as nobody, in a forked child of this process: "bound",
+    or "refused: " and its error's text."""
+    from wattgate.daemon.server import bind_socket
+
+    def attempt() -> str:
+        try:
+            bind_socket(cfg).close()
+        except OSError as exc:
+            return f"refused: {exc}"
+        return "bound"
+
+    return run_as(NOBODY, NOBODY, attempt)
+
+
 def test_a_live_datagram_socket_at_daemon_socket_is_left_alone(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
@@ -46,8 +61,6 @@ def test_a_socket_this_user_may_not_connect_to_is_left_alone(reachable_tmp: Path
     """Another user's socket (mode 0600, root's) in a directory this user may write: a
     connect gets EACCES, which says nothing about whether it is live, so it is not
     deleted. In-process as nobody (the venv's python is not nobody's to run)."""
-    from wattgate.daemon.server import bind_socket
-
     shared = reachable_tmp / "shared"
     shared.mkdir()
     os.chmod(shared, 0o777)  # no sticky bit: nobody could delete root's socket file
@@ -57,17 +70,42 @@ def test_a_socket_this_user_may_not_connect_to_is_left_alone(reachable_tmp: Path
         other.listen(1)
         os.chmod(path, 0o600)
         cfg = DaemonConfig(socket=str(path), state_dir=str(reachable_tmp / "state"))
-
-        def attempt() -> str:
-            try:
-                bind_socket(cfg).close()
-            except OSError as exc:
-                return f"refused: {exc}"
-            return "bound"
-
-        report = run_as(NOBODY, NOBODY, attempt)
+        report = bind_as_nobody(cfg)
         assert report.startswith("refused: "), report
         assert f"daemon.socket {path}: " in report and "may not connect" in report, report
         assert stat.S_ISSOCK(os.lstat(path).st_mode)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.connect(str(path))  # still the one listening
+
+
+def test_a_socket_directory_that_is_a_regular_file_is_named(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """daemon.socket under a regular file (as root, who may write anywhere): makedirs said
+    only "[Errno 17] File exists" of the file, without daemon.socket."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for path in (afile / "s.sock", afile / "sub" / "s.sock"):
+        daemon = start_daemon(daemon={"socket": str(path)})
+        assert daemon.wait() != 0
+        errors = [line for line in daemon.log().splitlines() if line.startswith("wattgate:")]
+        assert len(errors) == 1, daemon.log()
+        assert f"daemon.socket {path}: {afile}: is a regular file, not a directory" in errors[0]
+    assert afile.read_text() == "x"
+
+
+def test_a_socket_directory_this_user_may_not_write_is_named(reachable_tmp: Path) -> None:
+    """An existing directory nobody may not write, and a missing one under it: bind said
+    "[Errno 13] Permission denied" and makedirs "Permission denied: '.../sub'", neither
+    naming daemon.socket nor whose the directory is. In-process as nobody (the venv's
+    python is not nobody's to run)."""
+    closed = reachable_tmp / "closed"
+    closed.mkdir()
+    os.chmod(closed, 0o755)
+    for path, why in ((closed / "s.sock", "the socket is made in it"),
+                      (closed / "sub" / "s.sock", f"{closed / 'sub'} is made in it")):
+        cfg = DaemonConfig(socket=str(path), state_dir=str(reachable_tmp / "state"))
+        report = bind_as_nobody(cfg)
+        assert report == (f"refused: daemon.socket {path}: {closed}: is not writable by uid "
+                          f"{NOBODY} (owner uid 0, gid 0, mode 0755); {why}"), report
+    assert os.listdir(closed) == []

@@ -37,7 +37,7 @@ from wattgate.daemon.hub import (
     line_within,
     strict_line,
 )
-from wattgate.daemon.pathcheck import whose
+from wattgate.daemon.pathcheck import PathError, expect, expect_writable, whose
 
 log = logging.getLogger("wattgate.server")
 
@@ -202,7 +202,12 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     config file's path would have removed the config): refuse that too.
     """
     path = cfg.socket
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    directory = check_socket_directory(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise SocketPathError(exc.errno, f"cannot make {directory}: {exc.strerror}",
+                              path) from None
     try:
         found = os.lstat(path)
     except FileNotFoundError:
@@ -214,7 +219,13 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     if found is not None:
         _replace_stale(path, found)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
+    try:
+        sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):  # a security module's no
+            raise SocketPathError(exc.errno, f"cannot bind: {exc.strerror}", path) from None
+        raise
     os.chmod(path, cfg.socket_mode)
     if cfg.socket_group:
         try:
@@ -223,6 +234,37 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
             log.warning("daemon.socket_group %r not applied: %s", cfg.socket_group, exc)
     sock.listen(128)
     return sock
+
+
+def check_socket_directory(path: str) -> str:
+    """The directory the socket at path goes in; SocketPathError, naming daemon.socket,
+    the path and what is wrong, unless that directory is one this process may make the
+    socket in or, missing, may make (the nearest directory above it that is there is one it
+    may write). Nothing is made or changed: `wattgate check-config` checks with it too.
+
+    Left to makedirs and bind, a parent that is a regular file said "[Errno 17] File
+    exists", a directory this process may not write "[Errno 13] Permission denied", and
+    neither named daemon.socket nor whose the directory is."""
+    directory = os.path.dirname(os.path.abspath(path))
+    existing = directory
+    while True:
+        try:
+            os.lstat(existing)
+            break
+        except (FileNotFoundError, NotADirectoryError):  # not there, or under a file
+            existing = os.path.dirname(existing)
+        except OSError as exc:
+            raise SocketPathError(exc.errno, f"cannot look up {existing}: {exc.strerror}",
+                                  path) from None
+    why = "the socket is made in it" if existing == directory else f"{directory} is made in it"
+    try:
+        expect(existing, stat.S_ISDIR, "a directory")
+        expect_writable(existing, why)
+    except PathError as exc:
+        raise SocketPathError(exc.errno, str(exc), path) from None
+    except OSError as exc:
+        raise SocketPathError(exc.errno, f"{existing}: {exc.strerror}", path) from None
+    return directory
 
 
 def _replace_stale(path: str, found: os.stat_result) -> None:
