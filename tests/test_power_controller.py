@@ -668,3 +668,27 @@ def test_a_read_only_journal_dir_still_gives_a_crashed_runs_originals_back(
     again.stop()
     assert tree_snapshot(root) == before
     assert not (journal / "sysfs-journal.json").exists()
+
+
+
+def test_a_rule_asking_for_the_main_model_is_the_reason_given(tmp_path: Path) -> None:
+    """A rule's model_variant = "" (the main model) overrides the profile's "lite"; the
+    model_variant event named the profile as the reason, not the rule that asked."""
+    pc, root = make(
+        tmp_path, board="intel-mtl",
+        model={"variants": {"lite": {"path": "/models/lite.tflite"}}},
+        power={"profile": "night"},
+        profiles={"night": {"include": "balanced", "model_variant": "lite"}},
+        rules=[{"name": "low battery", "on_battery": True, "battery_below": 50.0,
+                "model_variant": ""}],
+    )
+    pc.start(0.0)
+    assert pc.model_variant == "lite"  # 76 %: the rule does not hold
+    [capacity] = root.glob("class/power_supply/*/capacity")
+    capacity.write_text("40\n")
+    events = [e for e in pc.tick(5.0) + pc.tick(10.0) if e["kind"] == "model_variant"]
+    assert pc.model_variant is None
+    assert events == [{"kind": "model_variant", "variant": "",
+                       "reason": pc.decision.reason}], events
+    assert "battery" in pc.decision.reason
+    pc.stop()

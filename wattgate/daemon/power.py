@@ -1187,7 +1187,9 @@ class PowerController:
         variant = chosen_variant(self.decision.model_variant, target.pipeline.model_variant)
         if variant != self.model_variant:
             self._pending.append({"kind": "model_variant", "variant": variant or "",
-                                  "reason": self.decision.reason if self.decision.model_variant
+                                  # a rule's "" (the main model) is its ask too
+                                  "reason": self.decision.reason
+                                  if self.decision.model_variant is not None
                                   else f"profile {self.profile.name}"})
             self.model_variant = variant
         self.pipeline = target.pipeline
