@@ -120,10 +120,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wattgate.daemon.logs import setup_logging
     setup_logging(cfg.daemon.log_level)
     from wattgate.daemon.handoff import end_process
+    from wattgate.daemon.server import SocketPathError
     faulthandler.enable()  # the watchdog's SIGABRT then leaves every thread's stack in the log
     try:
         code = asyncio.run(Daemon(cfg, path, early_hangups=hangups).run())
-    except StartupError as exc:
+    except (StartupError, SocketPathError) as exc:
+        # What this machine refuses of the config (daemon.socket in a directory that is a
+        # file or not writable, another program's socket there): a restart meets the same
+        # refusal, so 69, which the unit's RestartPreventExitStatus= does not retry; exit 1
+        # had systemd start it again every few seconds, forever.
         code = _fail(str(exc), EXIT_UNAVAILABLE)
     except OSError as exc:
         code = _fail(f"cannot start: {exc}", 1)
