@@ -76,7 +76,9 @@ read-only directory) keeps the held events for the next flush, waits at most
 writing works again. While writes fail, at most `max_events` events and `max_bytes` of
 them are held; beyond that the oldest held ones are dropped (and logged), and the written
 events before them are no longer served (`oldest_seq` is above them): a hole inside the
-log would look like numbers never given out. On a disk that is already full at open,
+log would look like numbers never given out. A burst of more events within one flush
+while writes work is bound the same way, as the prune after the write would bound it,
+and said only at DEBUG. On a disk that is already full at open,
 SQLite cannot size the -shm file a WAL database is read through; the log is then opened
 with its index in memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves the
 events it has and holds new ones as above. Where no database can be opened at all on a full
@@ -315,10 +317,12 @@ class EventLog:
         self._held: collections.deque[_Held] = collections.deque()
         self._held_bytes = 0
         # Write trouble: when the current failure streak started, how many writes failed,
-        # how many held events were dropped; whether `append` may try to reserve.
+        # how many held events were dropped; whether `append` may try to reserve. And how
+        # many were dropped with no write failing: the bound on a burst (`_drop_oldest`).
         self._failing_since: Optional[float] = None
         self._failures = 0
         self._dropped = 0
+        self._burst_dropped = 0
         # The oldest seq served: the written events below a held one that was dropped go
         # with it (pruned on the next write), or they would be a hole `oldest_seq` hides.
         self._served_from = 0
@@ -965,12 +969,25 @@ class EventLog:
         elif self._dropped:
             log.info("event log %s: %d held event(s) written, %d dropped",
                      self.path, written, self._dropped)
+        if self._burst_dropped:
+            log.debug("event log %s: a burst of events within one flush: the oldest %d "
+                      "were pruned before they were written (daemon.events_max, "
+                      "daemon.events_max_bytes)", self.path, self._burst_dropped)
         self._failing_since = None
         self._failures = 0
         self._dropped = 0
+        self._burst_dropped = 0
 
     def _drop_oldest(self) -> None:
-        if self._dropped == 0:
+        """Drop the oldest held event to keep the held ones within the bounds.
+
+        With no write failing, this is a burst of more events within one flush than the
+        log keeps: the prune after the write would remove them anyway, so it is counted
+        and said at DEBUG, as a prune is not logged; it was a warning that writing
+        failed while every write worked."""
+        if self._failing_since is None:
+            self._burst_dropped += 1
+        elif self._dropped == 0:
             log.warning(
                 "event log %s: %d events (%d bytes) held unwritten (daemon.events_max, "
                 "daemon.events_max_bytes); dropping the oldest held events until writing "
@@ -980,7 +997,8 @@ class EventLog:
         dropped = self._held.popleft()
         self._held_bytes -= dropped.size
         self._served_from = dropped.event["seq"] + 1
-        self._dropped += 1
+        if self._failing_since is not None:
+            self._dropped += 1
 
     def since(self, seq: int, limit: int) -> list[Event]:
         """Events with a seq above `seq`, oldest first, at most `limit`.
