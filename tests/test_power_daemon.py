@@ -4,6 +4,7 @@ active -> idle, and that every one is back as found after it exits - also after 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -330,7 +331,10 @@ def test_an_unforeseen_error_at_start_still_restores_the_board(
                           argv=lambda config: [sys.executable, "-c", FAILING_START, str(config)])
     assert daemon.proc.wait(30) == 1
     assert "nobody saw this coming" in daemon.log()
-    assert "restored 5 sysfs attribute(s)" in daemon.log()  # the idle settings were written
+    # the idle settings were written, and every journaled attribute is given back (a
+    # frequency limit even when it reads as its original: what it shows may be a cap)
+    restored = re.search(r"restored (\d+) sysfs attribute\(s\)", daemon.log())
+    assert restored is not None and int(restored.group(1)) >= 5, daemon.log()
     assert tree_snapshot(root) == before
     assert not (journal / "sysfs-journal.json").exists()
 
