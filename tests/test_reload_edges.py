@@ -19,7 +19,7 @@ from tests.conftest import DaemonProcess, FaceVideo, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from tests.test_camera_watch import wait_for
 from tests.test_daemon import wait_log
-from wattgate.client import Client
+from wattgate.client import Client, ClientError
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 from wattgate.drivers.inference import default_model_path
@@ -429,4 +429,30 @@ def test_a_reload_loads_a_model_file_replaced_under_the_same_name(
         os.replace(update, model)
         assert client.request("reload")["reloaded"] is True
         assert client.request("status")["model"]["input"] == [256, 256, 3]
+    assert daemon.stop() == 0
+
+
+def test_a_reload_onto_a_sysfs_root_that_is_not_there_is_refused(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    """A typo in power.sysfs_root: the reload answered "reloaded", gave the board back and
+    wrote nothing more, while pins still answered "pinned" and hellos offered power control;
+    only the log said why. It is refused now, naming the key, and power control goes on."""
+    from tests.conftest import pinnable_board
+
+    config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
+    root = tmp_path / "board" / "sys"
+    governor = root / "devices/system/cpu/cpufreq/policy0/scaling_governor"
+    daemon = start_daemon(config=config)
+    with daemon.connect() as client:
+        client.request("profile", set="performance")
+        wait_for(lambda: governor.read_text().strip() == "performance", what="the pin")
+        typo = tmp_path / "board" / "sys-typo"
+        config.write_text(config.read_text().replace(f'"{root}"', f'"{typo}"'))
+        with pytest.raises(ClientError) as info:
+            client.request("reload")
+        assert info.value.code == "bad_request"
+        assert f"power.sysfs_root {typo}" in str(info.value), info.value
+        assert governor.read_text().strip() == "performance"
+        assert client.request("status")["power"]["writes"] is True
     assert daemon.stop() == 0

@@ -577,6 +577,11 @@ class Daemon:
                 extra=event(MessageId.CONFIG_ERROR),
             )
             return False, f"{REJECTED}: {exc}"
+        unusable = self._unusable_power_root(new)
+        if unusable:
+            log.error("reload rejected, keeping the running config: %s", unusable,
+                      extra=event(MessageId.CONFIG_ERROR))
+            return False, f"{REJECTED}: {unusable}"
         later = [f"daemon.{key}" for key in RESTART_KEYS
                  if getattr(new.daemon, key) != getattr(self.bound, key)]
         if later:
@@ -615,6 +620,17 @@ class Daemon:
         set_level(new.daemon.log_level)
         log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
         return True, "reloaded" + (f"; after a restart: {', '.join(later)}" if later else "")
+
+    def _unusable_power_root(self, new: Config) -> Optional[str]:
+        """Why a reload must not move power control to ``new``'s sysfs_root: it is not a
+        directory (a typo). Taken, that reload gave the board back and wrote nothing more,
+        while pins still answered "pinned" and hellos offered power control. A daemon
+        without power control is not held to it: at start a missing root means no knobs."""
+        root = new.power.sysfs_root
+        if self.power is None or root == self.cfg.power.sysfs_root or os.path.isdir(root):
+            return None
+        return (f"power.sysfs_root {root}: no such directory; power control stays on "
+                f"{self.cfg.power.sysfs_root}")
 
     # -- periodic work -----------------------------------------------------------------
 
