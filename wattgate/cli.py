@@ -10,8 +10,11 @@ import grp
 import json
 import os
 import signal
+import stat
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
@@ -144,7 +147,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     _report(args.path, "warning", _group_problems(cfg))
-    if _report(args.path, "`run` would not start on this machine", _model_problems(cfg)):
+    refused = _model_problems(cfg) + _place_problems(cfg)
+    if _report(args.path, "`run` would not start on this machine", refused):
         return EXIT_UNAVAILABLE
     print(f"{args.path}: ok")
     return 0
@@ -162,13 +166,21 @@ def _report(path: str, heading: str, problems: list[str]) -> bool:
 
 def _model_problems(cfg: Config) -> list[str]:
     """Each model and labels file (model.path, model.labels, each variant's) that `run`
-    would refuse, as "key: why". The model's load checks them this way (Model.load) before
-    it makes an interpreter; that, or a delegate, is not made here: it would load the
-    runtime and open the accelerator a running daemon holds. A variant is loaded when a
-    profile or rule picks it, maybe at start, so a broken one is a problem as well."""
+    would refuse, as "key: why"; and, when its files are good, the main model as `run`
+    loads it (Model.load: its input, its decoder for model.kind, its output scales), so
+    that a model.kind that does not fit the model's outputs is refused here as there. That
+    load makes a CPU interpreter, never the delegate: a delegate would open the
+    accelerator a running daemon holds, and one that cannot load or take the model is
+    only a warning at `run` (it runs on CPU). A variant is loaded when a profile or rule
+    picks it, maybe at start, so a broken one is a problem as well."""
     # Imported only now, as for `run`: a bad config is reported without loading OpenCV.
-    from wattgate.drivers.decoders import LabelsError, load_labels
-    from wattgate.drivers.inference import ModelError, check_model_file, default_model_path
+    from wattgate.drivers.decoders import DecoderError, LabelsError, load_labels
+    from wattgate.drivers.inference import (
+        Model,
+        ModelError,
+        check_model_file,
+        default_model_path,
+    )
 
     files = [("model", cfg.model.path, cfg.model.labels)]
     files += [(f"model.variants.{name}", variant.path, variant.labels)
@@ -185,6 +197,66 @@ def _model_problems(cfg: Config) -> list[str]:
                 load_labels(labels)
         except LabelsError as exc:
             problems.append(f"{key}.labels: {exc}")
+    if not any(problem.startswith(("model.path:", "model.labels:")) for problem in problems):
+        try:
+            with _runtime_info_dropped():
+                Model.from_config(cfg.model.model_copy(update={"delegate": None}))
+        except ModelError as exc:
+            key = "model.kind" if isinstance(exc.__cause__, DecoderError) else "model.path"
+            problems.append(f"{key}: {exc}")
+    return problems
+
+
+@contextlib.contextmanager
+def _runtime_info_dropped() -> Iterator[None]:
+    """Drop the INFO lines the TFLite runtime writes to file descriptor 2 meanwhile, and pass
+    on anything else written there. Making an interpreter prints "INFO: Created TensorFlow
+    Lite XNNPACK delegate for CPU." from C++, past Python's logging; check-config's stderr
+    is its verdict, empty for a config that is ok."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines():
+                if not line.startswith("INFO: "):
+                    print(line, file=sys.stderr)
+
+
+def _place_problems(cfg: Config) -> list[str]:
+    """daemon.socket and daemon.state_dir where `run` could not bind its socket or keep
+    its event log, in the words `run` refuses them with (exit 69): a directory that is a
+    regular file, one this user may not write (check-config is run as the daemon's user
+    for that to be the daemon's answer), a file of the log that is a directory. Nothing is
+    made: a state_dir not there yet is checked through the directory it would be made in.
+    A running daemon's socket and lock are what `run` meets at a restart, not refusals."""
+    from wattgate.daemon.eventlog import _check_place
+    from wattgate.daemon.pathcheck import expect, expect_writable
+    from wattgate.daemon.server import SocketPathError, check_socket_directory
+
+    problems = []
+    try:
+        check_socket_directory(cfg.daemon.socket)
+    except SocketPathError as exc:
+        problems.append(str(exc))
+    state_dir = cfg.daemon.state_dir
+    try:
+        if os.path.lexists(state_dir):
+            _check_place(os.path.join(state_dir, "events.db"))  # makes nothing: it is there
+        else:
+            existing = os.path.dirname(os.path.abspath(state_dir))
+            while not os.path.lexists(existing):
+                existing = os.path.dirname(existing)
+            expect(existing, stat.S_ISDIR, "a directory")
+            expect_writable(existing, "the state directory is made in it")
+    except OSError as exc:
+        problems.append(f"daemon.state_dir {state_dir}: cannot open the event log: {exc}")
     return problems
 
 
@@ -345,8 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser(
-        "check-config", help="validate a config file and its drop-ins, and the model files "
-        "`run` would load (exit 69, as `run`, if one cannot be)")
+        "check-config", help="validate a config file and its drop-ins, and what `run` "
+        "would refuse at start on this machine: the model (its files, and model.kind "
+        "against its outputs), daemon.socket's directory, daemon.state_dir (exit 69, as "
+        "`run`)")
     check.add_argument("path")
     check.set_defaults(func=cmd_check_config)
 
