@@ -3,8 +3,10 @@ refuses at start on this machine, naming the key as `run` does, and "ok" (exit 0
 `run` starts with, whatever it warns about.
 
 It said "ok" for a model.kind that does not fit the model, a daemon.state_dir that is a
-regular file and a daemon.socket under one, each of which `run` refuses with 69. Each
-case here is checked against a real `wattgate run`.
+regular file and a daemon.socket under one, each of which `run` refuses with 69; and it
+refused with 69 a config whose unused variant's file is missing, which `run` starts with
+(a variant is loaded only when a profile or rule picks it). Each case here is checked
+against a real `wattgate run`.
 """
 
 from __future__ import annotations
@@ -84,8 +86,21 @@ def test_what_run_refuses_check_config_refuses_with_69(
     lines = checked.stderr.splitlines()
     assert lines[0] == f"wattgate: {config}: `run` would not start on this machine:", lines
     assert len(lines) == 2 and lines[1].startswith(f"  {key}") and reason in lines[1], lines
-    assert run_verdict(start_daemon, config)[0] == EXIT_UNAVAILABLE
-    assert reason in run_verdict(start_daemon, config)[1]
+    code, line = run_verdict(start_daemon, config)
+    assert code == EXIT_UNAVAILABLE and reason in line, line
+
+
+def test_an_unused_variant_whose_file_is_missing_is_a_warning_as_run_starts(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    missing = tmp_path / "missing.tflite"
+    config = write_config(tmp_path / "config.toml", tmp_path, **quiet(
+        {"model": {"variants": {"lite": {"path": str(missing)}}}}))
+    checked = check_config(config)
+    assert (checked.returncode, checked.stdout) == (0, f"{config}: ok\n"), checked.stderr
+    assert checked.stderr.splitlines()[0] == f"wattgate: {config}: warning:"
+    assert f"  model.variants.lite.path: model file {missing}: not found" in checked.stderr
+    assert run_verdict(start_daemon, config) == (0, "")
 
 
 def test_a_socket_directory_this_user_may_not_write_is_refused(reachable_tmp: Path) -> None:

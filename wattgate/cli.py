@@ -33,6 +33,7 @@ from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
 from wattgate.config import (
     Config,
     ConfigError,
+    ModelConfig,
     config_path,
     json_schema,
     load_config,
@@ -146,8 +147,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         cfg = load_config(config_path(args.path))
     except ConfigError as exc:
         return report_config_error(exc)
-    _report(args.path, "warning", _group_problems(cfg))
-    refused = _model_problems(cfg) + _place_problems(cfg)
+    refused, unused = _model_problems(cfg)
+    _report(args.path, "warning", _group_problems(cfg) + unused)
+    refused += _place_problems(cfg)
     if _report(args.path, "`run` would not start on this machine", refused):
         return EXIT_UNAVAILABLE
     print(f"{args.path}: ok")
@@ -164,16 +166,42 @@ def _report(path: str, heading: str, problems: list[str]) -> bool:
     return bool(problems)
 
 
-def _model_problems(cfg: Config) -> list[str]:
-    """Each model and labels file (model.path, model.labels, each variant's) that `run`
-    would refuse, as "key: why"; and, when its files are good, the main model as `run`
-    loads it (Model.load: its input, its decoder for model.kind, its output scales), so
-    that a model.kind that does not fit the model's outputs is refused here as there. That
-    load makes a CPU interpreter, never the delegate: a delegate would open the
-    accelerator a running daemon holds, and one that cannot load or take the model is
-    only a warning at `run` (it runs on CPU). A variant is loaded when a profile or rule
-    picks it, maybe at start, so a broken one is a problem as well."""
+# Why a variant that cannot be loaded is a warning: `run` starts without loading it.
+VARIANT_NOTE = ("loaded only when a profile or rule picks it: `run` then refuses to start "
+                "on it (69), a switch to it keeps the model running")
+
+
+def _model_problems(cfg: Config) -> tuple[list[str], list[str]]:
+    """(what `run` refuses, what it may meet later) of the models, as "key: why" lines.
+
+    The main model's files (model.path, model.labels) and, when they are good, the model
+    as `run` loads it (Model.load: its input, its decoder for model.kind, its output
+    scales): `run` loads it at start, and refuses what does not load. That load makes a
+    CPU interpreter, never the delegate: a delegate would open the accelerator a running
+    daemon holds, and one that cannot load or take the model is only a warning at `run`
+    (it runs on CPU).
+
+    A variant is checked the same way but is a warning: it is loaded only when a profile or
+    rule picks it (VARIANT_NOTE), and `run` and a reload take a config whose unused
+    variant's file is missing. Refusing it made check-config's verdict differ from run's."""
     # Imported only now, as for `run`: a bad config is reported without loading OpenCV.
+    from wattgate.policies.profiles import variant_model
+
+    refused = _model_lines("model", cfg.model)
+    labels_refused = any(line.startswith("model.labels:") for line in refused)
+    unused = []
+    for name, variant in cfg.model.variants.items():
+        model = variant_model(cfg.model, name)
+        if labels_refused and variant.labels is None:  # said once, under model.labels
+            model = model.model_copy(update={"labels": None})
+        unused += [f"{line}; {VARIANT_NOTE}" for line in
+                   _model_lines(f"model.variants.{name}", model)]
+    return refused, unused
+
+
+def _model_lines(key: str, model: ModelConfig) -> list[str]:
+    """What is wrong with the model `model` describes, each line under its key in the
+    config (`key`.path, .labels, .kind); empty if it loads."""
     from wattgate.drivers.decoders import DecoderError, LabelsError, load_labels
     from wattgate.drivers.inference import (
         Model,
@@ -182,29 +210,25 @@ def _model_problems(cfg: Config) -> list[str]:
         default_model_path,
     )
 
-    files = [("model", cfg.model.path, cfg.model.labels)]
-    files += [(f"model.variants.{name}", variant.path, variant.labels)
-              for name, variant in cfg.model.variants.items()]
     problems = []
-    for key, path, labels in files:
-        try:
-            model = default_model_path() if path is None else Path(path)
-            check_model_file(model)
-        except ModelError as exc:
-            problems.append(f"{key}.path: {exc}")
-        try:
-            if labels is not None:
-                load_labels(labels)
-        except LabelsError as exc:
-            problems.append(f"{key}.labels: {exc}")
-    if not any(problem.startswith(("model.path:", "model.labels:")) for problem in problems):
-        try:
-            with _runtime_info_dropped():
-                Model.from_config(cfg.model.model_copy(update={"delegate": None}))
-        except ModelError as exc:
-            key = "model.kind" if isinstance(exc.__cause__, DecoderError) else "model.path"
-            problems.append(f"{key}: {exc}")
-    return problems
+    try:
+        check_model_file(default_model_path() if model.path is None else Path(model.path))
+    except ModelError as exc:
+        problems.append(f"{key}.path: {exc}")
+    try:
+        if model.labels is not None:
+            load_labels(model.labels)
+    except LabelsError as exc:
+        problems.append(f"{key}.labels: {exc}")
+    if problems:
+        return problems
+    try:
+        with _runtime_info_dropped():
+            Model.from_config(model.model_copy(update={"delegate": None}))
+    except ModelError as exc:
+        part = "kind" if isinstance(exc.__cause__, DecoderError) else "path"
+        return [f"{key}.{part}: {exc}"]
+    return []
 
 
 @contextlib.contextmanager
