@@ -927,6 +927,7 @@ class Daemon:
         assert self.power is not None
         self.power.pin(name, peer)
         log.info("profile %s by %s", f"pinned to {name}" if name else "pin released", peer)
+        self._power_events(self.power.drain_events())  # not at the next tick: a stop may come first
 
     # -- what clients see ----------------------------------------------------------------
 

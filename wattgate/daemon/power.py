@@ -1101,10 +1101,17 @@ class PowerController:
             self._integrate(now, inputs, load)
             return events + self._drain()
 
+    def drain_events(self) -> list[Event]:
+        """The events waiting for the next tick, now: a pin's, taken by the daemon as the
+        pin is answered (a stop before the tick lost it)."""
+        with self._lock:
+            return self._drain()
+
     def pin(self, name: Optional[str], who: str) -> None:
         """Pin a profile for a client (None releases); KeyError for an unknown name.
 
-        Applied at once; the profile_change event goes out with the next tick.
+        Applied at once; its profile_change waits with the other events of the next tick
+        (`drain_events`).
         """
         with self._lock:
             self.rules.pin(name, who)
