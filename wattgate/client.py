@@ -1,8 +1,9 @@
 """The Python client of the wattgate socket protocol (docs/protocol.md); the CLI uses it.
 
 One JSON object per line in each direction. The server speaks first (`hello`);
-requests carry `cmd` and an `id` that the answer echoes, so results that arrive while
-a request is in flight are kept, in order, for `messages()`.
+requests carry `cmd` and an `id` that the answer (a `reply`, `status` or `error`) echoes,
+so results that arrive while a request is in flight are kept, in order, for `messages()`,
+as is any message of a class this client does not know, whatever its id.
 
 Ids: request() numbers its requests 1, 2, 3, ... and takes the answer with its integer
 id. Client.send() sends a message as given, its id (any JSON value) chosen by the caller,
@@ -19,6 +20,7 @@ import errno
 import grp
 import itertools
 import json
+import math
 import os
 import pwd
 import socket
@@ -38,14 +40,51 @@ PROTO = 1  # the protocol's major version, hello.proto
 _NO_WAIT = (socket.timeout, BlockingIOError)
 
 
+# The classes that answer a request, carrying its id (docs/protocol.md, Server messages).
+# Any other class is no answer, whatever id it carries: version 1 may add classes, which a
+# client ignores, and a new one taken for an answer lacks the fields the caller reads.
+ANSWER_CLASSES = frozenset({"reply", "status", "error"})
+
+
+class _NotJSON(ValueError):
+    """A number json.loads takes but JSON (RFC 8259) has not: NaN, Infinity, -Infinity, or
+    one too large for a float (1e400, which json.loads makes inf)."""
+
+
+def _no_constant(name: str) -> float:
+    """json.loads' parse_constant: NaN, Infinity and -Infinity are refused."""
+    raise _NotJSON(f"a number that is not finite, {name}")
+
+
+def _finite(text: str) -> float:
+    """json.loads' parse_float: a number written with a fraction or exponent, refused if
+    it is too large for a float."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJSON(f"a number that is not finite, {text}")
+    return value
+
+
 def _message(line: bytes, source: str) -> Optional[Message]:
     """One line from the daemon as a message, None for an empty line (the protocol ignores
     them, as the daemon does with a request's), ClientError "protocol" for anything else
-    (the socket is not a wattgate daemon's, or not one that speaks this protocol)."""
+    (the socket is not a wattgate daemon's, or not one that speaks this protocol).
+
+    Strict JSON, as the daemon writes (RFC 8259): json.loads' NaN and Infinity, kept,
+    would be written back by the CLI's --json as output that is not JSON. JSON nested
+    deeper than the parser recurses raises RecursionError, not ValueError: a line of a
+    few thousand `[` is well under the line limit.
+    """
     if not line.strip():
         return None
     try:
-        message = json.loads(line)
+        message = json.loads(line, parse_constant=_no_constant, parse_float=_finite)
+    except _NotJSON as exc:
+        raise ClientError("protocol", f"{source} sent {exc}, which is not JSON: "
+                                      f"{line[:64]!r}") from None
+    except RecursionError:
+        raise ClientError("protocol", f"{source} sent JSON nested too deeply to read: "
+                                      f"{line[:64]!r}") from None
     except ValueError:  # not UTF-8, or not JSON
         raise ClientError("protocol", f"{source} sent a line that is not JSON: "
                                       f"{line[:64]!r}") from None
@@ -484,11 +523,13 @@ def _encode(message: Message) -> bytes:
 
 
 def _answer_id(message: Message) -> Optional[int]:
-    """The id of the request message answers, if it answers one of ours: a JSON integer.
-    Not ==, for which True and 1.0 equal 1: the answer to a request a program sent itself
-    with id true or 1.0 would be taken for ours."""
+    """The id of the request message answers, if it answers one: a JSON integer id on a
+    message of an answer's class (ANSWER_CLASSES). Not ==, for which True and 1.0 equal 1:
+    the answer to a request a program sent itself with id true or 1.0 would be taken for
+    ours. A message of another class, one this client may not know, goes among the
+    unasked whatever its id."""
     answer_id = message.get("id")
-    if type(answer_id) is int and message.get("class") != "result":
+    if type(answer_id) is int and message.get("class") in ANSWER_CLASSES:
         return answer_id
     return None
 
