@@ -151,3 +151,20 @@ def test_watch_shows_power_and_overflow_messages_as_lines() -> None:
     assert format_message({"class": "overflow", "dropped": 7}) == (
         "overflow: 7 messages dropped (read too slowly)")
     assert format_message({"class": "novel", "x": 1}) == '{"class": "novel", "x": 1}'
+
+
+def test_help_names_the_exit_codes_the_readme_gives(tmp_path: Path) -> None:
+    """A script writer reads `wattgate --help`, not the README: it said no exit code."""
+    import re
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    documented = {int(code) for code in re.findall(r"(?<![\w.-])(\d{1,3});?\s", section)}
+    shown = run_cli("--help", cwd=tmp_path)
+    assert shown.returncode == 0
+    helped = shown.stdout.split("exit codes:", 1)[1]
+    listed = {int(code) for code in re.findall(r"(?<![\w.-])(\d{1,3})\s", helped)}
+    assert {0, 1, 2, 69, 75, 77, 78, 130} <= listed
+    assert documented - {130} <= listed, documented - listed
+    help_socket = run_cli("status", "--help", cwd=tmp_path).stdout
+    assert "$WATTGATE_SOCKET" in help_socket

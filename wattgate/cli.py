@@ -423,16 +423,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
 # -- parser ---------------------------------------------------------------------------
 
 
+# The exit codes of every command, in short: README.md's "Exit codes" says when each comes.
+EXIT_CODES = (
+    "exit codes: 0 done; 1 other errors (the message says which); 2 usage; 69 unavailable "
+    "(run: no model, camera, state_dir or socket here; clients: no daemon, or it cannot do "
+    "it); 75 busy or no answer in time (restore: a daemon holds the journal or board); 77 "
+    "forbidden (no permission on the socket, the pin or the journal); 78 bad config; 130 "
+    "interrupted (Ctrl-C)"
+)
+
+
 def _add_socket_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--socket", type=_nonempty, help=f"daemon socket (default {DEFAULT_SOCKET})"
+        "--socket", type=_nonempty,
+        help=f"daemon socket (default: $WATTGATE_SOCKET if set, else {DEFAULT_SOCKET})"
     )
     parser.add_argument("--config", help="take daemon.socket from this config file")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wattgate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wattgate", description=__doc__, epilog=EXIT_CODES)
     parser.add_argument("--version", action="version", version=f"wattgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
