@@ -81,3 +81,27 @@ def test_reloads_that_change_the_model_do_not_pile_up_threads(
         after = threads_of(pid)
     assert daemon.stop() == 0
     assert after <= start + THREAD_MARGIN, (start, after)
+
+
+def test_a_model_swapped_out_of_a_pipeline_is_freed_at_once() -> None:
+    """A variant switch hands the pipeline a new model; the capture thread's preparer held
+    the old one (and its interpreter) until the next frame the gate let through, which on
+    an idle scene is the next heartbeat."""
+    from tests.test_infer_failures import OddFrames
+    from wattgate.config import GateConfig
+    from wattgate.daemon.pipeline import Pipeline
+    from wattgate.policies.gating import MotionGate
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        old = Model.load(str(default_model_path()), threads=1)
+        pipeline = Pipeline(OddFrames(bad=0, good=1), MotionGate(GateConfig()), old,
+                            on_result=lambda _: None, on_motion=lambda *_: None)
+        ref = weakref.ref(old)
+        pipeline.swap_model(Model.load(str(default_model_path()), threads=1))
+        del old
+        assert ref() is None, "the swapped-out model outlived the swap"
+    finally:
+        if was_enabled:
+            gc.enable()

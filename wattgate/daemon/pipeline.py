@@ -175,9 +175,14 @@ class Pipeline:
         self._new_gate = gate
 
     def swap_model(self, model: Model) -> None:
-        """A model variant from the power policy, taken between two frames."""
+        """A model variant from the power policy, taken between two frames.
+
+        The capture thread's preparer is made for it now: the old one held the old model
+        (its interpreter, tensors and threads) until the next frame the gate let through,
+        on an idle scene the next heartbeat. A _prepare under way keeps its own reference."""
         with self._model_lock:
             self.model = model
+        self._preparer = self._new_preparer(model)
 
     def request_recalibration(self) -> None:
         """Relearn the background from the next frame (lighting change, camera back).
