@@ -692,3 +692,59 @@ def test_a_rule_asking_for_the_main_model_is_the_reason_given(tmp_path: Path) ->
                        "reason": pc.decision.reason}], events
     assert "battery" in pc.decision.reason
     pc.stop()
+
+
+def test_capture_fps_is_kept_on_a_camera_whose_frame_times_jitter(tmp_path: Path) -> None:
+    """capture_fps 5 on a 15 fps camera: frame times are read at each read, so they jitter
+    by a millisecond or so. A frame a hair before the next 1/5 s mark was dropped and the
+    next taken a whole camera frame later: about 4 frames a second were looked at, not 5."""
+    import numpy as np
+
+    pc, _ = make(tmp_path, profiles={"slow": {"include": "balanced", "capture_fps": 5.0}})
+    pc.start(0.0)
+    pc.pin("slow", "uid 0")
+    jitter = np.random.RandomState(0).uniform(-0.001, 0.001, 15 * 60)
+    looked = sum(pc.on_frame(10.0 + i / 15.0 + jitter[i]) for i in range(15 * 60))
+    assert looked / 60.0 == pytest.approx(5.0, abs=0.1)
+    pc.stop()
+
+
+def test_going_idle_does_not_hold_the_capture_thread_for_the_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a wake waits for its settings (the first inference at raised clocks); lowering
+    is the writer's own business. The quiet frame that ended the cooldown waited too, up to
+    WAKE_WAIT_S, for the idle settings' stores: a slow one (power/control) stalled frames
+    whenever the scene went quiet. WAKE_WAIT_S is made long here, so that a wait shows as
+    a capture thread still held while a store is held back; the held store is one that
+    cannot be made slow on this machine (a plain file), stood in for by OsIO waiting."""
+    import wattgate.daemon.power as power_module
+    from wattgate.drivers.sysfs import OsIO
+
+    class HeldStores(OsIO):
+        def __init__(self) -> None:
+            self.armed, self.go = threading.Event(), threading.Event()
+
+        def write_text(self, path: Path, data: str) -> None:
+            if self.armed.is_set():
+                self.go.wait(HANG_S)
+            super().write_text(path, data)
+
+    monkeypatch.setattr(power_module, "WAKE_WAIT_S", HANG_S)
+    io = HeldStores()
+    pc, _ = make(tmp_path, io=io)
+    pc.start(0.0)
+    assert pc.on_gate(MOTION, 1.0)  # the wake: its settings are written, waited for
+    io.armed.set()
+    try:
+        t = 1.0
+        while pc.activity.state != "idle":
+            t += 0.5
+            done = threading.Thread(target=pc.on_gate, args=(QUIET, t), daemon=True)
+            done.start()
+            done.join(HANG_S / 3)
+            assert not done.is_alive(), f"a quiet frame at {t} s waited for the writes"
+            assert t < 120.0, "never went idle"
+    finally:
+        io.go.set()
+    pc.stop()

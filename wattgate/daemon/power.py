@@ -1000,10 +1000,22 @@ class PowerController:
         """Whether the capture thread should look at this frame (the profile's capture_fps).
 
         Lock-free: two floats, read and written by the capture thread only.
+
+        Frames are taken on a schedule of one a period, not a period after the last one
+        taken: frame times jitter (each is read at its read), and a frame a hair before
+        the mark was dropped and the next taken a whole camera frame later, about 4 a
+        second for capture_fps 5 on a 15 fps camera. After a gap (a profile that did not
+        drop frames, a camera that paused: more than a period late) it starts again at the
+        frame taken.
         """
         fps = self.pipeline.capture_fps
-        if fps is None or now - self._last_frame >= 1.0 / fps - EPS:
+        if fps is None:
             self._last_frame = now
+            return True
+        period = 1.0 / fps
+        due = self._last_frame + period
+        if now >= due - EPS:
+            self._last_frame = due if now - due < period else now
             return True
         return False
 
@@ -1026,7 +1038,10 @@ class PowerController:
                 change = self.activity.quiet(now)
             generation = self._on_transition(change) if change is not None else None
             admit = self._admit(verdict, snap, change, now)
-        if generation is not None:  # the new settings are asked for: wait for them
+        # A wake's settings are waited for; lowering (the quiet frame that ends the
+        # cooldown) is the writer's business, as on the tick: a slow store must not stall
+        # the frames of a scene that went quiet.
+        if generation is not None and change is not None and change.before == "idle":
             with self._wake:
                 self._wake.wait_for(lambda: self._tried(generation), WAKE_WAIT_S)
         return admit
