@@ -108,7 +108,8 @@ class Pipeline:
         self._snap_lock = threading.Lock()
         self._recalibrate = threading.Event()
         self._new_gate: Optional[MotionGate] = None
-        self._media_t0 = time.monotonic()
+        self._media_time = time.monotonic()  # the gate's clock on a source with no real time
+        self._media_frames = 0  # counters.frames when _media_time was last moved on
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
         # The motion episode clients were told of: opened and closed by the capture thread
         # as the gate says, closed by any thread when the pipeline stops watching.
@@ -283,12 +284,18 @@ class Pipeline:
         """The time the gate's timers run on.
 
         A camera's frames happen in real time. A file or scene read faster than real time
-        (camera.realtime = false) has only media time: frame count / fps, so cooldown,
-        heartbeat and background learning mean the same whatever the read speed.
+        (camera.realtime = false) has only media time: 1 / fps a frame, so cooldown,
+        heartbeat and background learning mean the same whatever the read speed. It is
+        moved on by the frames since, at the source's fps now: frames / fps stepped back
+        when a file was replaced by one of a higher rate, and the gate's timers read
+        negative (calibrating for good, every frame "cooldown").
         """
         if self.source.live:
             return frame.mono
-        return self._media_t0 + self.counters.frames / self.source.fps
+        frames = self.counters.frames
+        self._media_time += (frames - self._media_frames) / self.source.fps
+        self._media_frames = frames
+        return self._media_time
 
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
