@@ -872,8 +872,10 @@ class Daemon:
             self.pipeline.request_recalibration()  # the scene may have changed meanwhile
 
     def _on_lighting_thread(self, verdict: LightVerdict) -> None:
-        """On the sensor thread: recalibrate at once (a flag the capture thread reads)."""
+        """On the sensor thread: recalibrate at once (a flag the capture thread reads), and
+        ignore motion for sensors.light_suppress_s."""
         if self.pipeline is not None:
+            self.pipeline.suppress_motion(time.monotonic() + self.cfg.sensors.light_suppress_s)
             self.pipeline.request_recalibration()
         self._from_thread(self._on_lighting)(verdict.lux, verdict.before)
 

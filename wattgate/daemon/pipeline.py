@@ -13,6 +13,7 @@ inference thread does little but invoke.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -107,6 +108,7 @@ class Pipeline:
         self._snap_after: Optional[float] = None  # a snap wants a frame captured from then
         self._snap_lock = threading.Lock()
         self._recalibrate = threading.Event()
+        self._quiet_until = -math.inf  # monotonic time motion is ignored until (suppress_motion)
         self._new_gate: Optional[MotionGate] = None
         self._media_time = time.monotonic()  # the gate's clock on a source with no real time
         self._media_frames = 0  # counters.frames when _media_time was last moved on
@@ -184,6 +186,13 @@ class Pipeline:
         with self._model_lock:
             self.model = model
         self._preparer = self._new_preparer(model)
+
+    def suppress_motion(self, until: float) -> None:
+        """Ignore motion until monotonic time `until` (sensors.light_suppress_s after a
+        lighting change the light sensor saw): a frame the gate finds moving meanwhile is
+        not motion, and the gate relearns the scene from it, so no episode opens on what
+        the new light makes of it. Any thread may call it; a float is set whole."""
+        self._quiet_until = until
 
     def request_recalibration(self) -> None:
         """Relearn the background from the next frame (lighting change, camera back).
@@ -310,6 +319,9 @@ class Pipeline:
             verdict = self.gate.update_luma(frame.luma, now, source_size=size)
         else:
             verdict = self.gate.update_bgr(frame.color(), now)
+        if verdict.motion and frame.mono < self._quiet_until:
+            self.gate.reset()  # the new light's scene: relearnt, no episode opened on it
+            verdict = replace(verdict, motion=False, infer=False, reason="lighting")
         counters.frames += 1
         counters.last_capture = frame.mono
         if self._take_snap(frame.mono):
