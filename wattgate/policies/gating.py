@@ -39,7 +39,8 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
   (the heartbeat still looks at it).
 
 It calibrates for CALIBRATION_S after start or reset (reason "calibrating", nothing inferred
-unless the heartbeat is due); lights switched meanwhile restart the calibration.
+unless the heartbeat is due); lights switched meanwhile restart the calibration. Supplied time
+that steps back shifts every stored time by the step, so no timer waits for a time already past.
 """
 
 from __future__ import annotations
@@ -331,6 +332,8 @@ class MotionGate:
     def _update(self, small: MatLike, now: float, source: tuple[int, int]) -> GateVerdict:
         buf = self._buf
         self._age += 1
+        if buf is not None and now < self._prev_now:
+            self._shift_times(now - self._prev_now)
         if buf is None or buf.cur.shape != small.shape or source != self._source:
             buf = self._buf = _Buffers(*small.shape)
             self._source = source
@@ -367,6 +370,21 @@ class MotionGate:
         self._learn(buf, changed, gain, offset, threshold, now, calibrating)
         quiet = "calibrating" if calibrating else "idle"
         return self._decide(now, bool(boxes), quiet, score, boxes)
+
+    def _shift_times(self, step: float) -> None:
+        """Supplied time stepped back (a media clock restarted by a replaced file): move
+        every stored time by the same step, so this frame comes right after the last one.
+        Left as they were, the calibration, the cooldown and in_motion would wait for a
+        time that has already passed: calibrating or in cooldown for as long as the step,
+        the next event unseen and the episode never ended."""
+        self._learnt_from += step
+        self._decayed_at += step
+        self._decided_at += step
+        self._prev_now += step
+        if self._last_motion is not None:
+            self._last_motion += step
+        if self._last_infer is not None:
+            self._last_infer += step
 
     def _blur(self, small: MatLike, out: Floats) -> None:
         if self._kernel is None:
