@@ -117,6 +117,15 @@ def test_systemd_udev_sysusers_tmpfiles(unpacked: Path) -> None:
     assert tmpfiles.read_bytes() == (ROOT / "systemd/wattgate.tmpfiles").read_bytes()
 
 
+def test_the_protocol_and_power_docs_and_the_c_example_are_shipped(unpacked: Path) -> None:
+    """The installed config sends the admin to docs/protocol.md, and a C, Go or shell
+    client is written from it alone: the package shipped neither it nor docs/power.md."""
+    docs = unpacked / "usr/share/doc/wattgate"
+    shipped = {p.relative_to(docs).as_posix().removesuffix(".gz") for p in docs.rglob("*")}
+    assert {"README.md", "protocol.md", "power.md",
+            "examples/wattgate-watch.c"} <= shipped, sorted(shipped)
+
+
 def test_config_is_a_conffile(deb: Path, unpacked: Path, tmp_path: Path) -> None:
     conf = unpacked / "etc/wattgate/config.toml"
     assert conf.read_bytes() == (ROOT / "config.toml").read_bytes()

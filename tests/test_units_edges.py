@@ -135,6 +135,15 @@ def test_yocto_and_buildroot_install_every_rule_file(recipe: str) -> None:
         assert f"/udev/rules.d/{rule.name}" in text, (recipe, rule.name)
 
 
+def test_buildroot_builds_opencv_with_the_codecs_the_daemon_reads() -> None:
+    """Buildroot's opencv4 is built with no JPEG and no PNG unless asked: the start's first
+    inference reads a PNG (cv2.imread), so the service exited 69 at every boot, and MJPEG
+    cameras and client images did not decode."""
+    text = (ROOT / "packaging/buildroot/wattgate/Config.in").read_text()
+    for option in ("OPENCV4_LIB_IMGCODECS", "OPENCV4_WITH_JPEG", "OPENCV4_WITH_PNG"):
+        assert f"select BR2_PACKAGE_{option}" in text, option
+
+
 @pytest.fixture(scope="module")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The .deb from scripts/build-deb.sh (a few seconds: pybuild builds one wheel)."""
