@@ -416,9 +416,7 @@ class Daemon:
     async def _shut_down(self, loop: asyncio.AbstractEventLoop) -> None:
         """Everything started, stopped: sensors, the pipeline, then power and the server.
         Snaps still waiting are answered first (unavailable), while the pipeline stops."""
-        for _, future in self._snaps:
-            if not future.done():
-                future.set_result(None)
+        self._give_up_snaps()
         if self.sensors is not None:
             self.sensors.stop()
         await self._stop_pipeline()
@@ -794,9 +792,7 @@ class Daemon:
         if counters.source_ended or state != "running":  # ended, or lost and waited for
             self.progress.pause_capture()
             if counters.source_ended:  # snaps that came before the end: no frame will come
-                for _, future in self._snaps:
-                    if not future.done():
-                        future.set_result(None)
+                self._give_up_snaps()
         else:
             if self.progress.capture_paused:
                 self.progress.resume_capture(now)
@@ -873,9 +869,10 @@ class Daemon:
 
     def _on_lighting_thread(self, verdict: LightVerdict) -> None:
         """On the sensor thread: recalibrate at once (a flag the capture thread reads), and
-        ignore motion for sensors.light_suppress_s."""
+        ignore motion until the verdict says (sensors.light_suppress_s after the reading)."""
         if self.pipeline is not None:
-            self.pipeline.suppress_motion(time.monotonic() + self.cfg.sensors.light_suppress_s)
+            if verdict.suppress_until is not None:
+                self.pipeline.suppress_motion(verdict.suppress_until)
             self.pipeline.request_recalibration()
         self._from_thread(self._on_lighting)(verdict.lux, verdict.before)
 
@@ -910,6 +907,12 @@ class Daemon:
             return None
         finally:  # answered, timed out or cancelled: not kept until the next result
             self._snaps = [(r, f) for r, f in self._snaps if f is not future]
+
+    def _give_up_snaps(self) -> None:
+        """Answer every snap still waiting with no result (`unavailable` to its client)."""
+        for _, future in self._snaps:
+            if not future.done():
+                future.set_result(None)
 
     def no_frame(self, timeout_ms: int) -> str:
         """Why a snap got no frame: the source ended (a file played to its end: answered at
