@@ -261,7 +261,7 @@ def _place_problems(cfg: Config) -> list[str]:
     made: a state_dir not there yet is checked through the directory it would be made in.
     A running daemon's socket and lock are what `run` meets at a restart, not refusals."""
     from wattgate.daemon.eventlog import _check_place
-    from wattgate.daemon.pathcheck import expect, expect_writable
+    from wattgate.daemon.pathcheck import expect, expect_writable, nearest_existing
     from wattgate.daemon.server import SocketPathError, check_socket_directory
 
     problems = []
@@ -274,9 +274,7 @@ def _place_problems(cfg: Config) -> list[str]:
         if os.path.lexists(state_dir):
             _check_place(os.path.join(state_dir, "events.db"))  # makes nothing: it is there
         else:
-            existing = os.path.dirname(os.path.abspath(state_dir))
-            while not os.path.lexists(existing):
-                existing = os.path.dirname(existing)
+            existing = nearest_existing(os.path.dirname(os.path.abspath(state_dir)))
             expect(existing, stat.S_ISDIR, "a directory")
             expect_writable(existing, "the state directory is made in it")
     except OSError as exc:

@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from wattgate.daemon.pathcheck import kind_of
 from wattgate.drivers import v4l2
 
 if sys.version_info >= (3, 11):
@@ -811,13 +812,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-_NOT_REGULAR = ((stat.S_ISDIR, "is a directory, not a file"),
-                (stat.S_ISFIFO, "is a FIFO, not a regular file"),
-                (stat.S_ISCHR, "is a character device, not a regular file"),
-                (stat.S_ISBLK, "is a block device, not a regular file"),
-                (stat.S_ISSOCK, "is a socket, not a regular file"))
-
-
 def _read_regular_file(path: Path) -> bytes:
     """The bytes of a regular file; ConfigError for anything else, before it is read.
 
@@ -833,8 +827,8 @@ def _read_regular_file(path: Path) -> bytes:
         raise
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise ConfigError(str(path), [next(
-            (what for is_kind, what in _NOT_REGULAR if is_kind(mode)), "is not a file")])
+        wanted = "a file" if stat.S_ISDIR(mode) else "a regular file"
+        raise ConfigError(str(path), [f"is a {kind_of(mode)}, not {wanted}"])
     with os.fdopen(fd, "rb") as handle:
         return handle.read()
 

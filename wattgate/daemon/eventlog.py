@@ -583,7 +583,7 @@ class EventLog:
             _replace_floor(final, upto)
             return
         try:
-            hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(final)))
+            hand_to_directory_owner(fd, final)
             os.pwrite(fd, _floor_text(upto), 0)
             os.fsync(fd)
         finally:
@@ -1130,7 +1130,7 @@ def _make_database_file(path: str) -> None:
     except OSError:
         return
     try:
-        hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(target)))
+        hand_to_directory_owner(fd, target)
     finally:
         os.close(fd)
 
@@ -1153,7 +1153,7 @@ def _replace_floor(final: str, upto: int) -> None:
     tmp, data = f"{final}.{os.getpid()}.tmp", _floor_text(upto)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(tmp)))
+        hand_to_directory_owner(fd, tmp)
         if os.write(fd, data) != len(data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
         os.fsync(fd)

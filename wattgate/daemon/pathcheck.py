@@ -32,6 +32,24 @@ _KINDS = (
 )
 
 
+def kind_of(mode: int) -> str:
+    """What a file of st_mode `mode` is, in words: "directory", "FIFO", ..."""
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+def nearest_existing(directory: str) -> str:
+    """`directory`, or the nearest directory above it that is there: where a directory
+    that is not made yet would be made. OSError (its filename the path) for a path that
+    cannot be looked up, other than one not there or under a file."""
+    existing = directory
+    while True:
+        try:
+            os.lstat(existing)
+            return existing
+        except (FileNotFoundError, NotADirectoryError):  # not there, or under a file
+            existing = os.path.dirname(existing)
+
+
 def expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
     """Whether something is at path (links followed); PathError when it is not of the
     kind wanted, or is a symbolic link that cannot be followed to one (`broken_link`)."""
@@ -45,7 +63,7 @@ def expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:
             raise
         return False
     if not is_kind(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "special file")
+        kind = kind_of(mode)
         link = (f"is a symbolic link to {os.readlink(path)}, which "
                 if os.path.islink(path) else "")
         raise PathError(errno.ENOTDIR if directory else errno.EISDIR,
@@ -106,8 +124,9 @@ def whose(info: os.stat_result) -> str:
             f"{stat.S_IMODE(info.st_mode):04o})")
 
 
-def hand_to_directory_owner(fd: int, directory: str) -> None:
-    """Give a file root has open to the owner of its directory, when that is another user.
+def hand_to_directory_owner(fd: int, path: str) -> None:
+    """Give the file at `path`, which root has open as `fd`, to the owner of its directory,
+    when that is another user.
 
     `sudo wattgate run` (an operator trying a config by hand) before the service runs as
     its own user: the locks, the event log and the journal root made in that user's
@@ -116,6 +135,6 @@ def hand_to_directory_owner(fd: int, directory: str) -> None:
     everything when this process is not root (only root may give a file away)."""
     if os.geteuid() != 0 or os.fstat(fd).st_uid != 0:
         return
-    owner = os.stat(directory)
+    owner = os.stat(os.path.dirname(os.path.abspath(path)))
     if owner.st_uid != 0:
         os.fchown(fd, owner.st_uid, owner.st_gid)

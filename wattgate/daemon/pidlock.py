@@ -114,7 +114,7 @@ def lock_file(path: str, create: bool = True) -> Optional[int]:
         os.close(fd)
         raise
     if create:
-        hand_to_directory_owner(fd, os.path.dirname(os.path.abspath(path)))
+        hand_to_directory_owner(fd, path)
         with contextlib.suppress(OSError):  # the pid is only for the message above
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

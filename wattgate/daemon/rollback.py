@@ -272,7 +272,7 @@ class SysfsJournal:
             # `sudo wattgate restore` keeping what it could not put back: a root-owned 0600
             # journal would shut the daemon's user out of it, and with no readable journal
             # the daemon writes no power settings at all
-            hand_to_directory_owner(fd, str(self.state_dir))
+            hand_to_directory_owner(fd, str(tmp))
             # A filesystem that fills up takes what fits and returns the short count without
             # an error; only writing the rest raises (ENOSPC). A short journal renamed into
             # place would be unreadable after a crash, and every original in it lost.

@@ -37,7 +37,14 @@ from wattgate.daemon.hub import (
     line_within,
     strict_line,
 )
-from wattgate.daemon.pathcheck import PathError, expect, expect_writable, whose
+from wattgate.daemon.pathcheck import (
+    PathError,
+    expect,
+    expect_writable,
+    kind_of,
+    nearest_existing,
+    whose,
+)
 
 log = logging.getLogger("wattgate.server")
 
@@ -214,7 +221,7 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
         found = None
     if found is not None and not stat.S_ISSOCK(found.st_mode):
         raise OSError(errno.EEXIST, f"daemon.socket {path}: there is a "
-                                    f"{_file_kind(found.st_mode)} there, not a socket; "
+                                    f"{kind_of(found.st_mode)} there, not a socket; "
                                     "not replacing it")
     if found is not None:
         _replace_stale(path, found)
@@ -246,16 +253,11 @@ def check_socket_directory(path: str) -> str:
     exists", a directory this process may not write "[Errno 13] Permission denied", and
     neither named daemon.socket nor whose the directory is."""
     directory = os.path.dirname(os.path.abspath(path))
-    existing = directory
-    while True:
-        try:
-            os.lstat(existing)
-            break
-        except (FileNotFoundError, NotADirectoryError):  # not there, or under a file
-            existing = os.path.dirname(existing)
-        except OSError as exc:
-            raise SocketPathError(exc.errno, f"cannot look up {existing}: {exc.strerror}",
-                                  path) from None
+    try:
+        existing = nearest_existing(directory)
+    except OSError as exc:
+        raise SocketPathError(exc.errno, f"cannot look up {exc.filename}: {exc.strerror}",
+                              path) from None
     why = "the socket is made in it" if existing == directory else f"{directory} is made in it"
     try:
         expect(existing, stat.S_ISDIR, "a directory")
@@ -336,13 +338,6 @@ def _note_inherited(path: Any, cfg: DaemonConfig) -> None:
         log.warning("the socket systemd passed is not the config's: %s; the unit's "
                     "ListenStream=, SocketMode= and SocketGroup= decide it, set them alike",
                     "; ".join(differs))
-
-
-def _file_kind(mode: int) -> str:
-    """What `mode` (from lstat) is, in words."""
-    kinds = ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "directory"),
-             (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"))
-    return next((name for test, name in kinds if test(mode)), "device file")
 
 
 class Server:
