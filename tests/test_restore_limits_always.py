@@ -23,6 +23,7 @@ import pytest
 
 from tests.fixtures.boards import materialize
 from tests.test_power_controller import CPU, MOTION, NPU, make, read
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.rollback import JournaledWriter, SysfsJournal, take_over
 from wattgate.drivers.sysfs import OsIO, Sysfs
 
@@ -133,15 +134,24 @@ def cooled_down(io: CappedLimits, root: Path) -> None:
     io.cap(root / NPU, None)
 
 
-def test_stop_under_a_cap_at_the_users_limit_gives_the_users_limit_back(
+def raised_over_user_limits(
     tmp_path: Path,
-) -> None:
+) -> tuple[CappedLimits, PowerController, Path, dict[str, str]]:
+    """A controller on a fake RK3588 whose user limits (`user_limits`) its active profile
+    has raised to the top: (its IO, it, the tree, the user limits)."""
     io = CappedLimits()
     materialize("rk3588", tmp_path / "sys")
     pc, root = make(tmp_path, io=io)
     users = user_limits(root)
     pc.start(0.0)
     pc.on_gate(MOTION, 1.0)  # the active profile raises both ceilings to the top
+    return io, pc, root, users
+
+
+def test_stop_under_a_cap_at_the_users_limit_gives_the_users_limit_back(
+    tmp_path: Path,
+) -> None:
+    io, pc, root, users = raised_over_user_limits(tmp_path)
     assert read(root, f"{BIG}/scaling_max_freq") == "2400000"
     assert read(root, f"{NPU}/max_freq") == "1000000000"
     capped_at_the_originals(io, root)
@@ -154,12 +164,7 @@ def test_a_restore_after_a_crash_under_a_cap_gives_the_users_limit_back(
     tmp_path: Path,
 ) -> None:
     """take_over is the restore of the next start and of `wattgate restore` alike."""
-    io = CappedLimits()
-    materialize("rk3588", tmp_path / "sys")
-    pc, root = make(tmp_path, io=io)
-    users = user_limits(root)
-    pc.start(0.0)
-    pc.on_gate(MOTION, 1.0)
+    io, pc, root, users = raised_over_user_limits(tmp_path)
     del pc  # SIGKILL: no stop(), the journal stays behind
     capped_at_the_originals(io, root)
     lock, journal, report = take_over(tmp_path / "journal", Sysfs(root, io), create=True)
