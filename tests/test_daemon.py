@@ -330,15 +330,17 @@ def test_what_is_not_a_socket_at_daemon_socket_is_left_alone(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     """Anything at daemon.socket that did not answer a connection was deleted: a regular
-    file (daemon.socket mistyped as the config's own path) or a directory went with it."""
+    file (daemon.socket mistyped as the config's own path) or a directory went with it.
+    It is refused with 69, as a restart meets it again (RestartPreventExitStatus=69)."""
     kept = tmp_path / "kept.toml"
     kept.write_text("[daemon]\n")
     folder = tmp_path / "folder"
     (folder / "inside").mkdir(parents=True)
     for path, kind in ((kept, "regular file"), (folder, "directory")):
         daemon = start_daemon(daemon={"socket": str(path)})
-        assert daemon.wait() == 1
-        assert f"daemon.socket {path}: there is a {kind} there, not a socket" in daemon.log()
+        assert daemon.wait() == 69
+        assert f"wattgate: daemon.socket {path}: there is a {kind} there, not a socket" \
+            in daemon.log()
     assert kept.read_text() == "[daemon]\n" and (folder / "inside").is_dir()
 
 
@@ -352,8 +354,9 @@ def test_second_daemon_does_not_steal_a_live_socket(
                           daemon={"state_dir": str(tmp_path / "second-state")},
                           power={"journal_dir": str(tmp_path / "second-journal")})
     second = start_daemon(config=config)
-    assert second.wait() == 1
-    assert "another daemon is listening" in second.log()
+    assert second.wait() == 69  # as a second daemon on one state_dir
+    assert f"wattgate: daemon.socket {first.socket}: another daemon is listening" \
+        in second.log()
     sharing = start_daemon(config=first.config)  # the same state_dir as well
     assert sharing.wait() == 69
     assert "one daemon per daemon.state_dir" in sharing.log(), sharing.log()

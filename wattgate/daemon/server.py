@@ -194,8 +194,9 @@ def echo(value: Any) -> str:
 
 class SocketPathError(OSError):
     """daemon.socket cannot be bound as the daemon's own on this machine: something there
-    that is not a stale socket, or a directory it cannot be made in. Its text names
-    daemon.socket, the path and what is wrong."""
+    that is not a stale socket (a file, another program's socket, a daemon listening), or
+    a directory it cannot be made in. Its text names daemon.socket, the path and what is
+    wrong. `run` exits 69 on it: a restart would meet the same refusal."""
 
     def __str__(self) -> str:
         return f"daemon.socket {self.filename}: {self.strerror}"
@@ -220,9 +221,8 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     except FileNotFoundError:
         found = None
     if found is not None and not stat.S_ISSOCK(found.st_mode):
-        raise OSError(errno.EEXIST, f"daemon.socket {path}: there is a "
-                                    f"{kind_of(found.st_mode)} there, not a socket; "
-                                    "not replacing it")
+        raise SocketPathError(errno.EEXIST, f"there is a {kind_of(found.st_mode)} there, "
+                              "not a socket; not replacing it", path)
     if found is not None:
         _replace_stale(path, found)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -276,8 +276,8 @@ def _replace_stale(path: str, found: os.stat_result) -> None:
     A live datagram socket (a /dev/log, a NOTIFY_SOCKET) answers a stream connect with
     EPROTOTYPE, another user's socket this process may not write with EACCES, a listener
     whose backlog is full with EAGAIN: each was taken for stale and deleted, under the
-    program using it. SocketPathError for those, with the file left as it is; OSError
-    (EADDRINUSE) when a stream listener answers: another daemon is running there."""
+    program using it. SocketPathError for those, with the file left as it is, and when a
+    stream listener answers: another daemon is running there."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.setblocking(False)  # a full backlog is EAGAIN, not a wait for a free slot
     try:
@@ -288,8 +288,8 @@ def _replace_stale(path: str, found: os.stat_result) -> None:
         return
     except OSError as exc:
         if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-            raise OSError(errno.EADDRINUSE, f"daemon.socket {path}: another program is "
-                          "listening (its backlog is full); not replacing it") from None
+            raise SocketPathError(errno.EADDRINUSE, "another program is listening (its "
+                                  "backlog is full); not replacing it", path) from None
         if exc.errno == errno.EPROTOTYPE:
             what = "a datagram socket someone is listening on (another program's)"
         elif exc.errno in (errno.EACCES, errno.EPERM):
@@ -301,7 +301,7 @@ def _replace_stale(path: str, found: os.stat_result) -> None:
                               "connections is a stale one to replace: not replacing it",
                               path) from None
     else:
-        raise OSError(errno.EADDRINUSE, f"daemon.socket {path}: another daemon is listening")
+        raise SocketPathError(errno.EADDRINUSE, "another daemon is listening", path)
     finally:
         probe.close()
 
