@@ -10,7 +10,6 @@ import grp
 import json
 import os
 import signal
-import stat
 import sys
 import tempfile
 import time
@@ -260,8 +259,7 @@ def _place_problems(cfg: Config) -> list[str]:
     for that to be the daemon's answer), a file of the log that is a directory. Nothing is
     made: a state_dir not there yet is checked through the directory it would be made in.
     A running daemon's socket and lock are what `run` meets at a restart, not refusals."""
-    from wattgate.daemon.eventlog import _check_place
-    from wattgate.daemon.pathcheck import expect, expect_writable, nearest_existing
+    from wattgate.daemon.eventlog import check_place
     from wattgate.daemon.server import SocketPathError, check_socket_directory
 
     problems = []
@@ -271,12 +269,7 @@ def _place_problems(cfg: Config) -> list[str]:
         problems.append(str(exc))
     state_dir = cfg.daemon.state_dir
     try:
-        if os.path.lexists(state_dir):
-            _check_place(os.path.join(state_dir, "events.db"))  # makes nothing: it is there
-        else:
-            existing = nearest_existing(os.path.dirname(os.path.abspath(state_dir)))
-            expect(existing, stat.S_ISDIR, "a directory")
-            expect_writable(existing, "the state directory is made in it")
+        check_place(os.path.join(state_dir, "events.db"), make=False)
     except OSError as exc:
         problems.append(f"daemon.state_dir {state_dir}: cannot open the event log: {exc}")
     return problems

@@ -156,6 +156,7 @@ from wattgate.daemon.pathcheck import (
     expect_link_directory,
     expect_writable,
     hand_to_directory_owner,
+    nearest_existing,
     whose,
 )
 from wattgate.daemon.pidlock import LockHeld, lock_file
@@ -272,8 +273,8 @@ class EventLog:
         """`clock`: seconds since boot (tests pass one that can jump 30 days).
 
         LogFileError (an OSError) when the directory or a file of the log is there but
-        cannot be one (see `_check_place`)."""
-        _check_place(path)
+        cannot be one (see `check_place`)."""
+        check_place(path)
         self.path = path
         self._clock = clock
         # Before reading: another log's numbers are not ours. Beside the path (its .seq is
@@ -1075,21 +1076,23 @@ _SQLITE_FILES = ("", "-wal", "-shm", "-journal")
 _SIDE_FILES = (".lock", FLOOR_SUFFIX)
 
 
-def _check_place(path: str) -> None:
-    """Make the log's directory, or raise LogFileError naming the path and what is wrong
-    with it, where the log could not be kept.
+def check_place(path: str, make: bool = True) -> None:
+    """Make the log's directory (unless not `make`), or raise LogFileError naming the path
+    and what is wrong with it, where the log could not be kept. `wattgate check-config`
+    checks with make=False: a directory not there yet is checked through the one it would
+    be made in.
 
     Left to makedirs and SQLite, a state_dir that is a regular file said "File exists", a
     directory this process may not write "unable to open database file", a -wal or
     -journal that is a directory "disk I/O error", none of them naming the path; and a
     -shm or events.db that could not be written opened, and failed every flush after."""
     directory = os.path.dirname(os.path.abspath(path))
-    existing = directory
-    while not os.path.lexists(existing):
-        existing = os.path.dirname(existing)
+    existing = nearest_existing(directory)
     expect(existing, stat.S_ISDIR, "a directory")
     if existing != directory:
         expect_writable(existing, "the state directory is made in it")
+        if not make:
+            return
         os.makedirs(directory, exist_ok=True)
     expect_writable(directory, "the event log's files are made in it")
     database = _linked_database(path)
