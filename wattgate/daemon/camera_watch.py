@@ -192,6 +192,19 @@ class _Worker:
             _close(owned)
 
 
+def _no_longer(path: str, mark: FileMark) -> str:
+    """How the file at `path` stopped being the recording `mark` was taken of: "replaced"
+    (another file has the path now), "rewritten in place", or "" (it still is, or is gone
+    for now: the reopen will tell)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    if (info.st_dev, info.st_ino) != mark.file_id:
+        return "replaced"
+    return "rewritten in place" if rewritten(path, mark) else ""
+
+
 def _close(source: Source) -> None:
     try:
         source.close()
@@ -508,19 +521,23 @@ class SupervisedSource:
                 inner.description)
 
     def _resume_from(self, target: str) -> int:
-        """The frame to open `target` at: where a file cut short stopped, unless a new
-        recording has been written over it in place since (a recorder's O_TRUNC keeps the
-        inode). The source that was cut short cannot always tell: a rewrite that has
-        written nothing yet (cv2.VideoWriter buffers its first frames) looks like a cut,
-        and the new recording was opened at the old one's frame number, its first frames
+        """The frame to open `target` at: where a file cut short stopped, unless the file
+        there is no longer that recording. Another file may have been renamed over it
+        (a recorder's rotation: another inode), or a new recording written over it in
+        place (a recorder's O_TRUNC keeps the inode). The source that was cut short cannot
+        always tell: a rewrite that has written nothing yet (cv2.VideoWriter buffers its
+        first frames) looks like a cut, and a rename may come after the cut. Either way
+        the new recording was opened at the old one's frame number, its first frames
         never played. It is played from its first frame instead."""
         mark, start = self._cut_mark, self._resume_at
-        if not start or mark is None or not rewritten(target, mark):
+        if not start or mark is None:
             return start
-        log.info("source %s was rewritten in place; playing the new file from frame 0",
-                 self.spec)
+        how = _no_longer(target, mark)
+        if not how:
+            return start
+        log.info("source %s was %s; playing the new file from frame 0", self.spec, how)
         with self._cond:
-            self._resume_at = 0
+            self._resume_at, self._cut_mark = 0, None
         return 0
 
     def _wait(self, call: _Call[Any], timeout: float) -> bool:
