@@ -154,7 +154,10 @@ class SensorWatch:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Ask the threads to end and wait up to `timeout` for each; a thread blocked in a
-        read that never answers is a daemon thread and is left behind."""
+        read that never answers is a daemon thread and is left behind. A read that answers
+        after this is dropped unused: the daemon has moved on to another watch (a reload,
+        perhaps one that turned the sensor off), and a lighting change or PIR trigger from
+        this one would recalibrate, suppress motion or wake under settings no longer wanted."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
@@ -218,6 +221,8 @@ class SensorWatch:
 
     def _poll_light(self, name: str, now: float, ts: float) -> None:
         sensor = iio.read_sensor(self.fs, name)
+        if self._stop.is_set():
+            return  # stopped while reading: see stop()
         if sensor is None or sensor.lux is None:
             if self._light_error is None:
                 log.warning("light sensor %s: no reading", name)
@@ -238,6 +243,8 @@ class SensorWatch:
 
     def _poll_pir(self, attribute: str, now: float, ts: float) -> None:
         value = self.fs.read_int_opt(attribute)
+        if self._stop.is_set():
+            return  # stopped while reading
         if value is None:
             if self._pir_error is None:
                 log.warning("PIR %s: cannot be read", attribute)
