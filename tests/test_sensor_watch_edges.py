@@ -1,7 +1,7 @@
 """The sensor watch across a reload, which stops one watch and starts another: a stopped
-watch says nothing more, whatever its reads were doing. Sensors are files in a fake sysfs
-tree laid out as their drivers do; a read that hangs is a real FIFO
-(tests/test_slow_sensors.py)."""
+watch says nothing more, whatever its reads were doing, and a new watch does not take a
+PIR already high for someone arriving. Sensors are files in a fake sysfs tree laid out as
+their drivers do; a read that hangs is a real FIFO (tests/test_slow_sensors.py)."""
 
 from __future__ import annotations
 
@@ -67,4 +67,32 @@ def test_a_pir_read_answered_after_stop_is_no_trigger(tmp_path: Path) -> None:
         stuck.release("")
     assert rec.pir == []
     assert old.status()["pir"]["triggers"] == 0
+
+
+def test_a_new_watch_takes_a_pir_already_high_as_someone_already_there(tmp_path: Path) -> None:
+    tree = Tree(tmp_path / "sys")
+    path = tree.gpio(0)
+    rec = Recorder()
+    settings = SensorSettings(light="none", pir=path, pir_hold_s=5.0)
+    old = SensorWatch(tree.fs, settings, rec.on_lighting, rec.on_pir)
+    old.poll(0.0, 100.0)
+    tree.gpio(1)  # someone walks in
+    old.poll(1.0, 101.0)
+    assert rec.pir == [101.0]
+    # A reload (say, light_suppress_s edited) replaces the watch while they are still there.
+    new = SensorWatch(tree.fs, SensorSettings(light="none", pir=path, pir_hold_s=5.0,
+                                              light_suppress_s=5.0),
+                      rec.on_lighting, rec.on_pir)
+    new.poll(2.0, 102.0)
+    new.poll(3.0, 103.0)
+    assert rec.pir == [101.0]
+    pir = new.status(now=3.0)["pir"]
+    assert pir["active"] and pir["holding"]
+    tree.gpio(0)  # they leave; the next one to come is a trigger
+    new.poll(4.0, 104.0)
+    assert new.status(now=7.9)["pir"]["holding"]  # held hold_s after last seen high (3.0)
+    assert not new.status(now=8.0)["pir"]["holding"]
+    tree.gpio(1)
+    new.poll(10.0, 110.0)
+    assert rec.pir == [101.0, 110.0]
 

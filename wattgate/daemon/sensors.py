@@ -118,6 +118,7 @@ class SensorWatch:
         self._last_change: Optional[float] = None  # wall time
         self._suppress_until: Optional[float] = None  # monotonic
         self._pir_error: Optional[str] = None
+        self._pir_read = False  # the PIR has been read once (PirTrigger.first)
         self._light_error: Optional[str] = None
         self._light_since: Optional[float] = None  # monotonic start of a read under way
         self._next_light = 0.0
@@ -253,6 +254,10 @@ class SensorWatch:
         self._pir_error = None
         active = (value > 0) != self.settings.pir_active_low
         with self._lock:
+            if not self._pir_read:  # high already: someone there before this watch began
+                self._pir_read = True
+                self.pir.first(active, now)
+                return
             rising = self.pir.update(active, now)
         if rising:
             log.debug("PIR trigger")

@@ -89,6 +89,15 @@ class PirTrigger:
         self._active = False
         self._seen: Optional[float] = None  # the last time the output was high
 
+    def first(self, active: bool, now: float) -> None:
+        """The sensor's output as first read at `now`. High is someone already there, not
+        someone arriving: the daemon restarted its sensor watch (a reload) while the output
+        was high, or started with someone in view. It holds as usual, but is no trigger:
+        the next one is the next rising edge."""
+        self._active = active
+        if active:
+            self._seen = now
+
     def update(self, active: bool, now: float) -> bool:
         """The sensor's output at `now`; True when this is a new trigger (a rising edge)."""
         rising = active and not self._active
