@@ -1466,5 +1466,7 @@ class PowerController:
             joules = self.joules()
             if joules:
                 message["joules"] = joules
+            if self.lux is not None:  # the light sensor sensors.light names, when it reads
+                message["lux"] = round(self.lux, 2)
             return message
 
