@@ -14,7 +14,10 @@ implements the Source protocol, so the pipeline reads from it as from any source
   recording a power cut left unfinished);
 * follows udev (a pyudev monitor thread on video4linux): a removed camera is lost at once;
   when a device with the same identity comes back it is reopened without waiting for the
-  backoff (within 2 s), possibly under another node name;
+  backoff (within 2 s), possibly under another node name. A camera that appears while
+  another is open, and that the identity means before it (the twin on the first port is
+  back after the daemon fell back to the other), is switched to at once, with a warning
+  and no loss reported; opening another camera than before is always warned of;
 * calls `on_lost(reason)` when frames stop coming and `on_back()` when they come again,
   from the reading thread, once per transition.
 
@@ -205,6 +208,20 @@ def _no_longer(path: str, mark: FileMark) -> str:
     return "rewritten in place" if rewritten(path, mark) else ""
 
 
+def _camera_at(device: v4l2.V4l2Device) -> tuple[str, str]:
+    """Which physical camera a node is: its port and serial. A camera replugged on its port
+    has another node name and sysfs path, but the same port (ID_PATH; without udev's record,
+    the USB interface the node hangs under)."""
+    port = device.properties.get("ID_PATH") or os.path.dirname(os.path.dirname(device.sys_path))
+    return port, device.properties.get("ID_SERIAL", "")
+
+
+def _where(device: v4l2.V4l2Device) -> str:
+    """A node for the log: what it is and which port it is on."""
+    port = device.properties.get("ID_PATH")
+    return device.describe() + (f" on {port}" if port else "")
+
+
 def _close(source: Source) -> None:
     try:
         source.close()
@@ -288,13 +305,16 @@ class SupervisedSource:
         self._announced_lost = False
         self._stopped = False
         self._wake = False  # udev says the camera is there: try now
+        self._arrived = False  # udev says a matching camera came while one is open
         self._removed = False  # udev says the open camera is gone
         self._retry_at = 0.0  # monotonic time of the next open attempt
         self._retry_delay = 0.0  # the wait before that attempt
         self._inner: Optional[Source] = None
         self._attempted = threading.Event()  # the first open attempt has finished
         self._worker: Optional[_Worker] = None
-        self._device: Optional[v4l2.V4l2Device] = None
+        self._device: Optional[v4l2.V4l2Device] = None  # the camera located last
+        self._opened_device: Optional[v4l2.V4l2Device] = None  # the camera opened last
+        self._switching = ""  # why the open camera is being left for another, for the log
         self._twins: tuple[str, ...] = ()  # the cameras an ambiguous identity was warned of
         self._noted_no_udev = ""  # the camera picked without udev that was warned of
         self._target = ""
@@ -488,6 +508,7 @@ class SupervisedSource:
             if self._stopped:
                 return
         target, why = self._locate()
+        device = self._device if self.kind == "v4l2" else None
         if target is None:
             poll = self.settings.poll_udev_s if self._udev else self.settings.poll_s
             self._unavailable(why, poll, failure=False)
@@ -519,6 +540,19 @@ class SupervisedSource:
             return
         log.log(logging.INFO if self._opens == 1 else logging.DEBUG, "camera open: %s",
                 inner.description)
+        self._note_other_camera(device)
+
+    def _note_other_camera(self, device: Optional[v4l2.V4l2Device]) -> None:
+        """Warn when the camera just opened is another one than the camera opened before
+        (another port or serial, not the same camera back under a new node name): twins
+        that share a serial, or `auto` with two cameras, would otherwise have the daemon
+        gate and infer on another scene with nothing in the log to say so."""
+        previous, self._opened_device = self._opened_device, device
+        why, self._switching = self._switching, ""
+        if previous is None or device is None or _camera_at(previous) == _camera_at(device):
+            return
+        log.warning("camera.source %s: opened %s instead of %s, which was open before%s",
+                    self.spec, _where(device), _where(previous), why)
 
     def _resume_from(self, target: str) -> int:
         """The frame to open `target` at: where a file cut short stopped, unless the file
@@ -560,6 +594,8 @@ class SupervisedSource:
     def _read_inner(self) -> Optional[Frame]:
         inner, worker = self._inner, self._worker
         if inner is None or worker is None:  # stop() dropped them since read() looked
+            return None
+        if self._arrived and self._switch_to_preferred():
             return None
         call = worker.submit(inner.read)
         stall = self._stall_s()
@@ -636,6 +672,28 @@ class SupervisedSource:
             self._lost("camera removed")
             return
         self._lost(reason)
+
+    def _switch_to_preferred(self) -> bool:
+        """After udev said a matching camera came while one is open: if the identity now
+        means that camera, and not the open one (the twin on the first port is back after
+        the daemon fell back to the other), close the open one to open it at once, with no
+        loss reported. Else the daemon would stay on whichever camera was there at the
+        last loss, whatever the port, for good. A camera that is gone meanwhile is a loss,
+        handled by the read."""
+        with self._cond:
+            self._arrived = False
+            current, removed = self._opened_device, self._removed
+        if current is None or removed or self.identity is None:
+            return False
+        found = v4l2.candidates(self.identity, v4l2.list_devices(self._context))
+        present = [d.sys_path for d in found]
+        if not found or current.sys_path not in present or found[0].sys_path == current.sys_path:
+            return False
+        self._switching = f"; it appeared and comes first for {self.identity.describe()}"
+        self._drop_inner()
+        with self._cond:
+            self._retry_at = 0.0
+        return True
 
     def _play_from_start(self, level: int, why: str) -> None:
         """Open the file again at once, from its first frame, with no loss reported: a new
@@ -735,8 +793,9 @@ class SupervisedSource:
         drops off the bus and comes back while the reader is busy with a frame has its
         remove and its add handled before the reader notices the loss (and udevd may even
         send the new node's add before the old node's remove). The reopen after that loss
-        then happens at once instead of after the backoff. A "change" of the open camera
-        is no arrival."""
+        then happens at once instead of after the backoff, and the reader looks whether
+        the camera that came is the one the identity means first (`_switch_to_preferred`).
+        A "change" of the open camera is no arrival."""
         with self._cond:
             current = self._device
             is_open = self._inner is not None
@@ -751,4 +810,5 @@ class SupervisedSource:
             ):
                 self._backoff.reset()
                 self._wake = True
+                self._arrived = is_open
                 self._cond.notify_all()
