@@ -130,6 +130,12 @@ def video_footage(video: Path, labels: Path) -> Footage:
         capture.release()
     if length == 0:
         raise SimulateError(f"video {video} has no frames")
+    # An event that starts past the end (labels of another video, or in milliseconds) is
+    # missed by every strategy alike: each was reported with recall 0 and nothing said.
+    for index, (first, _last) in enumerate(events):
+        if first >= length:
+            raise SimulateError(f"labels {labels}: events[{index}]: frame {first} beyond the "
+                                f"video's {length} frames (numbered from 0)")
 
     def frames() -> Iterator[Image]:
         cap = cv2.VideoCapture(str(video))

@@ -1,0 +1,50 @@
+"""`wattgate simulate` on input that does not fit, and stopped midway: real videos, real
+processes, a private TMPDIR to see what is left behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wattgate.simulate import SimulateError, video_footage
+
+
+def write_video(path: Path, frames: int) -> Path:
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_an_event_past_the_end_of_the_video_is_refused(tmp_path: Path) -> None:
+    """Labels of another video, or in milliseconds: no strategy can catch such an event, and
+    every one was reported with recall 0, always_on included, with exit 0."""
+    video = write_video(tmp_path / "short.avi", 30)
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"fps": 15, "events": [[10, 12], [500, 600]]}')
+    with pytest.raises(SimulateError, match=r"events\[1\]: frame 500 .*30 frames"):
+        video_footage(video, labels)
+    res = subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", "simulate", "--board", "rk3588", "--video",
+         str(video), "--labels", str(labels), "--model-ms", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert str(labels) in res.stderr and "events[1]" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_an_event_running_past_the_end_is_kept(tmp_path: Path) -> None:
+    """A recording that stops mid-event: the event's start is in it, so it can be caught."""
+    video = write_video(tmp_path / "short.avi", 30)
+    labels = tmp_path / "labels.json"
+    labels.write_text('{"fps": 15, "events": [[29, 40]]}')
+    assert video_footage(video, labels).events == ((29, 40),)
