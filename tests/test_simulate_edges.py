@@ -3,8 +3,11 @@ processes, a private TMPDIR to see what is left behind."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,29 @@ def test_an_event_running_past_the_end_is_kept(tmp_path: Path) -> None:
     labels = tmp_path / "labels.json"
     labels.write_text('{"fps": 15, "events": [[29, 40]]}')
     assert video_footage(video, labels).events == ((29, 40),)
+
+
+def test_simulate_stopped_by_sigterm_removes_its_temporary_directory(tmp_path: Path) -> None:
+    """`timeout 60 wattgate simulate` and systemd stop with SIGTERM; SIGINT already cleaned up."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wattgate.cli", "simulate", "--board", "rk3588", "--scene",
+         "office", "--model-ms", "1"],
+        env={**os.environ, "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any(tmp.glob("wattgate-sim-*/policy")):  # the first run has begun
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    assert list(tmp.iterdir()) == []

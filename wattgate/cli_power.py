@@ -12,9 +12,11 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any, Optional
 
 from wattgate.config import ConfigError, config_path, load_config, report_config_error
@@ -94,7 +96,30 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(Exception):
+    """SIGTERM arrived during `simulate`: unwound as an exception so its temporary
+    directory (the fake board and journal, about 124 KiB) is removed on the way out."""
+
+
+def _terminate(signum: int, frame: Optional[FrameType]) -> None:
+    # one unwinding only: a second SIGTERM must not cut the clean-up short
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Terminated()
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
+    """Its SIGTERM (`timeout`, systemd) is a clean exit 143, as its SIGINT is 130: the
+    default action ended the process at once and left a /tmp/wattgate-sim-* behind."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _simulate(args)
+    except _Terminated:
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _simulate(args: argparse.Namespace) -> int:
     from wattgate.simulate import (
         NoModel,
         SimulateError,
