@@ -5,13 +5,14 @@ Read outside the controller's lock, since sysfs reads can block in a driver; the
 plain data. The meter and CPU counters are differences between two ticks, so the reader
 keeps the previous sample.
 
-Each source (a thermal zone, a supply, a meter, an IIO device, a clock) is read on a small
-pool of daemon threads, since a sysfs read runs in a driver and can block: an ACPI battery
-waits on the embedded controller, an IIO light sensor runs a one-shot conversion, an I2C
-bus hangs. Read on the caller, such a read stalled the daemon's event loop and every other
-reading with it. A source whose read takes longer than SLOW_S (or outlasts WAIT_S) is read
-in the background from then on: it gives its newest answer a tick late, no reading while
-it has none, and is waited for again once it reads quickly.
+Each source (a thermal zone, a supply, a meter, an IIO device, a clock) is read on daemon
+threads, one more whenever every one is in a read (`_Workers`), since a sysfs read runs in
+a driver and can block: an ACPI battery waits on the embedded controller, an IIO light
+sensor runs a one-shot conversion, an I2C bus hangs. Read on the caller, such a read
+stalled the daemon's event loop and every other reading with it. A source whose read
+takes longer than SLOW_S (or outlasts WAIT_S) is read in the background from then on: it
+gives its newest answer a tick late, no reading while it has none, and is waited for again
+once it reads quickly.
 
 A battery that was seen and cannot be read now (its node gone, an attribute failing) is
 shown as such: ``battery`` keeps its name with an ``error``, logged once when it starts and
@@ -20,11 +21,12 @@ once when it ends, and its readings are None (unknown) for the rules to hold on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
@@ -57,15 +59,91 @@ log = logging.getLogger("wattgate.power")
 INPUT_RAILS = ("VDD_IN", "VIN", "IN")  # a meter rail that measures the whole board
 WAIT_S = 1.0  # the longest a tick waits for a source
 SLOW_S = 0.5  # a source whose read took longer is read in the background from then on
-WORKERS = 4  # reads at once; a read that never returns keeps one
+WORKERS = 4  # read threads kept; more start while every one is in a read
+READ_IDLE_S = 10.0  # a read thread beyond WORKERS with nothing to do this long ends
 STOP_WAIT_S = 0.2  # at exit, the longest wait for a read in progress to come back
 
 
-_Jobs = queue.SimpleQueue[Optional[tuple[Future[Any], Callable[[], Any]]]]
+_Job = tuple[Future[Any], Callable[[], Any]]
+
+
+class _Pool:
+    """One generation of read threads: ``_Workers.stop`` closes it and starts the next."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.cond = threading.Condition(threading.Lock())
+        self.jobs: deque[_Job] = deque()
+        self.threads = 0
+        self.busy = 0  # threads in a read
+        self.alive: set[threading.Thread] = set()
+        self.closed = False
+
+    def submit(self, future: Future[Any], job: Callable[[], Any]) -> None:
+        with self.cond:
+            while self.threads < self.keep:
+                self._start()
+            if len(self.jobs) + 1 > self.threads - self.busy:
+                # at a task limit (systemd's TasksMax) it waits for a thread to come free
+                with contextlib.suppress(RuntimeError):
+                    self._start()
+            self.jobs.append((future, job))
+            self.cond.notify()
+
+    def _start(self) -> None:
+        """Counted once started: a thread that cannot start leaves nothing counted."""
+        thread = threading.Thread(target=self._run, name="wattgate-read", daemon=True)
+        thread.start()
+        self.threads += 1
+        self.alive.add(thread)
+
+    def close(self) -> list[threading.Thread]:
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+            return list(self.alive)
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    self.cond.wait_for(lambda: bool(self.jobs) or self.closed, READ_IDLE_S)
+                    if not self.jobs:
+                        if self.closed or self.threads > self.keep:
+                            self.threads -= 1
+                            return
+                        continue
+                    future, job = self.jobs.popleft()
+                    self.busy += 1
+                try:
+                    if not future.set_running_or_notify_cancel():
+                        continue
+                    value: Any = None
+                    error: Optional[BaseException] = None
+                    try:
+                        value = job()
+                    except BaseException as exc:
+                        error = exc
+                finally:
+                    with self.cond:  # free before the answer is out: it may bring a read
+                        self.busy -= 1
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
+        finally:
+            with self.cond:
+                self.alive.discard(threading.current_thread())
 
 
 class _Workers:
-    """A few daemon threads that run reads, started on first use and shared by every reader.
+    """Daemon threads that run reads, shared by every reader: ``count`` of them started on
+    first use, and one more whenever a read is submitted while every thread is in a read.
+    A read that never returns (a hung embedded controller or I2C bus) keeps its thread, and
+    with a fixed pool a few of them left every other source, thermal zones included,
+    queued behind them for good. The growth is bounded, since `Sources` reads a source
+    again only once its read has returned; a thread beyond ``count`` with nothing to do
+    for READ_IDLE_S ends.
 
     Not a ThreadPoolExecutor: its threads are joined at interpreter exit, and one blocked
     in a read that never returns would keep the daemon from exiting."""
@@ -78,19 +156,13 @@ class _Workers:
     def _start_afresh(self) -> None:
         """No threads yet. Also a forked child's state: fork() copies the parent's thread
         list and queued jobs but none of the threads, so its reads would wait for ever."""
-        self._jobs: _Jobs = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self._pool = _Pool(self.count)
         self._lock = threading.Lock()
 
     def submit(self, job: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
         with self._lock:
-            while len(self._threads) < self.count:
-                thread = threading.Thread(target=self._run, args=(self._jobs,),
-                                          name="wattgate-read", daemon=True)
-                self._threads.append(thread)
-                thread.start()
-            future: Future[Any] = Future()
-            self._jobs.put((future, job))
+            self._pool.submit(future, job)
         return future
 
     def stop(self, wait_s: float) -> None:
@@ -99,25 +171,8 @@ class _Workers:
         that the threads left (`handoff.end_process` names them) are the reads that hang,
         not the idle ones. Reads submitted later start new threads."""
         with self._lock:
-            jobs, threads = self._jobs, self._threads
-            self._jobs, self._threads = queue.SimpleQueue(), []
-        for _ in threads:
-            jobs.put(None)
-        join_within(threads, wait_s)
-
-    @staticmethod
-    def _run(jobs: _Jobs) -> None:
-        while True:
-            item = jobs.get()
-            if item is None:  # stop(): this queue takes no more work
-                return
-            future, job = item
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(job())
-            except BaseException as exc:
-                future.set_exception(exc)
+            pool, self._pool = self._pool, _Pool(self.count)
+        join_within(pool.close(), wait_s)
 
 
 _WORKERS = _Workers(WORKERS)
