@@ -157,3 +157,41 @@ def test_clients_that_left_while_the_model_loaded_do_not_hold_their_slots(
     half.close()
     late.close()
     assert daemon.stop() == 0
+
+
+def test_a_client_still_flushing_its_answers_keeps_its_place(
+    start_daemon: StartDaemon,
+) -> None:
+    """A client that closed its sending side with answers it has not read keeps its
+    connection (and what is queued for it) until they are read or CLOSE_GRACE_S is out.
+    Its place among daemon.max_clients was freed at once, so one client that asked for
+    large answers and hung up, again and again, made the daemon hold any number of such
+    connections: max_clients bounded neither its fds nor its memory."""
+    daemon = start_daemon(daemon={"max_clients": 2}, camera={"source": "synthetic:empty"})
+    daemon.connect().close()  # ready
+    labels = json.dumps([f"l{i:06d}" for i in range(5000)])  # each answer repeats them
+    asking = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    asking.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    asking.connect(str(daemon.socket))
+    request = f'{{"cmd":"subscribe","topics":["events"],"labels":{labels}}}\n'.encode()
+    asking.sendall(request * 8)  # ~450 KB of answers, more than the socket holds
+    asking.shutdown(socket.SHUT_WR)
+    time.sleep(1.0)  # answered by now, and the daemon has read the end of its stream
+    other = RawClient(str(daemon.socket))
+    assert other.read()["class"] == "hello"
+    third = RawClient(str(daemon.socket))
+    assert third.read() == {"class": "error", "code": "busy",
+                            "message": "too many clients; try again later"}
+    third.close()
+    asking.close()  # its answers are dropped with it, and its place is free again
+    deadline = time.monotonic() + 10
+    while True:
+        later = RawClient(str(daemon.socket))
+        if later.read()["class"] == "hello":
+            break
+        later.close()
+        assert time.monotonic() < deadline, "the place was not freed"
+        time.sleep(0.1)
+    later.close()
+    other.close()
+    assert daemon.stop() == 0

@@ -360,6 +360,9 @@ class Server:
         # connections made before the daemon was ready, waiting for their hello unread
         self._waiting: dict[ClientSession, asyncio.Task[Any]] = {}
         self._refusing = 0  # clients told busy, read until they close
+        # Clients gone from the hub whose answers are still being written (CLOSE_GRACE_S
+        # at most): they keep their places, see _places_taken.
+        self._flushing: set[ClientSession] = set()
         self._closing = False
         self._ready = asyncio.Event()
         self._failures: set[tuple[str, str]] = set()  # (cmd, error) already logged in full
@@ -411,10 +414,10 @@ class Server:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         creds = peer_creds(writer.get_extra_info("socket"))
         session = ClientSession(writer, self.cfg.client_queue, str(creds or "?"), creds)
-        if len(self.hub.sessions) >= self.cfg.max_clients:
+        if self._places_taken() >= self.cfg.max_clients:
             self._forget_departed()
         task = asyncio.current_task()
-        if len(self.hub.sessions) >= self.cfg.max_clients:
+        if self._places_taken() >= self.cfg.max_clients:
             if task is not None:
                 self._connections.add(task)
             try:
@@ -443,6 +446,21 @@ class Server:
             self._connections.discard(task)
             self.hub.remove(session)
             session.close()
+            self._hold_place_while_flushing(session)
+
+    def _places_taken(self) -> int:
+        """Connections that count against daemon.max_clients: the hub's, and those still
+        writing what was queued for a client that hung up. Freed at the hang-up, a client
+        that asked for large answers and closed its sending side, again and again, made
+        the daemon hold any number of connections and their unsent answers."""
+        return len(self.hub.sessions) + len(self._flushing)
+
+    def _hold_place_while_flushing(self, session: ClientSession) -> None:
+        task = session.task
+        if task is None or task.done():
+            return
+        self._flushing.add(session)
+        task.add_done_callback(lambda _: self._flushing.discard(session))
 
     async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """busy instead of the hello, then the end of the stream; what the client sends
