@@ -5,6 +5,9 @@ through two callbacks, called on this thread:
 
 * `on_lighting(verdict)` on a lighting change: the daemon recalibrates the gate and ignores
   motion until `verdict.suppress_until`;
+* `on_lighting_extended(verdict)` on a further step of that change (a lamp settling over
+  two polls; `verdict.extends`): the daemon recalibrates again and ignores motion until
+  the new `verdict.suppress_until`, but reports no new change;
 * `on_pir(ts)` on a PIR trigger: the daemon wakes the pipeline.
 
 Readings are for `status` and `power` messages (`status()`, `readings()`). A day/night
@@ -103,10 +106,12 @@ class SensorWatch:
         settings: SensorSettings,
         on_lighting: Optional[Callable[[LightVerdict], None]] = None,
         on_pir: Optional[Callable[[float], None]] = None,
+        on_lighting_extended: Optional[Callable[[LightVerdict], None]] = None,
     ) -> None:
         self.fs = fs
         self.settings = settings
         self.on_lighting = on_lighting
+        self.on_lighting_extended = on_lighting_extended
         self.on_pir = on_pir
         self.light_sensor, self.light_reason = find_light_sensor(fs, settings.light)
         self.pir_attribute = attribute_of(settings.pir) if settings.pir else None
@@ -241,6 +246,10 @@ class SensorWatch:
             log.info("lighting change: %.1f -> %.1f lx", verdict.before or 0.0, sensor.lux)
             if self.on_lighting is not None:
                 self.on_lighting(verdict)
+        elif verdict.extends:
+            log.info("lighting change goes on: -> %.1f lx", sensor.lux)
+            if self.on_lighting_extended is not None:
+                self.on_lighting_extended(verdict)
 
     def _poll_pir(self, attribute: str, now: float, ts: float) -> None:
         value = self.fs.read_int_opt(attribute)

@@ -10,6 +10,12 @@ recalibrate the gate's background and to ignore motion for `suppress_s`. Slow ch
 (sunrise, clouds) are no jump: the gate's exposure fit follows them. The floor of
 `min_delta_lux` keeps a dark room's sensor noise (0.5 -> 2 lx is x4) from counting.
 
+A change is reported once, however many readings it spans: a lamp that settles over two
+polls (5 -> 150 -> 600 lx) jumps twice. A jump the same way within `window_s` of a change's
+last step is a further step of it (`extends`): no new change, but the gate is recalibrated
+again and motion ignored for `suppress_s` from that step, since the light is still moving.
+A jump the other way (a light switched off again) is a change of its own.
+
 PIR: a passive infrared sensor's rising edge is a trigger that wakes the pipeline; the
 trigger holds for `hold_s` so the pipeline stays awake while someone is around.
 """
@@ -41,6 +47,7 @@ class LightVerdict:
     change: bool  # a lighting change: recalibrate the gate's background
     suppress_until: Optional[float]  # monotonic time until which motion is no event
     before: Optional[float] = None  # the level the change started from
+    extends: bool = False  # a further step of the change before: recalibrate, no new report
 
 
 class LightingPolicy:
@@ -50,6 +57,9 @@ class LightingPolicy:
         self.settings = settings or LightingSettings()
         self._recent: deque[tuple[float, float]] = deque()
         self._suppress_until: Optional[float] = None
+        # The last change: when its latest step was, the level it started from, and whether
+        # it was the light going up.
+        self._change: Optional[tuple[float, float, bool]] = None
 
     def update(self, lux: float, now: float) -> LightVerdict:
         s = self.settings
@@ -69,14 +79,22 @@ class LightingPolicy:
             ):
                 jump_from = before
                 break
+        started_at, extends = jump_from, False  # the level the change started from
         if jump_from is not None:
-            recent.clear()  # one change is reported once, however many readings it spans
+            rising, started = lux > jump_from, jump_from
+            last = self._change
+            if last is not None and now - last[0] <= s.window_s and last[2] == rising:
+                started, extends = last[1], True  # the light still settling: the same change
+            started_at = started
+            self._change = (now, started, rising)
+            recent.clear()  # a later step is measured from here
             self._suppress_until = now + s.suppress_s
         recent.append((now, lux))
         suppress = self._suppress_until
         if suppress is not None and now >= suppress:
             suppress = self._suppress_until = None
-        return LightVerdict(lux, jump_from is not None, suppress, jump_from)
+        return LightVerdict(lux, jump_from is not None and not extends, suppress, started_at,
+                            extends)
 
 
 class PirTrigger:
