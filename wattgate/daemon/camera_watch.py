@@ -317,6 +317,7 @@ class SupervisedSource:
         self._switching = ""  # why the open camera is being left for another, for the log
         self._twins: tuple[str, ...] = ()  # the cameras an ambiguous identity was warned of
         self._noted_no_udev = ""  # the camera picked without udev that was warned of
+        self._noted_no_capture = ""  # the node that captures no video that was warned of
         self._target = ""
         self._resume_at = 0  # frame of a cut-short file to reopen at
         self._cut_mark: Optional[FileMark] = None  # that file as the source cut short had it
@@ -459,7 +460,12 @@ class SupervisedSource:
             path = self.identity.path
             if not os.path.exists(path):
                 return None, f"no such device: {path}"
-            self._device = v4l2.resolve(self.identity, v4l2.list_devices(self._context))
+            devices = v4l2.list_devices(self._context)
+            self._device = v4l2.resolve(self.identity, devices)
+            if self._device is not None:
+                why = self._no_capture(self._device, devices)
+                if why:
+                    return None, why
             return path, ""
         devices = v4l2.list_devices(self._context)
         found = v4l2.candidates(self.identity, devices)
@@ -473,6 +479,29 @@ class SupervisedSource:
         self._warn_no_udev(found[0])
         self._device = found[0]
         return found[0].devnode, ""
+
+    def _no_capture(self, device: v4l2.V4l2Device, devices: list[v4l2.V4l2Device]) -> str:
+        """Why the node `camera.source` names cannot give pictures ("" if it can, or may):
+        it captures no video, as udev or the kernel says. A UVC camera's second node
+        (/dev/video1, its by-id ...-video-index1 link) is its metadata node, a common
+        mistake; it could only ever be "cannot be opened", retried for ever. The reason
+        names the camera's capture node when there is one, and is warned of once."""
+        basis = v4l2.no_capture_basis(device)
+        if basis is None:
+            return ""
+        why = (f"{device.describe()} is not a capture node ({basis}); a UVC camera's "
+               "second node carries metadata, not pictures")
+        sibling = v4l2.capture_sibling(device, devices)
+        if sibling is not None:
+            by_id = [link for link in sibling.links if "/by-id/" in link]
+            why += (f"; use {sibling.devnode}" + (f" or {by_id[0]}" if by_id else "")
+                    + ", the capture node of the same camera")
+        with self._cond:
+            warned, self._noted_no_capture = self._noted_no_capture, device.devnode
+            announced = self._announced_lost  # else the loss's own warning says it
+        if announced and warned != device.devnode:
+            log.warning("camera.source %s: %s", self.spec, why)
+        return why
 
     def _warn_no_udev(self, device: v4l2.V4l2Device) -> None:
         """Say once per camera picked that udev had no record of it, and why it was taken:

@@ -243,6 +243,26 @@ def resolve(identity: Identity, devices: Iterable[V4l2Device]) -> Optional[V4l2D
     return found[0] if found else None
 
 
+def capture_sibling(device: V4l2Device, devices: Iterable[V4l2Device]) -> Optional[V4l2Device]:
+    """The capture node of the same camera as `device` (a UVC camera's metadata node and
+    its capture node hang under one USB interface in sysfs: .../video4linux/videoN), or
+    None when there is none."""
+    parent = os.path.dirname(device.sys_path)
+    return next((d for d in devices if d.capture and d.sys_path != device.sys_path
+                 and os.path.dirname(d.sys_path) == parent), None)
+
+
+def no_capture_basis(device: V4l2Device) -> Optional[str]:
+    """Why `device` is known not to capture video, for the log ("udev's
+    ID_V4L_CAPABILITIES is ':'", or VIDIOC_QUERYCAP's device_caps), or None when it
+    captures or nothing reliable says it does not (a node only guessed at by its index)."""
+    if device.capture or not device.capabilities:
+        return None
+    if "ID_V4L_CAPABILITIES" in device.properties:
+        return f"udev's ID_V4L_CAPABILITIES is {device.capabilities!r}"
+    return device.kernel.basis() if device.kernel is not None else None
+
+
 def from_udev(device: Any, sysfs: Optional[Sysfs] = None, dev_root: str = DEV_ROOT) -> V4l2Device:
     """A V4l2Device from a pyudev.Device (from a listing or a monitor event).
 
