@@ -17,7 +17,7 @@ import pytest
 from tests.fixtures.boards import materialize
 from tests.test_slow_sensors import Stuck
 from wattgate.daemon.power_inputs import InputReader
-from wattgate.drivers.sysfs import Sysfs
+from wattgate.drivers.sysfs import OsIO, Sysfs
 
 MTL_PKG = "class/thermal/thermal_zone3/temp"  # intel-mtl: x86_pkg_temp, 52 °C
 # intel-mtl's sources behind the ACPI embedded controller, which can stop answering
@@ -63,3 +63,39 @@ def test_four_reads_that_hang_hold_up_no_other_source(tmp_path: Path,
     (root / MTL_PKG).write_text("99000\n")  # the CPU overheats
     read_until(reader, "x86_pkg_temp at 99 °C",
                lambda inputs: inputs.temps.get("x86_pkg_temp") == 99.0)
+
+
+class SlowZone(OsIO):
+    """Reads of one attribute take `seconds`, as a sensor's one-shot conversion does (a
+    delay a plain file cannot have, so it is added here); `finished` counts them."""
+
+    def __init__(self, path: Path, seconds: float) -> None:
+        self.path, self.seconds = str(path), seconds
+        self.finished = 0
+
+    def read_text(self, path: Path) -> str:
+        text = super().read_text(path)
+        if str(path) == self.path:
+            time.sleep(self.seconds)
+            self.finished += 1
+        return text
+
+
+def test_the_tick_does_not_wait_for_a_read_known_to_be_slow(tmp_path: Path) -> None:
+    """The tick runs on the daemon's event loop. A zone that took 0.4 s a read (an ACPI
+    battery takes as long) was waited for on every tick, the loop stopped meanwhile. Known
+    to be slow, it is read in the background: its answer comes a tick late, and while its
+    next read runs the one before stands in, marked stale."""
+    root = materialize("intel-mtl", tmp_path / "sys")
+    io = SlowZone(root / "class/thermal/thermal_zone2/temp", 0.4)  # TCPU, 51.05 °C
+    reader = InputReader(Sysfs(root, io), {})
+    reader.read(0.0)
+    deadline = time.monotonic() + 30.0
+    while io.finished < 1:
+        assert time.monotonic() < deadline, "the zone was never read"
+        time.sleep(0.01)
+    inputs = reader.read(1.0)
+    assert io.finished == 1, "the tick waited for the slow zone's next read"
+    assert inputs.temps["TCPU"] == 51.05 and "zone:thermal_zone2" not in inputs.stale
+    inputs = reader.read(2.0)  # its read of tick 1 still runs: tick 1's answer stands in
+    assert inputs.temps["TCPU"] == 51.05 and inputs.stale == {"zone:thermal_zone2"}

@@ -9,10 +9,12 @@ Each source (a thermal zone, a supply, a meter, an IIO device, a clock) is read 
 threads, one more whenever every one is in a read (`_Workers`), since a sysfs read runs in
 a driver and can block: an ACPI battery waits on the embedded controller, an IIO light
 sensor runs a one-shot conversion, an I2C bus hangs. Read on the caller, such a read
-stalled the daemon's event loop and every other reading with it. A source whose read
+stalled the daemon's event loop and every other reading with it. The caller (the event
+loop's tick) waits at most WAIT_S, for the sources that read at once; a source whose read
 takes longer than SLOW_S (or outlasts WAIT_S) is read in the background from then on: it
-gives its newest answer a tick late, no reading while it has none, and is waited for again
-once it reads quickly.
+gives its newest answer a tick late, and is waited for again once it reads quickly. While
+its next read is still running, the answer before stands in for one tick, marked stale
+(``Inputs.stale``); after that it has no reading until it answers.
 
 A battery that was seen and cannot be read now (its node gone, an attribute failing) is
 shown as such: ``battery`` keeps its name with an ``error``, logged once when it starts and
@@ -57,8 +59,10 @@ from wattgate.policies.rules import Readings
 log = logging.getLogger("wattgate.power")
 
 INPUT_RAILS = ("VDD_IN", "VIN", "IN")  # a meter rail that measures the whole board
-WAIT_S = 1.0  # the longest a tick waits for a source
-SLOW_S = 0.5  # a source whose read took longer is read in the background from then on
+# The caller is the daemon's event loop: it waits for the sources that read at once (a
+# plain attribute answers in microseconds) and never long for any.
+WAIT_S = 0.25  # the longest a tick waits for a source
+SLOW_S = 0.05  # a source whose read took longer is read in the background from then on
 WORKERS = 4  # read threads kept; more start while every one is in a read
 READ_IDLE_S = 10.0  # a read thread beyond WORKERS with nothing to do this long ends
 STOP_WAIT_S = 0.2  # at exit, the longest wait for a read in progress to come back
@@ -197,21 +201,29 @@ class Sources:
     def __init__(self) -> None:
         self._running: dict[str, Future[tuple[float, Any]]] = {}  # read in the background
         self._slow: set[str] = set()
+        self._fresh: dict[str, Any] = {}  # the answers the last call took, none stale
         self._lock = threading.Lock()  # a reload's read may come while the loop ticks
 
     def gather(self, jobs: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, Any], set[str]]:
-        """Each source's answer, and the sources that have none this time (still reading).
-        A source still reading from an earlier call is not read again until it answers."""
+        """Each source's answer, and the sources that have no new one this time (still
+        reading). A source still reading from an earlier call is not read again until it
+        answers; meanwhile a source read in the background gives the answer the last call
+        took, once: stale (both answered and still reading), which bridges a read that
+        takes longer than a tick, while one that hangs soon has no reading."""
         with self._lock:
             return self._gather(jobs)
 
     def _gather(self, jobs: Mapping[str, Callable[[], Any]]) -> tuple[dict[str, Any], set[str]]:
         results: dict[str, Any] = {}
+        stale: set[str] = set()
         waited: dict[str, Future[tuple[float, Any]]] = {}
         for key, job in jobs.items():
             running = self._running.get(key)
             if running is not None:
                 if not running.done():
+                    if key in self._fresh:
+                        results[key] = self._fresh[key]
+                        stale.add(key)
                     continue
                 del self._running[key]
                 self._take(key, running, results)  # its answer, a tick late
@@ -229,7 +241,8 @@ class Sources:
                 self._slow.add(key)
         for key in [k for k in self._running if k not in jobs and self._running[k].done()]:
             del self._running[key]  # a source gone from sysfs
-        return results, set(self._running) - set(results)
+        self._fresh = {k: v for k, v in results.items() if k not in stale}
+        return results, set(self._running) - set(results) | stale
 
     def _take(self, key: str, future: Future[tuple[float, Any]], results: dict[str, Any]) -> None:
         seconds, results[key] = future.result()
@@ -254,6 +267,8 @@ class Inputs:
     # by accelerator ("npu", "gpu"): its devfreq cur_freq, and its power/runtime_status
     device_hz: dict[str, Optional[int]] = field(default_factory=dict)
     runtime_status: dict[str, Optional[str]] = field(default_factory=dict)
+    # the sources (``zone:thermal_zone2``) whose answer is the tick before's, read again now
+    stale: set[str] = field(default_factory=set)
 
 
 def _read_iio(fs: Sysfs, name: str) -> tuple[Optional[iio.IioSensor], Optional[Meter]]:
@@ -314,7 +329,7 @@ class InputReader:
             """The answers of one kind of source, in name order, leaving out None."""
             return [got[k] for k in jobs if k.startswith(kind) and got.get(k) is not None]
 
-        inputs = Inputs()
+        inputs = Inputs(stale=set(got) & waiting)
         for zone in each("zone:"):
             if zone.celsius is not None:  # zones may share a type (acpitz): the hottest
                 key = zone.type or zone.name
