@@ -8,6 +8,7 @@ blocks as a driver's show() does, until the test answers it."""
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.boards import materialize
+from tests.test_battery_unknown import FailingReads
 from tests.test_slow_sensors import Stuck
+from wattgate.config import RuleConfig
 from wattgate.daemon.power_inputs import InputReader
 from wattgate.drivers.sysfs import OsIO, Sysfs
+from wattgate.policies.rules import RuleEngine
 
 MTL_PKG = "class/thermal/thermal_zone3/temp"  # intel-mtl: x86_pkg_temp, 52 °C
 # intel-mtl's sources behind the ACPI embedded controller, which can stop answering
@@ -99,3 +103,30 @@ def test_the_tick_does_not_wait_for_a_read_known_to_be_slow(tmp_path: Path) -> N
     assert inputs.temps["TCPU"] == 51.05 and "zone:thermal_zone2" not in inputs.stale
     inputs = reader.read(2.0)  # its read of tick 1 still runs: tick 1's answer stands in
     assert inputs.temps["TCPU"] == 51.05 and inputs.stale == {"zone:thermal_zone2"}
+
+
+def test_a_hot_zone_that_does_not_answer_keeps_its_rule_though_a_zone_of_its_type_reads(
+    tmp_path: Path,
+) -> None:
+    """Many x86 boards have several acpitz zones. The hot one answering EAGAIN (a sensor
+    not ready), the cooler one of its type stood in for it, and the rule the hot one had
+    tripped let go, where a zone that cannot be read holds it."""
+    root = materialize("intel-mtl", tmp_path / "sys")
+    zones = root / "class/thermal"
+    (zones / "thermal_zone1/type").write_text("acpitz\n")  # a second ACPI zone
+    (zones / "thermal_zone0/temp").write_text("92000\n")
+    (zones / "thermal_zone1/temp").write_text("40000\n")
+    io = FailingReads()
+    reader = InputReader(Sysfs(root, io), {})
+    rules = RuleEngine([RuleConfig(temp_above_c=85.0, zone="acpitz", profile="powersave")],
+                       "balanced", {"balanced", "powersave"})
+    assert rules.evaluate(reader.read(0.0).readings)[0].profile == "powersave"
+    io.failing[str((zones / "thermal_zone0/temp").resolve())] = errno.EAGAIN
+    inputs = reader.read(1.0)
+    assert inputs.temps["acpitz"] == 92.0  # the hottest known
+    assert rules.evaluate(inputs.readings)[0].profile == "powersave"
+    del io.failing[str((zones / "thermal_zone0/temp").resolve())]
+    (zones / "thermal_zone0/temp").write_text("41000\n")  # it answers again, cool
+    inputs = reader.read(2.0)
+    assert inputs.temps["acpitz"] == 41.0
+    assert rules.evaluate(inputs.readings)[0].profile == "balanced"

@@ -53,7 +53,7 @@ from wattgate.drivers.meters import (
 )
 from wattgate.drivers.supply import POWER_SUPPLY, Supply, on_battery, read_supply
 from wattgate.drivers.sysfs import Sysfs
-from wattgate.drivers.thermal import read_zone, zone_names
+from wattgate.drivers.thermal import ThermalZone, read_zone, zone_names
 from wattgate.policies.rules import Readings
 
 log = logging.getLogger("wattgate.power")
@@ -296,6 +296,7 @@ class InputReader:
         self._cpu_prev: Optional[Any] = None
         self._battery_name: Optional[str] = None  # the battery last seen
         self._battery_error: Optional[str] = None  # logged when it began
+        self._zones: dict[str, tuple[str, float]] = {}  # zone -> its type and last °C
         self._sources = Sources()
 
     def _jobs(self) -> dict[str, Callable[[], Any]]:
@@ -330,10 +331,9 @@ class InputReader:
             return [got[k] for k in jobs if k.startswith(kind) and got.get(k) is not None]
 
         inputs = Inputs(stale=set(got) & waiting)
-        for zone in each("zone:"):
-            if zone.celsius is not None:  # zones may share a type (acpitz): the hottest
-                key = zone.type or zone.name
-                inputs.temps[key] = max(zone.celsius, inputs.temps.get(key, zone.celsius))
+        inputs.temps = self._temps([k[len("zone:"):] for k in jobs if k.startswith("zone:")],
+                                   {k[len("zone:"):]: v for k, v in got.items()
+                                    if k.startswith("zone:") and v is not None})
         supplies: list[Supply] = each("supply:")
         battery = next((s for s in supplies if s.is_battery), None)
         discharging = on_battery(supplies)
@@ -353,6 +353,26 @@ class InputReader:
             inputs.device_hz[kind] = got.get(f"{kind}:hz")
             inputs.runtime_status[kind] = got.get(f"{kind}:status")
         return inputs
+
+    def _temps(self, names: list[str], zones: Mapping[str, ThermalZone]) -> dict[str, float]:
+        """°C by zone type (else name). Zones may share a type (acpitz): the hottest, and a
+        zone of the type that has no reading now counts with its last one. Else, the hot
+        zone not answering, a cooler one of its type stood in and released the rule the
+        hot one had tripped, where a zone that cannot be read holds it."""
+        self._zones = {n: self._zones[n] for n in names if n in self._zones}  # still there
+        temps: dict[str, float] = {}
+        for name in names:
+            zone = zones.get(name)
+            if zone is not None and zone.celsius is not None:
+                key = zone.type or zone.name
+                self._zones[name] = (key, zone.celsius)
+                temps[key] = max(zone.celsius, temps.get(key, zone.celsius))
+        for name in names:
+            zone, known = zones.get(name), self._zones.get(name)
+            unread = zone is None or zone.celsius is None
+            if unread and known is not None and known[0] in temps:
+                temps[known[0]] = max(temps[known[0]], known[1])
+        return temps
 
     def _lux(self, got: Mapping[str, Any]) -> Optional[float]:
         """Lux from the sensor `sensors.light` names, found as the sensor thread finds it
