@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.boards import materialize
+from tests.fixtures.boards import Board, materialize
 from tests.test_battery_unknown import FailingReads
 from tests.test_slow_sensors import Stuck
 from wattgate.config import RuleConfig
@@ -130,3 +130,51 @@ def test_a_hot_zone_that_does_not_answer_keeps_its_rule_though_a_zone_of_its_typ
     inputs = reader.read(2.0)
     assert inputs.temps["acpitz"] == 41.0
     assert rules.evaluate(inputs.readings)[0].profile == "balanced"
+
+
+AGX_I2C = "devices/platform/bus@0/c240000.i2c/i2c-1"
+
+
+def agx_orin_rails(b: Board) -> None:
+    """The AGX Orin's two INA3221 (JetPack 5, hwmon): the second has channels 1 and 3 not
+    connected ("NC" in the device tree), which the driver keeps disabled (in{N}_enable 0)
+    and without a label."""
+    chips: dict[tuple[str, int], dict[int, tuple[str, int, int] | None]] = {
+        ("1-0040", 1): {1: ("VDD_GPU_SOC", 5072, 1023), 2: ("VDD_CPU_CV", 5064, 239),
+                        3: ("VIN_SYS_5V0", 5064, 1319)},
+        ("1-0041", 2): {1: None, 2: ("VDDQ_VDD2_1V8AO", 5000, 120), 3: None},
+    }
+    for (addr, index), channels in chips.items():
+        dev = f"{AGX_I2C}/{addr}"
+        b.device(dev, bus="i2c", driver="ina3221")
+        values: dict[str, str | int] = {"name": "ina3221"}
+        for ch, rail in channels.items():
+            values[f"in{ch}_enable"] = 0 if rail is None else 1
+            values[f"in{ch}_input"] = 0 if rail is None else rail[1]
+            values[f"curr{ch}_input"] = 0 if rail is None else rail[2]
+            if rail is not None:
+                values[f"in{ch}_label"] = rail[0]
+        b.hwmon(dev, index, values)
+
+
+@pytest.mark.parametrize("enable_reads", [True, False])
+def test_a_disabled_ina3221_channel_is_no_rail(tmp_path: Path, enable_reads: bool) -> None:
+    """drivers/hwmon/ina3221.c answers ENODATA to in/curr of a disabled channel. Taken for
+    a rail that failed its read, it left the AGX Orin with no measured watts on any tick.
+    `enable_reads` False: a kernel without in{N}_enable, where only ENODATA tells."""
+    b = Board()
+    agx_orin_rails(b)
+    root = b.write(tmp_path)
+    io = FailingReads()
+    nc = root / "class/hwmon/hwmon2"
+    for ch in (1, 3):
+        for kind in ("in", "curr"):
+            io.failing[str((nc / f"{kind}{ch}_input").resolve())] = errno.ENODATA
+        if not enable_reads:
+            (nc / f"in{ch}_enable").unlink()
+    reader = InputReader(Sysfs(root, io), {})
+    for t in (0.0, 1.0):
+        inputs = reader.read(t)
+        assert inputs.meter_source == "hwmon rails"
+        expected = 5.072 * 1.023 + 5.064 * 0.239 + 5.064 * 1.319 + 5.0 * 0.120
+        assert inputs.meter_w == pytest.approx(expected)

@@ -8,6 +8,7 @@ comes from two samples whose timestamps the caller supplies.
 
 from __future__ import annotations
 
+import errno
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Optional
 
@@ -83,7 +84,13 @@ def _scope(fs: Sysfs, base: str, chip: str) -> Scope:
     return "package"
 
 
-def _board_rail(fs: Sysfs, base: str, chip: str, ch: int) -> Rail:
+def _board_rail(fs: Sysfs, base: str, chip: str, ch: int) -> Optional[Rail]:
+    """A rail's readings; None for an INA3221 channel that is disabled ("NC" in the device
+    tree, or in{ch}_enable 0), to which the driver answers ENODATA: taken for a rail that
+    failed its read, it left an AGX Orin's board (an INA3221 with two NC channels) with no
+    measured watts at all."""
+    if chip == "ina3221" and fs.read_opt(f"{base}/in{ch}_enable") == "0":
+        return None
     label = (
         fs.read_opt(f"{base}/in{ch}_label")
         or fs.read_opt(f"{base}/power{ch}_label")
@@ -100,6 +107,8 @@ def _board_rail(fs: Sysfs, base: str, chip: str, ch: int) -> Rail:
         watts = volts * amps
     else:
         watts = None
+    if chip == "ina3221" and read.errnos == {errno.ENODATA}:
+        return None
     return Rail(label, volts, amps, watts, read.error)
 
 
@@ -127,7 +136,8 @@ def read_hwmon(fs: Sysfs, name: str) -> Optional[Meter]:
             # curr4/in7 are the summation channel and in4..in6 the shunt voltages
             # (Documentation/hwmon/ina3221.rst): only 1..3 are rails.
             channels = {c for c in channels if c <= 3}
-        rails = [_board_rail(fs, base, chip, ch) for ch in sorted(channels)]
+        found = (_board_rail(fs, base, chip, ch) for ch in sorted(channels))
+        rails = [rail for rail in found if rail is not None]
     else:
         channels = _channels(entries, "power", "_input") | _channels(entries, "power", "_average")
         if chip == "amdgpu":

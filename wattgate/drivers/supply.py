@@ -63,6 +63,7 @@ class Reader:
         self.fs = fs
         self.base = base
         self.error: Optional[str] = None
+        self.errnos: set[int] = set()  # of every attribute that failed
 
     def _read(self, read: Callable[[str], T], name: str) -> Optional[T]:
         try:
@@ -71,6 +72,7 @@ class Reader:
             return None
         except SysfsError as exc:
             self.error = self.error or str(exc)
+            self.errnos.add(exc.errno or 0)
             return None
 
     def text(self, name: str) -> Optional[str]:
