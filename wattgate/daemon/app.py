@@ -384,6 +384,7 @@ class Daemon:
         sensors = SensorWatch(
             Sysfs(cfg.power.sysfs_root), SensorSettings.from_config(cfg),
             on_lighting=self._on_lighting_thread, on_pir=self._from_thread(self._on_pir),
+            on_lighting_extended=self._relearn_lighting,
         )
         sensors.start()
         return sensors
@@ -704,6 +705,10 @@ class Daemon:
 
     def _power_tick(self, now: float) -> None:
         assert self.power is not None
+        if self.sensors is not None and self.sensors.someone_around(now):
+            # sensors.pir_hold_s: someone in front of the PIR counts as a snap's wake-up
+            # for as long, not only at the edge that brought them, so the clocks stay up.
+            self.power.on_snap(now)
         pipeline = self.pipeline
         load = None if pipeline is None else LoadSample.from_pipeline(
             now, pipeline.status(), busy_since=pipeline.counters.busy_since)
@@ -868,13 +873,19 @@ class Daemon:
             self.pipeline.request_recalibration()  # the scene may have changed meanwhile
 
     def _on_lighting_thread(self, verdict: LightVerdict) -> None:
+        """On the sensor thread: a lighting change, relearnt at once and reported."""
+        self._relearn_lighting(verdict)
+        self._from_thread(self._on_lighting)(verdict.lux, verdict.before)
+
+    def _relearn_lighting(self, verdict: LightVerdict) -> None:
         """On the sensor thread: recalibrate at once (a flag the capture thread reads), and
-        ignore motion until the verdict says (sensors.light_suppress_s after the reading)."""
+        ignore motion until the verdict says (sensors.light_suppress_s after the reading).
+        Also for a further step of a change already reported (a lamp settling over two
+        polls), which is not reported again."""
         if self.pipeline is not None:
             if verdict.suppress_until is not None:
                 self.pipeline.suppress_motion(verdict.suppress_until)
             self.pipeline.request_recalibration()
-        self._from_thread(self._on_lighting)(verdict.lux, verdict.before)
 
     def _on_lighting(self, lux: float, before: Optional[float]) -> None:
         fields = {"lux": round(lux, 2)}

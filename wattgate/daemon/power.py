@@ -1064,7 +1064,8 @@ class PowerController:
         return True
 
     def on_snap(self, now: float) -> None:
-        """A client asked for a snap: wake now, ahead of the frame that will answer it."""
+        """A client asked for a snap, or a PIR sees someone: wake now, ahead of the frame
+        that will answer it (for the PIR, again each tick while it holds)."""
         with self._lock:
             change = self.activity.trigger("snap", now)
             if change is not None:

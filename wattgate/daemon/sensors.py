@@ -273,6 +273,14 @@ class SensorWatch:
             if self.on_pir is not None:
                 self.on_pir(ts)
 
+    def someone_around(self, now: float) -> bool:
+        """The PIR's output is high, or was within sensors.pir_hold_s of monotonic `now`:
+        the daemon keeps the pipeline awake for as long (the power tick asks)."""
+        if self.pir_attribute is None:
+            return False
+        with self._lock:
+            return self.pir.holding(now)
+
     # -- what the daemon shows -------------------------------------------------------------
 
     def motion_suppressed(self, now: float) -> bool:

@@ -1,0 +1,59 @@
+"""sensors.pir_hold_s: "a trigger counts as someone around for this many seconds after the
+output clears". The daemon acted on the rising edge alone, so with someone standing in
+view the clocks dropped power.cooldown_s after they arrived. A real daemon on a fake RK3588
+whose GPIO value file is the PIR."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from tests.conftest import DaemonProcess
+from tests.fixtures.boards import materialize
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def activity(daemon: DaemonProcess) -> Any:
+    with daemon.connect() as client:
+        return client.request("status")["power"]["activity"]["state"]
+
+
+def status_of(daemon: DaemonProcess) -> Any:
+    with daemon.connect() as client:
+        st = client.request("status")
+        return st["power"], st.get("sensors"), daemon.log()[-2000:]
+
+
+def wait_for_activity(daemon: DaemonProcess, wanted: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while activity(daemon) != wanted:
+        assert time.monotonic() < deadline, (f"activity never became {wanted}", status_of(daemon))
+        time.sleep(0.1)
+
+
+def test_someone_in_front_of_the_pir_keeps_the_board_awake_until_the_hold_ends(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    root = materialize("rk3588", tmp_path / "board")
+    gpio = root / "class/gpio/gpio17"
+    gpio.mkdir(parents=True)
+    (gpio / "value").write_text("0\n")
+    cooldown_s = 1.0
+    daemon = start_daemon(
+        power={"sysfs_root": str(root), "cooldown_s": cooldown_s},
+        camera={"source": "synthetic:empty"},
+        sensors={"light": "none", "pir": "/sys/class/gpio/gpio17/value",
+                 "pir_poll_s": 0.05, "pir_hold_s": 1.0},
+    )
+    wait_for_activity(daemon, "idle")
+    (gpio / "value").write_text("1\n")  # someone walks in, and stays
+    wait_for_activity(daemon, "active")
+    stays_until = time.monotonic() + 4 * cooldown_s
+    while time.monotonic() < stays_until:
+        assert activity(daemon) != "idle"
+        time.sleep(0.2)
+    (gpio / "value").write_text("0\n")  # they leave: idle after the hold and the cooldown
+    wait_for_activity(daemon, "idle")
+    assert daemon.stop() == 0
