@@ -178,3 +178,31 @@ def test_a_disabled_ina3221_channel_is_no_rail(tmp_path: Path, enable_reads: boo
         assert inputs.meter_source == "hwmon rails"
         expected = 5.072 * 1.023 + 5.064 * 0.239 + 5.064 * 1.319 + 5.0 * 0.120
         assert inputs.meter_w == pytest.approx(expected)
+
+
+def jetpack4_rails(b: Board, rails: dict[str, int]) -> None:
+    """A JetPack 4 INA3221 under IIO (ina3221x): rail_name_N and in_power N _input, mW."""
+    base = "devices/platform/7000c400.i2c/i2c-6/6-0040/iio:device0"
+    values: dict[str, str | int] = {"name": "ina3221x"}
+    for ch, (label, mw) in enumerate(rails.items()):
+        values |= {f"rail_name_{ch}": label, f"in_power{ch}_input": mw,
+                   f"in_voltage{ch}_input": 5000, f"in_current{ch}_input": mw // 5}
+    b.attrs(base, values)
+    b.link("bus/iio/devices/iio:device0", base)
+
+
+@pytest.mark.parametrize("rails, source", [
+    # the Jetson Nano: POM_5V_IN feeds the GPU and CPU rails
+    ({"POM_5V_IN": 2479, "POM_5V_GPU": 0, "POM_5V_CPU": 374}, "hwmon POM_5V_IN"),
+    # a rail named as the input though no name the daemon knows (Xavier NX's manual: 5V_IN)
+    ({"VDD_CPU_GPU": 600, "5V_IN": 2479, "VDD_SOC": 700}, "hwmon 5V_IN"),
+])
+def test_the_input_rail_is_the_board_not_the_sum_with_the_rails_it_feeds(
+    tmp_path: Path, rails: dict[str, int], source: str,
+) -> None:
+    """The Nano's input rail was not known as one: the board's watts were the sum of it
+    and the rails it feeds, 2.853 W for 2.479 W."""
+    b = Board()
+    jetpack4_rails(b, rails)
+    inputs = InputReader(Sysfs(b.write(tmp_path)), {}).read(0.0)
+    assert (inputs.meter_w, inputs.meter_source) == (pytest.approx(2.479), source)

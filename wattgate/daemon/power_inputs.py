@@ -44,6 +44,7 @@ from wattgate.drivers.meters import (
     POWERCAP,
     EnergyZone,
     Meter,
+    Rail,
     average_watts,
     board_energy_zone,
     package_meter,
@@ -58,7 +59,8 @@ from wattgate.policies.rules import Readings
 
 log = logging.getLogger("wattgate.power")
 
-INPUT_RAILS = ("VDD_IN", "VIN", "IN")  # a meter rail that measures the whole board
+# A meter rail that measures the whole board: POM_5V_IN is the Jetson Nano's (JetPack 4)
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN", "IN")
 # The caller is the daemon's event loop: it waits for the sources that read at once (a
 # plain attribute answers in microseconds) and never long for any.
 WAIT_S = 0.25  # the longest a tick waits for a source
@@ -271,6 +273,20 @@ class Inputs:
     stale: set[str] = field(default_factory=set)
 
 
+def _input_rail(rails: list[Rail]) -> Optional[Rail]:
+    """The rail that measures the whole board, of those that measure or failed to: by its
+    name (INPUT_RAILS, in order), else the one rail whose label says it is an input (ends
+    in "_IN" or "VIN"); None without one, or with two such. Summed with the rails it
+    feeds, it counted them twice (the Nano's POM_5V_GPU and POM_5V_CPU in POM_5V_IN)."""
+    rails = [r for r in rails if r.watts is not None or r.unread]
+    for label in INPUT_RAILS:
+        found = next((r for r in rails if r.label == label), None)
+        if found is not None:
+            return found
+    inputs = [r for r in rails if r.label.upper().endswith(("_IN", "VIN"))]
+    return inputs[0] if len(inputs) == 1 else None
+
+
 def _read_iio(fs: Sysfs, name: str) -> tuple[Optional[iio.IioSensor], Optional[Meter]]:
     """An IIO device as an ambient sensor and as a JetPack 4 rail meter (either may be None)."""
     return iio.read_sensor(fs, name), read_iio_rails(fs, name)
@@ -422,19 +438,16 @@ class InputReader:
         sensor (amdgpu PPT, zenpower) is no board rail: summed with them it counted the
         package twice, as itself and in the rails that feed it."""
         every = [r for m in meters if m.scope == "board" for r in m.rails]
-        for label in INPUT_RAILS:
-            if any(r.label == label and r.unread for r in every):
-                # The whole board, not answering now: the sum of the other rails is a part
-                # of it (VDD_CPU_GPU_CV and VDD_SOC of VDD_IN), published as the whole.
+        board = _input_rail(every)
+        if board is not None:
+            if board.watts is None or board.watts < 0.0:
+                # Not answering now, the sum of the other rails is a part of it
+                # (VDD_CPU_GPU_CV and VDD_SOC of VDD_IN), published as the whole. Below 0 W
+                # it misread (a shunt wired the other way, a bad register): the whole board
+                # draws power, and published it was negative watts.
                 return None, None
+            return board.watts, f"hwmon {board.label}"
         rails = [(r.label, r.watts) for r in every if r.watts is not None]
-        for label in INPUT_RAILS:
-            watts = next((w for name, w in rails if name == label), None)
-            if watts is not None:
-                # The whole board draws power: below 0 W its input rail misread (a shunt
-                # wired the other way, a bad register), as the summed rails below take a
-                # rail below 0 W for drawing nothing. Published, it was negative watts.
-                return (watts, f"hwmon {label}") if watts >= 0.0 else (None, None)
         if rails and any(r.unread for r in every):
             return None, None  # the sum of the others is too low
         if rails:
