@@ -96,9 +96,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Terminated(Exception):
+class _Terminated(BaseException):
     """SIGTERM arrived during `simulate`: unwound as an exception so its temporary
-    directory (the fake board and journal, about 124 KiB) is removed on the way out."""
+    directory (the fake board and journal, about 124 KiB) is removed on the way out.
+
+    A BaseException, as KeyboardInterrupt is: the controller's `except Exception` guards
+    (a failed read is logged and the run goes on) must not swallow it."""
 
 
 def _terminate(signum: int, frame: Optional[FrameType]) -> None:
