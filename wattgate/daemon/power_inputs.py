@@ -52,7 +52,13 @@ from wattgate.drivers.meters import (
     read_hwmon,
     read_iio_rails,
 )
-from wattgate.drivers.supply import POWER_SUPPLY, Supply, on_battery, read_supply
+from wattgate.drivers.supply import (
+    POWER_SUPPLY,
+    Supply,
+    combined_percent,
+    on_battery,
+    read_supply,
+)
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.drivers.thermal import ThermalZone, read_zone, zone_names
 from wattgate.policies.rules import Readings
@@ -351,17 +357,17 @@ class InputReader:
                                    {k[len("zone:"):]: v for k, v in got.items()
                                     if k.startswith("zone:") and v is not None})
         supplies: list[Supply] = each("supply:")
-        battery = next((s for s in supplies if s.is_battery), None)
+        batteries = [s for s in supplies if s.is_battery]
+        battery = next(iter(batteries), None)  # the one the status shows
         discharging = on_battery(supplies)
         lux = self._lux(got)
-        percent = None if battery is None or battery.capacity_percent is None else float(
-            battery.capacity_percent)
+        percent = combined_percent(batteries)
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
         silent = f"supply:{self._battery_name}" in waiting
         inputs.battery = self._battery(supplies, battery, discharging, silent)
         meters = each("hwmon:") + [rails for _, rails in each("iio:") if rails is not None]
         inputs.meter_w, inputs.meter_source = self._measure(
-            now, meters, each("powercap:"), battery, discharging)
+            now, meters, each("powercap:"), batteries, discharging)
         for policy in self.policies.values():
             inputs.cpu_khz[policy.name] = got.get(f"cpu:{policy.name}")
         inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
@@ -430,11 +436,11 @@ class InputReader:
 
     def _measure(
         self, now: float, meters: list[Meter], energy: list[EnergyZone],
-        battery: Optional[Supply], discharging: Optional[bool],
+        batteries: list[Supply], discharging: Optional[bool],
     ) -> tuple[Optional[float], Optional[str]]:
         """Measured board watts: an input rail, else the board rails' sum, else RAPL psys,
         else the processor package (RAPL package-0, else an AMD hwmon package sensor), else
-        the discharging battery. None while a rail that counts fails its read. A package
+        the discharging batteries together. None while a rail that counts fails its read. A package
         sensor (amdgpu PPT, zenpower) is no board rail: summed with them it counted the
         package twice, as itself and in the rails that feed it."""
         every = [r for m in meters if m.scope == "board" for r in m.rails]
@@ -473,8 +479,11 @@ class InputReader:
             parts = [r.watts for r in package.rails if r.watts is not None]
             if parts:
                 return sum(max(0.0, w) for w in parts), f"hwmon {package.chip} package"
-        if discharging and battery is not None and battery.watts is not None:
-            return battery.watts, f"battery {battery.name}"
+        watts = [b.watts for b in batteries]
+        if discharging and batteries and all(w is not None for w in watts):
+            # every battery: the one in use need not be the first (an idle BAT0 read 0 W)
+            names = "+".join(b.name for b in batteries)
+            return sum(w for w in watts if w is not None), f"battery {names}"
         return None, None
 
     def _cpu_busy(self) -> tuple[dict[str, float], Optional[float]]:
