@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,17 +72,23 @@ def test_four_reads_that_hang_hold_up_no_other_source(tmp_path: Path,
 
 
 class SlowZone(OsIO):
-    """Reads of one attribute take `seconds`, as a sensor's one-shot conversion does (a
-    delay a plain file cannot have, so it is added here); `finished` counts them."""
+    """The first read of one attribute takes `seconds`, as a sensor's one-shot conversion
+    does (a delay a plain file cannot have, so it is added here); the later ones last until
+    `release` is set, so what a tick finds running does not depend on the machine's speed.
+    `finished` counts the reads done."""
 
     def __init__(self, path: Path, seconds: float) -> None:
         self.path, self.seconds = str(path), seconds
         self.finished = 0
+        self.release = threading.Event()
 
     def read_text(self, path: Path) -> str:
         text = super().read_text(path)
         if str(path) == self.path:
-            time.sleep(self.seconds)
+            if self.finished == 0:
+                time.sleep(self.seconds)
+            else:
+                self.release.wait(30.0)
             self.finished += 1
         return text
 
@@ -103,6 +110,7 @@ def test_the_tick_does_not_wait_for_a_read_known_to_be_slow(tmp_path: Path) -> N
     assert io.finished == 1, "the tick waited for the slow zone's next read"
     assert inputs.temps["TCPU"] == 51.05 and "zone:thermal_zone2" not in inputs.stale
     inputs = reader.read(2.0)  # its read of tick 1 still runs: tick 1's answer stands in
+    io.release.set()
     assert inputs.temps["TCPU"] == 51.05 and "zone:thermal_zone2" in inputs.stale
 
 
