@@ -52,7 +52,7 @@ from wattgate.drivers.camera import (
     SourceError,
     SourceKind,
     SyntheticSource,
-    rewritten,
+    no_longer,
     source_kind,
 )
 from wattgate.drivers.synthetic import SCENES
@@ -193,19 +193,6 @@ class _Worker:
                 self._cond.notify_all()
         if owned is not None:
             _close(owned)
-
-
-def _no_longer(path: str, mark: FileMark) -> str:
-    """How the file at `path` stopped being the recording `mark` was taken of: "replaced"
-    (another file has the path now), "rewritten in place", or "" (it still is, or is gone
-    for now: the reopen will tell)."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return ""
-    if (info.st_dev, info.st_ino) != mark.file_id:
-        return "replaced"
-    return "rewritten in place" if rewritten(path, mark) else ""
 
 
 def _camera_at(device: v4l2.V4l2Device) -> tuple[str, str]:
@@ -595,7 +582,7 @@ class SupervisedSource:
         mark, start = self._cut_mark, self._resume_at
         if not start or mark is None:
             return start
-        how = _no_longer(target, mark)
+        how = no_longer(target, mark.file_id, mark)
         if not how:
             return start
         log.info("source %s was %s; playing the new file from frame 0", self.spec, how)

@@ -673,13 +673,9 @@ class CaptureSource:
         _rewritten). The open file is the old one, and playing it to its end and then
         looping it showed stale pictures for ever: at its end the source says "replaced",
         and the supervisor opens the new one."""
-        try:
-            now = os.stat(self.spec)
-        except OSError:
-            return False  # gone, not replaced: what was open ends or loops as it is
         if self._file_id is None:
             return False
-        return (now.st_dev, now.st_ino) != self._file_id or self._rewritten()
+        return bool(no_longer(self.spec, self._file_id, self.mark))
 
     def _rewritten(self) -> bool:
         """Whether the file read has been rewritten in place since it was opened: a
@@ -826,6 +822,20 @@ def file_mark(path: str) -> Optional[FileMark]:
     except OSError:
         return None
     return FileMark((info.st_dev, info.st_ino), info.st_size, head, tail_at, tail)
+
+
+def no_longer(path: str, file_id: tuple[int, int], mark: Optional[FileMark]) -> str:
+    """How the file at `path` stopped being the recording opened as `file_id` (and taken
+    `mark` of, if it could be): "replaced" (another file has the path now: a new recording
+    renamed over it), "rewritten in place" (`rewritten`), or "" (it still is, or is gone:
+    not replaced, so what was open ends or loops as it is)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return ""
+    if (info.st_dev, info.st_ino) != file_id:
+        return "replaced"
+    return "rewritten in place" if mark is not None and rewritten(path, mark) else ""
 
 
 def rewritten(path: str, mark: FileMark) -> bool:
