@@ -196,7 +196,7 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"demo: the daemon exited with code {proc.returncode}")
+            raise SystemExit(f"demo: the daemon exited with {describe_exit(proc.returncode)}")
         try:
             return Client(str(path))
         except ClientError:
