@@ -435,7 +435,8 @@ def test_a_failing_part_of_the_tick_is_logged_once_and_tried_again(
 
     with caplog.at_level(logging.INFO, logger="wattgate.daemon"):
         for second in range(5):
-            daemon._guarded("event log", flaky, float(second))
+            with daemon._guarded("event log"):
+                flaky(float(second))
     assert calls == [0.0, 1.0, 2.0, 3.0, 4.0]  # tried every second, failing or not
     failed = [r for r in caplog.records if "event log failed" in r.getMessage()]
     back = [r for r in caplog.records if "event log works again" in r.getMessage()]

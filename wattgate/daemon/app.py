@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from textwrap import shorten
 from typing import Any, Callable, Optional, TypeVar
@@ -686,8 +686,10 @@ class Daemon:
                 self.fps.sample(now, self.pipeline.counters.frames)
                 self._observe_progress(self.pipeline, now)
             if self.power is not None:
-                self._guarded("power", self._power_tick, now)
-            self._guarded("event log", self.eventlog.flush, time.time())
+                with self._guarded("power"):
+                    await self._power_tick(self.power, now)
+            with self._guarded("event log"):
+                self.eventlog.flush(time.time())
             healthy = self.progress.healthy(now)
             if ping_every is not None and healthy and now - last_ping >= ping_every:
                 self.notifier.watchdog()
@@ -703,24 +705,28 @@ class Daemon:
                 last_status = now
             await asyncio.sleep(min(1.0, ping_every or 1.0))
 
-    def _power_tick(self, now: float) -> None:
-        assert self.power is not None
+    async def _power_tick(self, power: PowerController, now: float) -> None:
+        """The power controller's tick, on an executor thread: it reads sysfs, waiting up
+        to power_inputs.WAIT_S for a slow source (an ACPI battery behind the embedded
+        controller), and on the loop that wait held every client's requests and results."""
         if self.sensors is not None and self.sensors.someone_around(now):
             # sensors.pir_hold_s: someone in front of the PIR counts as a snap's wake-up
             # for as long, not only at the edge that brought them, so the clocks stay up.
-            self.power.on_snap(now)
+            power.on_snap(now)
         pipeline = self.pipeline
         load = None if pipeline is None else LoadSample.from_pipeline(
             now, pipeline.status(), busy_since=pipeline.counters.busy_since)
-        self._power_events(self.power.tick(now, load))
-        self.hub.publish("power", self.power.power_message())
+        events = await asyncio.get_running_loop().run_in_executor(None, power.tick, now, load)
+        self._power_events(events)
+        self.hub.publish("power", power.power_message())
 
-    def _guarded(self, part: str, func: Callable[[float], Any], now: float) -> None:
+    @contextlib.contextmanager
+    def _guarded(self, part: str) -> Iterator[None]:
         """Run one part of the tick; a failure is logged once per streak and the tick goes
         on: one bad second (a locked file, a driver error) must not end the power
         readings, the event log's flushes and the watchdog pings for good."""
         try:
-            func(now)
+            yield
         except Exception:
             if part not in self._failing:
                 log.exception("%s failed; trying again every second", part)

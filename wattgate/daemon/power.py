@@ -14,9 +14,10 @@ Who calls what (the daemon does the wiring):
   model. A trigger that wakes the activity state asks for the active settings there and
   waits, at most WAKE_WAIT_S, until they are written, so the NPU is powered and clocked up
   before the first inference. Otherwise it is a few comparisons under an uncontended lock.
-* event loop, once a second: ``tick(now, load)`` reads temperatures, supplies, light and
-  meters, runs the rules, the activity timeout and the load feedback, asks for the diff,
-  integrates energy, and returns events for the daemon to number and publish.
+* a thread of the event loop's executor, once a second: ``tick(now, load)`` reads
+  temperatures, supplies, light and meters (waiting up to power_inputs.WAIT_S), runs the
+  rules, the activity timeout and the load feedback, asks for the diff, integrates energy,
+  and returns events for the daemon to number and publish on the loop.
 * protocol: ``pin``, ``status`` (after ``read_knobs``), ``profile_status``,
   ``power_message``.
 
@@ -1094,8 +1095,11 @@ class PowerController:
         """Once a second: readings, rules, cooldown, load feedback, diff, energy; events."""
         if not self._started:
             return []
-        inputs = self.inputs.read(now)
+        reader = self.inputs
+        inputs = reader.read(now)
         with self._lock:
+            if not self._started or reader is not self.inputs:
+                return []  # stopped, or started afresh on another board, while reading
             self._retry_failed()
             decision, latches = self.rules.evaluate(inputs.readings)
             self._take_inputs(inputs)

@@ -9,8 +9,8 @@ Each source (a thermal zone, a supply, a meter, an IIO device, a clock) is read 
 threads, one more whenever every one is in a read (`_Workers`), since a sysfs read runs in
 a driver and can block: an ACPI battery waits on the embedded controller, an IIO light
 sensor runs a one-shot conversion, an I2C bus hangs. Read on the caller, such a read
-stalled the daemon's event loop and every other reading with it. The caller (the event
-loop's tick) waits at most WAIT_S, for the sources that read at once; a source whose read
+stalled the daemon's event loop and every other reading with it. The caller (the tick, on
+an executor thread) waits at most WAIT_S, for the sources that read at once; a source whose read
 takes longer than SLOW_S (or outlasts WAIT_S) is read in the background from then on: it
 gives its newest answer a tick late, and is waited for again once it reads quickly. While
 its next read is still running, the answer before stands in for one tick, marked stale
@@ -67,8 +67,9 @@ log = logging.getLogger("wattgate.power")
 
 # A meter rail that measures the whole board: POM_5V_IN is the Jetson Nano's (JetPack 4)
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN", "IN")
-# The caller is the daemon's event loop: it waits for the sources that read at once (a
-# plain attribute answers in microseconds) and never long for any.
+# The caller is the tick, once a second: it waits for the sources that read at once (a
+# plain attribute answers in microseconds) and never long for any, so a tick ends in time
+# for the next.
 WAIT_S = 0.25  # the longest a tick waits for a source
 SLOW_S = 0.05  # a source whose read took longer is read in the background from then on
 WORKERS = 4  # read threads kept; more start while every one is in a read
@@ -320,6 +321,9 @@ class InputReader:
         self._battery_error: Optional[str] = None  # logged when it began
         self._zones: dict[str, tuple[str, float]] = {}  # zone -> its type and last °C
         self._sources = Sources()
+        # One read at a time: a reload reads on its own thread while the tick may read on
+        # another, and the counters' differences and the zones' last readings are shared.
+        self._reading = threading.Lock()
 
     def _jobs(self) -> dict[str, Callable[[], Any]]:
         """One read per source, keyed by kind and name; the listings are taken here."""
@@ -345,6 +349,10 @@ class InputReader:
         return jobs
 
     def read(self, now: float) -> Inputs:
+        with self._reading:
+            return self._read(now)
+
+    def _read(self, now: float) -> Inputs:
         jobs = self._jobs()
         got, waiting = self._sources.gather(jobs)
 
