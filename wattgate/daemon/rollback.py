@@ -181,20 +181,34 @@ class SysfsJournal:
             self._set_aside("nested too deep to parse")
             return
         if problems:
-            # The good entries are still originals to restore; keep the text for a look.
-            aside = self._aside()
-            aside.write_text(text, encoding="utf-8")
-            self.set_aside.append(aside)
-            self._unusable.append(
-                f"sysfs journal {self.path}: skipped {'; '.join(problems)}: those "
-                f"originals were not restored; a copy is kept as {aside}")
-            log.error("%s", self._unusable[-1])
+            self._keep_skipped(text, problems)
         self._root = root
         self._entries = entries
 
-    def _parse(self, text: str) -> tuple[str, dict[str, str], list[str]]:
-        """Root, entries and the entries skipped (why) of a journal's text; ValueError
-        naming what is wrong when nothing in it can be used."""
+    def _keep_skipped(self, text: str, problems: list[tuple[str, object]]) -> None:
+        """Say which entries were skipped, and keep the journal's text for a look: the good
+        entries are still originals to restore, whether or not the copy can be written.
+        In a journal_dir that cannot be written (remounted read-only after a crash) the
+        skipped entries themselves go in the message, the only record of them left."""
+        skipped = "; ".join(why for why, _ in problems)
+        aside = self._aside()
+        try:
+            aside.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # a partial copy (ENOSPC) is no record
+                aside.unlink(missing_ok=True)
+            entries = ", ".join(json.dumps(entry) for _, entry in problems)
+            kept = f"no copy could be kept ({exc.strerror or exc}); they were {entries}"
+        else:
+            self.set_aside.append(aside)
+            kept = f"a copy is kept as {aside}"
+        self._unusable.append(f"sysfs journal {self.path}: skipped {skipped}: those "
+                              f"originals were not restored; {kept}")
+        log.error("%s", self._unusable[-1])
+
+    def _parse(self, text: str) -> tuple[str, dict[str, str], list[tuple[str, object]]]:
+        """Root, entries and the entries skipped (why, and the entry) of a journal's text;
+        ValueError naming what is wrong when nothing in it can be used."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"not a JSON object but {type(data).__name__}")
@@ -213,18 +227,19 @@ class SysfsJournal:
         if not isinstance(items, list):
             raise ValueError(f"'entries' is {type(items).__name__}, not a list")
         entries: dict[str, str] = {}
-        problems: list[str] = []
+        problems: list[tuple[str, object]] = []
         for index, entry in enumerate(items):
             if not isinstance(entry, dict):
-                problems.append(f"entries[{index}] is {type(entry).__name__}, not an object")
+                problems.append((f"entries[{index}] is {type(entry).__name__}, not an object",
+                                 entry))
                 continue
             attribute, original = entry.get("attribute"), entry.get("original")
             if not isinstance(attribute, str) or not _relative(attribute):
-                problems.append(f"entries[{index}].attribute {attribute!r} is not a "
-                                "relative sysfs path")
+                problems.append((f"entries[{index}].attribute {attribute!r} is not a "
+                                 "relative sysfs path", entry))
             elif not isinstance(original, str):
-                problems.append(f"entries[{index}].original of {attribute} is {original!r}, "
-                                "not text")
+                problems.append((f"entries[{index}].original of {attribute} is "
+                                 f"{original!r}, not text", entry))
             else:
                 entries.setdefault(attribute, original)
         return root, entries, problems
@@ -249,9 +264,18 @@ class SysfsJournal:
     def _set_aside(self, why: str) -> None:
         """Move an unreadable journal out of the way so writes can be journaled again, and
         say so: the originals it may hold are not restored, the board may still have a
-        previous run's settings, and only the kept file says which."""
+        previous run's settings, and only the kept file says which. One that cannot be
+        moved (a journal_dir remounted read-only) is a JournalError naming the journal: it
+        stays where it is, and no write may be journaled over it."""
         aside = self._aside()
-        os.replace(self.path, aside)
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise JournalError(
+                f"sysfs journal {self.path} is unusable ({why}) and cannot be moved aside "
+                f"({exc.strerror or exc}): none of its originals were restored, a previous "
+                "run's settings may still be in place; read it, write back what the board "
+                "needs, then remove it", exc.errno or 0) from exc
         self.set_aside.append(aside)
         self._unusable.append(
             f"unusable sysfs journal {self.path} ({why}): none of its originals were "
