@@ -229,10 +229,10 @@ class Renderer:
 
 # -- judging a gate against the ground truth ------------------------------------------------
 
-# The issue's rule: an event is detected when at least one of its frames is inferred
-# (GateScore.detected, .detect_ratio). The stricter rule the gate is also held to: an event
-# is caught when the gate reports motion within its first CATCH_FRAMES frames (.caught,
-# .recall), i.e. the model sees the object while it is still entering.
+# Recall's rule: an event is caught when the model runs (`infer`) on one of its first
+# CATCH_FRAMES frames (GateScore.caught, .recall), i.e. the model sees the object while it
+# is still entering. A gate that sends the model a later frame only is not credited with the
+# event; that looser count is kept apart as GateScore.inferred_any / .any_frame_ratio.
 CATCH_FRAMES = 2
 
 
@@ -253,20 +253,21 @@ class Verdict(Protocol):
 class GateScore:
     """How a gate did on one scene: events caught, idle frames skipped."""
 
-    caught: tuple[bool, ...]  # per event: motion within its first CATCH_FRAMES frames
+    caught: tuple[bool, ...]  # per event: inferred on one of its first CATCH_FRAMES frames
     idle: int  # frames with nothing in view, outside the cooldown after presence, no heartbeat
     skipped: int  # of those, frames the gate did not send to the model
-    detected: tuple[bool, ...] = ()  # per event: any of its frames inferred (the issue's rule)
+    inferred_any: tuple[bool, ...] = ()  # per event: any of its frames inferred, however late
 
     @property
     def recall(self) -> float:
-        """Events caught within their first CATCH_FRAMES frames: the stricter rule."""
+        """Events inferred on one of their first CATCH_FRAMES frames: the recall target."""
         return sum(self.caught) / len(self.caught) if self.caught else 1.0
 
     @property
-    def detect_ratio(self) -> float:
-        """Events with at least one frame inferred: the issue's definition of recall."""
-        return sum(self.detected) / len(self.detected) if self.detected else 1.0
+    def any_frame_ratio(self) -> float:
+        """Events with any frame inferred, however late: looser than recall, for information
+        (the gap between the two is events the model saw only after they had entered)."""
+        return sum(self.inferred_any) / len(self.inferred_any) if self.inferred_any else 1.0
 
     @property
     def skip_ratio(self) -> float:
@@ -287,10 +288,10 @@ def score_gate(scene: Scene, verdicts: Sequence[Verdict], cooldown_s: float) -> 
     for first, last in scene.presence or scene.events:
         busy[first : last + 2 + cooldown] = True
     caught = tuple(
-        any(v.motion for v in verdicts[first : first + CATCH_FRAMES])
-        for first, _ in scene.events
+        any(v.infer for v in verdicts[first : min(last + 1, first + CATCH_FRAMES)])
+        for first, last in scene.events
     )
-    detected = tuple(
+    inferred_any = tuple(
         any(v.infer for v in verdicts[first : last + 1]) for first, last in scene.events
     )
     idle = [
@@ -298,7 +299,7 @@ def score_gate(scene: Scene, verdicts: Sequence[Verdict], cooldown_s: float) -> 
         if not busy[i] and verdicts[i].reason not in ("heartbeat", "calibrating")
     ]
     skipped = sum(not verdicts[i].infer for i in idle)
-    return GateScore(caught, len(idle), skipped, detected)
+    return GateScore(caught, len(idle), skipped, inferred_any)
 
 
 # -- drawing helpers ------------------------------------------------------------------------
