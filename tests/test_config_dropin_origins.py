@@ -1,0 +1,110 @@
+"""Drop-ins over the main file: which file an error names, and how the file that set each
+key is followed over many keys."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from wattgate.config import ConfigError, load_config, load_raw
+
+
+def _config(tmp_path: Path, main: str, **dropins: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(main)
+    (tmp_path / "config.d").mkdir()
+    for name, text in dropins.items():
+        (tmp_path / "config.d" / name).write_text(text)
+    return path
+
+
+def _problems(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def test_a_dropin_table_over_a_value_of_the_main_file_names_the_dropin(tmp_path: Path) -> None:
+    """The table came from the drop-in: naming no file sent the user to the main file,
+    whose `threshold = 30` is valid."""
+    path = _config(tmp_path, "[gate]\nthreshold = 30\n",
+                   **{"50-site.toml": "[gate.threshold]\nvalue = 40\n"})
+    dropin = tmp_path / "config.d" / "50-site.toml"
+    assert _problems(path) == [
+        f"gate.threshold: got {{'value': 40}}; Input should be a valid integer (set in {dropin})"
+    ]
+
+
+def test_a_dropin_table_over_a_value_of_an_earlier_dropin_names_the_later(
+    tmp_path: Path,
+) -> None:
+    path = _config(tmp_path, "", **{
+        "10-vendor.toml": "[gate]\nthreshold = 30\n",
+        "50-site.toml": "[gate.threshold]\nvalue = 40\n",
+    })
+    dropin = tmp_path / "config.d" / "50-site.toml"
+    assert _problems(path) == [
+        f"gate.threshold: got {{'value': 40}}; Input should be a valid integer (set in {dropin})"
+    ]
+
+
+def test_a_table_merged_into_keeps_the_file_that_opened_it(tmp_path: Path) -> None:
+    """A drop-in adding a key to a table owns that key, not the table's other keys."""
+    path = _config(tmp_path, '[camera]\nfps = "fast"\n',
+                   **{"50-site.toml": "[camera]\nwidth = 1280\n"})
+    assert _problems(path) == ["camera.fps: got 'fast'; Input should be a valid number"]
+
+
+def test_origins_over_many_keys(tmp_path: Path) -> None:
+    """Thousands of keys (a generated table of delegate options or of profiles), some of
+    them tables a later file replaces with a value or a value it replaces with a table:
+    each key path is owned by the file that set it last, and nothing is left of a table
+    a value replaced."""
+    count = 3000
+    main = "".join(f"[t{i}]\na = 1\nb = {{c = 2}}\n" for i in range(count))
+    dropin = "".join(
+        f"[t{i}]\nb = 5\n" if i % 2 else f"[t{i}.a]\nd = 3\n" for i in range(count)
+    )
+    path = _config(tmp_path, main, **{"50-site.toml": dropin})
+    origins: dict[tuple[str, ...], str] = {}
+    load_raw(path, origins)
+    site = str(tmp_path / "config.d" / "50-site.toml")
+    expected: dict[tuple[str, ...], str] = {}
+    for i in range(count):
+        table = f"t{i}"
+        expected[(table,)] = str(path)
+        if i % 2:  # b's table became a value
+            expected[(table, "a")] = str(path)
+            expected[(table, "b")] = site
+        else:  # a's value became a table
+            expected[(table, "a")] = site
+            expected[(table, "a", "d")] = site
+            expected[(table, "b")] = str(path)
+            expected[(table, "b", "c")] = str(path)
+    assert origins == expected
+
+
+class _CountedOrigins(dict[tuple[str, ...], str]):
+    """Origins that count the key paths looked at by going through all of them."""
+
+    visits = 0
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        for key in super().__iter__():
+            type(self).visits += 1
+            yield key
+
+
+def test_following_origins_does_not_go_through_every_key_for_each_key(tmp_path: Path) -> None:
+    """Each value set went through every key path recorded so far: 8000 keys took seconds,
+    on the event loop of a reloading daemon. The work grows with the keys, not their square."""
+    count = 2000
+    path = _config(tmp_path, "[model.delegate_options]\n"
+                   + "".join(f"k{i} = {i}\n" for i in range(count)))
+    origins = _CountedOrigins()
+    _CountedOrigins.visits = 0
+    load_raw(path, origins)
+    assert len(origins) == count + 2
+    assert _CountedOrigins.visits <= 4 * count
