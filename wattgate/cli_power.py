@@ -171,7 +171,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     lock on power.sysfs_root (PowerController._lock_board), taken first as the daemon
     takes it: a stale journal of another config, written back under a daemon that drives
     the board, would stay, since the daemon writes a knob only when its wanted value
-    changes.
+    changes. The originals go back under the root the journal recorded: when that is not
+    power.sysfs_root (changed since), take_over locks it too, and a live daemon there is
+    the same exit 75 with nothing touched.
 
     Journals set aside as unusable (``<journal>.corrupt``, ``.corrupt.N``) are named on
     every run, with how to read them, and the exit is 1 while one is left: none of their

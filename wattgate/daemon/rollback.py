@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from wattgate.daemon.pathcheck import PathError, hand_to_directory_owner
-from wattgate.daemon.pidlock import HeldLock, LockHeld, lock_file
+from wattgate.daemon.pidlock import DirectoryLock, HeldLock, LockHeld, lock_file
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
 log = logging.getLogger("wattgate.rollback")
@@ -323,6 +323,11 @@ class SysfsJournal:
     # -- recording -----------------------------------------------------------------
 
     @property
+    def root(self) -> str:
+        """The sysfs root the originals go back under: the one they were read from."""
+        return self._root
+
+    @property
     def attributes(self) -> list[str]:
         with self._lock:
             return list(self._entries)
@@ -513,11 +518,18 @@ def take_over(
     another journal_dir, text as read) is recorded before anything else. What could not be
     restored stays in the journal, and so does ``keep`` (SysfsJournal.restore). The caller
     owns the returned lock; on an error it is released here.
+
+    The caller has locked ``fs``'s root (the board); a journal whose originals are under
+    another root (power.sysfs_root changed since the run that wrote it) has that root
+    locked here too, for the restore: JournalHeld when a live daemon drives it, whose
+    settings it would undo for good.
     """
     lock = JournalLock(directory)
     lock.acquire(create=create)
+    elsewhere: Optional[DirectoryLock] = None
     try:
         journal = SysfsJournal(directory, fs)
+        elsewhere = _lock_journal_root(journal, fs)
         earlier = [p for p in set_aside_journals(directory) if p not in journal.set_aside]
         if earlier:
             # Said at every start until removed: the daemon goes on, but nothing else would
@@ -531,3 +543,30 @@ def take_over(
     except BaseException:
         lock.release()
         raise
+    finally:
+        if elsewhere is not None:
+            elsewhere.release()
+
+
+def _lock_journal_root(journal: SysfsJournal, fs: Sysfs) -> Optional[DirectoryLock]:
+    """The board lock on the journal's root, when it has originals to go back under a root
+    that is not ``fs``'s; None when there is nothing to lock (no originals, the same
+    directory, or one that is not there, which no daemon can drive)."""
+    root = journal.root
+    if not journal.attributes:
+        return None
+    with contextlib.suppress(OSError):
+        if os.path.samefile(root, fs.root):
+            return None  # locked already; a second flock of this process would be refused
+    board = DirectoryLock(root)
+    try:
+        board.acquire()
+    except FileNotFoundError:
+        return None
+    except LockHeld as held:
+        raise JournalHeld(
+            f"sysfs journal {journal.path} holds originals under {root}, not "
+            f"power.sysfs_root {fs.root}, and another wattgate"
+            f"{f' (pid {held.pid})' if held.pid else ''} drives {root}: the journal is "
+            "kept and nothing is written there until that daemon stops") from None
+    return board
