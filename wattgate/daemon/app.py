@@ -569,7 +569,10 @@ class Daemon:
 
     async def _apply_reload(self, path: Path) -> tuple[bool, str]:
         try:
-            new = load_config(path)
+            # Off the loop, as a model load is: a drop-in of thousands of keys takes seconds
+            # to read and validate, and clients and the watchdog must be answered meanwhile.
+            self._step(f"reading {path} and its drop-ins")
+            new = await in_own_thread("wattgate-config-read", load_config, path)
         except ConfigError as exc:
             log.error(
                 "reload rejected, keeping the running config: %s", exc,
@@ -668,6 +671,8 @@ class Daemon:
                 return False
         if new.gate != self.cfg.gate:
             pipeline.replace_gate(MotionGate(new.gate))
+            if self.camera is not None:  # an MJPEG camera's reduced decode is for its rows
+                self.camera.follow_luma_rows(new.gate.frame_height)
         if swapped is not None:
             self._step("handing the new model to the pipeline")
             await _swap_off_loop(pipeline.swap_model, swapped)

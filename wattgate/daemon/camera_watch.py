@@ -378,6 +378,16 @@ class SupervisedSource:
         with self._cond:
             self._announced_lost = self._announced_lost or lost
 
+    def follow_luma_rows(self, rows: int) -> None:
+        """The gate's rows changed (a reload): the source open now, and those opened later,
+        decode for them (CaptureSource.follow_luma_rows)."""
+        with self._cond:
+            self.luma_rows = rows
+            inner = self._inner
+        follow = getattr(inner, "follow_luma_rows", None)
+        if follow is not None:
+            follow(rows)
+
     # -- what the daemon shows ------------------------------------------------------------
 
     @property
@@ -547,6 +557,7 @@ class SupervisedSource:
             stopped = self._stopped
             if not stopped:
                 self._inner, self._worker, self._target = inner, worker, target
+                rows = self.luma_rows  # a reload may have changed them while it opened
                 self._opens += 1
                 self.description = inner.description
                 self.width, self.height, self.fps = inner.width, inner.height, inner.fps
@@ -554,6 +565,8 @@ class SupervisedSource:
         if stopped:  # stop() came after the open finished: it found nothing open to close
             worker.retire(inner)
             return
+        if getattr(inner, "luma_rows", rows) != rows:
+            self.follow_luma_rows(rows)
         log.log(logging.INFO if self._opens == 1 else logging.DEBUG, "camera open: %s",
                 inner.description)
         self._note_other_camera(device)

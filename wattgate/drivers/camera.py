@@ -744,6 +744,15 @@ class CaptureSource:
             return frame_from_yuyv(raw_picture(data, "YUYV", size), index, ts, mono)
         return frame_from_nv12(raw_picture(data, "NV12", size), index, ts, mono)
 
+    def follow_luma_rows(self, rows: int) -> None:
+        """The gate's rows changed (a reload of gate.frame_height): an MJPEG stream's decode
+        scale follows from the next frame, as chosen at open. Kept, it decoded 135 rows for a
+        gate of 400 (the detail asked for never came) or 540 rows for one of 100, 16 times
+        the work, until a restart. Called from another thread: one int is replaced."""
+        self.luma_rows = rows
+        if self.height:
+            self.reduce = reduction_for(self.height, rows)
+
     def _resized(self, data: Image, frame: Frame) -> Frame:
         """An MJPEG stream's first frame of a new size: the size and the decode scale now
         follow it, and the frame's luma is decoded again at that scale if it changed.
