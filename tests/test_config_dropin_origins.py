@@ -1,13 +1,17 @@
-"""Drop-ins over the main file: which file an error names, and how the file that set each
-key is followed over many keys."""
+"""Drop-ins over the main file: which file an error names, what a drop-in's array replaces,
+and how the file that set each key is followed over many keys."""
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
+from tests.conftest import DaemonProcess
 from wattgate.config import ConfigError, load_config, load_raw
 
 
@@ -108,3 +112,76 @@ def test_following_origins_does_not_go_through_every_key_for_each_key(tmp_path: 
     load_raw(path, origins)
     assert len(origins) == count + 2
     assert _CountedOrigins.visits <= 4 * count
+
+
+RULES = """
+[[rules]]
+name = "battery"
+on_battery = true
+profile = "powersave"
+
+[[rules]]
+name = "dark"
+lux_below = 2.0
+profile = "powersave"
+"""
+
+
+def test_a_dropins_rules_replace_the_main_files_and_the_config_says_so(tmp_path: Path) -> None:
+    """Arrays are values: a drop-in's [[rules]] replace the whole array. That is said,
+    naming both files and how many rules were left out, so an added thermal rule does not
+    drop the battery rule without a word."""
+    hot = '[[rules]]\nname = "hot"\ntemp_above_c = 85.0\nprofile = "powersave"\n'
+    path = _config(tmp_path, RULES, **{"50-thermal.toml": hot})
+    cfg = load_config(path)
+    assert [rule.name for rule in cfg.rules] == ["hot"]
+    dropin = tmp_path / "config.d" / "50-thermal.toml"
+    assert cfg.notes == [
+        f"rules: {dropin} replaces the whole array set in {path}, leaving out 2 of its 2 "
+        "entries (arrays are not merged: repeat the entries to keep)"
+    ]
+
+
+def test_a_dropin_that_repeats_the_rules_it_keeps_is_not_noted(tmp_path: Path) -> None:
+    hot = '[[rules]]\nname = "hot"\ntemp_above_c = 85.0\nprofile = "powersave"\n'
+    path = _config(tmp_path, RULES, **{"50-thermal.toml": hot + RULES})
+    cfg = load_config(path)
+    assert [rule.name for rule in cfg.rules] == ["hot", "battery", "dark"]
+    assert cfg.notes == []
+
+
+@pytest.mark.parametrize("main, dropin, expected", [
+    ("", 'rules = [{name = "hot", temp_above_c = 85.0, profile = "powersave"}]\n', []),
+    ("[power]\nruntime_pm_devices = []\n", '[power]\nruntime_pm_devices = ["a"]\n', []),
+    ('[power]\nruntime_pm_devices = ["a", "b"]\n', '[power]\nruntime_pm_devices = ["b"]\n',
+     ["power.runtime_pm_devices: {dropin} replaces the whole array set in {main}, leaving out "
+      "1 of its 2 entries (arrays are not merged: repeat the entries to keep)"]),
+])
+def test_which_arrays_are_noted(tmp_path: Path, main: str, dropin: str,
+                                expected: list[str]) -> None:
+    """Only an array that loses entries: one set where there was none, or an empty one,
+    loses nothing."""
+    path = _config(tmp_path, main, **{"50-site.toml": dropin})
+    names: dict[str, Any] = {"dropin": tmp_path / "config.d" / "50-site.toml", "main": path}
+    assert load_config(path).notes == [line.format(**names) for line in expected]
+
+
+def test_a_reload_logs_the_rules_a_dropin_left_out(
+    start_daemon: Callable[..., DaemonProcess],
+) -> None:
+    """The daemon says what check-config says: a journal read after the board ran on
+    battery at full clocks finds why."""
+    daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240})
+    daemon.connect().close()
+    with daemon.config.open("a") as main:
+        main.write(RULES)
+    dropin = daemon.config.parent / "config.d" / "50-thermal.toml"
+    dropin.parent.mkdir()
+    dropin.write_text('[[rules]]\nname = "hot"\ntemp_above_c = 85.0\nprofile = "powersave"\n')
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30.0
+    while "reloaded" not in daemon.log():
+        assert time.monotonic() < deadline, daemon.log()
+        time.sleep(0.05)
+    assert (f"reload: rules: {dropin} replaces the whole array set in {daemon.config}, "
+            "leaving out 2 of its 2 entries") in daemon.log()

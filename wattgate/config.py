@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -744,6 +745,15 @@ class Config(Section):
     rules: list[RuleConfig] = Field(
         default_factory=list, description="Automatic profile switches, first match wins."
     )
+    _notes: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What loading found that is valid but likely not meant, one line each: a drop-in's
+        array that replaced one with entries it left out ([[rules]] from a drop-in took the
+        place of the main file's, its battery rule gone without a word). check-config
+        shows them as warnings; the daemon logs them."""
+        return list(self._notes)
 
     @model_validator(mode="before")
     @classmethod
@@ -891,6 +901,42 @@ def _note_origins(table: dict[str, Any], source: str, tree: _OriginTree) -> None
             _note_origins(value, source, under)
         else:
             tree[key] = (source, None)  # a table it replaces goes with everything under it
+
+
+def _hashable(value: Any) -> Any:
+    """A TOML value as a key of a set: equal values, equal keys, whatever their tables' order."""
+    if isinstance(value, dict):
+        return frozenset((key, _hashable(item)) for key, item in value.items())
+    if isinstance(value, list):
+        return tuple(_hashable(item) for item in value)
+    return value
+
+
+def _left_out_entries(base: dict[str, Any], override: dict[str, Any], tree: _OriginTree,
+                      source: str, prefix: tuple[str, ...] = ()) -> list[str]:
+    """One line for each array of base that override replaces leaving entries of it out.
+
+    Arrays are values, so a drop-in's array ([[rules]] included) replaces the whole array
+    before it, as deep_merge does: that is what lets a drop-in remove an entry. One that
+    adds a thermal rule and does not repeat the vendor's battery rule drops that rule,
+    which is said here rather than left for the board to show on battery."""
+    lines: list[str] = []
+    for key, value in override.items():
+        old, path = base.get(key), (*prefix, key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            under = tree[key][1]
+            if under is not None:
+                lines += _left_out_entries(old, value, under, source, path)
+        elif isinstance(value, list) and isinstance(old, list):
+            kept = {_hashable(item) for item in value}
+            left_out = sum(1 for item in old if _hashable(item) not in kept)
+            if left_out:
+                lines.append(
+                    f"{'.'.join(path)}: {source} replaces the whole array set in "
+                    f"{tree[key][0]}, leaving out {left_out} of its {len(old)} entries "
+                    "(arrays are not merged: repeat the entries to keep)"
+                )
+    return lines
 
 
 def _flat_origins(tree: _OriginTree, origins: Origins, prefix: tuple[str, ...] = ()) -> None:
@@ -1056,14 +1102,18 @@ def dropin_files(path: Path) -> list[Path]:
                   if name.endswith(".toml") and not name.startswith("."))
 
 
-def load_raw(path: Path, origins: Optional[Origins] = None) -> dict[str, Any]:
+def load_raw(path: Path, origins: Optional[Origins] = None,
+             notes: Optional[list[str]] = None) -> dict[str, Any]:
     """The main file with its drop-ins merged, before validation; `origins`, if given, is
-    filled with the file that set each key."""
+    filled with the file that set each key, `notes` with the arrays a drop-in replaced
+    leaving entries out (Config.notes)."""
     raw = _read_toml(path)
     tree: _OriginTree = {}
     _note_origins(raw, str(path), tree)
     for dropin in dropin_files(path):
         table = _read_toml(dropin)
+        if notes is not None:
+            notes += _left_out_entries(raw, table, tree, str(dropin))
         _note_origins(table, str(dropin), tree)
         raw = deep_merge(raw, table)
     if origins is not None:
@@ -1153,9 +1203,12 @@ def load_config(path: Optional[Path]) -> Config:
     if path is None:
         return Config()
     origins: Origins = {}
-    raw = load_raw(path, origins)
+    notes: list[str] = []
+    raw = load_raw(path, origins, notes)
     resolve_paths(raw, origins, str(path))
-    return parse_config(raw, str(path), origins)
+    cfg = parse_config(raw, str(path), origins)
+    cfg._notes = notes
+    return cfg
 
 
 def json_schema() -> dict[str, Any]:

@@ -579,6 +579,8 @@ class Daemon:
                 extra=event(MessageId.CONFIG_ERROR),
             )
             return False, f"{REJECTED}: {exc}"
+        for note in new.notes:  # a drop-in's array that left entries out (Config.notes)
+            log.warning("reload: %s", note)
         unusable = self._unusable_power_root(new)
         if unusable:
             log.error("reload rejected, keeping the running config: %s", unusable,
