@@ -283,7 +283,9 @@ class MotionGate:
         default the plane's own size. Strided planes (YUYV[..., 0]) are sampled in place."""
         if not self.cfg.enabled:
             return DISABLED
-        if luma.ndim == 3:  # (h, w, 1)
+        if luma.ndim == 3:  # (h, w, 1); a colour picture's first channel is not its luma
+            if luma.shape[2] != 1:
+                raise ValueError(f"a luma plane has one channel, not {luma.shape[2]} channels")
             luma = luma[:, :, 0]
         h, w = luma.shape[:2]
         src = source_size or (w, h)
@@ -324,6 +326,8 @@ class MotionGate:
     def _small_size(self, width: int, height: int) -> tuple[int, int]:
         size = self._sizes.get((width, height))
         if size is None:
+            if width <= 0 or height <= 0:  # checked once per size: sizes are cached
+                raise ValueError(f"a {width}x{height} frame has no pixels to gate")
             rows = max(1, min(self.cfg.frame_height, height))
             size = (max(1, round(width * rows / height)), rows)
             self._sizes[(width, height)] = size
