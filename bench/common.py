@@ -8,6 +8,7 @@ measured from outside through /proc and its socket, never by importing its inter
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.metadata
 import json
 import math
@@ -259,17 +260,35 @@ class NotifyListener:
         self.sock.close()
 
 
+class DaemonExited(RuntimeError):
+    """A daemon a benchmark started is gone: its exit status and the end of its log, which
+    holds the reason (the log is deleted with the daemon's directory right after)."""
+
+    def __init__(self, returncode: int, log: str) -> None:
+        self.returncode = returncode
+        super().__init__(f"bench daemon exited {exit_status(returncode)}; the end of its "
+                         f"log:\n{log.rstrip()}")
+
+
+def exit_status(returncode: int) -> str:
+    """A Popen returncode for people: `78`, or `-9 (SIGKILL)` for a signal."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"{returncode} ({signal.Signals(-returncode).name})"
+    return str(returncode)
+
+
 def connect_when_ready(
     proc: subprocess.Popen[bytes], socket_path: Path, log: Callable[[], str], timeout: float,
     client_timeout: Optional[float] = 10.0, poll: float = 0.02,
 ) -> Client:
     """A client of the daemon `proc` once it has said hello on socket_path; RuntimeError with
-    the daemon's log if it exits first or does not answer within timeout seconds. The
-    benchmarks and the tests (tests/conftest.py) start daemons the same way."""
+    the daemon's log if it exits first (DaemonExited) or does not answer within timeout
+    seconds. The benchmarks and the tests (tests/conftest.py) start daemons the same way."""
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"daemon exited {proc.returncode}:\n{log()}")
+            raise DaemonExited(proc.returncode, log())
         try:
             return Client(str(socket_path), timeout=client_timeout)
         except ClientError:
@@ -378,14 +397,51 @@ def daemon(notify: bool = False, **sections: dict[str, Any]) -> Iterator[DaemonR
     proc = subprocess.Popen(
         [sys.executable, "-m", "wattgate.cli", "run", "--config", str(config)],
         stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+        preexec_fn=_stop_with_parent(),
     )
     log.close()
     run = DaemonRun(proc, root, Path(tables["daemon"]["socket"]), started, listener)
     try:
         yield run
+    except DaemonExited:
+        raise
+    except Exception as exc:
+        # A daemon that died mid-run shows first as a closed socket or a failed request;
+        # its exit status and log say why, and the log goes with `root` below.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(DAEMON_EXIT_GRACE_S)
+        if proc.returncode is not None:
+            raise DaemonExited(proc.returncode, run.log()) from exc
+        raise
     finally:
         run.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# how long a daemon whose socket just failed may take to be seen as exited
+DAEMON_EXIT_GRACE_S = 1.0
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent() -> Optional[Callable[[], None]]:
+    """For Popen's preexec_fn: the child gets SIGTERM when this process dies, however it
+    dies (SIGKILL included), so no daemon is left rendering and inferring on a shared
+    machine. prctl is resolved here, before the fork; None where there is no prctl.
+
+    The kernel sends the signal when the forking *thread* ends: the benchmarks start their
+    daemons from the main thread, which lives as long as the run."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 # -- frames on disk -------------------------------------------------------------------------

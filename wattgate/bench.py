@@ -10,14 +10,55 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, Optional
 
 from wattgate.cli_power import EXIT_USAGE, positive_int
+from wattgate.client import ClientError
 
 NAMES = ("gate", "gate-quality", "pipeline", "idle", "footprint", "fanout")
 CHECKOUT = Path(__file__).resolve().parent.parent
+# what `timeout`, a CI runner cancelling a job, `kill` and a closed SSH session send
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+EXIT_FAILED = 1
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP during a run. A BaseException, as KeyboardInterrupt is, so it
+    unwinds the same way Ctrl-C does: through every `with daemon(...)`, which stops its
+    daemon and removes its directory, and past the `except Exception` of the benchmarks."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, _frame: Optional[FrameType]) -> None:
+    # Once only: a second signal must not cut short the clean-up the first one started.
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    raise Stopped(signum)
+
+
+@contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise Stopped while the benchmarks run; the handlers found are
+    put back after (a caller in this process, the tests, keeps its own)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    previous = {stop_signal: signal.signal(stop_signal, _stop) for stop_signal in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, handler)
 
 
 def register(subparsers: Any) -> None:
@@ -52,6 +93,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
               f"`bench {args.name}` writes nothing (use --json > FILE)", file=sys.stderr)
         return EXIT_USAGE
     report = _import("bench.report")
+    try:
+        with _stopped_by_signals():
+            return _run(report, args)
+    except Stopped as stopped:
+        print(f"wattgate bench {args.name}: stopped by {signal.Signals(stopped.signum).name}",
+              file=sys.stderr)
+        return 128 + stopped.signum
+    except BrokenPipeError:
+        raise  # stdout closed by its reader: the CLI's own business
+    except (RuntimeError, OSError, ClientError) as exc:
+        # A daemon that would not start or died, a file that could not be written: one
+        # line (a daemon's log after it) rather than a traceback, and for a script reading
+        # --json, one error object instead of the result.
+        print(f"wattgate bench {args.name}: {exc}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"class": "error", "code": "bench_failed", "bench": args.name,
+                              "message": str(exc)}), flush=True)
+        return EXIT_FAILED
+
+
+def _run(report: Any, args: argparse.Namespace) -> int:
     if args.name == "all":
         out = Path(args.out) if args.out else None
         summary: dict[str, Any] = report.run_all(args.quick, args.repeats, out)
