@@ -54,6 +54,7 @@ from wattgate.drivers.camera import (
     SyntheticSource,
     no_longer,
     source_kind,
+    without_password,
 )
 from wattgate.drivers.synthetic import SCENES
 
@@ -269,6 +270,7 @@ class SupervisedSource:
         `opener` replaces the default CaptureSource/SyntheticSource (tests, other drivers)."""
         self.cfg = cfg
         self.spec = cfg.source.strip()
+        self.shown = without_password(self.spec)  # what messages and the status name it by
         self.kind: SourceKind = source_kind(self.spec)  # a malformed udev: spec raises
         if self.kind == "synthetic" and self.spec.split(":", 1)[1] not in SCENES:
             raise SourceError(f"camera.source {self.spec!r}: unknown scene")
@@ -278,7 +280,7 @@ class SupervisedSource:
         self.on_back = on_back
         self.luma_rows = luma_rows
         self._opener = opener or self._default_opener
-        self.description = f"{self.spec} (not open)"
+        self.description = f"{self.shown} (not open)"
         self.width, self.height, self.fps = cfg.width, cfg.height, cfg.fps
         self.paced = self.kind in ("file", "synthetic") and cfg.realtime
         self.live = self.kind not in ("file", "synthetic")  # media time for files and scenes
@@ -403,7 +405,7 @@ class SupervisedSource:
         """For the `status` reply: what is open, its state and, when not running, why."""
         with self._cond:
             out: dict[str, Any] = {
-                "source": self.spec,
+                "source": self.shown,
                 "state": self._state,
                 "since": round(self._since, 3),
                 "description": self.description,
@@ -416,7 +418,7 @@ class SupervisedSource:
             if self.identity is not None:
                 out["identity"] = self.identity.describe()
             if self._target:
-                out["device" if self.kind == "v4l2" else "target"] = self._target
+                out["device" if self.kind == "v4l2" else "target"] = without_password(self._target)
             if self._state != "running":
                 out["reason"] = self._reason
             if self._state in ("lost", "waiting") and not self._stopped:
@@ -733,7 +735,7 @@ class SupervisedSource:
         self._drop_inner()
         with self._cond:
             self._retry_at, self._resume_at = 0.0, 0
-        log.log(level, "source %s %s", self.spec, why)
+        log.log(level, "source %s %s", self.shown, why)
 
     def _unchanged_since_cut(self, position: int, state: Optional[FileState]) -> bool:
         """Whether a file cut short at ``position``, now as ``state``, has been so for
@@ -759,7 +761,7 @@ class SupervisedSource:
         self._drop_inner()
         with self._cond:
             self._set_state("ended", "end of file")
-        log.info("source %s ended%s", self.spec, why)
+        log.info("source %s ended%s", self.shown, why)
 
     # -- losing and waiting -------------------------------------------------------------------
 
@@ -778,6 +780,7 @@ class SupervisedSource:
         self._unavailable(reason)
 
     def _unavailable(self, reason: str, wait: Optional[float] = None, failure: bool = True) -> None:
+        reason = without_password(reason)  # an open's error may quote the URL
         now = time.monotonic()
         with self._cond:
             if self._stopped:
@@ -790,12 +793,12 @@ class SupervisedSource:
             announce = not self._announced_lost
             self._announced_lost = True
         if announce:
-            log.warning("camera %s unavailable: %s", self.spec, reason,
+            log.warning("camera %s unavailable: %s", self.shown, reason,
                         extra=event(MessageId.CAMERA_LOST, reason=reason))
             if self.on_lost is not None:
                 self.on_lost(reason)
         elif changed:
-            log.info("camera %s: %s (retry in %.1f s)", self.spec, reason, delay)
+            log.info("camera %s: %s (retry in %.1f s)", self.shown, reason, delay)
 
     def _set_state(self, state: State, reason: str) -> None:
         if state != self._state:

@@ -370,6 +370,18 @@ def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:
 # -- sources -----------------------------------------------------------------------------------
 
 
+# user:password@ in a URL (rtsp://admin:secret@10.0.0.5/stream, a GStreamer rtspsrc
+# location): what the daemon says of its camera goes to every client of the socket (status,
+# camera_lost events kept in the event log) and to the journal, none of which may show it.
+_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
+
+
+def without_password(text: str) -> str:
+    """text with the password of every URL in it as ***; the user name stays, to tell
+    which account the camera is opened with."""
+    return _PASSWORD.sub(r"\1:***@", text) if "@" in text else text
+
+
 def source_kind(spec: str) -> SourceKind:
     """What `camera.source` names (config.source_form); a path is a file, or a stream
     when it is a FIFO. A path that is not there (yet) is a file."""
@@ -446,6 +458,7 @@ class CaptureSource:
         read_timeout_s: Optional[float] = None,
     ) -> None:
         self.spec = target
+        self.shown = without_password(target)  # what messages and the status name it by
         self.kind: SourceKind = kind or source_kind(target)
         self.is_file = self.kind == "file"
         self.loop = cfg.loop and self.is_file
@@ -480,7 +493,7 @@ class CaptureSource:
         self._odd_layout = False  # frames of a layout frame_from_capture does not take
         self._dropping = False  # the last buffer was dropped: the next one is not logged again
         fmt = f" {self.raw}" if self.raw else ""
-        self.description = f"{target} {self.width}x{self.height}@{self.fps:g}{fmt}"
+        self.description = f"{self.shown} {self.width}x{self.height}@{self.fps:g}{fmt}"
         if self.kind == "v4l2" and (self.width, self.height) != (cfg.width, cfg.height):
             log.warning(
                 "camera %s gives %dx%d, not the requested %dx%d",
@@ -531,7 +544,7 @@ class CaptureSource:
         if not cap.isOpened():
             cap.release()
             self._close_fifo()
-            raise SourceError(f"camera.source {spec!r}: cannot be opened")
+            raise SourceError(f"camera.source {without_password(spec)!r}: cannot be opened")
         return cap
 
     def _close_fifo(self) -> None:
@@ -554,7 +567,7 @@ class CaptureSource:
             return "MJPG"  # FFmpeg hands over the JPEG packets undecoded
         log.warning(
             "camera %s: asked for %s, got %s; decoding in colour",
-            self.spec, cfg.format, fourcc or "an unknown format",
+            self.shown, cfg.format, fourcc or "an unknown format",
         )
         return None
 
@@ -631,7 +644,7 @@ class CaptureSource:
             dropped += 1
             if dropped >= MAX_CORRUPT:
                 self._count_corrupt(last)
-                log.warning("camera %s: %d frames in a row dropped", self.spec, dropped)
+                log.warning("camera %s: %d frames in a row dropped", self.shown, dropped)
                 self.end_reason = "read failed"
                 return None
 
@@ -647,7 +660,7 @@ class CaptureSource:
         self.corrupt += 1
         if dropped.why is not None:
             if not self._dropping:
-                log.warning("camera %s: frame %d dropped: %s", self.spec, dropped.index,
+                log.warning("camera %s: frame %d dropped: %s", self.shown, dropped.index,
                             dropped.why)
             self._dropping = True
 
@@ -689,7 +702,7 @@ class CaptureSource:
 
     def _stop_replaced(self) -> None:
         """End the read: another file is in this one's place (_replaced)."""
-        log.info("camera %s: a new file is in its place; this one ends", self.spec)
+        log.info("camera %s: a new file is in its place; this one ends", self.shown)
         self.end_reason = "replaced"
 
     def _start_again(self) -> tuple[bool, Image]:
@@ -708,7 +721,7 @@ class CaptureSource:
             self._cap.set(cv2.CAP_PROP_FORMAT, -1)
         ok, data = self._cap.read()
         if not ok:
-            log.warning("camera %s: cannot start the file again; it ends here", self.spec)
+            log.warning("camera %s: cannot start the file again; it ends here", self.shown)
         return ok, data
 
     def _ended(self, torn: bool = False) -> EndReason:
@@ -736,7 +749,7 @@ class CaptureSource:
             if frame.size != (self.width, self.height):
                 if self.width:  # not a stream that did not say its size before its first frame
                     log.warning("camera %s: MJPEG frames of %dx%d from frame %d on, not %dx%d",
-                                self.spec, *frame.size, index, self.width, self.height)
+                                self.shown, *frame.size, index, self.width, self.height)
                 frame = self._resized(data, frame)
             return frame
         size = (self.width, self.height)
@@ -762,7 +775,7 @@ class CaptureSource:
         motion); one going the other way decoded 1080p at 1/2 for 540 rows, four times the
         work the gate needs. One extra reduced decode, only at a change of size."""
         self.width, self.height = frame.size
-        self.description = f"{self.spec} {self.width}x{self.height}@{self.fps:g} MJPG"
+        self.description = f"{self.shown} {self.width}x{self.height}@{self.fps:g} MJPG"
         reduce = reduction_for(self.height, self.luma_rows)
         if reduce == self.reduce:
             return frame
@@ -783,11 +796,11 @@ class CaptureSource:
                 log.warning("camera %s: frames of %d rows are 4:2:0 YUV of %d rows in a "
                             "format the pipeline does not name; colour is taken as grey: "
                             "end its caps with format=NV12 or I420 before appsink",
-                            self.spec, data.shape[0], frame.size[1])
+                            self.shown, data.shape[0], frame.size[1])
         if frame is None and not self._odd_layout:
             self._odd_layout = True
             log.warning("camera %s: frames of %s %s are neither BGR, BGRA, grey nor a YUV "
-                        "layout its caps name; dropping them", self.spec, data.dtype, data.shape)
+                        "layout its caps name; dropping them", self.shown, data.dtype, data.shape)
         return frame
 
     def close(self) -> None:

@@ -1,0 +1,58 @@
+"""A camera URL's password stays out of everything the daemon says of its camera.
+
+IP cameras are opened by a URL with credentials (rtsp://admin:secret@host/stream, or a
+GStreamer pipeline's rtspsrc location). The status and the camera_lost event go to every
+client of the socket (the read-only group), the event is kept in the event log, and the
+log goes to the journal: each showed the password as written in config.toml.
+
+The camera here is a real RTSP URL to a port nothing listens on, so FFmpeg's open fails
+and the daemon reports the camera as waiting, with its reason, as it would a camera that
+is down.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from wattgate.drivers.camera import without_password
+
+SECRET = "s3cret-Pw"
+URL = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    (URL, "rtsp://admin:***@127.0.0.1:9/stream"),
+    ("rtspsrc location=rtsp://u:p%40ss@cam.local/h264 latency=0 ! appsink",
+     "rtspsrc location=rtsp://u:***@cam.local/h264 latency=0 ! appsink"),
+    ("camera.source 'http://a:b@h/x.mjpg' and 'rtsp://c:d@h2/y'",
+     "camera.source 'http://a:***@h/x.mjpg' and 'rtsp://c:***@h2/y'"),
+    ("rtsp://viewer@cam/stream", "rtsp://viewer@cam/stream"),  # no password to hide
+    ("rtsp://cam:554/a@b", "rtsp://cam:554/a@b"),  # an @ in the path is no credential
+    ("/dev/video0", "/dev/video0"),
+])
+def test_the_password_of_a_url_is_hidden(text: str, shown: str) -> None:
+    assert without_password(text) == shown
+
+
+def test_status_events_and_log_do_not_show_the_cameras_password(start_daemon: Any) -> None:
+    daemon = start_daemon(camera={"source": URL})
+    with daemon.connect() as client:
+        deadline = time.monotonic() + 30
+        while "reason" not in (source := client.request("status")["source"]):
+            assert time.monotonic() < deadline, source
+            time.sleep(0.1)
+        assert source["source"] == "rtsp://admin:***@127.0.0.1:9/stream", source
+        assert SECRET not in json.dumps(source), source
+    events = subprocess.run(
+        [sys.executable, "-m", "wattgate.cli", "events", "--json", "--socket",
+         str(daemon.socket)], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert '"camera_lost"' in events and "admin:***@" in events, events
+    assert SECRET not in events, events
+    assert daemon.stop() == 0, daemon.log()
+    assert "admin:***@" in daemon.log() and SECRET not in daemon.log(), daemon.log()
