@@ -17,7 +17,9 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
   sunrise - leaves no difference at all. A change of less than FIT_SKIP is no change (the
   background's learning follows it); a cheap check finds most such frames before the fit: the
   mean difference with each pixel's clipped to FIT_CLIP, which what moves can shift by no more
-  than FIT_CLIP times the share of the frame it covers.
+  than FIT_CLIP times the share of the frame it covers. It is taken in the dark and the bright
+  half apart: a contrast change about middle grey (auto-contrast, WDR, a tone curve) moves
+  them opposite ways, and the mean of the whole frame not at all.
 * Lighting: what the fit cannot explain but covers most of the frame (a lamp's fall-off, the
   IR-cut filter flipping to grey) is lighting, not motion: the gate recalibrates on it.
 * Contrast: the threshold is relative to the background's 4th..96th percentile range, the
@@ -243,6 +245,7 @@ class MotionGate:
         self._fast_frames = 0  # frames left with the fast calibration alpha
         self._q = [0.0, 64.0, 128.0, 192.0, 255.0]  # background p4, p25, p50, p75, p96
         self._clipped = 0  # pixels flagged in buf.clipped
+        self._bright = 0  # pixels of buf.side in the bright half
         self._still_tick = 0  # frames of motion since the last check for still regions
         self._hl_gain, self._hl_offset = 1.0, 0.0  # exposure change since _refresh_range
         self._range_max = 255.0  # the brightest background at _refresh_range
@@ -403,13 +406,19 @@ class MotionGate:
         half's median (p25), the bright half's at p75; two points give the line. Every
         FIT_STEP-th row is enough, and pixels that moved in the last frame are left out.
         First, unless the background is clipped (a lower bound there), the clipped mean
-        difference (module docstring): within FIT_SKIP, the exposure is the same."""
+        difference of each half (module docstring): both within FIT_SKIP, the exposure is
+        the same."""
         step = FIT_STEP
         if not self._clipped:
             cv2.addWeighted(buf.cur[::step], CLIP_SCALE, buf.bg[::step], -CLIP_SCALE, 128.0,
                             buf.d8, cv2.CV_8U)  # saturates at +-FIT_CLIP
-            mean = (cv2.sumElems(buf.d8)[0] / buf.d8.size - 128.0) / CLIP_SCALE
-            if -FIT_SKIP < mean < FIT_SKIP:
+            count, n_bright = buf.d8.size, self._bright
+            total = cv2.sumElems(buf.d8)[0] - 128.0 * count
+            in_bright = (cv2.mean(buf.d8, buf.side)[0] - 128.0) * n_bright if n_bright else 0.0
+            skip = FIT_SKIP * CLIP_SCALE  # sums of the scaled difference, per pixel
+            if abs(in_bright) <= skip * n_bright and abs(total - in_bright) <= skip * (
+                count - n_bright
+            ):
                 return 1.0, 0.0
         cv2.addWeighted(buf.cur[::step], 1.0, buf.bg[::step], -1.0, 128.0, buf.d8, cv2.CV_8U)
         label = buf.side
@@ -542,6 +551,7 @@ class MotionGate:
         qs = np.searchsorted(cum, np.array([low, 25.0, 50.0, 75.0, high]) / 100.0 * cum[-1])
         self._q = [float(q) for q in qs]
         np.copyto(buf.side, buf.bg[::FIT_STEP] > self._q[2], casting="unsafe")
+        self._bright = cv2.countNonZero(buf.side)
         self._refresh_range(buf)
 
     def _refresh_range(self, buf: _Buffers) -> None:
