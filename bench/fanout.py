@@ -69,6 +69,16 @@ SUBSCRIBE = b'{"cmd":"subscribe","topics":["results"]}\n'
 STALLED_DELAY_ALLOWANCE_MS = 1.0
 
 
+# how long the daemon may take to let a configuration's subscribers go before the next
+# configuration opens as many again against its max_clients
+RELEASE_TIMEOUT_S = 30.0
+
+
+class SubscriberLost(RuntimeError):
+    """A subscriber was refused (`busy`) or its stream ended during a measurement: the
+    window measured fewer subscribers than its row says, so its numbers are not reported."""
+
+
 @dataclass
 class Reader:
     sock: socket.socket
@@ -76,6 +86,8 @@ class Reader:
     delays: list[float] = field(default_factory=list)
     results: int = 0
     dropped: int = 0
+    closed: bool = False  # the daemon ended the stream
+    error: bytes = b""  # the first error line the daemon sent (busy comes instead of hello)
 
     def feed(self, data: bytes, now: float, record: bool) -> None:
         """The complete lines received so far; the reader's CPU competes with the daemon's,
@@ -83,9 +95,13 @@ class Reader:
         data = self.rest + data
         cut = data.rfind(b"\n") + 1
         self.rest = data[cut:]
-        if not record or not cut:
+        if not cut:
             return
         lines = data[:cut]
+        if not self.error and b'"class":"error"' in lines:
+            self.error = next(line for line in lines.split(b"\n") if b'"class":"error"' in line)
+        if not record:
+            return
         found = RESULT.findall(lines)
         self.results += len(found)
         now_ms = now * 1000.0
@@ -122,8 +138,58 @@ def pump(readers: list[Reader], seconds: float, record: bool) -> None:
                     continue
                 if data:
                     reader.feed(data, time.time(), record)
+                else:  # the end of the stream: readable for ever after, so let it go
+                    selector.unregister(reader.sock)
+                    reader.closed = True
     finally:
         selector.close()
+
+
+def check_subscribers(readers: list[Reader]) -> None:
+    """SubscriberLost if any reader was refused or dropped by the daemon."""
+    lost = [reader for reader in readers if reader.closed or reader.error]
+    if lost:
+        why = lost[0].error.decode(errors="replace").strip() or "the daemon ended its stream"
+        raise SubscriberLost(f"fanout: {len(lost)} of {len(readers)} subscribers lost ({why}); "
+                             "a window without them would be reported as theirs")
+
+
+def subscribe(path: Path, rcvbuf: Optional[int] = None,
+              timeout: Optional[float] = None) -> Reader:
+    """A subscriber past its hello. One refused `busy` is tried again until timeout: the
+    previous configuration's up to 101 connections count against max_clients until the
+    daemon has written off what it had queued for them, which can be a little after it has
+    stopped counting them in `status`. The timeout is RELEASE_TIMEOUT_S by default."""
+    timeout = RELEASE_TIMEOUT_S if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:
+        reader = Reader(connect(path, rcvbuf))
+        try:
+            if _hello(reader, deadline):
+                return reader
+        except BaseException:
+            reader.sock.close()
+            raise
+        reader.sock.close()
+        if b'"code":"busy"' not in reader.error or time.monotonic() > deadline:
+            check_subscribers([reader])
+            raise SubscriberLost(f"fanout: no place for a subscriber within {timeout:g} s")
+        time.sleep(0.05)
+
+
+def _hello(reader: Reader, deadline: float) -> bool:
+    """Read up to the daemon's first line: True for the hello, False for an error (busy
+    comes instead of the hello) or the end of the stream."""
+    reader.sock.settimeout(max(1.0, deadline - time.monotonic()))
+    data = b""
+    while b"\n" not in data:
+        chunk = reader.sock.recv(1 << 16)
+        if not chunk:
+            reader.closed = True
+            break
+        data += chunk
+    reader.feed(data, time.time(), record=False)
+    return not (reader.closed or reader.error)
 
 
 def loop_cpu(pid: int) -> float:
@@ -134,10 +200,13 @@ def loop_cpu(pid: int) -> float:
 
 def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bool,
             window: float, settle: float) -> Json:
-    readers = [Reader(connect(path)) for _ in range(subscribers)]
-    idle = connect(path, rcvbuf=4096) if stalled else None
+    readers: list[Reader] = []
+    idle = None
     try:
+        readers.extend(subscribe(path) for _ in range(subscribers))
+        idle = subscribe(path, rcvbuf=4096).sock if stalled else None
         pump(readers, settle, record=False)
+        check_subscribers(readers)
         before = control.request("status")["pipeline"]["inferred"]
         loop0, t0, cpu0 = loop_cpu(pid), time.monotonic(), time.thread_time()
         if readers:
@@ -148,6 +217,7 @@ def measure(path: Path, control: Client, pid: int, subscribers: int, stalled: bo
         elapsed = time.monotonic() - t0
         loop = loop_cpu(pid) - loop0
         after = control.request("status")["pipeline"]["inferred"]
+        check_subscribers(readers)
     finally:
         for reader in readers:
             reader.sock.close()
