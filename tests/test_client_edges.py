@@ -243,3 +243,21 @@ def test_a_timeout_of_0_polls_for_a_message_without_losing_the_connection(
         client.settimeout(30)
         assert client.request("status")["class"] == "status"
     assert daemon.stop() == 0
+
+
+@pytest.mark.parametrize("kind", ["directory", "file"])
+def test_watch_reconnect_does_not_wait_for_a_path_that_is_no_socket(
+    tmp_path: Path, kind: str
+) -> None:
+    """`watch --reconnect` waits for a socket not there yet or nobody listens on; a
+    directory or a regular file (--socket /run/wattgate, the directory: an easy slip) will
+    never be one, as `run` refuses such a daemon.socket. It retried forever, saying only
+    "Connection refused"; it now ends as without --reconnect."""
+    path = tmp_path / "wattgate"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("")
+    run = subprocess.run([sys.executable, "-m", "wattgate.cli", "watch", "--reconnect",
+                          "--socket", str(path)], capture_output=True, text=True, timeout=60)
+    assert_one_line(run, 69, f"{path}: Connection refused: not a socket")

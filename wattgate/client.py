@@ -438,7 +438,9 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
     if exc.errno in (errno.EACCES, errno.EPERM):
         return ClientError("forbidden", f"{reason}: {_who_may_connect(path)}", exc.errno)
     if exc.errno == errno.ECONNREFUSED and not _is_socket(path):
-        return ClientError("unavailable", f"{reason}: not a socket", exc.errno)
+        # ENOTSOCK, not the kernel's ECONNREFUSED: no daemon will ever listen on a file or
+        # a directory (`run` refuses one), so `watch --reconnect` must not wait for one.
+        return ClientError("unavailable", f"{reason}: not a socket", errno.ENOTSOCK)
     if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
         return ClientError("unavailable", f"{reason}: is the daemon running? (systemctl status "
                                           "wattgate; daemon.socket says where it listens)",
