@@ -8,7 +8,9 @@ import contextlib
 import faulthandler
 import grp
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -122,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wattgate.daemon.app import Daemon, StartupError
     from wattgate.daemon.logs import setup_logging
     setup_logging(cfg.daemon.log_level)
+    for left_out in cfg.notes:  # a drop-in's array that left entries out (Config.notes)
+        logging.getLogger("wattgate.daemon").warning("%s", left_out)
     from wattgate.daemon.handoff import end_process
     from wattgate.daemon.server import SocketPathError
     faulthandler.enable()  # the watchdog's SIGABRT then leaves every thread's stack in the log
@@ -147,7 +151,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     refused, unused = _model_problems(cfg)
-    _report(args.path, "warning", _group_problems(cfg) + unused)
+    _report(args.path, "warning", cfg.notes + _group_problems(cfg) + unused)
     refused += _place_problems(cfg)
     if _report(args.path, "`run` would not start on this machine", refused):
         return EXIT_UNAVAILABLE
@@ -303,7 +307,12 @@ def format_status(status: Message) -> str:
     lines = [f"wattgate {status.get('version')}  up {fixed(status.get('uptime_s', 0), '.0f')} s"]
     source = status.get("source")
     if source:
-        lines.append(f"source    {source['description']} ({source['state']})")
+        line = f"source    {source['description']} ({source['state']})"
+        if source.get("reason"):  # not running: why, and when it is tried again
+            line += f": {source['reason']}"
+            if source.get("retry_in_s") is not None:
+                line += f", retry in {fixed(source['retry_in_s'], '.0f')} s"
+        lines.append(line)
     model = status.get("model") or {}
     if model:
         lines.append(f"model     {model.get('name')} ({model.get('kind')}, {model.get('runtime')})")
@@ -321,7 +330,7 @@ def format_status(status: Message) -> str:
     lines.append(f"clients   {status.get('clients')}")
     if status.get("power"):
         lines.extend(format_power(status["power"]))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -340,7 +349,7 @@ def format_message(message: Message) -> str:
     if kind == "event":
         return format_event(message)
     if kind == "power":
-        return format_power_message(message)
+        return printable(format_power_message(message))
     if kind == "overflow":
         return f"overflow: {message.get('dropped')} messages dropped (read too slowly)"
     return json.dumps(message)
@@ -351,7 +360,7 @@ def format_result(message: Message) -> str:
         f"{d['label']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"
         for d in message["detections"]
     )
-    return (
+    return printable(
         f"#{message['seq']:<5} frame {message['frame']:<6} {message['reason']:<9} "
         f"motion {message['motion']['score']:.3f}  {message['latency_ms']:6.1f} ms  "
         f"{dets or '-'}"
@@ -369,8 +378,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def format_event(message: Message) -> str:
     extra = {k: v for k, v in message.items() if k not in ("class", "seq", "ts", "kind")}
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(message["ts"]))
-    details = " ".join(f"{k}={json.dumps(v)}" for k, v in extra.items())
-    return f"#{message['seq']:<6} {when} {message['kind']:<14} {details}".rstrip()
+    # as written (a label in Chinese reads as such, not as \u escapes), control
+    # characters excepted
+    details = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in extra.items())
+    return printable(f"#{message['seq']:<6} {when} {message['kind']:<14} {details}".rstrip())
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(line: str) -> str:
+    """line with its control characters shown as \\xNN escapes: the daemon's strings
+    (labels from a model's labels file, rule names, a camera's reason) are printed in a
+    terminal, where an escape sequence in one could clear or recolour the screen, and a
+    newline would split a record in two."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", line)
 
 
 def cmd_events(args: argparse.Namespace) -> int:

@@ -317,6 +317,18 @@ def format_power_message(message: dict[str, Any]) -> str:
     return line
 
 
+def _energy(joules: dict[str, Any]) -> str:
+    """The energy since start, each figure saying what it covers: `measured` counts only
+    the seconds a meter was read (a battery is one only while the board runs on it), so
+    shown alone as "since start" it left out the hours on mains."""
+    parts = []
+    if joules.get("estimated") is not None:
+        parts.append(f"{fixed(joules['estimated'], '.1f')} J since start (estimate)")
+    if joules.get("measured") is not None:
+        parts.append(f"{fixed(joules['measured'], '.1f')} J metered")
+    return ", " + ", ".join(parts) if parts else ""
+
+
 def format_power(power: dict[str, Any]) -> list[str]:
     """Lines for `wattgate status`: profile and why, activity, watts, temperatures, knobs."""
     profile = power.get("profile", {})
@@ -329,10 +341,8 @@ def format_power(power: dict[str, Any]) -> list[str]:
     watts = power.get("watts", {})
     if "value" in watts:
         source = watts.get("meter") or f"estimate, {watts.get('model', 'model')}"
-        joules = power.get("joules", {})
-        total = joules.get("measured", joules.get("estimated"))
-        energy = f", {fixed(total, '.1f')} J since start" if total is not None else ""
-        lines.append(f"power     {fixed(watts['value'], '.2f')} W ({source}){energy}")
+        lines.append(f"power     {fixed(watts['value'], '.2f')} W ({source})"
+                     + _energy(power.get("joules", {})))
     temps = power.get("temperatures", {})
     if temps:
         # Hottest first; a zone without a reading last.
