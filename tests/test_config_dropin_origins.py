@@ -4,6 +4,8 @@ and how the file that set each key is followed over many keys."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, write_config
 from wattgate.config import ConfigError, load_config, load_raw
 
 
@@ -185,3 +187,32 @@ def test_a_reload_logs_the_rules_a_dropin_left_out(
         time.sleep(0.05)
     assert (f"reload: rules: {dropin} replaces the whole array set in {daemon.config}, "
             "leaving out 2 of its 2 entries") in daemon.log()
+
+
+def test_check_config_and_the_start_say_which_rules_a_dropin_left_out(
+    start_daemon: Callable[..., DaemonProcess], tmp_path: Path,
+) -> None:
+    """check-config passes such a config (it is valid) with the note as a warning, and the
+    daemon logs the note as it starts, as it does at a reload."""
+    daemon_dir = tmp_path / "daemon"
+    daemon_dir.mkdir()
+    hot = '[[rules]]\nname = "hot"\ntemp_above_c = 85.0\nprofile = "powersave"\n'
+    path = _config(daemon_dir, RULES, **{"50-thermal.toml": hot})
+    dropin = daemon_dir / "config.d" / "50-thermal.toml"
+    said = f"rules: {dropin} replaces the whole array set in {path}, leaving out 2 of its 2"
+    check = subprocess.run([sys.executable, "-m", "wattgate.cli", "check-config", str(path)],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    assert said in check.stdout + check.stderr, (check.stdout, check.stderr)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = write_config(run_dir / "config.toml", run_dir,
+                          camera={"source": "synthetic:empty", "width": 320, "height": 240})
+    with config.open("a") as main:
+        main.write(RULES)
+    (run_dir / "config.d").mkdir()
+    (run_dir / "config.d" / "50-thermal.toml").write_text(hot)
+    daemon = start_daemon(config=config)
+    daemon.connect().close()
+    assert daemon.stop() == 0
+    assert "leaving out 2 of its 2 entries" in daemon.log(), daemon.log()
