@@ -190,12 +190,17 @@ class Pipeline:
     def suppress_motion(self, until: float) -> None:
         """Ignore motion until monotonic time `until` (sensors.light_suppress_s after a
         lighting change the light sensor saw): a frame the gate finds moving meanwhile is
-        not motion, and the gate relearns the scene from it, so no episode opens on what
-        the new light makes of it. Any thread may call it; a float is set whole."""
+        lighting, not motion, and the gate takes it as its background, so no episode opens
+        on what the new light makes of it. The gate is not reset for it, nor for a
+        request_recalibration meanwhile: a reset would learn whatever moves in its
+        calibration (the person who switched the light on) as scenery, and miss it long
+        after. Any thread may call it; a float is set whole."""
         self._quiet_until = until
 
     def request_recalibration(self) -> None:
         """Relearn the background from the next frame (lighting change, camera back).
+        Within suppress_motion the gate is not reset: it takes each frame that changes as
+        its background instead.
 
         Any thread may call it; the capture thread resets the gate, which it owns.
         """
@@ -310,18 +315,18 @@ class Pipeline:
         counters = self.counters
         if self._new_gate is not None:
             self.gate, self._new_gate = self._new_gate, None
+        quiet = frame.mono < self._quiet_until
         if self._recalibrate.is_set():
             self._recalibrate.clear()
-            self.gate.reset()
+            if not quiet:  # within suppress_motion, lighting_expected re-seats the background
+                self.gate.reset()
         now = self._gate_clock(frame)
+        self.gate.lighting_expected = quiet
         if frame.luma is not None:
             size = frame.size if frame.size[0] else None
             verdict = self.gate.update_luma(frame.luma, now, source_size=size)
         else:
             verdict = self.gate.update_bgr(frame.color(), now)
-        if verdict.motion and frame.mono < self._quiet_until:
-            self.gate.reset()  # the new light's scene: relearnt, no episode opened on it
-            verdict = replace(verdict, motion=False, infer=False, reason="lighting")
         counters.frames += 1
         counters.last_capture = frame.mono
         if self._take_snap(frame.mono):

@@ -227,6 +227,12 @@ class MotionGate:
         self._square = np.ones((3, 3), np.uint8)
         self._sizes: dict[tuple[int, int], tuple[int, int]] = {}
         self._picks: dict[tuple[int, int, int, int], tuple[Ints, Ints]] = {}
+        # Set by the caller while it knows the light has just changed (a light sensor saw
+        # it): a frame that would be motion is lighting instead, and becomes the background
+        # as for a lighting change the gate sees itself. Unlike reset(), nothing that moves
+        # meanwhile is learnt as scenery, so a person who switched the light on and walks
+        # on is motion again as soon as the caller clears it.
+        self.lighting_expected = False
         self.reset()
 
     # -- public API -------------------------------------------------------------------------
@@ -374,6 +380,9 @@ class MotionGate:
             cv2.dilate(buf.mask, self._square, buf.grown)
             if not calibrating:
                 boxes = self._boxes(buf)
+                if boxes and self.lighting_expected:
+                    self._calibrate(buf, now)
+                    return self._decide(now, False, "lighting", score, ())
         self._learn(buf, changed, gain, offset, threshold, now, calibrating)
         quiet = "calibrating" if calibrating else "idle"
         return self._decide(now, bool(boxes), quiet, score, boxes)
