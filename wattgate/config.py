@@ -269,7 +269,9 @@ class GateConfig(Section):
         30, ge=1, le=255, description="Luma difference (0-255) that counts a pixel as changed."
     )
     min_area: int = Field(
-        10, ge=1, description="Smallest changed region, in pixels of the low-resolution image."
+        10, ge=1, description="A changed region counts when larger than this, in pixels of "
+        "the low-resolution image: the area inside its outline grown by a pixel (w x h "
+        "changed pixels measure (w + 1) x (h + 1))."
     )
     blur_sigma: float = Field(1.0, ge=0, le=10, description="Gaussian blur before differencing.")
     alpha: float = Field(
