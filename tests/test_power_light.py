@@ -11,6 +11,8 @@ from typing import Any
 from tests.fixtures.boards import describe
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
+from wattgate.daemon.sensors import SensorSettings, SensorWatch
+from wattgate.drivers.sysfs import Sysfs
 
 I2C = "devices/platform/soc/fe804000.i2c/i2c-1"
 RULES = [{"lux_below": 10.0, "profile": "powersave"}]
@@ -64,5 +66,33 @@ def test_a_reload_to_light_none_stops_the_light_rules(tmp_path: Path) -> None:
         pc.reload(parse_config({**pc.cfg.model_dump(), "sensors": {"light": "none"}}), 1.0)
         pc.tick(2.0)
         assert pc.lux is None
+    finally:
+        pc.stop()
+
+
+def test_auto_keeps_reading_the_sensor_the_sensor_watch_reads_when_another_appears(
+    tmp_path: Path,
+) -> None:
+    """With light = "auto" the sensor watch keeps the sensor it found while it is there; a
+    second sensor probed later under a lower index (a module loaded late) made the light
+    rules read that one while the watch, its events and the status read the first."""
+    pc = _controller(tmp_path, "auto")
+    root = Path(pc.cfg.power.sysfs_root)
+    dark = root / "bus/iio/devices/iio:device0"
+    moved = root / I2C / "1-0023" / "iio:device2"  # device0's node, under an index above
+    (root / I2C / "1-0023" / "iio:device0").rename(moved)
+    dark.unlink()
+    (root / "bus/iio/devices/iio:device2").symlink_to(moved)
+    watch = SensorWatch(Sysfs(str(root)), SensorSettings(light="auto"))
+    pc.start(0.0)
+    try:
+        assert watch.light_sensor == "iio:device1" and round(pc.lux) == 200
+        moved.rename(root / I2C / "1-0023" / "iio:device0")  # a sensor under index 0 now
+        (root / "bus/iio/devices/iio:device2").unlink()
+        dark.symlink_to(root / I2C / "1-0023" / "iio:device0")
+        pc.tick(1.0)
+        watch.poll(1.0, 1.0)
+        assert watch.light_sensor == "iio:device1"
+        assert round(pc.lux) == 200 and pc.decision.profile == "balanced"
     finally:
         pc.stop()

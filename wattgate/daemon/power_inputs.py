@@ -36,7 +36,7 @@ from functools import partial
 from typing import Any, Callable, Optional
 
 from wattgate.daemon.handoff import join_within
-from wattgate.daemon.sensors import find_light_sensor
+from wattgate.daemon.sensors import follow_light_sensor
 from wattgate.drivers import iio
 from wattgate.drivers.cpufreq import CpuPolicy
 from wattgate.drivers.meters import (
@@ -312,6 +312,8 @@ class InputReader:
         are read for the energy estimate."""
         self.fs = fs
         self.light = light
+        self._light_for = light  # what _light_sensor was followed for
+        self._light_sensor: Optional[str] = None  # the sensor read last (follow_light_sensor)
         self.policies = policies
         self.devices = dict(devices or {})
         # the counter (zone, its range), and its last energy_uj and time
@@ -409,7 +411,9 @@ class InputReader:
         (None with "none"). The first IIO device with a reading stood in for it: with
         light = "none" the light rules still switched profiles, and a named sensor could
         lose to another device."""
-        name, _ = find_light_sensor(self.fs, self.light)
+        if self.light != self._light_for:  # a reload named another sensor: afresh
+            self._light_for, self._light_sensor = self.light, None
+        name = self._light_sensor = follow_light_sensor(self.fs, self.light, self._light_sensor)
         answer = None if name is None else got.get(f"iio:{name}")
         sensor: Optional[iio.IioSensor] = None if answer is None else answer[0]
         return None if sensor is None else sensor.lux

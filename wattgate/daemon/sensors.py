@@ -97,6 +97,20 @@ def find_light_sensor(fs: Sysfs, which: str) -> tuple[Optional[str], str]:
     return which, ""
 
 
+def follow_light_sensor(fs: Sysfs, which: str, current: Optional[str]) -> Optional[str]:
+    """The light sensor to read now, given the one read so far (None: none yet).
+
+    With "auto" the sensor read so far is kept while its device offers an illuminance
+    reading, and only one that is gone is looked for again (a sensor re-probed after a bus
+    error registers under another index). The sensor watch and the power rules' reader both
+    follow this rule: the first found afresh each time made the rules read a sensor that
+    appeared later under a lower index while the watch read the first one."""
+    if which == "auto" and current is not None and iio.has_channel(
+            fs, current, "in_illuminance"):
+        return current
+    return find_light_sensor(fs, which)[0]
+
+
 class SensorWatch:
     """Polls the light sensor and the PIR on one daemon thread; see the module docstring."""
 
@@ -192,10 +206,9 @@ class SensorWatch:
         re-probed after a bus error registers a new IIO device, often under another index,
         and polling the old name read nothing until a restart."""
         name = self.light_sensor
-        if self.settings.light != "auto" or name is None or iio.has_channel(
-                self.fs, name, "in_illuminance"):
+        if self.settings.light != "auto" or name is None:
             return
-        found, _ = find_light_sensor(self.fs, "auto")
+        found = follow_light_sensor(self.fs, "auto", name)
         if found is not None and found != name:
             log.info("light sensor %s is gone; reading %s", name, found)
             with self._lock:
