@@ -11,11 +11,16 @@ the whole test, and a status request must still be answered while the read is st
 
 from __future__ import annotations
 
+import json
+import signal
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import write_config
 from tests.fixtures.boards import materialize
+from tests.test_daemon import wait_log
 from tests.test_power_status_stall import hung
 from wattgate.client import Client
 
@@ -48,3 +53,34 @@ def test_a_status_is_answered_while_the_ticks_read_of_a_zone_hangs(
         assert answer["power"]["profile"]["name"], answer
     assert daemon.stop() == 0, daemon.log()
     assert "Traceback" not in daemon.log(), daemon.log()
+
+
+def test_a_profile_switched_by_the_tick_under_way_at_a_stop_is_still_an_event(
+    start_daemon: Any, tmp_path: Path,
+) -> None:
+    """A stop while the tick waits for a zone: the tick still ends, and the profile its
+    reading switches to is numbered and kept in the event log. Cancelled with the stop,
+    its events were dropped while the switch they told of had happened."""
+    root = materialize("rk3588", tmp_path / "board")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = write_config(
+        run_dir / "config.toml", run_dir,
+        camera={"source": "synthetic:empty", "width": 160, "height": 120},
+        power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+    )
+    with config.open("a") as file:
+        file.write('\n[[rules]]\nname = "hot"\ntemp_above_c = 90.0\nprofile = "powersave"\n')
+    daemon = start_daemon(
+        config=config, argv=lambda config: [sys.executable, "-c", PATIENT_TICK, str(config)])
+    daemon.connect().close()
+    with hung(root, ZONE) as pipe:
+        pipe.wait_for_reader()
+        daemon.proc.send_signal(signal.SIGTERM)
+        wait_log(daemon, "stopping: waiting for the power tick under way")
+        pipe.held = "95000\n"  # the zone answers, hot
+    assert daemon.wait() == 0, daemon.log()
+    with sqlite3.connect(run_dir / "state" / "events.db") as db:
+        switches = [json.loads(body) for kind, body in db.execute(
+            "SELECT kind, body FROM events ORDER BY seq") if kind == "profile_change"]
+    assert any(s.get("profile") == "powersave" for s in switches), (switches, daemon.log())

@@ -60,6 +60,7 @@ EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: no camera or model to work with
 PROTO = 1
 STATUS_EVERY_S = 5.0  # how often systemd's STATUS= line is refreshed
 STATUS_REASON_CHARS = 160  # of a rejected reload's reason in STATUS= (the journal has it all)
+TICK_END_WAIT_S = 2.0  # at a stop, the longest wait for a power tick under way to end
 REJECTED = "reload rejected"
 FIRST_FRAME_POLL_S = 0.005  # how often start-up looks whether the first frame is through
 RESULT_POLL_S = 0.002  # while results keep coming, the loop takes them this often (handoff.py)
@@ -310,7 +311,8 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            ticker.cancel()
+            ticker.cancel()  # a power tick under way ends first: its events are kept
+            await asyncio.wait({ticker}, timeout=TICK_END_WAIT_S)
 
     async def _asking_for_time(self, work: asyncio.Future[T],
                                extend: bool = True) -> Optional[T]:
@@ -723,7 +725,19 @@ class Daemon:
         pipeline = self.pipeline
         load = None if pipeline is None else LoadSample.from_pipeline(
             now, pipeline.status(), busy_since=pipeline.counters.busy_since)
-        events = await asyncio.get_running_loop().run_in_executor(None, power.tick, now, load)
+        tick = asyncio.get_running_loop().run_in_executor(None, power.tick, now, load)
+        try:
+            events = await asyncio.shield(tick)
+        except asyncio.CancelledError:
+            # The daemon is stopping (_serve waits for this): the tick still ends on its
+            # thread, within power_inputs.WAIT_S, and a profile it switched to is still
+            # told, numbered and logged, not dropped with the cancelled wait.
+            log.info("stopping: waiting for the power tick under way")
+            try:
+                self._power_events(await tick)
+            except Exception:
+                log.exception("the power tick under way at the stop failed")
+            raise
         self._power_events(events)
         self.hub.publish("power", power.power_message())
 
