@@ -11,10 +11,13 @@ the whole test, and a status request must still be answered while the read is st
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sqlite3
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,9 @@ from tests.fixtures.boards import materialize
 from tests.test_daemon import wait_log
 from tests.test_power_status_stall import hung
 from wattgate.client import Client
+from wattgate.config import Config
+from wattgate.daemon.app import Daemon
+from wattgate.daemon.power import PowerController
 
 # `wattgate run` whose tick waits an hour for a source that does not answer.
 PATIENT_TICK = """
@@ -84,3 +90,51 @@ def test_a_profile_switched_by_the_tick_under_way_at_a_stop_is_still_an_event(
         switches = [json.loads(body) for kind, body in db.execute(
             "SELECT kind, body FROM events ORDER BY seq") if kind == "profile_change"]
     assert any(s.get("profile") == "powersave" for s in switches), (switches, daemon.log())
+
+
+def test_a_pin_answered_while_the_tick_returns_is_numbered_after_the_ticks_switch(
+    tmp_path: Path,
+) -> None:
+    """The tick decides on its thread; a pin answered on the loop before the tick's events
+    were numbered came out first, and the log ended saying the profile the tick had left.
+    The thread's return is held back here (a busy machine reschedules it late); the pin
+    comes meanwhile. In-process, to hold the thread between deciding and returning."""
+    root = materialize("rk3588", tmp_path / "board")
+    cfg = Config.model_validate({
+        "daemon": {"state_dir": str(tmp_path / "state"), "socket": str(tmp_path / "s.sock")},
+        "power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+        "rules": [{"name": "hot", "temp_above_c": 80, "profile": "powersave"}],
+    })
+    daemon = Daemon(cfg)
+    power = PowerController(cfg)
+    power.start(time.monotonic())
+    daemon.power = power
+    decided = threading.Event()
+    pinned = threading.Event()
+    real_tick = power.tick
+
+    def late_return(now: float, load: Any = None, queued: bool = False) -> list[Any]:
+        events = real_tick(now, load, queued=queued)
+        decided.set()
+        assert pinned.wait(30)
+        return events
+
+    power.tick = late_return  # type: ignore[method-assign]
+    (root / ZONE).write_text("90000\n")
+
+    async def tick_and_pin() -> None:
+        daemon._loop = asyncio.get_running_loop()
+        tick = asyncio.ensure_future(daemon._power_tick(power, time.monotonic()))
+        while not decided.is_set():
+            await asyncio.sleep(0.01)
+        daemon.pin_profile("performance", "client-1")
+        pinned.set()
+        await tick
+
+    try:
+        asyncio.run(tick_and_pin())
+        switches = [e for e in daemon.eventlog.since(0, 100) if e["kind"] == "profile_change"]
+        assert [e["profile"] for e in switches] == ["powersave", "performance"], switches
+    finally:
+        power.stop()
+        daemon.eventlog.close(0.0)

@@ -20,6 +20,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from textwrap import shorten
 from typing import Any, Callable, Optional, TypeVar
@@ -725,20 +726,23 @@ class Daemon:
         pipeline = self.pipeline
         load = None if pipeline is None else LoadSample.from_pipeline(
             now, pipeline.status(), busy_since=pipeline.counters.busy_since)
-        tick = asyncio.get_running_loop().run_in_executor(None, power.tick, now, load)
+        # Its events wait in the controller's queue with a pin's, in the order decided.
+        tick = asyncio.get_running_loop().run_in_executor(
+            None, partial(power.tick, now, load, queued=True))
         try:
-            events = await asyncio.shield(tick)
+            await asyncio.shield(tick)
         except asyncio.CancelledError:
             # The daemon is stopping (_serve waits for this): the tick still ends on its
             # thread, within power_inputs.WAIT_S, and a profile it switched to is still
             # told, numbered and logged, not dropped with the cancelled wait.
             log.info("stopping: waiting for the power tick under way")
             try:
-                self._power_events(await tick)
+                await tick
             except Exception:
                 log.exception("the power tick under way at the stop failed")
+            self._power_events(power.drain_events())
             raise
-        self._power_events(events)
+        self._power_events(power.drain_events())
         self.hub.publish("power", power.power_message())
 
     @contextlib.contextmanager

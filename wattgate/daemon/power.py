@@ -1091,8 +1091,13 @@ class PowerController:
 
     # -- event loop --------------------------------------------------------------------------
 
-    def tick(self, now: float, load: Optional[LoadSample] = None) -> list[Event]:
-        """Once a second: readings, rules, cooldown, load feedback, diff, energy; events."""
+    def tick(self, now: float, load: Optional[LoadSample] = None,
+             queued: bool = False) -> list[Event]:
+        """Once a second: readings, rules, cooldown, load feedback, diff, energy; events.
+
+        ``queued``: the events join the queue a pin's go to, in the order they were decided,
+        for the caller to take with drain_events; returned, those of a tick on another
+        thread were numbered after a pin answered meanwhile that came later."""
         if not self._started:
             return []
         reader = self.inputs
@@ -1119,7 +1124,11 @@ class PowerController:
                 self.load.update(load)
             self._apply_state()
             self._integrate(now, inputs, load)
-            return events + self._drain()
+            events += self._drain()
+            if queued:
+                self._pending.extend(events)
+                return []
+            return events
 
     def drain_events(self) -> list[Event]:
         """The events waiting for the next tick, now: a pin's, taken by the daemon as the
