@@ -5,6 +5,7 @@ wrong, and that no answer, result or event is lost or taken for another."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
+import wattgate.client as client_module
 from tests.conftest import DaemonProcess
 from tests.test_client_errors import (
     HELLO,
@@ -261,3 +263,18 @@ def test_watch_reconnect_does_not_wait_for_a_path_that_is_no_socket(
     run = subprocess.run([sys.executable, "-m", "wattgate.cli", "watch", "--reconnect",
                           "--socket", str(path)], capture_output=True, text=True, timeout=60)
     assert_one_line(run, 69, f"{path}: Connection refused: not a socket")
+
+
+def test_a_socket_removed_between_the_refusal_and_the_look_is_still_waited_for(
+    tmp_path: Path,
+) -> None:
+    """A daemon stopping or starting removes its socket: refused, then gone when the
+    client looks at what the path is. That is a daemon not there yet (ECONNREFUSED, which
+    watch --reconnect waits through), not a path that is no socket (ENOTSOCK, which ends
+    it). The moment between the two cannot be timed from here, so the refusal is handed
+    to the client's own reading of it, as connect() gave it, for a path now gone."""
+    gone = tmp_path / "wattgate.sock"
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
+    assert client_module._unavailable(str(gone), refused).errno == errno.ECONNREFUSED
+    gone.write_text("")
+    assert client_module._unavailable(str(gone), refused).errno == errno.ENOTSOCK

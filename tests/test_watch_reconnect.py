@@ -281,13 +281,15 @@ def test_an_error_that_waiting_will_not_mend_ends_it_as_without_reconnect(
     assert json.loads(run.stdout) == refusal
 
 
-@pytest.mark.parametrize("there", ["nothing", "a regular file"])
+@pytest.mark.parametrize("there", ["nothing", "a socket nobody listens on"])
 def test_with_no_daemon_yet_it_says_so_once_and_ctrl_c_or_duration_end_it(
     watches: Any, tmp_path: Path, there: str,
 ) -> None:
+    """(A regular file or a directory there will never be listened on: `run` refuses
+    one, and watch ends at once, tests/test_client_edges.py.)"""
     sock = tmp_path / "wattgate.sock"
-    if there == "a regular file":
-        sock.write_text("")
+    if there != "nothing":  # left by a daemon that was killed
+        socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).bind(str(sock))
     reason = "No such file or directory" if there == "nothing" else "Connection refused"
     said = f"wattgate: cannot connect to {sock} ({reason}); trying again until it can"
     watch = watches(tmp_path, "--reconnect", "--socket", str(sock))

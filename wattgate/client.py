@@ -437,7 +437,7 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
                                    "daemon is busy or still starting); try again", exc.errno)
     if exc.errno in (errno.EACCES, errno.EPERM):
         return ClientError("forbidden", f"{reason}: {_who_may_connect(path)}", exc.errno)
-    if exc.errno == errno.ECONNREFUSED and not _is_socket(path):
+    if exc.errno == errno.ECONNREFUSED and _is_other_than_socket(path):
         # ENOTSOCK, not the kernel's ECONNREFUSED: no daemon will ever listen on a file or
         # a directory (`run` refuses one), so `watch --reconnect` must not wait for one.
         return ClientError("unavailable", f"{reason}: not a socket", errno.ENOTSOCK)
@@ -448,11 +448,13 @@ def _unavailable(path: str, exc: OSError) -> ClientError:
     return ClientError("unavailable", reason, exc.errno)
 
 
-def _is_socket(path: str) -> bool:
-    """Whether path is a socket: connect() refuses a file or a directory as it refuses a
-    socket nobody listens on, ECONNREFUSED."""
+def _is_other_than_socket(path: str) -> bool:
+    """Whether something other than a socket is at path: connect() refuses a file or a
+    directory as it refuses a socket nobody listens on, ECONNREFUSED. A path gone by now
+    is no such thing: a daemon stopping or starting removes its socket, and a watch that
+    retries must go on waiting for it."""
     try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
+        return not stat.S_ISSOCK(os.stat(path).st_mode)
     except OSError:
         return False
 
