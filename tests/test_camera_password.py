@@ -32,6 +32,12 @@ URL = f"rtsp://admin:{SECRET}@127.0.0.1:9/stream"
      "rtspsrc location=rtsp://u:***@cam.local/h264 latency=0 ! appsink"),
     ("camera.source 'http://a:b@h/x.mjpg' and 'rtsp://c:d@h2/y'",
      "camera.source 'http://a:***@h/x.mjpg' and 'rtsp://c:***@h2/y'"),
+    ("rtsp://admin:Adm1n@2024@192.168.1.64/Streaming/101",
+     "rtsp://admin:***@192.168.1.64/Streaming/101"),  # an @ in the password
+    ("rtspsrc location=rtsp://cam/h264 user-id=admin user-pw=Adm1n2024 ! appsink",
+     "rtspsrc location=rtsp://cam/h264 user-id=admin user-pw=*** ! appsink"),
+    ('souphttpsrc location=http://cam/x user-pw="a b" proxy-pw=p2 ! jpegdec',
+     "souphttpsrc location=http://cam/x user-pw=*** proxy-pw=*** ! jpegdec"),
     ("rtsp://viewer@cam/stream", "rtsp://viewer@cam/stream"),  # no password to hide
     ("rtsp://cam:554/a@b", "rtsp://cam:554/a@b"),  # an @ in the path is no credential
     ("/dev/video0", "/dev/video0"),

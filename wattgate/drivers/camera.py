@@ -373,13 +373,22 @@ def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:
 # user:password@ in a URL (rtsp://admin:secret@10.0.0.5/stream, a GStreamer rtspsrc
 # location): what the daemon says of its camera goes to every client of the socket (status,
 # camera_lost events kept in the event log) and to the journal, none of which may show it.
-_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/@\s]*@")
+# The password runs to the last @ before the path: cameras' passwords hold literal @s
+# (rtsp://admin:Adm1n@2024@cam/...), which FFmpeg takes as such.
+_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/\s]*@")
+# GStreamer elements' own password properties (rtspsrc, souphttpsrc): user-pw, proxy-pw
+_PW_PROPERTY = re.compile(r"\b((?:user|proxy)-pw=)(\"[^\"]*\"|'[^']*'|\S+)")
 
 
 def without_password(text: str) -> str:
-    """text with the password of every URL in it as ***; the user name stays, to tell
-    which account the camera is opened with."""
-    return _PASSWORD.sub(r"\1:***@", text) if "@" in text else text
+    """text with the password of every URL in it, and of every GStreamer user-pw= or
+    proxy-pw= property, as ***; the user name stays, to tell which account the camera is
+    opened with."""
+    if "@" in text:
+        text = _PASSWORD.sub(r"\1:***@", text)
+    if "-pw=" in text:
+        text = _PW_PROPERTY.sub(r"\1***", text)
+    return text
 
 
 def source_kind(spec: str) -> SourceKind:
