@@ -133,3 +133,23 @@ def test_a_killed_bench_takes_its_daemons_with_it(short_tmp: Path) -> None:
         if bench.poll() is None:
             bench.kill()
     wait_until(lambda: not daemons_under(short_tmp))
+
+
+def test_a_bench_under_nohup_outlives_a_hangup(short_tmp: Path) -> None:
+    """nohup ignores SIGHUP so that a run outlives the terminal (an SSH session) it began
+    in; the bench's own SIGHUP handler replaced that, and logging out ended the run."""
+    bench = subprocess.Popen(["nohup", sys.executable, "-m", "wattgate.cli", *LONG_RUN],
+                             cwd=REPO, env={**os.environ, "TMPDIR": str(short_tmp)},
+                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_until(lambda: serving(short_tmp))
+        bench.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            bench.wait(timeout=2.0)  # still running: the hangup was ignored
+        bench.send_signal(signal.SIGTERM)
+        _, err = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+    assert bench.returncode == 128 + signal.SIGTERM, err
+    assert not daemons_under(short_tmp)

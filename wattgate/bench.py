@@ -49,11 +49,15 @@ def _stop(signum: int, _frame: Optional[FrameType]) -> None:
 @contextmanager
 def _stopped_by_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Stopped while the benchmarks run; the handlers found are
-    put back after (a caller in this process, the tests, keeps its own)."""
+    put back after (a caller in this process, the tests, keeps its own). A signal found
+    ignored stays so: `nohup wattgate bench all` must outlive the terminal it began in."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
-    previous = {stop_signal: signal.signal(stop_signal, _stop) for stop_signal in STOP_SIGNALS}
+    previous = {stop_signal: signal.getsignal(stop_signal) for stop_signal in STOP_SIGNALS}
+    for stop_signal, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(stop_signal, _stop)
     try:
         yield
     finally:
