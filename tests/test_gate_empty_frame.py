@@ -20,6 +20,16 @@ def test_an_empty_luma_plane_is_refused_naming_its_size(shape: tuple[int, int]) 
         gate.update_luma(np.zeros(shape, np.uint8), 0.0)
 
 
+@pytest.mark.parametrize("shape", [(0, 0), (0, 640), (480, 0)])
+def test_an_empty_plane_with_the_cameras_size_is_refused_naming_its_size(
+    shape: tuple[int, int],
+) -> None:
+    """As the pipeline calls it: the camera's size given, a reduced decode's plane empty."""
+    gate = MotionGate(GateConfig())
+    with pytest.raises(ValueError, match=f"{shape[1]}x{shape[0]} luma plane"):
+        gate.update_luma(np.zeros(shape, np.uint8), 0.0, source_size=(640, 480))
+
+
 @pytest.mark.parametrize("shape", [(0, 0, 3), (0, 640, 3), (480, 0, 3)])
 def test_an_empty_bgr_frame_is_refused_naming_its_size(shape: tuple[int, int, int]) -> None:
     gate = MotionGate(GateConfig())

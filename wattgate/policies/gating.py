@@ -297,6 +297,8 @@ class MotionGate:
                 raise ValueError(f"a luma plane has one channel, not {luma.shape[2]} channels")
             luma = luma[:, :, 0]
         h, w = luma.shape[:2]
+        if not h or not w:  # a camera's size given with it says nothing of the plane's
+            raise ValueError(f"a {w}x{h} luma plane has no pixels to gate")
         src = source_size or (w, h)
         size = self._small_size(*src)
         # Each plane is read twice: first a byte of every cache line of the sampled rows (a
