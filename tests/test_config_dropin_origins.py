@@ -152,6 +152,16 @@ def test_a_dropin_that_repeats_the_rules_it_keeps_is_not_noted(tmp_path: Path) -
     assert cfg.notes == []
 
 
+def test_a_dropin_that_repeats_the_rules_with_one_changed_is_not_noted(tmp_path: Path) -> None:
+    """What README and config.toml say to do: repeat the rules, here with the dark rule's
+    threshold raised. A rule is known by its name; it was said to be left out."""
+    changed = RULES.replace("lux_below = 2.0", "lux_below = 5.0")
+    path = _config(tmp_path, RULES, **{"50-site.toml": changed})
+    cfg = load_config(path)
+    assert [rule.lux_below for rule in cfg.rules] == [None, 5.0]
+    assert cfg.notes == []
+
+
 @pytest.mark.parametrize("main, dropin, expected", [
     ("", 'rules = [{name = "hot", temp_above_c = 85.0, profile = "powersave"}]\n', []),
     ("[power]\nruntime_pm_devices = []\n", '[power]\nruntime_pm_devices = ["a"]\n', []),

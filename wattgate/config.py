@@ -931,7 +931,10 @@ def _left_out_entries(base: dict[str, Any], override: dict[str, Any], tree: _Ori
                 lines += _left_out_entries(old, value, under, source, path)
         elif isinstance(value, list) and isinstance(old, list):
             kept = {_hashable(item) for item in value}
-            left_out = sum(1 for item in old if _hashable(item) not in kept)
+            names = {item.get("name") for item in value if isinstance(item, dict)}
+            # a named entry (a rule) repeated with a threshold changed is kept, changed
+            left_out = sum(1 for item in old if _hashable(item) not in kept and not (
+                isinstance(item, dict) and item.get("name") and item["name"] in names))
             if left_out:
                 lines.append(
                     f"{'.'.join(path)}: {source} replaces the whole array set in "
