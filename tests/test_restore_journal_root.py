@@ -18,27 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import write_config
 from tests.fixtures.boards import materialize
-from tests.test_power_controller import CPU, make, read
+from tests.test_power_controller import make, read
+from tests.test_restore_board_lock import LITTLE_MAX, restore
 from wattgate.cli_power import EXIT_HELD
 from wattgate.config import load_config
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.rollback import JOURNAL_NAME
-
-ROOT = Path(__file__).resolve().parent.parent
-LITTLE_MAX = f"{CPU}/policy0/scaling_max_freq"
-
-
-def restore(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "wattgate.cli", "restore", "--config",
-                           str(config)], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
 def moved_config(tmp_path: Path, journal_root: Path) -> tuple[Path, Path]:
