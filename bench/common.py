@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from wattgate.client import Client, ClientError
+from wattgate.demo import exit_status
 
 Json = dict[str, Any]
 
@@ -268,14 +269,6 @@ class DaemonExited(RuntimeError):
         self.returncode = returncode
         super().__init__(f"bench daemon exited {exit_status(returncode)}; the end of its "
                          f"log:\n{log.rstrip()}")
-
-
-def exit_status(returncode: int) -> str:
-    """A Popen returncode for people: `78`, or `-9 (SIGKILL)` for a signal."""
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"{returncode} ({signal.Signals(-returncode).name})"
-    return str(returncode)
 
 
 def connect_when_ready(

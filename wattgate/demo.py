@@ -171,9 +171,16 @@ def socket_directory() -> Iterator[Path]:
 
 
 def describe_exit(code: int) -> str:
-    if code < 0:
-        return f"code {code} ({signal.Signals(-code).name})"
-    return f"code {code}"
+    return f"code {exit_status(code)}"
+
+
+def exit_status(returncode: int) -> str:
+    """A Popen returncode for people: `78`, or `-9 (SIGKILL)` for a signal (the demo's and
+    the benchmarks' daemons)."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"{returncode} ({signal.Signals(-returncode).name})"
+    return str(returncode)
 
 
 def refuse_if_served(path: Path) -> None:
