@@ -14,10 +14,11 @@ Who calls what (the daemon does the wiring):
   model. A trigger that wakes the activity state asks for the active settings there and
   waits, at most WAKE_WAIT_S, until they are written, so the NPU is powered and clocked up
   before the first inference. Otherwise it is a few comparisons under an uncontended lock.
-* a thread of the event loop's executor, once a second: ``tick(now, load)`` reads
-  temperatures, supplies, light and meters (waiting up to power_inputs.WAIT_S), runs the
-  rules, the activity timeout and the load feedback, asks for the diff, integrates energy,
-  and returns events for the daemon to number and publish on the loop.
+* a thread of the event loop's executor, once a second: ``tick(now, load, queued=True)``
+  reads temperatures, supplies, light and meters (waiting up to power_inputs.WAIT_S), runs
+  the rules, the activity timeout and the load feedback, asks for the diff, integrates
+  energy, and queues its events, which the daemon takes on the loop (``drain_events``) to
+  number and publish.
 * protocol: ``pin``, ``status`` (after ``read_knobs``), ``profile_status``,
   ``power_message``.
 
@@ -1131,8 +1132,8 @@ class PowerController:
             return events
 
     def drain_events(self) -> list[Event]:
-        """The events waiting for the next tick, now: a pin's, taken by the daemon as the
-        pin is answered (a stop before the tick lost it)."""
+        """The events waiting, in the order decided: a pin's, taken by the daemon as the pin
+        is answered (a stop before the tick lost it), and a queued tick's."""
         with self._lock:
             return self._drain()
 

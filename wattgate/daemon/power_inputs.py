@@ -411,6 +411,8 @@ class InputReader:
         (None with "none"). The first IIO device with a reading stood in for it: with
         light = "none" the light rules still switched profiles, and a named sensor could
         lose to another device."""
+        # Compared here, under the one-read lock, not reset by the reload that sets
+        # `light`: a read under way meanwhile would store the old sensor back.
         if self.light != self._light_for:  # a reload named another sensor: afresh
             self._light_for, self._light_sensor = self.light, None
         name = self._light_sensor = follow_light_sensor(self.fs, self.light, self._light_sensor)
