@@ -149,6 +149,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Optional, TypeVar
 
+from wattgate.daemon.boot import boot_id
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
 from wattgate.daemon.pathcheck import (
     PathError,
@@ -213,8 +214,6 @@ _SQLITE_IOERR_WRITE = 10 | (3 << 8)
 # What a failed write raises: a lock held too long, a full disk, a read-only file.
 _WRITE_ERRORS = (sqlite3.DatabaseError, OSError)
 
-BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"  # a new random UUID at every boot
-
 # The bound on an event (see the module docstring): a text field keeps this many characters,
 # and the event as a line at most EVENT_MAX_LINE bytes, 4 KiB under the protocol's line, so
 # an `events` answer has room for it whole beside its own fields and an id of nearly 4 KiB.
@@ -249,15 +248,6 @@ def boot_clock() -> float:
     """Seconds since boot, suspend included: the clock an event's age is checked against
     (see the module docstring), as nobody can set it."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def _boot_id() -> Optional[str]:
-    """This boot's id; None where the kernel gives none (then every open is a new boot)."""
-    try:
-        with open(BOOT_ID_PATH, encoding="ascii") as f:
-            return f.read().strip() or None
-    except (OSError, ValueError):
-        return None
 
 
 class EventLog:
@@ -351,7 +341,7 @@ class EventLog:
             self._lost_upto = self._last_seq = self._reserved
         # This boot's events start at _boot_first: the ones the boot clock can judge. The
         # `boot` row is written with the first of them (None: it is already there).
-        self._boot_id = _boot_id()
+        self._boot_id = boot_id()  # None: every open is a new boot
         if row is not None and self._boot_id is not None and row[0] == self._boot_id:
             self._boot_first, self._boot_row = int(row[1]), None
         else:

@@ -7,7 +7,8 @@ any instant the journal holds the original of every attribute that may have
 changed. ``restore()`` (normal exit, SIGTERM, SIGINT) writes the originals back
 in reverse order of first write and removes the journal; ``restore_pending()``
 at start does the same for a journal left by a crash. A failure to restore one
-attribute is logged and never stops the others (DESIGN.md, "Rollback").
+attribute is logged and never stops the others (DESIGN.md, "Rollback"). A journal
+written on an earlier boot under /sys is dropped instead: the reboot reset sysfs.
 
 All power writes go through ``JournaledWriter``, which the drivers accept
 wherever they take a writer, so no write can bypass the journal. A write whose
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from wattgate.daemon.boot import boot_id
 from wattgate.daemon.pathcheck import PathError, hand_to_directory_owner
 from wattgate.daemon.pidlock import DirectoryLock, HeldLock, LockHeld, lock_file
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
@@ -48,6 +50,7 @@ FORMAT_VERSION = 1
 # device's cap included), not the request a store sets: one that reads as its original
 # may still hold the daemon's request under a cap, so restore writes these back always.
 LIMITS = frozenset({"scaling_min_freq", "scaling_max_freq", "min_freq", "max_freq"})
+SYSFS = "/sys"  # where the kernel's sysfs is mounted: a reboot resets it, a fake tree stays
 
 
 class JournalError(OSError):
@@ -148,6 +151,7 @@ class SysfsJournal:
         self._unusable: list[str] = []
         self._restoring: Optional[str] = None  # the attribute restore() is writing
         self.set_aside: list[Path] = []  # the files _load kept aside, reported in _unusable
+        self._boot = boot_id()  # saved with the entries: whose boot's originals they are
         self._load()
 
     # -- persistence -------------------------------------------------------------
@@ -173,7 +177,7 @@ class SysfsJournal:
             raise JournalError(f"sysfs journal {self.path} cannot be read: {exc}",
                                exc.errno or 0) from exc
         try:
-            root, entries, problems = self._parse(text)
+            root, journaled_boot, entries, problems = self._parse(text)
         except ValueError as exc:  # a JournalError (an OSError) goes through
             self._set_aside(str(exc))
             return
@@ -183,7 +187,23 @@ class SysfsJournal:
         if problems:
             self._keep_skipped(text, problems)
         self._root = root
+        if self._reset_by_reboot(journaled_boot, root):
+            log.warning("sysfs journal %s is from an earlier boot (%s): the reboot reset %s, "
+                        "so its %d original(s) are not written back over this boot's values",
+                        self.path, journaled_boot, root, len(entries))
+            return
         self._entries = entries
+
+    def _reset_by_reboot(self, journaled: Optional[str], root: str) -> bool:
+        """Whether the originals were journaled on an earlier boot under the kernel's sysfs,
+        which that reboot reset: what the board has now is its own (or its boot scripts')
+        values, and the old originals written back would undo them. A journal without a
+        boot id (none known) is restored as before; so is one under a fake tree, whose files
+        outlive a reboot with the daemon's values in them."""
+        if journaled is None or self._boot is None or journaled == self._boot:
+            return False
+        real = os.path.realpath(root)
+        return real == SYSFS or real.startswith(SYSFS + "/")
 
     def _keep_skipped(self, text: str, problems: list[tuple[str, object]]) -> None:
         """Say which entries were skipped, and keep the journal's text for a look: the good
@@ -206,9 +226,12 @@ class SysfsJournal:
                               f"originals were not restored; {kept}")
         log.error("%s", self._unusable[-1])
 
-    def _parse(self, text: str) -> tuple[str, dict[str, str], list[tuple[str, object]]]:
-        """Root, entries and the entries skipped (why, and the entry) of a journal's text;
-        ValueError naming what is wrong when nothing in it can be used."""
+    def _parse(
+        self, text: str
+    ) -> tuple[str, Optional[str], dict[str, str], list[tuple[str, object]]]:
+        """Root, boot id (None: not named), entries and the entries skipped (why, and the
+        entry) of a journal's text; ValueError naming what is wrong when nothing in it can
+        be used."""
         data = json.loads(text)
         if not isinstance(data, dict):
             raise ValueError(f"not a JSON object but {type(data).__name__}")
@@ -223,6 +246,9 @@ class SysfsJournal:
         root = data.get("root", self._root)
         if not isinstance(root, str) or not root:
             raise ValueError(f"'root' is {root!r}, not a path")
+        journaled_boot = data.get("boot_id")
+        if journaled_boot is not None and not isinstance(journaled_boot, str):
+            raise ValueError(f"'boot_id' is {journaled_boot!r}, not text")
         items = data.get("entries", [])
         if not isinstance(items, list):
             raise ValueError(f"'entries' is {type(items).__name__}, not a list")
@@ -242,7 +268,7 @@ class SysfsJournal:
                                  f"{original!r}, not text", entry))
             else:
                 entries.setdefault(attribute, original)
-        return root, entries, problems
+        return root, journaled_boot or None, entries, problems
 
     def _owner(self) -> str:
         try:
@@ -288,6 +314,7 @@ class SysfsJournal:
         data: dict[str, Any] = {
             "version": FORMAT_VERSION,
             "root": self._root,
+            "boot_id": self._boot,
             "entries": [{"attribute": a, "original": o} for a, o in self._entries.items()],
         }
         tmp = self.path.with_name(f".{JOURNAL_NAME}.{os.getpid()}.tmp")
