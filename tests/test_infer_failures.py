@@ -10,6 +10,7 @@ and the model are the real ones.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -84,3 +85,42 @@ def test_a_streak_of_frames_the_model_cannot_take_is_one_error_and_counted(
     status = pipeline.status()
     assert status["infer_failed"] == 20
     assert status["inferred"] == 5
+
+
+class ColourForLuma(OddFrames):
+    """`bad` frames whose luma plane is a colour picture (a driver that mislabels its
+    format), which the gate refuses, then good ones."""
+
+    def read(self) -> Optional[Frame]:
+        frame = OddFrames.read(self)
+        if frame is not None and self.index <= self.bad:
+            return dataclasses.replace(frame, luma=np.full((HEIGHT, WIDTH, 3), 128, np.uint8))
+        return frame
+
+    def __init__(self, bad: int, good: int) -> None:
+        super().__init__(0, bad + good)
+        self.bad = bad
+
+
+@pytest.mark.parametrize("stage", ["gate", "inference"])
+def test_a_streak_of_failures_is_one_error_for_clients(stage: str) -> None:
+    """The callback the daemon turns into an `error` event: once per streak, naming the
+    stage, why and the first frame it failed on."""
+    errors: list[tuple[str, str, Optional[int]]] = []
+    source = ColourForLuma(bad=12, good=5) if stage == "gate" else OddFrames(bad=12, good=5)
+    pipeline = Pipeline(source, MotionGate(GateConfig(enabled=stage == "gate")),
+                        Model.load(None), on_result=lambda _: None,
+                        on_motion=lambda *_: None,
+                        on_error=lambda *error: errors.append(error))
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + HANG_S
+        while not pipeline.status()["source_ended"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pipeline.stop()
+    assert pipeline.status()["source_ended"], "the frames after the failures were not read"
+    assert len(errors) == 1, errors
+    why = "luma plane has one channel" if stage == "gate" else "cannot reshape"
+    assert errors[0][0] == stage and why in errors[0][1] and errors[0][2] == 1
+    assert errors[0][1].startswith("ValueError: ")

@@ -506,7 +506,7 @@ class Daemon:
         self.pipeline = Pipeline(
             source, MotionGate(self.cfg.gate), model,
             self._results.put, self._from_thread(self._on_motion), power=self.power,
-            last_seq=last_seq,
+            last_seq=last_seq, on_error=self._from_thread(self._on_pipeline_error),
         )
         pending = [requested for requested, future in self._snaps if not future.done()]
         if pending:  # snaps asked of the pipeline this one replaces (a reload)
@@ -894,6 +894,12 @@ class Daemon:
 
     def _on_motion(self, moving: bool, ts: float) -> None:
         self.emit_event("motion_start" if moving else "motion_end", ts)
+
+    def _on_pipeline_error(self, stage: str, message: str, frame: Optional[int]) -> None:
+        fields: dict[str, Any] = {"source": stage, "message": message}
+        if frame is not None:
+            fields["frame"] = frame
+        self.emit_event("error", time.time(), **fields)
 
     def _on_camera_lost(self, reason: str) -> None:
         self.emit_event("camera_lost", time.time(), reason=reason)

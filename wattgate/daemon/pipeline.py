@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -28,6 +29,9 @@ from wattgate.policies.gating import GateVerdict, MotionGate
 log = logging.getLogger("wattgate.pipeline")
 
 Message = dict[str, Any]
+# on_error(stage, what, frame): a stage of the pipeline began to fail ("gate", "inference")
+# on a frame, or the capture thread stopped ("capture", frame None)
+ErrorCallback = Callable[[str, str, Optional[int]], None]
 
 
 @dataclass
@@ -92,15 +96,18 @@ class Pipeline:
         on_motion: Callable[[bool, float], None],
         power: Optional[PowerController] = None,
         last_seq: int = 0,
+        on_error: Optional[ErrorCallback] = None,
     ) -> None:
         """`last_seq`: the number of the last result before this pipeline (one it replaces
-        on a reload), so result numbers go on from there."""
+        on a reload), so result numbers go on from there. `on_error` (thread-safe) hears
+        of a failure once per streak, as the log does: clients see it as an `error` event."""
         self.source = source
         self.power = power
         self.gate = gate
         self.model = model
         self.on_result = on_result
         self.on_motion = on_motion
+        self.on_error = on_error
         self.counters = Counters()
         self.slot: LatestSlot[Job] = LatestSlot()
         self._stop = threading.Event()
@@ -280,6 +287,7 @@ class Pipeline:
                     if not failing:
                         log.exception("frame %d not gated; going on with the next (counted in "
                                       "status as pipeline.failed)", frame.index)
+                        self._report("gate", frame.index)
                     failing = True
                     continue
                 failing = False
@@ -291,6 +299,7 @@ class Pipeline:
             # Not source_ended: capture stops making progress, so the watchdog's pings stop
             # and systemd restarts the daemon.
             log.exception("capture thread failed")
+            self._report("capture", None)
         finally:  # ended, stopped or failed: no frame will end the episode under way
             self.end_motion(time.time())
 
@@ -385,11 +394,18 @@ class Pipeline:
                     log.exception("inference failed on frame %d; going on with the next "
                                   "(counted in status as pipeline.infer_failed, logged "
                                   "again when inference works)", job.frame.index)
+                    self._report("inference", job.frame.index)
                 continue
             if streak:
                 log.info("inference works again after %d failed frame(s)", streak)
                 streak = 0
             self.on_result(inferred)
+
+    def _report(self, stage: str, frame: Optional[int]) -> None:
+        """Tell on_error of the exception being handled, in a line: its type and text."""
+        if self.on_error is not None:
+            exc = sys.exc_info()[1]
+            self.on_error(stage, f"{type(exc).__name__}: {exc}", frame)
 
     def _infer_one(self, job: Job) -> Inferred:
         counters = self.counters
