@@ -56,6 +56,11 @@ ECHO_CHARS = 64  # how much of what a client sent an error message repeats
 ERROR_CHARS = 8192
 # Clients told busy that are read until they close, at most (the others are closed at once)
 MAX_REFUSING = 64
+# Commands that only wait for something and change nothing: one whose client hung up is
+# given up (a snap waits up to a minute for a frame; its client's place among
+# daemon.max_clients was held all that time). Control commands always run to their end.
+ABANDONED_WITH_CLIENT = frozenset({"snap"})
+HANGUP_CHECK_S = 1.0  # how often a client whose such command is waiting is looked at
 STOPPING = "the daemon is stopping"  # why a request the daemon could not finish is unavailable
 MAX_FAILURES_KEPT = 1000  # distinct command failures remembered as already logged
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
@@ -531,7 +536,10 @@ class Server:
             request = decode_line(line)
             checked = check_request(request)
             _check_id_room(checked)
-            answer = await self._run(session, checked)
+            if checked["cmd"] in ABANDONED_WITH_CLIENT:
+                answer = await self._run_while_there(session, checked)
+            else:
+                answer = await self._run(session, checked)
         except asyncio.CancelledError:
             if self._closing:  # close(): the client still gets an answer
                 session.reply_line(_answer_line(_with_id(_error("unavailable", STOPPING),
@@ -539,6 +547,8 @@ class Server:
             raise
         except ProtocolError as exc:
             answer = _error(exc.code, exc.message)
+        except _ClientGone:
+            raise
         except Exception as exc:
             self._log_failure(request, exc)
             answer = _error("unavailable", "internal error; see the daemon's log")
@@ -557,6 +567,22 @@ class Server:
             self._failures.add(key)
         log.exception("command %s failed (logged once; again at debug level)", key[0])
 
+    async def _run_while_there(self, session: ClientSession, request: Message) -> Message:
+        """_run, given up when the client closes its connection both ways meanwhile:
+        nothing is read from a connection while its request runs, so its hang-up would
+        go unseen until the answer. _ClientGone ends the connection then. A
+        client that closed only its sending side still waits for the answer, and gets it."""
+        work = asyncio.ensure_future(self._run(session, request))
+        try:
+            while not (await asyncio.wait((work,), timeout=HANGUP_CHECK_S))[0]:
+                if _hung_up(session.writer):
+                    log.debug("%s hung up during its %s: given up", session.peer,
+                              request["cmd"])
+                    raise _ClientGone(session.peer)
+            return work.result()
+        finally:
+            work.cancel()
+
     async def _run(self, session: ClientSession, request: Message) -> Message:
         cmd = request["cmd"]
         handler = self.handlers.get(cmd)
@@ -565,6 +591,10 @@ class Server:
             raise ProtocolError("unknown_cmd", f"unknown cmd {echo(cmd)}; known: {known}")
         fields = await handler(session, request)
         return {"class": "reply", "cmd": cmd, **fields}
+
+
+class _ClientGone(ConnectionError):
+    """The client hung up while its request waited: the connection ends, unanswered."""
 
 
 async def _read_to_end(reader: asyncio.StreamReader) -> None:
