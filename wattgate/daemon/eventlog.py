@@ -48,7 +48,11 @@ and then on the flush that finds less than half a block left, so it costs one wr
 per `SEQ_BLOCK // 2` events. Opening the log continues after the reservation: after an
 unclean exit the numbers of the events that were lost, and the rest of the block, are
 skipped, never used again. A clean close gives the unused part of the block back, so
-a clean restart leaves no gap. Each reservation is also copied to `<path>.seq` (synced,
+a clean restart leaves no gap. (A reservation that cannot be written, the database and
+its copy both failing, does not stop the numbering: live events are the daemon's purpose.
+Numbers past the last reservation written are then known only in memory, and a restart
+before a reservation is written again gives them once more: docs/protocol.md says so.)
+Each reservation is also copied to `<path>.seq` (synced,
 before the database has it): a power cut on flash can leave the database garbage, cut
 short or empty, and the numbering must go on past it all the same. A database found damaged
 when it is opened (any page of it, free ones too: PRAGMA quick_check) is moved to
