@@ -376,17 +376,30 @@ def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:
 # The password runs to the last @ before the path: cameras' passwords hold literal @s
 # (rtsp://admin:Adm1n@2024@cam/...), which FFmpeg takes as such.
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/\s]*@")
-# GStreamer elements' own password properties (rtspsrc, souphttpsrc): user-pw, proxy-pw
-_PW_PROPERTY = re.compile(r"\b((?:user|proxy)-pw=)(\"[^\"]*\"|'[^']*'|\S+)")
+# GStreamer elements' own password properties (rtspsrc, souphttpsrc): user-pw, proxy-pw,
+# with or without spaces around the = (gst-launch takes both)
+_PW_PROPERTY = re.compile(r"\b((?:user|proxy)-pw\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s\"']+)")
+# A credential as a query parameter: many IP cameras take one so
+# (videostream.cgi?user=admin&pwd=..., ?token=, ?access_token=, X-Amz-Signature=); some
+# DVRs put such parameters in the path (rtsp://dvr:554/user=admin&password=...&channel=1).
+# A name is one of these words, whole or after a prefix (api_key, client_secret), so
+# ?keyframe= or ?monkey= stay as written.
+_QUERY_SECRET = re.compile(
+    r"(?<=[?&;/])((?:[A-Za-z0-9]+[_.-])*"
+    r"(?:pass|passwd|password|pwd|pw|loginpas|token|auth|key|apikey|secret|sig|signature)=)"
+    r"[^&#\s\"']+",
+    re.IGNORECASE,
+)
 
 
 def without_password(text: str) -> str:
-    """text with the password of every URL in it, and of every GStreamer user-pw= or
-    proxy-pw= property, as ***; the user name stays, to tell which account the camera is
-    opened with."""
+    """text with the password of every URL in it, of every credential in its query string
+    (pwd=, token=, ...) and of every GStreamer user-pw= or proxy-pw= property, as ***; the
+    user name stays, to tell which account the camera is opened with."""
     if "@" in text:
         text = _PASSWORD.sub(r"\1:***@", text)
-    if "-pw=" in text:
+    if "=" in text:
+        text = _QUERY_SECRET.sub(r"\1***", text)
         text = _PW_PROPERTY.sub(r"\1***", text)
     return text
 
