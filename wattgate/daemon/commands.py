@@ -315,6 +315,8 @@ class Commands:
         if power is None:
             raise ProtocolError("unavailable", "power control is not running")
         if "set" in request:
+            if self.daemon.stopping:  # the originals are going back: a pin would not hold
+                raise ProtocolError("unavailable", STOPPING)
             try:
                 self.daemon.pin_profile(name, session.peer)
             except KeyError:
