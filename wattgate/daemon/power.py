@@ -1309,7 +1309,9 @@ class PowerController:
         state = PowerState(
             cpus={n: CpuLoad(inputs.cpu_khz.get(n), inputs.cpu_busy.get(n, 0.0))
                   for n in model.clusters},
-            npu=device("npu", duty),
+            # only an NPU that was found: a board is recognised without its accelerator
+            # (a Pi 5 without the AI Kit, a kernel without the NPU driver)
+            npu=None if self.npu_device is None else device("npu", duty),
             # the GPU, if found: its busy time is not measured
             gpu=None if self.caps.gpu is None else device("gpu", 0.0),
         )
