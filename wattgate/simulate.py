@@ -7,8 +7,9 @@ For the chosen profile and two baselines, in the same run:
   directory;
 * ``always_on``: performance governors, the NPU held on at its top clock, every frame
   inferred;
-* ``governor_only``: schedutil (or ondemand), the NPU's runtime PM on auto with the
-  devfreq governor it came with, every frame inferred: what a stock image does.
+* ``governor_only``: schedutil (or ondemand), the NPU's runtime PM and devfreq governor
+  as the board ships them, every frame inferred: what a stock image does (the RK3588's
+  NPU ships at runtime PM "auto", the Raspberry Pi 5's Hailo at "on").
 
 simkernel.py plays the kernel (governors, runtime PM, the inference queue) and turns the
 knobs into watts with the board's energy model. The model's time is its measured invoke
@@ -63,7 +64,7 @@ BASELINES: dict[str, dict[str, Any]] = {
     "governor_only": {
         "description": "baseline: stock governors and NPU runtime PM, every frame inferred",
         "cpu_governor": ["schedutil", "ondemand", "powersave"],
-        "npu_runtime_pm": "auto",
+        # no npu_runtime_pm: the NPU's power/control stays as the board ships it
     },
 }
 
