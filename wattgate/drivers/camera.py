@@ -626,6 +626,8 @@ class CaptureSource:
         last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
             ok, data = self._cap.read()
+            if not ok:
+                ok, data = self._read_past_undecodable()
             if not ok and self._ended(torn=last is not None) == "cut short":
                 if self._rewritten():  # not cut: a new recording from its first frame
                     self._stop_replaced()
@@ -669,6 +671,37 @@ class CaptureSource:
                 log.warning("camera %s: %d frames in a row dropped", self.shown, dropped)
                 self.end_reason = "read failed"
                 return None
+
+    def _read_past_undecodable(self) -> tuple[bool, Any]:
+        """After a failed read(): the frame after the one that failed, if the capture goes on.
+
+        FFmpeg's read() returns False for a frame it cannot decode (a damaged JPEG in an
+        MJPEG file, with camera.format = "auto") and gives the next frame at the next call.
+        Taken for the end, one bad frame ended a whole recording as "cut short" there: the
+        rest never played. A file short of its header's frame count that has not changed
+        since it was opened is read again, up to MAX_CORRUPT times in a row, each failure
+        counted as a corrupt frame. A file that gives nothing more, or has changed (still
+        being written), is left as it was, at the frame that failed: cut short."""
+        start = self.position
+        for _ in range(MAX_CORRUPT):
+            if not (self.is_file and self._ended() == "cut short" and self._unchanged()):
+                break
+            self.position += 1  # the frame that did not decode
+            ok, data = self._cap.read()
+            if ok and self.is_file and not self._unchanged():
+                break  # written to meanwhile: read again from a reopen at the failed frame
+            if ok:
+                for index in range(start, self.position):
+                    self._count_corrupt(_Dropped(index, "it does not decode"))
+                return ok, data
+        self.position = start
+        return False, None
+
+    def _unchanged(self) -> bool:
+        """Whether the file played is the one opened, at its size then."""
+        state = file_state(self.spec)
+        return (state is not None and state[:2] == self._file_id
+                and state[2] == self._size_at_open)
 
     def _count_corrupt(self, dropped: Optional[_Dropped]) -> None:
         """Count a dropped buffer as corrupt, warning about the first of a run.
