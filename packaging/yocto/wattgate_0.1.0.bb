@@ -4,9 +4,9 @@ TensorFlow Lite model on the frames that matter, steers CPU DVFS and NPU power s
 through sysfs, and serves results over a Unix socket. Ships a hardened systemd service."
 SECTION = "console/utils"
 LICENSE = "Apache-2.0"
-# The project declares Apache-2.0 (pyproject.toml) but has no LICENSE file yet; until it
-# does, checksum the common licence text.
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
+# The project's own licence text, at the top of the source tree: a change to it fails the
+# build until the checksum is updated.
+LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 
 # Point this at the project's git server in a bbappend (no public URL is fixed yet), or
 # build a local checkout with externalsrc:

@@ -13,6 +13,7 @@ WATTGATE_VERSION = 0.1.0
 WATTGATE_SITE = $(BR2_EXTERNAL_WATTGATE_PATH)/../..
 WATTGATE_SITE_METHOD = local
 WATTGATE_LICENSE = Apache-2.0
+WATTGATE_LICENSE_FILES = LICENSE
 # pyproject.toml uses setuptools' PEP 517 backend; the pep517 infrastructure brings
 # python-pypa-build and python-installer but not the backend.
 WATTGATE_SETUP_TYPE = pep517
