@@ -40,7 +40,7 @@ from wattgate.drivers.yuv import Layout, Yuv
 log = logging.getLogger("wattgate.camera")
 
 DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_height)
-MAX_CORRUPT = 10  # consecutive undecodable MJPEG buffers before a read counts as failed
+MAX_CORRUPT = 10  # consecutive undecodable frames (buffers or reads) before a read fails
 FIFO_WAIT_S = 5.0  # longest an open waits for a FIFO's writer to send something
 MARK_BYTES = 4096  # how much of a file's start and end tells one recording from another
 
@@ -676,15 +676,16 @@ class CaptureSource:
         """After a failed read(): the frame after the one that failed, if the capture goes on.
 
         FFmpeg's read() returns False for a frame it cannot decode (a damaged JPEG in an
-        MJPEG file, with camera.format = "auto") and gives the next frame at the next call.
-        Taken for the end, one bad frame ended a whole recording as "cut short" there: the
-        rest never played. A file short of its header's frame count that has not changed
-        since it was opened is read again, up to MAX_CORRUPT times in a row, each failure
+        MJPEG file or HTTP stream, with camera.format = "auto") and gives the next frame at
+        the next call. Taken for the end, one bad frame ended a whole recording as "cut
+        short" there (the rest never played), or made a live camera lost and reconnected.
+        A live source, or a file short of its header's frame count that has not changed
+        since it was opened, is read again, up to MAX_CORRUPT times in a row, each failure
         counted as a corrupt frame. A file that gives nothing more, or has changed (still
         being written), is left as it was, at the frame that failed: cut short."""
         start = self.position
         for _ in range(MAX_CORRUPT):
-            if not (self.is_file and self._ended() == "cut short" and self._unchanged()):
+            if self.is_file and not (self._ended() == "cut short" and self._unchanged()):
                 break
             self.position += 1  # the frame that did not decode
             ok, data = self._cap.read()
