@@ -138,6 +138,9 @@ WAKE_WAIT_S = 0.2
 SETTLE_S = 10.0
 # How long stop() waits for the write in progress before restoring anyway (stop()).
 STOP_JOIN_S = 5.0
+# While CPUs are offline, how often the tick looks for a cpufreq policy that came online
+# (a cluster offline at start has nothing to read or drive until then: _revisit_policies).
+POLICY_RECHECK_S = 5.0
 # [power] keys that name another board, root or journal: a reload restores and starts afresh
 STRUCTURAL = ("enabled", "sysfs_root", "journal_dir", "npu", "gpu", "runtime_pm_devices",
               "board")
@@ -281,6 +284,8 @@ class PowerController:
         self.writes = False
         self.caps = BoardCaps()
         self._policies: dict[str, cpufreq.CpuPolicy] = {}
+        # when the tick next looks for policies come online; None: no CPU is offline
+        self._policies_recheck: Optional[float] = None
         self._devfreq: dict[str, devfreq.DevfreqDevice] = {}
         # originals of the driven knobs, and of the limits beside them (_limits)
         self.baseline: dict[str, str] = {}
@@ -351,11 +356,13 @@ class PowerController:
             self._open_journal()  # a crashed run's changes go back even if writes are off
         self._discover()
         energy = self._energy_model()
+        recheck = self._next_policy_check(list(self._policies.values()), now)
         with self._lock:
             if self._stopped_since(stops):
                 self._release_locks()  # the ones this start took: the stop has run
                 return self._abandoned("start")
             self.energy_model = energy
+            self._policies_recheck = recheck
             self._check_zones()
             self._started = True
             if self.writes and self.writer is not None:
@@ -780,22 +787,8 @@ class PowerController:
         fs, power = self.fs, self.cfg.power
         policies = cpufreq.discover_policies(fs)
         self._policies = {p.path: p for p in policies}
-        cpus = tuple(
-            CpuCaps(
-                name=p.name,
-                path=p.path,
-                governors=p.governors,
-                has_governor=p.governor is not None,
-                min_khz=p.cpuinfo_min_khz,
-                max_khz=p.cpuinfo_max_khz,
-                frequencies=p.frequencies_khz,
-                has_min=p.min_khz is not None,
-                has_max=p.max_khz is not None,
-                has_epp=p.epp is not None,
-                epp_choices=p.epp_choices,
-            )
-            for p in policies
-        )
+        self._note_offline(policies, {})
+        cpus = self._cpu_caps(policies)
         accels = find_accelerators(fs, npu=power.npu, gpu=power.gpu)
         for key, message in unresolved(fs, npu=power.npu, gpu=power.gpu):
             log.warning("%s", message, extra=event(MessageId.KNOB_FAILED, knob=key))
@@ -834,6 +827,87 @@ class PowerController:
                     gpu.device if gpu is not None else None),
         })
         self._collect_driven()
+
+    @staticmethod
+    def _note_offline(policies: Sequence[cpufreq.CpuPolicy], known: Mapping[str, bool]
+                      ) -> None:
+        """Say once that a policy went inactive (all its CPUs offline), and once that it
+        came back; ``known``: each policy's activity as last seen."""
+        for p in policies:
+            was = known.get(p.path)
+            if not p.active and was is not False:
+                log.warning("%s: its CPUs are offline (the kernel answers EBUSY for its "
+                            "attributes); it is driven once they come online", p.name,
+                            extra=fields(knob=p.attr("scaling_governor")))
+            elif p.active and was is not True and known:
+                log.info("%s: CPUs %s came online; driven from now on", p.name,
+                         ",".join(map(str, p.cpus)) or "?",
+                         extra=fields(knob=p.attr("scaling_governor")))
+
+    @staticmethod
+    def _cpu_caps(policies: Sequence[cpufreq.CpuPolicy]) -> tuple[CpuCaps, ...]:
+        """What a profile can set on each policy: nothing on an inactive one (its CPUs
+        offline; the tick looks at it again, _revisit_policies)."""
+        return tuple(
+            CpuCaps(
+                name=p.name,
+                path=p.path,
+                governors=p.governors,
+                has_governor=p.governor is not None,
+                min_khz=p.cpuinfo_min_khz,
+                max_khz=p.cpuinfo_max_khz,
+                frequencies=p.frequencies_khz,
+                has_min=p.min_khz is not None,
+                has_max=p.max_khz is not None,
+                has_epp=p.epp is not None,
+                epp_choices=p.epp_choices,
+            )
+            for p in policies
+        )
+
+    def _next_policy_check(self, policies: Sequence[cpufreq.CpuPolicy],
+                           now: float) -> Optional[float]:
+        """When to look for policies come online: while one is inactive or a CPU is
+        offline (a CPU offline since boot has no policy directory yet), else never."""
+        if any(not p.active for p in policies) or cpufreq.offline_cpus(self.fs):
+            return now + POLICY_RECHECK_S
+        return None
+
+    def _revisit_policies(self, now: float) -> None:
+        """On a tick, every POLICY_RECHECK_S while CPUs are offline: a policy whose CPUs
+        came online (inactive before, or not there at all) is taken in, its originals read,
+        and the profile's settings for it go out with this tick's (journaled at the first
+        write, as any knob's). Reads outside the lock, as a reload's."""
+        with self._lock:
+            due = self._policies_recheck is not None and now >= self._policies_recheck
+            if not due:
+                return
+            self._policies_recheck = None  # one look at a time
+            known = {path: p.active for path, p in self._policies.items()}
+            stops = self._stops
+        policies = cpufreq.discover_policies(self.fs)
+        recheck = self._next_policy_check(policies, now)
+        if {p.path: p.active for p in policies} == known:
+            with self._lock:
+                self._policies_recheck = recheck
+            return
+        self._note_offline(policies, known)
+        cpus = self._cpu_caps(policies)
+        with self._lock:
+            if self._stopped_since(stops):
+                return
+            self._policies = {p.path: p for p in policies}
+            self.inputs.policies = self._policies
+            self.caps = replace(self.caps, cpus=cpus)
+            self._policies_recheck = recheck
+            profiles = self.profiles
+            baseline_known = set(self.baseline)
+        driven = self._driven_by(profiles)
+        fresh = self._originals([key for key in driven + self._limits(driven)
+                                 if key not in baseline_known], driven)
+        with self._lock:
+            if not self._stopped_since(stops):
+                self._keep_baseline(driven, fresh)
 
     def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:
         if name is None:
@@ -1101,6 +1175,7 @@ class PowerController:
         thread were numbered after a pin answered meanwhile that came later."""
         if not self._started:
             return []
+        self._revisit_policies(now)
         reader = self.inputs
         inputs = reader.read(now)
         with self._lock:

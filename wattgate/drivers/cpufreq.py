@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
 
-from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+from wattgate.drivers.sysfs import (
+    AttributeBusy,
+    AttributeInvalid,
+    AttributeMissing,
+    Sysfs,
+    SysfsError,
+    Writer,
+)
 from wattgate.drivers.thermal import (
     ACPI_PROCESSOR,
     CoolingDevice,
@@ -26,6 +33,8 @@ from wattgate.drivers.thermal import (
 )
 
 CPUFREQ = "devices/system/cpu/cpufreq"
+# The CPUs offline now, as a cpulist ("6-7", empty when all are online).
+CPUS_OFFLINE = "devices/system/cpu/offline"
 # drivers/thermal/cpufreq_cooling.c names a policy's cooling device after the CPU device of
 # policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
 # policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
@@ -52,6 +61,9 @@ class CpuPolicy:
     frequencies_khz: tuple[int, ...]  # scaling_available + scaling_boost_frequencies, ascending
     epp: Optional[str]
     epp_choices: tuple[str, ...]
+    # False while every CPU of the policy is offline: cpufreq.c then answers EBUSY to
+    # every show and store of the policy's attributes, so nothing above could be read.
+    active: bool = True
 
     def attr(self, name: str) -> str:
         return f"{self.path}/{name}"
@@ -69,10 +81,26 @@ def _cpu_list(text: Optional[str]) -> tuple[int, ...]:
     return tuple(cpus)
 
 
+def _governor(fs: Sysfs, path: str) -> tuple[Optional[str], bool]:
+    """scaling_governor, and whether the policy is active (not EBUSY: CPUs offline)."""
+    try:
+        return fs.read(f"{path}/scaling_governor"), True
+    except AttributeBusy:
+        return None, False
+    except SysfsError:
+        return None, True
+
+
+def offline_cpus(fs: Sysfs) -> tuple[int, ...]:
+    """The CPUs offline now (devices/system/cpu/offline); () when none or unreadable."""
+    return _cpu_list(fs.read_opt(CPUS_OFFLINE))
+
+
 def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
     path = f"{CPUFREQ}/{name}"
     if not fs.is_dir(path):
         raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
+    governor, active = _governor(fs, path)
     freqs = fs.read_int_words(f"{path}/scaling_available_frequencies")
     if freqs:
         # The kernel lists a freq_table's boost OPPs (cpufreq-dt: opp turbo-mode) apart,
@@ -86,7 +114,7 @@ def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
         path=path,
         cpus=_cpu_list(fs.read_opt(f"{path}/related_cpus")),
         driver=fs.read_opt(f"{path}/scaling_driver"),
-        governor=fs.read_opt(f"{path}/scaling_governor"),
+        governor=governor,
         governors=fs.read_words(f"{path}/scaling_available_governors"),
         cpuinfo_min_khz=fs.read_int_opt(f"{path}/cpuinfo_min_freq"),
         cpuinfo_max_khz=fs.read_int_opt(f"{path}/cpuinfo_max_freq"),
@@ -96,6 +124,7 @@ def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
         frequencies_khz=tuple(freqs),
         epp=fs.read_opt(f"{path}/energy_performance_preference"),
         epp_choices=fs.read_words(f"{path}/energy_performance_available_preferences"),
+        active=active,
     )
 
 

@@ -204,6 +204,9 @@ def _mhz(hz: Optional[int], per_mhz: int) -> str:
 
 
 def _policy_line(p: CpuPolicy) -> str:
+    if not p.active:  # every attribute answers EBUSY: nothing else to show
+        return (f"  {p.name}: inactive (its CPUs are offline); "
+                "wattgate drives it once they come online")
     cpus = ",".join(str(c) for c in p.cpus) or "?"
     steps = f", {len(p.frequencies_khz)} steps" if p.frequencies_khz else ""
     line = (
