@@ -175,6 +175,14 @@ def test_stalled_capture_is_reported_unless_paused() -> None:
     assert w.stalled(511.0) == ["capture"]
 
 
+def test_a_camera_may_stay_quiet_for_camera_stall_s_before_the_stall_limit_runs() -> None:
+    w = ProgressWatch(now=0.0, stall_limit=10.0)
+    w.camera_quiet_s = 30.0  # camera.stall_s: the supervisor reopens it after that
+    w.capture_progress(5.0)
+    assert w.healthy(44.0)
+    assert w.stalled(46.0) == ["capture"]  # its supervisor did not pause capture by then
+
+
 def test_snapshot_and_bad_limit() -> None:
     w = ProgressWatch(now=0.0, stall_limit=10.0)
     w.work_pending(1.0)

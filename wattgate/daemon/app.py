@@ -824,6 +824,7 @@ class Daemon:
 
     def _observe_progress(self, pipeline: Pipeline, now: float) -> None:
         counters = pipeline.counters
+        self.progress.camera_quiet_s = self.cfg.camera.stall_s  # as a reload left it
         state = self.camera.state if self.camera is not None else "running"
         if counters.source_ended or state != "running":  # ended, or lost and waited for
             self.progress.pause_capture()

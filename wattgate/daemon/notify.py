@@ -206,6 +206,11 @@ class ProgressWatch:
     * capture must have made progress (a frame was grabbed, gated or not) within
       `stall_limit` seconds, unless capture was deliberately paused (camera unplugged and
       waiting for hotplug, a profile that stops capture); resuming starts a fresh period.
+      A camera may also stay quiet for `camera_quiet_s` first (camera.stall_s): a camera
+      triggered by hardware sends nothing while the line stands still, and its supervisor
+      reopens it after that long, which pauses capture here. Counted from the last frame,
+      a quiet camera was a stall after the stall limit whatever camera.stall_s allowed,
+      and systemd restarted the daemon whenever the line stood still for a minute.
     * inference is only required to move while it has work: from the moment a frame is
       handed to it (`work_pending`) it must complete an invoke within `stall_limit`. An idle
       scene sends no frames to the model, and an idle model is healthy - the gate exists to
@@ -225,6 +230,7 @@ class ProgressWatch:
         if not stall_limit > 0:
             raise ValueError("stall_limit must be positive")
         self.stall_limit = stall_limit
+        self.camera_quiet_s = 0.0  # camera.stall_s: how long a camera may send nothing
         self._capture_last = now
         self._capture_expected = True
         self._inference_last = now
@@ -271,7 +277,8 @@ class ProgressWatch:
     def stalled(self, now: float) -> list[str]:
         """Names of the stages that are stalled at `now`: "capture", "inference"."""
         out: list[str] = []
-        if self._capture_expected and now - self._capture_last > self.stall_limit:
+        quiet = now - self._capture_last - self.camera_quiet_s
+        if self._capture_expected and quiet > self.stall_limit:
             out.append("capture")
         if self._pending_since is not None:
             since = max(self._pending_since, self._inference_last)
