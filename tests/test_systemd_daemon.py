@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import stat
@@ -14,7 +15,7 @@ from typing import Callable
 import pytest
 
 from bench.common import NotifyListener
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, pinnable_board
 from wattgate.client import Client, ClientError
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -96,6 +97,26 @@ def test_ready_status_watchdog_and_stopping(
     assert daemon.wait() == 0
 
 
+def test_the_status_line_names_the_profile_and_the_watts(
+    start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path
+) -> None:
+    """`systemctl status` shows STATUS=: the profile in force and the board's draw, beside
+    the pipeline's rate, as an admin looks for them there."""
+    config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
+    daemon = start_daemon(config=config, env={"NOTIFY_SOCKET": str(notify.path)})
+    notify.wait_for("READY=1")
+    with daemon.connect() as client:
+        client.request("profile", set="performance")
+    deadline = time.monotonic() + 30
+    while True:
+        line = notify.wait_for("STATUS=", timeout=15)
+        if line.startswith("STATUS=profile performance, "):
+            break
+        assert time.monotonic() < deadline, notify.received
+    assert re.search(r", \d+\.\d\d W, [\d.]+ fps, skip \d+%, ", line), line
+    assert daemon.stop() == 0
+
+
 def test_silent_without_notify_socket(start_daemon: StartDaemon, notify: NotifyListener) -> None:
     daemon = start_daemon()
     daemon.connect().close()
@@ -122,6 +143,9 @@ def test_a_hung_inference_stops_the_watchdog_pings(
     # good while the model stays hung: the last 3 s have none.
     assert not [t for t in watchdog_pings(lines) if t > hung_at + 3.0], lines
     assert "pipeline stalled (inference)" in daemon.log()
+    # `systemctl status` says so at once, before systemd restarts the daemon
+    assert any(line.startswith("STATUS=") and line.endswith("; stalled (inference)")
+               for _, line in lines), lines
 
     flag.unlink()  # the driver recovers: pings resume, a stall is not sticky
     assert watchdog_pings(notify.collect(3.0))

@@ -709,8 +709,9 @@ class Daemon:
                     "pipeline stalled (%s); withholding watchdog pings",
                     ", ".join(self.progress.stalled(now)), extra=event(MessageId.STALLED),
                 )
+            health_changed = stalled_logged == healthy
             stalled_logged = not healthy
-            if now - last_status >= STATUS_EVERY_S:
+            if health_changed or now - last_status >= STATUS_EVERY_S:
                 self.notifier.status(self.status_line())
                 last_status = now
             await asyncio.sleep(min(1.0, ping_every or 1.0))
@@ -1029,6 +1030,13 @@ class Daemon:
             f"{self.fps.rate():.1f} fps, skip {pipe['skip_ratio']:.0%}, "
             f"{pipe['inferred']} inferred, {len(self.hub.sessions)} clients"
         )
+        if self.power is not None:
+            message = self.power.power_message()
+            watts = f", {message['watts']:.2f} W" if "watts" in message else ""
+            line = f"profile {message['profile']}{watts}, {line}"
+        stalled = self.progress.stalled(time.monotonic())
+        if stalled:  # the watchdog's pings are withheld: systemd restarts the daemon soon
+            line += f"; stalled ({', '.join(stalled)})"
         if self._reload_rejected is not None:
             line += "; " + shorten(self._reload_rejected.splitlines()[0], STATUS_REASON_CHARS)
         return line
