@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.boards import materialize
+from wattgate.config import parse_config
 from wattgate.daemon.logs import (
     MessageId,
     event,
@@ -24,6 +26,7 @@ from wattgate.daemon.logs import (
     setup_logging,
     under_journal,
 )
+from wattgate.daemon.power import PowerController
 
 
 @pytest.fixture(autouse=True)
@@ -150,6 +153,31 @@ def test_journal_entries_carry_structured_fields() -> None:
     # Only journald-valid names travel: no copies of LogRecord internals.
     assert all(k.isupper() for k in first)
     assert "MESSAGE_ID" not in second
+
+
+def test_every_journal_entry_names_the_profile_in_force(tmp_path: Path) -> None:
+    """`journalctl PROFILE=eco` gives everything while eco was in force, not only the line
+    that announced it: the power controller says which profile is in force."""
+    sent: list[dict[str, Any]] = []
+    handler = journal_handler(lambda message, **kw: sent.append({"MESSAGE": message, **kw}))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    power = PowerController(parse_config({
+        "power": {"sysfs_root": str(materialize("rk3588", tmp_path / "sys")),
+                  "journal_dir": str(tmp_path / "journal"), "profile": "balanced"}}))
+    try:
+        power.start(0.0)
+        power.pin("powersave", "uid 0")
+        logging.getLogger("wattgate.camera").warning("camera lost")
+        logging.getLogger("wattgate.test").warning("knob", extra=fields(profile="own"))
+        power.stop()
+        logging.getLogger("wattgate.daemon").warning("stopped")
+    finally:
+        root.removeHandler(handler)
+    lost = next(entry for entry in sent if entry["MESSAGE"] == "camera lost")
+    assert lost["PROFILE"] == "powersave" and "MESSAGE_ID" not in lost
+    assert next(e for e in sent if e["MESSAGE"] == "knob")["PROFILE"] == "own"
+    assert "PROFILE" not in next(e for e in sent if e["MESSAGE"] == "stopped")
 
 
 _JOURNAL_PROBE = textwrap.dedent(

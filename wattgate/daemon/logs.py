@@ -6,7 +6,13 @@ questions are structured: "every knob write that failed" (`journalctl MESSAGE_ID
 record goes to journald natively through `systemd.journal.JournalHandler` with its fields
 (REFERENCE.md, "systemd": JournalHandler takes structured fields through `extra`). Anywhere
 else - a shell, a container, a test - records go to stderr as single lines, with the same
-fields appended as KEY=value so nothing is lost and `grep` still works.
+fields appended as KEY=value so `grep` still works; MESSAGE_ID is left out there, a 32-digit
+id for journalctl's matching, whose record's text already says what happened.
+
+PROFILE names the profile in force on every journald entry, not only on the one that
+announces a switch (`in_profile`), so `journalctl PROFILE=eco` gives the knob failures,
+camera losses and stalls of that time too; the stderr lines leave it out, as the profile's
+switch is a line of its own there.
 
 Call sites attach fields with `fields()` / `event()`:
 
@@ -32,6 +38,7 @@ __all__ = [
     "MessageId",
     "event",
     "fields",
+    "in_profile",
     "journal_handler",
     "set_level",
     "setup_logging",
@@ -154,6 +161,16 @@ def under_journal(
     return bool(env.get("INVOCATION_ID")) and os.path.exists(journal_socket)
 
 
+_profile: Optional[str] = None  # the profile in force, stamped on journald entries
+
+
+def in_profile(name: Optional[str]) -> None:
+    """The profile in force from now on (None: none, power control stopped), given as
+    PROFILE to every journald entry that does not name one itself."""
+    global _profile
+    _profile = name
+
+
 def _structured(record: logging.LogRecord) -> dict[str, Any]:
     # Fields given through extra= become attributes of the record; the standard LogRecord
     # attributes are all lower/camel case, so an all-caps name is always ours.
@@ -217,6 +234,8 @@ def _journal_handler_class() -> type[logging.Handler]:
             try:
                 message = self.format(record)
                 extra = dict(self._extra)
+                if _profile is not None:
+                    extra["PROFILE"] = _profile
                 extra.update(_structured(record))
                 self.send(
                     message,

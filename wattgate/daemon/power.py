@@ -75,7 +75,7 @@ from wattgate.daemon.knobs import (
     write_knob,
     write_order,
 )
-from wattgate.daemon.logs import MessageId, event, fields
+from wattgate.daemon.logs import MessageId, event, fields, in_profile
 from wattgate.daemon.pidlock import DirectoryLock, LockHeld
 from wattgate.daemon.power_inputs import InputReader, Inputs
 from wattgate.daemon.rollback import (
@@ -558,6 +558,7 @@ class PowerController:
         with self._lock:
             self._stops += 1
         self._restore()
+        in_profile(None)  # the originals are back: no profile is in force
 
     def _restore(self) -> None:
         """stop() without the count: a reload that starts afresh restores this way.
@@ -1241,6 +1242,7 @@ class PowerController:
         self.decision = decision
         self.profile = self.profiles[decision.profile]
         self.activity.configure(self.profile.cooldown_s, self.profile.wake_on)
+        in_profile(decision.profile)
         log.info(
             "profile %s: %s", decision.profile, decision.reason,
             extra=event(MessageId.PROFILE_CHANGED, profile=decision.profile,
