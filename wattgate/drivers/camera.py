@@ -488,6 +488,7 @@ class CaptureSource:
         self._file_id: Optional[tuple[int, int]] = None  # a file's (st_dev, st_ino) at open
         self._size_at_open: Optional[int] = None  # and its size then
         self.mark: Optional[FileMark] = None  # and its bytes then, to tell a rewrite from a cut
+        self._read_timeout_s = read_timeout_s
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -625,9 +626,10 @@ class CaptureSource:
         dropped = 0  # buffers dropped in a row
         last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
+            began = time.monotonic()
             ok, data = self._cap.read()
             if not ok:
-                ok, data = self._read_past_undecodable()
+                ok, data = self._read_past_undecodable(began)
             if not ok and self._ended(torn=last is not None) == "cut short":
                 if self._rewritten():  # not cut: a new recording from its first frame
                     self._stop_replaced()
@@ -672,8 +674,9 @@ class CaptureSource:
                 self.end_reason = "read failed"
                 return None
 
-    def _read_past_undecodable(self) -> tuple[bool, Any]:
-        """After a failed read(): the frame after the one that failed, if the capture goes on.
+    def _read_past_undecodable(self, began: float) -> tuple[bool, Any]:
+        """After a failed read() that began at `began`: the frame after the one that failed,
+        if the capture goes on.
 
         FFmpeg's read() returns False for a frame it cannot decode (a damaged JPEG in an
         MJPEG file or HTTP stream, with camera.format = "auto") and gives the next frame at
@@ -682,10 +685,17 @@ class CaptureSource:
         A live source, or a file short of its header's frame count that has not changed
         since it was opened, is read again, up to MAX_CORRUPT times in a row, each failure
         counted as a corrupt frame. A file that gives nothing more, or has changed (still
-        being written), is left as it was, at the frame that failed: cut short."""
+        being written), is left as it was, at the frame that failed: cut short. A live
+        source is read again only within half its read timeout from `began`: a read that
+        timed out (a stalled camera, whose V4L2 read waits the whole timeout) is no frame
+        that failed to decode, and ten more such waits kept the device from the reopen
+        that follows for ten timeouts."""
         start = self.position
+        timeout = None if self.is_file else self._read_timeout_s
         for _ in range(MAX_CORRUPT):
             if self.is_file and not (self._ended() == "cut short" and self._unchanged()):
+                break
+            if timeout and time.monotonic() - began >= timeout / 2:
                 break
             self.position += 1  # the frame that did not decode
             ok, data = self._cap.read()
