@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
@@ -30,15 +31,15 @@ class StandInCapture:
 
     def __init__(self, url: str, backend: int, params: list[int]) -> None:
         options = dict(zip(params[::2], params[1::2]))
-        self.timeout = options[camera.cv2.CAP_PROP_READ_TIMEOUT_MSEC] / 1000
+        self.timeout = options[cv2.CAP_PROP_READ_TIMEOUT_MSEC] / 1000
         self.given = 0
 
     def isOpened(self) -> bool:
         return True
 
     def get(self, prop: int) -> float:
-        return {camera.cv2.CAP_PROP_FRAME_WIDTH: 64, camera.cv2.CAP_PROP_FRAME_HEIGHT: 48,
-                camera.cv2.CAP_PROP_FPS: 30}.get(prop, 0)
+        return {cv2.CAP_PROP_FRAME_WIDTH: 64, cv2.CAP_PROP_FRAME_HEIGHT: 48,
+                cv2.CAP_PROP_FPS: 30}.get(prop, 0)
 
     def read(self) -> tuple[bool, Any]:
         StandInCapture.reads += 1
@@ -60,7 +61,7 @@ def test_only_a_read_that_failed_fast_is_tried_again(
     monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     url = "http://127.0.0.1:9/stream.mjpg"
-    monkeypatch.setattr(camera.cv2, "VideoCapture", StandInCapture)
+    monkeypatch.setattr(cv2, "VideoCapture", StandInCapture)
     monkeypatch.setattr(StandInCapture, "failing", failing)
     source = camera.CaptureSource(url, CameraConfig(source=url), read_timeout_s=0.5)
     for _ in range(3):
