@@ -102,12 +102,34 @@ class ColourForLuma(OddFrames):
         self.bad = bad
 
 
+def flaky(source: OddFrames, frames: int) -> OddFrames:
+    """`source` made to fail on every other frame of `frames` (a flaky driver), the way
+    its bad frames fail."""
+    bad = ColourForLuma(frames, 0) if isinstance(source, ColourForLuma) else OddFrames(frames, 0)
+    good = OddFrames(0, frames)
+    pick = [bad if n % 2 == 0 else good for n in range(frames)]
+
+    class Flaky(OddFrames):
+        def read(self) -> Optional[Frame]:
+            if not pick:
+                return None
+            frame = pick.pop(0).read()
+            self.index += 1
+            return None if frame is None else dataclasses.replace(frame, index=self.index)
+
+    return Flaky(0, 0)
+
+
 @pytest.mark.parametrize("stage", ["gate", "inference"])
-def test_a_streak_of_failures_is_one_error_for_clients(stage: str) -> None:
+@pytest.mark.parametrize("pattern", ["streak", "every other frame"])
+def test_a_streak_of_failures_is_one_error_for_clients(stage: str, pattern: str) -> None:
     """The callback the daemon turns into an `error` event: once per streak, naming the
-    stage, why and the first frame it failed on."""
+    stage, why and the first frame it failed on; and a stage failing on every other frame
+    is told once, not at each failure."""
     errors: list[tuple[str, str, Optional[int]]] = []
     source = ColourForLuma(bad=12, good=5) if stage == "gate" else OddFrames(bad=12, good=5)
+    if pattern == "every other frame":
+        source = flaky(source, 40)
     pipeline = Pipeline(source, MotionGate(GateConfig(enabled=stage == "gate")),
                         Model.load(None), on_result=lambda _: None,
                         on_motion=lambda *_: None,

@@ -32,6 +32,7 @@ Message = dict[str, Any]
 # on_error(stage, what, frame): a stage of the pipeline began to fail ("gate", "inference")
 # on a frame, or the capture thread stopped ("capture", frame None)
 ErrorCallback = Callable[[str, str, Optional[int]], None]
+TELL_FAILURES_EVERY_S = 60.0  # a stage's failures are logged and sent at most this often
 
 
 @dataclass
@@ -100,7 +101,8 @@ class Pipeline:
     ) -> None:
         """`last_seq`: the number of the last result before this pipeline (one it replaces
         on a reload), so result numbers go on from there. `on_error` (thread-safe) hears
-        of a failure once per streak, as the log does: clients see it as an `error` event."""
+        of a failure once per streak, at most once a minute a stage, as the log does:
+        clients see it as an `error` event."""
         self.source = source
         self.power = power
         self.gate = gate
@@ -257,7 +259,7 @@ class Pipeline:
 
     def _capture_loop(self) -> None:
         pacer = Pacer(self.source.fps) if self.source.paced else None
-        failing = False  # the last frame failed: the next failure is not logged again
+        failing = _FailureStreak()  # frames the gate could not take, in a row
         try:
             while not self._stop.is_set():
                 if pacer is not None and pacer.period != 1.0 / self.source.fps:
@@ -284,13 +286,15 @@ class Pipeline:
                     verdict = self._gate_one(frame)
                 except Exception:  # one bad frame (a driver's odd buffer) is not the end
                     self.counters.failed += 1
-                    if not failing:
+                    if failing.failed(time.monotonic()):
                         log.exception("frame %d not gated; going on with the next (counted in "
-                                      "status as pipeline.failed)", frame.index)
+                                      "status as pipeline.failed, logged again when gating "
+                                      "works)", frame.index)
                         self._report("gate", frame.index)
-                    failing = True
                     continue
-                failing = False
+                told = failing.ended()
+                if told:
+                    log.info("gating works again after %d failed frame(s)", told)
                 if verdict.motion:
                     self._last_moving = frame.ts
                 if self.gate.in_motion != self._in_motion:
@@ -380,7 +384,7 @@ class Pipeline:
         logged once, with why, and once more when inference works again: one a frame was
         an error and a traceback at the camera's rate for as long as it lasted."""
         counters = self.counters
-        streak = 0
+        failing = _FailureStreak()
         while not self._stop.is_set():
             job = self.slot.take(timeout=0.5)
             if job is None:
@@ -389,16 +393,15 @@ class Pipeline:
                 inferred = self._infer_one(job)
             except Exception:
                 counters.infer_failed += 1
-                streak += 1
-                if streak == 1:
+                if failing.failed(time.monotonic()):
                     log.exception("inference failed on frame %d; going on with the next "
                                   "(counted in status as pipeline.infer_failed, logged "
                                   "again when inference works)", job.frame.index)
                     self._report("inference", job.frame.index)
                 continue
-            if streak:
-                log.info("inference works again after %d failed frame(s)", streak)
-                streak = 0
+            told = failing.ended()
+            if told:
+                log.info("inference works again after %d failed frame(s)", told)
             self.on_result(inferred)
 
     def _report(self, stage: str, frame: Optional[int]) -> None:
@@ -425,6 +428,34 @@ class Pipeline:
         counters.last_inference = done
         self._seq += 1
         return Inferred(self.counters, job, raw, self._seq, done)
+
+
+class _FailureStreak:
+    """Frames a stage failed on in a row, and whether this streak is told (logged, and sent
+    to clients as an `error` event). A streak that begins within TELL_FAILURES_EVERY_S of
+    the last one told is only counted: a stage that fails on every other frame (a flaky
+    driver) began a streak at each failure, an error event and a traceback 15 times a
+    second, pushing weeks of events out of the log within hours."""
+
+    def __init__(self) -> None:
+        self.length = 0
+        self.told = False
+        self.told_at = -math.inf
+
+    def failed(self, now: float) -> bool:
+        """One more failure; True when it begins a streak to tell of."""
+        self.length += 1
+        if self.length == 1 and now - self.told_at >= TELL_FAILURES_EVERY_S:
+            self.told, self.told_at = True, now
+            return True
+        return False
+
+    def ended(self) -> int:
+        """A frame went through: the length of the streak it ends if that one was told
+        (its end is told too), else 0."""
+        told = self.length if self.told else 0
+        self.length, self.told = 0, False
+        return told
 
 
 def prepare_frame(preparer: Preparer, frame: Frame, keep: bool = True) -> Prepared:
