@@ -32,7 +32,17 @@ SHOWN = "http://127.0.0.1:9/videostream.cgi?user=admin&pwd=***&token=***"
     ("http://cam/mjpg/video.mjpg?token=abcd1234", "http://cam/mjpg/video.mjpg?token=***"),
     ("rtsp://cam:554/cam/realmonitor?channel=1&subtype=0&password=pw&user=admin",
      "rtsp://cam:554/cam/realmonitor?channel=1&subtype=0&password=***&user=admin"),
-    ("https://cam/api/stream?access_token=eyJhbGciOi#x", "https://cam/api/stream?access_token=***#x"),
+    # a # or a quote may be part of the value: the whole of it is hidden
+    ("https://cam/api/stream?access_token=eyJhbGciOi#x", "https://cam/api/stream?access_token=***"),
+    ("http://cam/stream?password=ab#cd&x=1", "http://cam/stream?password=***&x=1"),
+    ("http://cam/stream?pwd=it's", "http://cam/stream?pwd=***"),
+    ("http://cam/stream#access_token=abc", "http://cam/stream#access_token=***"),
+    ("http://cam/snap.cgi?usr=admin&psw=s&passphrase=t&credential=u&authbasic=v",
+     "http://cam/snap.cgi?usr=admin&psw=***&passphrase=***&credential=***&authbasic=***"),
+    # one that begins a path segment ends with it: the file name stays
+    ("/recordings/pass=2/clip.avi", "/recordings/pass=***/clip.avi"),
+    ("rtspsrc location=rtsp://cam/s user-pw=a\\ b ! appsink",
+     "rtspsrc location=rtsp://cam/s user-pw=*** ! appsink"),
     ("http://cam/s?passwd=a&auth=b&key=c&secret=d&signature=e&sig=f&apikey=g&api_key=h",
      "http://cam/s?passwd=***&auth=***&key=***&secret=***&signature=***&sig=***&apikey=***"
      "&api_key=***"),

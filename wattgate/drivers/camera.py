@@ -377,19 +377,23 @@ def raw_from_bgr(bgr: Image, fourcc: str, quality: int = 90) -> Image:
 # (rtsp://admin:Adm1n@2024@cam/...), which FFmpeg takes as such.
 _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/\s]*@")
 # GStreamer elements' own password properties (rtspsrc, souphttpsrc): user-pw, proxy-pw,
-# with or without spaces around the = (gst-launch takes both)
-_PW_PROPERTY = re.compile(r"\b((?:user|proxy)-pw\s*=\s*)(\"[^\"]*\"|'[^']*'|[^\s\"']+)")
+# with or without spaces around the = (gst-launch takes both), a value quoted or with its
+# spaces escaped (user-pw=a\ b)
+_PW_PROPERTY = re.compile(r"\b((?:user|proxy)-pw\s*=\s*)(\"[^\"]*\"|'[^']*'|(?:\\.|[^\s\"'\\])+)")
 # A credential as a query parameter: many IP cameras take one so
-# (videostream.cgi?user=admin&pwd=..., ?token=, ?access_token=, X-Amz-Signature=); some
+# (videostream.cgi?user=admin&pwd=..., ?token=, ?access_token= or #access_token=,
+# X-Amz-Signature=); some
 # DVRs put such parameters in the path (rtsp://dvr:554/user=admin&password=...&channel=1).
 # A name is one of these words, whole or after a prefix (api_key, client_secret), so
-# ?keyframe= or ?monkey= stay as written.
-_QUERY_SECRET = re.compile(
-    r"(?<=[?&;/])((?:[A-Za-z0-9]+[_.-])*"
-    r"(?:pass|passwd|password|pwd|pw|loginpas|token|auth|key|apikey|secret|sig|signature)=)"
-    r"[^&#\s\"']+",
-    re.IGNORECASE,
-)
+# ?keyframe= or ?monkey= stay as written. A value runs to the next &, space or double quote
+# (which a URL holds only encoded: the end of a quoted GStreamer location=); a ' may be part
+# of a password, and what follows a # is hidden too. One that begins a path segment
+# (/pass=2/clip.avi) ends with the segment, so the rest of the path stays readable.
+_SECRET_NAME = (r"((?:[A-Za-z0-9]+[_.-])*(?:pass|passwd|password|passphrase|pwd|pw|psw|"
+                r"loginpas|token|auth|authbasic|key|apikey|secret|sig|signature|credential|"
+                r"credentials)=)")
+_QUERY_SECRET = re.compile(r"(?<=[?&;#])" + _SECRET_NAME + r"[^&\s\"]+", re.IGNORECASE)
+_PATH_SECRET = re.compile(r"(?<=/)" + _SECRET_NAME + r"[^&/\s\"]+", re.IGNORECASE)
 
 
 def without_password(text: str) -> str:
@@ -400,6 +404,7 @@ def without_password(text: str) -> str:
         text = _PASSWORD.sub(r"\1:***@", text)
     if "=" in text:
         text = _QUERY_SECRET.sub(r"\1***", text)
+        text = _PATH_SECRET.sub(r"\1***", text)
         text = _PW_PROPERTY.sub(r"\1***", text)
     return text
 
