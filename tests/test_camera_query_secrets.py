@@ -12,13 +12,11 @@ the daemon reports the camera as waiting, with its reason, as it would a camera 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from typing import Any
 
 import pytest
 
+from tests.test_camera_password import where_a_daemon_shows
 from wattgate.drivers.camera import without_password
 
 PASSWORD = "S3cretPW"
@@ -67,21 +65,9 @@ def test_a_credential_in_the_query_is_hidden(text: str, shown: str) -> None:
 
 
 def test_status_events_and_log_do_not_show_a_query_credential(start_daemon: Any) -> None:
-    daemon = start_daemon(camera={"source": URL})
-    with daemon.connect() as client:
-        deadline = time.monotonic() + 30
-        while "reason" not in (source := client.request("status")["source"]):
-            assert time.monotonic() < deadline, source
-            time.sleep(0.1)
-        assert source["source"] == SHOWN, source
-        assert PASSWORD not in json.dumps(source) and TOKEN not in json.dumps(source), source
-    events = subprocess.run(
-        [sys.executable, "-m", "wattgate.cli", "events", "--since", "0", "--json",
-         "--socket", str(daemon.socket)],
-        capture_output=True, text=True, timeout=30, check=True).stdout
-    assert '"camera_lost"' in events and "pwd=***" in events, events
-    assert PASSWORD not in events and TOKEN not in events, events
-    assert daemon.stop() == 0, daemon.log()
-    log = daemon.log()
+    source, events, log = where_a_daemon_shows(start_daemon, URL)
+    assert source["source"] == SHOWN, source
+    assert PASSWORD not in json.dumps(source) and TOKEN not in json.dumps(source), source
+    assert "pwd=***" in events and PASSWORD not in events and TOKEN not in events, events
     assert "pwd=***&token=***" in log, log
     assert PASSWORD not in log and TOKEN not in log, log
