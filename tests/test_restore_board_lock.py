@@ -23,6 +23,7 @@ from tests.conftest import write_config
 from tests.fixtures.boards import materialize
 from tests.test_power_controller import CPU, make, read
 from wattgate.cli_power import EXIT_HELD
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.rollback import JOURNAL_NAME
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,18 +35,47 @@ def restore(config: Path) -> subprocess.CompletedProcess[str]:
                            str(config)], capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
-def stale_journal(tmp_path: Path, root: Path) -> tuple[Path, Path]:
-    """A config of its own on the same board, whose journal_dir a killed run left with one
-    original in it (policy0's ceiling, 1800000): the journal and the config."""
-    directory = tmp_path / "test-journal"
+def killed_runs_journal(directory: Path, root: Path) -> Path:
+    """The journal a run killed mid-way left in ``directory``: one original under ``root``,
+    policy0's ceiling (1800000)."""
     directory.mkdir()
     journal = directory / JOURNAL_NAME
     journal.write_text(json.dumps({"version": 1, "root": str(root), "entries": [
         {"attribute": LITTLE_MAX, "original": "1800000\n"}]}))
+    return journal
+
+
+def refused_while_live_then_restored(live: PowerController, root: Path, journal: Path,
+                                     config: Path, says: str) -> None:
+    """`wattgate restore --config config` while ``live`` drives ``root``: refused (75,
+    saying ``says``), the live daemon's setting and the journal left as they were; once
+    ``live`` stops, the journal's original goes back and the journal goes."""
+    driven = read(root, LITTLE_MAX)
+    text = journal.read_bytes()
+    refused = restore(config)
+    assert refused.returncode == EXIT_HELD == 75, refused.stderr
+    assert refused.stdout == ""
+    assert says in refused.stderr
+    assert "nothing restored" in refused.stderr and "Traceback" not in refused.stderr
+    assert read(root, LITTLE_MAX) == driven
+    assert journal.read_bytes() == text  # its original waits for a restore that may run
+
+    live.stop()  # the board is free: now the journal's original can go back
+    done = restore(config)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["restored", LITTLE_MAX]
+    assert read(root, LITTLE_MAX) == "1800000"
+    assert not journal.exists()
+
+
+def stale_journal(tmp_path: Path, root: Path) -> tuple[Path, Path]:
+    """A config of its own on the same board, whose journal_dir a killed run left with one
+    original in it (policy0's ceiling, 1800000): the journal and the config."""
+    journal = killed_runs_journal(tmp_path / "test-journal", root)
     run_dir = tmp_path / "test-run"
     run_dir.mkdir()
     config = write_config(tmp_path / "test.toml", run_dir,
-                          power={"sysfs_root": str(root), "journal_dir": str(directory)})
+                          power={"sysfs_root": str(root), "journal_dir": str(journal.parent)})
     return journal, config
 
 
@@ -55,26 +85,11 @@ def test_a_stale_journal_is_not_restored_under_a_live_daemon_of_another_config(
     materialize("rk3588", tmp_path / "sys")
     live, root = make(tmp_path)  # the service: journal_dir tmp_path/journal
     live.start(0.0)
-    driven = read(root, LITTLE_MAX)
-    assert driven == "816000"  # the idle ceiling it wants
+    assert read(root, LITTLE_MAX) == "816000"  # the idle ceiling it wants
     journal, config = stale_journal(tmp_path, root)
-    text = journal.read_bytes()
-
-    refused = restore(config)
-    assert refused.returncode == EXIT_HELD == 75, refused.stderr
-    assert refused.stdout == ""
-    assert f"power.sysfs_root {root} is driven by another wattgate (pid {os.getpid()})" \
-        in refused.stderr
-    assert "nothing restored" in refused.stderr and "Traceback" not in refused.stderr
-    assert read(root, LITTLE_MAX) == driven
-    assert journal.read_bytes() == text  # its original waits for a restore that may run
-
-    live.stop()  # the board is free: now the stale journal's original can go back
-    done = restore(config)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["restored", LITTLE_MAX]
-    assert read(root, LITTLE_MAX) == "1800000"
-    assert not journal.exists()
+    refused_while_live_then_restored(
+        live, root, journal, config,
+        f"power.sysfs_root {root} is driven by another wattgate (pid {os.getpid()})")
 
 
 def test_a_journal_nested_too_deep_is_set_aside_as_unusable(tmp_path: Path) -> None:

@@ -25,8 +25,12 @@ import pytest
 from tests.conftest import write_config
 from tests.fixtures.boards import materialize
 from tests.test_power_controller import make, read
-from tests.test_restore_board_lock import LITTLE_MAX, restore
-from wattgate.cli_power import EXIT_HELD
+from tests.test_restore_board_lock import (
+    LITTLE_MAX,
+    killed_runs_journal,
+    refused_while_live_then_restored,
+    restore,
+)
 from wattgate.config import load_config
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.rollback import JOURNAL_NAME
@@ -36,41 +40,23 @@ def moved_config(tmp_path: Path, journal_root: Path) -> tuple[Path, Path]:
     """A killed run's journal of policy0's ceiling (1800000) under ``journal_root``, and a
     config whose power.sysfs_root has moved since to another tree: the journal and the
     config."""
-    directory = tmp_path / "old-journal"
-    directory.mkdir()
-    journal = directory / JOURNAL_NAME
-    journal.write_text(json.dumps({"version": 1, "root": str(journal_root), "entries": [
-        {"attribute": LITTLE_MAX, "original": "1800000\n"}]}))
+    journal = killed_runs_journal(tmp_path / "old-journal", journal_root)
     moved = materialize("rk3588", tmp_path / "moved-sys")
     run_dir = tmp_path / "moved-run"
     run_dir.mkdir()
     config = write_config(tmp_path / "moved.toml", run_dir,
-                          power={"sysfs_root": str(moved), "journal_dir": str(directory)})
+                          power={"sysfs_root": str(moved), "journal_dir": str(journal.parent)})
     return journal, config
 
 
 def test_restore_leaves_a_live_daemon_on_the_journals_root_alone(tmp_path: Path) -> None:
     live, root = make(tmp_path)
     live.start(0.0)
-    driven = read(root, LITTLE_MAX)
-    assert driven == "816000"  # the idle ceiling it wants
+    assert read(root, LITTLE_MAX) == "816000"  # the idle ceiling it wants
     journal, config = moved_config(tmp_path, root)
-    text = journal.read_bytes()
-
-    refused = restore(config)
-    assert refused.returncode == EXIT_HELD == 75, refused
-    assert refused.stdout == ""
-    assert f"another wattgate (pid {os.getpid()}) drives {root}" in refused.stderr
-    assert "nothing restored" in refused.stderr and "Traceback" not in refused.stderr
-    assert read(root, LITTLE_MAX) == driven
-    assert journal.read_bytes() == text
-
-    live.stop()  # that board is free now: its original goes back where it was journaled
-    done = restore(config)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["restored", LITTLE_MAX]
-    assert read(root, LITTLE_MAX) == "1800000"
-    assert not journal.exists()
+    # once that board is free, its original goes back where it was journaled
+    refused_while_live_then_restored(live, root, journal, config,
+                                     f"another wattgate (pid {os.getpid()}) drives {root}")
 
 
 def test_a_daemons_start_keeps_the_journal_of_a_root_another_daemon_drives(
