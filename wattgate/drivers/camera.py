@@ -382,8 +382,8 @@ _PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*):[^/\s]*@")
 _PW_PROPERTY = re.compile(r"\b((?:user|proxy)-pw\s*=\s*)(\"[^\"]*\"|'[^']*'|(?:\\.|[^\s\"'\\])+)")
 # A credential as a query parameter: many IP cameras take one so
 # (videostream.cgi?user=admin&pwd=..., ?token=, ?access_token= or #access_token=,
-# X-Amz-Signature=); some
-# DVRs put such parameters in the path (rtsp://dvr:554/user=admin&password=...&channel=1).
+# X-Amz-Signature=); some DVRs put such parameters in the path
+# (rtsp://dvr:554/user=admin&password=...&channel=1).
 # A name is one of these words, whole or after a prefix (api_key, client_secret), so
 # ?keyframe= or ?monkey= stay as written. A value runs to the next &, space or double quote
 # (which a URL holds only encoded: the end of a quoted GStreamer location=); a ' may be part
