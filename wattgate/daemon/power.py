@@ -262,10 +262,15 @@ class PowerController:
         # it: a restore leaves them, originals and all, in the journal while that thread
         # lives (the store may still land). Kept across a reload that starts afresh.
         self._stranded: dict[str, threading.Thread] = {}
+        # _setup counts here: a revisit of the policies (_revisit_policies) reads outside
+        # the lock, and a structural reload on its own thread may set the controller up
+        # afresh on another root meanwhile; what it read of the old root must not go in.
+        self._setups = 0
         self._setup(cfg, io)
 
     def _setup(self, cfg: Config, io: Optional[AttributeIO]) -> None:
         """Everything a config determines; a structural reload runs it again."""
+        self._setups += 1
         self.cfg = cfg
         self.fs = Sysfs(cfg.power.sysfs_root, io)
         self.profiles: dict[str, ResolvedProfile] = resolve_all(cfg)
@@ -885,17 +890,18 @@ class PowerController:
                 return
             self._policies_recheck = None  # one look at a time
             known = {path: p.active for path, p in self._policies.items()}
-            stops = self._stops
-        policies = cpufreq.discover_policies(self.fs)
+            fs, stops, setups = self.fs, self._stops, self._setups
+        policies = cpufreq.discover_policies(fs)
         recheck = self._next_policy_check(policies, now)
         if {p.path: p.active for p in policies} == known:
             with self._lock:
-                self._policies_recheck = recheck
+                if not self._changed_since(stops, setups):
+                    self._policies_recheck = recheck
             return
         self._note_offline(policies, known)
         cpus = self._cpu_caps(policies)
         with self._lock:
-            if self._stopped_since(stops):
+            if self._changed_since(stops, setups):
                 return
             self._policies = {p.path: p for p in policies}
             self.inputs.policies = self._policies
@@ -907,8 +913,14 @@ class PowerController:
         fresh = self._originals([key for key in driven + self._limits(driven)
                                  if key not in baseline_known], driven)
         with self._lock:
-            if not self._stopped_since(stops):
+            if not self._changed_since(stops, setups):
                 self._keep_baseline(driven, fresh)
+
+    def _changed_since(self, stops: int, setups: int) -> bool:
+        """Whether stop() has been called, or the controller set up afresh (a structural
+        reload), since ``stops`` and ``setups`` were counted (under the lock): what was
+        read meanwhile may be of another root, or of one given back."""
+        return self._stopped_since(stops) or self._setups != setups
 
     def _devfreq_caps(self, name: Optional[str]) -> Optional[DevfreqCaps]:
         if name is None:
