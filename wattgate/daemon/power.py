@@ -289,7 +289,8 @@ class PowerController:
         self.writes = False
         self.caps = BoardCaps()
         self._policies: dict[str, cpufreq.CpuPolicy] = {}
-        # when the tick next looks for policies come online; None: no CPU is offline
+        # when the tick next looks for policies come online; None: no CPU is offline (the
+        # tick still looks at once should one go offline: _revisit_policies, _record)
         self._policies_recheck: Optional[float] = None
         self._devfreq: dict[str, devfreq.DevfreqDevice] = {}
         # originals of the driven knobs, and of the limits beside them (_limits)
@@ -883,11 +884,18 @@ class PowerController:
         """On a tick, every POLICY_RECHECK_S while CPUs are offline: a policy whose CPUs
         came online (inactive before, or not there at all) is taken in, its originals read,
         and the profile's settings for it go out with this tick's (journaled at the first
-        write, as any knob's). Reads outside the lock, as a reload's."""
+        write, as any knob's); one whose CPUs went offline is no longer driven until then.
+        With every CPU online at the last look, the tick looks again at once when the
+        kernel lists a CPU offline, or a write to a policy was refused with EBUSY (_record):
+        a cluster hot-unplugged after the start. Reads outside the lock, as a reload's."""
         with self._lock:
-            due = self._policies_recheck is not None and now >= self._policies_recheck
-            if not due:
+            scheduled, fs = self._policies_recheck, self.fs
+        if scheduled is None:
+            if not cpufreq.offline_cpus(fs):
                 return
+        elif now < scheduled:
+            return
+        with self._lock:
             self._policies_recheck = None  # one look at a time
             known = {path: p.active for path, p in self._policies.items()}
             fs, stops, setups = self.fs, self._stops, self._setups
@@ -906,6 +914,9 @@ class PowerController:
             self._policies = {p.path: p for p in policies}
             self.inputs.policies = self._policies
             self.caps = replace(self.caps, cpus=cpus)
+            # written afresh once active again, not retried while inactive (_record)
+            self._forget_applied({p.path for p in policies if known.get(p.path) is not None
+                                  and known[p.path] != p.active})
             self._policies_recheck = recheck
             profiles = self.profiles
             baseline_known = set(self.baseline)
@@ -915,6 +926,19 @@ class PowerController:
         with self._lock:
             if not self._changed_since(stops, setups):
                 self._keep_baseline(driven, fresh)
+
+    def _forget_applied(self, paths: set[str]) -> None:
+        """Forget what was written to the knobs under ``paths`` (under the lock): the
+        writer writes them afresh when they are wanted, and retries none of them now."""
+        for key in [k for k in self.applied if k.rpartition("/")[0] in paths]:
+            del self.applied[key]
+            self._retry.pop(key, None)
+            self._due.discard(key)
+
+    def _inactive_policy(self, key: str) -> Optional[cpufreq.CpuPolicy]:
+        """The policy ``key`` belongs to, if its CPUs were offline at the last look."""
+        policy = self._policies.get(key.rpartition("/")[0])
+        return policy if policy is not None and not policy.active else None
 
     def _changed_since(self, stops: int, setups: int) -> bool:
         """Whether stop() has been called, or the controller set up afresh (a structural
@@ -1319,7 +1343,11 @@ class PowerController:
                                   else f"profile {self.profile.name}"})
             self.model_variant = variant
         self.pipeline = target.pipeline
-        wanted, self.wanted = self.wanted, complete(target.knobs, self.baseline, self.driven)
+        # nothing for a policy whose CPUs are offline: the kernel refuses it all (EBUSY)
+        wanted, self.wanted = self.wanted, {
+            key: value for key, value in complete(target.knobs, self.baseline,
+                                                  self.driven).items()
+            if self._inactive_policy(key) is None}
         # A changed want is a request even with nothing to write against what is applied:
         # the writer may be writing an older want right now, which this one undoes.
         if self._worker is not None and (wanted != self.wanted
@@ -1331,6 +1359,15 @@ class PowerController:
         event once per distinct error, and tried again after 1, 2, 4 ... ticks."""
         self._due.discard(key)
         self._written[key] = self._written.get(key, 0) + 1
+        if self._inactive_policy(key) is not None:
+            # written as its CPUs went offline: written afresh once they are back
+            self._forget_applied({key.rpartition("/")[0]})
+            return
+        if (exc is not None and getattr(exc, "errno", None) == errno.EBUSY
+                and key.rpartition("/")[0] in self._policies):
+            # maybe its CPUs went offline (cpufreq.c answers EBUSY for an inactive
+            # policy): the next tick looks (_revisit_policies)
+            self._policies_recheck = -math.inf
         if exc is not None:
             errno_ = getattr(exc, "errno", None)
             if self.failed.get(key) != str(exc):
