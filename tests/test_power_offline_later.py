@@ -1,4 +1,5 @@
-"""A cpufreq policy whose CPUs go offline after the start, and come back.
+"""A cpufreq policy whose CPUs go offline after the start, and come back; and what an
+offline cluster counts in the power estimate.
 
 All CPUs are online at the start; then a cluster is hot-unplugged: cpufreq.c answers
 EBUSY to every show and store of the inactive policy's attributes, and the kernel lists
@@ -20,8 +21,11 @@ import pytest
 
 from tests.fixtures.boards import materialize
 from tests.test_cpufreq_offline import Hotplug, governor
+from wattgate.boards import energy_model
 from wattgate.config import parse_config
 from wattgate.daemon.power import POLICY_RECHECK_S, PowerController
+from wattgate.daemon.power_inputs import Inputs
+from wattgate.policies.energy import CpuLoad, PowerState, board_power, estimate
 
 POLICY6 = "devices/system/cpu/cpufreq/policy6"
 OFFLINE = "devices/system/cpu/offline"
@@ -107,3 +111,44 @@ def test_an_unplugged_cluster_is_seen_on_the_tick_without_a_write(
         assert governor(root, "policy6") == governor(root, "policy4") != "performance"
     c.stop()
     assert governor(root, "policy6") == "schedutil"
+
+
+def test_the_estimate_counts_an_offline_cluster_as_drawing_nothing(tmp_path: Path) -> None:
+    """policy6 offline at start: its CPUs are in no idle state but powered off, so the
+    estimate counts no watts for it, where it counted the cluster idle at its top OPP. The
+    tick's inputs are given (what policy6 reads is EBUSY: no frequency), not read, so the
+    figures do not depend on this machine's CPU load."""
+    c, _, io = controller(tmp_path)
+    io.offline = True
+    c.start(0.0)
+    assert c.settle(HANG_S)
+    model = c.energy_model
+    assert model is not None and "policy6" in model.clusters
+    khz = {"policy0": 408000, "policy4": 408000, "policy6": None}
+    c._integrate(1.0, Inputs(cpu_khz=khz, cpu_busy={"policy0": 0.5}), None)
+    assert c.last_estimate is not None
+    online = (model.clusters["policy0"].watts(408000, 0.5)
+              + model.clusters["policy4"].watts(408000, 0.0))
+    assert c.last_estimate.cpu == pytest.approx(online)
+    assert c.watts()["estimate"]["cpu"] == pytest.approx(online, abs=1e-4)
+
+    io.offline = False  # back online: counted again, idle at what it reads
+    ticks(c, 0.0, 2 * POLICY_RECHECK_S)
+    khz["policy6"] = 408000
+    c._integrate(20.0, Inputs(cpu_khz=khz, cpu_busy={"policy0": 0.5}), None)
+    assert c.last_estimate.cpu == pytest.approx(
+        online + model.clusters["policy6"].watts(408000, 0.0))
+    c.stop()
+
+
+def test_an_offline_cluster_draws_nothing_in_the_model() -> None:
+    """estimate(): an offline policy is 0 W whatever its last frequency or load."""
+    model = board_power("rk3588", energy_model("rk3588"))
+    idle = CpuLoad(408000, 0.0)
+    online = estimate(model, PowerState(cpus={"policy0": idle, "policy4": idle,
+                                              "policy6": idle}))
+    offline = estimate(model, PowerState(cpus={"policy0": idle, "policy4": idle,
+                                               "policy6": CpuLoad(None, 0.0, online=False)}))
+    assert online.cpu - offline.cpu == pytest.approx(
+        model.clusters["policy6"].watts(408000, 0.0))
+    assert offline.total == pytest.approx(online.total - (online.cpu - offline.cpu))

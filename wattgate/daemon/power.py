@@ -1432,8 +1432,12 @@ class PowerController:
             off = inputs.runtime_status.get(kind) == "suspended"
             return DeviceLoad(inputs.device_hz.get(kind), busy, busy if off else 1.0)
 
+        inactive = {p.name for p in self._policies.values() if not p.active}
         state = PowerState(
-            cpus={n: CpuLoad(inputs.cpu_khz.get(n), inputs.cpu_busy.get(n, 0.0))
+            # a cluster whose CPUs are offline draws (nearly) nothing: not idle at its top
+            # OPP, as its frequency, unreadable then (EBUSY), would otherwise count it
+            cpus={n: CpuLoad(inputs.cpu_khz.get(n), inputs.cpu_busy.get(n, 0.0),
+                             online=n not in inactive)
                   for n in model.clusters},
             # only an NPU that was found: a board is recognised without its accelerator
             # (a Pi 5 without the AI Kit, a kernel without the NPU driver)

@@ -197,6 +197,9 @@ def board_power(name: str, spec: Optional[Mapping[str, Any]]) -> BoardPower:
 class CpuLoad:
     khz: Optional[int]  # the policy's current frequency
     busy_cpus: float  # CPU-seconds of work per second on this policy
+    # False while every CPU of the policy is offline (hot-unplugged: the policy inactive).
+    # The cores are powered down, not idle in WFI at some OPP: the cluster counts 0 W.
+    online: bool = True
 
 
 @dataclass(frozen=True)
@@ -239,11 +242,13 @@ class Watts:
 
 
 def estimate(model: BoardPower, state: PowerState) -> Watts:
-    """Watts per part; a policy missing from ``state`` counts idle at its top OPP."""
+    """Watts per part; a policy missing from ``state`` counts idle at its top OPP, an
+    offline one (its CPUs hot-unplugged) nothing."""
     cpu = 0.0
     for name, cluster in model.clusters.items():
         load = state.cpus.get(name, CpuLoad(None, 0.0))
-        cpu += cluster.watts(load.khz, load.busy_cpus)
+        if load.online:
+            cpu += cluster.watts(load.khz, load.busy_cpus)
     npu = gpu = 0.0
     if model.npu is not None and state.npu is not None:
         npu = model.npu.watts(state.npu.hz, state.npu.busy, state.npu.powered)
