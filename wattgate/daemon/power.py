@@ -327,6 +327,10 @@ class PowerController:
         self.temps: dict[str, float] = {}
         self.battery: Optional[dict[str, Any]] = None
         self.lux: Optional[float] = None
+        # what the rules last judged (_take_inputs): a pin's release and variant_under judge
+        # the same, the combined charge of all batteries with the rest, not the status's
+        # first battery; before the first read, nothing is known
+        self._readings = Readings()
         self.npu_device: Optional[str] = None
         # the board's parts are known after start
         self.inputs = InputReader(self.fs, {}, light=cfg.sensors.light)
@@ -483,7 +487,7 @@ class PowerController:
         with self._lock:
             fresh = self._structural(cfg)
             rules.carry_over(self.rules, latches=not fresh)  # as reload() does
-            decision, _ = rules.evaluate(self._last_readings())
+            decision, _ = rules.evaluate(self._readings)
             # a structural reload starts a new activity machine, and that starts idle
             state: State = "idle" if fresh else self.activity.settings_state
         return chosen_variant(decision.model_variant,
@@ -1260,18 +1264,13 @@ class PowerController:
             if name is not None:
                 decision = Decision(name, f"pinned by {who}", "pin", pinned_by=who)
             else:
-                decision, _ = self.rules.evaluate(self._last_readings())
+                decision, _ = self.rules.evaluate(self._readings)
             if decision.profile != self.decision.profile:
                 self._pending.append(self._switch(decision, self._last_tick or 0.0))
             else:
                 self.decision = decision
                 self._pending.append(self._profile_event(decision, decision.profile))
             self._apply_state()
-
-    def _last_readings(self) -> Readings:
-        battery = self.battery or {}
-        return Readings(battery.get("on_battery"), battery.get("percent"), dict(self.temps),
-                        self.lux)
 
     def _switch(self, decision: Decision, now: float, initial: bool = False) -> Event:
         previous = None if initial else self.decision.profile
@@ -1407,6 +1406,7 @@ class PowerController:
     # -- readings and energy -----------------------------------------------------------------
 
     def _take_inputs(self, inputs: Inputs) -> None:
+        self._readings = inputs.readings
         self.temps = inputs.temps
         self.battery = inputs.battery
         self.lux = inputs.readings.lux
