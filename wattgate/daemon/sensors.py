@@ -23,6 +23,11 @@ LOOK_AGAIN_S on the light thread: its driver may load after the daemon has start
 The light sensor and the PIR are polled on threads of their own: a light sensor's read can
 take long (a one-shot conversion, a hung I2C transfer) and must not delay a PIR trigger.
 A read that has not answered for STUCK_S shows as the light sensor's status error.
+
+A PIR that cannot be read (a failed read, or one that has not answered for STUCK_S) counts
+as its output gone low: someone around holds sensors.pir_hold_s past its last high reading,
+and its status shows the error. A GPIO unexported or a USB GPIO expander unplugged while the
+output was high otherwise kept someone around, and the clocks up, until a restart.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from wattgate.policies.lighting import LightingPolicy, LightingSettings, LightVe
 log = logging.getLogger("wattgate.sensors")
 
 SYSFS_PREFIX = "/sys/"
-STUCK_S = 5.0  # a light read under way this long is reported as not answering
+STUCK_S = 5.0  # a sensor read under way this long is reported as not answering
 LOOK_AGAIN_S = 10.0  # how often a light sensor not found yet (a driver loaded late) is looked for
 
 
@@ -138,6 +143,7 @@ class SensorWatch:
         self._suppress_until: Optional[float] = None  # monotonic
         self._pir_error: Optional[str] = None
         self._pir_read = False  # the PIR has been read once (PirTrigger.first)
+        self._pir_since: Optional[float] = None  # monotonic start of a PIR read under way
         self._light_error: Optional[str] = None
         self._light_since: Optional[float] = None  # monotonic start of a read under way
         self._next_light = 0.0
@@ -199,7 +205,16 @@ class SensorWatch:
 
     def _poll_pir_due(self, now: float, ts: float) -> None:
         if self.pir_attribute is not None:
-            self._poll_pir(self.pir_attribute, now, ts)
+            self._pir_since = now
+            try:
+                self._poll_pir(self.pir_attribute, now, ts)
+            finally:
+                self._pir_since = None
+
+    def _pir_stuck(self, now: float) -> bool:
+        """A PIR read has been under way for STUCK_S or more at monotonic `now`."""
+        since = self._pir_since
+        return since is not None and now - since >= STUCK_S
 
     def _follow_light_sensor(self) -> None:
         """With light = "auto", a sensor whose device is gone is looked for again: one
@@ -272,6 +287,8 @@ class SensorWatch:
             if self._pir_error is None:
                 log.warning("PIR %s: cannot be read", attribute)
             self._pir_error = "cannot be read"
+            with self._lock:
+                self.pir.unreadable()
             return
         self._pir_error = None
         active = (value > 0) != self.settings.pir_active_low
@@ -288,11 +305,12 @@ class SensorWatch:
 
     def someone_around(self, now: float) -> bool:
         """The PIR's output is high, or was within sensors.pir_hold_s of monotonic `now`:
-        the daemon keeps the pipeline awake for as long (the power tick asks)."""
+        the daemon keeps the pipeline awake for as long (the power tick asks). A PIR that
+        cannot be read counts as low (see the module docstring)."""
         if self.pir_attribute is None:
             return False
         with self._lock:
-            return self.pir.holding(now)
+            return self.pir.holding(now, output_known=not self._pir_stuck(now))
 
     # -- what the daemon shows -------------------------------------------------------------
 
@@ -325,13 +343,16 @@ class SensorWatch:
                     light["error"] = self._light_error
             out["light"] = light
             if self.pir_attribute is not None:
+                stuck = self._pir_stuck(now)
                 pir: dict[str, Any] = {
                     "attribute": self.pir_attribute,
-                    "active": self.pir.active,
-                    "holding": self.pir.holding(now),
+                    "active": self.pir.active and not stuck,
+                    "holding": self.pir.holding(now, output_known=not stuck),
                     "triggers": self.pir.triggers,
                 }
-                if self._pir_error is not None:
+                if stuck:
+                    pir["error"] = "no answer"
+                elif self._pir_error is not None:
                     pir["error"] = self._pir_error
                 out["pir"] = pir
         return out

@@ -127,12 +127,21 @@ class PirTrigger:
             self.last_trigger = now
         return rising
 
+    def unreadable(self) -> None:
+        """The output could not be read: it counts as gone low, so the hold ends hold_s
+        after it was last read high, and a high read later is a new trigger (someone may
+        have come meanwhile). Kept high, a PIR whose attribute stopped reading while high (a
+        GPIO unexported, a USB GPIO expander unplugged, EIO) held someone around, and the
+        clocks up, until a restart."""
+        self._active = False
+
     @property
     def active(self) -> bool:
         return self._active
 
-    def holding(self, now: float) -> bool:
-        """The output is high, or was within the last hold_s."""
-        if self._active:
+    def holding(self, now: float, output_known: bool = True) -> bool:
+        """The output is high, or was within the last hold_s. With `output_known` False (a
+        read that has not answered for long) only the last hold_s counts, as if it were low."""
+        if self._active and output_known:
             return True
         return self._seen is not None and now - self._seen < self.hold_s
