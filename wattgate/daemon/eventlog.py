@@ -55,7 +55,8 @@ before a reservation is written again gives them once more: docs/protocol.md say
 Each reservation is also copied to `<path>.seq` (synced,
 before the database has it): a power cut on flash can leave the database garbage, cut
 short or empty, and the numbering must go on past it all the same. A database found damaged
-when it is opened (any page of it, free ones too: PRAGMA quick_check) is moved to
+when it is opened (any page of it, free ones too: PRAGMA quick_check; or a seq written or
+reserved in it that is too high to number on from, `_read_seq`) is moved to
 `<path>.damaged` (kept for a post-mortem; only the newest; beside the target of a path that
 is a symbolic link, which stays) and a new one is started, logged
 as an error: the daemon goes on serving. The new one starts with `last_seq` at the copy of
@@ -455,6 +456,10 @@ class EventLog:
         found = str(self._db.execute("PRAGMA quick_check(1)").fetchone()[0])
         if found != "ok":
             raise _DamagedError(found.splitlines()[-1])
+        # Sound pages can hold a damaged number (SQLite keeps no checksum of a row): it is
+        # found here, so that the file is set aside as one that fails the check is.
+        self._read_written_seq()
+        self._read_reserved()
         # The one read of every event, once per open: flushes keep both up to date.
         self._rows, self._stored = self._tally(SEQ_MAX + 1)
 
@@ -544,14 +549,14 @@ class EventLog:
     def _read_floor(self) -> int:
         """The copy of the reservation kept beside the database; 0 when there is none.
 
-        A number above SEQ_MAX is damage (one flipped bit in its first digit makes 1e19),
-        not a reservation: taken, it would not fit SQLite's integers and the log would not
-        open, or would number events past what `events since` can ask for."""
+        A number above `_seq_limit` is damage (one flipped bit in its first digit makes
+        1e19), not a reservation: taken, it would not fit SQLite's integers and the log would
+        not open, or would number events past what `events since` can ask for."""
         try:
             with open(self.path + FLOOR_SUFFIX, encoding="ascii") as f:
                 floor = max(0, int(f.read().strip()))
-            if floor > SEQ_MAX:
-                raise ValueError(f"{floor} is above {SEQ_MAX}")
+            if floor > self._seq_limit():
+                raise ValueError(f"{floor} is above {self._seq_limit()}")
             return floor
         except FileNotFoundError:
             return 0
@@ -594,12 +599,35 @@ class EventLog:
                 os.close(fd)
 
     def _read_written_seq(self) -> int:
-        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        return int(row[0]) if row else 0
+        return self._read_seq("SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                              "the highest seq written (sqlite_sequence)")
 
     def _read_reserved(self) -> int:
-        row = self._db.execute("SELECT upto FROM seq_reserved WHERE id = 0").fetchone()
-        return int(row[0]) if row else 0
+        return self._read_seq("SELECT upto FROM seq_reserved WHERE id = 0",
+                              "the reservation (seq_reserved)")
+
+    def _read_seq(self, query: str, what: str) -> int:
+        """The seq `query` reads from the database, 0 when it has none; _DamagedError when
+        it is not one the log can number on from: not an integer, or above `_seq_limit`.
+
+        The copy in `.seq` is checked so (`_read_floor`), and these two were not: near
+        2**63 the block reserved at open did not fit SQLite's integers (OverflowError: the
+        daemon exited at every start, and systemd started it into the same crash again),
+        and above SEQ_MAX events were numbered past what `events since` takes. Damaged,
+        the file is set aside, and numbering goes on from the copy (`_open_database`)."""
+        row = self._db.execute(query).fetchone()
+        if row is None:
+            return 0
+        value, limit = row[0], self._seq_limit()
+        if not isinstance(value, int) or value > limit:
+            raise _DamagedError(f"{what} is {value!r:.40}, not a seq of at most {limit}")
+        return value
+
+    def _seq_limit(self) -> int:
+        """The highest seq the log can number on from: the block reserved at open, after
+        it, must stay within SEQ_MAX. Only damage (a flipped high bit) comes near it: a
+        thousand events a second take 146 million years to."""
+        return SEQ_MAX - self.seq_block
 
     @property
     def last_seq(self) -> int:
