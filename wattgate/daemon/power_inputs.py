@@ -196,6 +196,22 @@ def stop_reading(wait_s: float = STOP_WAIT_S) -> None:
     _WORKERS.stop(wait_s)
 
 
+def _read_energy_timed(fs: Sysfs, zone: str) -> Optional[tuple[EnergyZone, float]]:
+    """A powercap zone's counter and the monotonic time its read finished. A read that
+    outlasts a tick is taken a tick late (`Sources`): timed by the tick that takes it,
+    its interval was the wrong one."""
+    found = read_energy(fs, zone)
+    return None if found is None else (found, time.monotonic())
+
+
+def _rapl_rank(zone: str, name: Optional[str]) -> Optional[int]:
+    """The order in which `board_energy_zone` prefers a zone: psys 0, package-0 1, others
+    never (None). A top-level zone not answered yet (its name unknown) may be psys: 0."""
+    if name is None:
+        return 0 if zone.count(":") == 1 else None
+    return {"psys": 0, "package-0": 1}.get(name)
+
+
 def _timed(job: Callable[[], Any]) -> Callable[[], tuple[float, Any]]:
     def run() -> tuple[float, Any]:
         start = time.monotonic()
@@ -318,6 +334,8 @@ class InputReader:
         self.devices = dict(devices or {})
         # the counter (zone, its range), and its last energy_uj and time
         self._rapl: Optional[tuple[tuple[str, Optional[int]], int, float]] = None
+        self._rapl_names: dict[str, str] = {}  # powercap zone -> its name, once it answered
+        self._rapl_last: Optional[tuple[float, str]] = None  # the last tick's RAPL watts
         self._cpu_prev: Optional[Any] = None
         self._battery_name: Optional[str] = None  # the battery last seen
         self._battery_error: Optional[str] = None  # logged when it began
@@ -340,7 +358,7 @@ class InputReader:
         for name in fs.listdir(HWMON):
             jobs[f"hwmon:{name}"] = partial(read_hwmon, fs, name)
         for name in fs.listdir(POWERCAP):
-            jobs[f"powercap:{name}"] = partial(read_energy, fs, name)
+            jobs[f"powercap:{name}"] = partial(_read_energy_timed, fs, name)
         for path, policy in self.policies.items():
             jobs[f"cpu:{policy.name}"] = partial(fs.read_int_opt, f"{path}/scaling_cur_freq")
         for kind, (devfreq, device) in self.devices.items():
@@ -356,6 +374,7 @@ class InputReader:
 
     def _read(self, now: float) -> Inputs:
         jobs = self._jobs()
+        started = time.monotonic()
         got, waiting = self._sources.gather(jobs)
 
         def each(kind: str) -> list[Any]:
@@ -376,8 +395,17 @@ class InputReader:
         silent = f"supply:{self._battery_name}" in waiting
         inputs.battery = self._battery(supplies, battery, discharging, silent)
         meters = each("hwmon:") + [rails for _, rails in each("iio:") if rails is not None]
+        # powercap zone -> its counter and when it was read, on the clock of `now`: `now` for
+        # a read that finished during this tick, earlier for an answer taken a tick late.
+        # A stale answer (the tick before's) is left out: paired with `now` it made 0 W.
+        energy: dict[str, tuple[EnergyZone, float]] = {}
+        for key in (k for k in jobs if k.startswith("powercap:") and k not in waiting):
+            if got.get(key) is not None:
+                zone, finished = got[key]
+                energy[zone.zone] = (zone, now - max(0.0, started - finished))
+        reading = {k[len("powercap:"):] for k in jobs if k.startswith("powercap:") and k in waiting}
         inputs.meter_w, inputs.meter_source = self._measure(
-            now, meters, each("powercap:"), batteries, discharging)
+            meters, energy, reading, batteries, discharging)
         for policy in self.policies.values():
             inputs.cpu_khz[policy.name] = got.get(f"cpu:{policy.name}")
         inputs.cpu_busy, inputs.cpu_peak = self._cpu_busy()
@@ -449,14 +477,17 @@ class InputReader:
         return out
 
     def _measure(
-        self, now: float, meters: list[Meter], energy: list[EnergyZone],
-        batteries: list[Supply], discharging: Optional[bool],
+        self, meters: list[Meter], energy: Mapping[str, tuple[EnergyZone, float]],
+        reading: set[str], batteries: list[Supply], discharging: Optional[bool],
     ) -> tuple[Optional[float], Optional[str]]:
         """Measured board watts: an input rail, else the board rails' sum, else RAPL psys,
         else the processor package (RAPL package-0, else an AMD hwmon package sensor), else
         the discharging batteries together. None while a rail that counts fails its read. A package
         sensor (amdgpu PPT, zenpower) is no board rail: summed with them it counted the
-        package twice, as itself and in the rails that feed it."""
+        package twice, as itself and in the rails that feed it.
+
+        `energy`: the powercap zones answered this tick, each with the time of its counter;
+        `reading`: those whose read is still under way (see `_rapl_watts`)."""
         every = [r for m in meters if m.scope == "board" for r in m.rails]
         board = _input_rail(every)
         if board is not None:
@@ -475,17 +506,9 @@ class InputReader:
             # 0 W (noise at no load, a shunt wired the other way) draws nothing from the
             # board, and counted it made the board's watts low or even negative.
             return sum(max(0.0, w) for _, w in rails), "hwmon rails"
-        zone = board_energy_zone(energy)
-        if zone is not None and zone.energy_uj is not None:
-            # Samples of one counter only: another zone (psys gone, package-0 read) or a new
-            # max_energy_range_uj (the zone registered again) is a counter that starts over.
-            counter = (zone.zone, zone.max_energy_range_uj)
-            prev, self._rapl = self._rapl, (counter, zone.energy_uj, now)
-            if prev is not None and prev[0] == counter:
-                avg = average_watts(prev[1], prev[2], zone.energy_uj, now, counter[1])
-                if avg is not None:
-                    return avg, f"RAPL {zone.name}"
-            return None, None
+        rapl = self._rapl_watts(energy, reading)
+        if rapl is not None:
+            return rapl
         package = package_meter(meters)
         if package is not None:
             if any(r.unread for r in package.rails):
@@ -498,6 +521,44 @@ class InputReader:
             # every battery: the one in use need not be the first (an idle BAT0 read 0 W)
             names = "+".join(b.name for b in batteries)
             return sum(w for w in watts if w is not None), f"battery {names}"
+        return None, None
+
+    def _rapl_watts(
+        self, energy: Mapping[str, tuple[EnergyZone, float]], reading: set[str],
+    ) -> Optional[tuple[Optional[float], Optional[str]]]:
+        """RAPL watts and their source, (None, None) while unknown; None without a zone to
+        measure by. A zone whose read is still under way has no sample this tick: the
+        previous one is kept, and no other zone stands in while that zone could be the one
+        chosen (psys still reading, package-0 was published as the whole board for a tick and
+        the counter restarted twice). For one tick the watts are then the last tick's: a read
+        slower than a tick answers every other tick (its stale answer is left out), and the
+        status keeps its measured figure and the measured joules count that tick. After
+        that, none until it answers. Paired with this tick's time, the stale answer made 0 W
+        and the next answer double."""
+        self._rapl_names = {z: n for z, n in self._rapl_names.items()
+                            if z in energy or z in reading}  # a zone gone is forgotten
+        for found, _ in energy.values():
+            self._rapl_names[found.zone] = found.name
+        zone = board_energy_zone([z for z, _ in energy.values()])
+        rank = None if zone is None else _rapl_rank(zone.zone, zone.name)
+        last, self._rapl_last = self._rapl_last, None
+        for waiting in reading:
+            ahead = _rapl_rank(waiting, self._rapl_names.get(waiting))
+            if ahead is not None and (rank is None or ahead < rank):
+                held = self._rapl is not None and self._rapl[0][0] == waiting
+                return last if held and last is not None else (None, None)
+        if zone is None or zone.energy_uj is None:
+            return None
+        # Samples of one counter only: another zone (psys gone, package-0 read) or a new
+        # max_energy_range_uj (the zone registered again) is a counter that starts over.
+        counter = (zone.zone, zone.max_energy_range_uj)
+        at = energy[zone.zone][1]
+        prev, self._rapl = self._rapl, (counter, zone.energy_uj, at)
+        if prev is not None and prev[0] == counter:
+            avg = average_watts(prev[1], prev[2], zone.energy_uj, at, counter[1])
+            if avg is not None:
+                self._rapl_last = (avg, f"RAPL {zone.name}")
+                return self._rapl_last
         return None, None
 
     def _cpu_busy(self) -> tuple[dict[str, float], Optional[float]]:
