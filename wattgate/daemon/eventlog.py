@@ -24,7 +24,11 @@ writes, so it reuses the pages it frees, and `events.db` stays within about `max
 plus page slack (the part-filled last page of a large event, b-tree pages not full), its
 `-wal` within WAL_MAX_BYTES plus one flush. The bytes are a running total, summed once at
 open, added to on each write and less what a prune deletes: a flush reads only the
-events that go. Held events are bounded by `max_bytes` too, in memory.
+events that go. Events held while writes fail are bounded by `max_bytes` too, as the
+memory they take (`_held_memory`: the event, the values in it and the text it is stored
+as), so the daemon grows by at most about `max_bytes` however long the failure lasts.
+That is several times their stored text: with the default 16 MiB, some 16 000
+detections are held, not `max_events`.
 
 Age is judged by two clocks, and an event goes only when both say it is older than
 `max_age_s`: its `ts` (the wall clock) against the flush's `now`, and, for an event logged
@@ -79,18 +83,19 @@ A flush that cannot write (the database locked by another process, a full disk, 
 read-only directory) keeps the held events for the next flush, waits at most
 `BUSY_TIMEOUT_MS` for a lock, and logs one warning per failure streak and one line when
 writing works again. While writes fail, at most `max_events` events and `max_bytes` of
-them are held; beyond that the oldest held ones are dropped (and logged), and the written
-events before them are no longer served (`oldest_seq` is above them): a hole inside the
-log would look like numbers never given out. A burst of more events within one flush
-while writes work is bound the same way, as the prune after the write would bound it,
-and said only at DEBUG. On a disk that is already full at open,
-SQLite cannot size the -shm file a WAL database is read through; the log is then opened
-with its index in memory (locking_mode=EXCLUSIVE, logged): the daemon starts, serves the
-events it has and holds new ones as above. Where no database can be opened at all on a full
-disk (the one there was damaged and set aside, or cut to 0 bytes, or deleted: a new one
-needs room), the log opens without one, logged: it holds new events as above, numbered
-after the copy of the reservation, `events` reads fail, and the first flush that can open
-a new database writes them there (`_open_database`).
+memory (see above) are held; beyond that the oldest held ones are dropped (and logged),
+and the written events before them are no longer served (`oldest_seq` is above them): a
+hole inside the log would look like numbers never given out. A burst of more events
+within one flush while writes work is bound as the prune after the write would bound it
+(by their stored bytes: they are held until that flush only), and said only at DEBUG.
+On a disk that is already full at open, SQLite cannot size the -shm file a WAL database is
+read through; the log is then opened with its index in memory (locking_mode=EXCLUSIVE,
+logged): the daemon starts, serves the events it has and holds new ones as above. Where no
+database can be opened at all on a full disk (the one there was damaged and set aside, or
+cut to 0 bytes, or deleted: a new one needs room), the log opens without one, logged: it
+holds new events as above, numbered after the copy of the reservation, `events` reads
+fail, and the first flush that can open a new database writes them there
+(`_open_database`).
 
 An event that JSON or the table cannot hold as it is (a lone surrogate from a path read
 with surrogateescape, nesting deeper than the encoder goes, an object that is not JSON, a
@@ -149,6 +154,7 @@ import numbers
 import os
 import sqlite3
 import stat
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -241,12 +247,47 @@ def _row_bytes(kind: str, body: str) -> int:
 
 class _Held(NamedTuple):
     """An event given out and not yet written: with the boot clock when it was logged, its
-    body as it will be stored, and its bytes (`_row_bytes`)."""
+    body as it will be stored, its bytes (`_row_bytes`) and what it takes in memory
+    (`_held_memory`)."""
 
     event: Event
     boot_s: float
     body: str
     size: int
+    memory: int
+
+
+# What holding any event takes besides the event and its body: the _Held tuple, its
+# boot_s, size and memory, and its slot in the deque (a pointer; blocks of 64 of them).
+_HELD_OVERHEAD = (sys.getsizeof(_Held({}, 0.0, "", 0, 0)) + sys.getsizeof(0.0)
+                  + 2 * sys.getsizeof(1 << 20) + 8)
+
+
+def _held_memory(event: Event, body: str) -> int:
+    """The bytes holding event (stored as body) keeps in memory, by sys.getsizeof: the
+    event's dict and each value in it, nested ones too, the body and _HELD_OVERHEAD.
+
+    Counting only the stored text, held events took about 6 times `max_bytes`: a small
+    detection is ~110 bytes as text and ~700 in memory, and a long text is held twice.
+    An object is counted once however often the event holds it. One the event shares
+    with other events (its kind, a label) is counted with each of them, so this errs
+    high; the names of the event's own fields are not counted: they are the names in the
+    code that logs it, one copy for all its events."""
+    total = _HELD_OVERHEAD + sys.getsizeof(body) + sys.getsizeof(event)
+    pending: list[Any] = list(event.values())
+    counted: set[int] = set()
+    while pending:  # not recursive: a value may nest as deep as JSON goes
+        item = pending.pop()
+        if id(item) in counted:
+            continue
+        counted.add(id(item))
+        total += sys.getsizeof(item)
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            pending.extend(item)
+    return total
 
 
 def boot_clock() -> float:
@@ -309,9 +350,10 @@ class EventLog:
         if unopened is None and not self._read_written_seq() and not self._read_reserved():
             self._continue_after_lost()
         self._pruned_at: Optional[float] = None  # `now` of the last flush that pruned by age
-        # Events given out and not yet written, and their bytes (see `_Held`).
+        # Events given out and not yet written, their bytes and their memory (`_Held`).
         self._held: collections.deque[_Held] = collections.deque()
         self._held_bytes = 0
+        self._held_memory = 0
         # Write trouble: when the current failure streak started, how many writes failed,
         # how many held events were dropped; whether `append` may try to reserve. And how
         # many were dropped with no write failing: the bound on a burst (`_drop_oldest`).
@@ -659,13 +701,25 @@ class EventLog:
         self._last_seq = self._next_seq
         self._next_seq += 1
         body = _body(event)
-        size = _row_bytes(kind, body)
-        while self._held and (len(self._held) >= self.max_events
-                              or self._held_bytes + size > self.max_bytes):
+        size, memory = _row_bytes(kind, body), _held_memory(event, body)
+        while self._held and self._past_bounds(size, memory):
             self._drop_oldest()
-        self._held.append(_Held(event, self._clock(), body, size))
+        self._held.append(_Held(event, self._clock(), body, size, memory))
         self._held_bytes += size
+        self._held_memory += memory
         return event
+
+    def _past_bounds(self, size: int, memory: int) -> bool:
+        """Whether one more held event, of `size` stored bytes taking `memory`, would take
+        the held ones past the bounds: `max_events`, and `max_bytes` of memory while writes
+        fail, for they are held as long as that lasts (counted as stored text, they took
+        about 6 times `max_bytes`); while writes work, `max_bytes` of stored bytes, as the
+        prune after the write bounds them, for they are held until that flush only."""
+        if len(self._held) >= self.max_events:
+            return True
+        if self._failing_since is not None:
+            return self._held_memory + memory > self.max_bytes
+        return self._held_bytes + size > self.max_bytes
 
     def _writable(self, kind: str, ts: Any, fields: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         """ts and fields as the table and strict JSON can hold them.
@@ -741,7 +795,7 @@ class EventLog:
         self._lost_upto = None
         self._pruned_at = now
         self._held.clear()
-        self._held_bytes = 0
+        self._held_bytes = self._held_memory = 0
         if held:
             self._boot_row = None
         if reserve is not None:
@@ -1012,13 +1066,14 @@ class EventLog:
             self._burst_dropped += 1
         elif self._dropped == 0:
             log.warning(
-                "event log %s: %d events (%d bytes) held unwritten (daemon.events_max, "
-                "daemon.events_max_bytes); dropping the oldest held events until writing "
-                "works again, from seq %d",
-                self.path, len(self._held), self._held_bytes, self._held[0].event["seq"],
+                "event log %s: %d events (%d bytes in memory) held unwritten "
+                "(daemon.events_max, daemon.events_max_bytes); dropping the oldest held "
+                "events until writing works again, from seq %d",
+                self.path, len(self._held), self._held_memory, self._held[0].event["seq"],
             )
         dropped = self._held.popleft()
         self._held_bytes -= dropped.size
+        self._held_memory -= dropped.memory
         self._served_from = dropped.event["seq"] + 1
         if self._failing_since is not None:
             self._dropped += 1
