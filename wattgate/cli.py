@@ -78,8 +78,20 @@ def _config_failure(exc: ConfigError, as_json: bool) -> int:
 
 
 def _print_json_error(code: str, message: str) -> None:
-    with contextlib.suppress(BrokenPipeError):
+    try:
         print(json.dumps({"class": "error", "code": code, "message": message}), flush=True)
+    except BrokenPipeError:
+        discard_unwritten_output()
+
+
+def discard_unwritten_output() -> None:
+    """Point stdout at /dev/null once its reader has gone away (`watch --json | head -1`).
+    What could not be written stays in sys.stdout's buffer, and Python flushes it again at
+    exit: that second broken pipe printed "Exception ignored ... BrokenPipeError" and made
+    the exit code 120, although the command had ended cleanly."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -535,6 +547,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        # Flushed here, not at exit: a reader gone before the output was written (`status
+        # | true`) is then the quiet exit below, not Python's "Exception ignored" and 120.
+        sys.stdout.flush()
     except ConfigError as exc:
         return _config_failure(exc, getattr(args, "json", False))
     except ClientError as exc:
@@ -542,6 +557,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        discard_unwritten_output()
         return 0
     return code
 

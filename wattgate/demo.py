@@ -36,7 +36,7 @@ from types import FrameType
 from typing import Any, Optional
 
 from wattgate import boards
-from wattgate.cli import format_message, format_status
+from wattgate.cli import discard_unwritten_output, format_message, format_status
 from wattgate.client import Client, ClientError
 
 DEMO_BOARD = "rk3588"
@@ -226,7 +226,7 @@ def main() -> int:
     except BrokenPipeError:
         # the reader went away (`make demo | head`); the daemon has been stopped on the way
         # out. What is left in stdout's buffer goes nowhere, not into a second traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        discard_unwritten_output()
         return 0
 
 
