@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import faulthandler
 import grp
+import io
 import json
 import logging
 import os
@@ -92,6 +93,15 @@ def discard_unwritten_output() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)
+
+
+def escape_what_stdout_cannot_show() -> None:
+    """Print what stdout's encoding cannot show as backslash escapes (°C as \\xb0C), as
+    stderr already does. A terminal with a Latin-1 or ASCII locale made every status of a
+    board with thermal zones, and a label in another script, end in a UnicodeEncodeError
+    traceback. --json is unchanged: json.dumps writes ASCII."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -544,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    escape_what_stdout_cannot_show()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -36,7 +36,12 @@ from types import FrameType
 from typing import Any, Optional
 
 from wattgate import boards
-from wattgate.cli import discard_unwritten_output, format_message, format_status
+from wattgate.cli import (
+    discard_unwritten_output,
+    escape_what_stdout_cannot_show,
+    format_message,
+    format_status,
+)
 from wattgate.client import Client, ClientError
 
 DEMO_BOARD = "rk3588"
@@ -213,6 +218,7 @@ def wait_for_socket(path: Path, proc: subprocess.Popen[bytes], timeout: float) -
 
 
 def main() -> int:
+    escape_what_stdout_cannot_show()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to watch")
     args = parser.parse_args()
