@@ -2,45 +2,63 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
-import faulthandler
-import grp
-import io
-import json
-import logging
-import os
-import re
 import signal
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Optional
+import threading
 
-from wattgate import __version__
-from wattgate.bench import register as register_bench
-from wattgate.cli_power import (
-    fixed,
-    format_power,
-    format_power_message,
-    positive_int,
-    positive_number,
-)
-from wattgate.cli_power import register as register_power
-from wattgate.cli_watch import Watch, logged_events, note
-from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
-from wattgate.config import (
-    Config,
-    ConfigError,
-    ModelConfig,
-    config_path,
-    json_schema,
-    load_config,
-    report_config_error,
-)
+# Ctrl-C while the rest loads (about 0.2 s: asyncio, pydantic, the bench and power commands)
+# comes before main() can make it the quiet exit 130 it promises. Raised in the middle of
+# an import, its KeyboardInterrupt was a traceback and a death by SIGINT (in pydantic's
+# compiled core, a crash of its own); it is noted instead, and acted on once all is loaded.
+# Not where SIGINT is ignored (`nohup`, `&` in a script) or handled by another program.
+_sigint_while_loading: list[int] = []
+_note_sigint = (signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                and threading.current_thread() is threading.main_thread())
+if _note_sigint:
+    signal.signal(signal.SIGINT, lambda signum, _frame: _sigint_while_loading.append(signum))
+try:
+    import argparse
+    import asyncio
+    import contextlib
+    import faulthandler
+    import grp
+    import io
+    import json
+    import logging
+    import os
+    import re
+    import sys
+    import tempfile
+    import time
+    from collections.abc import Iterator
+    from pathlib import Path
+    from typing import Optional
+
+    from wattgate import __version__
+    from wattgate.bench import register as register_bench
+    from wattgate.cli_power import (
+        fixed,
+        format_power,
+        format_power_message,
+        positive_int,
+        positive_number,
+    )
+    from wattgate.cli_power import register as register_power
+    from wattgate.cli_watch import Watch, logged_events, note
+    from wattgate.client import DEFAULT_SOCKET, Client, ClientError, Message
+    from wattgate.config import (
+        Config,
+        ConfigError,
+        ModelConfig,
+        config_path,
+        json_schema,
+        load_config,
+        report_config_error,
+    )
+finally:
+    if _note_sigint:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+if _sigint_while_loading:
+    raise SystemExit(130)
 
 EXIT_UNAVAILABLE = 69
 # A client command's exit code for the daemon's error codes (sysexits.h): a script can tell
@@ -555,8 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     escape_what_stdout_cannot_show()
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         code: int = args.func(args)
         # Flushed here, not at exit: a reader gone before the output was written (`status
         # | true`) is then the quiet exit below, not Python's "Exception ignored" and 120.
