@@ -506,6 +506,24 @@ def _yolo_cells(width: int, height: int) -> set[int]:
             for strides in _YOLO_STRIDES}
 
 
+def _yolo_rows_first(shape: tuple[int, ...], cells: set[int]) -> bool | None:
+    """Whether a YOLO output [1, A, B] has its boxes as rows ([1, N, 4+C] or YOLOv5's
+    [1, N, 5+C]) rather than as columns ([1, 4+C, N]); None when that cannot be told.
+
+    The side that is the grid cells (three times them for YOLOv5) is N. Which side is longer
+    says nothing: many classes at a small input have more channels than cells (yolov8n-oiv7,
+    4+601, has 525 cells at 160 px; COCO at 64 px, 4+80 and 84). When both sides are cells
+    (square, [1, 84, 84]) it is Ultralytics' own export, columns; when neither is, the
+    longer side is taken for N, and rows first are refused later for not being cells."""
+    rows_fit = shape[1] in cells or shape[1] in {3 * c for c in cells}
+    columns_fit = shape[2] in cells
+    if rows_fit != columns_fit:
+        return rows_fit
+    if shape[1] == shape[2]:
+        return False if columns_fit else None
+    return shape[1] > shape[2]
+
+
 class YoloV8Decoder:
     """One output of YOLO boxes without objectness, cx, cy, w, h then the class scores, as
     Ultralytics exports YOLOv8 and later (and YOLOv5u, which has YOLOv8's head):
@@ -532,9 +550,11 @@ class YoloV8Decoder:
         expected = "expected " + self.layout.format(cells=sorted(cells),
                                                     size=f"{width}x{height}")
         shape = outputs[0].shape if len(outputs) == 1 else ()
-        if len(shape) != 3 or shape[0] != 1 or min(shape[1:]) < 5 or shape[1] == shape[2]:
+        rows = _yolo_rows_first(shape, cells) \
+            if len(shape) == 3 and shape[0] == 1 and min(shape[1:]) >= 5 else None
+        if rows is None:
             raise DecoderError(expected)
-        self._rows = shape[1] > shape[2]
+        self._rows = rows
         v5 = self._rows and shape[1] in {3 * c for c in cells}
         if self._rows and not v5 and shape[1] not in cells:
             raise DecoderError(f"{expected}; rows first, N = {shape[1]} is neither the grid "
