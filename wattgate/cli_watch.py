@@ -225,9 +225,17 @@ def logged_events(client: Client, since: int, limit: int) -> Iterator[Message]:
     """Every event in the daemon's log after `since`, asking `limit` at a time until the
     newest (`events`, docs/protocol.md), for `wattgate events` and watch's catch-up after a
     reconnect or an overflow. Says on stderr which events after `since` the log no longer
-    has, if any (an answer's oldest_seq above since + 1: pruned, or lost with a damaged log)."""
+    has, if any (an answer's oldest_seq above since + 1: pruned, or lost with a damaged log),
+    and when the log ends before `since`: it was started over (daemon.state_dir wiped, or
+    volatile on a read-only image), and the events to come get numbers `since` already
+    passed, so a script that kept `since` would wait for them without a word."""
+    first = True
     while True:
         reply = client.request("events", since=since, limit=limit)
+        if first and reply["last_seq"] < since:
+            note(f"the event log ends at {reply['last_seq']}, before {since}: it was started "
+                 "over (daemon.state_dir wiped?); its events are numbered from there")
+        first = False
         if reply["oldest_seq"] > since + 1:
             note(f"events {since + 1} to {reply['oldest_seq'] - 1} are no longer in the "
                  "event log (pruned, or lost with a damaged log)")
