@@ -183,7 +183,10 @@ class Pipeline:
 
     def replace_gate(self, gate: MotionGate) -> None:
         """A gate with new settings (a reload), taken by the capture thread, which owns the
-        gate, before its next frame; it calibrates on the scene from there."""
+        gate, before its next frame. Settings that leave the learnt scene valid are taken
+        by the running gate (MotionGate.retune); otherwise `gate` calibrates on the scene
+        from there, going on with the episode under way (MotionGate.carry_on): a reload
+        is not on the list of what ends one."""
         self._new_gate = gate
 
     def swap_model(self, model: Model) -> None:
@@ -326,8 +329,10 @@ class Pipeline:
 
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
-        if self._new_gate is not None:
-            self.gate, self._new_gate = self._new_gate, None
+        new_gate, self._new_gate = self._new_gate, None
+        if new_gate is not None and not self.gate.retune(new_gate.cfg):
+            new_gate.carry_on(self.gate)
+            self.gate = new_gate
         quiet = frame.mono < self._quiet_until
         if self._recalibrate.is_set():
             self._recalibrate.clear()

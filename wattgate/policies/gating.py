@@ -101,6 +101,13 @@ EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binar
 # down to 1) on a frame of many small changes found thousands, and the result line carrying
 # them (docs/protocol.md) would outgrow its 64 KiB; 64 boxes take under 2 KiB of it.
 MAX_BOXES = 64
+# What the gate has learnt (its background, usual residual, still regions) does not depend
+# on these keys: a change of them alone is taken by the running gate (MotionGate.retune).
+# The others change what it learns from (frame_height, blur_sigma: the small image) or
+# whether it learns at all (enabled).
+RETUNABLE = frozenset(
+    {"threshold", "min_area", "alpha", "lighting_threshold", "cooldown_s", "heartbeat_s"}
+)
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,7 @@ class MotionGate:
         self._last_motion: Optional[float] = None
         self._last_infer: Optional[float] = None
         self._decided_at = 0.0  # time of the last frame decided
+        self._holding = False  # an episode taken over (carry_on) is held open while calibrating
 
     @property
     def in_motion(self) -> bool:
@@ -274,6 +282,32 @@ class MotionGate:
     def note_inferred(self, now: float) -> None:
         """The frame at `now` was inferred for another reason (a client's snap)."""
         self._last_infer = now
+
+    def retune(self, cfg: GateConfig) -> bool:
+        """Take `cfg` in place if it differs from the current settings only in RETUNABLE
+        keys (a reload): the scene stays learnt and an episode under way goes on. False,
+        nothing changed, if it needs a new gate."""
+        changed = {key for key in GateConfig.model_fields
+                   if getattr(cfg, key) != getattr(self.cfg, key)}
+        if not changed <= RETUNABLE:
+            return False
+        self.cfg = cfg
+        return True
+
+    def carry_on(self, old: MotionGate) -> None:
+        """Go on from `old`, which this new gate replaces (a reload that needs a new
+        background): its episode, cooldown and heartbeat times go on, on the same clock.
+
+        An episode under way is not ended by the swap: while this gate calibrates it
+        cannot see motion, so the episode is held open through the calibration and ends
+        cooldown_s after it unless motion is seen again. Meanwhile what changes is not
+        taken for scenery (the moving object would be), only the residual around it."""
+        if not (old.cfg.enabled and self.cfg.enabled):
+            return  # a disabled gate has no episodes
+        self._last_motion = old._last_motion
+        self._last_infer = old._last_infer
+        self._decided_at = old._decided_at
+        self._holding = old.in_motion
 
     def update_bgr(self, frame: MatLike, now: float) -> GateVerdict:
         """Gate a full-resolution BGR uint8 frame captured at monotonic time `now`."""
@@ -580,7 +614,8 @@ class MotionGate:
         now: float, calibrating: bool,
     ) -> None:
         """Update the usual residual, the background and the still-region clocks."""
-        if calibrating:  # whatever moves while the scene is learnt is scenery (foliage)
+        if calibrating and not self._holding:  # what moves while the scene is learnt is
+            # scenery (foliage); not in an episode carried over, where the object moves
             cv2.max(buf.dev, buf.diff, buf.dev)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
             elapsed = now - self._decayed_at
@@ -708,6 +743,11 @@ class MotionGate:
             # something when the daemon starts (or the camera comes back) is looked at once
             # then, not a whole heartbeat_s later.
             self._last_infer = now - max(0.0, cfg.heartbeat_s - CALIBRATION_S)
+        if self._holding:  # an episode carried over: held open while this gate is blind
+            if quiet == "calibrating":
+                self._last_motion = now
+            else:
+                self._holding = False
         reason = inference_reason(now, motion, self._last_motion, self._last_infer,
                                   cfg.cooldown_s, cfg.heartbeat_s)
         if motion:
