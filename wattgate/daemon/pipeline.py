@@ -294,6 +294,11 @@ class Pipeline:
                                       "status as pipeline.failed, logged again when gating "
                                       "works)", frame.index)
                         self._report("gate", frame.index)
+                    # Nothing is watched meanwhile: the episode ends as for gated frames,
+                    # cooldown_s after its last moving frame, not when gating works again.
+                    if self._in_motion and frame.ts - self._last_moving > self.gate.cfg.cooldown_s:
+                        self.end_motion(frame.ts)
+                        self.gate.end_episode()
                     continue
                 told = failing.ended()
                 if told:

@@ -283,6 +283,13 @@ class MotionGate:
         """The frame at `now` was inferred for another reason (a client's snap)."""
         self._last_infer = now
 
+    def end_episode(self) -> None:
+        """The caller ended the episode under way without this gate (it stopped seeing
+        frames, or could not gate them): motion in a later frame opens a new one, and the
+        cooldown after the old one is over."""
+        self._last_motion = None
+        self._holding = False
+
     def retune(self, cfg: GateConfig) -> bool:
         """Take `cfg` in place if it differs from the current settings only in RETUNABLE
         keys (a reload): the scene stays learnt and an episode under way goes on. False,

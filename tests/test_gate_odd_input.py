@@ -1,0 +1,29 @@
+"""Frames the gate cannot take, or cannot judge, fail clearly and do not hold episodes open.
+
+The real Pipeline, MotionGate and bundled model on a scripted camera (a plain object
+giving frames, see test_gate_reload_episode), and the gate on its own.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.test_gate_reload_episode import FPS, STILL, T0, run_pipeline
+from wattgate.config import GateConfig
+from wattgate.policies.gating import MotionGate
+
+
+def test_frames_the_gate_cannot_take_end_the_episode_after_its_cooldown() -> None:
+    """Motion, then 8 s of odd buffers the gate refuses: the episode ends cooldown_s after
+    its last moving frame, while the odd buffers still come, not when gating works again
+    (an alarm stayed "in motion" for as long as a driver gave odd buffers)."""
+    moving, bad = 30, 120
+    plan = ["still"] * STILL + ["move"] * moving + ["bad"] * bad + ["still"] * 30
+    pipeline, events = run_pipeline(plan, MotionGate(GateConfig(cooldown_s=2.0)))
+    assert pipeline.counters.failed == bad
+    last_moving = T0 + (STILL + moving - 1) / FPS
+    assert pipeline._last_moving == pytest.approx(last_moving)
+    assert [moving for moving, _, _ in events] == [True, False], events
+    _, end, read = events[1]
+    assert end == pytest.approx(last_moving + 2.0)
+    assert read <= STILL + moving + bad  # told while the odd buffers still came
