@@ -6,6 +6,7 @@ giving frames, see test_gate_reload_episode), and the gate on its own.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tests.test_gate_reload_episode import FPS, STILL, T0, run_pipeline
@@ -27,3 +28,14 @@ def test_frames_the_gate_cannot_take_end_the_episode_after_its_cooldown() -> Non
     _, end, read = events[1]
     assert end == pytest.approx(last_moving + 2.0)
     assert read <= STILL + moving + bad  # told while the odd buffers still came
+
+
+def test_a_constant_frame_with_a_zero_column_stride_is_gated() -> None:
+    """np.broadcast_to(value, shape), the cheap grey frame of a simulator or test harness,
+    has a column stride of 0: it was a ZeroDivisionError on every frame."""
+    gate = MotionGate(GateConfig())
+    flat = np.broadcast_to(np.uint8(50), (480, 640))
+    assert flat.strides == (0, 0)
+    reasons = {gate.update_luma(flat, i / 15).reason for i in range(40)}
+    assert reasons <= {"calibrating", "heartbeat", "idle"}
+    assert "idle" in reasons

@@ -352,7 +352,9 @@ class MotionGate:
             pixels = _pixels(luma)
             if pixels is None:
                 ys, xs = self._samples(w, h, size)
-                luma[ys, :: max(1, CACHE_LINE // step)]
+                # a column stride of 0 or less (np.broadcast_to, a flipped view): every column
+                per_line = CACHE_LINE // step if step > 0 else 1
+                luma[ys, :: max(1, per_line)]
                 small = luma[ys[:, None], xs[None, :]]
             else:  # OpenCV samples the Y plane as the first channel of each pixel in place
                 touch = (-(-w * step // CACHE_LINE), size[1])
