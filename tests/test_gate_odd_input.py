@@ -6,6 +6,8 @@ giving frames, see test_gate_reload_episode), and the gate on its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,16 @@ def test_a_constant_frame_with_a_zero_column_stride_is_gated() -> None:
     reasons = {gate.update_luma(flat, i / 15).reason for i in range(40)}
     assert reasons <= {"calibrating", "heartbeat", "idle"}
     assert "idle" in reasons
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int16, np.float32, np.bool_])
+def test_a_frame_that_is_not_uint8_is_refused_by_name(dtype: type) -> None:
+    """16-bit or float frames were taken silently: values beyond a byte read as a lighting
+    change on every frame, and the gate calibrated for good."""
+    gate = MotionGate(GateConfig())
+    luma: Any = np.zeros((48, 64), dtype)  # not a MatLike: what a caller might pass
+    with pytest.raises(ValueError, match=np.dtype(dtype).name):
+        gate.update_luma(luma, 0.0)
+    with pytest.raises(ValueError, match=np.dtype(dtype).name):
+        gate.update_bgr(np.zeros((48, 64, 3), dtype), 0.0)
+    assert gate.update_luma(np.zeros((48, 64), np.uint8), 0.0).reason == "calibrating"

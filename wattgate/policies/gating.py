@@ -101,6 +101,7 @@ EPS = 1e-6  # tolerance on supplied timestamps (15 fps steps are not exact binar
 # down to 1) on a frame of many small changes found thousands, and the result line carrying
 # them (docs/protocol.md) would outgrow its 64 KiB; 64 boxes take under 2 KiB of it.
 MAX_BOXES = 64
+UINT8 = np.dtype(np.uint8)
 # What the gate has learnt (its background, usual residual, still regions) does not depend
 # on these keys: a change of them alone is taken by the running gate (MotionGate.retune).
 # The others change what it learns from (frame_height, blur_sigma: the small image) or
@@ -164,6 +165,16 @@ def _pixels(plane: MatLike) -> Optional[MatLike]:
     shape = (*plane.shape[:2], step)
     return np.lib.stride_tricks.as_strided(plane, shape, (plane.strides[0], step, 1),
                                            writeable=False)
+
+
+def _check_bytes(image: MatLike) -> None:
+    """Refuse an image that is not uint8: a 16-bit or float frame was taken silently, its
+    values beyond a byte read as a lighting change on every frame (calibrating for good).
+    The camera drivers convert theirs (GRAY16 to its high byte); a caller of the gate's
+    own must too. The usual dtype is the uint8 singleton: one identity test a frame."""
+    dtype = image.dtype
+    if dtype is not UINT8 and dtype != UINT8:
+        raise ValueError(f"the gate takes uint8 frames, not {dtype}")
 
 
 def inference_reason(
@@ -320,6 +331,7 @@ class MotionGate:
         """Gate a full-resolution BGR uint8 frame captured at monotonic time `now`."""
         if not self.cfg.enabled:
             return DISABLED
+        _check_bytes(frame)
         h, w = frame.shape[:2]
         size = self._small_size(w, h)
         small = cv2.resize(frame, size, None, 0.0, 0.0, SAMPLING)
@@ -333,6 +345,7 @@ class MotionGate:
         default the plane's own size. Strided planes (YUYV[..., 0]) are sampled in place."""
         if not self.cfg.enabled:
             return DISABLED
+        _check_bytes(luma)
         if luma.ndim == 3:  # (h, w, 1); a colour picture's first channel is not its luma
             if luma.shape[2] != 1:
                 raise ValueError(f"a luma plane has one channel, not {luma.shape[2]} channels")
