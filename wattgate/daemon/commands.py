@@ -17,6 +17,7 @@ import logging
 import os
 import pwd
 import sqlite3
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional
 
 from wattgate.daemon.handoff import in_own_thread
@@ -36,6 +37,7 @@ from wattgate.drivers import images
 
 if TYPE_CHECKING:
     from wattgate.daemon.app import Daemon
+    from wattgate.drivers.inference import InferenceResult
 
 log = logging.getLogger("wattgate.commands")
 
@@ -44,7 +46,12 @@ MAX_EVENTS_PER_REPLY = 1000
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
 NO_CONFIG_FILE = "running on built-in defaults; there is no config file to reload"
-MAX_IMAGE_PIXELS = 4096 * 4096  # an `infer` image decodes to 48 MiB at most
+#: An `infer` image's pixels, by its header: over this it is not decoded at all.
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: The memory decoding an `infer` image may take at its peak (about 7 bytes a pixel decoded:
+#: images.DECODE_BYTES_PER_PIXEL). A large JPEG is decoded at 1/2, 1/4 or 1/8 of its size to
+#: fit, its boxes given back in its own pixels; a PNG over about 9.5 megapixels is refused.
+MAX_DECODE_BYTES = 64 * 1024 * 1024
 
 
 def is_admin(creds: Optional[PeerCreds], group: Optional[str]) -> bool:
@@ -99,6 +106,18 @@ def proc_groups(creds: PeerCreds) -> Optional[tuple[int, ...]]:
     except (KeyError, IndexError, ValueError):
         return None
     return groups if (euid, egid) == (creds.uid, creds.gid) else ()
+
+
+def image_reply(decoded: images.Decoded, result: InferenceResult) -> Message:
+    """The fields of an `infer` reply: the client's image size, and the boxes in its pixels
+    even when it was decoded smaller."""
+    detections = [replace(det, box=decoded.source_box(det.box)) for det in result.detections]
+    return {
+        "width": decoded.width,
+        "height": decoded.height,
+        "infer_ms": round(result.invoke_ms, 3),
+        **detection_fields(replace(result, detections=detections)),
+    }
 
 
 def get_int(request: Message, name: str, default: int, low: int, high: int) -> int:
@@ -285,20 +304,16 @@ class Commands:
         if pipeline is None:
             raise ProtocolError("unavailable", "the model is not loaded yet")
         # Off the event loop (a large image takes a while to decode), and one image at a time:
-        # each may decode to MAX_IMAGE_PIXELS, and the model takes them one by one anyway.
+        # each may take MAX_DECODE_BYTES, and the model takes them one by one anyway.
         async with self._infer_one:
             try:
-                image = await in_own_thread("wattgate-client-image", images.decode, raw,
-                                            MAX_IMAGE_PIXELS)
+                decoded = await in_own_thread("wattgate-client-image", images.decode_within,
+                                              raw, MAX_IMAGE_PIXELS, MAX_DECODE_BYTES)
             except images.ImageError as exc:
                 raise ProtocolError("bad_request", f"field 'image' is {exc}") from None
-            result = await in_own_thread("wattgate-client-image", pipeline.infer_image, image)
-        return {
-            "width": int(image.shape[1]),
-            "height": int(image.shape[0]),
-            "infer_ms": round(result.invoke_ms, 3),
-            **detection_fields(result),
-        }
+            result = await in_own_thread("wattgate-client-image", pipeline.infer_image,
+                                         decoded.image)
+        return image_reply(decoded, result)
 
     async def profile(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"set"})
