@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -160,6 +161,44 @@ def test_watch_reconnect_prints_every_event_once_across_a_restart(
     # Live or from the log, each event is printed as the log keeps it, field for field.
     assert events == [event for event in log_events if event["seq"] >= printed[0]]
     assert len(watch.stderr_lines()) == 4, watch.stderr_lines()  # nothing was pruned
+
+
+def test_watch_reconnect_prints_the_events_of_a_log_started_over(
+    start_daemon: StartDaemon, watches: Any, tmp_path: Path,
+) -> None:
+    """The daemon comes back with its state_dir wiped (volatile on a read-only image): its
+    log numbers events from 1 again, below what the watch printed. They are printed, and
+    stderr says why; before, every one was dropped as printed already until the numbers
+    passed the old log's."""
+    config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
+    run_dir = config.parent
+    sock = run_dir / "wattgate.sock"
+    path = re.escape(str(sock))
+    watch = watches(tmp_path, "--reconnect", "--json", "--topics", "events",
+                    "--socket", str(sock))
+    first = start_daemon(config=config)
+    watch.wait_stderr(rf"wattgate: connected to {path}")  # subscribed: events come live
+    for name in ("powersave", "performance") * 3:  # the old log goes past the new one's
+        assert cli("profile", name, "--socket", str(sock)).returncode == 0
+    assert cli("profile", "powersave", "--socket", str(sock)).returncode == 0
+    pins = [e for e in all_events(sock) if e["kind"] == "profile_change" and e["source"] == "pin"]
+    old = watch.wait_event(seq=pins[-1]["seq"])
+    assert first.stop() == 0
+    watch.wait_stderr(rf"wattgate: connection to {path} lost \(.+\); reconnecting")
+    shutil.rmtree(run_dir / "state")
+
+    second = start_daemon(config=config)
+    watch.wait_stderr(rf"wattgate: reconnected to {path}")
+    assert cli("profile", "performance", "--socket", str(sock)).returncode == 0
+    log_events = all_events(sock)
+    new = watch.wait_event(**log_events[-1])  # the pin, the new log's last event
+    assert new["kind"] == "profile_change" and new["seq"] < old["seq"]
+    assert second.stop() == 0
+    assert watch.interrupt() == 130
+    printed = watch.events()
+    assert printed[printed.index(old) + 1:] == [e for e in log_events if e["seq"] <= new["seq"]]
+    assert any(re.fullmatch(rf"wattgate: the event log ends at \d+, before {old['seq']}: it "
+                            r"was started over .*", line) for line in watch.stderr_lines())
 
 
 def test_without_reconnect_watch_still_ends_when_the_daemon_stops(

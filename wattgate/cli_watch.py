@@ -123,15 +123,21 @@ class Watch:
     def catch_up_events(self, client: Client) -> None:
         """The events after last_seq from the log: made while away, while subscribing, or
         dropped for reading too slowly; printed before the live ones waiting behind them,
-        and show() drops those printed here."""
+        and show() drops those printed here. A log that ends before last_seq was started
+        over (a wiped or volatile state_dir) and numbers its events from 1 again: all of
+        them are printed (_started_over), or the live ones would be dropped as printed
+        until their numbers passed the old log's."""
         since = self.last_seq
         if not self.catch_up or since is None or self.done():
             return
         with self._unless_log_unreadable():
-            for item in logged_events(client, since, EVENTS_PAGE):
+            for item in logged_events(client, since, EVENTS_PAGE, self._started_over):
                 self.show(item)
                 if self.done():
                     return
+
+    def _started_over(self) -> None:
+        self.last_seq = 0
 
     @contextlib.contextmanager
     def _unless_log_unreadable(self) -> Iterator[None]:
@@ -221,20 +227,29 @@ def _newest(client: Client) -> int:
     return int(client.request("events", since=SINCE_MAX, limit=1)["last_seq"])
 
 
-def logged_events(client: Client, since: int, limit: int) -> Iterator[Message]:
+def logged_events(
+    client: Client, since: int, limit: int, started_over: Optional[Callable[[], None]] = None,
+) -> Iterator[Message]:
     """Every event in the daemon's log after `since`, asking `limit` at a time until the
     newest (`events`, docs/protocol.md), for `wattgate events` and watch's catch-up after a
     reconnect or an overflow. Says on stderr which events after `since` the log no longer
     has, if any (an answer's oldest_seq above since + 1: pruned, or lost with a damaged log),
     and when the log ends before `since`: it was started over (daemon.state_dir wiped, or
     volatile on a read-only image), and the events to come get numbers `since` already
-    passed, so a script that kept `since` would wait for them without a word."""
+    passed, so a script that kept `since` would wait for them without a word. Given
+    `started_over`, that is called instead and the log is read from its first event."""
     first = True
     while True:
         reply = client.request("events", since=since, limit=limit)
         if first and reply["last_seq"] < since:
+            then = ("its events are numbered from there" if started_over is None
+                    else "printing its events from the first")
             note(f"the event log ends at {reply['last_seq']}, before {since}: it was started "
-                 "over (daemon.state_dir wiped?); its events are numbered from there")
+                 f"over (daemon.state_dir wiped?); {then}")
+            if started_over is not None:
+                started_over()
+                since = 0
+                continue
         first = False
         if reply["oldest_seq"] > since + 1:
             note(f"events {since + 1} to {reply['oldest_seq'] - 1} are no longer in the "
