@@ -324,12 +324,11 @@ class PowerController:
         self.last_estimate: Optional[Watts] = None
         self.last_measured: Optional[float] = None
         self.meter_source: Optional[str] = None
-        self.temps: dict[str, float] = {}
         self.battery: Optional[dict[str, Any]] = None
-        self.lux: Optional[float] = None
         # what the rules last judged (_take_inputs): a pin's release and variant_under judge
         # the same, the combined charge of all batteries with the rest, not the status's
-        # first battery; before the first read, nothing is known
+        # first battery; the status's temperatures and lux are these too. Before the first
+        # read, nothing is known.
         self._readings = Readings()
         self.npu_device: Optional[str] = None
         # the board's parts are known after start
@@ -1405,11 +1404,15 @@ class PowerController:
 
     # -- readings and energy -----------------------------------------------------------------
 
+    @property
+    def lux(self) -> Optional[float]:
+        """The light level the rules last judged (the sensor sensors.light names); None
+        before a reading."""
+        return self._readings.lux
+
     def _take_inputs(self, inputs: Inputs) -> None:
         self._readings = inputs.readings
-        self.temps = inputs.temps
         self.battery = inputs.battery
-        self.lux = inputs.readings.lux
         self.last_measured = inputs.meter_w
         self.meter_source = inputs.meter_source
 
@@ -1572,7 +1575,7 @@ class PowerController:
                 "profile": self.profile_status(),
                 "activity": activity,
                 "knobs": knobs,
-                "temperatures": {k: round(v, 1) for k, v in self.temps.items()},
+                "temperatures": {k: round(v, 1) for k, v in self._readings.temps_c.items()},
                 "watts": self.watts(),
                 "joules": self.joules(),
                 "pipeline": {k: v for k, v in (
@@ -1604,7 +1607,7 @@ class PowerController:
                 "profile": self.decision.profile,
                 "reason": self.decision.reason,
                 "activity": self.activity.state,
-                "temperatures": {k: round(v, 1) for k, v in self.temps.items()},
+                "temperatures": {k: round(v, 1) for k, v in self._readings.temps_c.items()},
             }
             watts = self.watts()
             if "value" in watts:
