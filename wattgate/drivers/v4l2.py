@@ -256,7 +256,7 @@ def no_capture_basis(device: V4l2Device) -> Optional[str]:
     """Why `device` is known not to capture video, for the log ("udev's
     ID_V4L_CAPABILITIES is ':'", or VIDIOC_QUERYCAP's device_caps), or None when it
     captures or nothing reliable says it does not (a node only guessed at by its index)."""
-    if device.capture or not device.capabilities:
+    if capture_capable(device):
         return None
     if "ID_V4L_CAPABILITIES" in device.properties:
         return f"udev's ID_V4L_CAPABILITIES is {device.capabilities!r}"
