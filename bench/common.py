@@ -27,8 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from wattgate.client import Client, ClientError
-from wattgate.demo import exit_status
+from wattgate.client import Client, ClientError, exit_status
 
 Json = dict[str, Any]
 

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import pwd
+import signal
 import socket
 import stat
 from collections import Counter, deque
@@ -560,3 +561,12 @@ def _hello(message: Message, path: str) -> Message:
         raise ClientError("protocol", f"{path} speaks protocol version {json.dumps(proto)}; "
                                       f"this client speaks version {PROTO}")
     return message
+
+
+def exit_status(returncode: int) -> str:
+    """A Popen returncode for people: `78`, or `-9 (SIGKILL)` for a signal (the daemons
+    the demo and the benchmarks start and talk to)."""
+    if returncode < 0:
+        with contextlib.suppress(ValueError):
+            return f"{returncode} ({signal.Signals(-returncode).name})"
+    return str(returncode)

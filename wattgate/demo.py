@@ -42,7 +42,7 @@ from wattgate.cli import (
     format_message,
     format_status,
 )
-from wattgate.client import Client, ClientError
+from wattgate.client import Client, ClientError, exit_status
 
 DEMO_BOARD = "rk3588"
 DEMO_CONFIG = """\
@@ -177,15 +177,6 @@ def socket_directory() -> Iterator[Path]:
 
 def describe_exit(code: int) -> str:
     return f"code {exit_status(code)}"
-
-
-def exit_status(returncode: int) -> str:
-    """A Popen returncode for people: `78`, or `-9 (SIGKILL)` for a signal (the demo's and
-    the benchmarks' daemons)."""
-    if returncode < 0:
-        with contextlib.suppress(ValueError):
-            return f"{returncode} ({signal.Signals(-returncode).name})"
-    return str(returncode)
 
 
 def refuse_if_served(path: Path) -> None:
