@@ -385,10 +385,14 @@ class SupervisedSource:
         decode for them (CaptureSource.follow_luma_rows)."""
         with self._cond:
             self.luma_rows = rows
-            inner = self._inner
-        follow = getattr(inner, "follow_luma_rows", None)
+            self._apply_luma_rows()
+
+    def _apply_luma_rows(self) -> None:
+        """Under _cond: the open source decodes for luma_rows (it only replaces an int or
+        two), so a reload meanwhile cannot be undone by an open that read the rows before."""
+        follow = getattr(self._inner, "follow_luma_rows", None)
         if follow is not None:
-            follow(rows)
+            follow(self.luma_rows)
 
     # -- what the daemon shows ------------------------------------------------------------
 
@@ -559,7 +563,7 @@ class SupervisedSource:
             stopped = self._stopped
             if not stopped:
                 self._inner, self._worker, self._target = inner, worker, target
-                rows = self.luma_rows  # a reload may have changed them while it opened
+                self._apply_luma_rows()  # a reload may have changed them while it opened
                 self._opens += 1
                 self.description = inner.description
                 self.width, self.height, self.fps = inner.width, inner.height, inner.fps
@@ -567,8 +571,6 @@ class SupervisedSource:
         if stopped:  # stop() came after the open finished: it found nothing open to close
             worker.retire(inner)
             return
-        if getattr(inner, "luma_rows", rows) != rows:
-            self.follow_luma_rows(rows)
         log.log(logging.INFO if self._opens == 1 else logging.DEBUG, "camera open: %s",
                 inner.description)
         self._note_other_camera(device)
