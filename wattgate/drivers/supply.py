@@ -114,7 +114,7 @@ def read_supply(fs: Sysfs, name: str) -> Supply:
         watts = abs(power_uw) / 1e6
     energy = fs.read_int_opt(f"{base}/energy_now")
     energy_full = fs.read_int_opt(f"{base}/energy_full")
-    charge_full = fs.read_int_opt(f"{base}/charge_full")
+    charge_full = None if energy_full else fs.read_int_opt(f"{base}/charge_full")
     full = (("Wh", energy_full / 1e6) if energy_full else
             ("Ah", charge_full / 1e6) if charge_full else None)
     return Supply(
