@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import re
+import sys
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.test_protocol import claims_size
-from wattgate.drivers.images import ImageError, decode, image_size
+from wattgate.drivers.images import ImageError, decode_within, image_size
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray[Any, Any]:
+    """Decoded at full size: no bound on the memory it takes."""
+    return decode_within(data, max_pixels, sys.maxsize).image
 
 
 def encoded(ext: str, width: int, height: int, *params: int) -> bytes:

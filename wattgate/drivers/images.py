@@ -192,18 +192,13 @@ def _imdecode(data: bytes, kind: str, flag: int) -> np.ndarray[Any, Any]:
     return image
 
 
-def decode(data: bytes, max_pixels: int) -> np.ndarray[Any, Any]:
-    """A JPEG or PNG as a BGR uint8 frame; ImageError if it is not one, is empty, has
-    more than max_pixels pixels or, a JPEG, more than MAX_JPEG_SCANS scans."""
-    kind, _, _ = _checked_size(data, max_pixels)
-    return _imdecode(data, kind, cv2.IMREAD_COLOR)
-
-
 def decode_within(data: bytes, max_pixels: int, max_bytes: int) -> Decoded:
-    """As ``decode``, in about max_bytes of memory at the peak: a JPEG at the largest of
-    its full size, 1/2, 1/4 and 1/8 that fits, with what libjpeg holds of a JPEG of
-    several scans; ImageError, before decoding, when nothing fits (a PNG over
-    max_bytes / DECODE_BYTES_PER_PIXEL pixels, a JPEG whose coefficients alone do not)."""
+    """A JPEG or PNG as a BGR uint8 frame, in about max_bytes of memory at the peak: a JPEG
+    at the largest of its full size, 1/2, 1/4 and 1/8 that fits, with what libjpeg holds
+    of a JPEG of several scans. ImageError if it is not one, is empty, has more than
+    max_pixels pixels or, a JPEG, more than MAX_JPEG_SCANS scans; and, before decoding,
+    when nothing fits (a PNG over max_bytes / DECODE_BYTES_PER_PIXEL pixels, a JPEG whose
+    coefficients alone do not)."""
     kind, width, height = _checked_size(data, max_pixels)
     scales = JPEG_SCALES[:1]
     held = 0
