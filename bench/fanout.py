@@ -171,9 +171,12 @@ def subscribe(path: Path, rcvbuf: Optional[int] = None,
             reader.sock.close()
             raise
         reader.sock.close()
-        if b'"code":"busy"' not in reader.error or time.monotonic() > deadline:
-            check_subscribers([reader])
-            raise SubscriberLost(f"fanout: no place for a subscriber within {timeout:g} s")
+        if b'"code":"busy"' not in reader.error:
+            check_subscribers([reader])  # refused for another reason, or its stream ended
+        if time.monotonic() > deadline:
+            why = reader.error.decode(errors="replace").strip()
+            raise SubscriberLost(f"fanout: no place for a subscriber within {timeout:g} s "
+                                 f"({why})")
         time.sleep(0.05)
 
 
