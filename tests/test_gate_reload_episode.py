@@ -114,7 +114,7 @@ def test_a_gate_only_reload_mid_motion_keeps_the_episode(changed: dict[str, Any]
 
     def reload_mid_motion(pipeline: Pipeline, i: int) -> None:
         if i == RELOAD_AT:
-            pipeline.replace_gate(MotionGate(new))
+            pipeline.replace_gate(new)
 
     gate = MotionGate(old)
     pipeline, events = run_pipeline(plan, gate, reload_mid_motion)
@@ -132,7 +132,7 @@ def test_a_reload_that_disables_the_gate_ends_the_episode_at_once() -> None:
 
     def disable(pipeline: Pipeline, i: int) -> None:
         if i == RELOAD_AT:
-            pipeline.replace_gate(MotionGate(old.model_copy(update={"enabled": False})))
+            pipeline.replace_gate(old.model_copy(update={"enabled": False}))
 
     _, events = run_pipeline(plan, MotionGate(old), disable)
     assert [(moving, read) for moving, _, read in events] == [

@@ -675,7 +675,7 @@ class Daemon:
             if swapped is None:
                 return False
         if new.gate != self.cfg.gate:
-            pipeline.replace_gate(MotionGate(new.gate))
+            pipeline.replace_gate(new.gate)
             if self.camera is not None:  # an MJPEG camera's reduced decode is for its rows
                 self.camera.follow_luma_rows(new.gate.frame_height)
         if swapped is not None:

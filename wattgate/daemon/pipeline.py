@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional
 
+from wattgate.config import GateConfig
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.slot import LatestSlot
 from wattgate.drivers.camera import Frame, Image, Source
@@ -118,7 +119,7 @@ class Pipeline:
         self._snap_lock = threading.Lock()
         self._recalibrate = threading.Event()
         self._quiet_until = -math.inf  # monotonic time motion is ignored until (suppress_motion)
-        self._new_gate: Optional[MotionGate] = None
+        self._new_gate_cfg: Optional[GateConfig] = None
         self._media_time = time.monotonic()  # the gate's clock on a source with no real time
         self._media_frames = 0  # counters.frames when _media_time was last moved on
         self._model_lock = threading.Lock()  # one interpreter: pipeline and client images share it
@@ -181,13 +182,13 @@ class Pipeline:
             self._snap_after = None
             return True
 
-    def replace_gate(self, gate: MotionGate) -> None:
-        """A gate with new settings (a reload), taken by the capture thread, which owns the
-        gate, before its next frame. Settings that leave the learnt scene valid are taken
-        by the running gate (MotionGate.retune); otherwise `gate` calibrates on the scene
-        from there, going on with the episode under way (MotionGate.carry_on): a reload
-        is not on the list of what ends one."""
-        self._new_gate = gate
+    def replace_gate(self, cfg: GateConfig) -> None:
+        """New gate settings (a reload), taken by the capture thread, which owns the gate,
+        before its next frame. Settings that leave the learnt scene valid are taken by the
+        running gate (MotionGate.retune); otherwise a new gate calibrates on the scene from
+        there, going on with the episode under way (MotionGate.carry_on): a reload is not
+        on the list of what ends one."""
+        self._new_gate_cfg = cfg
 
     def swap_model(self, model: Model) -> None:
         """A model variant from the power policy, taken between two frames.
@@ -334,8 +335,9 @@ class Pipeline:
 
     def _gate_one(self, frame: Frame) -> GateVerdict:
         counters = self.counters
-        new_gate, self._new_gate = self._new_gate, None
-        if new_gate is not None and not self.gate.retune(new_gate.cfg):
+        cfg, self._new_gate_cfg = self._new_gate_cfg, None
+        if cfg is not None and not self.gate.retune(cfg):
+            new_gate = MotionGate(cfg)
             new_gate.carry_on(self.gate)
             self.gate = new_gate
         quiet = frame.mono < self._quiet_until
