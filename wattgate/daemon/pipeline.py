@@ -128,6 +128,8 @@ class Pipeline:
         self._episode_lock = threading.Lock()
         self._in_motion = False  # a motion_start was sent and its motion_end not yet
         self._last_moving = 0.0  # capture time (frame.ts) of the newest moving frame
+        self._gated_ts = -math.inf  # capture time (frame.ts) of the frame gated before
+        self._gate_now = 0.0  # the gate's clock at the frame being gated (_gate_clock)
         self._preparer = self._new_preparer(model)  # the capture thread's
         self._threads = [
             threading.Thread(target=self._capture_loop, name="wattgate-capture", daemon=True),
@@ -307,7 +309,9 @@ class Pipeline:
                 if verdict.motion:
                     self._last_moving = frame.ts
                 if self.gate.in_motion != self._in_motion:
-                    self._set_motion(self.gate.in_motion, frame.ts)
+                    moving = self.gate.in_motion
+                    self._set_motion(moving, frame.ts if moving else self._ended_at(frame))
+                self._gated_ts = frame.ts
         except Exception:
             # Not source_ended: capture stops making progress, so the watchdog's pings stop
             # and systemd restarts the daemon.
@@ -315,6 +319,17 @@ class Pipeline:
             self._report("capture", None)
         finally:  # ended, stopped or failed: no frame will end the episode under way
             self.end_motion(time.time())
+
+    def _ended_at(self, frame: Frame) -> float:
+        """Wall-clock time the episode the gate just found over ended: cooldown_s after its
+        last moving frame (docs/protocol.md), as the gate's clock counts it back from this
+        frame, and not before the frame gated before this one, which was still within it.
+        Stamped by this frame, the end was up to a frame period late: a second at the
+        1 fps of a power-saving capture rate."""
+        ended = self.gate.episode_end
+        if ended is None:
+            return frame.ts
+        return max(self._gated_ts, frame.ts - max(0.0, self._gate_now - ended))
 
     def _gate_clock(self, frame: Frame) -> float:
         """The time the gate's timers run on.
@@ -345,7 +360,7 @@ class Pipeline:
             self._recalibrate.clear()
             if not quiet:  # within suppress_motion, lighting_expected re-seats the background
                 self.gate.reset()
-        now = self._gate_clock(frame)
+        now = self._gate_now = self._gate_clock(frame)
         self.gate.lighting_expected = quiet
         if frame.luma is not None:
             size = frame.size if frame.size[0] else None

@@ -290,6 +290,14 @@ class MotionGate:
         last = self._last_motion
         return last is not None and self._decided_at - last <= self.cfg.cooldown_s + EPS
 
+    @property
+    def episode_end(self) -> Optional[float]:
+        """When the last episode ends (or ended) on the gate's clock: cooldown_s after its
+        last moving frame; None before any motion. The frame that finds it over comes up
+        to a frame period later, a second at 1 fps: the caller stamps the end by this."""
+        last = self._last_motion
+        return None if last is None else last + self.cfg.cooldown_s
+
     def note_inferred(self, now: float) -> None:
         """The frame at `now` was inferred for another reason (a client's snap)."""
         self._last_infer = now
