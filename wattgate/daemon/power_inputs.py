@@ -388,7 +388,9 @@ class InputReader:
         supplies: list[Supply] = each("supply:")
         batteries = [s for s in supplies if s.is_battery]
         battery = next(iter(batteries), None)  # the one the status shows
-        discharging = on_battery(supplies)
+        # a supply not answering may be the battery, as may be one seen before and gone
+        unread = any(got.get(k) is None for k in jobs if k.startswith("supply:"))
+        discharging = on_battery(supplies, unread or self._battery_name is not None)
         lux = self._lux(got)
         percent = combined_percent(batteries)
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)

@@ -135,8 +135,21 @@ def discover_supplies(fs: Sysfs) -> list[Supply]:
     return [read_supply(fs, n) for n in fs.listdir(POWER_SUPPLY)]
 
 
-def on_battery(supplies: list[Supply]) -> Optional[bool]:
-    """True when a battery exists and no mains/USB supply is online; None if unknown.
+def may_be_battery(s: Supply) -> bool:
+    """A supply that is not known to be no battery of the machine's: its type does not read
+    or says nothing ("Unknown"), or it is a UPS (a battery of its own)."""
+    return s.is_battery or s.type in (None, "Unknown", "UPS")
+
+
+def on_battery(supplies: list[Supply], battery_unread: bool = False) -> Optional[bool]:
+    """True when a battery exists and no external supply is online; None if unknown.
+
+    No battery at all is not on battery: an RK3588 or i.MX8MP on a DC barrel jack lists no
+    power_supply, and taken as unknown it never held an "on mains" rule. Unknown is what
+    could still be a battery running the board: a supply whose type does not read, or says
+    Unknown or UPS; one the caller knows of but that is not in `supplies`
+    (`battery_unread`: its read has not answered, or a battery seen before went away); a
+    battery whose status tells nothing with no external supply to tell instead.
 
     A mains/USB supply online is on mains whether a battery is listed or not: a board with
     no battery, or whose fuel gauge went away (an unbound driver, an I2C error), was
@@ -144,7 +157,9 @@ def on_battery(supplies: list[Supply]) -> Optional[bool]:
     batteries = [s for s in supplies if s.is_battery]
     external = [s for s in supplies if s.type in EXTERNAL and s.online is not None]
     if not batteries:
-        return False if any(s.online for s in external) else None
+        if any(s.online for s in external):
+            return False
+        return None if battery_unread or any(map(may_be_battery, supplies)) else False
     if external:
         return not any(s.online for s in external)
     # "Unknown" tells nothing: taken as not discharging, it let on_battery rules go.
