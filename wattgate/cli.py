@@ -537,9 +537,12 @@ def build_parser() -> argparse.ArgumentParser:
         "or is starting), say so on stderr and connect again, subscribing to the same "
         "topics; with topic events, the events missed meanwhile are printed first, from the "
         "event log, none twice. Results and power readings are live only: those made while "
-        "away are not printed. --count and --duration count across reconnects. (Events "
-        "the daemon drops for a watch that reads too slowly come from the log with or "
-        "without this)",
+        "away are not printed. --count and --duration count across reconnects. A "
+        "--duration that ends before any connection was made exits as a watch without "
+        "--reconnect does when it cannot connect (69 for no daemon), with its error; one "
+        "that was connected at some point exits 0, even if the daemon was gone at the end. "
+        "(Events the daemon drops for a watch that reads too slowly come from the log with "
+        "or without this)",
     )
     watch.set_defaults(func=cmd_watch)
 

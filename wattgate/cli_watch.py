@@ -172,12 +172,19 @@ class Watch:
         a line on stderr when it is lost (or the first connect fails) and one when it is
         back; errors that waiting will not mend end it as they do without --reconnect.
 
+        A --duration that ends before any connection was made raises the last reason it
+        could not be made (unavailable: exit 69, as without --reconnect): a script or a
+        timer must tell "watched, nothing came" from "never connected". One that was
+        connected for a while has watched, and ends 0 even if the daemon was gone at the
+        end: --reconnect is there to outlive the daemon going away, and stderr says it did.
+
         Tries wait RECONNECT_FIRST_S, then twice as long each time up to RECONNECT_MAX_S;
         a connection that lasted RECONNECT_MAX_S starts that over (one that a daemon drops
         at once, again and again, does not make a try every RECONNECT_FIRST_S)."""
         delay = RECONNECT_FIRST_S
         said_down = False  # a line on stderr said there is no connection
         connected_before = False
+        refused: Optional[ClientError] = None  # why the last try to connect failed
         while not self.done():
             made_at: Optional[float] = None  # when this connection was subscribed
             try:
@@ -197,11 +204,16 @@ class Watch:
                     note(f"connection to {path} lost ({_why(exc)}); reconnecting")
                     if time.monotonic() - made_at >= RECONNECT_MAX_S:
                         delay = RECONNECT_FIRST_S
-                elif not said_down:
-                    note(f"cannot connect to {path} ({_why(exc)}); trying again until it can")
+                else:
+                    refused = exc
+                    if not said_down:
+                        note(f"cannot connect to {path} ({_why(exc)}); trying again until "
+                             "it can")
                 said_down = True
             time.sleep(self.left(delay))
             delay = min(delay * 2, RECONNECT_MAX_S)
+        if not connected_before and refused is not None:
+            raise _naming(refused, path)
         return 0
 
 
@@ -211,6 +223,14 @@ def _lost(exc: ClientError, connected_before: bool) -> bool:
     if exc.code in ("closed", "timeout", "busy"):
         return True
     return exc.errno in _NOT_THERE_YET or (connected_before and exc.errno in _NOT_OPEN_YET)
+
+
+def _naming(exc: ClientError, path: str) -> ClientError:
+    """The error, its message naming the socket: a daemon's own refusal (`busy`: "too many
+    clients") does not say which daemon refused."""
+    if path in exc.message:
+        return exc
+    return ClientError(exc.code, f"{path}: {exc.message}", exc.errno)
 
 
 def _why(exc: ClientError) -> str:
