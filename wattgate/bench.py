@@ -12,57 +12,18 @@ import importlib
 import json
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
-from typing import Any, Optional
+from typing import Any
 
 from wattgate.cli_power import EXIT_USAGE, positive_int
 from wattgate.client import ClientError
+from wattgate.stop_signals import StopSignal, raised_by
 
 NAMES = ("gate", "gate-quality", "pipeline", "idle", "footprint", "fanout")
 CHECKOUT = Path(__file__).resolve().parent.parent
 # what `timeout`, a CI runner cancelling a job, `kill` and a closed SSH session send
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 EXIT_FAILED = 1
-
-
-class Stopped(BaseException):
-    """SIGTERM or SIGHUP during a run. A BaseException, as KeyboardInterrupt is, so it
-    unwinds the same way Ctrl-C does: through every `with daemon(...)`, which stops its
-    daemon and removes its directory, and past the `except Exception` of the benchmarks."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _stop(signum: int, _frame: Optional[FrameType]) -> None:
-    # Once only: a second signal must not cut short the clean-up the first one started.
-    for stop_signal in STOP_SIGNALS:
-        signal.signal(stop_signal, signal.SIG_IGN)
-    raise Stopped(signum)
-
-
-@contextmanager
-def _stopped_by_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise Stopped while the benchmarks run; the handlers found are
-    put back after (a caller in this process, the tests, keeps its own). A signal found
-    ignored stays so: `nohup wattgate bench all` must outlive the terminal it began in."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    previous = {stop_signal: signal.getsignal(stop_signal) for stop_signal in STOP_SIGNALS}
-    for stop_signal, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(stop_signal, _stop)
-    try:
-        yield
-    finally:
-        for stop_signal, handler in previous.items():
-            signal.signal(stop_signal, handler)
 
 
 def register(subparsers: Any) -> None:
@@ -98,12 +59,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     report = _import("bench.report")
     try:
-        with _stopped_by_signals():
+        with raised_by(STOP_SIGNALS):
             return _run(report, args)
-    except Stopped as stopped:
-        print(f"wattgate bench {args.name}: stopped by {signal.Signals(stopped.signum).name}",
-              file=sys.stderr)
-        return 128 + stopped.signum
+    except StopSignal as stopped:
+        print(f"wattgate bench {args.name}: stopped by {stopped}", file=sys.stderr)
+        return stopped.exit_status
     except BrokenPipeError:
         raise  # stdout closed by its reader: the CLI's own business
     except (RuntimeError, OSError, ClientError) as exc:

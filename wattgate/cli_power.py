@@ -16,10 +16,10 @@ import signal
 import sys
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, Optional
 
 from wattgate.config import ConfigError, config_path, load_config, report_config_error
+from wattgate.stop_signals import StopSignal, raised_by
 
 EXIT_USAGE = 2
 EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it cannot load
@@ -96,30 +96,15 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Terminated(BaseException):
-    """SIGTERM arrived during `simulate`: unwound as an exception so its temporary
-    directory (the fake board and journal, about 124 KiB) is removed on the way out.
-
-    A BaseException, as KeyboardInterrupt is: the controller's `except Exception` guards
-    (a failed read is logged and the run goes on) must not swallow it."""
-
-
-def _terminate(signum: int, frame: Optional[FrameType]) -> None:
-    # one unwinding only: a second SIGTERM must not cut the clean-up short
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Terminated()
-
-
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Its SIGTERM (`timeout`, systemd) is a clean exit 143, as its SIGINT is 130: the
-    default action ended the process at once and left a /tmp/wattgate-sim-* behind."""
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    default action ended the process at once and left a /tmp/wattgate-sim-* (the fake
+    board and journal, about 124 KiB) behind."""
     try:
-        return _simulate(args)
-    except _Terminated:
-        return 128 + signal.SIGTERM
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        with raised_by((signal.SIGTERM,)):
+            return _simulate(args)
+    except StopSignal as stopped:
+        return stopped.exit_status
 
 
 def _simulate(args: argparse.Namespace) -> int:

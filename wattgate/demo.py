@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any, Optional
 
 from wattgate import boards
@@ -43,6 +42,7 @@ from wattgate.cli import (
     format_status,
 )
 from wattgate.client import Client, ClientError, exit_status
+from wattgate.stop_signals import StopSignal, raised_by
 
 DEMO_BOARD = "rk3588"
 DEMO_CONFIG = """\
@@ -67,18 +67,6 @@ SOCKET_NAME = "wattgate.sock"
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its NUL
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_TIMEOUT_S = 10.0  # the daemon's own stop restores the board; SIGKILL only past this
-
-
-class Interrupted(Exception):
-    """One of STOP_SIGNALS arrived: the demo stops its daemon and exits 128 + signum."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: Optional[FrameType]) -> None:
-    raise Interrupted(signum)
 
 
 def stop_daemon(proc: subprocess.Popen[bytes]) -> int:
@@ -213,13 +201,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to watch")
     args = parser.parse_args()
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, _interrupt)
     try:
-        return demo(args.seconds)
-    except Interrupted as exc:
-        print(f"demo: stopped by {exc}", file=sys.stderr, flush=True)
-        return 128 + exc.signum
+        with raised_by(STOP_SIGNALS):
+            return demo(args.seconds)
+    except StopSignal as stopped:
+        print(f"demo: stopped by {stopped}", file=sys.stderr, flush=True)
+        return stopped.exit_status
     except BrokenPipeError:
         # the reader went away (`make demo | head`); the daemon has been stopped on the way
         # out. What is left in stdout's buffer goes nowhere, not into a second traceback.
