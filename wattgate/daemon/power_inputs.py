@@ -310,11 +310,6 @@ def _input_rail(rails: list[Rail]) -> Optional[Rail]:
     return inputs[0] if len(inputs) == 1 else None
 
 
-def _read_iio(fs: Sysfs, name: str) -> tuple[Optional[iio.IioSensor], Optional[Meter]]:
-    """An IIO device as an ambient sensor and as a JetPack 4 rail meter (either may be None)."""
-    return iio.read_sensor(fs, name), read_iio_rails(fs, name)
-
-
 class InputReader:
     def __init__(
         self,
@@ -353,8 +348,14 @@ class InputReader:
             jobs[f"zone:{name}"] = partial(read_zone, fs, name)
         for name in fs.listdir(POWER_SUPPLY):
             jobs[f"supply:{name}"] = partial(read_supply, fs, name)
+        # Of IIO, the JetPack 4 rail meters (a device with none answers from its listing,
+        # without a read) and the light sensor: every channel of every device (accelerometers,
+        # ADCs, a light sensor with light = "none") was read each tick for nothing.
         for name in fs.listdir(iio.IIO):
-            jobs[f"iio:{name}"] = partial(_read_iio, fs, name)
+            jobs[f"iio:{name}"] = partial(read_iio_rails, fs, name)
+        light = self._follow_light_sensor()
+        if light is not None:
+            jobs[f"light:{light}"] = partial(iio.read_lux, fs, light)
         for name in fs.listdir(HWMON):
             jobs[f"hwmon:{name}"] = partial(read_hwmon, fs, name)
         for name in fs.listdir(POWERCAP):
@@ -396,7 +397,7 @@ class InputReader:
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
         silent = f"supply:{self._battery_name}" in waiting
         inputs.battery = self._battery(supplies, battery, discharging, silent)
-        meters = each("hwmon:") + [rails for _, rails in each("iio:") if rails is not None]
+        meters = each("hwmon:") + each("iio:")
         # powercap zone -> its counter and when it was read, on the clock of `now`: `now` for
         # a read that finished during this tick, earlier for an answer taken a tick late.
         # A stale answer (the tick before's) is left out: paired with `now` it made 0 W.
@@ -436,19 +437,24 @@ class InputReader:
                 temps[known[0]] = max(temps[known[0]], known[1])
         return temps
 
-    def _lux(self, got: Mapping[str, Any]) -> Optional[float]:
-        """Lux from the sensor `sensors.light` names, found as the sensor thread finds it
-        (None with "none"). The first IIO device with a reading stood in for it: with
-        light = "none" the light rules still switched profiles, and a named sensor could
-        lose to another device."""
+    def _follow_light_sensor(self) -> Optional[str]:
+        """The sensor `sensors.light` names, found as the sensor thread finds it (None with
+        "none"), to be read this tick."""
         # Compared here, under the one-read lock, not reset by the reload that sets
         # `light`: a read under way meanwhile would store the old sensor back.
         if self.light != self._light_for:  # a reload named another sensor: afresh
             self._light_for, self._light_sensor = self.light, None
-        name = self._light_sensor = follow_light_sensor(self.fs, self.light, self._light_sensor)
-        answer = None if name is None else got.get(f"iio:{name}")
-        sensor: Optional[iio.IioSensor] = None if answer is None else answer[0]
-        return None if sensor is None else sensor.lux
+        self._light_sensor = follow_light_sensor(self.fs, self.light, self._light_sensor)
+        return self._light_sensor
+
+    def _lux(self, got: Mapping[str, Any]) -> Optional[float]:
+        """Lux from the light sensor read this tick (`_follow_light_sensor`), None without
+        one. The first IIO device with a reading stood in for it: with light = "none" the
+        light rules still switched profiles, and a named sensor could lose to another
+        device."""
+        name = self._light_sensor
+        lux: Optional[float] = None if name is None else got.get(f"light:{name}")
+        return lux
 
     def _battery(
         self, supplies: list[Supply], battery: Optional[Supply], discharging: Optional[bool],

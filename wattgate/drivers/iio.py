@@ -103,13 +103,18 @@ def illuminance_sensors(fs: Sysfs) -> list[str]:
     return [n for n in fs.listdir(IIO) if has_channel(fs, n, "in_illuminance")]
 
 
+def read_lux(fs: Sysfs, name: str) -> Optional[float]:
+    """The device's illuminance alone: the power rules' light reading, which has no use for
+    its other channels."""
+    lux = _channel(fs, f"{IIO}/{name}", "in_illuminance")
+    # Below 0 lx: darkness read through a sensor's calibration offset, 0 lx as the lighting
+    # policy compares it. Dropped as no reading, a dark room showed a sensor error all night.
+    return None if lux is None else max(0.0, lux)
+
+
 def read_sensor(fs: Sysfs, name: str) -> Optional[IioSensor]:
     base = f"{IIO}/{name}"
-    lux = _channel(fs, base, "in_illuminance")
-    if lux is not None and lux < 0.0:
-        # Darkness read through a sensor's calibration offset: 0 lx, as the lighting policy
-        # compares it. Dropped as no reading, a dark room showed a sensor error all night.
-        lux = 0.0
+    lux = read_lux(fs, name)
     temp_mc = _channel(fs, base, "in_temp")
     if temp_mc is not None and temp_mc < ABSOLUTE_ZERO_MC:
         temp_mc = None
