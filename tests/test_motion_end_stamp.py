@@ -8,54 +8,37 @@ scripted camera (a plain object giving frames; nothing is mocked).
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 from typing import Optional
 
-import numpy as np
 import pytest
 
+from tests.test_gate_reload_episode import T0, ScriptedCamera
 from wattgate.config import GateConfig
 from wattgate.daemon.pipeline import Pipeline
 from wattgate.drivers.camera import Frame
 from wattgate.drivers.inference import Model
 from wattgate.policies.gating import MotionGate
 
-W, H = 320, 240
-T0 = 1_000_000.0  # wall-clock time of frame 0
 
-
-class SlowCamera:
-    """A still room, then a bright block crossing it for `moving` frames, then still again;
-    frame i at T0 + i * wall_step. Read as fast as the pipeline takes frames (neither live nor
-    paced): the gate runs on media time, so its decisions do not depend on the load."""
-
-    height, width, paced, live = H, W, False, False
-    description = "slow scripted camera"
+class SlowCamera(ScriptedCamera):
+    """ScriptedCamera's room and block at another rate: still, the block crossing for
+    `moving` frames, then still again; frame i at T0 + i * wall_step. Read as fast as the
+    pipeline takes frames (neither live nor paced): the gate runs on media time, 1 / fps a
+    frame, so its decisions do not depend on the load."""
 
     def __init__(self, fps: float, still: int, moving: int, after: int,
                  wall_step: Optional[float] = None) -> None:
         """`wall_step`: seconds of wall clock between frames, 1 / fps by default; less for
         a file read faster than real time."""
+        super().__init__(["still"] * still + ["move"] * moving + ["still"] * after)
         self.fps = fps
         self.wall_step = 1.0 / fps if wall_step is None else wall_step
-        self.plan = ["still"] * still + ["move"] * moving + ["still"] * after
-        self.index = 0
-        self.room = np.random.default_rng(0).integers(60, 160, (H, W)).astype(np.uint8)
 
     def read(self) -> Optional[Frame]:
         i = self.index
-        if i >= len(self.plan):
-            return None
-        self.index += 1
-        luma = self.room.copy()
-        if self.plan[i] == "move":
-            x = 20 + 30 * (i % 8)
-            luma[60:180, x:x + 40] = 240
-        return Frame(i, T0 + i * self.wall_step, time.monotonic(), None, luma=luma,
-                     decode=lambda: np.zeros((H, W, 3), np.uint8), size=(W, H))
-
-    def close(self) -> None:
-        pass
+        frame = super().read()
+        return None if frame is None else replace(frame, ts=T0 + i * self.wall_step)
 
 
 def episode(camera: SlowCamera, cooldown_s: float) -> tuple[list[tuple[bool, float]], float]:
