@@ -22,6 +22,7 @@ import select
 import socket
 import stat
 import struct
+import weakref
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -62,6 +63,9 @@ MAX_REFUSING = 64
 ABANDONED_WITH_CLIENT = frozenset({"snap"})
 HANGUP_CHECK_S = 1.0  # how often a client whose such command is waiting is looked at
 STOPPING = "the daemon is stopping"  # why a request the daemon could not finish is unavailable
+# Turns of the loop close() gives connections asyncio has accepted to reach _serve (three
+# in CPython 3.11: the transport is made, connection_made starts the task, the task runs)
+MAX_ARRIVAL_TURNS = 100
 MAX_FAILURES_KEPT = 1000  # distinct command failures remembered as already logged
 # bytes of a line a reply needs besides its id: a longer id is refused before the request
 # runs, so a profile set or a reload is never done and then answered too_large
@@ -358,10 +362,12 @@ class Server:
         self.handlers = handlers
         self.hello = hello
         self.path: Optional[str] = None
-        self._server: Optional[asyncio.AbstractServer] = None
+        self._server: Optional[asyncio.Server] = None
         self._owns_path = False
         self._inode = 0  # of the socket file we bound
         self._connections: set[asyncio.Task[Any]] = set()  # each connection's reader
+        # readers of connections asyncio has accepted whose _serve has not started yet
+        self._arriving: weakref.WeakSet[asyncio.StreamReader] = weakref.WeakSet()
         # connections made before the daemon was ready, waiting for their hello unread
         self._waiting: dict[ClientSession, asyncio.Task[Any]] = {}
         self._refusing = 0  # clients told busy, read until they close
@@ -381,11 +387,18 @@ class Server:
             _note_inherited(self.path, self.cfg)
         if self._owns_path:
             self._inode = os.stat(self.path).st_ino
+        self._server = await asyncio.get_running_loop().create_unix_server(
+            self._protocol, sock=sock
+        )
+
+    def _protocol(self) -> asyncio.StreamReaderProtocol:
+        """What asyncio.start_unix_server makes for each connection, with its reader
+        noted as arriving until its _serve starts."""
         # The limit is on where the newline is: MAX_LINE - 1 makes MAX_LINE the most bytes
         # a line may have with its newline.
-        self._server = await asyncio.start_unix_server(
-            self._serve, sock=sock, limit=MAX_LINE - 1
-        )
+        reader = asyncio.StreamReader(limit=MAX_LINE - 1)
+        self._arriving.add(reader)
+        return asyncio.StreamReaderProtocol(reader, self._serve)
 
     def set_ready(self) -> None:
         """Clients that connected early get their hello once the daemon is ready."""
@@ -396,7 +409,7 @@ class Server:
         each client has what is queued for it written before its connection closes."""
         self._closing = True
         if self._server is not None:
-            self._server.close()
+            await self._stop_accepting(self._server)
         sessions = list(self.hub.sessions)
         # Readers still waiting (for the hello, a request, a command's answer) end first,
         # not when asyncio.run cancels whatever is left and logs each as an error.
@@ -416,7 +429,35 @@ class Server:
                 if os.stat(self.path).st_ino == self._inode:
                     os.unlink(self.path)
 
+    async def _stop_accepting(self, server: asyncio.Server) -> None:
+        """Accept no more connections, let those asyncio has accepted already reach
+        _serve (which tells them the daemon is stopping), then close the listener.
+
+        asyncio takes a few turns of the loop from accepting a connection to starting its
+        _serve. Closed in those turns, the server failed to make the transport of one
+        (an AssertionError, seen only in asyncio's debug mode) and left its socket to the
+        garbage collector; another's _serve started after close() had looked, or never,
+        and its client waited, with neither a hello nor the end of the stream, until the
+        process exited."""
+        loop = asyncio.get_running_loop()
+        for listener in server.sockets:
+            loop.remove_reader(listener.fileno())
+        # One turn: the tasks of connections accepted already make their protocols (and
+        # so join _arriving) in it. One whose transport failed leaves _arriving when its
+        # reader is freed; MAX_ARRIVAL_TURNS bounds the wait for it until then.
+        await asyncio.sleep(0)
+        for _ in range(MAX_ARRIVAL_TURNS):
+            if not self._arriving:
+                break
+            await asyncio.sleep(0)
+        server.close()
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._arriving.discard(reader)
+        if self._closing:  # accepted as close() began: told why, not left waiting
+            writer.write(encode(_error("unavailable", STOPPING)))
+            writer.close()  # once the error is written
+            return
         creds = peer_creds(writer.get_extra_info("socket"))
         session = ClientSession(writer, self.cfg.client_queue, str(creds or "?"), creds)
         if self._places_taken() >= self.cfg.max_clients:
