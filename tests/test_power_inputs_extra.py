@@ -1,5 +1,8 @@
 """What the power tick reads of IIO devices, and what the status shows of the batteries.
 
+The status showed the first battery alone, where the rules judge every battery's charge
+together: on a laptop with two, 97 % shown while the rules acted on 8 %.
+
 The tick reads the JetPack 4 rail meters for their watts and the light sensor
 `sensors.light` names, and nothing else under IIO: with light = "none" it read every channel
 of every device (illuminance, accelerometers, ADCs) each second and threw the lux away.
@@ -12,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.boards import Board
-from tests.test_power_inputs_edges import jetpack4_rails
+from tests.fixtures.boards import Board, materialize
+from tests.test_power_inputs_edges import jetpack4_rails, two_batteries
+from wattgate.config import parse_config
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.power_inputs import InputReader
 from wattgate.drivers.sysfs import OsIO, Sysfs
 
@@ -68,3 +73,33 @@ def test_the_tick_reads_the_rails_and_only_the_light_sensor_it_uses(
         read = io.under(root, LIGHT)
         assert "in_illuminance_raw" in read
         assert all(a.startswith("in_illuminance") for a in read), read
+
+
+def test_the_status_shows_every_battery_and_the_charge_the_rules_judge(tmp_path: Path) -> None:
+    """BAT0 idle at 97 % of 57 Wh, BAT1 in use at 8 % of 19 Wh: the status showed BAT0's
+    97 % alone while the rules judged the two together, 74.75 %."""
+    root, io = two_batteries(tmp_path, {"power_now": "9300000", "capacity": "8",
+                                        "status": "Discharging", "energy_full": "19000000"})
+    cfg = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")}})
+    pc = PowerController(cfg, io=io)
+    pc.start(0.0)
+    pc.tick(1.0)
+    power = pc.status()
+    pc.stop()
+    assert power["battery"]["name"] == "BAT0" and power["battery"]["percent"] == 97
+    assert power["battery_percent"] == pytest.approx((97 * 57 + 8 * 19) / 76, abs=0.05)
+    assert power["on_battery"] is True
+    assert [(b["name"], b["percent"], b["status"]) for b in power["batteries"]] == [
+        ("BAT0", 97, "Unknown"), ("BAT1", 8, "Discharging")]
+    assert power["batteries"][1]["watts"] == pytest.approx(9.3)
+
+
+def test_the_status_of_a_board_without_battery_says_it_is_on_mains(tmp_path: Path) -> None:
+    root = materialize("rk3588", tmp_path / "sys")
+    cfg = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")}})
+    pc = PowerController(cfg)
+    pc.start(0.0)
+    power = pc.status()
+    pc.stop()
+    assert power["on_battery"] is False
+    assert "battery" not in power and "batteries" not in power and "battery_percent" not in power

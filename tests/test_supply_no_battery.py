@@ -105,5 +105,5 @@ def test_the_daemon_on_a_board_without_battery_holds_the_on_mains_rule(
             time.sleep(0.1)
         assert power["profile"]["name"] == "performance"
         assert power["profile"]["reason"] == "on mains"
-        assert "battery" not in power
+        assert power["on_battery"] is False and "battery" not in power
     assert daemon.stop() == 0

@@ -325,6 +325,7 @@ class PowerController:
         self.last_measured: Optional[float] = None
         self.meter_source: Optional[str] = None
         self.battery: Optional[dict[str, Any]] = None
+        self.batteries: list[dict[str, Any]] = []  # every battery, as read last
         # what the rules last judged (_take_inputs): a pin's release and variant_under judge
         # the same, the combined charge of all batteries with the rest, not the status's
         # first battery; the status's temperatures and lux are these too. Before the first
@@ -1413,6 +1414,7 @@ class PowerController:
     def _take_inputs(self, inputs: Inputs) -> None:
         self._readings = inputs.readings
         self.battery = inputs.battery
+        self.batteries = inputs.batteries
         self.last_measured = inputs.meter_w
         self.meter_source = inputs.meter_source
 
@@ -1592,6 +1594,15 @@ class PowerController:
                                "backlog": p.backlog}
             if self.battery is not None:
                 out["battery"] = {k: v for k, v in self.battery.items() if v is not None}
+            # What the battery rules judge: `battery` is the first battery alone, and on a
+            # laptop with two it showed 97 % while the rules acted on 8 %.
+            if self.batteries:
+                out["batteries"] = [{k: v for k, v in b.items() if v is not None}
+                                    for b in self.batteries]
+            if self._readings.battery_percent is not None:
+                out["battery_percent"] = round(self._readings.battery_percent, 1)
+            if self._readings.on_battery is not None:
+                out["on_battery"] = self._readings.on_battery
             if self.lux is not None:
                 out["lux"] = self.lux
             if self.notes:

@@ -283,7 +283,8 @@ class Inputs:
 
     readings: Readings = field(default_factory=Readings)
     temps: dict[str, float] = field(default_factory=dict)  # zone type -> °C
-    battery: Optional[dict[str, Any]] = None
+    battery: Optional[dict[str, Any]] = None  # the first battery, or the one gone
+    batteries: list[dict[str, Any]] = field(default_factory=list)  # every battery read now
     meter_w: Optional[float] = None
     meter_source: Optional[str] = None
     cpu_khz: dict[str, Optional[int]] = field(default_factory=dict)  # policy -> cur freq
@@ -397,6 +398,8 @@ class InputReader:
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
         silent = f"supply:{self._battery_name}" in waiting
         inputs.battery = self._battery(supplies, battery, discharging, silent)
+        inputs.batteries = [{"name": b.name, "percent": b.capacity_percent, "status": b.status,
+                             "watts": b.watts, "error": b.error} for b in batteries]
         meters = each("hwmon:") + each("iio:")
         # powercap zone -> its counter and when it was read, on the clock of `now`: `now` for
         # a read that finished during this tick, earlier for an answer taken a tick late.
