@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from wattgate.drivers import cpufreq
+from wattgate.drivers import cpufreq, devfreq
 from wattgate.drivers.accel import find_npu
 from wattgate.drivers.sysfs import OsIO, Sysfs
 from wattgate.policies.energy import BoardPower, EnergyMeter, Watts
@@ -50,6 +50,14 @@ DEVFREQ_UP = 0.90  # simple_ondemand DFSO_UPTHRESHOLD
 DEVFREQ_DOWN = 0.05  # simple_ondemand DFSO_DOWNDIFFERENCTIAL
 
 
+# Where a governor store's attribute sits below the sysfs root, and where the kernel's
+# other lists of registered governors are (the list is global: loading a module adds the
+# governor to every policy's, every device's).
+GOVERNOR_STORES = {
+    "scaling_governor": (f"/{cpufreq.CPUFREQ}/", cpufreq.CPUFREQ, "policy*",
+                         "scaling_available_governors"),
+    "governor": (f"/{devfreq.DEVFREQ}/", devfreq.DEVFREQ, "*", "available_governors"),
+}
 RUNTIME_PM_CONTROL = ("auto", "on")
 UNSIGNED_ATTRIBUTES = ("scaling_min_freq", "scaling_max_freq", "min_freq", "max_freq")
 
@@ -71,6 +79,7 @@ class WatchIO(OsIO):
 
     def write_text(self, path: Path, data: str) -> None:
         if os.path.lexists(path):  # a missing attribute stays the OS's ENOENT
+            self._request_module(path, data.strip())
             refused = self.refusal(path, data)
             if refused is not None:
                 err, why = refused
@@ -118,6 +127,37 @@ class WatchIO(OsIO):
         top = min(max(shown[1], lowest), highest)
         super().write_text(ceiling, f"{top}\n")
         super().write_text(floor, f"{min(max(shown[0], lowest), top)}\n")
+
+    def _request_module(self, path: Path, governor: str) -> None:
+        """A store of a governor not registered loads its module first, when the kernel's
+        module tree has its file (cpufreq_parse_governor: request_module "cpufreq_<name>";
+        devfreq's try_then_request_governor: "governor_<name>"); the refusal check then
+        finds it listed. A module modules.dep names but whose file is gone fails to load,
+        as modprobe does, and the store is refused as before."""
+        store = GOVERNOR_STORES.get(path.name)
+        if store is None or not governor:
+            return
+        marker, listing, pattern, available = store
+        text = str(path)
+        if marker not in text or governor in self._words(path.parent / available):
+            return
+        root = Path(text[: text.rfind(marker)])
+        modules = cpufreq.kernel_modules(root)
+        if path.name == "scaling_governor":
+            driver = next(iter(self._words(path.parent / "scaling_driver")), None)
+            loadable = cpufreq.loadable_governors(modules, (), driver)
+            module = f"cpufreq_{governor}"
+        else:
+            loadable = devfreq.loadable_governors(modules, ())
+            named = {v: k for k, v in devfreq.MODULE_GOVERNORS.items()}
+            module = f"governor_{named.get(governor, governor)}"
+        file = modules.get(module)
+        if governor not in loadable or file is None or not file.is_file():
+            return
+        for entry in sorted((root / listing).glob(pattern)):
+            words = self._words(entry / available)
+            if (entry / available).exists() and governor not in words:
+                super().write_text(entry / available, " ".join((*words, governor)) + "\n")
 
     def _words(self, path: Path) -> tuple[str, ...]:
         try:

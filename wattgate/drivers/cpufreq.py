@@ -9,9 +9,11 @@ checks it against what the policy offers and writes it.
 from __future__ import annotations
 
 import errno
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from wattgate.drivers.sysfs import (
@@ -39,6 +41,16 @@ CPUS_OFFLINE = "devices/system/cpu/offline"
 # policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
 # policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
 COOLING_TYPE = re.compile(r"cpufreq-cpu(?P<cpu>\d+)|thermal-cpufreq-(?P<index>\d+)")
+# The running kernel's modules, beside the sysfs root as /lib is beside /sys: a fake tree
+# lays them out as <tree>/sys and <tree>/lib/modules/<release>.
+MODULES = "lib/modules"
+MODULE_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
+# Where the governors' modules are built (drivers/cpufreq/Makefile, drivers/devfreq/Makefile):
+# looked at when depmod wrote no modules.dep.
+GOVERNOR_MODULE_DIRS = ("kernel/drivers/cpufreq", "kernel/drivers/devfreq")
+# Drivers with ->setpolicy (intel_pstate and amd-pstate in active mode): store_scaling_governor
+# takes only "performance" and "powersave" there (cpufreq_parse_policy) and loads no module.
+SETPOLICY_DRIVERS = ("intel_pstate", "amd-pstate-epp", "longrun")
 # ASCII digits only (str.isdigit takes "１０" too); three at most, as 255 has
 RAW_EPP = re.compile(r"[0-9]{1,3}")
 
@@ -64,6 +76,11 @@ class CpuPolicy:
     # False while every CPU of the policy is offline: cpufreq.c then answers EBUSY to
     # every show and store of the policy's attributes, so nothing above could be read.
     active: bool = True
+    # Governors built as modules not loaded yet: not in scaling_available_governors, yet a
+    # store of the name loads the module (cpufreq_parse_governor: request_module
+    # "cpufreq_<name>") and takes it. Whether the load works (module signing, modprobe
+    # present) only the store tells.
+    loadable: tuple[str, ...] = ()
 
     def attr(self, name: str) -> str:
         return f"{self.path}/{name}"
@@ -96,11 +113,61 @@ def offline_cpus(fs: Sysfs) -> tuple[int, ...]:
     return _cpu_list(fs.read_opt(CPUS_OFFLINE))
 
 
-def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
+def module_dir(sysfs_root: Path, release: Optional[str] = None) -> Path:
+    """/lib/modules/$(uname -r) of the system whose sysfs is at ``sysfs_root``."""
+    return Path(os.path.abspath(sysfs_root)).parent / MODULES / (release or os.uname().release)
+
+
+def kernel_modules(sysfs_root: Path, release: Optional[str] = None) -> dict[str, Path]:
+    """The modules modprobe can load for the running kernel: name -> module file.
+
+    modprobe finds a module by name in modules.dep (written by depmod); without one, the
+    .ko files of the governors' directories are taken. Names are the file names without
+    .ko and its compression suffix. {} when there is no module tree (a kernel built
+    without modules, or a fake tree without one).
+    """
+    base = module_dir(sysfs_root, release)
+    try:
+        text = (base / "modules.dep").read_text(errors="replace")
+    except OSError:
+        files: list[Path] = []
+        for directory in GOVERNOR_MODULE_DIRS:
+            try:
+                files.extend(entry for entry in (base / directory).iterdir())
+            except OSError:
+                continue
+        return {MODULE_SUFFIX.sub("", f.name): f for f in files if MODULE_SUFFIX.search(f.name)}
+    modules: dict[str, Path] = {}
+    for line in text.splitlines():
+        module = line.partition(":")[0].strip()
+        if MODULE_SUFFIX.search(module):
+            modules.setdefault(MODULE_SUFFIX.sub("", module.rsplit("/", 1)[-1]), base / module)
+    return modules
+
+
+def loadable_governors(
+    modules: Mapping[str, Path], listed: Sequence[str], driver: Optional[str] = None
+) -> tuple[str, ...]:
+    """The governors of ``modules`` (cpufreq_<name>) not in ``listed``: none under a
+    setpolicy ``driver``, which takes no governor module."""
+    if driver in SETPOLICY_DRIVERS:
+        return ()
+    names = (m[len("cpufreq_"):] for m in modules if m.startswith("cpufreq_"))
+    return tuple(sorted(n for n in names if n and n not in listed))
+
+
+def read_policy(
+    fs: Sysfs, name: str, modules: Optional[Mapping[str, Path]] = None
+) -> CpuPolicy:
+    """Policy ``name`` as it reads now; ``modules`` (kernel_modules) is read when not given."""
     path = f"{CPUFREQ}/{name}"
     if not fs.is_dir(path):
         raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
     governor, active = _governor(fs, path)
+    governors = fs.read_words(f"{path}/scaling_available_governors")
+    driver = fs.read_opt(f"{path}/scaling_driver")
+    if modules is None:
+        modules = kernel_modules(fs.root)
     freqs = fs.read_int_words(f"{path}/scaling_available_frequencies")
     if freqs:
         # The kernel lists a freq_table's boost OPPs (cpufreq-dt: opp turbo-mode) apart,
@@ -113,9 +180,9 @@ def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
         name=name,
         path=path,
         cpus=_cpu_list(fs.read_opt(f"{path}/related_cpus")),
-        driver=fs.read_opt(f"{path}/scaling_driver"),
+        driver=driver,
         governor=governor,
-        governors=fs.read_words(f"{path}/scaling_available_governors"),
+        governors=governors,
         cpuinfo_min_khz=fs.read_int_opt(f"{path}/cpuinfo_min_freq"),
         cpuinfo_max_khz=fs.read_int_opt(f"{path}/cpuinfo_max_freq"),
         min_khz=fs.read_int_opt(f"{path}/scaling_min_freq"),
@@ -125,6 +192,7 @@ def read_policy(fs: Sysfs, name: str) -> CpuPolicy:
         epp=fs.read_opt(f"{path}/energy_performance_preference"),
         epp_choices=fs.read_words(f"{path}/energy_performance_available_preferences"),
         active=active,
+        loadable=loadable_governors(modules, governors, driver),
     )
 
 
@@ -132,13 +200,15 @@ def discover_policies(fs: Sysfs) -> list[CpuPolicy]:
     """Every policyN directory, in CPU order (policy0, policy4, policy6 ...)."""
     names = [n for n in fs.listdir(CPUFREQ) if n.startswith("policy") and n[6:].isdigit()]
     names.sort(key=lambda n: int(n[6:]))
-    return [read_policy(fs, n) for n in names]
+    modules = kernel_modules(fs.root)
+    return [read_policy(fs, n, modules) for n in names]
 
 
 def pick_governor(policy: CpuPolicy, wanted: Sequence[str]) -> Optional[str]:
-    """The first of ``wanted`` the policy offers (tuned's ``a|b|c`` rule), else None."""
+    """The first of ``wanted`` the policy offers or the kernel can load (tuned's ``a|b|c``
+    rule), else None."""
     for governor in wanted:
-        if governor in policy.governors:
+        if governor in policy.governors or governor in policy.loadable:
             return governor
     return None
 
@@ -147,7 +217,8 @@ def set_governor(w: Writer, policy: CpuPolicy, wanted: Sequence[str]) -> str:
     """Write the first available governor of ``wanted``; returns the one chosen.
 
     Raises AttributeMissing when the policy has no scaling_governor (tuned skips
-    such CPUs too) and AttributeInvalid when none of ``wanted`` is offered.
+    such CPUs too) and AttributeInvalid when none of ``wanted`` is offered or loadable,
+    or when the kernel refuses it (a module that would not load).
     """
     attribute = policy.attr("scaling_governor")
     if policy.governor is None:
@@ -159,7 +230,8 @@ def set_governor(w: Writer, policy: CpuPolicy, wanted: Sequence[str]) -> str:
             w.fs.path(attribute),
             errno.EINVAL,
             "write",
-            f"none of {list(wanted)} in {list(policy.governors)}",
+            f"none of {list(wanted)} in {list(policy.governors)} nor loadable "
+            f"{list(policy.loadable)}",
         )
     w.write(attribute, chosen)
     return chosen

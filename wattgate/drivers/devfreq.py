@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import errno
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
+from wattgate.drivers.cpufreq import kernel_modules
 from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
 from wattgate.drivers.thermal import (
     CoolingDevice,
@@ -37,6 +39,12 @@ DEVFREQ = "class/devfreq"
 # "thermal-devfreq-0", which sysfs does not tie to a device.
 COOLING_PREFIX = "devfreq-"
 LEGACY_COOLING = re.compile(r"thermal-devfreq-\d+")
+
+# devfreq.c try_then_request_governor loads "governor_<name>", but simple_ondemand's
+# module is governor_simpleondemand (DEVFREQ_GOV_SIMPLE_ONDEMAND is special-cased there).
+MODULE_GOVERNORS = {"simpleondemand": "simple_ondemand"}
+# DEVFREQ_GOV_FLAG_IMMUTABLE: governor_store refuses to switch to it (EINVAL), loaded or not.
+IMMUTABLE_GOVERNORS = ("passive",)
 
 # Rockchip BSP: "load" reads "<percent>@<freq>Hz" (e.g. "100@600000000Hz").
 _LOAD_AT = re.compile(r"^\s*(\d+)\s*@\s*(\d+)\s*Hz\s*$")
@@ -56,6 +64,10 @@ class DevfreqDevice:
     max_hz: Optional[int]
     frequencies_hz: tuple[int, ...]
     load_percent: Optional[int]
+    # Governors built as modules not loaded yet: not in available_governors, yet a store of
+    # the name loads the module (governor_store: try_then_request_governor, request_module
+    # "governor_<name>") and takes it, when the module loads.
+    loadable: tuple[str, ...] = ()
 
     def attr(self, name: str) -> str:
         return f"{self.path}/{name}"
@@ -71,38 +83,58 @@ def parse_load(text: Optional[str]) -> Optional[int]:
     return None
 
 
-def read_devfreq(fs: Sysfs, name: str) -> DevfreqDevice:
+def loadable_governors(modules: Mapping[str, Path], listed: Sequence[str]) -> tuple[str, ...]:
+    """The devfreq governors of ``modules`` (governor_<name>) not in ``listed``."""
+    names = (m[len("governor_"):] for m in modules if m.startswith("governor_"))
+    # a "governor_simple_ondemand" is not what the kernel asks modprobe for
+    governors = (MODULE_GOVERNORS.get(n, n) for n in names
+                 if n and n not in MODULE_GOVERNORS.values())
+    return tuple(sorted(g for g in governors
+                        if g not in listed and g not in IMMUTABLE_GOVERNORS))
+
+
+def read_devfreq(
+    fs: Sysfs, name: str, modules: Optional[Mapping[str, Path]] = None
+) -> DevfreqDevice:
+    """Device ``name`` as it reads now; ``modules`` (cpufreq.kernel_modules) is read when
+    not given."""
     path = f"{DEVFREQ}/{name}"
     if not fs.exists(path):
         raise AttributeMissing(path, fs.path(path), errno.ENOENT, "read")
     real = fs.resolve(path)
     device = real.rsplit("/devfreq/", 1)[0] if "/devfreq/" in real else real
     freqs = fs.read_int_words(f"{path}/available_frequencies")
+    governors = fs.read_words(f"{path}/available_governors")
+    if modules is None:
+        modules = kernel_modules(fs.root)
     return DevfreqDevice(
         name=name,
         path=path,
         device=device,
         governor=fs.read_opt(f"{path}/governor"),
-        governors=fs.read_words(f"{path}/available_governors"),
+        governors=governors,
         cur_hz=fs.read_int_opt(f"{path}/cur_freq"),
         min_hz=fs.read_int_opt(f"{path}/min_freq"),
         max_hz=fs.read_int_opt(f"{path}/max_freq"),
         frequencies_hz=tuple(freqs),
         load_percent=parse_load(fs.read_opt(f"{path}/load")),
+        loadable=loadable_governors(modules, governors),
     )
 
 
 def discover_devfreq(fs: Sysfs) -> list[DevfreqDevice]:
-    return [read_devfreq(fs, name) for name in fs.listdir(DEVFREQ)]
+    modules = kernel_modules(fs.root)
+    return [read_devfreq(fs, name, modules) for name in fs.listdir(DEVFREQ)]
 
 
 def set_governor(w: Writer, dev: DevfreqDevice, wanted: Sequence[str]) -> str:
-    """Write the first of ``wanted`` that the device offers; returns it."""
+    """Write the first of ``wanted`` that the device offers or the kernel can load;
+    returns it. A module that would not load surfaces as the store's error."""
     attribute = dev.attr("governor")
     if dev.governor is None:
         raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
     for governor in wanted:
-        if governor in dev.governors:
+        if governor in dev.governors or governor in dev.loadable:
             w.write(attribute, governor)
             return governor
     raise AttributeInvalid(
@@ -110,7 +142,7 @@ def set_governor(w: Writer, dev: DevfreqDevice, wanted: Sequence[str]) -> str:
         w.fs.path(attribute),
         errno.EINVAL,
         "write",
-        f"none of {list(wanted)} in {list(dev.governors)}",
+        f"none of {list(wanted)} in {list(dev.governors)} nor loadable {list(dev.loadable)}",
     )
 
 

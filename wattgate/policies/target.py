@@ -26,7 +26,7 @@ from wattgate.policies.profiles import Settings, absolute
 class CpuCaps:
     name: str  # policy0
     path: str  # devices/system/cpu/cpufreq/policy0
-    governors: tuple[str, ...] = ()
+    governors: tuple[str, ...] = ()  # scaling_available_governors: registered now
     has_governor: bool = True
     min_khz: Optional[int] = None  # cpuinfo_min_freq
     max_khz: Optional[int] = None  # cpuinfo_max_freq
@@ -35,17 +35,19 @@ class CpuCaps:
     has_max: bool = True
     has_epp: bool = False
     epp_choices: tuple[str, ...] = ()
+    loadable: tuple[str, ...] = ()  # CpuPolicy.loadable: modules a store of the name loads
 
 
 @dataclass(frozen=True)
 class DevfreqCaps:
     name: str  # fdab0000.npu
     path: str  # class/devfreq/fdab0000.npu
-    governors: tuple[str, ...] = ()
+    governors: tuple[str, ...] = ()  # available_governors: registered now
     has_governor: bool = True
     frequencies: tuple[int, ...] = ()  # Hz, ascending
     min_hz: Optional[int] = None  # lowest OPP (or min_freq when no table)
     max_hz: Optional[int] = None
+    loadable: tuple[str, ...] = ()  # DevfreqDevice.loadable: modules a store loads
 
 
 @dataclass(frozen=True)
@@ -125,11 +127,24 @@ def _range(
     return floor, ceiling
 
 
-def _pick(wanted: Sequence[str], offered: Sequence[str]) -> Optional[str]:
-    """First of ``wanted`` that is offered (tuned's "a|b" fallback); any if none listed."""
+def _pick(wanted: Sequence[str], offered: Sequence[str],
+          loadable: Sequence[str] = ()) -> Optional[str]:
+    """First of ``wanted`` that is offered or loadable (tuned's "a|b" fallback: the order
+    is the profile's); any if none listed.
+
+    A governor built as a module shows in the list only once loaded, and the kernel loads
+    it when its name is written, so a loadable one is as good a choice as a listed one.
+    """
     if not offered:
         return wanted[0] if wanted else None
-    return next((g for g in wanted if g in offered), None)
+    return next((g for g in wanted if g in offered or g in loadable), None)
+
+
+def _unavailable(name: str, wanted: Sequence[str], offered: Sequence[str],
+                 loadable: Sequence[str]) -> str:
+    """The note for a governor setting none of whose governors this board has."""
+    note = f"{name}: none of governors {list(wanted)} in {list(offered)}"
+    return f"{note} nor loadable {list(loadable)}" if loadable else note
 
 
 def _devfreq(
@@ -142,9 +157,9 @@ def _devfreq(
     level: Optional[float],
 ) -> None:
     if governor and dev.has_governor:
-        chosen = _pick(governor, dev.governors)
+        chosen = _pick(governor, dev.governors, dev.loadable)
         if chosen is None:
-            notes.append(f"{dev.name}: none of governors {list(governor)} in {list(dev.governors)}")
+            notes.append(_unavailable(dev.name, governor, dev.governors, dev.loadable))
         else:
             knobs[f"{dev.path}/governor"] = chosen
     floor, ceiling = _range(
@@ -172,11 +187,9 @@ def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None) ->
     for cpu in caps.cpus:
         chosen = None
         if s.cpu_governor and cpu.has_governor:
-            chosen = _pick(s.cpu_governor, cpu.governors)
+            chosen = _pick(s.cpu_governor, cpu.governors, cpu.loadable)
             if chosen is None:
-                notes.append(
-                    f"{cpu.name}: none of governors {list(s.cpu_governor)} in {list(cpu.governors)}"
-                )
+                notes.append(_unavailable(cpu.name, s.cpu_governor, cpu.governors, cpu.loadable))
             else:
                 knobs[f"{cpu.path}/scaling_governor"] = chosen
         floor, ceiling = _range(
