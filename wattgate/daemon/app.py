@@ -699,7 +699,9 @@ class Daemon:
                 with self._guarded("power"):
                     await self._power_tick(self.power, now)
             with self._guarded("event log"):
-                self.eventlog.flush(time.time())
+                # off the loop: a flush waits for a sync of the -wal (eventlog.py)
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.eventlog.flush, time.time())
             healthy = self.progress.healthy(now)
             if ping_every is not None and healthy and now - last_ping >= ping_every:
                 self.notifier.watchdog()

@@ -139,7 +139,12 @@ open the lock file; one it may not open that nobody holds is named with its owne
 mode (LogFileError). The kernel drops the lock when its holder dies, so a crash never
 leaves it held.
 
-One thread (the daemon's event loop) uses an EventLog.
+The daemon flushes on a thread of its own, and appends and reads on its event loop: a
+flush waits for a sync of the -wal (on an SD card or eMMC under writeback, up to a second
+or more) or for another process's lock, and on the loop that wait held every client's
+requests and results. Each public method holds the log's lock, so the two never use its
+state or its database at once; an append or an `events` read that comes during a flush
+waits for it, which a result or a request that needs no event does not.
 """
 
 from __future__ import annotations
@@ -155,10 +160,12 @@ import os
 import sqlite3
 import stat
 import sys
+import threading
 import time
 from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import Any, NamedTuple, Optional, TypeVar
+from typing import Any, NamedTuple, Optional, TypeVar, cast
 
 from wattgate.daemon.boot import boot_id
 from wattgate.daemon.hub import KEPT_FIELDS, MAX_LINE, fit_message, json_text
@@ -296,6 +303,20 @@ def boot_clock() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
+Method = TypeVar("Method", bound=Callable[..., Any])
+
+
+def _locked(method: Method) -> Method:
+    """A public method of EventLog, run holding the log's lock (the module docstring)."""
+
+    @wraps(method)
+    def run(log_: EventLog, *args: Any, **kwargs: Any) -> Any:
+        with log_._lock:
+            return method(log_, *args, **kwargs)
+
+    return cast(Method, run)
+
+
 class EventLog:
     def __init__(
         self,
@@ -313,6 +334,7 @@ class EventLog:
         check_place(path)
         self.path = path
         self._clock = clock
+        self._lock = threading.RLock()  # see the module docstring
         # Before reading: another log's numbers are not ours. Beside the path (its .seq is
         # there), and beside the file SQLite opens when the path is a link to it: a daemon
         # whose state_dir holds that file locks it there, and without this second lock both
@@ -680,6 +702,7 @@ class EventLog:
         """
         return self._last_seq
 
+    @_locked
     def append(self, kind: str, ts: float, **fields: Any) -> Event:
         """Give the event its seq and hold it for the next flush; returns the full event.
 
@@ -754,6 +777,7 @@ class EventLog:
             )
         return stamp, fields
 
+    @_locked
     def flush(self, now: float) -> bool:
         """Write held events in one transaction and prune.
 
@@ -1078,6 +1102,7 @@ class EventLog:
         if self._failing_since is not None:
             self._dropped += 1
 
+    @_locked
     def since(self, seq: int, limit: int) -> list[Event]:
         """Events with a seq above `seq`, oldest first, at most `limit`.
 
@@ -1115,6 +1140,7 @@ class EventLog:
                           self.path, row[0], exc)
             return None
 
+    @_locked
     def oldest_seq(self) -> int:
         """The oldest event still readable; `last_seq + 1` when there is none."""
         row = self._on_sound_db(lambda: self._db.execute(
@@ -1124,6 +1150,7 @@ class EventLog:
             return int(row[0])
         return self._held[0].event["seq"] if self._held else self._last_seq + 1
 
+    @_locked
     def close(self, now: float) -> None:
         """Write what is held and close; never raises for a write error (it is logged)."""
         if not self._write(now, final=True) and self._held:

@@ -1,0 +1,63 @@
+"""The event log's once-a-second flush does not hold up the clients.
+
+A flush waits for a sync of the -wal (on an SD card under writeback, a second or more) or
+for another process's lock on the database, up to BUSY_TIMEOUT_MS. Run on the event loop,
+that wait held every client's requests and results for as long. A slow card cannot be
+made here, so the wait is the lock's: the test holds a write lock on events.db from
+another connection, as a backup tool or an `sqlite3` shell would, and the daemon runs with
+BUSY_TIMEOUT_MS raised to an hour, so a flush on the loop would hold it for the whole test.
+A status request must still be answered while the flush waits, and the event it was
+writing must be in the log once the lock is let go.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import pinnable_board
+from wattgate.client import Client
+from wattgate.config import load_config
+
+# `wattgate run` whose flushes wait an hour for a lock on the event log
+PATIENT_FLUSH = """
+import sys
+import wattgate.daemon.eventlog as eventlog
+from wattgate.cli import main
+eventlog.BUSY_TIMEOUT_MS = 3_600_000
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def test_a_status_is_answered_while_a_flush_waits_for_the_database(
+    start_daemon: Any, tmp_path: Path,
+) -> None:
+    config = pinnable_board(
+        tmp_path, camera={"source": "synthetic:empty", "width": 160, "height": 120})
+    daemon = start_daemon(
+        config=config, argv=lambda config: [sys.executable, "-c", PATIENT_FLUSH, str(config)])
+    daemon.connect().close()
+    state_dir = Path(load_config(config).daemon.state_dir)
+    holder = sqlite3.connect(state_dir / "events.db", isolation_level=None, timeout=30.0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the rollback
+        with Client(str(daemon.socket), timeout=30.0) as client:
+            pinned = client.request("profile", set="powersave")  # a profile_change to write
+            time.sleep(2.5)  # two ticks: the flush of that event is waiting for the lock now
+            answer = client.request("status")
+            assert answer["power"]["profile"]["name"] == "powersave", answer
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with Client(str(daemon.socket), timeout=30.0) as client:
+        events = client.request("events", since=0, limit=100)["events"]
+    changes = [e for e in events if e["kind"] == "profile_change"]
+    assert changes and changes[-1]["profile"] == "powersave", (pinned, events)
+    assert daemon.stop() == 0, daemon.log()
+    assert "Traceback" not in daemon.log(), daemon.log()
+    with sqlite3.connect(state_dir / "events.db") as db:  # written, not only held
+        kinds = [row[0] for row in db.execute("SELECT kind FROM events ORDER BY seq")]
+    assert "profile_change" in kinds, kinds
