@@ -126,7 +126,7 @@ def test_battery_power_from_voltage_and_current(tmp_path: Path) -> None:
     supplies = supply.discover_supplies(Sysfs(b.write(tmp_path)))
     assert supplies[0].watts == pytest.approx(1.9)
     assert supply.on_battery(supplies) is True
-    assert supply.on_battery([]) is None
+    assert supply.on_battery([]) is False  # no battery at all: on mains
 
 
 def test_iio_light_and_temperature(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ def test_a_wireless_mouse_battery_is_not_the_boards(tmp_path: Path) -> None:
                    {"type": "Battery", "scope": "Device", "status": "Discharging",
                     "capacity": 15, "online": 1, "present": 1})
     inputs = InputReader(Sysfs(b.write(tmp_path)), {}).read(0.0)
-    assert inputs.readings.on_battery is None
+    assert inputs.readings.on_battery is False  # on mains: no battery of its own
     assert inputs.readings.battery_percent is None
     assert inputs.battery is None
 
