@@ -12,11 +12,14 @@ try_then_request_governor, "governor_<name>"). The boards here are fake sysfs tr
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import pinnable_board
 from tests.fixtures.boards import materialize
 from wattgate.drivers import cpufreq, devfreq
 from wattgate.drivers.sysfs import AttributeInvalid, Sysfs
@@ -208,3 +211,43 @@ def test_a_devfreq_governor_built_as_a_module_is_chosen_and_loaded(tmp_path: Pat
         assert "simple_ondemand" in other.governors
     with pytest.raises(AttributeInvalid):
         fs.write(f"{NPU}/governor", "passive")
+
+
+def test_a_daemon_pinned_to_a_profile_asking_for_a_module_governor_stores_it(
+    start_daemon: Any, tmp_path: Path,
+) -> None:
+    """The power controller gives the policy what the drivers read: pinned to a profile
+    whose governor is a module not yet loaded, the daemon writes it, and gives the board
+    its own governor back at the stop."""
+    config = pinnable_board(tmp_path, profiles={"quiet": {"cpu_governor": ["conservative"]}})
+    root = config.parent / "sys"
+    policy0 = root / CPUFREQ / "policy0"
+    for policy in (root / CPUFREQ).glob("policy*"):
+        (policy / "scaling_available_governors").write_text(BUILT_IN + "\n")
+    module_tree(config.parent, [CONSERVATIVE])
+    before = (policy0 / "scaling_governor").read_text()
+    daemon = start_daemon(config=config)
+    with daemon.connect() as client:
+        client.request("profile", set="quiet")
+        deadline = time.monotonic() + 30.0  # written by the power controller's writer
+        while (policy0 / "scaling_governor").read_text().strip() != "conservative":
+            assert time.monotonic() < deadline, (client.request("status")["power"],
+                                                 daemon.log())
+            time.sleep(0.05)
+    assert daemon.stop() == 0, daemon.log()
+    assert (policy0 / "scaling_governor").read_text() == before
+
+
+def test_modules_dep_is_read_again_only_once_depmod_wrote_it(tmp_path: Path) -> None:
+    """A distro kernel's modules.dep is about 1 MB, and policies are read again on the
+    power tick while CPUs are offline: it is read once per version of it."""
+    root = board(tmp_path)
+    base = module_tree(tmp_path, [CONSERVATIVE])
+    dep = base / "modules.dep"
+    assert "cpufreq_conservative" in cpufreq.kernel_modules(root)
+    stamp = dep.stat().st_mtime_ns
+    dep.write_text(f"{POWERSAVE}:\n".ljust(len(dep.read_text()) - 1) + "\n")  # same size
+    os.utime(dep, ns=(stamp, stamp))
+    assert "cpufreq_conservative" in cpufreq.kernel_modules(root)  # not read again
+    os.utime(dep, ns=(stamp + 10**9, stamp + 10**9))  # depmod ran
+    assert set(cpufreq.kernel_modules(root)) == {"cpufreq_powersave"}

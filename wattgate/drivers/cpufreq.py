@@ -118,31 +118,50 @@ def module_dir(sysfs_root: Path, release: Optional[str] = None) -> Path:
     return Path(os.path.abspath(sysfs_root)).parent / MODULES / (release or os.uname().release)
 
 
-def kernel_modules(sysfs_root: Path, release: Optional[str] = None) -> dict[str, Path]:
+# modules.dep of a distro kernel is about 1 MB: read once per version of it, not at every
+# policy read (a policy recheck runs on the power tick while CPUs are offline: nosmt)
+_modules_read: dict[Path, tuple[tuple[int, int], dict[str, Path]]] = {}
+
+
+def kernel_modules(sysfs_root: Path, release: Optional[str] = None) -> Mapping[str, Path]:
     """The modules modprobe can load for the running kernel: name -> module file.
 
     modprobe finds a module by name in modules.dep (written by depmod); without one, the
     .ko files of the governors' directories are taken. Names are the file names without
     .ko and its compression suffix. {} when there is no module tree (a kernel built
-    without modules, or a fake tree without one).
+    without modules, or a fake tree without one). modules.dep is read again only when
+    depmod has written it since (its mtime or size changed).
     """
     base = module_dir(sysfs_root, release)
+    dep = base / "modules.dep"
     try:
-        text = (base / "modules.dep").read_text(errors="replace")
+        seen = dep.stat()
+        version = (seen.st_mtime_ns, seen.st_size)
+        cached = _modules_read.get(dep)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        text = dep.read_text(errors="replace")
     except OSError:
-        files: list[Path] = []
-        for directory in GOVERNOR_MODULE_DIRS:
-            try:
-                files.extend(entry for entry in (base / directory).iterdir())
-            except OSError:
-                continue
-        return {MODULE_SUFFIX.sub("", f.name): f for f in files if MODULE_SUFFIX.search(f.name)}
+        return _governor_module_files(base)
     modules: dict[str, Path] = {}
     for line in text.splitlines():
         module = line.partition(":")[0].strip()
         if MODULE_SUFFIX.search(module):
             modules.setdefault(MODULE_SUFFIX.sub("", module.rsplit("/", 1)[-1]), base / module)
+    _modules_read[dep] = (version, modules)
     return modules
+
+
+def _governor_module_files(base: Path) -> dict[str, Path]:
+    """The .ko files of the governors' directories under ``base``, for a tree without
+    modules.dep."""
+    files: list[Path] = []
+    for directory in GOVERNOR_MODULE_DIRS:
+        try:
+            files.extend(entry for entry in (base / directory).iterdir())
+        except OSError:
+            continue
+    return {MODULE_SUFFIX.sub("", f.name): f for f in files if MODULE_SUFFIX.search(f.name)}
 
 
 def loadable_governors(
