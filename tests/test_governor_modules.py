@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import pinnable_board
 from tests.fixtures.boards import materialize
-from wattgate.drivers import cpufreq, devfreq
+from wattgate.drivers import cpufreq, devfreq, governors
 from wattgate.drivers.sysfs import AttributeInvalid, Sysfs
 from wattgate.policies.profiles import Settings
 from wattgate.policies.target import BoardCaps, CpuCaps, DevfreqCaps, build
@@ -244,10 +244,10 @@ def test_modules_dep_is_read_again_only_once_depmod_wrote_it(tmp_path: Path) -> 
     root = board(tmp_path)
     base = module_tree(tmp_path, [CONSERVATIVE])
     dep = base / "modules.dep"
-    assert "cpufreq_conservative" in cpufreq.kernel_modules(root)
+    assert "cpufreq_conservative" in governors.kernel_modules(root)
     stamp = dep.stat().st_mtime_ns
     dep.write_text(f"{POWERSAVE}:\n".ljust(len(dep.read_text()) - 1) + "\n")  # same size
     os.utime(dep, ns=(stamp, stamp))
-    assert "cpufreq_conservative" in cpufreq.kernel_modules(root)  # not read again
+    assert "cpufreq_conservative" in governors.kernel_modules(root)  # not read again
     os.utime(dep, ns=(stamp + 10**9, stamp + 10**9))  # depmod ran
-    assert set(cpufreq.kernel_modules(root)) == {"cpufreq_powersave"}
+    assert set(governors.kernel_modules(root)) == {"cpufreq_powersave"}

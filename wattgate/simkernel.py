@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from wattgate.drivers import cpufreq, devfreq
+from wattgate.drivers import cpufreq, devfreq, governors
 from wattgate.drivers.accel import find_npu
 from wattgate.drivers.sysfs import OsIO, Sysfs
 from wattgate.policies.energy import BoardPower, EnergyMeter, Watts
@@ -142,7 +142,7 @@ class WatchIO(OsIO):
         if marker not in text or governor in self._words(path.parent / available):
             return
         root = Path(text[: text.rfind(marker)])
-        modules = cpufreq.kernel_modules(root)
+        modules = governors.kernel_modules(root)
         if path.name == "scaling_governor":
             driver = next(iter(self._words(path.parent / "scaling_driver")), None)
             loadable = cpufreq.loadable_governors(modules, (), driver)

@@ -9,13 +9,13 @@ checks it against what the policy offers and writes it.
 from __future__ import annotations
 
 import errno
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from wattgate.drivers.governors import kernel_modules, store_governor
 from wattgate.drivers.sysfs import (
     AttributeBusy,
     AttributeInvalid,
@@ -41,13 +41,6 @@ CPUS_OFFLINE = "devices/system/cpu/offline"
 # policy->cpu ("cpufreq-cpu4"); older kernels numbered them with an IDA in the order the
 # policies registered, which is CPU order ("thermal-cpufreq-1": the second policy).
 COOLING_TYPE = re.compile(r"cpufreq-cpu(?P<cpu>\d+)|thermal-cpufreq-(?P<index>\d+)")
-# The running kernel's modules, beside the sysfs root as /lib is beside /sys: a fake tree
-# lays them out as <tree>/sys and <tree>/lib/modules/<release>.
-MODULES = "lib/modules"
-MODULE_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
-# Where the governors' modules are built (drivers/cpufreq/Makefile, drivers/devfreq/Makefile):
-# looked at when depmod wrote no modules.dep.
-GOVERNOR_MODULE_DIRS = ("kernel/drivers/cpufreq", "kernel/drivers/devfreq")
 # Drivers with ->setpolicy (intel_pstate and amd-pstate in active mode): store_scaling_governor
 # takes only "performance" and "powersave" there (cpufreq_parse_policy) and loads no module.
 SETPOLICY_DRIVERS = ("intel_pstate", "amd-pstate-epp", "longrun")
@@ -113,57 +106,6 @@ def offline_cpus(fs: Sysfs) -> tuple[int, ...]:
     return _cpu_list(fs.read_opt(CPUS_OFFLINE))
 
 
-def module_dir(sysfs_root: Path, release: Optional[str] = None) -> Path:
-    """/lib/modules/$(uname -r) of the system whose sysfs is at ``sysfs_root``."""
-    return Path(os.path.abspath(sysfs_root)).parent / MODULES / (release or os.uname().release)
-
-
-# modules.dep of a distro kernel is about 1 MB: read once per version of it, not at every
-# policy read (a policy recheck runs on the power tick while CPUs are offline: nosmt)
-_modules_read: dict[Path, tuple[tuple[int, int], dict[str, Path]]] = {}
-
-
-def kernel_modules(sysfs_root: Path, release: Optional[str] = None) -> Mapping[str, Path]:
-    """The modules modprobe can load for the running kernel: name -> module file.
-
-    modprobe finds a module by name in modules.dep (written by depmod); without one, the
-    .ko files of the governors' directories are taken. Names are the file names without
-    .ko and its compression suffix. {} when there is no module tree (a kernel built
-    without modules, or a fake tree without one). modules.dep is read again only when
-    depmod has written it since (its mtime or size changed).
-    """
-    base = module_dir(sysfs_root, release)
-    dep = base / "modules.dep"
-    try:
-        seen = dep.stat()
-        version = (seen.st_mtime_ns, seen.st_size)
-        cached = _modules_read.get(dep)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        text = dep.read_text(errors="replace")
-    except OSError:
-        return _governor_module_files(base)
-    modules: dict[str, Path] = {}
-    for line in text.splitlines():
-        module = line.partition(":")[0].strip()
-        if MODULE_SUFFIX.search(module):
-            modules.setdefault(MODULE_SUFFIX.sub("", module.rsplit("/", 1)[-1]), base / module)
-    _modules_read[dep] = (version, modules)
-    return modules
-
-
-def _governor_module_files(base: Path) -> dict[str, Path]:
-    """The .ko files of the governors' directories under ``base``, for a tree without
-    modules.dep."""
-    files: list[Path] = []
-    for directory in GOVERNOR_MODULE_DIRS:
-        try:
-            files.extend(entry for entry in (base / directory).iterdir())
-        except OSError:
-            continue
-    return {MODULE_SUFFIX.sub("", f.name): f for f in files if MODULE_SUFFIX.search(f.name)}
-
-
 def loadable_governors(
     modules: Mapping[str, Path], listed: Sequence[str], driver: Optional[str] = None
 ) -> tuple[str, ...]:
@@ -223,37 +165,12 @@ def discover_policies(fs: Sysfs) -> list[CpuPolicy]:
     return [read_policy(fs, n, modules) for n in names]
 
 
-def pick_governor(policy: CpuPolicy, wanted: Sequence[str]) -> Optional[str]:
-    """The first of ``wanted`` the policy offers or the kernel can load (tuned's ``a|b|c``
-    rule), else None."""
-    for governor in wanted:
-        if governor in policy.governors or governor in policy.loadable:
-            return governor
-    return None
-
-
 def set_governor(w: Writer, policy: CpuPolicy, wanted: Sequence[str]) -> str:
-    """Write the first available governor of ``wanted``; returns the one chosen.
-
-    Raises AttributeMissing when the policy has no scaling_governor (tuned skips
-    such CPUs too) and AttributeInvalid when none of ``wanted`` is offered or loadable,
-    or when the kernel refuses it (a module that would not load).
-    """
-    attribute = policy.attr("scaling_governor")
-    if policy.governor is None:
-        raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
-    chosen = pick_governor(policy, wanted)
-    if chosen is None:
-        raise AttributeInvalid(
-            attribute,
-            w.fs.path(attribute),
-            errno.EINVAL,
-            "write",
-            f"none of {list(wanted)} in {list(policy.governors)} nor loadable "
-            f"{list(policy.loadable)}",
-        )
-    w.write(attribute, chosen)
-    return chosen
+    """Write the first governor of ``wanted`` the policy offers or the kernel can load;
+    returns it. Raises AttributeMissing when the policy has no scaling_governor (tuned
+    skips such CPUs too) and AttributeInvalid as governors.store_governor says."""
+    return store_governor(w, policy.attr("scaling_governor"), policy.governor,
+                          policy.governors, policy.loadable, wanted)
 
 
 def snap_khz(policy: CpuPolicy, khz: int, *, upward: bool) -> int:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from wattgate.drivers.cpufreq import kernel_modules
-from wattgate.drivers.sysfs import AttributeInvalid, AttributeMissing, Sysfs, Writer
+from wattgate.drivers.governors import kernel_modules, store_governor
+from wattgate.drivers.sysfs import AttributeMissing, Sysfs, Writer
 from wattgate.drivers.thermal import (
     CoolingDevice,
     ThermalCap,
@@ -96,7 +96,7 @@ def loadable_governors(modules: Mapping[str, Path], listed: Sequence[str]) -> tu
 def read_devfreq(
     fs: Sysfs, name: str, modules: Optional[Mapping[str, Path]] = None
 ) -> DevfreqDevice:
-    """Device ``name`` as it reads now; ``modules`` (cpufreq.kernel_modules) is read when
+    """Device ``name`` as it reads now; ``modules`` (governors.kernel_modules) is read when
     not given."""
     path = f"{DEVFREQ}/{name}"
     if not fs.exists(path):
@@ -129,21 +129,9 @@ def discover_devfreq(fs: Sysfs) -> list[DevfreqDevice]:
 
 def set_governor(w: Writer, dev: DevfreqDevice, wanted: Sequence[str]) -> str:
     """Write the first of ``wanted`` that the device offers or the kernel can load;
-    returns it. A module that would not load surfaces as the store's error."""
-    attribute = dev.attr("governor")
-    if dev.governor is None:
-        raise AttributeMissing(attribute, w.fs.path(attribute), errno.ENOENT, "write")
-    for governor in wanted:
-        if governor in dev.governors or governor in dev.loadable:
-            w.write(attribute, governor)
-            return governor
-    raise AttributeInvalid(
-        attribute,
-        w.fs.path(attribute),
-        errno.EINVAL,
-        "write",
-        f"none of {list(wanted)} in {list(dev.governors)} nor loadable {list(dev.loadable)}",
-    )
+    returns it (governors.store_governor)."""
+    return store_governor(w, dev.attr("governor"), dev.governor, dev.governors,
+                          dev.loadable, wanted)
 
 
 def snap_hz(dev: DevfreqDevice, hz: int, *, upward: bool) -> int:
