@@ -254,28 +254,28 @@ class SensorWatch:
                 self._light_since = None
 
     def _poll_light(self, name: str, now: float, ts: float) -> None:
-        sensor = iio.read_sensor(self.fs, name)
+        lux = iio.read_lux(self.fs, name)  # its other channels are of no use here
         if self._stop.is_set():
             return  # stopped while reading: see stop()
-        if sensor is None or sensor.lux is None:
+        if lux is None:
             if self._light_error is None:
                 log.warning("light sensor %s: no reading", name)
             self._light_error = "no reading"
             return
         self._light_error = None
-        verdict = self.lighting.update(sensor.lux, now)
+        verdict = self.lighting.update(lux, now)
         with self._lock:
-            self.lux, self.lux_ts = sensor.lux, ts
+            self.lux, self.lux_ts = lux, ts
             self._suppress_until = verdict.suppress_until
             if verdict.change:
                 self.lighting_changes += 1
                 self._last_change = ts
         if verdict.change:
-            log.info("lighting change: %.1f -> %.1f lx", verdict.before or 0.0, sensor.lux)
+            log.info("lighting change: %.1f -> %.1f lx", verdict.before or 0.0, lux)
             if self.on_lighting is not None:
                 self.on_lighting(verdict)
         elif verdict.extends:
-            log.info("lighting change goes on: -> %.1f lx", sensor.lux)
+            log.info("lighting change goes on: -> %.1f lx", lux)
             if self.on_lighting_extended is not None:
                 self.on_lighting_extended(verdict)
 
