@@ -1631,5 +1631,11 @@ class PowerController:
                 message["joules"] = joules
             if self.lux is not None:  # the light sensor sensors.light names, when it reads
                 message["lux"] = round(self.lux, 2)
+            # what the battery rules judge, as in the status: a client following the power
+            # topic sees the switch to battery that a profile_change event names the reason of
+            if self._readings.battery_percent is not None:
+                message["battery_percent"] = round(self._readings.battery_percent, 1)
+            if self._readings.on_battery is not None:
+                message["on_battery"] = self._readings.on_battery
             return message
 
