@@ -203,6 +203,12 @@ def _mhz(hz: Optional[int], per_mhz: int) -> str:
     return "?" if hz is None else f"{hz / per_mhz:g}"
 
 
+def _loadable(governors: tuple[str, ...]) -> str:
+    """The governors built as modules not loaded yet: a profile may name them, as writing
+    the name has the kernel load the module (governors.py)."""
+    return f" + loadable [{' '.join(governors)}]" if governors else ""
+
+
 def _policy_line(p: CpuPolicy) -> str:
     if not p.active:  # every attribute answers EBUSY: nothing else to show
         return (f"  {p.name}: inactive (its CPUs are offline); "
@@ -211,7 +217,7 @@ def _policy_line(p: CpuPolicy) -> str:
     steps = f", {len(p.frequencies_khz)} steps" if p.frequencies_khz else ""
     line = (
         f"  {p.name}: CPUs {cpus}, {p.driver or '?'}, governor {p.governor or '(none)'}"
-        f" of [{' '.join(p.governors)}], {_mhz(p.cpuinfo_min_khz, 1000)}-"
+        f" of [{' '.join(p.governors)}]{_loadable(p.loadable)}, {_mhz(p.cpuinfo_min_khz, 1000)}-"
         f"{_mhz(p.cpuinfo_max_khz, 1000)} MHz{steps}, limits {_mhz(p.min_khz, 1000)}-"
         f"{_mhz(p.max_khz, 1000)} MHz, now {_mhz(p.cur_khz, 1000)} MHz"
     )
@@ -225,7 +231,8 @@ def _devfreq_line(d: DevfreqDevice, tag: str) -> str:
     lo = d.frequencies_hz[0] if d.frequencies_hz else d.min_hz
     hi = d.frequencies_hz[-1] if d.frequencies_hz else d.max_hz
     return (
-        f"  {tag}{d.name}: governor {d.governor} of [{' '.join(d.governors)}], "
+        f"  {tag}{d.name}: governor {d.governor} of [{' '.join(d.governors)}]"
+        f"{_loadable(d.loadable)}, "
         f"{_mhz(lo, 10**6)}-{_mhz(hi, 10**6)} MHz, limits {_mhz(d.min_hz, 10**6)}-"
         f"{_mhz(d.max_hz, 10**6)} MHz, now {_mhz(d.cur_hz, 10**6)} MHz{load}"
     )
