@@ -298,7 +298,7 @@ def frame_from_appsink(data: Image, fmt: Optional[str], height: int, index: int,
                  size=(luma.shape[1], luma.shape[0]))
 
 
-def raw_picture(data: Image, layout: Layout, size: tuple[int, int]) -> Image:
+def raw_picture(data: Image, layout: Layout, size: tuple[int, int], stride: int = 0) -> Image:
     """A YUYV or NV12 buffer shaped as its picture: height x width x 2 (YUYV) or
     height*3/2 x width (NV12), a view when it can be.
 
@@ -306,10 +306,15 @@ def raw_picture(data: Image, layout: Layout, size: tuple[int, int]) -> Image:
     of bytesused bytes (cap_v4l.cpp, retrieveFrame), whatever the format; taken as it
     came, an NV12 frame was 0 rows high and the gate divided by zero on every frame, and a
     short YUYV buffer (a torn USB transfer) raised out of read(), so the supervisor
-    reopened the camera for one bad frame. Rows padded to a wider stride (an ISP's
-    bytesperline aligned past the width) are found by the buffer being a whole number of
-    rows of that stride; any other excess is taken as padding after the picture. A buffer
-    already shaped by its backend is returned as it is.
+    reopened the camera for one bad frame. A buffer already shaped by its backend is
+    returned as it is.
+
+    `stride` is the row stride the node says (VIDIOC_G_FMT's bytesperline, which an ISP
+    aligns past the width), used when `stride_refusal` finds nothing against it. Without
+    one the stride is guessed: the buffer being a whole number of rows of that stride, any
+    other excess padding after the picture. The guess is wrong for a padded stride whose
+    buffer also has a tail (sizeimage page-aligned past the last row): by size alone that
+    looks like tight rows, and every row after the first came out sheared.
 
     ValueError, saying what is wrong, for a buffer shorter than the picture.
     """
@@ -322,9 +327,26 @@ def raw_picture(data: Image, layout: Layout, size: tuple[int, int]) -> Image:
     if width < 1 or rows < 1 or flat.size < rows * row_bytes:
         raise ValueError(f"a {layout} buffer of {flat.size} bytes, short of the "
                          f"{rows * row_bytes} a {width}x{height} picture takes")
-    stride = flat.size // rows if flat.size % rows == 0 else row_bytes
+    if not stride or stride_refusal(flat.size, layout, size, stride) is not None:
+        stride = flat.size // rows if flat.size % rows == 0 else row_bytes
     picture = flat[: rows * stride].reshape(rows, stride)[:, :row_bytes]
     return picture.reshape(height, width, 2) if layout == "YUYV" else picture
+
+
+def stride_refusal(
+    nbytes: int, layout: Layout, size: tuple[int, int], stride: int
+) -> Optional[str]:
+    """Why a buffer of `nbytes` cannot hold a `size` (width, height) picture in `layout`
+    at `stride` bytes a row (a stride narrower than a row, a buffer short of every row at
+    that stride), or None when it can."""
+    width, height = size
+    rows = height if layout == "YUYV" else height * 3 // 2
+    row_bytes = 2 * width if layout == "YUYV" else width
+    if stride < row_bytes:
+        return f"a stride of {stride} bytes is narrower than a {width}-pixel {layout} row"
+    if nbytes < rows * stride:
+        return f"a buffer of {nbytes} bytes is short of {rows} rows of {stride} bytes"
+    return None
 
 
 def frame_from_yuyv(raw: Image, index: int, ts: float, mono: float) -> Frame:
@@ -520,6 +542,11 @@ class CaptureSource:
         self.corrupt = 0  # undecodable buffers dropped
         self._odd_layout = False  # frames of a layout frame_from_capture does not take
         self._dropping = False  # the last buffer was dropped: the next one is not logged again
+        # a raw V4L2 capture's format as VIDIOC_G_FMT says it (its row stride), how often
+        # it was asked, and whether guessing the stride instead was logged
+        self._format: Optional[v4l2.CaptureFormat] = None
+        self._format_asked = 0
+        self._stride_guessed = False
         fmt = f" {self.raw}" if self.raw else ""
         self.description = f"{self.shown} {self.width}x{self.height}@{self.fps:g}{fmt}"
         if self.kind == "v4l2" and (self.width, self.height) != (cfg.width, cfg.height):
@@ -825,8 +852,50 @@ class CaptureSource:
             return frame
         size = (self.width, self.height)
         if raw == "YUYV":
-            return frame_from_yuyv(raw_picture(data, "YUYV", size), index, ts, mono)
-        return frame_from_nv12(raw_picture(data, "NV12", size), index, ts, mono)
+            picture = raw_picture(data, "YUYV", size, self._raw_stride("YUYV", data.size))
+            return frame_from_yuyv(picture, index, ts, mono)
+        picture = raw_picture(data, "NV12", size, self._raw_stride("NV12", data.size))
+        return frame_from_nv12(picture, index, ts, mono)
+
+    def _raw_stride(self, layout: Layout, nbytes: int) -> int:
+        """The row stride of a V4L2 camera's raw buffers of `nbytes`, as the node says it
+        (VIDIOC_G_FMT's bytesperline), or 0 to have raw_picture guess it.
+
+        The format is asked at the first frame and once more when a buffer does not fit it
+        (the format may have changed since); while it still does not (not a V4L2 node, the
+        ioctl unanswered, another size, a stride the buffer cannot hold) the stride is
+        guessed, and why is logged once."""
+        if self.kind != "v4l2":
+            return 0
+        if self._format_asked == 0:
+            self._format = v4l2.query_capture_format(self.spec)
+            self._format_asked = 1
+        why = self._stride_doubt(layout, nbytes)
+        if why is not None and self._format_asked == 1:
+            self._format = v4l2.query_capture_format(self.spec)
+            self._format_asked = 2
+            why = self._stride_doubt(layout, nbytes)
+        if why is None and self._format is not None:
+            return self._format.bytesperline
+        if not self._stride_guessed:
+            self._stride_guessed = True
+            log.info("camera %s: the row stride is guessed from the buffer's size: %s",
+                     self.shown, why)
+        return 0
+
+    def _stride_doubt(self, layout: Layout, nbytes: int) -> Optional[str]:
+        """Why the format the node said cannot give the stride of a buffer of `nbytes`, or
+        None when it can."""
+        fmt = self._format
+        if fmt is None:
+            return "the node does not answer VIDIOC_G_FMT"
+        if (_RAW_V4L2.get(fmt.fourcc) != layout
+                or (fmt.width, fmt.height) != (self.width, self.height)):
+            return (f"the node says {fmt.fourcc!r} {fmt.width}x{fmt.height}, not the "
+                    f"capture's {layout} {self.width}x{self.height}")
+        if not fmt.bytesperline:
+            return "the node says no bytesperline"
+        return stride_refusal(nbytes, layout, (self.width, self.height), fmt.bytesperline)
 
     def follow_luma_rows(self, rows: int) -> None:
         """The gate's rows changed (a reload of gate.frame_height): an MJPEG stream's decode

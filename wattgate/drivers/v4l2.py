@@ -51,6 +51,24 @@ _CAPABILITY = struct.Struct("=16s32s32sIII12x")
 _IOC_READ = 2 << (29 if platform.machine().startswith(("mips", "ppc", "powerpc", "sparc",
                                                         "alpha")) else 30)
 VIDIOC_QUERYCAP = _IOC_READ | (_CAPABILITY.size << 16) | (ord("V") << 8) | 0
+# _IOC_WRITE: 1 at bit 30 in the asm-generic layout, 4 at bit 29 in the three-bit one
+_IOC_WRITE = (4 << 29) if _IOC_READ == 2 << 29 else (1 << 30)
+# struct v4l2_format: __u32 type, then a 200-byte union aligned as a pointer (its struct
+# v4l2_window member holds two), so it begins at 8 and the struct is 208 bytes on 64-bit,
+# at 4 and 204 bytes on 32-bit. Its members read here: struct v4l2_pix_format (width,
+# height, pixelformat, field, bytesperline, sizeimage, then six more __u32) and the packed
+# struct v4l2_pix_format_mplane (width, height, pixelformat, field, colorspace, then
+# plane_fmt[8] of {sizeimage, bytesperline, __u16 reserved[6]}, then __u8 num_planes).
+_FORMAT_UNION_AT = struct.calcsize("@IP") - struct.calcsize("@P")
+_FORMAT_SIZE = _FORMAT_UNION_AT + 200
+_PIX_FORMAT = struct.Struct("=6I")  # width, height, pixelformat, field, bytesperline, sizeimage
+_PIX_MPLANE = struct.Struct("=5I")  # width, height, pixelformat, field, colorspace
+_PLANE_FORMAT = struct.Struct("=II12x")  # sizeimage, bytesperline
+_NUM_PLANES_AT = _PIX_MPLANE.size + 8 * _PLANE_FORMAT.size
+# _IOWR('V', 4, struct v4l2_format)
+VIDIOC_G_FMT = _IOC_READ | _IOC_WRITE | (_FORMAT_SIZE << 16) | (ord("V") << 8) | 4
+V4L2_BUF_TYPE_VIDEO_CAPTURE = 1
+V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE = 9
 V4L2_CAP_VIDEO_CAPTURE = 0x00000001
 V4L2_CAP_VIDEO_OUTPUT = 0x00000002
 V4L2_CAP_VIDEO_OVERLAY = 0x00000004
@@ -298,6 +316,63 @@ def query_device_caps(devnode: str) -> Optional[int]:
         os.close(fd)
     capabilities, device_caps = _CAPABILITY.unpack(buf)[4:6]
     return int(device_caps if capabilities & V4L2_CAP_DEVICE_CAPS else capabilities)
+
+
+@dataclass(frozen=True)
+class CaptureFormat:
+    """What VIDIOC_G_FMT says a capture node delivers: the real layout of its buffers.
+
+    `bytesperline` is the row stride of the (first) plane, which an ISP aligns past the
+    width (RK3588's rkisp to 64 bytes, i.MX8MP's ISI to 16 pixels); `sizeimage` is the
+    buffer's size, which may add a tail after the last row (page alignment). The two
+    together cannot be told from the buffer's size alone."""
+
+    fourcc: str  # pixelformat as text: "YUYV", "NV12", "MJPG"
+    width: int
+    height: int
+    bytesperline: int
+    sizeimage: int
+
+
+def query_capture_format(devnode: str) -> Optional[CaptureFormat]:
+    """The node's current capture format from VIDIOC_G_FMT, or None when the node cannot
+    be opened, answers neither the single-planar nor the multi-planar capture type (not a
+    V4L2 node, or the ioctl fails), or its format spreads over several planes (whose
+    buffers are not one stride apart).
+
+    Opened read-only and non-blocking like `query_device_caps`: V4L2 answers G_FMT on any
+    file handle of the node, also while another one (OpenCV's) streams. ISP drivers are
+    multi-planar (V4L2_CAP_VIDEO_CAPTURE_MPLANE, as OpenCV since 4.7 takes them): a
+    one-plane NV12 or YUYV there says its stride in plane_fmt[0]."""
+    try:
+        fd = os.open(devnode, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        for buf_type in (V4L2_BUF_TYPE_VIDEO_CAPTURE, V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE):
+            buf = bytearray(_FORMAT_SIZE)
+            struct.pack_into("=I", buf, 0, buf_type)
+            try:
+                fcntl.ioctl(fd, VIDIOC_G_FMT, buf)
+            except OSError:
+                continue
+            return _capture_format(buf_type, bytes(buf[_FORMAT_UNION_AT:]))
+        return None
+    finally:
+        os.close(fd)
+
+
+def _capture_format(buf_type: int, union: bytes) -> Optional[CaptureFormat]:
+    """The format in v4l2_format's union, as the buffer type `buf_type` lays it out."""
+    if buf_type == V4L2_BUF_TYPE_VIDEO_CAPTURE:
+        width, height, code, _field, bytesperline, sizeimage = _PIX_FORMAT.unpack_from(union)
+    else:
+        width, height, code, _field, _colorspace = _PIX_MPLANE.unpack_from(union)
+        if union[_NUM_PLANES_AT] != 1:
+            return None
+        sizeimage, bytesperline = _PLANE_FORMAT.unpack_from(union, _PIX_MPLANE.size)
+    fourcc = code.to_bytes(4, "little").decode("latin-1")
+    return CaptureFormat(fourcc, width, height, bytesperline, sizeimage)
 
 
 def _node_present(devnode: str, number: Optional[str]) -> bool:
