@@ -9,6 +9,10 @@ reads the knobs back each frame and plays the parts that a fake tree cannot:
   the limits), clamped to scaling_min/max_freq and snapped to the OPP table;
 * devfreq governors do the same for the NPU (simple_ondemand's 90 % upthreshold,
   drivers/devfreq/governor_simpleondemand.c; rknpu_ondemand behaves alike);
+* the userspace governors (cpufreq_userspace.c, devfreq's governor_userspace.c): started,
+  they pin the frequency the device runs at now; scaling_setspeed (devfreq:
+  userspace/set_freq, there only while the governor is on) moves it, within the limits,
+  and reads <unsupported> under any other governor;
 * runtime PM: power/control "on" keeps the NPU powered; "auto" powers it for a job
   (after a resume latency) and suspends it autosuspend_delay_ms after the last one;
 * the inference thread takes the newest admitted frame when the NPU is free; a frame
@@ -25,9 +29,10 @@ from __future__ import annotations
 import errno
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from wattgate.drivers import cpufreq, devfreq, governors
 from wattgate.drivers.accel import find_npu
@@ -59,7 +64,27 @@ GOVERNOR_STORES = {
     "governor": (f"/{devfreq.DEVFREQ}/", devfreq.DEVFREQ, "*", "available_governors"),
 }
 RUNTIME_PM_CONTROL = ("auto", "on")
+USERSPACE = "userspace"
+# What scaling_setspeed reads while the policy's governor has no setspeed (cpufreq.c
+# show_scaling_setspeed: the governor has no show_setspeed).
+NO_SETSPEED = "<unsupported>"
 UNSIGNED_ATTRIBUTES = ("scaling_min_freq", "scaling_max_freq", "min_freq", "max_freq")
+
+
+class _FrequencyFiles(NamedTuple):
+    """Where a cpufreq policy or a devfreq device keeps its governor and frequencies."""
+
+    governor: str
+    current: str
+    floor: str
+    ceiling: str
+    table: str
+
+
+CPUFREQ_FILES = _FrequencyFiles("scaling_governor", "scaling_cur_freq", "scaling_min_freq",
+                                "scaling_max_freq", "scaling_available_frequencies")
+DEVFREQ_FILES = _FrequencyFiles("governor", "cur_freq", "min_freq", "max_freq",
+                                "available_frequencies")
 
 
 class WatchIO(OsIO):
@@ -87,10 +112,110 @@ class WatchIO(OsIO):
             limits = self._limits(path)
             if limits is not None:
                 self._store_limit(path, int(data.strip()), *limits)
+                self._run_governor(path.parent)
+                self.dirty = True
+                return
+            if self._store_pinned(path, data.strip()):
                 self.dirty = True
                 return
         super().write_text(path, data)
+        if path.name in GOVERNOR_STORES and self._frequency_of(path.parent) is not None:
+            self._start_governor(path.parent, data.strip())
         self.dirty = True
+
+    @staticmethod
+    def _frequency_of(device: Path) -> Optional[_FrequencyFiles]:
+        """The frequency attributes of a cpufreq policy's or a devfreq device's directory;
+        None for another directory."""
+        if (device / "scaling_governor").exists():
+            return CPUFREQ_FILES
+        if (device / "available_governors").exists():
+            return DEVFREQ_FILES
+        return None
+
+    def _start_governor(self, device: Path, governor: str) -> None:
+        """What the kernel does as a governor starts: userspace pins the frequency the
+        device runs at now (cpufreq_userspace_policy_start: setspeed = policy->cur;
+        devfreq's userspace_init adds the userspace/ group, whose set_freq shows the
+        current frequency until one is stored); any other takes setspeed away
+        (cpufreq) or removes that group (devfreq_userspace_handler, DEVFREQ_GOV_STOP);
+        performance and powersave go to a limit (_run_governor)."""
+        files = self._frequency_of(device)
+        assert files is not None
+        current = self._words(device / files.current)
+        setspeed, pinned = device / "scaling_setspeed", device / USERSPACE
+        if files is CPUFREQ_FILES:
+            if setspeed.exists():
+                shown = current[0] if governor == USERSPACE and current else NO_SETSPEED
+                super().write_text(setspeed, shown + "\n")
+        elif governor == USERSPACE:
+            pinned.mkdir(exist_ok=True)
+            (pinned / "set_freq").write_text((current[0] if current else "0") + "\n")
+        elif pinned.is_dir():
+            shutil.rmtree(pinned)
+        self._run_governor(device)
+
+    def _run_governor(self, device: Path) -> None:
+        """Set the current frequency as the governor would after a change of governor or
+        limits: performance and powersave go to the ceiling or the floor, userspace keeps
+        its pinned frequency within the limits (cpufreq_userspace_policy_limits); the
+        others are SimBoard's to play. Frequencies the tree does not show are left out."""
+        files = self._frequency_of(device)
+        if files is None:
+            return
+        governor = next(iter(self._words(device / files.governor)), None)
+        floor, ceiling = self._number(device / files.floor), self._number(device / files.ceiling)
+        if floor is None or ceiling is None:
+            return
+        if governor == "performance":
+            self._set_current(device, ceiling)
+        elif governor == "powersave":
+            self._set_current(device, floor)
+        elif governor == USERSPACE:
+            current = self._number(device / files.current)
+            if current is not None:
+                self._set_current(device, min(max(current, floor), ceiling))
+
+    def _store_pinned(self, path: Path, data: str) -> bool:
+        """A store of scaling_setspeed or a devfreq's userspace/set_freq (refusal() took
+        only a number, under the userspace governor): the frequency moves to the lowest
+        listed one at or above it, within the limits (cpufreq_set: __cpufreq_driver_target,
+        CPUFREQ_RELATION_L; devfreq's update_devfreq, devfreq_recommended_opp). set_freq
+        shows what was stored, scaling_setspeed the frequency now (show_speed: policy->cur).
+        False for any other attribute."""
+        if path.name == "scaling_setspeed":
+            device = path.parent
+        elif path.name == "set_freq" and path.parent.name == USERSPACE:
+            device = path.parent.parent
+        else:
+            return False
+        files = self._frequency_of(device)
+        if files is None:
+            return False
+        value = int(data)
+        if files is DEVFREQ_FILES:
+            super().write_text(path, f"{value}\n")
+        floor, ceiling = self._number(device / files.floor), self._number(device / files.ceiling)
+        table = tuple(sorted(int(w) for w in self._words(device / files.table) if w.isdigit()))
+        lo = floor if floor is not None else value
+        hi = ceiling if ceiling is not None else value
+        self._set_current(device, _snap_up(value, table, lo, hi))
+        return True
+
+    def _set_current(self, device: Path, freq: int) -> None:
+        """Show ``freq`` as the device's current frequency: scaling_cur_freq and, under the
+        userspace governor, scaling_setspeed; devfreq's cur_freq and target_freq."""
+        names = ("scaling_cur_freq", "scaling_setspeed") \
+            if self._frequency_of(device) is CPUFREQ_FILES else ("cur_freq", "target_freq")
+        for name in names:
+            attribute = device / name
+            if attribute.exists() and (name != "scaling_setspeed"
+                                       or self._words(attribute) != (NO_SETSPEED,)):
+                super().write_text(attribute, f"{freq}\n")
+
+    def _number(self, path: Path) -> Optional[int]:
+        words = self._words(path)
+        return int(words[0]) if words and words[0].isdigit() else None
 
     def _limits(self, path: Path) -> Optional[tuple[Path, Path, int, int, bool]]:
         """(floor attribute, ceiling attribute, lowest, highest frequency, devfreq?) when
@@ -185,6 +310,20 @@ class WatchIO(OsIO):
                 return errno.EINVAL, f"{value!r} is not an integer"
         elif name == "energy_performance_preference":
             return self._epp_refusal(parent, value)
+        elif name == "scaling_setspeed" or (name == "set_freq" and parent.name == USERSPACE):
+            return self._pinned_refusal(path, value)
+        return None
+
+    def _pinned_refusal(self, path: Path, value: str) -> Optional[tuple[int, str]]:
+        """scaling_setspeed takes a number under the userspace governor only (cpufreq.c
+        store_scaling_setspeed: EINVAL without the governor's store_setspeed; sscanf "%u");
+        devfreq's set_freq, there only under that governor, takes a number (sscanf "%lu")."""
+        if path.name == "scaling_setspeed":
+            governor = self._words(path.parent / "scaling_governor")
+            if governor != (USERSPACE,):
+                return errno.EINVAL, f"no setspeed under governor {' '.join(governor)!r}"
+        if not value.isdigit():
+            return errno.EINVAL, f"{value!r} is not an unsigned integer"
         return None
 
     def _epp_refusal(self, policy: Path, value: str) -> Optional[tuple[int, str]]:
