@@ -5,8 +5,9 @@ Before the first write to an attribute its original text is appended to
 rename, fsync of the directory), and only then is the attribute written. So at
 any instant the journal holds the original of every attribute that may have
 changed. ``restore()`` (normal exit, SIGTERM, SIGINT) writes the originals back
-in reverse order of first write and removes the journal; ``restore_pending()``
-at start does the same for a journal left by a crash. A failure to restore one
+in reverse order of first write and removes the journal (a governor found as userspace
+has its pinned frequency journaled just before it, so the pin goes back after it);
+``restore_pending()`` at start does the same for a journal left by a crash. A failure to restore one
 attribute is logged and never stops the others (DESIGN.md, "Rollback"). A journal
 written on an earlier boot under /sys is dropped instead: the reboot reset sysfs.
 
@@ -37,6 +38,7 @@ from typing import Any, Optional, Union
 from wattgate.daemon.boot import boot_id
 from wattgate.daemon.pathcheck import PathError, hand_to_directory_owner
 from wattgate.daemon.pidlock import DirectoryLock, HeldLock, LockHeld, lock_file
+from wattgate.drivers.governors import USERSPACE, pinned_frequency
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, SysfsError
 
 log = logging.getLogger("wattgate.rollback")
@@ -419,6 +421,11 @@ class SysfsJournal:
             self._lock.release()
 
     def _restore(self, keep: set[str]) -> RestoreReport:
+        # A pinned frequency can go back only once its governor is userspace again, and
+        # devfreq's set_freq is not there before: it waits while its governor does.
+        governor_of = {pinned: a for a in self._entries
+                       if (pinned := pinned_frequency(a)) in self._entries}
+        keep |= {pinned for pinned, governor in governor_of.items() if governor in keep}
         report = RestoreReport(kept=[a for a in self._entries if a in keep])
         fs = self.fs if str(self.fs.root) == self._root else Sysfs(self._root, self.fs.io)
         refused: dict[str, str] = {}  # attribute -> why, for the last round's refusals
@@ -435,6 +442,9 @@ class SysfsJournal:
                         fs.write_raw(attribute, self._entries[attribute])
                         report.restored.append(attribute)
                 except AttributeMissing as exc:
+                    if governor_of.get(attribute) in refused:
+                        refused[attribute] = str(exc)
+                        continue
                     report.failed[attribute] = str(exc)
                     log.error("cannot restore %s: %s", attribute, exc)
                 except (SysfsError, OSError) as exc:
@@ -523,9 +533,28 @@ class JournaledWriter:
         with self._lock:
             if not always and self.fs.read(attribute) == value:
                 return False
+            if self.journal.original(attribute) is None:
+                self._record_pinned(attribute)
             self.journal.record(attribute, restore)
             self.fs.write_raw(attribute, value + "\n")
             return True
+
+    def _record_pinned(self, governor_attribute: str) -> None:
+        """Journal the frequency the userspace governor is pinned at, before the first
+        write to the governor store it is found in: started again by the restore, that
+        governor would pin the frequency the daemon's governor last chose. Journaled
+        first, the pin is restored after the governor (restore: last first). A pin that
+        cannot be read (no such attribute on this board) is not kept."""
+        pinned = pinned_frequency(governor_attribute)
+        if pinned is None or self.fs.read_opt(governor_attribute) != USERSPACE:
+            return
+        text = self.fs.read_opt(pinned)
+        if text is None or not text.isdigit():
+            log.warning("%s is %s: the frequency the userspace governor is pinned at is "
+                        "not journaled, and the restore leaves it where the governor starts",
+                        pinned, "unreadable" if text is None else repr(text))
+            return
+        self.journal.record(pinned, text)
 
 
 def take_over(

@@ -28,6 +28,24 @@ MODULE_SUFFIX = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 GOVERNOR_MODULE_DIRS = ("kernel/drivers/cpufreq", "kernel/drivers/devfreq")
 
 
+# The userspace governor holds a frequency no other governor keeps, in an attribute beside
+# the governor's store: cpufreq's scaling_setspeed, devfreq's userspace/set_freq (a group
+# there only while the governor is on). Started again, it pins whatever frequency the
+# device runs at then (cpufreq_userspace.c cpufreq_userspace_policy_start: setspeed =
+# policy->cur; governor_userspace.c keeps the current freq until set_freq is stored).
+USERSPACE = "userspace"
+PINNED_FREQUENCY = {"scaling_governor": "scaling_setspeed", "governor": "userspace/set_freq"}
+
+
+def pinned_frequency(governor_attribute: str) -> Optional[str]:
+    """The attribute where the userspace governor of the policy or device whose governor
+    store is ``governor_attribute`` keeps its pinned frequency; None for any other
+    attribute."""
+    parent, _, name = governor_attribute.rpartition("/")
+    pinned = PINNED_FREQUENCY.get(name)
+    return f"{parent}/{pinned}" if parent and pinned else None
+
+
 def module_dir(sysfs_root: Path, release: Optional[str] = None) -> Path:
     """/lib/modules/$(uname -r) of the system whose sysfs is at ``sysfs_root``."""
     return Path(os.path.abspath(sysfs_root)).parent / MODULES / (release or os.uname().release)
