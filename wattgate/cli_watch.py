@@ -12,6 +12,7 @@ import contextlib
 import errno
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Callable, Optional
@@ -30,6 +31,9 @@ def note(message: str) -> None:
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 2.0
 RECONNECT_HELLO_S = 10.0
+# A connection whose hello takes longer says so on stderr: a socket-activated daemon loads
+# its model before it answers, and a watch silent for seconds looked hung.
+SLOW_HELLO_S = 1.0
 POLL_S = 0.5  # how often a watch waiting for messages looks whether --duration is over
 REQUEST_S = 10.0  # how long a catch-up after an overflow waits for each answer
 EVENTS_PAGE = 1000  # the most events one `events` answer may hold (docs/protocol.md)
@@ -73,6 +77,7 @@ class Watch:
         self.catch_up = "events" in args.topics
         self.last_seq: Optional[int] = None
         self.said_unreadable = False  # stderr said the log cannot be read, and it still cannot
+        self.said_slow = False  # stderr said a daemon was slow to answer (said once a watch)
 
     def done(self) -> bool:
         if self.args.count is not None and self.count >= self.args.count:
@@ -159,9 +164,28 @@ class Watch:
         else:
             self.said_unreadable = False
 
+    def connect(self, path: str, timeout: Optional[float] = 10.0) -> Client:
+        """A Client, saying on stderr (once a watch) when its hello takes over SLOW_HELLO_S."""
+        said = threading.Event()
+
+        def say() -> None:
+            if not said.is_set() and not self.said_slow:
+                self.said_slow = True
+                note(f"waiting for the daemon at {path} to answer (one that is starting "
+                     "loads its model first)")
+
+        timer = threading.Timer(SLOW_HELLO_S, say)
+        timer.daemon = True
+        timer.start()
+        try:
+            return Client(path, timeout=timeout)
+        finally:
+            said.set()
+            timer.cancel()
+
     def run(self, path: str) -> int:
         """Watch one connection until done; a ClientError when it is lost."""
-        with Client(path) as client:
+        with self.connect(path) as client:
             self.subscribe(client)
             self.catch_up_events(client)
             self.follow(client)
@@ -188,7 +212,7 @@ class Watch:
         while not self.done():
             made_at: Optional[float] = None  # when this connection was subscribed
             try:
-                with Client(path, timeout=self.left(RECONNECT_HELLO_S)) as client:
+                with self.connect(path, self.left(RECONNECT_HELLO_S)) as client:
                     self.subscribe(client)
                     made_at = time.monotonic()
                     if said_down:
