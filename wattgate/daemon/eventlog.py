@@ -48,8 +48,9 @@ sent to subscribers as soon as it has its number, up to a second before it is wr
 so the numbers come from blocks reserved in the database ahead of use: the
 `seq_reserved` table holds the highest number that may have been given out. A new
 block is reserved (synced to disk) before the held numbers reach the old one, on open
-and then on the flush that finds less than half a block left, so it costs one write
-per `SEQ_BLOCK // 2` events. Opening the log continues after the reservation: after an
+and then on the flush that finds less than half a block left (or by an append that
+finds none left, in `.seq` alone: see the last paragraph), so it costs one write per
+`SEQ_BLOCK // 2` events. Opening the log continues after the reservation: after an
 unclean exit the numbers of the events that were lost, and the rest of the block, are
 skipped, never used again. A clean close gives the unused part of the block back, so
 a clean restart leaves no gap. (A reservation that cannot be written, the database and
@@ -142,9 +143,22 @@ leaves it held.
 The daemon flushes on a thread of its own, and appends and reads on its event loop: a
 flush waits for a sync of the -wal (on an SD card or eMMC under writeback, up to a second
 or more) or for another process's lock, and on the loop that wait held every client's
-requests and results. Each public method holds the log's lock, so the two never use its
-state or its database at once; an append or an `events` read that comes during a flush
-waits for it, which a result or a request that needs no event does not.
+requests and results. So a flush holds the lock on the log's state (in memory) only to
+take the events it is to write and, after the commit, to stop holding the ones written;
+the write, the sync and any wait for a lock are under a lock of their own, one flush at a
+time. An append made meanwhile is held for the next flush (and dropped past the bounds as
+above: one the write was already writing is written all the same, and not served). An
+append never uses the database: a block it must reserve (more than half a block given out
+since the last flush, which a slow flush makes likelier) is written to `.seq` alone,
+synced, and the next flush records it in the database too; that sync of a 21-byte file is
+all an append can wait for, and a flush's own `.seq` write, which it then waits behind, is
+as short. An `events` read (`since`, `oldest_seq`) made during a flush reads on a second,
+read-only connection (SQLite runs the calls on one connection one at a time; in WAL mode a
+reader never waits for a writer), and then the held events after the last row it read: a
+commit between its queries puts events both in the table and among the held ones, and
+each is served once, in order. Where there is no such reader (the database opened with its
+index in memory, or none open) or it fails (damage), the read waits for the flush and is
+made on its connection, where damage is set aside as above.
 """
 
 from __future__ import annotations
@@ -162,6 +176,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -210,8 +225,9 @@ CREATE TABLE IF NOT EXISTS seq_reserved (
 SEQ_MAX = 2**62
 # Seq numbers reserved per write: after an unclean exit at most this many are skipped.
 SEQ_BLOCK = 1000
-# How long a write waits for another process's lock: the flush runs on the event loop,
-# which must not stall for SQLite's default 5 s. Opening the log keeps that default.
+# How long a write waits for another process's lock: a flush holds back the next one,
+# and the daemon's exit, which must not stall for SQLite's default 5 s. Opening the log
+# keeps that default.
 BUSY_TIMEOUT_MS = 100
 PRUNE_EVERY_S = 60.0  # how often a flush with nothing to write looks for aged events
 # The WAL is checkpointed into the database once it holds this much, and cut back to it
@@ -307,7 +323,8 @@ Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 def _locked(method: Method) -> Method:
-    """A public method of EventLog, run holding the log's lock (the module docstring)."""
+    """A public method of EventLog, run holding the lock on its state (the module
+    docstring), never the flush's lock: it does not touch the database."""
 
     @wraps(method)
     def run(log_: EventLog, *args: Any, **kwargs: Any) -> Any:
@@ -334,7 +351,19 @@ class EventLog:
         check_place(path)
         self.path = path
         self._clock = clock
-        self._lock = threading.RLock()  # see the module docstring
+        # See the module docstring: the lock on the state in memory (held for no write and
+        # no sync of the database), the one a flush holds while it writes (taken before the
+        # state's lock, never while holding it), and the one on writing `.seq`.
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._floor_lock = threading.Lock()
+        self._floor_saved = 0  # the highest reservation written to `.seq` by this log
+        # A second connection, read-only, for `events` reads during a flush (`_reader`):
+        # SQLite runs the calls on one connection one at a time. `_generation` counts the
+        # writer's connections, so a reader of a file set aside is not used.
+        self._reader_db: Optional[sqlite3.Connection] = None
+        self._reader_generation = self._generation = 0
+        self._exclusive = False
         # Before reading: another log's numbers are not ours. Beside the path (its .seq is
         # there), and beside the file SQLite opens when the path is a link to it: a daemon
         # whose state_dir holds that file locks it there, and without this second lock both
@@ -405,6 +434,9 @@ class EventLog:
         # of it kept beside the database when that is higher (the database was lost).
         self._last_seq = written
         self._reserved = max(written, reserved, self._read_floor())
+        # The reservation the database holds: one `append` made is in `.seq` alone until
+        # the next flush records it there too.
+        self._db_reserved = reserved
         self._next_seq = self._reserved + 1
         if unopened is not None:
             self._lost_upto = self._last_seq = self._reserved
@@ -422,6 +454,7 @@ class EventLog:
             else:  # numbers are given out all the same: the copy must be ahead of them
                 self._save_floor(self._next_seq - 1 + self.seq_block)
                 self._reserved = self._next_seq - 1 + self.seq_block
+                self._db_reserved = 0
         except _WRITE_ERRORS as exc:
             self._failed(exc)
         if unopened is None:
@@ -500,6 +533,8 @@ class EventLog:
         process's memory instead of the -shm file, and other processes out."""
         _make_database_file(self.path)
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._generation += 1
+        self._exclusive = exclusive
         if exclusive:
             self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -560,7 +595,10 @@ class EventLog:
 
     def _move_aside(self) -> str:
         """Close the database and move it and its WAL to `<path>.damaged` (see
-        `_set_aside`); returns the path as a log line names it."""
+        `_set_aside`); returns the path as a log line names it. The reader is closed
+        first, so that the writer's close is the file's last, the one that checkpoints."""
+        with self._lock:
+            self._close_reader()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         database = _database_file(self.path)
@@ -629,9 +667,11 @@ class EventLog:
                         "database alone", self.path, self.path, FLOOR_SUFFIX, exc)
             return 0
 
-    def _save_floor(self, upto: int) -> None:
+    def _save_floor(self, upto: int, lower: bool = False) -> None:
         """Keep `upto` beside the database, synced, so a database lost to damage never lets
-        a number be given twice.
+        a number be given twice. Only ever made higher, unless `lower` (the block given
+        back at close): a flush and an `append` may each reserve, and the one with the
+        lower number may come second.
 
         Overwritten in place, always the same 21 bytes in one sector: no new block is
         needed, so it works on a full disk as long as SQLite can (a temp file and a rename
@@ -639,6 +679,13 @@ class EventLog:
         not open for writing (mode 0444, or left by root) is replaced instead, once, by a
         new file of its own renamed over it (`_replace_floor`): written in place it failed
         every flush that reserved numbers, for good."""
+        with self._floor_lock:
+            if upto <= self._floor_saved and not lower:
+                return
+            self._write_floor(upto)
+            self._floor_saved = upto
+
+    def _write_floor(self, upto: int) -> None:
         final = self.path + FLOOR_SUFFIX
         created = not os.path.exists(final)
         try:
@@ -710,12 +757,16 @@ class EventLog:
         hold is changed (see `_writable`), and one too long is cut (`_bounded`), so what
         subscribers get live is what the log repeats."""
         ts, fields = self._writable(kind, ts, fields)
-        if self._next_seq > self._reserved and self._reserve_in_append:
-            # More than half a block since the last flush (or flushes are failing).
+        if self._next_seq > max(self._reserved, self._floor_saved) and self._reserve_in_append:
+            # More than half a block since the last flush (or flushes are failing, or one
+            # is slow). Kept in `.seq` alone, never the database: a flush may be writing
+            # it, and the append would wait for its sync or another process's lock. The
+            # next flush records it in the database too (`_db_reserved`).
             upto = self._next_seq - 1 + self.seq_block
             try:
-                self._on_sound_db(lambda: self._reserve(upto))
-            except _WRITE_ERRORS as exc:
+                self._save_floor(upto)
+                self._reserved = max(self._reserved, upto)
+            except OSError as exc:
                 # The number is given out anyway; the next flush tries to reserve again.
                 self._reserve_in_append = False
                 self._failed(exc)
@@ -777,31 +828,38 @@ class EventLog:
             )
         return stamp, fields
 
-    @_locked
     def flush(self, now: float) -> bool:
-        """Write held events in one transaction and prune.
+        """Write the events held when it begins in one transaction, and prune.
 
-        Returns True when nothing is left held (all written, or nothing to write), False
-        when the write failed: the events stay held (and readable) for the next flush.
-        Never raises for a database or file system error; waits at most BUSY_TIMEOUT_MS
-        for another process's lock.
+        Returns True when the write worked (or there was nothing to write; events appended
+        while it wrote are held for the next flush), False when it failed: the events stay
+        held (and readable) for the next flush. Never raises for a database or file system
+        error; waits at most BUSY_TIMEOUT_MS for another process's lock. Holds the state's
+        lock only to take what to write and to mark it written (the module docstring).
         """
-        return self._write(now, final=False)
+        with self._flush_lock:
+            return self._write(now, final=False)
 
     def _write(self, now: float, final: bool) -> bool:
-        given_out = self._next_seq - 1  # after an unclean exit, more than last_seq
-        if final:
-            # Give back the unused part of the block: a clean restart continues at once.
-            reserve: Optional[int] = given_out
-        elif self._reserved - given_out < self.seq_block // 2:
-            reserve = given_out + self.seq_block
-        else:
-            reserve = None
-        held, held_bytes = list(self._held), self._held_bytes
-        age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
-        if not (held or reserve is not None or age_due or self._lost_upto is not None):
-            return True
-        set_asides = self._set_asides
+        """The flush, run holding `_flush_lock`; the state's lock is taken for the work in
+        memory before and after the write, and held throughout when `final` (close)."""
+        with self._lock:
+            given_out = self._next_seq - 1  # after an unclean exit, more than last_seq
+            if final:
+                # Give back the unused part of the block: a clean restart continues at once.
+                reserve: Optional[int] = given_out
+            elif self._reserved - given_out < self.seq_block // 2:
+                reserve = given_out + self.seq_block
+            elif self._db_reserved < self._reserved:  # one `append` kept in `.seq` alone
+                reserve = self._reserved
+            else:
+                reserve = None
+            held = list(self._held)
+            held_bytes = sum(h.size for h in held)
+            age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
+            if not (held or reserve is not None or age_due or self._lost_upto is not None):
+                return True
+            set_asides = self._set_asides
         try:
             if reserve is not None and not final:
                 self._save_floor(reserve)  # before the database: never below it
@@ -811,26 +869,37 @@ class EventLog:
             rows = self._on_sound_db(
                 lambda: self._commit(now, held, held_bytes, reserve, durable))
         except _WRITE_ERRORS as exc:
-            self._failed(exc)
+            with self._lock:
+                self._failed(exc)
             return False
-        if self._set_asides == set_asides:  # no damage met: this database is sound
-            self._damage_streak_ended()
-        self._rows, self._stored = rows
-        self._lost_upto = None
-        self._pruned_at = now
-        self._held.clear()
-        self._held_bytes = self._held_memory = 0
-        if held:
-            self._boot_row = None
-        if reserve is not None:
-            self._reserved = reserve
-            if final:
-                try:  # give the block back here too; if not, a clean restart leaves a gap
-                    self._save_floor(reserve)
-                except OSError as exc:
-                    log.warning("event log %s: %s%s: %s", self.path, self.path, FLOOR_SUFFIX, exc)
-        self._recovered(len(held))
+        with self._lock:
+            if self._set_asides == set_asides:  # no damage met: this database is sound
+                self._damage_streak_ended()
+            self._rows, self._stored = rows
+            self._lost_upto = None
+            self._pruned_at = now
+            if held:
+                self._boot_row = None
+                self._forget_written(held[-1].event["seq"])
+            if reserve is not None:
+                self._db_reserved = reserve
+                self._reserved = reserve if final else max(self._reserved, reserve)
+            self._recovered(len(held))
+        if final and reserve is not None:
+            try:  # give the block back here too; if not, a clean restart leaves a gap
+                self._save_floor(reserve, lower=True)
+            except OSError as exc:
+                log.warning("event log %s: %s%s: %s", self.path, self.path, FLOOR_SUFFIX, exc)
         return True
+
+    def _forget_written(self, upto: int) -> None:
+        """Stop holding the events up to seq `upto`, now written. Those appended while the
+        write ran stay held; those of it dropped meanwhile (`_drop_oldest`) are gone
+        already, and are below `_served_from`."""
+        while self._held and self._held[0].event["seq"] <= upto:
+            written = self._held.popleft()
+            self._held_bytes -= written.size
+            self._held_memory -= written.memory
 
     def _commit(
         self, now: float, held: list[_Held], held_bytes: int, reserve: Optional[int],
@@ -916,8 +985,14 @@ class EventLog:
             named = self._move_aside()
         except OSError as failed:
             raise sqlite3.DatabaseError(f"{exc}; it cannot be moved aside: {failed}") from exc
-        self._damage_found = None
-        self._set_asides += 1
+        with self._lock:  # a flush may meet the damage: appends go on meanwhile
+            self._damage_found = None
+            self._set_asides += 1
+            self._set_aside_state(exc, named)
+        self._reopen()
+
+    def _set_aside_state(self, exc: sqlite3.DatabaseError, named: str) -> None:
+        """Log the set-aside, and note what the new database is to record."""
         lost = self._held[0].event["seq"] - 1 if self._held else self._last_seq
         if self._set_asides == 1:
             log.error(
@@ -940,7 +1015,6 @@ class EventLog:
         self._unreadable.clear()
         if self._boot_id is not None:  # this boot's first seq, with the next events written
             self._boot_row = (self._boot_id, self._boot_first)
-        self._reopen()
 
     def _reopen(self) -> None:
         """Open a new database in place of the one `_recover` moved aside; on a full disk
@@ -1042,7 +1116,7 @@ class EventLog:
             self._db.execute(
                 "INSERT OR REPLACE INTO seq_reserved (id, upto) VALUES (0, ?)", (upto,)
             )
-        self._reserved = upto
+        self._reserved = self._db_reserved = upto
 
     def _transaction(self, durable: bool = False) -> _Transaction:
         return _Transaction(self._db, durable)
@@ -1102,30 +1176,87 @@ class EventLog:
         if self._failing_since is not None:
             self._dropped += 1
 
-    @_locked
     def since(self, seq: int, limit: int) -> list[Event]:
         """Events with a seq above `seq`, oldest first, at most `limit`.
 
         A row whose bytes are damaged (see `_event`) is left out and the next one read in
         its place: raising for it failed every read that reached it, so a client could
         never get past it while it was kept."""
-        return self._on_sound_db(lambda: self._read_since(seq, limit))
+        return self._read(lambda db: self._read_since(db, seq, limit))
 
-    def _read_since(self, seq: int, limit: int) -> list[Event]:
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """query(connection) on the database, holding the state's lock, without waiting
+        for a flush: on the flush's connection when none is writing, else on a second,
+        read-only one (`_reader`). Where that cannot be had or fails (a database opened
+        for this process alone, none open, damage), it waits for the flush and reads as
+        before, where damage is set aside (`_on_sound_db`)."""
+        if self._flush_lock.acquire(blocking=False):
+            try:
+                with self._lock:
+                    return self._on_sound_db(lambda: query(self._db))
+            finally:
+                self._flush_lock.release()
+        with self._lock:
+            reader = self._reader()
+            if reader is not None:
+                try:
+                    return query(reader)
+                except sqlite3.Error as exc:
+                    log.debug("event log %s: read beside a flush: %s", self.path, exc)
+                    self._close_reader()
+        with self._flush_lock, self._lock:
+            return self._on_sound_db(lambda: query(self._db))
+
+    def _reader(self) -> Optional[sqlite3.Connection]:
+        """The read-only connection for reads during a flush, opened on first use and
+        again after the database was replaced; None when there is none to have.
+
+        In WAL mode a reader sees the last commit and never waits for a writer
+        (https://sqlite.org/wal.html#concurrency). Not where the database is open with its
+        index in memory (locking_mode=EXCLUSIVE keeps every other connection out), nor
+        while there is no sound database open."""
+        if self._exclusive or self._reopen_due or self._damage_found is not None:
+            return None
+        if self._reader_db is not None and self._reader_generation != self._generation:
+            self._close_reader()
+        if self._reader_db is None:
+            generation = self._generation
+            try:
+                reader = sqlite3.connect(
+                    f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True,
+                    isolation_level=None, check_same_thread=False)
+            except sqlite3.Error:
+                return None
+            with contextlib.suppress(sqlite3.Error):
+                reader.execute("PRAGMA cache_size=-256")  # as the writer's
+            self._reader_db, self._reader_generation = reader, generation
+        return self._reader_db
+
+    def _close_reader(self) -> None:
+        reader, self._reader_db = self._reader_db, None
+        if reader is not None:
+            with contextlib.suppress(sqlite3.Error):
+                reader.close()
+
+    def _read_since(self, db: sqlite3.Connection, seq: int, limit: int) -> list[Event]:
+        """Read on db, holding the state's lock. A flush may commit between two queries
+        here, and its events are then both in the table and still held: the held ones
+        follow the last row read, so none is served twice and none is missed."""
         events: list[Event] = []
-        after = seq = max(seq, self._served_from - 1)
+        after = max(seq, self._served_from - 1)
         while len(events) < limit:
             wanted = limit - len(events)
             # As bytes: a text column that is not UTF-8 would raise for the whole query.
-            rows = self._db.execute(
+            rows = db.execute(
                 "SELECT seq, ts, CAST(kind AS BLOB), CAST(body AS BLOB) FROM events "
                 "WHERE seq > ? ORDER BY seq LIMIT ?", (after, wanted),
             ).fetchall()
             events.extend(e for e in map(self._readable, rows) if e is not None)
+            if rows:
+                after = rows[-1][0]
             if len(rows) < wanted:  # the table is read to its end: held events follow
-                events.extend(h.event for h in self._held if h.event["seq"] > seq)
+                events.extend(h.event for h in self._held if h.event["seq"] > after)
                 break
-            after = rows[-1][0]
         return events[:limit]
 
     def _readable(self, row: tuple[int, Any, bytes, bytes]) -> Optional[Event]:
@@ -1140,29 +1271,34 @@ class EventLog:
                           self.path, row[0], exc)
             return None
 
-    @_locked
     def oldest_seq(self) -> int:
-        """The oldest event still readable; `last_seq + 1` when there is none."""
-        row = self._on_sound_db(lambda: self._db.execute(
-            "SELECT MIN(seq) FROM events WHERE seq >= ?", (self._served_from,)
-        ).fetchone())
+        """The oldest event still readable; `last_seq + 1` when there is none. Read as
+        `since` reads, without waiting for a flush."""
+        return self._read(self._read_oldest)
+
+    def _read_oldest(self, db: sqlite3.Connection) -> int:
+        row = db.execute(
+            "SELECT MIN(seq) FROM events WHERE seq >= ?", (self._served_from,)).fetchone()
         if row and row[0] is not None:
             return int(row[0])
         return self._held[0].event["seq"] if self._held else self._last_seq + 1
 
-    @_locked
     def close(self, now: float) -> None:
-        """Write what is held and close; never raises for a write error (it is logged)."""
-        if not self._write(now, final=True) and self._held:
-            log.error(
-                "event log %s: %d event(s) could not be written before exit and are lost",
-                self.path, len(self._held),
-            )
-        try:
-            self._db.close()
-        except _WRITE_ERRORS as exc:
-            log.warning("event log %s: close: %s", self.path, exc)
-        self._release_lock()
+        """Write what is held and close; never raises for a write error (it is logged).
+        Waits for a flush that is writing, and holds every lock to the end: nothing is
+        appended after the last write."""
+        with self._flush_lock, self._lock:
+            if not self._write(now, final=True) and self._held:
+                log.error(
+                    "event log %s: %d event(s) could not be written before exit and are lost",
+                    self.path, len(self._held),
+                )
+            self._close_reader()
+            try:
+                self._db.close()
+            except _WRITE_ERRORS as exc:
+                log.warning("event log %s: close: %s", self.path, exc)
+            self._release_lock()
 
 
 # The log's directory, or a file of the log, is there but cannot be one: a regular file
