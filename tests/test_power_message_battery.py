@@ -6,7 +6,9 @@ on, without polling `status`. Real daemons on fake boards: intel-mtl (BAT0 disch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
+
+import pytest
 
 from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
@@ -15,19 +17,14 @@ from tests.test_power_message_lux import _first_power_message
 StartDaemon = Callable[..., DaemonProcess]
 
 
-def test_a_power_message_says_on_battery_and_the_charge_the_rules_judge(
-    start_daemon: StartDaemon, tmp_path: Path
+@pytest.mark.parametrize(("board", "on_battery", "percent"), [
+    ("intel-mtl", True, 76.0),  # BAT0 discharging, AC offline
+    ("rk3588", False, None),  # a DC jack: on mains, no charge to tell
+])
+def test_a_power_message_says_what_the_battery_rules_judge(
+    start_daemon: StartDaemon, tmp_path: Path, board: str, on_battery: bool,
+    percent: Optional[float],
 ) -> None:
-    root = materialize("intel-mtl", tmp_path / "board")
-    message = _first_power_message(start_daemon, root, "none")
-    assert message["on_battery"] is True
-    assert message["battery_percent"] == 76.0
-
-
-def test_a_board_without_a_battery_is_on_mains_in_the_power_message(
-    start_daemon: StartDaemon, tmp_path: Path
-) -> None:
-    root = materialize("rk3588", tmp_path / "board")
-    message = _first_power_message(start_daemon, root, "none")
-    assert message["on_battery"] is False
-    assert "battery_percent" not in message
+    message = _first_power_message(start_daemon, materialize(board, tmp_path / "board"), "none")
+    assert message["on_battery"] is on_battery
+    assert message.get("battery_percent") == percent
