@@ -1601,10 +1601,7 @@ class PowerController:
             if self.batteries:
                 out["batteries"] = [{k: v for k, v in b.items() if v is not None}
                                     for b in self.batteries]
-            if self._readings.battery_percent is not None:
-                out["battery_percent"] = round(self._readings.battery_percent, 1)
-            if self._readings.on_battery is not None:
-                out["on_battery"] = self._readings.on_battery
+            out.update(self._battery_judged())
             if self.lux is not None:
                 out["lux"] = self.lux
             if self.notes:
@@ -1631,11 +1628,19 @@ class PowerController:
                 message["joules"] = joules
             if self.lux is not None:  # the light sensor sensors.light names, when it reads
                 message["lux"] = round(self.lux, 2)
-            # what the battery rules judge, as in the status: a client following the power
-            # topic sees the switch to battery that a profile_change event names the reason of
-            if self._readings.battery_percent is not None:
-                message["battery_percent"] = round(self._readings.battery_percent, 1)
-            if self._readings.on_battery is not None:
-                message["on_battery"] = self._readings.on_battery
+            # as in the status: a client following the power topic sees the switch to
+            # battery that a profile_change event names the reason of
+            message.update(self._battery_judged())
             return message
+
+    def _battery_judged(self) -> dict[str, Any]:
+        """What the battery rules judge (under the lock): `battery_percent` and
+        `on_battery`, each left out while it cannot be told."""
+        readings = self._readings
+        out: dict[str, Any] = {}
+        if readings.battery_percent is not None:
+            out["battery_percent"] = round(readings.battery_percent, 1)
+        if readings.on_battery is not None:
+            out["on_battery"] = readings.on_battery
+        return out
 

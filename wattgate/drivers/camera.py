@@ -321,8 +321,7 @@ def raw_picture(data: Image, layout: Layout, size: tuple[int, int], stride: int 
     if data.ndim > 2 or (data.ndim == 2 and data.shape[0] > 1):
         return data
     width, height = size
-    rows = height if layout == "YUYV" else height * 3 // 2
-    row_bytes = 2 * width if layout == "YUYV" else width
+    rows, row_bytes = _rows(layout, size)
     flat = data.reshape(-1)
     if width < 1 or rows < 1 or flat.size < rows * row_bytes:
         raise ValueError(f"a {layout} buffer of {flat.size} bytes, short of the "
@@ -333,15 +332,23 @@ def raw_picture(data: Image, layout: Layout, size: tuple[int, int], stride: int 
     return picture.reshape(height, width, 2) if layout == "YUYV" else picture
 
 
+def _rows(layout: Layout, size: tuple[int, int]) -> tuple[int, int]:
+    """How many rows a `size` (width, height) picture in `layout` has, and its bytes a row
+    without padding: YUYV's 2 a pixel, NV12's luma rows and then half as many of UV."""
+    width, height = size
+    if layout == "YUYV":
+        return height, 2 * width
+    return height * 3 // 2, width
+
+
 def stride_refusal(
     nbytes: int, layout: Layout, size: tuple[int, int], stride: int
 ) -> Optional[str]:
     """Why a buffer of `nbytes` cannot hold a `size` (width, height) picture in `layout`
     at `stride` bytes a row (a stride narrower than a row, a buffer short of every row at
     that stride), or None when it can."""
-    width, height = size
-    rows = height if layout == "YUYV" else height * 3 // 2
-    row_bytes = 2 * width if layout == "YUYV" else width
+    width, _ = size
+    rows, row_bytes = _rows(layout, size)
     if stride < row_bytes:
         return f"a stride of {stride} bytes is narrower than a {width}-pixel {layout} row"
     if nbytes < rows * stride:
