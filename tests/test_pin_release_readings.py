@@ -5,13 +5,12 @@ symlinks, the real power controller."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.boards import materialize
+from tests.test_power_inputs_edges import intel_with_bat1
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 
@@ -22,18 +21,8 @@ LITE = {"variants": {"lite": {"path": "/models/lite.tflite"}}}
 def two_batteries(tmp_path: Path) -> Path:
     """intel-mtl with an idle BAT0 at 30 % and a second battery of the same size, BAT1, in
     use at 5 %: 17.5 % left in all, below a 20 % rule that BAT0 alone is well above."""
-    root = materialize("intel-mtl", tmp_path / "sys")
-    supplies = root / "class/power_supply"
-    bat0 = supplies.joinpath("BAT0").resolve()
-    bat1 = bat0.parent / "BAT1"
-    shutil.copytree(bat0, bat1, symlinks=True)
-    (supplies / "BAT1").symlink_to(bat1)
-    for battery, values in ((bat0, {"capacity": "30", "status": "Unknown", "power_now": "0"}),
-                            (bat1, {"capacity": "5", "status": "Discharging",
-                                    "power_now": "9000000"})):
-        for name, text in values.items():
-            (battery / name).write_text(text + "\n")
-    return root
+    return intel_with_bat1(tmp_path, {"capacity": "30", "status": "Unknown", "power_now": "0"},
+                           {"capacity": "5", "status": "Discharging", "power_now": "9000000"})
 
 
 def config(tmp_path: Path, root: Path, **sections: Any) -> Any:

@@ -33,20 +33,28 @@ def wait_for_activity(daemon: DaemonProcess, wanted: str, timeout: float = 20.0)
         time.sleep(0.1)
 
 
-def test_someone_in_front_of_the_pir_keeps_the_board_awake_until_the_hold_ends(
-    start_daemon: StartDaemon, tmp_path: Path,
-) -> None:
+def pir_daemon(start_daemon: StartDaemon, tmp_path: Path,
+               cooldown_s: float) -> tuple[DaemonProcess, Path]:
+    """A daemon on a fake RK3588 whose GPIO 17 is the PIR (output low), held 1 s; and the
+    GPIO's directory, whose value file the test writes as the PIR would."""
     root = materialize("rk3588", tmp_path / "board")
     gpio = root / "class/gpio/gpio17"
     gpio.mkdir(parents=True)
     (gpio / "value").write_text("0\n")
-    cooldown_s = 1.0
     daemon = start_daemon(
         power={"sysfs_root": str(root), "cooldown_s": cooldown_s},
         camera={"source": "synthetic:empty"},
         sensors={"light": "none", "pir": "/sys/class/gpio/gpio17/value",
                  "pir_poll_s": 0.05, "pir_hold_s": 1.0},
     )
+    return daemon, gpio
+
+
+def test_someone_in_front_of_the_pir_keeps_the_board_awake_until_the_hold_ends(
+    start_daemon: StartDaemon, tmp_path: Path,
+) -> None:
+    cooldown_s = 1.0
+    daemon, gpio = pir_daemon(start_daemon, tmp_path, cooldown_s)
     wait_for_activity(daemon, "idle")
     (gpio / "value").write_text("1\n")  # someone walks in, and stays
     wait_for_activity(daemon, "active")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
-from tests.fixtures.boards import materialize
+from tests.test_pir_hold import pir_daemon
 from tests.test_sensors import Recorder, Tree, watch
 from tests.test_slow_sensors import Stuck
 from wattgate.daemon.sensors import STUCK_S
@@ -28,16 +28,7 @@ def status_of(daemon: DaemonProcess) -> dict[str, Any]:
 def test_a_pir_gone_while_high_lets_the_board_idle_after_the_hold(
     start_daemon: StartDaemon, tmp_path: Path,
 ) -> None:
-    root = materialize("rk3588", tmp_path / "board")
-    gpio = root / "class/gpio/gpio17"
-    gpio.mkdir(parents=True)
-    (gpio / "value").write_text("0\n")
-    daemon = start_daemon(
-        power={"sysfs_root": str(root), "cooldown_s": 1.0},
-        camera={"source": "synthetic:empty"},
-        sensors={"light": "none", "pir": "/sys/class/gpio/gpio17/value",
-                 "pir_poll_s": 0.05, "pir_hold_s": 1.0},
-    )
+    daemon, gpio = pir_daemon(start_daemon, tmp_path, cooldown_s=1.0)
 
     def wait_for(wanted: str, timeout: float = 20.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

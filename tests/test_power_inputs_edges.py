@@ -217,21 +217,27 @@ def test_the_input_rail_is_the_board_not_the_sum_with_the_rails_it_feeds(
     assert (inputs.meter_w, inputs.meter_source) == (pytest.approx(2.479), source)
 
 
-def two_batteries(tmp_path: Path, second: dict[str, str]) -> tuple[Path, FailingReads]:
-    """intel-mtl with a second battery (a ThinkPad's removable BAT1) beside an idle BAT0 at
-    97 %, and RAPL not readable (energy_uj is root's since Linux 5.10), so the batteries
-    are what measures the board."""
+def intel_with_bat1(tmp_path: Path, first: dict[str, str], second: dict[str, str]) -> Path:
+    """intel-mtl at tmp_path/sys with a second battery, BAT1 (a ThinkPad's removable one),
+    made from BAT0 as the kernel lays it out; the two batteries' files set to `first` and
+    `second`."""
     root = materialize("intel-mtl", tmp_path / "sys")
     supplies = root / "class/power_supply"
     bat0 = supplies.joinpath("BAT0").resolve()
     bat1 = bat0.parent / "BAT1"
     shutil.copytree(bat0, bat1, symlinks=True)
     (supplies / "BAT1").symlink_to(bat1)
-    for name, text in {"power_now": "0", "status": "Unknown", "capacity": "97",
-                       "energy_full": "57000000"}.items():
-        (bat0 / name).write_text(text + "\n")
-    for name, text in second.items():
-        (bat1 / name).write_text(text + "\n")
+    for battery, values in ((bat0, first), (bat1, second)):
+        for name, text in values.items():
+            (battery / name).write_text(text + "\n")
+    return root
+
+
+def two_batteries(tmp_path: Path, second: dict[str, str]) -> tuple[Path, FailingReads]:
+    """intel-mtl with a second battery beside an idle BAT0 at 97 %, and RAPL not readable
+    (energy_uj is root's since Linux 5.10), so the batteries are what measures the board."""
+    root = intel_with_bat1(tmp_path, {"power_now": "0", "status": "Unknown", "capacity": "97",
+                                      "energy_full": "57000000"}, second)
     io = FailingReads()
     for counter in root.glob("class/powercap/*/energy_uj"):
         io.failing[str(counter.resolve())] = errno.EACCES
