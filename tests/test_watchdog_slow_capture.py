@@ -5,7 +5,8 @@ thirds of WatchdogSec= when shorter): a capture thread stuck in a driver. A prof
 capture_fps drops frames before the gate without counting them as grabbed, and a paced
 source (a file, a scene) at a low camera.fps waits between frames: either slower than the
 limit (0.02 fps against 20 s) stopped the pings, and systemd restarted the daemon every
-minute. Here WATCHDOG_USEC=3 s makes the limit 2 s, so 0.4 fps (2.5 s a frame) is past it.
+minute. Here WATCHDOG_USEC=2 s makes the limit 1.33 s, so 0.4 fps (2.5 s a frame) is past it,
+and by more than the daemon's tick (a second): every frame period has a tick that sees it.
 
 A live camera triggered by hardware (a line that stands still) sends nothing for as long as
 camera.stall_s allows: that silence is not a stall either.
@@ -27,8 +28,8 @@ from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
 
 StartDaemon = Callable[..., DaemonProcess]
-WATCHDOG = {"WATCHDOG_USEC": "3000000"}  # pings every 1.5 s, stall limit 2 s
-FRAMES = 3  # frame periods watched
+WATCHDOG = {"WATCHDOG_USEC": "2000000"}  # pings every 1 s, stall limit 1.33 s
+FRAMES = 2  # frame periods watched
 
 
 @pytest.mark.parametrize("slow", ["camera_fps", "capture_fps"])
