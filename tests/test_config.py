@@ -82,6 +82,7 @@ def test_shipped_config_documents_every_key() -> None:
         ({"camera": {"fps": "15"}}, "camera.fps: got '15'"),
         ({"daemon": {"log_level": "loud"}}, "daemon.log_level: got 'loud'"),
         ({"model": {"kind": "resnet"}}, "model.kind: got 'resnet'"),
+        ({"model": {"resize": "squash"}}, "model.resize: got 'squash'"),
         ({"cameras": {}}, "cameras: unknown key"),
     ],
 )

@@ -155,7 +155,13 @@ def test_float_input_is_rgb_in_minus_one_to_one(tmp_path: Path, rgb_labels: str)
     assert got["red"] == pytest.approx(1.0, abs=1e-6)
     assert got["green"] == pytest.approx((128 / 127.5 - 1) * 0.5 + 0.5, abs=1e-6)
     assert got["blue"] == pytest.approx(0.0, abs=1e-6)
-    # A 64x32 frame fills half of the 32x32 input; the black padding reads as -1.
+    # A classifier is trained on stretched images: a 64x32 frame fills the 32x32 input.
+    assert model.info["resize"] == "stretch"
+    got = scores(model, solid(64, 32, (0, 0, 255)))
+    assert got["red"] == pytest.approx(1.0, abs=1e-6)
+    # Letterboxed on request, it fills half of it; the black padding reads as -1.
+    model = Model.load(str(path), kind="classifier", labels=rgb_labels, score_threshold=0.0,
+                       resize="letterbox")
     got = scores(model, solid(64, 32, (0, 0, 255)))
     assert got["red"] == pytest.approx(0.5, abs=1e-6)
     assert got["green"] == pytest.approx(0.0, abs=1e-6)
@@ -247,13 +253,13 @@ def test_a_yolo_letterbox_is_grey_114_in_the_input_s_own_terms(
                                          abs=quant[0])
 
 
-def test_ssd_and_blazeface_letterboxes_stay_black(tmp_path: Path, blazeface: Model) -> None:
-    """The TF Object Detection API pads with per_channel_pad_value (0, 0, 0) before its
-    feature extractors map pixels to [-1, 1] (object_detection/core/preprocessor.py
-    resize_to_range); MediaPipe's ImageToTensorCalculator with border_mode BORDER_ZERO pads
-    the image with 0 (warpPerspective BORDER_CONSTANT) before convertTo maps it to the
-    tensor's float range (image_to_tensor_converter_opencv.cc). Both read black as -1."""
-    ssd = two_box_ssd(tmp_path, np.zeros((1, 2, 4), np.float32))
+def test_blazeface_and_a_letterboxed_ssd_have_black_bars(tmp_path: Path,
+                                                       blazeface: Model) -> None:
+    """MediaPipe's ImageToTensorCalculator with border_mode BORDER_ZERO pads the image with
+    0 (warpPerspective BORDER_CONSTANT) before convertTo maps it to the tensor's float range
+    (image_to_tensor_converter_opencv.cc): black reads as -1. An SSD letterboxed on request
+    gets the same bars."""
+    ssd = two_box_ssd(tmp_path, np.zeros((1, 2, 4), np.float32), resize="letterbox")
     bars, _ = bars_and_picture(ssd.preparer().prepare(solid(64, 32, (200, 200, 200))).tensor)
     assert np.all(bars == -1.0)
     tensor = blazeface.preparer().prepare(solid(256, 128, (200, 200, 200))).tensor
@@ -322,7 +328,7 @@ def test_a_classifier_that_ends_in_softmax_is_published_as_it_is(tmp_path: Path,
 # --------------------------------------------------------------------------- box mapping
 
 
-def two_box_ssd(tmp_path: Path, boxes: np.ndarray[Any, Any]) -> Model:
+def two_box_ssd(tmp_path: Path, boxes: np.ndarray[Any, Any], resize: str = "auto") -> Model:
     """A 32x32 SSD whose two detections are classes 0 and 1 (0.9, 0.8) at `boxes`."""
     path = constant_model(tmp_path / "ssd.tflite", [
         ConstOutput("detection_boxes", boxes),
@@ -330,12 +336,12 @@ def two_box_ssd(tmp_path: Path, boxes: np.ndarray[Any, Any]) -> Model:
         ConstOutput("detection_scores", np.array([[0.9, 0.8]])),
         ConstOutput("num_detections", np.array([2.0])),
     ], size=(32, 32))
-    return Model.load(str(path))
+    return Model.load(str(path), resize=resize)
 
 
 def test_boxes_map_back_through_the_letterbox(tmp_path: Path) -> None:
     boxes = np.array([[[0.25, 0.5, 0.75, 1.0], [0.3, 0.125, 0.5, 0.375]]], np.float32)
-    model = two_box_ssd(tmp_path, boxes)
+    model = two_box_ssd(tmp_path, boxes, resize="letterbox")
     assert model.info["kind"] == "ssd"
     # 64x32 frame: scale 0.5, 8 px of padding above and below.
     a, b = model.infer(solid(64, 32, (9, 9, 9))).detections
@@ -352,7 +358,7 @@ def test_boxes_of_a_thin_frame_map_back_by_the_rows_it_was_given(tmp_path: Path)
     rows 6..12; mapped back by the scale (1 row = 8 frame rows) it came out as 8..12."""
     boxes = np.array([[[16 / 32, 0.25, 17 / 32, 0.75], [15 / 32, 0.0, 16 / 32, 1.0]]],
                      np.float32)
-    model = two_box_ssd(tmp_path, boxes)
+    model = two_box_ssd(tmp_path, boxes, resize="letterbox")
     lower, upper = model.infer(solid(256, 12, (9, 9, 9))).detections
     assert np.allclose(lower.box, (64, 6, 192, 12)), lower.box
     assert np.allclose(upper.box, (0, 0, 256, 6)), upper.box
@@ -360,7 +366,7 @@ def test_boxes_of_a_thin_frame_map_back_by_the_rows_it_was_given(tmp_path: Path)
     boxes = np.array([[[0.25, 16 / 32, 0.75, 17 / 32], [0.0, 15 / 32, 1.0, 16 / 32]]],
                      np.float32)
     (tmp_path / "tall").mkdir()
-    tall = two_box_ssd(tmp_path / "tall", boxes)
+    tall = two_box_ssd(tmp_path / "tall", boxes, resize="letterbox")
     right, left = tall.infer(solid(12, 256, (9, 9, 9))).detections
     assert np.allclose(right.box, (6, 64, 12, 192)), right.box
     assert np.allclose(left.box, (0, 0, 6, 256)), left.box
@@ -603,12 +609,61 @@ def test_a_wide_integer_output_needs_no_scale(tmp_path: Path) -> None:
     assert [d.label for d in model.infer(solid(32, 32, (0, 0, 0))).detections] == ["1"]
 
 
+def test_an_ssd_is_stretched_as_it_is_trained_and_its_boxes_map_back_per_axis(
+        tmp_path: Path) -> None:
+    """The TF Object Detection API trains its SSDs on images resized to the input's height
+    and width (fixed_shape_resizer). Letterboxed, a 16:9 frame filled only 56 % of a square
+    input, every object a little more than half its trained size, bars above and below."""
+    boxes = np.array([[[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.125, 0.25]]], np.float32)
+    model = two_box_ssd(tmp_path, boxes)
+    assert model.info["resize"] == "stretch"
+    tensor = model.preparer().prepare(solid(64, 32, (200, 200, 200))).tensor
+    assert np.allclose(tensor, 200 / 127.5 - 1.0)  # the picture fills the input: no bars
+    a, b = model.infer(solid(64, 32, (9, 9, 9))).detections
+    assert np.allclose(a.box, (32, 8, 64, 24))  # x by 64/32, y by 32/32
+    assert np.allclose(b.box, (0, 0, 16, 4))
+    # each axis its own scale, whatever the shape
+    a, _ = model.infer(solid(320, 96, (9, 9, 9))).detections
+    assert np.allclose(a.box, (160, 24, 320, 72))
+
+
+@pytest.mark.parametrize("kind, resize, expected", [
+    ("ssd", "auto", "stretch"),
+    ("ssd", "letterbox", "letterbox"),
+    ("yolov8", "auto", "letterbox"),
+    ("yolov8", "stretch", "stretch"),
+])
+def test_resize_auto_follows_the_kind_and_an_explicit_one_wins(
+        tmp_path: Path, kind: str, resize: str, expected: str) -> None:
+    if kind == "ssd":
+        model = two_box_ssd(tmp_path, np.zeros((1, 2, 4), np.float32), resize=resize)
+    else:
+        path = constant_model(tmp_path / "yolo.tflite",
+                              [ConstOutput("Identity", np.zeros((1, 7, 12)))])
+        model = Model.load(str(path), resize=resize)
+    assert (model.info["kind"], model.info["resize"]) == (kind, expected)
+    tensor = model.preparer().prepare(solid(64, 32, (200, 200, 200))).tensor
+    bars, _ = bars_and_picture(tensor)
+    assert np.all(bars == tensor[0, 16, 16]) == (expected == "stretch")
+
+
+def test_blazeface_is_letterboxed(blazeface: Model) -> None:
+    """MediaPipe fits the frame into BlazeFace's input keeping its aspect ratio."""
+    assert blazeface.info["resize"] == "letterbox"
+
+
+def test_an_unknown_resize_is_refused_naming_the_file(tmp_path: Path) -> None:
+    path = mean_rgb_model(tmp_path / "rgb.tflite")
+    with pytest.raises(ModelError, match=r"rgb\.tflite: unknown resize 'squash'"):
+        Model.load(str(path), kind="classifier", resize="squash")
+
+
 def test_a_detection_inside_the_letterbox_padding_is_dropped(tmp_path: Path) -> None:
     """A 64x32 frame fills rows 8..24 of the 32x32 input. A box wholly in the black band
     above it mapped to a box of height 0 at the frame's top edge and was published."""
     boxes = np.array([[[0.05, 0.25, 0.2, 0.75],    # ymin..ymax 1.6..6.4 px: padding only
                        [0.2, 0.25, 0.5, 0.75]]], np.float32)  # reaches into the frame
-    model = two_box_ssd(tmp_path, boxes)
+    model = two_box_ssd(tmp_path, boxes, resize="letterbox")
     (det,) = model.infer(solid(64, 32, (9, 9, 9))).detections
     assert det.label == "1" and np.allclose(det.box, (16, 0, 48, 16))
 

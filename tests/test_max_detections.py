@@ -101,15 +101,15 @@ def test_a_result_that_was_not_cut_does_not_say_so(tmp_path: Path) -> None:
 
 
 def test_boxes_in_the_letterbox_padding_are_not_counted(tmp_path: Path) -> None:
-    """A 64x32 frame fills rows 8..24 of the 32x32 input: a box in the padding above it is
-    dropped, and a result that was not cut must not claim it as left out."""
+    """A 64x32 frame letterboxed fills rows 8..24 of the 32x32 input: a box in the padding
+    above it is dropped, and a result that was not cut must not claim it as left out."""
     path = constant_model(tmp_path / "ssd.tflite", [
         ConstOutput("detection_boxes", np.array([[[0.0, 0.2, 0.2, 0.6], [0.4, 0.2, 0.6, 0.6]]])),
         ConstOutput("detection_classes", np.array([[0.0, 1.0]])),
         ConstOutput("detection_scores", np.array([[0.9, 0.8]])),
         ConstOutput("num_detections", np.array([2.0])),
     ], size=(32, 32))
-    model = Model.load(str(path), kind="ssd", max_detections=5)
+    model = Model.load(str(path), kind="ssd", max_detections=5, resize="letterbox")
     result = model.infer(np.zeros((32, 64, 3), np.uint8))
     assert [d.label for d in result.detections] == ["1"] and result.found == 1
 

@@ -154,11 +154,14 @@ def test_percent_to_absolute(value: Any, expected: int) -> None:
 
 
 def test_variant_model_keeps_unset_keys_from_the_main_model() -> None:
-    cfg = parse_config({"model": {"labels": "/l.txt", "score_threshold": 0.6, "variants": {
-        "lite": {"path": "/m/lite.tflite", "kind": "ssd"}}}})
+    cfg = parse_config({"model": {"labels": "/l.txt", "score_threshold": 0.6,
+                                  "resize": "letterbox", "variants": {
+        "lite": {"path": "/m/lite.tflite", "kind": "ssd"},
+        "stretched": {"path": "/m/s.tflite", "resize": "stretch"}}}})
     lite = variant_model(cfg.model, "lite")
-    assert (lite.path, lite.kind, lite.labels, lite.score_threshold) == (
-        "/m/lite.tflite", "ssd", "/l.txt", 0.6)
+    assert (lite.path, lite.kind, lite.labels, lite.score_threshold, lite.resize) == (
+        "/m/lite.tflite", "ssd", "/l.txt", 0.6, "letterbox")
+    assert variant_model(cfg.model, "stretched").resize == "stretch"
     assert variant_model(cfg.model, None) is cfg.model
     assert variant_model(cfg.model, "") is cfg.model
 

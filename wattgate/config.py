@@ -292,6 +292,7 @@ class GateConfig(Section):
 
 
 ModelKind = Literal["auto", "blazeface", "ssd", "yolov8", "yolov5", "classifier"]
+ModelResize = Literal["auto", "letterbox", "stretch"]  # drivers/inference.py RESIZES
 
 
 class ModelVariant(Section):
@@ -313,6 +314,10 @@ class ModelVariant(Section):
         None, ge=0, le=1, description="Detections below this score are dropped; unset keeps "
         "model.score_threshold."
     )
+    resize: Optional[ModelResize] = Field(
+        None, description="How a frame of another shape is fitted to the variant's input: "
+        "auto, letterbox or stretch; unset keeps model.resize."
+    )
 
 
 class ModelConfig(Section):
@@ -323,6 +328,12 @@ class ModelConfig(Section):
     kind: ModelKind = Field(
         "auto", description="Output decoder: auto, blazeface, ssd, yolov8 ([1, 4+C, N]), "
         "yolov5 ([1, N, 5+C]) or classifier; auto picks by output shapes."
+    )
+    resize: ModelResize = Field(
+        "auto", description="How a frame of another shape than the input is fitted: "
+        "letterbox (aspect ratio kept, bars around), stretch (each axis scaled to fill), or "
+        "auto: as the kind is trained (stretch for ssd and classifier, letterbox for "
+        "blazeface and YOLO)."
     )
     labels: Optional[NonBlank] = Field(
         None, description="Labels file, one label a line (relative: from the directory of "

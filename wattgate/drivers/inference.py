@@ -19,11 +19,14 @@ Input normalisation (the choice, since a .tflite file does not record it):
   into it. In the common cases (scale ~1/255 or ~1/127.5) that is the raw pixel for uint8 and
   pixel - 128 for int8, computed without floats.
 
-Letterbox bars: black for BlazeFace, SSD and classifiers, grey 114 for YOLO (``_YOLO_INPUT``).
-They are a pixel value in the BGR canvas the frame is drawn into, set once when the canvas is
-made, so the same conversion as the picture's turns them into the input's dtype and range at
-no cost of their own: 114 becomes 114/255 for a float YOLO input, 114 for uint8 at scale
-1/255, -14 for int8 at zero point -128.
+A frame of another shape than the input is fitted as the model was trained (``RESIZES``,
+config `model.resize`): letterboxed, scaled to fit with bars around it (BlazeFace, YOLO), or
+stretched, each axis scaled to fill the input (SSD, classifiers: ``_STRETCHED_KINDS``).
+Letterbox bars: black for BlazeFace, grey 114 for YOLO (``_YOLO_INPUT``). They are a pixel
+value in the BGR canvas the frame is drawn into, set once when the canvas is made, so the
+same conversion as the picture's turns them into the input's dtype and range at no cost of
+their own: 114 becomes 114/255 for a float YOLO input, 114 for uint8 at scale 1/255, -14
+for int8 at zero point -128.
 """
 
 from __future__ import annotations
@@ -77,11 +80,22 @@ _REAL_RANGES = ((0.0, 255.0), (0.0, 1.0), (-1.0, 1.0), (-128.0, 127.0))
 #:   (utils/augmentations.py, color=(114, 114, 114)), before dividing by 255.
 #: - The others: [-1, 1] and black bars, which read as -1. MediaPipe's ImageToTensorCalculator
 #:   with border_mode BORDER_ZERO pads the image with 0 (warpPerspective BORDER_CONSTANT in
-#:   image_to_tensor_converter_opencv.cc) before mapping it to the float range; the TF Object
-#:   Detection API pads with per_channel_pad_value (0, 0, 0) (core/preprocessor.py
-#:   resize_to_range) before its SSD feature extractors map pixels to [-1, 1].
+#:   image_to_tensor_converter_opencv.cc) before mapping it to the float range. An SSD or a
+#:   classifier letterboxed on request (model.resize) gets black bars too.
 _YOLO_INPUT: tuple[tuple[float, float], int] = ((0.0, 1.0), 114)
 _DEFAULT_INPUT: tuple[tuple[float, float], int] = ((-1.0, 1.0), 0)
+#: How a frame of another shape than the input is fitted (config `model.resize`): "auto" is
+#: the way the model's kind was trained, "letterbox" keeps the aspect ratio (bars around),
+#: "stretch" scales each axis to fill the input.
+RESIZES = ("auto", "letterbox", "stretch")
+#: Kinds trained on stretched images. The TF Object Detection API's SSD configurations
+#: resize with fixed_shape_resizer (a plain resize to the input's height and width, in the
+#: pipeline.config of every SSD of its model zoo); classifiers are trained and evaluated on
+#: images resized to the input (Keras, TFLite Model Maker: tf.image.resize). Letterboxed,
+#: such a model sees its objects smaller and squashed bars it never saw. BlazeFace
+#: (MediaPipe's ImageToTensorCalculator, FIT with zero borders) and YOLO (Ultralytics'
+#: LetterBox) are trained letterboxed.
+_STRETCHED_KINDS = frozenset({"ssd", "classifier"})
 
 
 class ModelError(Exception):
@@ -263,13 +277,18 @@ def _defuse_half_built_delegate(exc: BaseException) -> None:
 
 class _Letterbox:
     """Geometry and buffers for one source frame size: resize keeping aspect ratio, centre,
-    pad with bars of pixel value `pad`. Rebuilt only when the frame size changes."""
+    pad with bars of pixel value `pad`; or, with `stretch`, resize to fill the input (no
+    bars). Rebuilt only when the frame size changes."""
 
-    def __init__(self, src_w: int, src_h: int, dst_w: int, dst_h: int, pad: int) -> None:
+    def __init__(self, src_w: int, src_h: int, dst_w: int, dst_h: int, pad: int,
+                 stretch: bool = False) -> None:
         self.src = (src_w, src_h)
-        self.scale = min(dst_w / src_w, dst_h / src_h)
-        self.new_w = max(1, min(dst_w, round(src_w * self.scale)))
-        self.new_h = max(1, min(dst_h, round(src_h * self.scale)))
+        if stretch:
+            self.new_w, self.new_h = dst_w, dst_h
+        else:
+            scale = min(dst_w / src_w, dst_h / src_h)
+            self.new_w = max(1, min(dst_w, round(src_w * scale)))
+            self.new_h = max(1, min(dst_h, round(src_h * scale)))
         self.pad_x = (dst_w - self.new_w) // 2
         self.pad_y = (dst_h - self.new_h) // 2
         self.canvas = np.full((dst_h, dst_w, 3), pad, np.uint8)  # BGR; only region is redrawn
@@ -454,15 +473,16 @@ class Preparer:
 
     def fit(self, frame_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) a frame of frame_size takes in the model's input: a picture of
-        it at least this large loses nothing to the letterbox."""
+        it at least this large loses nothing to the letterbox (or the stretch)."""
         box = self._box_for(frame_size)
         return box.new_w, box.new_h
 
     def _box_for(self, frame_size: tuple[int, int]) -> _Letterbox:
         box = self._letterbox
         if box is None or box.src != frame_size:
-            box = self._letterbox = _Letterbox(*frame_size, *self.model.input_size,
-                                               self.model.pad)
+            model = self.model
+            box = self._letterbox = _Letterbox(*frame_size, *model.input_size, model.pad,
+                                               model.resize == "stretch")
         return box
 
     def recycle(self, tensor: npt.NDArray[Any]) -> None:
@@ -476,7 +496,7 @@ class Model:
 
     def __init__(self, interpreter: Any, path: Path, decoder: Decoder, input_spec: TensorSpec,
                  output_specs: list[TensorSpec], delegate: str | None,
-                 labels: list[str] | None) -> None:
+                 labels: list[str] | None, resize: str = "auto") -> None:
         self._interpreter = interpreter
         self._decoder = decoder
         self._input = input_spec
@@ -486,6 +506,10 @@ class Model:
         self._float_range, pad = _YOLO_INPUT if decoder.kind in YOLO_KINDS else _DEFAULT_INPUT
         #: Pixel value of the letterbox bars, as the model was trained with them.
         self.pad: int = pad
+        if resize == "auto":
+            resize = "stretch" if decoder.kind in _STRETCHED_KINDS else "letterbox"
+        #: "letterbox" or "stretch": how a frame of another shape is fitted (RESIZES).
+        self.resize: str = resize
         self._own = Preparer(self, weak=True)  # weak: no cycle keeps a dropped model
         self.info: dict[str, object] = {
             "path": str(path),
@@ -493,6 +517,7 @@ class Model:
             "kind": decoder.kind,
             "input": [height, width, input_spec.shape[3]],
             "input_dtype": input_spec.dtype.name,
+            "resize": resize,
             "runtime": runtime.RUNTIME_NAME,
             "delegate": delegate,
             "labels": len(labels) if labels else 0,
@@ -504,17 +529,22 @@ class Model:
         place that passes every key, so the daemon and `simulate` cannot differ."""
         return cls.load(m.path, kind=m.kind, labels=m.labels, threads=m.threads,
                         delegate=m.delegate, delegate_options=m.delegate_options,
-                        score_threshold=m.score_threshold, max_detections=m.max_detections)
+                        score_threshold=m.score_threshold, max_detections=m.max_detections,
+                        resize=m.resize)
 
     @classmethod
     def load(cls, path: str | None, kind: str = "auto", labels: str | None = None,
              threads: int = 2, delegate: str | None = None,
              delegate_options: Mapping[str, object] | None = None,
-             score_threshold: float = 0.5, max_detections: int = MAX_DETECTIONS) -> Model:
+             score_threshold: float = 0.5, max_detections: int = MAX_DETECTIONS,
+             resize: str = "auto") -> Model:
         """Open, validate and prepare a model; every failure is a ModelError naming the file.
         Its results keep the best ``max_detections`` (config.py bounds it so that the
-        largest result fits one protocol line)."""
+        largest result fits one protocol line); ``resize`` is one of RESIZES."""
         model_path = default_model_path() if path is None else Path(path)
+        if resize not in RESIZES:
+            raise ModelError(f"model file {model_path}: unknown resize {resize!r}; expected "
+                             f"one of {', '.join(RESIZES)}")
         content = _read_model_file(model_path)
         label_list = None
         if labels is not None:
@@ -545,7 +575,7 @@ class Model:
         if labels is not None and label_list is not None:
             _check_label_count(model_path, labels, label_list, decoder.classes)
         model = cls(interp, model_path, decoder, inputs[0], outputs,
-                    delegate if loaded is not None else None, label_list)
+                    delegate if loaded is not None else None, label_list, resize)
         log.info("model %s loaded: %s", model_path.name, model.info)
         return model
 

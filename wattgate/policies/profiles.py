@@ -171,7 +171,8 @@ def chosen_variant(rule_variant: Optional[str], profile_variant: Optional[str]) 
 def variant_model(model: ModelConfig, variant: Optional[str]) -> ModelConfig:
     """The [model] settings to load for ``variant`` (None or "" is the main model).
 
-    A variant replaces path and kind; labels and score_threshold fall back to [model]'s.
+    A variant replaces path and kind; labels, score_threshold and resize fall back to
+    [model]'s.
     KeyError for a name that [model.variants] does not have.
     """
     if not variant:
@@ -185,5 +186,6 @@ def variant_model(model: ModelConfig, variant: Optional[str]) -> ModelConfig:
             "score_threshold": (
                 v.score_threshold if v.score_threshold is not None else model.score_threshold
             ),
+            "resize": v.resize if v.resize is not None else model.resize,
         }
     )
