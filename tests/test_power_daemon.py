@@ -117,7 +117,8 @@ def test_idle_active_idle_then_restored_on_exit(
 ) -> None:
     root = materialize("rk3588", tmp_path / "sys")
     before = tree_snapshot(root)
-    video = write_scene(tmp_path / "scene.avi")
+    # 3 s still: 1 s past the gate's 2 s calibration before something moves
+    video = write_scene(tmp_path / "scene.avi", quiet_s=3.0)
     daemon = start_daemon(**power_sections(root, tmp_path / "journal", video))
     with daemon.connect() as client:
         assert client.hello["capabilities"]["power"] is True
@@ -340,13 +341,13 @@ def test_an_unforeseen_error_at_start_still_restores_the_board(
 
 
 # An NPU inference slower than the one-second power tick cannot exist here (no NPU): the
-# interpreter's invoke is made to take 2.5 s, inside the time the model measures.
+# interpreter's invoke is made to take 1.5 s, inside the time the model measures.
 SLOW_INVOKE_WRAPPER = """
 import sys, time
 import wattgate.drivers.runtime as runtime
 real_invoke = runtime.Interpreter.invoke
 def invoke(self):
-    time.sleep(2.5)
+    time.sleep(1.5)
     return real_invoke(self)
 runtime.Interpreter.invoke = invoke
 from wattgate.cli import main
@@ -358,18 +359,23 @@ def test_a_model_slower_than_the_tick_reads_busy_in_every_tick(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     """The load feedback's duty counts the inference still running: a model busy for
-    2.5 s at a time read as idle (duty 0) in the ticks where none ended."""
+    1.5 s at a time read as idle (duty 0) in the ticks where none ended, one one-second
+    tick in three."""
     root = materialize("rk3588", tmp_path / "sys")
-    video = write_scene(tmp_path / "scene.avi", quiet_s=20.0, moving_s=0.0, after_s=0.0)
+    # 2 s of a still room played in a loop: the model is never out of frames
+    video = write_scene(tmp_path / "scene.avi", quiet_s=2.0, moving_s=0.0, after_s=0.0)
+    sections = power_sections(root, tmp_path / "journal", video)
+    sections["camera"]["loop"] = True
     daemon = start_daemon(
-        **power_sections(root, tmp_path / "journal", video),
+        **sections,
         argv=lambda config: [sys.executable, "-c", SLOW_INVOKE_WRAPPER, str(config)],
         gate={"enabled": False},
     )
     duties: list[float] = []
     with daemon.connect() as client:
         # The status shows the pressure of the last one-second tick: seven looks a second
-        # apart see six ticks or more, of which the old count read two of three as 0.
+        # apart see six ticks or more, of which the old count read one of three as 0 (two
+        # inferences end in every three ticks).
         for _ in range(7):
             load = client.request("status")["power"].get("load")
             if load is not None:
