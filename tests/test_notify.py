@@ -7,6 +7,7 @@ newline-separated assignments.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -243,6 +244,22 @@ def test_no_inherited_listener_without_listen_fds(monkeypatch: pytest.MonkeyPatc
     assert inherited_listener() is None
 
 
+def end_the_wait_for_a_writer(fifo: Path) -> None:
+    """Write what is no video into the FIFO the camera waits on, and close it: the open
+    fails now instead of after FIFO_WAIT_S. Nothing to do when the wait is already over
+    (no reader: ENXIO)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        return
+    try:
+        os.write(fd, b"no video\n")
+    finally:
+        os.close(fd)
+
+
 def test_a_reload_during_start_up_sends_no_reloading_or_ready_before_the_first_ready(
     start_daemon: Callable[..., DaemonProcess], notify: NotifyListener, tmp_path: Path
 ) -> None:
@@ -251,7 +268,9 @@ def test_a_reload_during_start_up_sends_no_reloading_or_ready_before_the_first_r
     sent RELOADING=1 and READY=1 at the reload's end, before start-up was done.
 
     The camera is a FIFO nobody writes to: start-up waits for its first open (a writer,
-    or FIFO_WAIT_S) while the reload runs."""
+    or FIFO_WAIT_S) while the reload runs. Once the reload is done, a writer sends a few
+    bytes that are no video: the open fails at once, as it would at FIFO_WAIT_S, and
+    start-up goes on without the camera."""
     fifo = tmp_path / "camera.fifo"
     os.mkfifo(fifo)
     daemon = start_daemon(env={"NOTIFY_SOCKET": str(notify.path)},
@@ -266,6 +285,7 @@ def test_a_reload_during_start_up_sends_no_reloading_or_ready_before_the_first_r
     while "reloaded" not in daemon.log():
         assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log()
         time.sleep(0.02)
+    end_the_wait_for_a_writer(fifo)
     notify.wait_for("READY=1", timeout=60)
     first_ready = next(i for i, (_, line) in enumerate(notify.received) if line == "READY=1")
     before = [line for _, line in notify.received[:first_ready]]
