@@ -22,6 +22,7 @@ import pytest
 from tests.conftest import DaemonProcess, pinnable_board
 from tests.test_watch_reconnect import WAIT_S, all_events, cli, event, serve_script
 from wattgate.cli_watch import SINCE_MAX
+from wattgate.client import Client
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -168,11 +169,10 @@ def test_a_watch_stalled_by_its_reader_still_prints_every_event_once_in_order(
                 if e["kind"] == "profile_change" and e.get("source") == "pin"]
 
     def pin(profile: str) -> dict[str, Any]:
-        """Pin profile; its event, once logged."""
+        """Pin profile (the request `wattgate profile NAME` sends); its event, once logged."""
         before = len(pins())
-        done = subprocess.run([sys.executable, "-m", "wattgate.cli", "profile", profile,
-                               "--socket", sock], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
+        with Client(sock, timeout=60) as admin:
+            assert admin.request("profile", set=profile)["profile"]["name"] == profile
         deadline = time.monotonic() + WAIT_S
         while len(pins()) == before:
             assert time.monotonic() < deadline, f"no event for the pin of {profile}"
@@ -198,12 +198,20 @@ def test_a_watch_stalled_by_its_reader_still_prints_every_event_once_in_order(
     reader = threading.Thread(target=read, daemon=True)
     try:
         # Nobody reads its stdout: once the pipe, its socket's buffers and its queue are
-        # full (about 1500 results), the daemon drops the oldest for it, and keeps on.
-        wait_inferred(4000)
+        # full (about 1000 results after it subscribed), the daemon drops the oldest for
+        # it, and keeps on. Counted from its connection, so its own start-up is no part of
+        # the margin.
+        deadline = time.monotonic() + WAIT_S
+        while status.request("status")["clients"] < 2:
+            assert watch.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, f"the watch did not connect in {WAIT_S} s"
+            time.sleep(0.05)
+        wait_inferred(3000)
         stalled = ["performance", "balanced", "performance"]  # none that infers less
         for profile in stalled:
             pin(profile)
-        wait_inferred(1000)  # the events queued behind, then dropped for newer results
+        # the events queued behind, then dropped for newer results: 8 are enough
+        wait_inferred(200)
         reader.start()
 
         def printed() -> list[dict[str, Any]]:
