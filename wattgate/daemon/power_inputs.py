@@ -220,6 +220,12 @@ def _timed(job: Callable[[], Any]) -> Callable[[], tuple[float, Any]]:
     return run
 
 
+def _battery_fields(battery: Supply) -> dict[str, Any]:
+    """What status says of one battery, in `battery` and in each of `batteries`."""
+    return {"name": battery.name, "percent": battery.capacity_percent,
+            "status": battery.status, "watts": battery.watts}
+
+
 class Sources:
     """Reads named sources on the shared workers; see the module docstring."""
 
@@ -398,8 +404,7 @@ class InputReader:
         inputs.readings = Readings(discharging, percent, inputs.temps, lux)
         silent = f"supply:{self._battery_name}" in waiting
         inputs.battery = self._battery(supplies, battery, discharging, silent)
-        inputs.batteries = [{"name": b.name, "percent": b.capacity_percent, "status": b.status,
-                             "watts": b.watts, "error": b.error} for b in batteries]
+        inputs.batteries = [{**_battery_fields(b), "error": b.error} for b in batteries]
         meters = each("hwmon:") + each("iio:")
         # powercap zone -> its counter and when it was read, on the clock of `now`: `now` for
         # a read that finished during this tick, earlier for an answer taken a tick late.
@@ -474,8 +479,7 @@ class InputReader:
             out: dict[str, Any] = {"name": self._battery_name}
         else:
             self._battery_name, error = battery.name, battery.error
-            out = {"name": battery.name, "percent": battery.capacity_percent,
-                   "status": battery.status, "on_battery": discharging, "watts": battery.watts}
+            out = {**_battery_fields(battery), "on_battery": discharging}
         if error != self._battery_error:
             if error is not None:
                 log.warning("battery %s cannot be read (%s): its rules keep their state until "
