@@ -44,7 +44,7 @@ from wattgate.daemon.pipeline import Inferred, Pipeline
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.power_inputs import stop_reading
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
-from wattgate.daemon.server import Server
+from wattgate.daemon.server import Server, quiet_departures
 from wattgate.daemon.warmup import model_frame, warm_gate
 from wattgate.drivers.camera import SourceError
 from wattgate.drivers.inference import Model, ModelError
@@ -230,6 +230,7 @@ class Daemon:
     async def run(self) -> int:
         loop = self._loop = asyncio.get_running_loop()
         loop.set_default_executor(ExitingExecutor(thread_name_prefix="wattgate-call"))
+        loop.set_exception_handler(quiet_departures)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))

@@ -634,6 +634,26 @@ class Server:
         return {"class": "reply", "cmd": cmd, **fields}
 
 
+UNRETRIEVED = "Future exception was never retrieved"  # asyncio's Future.__del__ report
+
+
+def quiet_departures(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler: a client connection that ended in an error
+    nobody waited for is logged at DEBUG, not as an ERROR with a traceback.
+
+    asyncio's streams keep how a connection ended (a BrokenPipeError when the client left
+    while being written to) in a future that only StreamWriter.wait_closed() reads. A
+    connection dropped without that wait (its write failed, or the daemon stopped first)
+    had it reported when the future was collected: "Future exception was never
+    retrieved", an ERROR and a traceback in the journal for a client that hung up.
+    Everything else goes to asyncio's default handler."""
+    exc = context.get("exception")
+    if context.get("message") == UNRETRIEVED and isinstance(exc, ConnectionError):
+        log.debug("a client connection ended: %s", exc)
+        return
+    loop.default_exception_handler(context)
+
+
 class _ClientGone(ConnectionError):
     """The client hung up while its request waited: the connection ends, unanswered."""
 
