@@ -12,7 +12,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import cv2
 import flatbuffers
@@ -31,8 +31,9 @@ from tests.tflite_builder import (
     constant_model,
     mean_rgb_model,
 )
+from wattgate.config import ModelResize
 from wattgate.drivers import runtime
-from wattgate.drivers.inference import Model, ModelError, default_model_path
+from wattgate.drivers.inference import RESIZES, Model, ModelError, default_model_path
 
 REPO = Path(__file__).resolve().parent.parent
 SKIMAGE_DATA = Path(str(__import__("skimage").__file__)).parent / "data"
@@ -650,6 +651,11 @@ def test_resize_auto_follows_the_kind_and_an_explicit_one_wins(
 def test_blazeface_is_letterboxed(blazeface: Model) -> None:
     """MediaPipe fits the frame into BlazeFace's input keeping its aspect ratio."""
     assert blazeface.info["resize"] == "letterbox"
+
+
+def test_the_resizes_config_takes_are_the_model_s() -> None:
+    """config.toml's model.resize and what Model.load takes are one list."""
+    assert get_args(ModelResize) == RESIZES
 
 
 def test_an_unknown_resize_is_refused_naming_the_file(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ from wattgate.drivers.decoders import (
 from wattgate.drivers.yuv import Shrinker, Yuv
 
 __all__ = [
-    "InferenceResult", "Model", "ModelError", "Prepared", "Preparer", "RawOutput",
+    "RESIZES", "InferenceResult", "Model", "ModelError", "Prepared", "Preparer", "RawOutput",
     "default_model_path", "output_specs",
 ]
 
