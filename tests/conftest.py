@@ -107,8 +107,9 @@ def face_video(tmp_path_factory: pytest.TempPathFactory) -> FaceVideo:
     return write_face_video(tmp_path_factory.mktemp("video") / "face.avi")
 
 
-def write_config(path: Path, run_dir: Path, **sections: dict[str, Any]) -> Path:
-    """A config file with the socket and state under run_dir, plus the given tables."""
+def write_config(path: Path, run_dir: Path, **sections: Any) -> Path:
+    """A config file with the socket and state under run_dir, plus the given tables; a
+    list of tables (rules=[{...}, ...]) is written as an array of tables ([[rules]])."""
     # Power: an empty sysfs tree (no knobs, so power control stays off) and a private
     # journal, so no test daemon ever touches this machine's real /sys or /run.
     (run_dir / "sys").mkdir(exist_ok=True)
@@ -116,15 +117,22 @@ def write_config(path: Path, run_dir: Path, **sections: dict[str, Any]) -> Path:
         "daemon": {"socket": str(run_dir / "wattgate.sock"), "state_dir": str(run_dir / "state")},
         "power": {"sysfs_root": str(run_dir / "sys"), "journal_dir": str(run_dir / "journal")},
     }
+    arrays = {name: values for name, values in sections.items() if isinstance(values, list)}
     for name, values in sections.items():
-        tables.setdefault(name, {}).update(values)
+        if name not in arrays:
+            tables.setdefault(name, {}).update(values)
     lines = []
     for name, values in tables.items():
-        lines.append(f"[{name}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {toml_value(value)}")
+        lines += toml_table(f"[{name}]", values)
+    for name, entries in arrays.items():
+        for values in entries:
+            lines += toml_table(f"[[{name}]]", values)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def toml_table(header: str, values: dict[str, Any]) -> list[str]:
+    return [header, *(f"{key} = {toml_value(value)}" for key, value in values.items())]
 
 
 def pinnable_board(tmp_path: Path, **sections: dict[str, Any]) -> Path:
@@ -218,7 +226,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
         config: Optional[Path] = None,
         env: Optional[dict[str, str]] = None,
         argv: Optional[Callable[[Path], list[str]]] = None,
-        **sections: dict[str, Any],
+        **sections: Any,
     ) -> DaemonProcess:
         run_dir = tmp_path / f"run{len(started)}"
         run_dir.mkdir()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
+from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
@@ -121,13 +121,9 @@ def test_the_daemon_shows_the_lost_battery_and_keeps_its_profile(
     start_daemon: Any, tmp_path: Path
 ) -> None:
     root = materialize("intel-mtl", tmp_path / "sys")
-    run = tmp_path / "run"
-    run.mkdir()
-    config = write_config(run / "config.toml", run,
-                          power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")})
-    with config.open("a") as toml:
-        toml.write('[[rules]]\non_battery = true\nbattery_below = 80.0\nprofile = "powersave"\n')
-    daemon: DaemonProcess = start_daemon(config)
+    daemon: DaemonProcess = start_daemon(
+        power={"sysfs_root": str(root)},
+        rules=[{"on_battery": True, "battery_below": 80.0, "profile": "powersave"}])
     with daemon.connect() as client:
         assert client.request("status")["power"]["profile"]["name"] == "powersave"
         seq = client.request("events", since=0)["last_seq"]

@@ -168,9 +168,8 @@ def test_a_stop_during_a_model_variant_switch_does_not_wait_for_it(
         run / "config.toml", run, camera=SMALL,
         power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
         model={"variants": {"lite": {"path": str(lite)}}},
+        rules=[{"on_battery": True, "model_variant": "lite"}],
     )
-    with config.open("a") as toml:  # an array of tables: [[rules]]
-        toml.write('[[rules]]\non_battery = true\nmodel_variant = "lite"\n')
     daemon = start_daemon(config, env={"NOTIFY_SOCKET": str(notify.path)},
                           argv=lambda config: [sys.executable, "-c", HUNG_RELOAD, str(config)])
     with daemon.connect() as client:

@@ -227,9 +227,8 @@ def test_a_rule_switches_the_model_variant_without_dropping_clients(
         camera={"source": str(video)},
         power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
         model={"variants": {"lite": {"path": str(lite)}}},
+        rules=[{"on_battery": True, "model_variant": "lite"}],
     )
-    with config.open("a") as toml:  # an array of tables: [[rules]]
-        toml.write('[[rules]]\non_battery = true\nmodel_variant = "lite"\n')
     daemon = start_daemon(config)
     with daemon.connect() as client:
         assert client.request("status")["model"]["name"] == "face_lite"  # on battery at start

@@ -74,9 +74,8 @@ def test_a_profile_switched_by_the_tick_under_way_at_a_stop_is_still_an_event(
         run_dir / "config.toml", run_dir,
         camera={"source": "synthetic:empty", "width": 160, "height": 120},
         power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "journal")},
+        rules=[{"name": "hot", "temp_above_c": 90.0, "profile": "powersave"}],
     )
-    with config.open("a") as file:
-        file.write('\n[[rules]]\nname = "hot"\ntemp_above_c = 90.0\nprofile = "powersave"\n')
     daemon = start_daemon(
         config=config, argv=lambda config: [sys.executable, "-c", PATIENT_TICK, str(config)])
     daemon.connect().close()

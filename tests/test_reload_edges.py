@@ -400,10 +400,9 @@ def test_a_reload_whose_own_reading_changes_the_policys_mind_runs_what_it_then_w
         wait_for(lambda: 86.0 in client.request("status")["power"]["temperatures"].values(),
                  what="a tick that read 86 °C")
         write_config(daemon.config, daemon.config.parent, camera=camera, power=power,
-                     model={"variants": {"lite": {"path": str(lite)}}})
-        with daemon.config.open("a") as toml:  # an array of tables: [[rules]]
-            toml.write('[[rules]]\ntemp_above_c = 80.0\nhysteresis_c = 5.0\n'
-                       'model_variant = "lite"\n')
+                     model={"variants": {"lite": {"path": str(lite)}}},
+                     rules=[{"temp_above_c": 80.0, "hysteresis_c": 5.0,
+                             "model_variant": "lite"}])
         (root / ZONE).write_text("60000\n")  # cooled, and no tick has read it yet
         assert client.request("reload")["reloaded"]
         wait_for(lambda: client.request("status")["model"]["name"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import DaemonProcess, write_config
+from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
 from tests.test_battery_unknown import FailingReads
 from tests.test_slow_sensors import Stuck
@@ -89,13 +89,8 @@ def test_the_daemon_on_a_board_without_battery_holds_the_on_mains_rule(
     start_daemon: Any, tmp_path: Path
 ) -> None:
     root = materialize("rk3588", tmp_path / "sys")
-    run = tmp_path / "run"
-    run.mkdir()
-    config = write_config(run / "config.toml", run,
-                          power={"sysfs_root": str(root), "journal_dir": str(tmp_path / "j")})
-    with config.open("a") as toml:
-        toml.write('[[rules]]\non_battery = false\nprofile = "performance"\n')
-    daemon: DaemonProcess = start_daemon(config)
+    daemon: DaemonProcess = start_daemon(power={"sysfs_root": str(root)},
+                                         rules=[{"on_battery": False, "profile": "performance"}])
     with daemon.connect() as client:
         deadline = time.monotonic() + 30.0
         while True:
