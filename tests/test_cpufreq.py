@@ -70,25 +70,6 @@ def test_rk3588_snaps_to_the_opp_table(tmp_path: Path) -> None:
     assert fs.read("devices/system/cpu/cpufreq/policy4/scaling_min_freq") == "816000"
 
 
-def test_raising_the_floor_above_the_ceiling_writes_the_ceiling_first(tmp_path: Path) -> None:
-    fs = board("rk3588", tmp_path)
-    cpufreq.set_limits(fs, cpufreq.read_policy(fs, "policy0"), max_khz=600000)
-    order: list[str] = []
-
-    class Recorder:
-        def __init__(self) -> None:
-            self.fs = fs
-
-        def write(self, attribute: str, value: str, *, restore: str | None = None,
-                  always: bool = False) -> bool:
-            order.append(attribute.rsplit("/", 1)[1])
-            return fs.write(attribute, value, always=always)
-
-    policy = cpufreq.read_policy(fs, "policy0")
-    cpufreq.set_limits(Recorder(), policy, min_khz=1416000, max_khz=1800000)
-    assert order == ["scaling_max_freq", "scaling_min_freq"]
-
-
 @pytest.mark.parametrize("name", BOARDS)
 def test_epp_only_where_the_driver_has_it(name: str, tmp_path: Path) -> None:
     fs = board(name, tmp_path)

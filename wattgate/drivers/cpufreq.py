@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from wattgate.drivers.governors import kernel_modules, store_governor
+from wattgate.drivers.limits import snap, write_limits
 from wattgate.drivers.sysfs import (
     AttributeBusy,
     AttributeInvalid,
@@ -181,14 +182,7 @@ def snap_khz(policy: CpuPolicy, khz: int, *, upward: bool) -> int:
     lo = policy.cpuinfo_min_khz if policy.cpuinfo_min_khz is not None else khz
     hi = policy.cpuinfo_max_khz if policy.cpuinfo_max_khz is not None else khz
     khz = max(lo, min(hi, khz))
-    table = policy.frequencies_khz
-    if not table:
-        return khz
-    if upward:
-        above = [f for f in table if f >= khz]
-        return above[0] if above else table[-1]
-    below = [f for f in table if f <= khz]
-    return below[-1] if below else table[0]
+    return snap(policy.frequencies_khz, khz, upward=upward)
 
 
 def set_limits(
@@ -201,19 +195,8 @@ def set_limits(
     """
     new_min = snap_khz(policy, min_khz, upward=True) if min_khz is not None else None
     new_max = snap_khz(policy, max_khz, upward=False) if max_khz is not None else None
-    if new_min is not None and new_max is not None and new_min > new_max:
-        new_min = new_max
-    writes: list[tuple[str, int]] = []
-    if new_min is not None:
-        writes.append(("scaling_min_freq", new_min))
-    if new_max is not None:
-        writes.append(("scaling_max_freq", new_max))
-    current_max = policy.max_khz
-    if new_min is not None and current_max is not None and new_min > current_max:
-        writes.reverse()  # raise the ceiling before the floor
-    for name, value in writes:  # always: the file may show a thermal cap, not our request
-        w.write(policy.attr(name), str(value), always=True)
-    return new_min, new_max
+    return write_limits(w, policy.attr, ("scaling_min_freq", "scaling_max_freq"),
+                        new_min, new_max, policy.max_khz)
 
 
 def set_epp(w: Writer, policy: CpuPolicy, preference: str) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Optional
 
 from wattgate.drivers.governors import kernel_modules, store_governor
+from wattgate.drivers.limits import snap, write_limits
 from wattgate.drivers.sysfs import AttributeMissing, Sysfs, Writer
 from wattgate.drivers.thermal import (
     CoolingDevice,
@@ -136,14 +137,7 @@ def set_governor(w: Writer, dev: DevfreqDevice, wanted: Sequence[str]) -> str:
 
 def snap_hz(dev: DevfreqDevice, hz: int, *, upward: bool) -> int:
     """Snap to an OPP of available_frequencies: a ceiling rounds down, a floor up."""
-    table = dev.frequencies_hz
-    if not table:
-        return hz
-    if upward:
-        above = [f for f in table if f >= hz]
-        return above[0] if above else table[-1]
-    below = [f for f in table if f <= hz]
-    return below[-1] if below else table[0]
+    return snap(dev.frequencies_hz, hz, upward=upward)
 
 
 def set_limits(
@@ -152,18 +146,7 @@ def set_limits(
     """Write min_freq / max_freq snapped to OPPs; ceiling first when the floor rises above it."""
     new_min = snap_hz(dev, min_hz, upward=True) if min_hz is not None else None
     new_max = snap_hz(dev, max_hz, upward=False) if max_hz is not None else None
-    if new_min is not None and new_max is not None and new_min > new_max:
-        new_min = new_max
-    writes: list[tuple[str, int]] = []
-    if new_min is not None:
-        writes.append(("min_freq", new_min))
-    if new_max is not None:
-        writes.append(("max_freq", new_max))
-    if new_min is not None and dev.max_hz is not None and new_min > dev.max_hz:
-        writes.reverse()
-    for name, value in writes:  # always: the file may show a thermal cap, not our request
-        w.write(dev.attr(name), str(value), always=True)
-    return new_min, new_max
+    return write_limits(w, dev.attr, ("min_freq", "max_freq"), new_min, new_max, dev.max_hz)
 
 
 def cools(device: CoolingDevice, dev: DevfreqDevice) -> bool:
