@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import DaemonProcess, FaceVideo, run_as, tree_snapshot
 from tests.fixtures.boards import materialize
 from tests.test_restore_command import board
-from wattgate.config import load_config
+from wattgate.config import EXIT_CONFIG, load_config
 from wattgate.daemon.eventlog import EventLog
 from wattgate.daemon.pathcheck import PathError
 from wattgate.daemon.pidlock import lock_file
@@ -234,11 +234,10 @@ def crashed(root: Path, journal: Path) -> dict[str, str]:
             "governor": (root / NPU_GOVERNOR).read_text()}
 
 
-def test_a_start_with_a_dangling_journal_lock_turns_power_control_off_and_says_why(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    root, journal, config = board(tmp_path)
-    lock, target = dangling(journal, tmp_path)
+def start_refused(root: Path, config: Path, caplog: pytest.LogCaptureFixture) -> str:
+    """Start and stop the power controller of config, which cannot use its journal_dir:
+    nothing is written to the board, not even the active settings a motion asks for.
+    Returns the one line logged about the journal_dir."""
     before = tree_snapshot(root)
     controller = PowerController(load_config(config))
     with caplog.at_level(logging.ERROR, logger="wattgate"):
@@ -252,6 +251,16 @@ def test_a_start_with_a_dangling_journal_lock_turns_power_control_off_and_says_w
         controller.stop()
     assert tree_snapshot(root) == before
     (message,) = [r.getMessage() for r in caplog.records if "power.journal_dir" in r.message]
+    return message
+
+
+def test_a_start_with_a_dangling_journal_lock_turns_power_control_off_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, journal, config = board(tmp_path)
+    lock, target = dangling(journal, tmp_path)
+    before = tree_snapshot(root)
+    message = start_refused(root, config, caplog)
     assert message == (f"power.journal_dir {journal} unusable ({dangling_message(lock, target)})"
                        ": power settings will not be written"), message
     assert "Errno" not in message
@@ -360,3 +369,21 @@ def test_restore_with_a_lock_linked_to_a_file_not_made_yet_has_nothing_to_restor
     assert (out.returncode, out.stdout.strip(), out.stderr) == (0, "nothing to restore", "")
     assert not (tmp_path / "data" / LOCK_NAME).exists()
     assert sorted(p.name for p in journal.iterdir()) == [LOCK_NAME]
+
+
+def test_a_journal_dir_that_is_a_file_is_named_not_a_directory(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A journal_dir that is a file: the start said "unusable ([Errno 17] File exists: ...)",
+    and `wattgate restore` said "nothing to restore" with exit 0, as if all were well."""
+    root, journal, config = board(tmp_path)
+    journal.write_text("not a directory\n")
+    before = tree_snapshot(root)
+    assert start_refused(root, config, caplog) == (
+        f"power.journal_dir {journal} unusable (not a directory): power settings will not be "
+        "written")
+    out = restore(config)
+    assert out.returncode == EXIT_CONFIG and out.stdout == "", out
+    assert f"power.journal_dir {journal} is not a directory" in out.stderr
+    assert journal.read_text() == "not a directory\n"
+    assert tree_snapshot(root) == before

@@ -9,6 +9,7 @@ import resource
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,18 @@ class Busy(OsIO):
 # -- a full journal_dir ------------------------------------------------------------------------
 
 
+def with_file_limit(limit: int, task: Callable[[], str]) -> str:
+    """What task returns, run in a forked child whose files cannot grow past `limit` bytes
+    (RLIMIT_FSIZE): a write past it fails with EFBIG for real, as one to a full disk does."""
+
+    def limited() -> str:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        return task()
+
+    return run_as(os.geteuid(), os.getegid(), limited)
+
+
 def test_a_journal_save_cut_short_by_a_full_disk_is_not_taken_for_a_saved_one(
     tmp_path: Path,
 ) -> None:
@@ -61,14 +74,12 @@ def test_a_journal_save_cut_short_by_a_full_disk_is_not_taken_for_a_saved_one(
     pc, root = make(tmp_path)
     before = tree_snapshot(root)
 
-    def crash_with_a_small_disk() -> str:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a core dump
-        resource.setrlimit(resource.RLIMIT_FSIZE, (700, 700))
+    def crash() -> str:
         pc.start(0.0)
         pc.on_gate(MOTION, 1.0)
         return "started"
 
-    assert run_as(os.geteuid(), os.getegid(), crash_with_a_small_disk) == "started"
+    assert with_file_limit(700, crash) == "started"
     assert tree_snapshot(root) != before  # some knobs were written before the disk filled
     again, _ = make(tmp_path)
     again.start(10.0)
@@ -220,4 +231,27 @@ def test_a_second_daemon_on_the_same_board_writes_nothing(tmp_path: Path) -> Non
     third.start(0.0)  # the board is free again once the first has stopped
     assert third.writes
     third.stop()
+    assert tree_snapshot(root) == before
+
+
+def test_a_journal_that_cannot_be_saved_is_named_as_the_reason_no_knob_is_written(
+    tmp_path: Path,
+) -> None:
+    """A full journal_dir (ENOSPC on a full tmpfs /run) refused every knob, rightly, but each
+    refusal read as the store's own: "cannot set .../scaling_max_freq to 816000: [Errno 28]
+    No space left on device", a driver problem on every knob, the journal named nowhere.
+
+    RLIMIT_FSIZE fails the journal's first save for real (EFBIG), in a child."""
+    pc, root = make(tmp_path)
+    before = tree_snapshot(root)
+
+    def start_and_stop() -> str:
+        pc.start(0.0)
+        pc.stop()
+        return "\n".join(pc.failed.values()) or "nothing failed"
+
+    failed = with_file_limit(16, start_and_stop).splitlines()
+    journal = tmp_path / "journal" / "sysfs-journal.json"
+    assert failed and all(f"cannot be saved in the sysfs journal {journal}" in why
+                          and "not written" in why for why in failed), failed
     assert tree_snapshot(root) == before

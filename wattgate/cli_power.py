@@ -18,7 +18,13 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from wattgate.config import ConfigError, config_path, load_config, report_config_error
+from wattgate.config import (
+    EXIT_CONFIG,
+    ConfigError,
+    config_path,
+    load_config,
+    report_config_error,
+)
 from wattgate.stop_signals import StopSignal, raised_by
 
 EXIT_USAGE = 2
@@ -192,8 +198,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     journal_file = directory / JOURNAL_NAME
     try:
         journaled = journal_file.exists()
+        not_a_directory = not journaled and os.path.lexists(directory) and not directory.is_dir()
     except OSError as exc:  # a journal_dir this user may not search (Python 3.11 raises)
         return _not_restored(exc, f"cannot look in power.journal_dir {directory}")
+    if not_a_directory:  # "nothing to restore" would hide that no daemon can journal there
+        print(f"wattgate restore: power.journal_dir {directory} is not a directory: no daemon "
+              "can keep its journal there, and its power settings are not written; nothing "
+              "restored", file=sys.stderr)
+        return EXIT_CONFIG
     if not journaled and not os.path.lexists(directory / LOCK_NAME):
         # No daemon has used this directory (it locks before it journals): nothing to
         # restore, and nothing to create, so a lock file made by root cannot shut out the
@@ -386,7 +398,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "value could not be written back, and while journals set aside as unusable "
         "(sysfs-journal.json.corrupt, .corrupt.N) are left in power.journal_dir: their "
         "originals were never restored; read them, write back what the board needs, then "
-        "remove them.",
+        "remove them. Exits 78 for a bad config, or a power.journal_dir that is not a "
+        "directory.",
     )
     restore.add_argument("--config", help="the daemon's config (default: built-in defaults)")
     restore.set_defaults(func=cmd_restore)

@@ -81,6 +81,7 @@ from wattgate.daemon.power_inputs import InputReader, Inputs
 from wattgate.daemon.rollback import (
     JOURNAL_NAME,
     JournaledWriter,
+    JournalError,
     JournalLock,
     RestoreBusy,
     SysfsJournal,
@@ -740,6 +741,9 @@ class PowerController:
                       extra=event(MessageId.KNOB_FAILED, knob="power.sysfs_root"))
             return
         try:
+            if os.path.lexists(directory) and not os.path.isdir(directory):
+                # makedirs would say "File exists", naming no directory expected
+                raise JournalError("not a directory", errno.ENOTDIR)
             os.makedirs(directory, mode=0o700, exist_ok=True)
             writable = os.access(directory, os.W_OK | os.X_OK)
             self.journal_lock, self.journal, report = take_over(

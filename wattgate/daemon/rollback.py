@@ -368,8 +368,8 @@ class SysfsJournal:
     def record(self, attribute: str, original: Optional[str] = None) -> None:
         """Save the attribute's original (read now unless given) if not saved yet.
 
-        Raises (and remembers nothing) when the journal cannot be saved, so the
-        caller does not write and a retry saves again.
+        Raises a JournalError naming the journal (and remembers nothing) when the journal
+        cannot be saved, so the caller does not write and a retry saves again.
         """
         with self._lock:
             if attribute in self._entries:
@@ -386,8 +386,16 @@ class SysfsJournal:
             self._entries[attribute] = text
             try:
                 self._save()
-            except BaseException:
+            except BaseException as exc:
                 del self._entries[attribute]
+                if isinstance(exc, OSError) and not isinstance(exc, JournalError):
+                    # Named as the journal's: as the store's own failure, a full /run read
+                    # as a driver refusing every knob.
+                    raise JournalError(
+                        f"its original value cannot be saved in the sysfs journal "
+                        f"{self.path} ({exc.strerror or exc}), so it is not written",
+                        exc.errno or 0,
+                    ) from exc
                 raise
 
     # -- restoring -----------------------------------------------------------------
