@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from wattgate.simulate import SimulateError, video_footage
+from tests.conftest import tree_snapshot, write_config
+from tests.fixtures.boards import materialize
+from wattgate.config import load_config
+from wattgate.daemon import journal_dirs
+from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
+from wattgate.drivers.sysfs import Sysfs
+from wattgate.simulate import SimulateError, run_one, scene_footage, video_footage
 
 
 def write_video(path: Path, frames: int) -> Path:
@@ -77,3 +83,22 @@ def test_simulate_stopped_by_sigterm_removes_its_temporary_directory(tmp_path: P
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err, err
     assert list(tmp.iterdir()) == []
+
+
+def test_a_simulation_leaves_the_real_boards_journals_alone(tmp_path: Path) -> None:
+    """The simulated controller took the config's daemon.state_dir as it was, and so the
+    journal_dirs noted there (daemon/journal_dirs.py): a simulation run with the service's
+    config after a crash gave the real board's journal back, and noted its own temporary
+    journal_dir there in place of the real one."""
+    root = materialize("rk3588", tmp_path / "sys")
+    journal, state = tmp_path / "journal", tmp_path / "state"
+    state.mkdir()
+    config = write_config(tmp_path / "config.toml", tmp_path, power={
+        "sysfs_root": str(root), "journal_dir": str(journal)})
+    governor = "class/devfreq/fdab0000.npu/governor"
+    assert JournaledWriter(SysfsJournal(journal, Sysfs(root))).write(governor, "performance")
+    journal_dirs.note(state, [str(tmp_path / "journal-before"), str(journal)])
+    crashed, note = tree_snapshot(root), (state / journal_dirs.NOTE_NAME).read_text()
+    run_one(load_config(config), "rk3588", scene_footage("office"), 1.0, tmp_path / "work")
+    assert tree_snapshot(root) == crashed and (journal / JOURNAL_NAME).exists()
+    assert (state / journal_dirs.NOTE_NAME).read_text() == note

@@ -16,16 +16,20 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from wattgate.config import (
     EXIT_CONFIG,
+    Config,
     ConfigError,
     config_path,
     load_config,
     report_config_error,
 )
 from wattgate.stop_signals import StopSignal, raised_by
+
+if TYPE_CHECKING:
+    from wattgate.daemon.pidlock import LockHeld
 
 EXIT_USAGE = 2
 EXIT_NO_MODEL = 69  # EX_UNAVAILABLE: what `run` exits with for a model it cannot load
@@ -195,6 +199,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     directory = Path(cfg.power.journal_dir)
+    earlier_exit, earlier_restored = _restore_earlier_journals(cfg, directory)
+    if earlier_exit == EXIT_HELD:
+        return earlier_exit
     journal_file = directory / JOURNAL_NAME
     try:
         journaled = journal_file.exists()
@@ -214,8 +221,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
         # a journal_dir the daemon cannot lock one with nothing wrong.
         if _report_set_aside(set_aside_journals(directory)):
             return EXIT_NOT_RESTORED
-        print("nothing to restore")
-        return 0
+        if not earlier_restored:
+            print("nothing to restore")
+        return earlier_exit or 0
     # A lock file is made only for a journal that needs one (see above).
     create = journaled and os.access(directory, os.W_OK | os.X_OK)
     root = cfg.power.sysfs_root
@@ -223,10 +231,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     try:
         board.acquire()
     except LockHeld as held:
-        print(f"wattgate restore: power.sysfs_root {root} is driven by another wattgate"
-              f"{f' (pid {held.pid})' if held.pid else ''}; nothing restored (stop it "
-              "first)", file=sys.stderr)
-        return EXIT_HELD
+        return _board_driven(root, held)
     except FileNotFoundError:
         pass  # no daemon can drive a root that is not there; take_over says what is missing
     except OSError as exc:
@@ -256,9 +261,58 @@ def cmd_restore(args: argparse.Namespace) -> int:
     earlier = [p for p in set_aside_journals(directory) if p not in journal.set_aside]
     if _report_set_aside(earlier) or not report.ok:
         return EXIT_NOT_RESTORED
-    if not report.restored and not report.unchanged:
+    if not report.restored and not report.unchanged and not earlier_restored:
         print("nothing to restore")
-    return 0
+    return earlier_exit or 0
+
+
+def _board_driven(root: str, held: LockHeld) -> int:
+    """Say that a live daemon drives the board; EXIT_HELD."""
+    print(f"wattgate restore: power.sysfs_root {root} is driven by another wattgate"
+          f"{f' (pid {held.pid})' if held.pid else ''}; nothing restored (stop it first)",
+          file=sys.stderr)
+    return EXIT_HELD
+
+
+def _restore_earlier_journals(cfg: Config, directory: Path) -> tuple[Optional[int], bool]:
+    """The journals of the journal_dirs earlier runs used (daemon/journal_dirs.py: a
+    power.journal_dir changed after a crash), given back first, as the daemon's start does,
+    and printed as the current one's are. Returns (the exit they call for, None when all
+    went back; whether any attribute was), and (EXIT_HELD, False) when a daemon drives
+    the board: then nothing is touched."""
+    from wattgate.daemon import journal_dirs
+    from wattgate.daemon.pidlock import DirectoryLock, LockHeld
+    from wattgate.drivers.sysfs import Sysfs
+
+    state_dir = cfg.daemon.state_dir
+    if not journal_dirs.pending(state_dir, directory):
+        return None, False
+    root = cfg.power.sysfs_root
+    board = DirectoryLock(root)
+    try:
+        board.acquire()
+    except LockHeld as held:
+        return _board_driven(root, held), False
+    except FileNotFoundError:
+        pass  # no daemon can drive a root that is not there; take_over says what is missing
+    except OSError:
+        return None, False  # the restore of power.journal_dir meets it too, and says so
+    try:
+        kept, reports = journal_dirs.restore_earlier(state_dir, directory, Sysfs(root))
+    finally:
+        board.release()
+    restored = False
+    for _, report in reports:
+        for attribute in report.restored:
+            print(f"restored {attribute}")
+        for attribute in report.unchanged:
+            print(f"unchanged {attribute}")
+        restored = restored or bool(report.restored or report.unchanged)
+    if not kept:
+        return None, restored
+    print(f"wattgate restore: the sysfs journal(s) in {', '.join(kept)}, power.journal_dir of "
+          "an earlier run, keep originals not restored (see above)", file=sys.stderr)
+    return EXIT_NOT_RESTORED, restored
 
 
 def _not_restored(exc: OSError, what: Optional[str] = None) -> int:

@@ -253,10 +253,12 @@ def settle(controller: PowerController) -> None:
 def run_one(cfg: Config, board: str, footage: Footage, model_ms: float, workdir: Path) -> RunResult:
     """One strategy over the whole footage on a freshly materialised board."""
     root = materialize(board, workdir / "sys")
+    # The state_dir too: the controller notes its journal_dir there, and gives back the
+    # journals of the others noted there (daemon/journal_dirs.py), the real board's.
     cfg = cfg.model_copy(update={"power": cfg.power.model_copy(update={
         "sysfs_root": str(root), "journal_dir": str(workdir / "journal"), "board": board,
         "enabled": True,
-    })})
+    }), "daemon": cfg.daemon.model_copy(update={"state_dir": str(workdir / "state")})})
     watch = WatchIO()
     controller = PowerController(cfg, io=watch)
     sim = SimBoard(Sysfs(root), watch, board_power(board, energy_model(board)), model_ms)

@@ -68,6 +68,7 @@ from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
 from wattgate.config import Config
+from wattgate.daemon import journal_dirs
 from wattgate.daemon.knobs import (
     READER_STOP_WAIT_S,
     KnobReader,
@@ -746,11 +747,14 @@ class PowerController:
                 raise JournalError("not a directory", errno.ENOTDIR)
             os.makedirs(directory, mode=0o700, exist_ok=True)
             writable = os.access(directory, os.W_OK | os.X_OK)
+            state_dir = self.cfg.daemon.state_dir
+            earlier, _ = journal_dirs.restore_earlier(state_dir, directory, self.fs)
             self.journal_lock, self.journal, report = take_over(
                 directory, self.fs, create=writable, inherited=self._inherited,
                 keep=self._stranded_knobs())
             if not writable:
                 raise PermissionError(f"{directory} is not writable")
+            journal_dirs.note(state_dir, [*earlier, directory])
         except OSError as exc:
             log.error(
                 "power.journal_dir %s unusable (%s): power settings will not be written",
