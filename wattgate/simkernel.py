@@ -36,6 +36,7 @@ from typing import NamedTuple, Optional
 
 from wattgate.drivers import cpufreq, devfreq, governors
 from wattgate.drivers.accel import find_npu
+from wattgate.drivers.governors import USERSPACE
 from wattgate.drivers.sysfs import OsIO, Sysfs
 from wattgate.policies.energy import BoardPower, EnergyMeter, Watts
 
@@ -64,7 +65,6 @@ GOVERNOR_STORES = {
     "governor": (f"/{devfreq.DEVFREQ}/", devfreq.DEVFREQ, "*", "available_governors"),
 }
 RUNTIME_PM_CONTROL = ("auto", "on")
-USERSPACE = "userspace"
 # What scaling_setspeed reads while the policy's governor has no setspeed (cpufreq.c
 # show_scaling_setspeed: the governor has no show_setspeed).
 NO_SETSPEED = "<unsupported>"
