@@ -97,7 +97,7 @@ def test_a_simulation_leaves_the_real_boards_journals_alone(tmp_path: Path) -> N
         "sysfs_root": str(root), "journal_dir": str(journal)})
     governor = "class/devfreq/fdab0000.npu/governor"
     assert JournaledWriter(SysfsJournal(journal, Sysfs(root))).write(governor, "performance")
-    journal_dirs.note(state, [str(tmp_path / "journal-before"), str(journal)])
+    journal_dirs.note(state, [str(tmp_path / "journal-before"), str(journal)], [])
     crashed, note = tree_snapshot(root), (state / journal_dirs.NOTE_NAME).read_text()
     run_one(load_config(config), "rk3588", scene_footage("office"), 1.0, tmp_path / "work")
     assert tree_snapshot(root) == crashed and (journal / JOURNAL_NAME).exists()

@@ -284,8 +284,8 @@ def _restore_earlier_journals(cfg: Config, directory: Path) -> tuple[Optional[in
     from wattgate.daemon.pidlock import DirectoryLock, LockHeld
     from wattgate.drivers.sysfs import Sysfs
 
-    state_dir = cfg.daemon.state_dir
-    if not journal_dirs.pending(state_dir, directory):
+    earlier_dirs = journal_dirs.pending(journal_dirs.noted(cfg.daemon.state_dir), directory)
+    if not earlier_dirs:
         return None, False
     root = cfg.power.sysfs_root
     board = DirectoryLock(root)
@@ -298,7 +298,7 @@ def _restore_earlier_journals(cfg: Config, directory: Path) -> tuple[Optional[in
     except OSError:
         return None, False  # the restore of power.journal_dir meets it too, and says so
     try:
-        kept, reports = journal_dirs.restore_earlier(state_dir, directory, Sysfs(root))
+        kept, reports = journal_dirs.restore_earlier(earlier_dirs, Sysfs(root))
     finally:
         board.release()
     restored = False

@@ -60,16 +60,17 @@ def noted(state_dir: PathLike) -> list[str]:
     return dirs
 
 
-def note(state_dir: PathLike, dirs: list[str]) -> None:
-    """Note dirs (absolute, in order, once each) in state_dir: written to a temporary file
-    and renamed over the note, so a crash leaves the old note or the new one."""
+def note(state_dir: PathLike, dirs: list[str], was: list[str]) -> None:
+    """Note dirs (absolute, in order, once each) in state_dir, unless that is what it
+    noted already (`was`, as `noted` read it): written to a temporary file and renamed
+    over the note, so a crash leaves the old note or the new one."""
     path = Path(state_dir) / NOTE_NAME
     unique = list(dict.fromkeys(os.path.abspath(d) for d in dirs))
+    if unique == was:
+        return  # the usual start: nothing changed, nothing written to flash
     if not os.path.isdir(state_dir):  # a controller run alone (simulate, a test): no daemon
         log.debug("no %s: power.journal_dir not noted", state_dir)
         return
-    if noted(state_dir) == unique:
-        return  # the usual start: nothing changed, nothing written to flash
     tmp = path.with_name(f".{NOTE_NAME}.{os.getpid()}.tmp")
     try:
         tmp.write_text(json.dumps({"journal_dirs": unique}) + "\n")
@@ -81,25 +82,24 @@ def note(state_dir: PathLike, dirs: list[str]) -> None:
                     "crashed run's journal in the old one would not be found", path, exc)
 
 
-def pending(state_dir: PathLike, directory: PathLike) -> list[str]:
-    """The directories noted in state_dir, other than `directory` (the journal_dir in use),
-    that hold a journal: the ones restore_earlier gives back."""
+def pending(dirs: list[str], directory: PathLike) -> list[str]:
+    """Of the noted dirs, the ones other than `directory` (the journal_dir in use) that
+    hold a journal: the ones restore_earlier gives back."""
     here = os.path.abspath(directory)
-    return [earlier for earlier in noted(state_dir)
+    return [earlier for earlier in dirs
             if earlier != here and os.path.lexists(os.path.join(earlier, JOURNAL_NAME))]
 
 
 def restore_earlier(
-    state_dir: PathLike, directory: PathLike, fs: Sysfs
+    earlier_dirs: list[str], fs: Sysfs
 ) -> tuple[list[str], list[tuple[str, RestoreReport]]]:
-    """Give back the originals in the journals of the directories noted in state_dir other
-    than `directory` (the journal_dir in use). Returns the directories to keep noting (a
-    live daemon holds its journal, it cannot be used, or an original in it could not be
-    written back) and each restore's report. The caller holds the board lock on fs's root,
-    as for take_over."""
+    """Give back the originals in the journals of earlier_dirs (`pending`). Returns the
+    directories to keep noting (a live daemon holds its journal, it cannot be used, or an
+    original in it could not be written back) and each restore's report. The caller holds
+    the board lock on fs's root, as for take_over."""
     kept: list[str] = []
     reports: list[tuple[str, RestoreReport]] = []
-    for earlier in pending(state_dir, directory):
+    for earlier in earlier_dirs:
         try:
             lock, journal, report = take_over(earlier, fs, create=False)
         except JournalHeld as exc:

@@ -748,13 +748,15 @@ class PowerController:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             writable = os.access(directory, os.W_OK | os.X_OK)
             state_dir = self.cfg.daemon.state_dir
-            earlier, _ = journal_dirs.restore_earlier(state_dir, directory, self.fs)
+            was = journal_dirs.noted(state_dir)
+            earlier, _ = journal_dirs.restore_earlier(
+                journal_dirs.pending(was, directory), self.fs)
             self.journal_lock, self.journal, report = take_over(
                 directory, self.fs, create=writable, inherited=self._inherited,
                 keep=self._stranded_knobs())
             if not writable:
                 raise PermissionError(f"{directory} is not writable")
-            journal_dirs.note(state_dir, [*earlier, directory])
+            journal_dirs.note(state_dir, [*earlier, directory], was)
         except OSError as exc:
             log.error(
                 "power.journal_dir %s unusable (%s): power settings will not be written",
