@@ -554,6 +554,7 @@ class CaptureSource:
         self._format: Optional[v4l2.CaptureFormat] = None
         self._format_asked = 0
         self._stride_guessed = False
+        self._stride_for: tuple[tuple[str, int, int, int], int] = (("", -1, 0, 0), 0)
         fmt = f" {self.raw}" if self.raw else ""
         self.description = f"{self.shown} {self.width}x{self.height}@{self.fps:g}{fmt}"
         if self.kind == "v4l2" and (self.width, self.height) != (cfg.width, cfg.height):
@@ -871,9 +872,18 @@ class CaptureSource:
         The format is asked at the first frame and once more when a buffer does not fit it
         (the format may have changed since); while it still does not (not a V4L2 node, the
         ioctl unanswered, another size, a stride the buffer cannot hold) the stride is
-        guessed, and why is logged once."""
+        guessed, and why is logged once. The answer is kept for the next buffer of the
+        same layout, size and picture: while the stride is doubted, working out why (a
+        formatted message) each frame was wasted work."""
         if self.kind != "v4l2":
             return 0
+        key = (layout, nbytes, self.width, self.height)
+        if self._stride_for[0] == key:
+            return self._stride_for[1]
+        self._stride_for = (key, self._find_stride(layout, nbytes))
+        return self._stride_for[1]
+
+    def _find_stride(self, layout: Layout, nbytes: int) -> int:
         if self._format_asked == 0:
             self._format = v4l2.query_capture_format(self.spec)
             self._format_asked = 1
