@@ -61,3 +61,48 @@ def test_a_status_is_answered_while_a_flush_waits_for_the_database(
     with sqlite3.connect(state_dir / "events.db") as db:  # written, not only held
         kinds = [row[0] for row in db.execute("SELECT kind FROM events ORDER BY seq")]
     assert "profile_change" in kinds, kinds
+
+
+def test_events_made_while_a_flush_waits_go_out_live_and_are_all_written_after(
+    start_daemon: Any, tmp_path: Path,
+) -> None:
+    """Events keep going to subscribers at once while their flush waits for the lock, in
+    order; the ones made during the wait are held beside those it is writing, and once
+    the lock is let go every one of them is in the log, numbered as they were sent."""
+    config = pinnable_board(
+        tmp_path, camera={"source": "synthetic:empty", "width": 160, "height": 120})
+    daemon = start_daemon(
+        config=config, argv=lambda config: [sys.executable, "-c", PATIENT_FLUSH, str(config)])
+    daemon.connect().close()
+    state_dir = Path(load_config(config).daemon.state_dir)
+    live: list[dict[str, Any]] = []
+    with Client(str(daemon.socket), timeout=30.0) as watcher, \
+            Client(str(daemon.socket), timeout=30.0) as admin:
+        watcher.request("subscribe", topics=["events"])
+        holder = sqlite3.connect(state_dir / "events.db", isolation_level=None, timeout=30.0)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            for profile in ("powersave", None, "powersave"):  # the first flush waits by the second
+                admin.request("profile", set=profile)
+                live.append(next(m for m in watcher.messages() if m["kind"] == "profile_change"))
+                time.sleep(1.5)
+            assert admin.request("status")["power"]["profile"]["name"] == "powersave"
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        seqs = [event["seq"] for event in live]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 3, live
+        deadline = time.monotonic() + 30.0
+        while True:  # the waiting flush and the next one write them
+            logged = admin.request("events", since=seqs[0] - 1, limit=100)["events"]
+            changes = [e for e in logged if e["kind"] == "profile_change"]
+            if len(changes) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert changes == live, (changes, live)
+    assert daemon.stop() == 0, daemon.log()
+    with sqlite3.connect(state_dir / "events.db") as db:
+        written = [row[0] for row in db.execute(
+            "SELECT seq FROM events WHERE kind = 'profile_change' AND seq >= ? ORDER BY seq",
+            (seqs[0],))]
+    assert written == seqs, (written, seqs)
