@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import pytest
 
-from tests.conftest import DaemonProcess
+from tests.conftest import DaemonProcess, pinnable_board
 from tests.test_socket import RawClient
 from wattgate.boards import materialize
 from wattgate.daemon.eventlog import EventLog
@@ -285,3 +285,32 @@ def test_the_line_and_id_limits_hold_at_the_limit_and_one_past_it(
     assert (raw.read()["code"], raw.file.readline()) == ("too_large", b"")
     raw.close()
     assert daemon.stop() == 0
+
+
+def test_status_power_has_the_shape_the_page_shows(start_daemon: StartDaemon,
+                                                   tmp_path: Path) -> None:
+    """status.power as the page documents it: `watts` an object (unlike the power message's
+    number), knob values the attribute's text, and activity one of the three states, the
+    same in status, in the hello's profile and in a power message."""
+    daemon = start_daemon(config=pinnable_board(tmp_path))
+    with daemon.connect() as client:
+        client.settimeout(30)
+        client.request("subscribe", topics=["power"])
+        message = next(m for m in client.messages() if m["class"] == "power")
+        power = client.request("status")["power"]  # after a tick: watts are known
+        states = {"idle", "cooldown", "active"}
+        assert {"enabled", "writes", "profile", "activity", "knobs", "temperatures", "watts",
+                "joules"} <= set(power), power
+        assert power["activity"]["state"] in states and "reason" in power["activity"]
+        assert client.hello["profile"]["activity"] in states
+        assert message["activity"] in states
+        assert power["knobs"] and all(
+            isinstance(knob["value"], str) and isinstance(knob["original"], str)
+            for knob in power["knobs"].values() if "value" in knob), power["knobs"]
+        watts = power["watts"]
+        assert watts["source"] in ("meter", "estimate") and isinstance(watts["value"], float)
+        assert isinstance(message["watts"], float) and message["watts_source"] == watts["source"]
+    assert daemon.stop() == 0
+    for key in ('"knobs":', '"watts":{"value":', '"activity":{"state":', "`cooldown`",
+                "base64 -w0"):
+        assert key in PAGE, key

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from tests.conftest import DaemonProcess
+from wattgate.client import Client
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -96,6 +97,24 @@ def test_oversized_line_is_refused_then_closed(daemon: DaemonProcess) -> None:
     other = RawClient(str(daemon.socket))
     assert other.read()["class"] == "hello"
     other.close()
+
+
+def test_a_line_far_over_the_limit_is_sent_whole_then_answered_and_ended_not_reset(
+    daemon: DaemonProcess,
+) -> None:
+    """A client that sends a line several socket buffers long (a large image, as a shell
+    client would) sends all of it, then reads the error and the end of the stream. Closed
+    with the rest of the line unread, the daemon reset the connection: the client's send
+    failed part way, or its read failed with ECONNRESET after the error."""
+    raw = RawClient(str(daemon.socket))
+    assert raw.read()["class"] == "hello"
+    raw.send(b'{"cmd":"infer","image":"' + b"A" * (400 * 1024) + b'"}\n')
+    error = raw.read()
+    assert (error["class"], error["code"], "id" in error) == ("error", "too_large", False)
+    assert raw.file.readline() == b""  # the end of the stream, sent after the error
+    raw.close()
+    with Client(str(daemon.socket)) as other:
+        assert other.request("status")["class"] == "status"
 
 
 def test_a_stalled_subscriber_loses_oldest_results_and_is_told(

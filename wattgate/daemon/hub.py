@@ -155,6 +155,8 @@ class ClientSession:
         self._dropped = 0
         self._wake = asyncio.Event()
         self._closing = False
+        self._ending = False  # the stream ends once what is queued is sent (end_stream)
+        self._ended = False  # and has: nothing more may be written
         self._abort_timer: Optional[asyncio.TimerHandle] = None
         self.task: Optional[asyncio.Task[None]] = None
 
@@ -165,7 +167,9 @@ class ClientSession:
         self.reply_line(encode(message))
 
     def reply_line(self, line: bytes) -> None:
-        """Queue an already-encoded reply (never dropped)."""
+        """Queue an already-encoded reply (never dropped, but after end_stream)."""
+        if self._ending:
+            return
         self._order += 1
         self._replies.append((self._order, line))
         self._reply_bytes += len(line)
@@ -232,6 +236,17 @@ class ClientSession:
                 CLOSE_GRACE_S, self.abort
             )
 
+    def end_stream(self) -> None:
+        """Send what is queued, then the end of the stream, and nothing after it: the
+        client reads its last answer and then EOF, while the connection stays open for
+        the daemon to read what the client still sends (close() closes it). Closed with
+        that unread, the client's read would fail with ECONNRESET after the answer, or
+        its send before it reads the answer at all. Its subscriptions end here (the hub
+        pushes nothing more), and a reply queued later is dropped."""
+        self.topics.clear()
+        self._ending = True
+        self._wake.set()
+
     def abort(self) -> None:
         """Drop the connection now, queued data and all (abuse, or a peer that never reads)."""
         self.writer.transport.abort()
@@ -268,6 +283,9 @@ class ClientSession:
                     await self.writer.drain()
                 if self._closing and not (self._replies or self._data):
                     break
+                if self._ending and not self._ended and not (self._replies or self._data):
+                    self._ended = True
+                    self.writer.write_eof()
             # Under the transport's high-water mark drain() does not wait, so the last
             # batch may still be in it: it goes out as the peer reads, and close()'s
             # timer cuts off a peer that does not (cancelling it now would leave the

@@ -549,6 +549,9 @@ class Server:
                 line = await reader.readline()
             except ValueError:  # the line outgrew the stream limit
                 session.reply(_error("too_large", f"request line over {MAX_LINE} bytes"))
+                session.end_stream()  # then EOF; the rest of the line is read and dropped
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(_read_to_end(reader), CLOSE_GRACE_S)
                 return
             if not line:
                 return
