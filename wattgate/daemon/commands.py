@@ -160,7 +160,7 @@ def get_topics(request: Message) -> Optional[list[str]]:
     unknown = sorted(set(topics or ()) - set(TOPICS))
     if unknown:
         raise ProtocolError("bad_request", f"field 'topics' has unknown topic(s) {echo(unknown)}; "
-                                           f"known: {TOPICS}")
+                                           f"known: {', '.join(TOPICS)}")
     return topics
 
 
