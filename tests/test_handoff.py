@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from wattgate.daemon.handoff import Handoff
+from wattgate.daemon.handoff import Handoff, OneThread
 
 POLL_S = 0.002
 
@@ -130,3 +130,40 @@ def test_the_exit_does_not_wait_for_good_for_a_call_in_the_default_executor() ->
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run([sys.executable, "-c", EXIT_SCRIPT, "plain"], timeout=5,
                        capture_output=True)
+
+
+def test_one_thread_runs_calls_in_turn_in_one_thread_and_gives_back_their_outcome() -> None:
+    """Calls queued together run one after another, all in the same thread (not the
+    loop's), and each caller gets its own value or exception; the loop is not held."""
+    ran: list[tuple[int, int]] = []
+
+    def work(n: int) -> int:
+        ran.append((n, threading.get_ident()))
+        if n == 2:
+            raise ValueError("two")
+        return n * 10
+
+    async def main() -> list[object]:
+        worker = OneThread("wattgate-test")
+        calls = [worker.run(work, n) for n in range(4)]
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.ensure_future(tick())
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        ticker.cancel()
+        assert ticks > 0
+        later = await worker.run(work, 5)
+        return [*outcomes, later]
+
+    outcomes = asyncio.run(main())
+    assert outcomes[:2] == [0, 10] and outcomes[3:] == [30, 50]
+    assert isinstance(outcomes[2], ValueError)
+    assert [n for n, _ in ran] == [0, 1, 2, 3, 5]
+    threads = {ident for _, ident in ran}
+    assert len(threads) == 1 and threading.get_ident() not in threads
