@@ -159,6 +159,12 @@ def test_one_thread_runs_calls_in_turn_in_one_thread_and_gives_back_their_outcom
         ticker.cancel()
         assert ticks > 0
         later = await worker.run(work, 5)
+        thread = worker.close()
+        assert thread is not None
+        thread.join(10)
+        assert not thread.is_alive()  # ended once idle: not left for the exit to find
+        with pytest.raises(RuntimeError):
+            await worker.run(work, 6)
         return [*outcomes, later]
 
     outcomes = asyncio.run(main())

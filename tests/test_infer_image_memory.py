@@ -151,5 +151,6 @@ def test_the_memory_client_images_take_is_one_decode_s_worth_however_many_come(
             assert reply["width"] == sizes[n % len(sizes)][0], reply
         grown = resident(daemon.proc.pid) - before
     assert daemon.stop() == 0
+    assert "still in a call" not in daemon.log()  # the thread kept for them ended at the stop
     # 3000x3000 BGR is 27 MB; what stays is about 2-3 of those, not one per arena
     assert grown <= 2 * MAX_DECODE_BYTES, grown / MIB

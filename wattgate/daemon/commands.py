@@ -20,7 +20,6 @@ import sqlite3
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Optional
 
-from wattgate.daemon.handoff import OneThread
 from wattgate.daemon.hub import MAX_LINE, ClientSession, Message, encode, fit_message, json_text
 from wattgate.daemon.pipeline import detection_fields
 from wattgate.daemon.server import STOPPING as STOPPING  # app.py's too
@@ -198,7 +197,6 @@ class Commands:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self._infer_one = asyncio.Lock()
-        self._client_images = OneThread("wattgate-client-image")  # handoff.OneThread: why
 
     def table(self) -> dict[str, Handler]:
         return {
@@ -308,11 +306,11 @@ class Commands:
         # each may take MAX_DECODE_BYTES, and the model takes them one by one anyway.
         async with self._infer_one:
             try:
-                decoded = await self._client_images.run(
+                decoded = await self.daemon.client_images.run(
                     images.decode_within, raw, MAX_IMAGE_PIXELS, MAX_DECODE_BYTES)
             except images.ImageError as exc:
                 raise ProtocolError("bad_request", f"field 'image' is {exc}") from None
-            result = await self._client_images.run(pipeline.infer_image, decoded.image)
+            result = await self.daemon.client_images.run(pipeline.infer_image, decoded.image)
         return image_reply(decoded, result)
 
     async def profile(self, session: ClientSession, request: Message) -> Message:

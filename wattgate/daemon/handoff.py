@@ -160,11 +160,14 @@ class OneThread:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._calls: queue.SimpleQueue[Call] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Optional[Call]] = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
+        self._closed = False
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """func(*args) in the thread, after the calls queued before it."""
+        if self._closed:
+            raise RuntimeError(f"{self.name}: closed, no more calls")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._calls.put((loop, future, func, args))
@@ -173,9 +176,17 @@ class OneThread:
             self._thread.start()
         return await future
 
+    def close(self) -> Optional[threading.Thread]:
+        """No more calls: the thread ends after those queued (at once if it has none), and
+        is returned to be joined; None if it never started. Left running, an idle thread
+        would be taken at exit for one stuck in a call (end_process)."""
+        self._closed = True
+        self._calls.put(None)
+        return self._thread
+
     def _serve(self) -> None:
-        while True:
-            _run_call(self._calls.get())
+        while (call := self._calls.get()) is not None:
+            _run_call(call)
 
 
 def join_within(threads: Iterable[threading.Thread], wait_s: float) -> None:
