@@ -295,3 +295,45 @@ def test_a_reload_during_start_up_sends_no_reloading_or_ready_before_the_first_r
         assert client.request("status")["class"] == "status"
     assert [line for _, line in notify.collect(1.0) if line == "READY=1"] == []  # just one
     assert daemon.stop() == 0
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate missing"
+)
+def test_a_passed_socket_the_daemon_cannot_serve_on_is_named_and_closed(tmp_path: Path) -> None:
+    """A socket unit with ListenDatagram= hands over a datagram socket: it is not taken,
+    a warning says what it is, and it is closed (kept, it sat open and unused, unsaid)."""
+    path = tmp_path / "wattgate.sock"
+    script = textwrap.dedent(
+        """
+        import logging, os, sys
+        logging.basicConfig(stream=sys.stdout, format="%(levelname)s %(message)s")
+        from wattgate.daemon.notify import inherited_listener
+        print("taken", inherited_listener())
+        try:
+            os.fstat(3)
+            print("fd 3 open")
+        except OSError:
+            print("fd 3 closed")
+        """
+    )
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", "--datagram", "-l", str(path), sys.executable, "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not path.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "socket never appeared"
+            time.sleep(0.02)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as c:
+            c.sendto(b"wake", str(path))  # what makes systemd-socket-activate start it
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "taken None" in out, (out, err)
+    assert ("WARNING fd 3 passed by systemd is an AF_UNIX SOCK_DGRAM socket, which wattgate "
+            "does not serve on; closed") in out, out
+    assert "fd 3 closed" in out, out

@@ -21,13 +21,17 @@ tested without threads or clocks.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
 import math
 import os
 import socket
 import time
 from collections.abc import Mapping
 from typing import Any, Optional
+
+log = logging.getLogger("wattgate.notify")
 
 # systemd-python ships no type information: its modules are Any to mypy.
 _sd_daemon: Any
@@ -182,7 +186,10 @@ def inherited_listener(unset_environment: bool = True) -> Optional[socket.socket
     when LISTEN_PID is not our pid. The variables are unset afterwards by default so that
     child processes do not believe the fds are theirs. Only an AF_UNIX SOCK_STREAM socket in
     listening state is taken: anything else means a misconfigured socket unit, and the
-    daemon should then bind its own socket rather than serve on something unexpected.
+    daemon should then bind its own socket rather than serve on something unexpected. Each
+    fd not taken is logged as a warning saying what it is, and closed: kept silently, the
+    clients of a socket unit that listens elsewhere (ListenStream= a port, ListenDatagram=)
+    waited for a daemon that was never going to answer them, and nothing said why.
     """
     if _sd_daemon is None:
         return None
@@ -192,10 +199,32 @@ def inherited_listener(unset_environment: bool = True) -> Optional[socket.socket
         # subprocesses are spawned from it.
         for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
             os.environ.pop(name, None)
+    taken: Optional[socket.socket] = None
     for fd in fds:
-        if _sd_daemon.is_socket_unix(fd, socket.SOCK_STREAM, listening=1):
-            return socket.socket(fileno=fd)
-    return None
+        usable = _sd_daemon.is_socket_unix(fd, socket.SOCK_STREAM, listening=1)
+        if usable and taken is None:
+            taken = socket.socket(fileno=fd)
+            continue
+        what = "a second listening Unix stream socket" if usable else _what_fd(fd)
+        log.warning("fd %d passed by systemd is %s, which wattgate does not serve on; "
+                    "closed (see ListenStream= in wattgate.socket)", fd, what)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    return taken
+
+
+def _what_fd(fd: int) -> str:
+    """What a passed fd is, in a socket unit's terms: "an AF_INET SOCK_STREAM socket"."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return "not a socket"
+    with sock:
+        what = f"an {sock.family.name} {sock.type.name} socket"
+        if sock.type == socket.SOCK_STREAM and not sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            what += " that is not listening"
+        return what
 
 
 class ProgressWatch:
