@@ -271,3 +271,17 @@ def test_a_model_swapped_in_while_an_inference_hangs_leaves_the_socket_served(
         reply = next(m for m in admin.messages() if m.get("id") == 1)
         assert reply.get("reloaded") is True, reply
     assert daemon.stop() == 0
+
+
+def test_the_status_line_says_when_the_camera_is_not_there(
+    start_daemon: StartDaemon, notify: NotifyListener, tmp_path: Path
+) -> None:
+    """A camera that is not there (unplugged, a wrong device) pauses capture on purpose,
+    so the watchdog goes on: STATUS= must say so, or `systemctl status` shows a healthy
+    daemon at 0 fps with the reason in the log only."""
+    daemon = start_daemon(camera={"source": str(tmp_path / "video7")},
+                          env={"NOTIFY_SOCKET": str(notify.path)})
+    notify.wait_for("READY=1")
+    status = notify.wait_for("STATUS=")  # sent with READY=1
+    assert f"; camera {tmp_path / 'video7'} waiting: " in status, status
+    assert daemon.stop() == 0

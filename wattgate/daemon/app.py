@@ -1053,6 +1053,13 @@ class Daemon:
             message = self.power.power_message()
             watts = f", {message['watts']:.2f} W" if "watts" in message else ""
             line = f"profile {message['profile']}{watts}, {line}"
+        camera = self.camera.status() if self.camera is not None else None
+        if camera is not None and camera["state"] != "running":
+            # capture pauses on purpose while it is gone: the watchdog goes on, and the
+            # line alone would look like a healthy daemon with nothing to see
+            reason = f": {camera['reason']}" if camera.get("reason") else ""
+            line += "; " + shorten(f"camera {camera['source']} {camera['state']}{reason}",
+                                   STATUS_REASON_CHARS)
         stalled = self.progress.stalled(time.monotonic())
         if stalled:  # the watchdog's pings are withheld: systemd restarts the daemon soon
             line += f"; stalled ({', '.join(stalled)})"
