@@ -3,7 +3,7 @@ refuses at start on this machine, naming the key as `run` does, and "ok" (exit 0
 `run` starts with, whatever it warns about.
 
 It said "ok" for a model.kind that does not fit the model, a daemon.state_dir that is a
-regular file and a daemon.socket under one, each of which `run` refuses with 69; and it
+regular file, a daemon.socket under one and one that is a regular file, each of which `run` refuses with 69; and it
 refused with 69 a config whose unused variant's file is missing, which `run` starts with
 (a variant is loaded only when a profile or rule picks it). Each case here is checked
 against a real `wattgate run`.
@@ -64,6 +64,7 @@ def refused_config(tmp_path: Path, case: str) -> tuple[Path, str, str]:
         "model-kind": {"model": {"kind": "ssd"}},
         "state-dir-is-a-file": {"daemon": {"state_dir": str(afile)}},
         "socket-under-a-file": {"daemon": {"socket": str(afile / "s.sock")}},
+        "socket-is-a-file": {"daemon": {"socket": str(afile)}},
     }[case]
     config = write_config(tmp_path / "config.toml", tmp_path, **quiet(sections))
     key, reason = {
@@ -72,11 +73,14 @@ def refused_config(tmp_path: Path, case: str) -> tuple[Path, str, str]:
                                 f"{afile}: is a regular file, not a directory"),
         "socket-under-a-file": (f"daemon.socket {afile / 's.sock'}: ",
                                 f"{afile}: is a regular file, not a directory"),
+        "socket-is-a-file": (f"daemon.socket {afile}: ",
+                             "there is a regular file there, not a socket; not replacing it"),
     }[case]
     return config, key, reason
 
 
-@pytest.mark.parametrize("case", ["model-kind", "state-dir-is-a-file", "socket-under-a-file"])
+@pytest.mark.parametrize("case", ["model-kind", "state-dir-is-a-file", "socket-under-a-file",
+                                  "socket-is-a-file"])
 def test_what_run_refuses_check_config_refuses_with_69(
     start_daemon: StartDaemon, tmp_path: Path, case: str
 ) -> None:

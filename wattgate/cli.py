@@ -300,15 +300,16 @@ def _place_problems(cfg: Config) -> list[str]:
     """daemon.socket and daemon.state_dir where `run` could not bind its socket or keep
     its event log, in the words `run` refuses them with (exit 69): a directory that is a
     regular file, one this user may not write (check-config is run as the daemon's user
-    for that to be the daemon's answer), a file of the log that is a directory. Nothing is
+    for that to be the daemon's answer), a file or directory where the socket goes, a file
+    of the log that is a directory. Nothing is
     made: a state_dir not there yet is checked through the directory it would be made in.
     A running daemon's socket and lock are what `run` meets at a restart, not refusals."""
     from wattgate.daemon.eventlog import check_place
-    from wattgate.daemon.server import SocketPathError, check_socket_directory
+    from wattgate.daemon.server import SocketPathError, check_socket_path
 
     problems = []
     try:
-        check_socket_directory(cfg.daemon.socket)
+        check_socket_path(cfg.daemon.socket)
     except SocketPathError as exc:
         problems.append(str(exc))
     state_dir = cfg.daemon.state_dir

@@ -219,19 +219,12 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
     config file's path would have removed the config): refuse that too.
     """
     path = cfg.socket
-    directory = check_socket_directory(path)
+    directory, found = check_socket_path(path)
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
         raise SocketPathError(exc.errno, f"cannot make {directory}: {exc.strerror}",
                               path) from None
-    try:
-        found = os.lstat(path)
-    except FileNotFoundError:
-        found = None
-    if found is not None and not stat.S_ISSOCK(found.st_mode):
-        raise SocketPathError(errno.EEXIST, f"there is a {kind_of(found.st_mode)} there, "
-                              "not a socket; not replacing it", path)
     if found is not None:
         _replace_stale(path, found)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -250,6 +243,24 @@ def bind_socket(cfg: DaemonConfig) -> socket.socket:
             log.warning("daemon.socket_group %r not applied: %s", cfg.socket_group, exc)
     sock.listen(128)
     return sock
+
+
+def check_socket_path(path: str) -> tuple[str, Optional[os.stat_result]]:
+    """check_socket_directory's directory, and the socket file already at path (live or
+    stale: bind_socket looks) or None; SocketPathError for anything else there, which is
+    not ours to replace. Nothing is made or changed: `wattgate check-config` checks with it
+    too, so that it does not say "ok" for a config whose `run` then refuses the path."""
+    directory = check_socket_directory(path)
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return directory, None
+    except OSError as exc:
+        raise SocketPathError(exc.errno, f"cannot look at it: {exc.strerror}", path) from None
+    if not stat.S_ISSOCK(found.st_mode):
+        raise SocketPathError(errno.EEXIST, f"there is a {kind_of(found.st_mode)} there, "
+                              "not a socket; not replacing it", path)
+    return directory, found
 
 
 def check_socket_directory(path: str) -> str:
