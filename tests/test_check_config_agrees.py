@@ -3,10 +3,10 @@ refuses at start on this machine, naming the key as `run` does, and "ok" (exit 0
 `run` starts with, whatever it warns about.
 
 It said "ok" for a model.kind that does not fit the model, a daemon.state_dir that is a
-regular file, a daemon.socket under one and one that is a regular file, each of which `run` refuses with 69; and it
-refused with 69 a config whose unused variant's file is missing, which `run` starts with
-(a variant is loaded only when a profile or rule picks it). Each case here is checked
-against a real `wattgate run`.
+regular file, a daemon.socket under one and one that is a regular file, each of which
+`run` refuses with 69; and it refused with 69 a config whose unused variant's file is
+missing, which `run` starts with (a variant is loaded only when a profile or rule picks
+it). Each case here is checked against a real `wattgate run`.
 """
 
 from __future__ import annotations
