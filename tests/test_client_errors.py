@@ -347,6 +347,7 @@ def test_the_async_client_fails_like_the_sync_client(
     with pytest.raises(ClientError) as async_info:
         asyncio.run(talk())
     assert sync_info.value.code == async_info.value.code == code
+    assert path in sync_info.value.message and path in async_info.value.message
     server.join(30)
 
 
@@ -388,13 +389,16 @@ def test_no_hello_in_time_says_the_daemon_may_still_be_starting(tmp_path: Path) 
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     listener.listen(4)  # connections queue; nobody answers yet
+    said = (f"no hello from {path} within 0.2 s: the daemon may still be starting "
+            "(a socket-activated start loads the model first)")
     try:
         with pytest.raises(ClientError) as info:
             Client(str(path), timeout=0.2)
-        assert info.value.code == "timeout"
-        assert info.value.message == (
-            f"no hello from {path} within 0.2 s: the daemon may still be starting "
-            "(a socket-activated start loads the model first)")
+        assert (info.value.code, info.value.message) == ("timeout", said)
+        # the async client waited for good (a script hung on a daemon still loading)
+        with pytest.raises(ClientError) as info:
+            asyncio.run(asyncio.wait_for(AsyncClient.connect(str(path), timeout=0.2), 30))
+        assert (info.value.code, info.value.message) == ("timeout", said)
     finally:
         listener.close()
 

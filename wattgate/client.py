@@ -191,9 +191,7 @@ class Client:
         except BaseException as exc:
             self._sock.close()
             if isinstance(exc, ClientError) and exc.code == "timeout":
-                raise ClientError("timeout", f"no hello from {path} within {timeout:g} s: the "
-                                  "daemon may still be starting (a socket-activated start "
-                                  "loads the model first)") from None
+                raise _no_hello(path, timeout) from None
             raise
 
     def __enter__(self) -> Client:
@@ -317,9 +315,12 @@ class Client:
 
 
 class AsyncClient:
-    """The same protocol for asyncio programs: `await AsyncClient.connect(path)`."""
+    """The same protocol for asyncio programs: `await AsyncClient.connect(path)`. Unlike
+    Client, only connect() has a timeout: wrap a request in asyncio.wait_for for one."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 path: str = DEFAULT_SOCKET) -> None:
+        self.path = path
         self._reader = reader
         self._writer = writer
         self._answers = _Answers()
@@ -327,16 +328,22 @@ class AsyncClient:
         self.hello: Message = {}
 
     @classmethod
-    async def connect(cls, path: str = DEFAULT_SOCKET) -> AsyncClient:
+    async def connect(cls, path: str = DEFAULT_SOCKET,
+                      timeout: Optional[float] = 10.0) -> AsyncClient:
+        """Connected, with the daemon's hello read within `timeout` seconds (None: no
+        limit), or ClientError("timeout") as Client's: a daemon still loading its model, or
+        a socket that accepts and says nothing, would otherwise be waited for forever."""
         # Connected here, not by open_unix_connection(path): asyncio takes connect()'s
         # EAGAIN for a connection in progress, and the full queue it means for a made one.
         reader, writer = await asyncio.open_unix_connection(sock=_connect(path, 0.0),
                                                             limit=MAX_LINE)
-        client = cls(reader, writer)
+        client = cls(reader, writer, path)
         try:
-            client.hello = _hello(await client._read(), path)
-        except BaseException:
+            client.hello = _hello(await asyncio.wait_for(client._read(), timeout), path)
+        except BaseException as exc:
             await client.close()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise _no_hello(path, timeout) from None
             raise
         return client
 
@@ -359,7 +366,7 @@ class AsyncClient:
                 self._writer.write(line)
                 await self._writer.drain()
             except OSError as exc:  # EPIPE, ECONNRESET: the daemon has gone away
-                raise _closed("the daemon", exc) from None
+                raise _closed(self.path, exc) from None
             return _answer(await self._read_until(lambda: self._answers.take(request_id)))
         finally:  # cancelled (asyncio.wait_for's timeout): its answer will come unasked for
             self._answers.abandon(request_id)
@@ -394,14 +401,14 @@ class AsyncClient:
             try:
                 line = await self._reader.readline()
             except ValueError:
-                raise _too_large("the daemon") from None
+                raise _too_large(self.path) from None
             except OSError as exc:  # ECONNRESET: the daemon closed with our request unread
-                raise _closed("the daemon", exc) from None
+                raise _closed(self.path, exc) from None
             if len(line) > MAX_LINE:  # the reader's limit lets one more byte through
-                raise _too_large("the daemon")
+                raise _too_large(self.path)
             if not line.endswith(b"\n"):
-                raise ClientError("closed", "the daemon closed the connection")
-            message = _message(line, "the daemon")
+                raise ClientError("closed", f"{self.path} closed the connection")
+            message = _message(line, self.path)
         return message
 
 
@@ -488,6 +495,12 @@ def _name(lookup: Callable[[int], Any], number: int) -> str:
         return str(lookup(number)[0])
     except KeyError:
         return str(number)
+
+
+def _no_hello(path: str, timeout: Optional[float]) -> ClientError:
+    """No hello within the connect's timeout."""
+    return ClientError("timeout", f"no hello from {path} within {timeout:g} s: the daemon may "
+                       "still be starting (a socket-activated start loads the model first)")
 
 
 def _too_large(source: str) -> ClientError:
