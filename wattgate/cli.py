@@ -549,13 +549,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", help="print events from the daemon's event log")
     _add_socket_args(events)
-    events.add_argument("--since", type=int, default=0, help="events after this seq")
-    events.add_argument("--limit", type=int, default=500, help="events asked for per request")
+    events.add_argument("--since", type=int, default=0, help="events after this seq (0 or more)")
+    events.add_argument("--limit", type=int, default=500,
+                        help="events asked for per request (1..1000)")
     events.set_defaults(func=cmd_events)
 
     snap = sub.add_parser("snap", help="infer the next frame now, whatever the gate says")
     _add_socket_args(snap)
-    snap.add_argument("--timeout-ms", type=int, default=5000)
+    snap.add_argument("--timeout-ms", type=int, default=5000,
+                      help="how long to wait for the frame (1..60000, default 5000)")
     snap.set_defaults(func=cmd_snap)
 
     profile = sub.add_parser("profile", help="show, pin or release the power profile")
