@@ -219,6 +219,22 @@ def test_active_ceilings_follow_the_load_level(tmp_path: Path) -> None:
     assert build(active, caps).knobs == top  # no level: the profile's ceiling
 
 
+@pytest.mark.parametrize("name", ["performance", "always_on"])
+def test_a_profile_held_at_the_top_stays_there_at_any_load(tmp_path: Path, name: str) -> None:
+    """performance (and simulate's always_on baseline) hold the NPU at its top clock, as
+    docs/power.md's table says: load feedback slid its active ceiling down to the lowest
+    clock at a low duty, ~3x slower inference in the middle of every event."""
+    from wattgate.simulate import BASELINES, baseline_config
+
+    caps = rk3588_caps(tmp_path)
+    cfg = baseline_config(Config(), name) if name in BASELINES else Config()
+    profile = resolve_all(cfg)[name]
+    for state, level in (("idle", None), ("active", 0.0), ("active", 0.5), ("active", 1.0)):
+        knobs = build(profile.settings(state), caps, level).knobs
+        assert knobs[f"{NPU}/max_freq"] == "1000000000", (state, level)
+        assert knobs[f"{NPU}/min_freq"] == "1000000000", (state, level)
+
+
 def test_floor_never_above_ceiling_and_fallbacks_noted(tmp_path: Path) -> None:
     caps = rk3588_caps(tmp_path)
     settings = Settings(cpu_governor=("interactive",), cpu_min_khz="90%", cpu_max_khz="10%",

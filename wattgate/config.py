@@ -692,6 +692,10 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "cpu_governor": ["performance"],
         "cpu_epp": "performance",
         "npu_governor": ["performance", "userspace"],
+        # the floor at the top too: load feedback slides an active ceiling down toward the
+        # floor (docs/power.md), and without one the NPU fell to its lowest clock, ~3x
+        # slower, in the middle of every event
+        "npu_min_hz": "100%",
         "npu_max_hz": "100%",
         "npu_runtime_pm": "on",
         "gpu_govern": "overdrive",

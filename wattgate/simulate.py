@@ -58,6 +58,7 @@ BASELINES: dict[str, dict[str, Any]] = {
         "description": "baseline: performance governors, NPU held on, every frame inferred",
         "cpu_governor": ["performance"],
         "npu_governor": ["performance", "userspace"],
+        "npu_min_hz": "100%",  # held at the top while active too, as the performance profile
         "npu_max_hz": "100%",
         "npu_runtime_pm": "on",
     },
