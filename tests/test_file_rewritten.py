@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from tests.test_camera_watch import (
     FAST,
@@ -27,6 +28,7 @@ from tests.test_camera_watch import (
     write_video,
 )
 from wattgate.daemon.camera_watch import SupervisedSource
+from wattgate.drivers import camera
 from wattgate.drivers.camera import CaptureSource, Frame
 
 
@@ -117,3 +119,31 @@ def test_a_file_truncated_by_mistake_is_still_cut_short(tmp_path: Path) -> None:
     assert [f.index for f in frames if f is not None] == list(range(source.position))
     assert 30 <= source.position < 60  # where the bytes FFmpeg had read ahead stop
     assert all(f is not None and shows_its_bar(f) for f in frames)
+
+
+def test_a_rewrite_with_larger_frames_ends_the_old_recording_before_its_next_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recording of larger frames written over the one playing: the read went on through
+    the old recording's index over the new bytes, and for about 6 s at 15 fps (78 frames)
+    delivered pictures of neither recording, each of which the gate took for motion, until
+    a read failed. The file is looked at for a rewrite while it plays (every
+    REWRITE_CHECK_S; every read here), and the read ends "replaced" at the next look."""
+    monkeypatch.setattr(camera, "REWRITE_CHECK_S", 0.0)
+    clip = write_video(tmp_path / "camera.avi", frames=200)
+    new = tmp_path / "new.avi"
+    writer = cv2.VideoWriter(str(new), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (1280, 720))
+    rng = np.random.default_rng(7)
+    for _ in range(120):  # noise: large frames, each a different picture
+        writer.write(rng.integers(0, 255, (720, 1280, 3), dtype=np.uint8))
+    writer.release()
+    source = CaptureSource(str(clip), file_config(clip))
+    try:
+        frames = [source.read() for _ in range(30)]
+        shutil.copyfile(new, clip)  # cp new.avi camera.avi: O_TRUNC, the same inode
+        frames += frames_until_none(source)
+    finally:
+        source.close()
+    assert source.end_reason == "replaced"
+    assert all(f is not None and shows_its_bar(f) for f in frames)  # none of neither
+    assert len(frames) <= 31  # at most the one read ahead before the rewrite

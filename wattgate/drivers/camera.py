@@ -43,6 +43,7 @@ DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_he
 MAX_CORRUPT = 10  # consecutive undecodable frames (buffers or reads) before a read fails
 FIFO_WAIT_S = 5.0  # longest an open waits for a FIFO's writer to send something
 MARK_BYTES = 4096  # how much of a file's start and end tells one recording from another
+REWRITE_CHECK_S = 1.0  # how often a file that plays is looked at for a rewrite in place
 
 
 class SourceError(Exception):
@@ -522,6 +523,7 @@ class CaptureSource:
         self._file_id: Optional[tuple[int, int]] = None  # a file's (st_dev, st_ino) at open
         self._size_at_open: Optional[int] = None  # and its size then
         self.mark: Optional[FileMark] = None  # and its bytes then, to tell a rewrite from a cut
+        self._rewrite_check_at = time.monotonic() + REWRITE_CHECK_S
         self._read_timeout_s = read_timeout_s
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -667,6 +669,14 @@ class CaptureSource:
         last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
             began = time.monotonic()
+            if self.mark is not None and began >= self._rewrite_check_at:
+                # Left to the read, a rewrite with larger frames went on decoding the old
+                # recording's index over the new bytes: seconds of pictures that never
+                # were, each taken for motion, before a read failed and said why.
+                self._rewrite_check_at = began + REWRITE_CHECK_S
+                if self._rewritten():
+                    self._stop_replaced()
+                    return None
             ok, data = self._cap.read()
             if not ok:
                 ok, data = self._read_past_undecodable(began)
