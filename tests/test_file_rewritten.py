@@ -16,7 +16,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from tests.test_camera_watch import (
     FAST,
@@ -28,7 +27,6 @@ from tests.test_camera_watch import (
     write_video,
 )
 from wattgate.daemon.camera_watch import SupervisedSource
-from wattgate.drivers import camera
 from wattgate.drivers.camera import CaptureSource, Frame
 
 
@@ -122,14 +120,13 @@ def test_a_file_truncated_by_mistake_is_still_cut_short(tmp_path: Path) -> None:
 
 
 def test_a_rewrite_with_larger_frames_ends_the_old_recording_before_its_next_frame(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """A recording of larger frames written over the one playing: the read went on through
     the old recording's index over the new bytes, and for about 6 s at 15 fps (78 frames)
     delivered pictures of neither recording, each of which the gate took for motion, until
-    a read failed. The file is looked at for a rewrite while it plays (every
-    REWRITE_CHECK_S; every read here), and the read ends "replaced" at the next look."""
-    monkeypatch.setattr(camera, "REWRITE_CHECK_S", 0.0)
+    a read failed. The file is looked at before each read, and the read ends "replaced"
+    at the first after the rewrite."""
     clip = write_video(tmp_path / "camera.avi", frames=200)
     new = tmp_path / "new.avi"
     writer = cv2.VideoWriter(str(new), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (1280, 720))

@@ -43,7 +43,6 @@ DEFAULT_LUMA_ROWS = 100  # the gate's default frame_height (config.gate.frame_he
 MAX_CORRUPT = 10  # consecutive undecodable frames (buffers or reads) before a read fails
 FIFO_WAIT_S = 5.0  # longest an open waits for a FIFO's writer to send something
 MARK_BYTES = 4096  # how much of a file's start and end tells one recording from another
-REWRITE_CHECK_S = 1.0  # how often a file that plays is looked at for a rewrite in place
 
 
 class SourceError(Exception):
@@ -523,7 +522,7 @@ class CaptureSource:
         self._file_id: Optional[tuple[int, int]] = None  # a file's (st_dev, st_ino) at open
         self._size_at_open: Optional[int] = None  # and its size then
         self.mark: Optional[FileMark] = None  # and its bytes then, to tell a rewrite from a cut
-        self._rewrite_check_at = time.monotonic() + REWRITE_CHECK_S
+        self._state_seen: Optional[FileState] = None  # the file as the last read found it
         self._read_timeout_s = read_timeout_s
         self._cap = self._open(target, cfg, read_timeout_s)
         self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -669,14 +668,9 @@ class CaptureSource:
         last: Optional[_Dropped] = None  # the last of them, judged by what the next read gives
         while True:
             began = time.monotonic()
-            if self.mark is not None and began >= self._rewrite_check_at:
-                # Left to the read, a rewrite with larger frames went on decoding the old
-                # recording's index over the new bytes: seconds of pictures that never
-                # were, each taken for motion, before a read failed and said why.
-                self._rewrite_check_at = began + REWRITE_CHECK_S
-                if self._rewritten():
-                    self._stop_replaced()
-                    return None
+            if self.mark is not None and self._changed_and_rewritten():
+                self._stop_replaced()
+                return None
             ok, data = self._cap.read()
             if not ok:
                 ok, data = self._read_past_undecodable(began)
@@ -815,6 +809,18 @@ class CaptureSource:
         number, and its first frames were never played. A file cut short and not
         rewritten (still being appended to, or truncated) is still cut short."""
         return self.mark is not None and rewritten(self.spec, self.mark)
+
+    def _changed_and_rewritten(self) -> bool:
+        """Before each read of a file: whether it has changed since the last read (a stat)
+        and the change is a rewrite in place (_rewritten, which reads its bytes: only then).
+        Left to the read, a rewrite with larger frames went on decoding the old recording's
+        index over the new bytes: seconds of pictures of neither recording, each taken for
+        motion, before a read failed and said why."""
+        state = file_state(self.spec)
+        if state == self._state_seen:
+            return False
+        self._state_seen = state
+        return self._rewritten()
 
     def _stop_replaced(self) -> None:
         """End the read: another file is in this one's place (_replaced)."""
