@@ -32,15 +32,21 @@ sys.exit(main(["run", "--config", sys.argv[1]]))
 """
 
 
-def test_a_status_is_answered_while_a_flush_waits_for_the_database(
-    start_daemon: Any, tmp_path: Path,
-) -> None:
+def start_patient(start_daemon: Any, tmp_path: Path) -> tuple[Any, Path]:
+    """A daemon on a pinnable board whose flushes wait an hour for a lock, and its
+    state_dir, once it answers."""
     config = pinnable_board(
         tmp_path, camera={"source": "synthetic:empty", "width": 160, "height": 120})
     daemon = start_daemon(
         config=config, argv=lambda config: [sys.executable, "-c", PATIENT_FLUSH, str(config)])
     daemon.connect().close()
-    state_dir = Path(load_config(config).daemon.state_dir)
+    return daemon, Path(load_config(config).daemon.state_dir)
+
+
+def test_a_status_is_answered_while_a_flush_waits_for_the_database(
+    start_daemon: Any, tmp_path: Path,
+) -> None:
+    daemon, state_dir = start_patient(start_daemon, tmp_path)
     holder = sqlite3.connect(state_dir / "events.db", isolation_level=None, timeout=30.0)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock, held until the rollback
@@ -69,12 +75,7 @@ def test_events_made_while_a_flush_waits_go_out_live_and_are_all_written_after(
     """Events keep going to subscribers at once while their flush waits for the lock, in
     order; the ones made during the wait are held beside those it is writing, and once
     the lock is let go every one of them is in the log, numbered as they were sent."""
-    config = pinnable_board(
-        tmp_path, camera={"source": "synthetic:empty", "width": 160, "height": 120})
-    daemon = start_daemon(
-        config=config, argv=lambda config: [sys.executable, "-c", PATIENT_FLUSH, str(config)])
-    daemon.connect().close()
-    state_dir = Path(load_config(config).daemon.state_dir)
+    daemon, state_dir = start_patient(start_daemon, tmp_path)
     live: list[dict[str, Any]] = []
     with Client(str(daemon.socket), timeout=30.0) as watcher, \
             Client(str(daemon.socket), timeout=30.0) as admin:

@@ -134,10 +134,14 @@ def test_the_exit_does_not_wait_for_good_for_a_call_in_the_default_executor() ->
 
 def test_one_thread_runs_calls_in_turn_in_one_thread_and_gives_back_their_outcome() -> None:
     """Calls queued together run one after another, all in the same thread (not the
-    loop's), and each caller gets its own value or exception; the loop is not held."""
+    loop's), and each caller gets its own value or exception; the loop is not held: the
+    first call waits for the loop to have turned three times meanwhile."""
     ran: list[tuple[int, int]] = []
+    turned = threading.Event()
 
     def work(n: int) -> int:
+        if n == 0:
+            assert turned.wait(30), "the loop was held during the call"
         ran.append((n, threading.get_ident()))
         if n == 2:
             raise ValueError("two")
@@ -146,18 +150,14 @@ def test_one_thread_runs_calls_in_turn_in_one_thread_and_gives_back_their_outcom
     async def main() -> list[object]:
         worker = OneThread("wattgate-test")
         calls = [worker.run(work, n) for n in range(4)]
-        ticks = 0
 
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                ticks += 1
+        async def turn() -> None:
+            for _ in range(3):
                 await asyncio.sleep(0)
+            turned.set()
 
-        ticker = asyncio.ensure_future(tick())
-        outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        ticker.cancel()
-        assert ticks > 0
+        outcomes = await asyncio.gather(*calls, turn(), return_exceptions=True)
+        outcomes = outcomes[:4]
         later = await worker.run(work, 5)
         thread = worker.close()
         assert thread is not None

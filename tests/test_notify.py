@@ -198,6 +198,26 @@ def test_snapshot_and_bad_limit() -> None:
 # Socket activation: systemd-socket-activate is the real thing the socket unit does.
 
 
+def socket_activated(path: Path, script: str, *options: str) -> subprocess.Popen[str]:
+    """`script` run by systemd-socket-activate listening at `path`, once the socket is
+    there (the script starts at the first connection or datagram)."""
+    proc = subprocess.Popen(
+        ["systemd-socket-activate", *options, "-l", str(path), sys.executable, "-c", script],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 10
+    try:
+        while not path.exists():
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "socket never appeared"
+            time.sleep(0.02)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
 @pytest.mark.skipif(
     shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate missing"
 )
@@ -215,17 +235,8 @@ def test_inherited_listener_under_systemd_socket_activate(tmp_path: Path) -> Non
         conn.close()
         """
     )
-    proc = subprocess.Popen(
-        ["systemd-socket-activate", "-l", str(path), sys.executable, "-c", script],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = socket_activated(path, script)
     try:
-        deadline = time.monotonic() + 10
-        while not path.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "socket never appeared"
-            time.sleep(0.02)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
             c.settimeout(20)
             c.connect(str(path))
@@ -317,16 +328,8 @@ def test_a_passed_socket_the_daemon_cannot_serve_on_is_named_and_closed(tmp_path
             print("fd 3 closed")
         """
     )
-    proc = subprocess.Popen(
-        ["systemd-socket-activate", "--datagram", "-l", str(path), sys.executable, "-c", script],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    proc = socket_activated(path, script, "--datagram")
     try:
-        deadline = time.monotonic() + 10
-        while not path.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "socket never appeared"
-            time.sleep(0.02)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as c:
             c.sendto(b"wake", str(path))  # what makes systemd-socket-activate start it
         out, err = proc.communicate(timeout=30)

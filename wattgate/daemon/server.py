@@ -267,7 +267,7 @@ def check_socket_directory(path: str) -> str:
     """The directory the socket at path goes in; SocketPathError, naming daemon.socket,
     the path and what is wrong, unless that directory is one this process may make the
     socket in or, missing, may make (the nearest directory above it that is there is one it
-    may write). Nothing is made or changed: `wattgate check-config` checks with it too.
+    may write). Nothing is made or changed (check_socket_path, which check-config uses).
 
     Left to makedirs and bind, a parent that is a regular file said "[Errno 17] File
     exists", a directory this process may not write "[Errno 13] Permission denied", and
@@ -533,8 +533,8 @@ class Server:
         self._refusing += 1
         try:
             writer.write_eof()
-            await asyncio.wait_for(_read_to_end(reader), CLOSE_GRACE_S)
-        except (ConnectionError, OSError, asyncio.TimeoutError, asyncio.CancelledError):
+            await _drop_until_closed(reader)
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
             self._refusing -= 1
@@ -561,8 +561,7 @@ class Server:
             except ValueError:  # the line outgrew the stream limit
                 session.reply(_error("too_large", f"request line over {MAX_LINE} bytes"))
                 session.end_stream()  # then EOF; the rest of the line is read and dropped
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(_read_to_end(reader), CLOSE_GRACE_S)
+                await _drop_until_closed(reader)
                 return
             if not line:
                 return
@@ -672,10 +671,15 @@ class _ClientGone(ConnectionError):
     """The client hung up while its request waited: the connection ends, unanswered."""
 
 
-async def _read_to_end(reader: asyncio.StreamReader) -> None:
-    """Read and drop what the peer sends until it closes."""
-    while await reader.read(MAX_LINE):
-        pass
+async def _drop_until_closed(reader: asyncio.StreamReader) -> None:
+    """Read and drop what the peer sends until it closes, for CLOSE_GRACE_S at most: a
+    socket closed with data unread resets the connection under the client."""
+    async def read_to_end() -> None:
+        while await reader.read(MAX_LINE):
+            pass
+
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(read_to_end(), CLOSE_GRACE_S)
 
 
 def _hung_up(writer: asyncio.StreamWriter) -> bool:
