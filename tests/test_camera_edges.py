@@ -23,6 +23,7 @@ from tests.test_camera_watch import wait_for, write_video
 from tests.test_v4l2_udev import PRELUDE, run_child
 from wattgate.config import CameraConfig
 from wattgate.daemon.camera_watch import SupervisedSource
+from wattgate.drivers.camera import CaptureSource, SourceError
 
 # Helpers every udev child below uses after PRELUDE.
 HOTPLUG = r"""
@@ -249,3 +250,13 @@ def test_a_supervisor_stopped_as_it_reads_returns_no_frame(tmp_path: Path) -> No
     video = write_video(tmp_path / "camera.avi", frames=10)
     source = StoppedBeforeTheRead(CameraConfig(source=str(video), realtime=False), udev=False)
     assert source.read() is None  # stopped, not an AssertionError
+
+
+def test_an_empty_file_says_it_is_empty(tmp_path: Path) -> None:
+    """A recording cut to nothing while it played (a recorder's O_TRUNC, a full disk) is
+    waited for as any file that does not open; the reason said only "cannot be opened"."""
+    empty = tmp_path / "camera.avi"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceError) as info:
+        CaptureSource(str(empty), CameraConfig(source=str(empty)))
+    assert str(info.value) == f"camera.source {str(empty)!r}: the file is empty"

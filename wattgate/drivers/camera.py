@@ -608,7 +608,11 @@ class CaptureSource:
         if not cap.isOpened():
             cap.release()
             self._close_fifo()
-            raise SourceError(f"camera.source {without_password(spec)!r}: cannot be opened")
+            # a file cut to nothing while it played (a recorder's O_TRUNC, a full disk) is
+            # waited for as any file that does not open: say why this one does not
+            empty = kind == "file" and self._size_at_open == 0
+            why = "the file is empty" if empty else "cannot be opened"
+            raise SourceError(f"camera.source {without_password(spec)!r}: {why}")
         return cap
 
     def _close_fifo(self) -> None:
