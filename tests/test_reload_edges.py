@@ -431,27 +431,37 @@ def test_a_reload_loads_a_model_file_replaced_under_the_same_name(
     assert daemon.stop() == 0
 
 
-def test_a_reload_onto_a_sysfs_root_that_is_not_there_is_refused(
-    start_daemon: StartDaemon, tmp_path: Path
+@pytest.mark.parametrize("key", ["sysfs_root", "journal_dir"])
+def test_a_reload_onto_a_power_path_that_cannot_be_used_is_refused(
+    start_daemon: StartDaemon, tmp_path: Path, key: str
 ) -> None:
-    """A typo in power.sysfs_root: the reload answered "reloaded", gave the board back and
-    wrote nothing more, while pins still answered "pinned" and hellos offered power control;
-    only the log said why. It is refused now, naming the key, and power control goes on."""
+    """A typo in power.sysfs_root (no such directory), or power.journal_dir mistyped under
+    a file: the reload answered "reloaded", gave the board back and wrote nothing more,
+    while pins still answered "pinned" and hellos offered power control; only the log said
+    why. It is refused now, naming the key, and power control goes on where it was."""
     from tests.conftest import pinnable_board
 
     config = pinnable_board(tmp_path, camera={"source": "synthetic:empty"})
-    root = tmp_path / "board" / "sys"
-    governor = root / "devices/system/cpu/cpufreq/policy0/scaling_governor"
+    governor = tmp_path / "board/sys/devices/system/cpu/cpufreq/policy0/scaling_governor"
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    was, typo, said = {
+        "sysfs_root": (tmp_path / "board" / "sys", tmp_path / "board" / "sys-typo",
+                       "no such directory"),
+        "journal_dir": (tmp_path / "board" / "journal", afile / "j",
+                        f"{afile}: is a regular file"),
+    }[key]
     daemon = start_daemon(config=config)
     with daemon.connect() as client:
         client.request("profile", set="performance")
         wait_for(lambda: governor.read_text().strip() == "performance", what="the pin")
-        typo = tmp_path / "board" / "sys-typo"
-        config.write_text(config.read_text().replace(f'"{root}"', f'"{typo}"'))
+        config.write_text(config.read_text().replace(f'"{was}"', f'"{typo}"'))
         with pytest.raises(ClientError) as info:
             client.request("reload")
         assert info.value.code == "bad_request"
-        assert f"power.sysfs_root {typo}" in str(info.value), info.value
+        assert f"power.{key} {typo}: {said}" in str(info.value), info.value
         assert governor.read_text().strip() == "performance"
+        client.request("profile", set="powersave")  # still written
+        wait_for(lambda: governor.read_text().strip() != "performance", what="the new pin")
         assert client.request("status")["power"]["writes"] is True
     assert daemon.stop() == 0

@@ -17,6 +17,7 @@ import math
 import os
 import signal
 import sqlite3
+import stat
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
@@ -46,6 +47,7 @@ from wattgate.daemon.notify import (
     stall_limit,
     watchdog_interval,
 )
+from wattgate.daemon.pathcheck import expect, expect_writable, nearest_existing
 from wattgate.daemon.pipeline import Inferred, Pipeline
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.power_inputs import stop_reading
@@ -646,15 +648,28 @@ class Daemon:
         return True, "reloaded" + (f"; after a restart: {', '.join(later)}" if later else "")
 
     def _unusable_power_root(self, new: Config) -> Optional[str]:
-        """Why a reload must not move power control to ``new``'s sysfs_root: it is not a
-        directory (a typo). Taken, that reload gave the board back and wrote nothing more,
-        while pins still answered "pinned" and hellos offered power control. A daemon
-        without power control is not held to it: at start a missing root means no knobs."""
-        root = new.power.sysfs_root
-        if self.power is None or root == self.cfg.power.sysfs_root or os.path.isdir(root):
+        """Why a reload must not move power control to ``new``'s sysfs_root or journal_dir:
+        the root is not a directory (a typo), or the journal_dir is not one this user may
+        write or make (a typo under a file, a read-only place). Taken, that reload gave the
+        board back and wrote nothing more, while pins still answered "pinned" and hellos
+        offered power control. A daemon without power control is not held to it: at start
+        a missing root means no knobs."""
+        if self.power is None:
             return None
-        return (f"power.sysfs_root {root}: no such directory; power control stays on "
-                f"{self.cfg.power.sysfs_root}")
+        root, journal = new.power.sysfs_root, new.power.journal_dir
+        if root != self.cfg.power.sysfs_root and not os.path.isdir(root):
+            return (f"power.sysfs_root {root}: no such directory; power control stays on "
+                    f"{self.cfg.power.sysfs_root}")
+        if not new.power.enabled or journal == self.cfg.power.journal_dir:
+            return None
+        try:
+            existing = nearest_existing(journal)  # where it would be made, if not there
+            expect(existing, stat.S_ISDIR, "a directory")
+            expect_writable(existing, "the sysfs journal is kept there")
+        except OSError as exc:
+            return (f"power.journal_dir {journal}: {exc}; power control stays with "
+                    f"{self.cfg.power.journal_dir}")
+        return None
 
     # -- periodic work -----------------------------------------------------------------
 
