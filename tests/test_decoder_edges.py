@@ -214,3 +214,29 @@ def test_a_yolo_box_that_is_not_finite_leaves_suppression_working() -> None:
     decoder = make_decoder("yolov8", spec, [TensorSpec("Identity", 1, out.shape, out.dtype,
                                                        0.0, 0)], ["cat", "dog", "bird"], 0.5)
     assert [(d.label, d.score) for d in decoder.decode([out])] == [("cat", pytest.approx(0.9))]
+
+
+@pytest.mark.parametrize("max_detections", [1, 2])
+def test_a_score_in_the_letterbox_bars_does_not_take_a_real_detection_s_place(
+    tmp_path: Path, max_detections: int
+) -> None:
+    """A 16:9 frame letterboxed into a square input leaves bars above and below it. Box 0
+    (0.95) lies wholly in the top bar, box 1 (0.9) in the picture. The cut to
+    max_detections came before boxes in the bars were dropped: with 1, the result held
+    no detection and said one was found."""
+    path = constant_model(tmp_path / "ssd.tflite", [
+        ConstOutput("TFLite_Detection_PostProcess",
+                    np.array([[[0.0, 0.1, 0.15, 0.4], [0.4, 0.4, 0.6, 0.6]]], np.float32)),
+        ConstOutput("TFLite_Detection_PostProcess:1", np.array([[0, 1]], np.float32)),
+        ConstOutput("TFLite_Detection_PostProcess:2", np.array([[0.95, 0.9]], np.float32)),
+        ConstOutput("TFLite_Detection_PostProcess:3", np.array([2.0], np.float32)),
+    ], size=SIZE)
+    labels = tmp_path / "labels.txt"
+    labels.write_text("person\ncar\n")
+    model = Model.load(str(path), kind="ssd", labels=str(labels), resize="letterbox",
+                       max_detections=max_detections)
+    result = model.infer(np.full((720, 1280, 3), 90, np.uint8))
+    [car] = result.detections
+    assert car.label == "car" and car.score == pytest.approx(0.9)
+    assert car.box == pytest.approx((512.0, 232.0, 768.0, 488.0))
+    assert result.found == 1  # the one in the bar was never in the picture

@@ -45,6 +45,9 @@ log = logging.getLogger("wattgate.inference")
 
 FloatArray = npt.NDArray[np.float32]
 Array = npt.NDArray[Any]
+#: x0, y0, x1, y1 of the model input a picture fills, normalised; outside: a letterbox's bars
+Area = tuple[float, float, float, float]
+WHOLE: Area = (0.0, 0.0, 1.0, 1.0)
 
 KINDS = ("auto", "blazeface", "ssd", "yolov8", "yolov5", "classifier")
 #: The kinds of Ultralytics YOLO models, which share their input conventions.
@@ -140,7 +143,7 @@ class Decoder(Protocol):
     #: (an SSD's class ids are values, not a dimension).
     classes: int | None
 
-    def decode(self, outputs: Sequence[Array]) -> Detections: ...
+    def decode(self, outputs: Sequence[Array], area: Area = WHOLE) -> Detections: ...
 
 
 def dequantize(raw: Array, spec: TensorSpec) -> FloatArray:
@@ -261,13 +264,19 @@ def _weighted_nms(
 
 
 def _detections(
-    boxes: FloatArray, scores: FloatArray, label: Callable[[int], str], limit: int
+    boxes: FloatArray, scores: FloatArray, label: Callable[[int], str], limit: int,
+    area: Area,
 ) -> Detections:
-    """Clip to 0..1, drop boxes left with no area and scores that are not finite (a broken
-    model's NaN would otherwise reach clients), sort by score descending, keep the best
-    ``limit``. ``label(i)`` names row i; it is asked only for the rows kept, so a crowded
-    frame costs no label look-ups (nor Detection objects) for what is cut."""
-    boxes = np.clip(boxes, 0.0, 1.0)
+    """Clip to ``area`` (the picture's part of the input, 0..1 without a letterbox's
+    bars), drop boxes left with no area and scores that are not finite (a broken model's
+    NaN would otherwise reach clients), sort by score descending, keep the best ``limit``.
+    A box wholly in the bars goes before the cut: cut first, a score in the bars took the
+    place of a real detection, and the result said one was found and gave none.
+    ``label(i)`` names row i; it is asked only for the rows kept, so a crowded frame costs
+    no label look-ups (nor Detection objects) for what is cut."""
+    x0, y0, x1, y1 = area
+    boxes = np.clip(boxes, np.array([x0, y0, x0, y0], np.float32),
+                    np.array([x1, y1, x1, y1], np.float32))
     with np.errstate(invalid="ignore"):
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & np.isfinite(scores)
     rows = np.flatnonzero(valid)
@@ -369,7 +378,7 @@ class BlazeFaceDecoder:
         self._label = labels[0] if labels else "face"
         self.classes: int | None = 1
 
-    def decode(self, outputs: Sequence[Array]) -> Detections:
+    def decode(self, outputs: Sequence[Array], area: Area = WHOLE) -> Detections:
         logits = np.asarray(outputs[self._cls], np.float32).reshape(-1)
         # MediaPipe clips logits to +-100 before the sigmoid (score_clipping_thresh).
         clipped = np.clip(logits, -100.0, 100.0).astype(np.float64)  # exp(100) overflows f32
@@ -382,7 +391,7 @@ class BlazeFaceDecoder:
         centre_wh[:, 0:2] += self.anchors[idx]
         boxes, kept = _weighted_nms(_cxcywh_to_xyxy(centre_wh), scores[idx], BLAZEFACE_IOU)
         name = self._label
-        return _detections(boxes, kept, lambda _: name, self._limit)
+        return _detections(boxes, kept, lambda _: name, self._limit, area)
 
 
 # --------------------------------------------------------------------------- SSD
@@ -474,7 +483,7 @@ class SsdDecoder:
         scores, classes = self._by_position
         return outputs[scores], outputs[classes]
 
-    def decode(self, outputs: Sequence[Array]) -> Detections:
+    def decode(self, outputs: Sequence[Array], area: Area = WHOLE) -> Detections:
         boxes = np.asarray(outputs[self._boxes], np.float32).reshape(-1, 4)
         reported = float(np.asarray(outputs[self._count]).reshape(-1)[0])
         count = max(0, min(round(reported), len(boxes))) if math.isfinite(reported) else 0
@@ -490,7 +499,7 @@ class SsdDecoder:
         xyxy = boxes[:count][keep][:, [1, 0, 3, 2]]
         kept_ids, labels = ids[keep], self._labels
         return _detections(xyxy, scores[keep], lambda i: _label_for(labels, int(kept_ids[i])),
-                           self._limit)
+                           self._limit, area)
 
 
 # --------------------------------------------------------------------------- YOLO
@@ -575,7 +584,7 @@ class YoloV8Decoder:
         self._threshold = score_threshold
         self._limit = max_detections
 
-    def decode(self, outputs: Sequence[Array]) -> Detections:
+    def decode(self, outputs: Sequence[Array], area: Area = WHOLE) -> Detections:
         pred = np.asarray(outputs[0], np.float32)[0]
         if self._rows:
             pred = pred.T  # [4+C, N] as a view, no copy
@@ -606,7 +615,7 @@ class YoloV8Decoder:
         keep = _nms(boxes + cls[:, None].astype(np.float32) * span, scores[best], YOLO_IOU)
         kept_cls, labels = cls[keep], self._labels
         return _detections(boxes[keep], scores[best][keep],
-                           lambda i: _label_for(labels, int(kept_cls[i])), self._limit)
+                           lambda i: _label_for(labels, int(kept_cls[i])), self._limit, area)
 
 
 class YoloV5Decoder(YoloV8Decoder):
@@ -672,7 +681,7 @@ class ClassifierDecoder:
         self._threshold = score_threshold
         self._limit = max_detections
 
-    def decode(self, outputs: Sequence[Array]) -> Detections:
+    def decode(self, outputs: Sequence[Array], area: Area = WHOLE) -> Detections:
         scores = np.asarray(outputs[0], np.float32).reshape(-1)
         if self.logits is None and scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
             self.logits = True
@@ -684,7 +693,7 @@ class ClassifierDecoder:
         boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (len(top), 1))
         labels = self._labels
         return _detections(boxes, scores[top], lambda i: _label_for(labels, int(top[i])),
-                           self._limit)
+                           self._limit, area)
 
 
 # --------------------------------------------------------------------------- factory

@@ -297,6 +297,9 @@ class _Letterbox:
         ]
         self.resized = np.empty((self.new_h, self.new_w, 3), np.uint8)
         self.dst = (dst_w, dst_h)
+        # the picture's part of the input, normalised: boxes outside it are in the bars
+        self.area = (self.pad_x / dst_w, self.pad_y / dst_h,
+                     (self.pad_x + self.new_w) / dst_w, (self.pad_y + self.new_h) / dst_h)
         self._shrinker: Shrinker | None = None  # made for the first YUV picture
 
     def fill(self, picture: npt.NDArray[np.uint8] | Yuv) -> npt.NDArray[np.uint8]:
@@ -619,13 +622,14 @@ class Model:
                              f"not {self.info['name']}")
         start = time.perf_counter()
         outputs = [dequantize(out, spec) for out, spec in zip(raw.outputs, self._outputs)]
-        unmap = raw.prepared.letterbox.unmap
-        decoded = self._decoder.decode(outputs)
+        letterbox = raw.prepared.letterbox
+        unmap = letterbox.unmap
+        decoded = self._decoder.decode(outputs, letterbox.area)
         detections = []
         for det in decoded:
             x0, y0, x1, y1 = box = unmap(det.box)
-            # A box wholly inside the letterbox's padding is clamped to the frame's edge
-            # with no area left: nothing in the frame was detected, so it is dropped.
+            # A box wholly inside the letterbox's padding is dropped by the decoder, before
+            # its cut (_detections); one at a bar's edge may still map to no area here.
             if x1 > x0 and y1 > y0:
                 detections.append(replace(det, box=box))
         # Those dropped do not count as found either, so found is len(detections) whenever
