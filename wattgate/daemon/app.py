@@ -603,7 +603,7 @@ class Daemon:
             return False, f"{REJECTED}: {exc}"
         for note in new.notes:  # a drop-in's array that left entries out (Config.notes)
             log.warning("reload: %s", note)
-        unusable = self._unusable_power_root(new)
+        unusable = self._unusable_power_paths(new)
         if unusable:
             log.error("reload rejected, keeping the running config: %s", unusable,
                       extra=event(MessageId.CONFIG_ERROR))
@@ -647,7 +647,7 @@ class Daemon:
         log.info("reloaded %s", path, extra=event(MessageId.RELOADED))
         return True, "reloaded" + (f"; after a restart: {', '.join(later)}" if later else "")
 
-    def _unusable_power_root(self, new: Config) -> Optional[str]:
+    def _unusable_power_paths(self, new: Config) -> Optional[str]:
         """Why a reload must not move power control to ``new``'s sysfs_root or journal_dir:
         the root is not a directory (a typo), or the journal_dir is not one this user may
         write or make (a typo under a file, a read-only place). Taken, that reload gave the
@@ -662,10 +662,14 @@ class Daemon:
                     f"{self.cfg.power.sysfs_root}")
         if not new.power.enabled or journal == self.cfg.power.journal_dir:
             return None
+        # absolute, as the other callers of nearest_existing pass it: it climbs to "/",
+        # and a relative path's dirname ends at "", which it never leaves
+        target = os.path.abspath(journal)
         try:
-            existing = nearest_existing(journal)  # where it would be made, if not there
+            existing = nearest_existing(target)  # where it would be made, if not there
             expect(existing, stat.S_ISDIR, "a directory")
-            expect_writable(existing, "the sysfs journal is kept there")
+            expect_writable(existing, "the sysfs journal is kept there" if existing == target
+                            else f"{journal} is made in it")
         except OSError as exc:
             return (f"power.journal_dir {journal}: {exc}; power control stays with "
                     f"{self.cfg.power.journal_dir}")

@@ -16,9 +16,9 @@ and then every item wakes the loop as call_soon_threadsafe would.
 
 `in_own_thread` is the other way for one call: run it in a thread and await its outcome;
 `OneThread` runs such calls one after another in a thread kept for them (a client's
-images: see why there); `end_process` ends the process past such a thread that never
-came back. `ExitingExecutor`
-is the event loop's default executor, whose threads the exit waits for a short time only.
+images, model loads: see why there); `end_process` ends the process past such a thread
+that never came back. `ExitingExecutor` is the event loop's default executor, whose
+threads the exit waits for a short time only.
 """
 
 from __future__ import annotations
@@ -151,12 +151,13 @@ class OneThread:
     abandoned at exit as in_own_thread's are.
 
     For calls that allocate large, short-lived buffers (a client's image decoded: up to
-    MAX_DECODE_BYTES). glibc's malloc gives threads arenas of their own, up to 8 a core,
-    and an arena keeps what is freed at the top of its heap for the next allocation. A
-    new thread a call spread those buffers over every arena, each keeping its last one:
-    the daemon's resident memory grew by hundreds of MiB and stayed there (on 2 cores,
-    129 to 423 MiB after 25 large client images). One thread allocates from one arena,
-    so what is kept is one call's worth. A call that hangs holds up the calls after it."""
+    MAX_DECODE_BYTES; a model loaded). glibc's malloc gives threads arenas of their own,
+    up to 8 a core, and an arena keeps what is freed at the top of its heap for the next
+    allocation. A new thread a call spread those buffers over every arena, each keeping
+    its last one: the daemon's resident memory grew by hundreds of MiB and stayed there
+    (on 2 cores, 129 to 423 MiB after 25 large client images). One thread allocates from
+    one arena, so what is kept is one call's worth. A call that hangs holds up the calls
+    after it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
