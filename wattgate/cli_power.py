@@ -100,7 +100,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cameras = survey_cameras() if root == "/sys" else CameraSurvey([], None)
     inventory = probe(root, npu=npu, gpu=gpu, runtime_pm_devices=devices,
                       cameras=cameras.cameras, udev_database=cameras.udev_database)
-    print(inventory.to_json() if args.json else format_inventory(inventory), end="")
+    # --json: one object on one line, as every --json output, for `| head` and line readers
+    print(json.dumps(inventory.to_dict(), sort_keys=True) if args.json
+          else format_inventory(inventory), end="")
     if args.json:
         print()
     return 0
@@ -152,7 +154,7 @@ def _simulate(args: argparse.Namespace) -> int:
     except SimulateError as exc:
         print(f"wattgate simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    print(json.dumps(report) if args.json else format_report(report))  # one line
     return 0
 
 
