@@ -637,16 +637,19 @@ class RuleConfig(Section):
         return self
 
 
+# Plain ASCII decimals only: float() also takes "1_0" (10), full-width "５０", "1e1", "+5"
+# and "nan", forms that read as another number than the one taken, or as none.
+_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%", re.ASCII)
+
+
 def parse_percent(text: str) -> Optional[float]:
-    """50 from "50%", None when the text is not a percentage from 0 to 100."""
-    body = text.strip()
-    if not body.endswith("%"):
+    """50 from "50%", None when the text is not a percentage from 0 to 100 written as
+    plain decimal digits with an optional fraction (blanks around it are let go)."""
+    match = _PERCENT.fullmatch(text.strip())
+    if match is None:
         return None
-    try:
-        value = float(body[:-1])
-    except ValueError:
-        return None
-    return value if 0.0 <= value <= 100.0 else None
+    value = float(match.group(1))
+    return value if value <= 100.0 else None
 
 
 def governor_list(value: GovernorSetting) -> tuple[str, ...]:
