@@ -80,6 +80,8 @@ def test_async_connect_to_a_full_daemon_raises_busy_like_the_sync_client(
         asyncio.run(connect())
     assert async_info.value.code == sync_info.value.code == "busy"
     assert async_info.value.message == sync_info.value.message
+    # which daemon is full, as every other connect error says which socket it was
+    assert sync_info.value.message.startswith(f"{daemon.socket}: "), sync_info.value
     holder.close()
     assert daemon.stop() == 0
 
@@ -88,7 +90,8 @@ def test_cli_at_a_full_daemon_exits_75_to_say_try_again(start_daemon: StartDaemo
     """busy is not "no daemon" (69): a script retries a full daemon later, and gets in."""
     daemon = start_daemon(daemon={"max_clients": 1}, **IDLE)
     holder = daemon.connect()
-    assert_one_line(cli("status", "--socket", str(daemon.socket)), 75, "busy")
+    assert_one_line(cli("status", "--socket", str(daemon.socket)), 75, "busy",
+                    str(daemon.socket))
     holder.close()
     for _ in range(100):  # the daemon frees the slot once it has seen the close
         run = cli("status", "--json", "--socket", str(daemon.socket))

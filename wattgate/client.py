@@ -565,7 +565,10 @@ def _hello(message: Message, path: str) -> Message:
     version, or ClientError. A breaking change raises `proto` (docs/protocol.md,
     Versioning): this client would misread another version's messages, and a first
     message that is no hello is another program's socket."""
-    _answer(message)  # `busy` comes instead of the hello
+    if message.get("class") == "error":  # `busy` comes instead of the hello
+        # named, as every other connect error is: the daemon's own words ("too many
+        # clients") do not say which daemon refused
+        raise ClientError(str(message.get("code")), f"{path}: {message.get('message')}")
     if message.get("class") != "hello":
         raise ClientError("protocol", f"{path} did not begin with a hello: "
                                       f"{json.dumps(message)[:64]}")
