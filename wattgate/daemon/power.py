@@ -1339,7 +1339,7 @@ class PowerController:
         """The policy's target for the current profile, activity state and load level."""
         state = self.activity.settings_state
         level = self.load.level if state == "active" else None
-        return build(self.profile.settings(state), self.caps, level)
+        return build(self.profile.settings(state), self.caps, level, idle=self.profile.idle)
 
     def _apply_state(self) -> None:
         """Compute what is wanted now and hand the diff to the writer (under the lock)."""

@@ -97,14 +97,20 @@ def _range(
     lo: Optional[int],
     hi: Optional[int],
     level: Optional[float],
+    idle_ceiling: Optional[Union[int, str]] = None,
 ) -> tuple[Optional[int], Optional[int]]:
     """Floor and ceiling for one device; ``level`` (0..1) slides the ceiling down toward
-    the floor (load feedback, policies/load.py).
+    its base (load feedback, policies/load.py).
 
-    A floor above the ceiling (a profile's cap under an included floor, or both snapping
-    past each other between two OPPs) comes down to the ceiling *before* the slide: the
-    slide never goes below its base, so a base left above the ceiling would lift the
-    ceiling over what was asked, at any level.
+    The base is the floor, or the lowest frequency without one, but never below
+    ``idle_ceiling``, what the same profile's idle state caps the device at (None: no
+    idle state given, the plain floor-to-ceiling slide). Below it, waking made the device
+    slower than idle for the whole event: balanced's idle CPUs at 40 %, its active
+    ceilings slid to the lowest clock at a low duty. A floor above the ceiling (a
+    profile's cap under an included floor, or both snapping past each other between two
+    OPPs) comes down to the ceiling *before* the slide: the slide never goes below its
+    base, so a base left above the ceiling would lift the ceiling over what was asked, at
+    any level.
     """
     if lo is None or hi is None:
         return None, None
@@ -122,6 +128,10 @@ def _range(
         floor = ceiling
     if ceiling is not None and level is not None:
         base = floor if floor is not None else lo
+        if idle_ceiling is not None:
+            base = max(base, snap(absolute(idle_ceiling, lo, hi), table, lo, hi,
+                                  upward=False))
+        base = min(base, ceiling)
         slid = base + max(0.0, min(1.0, level)) * (ceiling - base)
         ceiling = max(base, snap(round(slid), table, lo, hi, upward=False))
     return floor, ceiling
@@ -155,6 +165,7 @@ def _devfreq(
     floor_setting: Optional[Union[int, str]],
     ceiling_setting: Optional[Union[int, str]],
     level: Optional[float],
+    idle_ceiling: Optional[Union[int, str]] = None,
 ) -> None:
     if governor and dev.has_governor:
         chosen = _pick(governor, dev.governors, dev.loadable)
@@ -163,7 +174,8 @@ def _devfreq(
         else:
             knobs[f"{dev.path}/governor"] = chosen
     floor, ceiling = _range(
-        floor_setting, ceiling_setting, dev.frequencies, dev.min_hz, dev.max_hz, level
+        floor_setting, ceiling_setting, dev.frequencies, dev.min_hz, dev.max_hz, level,
+        idle_ceiling,
     )
     if floor is not None:
         knobs[f"{dev.path}/min_freq"] = str(floor)
@@ -171,9 +183,18 @@ def _devfreq(
         knobs[f"{dev.path}/max_freq"] = str(ceiling)
 
 
-def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None) -> Target:
-    """The knobs for ``settings`` on this board; ``level`` steers the active ceilings."""
+def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None,
+          idle: Optional[Settings] = None) -> Target:
+    """The knobs for ``settings`` on this board; ``level`` steers the active ceilings, no
+    lower than ``idle`` (the same profile's idle settings) lets each knob go (_range).
+
+    A ceiling idle leaves unset is the board's own value there, as high as the top for all
+    this knows: with ``idle`` given, that ceiling does not slide."""
     s = settings
+    npu_idle = cpu_idle = None
+    if idle is not None and level is not None:
+        npu_idle = "100%" if idle.npu_max_hz is None else idle.npu_max_hz
+        cpu_idle = "100%" if idle.cpu_max_khz is None else idle.cpu_max_khz
     knobs: dict[str, str] = {}
     notes: list[str] = []
     if s.npu_runtime_pm is not None:  # the NPU first: waking it is what the frame waits on
@@ -183,7 +204,8 @@ def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None) ->
         for dev in caps.npu_autosuspend:
             knobs[f"{dev}/power/autosuspend_delay_ms"] = str(s.npu_autosuspend_ms)
     if caps.npu is not None:
-        _devfreq(knobs, notes, caps.npu, s.npu_governor, s.npu_min_hz, s.npu_max_hz, level)
+        _devfreq(knobs, notes, caps.npu, s.npu_governor, s.npu_min_hz, s.npu_max_hz, level,
+                 npu_idle)
     for cpu in caps.cpus:
         chosen = None
         if s.cpu_governor and cpu.has_governor:
@@ -193,7 +215,8 @@ def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None) ->
             else:
                 knobs[f"{cpu.path}/scaling_governor"] = chosen
         floor, ceiling = _range(
-            s.cpu_min_khz, s.cpu_max_khz, cpu.frequencies, cpu.min_khz, cpu.max_khz, level
+            s.cpu_min_khz, s.cpu_max_khz, cpu.frequencies, cpu.min_khz, cpu.max_khz, level,
+            cpu_idle,
         )
         if floor is not None and cpu.has_min:
             knobs[f"{cpu.path}/scaling_min_freq"] = str(floor)
