@@ -893,7 +893,53 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
+        key = _key_set_twice(text, str(exc))
+        if key is not None:
+            raise ConfigError(str(path), [
+                f"not valid TOML: {key} is set twice (or as a value and as a table): {exc}"
+            ]) from None
         raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
+
+
+_OVERWRITE = re.compile(r"Cannot overwrite a value \(at line ([0-9]+), column [0-9]+\)")
+# A TOML key as a statement starts with it: bare, quoted or dotted parts, then "=".
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|'[^']*')"""
+_STATEMENT_KEY = re.compile(rf"\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
+_TABLE_HEADER = re.compile(
+    rf"\s*\[\[?\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*\]\]?\s*(?:#.*)?")
+
+
+def _key_path(written: str) -> str:
+    """A key as the file writes it ('"a" . b') as error lines name keys (a.b)."""
+    parts = re.findall(_KEY_PART, written)
+    return ".".join(part[1:-1] if part[0] in "\"'" else part for part in parts)
+
+
+def _key_set_twice(text: str, message: str) -> Optional[str]:
+    """The key path of tomllib's "Cannot overwrite a value (at line L, column C)", which
+    names no key: in a long file the operator counted lines to find it. tomllib reports
+    where the second value ends, so the key is on that line or, for a value over several
+    lines (an array), on the nearest line above that starts a statement; its table is the
+    header above that. None when the message is another or no key is found."""
+    found = _OVERWRITE.search(message)
+    if found is None:
+        return None
+    lines = text.splitlines()
+    reported = min(int(found.group(1)), len(lines)) - 1
+    header = _TABLE_HEADER.fullmatch(lines[reported]) if reported >= 0 else None
+    if header is not None:  # a table whose name is already a value
+        return _key_path(header.group(1))
+    for index in range(reported, -1, -1):
+        statement = _STATEMENT_KEY.match(lines[index])
+        if statement is None:
+            continue
+        key = _key_path(statement.group(1))
+        for above in reversed(lines[:index]):
+            table = _TABLE_HEADER.fullmatch(above)
+            if table is not None:
+                return f"{_key_path(table.group(1))}.{key}"
+        return key
+    return None
 
 
 Origins = dict[tuple[str, ...], str]
