@@ -191,7 +191,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     refused, unused = _model_problems(cfg)
-    _report(args.path, "warning", cfg.notes + _group_problems(cfg) + unused)
+    _report(args.path, "warning",
+            cfg.notes + _group_problems(cfg) + unused + _journal_problems(cfg))
     refused += _place_problems(cfg)
     if _report(args.path, "`run` would not start on this machine", refused):
         return EXIT_UNAVAILABLE
@@ -318,6 +319,24 @@ def _place_problems(cfg: Config) -> list[str]:
     except OSError as exc:
         problems.append(f"daemon.state_dir {state_dir}: cannot open the event log: {exc}")
     return problems
+
+
+def _journal_problems(cfg: Config) -> list[str]:
+    """power.journal_dir where `run` cannot keep the journal of the sysfs originals: under
+    a regular file, one itself, or a directory this user may not write. `run` starts, but
+    writes no power settings (daemon/power.py, _open_journal), and a reload to it is
+    refused: a warning, in the words of the check the reload makes. With power.enabled =
+    false `run` keeps no journal, and nothing is said."""
+    from wattgate.daemon.pathcheck import expect_journal_dir
+
+    journal = cfg.power.journal_dir
+    if not cfg.power.enabled:
+        return []
+    try:
+        expect_journal_dir(journal)
+    except OSError as exc:
+        return [f"power.journal_dir {journal}: {exc}; power settings will not be written"]
+    return []
 
 
 def _group_problems(cfg: Config) -> list[str]:

@@ -17,7 +17,6 @@ import math
 import os
 import signal
 import sqlite3
-import stat
 import time
 from collections import deque
 from collections.abc import Coroutine, Iterator, Sequence
@@ -47,7 +46,7 @@ from wattgate.daemon.notify import (
     stall_limit,
     watchdog_interval,
 )
-from wattgate.daemon.pathcheck import expect, expect_writable, nearest_existing
+from wattgate.daemon.pathcheck import expect_journal_dir
 from wattgate.daemon.pipeline import Inferred, Pipeline
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.power_inputs import stop_reading
@@ -662,14 +661,8 @@ class Daemon:
                     f"{self.cfg.power.sysfs_root}")
         if not new.power.enabled or journal == self.cfg.power.journal_dir:
             return None
-        # absolute, as the other callers of nearest_existing pass it: it climbs to "/",
-        # and a relative path's dirname ends at "", which it never leaves
-        target = os.path.abspath(journal)
         try:
-            existing = nearest_existing(target)  # where it would be made, if not there
-            expect(existing, stat.S_ISDIR, "a directory")
-            expect_writable(existing, "the sysfs journal is kept there" if existing == target
-                            else f"{journal} is made in it")
+            expect_journal_dir(journal)  # as check-config warns of it
         except OSError as exc:
             return (f"power.journal_dir {journal}: {exc}; power control stays with "
                     f"{self.cfg.power.journal_dir}")
