@@ -363,7 +363,7 @@ def test_reload_applies_new_profiles_and_keeps_the_pin(tmp_path: Path) -> None:
     pc.pin("powersave", "uid 0")
     assert [e["kind"] for e in pc.tick(1.0)] == ["profile_change"]  # the pin's
     new = parse_config({"power": {"sysfs_root": str(root), "journal_dir": str(
-        tmp_path / "journal")}, "profiles": {"powersave": {"cpu_max_khz": "50%"}}})
+        tmp_path / "journal")}, "profiles": {"powersave": {"idle": {"cpu_max_khz": "50%"}}}})
     events = pc.reload(new, 5.0)
     assert pc.decision.profile == "powersave" and pc.decision.source == "pin"
     # new settings for the same profile: nothing a client would call a profile change

@@ -78,18 +78,21 @@ def test_cycle_reports_every_profile_in_it() -> None:
     }
 
 
-def test_builtin_profiles_stay_and_a_table_replaces_one_whole(tmp_path: Path) -> None:
+def test_builtin_profiles_stay_and_a_table_merges_over_one(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[profiles.balanced]\ndescription = "mine"\ncpu_governor = "powersave"\n'
                     '[profiles.night]\ninclude = "powersave"\n')
     cfg = load_config(path)
     assert set(cfg.profiles) == {*BUILTIN_PROFILES, "night"}
     mine = resolve(cfg.profiles, "balanced", cfg.power.cooldown_s)
-    assert mine.idle == mine.active == Settings(cpu_governor=("powersave",))
-    # powersave includes balanced: it now inherits the replacement, not the built-in
+    assert mine.description == "mine"
+    assert mine.idle.cpu_governor == mine.active.cpu_governor == ("powersave",)
+    assert mine.idle.npu_runtime_pm == "auto"  # the built-in's keys the table leaves out
+    # powersave includes balanced: it inherits the changed balanced
     night = resolve(cfg.profiles, "night", cfg.power.cooldown_s)
     assert night.chain == ("night", "powersave", "balanced")
-    assert night.idle.npu_runtime_pm is None
+    assert night.idle.npu_runtime_pm == "auto"
+    assert night.active.npu_max_hz == "50%"
 
 
 def test_shipped_profiles_are_the_builtin_ones() -> None:

@@ -746,7 +746,8 @@ BUILTIN_PROFILES: dict[str, dict[str, Any]] = {
         "idle": {"cpu_max_khz": "0%", "npu_autosuspend_ms": 0},
     },
 }
-"""The shipped profiles; a [profiles.NAME] table in config.toml replaces the one of that name."""
+"""The shipped profiles; a [profiles.NAME] table of one of their names merges over it key by
+key (its [idle] and [active] tables too), as drop-ins merge over the main file."""
 
 
 class Config(Section):
@@ -778,9 +779,19 @@ class Config(Section):
     @model_validator(mode="before")
     @classmethod
     def _builtin_profiles(cls, data: Any) -> Any:
-        """Built-in profiles stay available; a table of the same name replaces one whole."""
+        """Built-in profiles stay available; a table of the same name merges over one key
+        by key. It replaced it whole: `[profiles.balanced.idle] cpu_max_khz = "30%"` in a
+        drop-in took balanced's description, governors, NPU suspend and every active
+        setting away without a word, where every other table merges."""
         if isinstance(data, dict) and isinstance(data.get("profiles"), dict):
-            data = {**data, "profiles": {**BUILTIN_PROFILES, **data["profiles"]}}
+            profiles = dict(BUILTIN_PROFILES)
+            for name, table in data["profiles"].items():
+                builtin = BUILTIN_PROFILES.get(name)
+                if builtin is not None and isinstance(table, dict):
+                    profiles[name] = deep_merge(builtin, table)
+                else:  # a new profile, or a value that validation refuses
+                    profiles[name] = table
+            data = {**data, "profiles": profiles}
         return data
 
     @model_validator(mode="after")
