@@ -1355,9 +1355,13 @@ class PowerController:
             self.model_variant = variant
         self.pipeline = target.pipeline
         # nothing for a policy whose CPUs are offline: the kernel refuses it all (EBUSY)
+        completed = complete(target.knobs, self.baseline, self.driven)
+        # A floor left as found and lowered under a ceiling (complete) is driven from now
+        # on: its original is wanted again once the ceiling is back above it.
+        known = set(self.driven)
+        self.driven.extend(key for key in completed if key not in known)
         wanted, self.wanted = self.wanted, {
-            key: value for key, value in complete(target.knobs, self.baseline,
-                                                  self.driven).items()
+            key: value for key, value in completed.items()
             if self._inactive_policy(key) is None}
         # A changed want is a request even with nothing to write against what is applied:
         # the writer may be writing an older want right now, which this one undoes.

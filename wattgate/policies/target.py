@@ -241,12 +241,23 @@ def build(settings: Settings, caps: BoardCaps, level: Optional[float] = None,
     return Target(knobs, pipeline, tuple(notes))
 
 
+# A ceiling attribute and the floor beside it: cpufreq's and devfreq's.
+FLOOR_OF = {"scaling_max_freq": "scaling_min_freq", "max_freq": "min_freq"}
+
+
 def complete(
     knobs: Mapping[str, str], baseline: Mapping[str, str], driven: Iterable[str]
 ) -> dict[str, str]:
-    """Every driven knob with a value: the target's, else the original from ``baseline``.
+    """Every driven knob with a value: the target's, else the original from ``baseline``;
+    and a floor in effect above its ceiling lowered to the ceiling.
 
     Knobs with no known original (it could not be read) are left out rather than guessed.
+    A floor the settings leave unset keeps its original, which may be a user's floor
+    above the ceiling asked for (scaling_min_freq 1008000 under a 816000 cap): cpufreq
+    before Linux 5.3 and devfreq without dev_pm_qos refuse a max below the min with
+    EINVAL, and newer kernels resolve it their own way. That floor comes down to the
+    ceiling, named here even when not driven (the caller then drives it, so the original
+    goes back when the ceiling rises again); write_order keeps min <= max on disk.
     """
     out: dict[str, str] = {}
     for key in driven:
@@ -256,6 +267,15 @@ def complete(
             out[key] = baseline[key]
     for key, value in knobs.items():
         out.setdefault(key, value)
+    for key, ceiling in list(out.items()):
+        path, _, name = key.rpartition("/")
+        if name not in FLOOR_OF:
+            continue
+        floor_key = f"{path}/{FLOOR_OF[name]}"
+        floor = out.get(floor_key, baseline.get(floor_key))
+        if floor is not None and floor.isdigit() and ceiling.isdigit() \
+                and int(floor) > int(ceiling):
+            out[floor_key] = ceiling
     return out
 
 
