@@ -54,7 +54,9 @@ from wattgate.drivers.decoders import (
     DecoderError,
     Detection,
     LabelsError,
+    SsdDecoder,
     TensorSpec,
+    _without_background,
     dequantize,
     load_labels,
     make_decoder,
@@ -523,7 +525,7 @@ class Model:
             "resize": resize,
             "runtime": runtime.RUNTIME_NAME,
             "delegate": delegate,
-            "labels": len(labels) if labels else 0,
+            "labels": _reported_labels(decoder, labels),
         }
 
     @classmethod
@@ -689,6 +691,14 @@ def _check_output_scales(path: Path, outputs: Sequence[TensorSpec]) -> None:
                 f"scale ({spec.scale}, zero point {spec.zero_point}): its values cannot be "
                 "turned into scores or boxes; re-export it with quantization parameters"
             )
+
+
+def _reported_labels(decoder: Decoder, labels: list[str] | None) -> int:
+    """How many labels results can carry (hello's model.labels): an SSD skips a labels
+    file's first line that names the background ("???", "background"), as its class ids
+    leave the background out, so that line is no label a result carries."""
+    named = _without_background(labels) if decoder.kind == SsdDecoder.kind else labels
+    return len(named) if named else 0
 
 
 def _check_label_count(path: Path, labels_path: str, labels: list[str],
