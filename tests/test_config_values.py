@@ -85,3 +85,73 @@ def test_check_config_names_the_key_and_the_dropin(tmp_path: Path) -> None:
     assert f"bad config {dropin}:" in done.stderr
     assert "gate.threshold is set twice" in done.stderr
     assert "(at line 3, column 15)" in done.stderr
+
+
+# -- a floor above its ceiling ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table, floor, ceiling", [
+    ({"idle": {"cpu_min_khz": "100%", "cpu_max_khz": "10%"}},
+     ("idle.cpu_min_khz", "'100%'"), ("idle.cpu_max_khz", "'10%'")),
+    ({"active": {"npu_min_hz": 2_000_000_000, "npu_max_hz": 500_000_000}},
+     ("active.npu_min_hz", "2000000000"), ("active.npu_max_hz", "500000000")),
+    # the profile's own floor, under a ceiling its state table sets
+    ({"cpu_min_khz": 1_800_000, "idle": {"cpu_max_khz": 408_000}},
+     ("cpu_min_khz", "1800000"), ("idle.cpu_max_khz", "408000")),
+])
+def test_a_floor_above_its_ceiling_is_refused(
+    tmp_path: Path, table: dict[str, object], floor: tuple[str, str], ceiling: tuple[str, str]
+) -> None:
+    """It passed check-config, and at run time the floor came down to the ceiling without a
+    word: the operator's floor was not what the board ran at."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"profiles": {"night": table}}, "config.toml")
+    assert caught.value.problems == [
+        f"profiles.night.{floor[0]}: got {floor[1]}; a floor above its ceiling "
+        f"profiles.night.{ceiling[0]} = {ceiling[1]}; it would be lowered to the ceiling"
+    ]
+
+
+@pytest.mark.parametrize("table", [
+    {"idle": {"cpu_min_khz": "50%", "cpu_max_khz": "50%"}},       # equal
+    {"idle": {"cpu_min_khz": "100%", "cpu_max_khz": 408_000}},    # forms differ: the board's
+    {"npu_min_hz": 1_000_000_000, "npu_max_hz": "10%"},
+    {"idle": {"cpu_min_khz": "90%"}, "active": {"cpu_max_khz": "10%"}},  # other states
+])
+def test_floors_that_only_a_board_can_judge_are_taken(table: dict[str, object]) -> None:
+    parse_config({"profiles": {"night": table}})
+
+
+def test_a_dropin_ceiling_under_a_builtin_floor_names_both(tmp_path: Path) -> None:
+    """performance holds its NPU floor at "100%"; a drop-in that caps its ceiling at "50%"
+    would run at the floor lowered to 50 %. The error is on the drop-in's key."""
+    (tmp_path / "config.toml").write_text("[gate]\nthreshold = 30\n")
+    (tmp_path / "config.d").mkdir()
+    dropin = tmp_path / "config.d" / "10-npu.toml"
+    dropin.write_text('[profiles.performance]\nnpu_max_hz = "50%"\n'
+                      '[profiles.balanced.idle]\ncpu_min_khz = "60%"\n')
+    done = check_config(tmp_path / "config.toml")
+    assert done.returncode == EXIT_CONFIG
+    assert done.stderr.splitlines()[1:] == [
+        "  profiles.performance.npu_max_hz: got '50%'; a ceiling below its floor "
+        "profiles.performance.npu_min_hz = '100%' (built in); the floor would be lowered "
+        f"to it (set in {dropin})",
+        "  profiles.balanced.idle.cpu_min_khz: got '60%'; a floor above its ceiling "
+        "profiles.balanced.idle.cpu_max_khz = '40%' (built in); it would be lowered to the "
+        f"ceiling (set in {dropin})",
+    ]
+
+
+def test_the_other_key_is_named_with_its_dropin(tmp_path: Path) -> None:
+    main = tmp_path / "config.toml"
+    main.write_text('[profiles.night.active]\nnpu_min_hz = 900000000\n')
+    (tmp_path / "config.d").mkdir()
+    dropin = tmp_path / "config.d" / "10-npu.toml"
+    dropin.write_text('[profiles.night.active]\nnpu_max_hz = 600000000\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(main)
+    assert caught.value.problems == [
+        "profiles.night.active.npu_min_hz: got 900000000; a floor above its ceiling "
+        f"profiles.night.active.npu_max_hz = 600000000 (set in {dropin}); it would be "
+        "lowered to the ceiling"
+    ]

@@ -24,6 +24,7 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -806,6 +807,36 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _check_floors(self, info: ValidationInfo) -> Config:
+        """A floor above its ceiling in one profile (its state table, or the profile's own
+        keys that the state table leaves unset) is refused: at run time the floor came down
+        to the ceiling without a word. Only two values of one form are judged: "N%" against
+        kHz or Hz depends on the board. A profile's floor over an included profile's
+        ceiling is left to run time (policies/target.py lowers the floor to it): that
+        is how a profile caps one it includes.
+
+        The error is put on the key a file set (not a built-in one, which the file did not
+        write), naming the other key and where it comes from: parse_config passes the
+        file's keys and their files as the validation context."""
+        context = info.context if isinstance(info.context, dict) else {}
+        seen: set[tuple[str, ...]] = set()
+        problems: list[tuple[tuple[Union[str, int], ...], object, str]] = []
+        for name, profile in self.profiles.items():
+            for state in ("idle", "active"):
+                table: ActivitySettings = getattr(profile, state)
+                for floor_key, ceiling_key in _FLOOR_CEILINGS:
+                    floor = _set_in(profile, table, name, state, floor_key)
+                    ceiling = _set_in(profile, table, name, state, ceiling_key)
+                    if floor is None or ceiling is None or floor[0] + ceiling[0] in seen:
+                        continue
+                    seen.add(floor[0] + ceiling[0])
+                    if _above(floor[1], ceiling[1]):
+                        problems.append(_floor_problem(floor, ceiling, context))
+        if problems:
+            raise _errors(problems)
+        return self
+
+    @model_validator(mode="after")
     def _check_references(self) -> Config:
         """Names that point at other tables must exist; each error names its key."""
         problems: list[tuple[tuple[Union[str, int], ...], object, str]] = []
@@ -840,6 +871,66 @@ class Config(Section):
         if problems:
             raise _errors(problems)
         return self
+
+
+_FLOOR_CEILINGS = (("cpu_min_khz", "cpu_max_khz"), ("npu_min_hz", "npu_max_hz"))
+
+_Setting = tuple[tuple[str, ...], FreqSetting]
+"""A frequency a profile sets for a state, with the key path that sets it."""
+
+
+def _set_in(profile: ProfileConfig, table: ActivitySettings, name: str, state: str,
+            key: str) -> Optional[_Setting]:
+    """key's value for one state of a profile: its state table's, else the profile's own."""
+    for loc, source in ((("profiles", name, state, key), table), (("profiles", name, key),
+                                                                  profile)):
+        value = getattr(source, key)
+        if value is not None:
+            return loc, value
+    return None
+
+
+def _above(floor: FreqSetting, ceiling: FreqSetting) -> bool:
+    """Whether floor is above ceiling, when both have one form ("N%", or kHz or Hz)."""
+    if isinstance(floor, int) and isinstance(ceiling, int):
+        return floor > ceiling
+    if isinstance(floor, str) and isinstance(ceiling, str):
+        low, high = parse_percent(floor), parse_percent(ceiling)
+        return low is not None and high is not None and low > high
+    return False
+
+
+def _in_table(table: Any, loc: tuple[str, ...]) -> bool:
+    for part in loc:
+        if not isinstance(table, dict) or part not in table:
+            return False
+        table = table[part]
+    return True
+
+
+def _floor_problem(floor: _Setting, ceiling: _Setting, context: dict[str, Any]
+                   ) -> tuple[tuple[Union[str, int], ...], object, str]:
+    """The error of a floor above its ceiling, on the key a file set (floor first); the
+    other key is named with its file, or as built in."""
+    raw: Optional[dict[str, Any]] = context.get("raw")
+    origins: Optional[Origins] = context.get("origins")
+    main: Optional[str] = context.get("main")
+
+    def where(loc: tuple[str, ...]) -> str:
+        if raw is not None and not _in_table(raw, loc):
+            return " (built in)"
+        origin = origins.get(loc) if origins else None
+        return f" (set in {origin})" if origin is not None and origin != main else ""
+
+    floor_loc, floor_value = floor
+    ceiling_loc, ceiling_value = ceiling
+    if raw is None or _in_table(raw, floor_loc) or not _in_table(raw, ceiling_loc):
+        return (floor_loc, floor_value,
+                f"a floor above its ceiling {'.'.join(ceiling_loc)} = {ceiling_value!r}"
+                f"{where(ceiling_loc)}; it would be lowered to the ceiling")
+    return (ceiling_loc, ceiling_value,
+            f"a ceiling below its floor {'.'.join(floor_loc)} = {floor_value!r}"
+            f"{where(floor_loc)}; the floor would be lowered to it")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -1209,7 +1300,8 @@ def parse_config(raw: dict[str, Any], source: str = "config",
     if nul:
         raise ConfigError(source, nul)
     try:
-        return Config.model_validate(raw)
+        return Config.model_validate(
+            raw, context={"raw": raw, "origins": origins, "main": source})
     except ValidationError as exc:
         raise ConfigError(source, describe_errors(exc, origins, source, raw)) from None
 
