@@ -67,7 +67,7 @@ from functools import partial
 from typing import Any, Optional, Protocol
 
 from wattgate.boards import BOARDS, energy_model
-from wattgate.config import Config
+from wattgate.config import Config, RuleConfig
 from wattgate.daemon import journal_dirs
 from wattgate.daemon.knobs import (
     READER_STOP_WAIT_S,
@@ -406,10 +406,10 @@ class PowerController:
                 if self._stopped_since(stops):
                     return self._abandoned("reload")
                 self._setup(cfg, self.fs.io)
-                self._carry_over(old_rules, latches=False)  # another board's zones
+                released = self._carry_over(old_rules, latches=False)  # another board's zones
                 self._inherited = left
                 self.model_variant = variant  # the policy's last ask: a change is an event
-            return self._start(now, stops)
+            return released + self._start(now, stops)
         # The originals of the knobs the new profiles come to drive are read first, outside
         # the lock: a read can block in a driver (knobs.py), and the event loop's tick and
         # status, and the capture thread, wait for the lock.
@@ -426,7 +426,7 @@ class PowerController:
             self.cfg = cfg
             self.profiles = profiles
             self.rules = RuleEngine(cfg.rules, cfg.power.profile, self.profiles)
-            self._carry_over(old_rules)
+            released = self._carry_over(old_rules)
             self._check_zones()
             self.profile = self.profiles.get(self.decision.profile, self.profiles[
                 cfg.power.profile])
@@ -437,7 +437,7 @@ class PowerController:
             if self._stopped_since(stops):
                 return self._abandoned("reload")
             decision, latches = self.rules.evaluate(inputs.readings)
-            events = self._latch_events(latches)
+            events = released + self._latch_events(latches)
             previous = self.decision.profile
             switched = self._switch(decision, now)  # the profile's new settings, same name or not
             if decision.profile != previous:  # an event only for a change clients can see
@@ -538,13 +538,15 @@ class PowerController:
             notes.append(note)
         self._zone_notes = tuple(notes)
 
-    def _carry_over(self, old: RuleEngine, *, latches: bool = True) -> None:
+    def _carry_over(self, old: RuleEngine, *, latches: bool = True) -> list[Event]:
         """The old rules' pin and latches into the new ones; a pin whose profile is gone
-        is released, and the journal says whose and why (the client is not told)."""
-        self.rules.carry_over(old, latches=latches)
+        is released, and the journal says whose and why (the client is not told). Returns
+        the release events of the held latches the new rules do not carry on."""
+        dropped = self.rules.carry_over(old, latches=latches)
         if old.pinned is not None and self.rules.pinned is None:
             log.warning("pin of profile %r by %s released: the new config has no such "
                         "profile", old.pinned, old.pinned_by)
+        return self._latch_events(dropped, old.rules)
 
     def _keep_baseline(self, driven: list[str],
                        fresh: tuple[dict[str, str], dict[str, str]]) -> None:
@@ -1311,10 +1313,13 @@ class PowerController:
             out["model_variant"] = decision.model_variant
         return out
 
-    def _latch_events(self, latches: list[Latch]) -> list[Event]:
+    def _latch_events(self, latches: list[Latch],
+                      rules: Optional[Sequence[RuleConfig]] = None) -> list[Event]:
+        """Events for latches of ``rules`` (the config's by default; a reload's releases
+        name the old config's)."""
         events = []
         for latch in latches:
-            rule = self.cfg.rules[latch.rule]
+            rule = (self.cfg.rules if rules is None else rules)[latch.rule]
             events.append({
                 "kind": latch.kind,
                 "state": {"thermal": ("hot", "cool"), "light": ("held", "released"),
@@ -1354,12 +1359,12 @@ class PowerController:
                                   else f"profile {self.profile.name}"})
             self.model_variant = variant
         self.pipeline = target.pipeline
-        # nothing for a policy whose CPUs are offline: the kernel refuses it all (EBUSY)
         completed = complete(target.knobs, self.baseline, self.driven)
         # A floor left as found and lowered under a ceiling (complete) is driven from now
         # on: its original is wanted again once the ceiling is back above it.
         known = set(self.driven)
         self.driven.extend(key for key in completed if key not in known)
+        # nothing for a policy whose CPUs are offline: the kernel refuses it all (EBUSY)
         wanted, self.wanted = self.wanted, {
             key: value for key, value in completed.items()
             if self._inactive_policy(key) is None}

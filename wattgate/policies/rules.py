@@ -122,8 +122,10 @@ class RuleEngine:
         self.pinned = name
         self.pinned_by = who if name is not None else None
 
-    def carry_over(self, old: RuleEngine, *, latches: bool = True) -> None:
-        """After a reload: what ``old`` had learnt that the new rules still apply to.
+    def carry_over(self, old: RuleEngine, *, latches: bool = True) -> list[Latch]:
+        """After a reload: what ``old`` had learnt that the new rules still apply to; returns
+        the releases of the held latches the new rules do not carry on, ``rule`` indexing
+        ``old.rules`` (the rule is gone, or without ``latches`` starts afresh).
 
         The pin stays if its profile still exists. With ``latches`` (the same board), a
         latched condition the new rules still have, with the same threshold (and zone),
@@ -132,11 +134,15 @@ class RuleEngine:
         release the hold nor report the zone hot again. Identical conditions fed the
         same readings latch alike, so any old rule with the same condition will do; where
         old rules differ only in hysteresis, a held one wins.
+
+        A held latch dropped without a word left the event stream with a "hot" and no
+        "cool": re-adding the rule later sent a second "hot". Its release says why instead
+        of a reading.
         """
         if old.pinned is not None and old.pinned_by is not None and old.pinned in self.known:
             self.pin(old.pinned, old.pinned_by)
         if not latches:
-            return
+            return old._released(set(), set(), set(), "rule started afresh by reload")
         # Held entries last, so they win: two old rules at one threshold with different
         # hysteresis may disagree, and a hold is what the new rule's evaluation can release.
         held_last = sorted(range(len(old.rules)), key=lambda i: old._hot[i] or old._light[i])
@@ -153,6 +159,27 @@ class RuleEngine:
             self._hot[i], self._hot_zone[i] = hot.get(_thermal_key(rule), (False, None))
             self._light[i] = light.get(_light_key(rule), False)
             self._low[i] = low.get(rule.battery_below, False)
+        return old._released(
+            {_thermal_key(r) for r in self.rules if r.temp_above_c is not None},
+            {_light_key(r) for r in self.rules if r.lux_below is not None
+             or r.lux_above is not None},
+            {r.battery_below for r in self.rules if r.battery_below is not None},
+            "rule removed by reload")
+
+    def _released(self, hot: Collection[tuple[Optional[float], Optional[str]]],
+                  light: Collection[tuple[Optional[float], Optional[float]]],
+                  low: Collection[Optional[float]], why: str) -> list[Latch]:
+        """A release for each held latch of these rules whose condition is not among
+        ``hot``, ``light`` and ``low`` (the keys of the conditions carried on)."""
+        out: list[Latch] = []
+        for i, rule in enumerate(self.rules):
+            if self._hot[i] and _thermal_key(rule) not in hot:
+                out.append(Latch(i, "thermal", False, why))
+            if self._light[i] and _light_key(rule) not in light:
+                out.append(Latch(i, "light", False, why))
+            if self._low[i] and rule.battery_below not in low:
+                out.append(Latch(i, "battery", False, why))
+        return out
 
     # -- conditions ----------------------------------------------------------------------
 
