@@ -25,7 +25,7 @@ from wattgate.drivers.synthetic import CATCH_FRAMES, make_scene, score_gate
 from wattgate.policies.gating import CALIBRATION_S, MotionGate
 
 SCENES = ("empty", "sunrise", "lights", "ir-switch", "person", "small-object", "rain",
-          "foliage", "auto-exposure")
+          "foliage", "auto-exposure", "conveyor")
 QUICK_SCENES = ("empty", "person")
 GATES = ("ours", "mog2", "frigate")
 

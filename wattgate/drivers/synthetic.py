@@ -86,6 +86,9 @@ class Track:
     sprite: Sprite
     keys: tuple[tuple[int, float, float], ...]
     bob: float = 0.0  # vertical bounce of a walk, in pixels
+    # False: drawn and counted as presence, never as an event (what moves while a gate
+    # first learns the scene, which no gate can be asked to catch)
+    scored: bool = True
 
     def position(self, index: int) -> Optional[tuple[int, int]]:
         first, last = self.keys[0][0], self.keys[-1][0]
@@ -426,6 +429,20 @@ def outdoor(width: int, height: int, rng: np.random.Generator) -> Image:
     return c.finish(5.0)
 
 
+def factory(width: int, height: int, rng: np.random.Generator) -> Image:
+    """An inspection station: concrete floor, a dark belt across the middle between rails."""
+    c = Canvas(width, height, rng)
+    c.img[:] = (120, 125, 128)
+    c.img *= c.smooth_noise(8, 0.06)[..., None]
+    c.rect(0, 0.36, 1, 0.66, (48, 50, 52))
+    for y in (0.34, 0.66):
+        c.rect(0, y, 1, y + 0.02, (150, 160, 170))
+    for k in range(8):  # the belt's splices
+        x = k * 0.125 + 0.06
+        c.rect(x, 0.36, x + 0.004, 0.66, (60, 62, 64))
+    return c.finish(4.0)
+
+
 @functools.lru_cache(maxsize=1)
 def face_sprite() -> Image:
     """The bundled face (BGR, square), see wattgate/data/README.md."""
@@ -501,6 +518,16 @@ def car(width: int, rng: np.random.Generator) -> Sprite:
         cv2.circle(img, (x, round(height * 0.85)), max(1, height // 7), (30, 30, 30), -1)
         cv2.circle(alpha, (x, round(height * 0.85)), max(1, height // 7), ONE, -1)
     return Sprite.of(np.clip(img, 0, 255).astype(np.uint8), _soften(alpha))
+
+
+def parcel(width: int, height: int, rng: np.random.Generator) -> Sprite:
+    """A cardboard box seen from above, a strip of tape along it and a label."""
+    img = np.zeros((height, width, 3), np.float32)
+    img[:] = (90.0 + float(rng.uniform(-10, 10)), 150.0, 190.0)
+    img[height // 2 - max(1, height // 12) : height // 2 + max(1, height // 12)] = (150, 190, 215)
+    cv2.rectangle(img, (width // 8, height // 6), (width // 3, height // 3), (235, 235, 235), -1)
+    alpha = np.ones((height, width), np.float32)
+    return Sprite.of(np.clip(img, 0, 255).astype(np.uint8), alpha)
 
 
 def bush(width: int, height: int, rng: np.random.Generator) -> Sprite:
@@ -583,13 +610,14 @@ class Story:
         return round(seconds * self.fps)
 
     def cross(self, sprite: Sprite, start: float, end: float, y: float, rightwards: bool = True,
-              bob: float = 0.0) -> None:
+              bob: float = 0.0, scored: bool = True) -> None:
         """Walk a sprite across the whole view between start and end seconds (y relative)."""
         sw = sprite.alpha.shape[1]
         left, right = -sw - 1.0, self.width + 1.0
         a, b = (left, right) if rightwards else (right, left)
         top = y * self.height
-        self.tracks.append(Track(sprite, ((self.f(start), a, top), (self.f(end), b, top)), bob))
+        keys = ((self.f(start), a, top), (self.f(end), b, top))
+        self.tracks.append(Track(sprite, keys, bob, scored))
 
     def visit(self, sprite: Sprite, keys: Sequence[tuple[float, float, float]], bob: float = 0.0
               ) -> None:
@@ -607,10 +635,12 @@ class Story:
         mix[np.arange(self.length), current] = 1.0
         return mix
 
-    def intervals(self, least: float) -> tuple[tuple[int, int], ...]:
-        """[first, last] runs of frames where some object has more than `least` in view."""
+    def intervals(self, least: float, scored_only: bool) -> tuple[tuple[int, int], ...]:
+        """[first, last] runs of frames where some object (scored_only: some scored one)
+        has more than `least` in view."""
+        tracks = [track for track in self.tracks if track.scored or not scored_only]
         frames = sorted({
-            i for track in self.tracks for i in range(track.keys[0][0], track.keys[-1][0] + 1)
+            i for track in tracks for i in range(track.keys[0][0], track.keys[-1][0] + 1)
             if i < self.length and track.in_view(i, self.width, self.height) > least
         })
         out: list[tuple[int, int]] = []
@@ -623,8 +653,8 @@ class Story:
 
     def scene(self, renderer: Renderer, description: str) -> Scene:
         return Scene(self.name, self.width, self.height, self.fps, self.length,
-                     self.intervals(VISIBLE_FRACTION - 1e-9), renderer, description,
-                     self.intervals(0.0))
+                     self.intervals(VISIBLE_FRACTION - 1e-9, True), renderer, description,
+                     self.intervals(0.0, False))
 
     def renderer(
         self,
@@ -758,6 +788,19 @@ def _foliage(s: Story) -> Scene:
     )
 
 
+def _conveyor(s: Story) -> Scene:
+    base = factory(s.width, s.height, s.rng)
+    box = parcel(round(s.width * 0.12), round(s.height * 0.2), s.rng)
+    s.cross(box, 0.0, 1.8, 0.41, scored=False)  # while a gate first learns the scene
+    for start in (5.0, 11.0, 17.0, 23.0):
+        s.cross(box, start, start + 2.0, 0.41)
+    return s.scene(
+        s.renderer(base),
+        "parcels ride a belt across the view along the same strip, one every 6 s; one "
+        "crosses while the gate learns the scene",
+    )
+
+
 def _office(s: Story) -> Scene:
     base = room(s.width, s.height, s.rng)
     on, off = _room_lights(s)
@@ -786,6 +829,7 @@ SCENES: dict[str, tuple[Callable[[Story], Scene], float]] = {
     "rain": (_rain, 20.0),
     "foliage": (_foliage, 20.0),
     "auto-exposure": (_auto_exposure, 20.0),
+    "conveyor": (_conveyor, 30.0),
 }
 """name -> (builder, seconds in one pass)."""
 

@@ -28,7 +28,9 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
 * Nuisance: a per-pixel, slowly forgotten peak of the residual that stayed under the
   threshold raises the threshold where the scene keeps moving a little (swaying foliage,
   flicker, faint rain). What crosses the threshold (a passer-by) does not raise it, and what
-  moves during the first CALIBRATION_S seconds is taken for scenery.
+  keeps moving in place during the first CALIBRATION_S seconds is taken for scenery. What
+  passes through then is not: its path is where the next one comes (a conveyor's next
+  parcel, a street's next car), and the gate would be blind along it.
 * Rain and snow: a changed region smaller than PERSIST_AREA min_areas counts at once only if
   it is strong for where it is; a weak one must overlap the changes of the two frames before
   (streaks land somewhere else every frame, objects overlap themselves).
@@ -76,6 +78,7 @@ CACHE_LINE = 64  # bytes
 CALIBRATION_S = 2.0  # after start or reset: learn the scene (and its foliage) before judging
 CALIBRATION_ALPHA = 0.2  # Frigate's background alpha while calibrating (REFERENCE.md)
 CALIBRATION_FRAMES = 10  # frames after a (re)calibration that learn with that alpha
+IN_PLACE_S = 0.5  # while calibrating, a change that stays this long in place is scenery
 CONTRAST_STRETCH = True  # threshold relative to the background's contrast, as Frigate's stretch
 CONTRAST_PERCENTILES = (4.0, 96.0)  # Frigate's contrast percentiles (REFERENCE.md)
 MIN_RANGE = 64.0  # luma range below which a dark frame is not stretched further
@@ -211,6 +214,13 @@ class _Buffers:
         self.diff: Floats = np.zeros(shape, np.float32)  # scratch once _learn has read it
         self.work: Floats = np.zeros(shape, np.float32)
         self.dev: Floats = np.zeros(shape, np.float32)  # usual residual (nuisance peaks)
+        # while calibrating (_learn_scenery): the residual's peak outside changes of an
+        # object's size and inside them, the first frame a pixel moved in one, and where
+        # such changes were found to stay in place
+        self.scenery: Floats = np.zeros(shape, np.float32)
+        self.object_peak: Floats = np.zeros(shape, np.float32)
+        self.first_seen: Bytes = np.zeros(shape, np.uint8)
+        self.in_place: Bytes = np.zeros(shape, np.uint8)
         self.guard: Floats = np.zeros(shape, np.float32)  # max(NUISANCE_K * dev, threshold)
         self.floor: Floats = np.zeros(shape, np.float32)  # the threshold the guard was made with
         self.still: Bytes = np.zeros(shape, np.uint8)  # frames changed but not moving
@@ -261,6 +271,7 @@ class MotionGate:
         self._source: tuple[int, int] = (0, 0)
         self._age = 0  # frames since the scene was (re)learnt from scratch
         self._learnt_from = 0.0  # time of that first frame
+        self._calibration_frames = 0  # frames of the calibration under way so far
         self._decayed_at = 0.0  # when the usual residual was last faded
         self._prev_now = 0.0  # time of the last frame
         self._interval = 1.0 / 15.0  # running mean of the frame interval
@@ -416,7 +427,7 @@ class MotionGate:
         if buf is None or buf.cur.shape != small.shape or source != self._source:
             buf = self._buf = _Buffers(*small.shape)
             self._source = source
-            self._age, self._learnt_from = 1, now
+            self._age, self._learnt_from, self._calibration_frames = 1, now, 0
             self._blur(small, buf.cur)
             self._calibrate(buf, now)
             self._prev_now = now
@@ -438,8 +449,9 @@ class MotionGate:
             self._calibrate(buf, now)
             if not calibrating:
                 return self._decide(now, False, "lighting", score, ())
-            buf.dev.fill(0.0)  # what was learnt was learnt under other light: start again
-            self._learnt_from = now
+            for learnt in (buf.dev, buf.scenery, buf.object_peak, buf.first_seen, buf.in_place):
+                learnt.fill(0)  # what was learnt was learnt under other light: start again
+            self._learnt_from, self._calibration_frames = now, 0
             return self._decide(now, False, "calibrating", score, ())
         boxes: tuple[Box, ...] = ()
         if changed:
@@ -644,9 +656,9 @@ class MotionGate:
         now: float, calibrating: bool,
     ) -> None:
         """Update the usual residual, the background and the still-region clocks."""
-        if calibrating and not self._holding:  # what moves while the scene is learnt is
-            # scenery (foliage); not in an episode carried over, where the object moves
-            cv2.max(buf.dev, buf.diff, buf.dev)
+        if calibrating and not self._holding:  # what keeps moving while the scene is
+            # learnt is scenery (foliage); not in an episode carried over, where it moves
+            self._learn_scenery(buf, changed, threshold)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
             elapsed = now - self._decayed_at
             if elapsed >= DECAY_STEP_S or elapsed < 0:
@@ -701,6 +713,42 @@ class MotionGate:
         if calibrating or self._age % GUARD_FRAMES == 0:
             self._guard(buf, threshold)
         buf.cur, buf.prev = buf.prev, buf.cur
+
+    def _learn_scenery(self, buf: _Buffers, changed: int, threshold: float) -> None:
+        """The usual residual while calibrating: each pixel's peak, but not where an
+        object passes by. A change of an object's size (PERSIST_AREA min_areas) is scenery
+        only once it is found in place: touching pixels that moved IN_PLACE_S before. A
+        swaying bush stays where it is; a parcel on a conveyor moves on, and taken for
+        scenery it would blind the gate to the next one on its path. Where such a change
+        does not move (the ghost a passing object leaves in a background still being
+        learnt) the background takes the frame at once. Calibration frames only: their
+        cost does not count."""
+        self._calibration_frames = frame = min(255, self._calibration_frames + 1)
+        objects = np.zeros(buf.grown.shape, np.uint8)
+        if changed:
+            contours, _ = cv2.findContours(buf.grown, cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            large = [c for c in contours
+                     if cv2.contourArea(c) >= PERSIST_AREA * self.cfg.min_area]
+            cv2.drawContours(objects, large, -1, (255,), cv2.FILLED)
+        passing = objects > 0
+        np.maximum(buf.scenery, buf.diff, out=buf.scenery, where=~passing)
+        if passing.any():
+            moving = passing & (np.abs(buf.cur - buf.prev) > threshold / 2.0)
+            ghost = passing & ~moving
+            if ghost.any():
+                np.copyto(buf.bg, buf.cur, where=ghost)
+                self._absorbed = True
+                self._bg_max = 255.0  # until _refresh_range measures it again
+            np.maximum(buf.object_peak, buf.diff, out=buf.object_peak, where=moving)
+            buf.first_seen[moving & (buf.first_seen == 0)] = frame
+            lag = math.ceil(IN_PLACE_S / self._interval)
+            earlier = (buf.first_seen > 0) & (buf.first_seen.astype(np.int16) <= frame - lag)
+            _, regions = cv2.connectedComponents(objects)
+            settled = np.unique(regions[earlier & passing])
+            buf.in_place[np.isin(regions, settled[settled > 0])] = 1
+        np.copyto(buf.dev, buf.scenery)
+        np.maximum(buf.dev, buf.object_peak, out=buf.dev, where=buf.in_place > 0)
 
     def _guard(self, buf: _Buffers, threshold: float) -> None:
         """The per-pixel threshold; rebuilt every few frames (the usual residual moves
