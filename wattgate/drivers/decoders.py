@@ -416,7 +416,7 @@ def _ssd_role(name: str) -> str | None:
 _BACKGROUND_LABELS = ("???", "background")
 
 
-def _without_background(labels: Sequence[str] | None) -> Sequence[str] | None:
+def without_background(labels: Sequence[str] | None) -> Sequence[str] | None:
     """The labels for TFLite_Detection_PostProcess class ids, which leave the background out
     (class 0 is the first real class): a labels file that names the background first is
     one line ahead of them, and every name came out one class off."""
@@ -464,7 +464,7 @@ class SsdDecoder:
         self._by_position = (second, first) if count[0] == len(outputs) - 1 else (first, second)
         self._boxes, self._count = boxes[0], count[0]
         self.classes: int | None = None
-        self._labels = _without_background(labels)
+        self._labels = without_background(labels)
         self._threshold = score_threshold
         self._limit = max_detections
 

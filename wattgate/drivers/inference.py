@@ -56,10 +56,10 @@ from wattgate.drivers.decoders import (
     LabelsError,
     SsdDecoder,
     TensorSpec,
-    _without_background,
     dequantize,
     load_labels,
     make_decoder,
+    without_background,
 )
 from wattgate.drivers.yuv import Shrinker, Yuv
 
@@ -697,7 +697,7 @@ def _reported_labels(decoder: Decoder, labels: list[str] | None) -> int:
     """How many labels results can carry (hello's model.labels): an SSD skips a labels
     file's first line that names the background ("???", "background"), as its class ids
     leave the background out, so that line is no label a result carries."""
-    named = _without_background(labels) if decoder.kind == SsdDecoder.kind else labels
+    named = without_background(labels) if decoder.kind == SsdDecoder.kind else labels
     return len(named) if named else 0
 
 
