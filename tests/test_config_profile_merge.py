@@ -43,11 +43,30 @@ def test_a_dropin_setting_one_key_keeps_the_rest_of_the_builtin(tmp_path: Path) 
     assert mine.description == builtin.description
     assert mine.idle == Settings(**{**builtin.idle.__dict__, "cpu_max_khz": "0%"})
     assert mine.active == builtin.active
-    # powersave includes balanced, and inherits the change where it sets nothing itself
+    # inspection includes balanced, and still inherits what balanced sets at idle
     assert resolve_all(cfg)["inspection"].idle.npu_runtime_pm == "auto"
     done = subprocess.run([sys.executable, "-m", "wattgate.cli", "check-config", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout == f"{path}: ok\n"
+
+
+def test_a_key_set_for_the_whole_profile_is_not_hidden_by_the_builtin_states(
+    tmp_path: Path,
+) -> None:
+    """A state's own value comes before the profile's: merged in, the built-in's idle and
+    active ceilings hid `cpu_max_khz = "30%"` set for balanced as a whole, in both states,
+    while check-config said ok. A state the file sets itself still comes first."""
+    path = tmp_path / "config.toml"
+    path.write_text('[profiles.balanced]\ncpu_max_khz = "30%"\n'
+                    '[profiles.powersave]\ncpu_max_khz = "20%"\n'
+                    '[profiles.powersave.active]\ncpu_max_khz = "60%"\n')
+    profiles = resolve_all(load_config(path))
+    builtin = resolve_all(Config())
+    assert (profiles["balanced"].idle.cpu_max_khz, profiles["balanced"].active.cpu_max_khz) \
+        == ("30%", "30%")
+    assert (profiles["powersave"].idle.cpu_max_khz, profiles["powersave"].active.cpu_max_khz) \
+        == ("20%", "60%")
+    assert profiles["balanced"].idle.npu_max_hz == builtin["balanced"].idle.npu_max_hz
 
 
 def test_the_main_file_merges_over_the_builtin_too(tmp_path: Path) -> None:

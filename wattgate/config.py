@@ -554,12 +554,28 @@ class ActivitySettings(Section):
                 if value <= 0:
                     raise _key_error(key, value, "must be a positive frequency or \"N%\"")
             elif parse_percent(value) is None:
-                raise _key_error(key, value, "must be a number with a % sign, 0% to 100%")
+                raise _key_error(key, value, 'must be digits with an optional fraction, then "%" '
+                                 '("50%", "12.5%"), 0% to 100%')
         for key in ("cpu_governor", "npu_governor", "gpu_governor"):
             value = getattr(self, key)
             if value is not None and not governor_list(value):
                 raise _key_error(key, value, "names no governor")
         return self
+
+
+def _unshadowed(builtin: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
+    """A built-in profile without its idle and active values of the keys `table` sets for
+    the profile as a whole: a state's own value comes first (policies/profiles.py), so the
+    built-in's would hide the user's `cpu_max_khz = "30%"` in both states."""
+    shared = table.keys() & ActivitySettings.model_fields.keys()
+    base = dict(builtin)
+    for state in ("idle", "active"):
+        settings = builtin.get(state)
+        user = table.get(state)
+        if isinstance(settings, dict):
+            own = user.keys() if isinstance(user, dict) else set()
+            base[state] = {k: v for k, v in settings.items() if k not in shared or k in own}
+    return base
 
 
 class ProfileConfig(ActivitySettings):
@@ -789,7 +805,7 @@ class Config(Section):
             for name, table in data["profiles"].items():
                 builtin = BUILTIN_PROFILES.get(name)
                 if builtin is not None and isinstance(table, dict):
-                    profiles[name] = deep_merge(builtin, table)
+                    profiles[name] = deep_merge(_unshadowed(builtin, table), table)
                 else:  # a new profile, or a value that validation refuses
                     profiles[name] = table
             data = {**data, "profiles": profiles}
