@@ -271,8 +271,8 @@ def test_a_bad_value_set_by_a_dropin_names_the_dropin(tmp_path: Path) -> None:
     assert sorted(info.value.problems) == sorted([
         f"camera.fps: got 'fast'; Input should be a valid number (set in {dropin})",
         "camera.width: got 2; Input should be greater than or equal to 16",
-        "profiles.mine.idle.cpu_max_khz: got '200%'; must be a number with a % "
-        f"sign, 0% to 100% (set in {dropin})",
+        "profiles.mine.idle.cpu_max_khz: got '200%'; must be digits with an optional "
+        f'fraction, then "%" ("50%", "12.5%"), 0% to 100% (set in {dropin})',
         f"gate.heartbeat: unknown key (set in {dropin})",
     ])
 

@@ -42,7 +42,7 @@ def test_a_profile_refuses_them_as_it_refuses_nan(text: str) -> None:
         parse_config({"profiles": {"night": {"idle": {"cpu_max_khz": text}}}})
     assert caught.value.problems == [
         f"profiles.night.idle.cpu_max_khz: got {text!r}; "
-        "must be a number with a % sign, 0% to 100%"
+        'must be digits with an optional fraction, then "%" ("50%", "12.5%"), 0% to 100%'
     ]
 
 

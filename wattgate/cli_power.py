@@ -100,11 +100,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
     cameras = survey_cameras() if root == "/sys" else CameraSurvey([], None)
     inventory = probe(root, npu=npu, gpu=gpu, runtime_pm_devices=devices,
                       cameras=cameras.cameras, udev_database=cameras.udev_database)
-    # --json: one object on one line, as every --json output, for `| head` and line readers
-    print(json.dumps(inventory.to_dict(), sort_keys=True) if args.json
-          else format_inventory(inventory), end="")
     if args.json:
-        print()
+        print(inventory.to_json())
+    else:
+        print(format_inventory(inventory), end="")
     return 0
 
 

@@ -553,8 +553,7 @@ def _answer_id(message: Message) -> Optional[int]:
 
 
 def _answer(message: Message) -> Message:
-    """The message, or ClientError if it is an `error`: a refused request, or a daemon
-    that says busy instead of hello."""
+    """The message, or ClientError if it is an `error` (a refused request)."""
     if message.get("class") == "error":
         raise ClientError(str(message.get("code")), str(message.get("message")))
     return message

@@ -116,7 +116,8 @@ class Inventory:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        """One object on one line, as every --json output: for `| head` and line readers."""
+        return json.dumps(self.to_dict(), sort_keys=True)
 
 
 def probe(
