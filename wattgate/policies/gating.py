@@ -215,11 +215,12 @@ class _Buffers:
         self.work: Floats = np.zeros(shape, np.float32)
         self.dev: Floats = np.zeros(shape, np.float32)  # usual residual (nuisance peaks)
         # while calibrating (_learn_scenery): the residual's peak outside changes of an
-        # object's size and inside them, the first frame a pixel moved in one, and where
-        # such changes were found to stay in place
+        # object's size and inside them, when a pixel first moved in one (seconds into the
+        # calibration: frames are no measure of time while the frame rate is not known
+        # yet), and where such changes were found to stay in place
         self.scenery: Floats = np.zeros(shape, np.float32)
         self.object_peak: Floats = np.zeros(shape, np.float32)
-        self.first_seen: Bytes = np.zeros(shape, np.uint8)
+        self.first_seen: Floats = np.zeros(shape, np.float32)
         self.in_place: Bytes = np.zeros(shape, np.uint8)
         self.guard: Floats = np.zeros(shape, np.float32)  # max(NUISANCE_K * dev, threshold)
         self.floor: Floats = np.zeros(shape, np.float32)  # the threshold the guard was made with
@@ -240,6 +241,7 @@ class _Buffers:
         for value in vars(self).values():
             if isinstance(value, np.ndarray):
                 value.fill(0)
+        self.first_seen.fill(np.inf)  # never
 
 
 class MotionGate:
@@ -271,7 +273,6 @@ class MotionGate:
         self._source: tuple[int, int] = (0, 0)
         self._age = 0  # frames since the scene was (re)learnt from scratch
         self._learnt_from = 0.0  # time of that first frame
-        self._calibration_frames = 0  # frames of the calibration under way so far
         self._decayed_at = 0.0  # when the usual residual was last faded
         self._prev_now = 0.0  # time of the last frame
         self._interval = 1.0 / 15.0  # running mean of the frame interval
@@ -427,7 +428,7 @@ class MotionGate:
         if buf is None or buf.cur.shape != small.shape or source != self._source:
             buf = self._buf = _Buffers(*small.shape)
             self._source = source
-            self._age, self._learnt_from, self._calibration_frames = 1, now, 0
+            self._age, self._learnt_from = 1, now
             self._blur(small, buf.cur)
             self._calibrate(buf, now)
             self._prev_now = now
@@ -449,9 +450,10 @@ class MotionGate:
             self._calibrate(buf, now)
             if not calibrating:
                 return self._decide(now, False, "lighting", score, ())
-            for learnt in (buf.dev, buf.scenery, buf.object_peak, buf.first_seen, buf.in_place):
+            for learnt in (buf.dev, buf.scenery, buf.object_peak, buf.in_place):
                 learnt.fill(0)  # what was learnt was learnt under other light: start again
-            self._learnt_from, self._calibration_frames = now, 0
+            buf.first_seen.fill(np.inf)
+            self._learnt_from = now
             return self._decide(now, False, "calibrating", score, ())
         boxes: tuple[Box, ...] = ()
         if changed:
@@ -658,7 +660,7 @@ class MotionGate:
         """Update the usual residual, the background and the still-region clocks."""
         if calibrating and not self._holding:  # what keeps moving while the scene is
             # learnt is scenery (foliage); not in an episode carried over, where it moves
-            self._learn_scenery(buf, changed, threshold)
+            self._learn_scenery(buf, changed, threshold, now)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
             elapsed = now - self._decayed_at
             if elapsed >= DECAY_STEP_S or elapsed < 0:
@@ -714,7 +716,7 @@ class MotionGate:
             self._guard(buf, threshold)
         buf.cur, buf.prev = buf.prev, buf.cur
 
-    def _learn_scenery(self, buf: _Buffers, changed: int, threshold: float) -> None:
+    def _learn_scenery(self, buf: _Buffers, changed: int, threshold: float, now: float) -> None:
         """The usual residual while calibrating: each pixel's peak, but not where an
         object passes by. A change of an object's size (PERSIST_AREA min_areas) is scenery
         only once it is found in place: touching pixels that moved IN_PLACE_S before. A
@@ -723,7 +725,6 @@ class MotionGate:
         does not move (the ghost a passing object leaves in a background still being
         learnt) the background takes the frame at once. Calibration frames only: their
         cost does not count."""
-        self._calibration_frames = frame = min(255, self._calibration_frames + 1)
         objects = np.zeros(buf.grown.shape, np.uint8)
         if changed:
             contours, _ = cv2.findContours(buf.grown, cv2.RETR_EXTERNAL,
@@ -734,18 +735,18 @@ class MotionGate:
         passing = objects > 0
         np.maximum(buf.scenery, buf.diff, out=buf.scenery, where=~passing)
         if passing.any():
-            moving = passing & (np.abs(buf.cur - buf.prev) > threshold / 2.0)
-            ghost = passing & ~moving
+            moved = passing & (np.abs(buf.cur - buf.prev) > threshold / 2.0)
+            ghost = passing & ~moved
             if ghost.any():
                 np.copyto(buf.bg, buf.cur, where=ghost)
                 self._absorbed = True
                 self._bg_max = 255.0  # until _refresh_range measures it again
-            np.maximum(buf.object_peak, buf.diff, out=buf.object_peak, where=moving)
-            buf.first_seen[moving & (buf.first_seen == 0)] = frame
-            lag = math.ceil(IN_PLACE_S / self._interval)
-            earlier = (buf.first_seen > 0) & (buf.first_seen.astype(np.int16) <= frame - lag)
+            np.maximum(buf.object_peak, buf.diff, out=buf.object_peak, where=moved)
+            since = now - self._learnt_from
+            np.minimum(buf.first_seen, since, out=buf.first_seen, where=moved)
+            earlier = passing & (buf.first_seen <= since - IN_PLACE_S)
             _, regions = cv2.connectedComponents(objects)
-            settled = np.unique(regions[earlier & passing])
+            settled = np.unique(regions[earlier])
             buf.in_place[np.isin(regions, settled[settled > 0])] = 1
         np.copyto(buf.dev, buf.scenery)
         np.maximum(buf.dev, buf.object_peak, out=buf.dev, where=buf.in_place > 0)
