@@ -142,6 +142,9 @@ class Decoder(Protocol):
     #: How many classes the output shapes say the model has; None when they do not say
     #: (an SSD's class ids are values, not a dimension).
     classes: int | None
+    #: The labels its results carry, as hello's model.labels counts them (an SSD's
+    #: without a labels file's background line).
+    labels: Sequence[str] | None
 
     def decode(self, outputs: Sequence[Array], area: Area = WHOLE) -> Detections: ...
 
@@ -375,6 +378,7 @@ class BlazeFaceDecoder:
         self._scale = np.array([width, height, width, height], np.float32)
         self._threshold = score_threshold
         self._limit = max_detections
+        self.labels = labels
         self._label = labels[0] if labels else "face"
         self.classes: int | None = 1
 
@@ -416,7 +420,7 @@ def _ssd_role(name: str) -> str | None:
 _BACKGROUND_LABELS = ("???", "background")
 
 
-def without_background(labels: Sequence[str] | None) -> Sequence[str] | None:
+def _without_background(labels: Sequence[str] | None) -> Sequence[str] | None:
     """The labels for TFLite_Detection_PostProcess class ids, which leave the background out
     (class 0 is the first real class): a labels file that names the background first is
     one line ahead of them, and every name came out one class off."""
@@ -464,7 +468,7 @@ class SsdDecoder:
         self._by_position = (second, first) if count[0] == len(outputs) - 1 else (first, second)
         self._boxes, self._count = boxes[0], count[0]
         self.classes: int | None = None
-        self._labels = without_background(labels)
+        self.labels = _without_background(labels)
         self._threshold = score_threshold
         self._limit = max_detections
 
@@ -497,7 +501,7 @@ class SsdDecoder:
             whole = (raw == ids) & (ids >= 0) & (ids < 2**31)
         keep = (scores >= self._threshold) & whole
         xyxy = boxes[:count][keep][:, [1, 0, 3, 2]]
-        kept_ids, labels = ids[keep], self._labels
+        kept_ids, labels = ids[keep], self.labels
         return _detections(xyxy, scores[keep], lambda i: _label_for(labels, int(kept_ids[i])),
                            self._limit, area)
 
@@ -580,7 +584,7 @@ class YoloV8Decoder:
         self._first = 5 if v5 else 4  # first class score
         self.classes: int | None = (shape[2] if self._rows else shape[1]) - self._first
         self._pixels = np.array([width, height, width, height], np.float32)
-        self._labels = labels
+        self.labels = labels
         self._threshold = score_threshold
         self._limit = max_detections
 
@@ -613,7 +617,7 @@ class YoloV8Decoder:
         # Per-class NMS in one pass: shift each class to its own region so classes never overlap.
         span = np.float32(boxes.max() - boxes.min() + 1.0)
         keep = _nms(boxes + cls[:, None].astype(np.float32) * span, scores[best], YOLO_IOU)
-        kept_cls, labels = cls[keep], self._labels
+        kept_cls, labels = cls[keep], self.labels
         return _detections(boxes[keep], scores[best][keep],
                            lambda i: _label_for(labels, int(kept_cls[i])), self._limit, area)
 
@@ -677,7 +681,7 @@ class ClassifierDecoder:
         self.classes: int | None = shape[1]
         #: True: logits (softmax on every frame); False: probabilities; None: not known yet.
         self.logits = _holds_logits(outputs[0])
-        self._labels = labels
+        self.labels = labels
         self._threshold = score_threshold
         self._limit = max_detections
 
@@ -691,7 +695,7 @@ class ClassifierDecoder:
         top = np.argsort(-scores, kind="stable")[:CLASSIFIER_TOP_K]
         top = top[scores[top] >= self._threshold]
         boxes = np.tile(np.array([[0.0, 0.0, 1.0, 1.0]], np.float32), (len(top), 1))
-        labels = self._labels
+        labels = self.labels
         return _detections(boxes, scores[top], lambda i: _label_for(labels, int(top[i])),
                            self._limit, area)
 

@@ -54,12 +54,10 @@ from wattgate.drivers.decoders import (
     DecoderError,
     Detection,
     LabelsError,
-    SsdDecoder,
     TensorSpec,
     dequantize,
     load_labels,
     make_decoder,
-    without_background,
 )
 from wattgate.drivers.yuv import Shrinker, Yuv
 
@@ -501,7 +499,7 @@ class Model:
 
     def __init__(self, interpreter: Any, path: Path, decoder: Decoder, input_spec: TensorSpec,
                  output_specs: list[TensorSpec], delegate: str | None,
-                 labels: list[str] | None, resize: str = "auto") -> None:
+                 resize: str = "auto") -> None:
         self._interpreter = interpreter
         self._decoder = decoder
         self._input = input_spec
@@ -525,7 +523,7 @@ class Model:
             "resize": resize,
             "runtime": runtime.RUNTIME_NAME,
             "delegate": delegate,
-            "labels": _reported_labels(decoder, labels),
+            "labels": len(decoder.labels) if decoder.labels else 0,
         }
 
     @classmethod
@@ -580,7 +578,7 @@ class Model:
         if labels is not None and label_list is not None:
             _check_label_count(model_path, labels, label_list, decoder.classes)
         model = cls(interp, model_path, decoder, inputs[0], outputs,
-                    delegate if loaded is not None else None, label_list, resize)
+                    delegate if loaded is not None else None, resize)
         log.info("model %s loaded: %s", model_path.name, model.info)
         return model
 
@@ -691,14 +689,6 @@ def _check_output_scales(path: Path, outputs: Sequence[TensorSpec]) -> None:
                 f"scale ({spec.scale}, zero point {spec.zero_point}): its values cannot be "
                 "turned into scores or boxes; re-export it with quantization parameters"
             )
-
-
-def _reported_labels(decoder: Decoder, labels: list[str] | None) -> int:
-    """How many labels results can carry (hello's model.labels): an SSD skips a labels
-    file's first line that names the background ("???", "background"), as its class ids
-    leave the background out, so that line is no label a result carries."""
-    named = without_background(labels) if decoder.kind == SsdDecoder.kind else labels
-    return len(named) if named else 0
 
 
 def _check_label_count(path: Path, labels_path: str, labels: list[str],
