@@ -55,21 +55,20 @@ def expect_journal_dir(directory: str) -> None:
     (expect_directory_for). One check for a reload, which refuses such a directory, and
     for check-config, which warns of it: `run` starts with it but writes no power settings,
     as the originals cannot be journaled."""
-    expect_directory_for(directory, "the sysfs journal")
+    expect_directory_for(directory, "the sysfs journal is kept there")
 
 
-def expect_directory_for(directory: str, kept: str) -> None:
-    """PathError when `directory` cannot keep `kept` (what is kept there, in words) for
-    this process: it, or the nearest directory above it that is there (where it would be
-    made), is not a directory (a typo under a regular file) or is one this process may not
-    write (a read-only place, another user's). Nothing is made."""
+def expect_directory_for(directory: str, use: str) -> None:
+    """PathError when this process could not use `directory` for `use` (in words, "the
+    socket is made in it"): it, or the nearest directory above it that is there (where it
+    would be made), is not a directory (a typo under a regular file) or is one this
+    process may not write (a read-only place, another user's). Nothing is made."""
     # absolute: nearest_existing climbs to "/", and a relative path's dirname ends at "",
     # which it never leaves
     target = os.path.abspath(directory)
     existing = nearest_existing(target)
     expect(existing, stat.S_ISDIR, "a directory")
-    expect_writable(existing, f"{kept} is kept there" if existing == target
-                    else f"{directory} is made in it")
+    expect_writable(existing, use if existing == target else f"{target} is made in it")
 
 
 def expect(path: str, is_kind: Callable[[int], bool], wanted: str) -> bool:

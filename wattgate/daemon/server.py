@@ -40,10 +40,8 @@ from wattgate.daemon.hub import (
 )
 from wattgate.daemon.pathcheck import (
     PathError,
-    expect,
-    expect_writable,
+    expect_directory_for,
     kind_of,
-    nearest_existing,
     whose,
 )
 
@@ -274,18 +272,12 @@ def check_socket_directory(path: str) -> str:
     neither named daemon.socket nor whose the directory is."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        existing = nearest_existing(directory)
-    except OSError as exc:
-        raise SocketPathError(exc.errno, f"cannot look up {exc.filename}: {exc.strerror}",
-                              path) from None
-    why = "the socket is made in it" if existing == directory else f"{directory} is made in it"
-    try:
-        expect(existing, stat.S_ISDIR, "a directory")
-        expect_writable(existing, why)
+        expect_directory_for(directory, "the socket is made in it")
     except PathError as exc:
         raise SocketPathError(exc.errno, str(exc), path) from None
     except OSError as exc:
-        raise SocketPathError(exc.errno, f"{existing}: {exc.strerror}", path) from None
+        raise SocketPathError(exc.errno, f"cannot look up {exc.filename}: {exc.strerror}",
+                              path) from None
     return directory
 
 
