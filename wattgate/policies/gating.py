@@ -241,6 +241,12 @@ class _Buffers:
         for value in vars(self).values():
             if isinstance(value, np.ndarray):
                 value.fill(0)
+        self.forget_scenery()
+
+    def forget_scenery(self) -> None:
+        """Drop the usual residual and what calibration learnt about it so far."""
+        for learnt in (self.dev, self.scenery, self.object_peak, self.in_place):
+            learnt.fill(0)
         self.first_seen.fill(np.inf)  # never
 
 
@@ -450,9 +456,7 @@ class MotionGate:
             self._calibrate(buf, now)
             if not calibrating:
                 return self._decide(now, False, "lighting", score, ())
-            for learnt in (buf.dev, buf.scenery, buf.object_peak, buf.in_place):
-                learnt.fill(0)  # what was learnt was learnt under other light: start again
-            buf.first_seen.fill(np.inf)
+            buf.forget_scenery()  # what was learnt was learnt under other light: start again
             self._learnt_from = now
             return self._decide(now, False, "calibrating", score, ())
         boxes: tuple[Box, ...] = ()
