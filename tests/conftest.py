@@ -107,6 +107,18 @@ def face_video(tmp_path_factory: pytest.TempPathFactory) -> FaceVideo:
     return write_face_video(tmp_path_factory.mktemp("video") / "face.avi")
 
 
+def config_with_dropin(directory: Path, main: str, dropin: str,
+                       name: str = "10-local.toml") -> tuple[Path, Path]:
+    """config.toml holding `main` in directory, and one drop-in config.d/NAME holding
+    `dropin`; returns both paths."""
+    path = directory / "config.toml"
+    path.write_text(main)
+    (directory / "config.d").mkdir()
+    extra = directory / "config.d" / name
+    extra.write_text(dropin)
+    return path, extra
+
+
 def write_config(path: Path, run_dir: Path, **sections: Any) -> Path:
     """A config file with the socket and state under run_dir, plus the given tables; a
     list of tables (rules=[{...}, ...]) is written as an array of tables ([[rules]])."""

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_as
+from tests.conftest import config_with_dropin, run_as
 from wattgate.config import Config, ConfigError, json_schema, load_config, parse_config
 from wattgate.drivers.camera import source_kind
 
@@ -114,11 +114,7 @@ def test_dropins_merge_in_name_order(tmp_path: Path) -> None:
 
 
 def test_bad_dropin_is_named(tmp_path: Path) -> None:
-    main = tmp_path / "config.toml"
-    main.write_text("")
-    (tmp_path / "config.d").mkdir()
-    bad = tmp_path / "config.d" / "50-bad.toml"
-    bad.write_text("[camera\n")
+    main, bad = config_with_dropin(tmp_path, "", "[camera\n", "50-bad.toml")
     with pytest.raises(ConfigError) as info:
         load_config(main)
     assert info.value.source == str(bad)

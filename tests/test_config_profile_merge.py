@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import config_with_dropin
 from tests.fixtures.boards import materialize
 from wattgate.config import BUILTIN_PROFILES, Config, load_config
 from wattgate.daemon.power import PowerController
@@ -20,14 +21,6 @@ MOTION = GateVerdict(True, "motion", 0.1, True, ((0, 0, 10, 10),))
 HANG_S = 30.0  # a hang guard for settle(), never a timing
 
 
-def config_with_dropin(tmp_path: Path, main: str, dropin: str) -> Path:
-    path = tmp_path / "config.toml"
-    path.write_text(main)
-    (tmp_path / "config.d").mkdir()
-    (tmp_path / "config.d" / "10-local.toml").write_text(dropin)
-    return path
-
-
 def read(root: Path, attribute: str) -> str:
     return (root / attribute).read_text().strip()
 
@@ -35,7 +28,7 @@ def read(root: Path, attribute: str) -> str:
 def test_a_dropin_setting_one_key_keeps_the_rest_of_the_builtin(tmp_path: Path) -> None:
     """It replaced balanced whole: no description, no governor, the NPU left powered at
     its top clock while idle, and no active settings, while check-config said ok."""
-    path = config_with_dropin(tmp_path, "[gate]\nthreshold = 30\n",
+    path, _ = config_with_dropin(tmp_path, "[gate]\nthreshold = 30\n",
                               '[profiles.balanced.idle]\ncpu_max_khz = "0%"\n')
     cfg = load_config(path)
     builtin = resolve_all(Config())["balanced"]
@@ -105,7 +98,7 @@ def test_the_power_controller_writes_the_merged_profile(tmp_path: Path) -> None:
     and everything else balanced asks for, idle and active."""
     root = tmp_path / "sys"
     materialize("rk3588", root)
-    path = config_with_dropin(
+    path, _ = config_with_dropin(
         tmp_path,
         f'[power]\nsysfs_root = "{root}"\njournal_dir = "{tmp_path / "journal"}"\n',
         '[profiles.balanced.idle]\ncpu_max_khz = "0%"\n')

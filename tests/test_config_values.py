@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import config_with_dropin
 from wattgate.config import EXIT_CONFIG, ConfigError, load_config, parse_config, parse_percent
 
 
@@ -76,11 +77,9 @@ def test_a_key_given_twice_is_named(tmp_path: Path, toml: str, key: str, where: 
 
 
 def test_check_config_names_the_key_and_the_dropin(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text("[gate]\nthreshold = 30\n")
-    (tmp_path / "config.d").mkdir()
-    dropin = tmp_path / "config.d" / "10-gate.toml"
-    dropin.write_text("[gate]\nthreshold = 40\nthreshold = 50\n")
-    done = check_config(tmp_path / "config.toml")
+    main, dropin = config_with_dropin(tmp_path, "[gate]\nthreshold = 30\n",
+                                      "[gate]\nthreshold = 40\nthreshold = 50\n")
+    done = check_config(main)
     assert done.returncode == EXIT_CONFIG
     assert f"bad config {dropin}:" in done.stderr
     assert "gate.threshold is set twice" in done.stderr
@@ -125,12 +124,10 @@ def test_floors_that_only_a_board_can_judge_are_taken(table: dict[str, object]) 
 def test_a_dropin_ceiling_under_a_builtin_floor_names_both(tmp_path: Path) -> None:
     """performance holds its NPU floor at "100%"; a drop-in that caps its ceiling at "50%"
     would run at the floor lowered to 50 %. The error is on the drop-in's key."""
-    (tmp_path / "config.toml").write_text("[gate]\nthreshold = 30\n")
-    (tmp_path / "config.d").mkdir()
-    dropin = tmp_path / "config.d" / "10-npu.toml"
-    dropin.write_text('[profiles.performance]\nnpu_max_hz = "50%"\n'
-                      '[profiles.balanced.idle]\ncpu_min_khz = "60%"\n')
-    done = check_config(tmp_path / "config.toml")
+    main, dropin = config_with_dropin(tmp_path, "[gate]\nthreshold = 30\n",
+                                      '[profiles.performance]\nnpu_max_hz = "50%"\n'
+                                      '[profiles.balanced.idle]\ncpu_min_khz = "60%"\n')
+    done = check_config(main)
     assert done.returncode == EXIT_CONFIG
     assert done.stderr.splitlines()[1:] == [
         "  profiles.performance.npu_max_hz: got '50%'; a ceiling below its floor "
@@ -143,11 +140,9 @@ def test_a_dropin_ceiling_under_a_builtin_floor_names_both(tmp_path: Path) -> No
 
 
 def test_the_other_key_is_named_with_its_dropin(tmp_path: Path) -> None:
-    main = tmp_path / "config.toml"
-    main.write_text('[profiles.night.active]\nnpu_min_hz = 900000000\n')
-    (tmp_path / "config.d").mkdir()
-    dropin = tmp_path / "config.d" / "10-npu.toml"
-    dropin.write_text('[profiles.night.active]\nnpu_max_hz = 600000000\n')
+    main, dropin = config_with_dropin(tmp_path,
+                                      '[profiles.night.active]\nnpu_min_hz = 900000000\n',
+                                      '[profiles.night.active]\nnpu_max_hz = 600000000\n')
     with pytest.raises(ConfigError) as caught:
         load_config(main)
     assert caught.value.problems == [
