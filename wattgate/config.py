@@ -55,6 +55,16 @@ MAX_IMAGE_BYTES = 45 * 1024
 # a snap reply's wrapping. 300 is also ultralytics' max_det.
 MAX_RESULT_DETECTIONS = 300
 
+# Upper bounds of durations, rates and sizes. Each is far past anything a deployment sets
+# and is there so that a slip of the keyboard (an exponent, a unit mixed up, 1e300) is
+# refused naming its key: without one, `gate.cooldown_s = 1e300` was taken, `status`
+# printed a 300-digit number, and a timer of that length never ends.
+DAY_S = 86_400.0  # a cooldown, heartbeat or hold longer than a day is no longer one
+HOUR_S = 3_600.0  # a camera stall, a reopen wait, a lighting suppression
+MAX_CAP_FPS = 1_000.0  # a frame-rate cap above any camera's rate caps nothing
+# No frame has more pixels than the largest camera.width x camera.height.
+MAX_FRAME_PIXELS = 8192 * 8192
+
 class ConfigError(Exception):
     """A config that cannot be used; `problems` has one line per bad key."""
 
@@ -161,19 +171,22 @@ class DaemonConfig(Section):
         description="Largest decoded size of an image sent with `infer` (base64 fits a line).",
     )
     events_max: int = Field(
-        100_000, ge=100, description="Events kept in the event log before the oldest go."
+        100_000, ge=100, le=100_000_000,
+        description="Events kept in the event log before the oldest go (at most 100 million).",
     )
     events_max_age_days: float = Field(
-        30.0, gt=0, description="Events older than this are pruned from the event log."
+        30.0, gt=0, le=3653,
+        description="Events older than this are pruned from the event log (at most ten years).",
     )
     events_max_bytes: int = Field(
         16 << 20,
         ge=1 << 20,
+        le=64 << 30,
         description=(
             "Bytes of events (their JSON text) kept in the event log before the oldest go: "
             "an event can take 60 KiB, so events_max alone allows gigabytes. events.db and "
             "its -wal stay within about this plus 1 MiB; 16 MiB suits a small board's "
-            "flash. At least 1 MiB, room for 16 of the largest events."
+            "flash. At least 1 MiB, room for 16 of the largest events; at most 64 GiB."
         ),
     )
 
@@ -270,7 +283,8 @@ class GateConfig(Section):
         30, ge=1, le=255, description="Luma difference (0-255) that counts a pixel as changed."
     )
     min_area: int = Field(
-        10, ge=1, description="A changed region counts when larger than this, in pixels of "
+        10, ge=1, le=MAX_FRAME_PIXELS,
+        description="A changed region counts when larger than this, in pixels of "
         "the low-resolution image: the area inside its outline grown by a pixel (w x h "
         "changed pixels measure (w + 1) x (h + 1))."
     )
@@ -285,10 +299,12 @@ class GateConfig(Section):
         description="Changed fraction of the frame above which a change is lighting, not motion.",
     )
     cooldown_s: float = Field(
-        2.0, ge=0, description="Seconds of no motion before the gate goes idle again."
+        2.0, ge=0, le=DAY_S,
+        description="Seconds of no motion before the gate goes idle again (at most a day).",
     )
     heartbeat_s: float = Field(
-        10.0, gt=0, description="Infer at least this often even when nothing moves."
+        10.0, gt=0, le=DAY_S,
+        description="Infer at least this often even when nothing moves (at most a day).",
     )
 
 
@@ -404,7 +420,8 @@ class SensorsConfig(Section):
         5.0, ge=0, description="A lighting change must also differ by this many lux."
     )
     light_suppress_s: float = Field(
-        3.0, ge=0, description="Seconds motion is ignored after a lighting change."
+        3.0, ge=0, le=HOUR_S,
+        description="Seconds motion is ignored after a lighting change (at most an hour).",
     )
     pir: Optional[NonBlank] = Field(
         None,
@@ -416,7 +433,8 @@ class SensorsConfig(Section):
     pir_active_low: bool = Field(False, description="The PIR's output is 0 when triggered.")
     pir_poll_s: float = Field(0.2, gt=0, le=10, description="How often the PIR is read.")
     pir_hold_s: float = Field(
-        10.0, ge=0, description="A trigger keeps the PIR holding this long after it clears."
+        10.0, ge=0, le=DAY_S,
+        description="A trigger keeps the PIR holding this long after it clears (at most a day).",
     )
 
     @field_validator("light")
@@ -450,7 +468,8 @@ class PowerConfig(Section):
     )
     profile: str = Field("balanced", description="Profile used when no rule or pin applies.")
     cooldown_s: float = Field(
-        2.0, ge=0, description="Seconds without motion before active settings drop to idle."
+        2.0, ge=0, le=DAY_S,
+        description="Seconds without motion before active settings drop to idle (at most a day).",
     )
     npu: Optional[NonBlank] = Field(
         None, description="The NPU: a devfreq name, an accel device (accel0) or a sysfs path; "
@@ -520,7 +539,8 @@ class ActivitySettings(Section):
         None, description="auto lets the NPU suspend when idle; on holds it powered."
     )
     npu_autosuspend_ms: Optional[int] = Field(
-        None, ge=0, description="Idle time before an auto NPU suspends."
+        None, ge=0, le=int(DAY_S) * 1000,
+        description="Idle time before an auto NPU suspends (at most a day).",
     )
     gpu_governor: Optional[GovernorSetting] = Field(
         None, description="GPU devfreq governor, or a fallback list."
@@ -535,10 +555,13 @@ class ActivitySettings(Section):
         None, description="Jetson: let the GPU rail be gated when idle."
     )
     capture_fps: Optional[float] = Field(
-        None, gt=0, description="Frames per second looked at (the rest dropped before the gate)."
+        None, gt=0, le=MAX_CAP_FPS,
+        description="Frames per second looked at (the rest dropped before the gate); at most "
+        "1000.",
     )
     max_infer_fps: Optional[float] = Field(
-        None, ge=0, description="Cap on inferences per second; 0 infers only on a snap."
+        None, ge=0, le=MAX_CAP_FPS,
+        description="Cap on inferences per second; 0 infers only on a snap; at most 1000.",
     )
     model_variant: Optional[str] = Field(
         None, description="A name from [model.variants]; \"\" is the main model."
@@ -588,7 +611,8 @@ class ProfileConfig(ActivitySettings):
         "", max_length=ONE_LINE_CHARS, description="One line shown in status and hello."
     )
     cooldown_s: Optional[float] = Field(
-        None, ge=0, description="Overrides power.cooldown_s while this profile is in use."
+        None, ge=0, le=DAY_S,
+        description="Overrides power.cooldown_s while this profile is in use (at most a day).",
     )
     wake_on: Optional[list[Literal["motion", "snap"]]] = Field(
         None, description="What turns idle into active: motion (the gate) and/or snap."
