@@ -115,12 +115,14 @@ def open_camera(
     cfg: Config,
     on_lost: Optional[Callable[[str], None]] = None,
     on_back: Optional[Callable[[], None]] = None,
+    on_ended: Optional[Callable[[str, bool], None]] = None,
 ) -> SupervisedSource:
     """The camera under supervision: a camera or file that is not there yet is waited for
     (reported in status and by camera_lost); only a malformed camera.source is fatal."""
     try:
         return SupervisedSource(
-            cfg.camera, on_lost=on_lost, on_back=on_back, luma_rows=cfg.gate.frame_height
+            cfg.camera, on_lost=on_lost, on_back=on_back, on_ended=on_ended,
+            luma_rows=cfg.gate.frame_height,
         )
     except SourceError as exc:
         raise StartupError(str(exc)) from None
@@ -130,10 +132,11 @@ def open_parts(
     cfg: Config,
     on_lost: Optional[Callable[[str], None]] = None,
     on_back: Optional[Callable[[], None]] = None,
+    on_ended: Optional[Callable[[str, bool], None]] = None,
 ) -> tuple[Model, SupervisedSource]:
     model = load_model(cfg)
     warm_gate(cfg.gate)  # the gate's code paged in now, not at the first motion
-    return model, open_camera(cfg, on_lost, on_back)
+    return model, open_camera(cfg, on_lost, on_back, on_ended)
 
 
 class RateMeter:
@@ -483,7 +486,7 @@ class Daemon:
     def _open_parts(self, cfg: Config, variant: Optional[str]) -> tuple[Model, SupervisedSource]:
         return open_parts(
             _with_variant(cfg, variant), self._camera_lost_hook(),
-            self._from_thread(self._on_camera_back),
+            self._from_thread(self._on_camera_back), self._from_thread(self._on_camera_ended),
         )
 
     def _camera_lost_hook(self) -> Callable[[str], None]:
@@ -936,6 +939,15 @@ class Daemon:
 
     def _on_camera_lost(self, reason: str) -> None:
         self.emit_event("camera_lost", time.time(), reason=reason)
+
+    def _on_camera_ended(self, reason: str, was_lost: bool) -> None:
+        """The source ended (a file played to its end, or cut short and left so). A loss
+        announced before is closed by a last camera_lost that says so (`ended`): its clients
+        wait for a camera_back that will not come, and took the camera for still retried.
+        A source that ends running is no event, as before: the daemon goes on serving, and
+        status says the source ended. The motion episode ended with the loss already."""
+        if was_lost:
+            self.emit_event("camera_lost", time.time(), reason=reason, ended=True)
 
     def _on_camera_back(self) -> None:
         self.emit_event("camera_back", time.time())

@@ -19,7 +19,9 @@ implements the Source protocol, so the pipeline reads from it as from any source
   back after the daemon fell back to the other), is switched to at once, with a warning
   and no loss reported; opening another camera than before is always warned of;
 * calls `on_lost(reason)` when frames stop coming and `on_back()` when they come again,
-  from the reading thread, once per transition.
+  from the reading thread, once per transition; and `on_ended(reason, was_lost)` when the
+  source ends, `was_lost` saying whether a loss was announced that no `on_back()` will now
+  follow (a file cut short that ends as it is), which the end closes.
 
 Every driver call (open, read, close) runs on a worker thread of its own, one per opened
 camera, so the reader can give up on a call that hangs (a stalled stream, a FIFO whose writer
@@ -261,6 +263,7 @@ class SupervisedSource:
         on_lost: Optional[Callable[[str], None]] = None,
         on_back: Optional[Callable[[], None]] = None,
         *,
+        on_ended: Optional[Callable[[str, bool], None]] = None,
         luma_rows: int = DEFAULT_LUMA_ROWS,
         settings: Optional[WatchSettings] = None,
         opener: Optional[Opener] = None,
@@ -278,6 +281,7 @@ class SupervisedSource:
         self.settings = settings or WatchSettings.from_config(cfg)
         self.on_lost = on_lost
         self.on_back = on_back
+        self.on_ended = on_ended
         self.luma_rows = luma_rows
         self._opener = opener or self._default_opener
         self.description = f"{self.shown} (not open)"
@@ -759,11 +763,18 @@ class SupervisedSource:
         Also for a file cut short that has stayed as it was at the cut (the same file, size
         and mtime, no frame past the cut) for `camera.stall_s`: nothing is writing it, so
         its header just overstates its length, and reopening it would fail the same way for
-        ever."""
+        ever.
+
+        `on_ended` is told, and whether the loss announced before is left open: clients
+        told camera_lost wait for a camera_back that will not come now. The loss stays
+        announced, so a reload that opens a camera whose frames come says camera_back."""
         self._drop_inner()
         with self._cond:
             self._set_state("ended", "end of file")
+            was_lost, stopped = self._announced_lost, self._stopped
         log.info("source %s ended%s", self.shown, why)
+        if self.on_ended is not None and not stopped:  # a stopped source announces nothing
+            self.on_ended(f"end of file{why}", was_lost)
 
     # -- losing and waiting -------------------------------------------------------------------
 
