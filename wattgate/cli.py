@@ -29,7 +29,7 @@ try:
     import sys
     import tempfile
     import time
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
     from typing import Optional
 
@@ -136,6 +136,30 @@ def _nonempty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("an empty path")
     return value
+
+
+# What the daemon takes of each option it is sent (docs/protocol.md; daemon/commands.py
+# refuses anything else with bad_request), as (lowest, highest). Refused here instead, a value
+# out of range is a usage error (exit 2) before anything connects, not the daemon's answer.
+EVENTS_SINCE = (0, 2**62)  # events' since: a seq
+EVENTS_LIMIT = (1, 1000)  # events' limit: events in one answer
+SNAP_TIMEOUT_MS = (1, 60_000)  # snap's timeout_ms
+
+
+def int_within(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type for a whole number from low to high; its error, which argparse puts
+    after the option's name, says the range."""
+    def within(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a whole number: {value!r}; must be within {low}..{high}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be within {low}..{high}, got {number}")
+        return number
+
+    return within
 
 
 def _profile_name(value: str) -> str:
@@ -463,14 +487,10 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
-SNAP_MAX_MS = 60_000  # snap's timeout_ms is 1..60000 (docs/protocol.md)
-
-
 def cmd_snap(args: argparse.Namespace) -> int:
-    # Out-of-range values are sent as given: the daemon's one-line bad_request says why.
-    # The socket waits are clamped so that any value leaves a positive, finite wait for
-    # that answer (settimeout refuses a negative one, and 0 would make it non-blocking).
-    wait_s = min(max(args.timeout_ms, 0), SNAP_MAX_MS) / 1000.0 + 5.0
+    # The frame's wait, and 5 s more for the answer to come (--timeout-ms is within
+    # SNAP_TIMEOUT_MS, so this is positive and finite, as settimeout needs).
+    wait_s = args.timeout_ms / 1000.0 + 5.0
     with Client(_socket_path(args), timeout=wait_s) as client:
         result = client.request("snap", timeout_ms=args.timeout_ms)["result"]
     print(json.dumps(result) if args.json else format_result(result))
@@ -568,15 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", help="print events from the daemon's event log")
     _add_socket_args(events)
-    events.add_argument("--since", type=int, default=0, help="events after this seq (0 or more)")
-    events.add_argument("--limit", type=int, default=500,
-                        help="events asked for per request (1..1000)")
+    events.add_argument("--since", type=int_within(*EVENTS_SINCE), default=0,
+                        help="events after this seq (0 or more)")
+    events.add_argument("--limit", type=int_within(*EVENTS_LIMIT), default=500,
+                        help="events asked for per request ({}..{})".format(*EVENTS_LIMIT))
     events.set_defaults(func=cmd_events)
 
     snap = sub.add_parser("snap", help="infer the next frame now, whatever the gate says")
     _add_socket_args(snap)
-    snap.add_argument("--timeout-ms", type=int, default=5000,
-                      help="how long to wait for the frame (1..60000, default 5000)")
+    snap.add_argument("--timeout-ms", type=int_within(*SNAP_TIMEOUT_MS), default=5000,
+                      help="how long to wait for the frame ({}..{}, default 5000)".format(
+                          *SNAP_TIMEOUT_MS))
     snap.set_defaults(func=cmd_snap)
 
     profile = sub.add_parser("profile", help="show, pin or release the power profile")

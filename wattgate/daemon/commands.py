@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("wattgate.commands")
 
 TOPICS = ("results", "events", "power")
+MAX_EVENT_SEQ = 2**62  # the highest `since` taken: more than any log numbers
 MAX_EVENTS_PER_REPLY = 1000
 DEFAULT_SNAP_TIMEOUT_MS = 5000
 MAX_SNAP_TIMEOUT_MS = 60_000
@@ -265,7 +266,7 @@ class Commands:
 
     async def events(self, session: ClientSession, request: Message) -> Message:
         check_fields(request, {"since", "limit"})
-        since = get_int(request, "since", 0, 0, 2**62)
+        since = get_int(request, "since", 0, 0, MAX_EVENT_SEQ)
         limit = get_int(request, "limit", 100, 1, MAX_EVENTS_PER_REPLY)
         log_ = self.daemon.eventlog
         try:
