@@ -54,9 +54,11 @@ finds none left, in `.seq` alone: see the last paragraph), so it costs one write
 unclean exit the numbers of the events that were lost, and the rest of the block, are
 skipped, never used again. A clean close gives the unused part of the block back, so
 a clean restart leaves no gap. (A reservation that cannot be written, the database and
-its copy both failing, does not stop the numbering: live events are the daemon's purpose.
-Numbers past the last reservation written are then known only in memory, and a restart
-before a reservation is written again gives them once more: docs/protocol.md says so.)
+its copy both failing to write, does not stop the numbering: live events are the daemon's
+purpose. Numbers past the last reservation written are then known only in memory, and a
+restart before a reservation is written again gives them once more, as nothing on the
+storage could record them: docs/protocol.md says so. Lost or damaged files are another
+matter: numbering goes on after the highest number any of them still holds, below.)
 Each reservation is also copied to `<path>.seq` (synced,
 before the database has it): a power cut on flash can leave the database garbage, cut
 short or empty, and the numbering must go on past it all the same. A database found damaged
@@ -65,8 +67,10 @@ reserved in it that is too high to number on from, `_read_seq`) is moved to
 `<path>.damaged` (kept for a post-mortem; only the newest; beside the target of a path that
 is a symbolic link, which stays) and a new one is started, logged
 as an error: the daemon goes on serving. The new one starts with `last_seq` at the copy of
-the reservation, so `oldest_seq` is above every number the old one gave out: its events
-are lost, as if pruned. Damage found while the daemon runs (SQLITE_CORRUPT or
+the reservation, or at the highest seq still readable in the damaged file (written,
+reserved, or an event's: `_salvage_seq`) when that is higher or the copy is unreadable
+or gone too, so `oldest_seq` is above every number the old one gave out: its events are
+lost, as if pruned. Damage found while the daemon runs (SQLITE_CORRUPT or
 SQLITE_NOTADB on a write, a reservation or an `events` read: flash that lost a page under
 it) is set aside the same way then, not at the next start (`_recover`): the events written
 to the damaged file are lost and answered as pruned ones are, the held events (the ones
@@ -395,6 +399,10 @@ class EventLog:
         self._lost_upto: Optional[int] = None
         self._damage_found: Optional[sqlite3.DatabaseError] = None
         self._set_asides = 0
+        # What numbering goes on after when the database is lost: the copy of the
+        # reservation, and what is still readable in a damaged database (`_salvage_seq`).
+        self._floor_at_open = self._read_floor()
+        self._salvaged = 0
         unopened = self._open_database()
         # A new database: set aside above, or one SQLite began where events.db was cut to
         # 0 bytes (a power cut) or deleted, with nothing to set aside.
@@ -433,7 +441,7 @@ class EventLog:
         # knows of; the next event gets the one after the reservation, or after the copy
         # of it kept beside the database when that is higher (the database was lost).
         self._last_seq = written
-        self._reserved = max(written, reserved, self._read_floor())
+        self._reserved = max(written, reserved, self._carried_seq())
         # The reservation the database holds: one `append` made is in `.seq` alone until
         # the next flush records it there too.
         self._db_reserved = reserved
@@ -483,6 +491,7 @@ class EventLog:
             except sqlite3.DatabaseError as exc:
                 if _damaged(exc):
                     damage = exc
+                    self._salvaged = self._salvage_seq()
                 elif _full(exc):
                     return self._unopened(exc)
                 else:
@@ -590,8 +599,34 @@ class EventLog:
             "for a post-mortem or delete it; check the storage if this happens again",
             named, exc, _database_file(self.path) + DAMAGED_SUFFIX,
             "a new log started" if started else "a new log is to be started when there is "
-            "room for it", self._read_floor(),
+            "room for it", self._carried_seq(),
         )
+
+    def _carried_seq(self) -> int:
+        """The highest number the log knows was given out or reserved before it was opened,
+        besides a sound database's own: the copy in `.seq`, or what a damaged database
+        still held (`_salvage_seq`), whichever is higher."""
+        return max(self._floor_at_open, self._salvaged)
+
+    def _salvage_seq(self) -> int:
+        """The highest seq still readable in the database just found damaged, before it is
+        set aside: the highest written (sqlite_sequence), the reservation and the newest
+        event, each read on its own, one that fails or is not a seq of at most
+        `_seq_limit` left out; 0 when none is readable.
+
+        Numbering went on from `.seq` alone: when that copy was unreadable too (damaged,
+        or lost with the database), it began again at 1 and gave every number once more,
+        though the damaged file often still said how far it had gone (damage in one page,
+        or in one of its two numbers)."""
+        found = 0
+        for query in ("SELECT seq FROM sqlite_sequence WHERE name = 'events'",
+                      "SELECT upto FROM seq_reserved WHERE id = 0",
+                      "SELECT MAX(seq) FROM events"):
+            with contextlib.suppress(sqlite3.Error, AttributeError):
+                row = self._db.execute(query).fetchone()
+                if row and isinstance(row[0], int) and 0 <= row[0] <= self._seq_limit():
+                    found = max(found, row[0])
+        return found
 
     def _move_aside(self) -> str:
         """Close the database and move it and its WAL to `<path>.damaged` (see
@@ -623,7 +658,7 @@ class EventLog:
         Left at 0 and 1, a client asking `since` the last event it saw got no events and
         no sign that any were lost. The row is what SQLite keeps as the largest seq the
         table has held, and may be written (https://sqlite.org/autoinc.html)."""
-        floor = self._read_floor()
+        floor = self._carried_seq()
         if floor:
             # On a full disk it may not be written: the log opens all the same.
             with contextlib.suppress(*_WRITE_ERRORS):
