@@ -1385,7 +1385,12 @@ def resolve_paths(raw: dict[str, Any], origins: Origins, main: str) -> None:
     the same files whatever the working directory (/ under systemd, a shell's elsewhere),
     for the daemon, its reloads and the client commands. Absolute paths, names, blank
     values (an error of their own) and values that are not strings are left as they are;
-    "~" is not expanded."""
+    "~" is not expanded.
+
+    A file is taken where it is named, its symbolic link not followed, as systemd reads its
+    drop-ins: config.d/10-site.toml linked to /opt/site/wattgate.toml takes its paths from
+    config.d, which is also where errors say it is (origins). A path is joined to that
+    directory as written, ".." left for the kernel, so the path shown is the one opened."""
     def visit(node: Any, keys: tuple[str, ...], at: tuple[str, ...],
               path_of: Callable[[str], Optional[str]]) -> None:
         if not isinstance(node, dict):
