@@ -102,7 +102,7 @@ def test_appends_and_reads_go_on_while_a_flush_waits(patient: None, tmp_path: Pa
         assert oldest == written[0]
     finally:
         flushed = held.release()
-    assert flushed
+    assert flushed is False  # the events appended while it waited are still held
     assert [e["seq"] for e in log.since(0, 100)] == written + in_flight + appended
     assert seqs_on_disk(path) == written + in_flight
     assert log.flush(1001.0)
@@ -132,7 +132,7 @@ def test_an_append_past_the_reserved_numbers_does_not_wait_for_a_flush(
         floor = int((tmp_path / "events.db.seq").read_text())
         assert floor >= given[-1]
     finally:
-        assert held.release()
+        assert held.release() is False  # the 20 appended meanwhile are held
     log._release_lock()  # as at an unclean exit: nothing more is written
     log._db.close()
     reopened = EventLog(str(path), seq_block=4)

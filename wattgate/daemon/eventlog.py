@@ -866,18 +866,22 @@ class EventLog:
     def flush(self, now: float) -> bool:
         """Write the events held when it begins in one transaction, and prune.
 
-        Returns True when the write worked (or there was nothing to write; events appended
-        while it wrote are held for the next flush), False when it failed: the events stay
-        held (and readable) for the next flush. Never raises for a database or file system
-        error; waits at most BUSY_TIMEOUT_MS for another process's lock. Holds the state's
-        lock only to take what to write and to mark it written (the module docstring).
+        Returns whether nothing is held when it returns: True when the write worked (or
+        there was nothing to write) and no event was appended while it wrote; False when
+        the write failed (the events stay held, and readable, for the next flush) or
+        events appended meanwhile are held for the next flush. It returned True for those
+        too, saying all was written while they were only in memory. Never raises for a
+        database or file system error; waits at most BUSY_TIMEOUT_MS for another
+        process's lock. Holds the state's lock only to take what to write and to mark it
+        written (the module docstring).
         """
         with self._flush_lock:
             return self._write(now, final=False)
 
     def _write(self, now: float, final: bool) -> bool:
         """The flush, run holding `_flush_lock`; the state's lock is taken for the work in
-        memory before and after the write, and held throughout when `final` (close)."""
+        memory before and after the write, and held throughout when `final` (close).
+        Returns whether nothing is held after it (see `flush`)."""
         with self._lock:
             given_out = self._next_seq - 1  # after an unclean exit, more than last_seq
             if final:
@@ -920,12 +924,13 @@ class EventLog:
                 self._db_reserved = reserve
                 self._reserved = reserve if final else max(self._reserved, reserve)
             self._recovered(len(held))
+            nothing_held = not self._held
         if final and reserve is not None:
             try:  # give the block back here too; if not, a clean restart leaves a gap
                 self._save_floor(reserve, lower=True)
             except OSError as exc:
                 log.warning("event log %s: %s%s: %s", self.path, self.path, FLOOR_SUFFIX, exc)
-        return True
+        return nothing_held
 
     def _forget_written(self, upto: int) -> None:
         """Stop holding the events up to seq `upto`, now written. Those appended while the
