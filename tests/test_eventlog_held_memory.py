@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from wattgate.daemon.eventlog import EventLog
+from wattgate.daemon.eventlog import ROW_BYTES_SQL, EventLog
 
 BOUND = 1 << 20
 # Besides the held events, the log allocates a little while it holds them: the error and
@@ -94,3 +94,40 @@ def _held_growth_of_texts(log: EventLog, count: int) -> int:
         return tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
+
+
+def test_the_held_events_written_at_last_are_counted_as_the_table_holds_them(
+    tmp_path: Path,
+) -> None:
+    """Held past the bound while writes fail, then written by one flush: the held bytes'
+    running total is what the flush adds to the log's bytes, so that total matches the
+    table, and nothing is counted as held after."""
+    path, bound = tmp_path / "events.db", BOUND // 4
+    log = EventLog(str(path), max_events=10**6, max_bytes=bound)
+    other = sqlite3.connect(path)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        assert log.flush(0.0) is False  # writes fail from here: memory is what is bound
+        for i in range(2 * bound // 100):
+            log.append("detection", 1000.0 + i, labels=["person", f"track{i}"], frame=i)
+            if i % 1000 == 999:
+                assert log._held_memory <= bound
+                assert log.flush(1000.0 + i) is False
+        assert log._held_bytes == sum(h.size for h in log._held)
+        held = [e["seq"] for e in log.since(0, 10**6)]
+        assert held[0] > 1  # the oldest were dropped, for the bound
+    finally:
+        other.rollback()
+        other.close()
+    try:
+        assert log.flush(3000.0) is True
+        with sqlite3.connect(path) as db:
+            rows, size = db.execute(
+                f"SELECT COUNT(*), TOTAL({ROW_BYTES_SQL}) FROM events").fetchone()
+            written = [row[0] for row in db.execute("SELECT seq FROM events ORDER BY seq")]
+        db.close()
+        assert written == held
+        assert (log._rows, log._stored) == (rows, int(size))
+        assert (log._held_bytes, log._held_memory) == (0, 0)
+    finally:
+        log.close(3001.0)

@@ -893,8 +893,7 @@ class EventLog:
                 reserve = self._reserved
             else:
                 reserve = None
-            held = list(self._held)
-            held_bytes = sum(h.size for h in held)
+            held, held_bytes = list(self._held), self._held_bytes  # the same events
             age_due = self._pruned_at is None or not 0 <= now - self._pruned_at < PRUNE_EVERY_S
             if not (held or reserve is not None or age_due or self._lost_upto is not None):
                 return True
