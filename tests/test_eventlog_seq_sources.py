@@ -99,3 +99,24 @@ def test_numbers_sent_live_and_never_written_are_not_given_again(tmp_path: Path)
         assert log.append("motion_start", 10.0)["seq"] > sent[-1]
     finally:
         log.close(11.0)
+
+
+def test_one_event_numbered_out_of_range_does_not_hide_the_others(tmp_path: Path) -> None:
+    """Both numbers damaged and the newest event's seq too: the events below it still say
+    how far numbering had gone (the newest in range, not the newest, which is dropped)."""
+    path = tmp_path / "events.db"
+    log = EventLog(str(path))
+    seen = [log.append("detection", float(i), frame=i)["seq"] for i in range(7)]
+    log.close(7.0)
+    with sqlite3.connect(path) as db:
+        for update in (DAMAGE["sqlite_sequence"], DAMAGE["seq_reserved"],
+                       "UPDATE events SET seq = ? WHERE seq = (SELECT MAX(seq) FROM events)"):
+            assert db.execute(update, (SEQ_MAX + 5,)).rowcount == 1
+    db.close()
+    _spoil_copy(path, "missing")
+    log = EventLog(str(path))
+    try:
+        assert (tmp_path / "events.db.damaged").exists()
+        assert log.append("motion_start", 8.0)["seq"] > seen[-2]
+    finally:
+        log.close(9.0)

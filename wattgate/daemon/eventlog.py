@@ -578,7 +578,8 @@ class EventLog:
 
         A power cut on flash can leave the file garbage or cut short; refusing to start
         would stop the whole daemon for its log. The file is kept (only the newest damaged
-        one) for a post-mortem; the numbering goes on from the copy of the reservation.
+        one) for a post-mortem; the numbering goes on past the copy of the reservation and
+        what the damaged file still holds (`_carried_seq`).
 
         A path that is a symbolic link (events.db kept on a data partition) has the file
         and its -wal beside the link's target, where SQLite keeps them: renaming the link
@@ -619,12 +620,14 @@ class EventLog:
         though the damaged file often still said how far it had gone (damage in one page,
         or in one of its two numbers)."""
         found = 0
-        for query in ("SELECT seq FROM sqlite_sequence WHERE name = 'events'",
-                      "SELECT upto FROM seq_reserved WHERE id = 0",
-                      "SELECT MAX(seq) FROM events"):
+        limit = self._seq_limit()
+        # the newest event within range: one row out of it does not hide every other
+        for query, args in (("SELECT seq FROM sqlite_sequence WHERE name = 'events'", ()),
+                            ("SELECT upto FROM seq_reserved WHERE id = 0", ()),
+                            ("SELECT MAX(seq) FROM events WHERE seq BETWEEN 0 AND ?", (limit,))):
             with contextlib.suppress(sqlite3.Error, AttributeError):
-                row = self._db.execute(query).fetchone()
-                if row and isinstance(row[0], int) and 0 <= row[0] <= self._seq_limit():
+                row = self._db.execute(query, args).fetchone()
+                if row and isinstance(row[0], int) and 0 <= row[0] <= limit:
                     found = max(found, row[0])
         return found
 
@@ -760,7 +763,8 @@ class EventLog:
         2**63 the block reserved at open did not fit SQLite's integers (OverflowError: the
         daemon exited at every start, and systemd started it into the same crash again),
         and above SEQ_MAX events were numbered past what `events since` takes. Damaged,
-        the file is set aside, and numbering goes on from the copy (`_open_database`)."""
+        the file is set aside, and numbering goes on past the copy and the other numbers
+        still readable in it (`_salvage_seq`)."""
         row = self._db.execute(query).fetchone()
         if row is None:
             return 0
