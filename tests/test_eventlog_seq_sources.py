@@ -109,7 +109,8 @@ def test_one_event_numbered_out_of_range_does_not_hide_the_others(tmp_path: Path
     seen = [log.append("detection", float(i), frame=i)["seq"] for i in range(7)]
     log.close(7.0)
     with sqlite3.connect(path) as db:
-        for update in (DAMAGE["sqlite_sequence"], DAMAGE["seq_reserved"],
+        for update in ("UPDATE sqlite_sequence SET seq = ? WHERE name = 'events'",
+                       "UPDATE seq_reserved SET upto = ?",
                        "UPDATE events SET seq = ? WHERE seq = (SELECT MAX(seq) FROM events)"):
             assert db.execute(update, (SEQ_MAX + 5,)).rowcount == 1
     db.close()
