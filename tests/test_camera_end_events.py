@@ -13,14 +13,16 @@ real socket.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
-from tests.test_camera_watch import write_video
+from tests.test_camera_watch import FAST, file_config, write_video
 from tests.test_daemon import wait_status
 from wattgate.client import Client
+from wattgate.daemon.camera_watch import SupervisedSource
 
 StartDaemon = Callable[..., DaemonProcess]
 CAMERA = ("camera_lost", "camera_back")
@@ -73,3 +75,49 @@ def test_a_file_cut_short_that_ends_tells_clients_it_ended(
     assert live[-1] == end  # the subscriber got it live, as the log keeps it
     assert live == logged[-len(live):]  # and nothing else about the camera
     assert daemon.stop() == 0
+
+
+def test_a_loss_closed_by_an_end_is_closed_once_and_a_new_loss_is_told_across_reloads(
+    tmp_path: Path,
+) -> None:
+    """A reload after the closing camera_lost hands the loss to the next source: ending
+    too, it closed the loss a second time; unable to open, it announced nothing, so clients
+    told "ended" were not told the daemon was waiting and retrying again."""
+    seen: list[tuple[Any, ...]] = []
+
+    def supervised(path: Path) -> SupervisedSource:
+        return SupervisedSource(
+            file_config(path, stall_s=0.3), on_lost=lambda r: seen.append(("lost", r)),
+            on_back=lambda: seen.append(("back",)),
+            on_ended=lambda r, was_lost: seen.append(("ended", was_lost)),
+            settings=FAST, udev=False,
+        )
+
+    def played(source: SupervisedSource, previous: SupervisedSource) -> SupervisedSource:
+        source.take_over_loss(previous)  # as a reload to new camera settings does
+        while source.read() is not None:
+            pass
+        source.stop()
+        return source
+
+    whole = write_video(tmp_path / "whole.avi", frames=60).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: len(whole) // 2])
+    first = supervised(cut)
+    while first.read() is not None:
+        pass
+    first.stop()
+    assert [e[0] for e in seen] == ["lost", "ended"] and seen[-1] == ("ended", True)
+    empty = played(supervised(write_video(tmp_path / "empty.avi", frames=0)), first)
+    assert seen[2:] == [("ended", False)]  # closed already: once is enough
+    waiting = supervised(tmp_path / "not-there-yet.avi")
+    waiting.take_over_loss(empty)
+    reader = threading.Thread(target=waiting.read)  # blocks while the file is not there
+    reader.start()
+    deadline = time.monotonic() + 10.0
+    while len(seen) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    waiting.stop()
+    reader.join(timeout=10.0)
+    assert [e[0] for e in seen[3:]] == ["lost"]  # waiting and retrying again: said so
+    assert "not-there-yet.avi" in seen[3][1]

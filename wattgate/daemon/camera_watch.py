@@ -296,6 +296,9 @@ class SupervisedSource:
         self._reason = "not opened yet"
         self._since = time.time()
         self._announced_lost = False
+        # that loss was closed by the source's end (on_ended): a later loss is announced
+        # afresh, a later end closes nothing, and frames still say camera_back
+        self._loss_closed = False
         self._stopped = False
         self._wake = False  # udev says the camera is there: try now
         self._arrived = False  # udev says a matching camera came while one is open
@@ -380,9 +383,11 @@ class SupervisedSource:
         first read: clients told by `previous` that the camera was lost wait for camera_back,
         so this source announces that loss back once frames come, not a second loss."""
         with previous._cond:
-            lost = previous._announced_lost  # final: a stopped source announces nothing more
+            # final: a stopped source announces nothing more
+            lost, closed = previous._announced_lost, previous._loss_closed
         with self._cond:
             self._announced_lost = self._announced_lost or lost
+            self._loss_closed = self._loss_closed or closed
 
     def follow_luma_rows(self, rows: int) -> None:
         """The gate's rows changed (a reload): the source open now, and those opened later,
@@ -658,6 +663,7 @@ class SupervisedSource:
         with self._cond:
             back = self._announced_lost and not self._stopped  # else the next source's to say
             self._announced_lost = self._announced_lost and not back
+            self._loss_closed = self._loss_closed and not back
             if self._state != "running":
                 self._set_state("running", "")
             self._backoff.success(now)
@@ -771,7 +777,9 @@ class SupervisedSource:
         self._drop_inner()
         with self._cond:
             self._set_state("ended", "end of file")
-            was_lost, stopped = self._announced_lost, self._stopped
+            was_lost = self._announced_lost and not self._loss_closed
+            stopped = self._stopped
+            self._loss_closed = self._loss_closed or (was_lost and not stopped)
         log.info("source %s ended%s", self.shown, why)
         if self.on_ended is not None and not stopped:  # a stopped source announces nothing
             self.on_ended(f"end of file{why}", was_lost)
@@ -803,8 +811,8 @@ class SupervisedSource:
             state: State = "lost" if self._opens else "waiting"
             changed = reason != self._reason or state != self._state
             self._set_state(state, reason)
-            announce = not self._announced_lost
-            self._announced_lost = True
+            announce = not self._announced_lost or self._loss_closed
+            self._announced_lost, self._loss_closed = True, False
         if announce:
             log.warning("camera %s unavailable: %s", self.shown, reason,
                         extra=event(MessageId.CAMERA_LOST, reason=reason))
