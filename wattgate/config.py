@@ -240,12 +240,12 @@ class CameraConfig(Section):
         ),
     )
     stall_s: float = Field(
-        5.0, gt=0, le=3600, description="A camera that gives no frame this long is reopened."
+        5.0, gt=0, le=HOUR_S, description="A camera that gives no frame this long is reopened."
     )
     reopen_max_s: float = Field(
         30.0,
         gt=0,
-        le=3600,
+        le=HOUR_S,
         description=(
             "Longest wait between attempts to reopen a failing camera; the wait doubles "
             "from 0.5 s up to this. A camera plugged in again is reopened at once."
