@@ -305,5 +305,14 @@ def run_as(uid: int, gid: int, task: Callable[[], str]) -> str:
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
         report = pipe.read()
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:  # it died before it could say: a signal
+        return f"died: {describe_wait_status(status)}: {report!r}"
     return report
+
+
+def describe_wait_status(status: int) -> str:
+    """A child's wait status in words: 'killed by SIGSEGV', 'exit 3'."""
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exit {os.waitstatus_to_exitcode(status)}"
