@@ -620,15 +620,9 @@ class EventLog:
         though the damaged file often still said how far it had gone (damage in one page,
         or in one of its two numbers)."""
         found = 0
-        limit = self._seq_limit()
-        # the newest event within range: one row out of it does not hide every other
-        for query, args in (("SELECT seq FROM sqlite_sequence WHERE name = 'events'", ()),
-                            ("SELECT upto FROM seq_reserved WHERE id = 0", ()),
-                            ("SELECT MAX(seq) FROM events WHERE seq BETWEEN 0 AND ?", (limit,))):
-            with contextlib.suppress(sqlite3.Error, AttributeError):
-                row = self._db.execute(query, args).fetchone()
-                if row and isinstance(row[0], int) and 0 <= row[0] <= limit:
-                    found = max(found, row[0])
+        for read in (self._read_written_seq, self._read_reserved, self._read_newest_event):
+            with contextlib.suppress(sqlite3.Error, AttributeError):  # _DamagedError too
+                found = max(found, read())
         return found
 
     def _move_aside(self) -> str:
@@ -755,7 +749,12 @@ class EventLog:
         return self._read_seq("SELECT upto FROM seq_reserved WHERE id = 0",
                               "the reservation (seq_reserved)")
 
-    def _read_seq(self, query: str, what: str) -> int:
+    def _read_newest_event(self) -> int:
+        # the newest within range: one event numbered out of it does not hide the others
+        return self._read_seq("SELECT MAX(seq) FROM events WHERE seq BETWEEN 0 AND ?",
+                              "the newest event's seq", (self._seq_limit(),))
+
+    def _read_seq(self, query: str, what: str, args: tuple[int, ...] = ()) -> int:
         """The seq `query` reads from the database, 0 when it has none; _DamagedError when
         it is not one the log can number on from: not an integer, or above `_seq_limit`.
 
@@ -765,7 +764,7 @@ class EventLog:
         and above SEQ_MAX events were numbered past what `events since` takes. Damaged,
         the file is set aside, and numbering goes on past the copy and the other numbers
         still readable in it (`_salvage_seq`)."""
-        row = self._db.execute(query).fetchone()
+        row = self._db.execute(query, args).fetchone()
         if row is None:
             return 0
         value, limit = row[0], self._seq_limit()
