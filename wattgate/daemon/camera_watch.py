@@ -63,6 +63,11 @@ from wattgate.drivers.synthetic import SCENES
 log = logging.getLogger("wattgate.camera")
 
 State = Literal["running", "lost", "waiting", "ended"]
+# What clients were told of a loss: nothing open; camera_lost, and camera_back is owed;
+# or camera_lost and then its close by the source's end (on_ended), after which a new loss
+# is announced afresh, a second end closes nothing, and frames still say camera_back.
+Loss = Literal["none", "open", "closed"]
+LOSS_ORDER: tuple[Loss, ...] = ("none", "open", "closed")
 Opener = Callable[[str, int], Source]  # (target, start frame) -> an open source
 T = TypeVar("T")
 
@@ -295,10 +300,7 @@ class SupervisedSource:
         self._state: State = "waiting"
         self._reason = "not opened yet"
         self._since = time.time()
-        self._announced_lost = False
-        # that loss was closed by the source's end (on_ended): a later loss is announced
-        # afresh, a later end closes nothing, and frames still say camera_back
-        self._loss_closed = False
+        self._loss: Loss = "none"
         self._stopped = False
         self._wake = False  # udev says the camera is there: try now
         self._arrived = False  # udev says a matching camera came while one is open
@@ -383,11 +385,9 @@ class SupervisedSource:
         first read: clients told by `previous` that the camera was lost wait for camera_back,
         so this source announces that loss back once frames come, not a second loss."""
         with previous._cond:
-            # final: a stopped source announces nothing more
-            lost, closed = previous._announced_lost, previous._loss_closed
+            loss = previous._loss  # final: a stopped source announces nothing more
         with self._cond:
-            self._announced_lost = self._announced_lost or lost
-            self._loss_closed = self._loss_closed or closed
+            self._loss = max(self._loss, loss, key=LOSS_ORDER.index)
 
     def follow_luma_rows(self, rows: int) -> None:
         """The gate's rows changed (a reload): the source open now, and those opened later,
@@ -510,7 +510,7 @@ class SupervisedSource:
                     + ", the capture node of the same camera")
         with self._cond:
             warned, self._noted_no_capture = self._noted_no_capture, device.devnode
-            announced = self._announced_lost  # else the loss's own warning says it
+            announced = self._loss != "none"  # else the loss's own warning says it
         if announced and warned != device.devnode:
             log.warning("camera.source %s: %s", self.spec, why)
         return why
@@ -661,9 +661,9 @@ class SupervisedSource:
     def _deliver(self, frame: Frame, inner: Source) -> Frame:
         now = time.monotonic()
         with self._cond:
-            back = self._announced_lost and not self._stopped  # else the next source's to say
-            self._announced_lost = self._announced_lost and not back
-            self._loss_closed = self._loss_closed and not back
+            back = self._loss != "none" and not self._stopped  # else the next source's to say
+            if back:
+                self._loss = "none"
             if self._state != "running":
                 self._set_state("running", "")
             self._backoff.success(now)
@@ -777,9 +777,9 @@ class SupervisedSource:
         self._drop_inner()
         with self._cond:
             self._set_state("ended", "end of file")
-            was_lost = self._announced_lost and not self._loss_closed
-            stopped = self._stopped
-            self._loss_closed = self._loss_closed or (was_lost and not stopped)
+            was_lost, stopped = self._loss == "open", self._stopped
+            if was_lost and not stopped:
+                self._loss = "closed"
         log.info("source %s ended%s", self.shown, why)
         if self.on_ended is not None and not stopped:  # a stopped source announces nothing
             self.on_ended(f"end of file{why}", was_lost)
@@ -811,8 +811,7 @@ class SupervisedSource:
             state: State = "lost" if self._opens else "waiting"
             changed = reason != self._reason or state != self._state
             self._set_state(state, reason)
-            announce = not self._announced_lost or self._loss_closed
-            self._announced_lost, self._loss_closed = True, False
+            announce, self._loss = self._loss != "open", "open"
         if announce:
             log.warning("camera %s unavailable: %s", self.shown, reason,
                         extra=event(MessageId.CAMERA_LOST, reason=reason))
