@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from tests.conftest import DaemonProcess
 from tests.test_camera_watch import FAST, file_config, write_video
@@ -93,8 +93,10 @@ def test_a_loss_closed_by_an_end_is_closed_once_and_a_new_loss_is_told_across_re
             settings=FAST, udev=False,
         )
 
-    def played(source: SupervisedSource, previous: SupervisedSource) -> SupervisedSource:
-        source.take_over_loss(previous)  # as a reload to new camera settings does
+    def played(source: SupervisedSource,
+               previous: Optional[SupervisedSource] = None) -> SupervisedSource:
+        if previous is not None:
+            source.take_over_loss(previous)  # as a reload to new camera settings does
         while source.read() is not None:
             pass
         source.stop()
@@ -103,10 +105,7 @@ def test_a_loss_closed_by_an_end_is_closed_once_and_a_new_loss_is_told_across_re
     whole = write_video(tmp_path / "whole.avi", frames=60).read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole[: len(whole) // 2])
-    first = supervised(cut)
-    while first.read() is not None:
-        pass
-    first.stop()
+    first = played(supervised(cut))
     assert [e[0] for e in seen] == ["lost", "ended"] and seen[-1] == ("ended", True)
     empty = played(supervised(write_video(tmp_path / "empty.avi", frames=0)), first)
     assert seen[2:] == [("ended", False)]  # closed already: once is enough
