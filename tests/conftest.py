@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from bench.common import NotifyListener, connect_when_ready
-from wattgate.client import Client
+from wattgate.client import Client, exit_status
 from wattgate.config import load_config
 
 
@@ -306,13 +306,7 @@ def run_as(uid: int, gid: int, task: Callable[[], str]) -> str:
     with os.fdopen(read_fd) as pipe:
         report = pipe.read()
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:  # it died before it could say: a signal
-        return f"died: {describe_wait_status(status)}: {report!r}"
+    code = os.waitstatus_to_exitcode(status)  # as Popen's: -9 for SIGKILL
+    if code != 0:  # it died before it could say: a signal
+        return f"died: exit status {exit_status(code)}: {report!r}"
     return report
-
-
-def describe_wait_status(status: int) -> str:
-    """A child's wait status in words: 'killed by SIGSEGV', 'exit 3'."""
-    if os.WIFSIGNALED(status):
-        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-    return f"exit {os.waitstatus_to_exitcode(status)}"
