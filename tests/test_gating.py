@@ -315,6 +315,29 @@ def test_what_passes_by_while_the_gate_calibrates_does_not_blind_it_along_that_p
     assert all(seen), f"{seen.count(False)} of {len(seen)} frames with the square went unseen"
 
 
+def test_what_passes_by_while_the_gate_calibrates_leaves_no_ghost_at_a_low_frame_rate() -> None:
+    """While calibrating the background learns fast (CALIBRATION_ALPHA for
+    CALIBRATION_FRAMES frames, the whole calibration at 5 fps), and it learnt the object
+    passing by too: where it was last seen, its trace stayed in the background as a ghost,
+    reported as motion for STILL_S after the calibration ended (a conveyor at a power-saving
+    frame rate: 12 % of its idle frames inferred)."""
+    dt = 0.2  # 5 frames a second
+    gate = MotionGate(GateConfig())
+    base = room()
+    after: list[GateVerdict] = []
+    for i in range(round(6.0 / dt)):
+        frame = noisy(base, i)
+        x = i * 64 - 32  # left to right, last in view in the last calibrating frame
+        if 0 <= x <= W - 48:
+            frame = with_square(frame, x, 200, size=48)
+        verdict = gate.update_bgr(frame, i * dt)
+        if i * dt >= gating.CALIBRATION_S:
+            after.append(verdict)
+    assert gating.CALIBRATION_FRAMES * dt >= gating.CALIBRATION_S, "fast alpha throughout"
+    moving = [v.boxes for v in after if v.motion]
+    assert not moving, f"{len(moving)} of {len(after)} frames after calibration saw {moving[0]}"
+
+
 @pytest.mark.parametrize(
     "settings",
     [{"blur_sigma": 0.0}, {"blur_sigma": 2.5}, {"frame_height": 16}, {"frame_height": 50},

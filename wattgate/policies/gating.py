@@ -30,7 +30,8 @@ REFERENCE.md lists (IR switch, lights, sunrise, rain, foliage):
   flicker, faint rain). What crosses the threshold (a passer-by) does not raise it, and what
   keeps moving in place during the first CALIBRATION_S seconds is taken for scenery. What
   passes through then is not: its path is where the next one comes (a conveyor's next
-  parcel, a street's next car), and the gate would be blind along it.
+  parcel, a street's next car), and the gate would be blind along it. Nor is it learnt into
+  the background, which would keep its trace as a ghost.
 * Rain and snow: a changed region smaller than PERSIST_AREA min_areas counts at once only if
   it is strong for where it is; a weak one must overlap the changes of the two frames before
   (streaks land somewhere else every frame, objects overlap themselves).
@@ -662,9 +663,10 @@ class MotionGate:
         now: float, calibrating: bool,
     ) -> None:
         """Update the usual residual, the background and the still-region clocks."""
+        unlearnt: Optional[Bytes] = None  # while calibrating: where an object passes by
         if calibrating and not self._holding:  # what keeps moving while the scene is
             # learnt is scenery (foliage); not in an episode carried over, where it moves
-            self._learn_scenery(buf, changed, threshold, now)
+            unlearnt = self._learn_scenery(buf, changed, threshold, now)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
             elapsed = now - self._decayed_at
             if elapsed >= DECAY_STEP_S or elapsed < 0:
@@ -688,7 +690,7 @@ class MotionGate:
             self._hl_offset = gain * self._hl_offset + offset
         # an upper bound of the background, to know when a gain could push it past white
         self._bg_max = min(255.0, (1.0 - alpha) * (gain * self._bg_max + offset) + alpha * 255.0)
-        plain = (not changed or calibrating) and not self._clipped
+        plain = (not changed or calibrating) and unlearnt is None and not self._clipped
         if plain and same:
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
         elif plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
@@ -701,7 +703,11 @@ class MotionGate:
                     cv2.min(buf.bg, 255.0, buf.bg)  # type: ignore[call-overload]
             if self._clipped:
                 self._unclip(buf)
-            if not changed or calibrating:
+            if unlearnt is not None:  # the background under an object passing by is
+                # not learnt from it: with the fast alpha, at a low frame rate, its last
+                # position stayed behind as a ghost once calibration was over
+                cv2.accumulateWeighted(buf.cur, buf.bg, alpha, unlearnt)
+            elif not changed or calibrating:
                 cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
             else:
                 self._learn_around(buf, gain, offset, threshold, alpha)
@@ -720,15 +726,18 @@ class MotionGate:
             self._guard(buf, threshold)
         buf.cur, buf.prev = buf.prev, buf.cur
 
-    def _learn_scenery(self, buf: _Buffers, changed: int, threshold: float, now: float) -> None:
+    def _learn_scenery(
+        self, buf: _Buffers, changed: int, threshold: float, now: float
+    ) -> Optional[Bytes]:
         """The usual residual while calibrating: each pixel's peak, but not where an
         object passes by. A change of an object's size (PERSIST_AREA min_areas) is scenery
         only once it is found in place: touching pixels that moved IN_PLACE_S before. A
         swaying bush stays where it is; a parcel on a conveyor moves on, and taken for
         scenery it would blind the gate to the next one on its path. Where such a change
         does not move (the ghost a passing object leaves in a background still being
-        learnt) the background takes the frame at once. Calibration frames only: their
-        cost does not count."""
+        learnt) the background takes the frame at once. Returns where an object travels
+        (moves, not in place): a mask of where the background may learn, None for all of
+        it. Calibration frames only: their cost does not count."""
         objects = np.zeros(buf.grown.shape, np.uint8)
         if changed:
             contours, _ = cv2.findContours(buf.grown, cv2.RETR_EXTERNAL,
@@ -738,6 +747,7 @@ class MotionGate:
             cv2.drawContours(objects, large, -1, (255,), cv2.FILLED)
         passing = objects > 0
         np.maximum(buf.scenery, buf.diff, out=buf.scenery, where=~passing)
+        travelling = None
         if passing.any():
             moved = passing & (np.abs(buf.cur - buf.prev) > threshold / 2.0)
             ghost = passing & ~moved
@@ -752,8 +762,13 @@ class MotionGate:
             _, regions = cv2.connectedComponents(objects)
             settled = np.unique(regions[earlier])
             buf.in_place[np.isin(regions, settled[settled > 0])] = 1
+            travelling = moved & (buf.in_place == 0)
         np.copyto(buf.dev, buf.scenery)
         np.maximum(buf.dev, buf.object_peak, out=buf.dev, where=buf.in_place > 0)
+        if travelling is None or not travelling.any():
+            return None
+        elsewhere: Bytes = np.logical_not(travelling).view(np.uint8)
+        return elsewhere
 
     def _guard(self, buf: _Buffers, threshold: float) -> None:
         """The per-pixel threshold; rebuilt every few frames (the usual residual moves
