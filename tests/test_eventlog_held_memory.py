@@ -131,3 +131,32 @@ def test_the_held_events_written_at_last_are_counted_as_the_table_holds_them(
         assert (log._held_bytes, log._held_memory) == (0, 0)
     finally:
         log.close(3001.0)
+
+
+def test_events_held_when_writes_begin_to_fail_are_brought_within_max_bytes_of_memory(
+    tmp_path: Path,
+) -> None:
+    """Until a write fails, the events held for the next flush are bound by their stored
+    bytes, which take about 6 times as much in memory. The failure that begins a streak
+    brings them within `max_bytes` of memory at once; they stayed about 4 times past it
+    until the next event was appended, for as long as no event came."""
+    path, bound = tmp_path / "events.db", BOUND // 4
+    log = EventLog(str(path), max_events=10**6, max_bytes=bound)
+    try:
+        count = bound // 150  # stored, most of `bound`: several times it in memory
+        for i in range(count):
+            log.append("detection", 1000.0 + i, labels=["person", f"track{i}"], frame=i)
+        assert log._held_memory > 2 * bound, "the burst is past the bound in memory"
+        other = sqlite3.connect(path)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            assert log.flush(2000.0) is False
+        finally:
+            other.rollback()
+            other.close()
+        assert 0 < log._held_memory <= bound
+        held = [e["seq"] for e in log.since(0, 10**6)]
+        assert held[-1] == log.last_seq and held[0] > 1  # the newest kept, the oldest dropped
+        assert log._held_memory == sum(h.memory for h in log._held)
+    finally:
+        log.close(3000.0)

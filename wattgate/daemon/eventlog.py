@@ -1171,6 +1171,12 @@ class EventLog:
                 "event log %s: cannot write (%s); trying again on every flush, events are "
                 "held in memory meanwhile (%d now)", self.path, exc, len(self._held),
             )
+            # Held for a flush until now, they were bound by their stored bytes; from now
+            # on they are held for as long as writes fail, and bound by their memory
+            # (_past_bounds), about a sixth as many: the oldest go now, not at the next
+            # append, which may be long in coming.
+            while self._held and self._held_memory > self.max_bytes:
+                self._drop_oldest()
         else:
             log.debug("event log %s: write failed again (%s)", self.path, exc)
 
