@@ -29,6 +29,8 @@ BOUNDED = [
     ("gate", "cooldown_s", 86400.0, 1e300),
     ("gate", "heartbeat_s", 86400.0, 86401.0),
     ("sensors", "light_poll_s", 60.0, 61.0),
+    ("sensors", "light_jump_ratio", 1e6, 1.0000001e6),
+    ("sensors", "light_min_delta_lux", 200_000.0, 200_001.0),
     ("sensors", "light_suppress_s", 3600.0, 3601.0),
     ("sensors", "pir_poll_s", 10.0, 11.0),
     ("sensors", "pir_hold_s", 86400.0, 86401.0),
@@ -40,8 +42,23 @@ BOUNDED = [
 ]
 
 
+# (key of a [[rules]] entry, the largest value taken, a value past it, the smallest taken)
+RULE_BOUNDED = [
+    ("temp_above_c", 300.0, 301.0, -273.15),
+    ("hysteresis_c", 300.0, 301.0, 0.0),
+    ("lux_below", 200_000.0, 200_001.0, 1e-3),
+    ("lux_above", 200_000.0, 200_001.0, 0.0),
+    ("hysteresis_lux", 200_000.0, 200_001.0, 0.0),
+]
+
+
 def _toml(table: str, key: str, value: object) -> str:
     return f"[{table}]\n{key} = {value!r}\n"
+
+
+def _rule(key: str, value: float) -> str:
+    condition = "" if key in ("temp_above_c", "lux_below", "lux_above") else "on_battery = true\n"
+    return f'[[rules]]\nprofile = "powersave"\n{condition}{key} = {value!r}\n'
 
 
 @pytest.mark.parametrize(("table", "key", "largest", "past"), BOUNDED,
@@ -79,3 +96,30 @@ def test_infinite_and_nan_durations_are_refused(tmp_path: Path, value: str) -> N
         load_config(path)
     assert sorted(line.split(":")[0] for line in caught.value.problems) == [
         "gate.heartbeat_s", "power.cooldown_s"]
+
+
+@pytest.mark.parametrize(("key", "largest", "past", "smallest"), RULE_BOUNDED,
+                         ids=[key for key, *_ in RULE_BOUNDED])
+def test_a_rules_thresholds_are_bounded_by_what_sensors_read(
+    tmp_path: Path, key: str, largest: float, past: float, smallest: float
+) -> None:
+    """A temperature past any thermal zone's critical trip, or light past direct sunlight,
+    is a threshold no board reaches: a unit mixed up (millidegrees, as sysfs gives them)."""
+    for value in (largest, smallest):
+        taken = tmp_path / "taken.toml"
+        taken.write_text(_rule(key, value))
+        load_config(taken)
+    refused = tmp_path / "refused.toml"
+    refused.write_text(_rule(key, past))
+    with pytest.raises(ConfigError) as caught:
+        load_config(refused)
+    assert [line.split(":")[0] for line in caught.value.problems] == [f"rules.0.{key}"]
+
+
+def test_a_temperature_below_absolute_zero_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(_rule("temp_above_c", -273.16))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == [
+        "rules.0.temp_above_c: got -273.16; Input should be greater than or equal to -273.15"]

@@ -64,6 +64,10 @@ HOUR_S = 3_600.0  # a camera stall, a reopen wait, a lighting suppression
 MAX_CAP_FPS = 1_000.0  # a frame-rate cap above any camera's rate caps nothing
 # No frame has more pixels than the largest camera.width x camera.height.
 MAX_FRAME_PIXELS = 8192 * 8192
+MAX_LUX = 200_000.0  # past direct sunlight (~120 000 lux), beyond any light sensor's range
+MAX_LIGHT_RATIO = 1e6  # a factor past the whole range from starlight to sunlight
+MAX_TEMP_C = 300.0  # past any thermal zone's critical trip (SoCs shut down near 125 °C)
+ABSOLUTE_ZERO_C = -273.15
 
 class ConfigError(Exception):
     """A config that cannot be used; `problems` has one line per bad key."""
@@ -410,6 +414,7 @@ class SensorsConfig(Section):
     light_jump_ratio: float = Field(
         2.0,
         gt=1,
+        le=MAX_LIGHT_RATIO,
         description=(
             "Light changing by this factor within 3 s (or since the reading before, when "
             "light_poll_s is longer) is a lighting change: the gate relearns the scene and "
@@ -417,7 +422,7 @@ class SensorsConfig(Section):
         ),
     )
     light_min_delta_lux: float = Field(
-        5.0, ge=0, description="A lighting change must also differ by this many lux."
+        5.0, ge=0, le=MAX_LUX, description="A lighting change must also differ by this many lux."
     )
     light_suppress_s: float = Field(
         3.0, ge=0, le=HOUR_S,
@@ -641,20 +646,26 @@ class RuleConfig(Section):
         None, gt=0, le=100, description="Battery capacity under this percent."
     )
     temp_above_c: Optional[float] = Field(
-        None, description="A thermal zone above this many °C (hysteresis below)."
+        None, ge=ABSOLUTE_ZERO_C, le=MAX_TEMP_C,
+        description="A thermal zone above this many °C (hysteresis below).",
     )
     zone: Optional[NonBlank] = Field(
         None, description="Thermal zone type for temp_above_c (e.g. soc-thermal); unset: any."
     )
     hysteresis_c: float = Field(
-        5.0, ge=0, description="The thermal rule releases this many °C below temp_above_c."
+        5.0, ge=0, le=MAX_TEMP_C,
+        description="The thermal rule releases this many °C below temp_above_c.",
     )
     lux_below: Optional[float] = Field(
-        None, gt=0, description="Ambient light under this lux (no sensor reads under 0)."
+        None, gt=0, le=MAX_LUX,
+        description="Ambient light under this lux (no sensor reads under 0).",
     )
-    lux_above: Optional[float] = Field(None, ge=0, description="Ambient light over this lux.")
+    lux_above: Optional[float] = Field(
+        None, ge=0, le=MAX_LUX, description="Ambient light over this lux."
+    )
     hysteresis_lux: float = Field(
-        5.0, ge=0, description="Light rules release this many lux past their threshold."
+        5.0, ge=0, le=MAX_LUX,
+        description="Light rules release this many lux past their threshold.",
     )
 
     @model_validator(mode="after")
