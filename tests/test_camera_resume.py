@@ -45,19 +45,17 @@ def test_a_file_cut_short_then_renamed_over_is_played_from_frame_0(tmp_path: Pat
     assert all(of_new_clip(f) for f in rest)
 
 
-def test_a_file_played_to_its_end_says_it_ended_with_no_loss_to_close(tmp_path: Path) -> None:
-    """A whole file ends: `on_ended` is told once, with no loss announced before (so the
-    daemon sends no camera_lost for it), and nothing was reported lost."""
+def test_a_file_played_to_its_end_says_it_ended_and_nothing_was_lost(tmp_path: Path) -> None:
+    """A whole file ends: `on_ended` is told once, and nothing was reported lost."""
     clip = write_video(tmp_path / "whole.avi", frames=10)
     lost: list[str] = []
-    ended: list[tuple[str, bool]] = []
-    source = SupervisedSource(file_config(clip), on_lost=lost.append,
-                              on_ended=lambda why, was_lost: ended.append((why, was_lost)),
+    ended: list[str] = []
+    source = SupervisedSource(file_config(clip), on_lost=lost.append, on_ended=ended.append,
                               settings=FAST, udev=False)
     try:
         while source.read() is not None:
             pass
     finally:
         source.stop()
-    assert ended == [("end of file", False)] and lost == []
+    assert ended == ["end of file"] and lost == []
     assert source.state == "ended"

@@ -79,14 +79,21 @@ def assert_one_closed_episode(events: list[dict[str, Any]]) -> None:
 def test_a_source_that_ends_mid_motion_ends_the_episode(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
-    """The file ends while the square still moves, well within the cooldown."""
+    """The file ends while the square still moves, well within the cooldown. The end is
+    told by a last camera_lost (`ended`), after the episode's end, as a loss is."""
     path = write_scene(tmp_path / "ends_moving.avi", moving=30)
     daemon = start_daemon(camera={"source": str(path), "realtime": False},
                           gate={"cooldown_s": 5.0})
     with daemon.connect() as client:
         wait_status(client, lambda s: s["source"]["state"] == "ended" and settled(s))
-        events = wait_events(client, lambda ev: "motion_end" in motion_kinds(ev), timeout=5.0)
+        events = wait_events(client, lambda ev: "camera_lost" in [e["kind"] for e in ev],
+                             timeout=5.0)
     assert_one_closed_episode(events)
+    kinds = [e["kind"] for e in events if e["kind"] in (*MOTION, "camera_lost", "camera_back")]
+    assert kinds == ["motion_start", "motion_end", "camera_lost"], events
+    end = events[-1]
+    assert (end["kind"], end["reason"], end["ended"]) == ("camera_lost", "end of file", True)
+    assert max(e["ts"] for e in events if e["kind"] in MOTION) <= end["ts"]
     assert daemon.stop() == 0
 
 

@@ -115,7 +115,7 @@ def open_camera(
     cfg: Config,
     on_lost: Optional[Callable[[str], None]] = None,
     on_back: Optional[Callable[[], None]] = None,
-    on_ended: Optional[Callable[[str, bool], None]] = None,
+    on_ended: Optional[Callable[[str], None]] = None,
 ) -> SupervisedSource:
     """The camera under supervision: a camera or file that is not there yet is waited for
     (reported in status and by camera_lost); only a malformed camera.source is fatal."""
@@ -132,7 +132,7 @@ def open_parts(
     cfg: Config,
     on_lost: Optional[Callable[[str], None]] = None,
     on_back: Optional[Callable[[], None]] = None,
-    on_ended: Optional[Callable[[str, bool], None]] = None,
+    on_ended: Optional[Callable[[str], None]] = None,
 ) -> tuple[Model, SupervisedSource]:
     model = load_model(cfg)
     warm_gate(cfg.gate)  # the gate's code paged in now, not at the first motion
@@ -485,25 +485,26 @@ class Daemon:
 
     def _open_parts(self, cfg: Config, variant: Optional[str]) -> tuple[Model, SupervisedSource]:
         return open_parts(
-            _with_variant(cfg, variant), self._camera_lost_hook(),
-            self._from_thread(self._on_camera_back), self._from_thread(self._on_camera_ended),
+            _with_variant(cfg, variant), self._camera_hook(self._on_camera_lost),
+            self._from_thread(self._on_camera_back), self._camera_hook(self._on_camera_ended),
         )
 
-    def _camera_lost_hook(self) -> Callable[[str], None]:
-        """A new source's on_lost. The source calls it from read(), on the capture thread
-        of the pipeline reading it, which is `self.pipeline` (a source is read by its own
-        pipeline only, and a stopped one, all a reload leaves of the old, announces no
-        loss). That pipeline ends its motion episode there, so motion_end is sent before
-        camera_lost: an episode does not stay open while nothing is seen."""
-        announce = self._from_thread(self._on_camera_lost)
+    def _camera_hook(self, announce: Callable[[str], None]) -> Callable[[str], None]:
+        """A new source's on_lost or on_ended, which `announce` on the event loop. The
+        source calls it from read(), on the capture thread of the pipeline reading it,
+        which is `self.pipeline` (a source is read by its own pipeline only, and a stopped
+        one, all a reload leaves of the old, announces nothing). That pipeline ends its
+        motion episode there, so motion_end is sent before camera_lost: an episode does not
+        stay open while nothing is seen."""
+        on_loop = self._from_thread(announce)
 
-        def on_lost(reason: str) -> None:
+        def hook(reason: str) -> None:
             pipeline = self.pipeline
             if pipeline is not None:
                 pipeline.camera_lost(time.time())
-            announce(reason)
+            on_loop(reason)
 
-        return on_lost
+        return hook
 
     def _wanted_variant(self, cfg: Optional[Config] = None) -> Optional[str]:
         """The model variant the power policy wants now, or for ``cfg`` (a reload's new
@@ -940,14 +941,12 @@ class Daemon:
     def _on_camera_lost(self, reason: str) -> None:
         self.emit_event("camera_lost", time.time(), reason=reason)
 
-    def _on_camera_ended(self, reason: str, was_lost: bool) -> None:
-        """The source ended (a file played to its end, or cut short and left so). A loss
-        announced before is closed by a last camera_lost that says so (`ended`): its clients
-        wait for a camera_back that will not come, and took the camera for still retried.
-        A source that ends running is no event, as before: the daemon goes on serving, and
-        status says the source ended. The motion episode ended with the loss already."""
-        if was_lost:
-            self.emit_event("camera_lost", time.time(), reason=reason, ended=True)
+    def _on_camera_ended(self, reason: str) -> None:
+        """The source ended (a file played to its end, or cut short and left so): a last
+        camera_lost says so (`ended`). A loss announced before gets no camera_back now, and
+        a client watching only events took a file played to its end for still running. The
+        daemon goes on serving, and status says the source ended."""
+        self.emit_event("camera_lost", time.time(), reason=reason, ended=True)
 
     def _on_camera_back(self) -> None:
         self.emit_event("camera_back", time.time())

@@ -19,9 +19,10 @@ implements the Source protocol, so the pipeline reads from it as from any source
   back after the daemon fell back to the other), is switched to at once, with a warning
   and no loss reported; opening another camera than before is always warned of;
 * calls `on_lost(reason)` when frames stop coming and `on_back()` when they come again,
-  from the reading thread, once per transition; and `on_ended(reason, was_lost)` when the
-  source ends, `was_lost` saying whether a loss was announced that no `on_back()` will now
-  follow (a file cut short that ends as it is), which the end closes.
+  from the reading thread, once per transition; and `on_ended(reason)` when the source ends
+  (a file played to its end, or cut short and left so): no frame comes after it, and no
+  `on_back()` follows a loss announced before. Once: a source that takes over an end
+  already told (a reload to another file that ends at once) tells none.
 
 Every driver call (open, read, close) runs on a worker thread of its own, one per opened
 camera, so the reader can give up on a call that hangs (a stalled stream, a FIFO whose writer
@@ -64,8 +65,8 @@ log = logging.getLogger("wattgate.camera")
 
 State = Literal["running", "lost", "waiting", "ended"]
 # What clients were told of a loss: nothing open; camera_lost, and camera_back is owed;
-# or camera_lost and then its close by the source's end (on_ended), after which a new loss
-# is announced afresh, a second end closes nothing, and frames still say camera_back.
+# or that the source ended (on_ended), after which a new loss is announced afresh, a second
+# end says nothing, and frames still say camera_back.
 Loss = Literal["none", "open", "closed"]
 LOSS_ORDER: tuple[Loss, ...] = ("none", "open", "closed")
 Opener = Callable[[str, int], Source]  # (target, start frame) -> an open source
@@ -268,7 +269,7 @@ class SupervisedSource:
         on_lost: Optional[Callable[[str], None]] = None,
         on_back: Optional[Callable[[], None]] = None,
         *,
-        on_ended: Optional[Callable[[str, bool], None]] = None,
+        on_ended: Optional[Callable[[str], None]] = None,
         luma_rows: int = DEFAULT_LUMA_ROWS,
         settings: Optional[WatchSettings] = None,
         opener: Optional[Opener] = None,
@@ -771,18 +772,19 @@ class SupervisedSource:
         its header just overstates its length, and reopening it would fail the same way for
         ever.
 
-        `on_ended` is told, and whether the loss announced before is left open: clients
-        told camera_lost wait for a camera_back that will not come now. The loss stays
-        announced, so a reload that opens a camera whose frames come says camera_back."""
+        `on_ended` is told, unless an end was told already (taken over on a reload): no
+        frame comes from now on, and clients told camera_lost would wait for a camera_back
+        that will not come. The end stays announced, so a reload that opens a camera whose
+        frames come says camera_back."""
         self._drop_inner()
         with self._cond:
             self._set_state("ended", "end of file")
-            was_lost, stopped = self._loss == "open", self._stopped
-            if was_lost and not stopped:
+            told = self._loss != "closed" and not self._stopped  # a stopped source: nothing
+            if told:
                 self._loss = "closed"
         log.info("source %s ended%s", self.shown, why)
-        if self.on_ended is not None and not stopped:  # a stopped source announces nothing
-            self.on_ended(f"end of file{why}", was_lost)
+        if self.on_ended is not None and told:
+            self.on_ended(f"end of file{why}")
 
     # -- losing and waiting -------------------------------------------------------------------
 

@@ -223,7 +223,7 @@ class Pipeline:
 
     def camera_lost(self, now: float) -> None:
         """The camera stopped giving frames at wall-clock time `now` (a supervised
-        source's on_lost, called by the thread blocked in its read()).
+        source's on_lost or on_ended, called by the thread blocked in its read()).
 
         Nothing is seen while it is lost, so the motion episode under way ends at the loss
         (end_motion). The scene is relearnt from the first frame after it: the gate's memory
