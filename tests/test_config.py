@@ -191,7 +191,7 @@ def test_a_dropin_that_is_not_utf8_is_named(tmp_path: Path) -> None:
      "sensors.light_jump_ratio", "daemon.events_max_age_days", "camera.fps"],
 )
 def test_numbers_that_are_not_finite_are_refused(tmp_path: Path, key: str, value: str) -> None:
-    """NaN passes every bound it is not compared with (temp_above_c has none), and an
+    """NaN passes every bound it is not compared with (the comparison is false), and an
     infinite stall_s became a timeout that stopped the capture thread with OverflowError."""
     section, name = key.rsplit(".", 1)
     header = "[[rules]]\nprofile = \"powersave\"" if section == "rules.0" else f"[{section}]"

@@ -44,8 +44,8 @@ BOUNDED = [
 
 # (key of a [[rules]] entry, the largest value taken, a value past it, the smallest taken)
 RULE_BOUNDED = [
-    ("temp_above_c", 300.0, 301.0, -273.15),
-    ("hysteresis_c", 300.0, 301.0, 0.0),
+    ("temp_above_c", 249.9, 250.0, -273.15),
+    ("hysteresis_c", 250.0, 250.1, 0.0),
     ("lux_below", 200_000.0, 200_001.0, 1e-3),
     ("lux_above", 200_000.0, 200_001.0, 0.0),
     ("hysteresis_lux", 200_000.0, 200_001.0, 0.0),
@@ -103,8 +103,9 @@ def test_infinite_and_nan_durations_are_refused(tmp_path: Path, value: str) -> N
 def test_a_rules_thresholds_are_bounded_by_what_sensors_read(
     tmp_path: Path, key: str, largest: float, past: float, smallest: float
 ) -> None:
-    """A temperature past any thermal zone's critical trip, or light past direct sunlight,
-    is a threshold no board reaches: a unit mixed up (millidegrees, as sysfs gives them)."""
+    """A temperature no zone reading is taken at (thermal.read_zone drops those from
+    250 °C as a broken sensor's), or light past direct sunlight, is a threshold no board
+    reaches: a unit mixed up (millidegrees, as sysfs gives them)."""
     for value in (largest, smallest):
         taken = tmp_path / "taken.toml"
         taken.write_text(_rule(key, value))

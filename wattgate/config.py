@@ -32,6 +32,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from wattgate.daemon.pathcheck import kind_of
 from wattgate.drivers import v4l2
+from wattgate.drivers.thermal import ABSOLUTE_ZERO_MC, IMPLAUSIBLE_MC
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,8 +67,10 @@ MAX_CAP_FPS = 1_000.0  # a frame-rate cap above any camera's rate caps nothing
 MAX_FRAME_PIXELS = 8192 * 8192
 MAX_LUX = 200_000.0  # past direct sunlight (~120 000 lux), beyond any light sensor's range
 MAX_LIGHT_RATIO = 1e6  # a factor past the whole range from starlight to sunlight
-MAX_TEMP_C = 300.0  # past any thermal zone's critical trip (SoCs shut down near 125 °C)
-ABSOLUTE_ZERO_C = -273.15
+# A thermal zone reading above this is dropped as a broken sensor's (thermal.read_zone):
+# a rule's threshold at or past it would never hold.
+MAX_TEMP_C = IMPLAUSIBLE_MC / 1000
+ABSOLUTE_ZERO_C = ABSOLUTE_ZERO_MC / 1000
 
 class ConfigError(Exception):
     """A config that cannot be used; `problems` has one line per bad key."""
@@ -646,7 +649,7 @@ class RuleConfig(Section):
         None, gt=0, le=100, description="Battery capacity under this percent."
     )
     temp_above_c: Optional[float] = Field(
-        None, ge=ABSOLUTE_ZERO_C, le=MAX_TEMP_C,
+        None, ge=ABSOLUTE_ZERO_C, lt=MAX_TEMP_C,
         description="A thermal zone above this many °C (hysteresis below).",
     )
     zone: Optional[NonBlank] = Field(
