@@ -69,6 +69,7 @@ Box = tuple[int, int, int, int]
 Floats = npt.NDArray[np.float32]
 Bytes = npt.NDArray[np.uint8]
 Ints = npt.NDArray[np.intp]
+Bools = npt.NDArray[np.bool_]
 
 REASONS = ("motion", "cooldown", "heartbeat", "idle", "lighting", "calibrating", "disabled")
 
@@ -179,6 +180,15 @@ def _check_bytes(image: MatLike) -> None:
     dtype = image.dtype
     if dtype is not UINT8 and dtype != UINT8:
         raise ValueError(f"the gate takes uint8 frames, not {dtype}")
+
+
+def _learnt_elsewhere(unlearnt: Bools) -> Optional[Bytes]:
+    """A mask of where the background may learn while calibrating: everywhere but
+    `unlearnt` (where an object travels); None for everywhere."""
+    if not unlearnt.any():
+        return None
+    elsewhere: Bytes = np.logical_not(unlearnt).view(np.uint8)
+    return elsewhere
 
 
 def inference_reason(
@@ -679,6 +689,9 @@ class MotionGate:
                 cv2.copyTo(buf.diff, buf.calm, buf.dev)
             else:
                 cv2.max(buf.dev, buf.diff, buf.dev)
+            if calibrating:  # holding an episode: what moves is not learnt here either
+                found = self._passing_objects(buf, changed, threshold)
+                unlearnt = None if found is None else _learnt_elsewhere(found[1])
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
@@ -730,45 +743,60 @@ class MotionGate:
         self, buf: _Buffers, changed: int, threshold: float, now: float
     ) -> Optional[Bytes]:
         """The usual residual while calibrating: each pixel's peak, but not where an
-        object passes by. A change of an object's size (PERSIST_AREA min_areas) is scenery
-        only once it is found in place: touching pixels that moved IN_PLACE_S before. A
-        swaying bush stays where it is; a parcel on a conveyor moves on, and taken for
-        scenery it would blind the gate to the next one on its path. Where such a change
-        does not move (the ghost a passing object leaves in a background still being
-        learnt) the background takes the frame at once. Returns where an object travels
-        (moves, not in place): a mask of where the background may learn, None for all of
-        it. Calibration frames only: their cost does not count."""
-        objects = np.zeros(buf.grown.shape, np.uint8)
-        if changed:
-            contours, _ = cv2.findContours(buf.grown, cv2.RETR_EXTERNAL,
-                                           cv2.CHAIN_APPROX_SIMPLE)
-            large = [c for c in contours
-                     if cv2.contourArea(c) >= PERSIST_AREA * self.cfg.min_area]
-            cv2.drawContours(objects, large, -1, (255,), cv2.FILLED)
-        passing = objects > 0
-        np.maximum(buf.scenery, buf.diff, out=buf.scenery, where=~passing)
+        object passes by (_passing_objects). A change of an object's size is scenery only
+        once it is found in place: touching pixels that moved IN_PLACE_S before. A swaying
+        bush stays where it is; a parcel on a conveyor moves on, and taken for scenery it
+        would blind the gate to the next one on its path. Returns where the background may
+        learn (_learnt_elsewhere): not where an object travels (moves, not in place).
+        Calibration frames only: their cost does not count."""
+        found = self._passing_objects(buf, changed, threshold)
         travelling = None
-        if passing.any():
-            moved = passing & (np.abs(buf.cur - buf.prev) > threshold / 2.0)
-            ghost = passing & ~moved
-            if ghost.any():
-                np.copyto(buf.bg, buf.cur, where=ghost)
-                self._absorbed = True
-                self._bg_max = 255.0  # until _refresh_range measures it again
+        if found is None:
+            np.maximum(buf.scenery, buf.diff, out=buf.scenery)
+        else:
+            regions, moved = found
+            passing = regions > 0
+            np.maximum(buf.scenery, buf.diff, out=buf.scenery, where=~passing)
             np.maximum(buf.object_peak, buf.diff, out=buf.object_peak, where=moved)
             since = now - self._learnt_from
             np.minimum(buf.first_seen, since, out=buf.first_seen, where=moved)
             earlier = passing & (buf.first_seen <= since - IN_PLACE_S)
-            _, regions = cv2.connectedComponents(objects)
             settled = np.unique(regions[earlier])
             buf.in_place[np.isin(regions, settled[settled > 0])] = 1
             travelling = moved & (buf.in_place == 0)
         np.copyto(buf.dev, buf.scenery)
         np.maximum(buf.dev, buf.object_peak, out=buf.dev, where=buf.in_place > 0)
-        if travelling is None or not travelling.any():
+        return None if travelling is None else _learnt_elsewhere(travelling)
+
+    def _passing_objects(
+        self, buf: _Buffers, changed: int, threshold: float
+    ) -> Optional[tuple[npt.NDArray[np.int32], Bools]]:
+        """While calibrating: the changes of an object's size (PERSIST_AREA min_areas),
+        labelled by region, and where they moved since the last frame; None if there are
+        none. Where such a change did not move is taken for the ghost a passing object
+        left in the background still being learnt: the background takes the frame there
+        at once. (So is the inside of a slow object that overlaps itself from frame to
+        frame; it can stay behind as a ghost where the object was last seen while
+        calibrating. Taking only regions with no moved pixel for ghosts keeps it out, but
+        a swaying bush's still parts were then learnt too slowly: foliage at 1280x720
+        skipped 70 % of idle frames, not all.)"""
+        if not changed:
             return None
-        elsewhere: Bytes = np.logical_not(travelling).view(np.uint8)
-        return elsewhere
+        objects = np.zeros(buf.grown.shape, np.uint8)
+        contours, _ = cv2.findContours(buf.grown, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        large = [c for c in contours if cv2.contourArea(c) >= PERSIST_AREA * self.cfg.min_area]
+        if not large:
+            return None
+        cv2.drawContours(objects, large, -1, (255,), cv2.FILLED)
+        regions = np.asarray(cv2.connectedComponents(objects)[1], np.int32)  # no copy
+        passing = regions > 0
+        moved: Bools = passing & (np.abs(buf.cur - buf.prev) > threshold / 2.0)
+        ghost = passing & ~moved
+        if ghost.any():
+            np.copyto(buf.bg, buf.cur, where=ghost)
+            self._absorbed = True
+            self._bg_max = 255.0  # until _refresh_range measures it again
+        return regions, moved
 
     def _guard(self, buf: _Buffers, threshold: float) -> None:
         """The per-pixel threshold; rebuilt every few frames (the usual residual moves
