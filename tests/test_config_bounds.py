@@ -61,19 +61,33 @@ def _rule(key: str, value: float) -> str:
     return f'[[rules]]\nprofile = "powersave"\n{condition}{key} = {value!r}\n'
 
 
+def _taken(tmp_path: Path, text: str) -> None:
+    """A config file of `text` loads."""
+    path = tmp_path / "taken.toml"
+    path.write_text(text)
+    load_config(path)
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    """The problems a config file of `text` is refused with."""
+    path = tmp_path / "refused.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems
+
+
+def _keys(problems: list[str]) -> list[str]:
+    return [line.split(":")[0] for line in problems]
+
+
 @pytest.mark.parametrize(("table", "key", "largest", "past"), BOUNDED,
                          ids=[f"{t}.{k}" for t, k, _, _ in BOUNDED])
 def test_the_largest_value_is_taken_and_the_next_refused(
     tmp_path: Path, table: str, key: str, largest: object, past: object
 ) -> None:
-    taken = tmp_path / "taken.toml"
-    taken.write_text(_toml(table, key, largest))
-    load_config(taken)
-    refused = tmp_path / "refused.toml"
-    refused.write_text(_toml(table, key, past))
-    with pytest.raises(ConfigError) as caught:
-        load_config(refused)
-    assert [line.split(":")[0] for line in caught.value.problems] == [f"{table}.{key}"]
+    _taken(tmp_path, _toml(table, key, largest))
+    assert _keys(_problems(tmp_path, _toml(table, key, past))) == [f"{table}.{key}"]
 
 
 def test_check_config_refuses_a_huge_cooldown_naming_the_key_and_the_dropin(
@@ -90,12 +104,9 @@ def test_check_config_refuses_a_huge_cooldown_naming_the_key_and_the_dropin(
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_infinite_and_nan_durations_are_refused(tmp_path: Path, value: str) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(f"[power]\ncooldown_s = {value}\n[gate]\nheartbeat_s = {value}\n")
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert sorted(line.split(":")[0] for line in caught.value.problems) == [
-        "gate.heartbeat_s", "power.cooldown_s"]
+    text = f"[power]\ncooldown_s = {value}\n[gate]\nheartbeat_s = {value}\n"
+    problems = _problems(tmp_path, text)
+    assert sorted(_keys(problems)) == ["gate.heartbeat_s", "power.cooldown_s"]
 
 
 @pytest.mark.parametrize(("key", "largest", "past", "smallest"), RULE_BOUNDED,
@@ -107,20 +118,10 @@ def test_a_rules_thresholds_are_bounded_by_what_sensors_read(
     250 °C as a broken sensor's), or light past direct sunlight, is a threshold no board
     reaches: a unit mixed up (millidegrees, as sysfs gives them)."""
     for value in (largest, smallest):
-        taken = tmp_path / "taken.toml"
-        taken.write_text(_rule(key, value))
-        load_config(taken)
-    refused = tmp_path / "refused.toml"
-    refused.write_text(_rule(key, past))
-    with pytest.raises(ConfigError) as caught:
-        load_config(refused)
-    assert [line.split(":")[0] for line in caught.value.problems] == [f"rules.0.{key}"]
+        _taken(tmp_path, _rule(key, value))
+    assert _keys(_problems(tmp_path, _rule(key, past))) == [f"rules.0.{key}"]
 
 
 def test_a_temperature_below_absolute_zero_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "config.toml"
-    path.write_text(_rule("temp_above_c", -273.16))
-    with pytest.raises(ConfigError) as caught:
-        load_config(path)
-    assert caught.value.problems == [
+    assert _problems(tmp_path, _rule("temp_above_c", -273.16)) == [
         "rules.0.temp_above_c: got -273.16; Input should be greater than or equal to -273.15"]
