@@ -673,10 +673,10 @@ class MotionGate:
         now: float, calibrating: bool,
     ) -> None:
         """Update the usual residual, the background and the still-region clocks."""
-        unlearnt: Optional[Bytes] = None  # while calibrating: where an object passes by
+        learn_where: Optional[Bytes] = None  # a mask: not where an object passes by
         if calibrating and not self._holding:  # what keeps moving while the scene is
             # learnt is scenery (foliage); not in an episode carried over, where it moves
-            unlearnt = self._learn_scenery(buf, changed, threshold, now)
+            learn_where = self._learn_scenery(buf, changed, threshold, now)
         else:  # peaks of what stayed under the threshold; a passer-by is above it
             elapsed = now - self._decayed_at
             if elapsed >= DECAY_STEP_S or elapsed < 0:
@@ -691,7 +691,7 @@ class MotionGate:
                 cv2.max(buf.dev, buf.diff, buf.dev)
             if calibrating:  # holding an episode: what moves is not learnt here either
                 found = self._passing_objects(buf, changed, threshold)
-                unlearnt = None if found is None else _learnt_elsewhere(found[1])
+                learn_where = None if found is None else _learnt_elsewhere(found[1])
         alpha = self.cfg.alpha
         if self._fast_frames > 0:
             self._fast_frames -= 1
@@ -703,7 +703,7 @@ class MotionGate:
             self._hl_offset = gain * self._hl_offset + offset
         # an upper bound of the background, to know when a gain could push it past white
         self._bg_max = min(255.0, (1.0 - alpha) * (gain * self._bg_max + offset) + alpha * 255.0)
-        plain = (not changed or calibrating) and unlearnt is None and not self._clipped
+        plain = (not changed or calibrating) and learn_where is None and not self._clipped
         if plain and same:
             cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
         elif plain and gain * self._bg_max + offset <= 255.0:  # rebase and learn in one pass
@@ -716,10 +716,10 @@ class MotionGate:
                     cv2.min(buf.bg, 255.0, buf.bg)  # type: ignore[call-overload]
             if self._clipped:
                 self._unclip(buf)
-            if unlearnt is not None:  # the background under an object passing by is
+            if learn_where is not None:  # the background under an object passing by is
                 # not learnt from it: with the fast alpha, at a low frame rate, its last
                 # position stayed behind as a ghost once calibration was over
-                cv2.accumulateWeighted(buf.cur, buf.bg, alpha, unlearnt)
+                cv2.accumulateWeighted(buf.cur, buf.bg, alpha, learn_where)
             elif not changed or calibrating:
                 cv2.accumulateWeighted(buf.cur, buf.bg, alpha)
             else:
