@@ -19,6 +19,7 @@ from tests.conftest import DaemonProcess, FaceVideo, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from tests.test_camera_watch import wait_for
 from tests.test_daemon import wait_log
+from tests.test_sensors import write_whole
 from wattgate.client import Client, ClientError
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
@@ -206,15 +207,22 @@ def test_a_reload_applies_new_sensor_settings(start_daemon: StartDaemon, tmp_pat
     an event), and one removed by the next is no longer."""
     daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240})
     pir = daemon.config.parent / "sys" / "pir"
-    pir.write_text("0\n")
+    write_whole(pir, "1\n")  # high as first read is someone already there: it shows the PIR read
+
+    def pir_active() -> bool:
+        return bool(client.request("status")["sensors"]["pir"]["active"])
+
     with daemon.connect() as client:
         assert "pir" not in client.request("status")["sensors"]
         text = daemon.config.read_text()
         daemon.config.write_text(text + '[sensors]\npir = "pir"\npir_poll_s = 0.05\n')
         assert client.request("reload")["reloaded"]
         assert client.request("status")["sensors"]["pir"]["attribute"] == "pir"
+        wait_for(pir_active, what="the PIR read high")
+        write_whole(pir, "0\n")
+        wait_for(lambda: not pir_active(), what="the PIR read low")
         client.request("subscribe", topics=["events"])
-        pir.write_text("1\n")
+        write_whole(pir, "1\n")
         client.settimeout(20.0)
         assert next(m for m in client.messages() if m.get("kind") == "pir")
         daemon.config.write_text(text)

@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 
@@ -92,6 +92,14 @@ def test_pir_triggers_on_rising_edges_and_holds() -> None:
 # -- the sensor thread on a fake tree -------------------------------------------------------------
 
 
+def write_whole(path: Path, text: str) -> None:
+    """An attribute written whole, as a sysfs read sees it: write_text's truncate-then-write
+    lets a thread reading meanwhile see it empty."""
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(text)
+    os.replace(staged, path)
+
+
 class Tree:
     """A sysfs root with IIO devices and a GPIO line, written as their drivers lay them out."""
 
@@ -102,7 +110,7 @@ class Tree:
     def attr(self, rel: str, value: Any) -> None:
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{value}\n")
+        write_whole(path, f"{value}\n")
 
     def temp_sensor(self, name: str = "iio:device0") -> None:  # a temperature-only device
         self.attr(f"bus/iio/devices/{name}/name", "tmp117")
@@ -231,13 +239,32 @@ def test_nothing_to_poll_starts_no_thread(tree: Tree) -> None:
     sensors.stop()
 
 
+class ReadNoting(Sysfs):
+    """A Sysfs telling when one attribute has been read: the thread's first PIR read is the
+    output as found (someone already there when high), so the test raises it only after."""
+
+    def __init__(self, root: Path, attribute: str) -> None:
+        super().__init__(root)
+        self.attribute = attribute
+        self.seen = threading.Event()
+
+    def read_int_opt(self, attribute: str) -> Optional[int]:
+        value = super().read_int_opt(attribute)
+        if attribute == self.attribute:
+            self.seen.set()
+        return value
+
+
 def test_the_thread_reports_a_pir_trigger_and_stops(tree: Tree) -> None:
     tree.tsl2591(50.0)
     path = tree.gpio(0)
     rec = Recorder()
-    sensors = watch(tree, rec, pir=path, pir_poll_s=0.02, light_poll_s=0.05)
+    fs = ReadNoting(tree.root, "class/gpio/gpio17/value")
+    settings = SensorSettings(pir=path, pir_poll_s=0.02, light_poll_s=0.05)
+    sensors = SensorWatch(fs, settings, rec.on_lighting, rec.on_pir)
     sensors.start()
     try:
+        assert fs.seen.wait(30), "the PIR was never read"
         tree.gpio(1)
         assert rec.seen.wait(30), "no PIR trigger seen"
         assert len(rec.pir) == 1

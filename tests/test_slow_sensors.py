@@ -15,7 +15,7 @@ from typing import Any, Optional
 import pytest
 
 from tests.fixtures.boards import materialize
-from tests.test_sensors import Recorder, Tree
+from tests.test_sensors import ReadNoting, Recorder, Tree
 from wattgate.config import parse_config
 from wattgate.daemon.power import PowerController
 from wattgate.daemon.sensors import SensorSettings, SensorWatch
@@ -65,11 +65,13 @@ def test_a_light_sensor_that_does_not_answer_does_not_hold_up_the_pir(
     tree, stuck = stuck_light
     path = tree.gpio(0)
     rec = Recorder()
-    sensors = SensorWatch(tree.fs, SensorSettings(pir=path, pir_poll_s=0.02, light_poll_s=0.05),
+    fs = ReadNoting(tree.root, "class/gpio/gpio17/value")
+    sensors = SensorWatch(fs, SensorSettings(pir=path, pir_poll_s=0.02, light_poll_s=0.05),
                           rec.on_lighting, rec.on_pir)
     sensors.start()
     try:
         stuck.wait_for_reader()
+        assert fs.seen.wait(20), "the PIR was not read while the light sensor hung"
         tree.gpio(1)
         assert rec.seen.wait(20), "the PIR was not polled while the light sensor hung"
         assert len(rec.pir) == 1
