@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from tests.conftest import tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from wattgate.config import load_config
 from wattgate.daemon import journal_dirs
+from wattgate.daemon.power import PowerController
 from wattgate.daemon.rollback import JOURNAL_NAME, JournaledWriter, SysfsJournal
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.simulate import SimulateError, run_one, scene_footage, video_footage
+from wattgate.stop_signals import StopSignal
 
 
 def write_video(path: Path, frames: int) -> Path:
@@ -102,3 +105,27 @@ def test_a_simulation_leaves_the_real_boards_journals_alone(tmp_path: Path) -> N
     run_one(load_config(config), "rk3588", scene_footage("office"), 1.0, tmp_path / "work")
     assert tree_snapshot(root) == crashed and (journal / JOURNAL_NAME).exists()
     assert (state / journal_dirs.NOTE_NAME).read_text() == note
+
+
+def test_a_stop_during_the_controllers_start_stops_its_writer_and_restores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM (StopSignal) raised while the controller's start waited for its first writes
+    left the writer thread running and the board as it was set: the writer went on writing
+    the simulated board and its journal while the temporary directory was being removed,
+    and the removal failed."""
+    settle = PowerController.settle
+
+    def stopped(self: PowerController, timeout: float) -> bool:
+        assert settle(self, timeout)  # the start's writes are made: the signal comes now
+        raise StopSignal(signal.SIGTERM)
+
+    monkeypatch.setattr(PowerController, "settle", stopped)
+    work = tmp_path / "work"
+    board = materialize("rk3588", tmp_path / "board")
+    with pytest.raises(StopSignal):
+        run_one(load_config(write_config(tmp_path / "config.toml", tmp_path)), "rk3588",
+                scene_footage("office"), 1.0, work)
+    assert not any(t.name == "wattgate-power-writer" for t in threading.enumerate())
+    assert tree_snapshot(work / "sys") == tree_snapshot(board)  # every original written back
+    assert not (work / "journal" / JOURNAL_NAME).exists()

@@ -264,12 +264,12 @@ def run_one(cfg: Config, board: str, footage: Footage, model_ms: float, workdir:
     sim = SimBoard(Sysfs(root), watch, board_power(board, energy_model(board)), model_ms)
     gate = MotionGate(cfg.gate) if cfg.gate.enabled else None
     dt = 1.0 / footage.fps
-    controller.start(0.0)
     next_tick = 1.0
     cpu_sum = 0.0
     steps = 0
     frames = footage.frames() if gate is not None else None
-    try:
+    try:  # a stop signal (StopSignal) during the start stops its writer and restores too
+        controller.start(0.0)
         for index in range(footage.length):
             now = index * dt
             looked = controller.on_frame(now)
