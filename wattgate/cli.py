@@ -54,6 +54,7 @@ try:
         load_config,
         report_config_error,
     )
+    from wattgate.drivers.runtime import RuntimeMissing
 finally:
     if _note_sigint:
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -293,6 +294,8 @@ def _model_lines(key: str, model: ModelConfig) -> list[str]:
     try:
         with _runtime_info_dropped():
             Model.from_config(model.model_copy(update={"delegate": None}))
+    except RuntimeMissing as exc:
+        return [f"{key}: {exc}"]
     except ModelError as exc:
         part = "kind" if isinstance(exc.__cause__, DecoderError) else "path"
         return [f"{key}.{part}: {exc}"]
@@ -519,10 +522,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 # The exit codes of every command, in short: README.md's "Exit codes" says when each comes.
 EXIT_CODES = (
     "exit codes: 0 done; 1 other errors (the message says which); 2 usage; 69 unavailable "
-    "(run: no model, camera, state_dir or socket here; clients: no daemon, or it cannot do "
-    "it); 75 busy or no answer in time (restore: a daemon holds the journal or board); 77 "
-    "forbidden (no permission on the socket, the pin or the journal); 78 bad config; 130 "
-    "interrupted (Ctrl-C)"
+    "(run: no model, TFLite runtime, camera, state_dir or socket here; clients: no daemon, "
+    "or it cannot do it); 75 busy or no answer in time (restore: a daemon holds the journal "
+    "or board); 77 forbidden (no permission on the socket, the pin or the journal); 78 bad "
+    "config; 130 interrupted (Ctrl-C)"
 )
 
 
@@ -630,6 +633,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _config_failure(exc, getattr(args, "json", False))
     except ClientError as exc:
         return _client_failure(exc, getattr(args, "json", False))
+    except RuntimeMissing as exc:  # run, probe, simulate: 69 as for a model missing
+        return _fail(str(exc), EXIT_UNAVAILABLE)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -55,6 +55,7 @@ from wattgate.daemon.server import Server, quiet_departures
 from wattgate.daemon.warmup import model_frame, warm_gate
 from wattgate.drivers.camera import SourceError
 from wattgate.drivers.inference import Model, ModelError
+from wattgate.drivers.runtime import RuntimeMissing
 from wattgate.drivers.sysfs import Sysfs
 from wattgate.policies.gating import MotionGate
 from wattgate.policies.lighting import LightVerdict
@@ -99,7 +100,7 @@ class StartupError(Exception):
 def load_model(cfg: Config) -> Model:
     try:
         model = Model.from_config(cfg.model)
-    except ModelError as exc:
+    except (ModelError, RuntimeMissing) as exc:
         raise StartupError(f"model: {exc}") from None
     # One inference before READY: the runtime packs weights and sizes its buffers on the
     # first invoke, and decoding detections (there is a face in the frame) runs its code for

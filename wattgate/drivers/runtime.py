@@ -9,12 +9,14 @@ in wattgate imports the interpreter from here, so swapping runtimes touches one 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 from types import ModuleType
 from typing import Any
 
-__all__ = ["RUNTIME_NAME", "Interpreter", "RuntimeMissing", "load_delegate"]
+# Also Interpreter, load_delegate and RUNTIME_NAME, by __getattr__ (imported on first use).
+__all__ = ["RuntimeMissing"]
 
 log = logging.getLogger("wattgate.runtime")
 
@@ -47,7 +49,18 @@ def _import_runtime() -> tuple[ModuleType, str]:
     )
 
 
-_module, RUNTIME_NAME = _import_runtime()
+@functools.cache
+def _runtime() -> tuple[ModuleType, str]:
+    return _import_runtime()
 
-Interpreter: Any = _module.Interpreter
-load_delegate: Any = _module.load_delegate
+
+def __getattr__(name: str) -> Any:
+    """``Interpreter``, ``load_delegate`` and ``RUNTIME_NAME``, imported on first use: this
+    module imports without a runtime, so a machine without one (a fresh Debian install:
+    README.Debian) gets RuntimeMissing where a model is made, which `wattgate run` and
+    `check-config` report as exit 69, not an ImportError's traceback at import."""
+    if name == "RUNTIME_NAME":
+        return _runtime()[1]
+    if name in ("Interpreter", "load_delegate"):
+        return getattr(_runtime()[0], name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
