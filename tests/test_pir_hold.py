@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
 from tests.fixtures.boards import materialize
+from tests.test_camera_watch import wait_for
+from tests.test_sensors import write_whole
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -40,13 +42,23 @@ def pir_daemon(start_daemon: StartDaemon, tmp_path: Path,
     root = materialize("rk3588", tmp_path / "board")
     gpio = root / "class/gpio/gpio17"
     gpio.mkdir(parents=True)
-    (gpio / "value").write_text("0\n")
+    # High first, as status then shows the first read (someone already there, no trigger);
+    # low once it has: a raise after that is a trigger, not what the first read finds.
+    write_whole(gpio / "value", "1\n")
     daemon = start_daemon(
         power={"sysfs_root": str(root), "cooldown_s": cooldown_s},
         camera={"source": "synthetic:empty"},
         sensors={"light": "none", "pir": "/sys/class/gpio/gpio17/value",
                  "pir_poll_s": 0.05, "pir_hold_s": 1.0},
     )
+
+    def pir_active() -> bool:
+        with daemon.connect() as client:
+            return bool(client.request("status")["sensors"]["pir"]["active"])
+
+    wait_for(pir_active, what="the PIR's first read")
+    write_whole(gpio / "value", "0\n")
+    wait_for(lambda: not pir_active(), what="the PIR read low")
     return daemon, gpio
 
 
@@ -56,12 +68,12 @@ def test_someone_in_front_of_the_pir_keeps_the_board_awake_until_the_hold_ends(
     cooldown_s = 1.0
     daemon, gpio = pir_daemon(start_daemon, tmp_path, cooldown_s)
     wait_for_activity(daemon, "idle")
-    (gpio / "value").write_text("1\n")  # someone walks in, and stays
+    write_whole(gpio / "value", "1\n")  # someone walks in, and stays
     wait_for_activity(daemon, "active")
     stays_until = time.monotonic() + 4 * cooldown_s
     while time.monotonic() < stays_until:
         assert activity(daemon) != "idle"
         time.sleep(0.2)
-    (gpio / "value").write_text("0\n")  # they leave: idle after the hold and the cooldown
+    write_whole(gpio / "value", "0\n")  # they leave: idle after the hold and the cooldown
     wait_for_activity(daemon, "idle")
     assert daemon.stop() == 0

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from tests.conftest import DaemonProcess
 from tests.test_pir_hold import pir_daemon
-from tests.test_sensors import Recorder, Tree, watch
+from tests.test_sensors import Recorder, Tree, watch, write_whole
 from tests.test_slow_sensors import Stuck
 from wattgate.daemon.sensors import STUCK_S
 
@@ -40,7 +40,7 @@ def test_a_pir_gone_while_high_lets_the_board_idle_after_the_hold(
             time.sleep(0.1)
 
     wait_for("idle")
-    (gpio / "value").write_text("1\n")  # someone walks in
+    write_whole(gpio / "value", "1\n")  # someone walks in
     wait_for("active")
     shutil.rmtree(gpio)  # the GPIO is unexported while the output is high
     pir = wait_for("idle")["sensors"]["pir"]
@@ -89,6 +89,9 @@ def test_a_pir_read_that_hangs_counts_as_low_after_stuck_s(tmp_path: Path) -> No
         pir = sensors.status(later)["pir"]
         assert (pir["active"], pir["holding"], pir["error"]) == (False, False, "no answer")
     finally:
+        # Stopped before the read is answered: the answer is then dropped, where a watch
+        # still running read the FIFO again, with no writer left, and hung for good.
+        sensors.stop(timeout=0.05)
         if stuck is not None:
             stuck.release("1\n")
         sensors.stop(timeout=30)

@@ -167,8 +167,10 @@ def test_snap_infers_the_next_frame_on_an_idle_scene(start_daemon: StartDaemon) 
         camera={"source": "synthetic:empty"}, gate={"heartbeat_s": 3600.0}
     )
     with daemon.connect() as client:
-        time.sleep(1.0)  # let the gate calibrate and go idle
-        before = client.request("status")["pipeline"]["inferred"]
+        # Calibrated (CALIBRATION_S) and idle: its end is inferred once, as a heartbeat.
+        status = wait_status(client, lambda st: st["pipeline"]["inferred"] >= 1)
+        before = status["pipeline"]["inferred"]
+        assert before == 1, status
         requested = time.time()
         result = client.request("snap", timeout_ms=5000)["result"]
         assert result["class"] == "result"

@@ -29,8 +29,9 @@ class Stuck:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd: Optional[int] = None
-        path.unlink(missing_ok=True)
-        os.mkfifo(path)
+        staged = path.with_name(path.name + ".fifo")  # swapped in whole: never missing
+        os.mkfifo(staged)
+        os.replace(staged, path)
 
     def wait_for_reader(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
