@@ -171,8 +171,9 @@ def test_a_knob_refused_at_start_is_tried_again_until_it_takes(
         ceiling.chmod(0o644)  # udev's rule has run
         pc.tick(1.0)
         pc.tick(2.0)
+        settled = pc.settle(30)  # the writer has made the tick's retry
         state = pc.activity.state
-        taken = read(root, str(ceiling.relative_to(root)))
+        taken = read(root, str(ceiling.relative_to(root))) if settled else "unsettled"
         pc.stop()
         return f"{state} {refused} {taken} {read(root, str(ceiling.relative_to(root)))}"
 

@@ -64,10 +64,11 @@ def test_a_slow_model_load_asks_systemd_for_more_start_time(
                                                str(config)])
     notify.wait_for("READY=1", timeout=30)
     extensions = [line for _, line in notify.received if line.startswith("EXTEND_TIMEOUT_USEC")]
+    assert extensions and set(extensions) == {"EXTEND_TIMEOUT_USEC=60000000"}, notify.received
     # one every 0.25 s of loading, up to 0.75 s of it: not for a load that goes on for good
-    assert 1 <= len(extensions) <= 3, notify.received
-    assert set(extensions) == {"EXTEND_TIMEOUT_USEC=60000000"}
-    assert "asked systemd for 60 s more" in daemon.log()
+    # (the camera's first open, after it, may ask for its own on a slow machine)
+    log = daemon.log()
+    assert 1 <= log.count("still loading the model after") <= 3, log
     assert daemon.stop() == 0
 
 

@@ -335,12 +335,13 @@ class Daemon:
             ticker.cancel()  # a power tick under way ends first: its events are kept
             await asyncio.wait({ticker}, timeout=TICK_END_WAIT_S)
 
-    async def _asking_for_time(self, work: asyncio.Future[T],
-                               extend: bool = True) -> Optional[T]:
+    async def _asking_for_time(self, work: asyncio.Future[T], extend: bool = True,
+                               doing: str = "loading the model") -> Optional[T]:
         """work's result, or None if the daemon is asked to stop first: systemd's stop
         must not wait for a load that can take minutes (TimeoutStopSec= is 20 s). With
         `extend`, more time is asked of systemd while it runs (EXTEND_*): TimeoutStartSec=
-        covers the whole start-up, and a reload too (systemd times RELOADING=1 with it)."""
+        covers the whole start-up, and a reload too (systemd times RELOADING=1 with it).
+        `doing` is what the log says it is still doing then."""
         stopping = asyncio.ensure_future(self._stop.wait())
         either: set[asyncio.Future[Any]] = {work, stopping}
         waited = 0.0
@@ -355,8 +356,8 @@ class Daemon:
                 waited += EXTEND_EVERY_S
                 if (extend and waited <= EXTEND_MAX_S
                         and self.notifier.extend_timeout(EXTEND_STEP_S)):
-                    log.info("still loading the model after %.0f s; asked systemd for %.0f s "
-                             "more", waited, EXTEND_STEP_S)
+                    log.info("still %s after %.0f s; asked systemd for %.0f s more",
+                             doing, waited, EXTEND_STEP_S)
         finally:
             stopping.cancel()
 
@@ -383,7 +384,8 @@ class Daemon:
             finally:
                 self._opened.set()
         attempted = await self._asking_for_time(asyncio.ensure_future(loop.run_in_executor(
-            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0)))
+            None, source.wait_first_attempt, source.settings.open_timeout_s + 1.0)),
+            doing="opening the camera")
         if attempted is None:
             log.info("asked to stop while opening the camera; not waiting for it")
             return None
