@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import tree_snapshot, write_config
 from tests.fixtures.boards import materialize
+from wattgate.drivers.inference import default_model_path
 
 MISSING = "no TFLite runtime installed"
 
@@ -42,10 +43,13 @@ def wattgate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 def test_check_config_names_the_missing_runtime(tmp_path: Path,
                                                 no_runtime: dict[str, str]) -> None:
     config = write_config(tmp_path / "config.toml", tmp_path)
+    config.write_text(config.read_text()
+                      + f'[model.variants.small]\npath = "{default_model_path()}"\n')
     assert wattgate(dict(os.environ), "check-config", str(config)).returncode == 0
     proc = wattgate(no_runtime, "check-config", str(config))
     assert proc.returncode == 69, proc.stderr
-    assert f"model: {MISSING}: install 'ai-edge-litert'" in proc.stderr
+    assert f"  model: {MISSING}: install 'ai-edge-litert'" in proc.stderr
+    assert proc.stderr.count(MISSING) == 1  # the machine's, said once, not for each variant
     assert "Traceback" not in proc.stderr
 
 

@@ -294,8 +294,8 @@ def _model_lines(key: str, model: ModelConfig) -> list[str]:
     try:
         with _runtime_info_dropped():
             Model.from_config(model.model_copy(update={"delegate": None}))
-    except RuntimeMissing as exc:
-        return [f"{key}: {exc}"]
+    except RuntimeMissing as exc:  # the machine's, not a variant's: said once, under model
+        return [f"{key}: {exc}"] if key == "model" else []
     except ModelError as exc:
         part = "kind" if isinstance(exc.__cause__, DecoderError) else "path"
         return [f"{key}.{part}: {exc}"]
@@ -633,7 +633,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return _config_failure(exc, getattr(args, "json", False))
     except ClientError as exc:
         return _client_failure(exc, getattr(args, "json", False))
-    except RuntimeMissing as exc:  # run, probe, simulate: 69 as for a model missing
+    except RuntimeMissing as exc:  # simulate, bench (run's is a StartupError): 69
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except KeyboardInterrupt:
         return 130

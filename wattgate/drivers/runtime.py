@@ -31,7 +31,8 @@ class RuntimeMissing(ImportError):
     """No TFLite runtime is importable; the message names the packages that provide one."""
 
 
-def _import_runtime() -> tuple[ModuleType, str]:
+@functools.cache
+def _runtime() -> tuple[ModuleType, str]:
     errors: list[str] = []
     for module_name, package in CANDIDATES:
         try:
@@ -47,11 +48,6 @@ def _import_runtime() -> tuple[ModuleType, str]:
         "no TFLite runtime installed: install 'ai-edge-litert' (Python >= 3.10) or "
         "'tflite-runtime' (Python <= 3.11, numpy < 2); import errors: " + "; ".join(errors)
     )
-
-
-@functools.cache
-def _runtime() -> tuple[ModuleType, str]:
-    return _import_runtime()
 
 
 def __getattr__(name: str) -> Any:
