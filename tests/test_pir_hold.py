@@ -42,9 +42,7 @@ def pir_daemon(start_daemon: StartDaemon, tmp_path: Path,
     root = materialize("rk3588", tmp_path / "board")
     gpio = root / "class/gpio/gpio17"
     gpio.mkdir(parents=True)
-    # High first, as status then shows the first read (someone already there, no trigger);
-    # low once it has: a raise after that is a trigger, not what the first read finds.
-    write_whole(gpio / "value", "1\n")
+    write_whole(gpio / "value", "1\n")  # high first: read_high_then_low
     daemon = start_daemon(
         power={"sysfs_root": str(root), "cooldown_s": cooldown_s},
         camera={"source": "synthetic:empty"},
@@ -56,10 +54,17 @@ def pir_daemon(start_daemon: StartDaemon, tmp_path: Path,
         with daemon.connect() as client:
             return bool(client.request("status")["sensors"]["pir"]["active"])
 
-    wait_for(pir_active, what="the PIR's first read")
-    write_whole(gpio / "value", "0\n")
-    wait_for(lambda: not pir_active(), what="the PIR read low")
+    read_high_then_low(gpio / "value", pir_active)
     return daemon, gpio
+
+
+def read_high_then_low(value: Path, active: Callable[[], bool]) -> None:
+    """A PIR whose `value` was written high before its watch began: seen read high (the
+    first read, someone already there, which status shows), then set low and seen read
+    low, so that the next raise is a trigger, not what a first read finds."""
+    wait_for(active, what="the PIR's first read")
+    write_whole(value, "0\n")
+    wait_for(lambda: not active(), what="the PIR read low")
 
 
 def test_someone_in_front_of_the_pir_keeps_the_board_awake_until_the_hold_ends(

@@ -19,6 +19,7 @@ from tests.conftest import DaemonProcess, FaceVideo, tree_snapshot, write_config
 from tests.fixtures.boards import materialize
 from tests.test_camera_watch import wait_for
 from tests.test_daemon import wait_log
+from tests.test_pir_hold import read_high_then_low
 from tests.test_sensors import write_whole
 from wattgate.client import Client, ClientError
 from wattgate.config import parse_config
@@ -207,7 +208,7 @@ def test_a_reload_applies_new_sensor_settings(start_daemon: StartDaemon, tmp_pat
     an event), and one removed by the next is no longer."""
     daemon = start_daemon(camera={"source": "synthetic:empty", "width": 320, "height": 240})
     pir = daemon.config.parent / "sys" / "pir"
-    write_whole(pir, "1\n")  # high as first read is someone already there: it shows the PIR read
+    write_whole(pir, "1\n")  # high first: read_high_then_low
 
     def pir_active() -> bool:
         return bool(client.request("status")["sensors"]["pir"]["active"])
@@ -218,9 +219,7 @@ def test_a_reload_applies_new_sensor_settings(start_daemon: StartDaemon, tmp_pat
         daemon.config.write_text(text + '[sensors]\npir = "pir"\npir_poll_s = 0.05\n')
         assert client.request("reload")["reloaded"]
         assert client.request("status")["sensors"]["pir"]["attribute"] == "pir"
-        wait_for(pir_active, what="the PIR read high")
-        write_whole(pir, "0\n")
-        wait_for(lambda: not pir_active(), what="the PIR read low")
+        read_high_then_low(pir, pir_active)
         client.request("subscribe", topics=["events"])
         write_whole(pir, "1\n")
         client.settimeout(20.0)
